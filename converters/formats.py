@@ -1,0 +1,199 @@
+"""Reading and writing Caffe files: binary ``.caffemodel``, ``.caffemodel.h5`` and ``.prototxt``.
+
+Formats are recognised by content, never by file extension.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import os
+from typing import Literal
+
+import numpy as np
+
+from .atomic import atomic_write
+from .binary import decode_message, encode_chunks, write_chunks
+from .errors import CaffeFormatError
+from .hdf5 import HDF5_SIGNATURE, read_hdf5_weights, write_hdf5_weights
+from .message import Message
+from .text import format_message, parse_text
+
+PathLike = str | os.PathLike[str]
+Format = Literal["hdf5", "binary", "text"]
+_TEXT_CONTROL = frozenset(range(32)) - {9, 10, 11, 12, 13}
+
+
+def sniff_format(path: PathLike) -> Format:
+    """``"hdf5"``, ``"binary"`` (protobuf wire format) or ``"text"`` (prototxt), from the bytes."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(65536)
+    except OSError as exc:
+        raise CaffeFormatError(exc.strerror or str(exc), path) from None
+    if not head:
+        raise CaffeFormatError("file is empty", path)
+    if head.startswith(HDF5_SIGNATURE):
+        return "hdf5"
+    if any(byte in _TEXT_CONTROL for byte in head):
+        return "binary"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut at the end of the sample is still text.
+        if exc.start < len(head) - 4:
+            return "binary"
+    return "text"
+
+
+def _map_file(path: PathLike) -> memoryview:
+    """A private, writable, lazily loaded map of the whole file."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                raise CaffeFormatError("file is empty", path)
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+    except OSError as exc:
+        raise CaffeFormatError(exc.strerror or str(exc), path) from None
+    return memoryview(mapped)
+
+
+def read_binary_net(path: PathLike, type_name: str = "NetParameter") -> Message:
+    """Decode a binary protobuf file; blob data are zero-copy views of a private file map."""
+    return decode_message(_map_file(path), type_name, path=path)
+
+
+def read_prototxt(path: PathLike, type_name: str = "NetParameter") -> Message:
+    """Parse a text ``.prototxt`` (a net definition unless ``type_name`` says otherwise)."""
+    fmt = sniff_format(path)
+    if fmt != "text":
+        kind = "an HDF5 file" if fmt == "hdf5" else "binary protobuf (a .caffemodel?)"
+        raise CaffeFormatError(f"not a text prototxt: the file is {kind}", path)
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CaffeFormatError("not valid UTF-8 text", path, offset=exc.start) from None
+    return parse_text(text, type_name, path=path)
+
+
+def read_net(path: PathLike) -> Message:
+    """A ``NetParameter`` from any Caffe file: prototxt, binary caffemodel or HDF5 weights.
+
+    HDF5 weights become a net of unnamed-type layers holding their blobs.
+    """
+    fmt = sniff_format(path)
+    if fmt == "text":
+        return read_prototxt(path)
+    if fmt == "binary":
+        return read_binary_net(path)
+    net = Message("NetParameter")
+    for name, blobs in read_hdf5_weights(path).items():
+        net.add("layer", Message("LayerParameter", name=name, blobs=[array_to_blob(b) for b in blobs]))
+    return net
+
+
+def blob_shape(blob: Message) -> tuple[int, ...]:
+    """A blob's shape as stored: legacy (num, channels, height, width) when any is set, else ``shape``."""
+    if any(name in blob for name in ("num", "channels", "height", "width")):
+        return tuple(int(blob.get(name)) for name in ("num", "channels", "height", "width"))
+    if "shape" in blob:
+        return tuple(int(d) for d in blob.get("shape").get("dim"))
+    return (blob_size(blob),)
+
+
+def blob_size(blob: Message) -> int:
+    """How many values a blob holds."""
+    data = blob.getall("data")
+    return len(data) if len(data) else len(blob.getall("double_data"))
+
+
+def blob_array(blob: Message, path: PathLike | None = None, where: str = "blob") -> np.ndarray:
+    """A blob's values as a float32 array of its stored shape (a view of the file when possible)."""
+    shape = blob_shape(blob)
+    data = blob.getall("data")
+    if len(data) == 0 and len(blob.getall("double_data")):
+        data = np.asarray(blob.getall("double_data"), dtype=np.float64).astype(np.float32)
+    array = np.asarray(data, dtype=np.float32)
+    if array.size != math.prod(shape):
+        raise CaffeFormatError(
+            f"{where} has shape {list(shape)} ({math.prod(shape)} values) but holds {array.size}",
+            path,
+        )
+    return array.reshape(shape)
+
+
+def array_to_blob(array: np.ndarray) -> Message:
+    """A ``BlobProto`` holding ``array`` (float32) with a ``shape``."""
+    array = np.asarray(array, dtype=np.float32)
+    return Message(
+        "BlobProto", shape=Message("BlobShape", dim=list(array.shape)), data=array.reshape(-1)
+    )
+
+
+def net_weights(net: Message, path: PathLike | None = None) -> dict[str, list[np.ndarray]]:
+    """Layer name -> blobs of every layer with blobs (V2 ``layer`` then V1 ``layers``)."""
+    weights: dict[str, list[np.ndarray]] = {}
+    for field in ("layer", "layers"):
+        for layer in net.getall(field):
+            blobs = layer.getall("blobs")
+            if blobs:
+                name = layer.get("name")
+                weights[name] = [
+                    blob_array(blob, path, f"blob {i} of layer '{name}'")
+                    for i, blob in enumerate(blobs)
+                ]
+    return weights
+
+
+def read_weights(path: PathLike) -> dict[str, list[np.ndarray]]:
+    """Layer name -> float32 blobs, in file order, shaped exactly as stored in the file.
+
+    Reads binary ``.caffemodel`` (V1 or V2; arrays are views of a private map of the file) and
+    ``.caffemodel.h5``. Layers without blobs are left out.
+    """
+    fmt = sniff_format(path)
+    if fmt == "hdf5":
+        return read_hdf5_weights(path)
+    if fmt == "text":
+        raise CaffeFormatError("a text prototxt holds no weights; expected a .caffemodel", path)
+    return net_weights(read_binary_net(path), path)
+
+
+def write_caffemodel(net: Message, path: PathLike) -> None:
+    """Write a ``NetParameter`` in binary form, atomically (no partial file on error)."""
+    chunks = encode_chunks(net)
+    with atomic_write(path) as handle:
+        write_chunks(chunks, handle)
+
+
+def write_prototxt(net: Message, path: PathLike) -> None:
+    """Write a message in text form, atomically."""
+    text = format_message(net)
+    with atomic_write(path) as handle:
+        handle.write(text.encode("utf-8"))
+
+
+def weights_to_net(weights: dict[str, list[np.ndarray]], name: str | None = None) -> Message:
+    """A ``NetParameter`` holding ``weights`` as V2 layers with shaped blobs."""
+    net = Message("NetParameter")
+    if name:
+        net.set("name", name)
+    for layer_name, blobs in weights.items():
+        net.add(
+            "layer",
+            Message("LayerParameter", name=layer_name, blobs=[array_to_blob(b) for b in blobs]),
+        )
+    return net
+
+
+def write_weights(weights: dict[str, list[np.ndarray]], path: PathLike, fmt: str = "binary") -> None:
+    """Write weights as a binary ``.caffemodel`` (``fmt="binary"``) or Caffe HDF5 (``"hdf5"``)."""
+    if fmt == "hdf5":
+        write_hdf5_weights(weights, path)
+    elif fmt == "binary":
+        write_caffemodel(weights_to_net(weights), path)
+    else:
+        raise ValueError(f"unknown weights format {fmt!r}: use 'binary' or 'hdf5'")

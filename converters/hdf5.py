@@ -1,0 +1,75 @@
+"""Caffe's HDF5 weights layout (``Net::ToHDF5``): float datasets ``/data/<layer>/<blob index>``."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .errors import CaffeFormatError
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def read_hdf5_weights(path: str | os.PathLike[str]) -> dict[str, list[np.ndarray]]:
+    """Layer name -> float32 blobs (in blob-index order) of a ``.caffemodel.h5`` file.
+
+    Layers come in the file's (alphabetical) order; layers without blobs are left out.
+    """
+    import h5py
+
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as exc:
+        raise CaffeFormatError(f"cannot open as HDF5 ({exc})", path) from None
+    with handle:
+        data = handle.get("data")
+        if not isinstance(data, h5py.Group):
+            raise CaffeFormatError(
+                "HDF5 file has no /data group: not Caffe weights (expected /data/<layer>/<blob>)",
+                path,
+            )
+        weights: dict[str, list[np.ndarray]] = {}
+        for layer_name, group in data.items():
+            if not isinstance(group, h5py.Group):
+                raise CaffeFormatError(
+                    f"/data/{layer_name} is not a group: not Caffe weights "
+                    "(expected /data/<layer>/<blob>)",
+                    path,
+                )
+            keys = list(group.keys())
+            if any(not key.isdigit() for key in keys) or sorted(map(int, keys)) != list(
+                range(len(keys))
+            ):
+                raise CaffeFormatError(
+                    f"/data/{layer_name} holds {sorted(keys)}, not blobs numbered 0, 1, ...: "
+                    "not Caffe weights",
+                    path,
+                )
+            blobs = []
+            for index in range(len(keys)):
+                dataset = group[str(index)]
+                if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in "fiu":
+                    raise CaffeFormatError(
+                        f"/data/{layer_name}/{index} is not a numeric dataset: not Caffe weights",
+                        path,
+                    )
+                blobs.append(np.asarray(dataset[()], dtype=np.float32))
+            if blobs:
+                weights[layer_name] = blobs
+        return weights
+
+
+def write_hdf5_weights(weights: dict[str, list[np.ndarray]], path: str | os.PathLike[str]) -> None:
+    """Write weights in Caffe's HDF5 layout (``/data/<layer>/<i>``, float32), atomically."""
+    import h5py
+
+    from .atomic import atomic_write
+
+    with atomic_write(path) as handle:
+        with h5py.File(handle, "w") as out:
+            data = out.create_group("data")
+            for layer_name, blobs in weights.items():
+                group = data.create_group(layer_name)
+                for index, blob in enumerate(blobs):
+                    group.create_dataset(str(index), data=np.asarray(blob, dtype=np.float32))
