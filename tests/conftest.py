@@ -1,0 +1,47 @@
+"""Shared test fixtures: where the third-party reference material lives, and skipping without it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def shared_root() -> Path | None:
+    """``../shared`` beside the checkout (or ``$FCN_PORT_SHARED``), if it exists."""
+    env = os.environ.get("FCN_PORT_SHARED")
+    path = Path(env) if env else REPO.parent / "shared"
+    return path if path.is_dir() else None
+
+
+def need_shared(*parts: str) -> Path:
+    """The path ``shared/<parts>``, or skip the test saying the reference material is absent."""
+    root = shared_root()
+    if root is None:
+        pytest.skip("needs ../shared (third-party reference files; not shipped with the repository)")
+    path = root.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path}, which this copy of ../shared lacks")
+    return path
+
+
+@pytest.fixture
+def shared() -> Path:
+    """The ``../shared`` folder, or skip."""
+    return need_shared()
+
+
+@pytest.fixture
+def real_models() -> Path:
+    """``../shared/real-caffe-models``, or skip."""
+    return need_shared("real-caffe-models")
+
+
+@pytest.fixture
+def fcn_reference() -> Path:
+    """``../shared/fcn-reference``, or skip."""
+    return need_shared("fcn-reference")
