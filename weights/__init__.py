@@ -1,0 +1,1 @@
+"""The official FCN weights: registry records, cache, verified downloads."""
