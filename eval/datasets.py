@@ -1,0 +1,474 @@
+"""The evaluation sets of the official FCN models, read as the official data layers read them.
+
+Every dataset yields samples ``{"index", "id", "inputs": {modality: float32 CxHxW tensor},
+"labels": {head: uint8 HxW tensor}}``. Inputs are preprocessed as the dataset's Caffe data layer
+did (RGB -> BGR, that layer's mean subtracted, CHW); labels use 255 for "ignore".
+
+Layouts (the directory you pass as the dataset root):
+
+- PASCAL VOC: a year folder with ``JPEGImages/<id>.jpg`` and ``SegmentationClass/<id>.png`` (palette
+  PNGs, 255 on borders and ambiguous regions), or a ``VOCdevkit`` folder (or its parent) holding it.
+- SBD: the ``dataset`` folder of ``benchmark_RELEASE`` (``img/<id>.jpg``, ``cls/<id>.mat``, ``val.txt``).
+- PASCAL-Context: the VOC 2010 folder (``JPEGImages``, ``ImageSets/Main/val.txt``) and the Context
+  annotations folder (``trainval/<id>.mat`` with ``LabelMap``, the 459 full labels).
+- NYUDv2 (the FCN authors' ``nyud.tar.gz``): ``data/images/img_<id>.png``, ``data/depth/img_<id>.png``,
+  ``data/hha/img_<id>.png``, ``segmentation/img_<id>.mat`` (``segmentation``, 0 void, 1..40).
+- SIFT Flow: ``Images/``, ``SemanticLabels/``, ``GeoLabels/``, each with the
+  ``spatial_envelope_256x256_static_8outdoorcategories`` sub-folder (labels in ``.mat`` ``S``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from converters.preprocess import caffe_preprocess
+
+SPLITS_DIR = Path(__file__).resolve().parent / "splits"
+IGNORE_LABEL = 255
+
+#: Caffe data layer means (B, G, R), per dataset. VOC's is the released models' mean; the others are
+#: float32 arrays in their layers, so they are rounded to float32 here to give identical inputs.
+VOC_MEAN = (104.00698793, 116.66876762, 122.67891434)
+CONTEXT_MEAN = tuple(float(v) for v in np.float32((104.007, 116.669, 122.679)))
+SIFTFLOW_MEAN = tuple(float(v) for v in np.float32((114.578, 115.294, 108.353)))
+NYUD_MEAN_BGR = tuple(float(v) for v in np.float32((116.190, 97.203, 92.318)))
+NYUD_MEAN_HHA = np.float32((132.431, 94.076, 118.477))
+NYUD_MEAN_LOGD = np.float32(7.844)
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)  # fmt: skip
+CONTEXT_CLASSES = VOC_CLASSES[:11] + (
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor", "bag", "bed", "bench", "book", "building", "cabinet", "ceiling", "clothes", "computer",
+    "cup", "door", "fence", "floor", "flower", "food", "grass", "ground", "keyboard", "light", "mountain",
+    "mouse", "curtain", "platform", "sign", "plate", "road", "rock", "shelves", "sidewalk", "sky", "snow",
+    "bedcloth", "track", "tree", "truck", "wall", "water", "window", "wood",
+)  # fmt: skip
+#: For Context classes 1..59, the index of the same class among the 459 full labels (``labels.txt``),
+#: after the official layer's renames (diningtable -> table, bedcloth -> bedclothes, clothes -> cloth).
+CONTEXT_FULL_LABEL = (
+    2, 23, 25, 31, 34, 45, 59, 65, 72, 98, 397, 113, 207, 258, 284, 308, 347, 368, 416, 427, 9, 18, 22,
+    33, 44, 46, 68, 80, 85, 104, 115, 144, 158, 159, 162, 187, 189, 220, 232, 259, 260, 105, 296, 355,
+    295, 324, 326, 349, 354, 360, 366, 19, 415, 420, 424, 440, 445, 454, 458,
+)  # fmt: skip
+NYUD_CLASSES = (
+    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf", "picture",
+    "counter", "blinds", "desk", "shelves", "curtain", "dresser", "pillow", "mirror", "floor mat",
+    "clothes", "ceiling", "books", "refridgerator", "television", "paper", "towel", "shower curtain",
+    "box", "whiteboard", "person", "night stand", "toilet", "sink", "lamp", "bathtub", "bag",
+    "otherstructure", "otherfurniture", "otherprop",
+)  # fmt: skip
+SIFTFLOW_SEMANTIC_CLASSES = (
+    "awning", "balcony", "bird", "boat", "bridge", "building", "bus", "car", "cow", "crosswalk", "desert",
+    "door", "fence", "field", "grass", "moon", "mountain", "person", "plant", "pole", "river", "road",
+    "rock", "sand", "sea", "sidewalk", "sign", "sky", "staircase", "streetlight", "sun", "tree", "window",
+)  # fmt: skip
+SIFTFLOW_GEOMETRIC_CLASSES = ("sky", "horizontal", "vertical")
+#: cow, desert and moon never occur in the SIFT Flow test set and are left out of its class averages.
+SIFTFLOW_ABSENT_CLASSES = (8, 10, 15)
+SIFTFLOW_SUBDIR = "spatial_envelope_256x256_static_8outdoorcategories"
+
+
+class DatasetError(ValueError):
+    """A dataset root is missing, malformed or lacks files of the requested split (one clear line)."""
+
+
+@dataclass(frozen=True)
+class Head:
+    """One labelling of a dataset (SIFT Flow has two): its classes and classes left out of averages."""
+
+    name: str
+    classes: tuple[str, ...]
+    exclude: tuple[int, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def read_split(path: Path) -> list[str]:
+    """The image ids of a split file (one per line, blank lines skipped)."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise DatasetError(f"cannot read split list {path}: {error.strerror or error}") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def packaged_split(name: str) -> list[str]:
+    """A split list shipped with the package (``eval/splits/<name>.txt``)."""
+    return read_split(SPLITS_DIR / f"{name}.txt")
+
+
+def _rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _color_input(path: Path, mean: Sequence[float]) -> torch.Tensor:
+    return caffe_preprocess(_rgb(path), mean=mean)[0]
+
+
+def _palette_label(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        if image.mode not in ("P", "L"):
+            raise DatasetError(f"{path}: expected a palette (P) or greyscale PNG of labels, not {image.mode}")
+        return np.array(image, dtype=np.uint8)
+
+
+def _loadmat(path: Path) -> dict:
+    import scipy.io
+
+    try:
+        return scipy.io.loadmat(str(path))
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"cannot read {path}: {error}") from None
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """Base class: a list of ids, input modalities to load, and labels per head."""
+
+    name: str = ""
+    heads: tuple[Head, ...] = ()
+    modalities: tuple[str, ...] = ("color",)
+
+    def __init__(self, ids: Sequence[str], modalities: Sequence[str] | None = None) -> None:
+        self.ids = list(ids)
+        wanted = tuple(self.modalities[:1]) if modalities is None else tuple(modalities)
+        unknown = [m for m in wanted if m not in self.modalities]
+        if unknown:
+            raise DatasetError(
+                f"{self.name} has no input {unknown[0]!r}; it provides {', '.join(self.modalities)}"
+            )
+        self.wanted = wanted
+        self.check_files()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def limit(self, count: int | None) -> SegmentationDataset:
+        """Keep the first ``count`` ids (all when ``None``)."""
+        if count is not None:
+            self.ids = self.ids[:count]
+        return self
+
+    def files(self, image_id: str) -> list[Path]:
+        """The files one sample needs (checked up front so a bad root fails at once)."""
+        raise NotImplementedError
+
+    def layout(self) -> str:
+        """What the root should contain, for error messages."""
+        raise NotImplementedError
+
+    def check_files(self) -> None:
+        """Raise :class:`DatasetError` naming the first missing file and how many are missing."""
+        if not self.ids:
+            raise DatasetError(f"{self.name}: the split list is empty")
+        missing = [p for i in self.ids for p in self.files(i) if not p.is_file()]
+        if missing:
+            raise DatasetError(
+                f"{self.name}: {len(missing)} file(s) of the split are missing, first {missing[0]} "
+                f"(expected {self.layout()})"
+            )
+
+    def load_input(self, image_id: str, modality: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def load_labels(self, image_id: str) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict:
+        image_id = self.ids[index]
+        inputs = {m: self.load_input(image_id, m) for m in self.wanted}
+        labels = {h: torch.from_numpy(np.ascontiguousarray(v)) for h, v in self.load_labels(image_id).items()}
+        return {"index": index, "id": image_id, "inputs": inputs, "labels": labels}
+
+
+def _find_dir(root: Path, candidates: Sequence[str], marker: str) -> Path | None:
+    for candidate in candidates:
+        path = root / candidate if candidate else root
+        if (path / marker).is_dir():
+            return path
+    return None
+
+
+class VOCSegmentation(SegmentationDataset):
+    """PASCAL VOC segmentation (``seg11valid``, VOC2011 ``val``, VOC2012 ``val``), as ``voc_layers.py``."""
+
+    name = "PASCAL VOC"
+    heads = (Head("semantic", VOC_CLASSES),)
+    SPLITS = {"seg11valid": "VOC2011", "val2011": "VOC2011", "val2012": "VOC2012"}
+    ALIASES = {"voc2011-val": "val2011", "voc2012-val": "val2012", "2011val": "val2011", "2012val": "val2012"}
+
+    def __init__(self, root: str | os.PathLike[str], split: str = "seg11valid",
+                 modalities: Sequence[str] | None = None) -> None:  # fmt: skip
+        split = self.ALIASES.get(split, split)
+        if split not in self.SPLITS:
+            raise DatasetError(f"unknown VOC split {split!r}; choose from {', '.join(self.SPLITS)}")
+        self.split = split
+        self.root = self.year_dir(Path(root), self.SPLITS[split], strict=split != "seg11valid")
+        if split == "seg11valid":
+            ids = packaged_split("seg11valid")
+        else:
+            list_path = self.root / "ImageSets" / "Segmentation" / "val.txt"
+            if not list_path.is_file():
+                raise DatasetError(f"{self.root}: no ImageSets/Segmentation/val.txt (the devkit's val list)")
+            ids = read_split(list_path)
+        super().__init__(ids, modalities)
+
+    @staticmethod
+    def year_dir(root: Path, year: str, strict: bool = True) -> Path:
+        """The folder with JPEGImages/SegmentationClass: ``root`` itself, ``root/VOC20xx`` or
+        ``root/VOCdevkit/VOC20xx``. Without ``strict``, another year's folder is accepted."""
+        if not root.is_dir():
+            raise DatasetError(f"VOC root {root} does not exist (expected a {year} folder or VOCdevkit)")
+        years = [year] if strict else [year, "VOC2012", "VOC2011"]
+        candidates = [""] + [f"{y}" for y in years] + [f"VOCdevkit/{y}" for y in years]
+        found = _find_dir(root, candidates, "SegmentationClass")
+        if found is None or not (found / "JPEGImages").is_dir():
+            raise DatasetError(
+                f"{root} is not a PASCAL VOC root: expected JPEGImages/ and SegmentationClass/ in it, "
+                f"in {root}/{year} or in {root}/VOCdevkit/{year}"
+            )
+        if found == root and strict and root.name.upper().startswith("VOC20") and root.name != year:
+            raise DatasetError(f"{root} is {root.name}, but this split needs {year}")
+        return found
+
+    def layout(self) -> str:
+        return f"{self.root}/JPEGImages/<id>.jpg and {self.root}/SegmentationClass/<id>.png"
+
+    def files(self, image_id: str) -> list[Path]:
+        files = [self.root / "SegmentationClass" / f"{image_id}.png"]
+        if self.wanted:
+            files.append(self.root / "JPEGImages" / f"{image_id}.jpg")
+        return files
+
+    def load_input(self, image_id: str, modality: str) -> torch.Tensor:
+        return _color_input(self.root / "JPEGImages" / f"{image_id}.jpg", VOC_MEAN)
+
+    def load_labels(self, image_id: str) -> dict[str, np.ndarray]:
+        return {"semantic": _palette_label(self.root / "SegmentationClass" / f"{image_id}.png")}
+
+
+class SBDSegmentation(SegmentationDataset):
+    """SBD (Hariharan et al.) ``val`` (or ``train``), as the official ``SBDDSegDataLayer`` reads it."""
+
+    name = "SBD"
+    heads = (Head("semantic", VOC_CLASSES),)
+
+    def __init__(self, root: str | os.PathLike[str], split: str = "val",
+                 modalities: Sequence[str] | None = None) -> None:  # fmt: skip
+        root = Path(root)
+        found = _find_dir(root, ["", "dataset", "benchmark_RELEASE/dataset"], "cls")
+        if found is None or not (found / "img").is_dir():
+            raise DatasetError(
+                f"{root} is not an SBD root: expected img/ and cls/ (benchmark_RELEASE/dataset) in it"
+            )
+        self.root = found
+        self.split = split
+        super().__init__(read_split(found / f"{split}.txt"), modalities)
+
+    def layout(self) -> str:
+        return f"{self.root}/img/<id>.jpg and {self.root}/cls/<id>.mat"
+
+    def files(self, image_id: str) -> list[Path]:
+        files = [self.root / "cls" / f"{image_id}.mat"]
+        if self.wanted:
+            files.append(self.root / "img" / f"{image_id}.jpg")
+        return files
+
+    def load_input(self, image_id: str, modality: str) -> torch.Tensor:
+        return _color_input(self.root / "img" / f"{image_id}.jpg", VOC_MEAN)
+
+    def load_labels(self, image_id: str) -> dict[str, np.ndarray]:
+        path = self.root / "cls" / f"{image_id}.mat"
+        try:
+            label = _loadmat(path)["GTcls"][0]["Segmentation"][0]
+        except (KeyError, IndexError, ValueError):
+            raise DatasetError(f"{path}: no GTcls.Segmentation") from None
+        return {"semantic": np.asarray(label).astype(np.uint8)}
+
+
+class ContextSegmentation(SegmentationDataset):
+    """PASCAL-Context, 59 classes plus background (0), as ``pascalcontext_layers.py`` maps them."""
+
+    name = "PASCAL-Context"
+    heads = (Head("semantic", CONTEXT_CLASSES),)
+
+    def __init__(self, voc_root: str | os.PathLike[str], context_root: str | os.PathLike[str],
+                 split: str = "val", modalities: Sequence[str] | None = None) -> None:  # fmt: skip
+        self.voc_root = _find_dir(Path(voc_root), ["", "VOC2010", "VOCdevkit/VOC2010"], "JPEGImages")
+        if self.voc_root is None or not (self.voc_root / "ImageSets" / "Main").is_dir():
+            raise DatasetError(
+                f"{voc_root} is not a VOC 2010 root: expected JPEGImages/ and ImageSets/Main/ in it, "
+                "in VOC2010/ or in VOCdevkit/VOC2010/"
+            )
+        context_root = Path(context_root)
+        found = _find_dir(context_root, ["", "trainval"], "trainval")
+        if found is None:
+            raise DatasetError(f"{context_root} is not a PASCAL-Context root: expected trainval/<id>.mat")
+        self.context_root = found
+        self.split = split
+        super().__init__(read_split(self.voc_root / "ImageSets" / "Main" / f"{split}.txt"), modalities)
+        self._lookup = np.zeros(max(CONTEXT_FULL_LABEL) + 1, dtype=np.uint8)
+        for task_label, full_label in enumerate(CONTEXT_FULL_LABEL, start=1):
+            self._lookup[full_label] = task_label
+
+    def layout(self) -> str:
+        return f"{self.voc_root}/JPEGImages/<id>.jpg and {self.context_root}/trainval/<id>.mat"
+
+    def files(self, image_id: str) -> list[Path]:
+        files = [self.context_root / "trainval" / f"{image_id}.mat"]
+        if self.wanted:
+            files.append(self.voc_root / "JPEGImages" / f"{image_id}.jpg")
+        return files
+
+    def load_input(self, image_id: str, modality: str) -> torch.Tensor:
+        return _color_input(self.voc_root / "JPEGImages" / f"{image_id}.jpg", CONTEXT_MEAN)
+
+    def load_labels(self, image_id: str) -> dict[str, np.ndarray]:
+        path = self.context_root / "trainval" / f"{image_id}.mat"
+        try:
+            full = np.asarray(_loadmat(path)["LabelMap"]).astype(np.int64)
+        except KeyError:
+            raise DatasetError(f"{path}: no LabelMap") from None
+        inside = (full >= 0) & (full < len(self._lookup))
+        label = np.zeros(full.shape, dtype=np.uint8)
+        label[inside] = self._lookup[full[inside]]
+        return {"semantic": label}
+
+
+class NYUDSegmentation(SegmentationDataset):
+    """NYUDv2, 40 classes (Gupta et al.), with colour, HHA and log-depth inputs, as ``nyud_layers.py``.
+
+    Modalities: ``color`` (BGR minus mean), ``hha`` (minus mean), ``depth`` (log depth minus mean,
+    1 channel) and ``color-depth`` (the 4-channel early-fusion input: colour then log depth).
+    """
+
+    name = "NYUDv2"
+    heads = (Head("semantic", NYUD_CLASSES),)
+    modalities = ("color", "hha", "depth", "color-depth")
+
+    def __init__(self, root: str | os.PathLike[str], split: str = "test",
+                 modalities: Sequence[str] | None = None) -> None:  # fmt: skip
+        root = Path(root)
+        found = _find_dir(root, ["", "nyud"], "segmentation")
+        if found is None or not (found / "data").is_dir():
+            raise DatasetError(
+                f"{root} is not an NYUDv2 root: expected data/images/, data/hha/, data/depth/ and "
+                "segmentation/ (the FCN authors' nyud.tar.gz layout)"
+            )
+        self.root = found
+        self.split = split
+        own = found / f"{split}.txt"
+        if own.is_file():
+            ids = read_split(own)
+        elif (SPLITS_DIR / f"nyud-{split}.txt").is_file():
+            ids = packaged_split(f"nyud-{split}")
+        else:
+            raise DatasetError(f"{found}: no split list {split}.txt")
+        super().__init__(ids, modalities)
+
+    def layout(self) -> str:
+        return f"{self.root}/data/{{images,hha,depth}}/img_<id>.png and {self.root}/segmentation/img_<id>.mat"
+
+    def _path(self, kind: str, image_id: str) -> Path:
+        folder = {"color": "images", "hha": "hha", "depth": "depth"}[kind]
+        return self.root / "data" / folder / f"img_{image_id}.png"
+
+    def files(self, image_id: str) -> list[Path]:
+        files = [self.root / "segmentation" / f"img_{image_id}.mat"]
+        for modality in self.wanted:
+            for kind in ("color", "depth") if modality == "color-depth" else (modality,):
+                files.append(self._path(kind, image_id))
+        return files
+
+    def load_input(self, image_id: str, modality: str) -> torch.Tensor:
+        if modality == "color":
+            return _color_input(self._path("color", image_id), NYUD_MEAN_BGR)
+        if modality == "hha":
+            with Image.open(self._path("hha", image_id)) as image:
+                hha = np.array(image, dtype=np.float32)
+            return torch.from_numpy(np.ascontiguousarray((hha - NYUD_MEAN_HHA).transpose(2, 0, 1)))
+        if modality == "depth":
+            with Image.open(self._path("depth", image_id)) as image:
+                depth = np.array(image, dtype=np.float32)
+            with np.errstate(divide="ignore"):
+                log_depth = np.log(depth) - NYUD_MEAN_LOGD
+            return torch.from_numpy(log_depth[np.newaxis].astype(np.float32))
+        return torch.cat([self.load_input(image_id, "color"), self.load_input(image_id, "depth")], dim=0)
+
+    def load_labels(self, image_id: str) -> dict[str, np.ndarray]:
+        path = self.root / "segmentation" / f"img_{image_id}.mat"
+        try:
+            label = np.asarray(_loadmat(path)["segmentation"]).astype(np.uint8)
+        except KeyError:
+            raise DatasetError(f"{path}: no 'segmentation' array") from None
+        return {"semantic": label - np.uint8(1)}  # 0 (void) wraps to 255
+
+
+class SIFTFlowSegmentation(SegmentationDataset):
+    """SIFT Flow: 33 semantic and 3 geometric classes, as ``siftflow_layers.py`` reads them."""
+
+    name = "SIFT Flow"
+    heads = (
+        Head("semantic", SIFTFLOW_SEMANTIC_CLASSES, exclude=SIFTFLOW_ABSENT_CLASSES),
+        Head("geometric", SIFTFLOW_GEOMETRIC_CLASSES),
+    )
+
+    def __init__(self, root: str | os.PathLike[str], split: str = "test",
+                 modalities: Sequence[str] | None = None) -> None:  # fmt: skip
+        root = Path(root)
+        found = _find_dir(root, ["", "SiftFlowDataset", "sift-flow"], "SemanticLabels")
+        if found is None or not (found / "GeoLabels").is_dir() or not (found / "Images").is_dir():
+            raise DatasetError(
+                f"{root} is not a SIFT Flow root: expected Images/, SemanticLabels/ and GeoLabels/ "
+                f"(each with {SIFTFLOW_SUBDIR}/) in it"
+            )
+        self.root = found
+        self.split = split
+        own = found / f"{split}.txt"
+        if own.is_file():
+            ids = read_split(own)
+        elif (SPLITS_DIR / f"siftflow-{split}.txt").is_file():
+            ids = packaged_split(f"siftflow-{split}")
+        else:
+            raise DatasetError(f"{found}: no split list {split}.txt")
+        super().__init__(ids, modalities)
+
+    def layout(self) -> str:
+        return f"{self.root}/{{Images,SemanticLabels,GeoLabels}}/{SIFTFLOW_SUBDIR}/<id>.{{jpg,mat}}"
+
+    def files(self, image_id: str) -> list[Path]:
+        kinds = ("SemanticLabels", "GeoLabels")
+        files = [self.root / kind / SIFTFLOW_SUBDIR / f"{image_id}.mat" for kind in kinds]
+        if self.wanted:
+            files.append(self.root / "Images" / SIFTFLOW_SUBDIR / f"{image_id}.jpg")
+        return files
+
+    def load_input(self, image_id: str, modality: str) -> torch.Tensor:
+        return _color_input(self.root / "Images" / SIFTFLOW_SUBDIR / f"{image_id}.jpg", SIFTFLOW_MEAN)
+
+    def load_labels(self, image_id: str) -> dict[str, np.ndarray]:
+        labels = {}
+        for head, kind in (("semantic", "SemanticLabels"), ("geometric", "GeoLabels")):
+            path = self.root / kind / SIFTFLOW_SUBDIR / f"{image_id}.mat"
+            try:
+                raw = np.asarray(_loadmat(path)["S"]).astype(np.int64)
+            except KeyError:
+                raise DatasetError(f"{path}: no 'S' array") from None
+            if head == "geometric":
+                raw[raw == -1] = 0
+            labels[head] = ((raw - 1) % 256).astype(np.uint8)  # 0 (void) -> 255
+        return labels
+
