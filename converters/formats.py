@@ -15,7 +15,7 @@ import numpy as np
 from .atomic import atomic_write
 from .binary import decode_message, encode_chunks, write_chunks
 from .errors import CaffeFormatError
-from .hdf5 import HDF5_SIGNATURE, read_hdf5_weights, write_hdf5_weights
+from .hdf5 import HDF5_SIGNATURE, read_hdf5_layers, read_hdf5_weights, write_hdf5_weights
 from .message import Message
 from .text import format_message, parse_text
 
@@ -82,7 +82,8 @@ def read_prototxt(path: PathLike, type_name: str = "NetParameter") -> Message:
 def read_net(path: PathLike) -> Message:
     """A ``NetParameter`` from any Caffe file: prototxt, binary caffemodel or HDF5 weights.
 
-    HDF5 weights become a net of unnamed-type layers holding their blobs.
+    HDF5 weights become a net of untyped layers holding their blobs, one per layer group
+    (parameterless layers included), in the file's order.
     """
     fmt = sniff_format(path)
     if fmt == "text":
@@ -90,7 +91,7 @@ def read_net(path: PathLike) -> Message:
     if fmt == "binary":
         return read_binary_net(path)
     net = Message("NetParameter")
-    for name, blobs in read_hdf5_weights(path).items():
+    for name, blobs in read_hdf5_layers(path).items():
         net.add("layer", Message("LayerParameter", name=name, blobs=[array_to_blob(b) for b in blobs]))
     return net
 

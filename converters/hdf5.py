@@ -16,6 +16,15 @@ def read_hdf5_weights(path: str | os.PathLike[str]) -> dict[str, list[np.ndarray
 
     Layers come in the file's (alphabetical) order; layers without blobs are left out.
     """
+    return {name: blobs for name, blobs in read_hdf5_layers(path).items() if blobs}
+
+
+def read_hdf5_layers(path: str | os.PathLike[str]) -> dict[str, list[np.ndarray]]:
+    """Every layer group of a ``.caffemodel.h5`` file -> its float32 blobs (``[]`` for an empty group).
+
+    Caffe writes a group for every layer, parameterless ones included; the file keeps no layer
+    types and no net order, so layers come in the file's (alphabetical) order.
+    """
     import h5py
 
     try:
@@ -55,8 +64,7 @@ def read_hdf5_weights(path: str | os.PathLike[str]) -> dict[str, list[np.ndarray
                         path,
                     )
                 blobs.append(np.asarray(dataset[()], dtype=np.float32))
-            if blobs:
-                weights[layer_name] = blobs
+            weights[layer_name] = blobs
         return weights
 
 

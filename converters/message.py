@@ -27,12 +27,13 @@ class Message:
     ``type`` names the schema message (``"NetParameter"``, ``"LayerParameter"`` ...) or is ``None``
     for a message the schema does not know (a Caffe fork's extension). Repeated float fields of
     blobs hold one ``numpy.ndarray`` instead of a list. ``unknown`` keeps binary fields whose
-    number or wire type the schema does not know, as ``(number, wire_type, raw)``.
+    number or wire type the schema does not know, as ``(number, wire_type, raw)``. The message
+    type is positional-only, so ``Message("LayerParameter", type="Input")`` sets the field ``type``.
     """
 
     __slots__ = ("type", "_fields", "unknown")
 
-    def __init__(self, type: str | None = None, **fields: Any) -> None:
+    def __init__(self, type: str | None = None, /, **fields: Any) -> None:
         self.type = type
         self._fields: dict[str, Any] = {}
         self.unknown: list[tuple[int, int, Any]] = []
