@@ -12,7 +12,6 @@ Field numbers, types and defaults are interface facts restated in our own compac
 from __future__ import annotations
 
 import dataclasses
-import math
 
 SCHEMA_TEXT = """
 enum FillerParameter.VarianceNorm FAN_IN=0 FAN_OUT=1 AVERAGE=2
@@ -584,7 +583,7 @@ def _parse_default(text: str, type_name: str) -> object:
     if type_name == "bool":
         return text == "true"
     if type_name in ("float", "double"):
-        return float(text) if text not in ("inf", "-inf", "nan") else math.inf
+        return float(text)
     if type_name in VARINT_TYPES:
         return int(text)
     return text  # enum value name

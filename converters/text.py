@@ -115,11 +115,15 @@ def _unescape(quoted: str, token: _Token, path: Any) -> bytes:
     return bytes(out)
 
 
+MAX_DEPTH = 100  # as protobuf's text parser: deeper nesting is refused, not a RecursionError
+
+
 class _Parser:
     def __init__(self, text: str, path: Any) -> None:
         self.path = path
         self.tokens = _tokenize(text, path)
         self.i = 0
+        self.depth = 0
 
     # -- token helpers ---------------------------------------------------------------------
     def peek(self) -> _Token:
@@ -199,11 +203,20 @@ class _Parser:
             self.i += 1
             if field is not None and not field.is_message:
                 raise self.error(f"field '{name.text}' is a {field.type}, not a message", token)
-            return self.message(field.type if field else None, "}" if token.text == "{" else ">")
+            if self.depth >= MAX_DEPTH:
+                raise self.error(f"messages nested more than {MAX_DEPTH} deep", token)
+            self.depth += 1
+            msg = self.message(field.type if field else None, "}" if token.text == "{" else ">")
+            self.depth -= 1
+            return msg
         if field is not None and field.is_message:
             raise self.error(f"field '{name.text}' is a message and needs '{{ ... }}'", token)
+        start = self.peek()
         negative = self.accept("-")
         token = self.next()
+        if negative and token.kind in ("number", "ident"):
+            # errors about a negative value point at its '-'
+            token = _Token(token.kind, token.text, start.line, start.column)
         if token.kind == "string" and not negative:
             raw = _unescape(token.text, token, self.path)
             while self.peek().kind == "string":
