@@ -1,0 +1,751 @@
+"""Forward-pass timing of the FCN nets, as the paper timed them, and Table 1's static columns.
+
+``python -m eval.timing --model voc-fcn8s --size 500x500 --device cuda`` builds the net (random
+fan-in-scaled weights unless ``--weights`` names a caffemodel: the time does not depend on the
+values), runs ``--warmup`` passes, then times ``--runs`` passes (at least 20, the paper's count),
+synchronising the device around each, and prints the median, the spread and the paper's Tesla K40c
+figure with the speed-up. ``--channels-last``, ``--tf32``, ``--autocast bf16|fp16`` and
+``--compile`` each add a row, reported with its argmax agreement against plain fp32.
+
+Static columns of Table 1, computed from the net definition (see :func:`static_columns`):
+
+- *conv layers*: Convolution layers on the longest path from the input to the coarse score (the
+  blob the first Deconvolution upsamples), counting the classifier turned convolution (fc6, fc7)
+  and the class scorer (score_fr), but no skip scorer and no upsampling. This is the paper's
+  count: VGG16 13 + 3 = 16, AlexNet 5 + 3 = 8.
+- *receptive field* and *max stride*: of one unit of the coarse score, in input pixels.
+- *parameters*: weights of the built module, less those of the upsampling (Deconvolution) layers,
+  as the paper counts (FCN-VGG16 134M, FCN-AlexNet 57M).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from converters.message import Message
+from converters.netdef import layer_type, upgrade_net
+
+MIN_RUNS = 20
+
+
+class TimingError(ValueError):
+    """A problem the user can fix (bad option, missing file, missing module); one line."""
+
+
+# --------------------------------------------------------------------------------------------
+# The paper's timings (CVPR 2015): Tesla K40c, 500x500 input, averaged over 20 trials.
+
+
+@dataclass(frozen=True)
+class PaperTime:
+    """One published forward time and where it is printed."""
+
+    net: str
+    ms: float
+    source: str
+
+
+_TABLE1_VGG16 = PaperTime("FCN-VGG16", 210.0, "CVPR 2015 Table 1 (K40c, 500x500)")
+_TABLE1_ALEXNET = PaperTime("FCN-AlexNet", 50.0, "CVPR 2015 Table 1 (K40c, 500x500)")
+_TABLE3_FCN8S = PaperTime("FCN-8s", 175.0, "CVPR 2015 Table 3 (~175 ms inference)")
+
+
+def paper_times(model: str) -> list[PaperTime]:
+    """The paper's K40c forward times that apply to ``model`` (an official model name)."""
+    published = _published_times(model)
+    if published is not None:
+        return published
+    if model in ("voc-fcn8s", "voc-fcn8s-atonce"):
+        return [_TABLE3_FCN8S, _TABLE1_VGG16]
+    if model.endswith("alexnet"):
+        return [_TABLE1_ALEXNET]
+    if model.startswith(("voc-", "pascalcontext-", "nyud-", "siftflow-")):
+        return [_TABLE1_VGG16]
+    return []
+
+
+def _published_times(model: str) -> list[PaperTime] | None:
+    """Forward times from ``weights.published`` when that module offers them, else ``None``."""
+    try:
+        from weights import published  # type: ignore[import-not-found]
+    except Exception:
+        return None
+    getter = getattr(published, "forward_times", None)
+    if getter is None:
+        return None
+    try:
+        return [PaperTime(str(t.net), float(t.ms), str(t.source)) for t in getter(model)]
+    except Exception:
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Static columns from the net definition.
+
+
+def _ints(param: Message, name: str) -> list[int]:
+    values = param.get(name, None)
+    if values is None:
+        return []
+    return [int(v) for v in (values if isinstance(values, list | np.ndarray) else [values])]
+
+
+def _kernel_stride_dilation(layer: Message) -> tuple[int, int, int]:
+    """Kernel extent, stride and dilation (the larger of the two spatial axes) of a conv or pool."""
+    kind = layer_type(layer)
+    if kind == "Pooling":
+        p = layer.get("pooling_param")
+        if p.get("global_pooling", False):
+            raise TimingError(f"layer {layer.get('name')!r}: global pooling has no fixed receptive field")
+        kernel = max(_ints(p, "kernel_size") + _ints(p, "kernel_h") + _ints(p, "kernel_w") or [1])
+        stride = max(_ints(p, "stride") + _ints(p, "stride_h") + _ints(p, "stride_w") or [1])
+        return kernel, stride, 1
+    p = layer.get("convolution_param")
+    kernel = max(_ints(p, "kernel_size") + _ints(p, "kernel_h") + _ints(p, "kernel_w") or [1])
+    stride = max(_ints(p, "stride") + _ints(p, "stride_h") + _ints(p, "stride_w") or [1])
+    dilation = max(_ints(p, "dilation") or [1])
+    return kernel, stride, dilation
+
+
+_SPATIAL = {"Convolution", "Pooling"}
+_UPSAMPLING = {"Deconvolution"}
+
+
+def _in_test_phase(rule: Message) -> bool:
+    return "phase" not in rule or str(rule.get("phase")) == "TEST"
+
+
+def _test_phase_layers(net: Message) -> list[Message]:
+    """The layers Caffe keeps in the TEST phase (include/exclude rules, judged by phase only)."""
+    kept = []
+    for layer in net.get("layer"):
+        includes = layer.get("include")
+        if includes and not any(_in_test_phase(r) for r in includes):
+            continue
+        if any(_in_test_phase(r) for r in layer.get("exclude")):
+            continue
+        kept.append(layer)
+    return kept
+
+
+def coarse_score_blob(net: Message) -> str:
+    """The blob the first upsampling layer reads (``score_fr`` in the FCNs): the coarsest scores.
+
+    Without upsampling layers, the top of the last layer. Raises ``TimingError`` for an empty net.
+    """
+    layers = _test_phase_layers(upgrade_net(net))
+    for layer in layers:
+        if layer_type(layer) in _UPSAMPLING:
+            return str(layer.get("bottom")[0])
+    if not layers or not layer.get("top"):
+        raise TimingError("the net has no layers with outputs")
+    return str(layers[-1].get("top")[0])
+
+
+@dataclass(frozen=True)
+class StaticColumns:
+    """Table 1's columns that follow from the net's structure.
+
+    ``parameters`` leaves out the upsampling (Deconvolution) layers, as the paper's counts do
+    (FCN-VGG16 134M, FCN-AlexNet 57M: the convolutionalized classifier with its class scorer);
+    ``all_parameters`` counts everything.
+    """
+
+    conv_layers: int
+    receptive_field: int
+    max_stride: int
+    parameters: int | None
+    all_parameters: int | None
+    coarse_blob: str
+
+
+def _walk_to(net: Message, target: str) -> tuple[int, int, int]:
+    """(conv layers on the longest path, receptive field, stride) of blob ``target``."""
+    depth: dict[str, int] = {}
+    field_: dict[str, int] = {}
+    stride: dict[str, int] = {}
+    for layer in _test_phase_layers(upgrade_net(net)):
+        kind = layer_type(layer)
+        bottoms = [str(b) for b in layer.get("bottom")]
+        known = [b for b in bottoms if b in depth]
+        if not known:  # a source (Input, Data, Python ...) or a layer fed only by labels
+            d, f, s = 0, 1, 1
+        else:
+            d = max(depth[b] for b in known)
+            f = max(field_[b] for b in known)
+            s = max(stride[b] for b in known)
+        if kind in _UPSAMPLING:
+            k, st, dil = _kernel_stride_dilation(layer)
+            s = max(1, s // st)
+        elif kind in _SPATIAL:
+            k, st, dil = _kernel_stride_dilation(layer)
+            f = f + (dil * (k - 1)) * s
+            s = s * st
+            if kind == "Convolution":
+                d += 1
+        for top in layer.get("top"):
+            depth[str(top)], field_[str(top)], stride[str(top)] = d, f, s
+    if target not in depth:
+        raise TimingError(f"blob {target!r} is not produced by the net")
+    return depth[target], field_[target], stride[target]
+
+
+_PARAMETRIC_UNSUPPORTED = {"InnerProduct", "BatchNorm", "Scale", "Bias", "PReLU", "Embed", "LSTM", "RNN"}
+
+
+def definition_parameter_counts(net: Message, input_channels: int = 3) -> dict[str, tuple[str, int]] | None:
+    """Per layer name: (type, weights + biases) of the definition's Convolution/Deconvolution layers.
+
+    Channels of source blobs come from ``Input`` shapes, else ``input_channels``. ``None`` when a
+    layer with parameters of another type (InnerProduct, BatchNorm ...) makes the count unknown.
+    """
+    channels: dict[str, int] = {}
+    counts: dict[str, tuple[str, int]] = {}
+    for layer in _test_phase_layers(upgrade_net(net)):
+        kind = layer_type(layer)
+        bottoms = [str(b) for b in layer.get("bottom")]
+        tops = [str(t) for t in layer.get("top")]
+        if kind in _PARAMETRIC_UNSUPPORTED:
+            return None
+        if kind == "Input":
+            shapes = layer.get("input_param").get("shape")
+            for i, top in enumerate(tops):
+                dims = [int(d) for d in shapes[min(i, len(shapes) - 1)].get("dim")] if shapes else []
+                channels[top] = dims[1] if len(dims) > 1 else input_channels
+            continue
+        if not bottoms or not any(b in channels for b in bottoms):
+            for top in tops:
+                channels[top] = input_channels
+            continue
+        cin = channels.get(bottoms[0], input_channels)
+        if kind in ("Convolution", "Deconvolution"):
+            p = layer.get("convolution_param")
+            cout = int(p.get("num_output"))
+            group = int(p.get("group", 1) or 1)
+            kernel = _ints(p, "kernel_size") or []
+            kh = int(p.get("kernel_h", 0) or 0) or (kernel[0] if kernel else 1)
+            kw = int(p.get("kernel_w", 0) or 0) or (kernel[-1] if kernel else 1)
+            weights = (cout * (cin // group) if kind == "Convolution" else cin * (cout // group)) * kh * kw
+            counts[str(layer.get("name"))] = (kind, weights + (cout if p.get("bias_term", True) else 0))
+            out = cout
+        elif kind == "Concat":
+            out = sum(channels.get(b, 0) for b in bottoms)
+        else:
+            out = cin
+        for top in tops:
+            channels[top] = out
+    return counts
+
+
+def definition_parameter_count(net: Message, *, upsampling: bool = True) -> int | None:
+    """Total parameters of the definition (``None`` if unknown); ``upsampling=False`` leaves out
+    the Deconvolution layers."""
+    counts = definition_parameter_counts(net)
+    if counts is None:
+        return None
+    return sum(n for kind, n in counts.values() if upsampling or kind not in _UPSAMPLING)
+
+
+def module_parameter_count(module: torch.nn.Module) -> int:
+    """Elements of all parameters of ``module`` (each shared tensor counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for p in module.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+def static_columns(net: Message, module: torch.nn.Module | None = None) -> StaticColumns:
+    """Table 1's conv layers, receptive field and max stride of ``net``; parameters of ``module``.
+
+    The parameter count is the built module's, less the definition's upsampling weights; without
+    a module both come from the definition (``None`` if unknown).
+    """
+    target = coarse_score_blob(net)
+    depth, rf, stride = _walk_to(net, target)
+    total = definition_parameter_count(net)
+    without_upsampling = definition_parameter_count(net, upsampling=False)
+    if module is not None:
+        built = module_parameter_count(module)
+        known = total is not None and without_upsampling is not None
+        upsampling = total - without_upsampling if known else 0
+        total, without_upsampling = built, built - upsampling
+    return StaticColumns(depth, rf, stride, without_upsampling, total, target)
+
+
+# --------------------------------------------------------------------------------------------
+# Timing.
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to run the net: memory format, TF32, autocast dtype, torch.compile."""
+
+    channels_last: bool = False
+    tf32: bool = False
+    autocast: str | None = None  # "bf16" | "fp16"
+    compile: bool = False
+
+    @property
+    def label(self) -> str:
+        parts = [
+            "channels_last" if self.channels_last else "",
+            "tf32" if self.tf32 else "",
+            f"autocast {self.autocast}" if self.autocast else "",
+            "compile" if self.compile else "",
+        ]
+        return " + ".join(p for p in parts if p) or "fp32"
+
+
+@dataclass
+class TimingRow:
+    """Measured times of one variant (milliseconds) and its agreement with plain fp32."""
+
+    variant: str
+    times_ms: list[float]
+    median_ms: float
+    q1_ms: float
+    q3_ms: float
+    min_ms: float
+    max_ms: float
+    images_per_s: float
+    first_call_ms: float
+    argmax_agreement: float | None = None
+    agreement_by_output: dict[str, float] = field(default_factory=dict)
+
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@contextlib.contextmanager
+def _fp32_precision(device: torch.device, tf32: bool) -> Iterator[None]:
+    """TF32 for CUDA convolutions and matmuls on or off (``off`` is plain IEEE fp32), restored after."""
+    if device.type != "cuda":
+        yield
+        return
+    conv = getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision", None)
+    if conv is not None:  # the newer API; never mixed with the legacy flags
+        matmul = torch.backends.cuda.matmul.fp32_precision
+        value = "tf32" if tf32 else "ieee"
+        torch.backends.cudnn.conv.fp32_precision = value
+        torch.backends.cuda.matmul.fp32_precision = value
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.conv.fp32_precision = conv
+            torch.backends.cuda.matmul.fp32_precision = matmul
+        return
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for all queued work on ``device`` (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def _as_outputs(result: Any) -> dict[str, torch.Tensor]:
+    if isinstance(result, Mapping):
+        return {str(k): v for k, v in result.items()}
+    if isinstance(result, torch.Tensor):
+        return {"output": result}
+    if isinstance(result, Sequence):
+        return {f"output{i}": v for i, v in enumerate(result)}
+    raise TypeError(f"unexpected forward result {type(result).__name__}")
+
+
+def argmax_agreement(
+    reference: Mapping[str, torch.Tensor], other: Mapping[str, torch.Tensor]
+) -> dict[str, float]:
+    """Per output blob: the fraction of positions whose argmax over channels (dim 1) is the same."""
+    agreement = {}
+    for name, ref in reference.items():
+        if name not in other:
+            raise ValueError(f"output {name!r} missing from the compared run")
+        a = ref.float().argmax(dim=1) if ref.dim() > 1 else ref
+        b = other[name].float().argmax(dim=1) if other[name].dim() > 1 else other[name]
+        agreement[name] = float((a == b).float().mean().item())
+    return agreement
+
+
+def summarize(variant: str, times_ms: Sequence[float], batch: int, first_call_ms: float) -> TimingRow:
+    """Median, quartiles, extremes and throughput of the timed passes."""
+    if not times_ms:
+        raise ValueError("no timed runs")
+    ordered = sorted(times_ms)
+    q = np.percentile(np.asarray(ordered), [25, 75])
+    median = statistics.median(ordered)
+    return TimingRow(
+        variant=variant,
+        times_ms=list(times_ms),
+        median_ms=median,
+        q1_ms=float(q[0]),
+        q3_ms=float(q[1]),
+        min_ms=ordered[0],
+        max_ms=ordered[-1],
+        images_per_s=batch * 1000.0 / median if median > 0 else math.inf,
+        first_call_ms=first_call_ms,
+    )
+
+
+def time_variant(
+    net: torch.nn.Module,
+    inputs: Mapping[str, torch.Tensor],
+    variant: Variant,
+    *,
+    runs: int = MIN_RUNS,
+    warmup: int = 3,
+    device: torch.device | str = "cpu",
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[TimingRow, dict[str, torch.Tensor]]:
+    """Time ``runs`` forward passes of ``net(**inputs)`` under ``variant`` after ``warmup`` passes.
+
+    Each pass is bracketed by device synchronisation, so a time is the full latency of one
+    forward. The module is copied (not changed) for channels_last/compile. Returns the summary
+    and the last pass's outputs (float32, on the CPU) for agreement checks.
+    """
+    if runs < 1 or warmup < 0:
+        raise TimingError(f"runs must be >= 1 and warmup >= 0, got {runs} and {warmup}")
+    device = torch.device(device)
+    if variant.tf32 and device.type != "cuda":
+        raise TimingError("--tf32 applies to CUDA devices only")
+    model = net
+    feed = dict(inputs)
+    if variant.channels_last:
+        model = copy.deepcopy(net).to(memory_format=torch.channels_last)
+        feed = {
+            k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in feed.items()
+        }
+    if variant.compile:
+        model = torch.compile(model)
+    autocast = (
+        torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[variant.autocast])
+        if variant.autocast
+        else contextlib.nullcontext()
+    )
+
+    def forward() -> dict[str, torch.Tensor]:
+        with autocast:
+            return _as_outputs(model(**feed))
+
+    times: list[float] = []
+    with torch.inference_mode(), _fp32_precision(device, variant.tf32):
+        synchronize(device)
+        start = clock()
+        outputs = forward()
+        synchronize(device)
+        first = (clock() - start) * 1000.0
+        for _ in range(max(0, warmup - 1)):
+            outputs = forward()
+        synchronize(device)
+        for _ in range(runs):
+            start = clock()
+            outputs = forward()
+            synchronize(device)
+            times.append((clock() - start) * 1000.0)
+    batch = next(iter(feed.values())).shape[0] if feed else 1
+    row = summarize(variant.label, times, batch, first)
+    return row, {k: v.detach().float().cpu() for k, v in outputs.items()}
+
+
+def run_variants(
+    net: torch.nn.Module,
+    inputs: Mapping[str, torch.Tensor],
+    variants: Sequence[Variant],
+    *,
+    runs: int = MIN_RUNS,
+    warmup: int = 3,
+    device: torch.device | str = "cpu",
+) -> list[TimingRow]:
+    """Plain fp32 first, then every variant, each with argmax agreement against the fp32 outputs."""
+    baseline, reference = time_variant(net, inputs, Variant(), runs=runs, warmup=warmup, device=device)
+    baseline.argmax_agreement = 1.0
+    rows = [baseline]
+    for variant in variants:
+        if variant == Variant():
+            continue
+        row, outputs = time_variant(net, inputs, variant, runs=runs, warmup=warmup, device=device)
+        row.agreement_by_output = argmax_agreement(reference, outputs)
+        row.argmax_agreement = min(row.agreement_by_output.values()) if row.agreement_by_output else None
+        rows.append(row)
+    return rows
+
+
+def requested_variants(
+    channels_last: bool, tf32: bool, autocast: str | None, compile_: bool
+) -> list[Variant]:
+    """One variant per requested option, plus their combination when more than one is asked for."""
+    singles = []
+    if channels_last:
+        singles.append(Variant(channels_last=True))
+    if tf32:
+        singles.append(Variant(tf32=True))
+    if autocast:
+        singles.append(Variant(autocast=autocast))
+    if compile_:
+        singles.append(Variant(compile=True))
+    if len(singles) > 1:
+        singles.append(Variant(channels_last=channels_last, tf32=tf32, autocast=autocast, compile=compile_))
+    return singles
+
+
+# --------------------------------------------------------------------------------------------
+# Building the net.
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"500x500"`` (height x width) or ``"500"`` as ``(height, width)``; ``TimingError`` otherwise."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise TimingError(f"--size must look like 500x500, got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise TimingError(f"--size must look like 500x500 with positive sides, got {text!r}")
+    return values[0], values[1]
+
+
+def net_definition(model: str) -> Message:
+    """The deploy definition of an official model name, or the net in a .prototxt path."""
+    path = Path(model)
+    if path.suffix == ".prototxt" or path.exists():
+        if not path.is_file():
+            raise TimingError(f"no such prototxt: {model}")
+        from converters import read_prototxt
+
+        return read_prototxt(path)
+    try:
+        from converters import fcn_nets  # type: ignore[attr-defined]
+    except ImportError:
+        raise TimingError(
+            "converters.fcn_nets is not available in this checkout; pass a deploy .prototxt instead"
+        ) from None
+    if model not in fcn_nets.MODELS:
+        raise TimingError(f"unknown model {model!r}; known: {', '.join(fcn_nets.MODELS)}")
+    return fcn_nets.net_definition(model, "deploy")
+
+
+def build_net(net: Message, caffemodel: str | None, device: torch.device) -> torch.nn.Module:
+    """The net as a PyTorch module in eval mode on ``device`` (random weights without a caffemodel)."""
+    try:
+        from converters import load_caffe  # type: ignore[attr-defined]
+    except ImportError:
+        raise TimingError("converters.load_caffe is not available in this checkout") from None
+    if caffemodel is not None and not Path(caffemodel).is_file():
+        raise TimingError(f"no such caffemodel: {caffemodel}")
+    torch.manual_seed(0)
+    module = load_caffe(net, caffemodel, device=device)
+    return module.eval()
+
+
+def input_names(net: Message, module: torch.nn.Module) -> list[str]:
+    """The net's input blob names (``module.caffe_inputs`` when the graph offers it)."""
+    declared = getattr(module, "caffe_inputs", None)
+    if declared:
+        if isinstance(declared, Mapping):
+            return [str(k) for k in declared]
+        return [str(d[0] if isinstance(d, tuple | list) else getattr(d, "name", d)) for d in declared]
+    names = []
+    for layer in upgrade_net(net).get("layer"):
+        if layer_type(layer) == "Input":
+            names.extend(str(t) for t in layer.get("top"))
+    return names or ["data"]
+
+
+def synthetic_input(
+    height: int, width: int, channels: int = 3, batch: int = 1, seed: int = 0
+) -> torch.Tensor:
+    """A smooth, image-like preprocessed input: blurred noise in roughly the range Caffe feeds."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(batch, channels, max(1, height // 16), max(1, width // 16), generator=generator)
+    smooth = torch.nn.functional.interpolate(
+        coarse, size=(height, width), mode="bilinear", align_corners=False
+    )
+    noise = torch.rand(batch, channels, height, width, generator=generator)
+    return ((0.85 * smooth + 0.15 * noise) * 255.0 - 118.0).float()
+
+
+# --------------------------------------------------------------------------------------------
+# Reports.
+
+
+def _fmt_count(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1e6:.1f}M"
+
+
+def markdown_report(result: Mapping[str, Any]) -> str:
+    """The timing result as Markdown: static columns, then one row per variant beside the paper."""
+    s = result["static"]
+    lines = [
+        f"# Forward time: {result['model']} at {result['size'][0]}x{result['size'][1]} "
+        f"on {result['device_name']}",
+        "",
+        f"weights: {result['weights']}; {result['runs']} timed runs after {result['warmup']} warm-up; "
+        f"torch {result['torch']}, {result['threads']} CPU threads",
+        "",
+        "| parameters | conv layers | receptive field | max stride | coarse score blob | with upsampling |",
+        "|---|---|---|---|---|---|",
+        f"| {_fmt_count(s['parameters'])} | {s['conv_layers']} | {s['receptive_field']} "
+        f"| {s['max_stride']} | {s['coarse_blob']} | {_fmt_count(s['all_parameters'])} |",
+        "",
+    ]
+    papers = result["paper"]
+    paper_head = " | ".join(f"paper {p['net']} (K40c)" for p in papers)
+    speed_head = " | ".join(f"speed-up vs {p['net']}" for p in papers)
+    header = "| variant | median ms | IQR ms | min-max ms | images/s | argmax agreement"
+    header += (" | " + paper_head + " | " + speed_head) if papers else ""
+    lines.append(header + " |")
+    lines.append("|" + "---|" * (6 + 2 * len(papers)))
+    for row in result["rows"]:
+        cells = [
+            row["variant"],
+            f"{row['median_ms']:.1f}",
+            f"{row['q3_ms'] - row['q1_ms']:.1f}",
+            f"{row['min_ms']:.1f}-{row['max_ms']:.1f}",
+            f"{row['images_per_s']:.2f}",
+            "reference" if row["variant"] == "fp32" else f"{100 * row['argmax_agreement']:.3f}%",
+        ]
+        cells += [f"{p['ms']:.0f} ms" for p in papers]
+        cells += [f"{p['ms'] / row['median_ms']:.2f}x" for p in papers]
+        lines.append("| " + " | ".join(cells) + " |")
+    if papers:
+        lines.append("")
+        lines.extend(f"- {p['net']}: {p['source']}" for p in papers)
+    lines.append("- speed-up = paper time / our median (above 1: faster than the paper's K40c)")
+    return "\n".join(lines) + "\n"
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
+def measure(
+    model: str,
+    size: tuple[int, int],
+    *,
+    device: str,
+    runs: int = MIN_RUNS,
+    warmup: int = 3,
+    variants: Sequence[Variant] = (),
+    caffemodel: str | None = None,
+) -> dict[str, Any]:
+    """Build ``model`` (name or prototxt), time it, and return the full result as JSON-ready data."""
+    if runs < MIN_RUNS:
+        raise TimingError(f"--runs must be at least {MIN_RUNS} (the paper averaged 20 trials), got {runs}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TimingError("--device cuda: no CUDA device is available (this torch is CPU-only or no GPU)")
+    definition = net_definition(model)
+    module = build_net(definition, caffemodel, dev)
+    names = input_names(definition, module)
+    inputs = {name: synthetic_input(*size, seed=i).to(dev) for i, name in enumerate(names)}
+    rows = run_variants(module, inputs, variants, runs=runs, warmup=warmup, device=dev)
+    static = static_columns(definition, module)
+    papers = paper_times(Path(model).stem if model.endswith(".prototxt") else model)
+    return {
+        "model": model,
+        "size": list(size),
+        "device": str(dev),
+        "device_name": _device_name(dev),
+        "weights": caffemodel or "random (fan-in scaled; timing does not depend on values)",
+        "runs": runs,
+        "warmup": warmup,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "static": asdict(static),
+        "paper": [asdict(p) for p in papers],
+        "rows": [asdict(r) for r in rows],
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m eval.timing",
+        description="Time FCN forward passes (median of >= 20 synchronised runs) beside the paper's K40c.",
+    )
+    parser.add_argument("--model", default="voc-fcn8s", help="official model name or a deploy .prototxt")
+    parser.add_argument("--weights", default=None, help="caffemodel to load (default: random weights)")
+    parser.add_argument("--size", default="500x500", help="input HxW (default 500x500, the paper's)")
+    parser.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda if available)")
+    parser.add_argument(
+        "--runs", type=int, default=MIN_RUNS, help=f"timed runs, >= {MIN_RUNS} (default {MIN_RUNS})"
+    )
+    parser.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs (default 3)")
+    parser.add_argument("--channels-last", action="store_true", help="also time channels_last memory format")
+    parser.add_argument("--tf32", action="store_true", help="also time TF32 convolutions/matmuls (CUDA)")
+    parser.add_argument("--autocast", choices=sorted(_AUTOCAST_DTYPES), help="also time under autocast")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    parser.add_argument(
+        "--json", nargs="?", const="-", default=None, metavar="PATH",
+        help="write the result as JSON to PATH (or stdout when no PATH is given) instead of Markdown",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        size = parse_size(args.size)
+        if args.threads is not None:
+            if args.threads < 1:
+                raise TimingError(f"--threads must be >= 1, got {args.threads}")
+            torch.set_num_threads(args.threads)
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise TimingError(f"unknown device {device!r}") from None
+        variants = requested_variants(args.channels_last, args.tf32, args.autocast, args.compile)
+        if args.tf32 and torch.device(device).type != "cuda":
+            raise TimingError("--tf32 applies to CUDA devices only")
+        result = measure(
+            args.model, size, device=device, runs=args.runs, warmup=args.warmup,
+            variants=variants, caffemodel=args.weights,
+        )
+        if args.json is None:
+            sys.stdout.write(markdown_report(result))
+        elif args.json == "-":
+            json.dump(result, sys.stdout, indent=1)
+            sys.stdout.write("\n")
+        else:
+            from converters.atomic import atomic_write
+
+            with atomic_write(args.json, "w") as out:
+                json.dump(result, out, indent=1)
+            sys.stdout.write(markdown_report(result))
+    except (ValueError, OSError) as exc:  # TimingError, CaffeFormatError, missing files
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
