@@ -13,7 +13,8 @@ Static columns of Table 1, computed from the net definition (see :func:`static_c
   blob the first Deconvolution upsamples), counting the classifier turned convolution (fc6, fc7)
   and the class scorer (score_fr), but no skip scorer and no upsampling. This is the paper's
   count: VGG16 13 + 3 = 16, AlexNet 5 + 3 = 8.
-- *receptive field* and *max stride*: of one unit of the coarse score, in input pixels.
+- *receptive field* and *max stride*: of one unit of the coarse score, in input pixels
+  (``converters.geometry``).
 - *parameters*: weights of the built module, less those of the upsampling (Deconvolution) layers,
   as the paper counts (FCN-VGG16 134M, FCN-AlexNet 57M).
 """
@@ -104,24 +105,6 @@ def _ints(param: Message, name: str) -> list[int]:
     return [int(v) for v in (values if isinstance(values, list | np.ndarray) else [values])]
 
 
-def _kernel_stride_dilation(layer: Message) -> tuple[int, int, int]:
-    """Kernel extent, stride and dilation (the larger of the two spatial axes) of a conv or pool."""
-    kind = layer_type(layer)
-    if kind == "Pooling":
-        p = layer.get("pooling_param")
-        if p.get("global_pooling", False):
-            raise TimingError(f"layer {layer.get('name')!r}: global pooling has no fixed receptive field")
-        kernel = max(_ints(p, "kernel_size") + _ints(p, "kernel_h") + _ints(p, "kernel_w") or [1])
-        stride = max(_ints(p, "stride") + _ints(p, "stride_h") + _ints(p, "stride_w") or [1])
-        return kernel, stride, 1
-    p = layer.get("convolution_param")
-    kernel = max(_ints(p, "kernel_size") + _ints(p, "kernel_h") + _ints(p, "kernel_w") or [1])
-    stride = max(_ints(p, "stride") + _ints(p, "stride_h") + _ints(p, "stride_w") or [1])
-    dilation = max(_ints(p, "dilation") or [1])
-    return kernel, stride, dilation
-
-
-_SPATIAL = {"Convolution", "Pooling"}
 _UPSAMPLING = {"Deconvolution"}
 
 
@@ -173,35 +156,17 @@ class StaticColumns:
     coarse_blob: str
 
 
-def _walk_to(net: Message, target: str) -> tuple[int, int, int]:
-    """(conv layers on the longest path, receptive field, stride) of blob ``target``."""
+def conv_depth(net: Message, target: str) -> int:
+    """Convolution layers on the longest path from the net's inputs to blob ``target``."""
     depth: dict[str, int] = {}
-    field_: dict[str, int] = {}
-    stride: dict[str, int] = {}
     for layer in _test_phase_layers(upgrade_net(net)):
-        kind = layer_type(layer)
-        bottoms = [str(b) for b in layer.get("bottom")]
-        known = [b for b in bottoms if b in depth]
-        if not known:  # a source (Input, Data, Python ...) or a layer fed only by labels
-            d, f, s = 0, 1, 1
-        else:
-            d = max(depth[b] for b in known)
-            f = max(field_[b] for b in known)
-            s = max(stride[b] for b in known)
-        if kind in _UPSAMPLING:
-            k, st, dil = _kernel_stride_dilation(layer)
-            s = max(1, s // st)
-        elif kind in _SPATIAL:
-            k, st, dil = _kernel_stride_dilation(layer)
-            f = f + (dil * (k - 1)) * s
-            s = s * st
-            if kind == "Convolution":
-                d += 1
+        known = [depth[str(b)] for b in layer.get("bottom") if str(b) in depth]
+        d = max(known, default=0) + (1 if layer_type(layer) == "Convolution" else 0)
         for top in layer.get("top"):
-            depth[str(top)], field_[str(top)], stride[str(top)] = d, f, s
+            depth[str(top)] = d
     if target not in depth:
         raise TimingError(f"blob {target!r} is not produced by the net")
-    return depth[target], field_[target], stride[target]
+    return depth[target]
 
 
 _PARAMETRIC_UNSUPPORTED = {"InnerProduct", "BatchNorm", "Scale", "Bias", "PReLU", "Embed", "LSTM", "RNN"}
@@ -277,8 +242,12 @@ def static_columns(net: Message, module: torch.nn.Module | None = None) -> Stati
     The parameter count is the built module's, less the definition's upsampling weights; without
     a module both come from the definition (``None`` if unknown).
     """
+    from converters import geometry
+
     target = coarse_score_blob(net)
-    depth, rf, stride = _walk_to(net, target)
+    depth = conv_depth(net, target)
+    rf = geometry.receptive_field(net, target)
+    stride = geometry.max_stride(net, target)
     total = definition_parameter_count(net)
     without_upsampling = definition_parameter_count(net, upsampling=False)
     if module is not None:
