@@ -1,1 +1,45 @@
-"""The official FCN weights: registry records, cache, verified downloads."""
+"""The official FCN weights: registry records, published metrics, cache, verified downloads.
+
+    >>> import weights
+    >>> weights.get("voc-fcn8s").url
+    'http://dl.caffe.berkeleyvision.org/fcn8s-heavy-pascal.caffemodel'
+    >>> path = weights.fetch("voc-fcn8s")        # downloads once, verified, into the cache
+    >>> net = weights.load("voc-fcn8s")          # fetch + converters.load_caffe
+"""
+
+from . import published
+from .api import NotReleasedError, Verification, cached_path, fetch, is_url, load, verify
+from .cache import cache_dir
+from .download import ChecksumMismatch, DownloadError, RetryPolicy, download
+from .registry import (
+    InputSpec,
+    OutputSpec,
+    UnknownWeightsError,
+    WeightsRecord,
+    get,
+    names,
+    records,
+)
+
+__all__ = [
+    "ChecksumMismatch",
+    "DownloadError",
+    "InputSpec",
+    "NotReleasedError",
+    "OutputSpec",
+    "RetryPolicy",
+    "UnknownWeightsError",
+    "Verification",
+    "WeightsRecord",
+    "cache_dir",
+    "cached_path",
+    "download",
+    "fetch",
+    "get",
+    "is_url",
+    "load",
+    "names",
+    "published",
+    "records",
+    "verify",
+]

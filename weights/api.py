@@ -1,0 +1,191 @@
+"""fetch / verify / cached_path / load: the registry, the cache and the downloader put together."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+from urllib.parse import unquote, urlparse
+
+from .cache import CHECKSUMS_FILE, cache_dir, read_checksums, update_checksum
+from .download import (
+    ChecksumMismatch,
+    DownloadError,
+    RetryPolicy,
+    download,
+    file_digest,
+    normalize_hex,
+)
+from .registry import WeightsRecord, find_by_filename, find_by_url, get
+
+if TYPE_CHECKING:
+    import torch
+
+MIRRORS_ENV = "FCN_PORT_MIRRORS"
+
+
+class NotReleasedError(DownloadError):
+    """The registry knows the net but no weights were ever published for it."""
+
+
+def is_url(text: str) -> bool:
+    """Whether ``text`` is an http(s)/ftp/file URL rather than a registry name or a path."""
+    return urlparse(text).scheme in ("http", "https", "ftp", "file")
+
+
+def _released(record: WeightsRecord) -> WeightsRecord:
+    if not record.released:
+        raise NotReleasedError(f"{record.name} has no released weights ({record.notes})")
+    return record
+
+
+def cached_path(name: str, cache: str | os.PathLike[str] | None = None) -> Path:
+    """Where the caffemodel of registry entry ``name`` is (or will be) in the cache. No network, no I/O."""
+    record = _released(get(name))
+    assert record.filename is not None
+    return cache_dir(cache) / record.filename
+
+
+def mirror_urls(filename: str, mirrors: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Extra URLs for ``filename``: each mirror base in ``mirrors`` and in ``$FCN_PORT_MIRRORS``
+    (whitespace- or comma-separated) with the file name appended; full URLs ending in the name are kept."""
+    bases = list(mirrors) + os.environ.get(MIRRORS_ENV, "").replace(",", " ").split()
+    urls = []
+    for base in bases:
+        url = base if base.endswith("/" + filename) else base.rstrip("/") + "/" + filename
+        if url not in urls:
+            urls.append(url)
+    return urls
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def fetch(
+    name_or_url: str,
+    *,
+    sha256: str | None = None,
+    sha1: str | None = None,
+    dest: str | os.PathLike[str] | None = None,
+    cache: str | os.PathLike[str] | None = None,
+    mirrors: tuple[str, ...] | list[str] = (),
+    policy: RetryPolicy | None = None,
+    progress: bool = True,
+    log: IO[str] | None = None,
+) -> Path:
+    """Download registry entry (or URL) ``name_or_url`` into ``dest`` (default: the cache) unless a
+    verified copy is already there; return its path.
+
+    Checked against ``sha256``/``sha1`` if given, else the published checksum of the record, else
+    the sha256 recorded at the first download (``checksums.json`` in the cache). A first download
+    with no checksum at all is accepted, its sha256 recorded, and a note printed to ``log``
+    (default stderr). Raises ``DownloadError``/``ChecksumMismatch`` (one line each)."""
+    log = sys.stderr if log is None else log
+    sha256 = normalize_hex(sha256, "sha256")
+    sha1 = normalize_hex(sha1, "sha1")
+    cache_root = cache_dir(cache)
+    if is_url(name_or_url):
+        url = name_or_url
+        record = find_by_url(url)
+        filename = unquote(Path(urlparse(url).path).name)
+        if not filename:
+            raise DownloadError(f"cannot tell a file name from the URL {url}")
+        urls = [url] + [u for u in (record.urls if record else ()) if u != url]
+    else:
+        record = _released(get(name_or_url))
+        assert record.filename is not None
+        filename = record.filename
+        urls = list(record.urls)
+    urls += [u for u in mirror_urls(filename, mirrors) if u not in urls]
+    published_sha256 = sha256 or (record.sha256 if record else None)
+    published_sha1 = sha1 or (record.sha1 if record else None)
+    recorded = read_checksums(cache_root).get(filename, {})
+    use_recorded = bool(recorded.get("sha256")) and (record is not None or recorded.get("url") in urls)
+    expected_sha256 = published_sha256 or (recorded["sha256"] if use_recorded else None)
+    target = Path(dest).expanduser() / filename if dest is not None else cache_root / filename
+    try:
+        result = download(urls, target, sha256=expected_sha256, sha1=published_sha1, policy=policy,
+                          progress=progress)
+    except ChecksumMismatch as error:
+        if expected_sha256 and not published_sha256 and not published_sha1:
+            when = recorded.get("recorded", "?")
+            raise ChecksumMismatch(f"{error} (the expected sha256 was recorded at the first download, "
+                                   f"{when}, in {cache_root / CHECKSUMS_FILE})") from error
+        raise
+    if not use_recorded or result.downloaded:
+        update_checksum(cache_root, filename, sha256=result.sha256, size=result.path.stat().st_size,
+                        url=result.url or urls[0], recorded=_now(),
+                        published=bool(published_sha256 or published_sha1))
+        if not (published_sha256 or published_sha1 or use_recorded):
+            print(f"note: no published checksum for {filename}; recorded the sha256 of this first download, "
+                  f"{result.sha256}, in {cache_root / CHECKSUMS_FILE}; later fetches and `verify` check "
+                  "against it", file=log)
+    return result.path
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The result of ``verify``: the file, its sha256, and what it was checked against (empty when
+    nothing was known to check against)."""
+
+    path: Path
+    sha256: str
+    checked: tuple[str, ...]
+
+
+def verify(name_or_file: str, *, sha256: str | None = None,
+           cache: str | os.PathLike[str] | None = None) -> Verification:
+    """Check a cached registry file (or any file) against every checksum known for it: ``sha256`` if
+    given, the record's published sha256/sha1, and the sha256 recorded at its first download.
+
+    ``ChecksumMismatch`` (expected vs got) on a failure, ``DownloadError`` if the file is absent."""
+    sha256 = normalize_hex(sha256, "sha256")
+    cache_root = cache_dir(cache)
+    candidate = Path(name_or_file).expanduser()
+    if candidate.is_file():
+        path, record = candidate, find_by_filename(candidate.name)
+    else:
+        if os.sep in name_or_file or name_or_file.endswith(".caffemodel"):
+            raise DownloadError(f"no such file: {name_or_file}")
+        record = _released(get(name_or_file))
+        path = cached_path(record.name, cache)
+        if not path.is_file():
+            raise DownloadError(f"{record.name} is not downloaded: run `python -m weights fetch "
+                                f"{record.name}` or put the file at {path}")
+    checks: list[tuple[str, str, str]] = []
+    if sha256:
+        checks.append(("sha256", sha256, "given on the command line"))
+    if record is not None and record.sha256:
+        checks.append(("sha256", record.sha256, f"published ({record.checksum_source})"))
+    if record is not None and record.sha1:
+        checks.append(("sha1", record.sha1, f"published ({record.checksum_source})"))
+    recorded = read_checksums(cache_root).get(path.name, {})
+    if recorded.get("sha256") and (record is not None or path.parent == cache_root):
+        when = recorded.get("recorded")
+        checks.append(("sha256", recorded["sha256"], f"recorded at the first download, {when}"))
+    digests = {"sha256": file_digest(path, "sha256")}
+    done = []
+    for algorithm, expected, source in checks:
+        got = digests.get(algorithm) or digests.setdefault(algorithm, file_digest(path, algorithm))
+        if got != expected:
+            raise ChecksumMismatch(f"{path} fails its checksum: expected {algorithm} {expected} ({source}), "
+                                   f"got {got}")
+        done.append(f"{algorithm} {source}")
+    return Verification(path, digests["sha256"], tuple(done))
+
+
+def load(name: str, device: str | torch.device | None = None, *,
+         cache: str | os.PathLike[str] | None = None, progress: bool = True) -> torch.nn.Module:
+    """Registry entry ``name`` as a PyTorch module in eval mode: fetch the weights if needed, build
+    the net with ``converters.fcn_nets`` and load it with ``converters.load_caffe``.
+
+    ``net(data=x)`` returns a dict of output blobs (see the record's ``inputs``/``outputs``)."""
+    record = get(name)
+    path = fetch(record.name, cache=cache, progress=progress)
+    from converters import load_caffe
+
+    return load_caffe(record.net_definition("deploy"), path, device=device)
