@@ -1,4 +1,10 @@
-"""Caffe model files and nets, without Caffe."""
+"""Caffe model files and nets, without Caffe.
+
+Reading and writing files needs only numpy (and h5py for HDF5); the PyTorch side
+(``load_caffe``, ``build_graph``, ``load_converted``, ``register_layer``...) is imported on first use.
+"""
+
+from typing import Any
 
 from .errors import CaffeFormatError
 from .formats import (
@@ -18,7 +24,34 @@ from .message import Ident, Message
 from .netdef import layer_type, upgrade_net
 from .text import format_message, parse_text
 
+_TORCH_NAMES = {
+    "load_caffe": "graph",
+    "build_graph": "graph",
+    "filter_layers": "graph",
+    "WeightsMismatchError": "graph",
+    "CaffeNetInfo": "graph",
+    "load_converted": "converted",
+    "save_converted": "converted",
+    "register_layer": "layers",
+    "Converted": "layers",
+    "LayerContext": "layers",
+    "UnsupportedLayerError": "layers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _TORCH_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'converters' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
+    *_TORCH_NAMES,
     "CaffeFormatError",
     "Ident",
     "Message",

@@ -192,6 +192,7 @@ def build_graph(
     strict: bool = True,
     seed: int = 0,
     device: str | torch.device | None = None,
+    initialise: bool = True,
 ) -> fx.GraphModule:
     """The net as a ``torch.fx.GraphModule`` in eval mode, its parameters from ``weights``.
 
@@ -199,6 +200,8 @@ def build_graph(
     it lacks are filled from the prototxt's fillers (or fan-in scaled normals) when ``weights`` is
     ``None`` or ``strict`` is false, else raise :class:`WeightsMismatchError`. Loss and accuracy
     layers are dropped unless ``with_loss``; data layers' used tops become keyword inputs.
+    ``initialise=False`` leaves parameters that have no stored weights uninitialised (for a state
+    dict loaded next).
     """
     if phase not in ("TEST", "TRAIN"):
         raise ValueError(f"phase must be 'TEST' or 'TRAIN', not {phase!r}")
@@ -331,6 +334,8 @@ def build_graph(
                     "pass strict=False to fill it at random"
                 )
             randomly.append(name)
+            if not initialise:
+                continue
             for (blob_attr, shape), filler in zip(
                 converted.blobs, _pad(converted.fillers, len(converted.blobs)), strict=True
             ):

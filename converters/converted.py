@@ -1,0 +1,98 @@
+"""Converted weights on disk: ``.safetensors`` (default) or ``.pt``, carrying their net definition.
+
+A converted file holds the graph's state dict and, as metadata, the Caffe net definition it was
+built from, so :func:`load_converted` rebuilds the same graph without the prototxt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import fx
+
+from .atomic import atomic_write
+from .errors import CaffeFormatError
+from .graph import build_graph
+from .text import format_message, parse_text
+
+FORMAT_VERSION = "1"
+FORMATS = ("safetensors", "pt")
+
+
+def format_for(path: str | os.PathLike[str], fmt: str | None = None) -> str:
+    """The converted-file format named by ``fmt``, else by the file's suffix (safetensors default)."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        return fmt
+    return "pt" if Path(path).suffix in (".pt", ".pth") else "safetensors"
+
+
+def _metadata(module: fx.GraphModule) -> dict[str, str]:
+    info = module.caffe
+    declared = {name: list(info.inputs[name]) for name in info.inputs if name in info.declared_inputs}
+    return {
+        "fcn_port.format": FORMAT_VERSION,
+        "fcn_port.prototxt": format_message(info.definition),
+        "fcn_port.input_shapes": json.dumps(declared),
+        "fcn_port.outputs": json.dumps(info.outputs),
+    }
+
+
+def save_converted(module: fx.GraphModule, path: str | os.PathLike[str], fmt: str | None = None) -> str:
+    """Write ``module``'s weights and net definition to ``path`` atomically; returns the format."""
+    fmt = format_for(path, fmt)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    metadata = _metadata(module)
+    with atomic_write(path) as handle:
+        if fmt == "safetensors":
+            from safetensors.torch import save
+
+            handle.write(save(state, metadata=metadata))
+        else:
+            torch.save({"state_dict": state, "metadata": metadata}, handle)
+    return fmt
+
+
+def _read(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise CaffeFormatError(exc.strerror or str(exc), path) from None
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        try:
+            blob: Any = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CaffeFormatError(f"not a converted .pt file ({exc})", path) from None
+        if not isinstance(blob, dict) or "state_dict" not in blob or "metadata" not in blob:
+            raise CaffeFormatError("a .pt file without fcn-port's state_dict and metadata", path)
+        return blob["state_dict"], blob["metadata"]
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CaffeFormatError(f"not a safetensors file ({exc})", path) from None
+    return state, metadata
+
+
+def load_converted(
+    path: str | os.PathLike[str], *, device: str | torch.device | None = None
+) -> fx.GraphModule:
+    """The graph saved by :func:`save_converted` (or ``python -m converters.caffe2torch``)."""
+    state, metadata = _read(path)
+    if "fcn_port.prototxt" not in metadata:
+        raise CaffeFormatError("the file has no net definition: it was not written by fcn-port", path)
+    net = parse_text(metadata["fcn_port.prototxt"], path=path)
+    shapes = json.loads(metadata.get("fcn_port.input_shapes", "{}"))
+    module = build_graph(net, None, input_shapes=shapes, device=device, initialise=False)
+    module.load_state_dict(state, strict=True)
+    module.caffe.randomly_initialised = []
+    return module
