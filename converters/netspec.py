@@ -142,7 +142,7 @@ def _in_field_order(msg: Message) -> Message:
     ordered = sorted(msg.fields(), key=lambda item: spec.by_name[item[0]].number)
     out = Message(msg.type)
     for name, values in ordered:
-        out.set(name, values)
+        out.extend(name, values)
     return out
 
 
@@ -355,7 +355,7 @@ class NetSpec:
             layer.set("bottom", [top_name(b) for b in fn.bottoms])
             layer.set("top", top_names)
             for field_name, values in fields.fields():
-                layer.set(field_name, values)
+                layer.extend(field_name, values)
             layer_messages.append(_in_field_order(layer))
             if fn.auto_crop:
                 auto_crops.append(layer_name)
