@@ -22,13 +22,14 @@ from .text import format_message, parse_text
 PathLike = str | os.PathLike[str]
 Format = Literal["hdf5", "binary", "text"]
 _TEXT_CONTROL = frozenset(range(32)) - {9, 10, 11, 12, 13}
+_SNIFF_BYTES = 65536
 
 
 def sniff_format(path: PathLike) -> Format:
     """``"hdf5"``, ``"binary"`` (protobuf wire format) or ``"text"`` (prototxt), from the bytes."""
     try:
         with open(path, "rb") as handle:
-            head = handle.read(65536)
+            head = handle.read(_SNIFF_BYTES)
     except OSError as exc:
         raise CaffeFormatError(exc.strerror or str(exc), path) from None
     if not head:
@@ -40,8 +41,9 @@ def sniff_format(path: PathLike) -> Format:
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as exc:
-        # A multi-byte character cut at the end of the sample is still text.
-        if exc.start < len(head) - 4:
+        # A multi-byte character cut at the end of a partial sample is still text.
+        cut_character = exc.reason == "unexpected end of data" and exc.start >= len(head) - 3
+        if not (len(head) == _SNIFF_BYTES and cut_character):
             return "binary"
     return "text"
 
@@ -116,7 +118,8 @@ def blob_array(blob: Message, path: PathLike | None = None, where: str = "blob")
     shape = blob_shape(blob)
     data = blob.getall("data")
     if len(data) == 0 and len(blob.getall("double_data")):
-        data = np.asarray(blob.getall("double_data"), dtype=np.float64).astype(np.float32)
+        with np.errstate(over="ignore"):  # out-of-range doubles become +-inf, as in Caffe
+            data = np.asarray(blob.getall("double_data"), dtype=np.float64).astype(np.float32)
     array = np.asarray(data, dtype=np.float32)
     if array.size != math.prod(shape):
         raise CaffeFormatError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -31,41 +32,48 @@ def read_hdf5_layers(path: str | os.PathLike[str]) -> dict[str, list[np.ndarray]
         handle = h5py.File(path, "r")
     except OSError as exc:
         raise CaffeFormatError(f"cannot open as HDF5 ({exc})", path) from None
-    with handle:
-        data = handle.get("data")
-        if not isinstance(data, h5py.Group):
+    try:
+        with handle:
+            return _read_layers(handle, path)
+    except (OSError, KeyError, RuntimeError) as exc:  # corrupt or truncated inside the file
+        raise CaffeFormatError(f"cannot read HDF5 weights ({exc})", path) from None
+
+
+def _read_layers(handle: Any, path: str | os.PathLike[str]) -> dict[str, list[np.ndarray]]:
+    import h5py
+
+    data = handle.get("data")
+    if not isinstance(data, h5py.Group):
+        raise CaffeFormatError(
+            "HDF5 file has no /data group: not Caffe weights (expected /data/<layer>/<blob>)",
+            path,
+        )
+    weights: dict[str, list[np.ndarray]] = {}
+    for layer_name, group in data.items():
+        if not isinstance(group, h5py.Group):
             raise CaffeFormatError(
-                "HDF5 file has no /data group: not Caffe weights (expected /data/<layer>/<blob>)",
+                f"/data/{layer_name} is not a group: not Caffe weights "
+                "(expected /data/<layer>/<blob>)",
                 path,
             )
-        weights: dict[str, list[np.ndarray]] = {}
-        for layer_name, group in data.items():
-            if not isinstance(group, h5py.Group):
+        keys = list(group.keys())
+        if sorted(keys) != sorted(str(i) for i in range(len(keys))):
+            raise CaffeFormatError(
+                f"/data/{layer_name} holds {sorted(keys)}, not blobs numbered 0, 1, ...: "
+                "not Caffe weights",
+                path,
+            )
+        blobs = []
+        for index in range(len(keys)):
+            dataset = group[str(index)]
+            if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in "fiu":
                 raise CaffeFormatError(
-                    f"/data/{layer_name} is not a group: not Caffe weights "
-                    "(expected /data/<layer>/<blob>)",
+                    f"/data/{layer_name}/{index} is not a numeric dataset: not Caffe weights",
                     path,
                 )
-            keys = list(group.keys())
-            if any(not key.isdigit() for key in keys) or sorted(map(int, keys)) != list(
-                range(len(keys))
-            ):
-                raise CaffeFormatError(
-                    f"/data/{layer_name} holds {sorted(keys)}, not blobs numbered 0, 1, ...: "
-                    "not Caffe weights",
-                    path,
-                )
-            blobs = []
-            for index in range(len(keys)):
-                dataset = group[str(index)]
-                if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in "fiu":
-                    raise CaffeFormatError(
-                        f"/data/{layer_name}/{index} is not a numeric dataset: not Caffe weights",
-                        path,
-                    )
-                blobs.append(np.asarray(dataset[()], dtype=np.float32))
-            weights[layer_name] = blobs
-        return weights
+            blobs.append(np.asarray(dataset[()], dtype=np.float32))
+        weights[layer_name] = blobs
+    return weights
 
 
 def write_hdf5_weights(weights: dict[str, list[np.ndarray]], path: str | os.PathLike[str]) -> None:
