@@ -66,7 +66,7 @@ def _now() -> str:
 
 
 def fetch(
-    name_or_url: str,
+    name_or_url: str | WeightsRecord,
     *,
     sha256: str | None = None,
     sha1: str | None = None,
@@ -77,8 +77,9 @@ def fetch(
     progress: bool = True,
     log: IO[str] | None = None,
 ) -> Path:
-    """Download registry entry (or URL) ``name_or_url`` into ``dest`` (default: the cache) unless a
-    verified copy is already there; return its path.
+    """Download registry entry ``name_or_url`` (a name, a record, or a URL) into ``dest`` (default: the
+    cache) unless a verified copy is already there; return its path. A URL whose file name is that of
+    a registry caffemodel is treated as a copy of it: the record's published checksum applies.
 
     Checked against ``sha256``/``sha1`` if given, else the published checksum of the record, else
     the sha256 recorded at the first download (``checksums.json`` in the cache). A first download
@@ -88,18 +89,18 @@ def fetch(
     sha256 = normalize_hex(sha256, "sha256")
     sha1 = normalize_hex(sha1, "sha1")
     cache_root = cache_dir(cache)
-    if is_url(name_or_url):
-        url = name_or_url
-        record = find_by_url(url)
-        filename = unquote(Path(urlparse(url).path).name)
-        if not filename:
-            raise DownloadError(f"cannot tell a file name from the URL {url}")
-        urls = [url] + [u for u in (record.urls if record else ()) if u != url]
-    else:
-        record = _released(get(name_or_url))
+    if isinstance(name_or_url, WeightsRecord) or not is_url(name_or_url):
+        record = _released(name_or_url if isinstance(name_or_url, WeightsRecord) else get(name_or_url))
         assert record.filename is not None
         filename = record.filename
         urls = list(record.urls)
+    else:
+        url = name_or_url
+        filename = unquote(Path(urlparse(url).path).name)
+        if not filename:
+            raise DownloadError(f"cannot tell a file name from the URL {url}")
+        record = find_by_url(url) or find_by_filename(filename)
+        urls = [url]
     urls += [u for u in mirror_urls(filename, mirrors) if u not in urls]
     published_sha256 = sha256 or (record.sha256 if record else None)
     published_sha1 = sha1 or (record.sha1 if record else None)

@@ -227,9 +227,9 @@ FCN_RECORDS: tuple[WeightsRecord, ...] = (
     WeightsRecord(
         name="nyud-fcn32s-color-d", title="FCN-32s NYUDv2 Early Color-Depth", kind="fcn", url=None,
         filename=None, net="nyud-fcn32s-color-d",
-        inputs=(_COLOR,
-                InputSpec("depth", 1, "log depth", "D", NYUD_MEAN_LOGD,
-                          "depth PNG as float32, natural log, subtract the mean; concatenated after color")),
+        inputs=(InputSpec("data", 4, "BGR image + log depth", "BGRD", NYUD_MEAN_BGR + NYUD_MEAN_LOGD,
+                          "color: RGB -> BGR float32 minus the BGR mean; depth: PNG as float32, natural log, "
+                          "minus the log-depth mean; concatenated along channels (B, G, R, D), HWC -> CHW"),),
         outputs=_NYUD_OUT, dataset="nyud",
         notes="no released weights: the official repository has its net definition but no caffemodel-url; "
               "4-channel early fusion (BGR + log depth)",
