@@ -68,6 +68,8 @@ class CaffeNetInfo:
     """The V2 net definition the graph was built from (after filtering by phase)."""
     parameter_blobs: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     """Layer -> its Caffe blobs as state-dict keys, in Caffe's blob order."""
+    bottom_shapes: dict[str, list[Shape]] = dataclasses.field(default_factory=dict)
+    """Layer -> the shapes of its bottoms when it runs (for the input shapes above)."""
 
 
 def state_meets_rule(rule: Message, phase: str, level: int, stages: Sequence[str]) -> bool:
@@ -227,6 +229,7 @@ def build_graph(
     nodes: dict[str, fx.Node] = {}
     metas: dict[str, Tensor] = {}
     available: list[str] = []
+    bottom_shapes: dict[str, list[Shape]] = {}
     plans: list[tuple[str, str, str, Converted, list[np.ndarray] | None]] = []
     for top, shape in shapes.items():
         node = graph.placeholder(_identifier(top, taken))
@@ -245,6 +248,7 @@ def build_graph(
                 f"layer '{name}' ({kind}) reads blob '{missing[0]}', which no earlier layer produces"
             )
         stored = (weights or {}).get(name)
+        bottom_shapes[name] = [tuple(metas[b].shape) for b in bottoms]
         ctx = LayerContext(
             layer=layer,
             name=name,
@@ -369,6 +373,7 @@ def build_graph(
         randomly_initialised=randomly,
         definition=_definition(net, layers),
         parameter_blobs=parameter_blobs,
+        bottom_shapes=bottom_shapes,
     )
     return module
 
