@@ -37,7 +37,10 @@ def test_imagenet_base_fc6_becomes_a_convolution(base: str) -> None:
     rng = np.random.default_rng(0)
     random = load_caffe(net)
     weights = {
-        name: [rng.standard_normal(tuple(random.state_dict()[key].shape)).astype(np.float32) * 0.05 for key in keys]
+        name: [
+            rng.standard_normal(tuple(random.state_dict()[key].shape)).astype(np.float32) * 0.05
+            for key in keys
+        ]
         for name, keys in random.caffe.parameter_blobs.items()
     }
     conv_net, conv_weights = convolutionize(net, weights)
