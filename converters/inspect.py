@@ -1,0 +1,251 @@
+"""``python -m converters.inspect FILE [--json]``: what a Caffe file holds.
+
+Prints the layers of a ``.prototxt``, binary ``.caffemodel`` or ``.caffemodel.h5`` (recognised by
+content): name, type (V1 enum types mapped to today's names), bottoms and tops, blob shapes and
+the number of parameters per layer and in total. A prototxt has no blobs; its layers' settings
+(``*_param``) are shown instead. Weight values are never read, so a big caffemodel is quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from .errors import CaffeFormatError
+from .formats import blob_array, read_net, sniff_format
+from .message import Message
+from .netdef import layer_type
+
+_FORMAT_NAMES = {
+    "text": "prototxt (protobuf text format)",
+    "binary": "caffemodel (protobuf binary NetParameter)",
+    "hdf5": "caffemodel.h5 (Caffe HDF5 weights)",
+}
+_SETTINGS_WIDTH = 72
+
+
+def to_jsonable(value: Any) -> Any:
+    """A message or field value as plain JSON data (messages become dicts, repeated fields lists)."""
+    if isinstance(value, Message):
+        out: dict[str, Any] = {}
+        for name, values in value.fields():
+            spec = value.field_spec(name)
+            raw = values.tolist() if isinstance(values, np.ndarray) else values
+            items = [to_jsonable(v) for v in raw]
+            repeated = spec.repeated if spec is not None else len(items) > 1
+            out[name] = items if repeated else items[-1]
+        return out
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return value
+
+
+def _settings(layer: Message) -> dict[str, Any]:
+    return {name: to_jsonable(layer.get(name)) for name, _ in layer.fields() if name.endswith("_param")}
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    def render(value: Any) -> str:
+        if isinstance(value, dict):
+            return "{ " + " ".join(f"{k}: {render(v)}" for k, v in value.items()) + " }"
+        if isinstance(value, list):
+            return render(value[0]) if len(value) == 1 else "[" + ", ".join(render(v) for v in value) + "]"
+        if isinstance(value, str):
+            return value if value.isidentifier() and value.isupper() else json.dumps(value)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
+    return " ".join(f"{name} {render(value)}" for name, value in settings.items())
+
+
+def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A JSON-ready summary of a Caffe file: format, net name, inputs, layers, parameter counts.
+
+    Raises :class:`CaffeFormatError` when the file cannot be read.
+    """
+    fmt = sniff_format(path)
+    net = read_net(path)
+    layers: list[dict[str, Any]] = []
+    version = None
+    if fmt != "hdf5":
+        version = "V1" if "layers" in net else "V2"
+    for field in ("layers", "layer"):
+        for layer in net.getall(field):
+            name = layer.get("name")
+            entry: dict[str, Any] = {
+                "name": name,
+                "type": layer_type(layer) if "type" in layer else None,
+            }
+            if layer.type == "V1LayerParameter" and "type" in layer:
+                entry["type_stored"] = str(layer.get("type"))
+            entry["bottoms"] = list(layer.get("bottom"))
+            entry["tops"] = list(layer.get("top"))
+            blobs = layer.getall("blobs")
+            if fmt == "text" and not blobs:
+                entry["blobs"] = None
+                entry["params"] = None
+            else:
+                shapes = [
+                    list(blob_array(blob, path, f"blob {i} of layer '{name}'").shape)
+                    for i, blob in enumerate(blobs)
+                ]
+                entry["blobs"] = shapes
+                entry["params"] = sum(math.prod(shape) for shape in shapes)
+            entry["settings"] = _settings(layer)
+            if layer.unknown:
+                entry["unknown_fields"] = sorted({number for number, _, _ in layer.unknown})
+            layers.append(entry)
+    inputs = [
+        {"name": name, "shape": shape}
+        for name, shape in _legacy_inputs(net)
+    ]
+    counted = [entry["params"] for entry in layers if entry["params"] is not None]
+    return {
+        "file": os.fspath(path),
+        "format": {"text": "prototxt", "binary": "caffemodel", "hdf5": "hdf5"}[fmt],
+        "format_description": _FORMAT_NAMES[fmt],
+        "size_bytes": os.path.getsize(path),
+        "net_name": net.get("name") if "name" in net else None,
+        "version": version,
+        "inputs": inputs,
+        "num_layers": len(layers),
+        "num_layers_with_blobs": sum(1 for entry in layers if entry["blobs"]),
+        "total_params": sum(counted) if fmt != "text" else None,
+        "unknown_fields": _count_unknown(net),
+        "layers": layers,
+    }
+
+
+def _legacy_inputs(net: Message) -> list[tuple[str, list[int] | None]]:
+    names = list(net.getall("input"))
+    shapes = [list(shape.get("dim")) for shape in net.getall("input_shape")]
+    dims = list(net.getall("input_dim"))
+    if not shapes and len(dims) == 4 * len(names):
+        shapes = [dims[4 * i : 4 * i + 4] for i in range(len(names))]
+    return [(name, shapes[i] if i < len(shapes) else None) for i, name in enumerate(names)]
+
+
+def _count_unknown(msg: Message) -> int:
+    count = len(msg.unknown)
+    for _, values in msg.fields():
+        if not isinstance(values, np.ndarray):
+            count += sum(_count_unknown(v) for v in values if isinstance(v, Message))
+    return count
+
+
+def _shape_text(shape: list[int]) -> str:
+    return "x".join(str(d) for d in shape) if shape else "scalar"
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The human-readable report: a header, one aligned row per layer, and totals."""
+    version = f", {summary['version']} layers" if summary["version"] else ""
+    lines = [
+        f"file:    {summary['file']} ({summary['size_bytes']:,} bytes)",
+        f"format:  {summary['format_description']}{version}",
+    ]
+    if summary["net_name"] is not None:
+        lines.append(f"net:     {summary['net_name']}")
+    for entry in summary["inputs"]:
+        shape = _shape_text(entry["shape"]) if entry["shape"] is not None else "?"
+        lines.append(f"input:   {entry['name']} {shape}")
+    text_mode = summary["format"] == "prototxt"
+    header = ["#", "layer", "type", "bottoms -> tops", "settings" if text_mode else "blobs", "params"]
+    if text_mode:
+        header.pop()
+    rows = []
+    for index, entry in enumerate(summary["layers"]):
+        type_text = entry["type"] or "-"
+        if "type_stored" in entry:
+            type_text += f" ({entry['type_stored']})"
+        flow = (", ".join(entry["bottoms"]) + " -> " + ", ".join(entry["tops"])).strip()
+        if entry["blobs"] is None:
+            detail = _settings_text(entry["settings"])
+            if len(detail) > _SETTINGS_WIDTH:
+                detail = detail[: _SETTINGS_WIDTH - 3] + "..."
+        else:
+            detail = ", ".join(_shape_text(shape) for shape in entry["blobs"])
+        row = [str(index), entry["name"] or "", type_text, flow if flow != "->" else "", detail]
+        if not text_mode:
+            row.append(f"{entry['params']:,}" if entry["params"] else "")
+        rows.append(row)
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    right = {0, 5}
+
+    def render(row: list[str]) -> str:
+        cells = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(row)]
+        return "  ".join(cells).rstrip()
+
+    lines.append("")
+    lines.append(render(header))
+    lines.append(render(["-" * w for w in widths]))
+    lines.extend(render(row) for row in rows)
+    lines.append("")
+    total = f"{summary['num_layers']} layers, {summary['num_layers_with_blobs']} with blobs"
+    if summary["total_params"] is not None:
+        total += f", {summary['total_params']:,} parameters"
+    lines.append(f"total:   {total}")
+    if summary["unknown_fields"]:
+        lines.append(
+            f"note:    {summary['unknown_fields']} field(s) unknown to BVLC caffe.proto (a fork's "
+            "extensions) were skipped"
+        )
+    return "\n".join(lines) + "\n"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface of ``python -m converters.inspect``."""
+    parser = _Parser(
+        prog="python -m converters.inspect",
+        description="Show the layers, types, bottoms/tops, blob shapes and parameter counts of a Caffe "
+        "file: .prototxt, .caffemodel or .caffemodel.h5 (recognised by content, not by extension).",
+    )
+    parser.add_argument("file", help="a .prototxt, .caffemodel or .caffemodel.h5 file")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit status (0 on success, 2 on an unreadable file)."""
+    args = build_parser().parse_args(argv)
+    try:
+        summary = describe(args.file)
+    except (CaffeFormatError, ValueError, OSError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    output = json.dumps(summary, indent=2) + "\n" if args.json else format_table(summary)
+    try:
+        sys.stdout.write(output)
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. piped into `head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
