@@ -77,10 +77,20 @@ def _read_layers(handle: Any, path: str | os.PathLike[str]) -> dict[str, list[np
 
 
 def write_hdf5_weights(weights: dict[str, list[np.ndarray]], path: str | os.PathLike[str]) -> None:
-    """Write weights in Caffe's HDF5 layout (``/data/<layer>/<i>``, float32), atomically."""
+    """Write weights in Caffe's HDF5 layout (``/data/<layer>/<i>``, float32), atomically.
+
+    Layer names must be usable as HDF5 group names: no ``/`` (it would nest groups) and not
+    ``.`` or empty; otherwise ``ValueError`` and no file is written.
+    """
     import h5py
 
     from .atomic import atomic_write
+
+    for layer_name in weights:
+        if not layer_name or "/" in layer_name or layer_name == ".":
+            raise ValueError(
+                f"layer name {layer_name!r} cannot be an HDF5 group name; write a binary .caffemodel instead"
+            )
 
     with atomic_write(path) as handle:
         with h5py.File(handle, "w") as out:
