@@ -60,38 +60,35 @@ class PaperTime:
     source: str
 
 
-_TABLE1_VGG16 = PaperTime("FCN-VGG16", 210.0, "CVPR 2015 Table 1 (K40c, 500x500)")
-_TABLE1_ALEXNET = PaperTime("FCN-AlexNet", 50.0, "CVPR 2015 Table 1 (K40c, 500x500)")
-_TABLE3_FCN8S = PaperTime("FCN-8s", 175.0, "CVPR 2015 Table 3 (~175 ms inference)")
+_VGG16_FAMILIES = ("voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "pascalcontext-", "nyud-", "siftflow-")
 
 
 def paper_times(model: str) -> list[PaperTime]:
-    """The paper's K40c forward times that apply to ``model`` (an official model name)."""
-    published = _published_times(model)
-    if published is not None:
-        return published
-    if model in ("voc-fcn8s", "voc-fcn8s-atonce"):
-        return [_TABLE3_FCN8S, _TABLE1_VGG16]
+    """The paper's K40c forward times that apply to ``model``, from ``weights.published``.
+
+    The model's own rows (Table 3's ~175 ms for FCN-8s), then the Table 1 row of its backbone
+    (FCN-VGG16 210 ms for the VGG16 nets, FCN-AlexNet 50 ms). Empty for other nets, or when
+    ``weights.published`` is not available.
+    """
+    try:
+        from weights import published
+    except ImportError:
+        return []
+    rows = list(published.lookup_all(model=model))
+    backbone = None
     if model.endswith("alexnet"):
-        return [_TABLE1_ALEXNET]
-    if model.startswith(("voc-", "pascalcontext-", "nyud-", "siftflow-")):
-        return [_TABLE1_VGG16]
-    return []
-
-
-def _published_times(model: str) -> list[PaperTime] | None:
-    """Forward times from ``weights.published`` when that module offers them, else ``None``."""
-    try:
-        from weights import published  # type: ignore[import-not-found]
-    except Exception:
-        return None
-    getter = getattr(published, "forward_times", None)
-    if getter is None:
-        return None
-    try:
-        return [PaperTime(str(t.net), float(t.ms), str(t.source)) for t in getter(model)]
-    except Exception:
-        return None
+        backbone = "FCN-AlexNet"
+    elif model.startswith(_VGG16_FAMILIES):
+        backbone = "FCN-VGG16"
+    rows += [r for r in published.TABLE1 if r.method == backbone and r not in rows]
+    times: list[PaperTime] = []
+    for row in rows:
+        for key in ("inference_ms", "forward_ms"):
+            value = row.get(key)
+            entry = PaperTime(row.method, float(value), str(row.source)) if value else None
+            if entry is not None and entry not in times:
+                times.append(entry)
+    return times
 
 
 # --------------------------------------------------------------------------------------------
@@ -637,7 +634,7 @@ def measure(
     inputs = {name: synthetic_input(*size, seed=i).to(dev) for i, name in enumerate(names)}
     rows = run_variants(module, inputs, variants, runs=runs, warmup=warmup, device=dev)
     static = static_columns(definition, module)
-    papers = paper_times(Path(model).stem if model.endswith(".prototxt") else model)
+    papers = paper_times(Path(model).resolve().parent.name if Path(model).suffix == ".prototxt" else model)
     return {
         "model": model,
         "size": list(size),

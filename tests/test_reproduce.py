@@ -1,0 +1,149 @@
+"""reproduce.demo plumbing with stand-in nets (agreement, output writing, CLI), and the table scripts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from converters.preprocess import caffe_preprocess, read_rgb
+from reproduce import demo
+from tests.conftest import REPO
+
+VOC_PERSON = (192, 128, 128)
+VOC_BICYCLE = (0, 128, 0)
+
+
+class ConstantNet(torch.nn.Module):
+    """A stand-in net that scores class ``label`` highest at every pixel and records its input."""
+
+    def __init__(self, label: int, num_classes: int = 21) -> None:
+        super().__init__()
+        self.label, self.num_classes = label, num_classes
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, data: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.seen.append(data.clone())
+        scores = torch.zeros(data.shape[0], self.num_classes, *data.shape[2:])
+        scores[:, self.label] = 1.0
+        return {"score": scores}
+
+
+def _fraction_of_colour(path, colour) -> float:
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    return float((rgb == np.array(colour, np.uint8)).all(axis=2).mean())
+
+
+def test_bundled_demo_files_are_the_official_ones(fcn_reference) -> None:
+    for name in ("image.jpg", "output.png"):
+        assert (demo.DATA_DIR / name).read_bytes() == (fcn_reference / "demo" / name).read_bytes()
+
+
+@pytest.mark.parametrize("label,colour", [(15, VOC_PERSON), (2, VOC_BICYCLE), (0, (0, 0, 0))])
+def test_agreement_with_official_output_counts_pixels(tmp_path, label: int, colour) -> None:
+    net = ConstantNet(label)
+    result = demo.run_demo(net, demo.DEMO_IMAGE, tmp_path / "out.png", demo.DEMO_REFERENCE)
+    expected = _fraction_of_colour(demo.DEMO_REFERENCE, colour)
+    assert 0.0 < expected < 1.0
+    assert result.agreement.total == 500 * 334
+    assert result.agreement.fraction == pytest.approx(expected, abs=1e-12)
+    assert result.classes_present == (label,)
+
+
+def test_demo_feeds_caffe_preprocessed_image_and_writes_palette_png(tmp_path) -> None:
+    net = ConstantNet(15)
+    out = tmp_path / "out.png"
+    demo.run_demo(net, demo.DEMO_IMAGE, out, None)
+    assert len(net.seen) == 1
+    assert torch.equal(net.seen[0], caffe_preprocess(read_rgb(demo.DEMO_IMAGE)))
+    with Image.open(out) as written:
+        assert written.mode == "P" and written.size == (334, 500)
+        assert (np.asarray(written) == 15).all()
+        assert tuple(np.asarray(written.convert("RGB"))[0, 0]) == VOC_PERSON
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # no temporary files left
+
+
+def test_agreement_uses_position_not_just_histogram(tmp_path) -> None:
+    # Reference: left half person, right half bicycle; prediction: the mirror image.
+    reference = np.zeros((4, 6, 3), np.uint8)
+    reference[:, :3] = VOC_PERSON
+    reference[:, 3:] = VOC_BICYCLE
+    Image.fromarray(reference).save(tmp_path / "ref.png")
+    labels = demo.read_label_image(tmp_path / "ref.png", demo.palette(256))
+    assert (labels[:, :3] == 15).all() and (labels[:, 3:] == 2).all()
+    mirrored = labels[:, ::-1]
+    assert demo.agreement(mirrored, labels).fraction == 0.0
+    assert demo.agreement(labels, labels).same == 24
+
+
+def test_unknown_colour_and_size_mismatch_are_errors(tmp_path) -> None:
+    with pytest.raises(demo.DemoError, match="not in the palette"):
+        demo.labels_from_colours(np.full((2, 2, 3), 7, np.uint8), demo.palette(21))
+    with pytest.raises(demo.DemoError, match="differ in size"):
+        demo.agreement(np.zeros((2, 2), int), np.zeros((2, 3), int))
+
+
+def test_missing_output_blob_is_an_error(tmp_path) -> None:
+    def net(data: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"prob": torch.zeros(1, 21, *data.shape[2:])}
+
+    with pytest.raises(demo.DemoError, match="no output 'score'"):
+        demo.run_demo(net, demo.DEMO_IMAGE, tmp_path / "o.png", None)
+    assert not (tmp_path / "o.png").exists()
+
+
+def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=180,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_demo_cli_without_weights_says_what_is_missing(tmp_path) -> None:
+    pytest.importorskip("weights.registry")
+    result = _run(["-m", "reproduce.demo", "--output", str(tmp_path / "o.png")], {"FCN_PORT_CACHE": str(tmp_path)})
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and line.startswith("error: missing weights for voc-fcn8s")
+    assert "fcn8s-heavy-pascal.caffemodel" in line
+    assert "http://dl.caffe.berkeleyvision.org/fcn8s-heavy-pascal.caffemodel" in line
+    assert "python -m weights fetch voc-fcn8s" in line and "--download" in line
+    assert not (tmp_path / "o.png").exists()
+
+
+TINY_SCORER = """
+layer { name: "input" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 500 dim: 334 } } }
+layer { name: "score" type: "Convolution" bottom: "data" top: "score"
+        convolution_param { num_output: 21 kernel_size: 1 } }
+"""
+
+
+def test_demo_cli_end_to_end_with_a_tiny_caffemodel(tmp_path) -> None:
+    converters = pytest.importorskip("converters")
+    if not hasattr(converters, "load_caffe"):
+        pytest.skip("converters.load_caffe has not landed yet")
+    (tmp_path / "tiny.prototxt").write_text(TINY_SCORER)
+    bias = np.zeros(21, np.float32)
+    bias[15] = 1.0  # a 1x1 scorer with zero weights: "person" everywhere
+    converters.write_weights({"score": [np.zeros((21, 3, 1, 1), np.float32), bias]}, tmp_path / "tiny.caffemodel")
+    out = tmp_path / "seg.png"
+    result = _run([
+        "-m", "reproduce.demo", "--prototxt", str(tmp_path / "tiny.prototxt"),
+        "--weights", str(tmp_path / "tiny.caffemodel"), "--output", str(out),
+    ])
+    assert result.returncode == 0, result.stderr
+    expected = _fraction_of_colour(demo.DEMO_REFERENCE, VOC_PERSON)
+    assert f"{100 * expected:.3f}%" in result.stdout
+    with Image.open(out) as written:
+        assert (np.asarray(written) == 15).all()
+
+
+def test_demo_cli_help_and_bad_image(tmp_path) -> None:
+    assert _run(["-m", "reproduce.demo", "--help"]).returncode == 0
+    (tmp_path / "w.caffemodel").write_bytes(b"")
+    assert demo.main(["--image", str(tmp_path / "nope.jpg"), "--weights", str(tmp_path / "none")]) == 2
