@@ -10,8 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from converters.atomic import atomic_write
-
 CACHE_ENV = "FCN_PORT_CACHE"
 CHECKSUMS_FILE = "checksums.json"
 
@@ -67,6 +65,8 @@ def read_checksums(cache: Path) -> dict[str, dict[str, Any]]:
 
 def update_checksum(cache: Path, filename: str, **fields: Any) -> dict[str, Any]:
     """Merge ``fields`` into the record of ``filename`` in ``cache/checksums.json`` (locked, atomic)."""
+    from converters.atomic import atomic_write  # imported here: `list`/`path` stay light and offline
+
     cache.mkdir(parents=True, exist_ok=True)
     with file_lock(cache / f".{CHECKSUMS_FILE}.lock"):
         data = read_checksums(cache)

@@ -18,11 +18,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import requests
-import urllib3
+from typing import TYPE_CHECKING
 
 from .cache import file_lock
+
+if TYPE_CHECKING:
+    import requests
 
 CHUNK = 1 << 20
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
@@ -122,6 +123,8 @@ def _progress_bar(total: int | None, initial: int, name: str, enabled: bool):
 def _transfer(session: requests.Session, url: str, part: Path, policy: RetryPolicy, progress: bool) -> None:
     """One request: append to ``part`` from where it ends (or restart it). Raises ``_Transient`` or
     ``_Permanent``; returns when the server's whole body is in ``part``."""
+    import requests
+    import urllib3
     have = part.stat().st_size if part.exists() else 0
     headers = {"Accept-Encoding": "identity"}
     if have:
@@ -243,6 +246,8 @@ def download(
     that fails them is replaced. ``DownloadError`` (one line: URLs and errors tried, the path where a
     file downloaded by hand belongs) when no URL works; ``ChecksumMismatch`` (expected vs got) when the
     bytes are wrong, after removing them. With no checksum given, any complete transfer is accepted."""
+    import requests  # imported on first download, so that offline commands never load it
+
     url_list = [urls] if isinstance(urls, str) else list(urls)
     if not url_list:
         raise DownloadError("no URL to download from")
