@@ -106,7 +106,9 @@ def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
 
 def test_demo_cli_without_weights_says_what_is_missing(tmp_path) -> None:
     pytest.importorskip("weights.registry")
-    result = _run(["-m", "reproduce.demo", "--output", str(tmp_path / "o.png")], {"FCN_PORT_CACHE": str(tmp_path)})
+    result = _run(
+        ["-m", "reproduce.demo", "--output", str(tmp_path / "o.png")], {"FCN_PORT_CACHE": str(tmp_path)}
+    )
     assert result.returncode == 2
     line = result.stderr.strip()
     assert len(line.splitlines()) == 1 and line.startswith("error: missing weights for voc-fcn8s")
@@ -130,7 +132,8 @@ def test_demo_cli_end_to_end_with_a_tiny_caffemodel(tmp_path) -> None:
     (tmp_path / "tiny.prototxt").write_text(TINY_SCORER)
     bias = np.zeros(21, np.float32)
     bias[15] = 1.0  # a 1x1 scorer with zero weights: "person" everywhere
-    converters.write_weights({"score": [np.zeros((21, 3, 1, 1), np.float32), bias]}, tmp_path / "tiny.caffemodel")
+    weights = {"score": [np.zeros((21, 3, 1, 1), np.float32), bias]}
+    converters.write_weights(weights, tmp_path / "tiny.caffemodel")
     out = tmp_path / "seg.png"
     result = _run([
         "-m", "reproduce.demo", "--prototxt", str(tmp_path / "tiny.prototxt"),
