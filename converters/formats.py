@@ -75,7 +75,7 @@ def read_prototxt(path: PathLike, type_name: str = "NetParameter") -> Message:
     with open(path, "rb") as handle:
         data = handle.read()
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8").removeprefix("\ufeff")  # editors on Windows add a BOM
     except UnicodeDecodeError as exc:
         raise CaffeFormatError("not valid UTF-8 text", path, offset=exc.start) from None
     return parse_text(text, type_name, path=path)

@@ -228,6 +228,13 @@ def test_deep_nesting_is_an_error_not_a_crash() -> None:
         parse_text("layer { " + "x { " * depth + "}" * (depth + 1))
 
 
+def test_windows_files_with_bom_and_crlf(tmp_path: Path) -> None:
+    path = tmp_path / "win.prototxt"
+    path.write_bytes(b'\xef\xbb\xbfname: "w"\r\nlayer {\r\n\tname: "a"\r\n}\r\n')
+    net = read_prototxt(path)
+    assert net.get("name") == "w" and net.get("layer")[0].get("name") == "a"
+
+
 def test_binary_and_empty_files_are_not_prototxts(tmp_path: Path) -> None:
     empty = tmp_path / "empty.prototxt"
     empty.write_bytes(b"")
