@@ -205,3 +205,65 @@ def test_two_processes_fetching_the_same_file_do_not_corrupt_it(server, tmp_path
     assert hashlib.sha256(dest.read_bytes()).hexdigest() == SHA256
     assert len(server.requests_for("/big")) == 1
     assert not part_path(dest).exists()
+
+
+_KILLED_CHILD = """
+import sys
+from weights.download import RetryPolicy, download
+download(sys.argv[1], sys.argv[2], progress=False,
+         policy=RetryPolicy(retries=0, backoff=0.01, connect_timeout=2, read_timeout=30))
+"""
+
+
+def test_a_killed_download_leaves_no_file_and_the_next_fetch_resumes(server, tmp_path):
+    server.route("/k", Route(body=BODY, stall_after=123_456, stall=30.0))
+    dest = tmp_path / "k.caffemodel"
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_CHILD, server.url("/k"), str(dest)], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if part_path(dest).exists() and part_path(dest).stat().st_size == 123_456:
+                break
+            time.sleep(0.02)
+        else:
+            raise AssertionError("the child never wrote the first 123456 bytes")
+    finally:
+        child.kill()  # SIGKILL: no cleanup code runs; the kernel releases the flock
+        child.wait(timeout=10)
+    assert not dest.exists()
+    server.route("/k", Route(body=BODY))
+    result = download(server.url("/k"), dest, sha256=SHA256, policy=FAST, progress=False)
+    assert result.downloaded and dest.read_bytes() == BODY
+    assert server.requests_for("/k")[-1] == "bytes=123456-"
+
+
+_FETCH_CHILD = """
+import sys
+import weights
+from weights.download import RetryPolicy
+path = weights.fetch(sys.argv[1], cache=sys.argv[2], progress=False,
+                     policy=RetryPolicy(retries=2, backoff=0.01, connect_timeout=2, read_timeout=5))
+print(path)
+"""
+
+
+def test_two_processes_fetching_without_a_checksum_record_one_consistent_sha256(server, tmp_path):
+    import json
+
+    server.route("/n/new.caffemodel", Route(body=BODY, stall_after=400_000, stall=0.5))
+    args = [sys.executable, "-c", _FETCH_CHILD, server.url("/n/new.caffemodel"), str(tmp_path)]
+    children = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(2)]
+    outputs = [child.communicate(timeout=60) for child in children]
+    assert [child.returncode for child in children] == [0, 0], outputs
+    assert {out.strip() for out, _ in outputs} == {str(tmp_path / "new.caffemodel")}
+    assert (tmp_path / "new.caffemodel").read_bytes() == BODY
+    assert json.loads((tmp_path / "checksums.json").read_text())["new.caffemodel"]["sha256"] == SHA256
+    assert len(server.requests_for("/n/new.caffemodel")) == 1
+
+
+def test_progress_bar_goes_to_stderr(server, tmp_path, capsys):
+    server.route("/p/bar.caffemodel", Route(body=BODY))
+    download(server.url("/p/bar.caffemodel"), tmp_path / "bar.caffemodel", policy=FAST, progress=True)
+    captured = capsys.readouterr()
+    assert captured.out == "" and "bar.caffemodel" in captured.err

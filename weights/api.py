@@ -122,7 +122,8 @@ def fetch(
                         url=result.url or urls[0], recorded=_now(),
                         published=bool(published_sha256 or published_sha1))
         if not (published_sha256 or published_sha1 or use_recorded):
-            print(f"note: no published checksum for {filename}; recorded the sha256 of this first download, "
+            what = "this first download" if result.downloaded else f"the file already at {result.path}"
+            print(f"note: no published checksum for {filename}; recorded the sha256 of {what}, "
                   f"{result.sha256}, in {cache_root / CHECKSUMS_FILE}; later fetches and `verify` check "
                   "against it", file=log)
     return result.path

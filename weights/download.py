@@ -4,7 +4,7 @@
 mirrors). Bytes go to ``dest.part``; an interrupted transfer resumes from there with an HTTP
 ``Range`` request. Connection errors, timeouts and 5xx answers are retried with exponential backoff;
 4xx answers are not. Only after the checksum passes is ``dest.part`` renamed onto ``dest`` (one
-``os.replace``), so ``dest`` is either absent or whole. An exclusive ``fcntl`` lock on ``dest.lock``
+``os.replace``), so ``dest`` is either absent or whole. An exclusive ``fcntl`` lock on ``.dest.lock``
 makes a second process wait for the first, which then finds the finished file.
 """
 
@@ -94,8 +94,8 @@ def part_path(dest: Path) -> Path:
 
 
 def lock_path(dest: Path) -> Path:
-    """The lock file that serializes fetches of ``dest``."""
-    return dest.with_name(dest.name + ".lock")
+    """The (hidden) lock file that serializes fetches of ``dest``."""
+    return dest.with_name(f".{dest.name}.lock")
 
 
 def _mismatch(path: Path, sha256: str | None, sha1: str | None) -> str | None:
