@@ -267,3 +267,12 @@ def test_progress_bar_goes_to_stderr(server, tmp_path, capsys):
     download(server.url("/p/bar.caffemodel"), tmp_path / "bar.caffemodel", policy=FAST, progress=True)
     captured = capsys.readouterr()
     assert captured.out == "" and "bar.caffemodel" in captured.err
+
+
+def test_a_stale_part_file_that_fails_the_checksum_is_downloaded_again_from_the_start(server, tmp_path):
+    server.route("/s", Route(body=BODY))
+    dest = tmp_path / "s.bin"
+    part_path(dest).write_bytes(b"\xff" * 1000)  # left over from some other, older transfer
+    result = download(server.url("/s"), dest, sha256=SHA256, policy=FAST, progress=False)
+    assert result.downloaded and dest.read_bytes() == BODY
+    assert server.requests_for("/s") == ["bytes=1000-", None]

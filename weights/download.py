@@ -202,13 +202,24 @@ def _body_blocks(response: requests.Response) -> Iterator[bytes]:
         yield block
 
 
+_REASONS = (
+    ("Connection refused", "connection refused"),
+    ("Name or service not known", "host not found (offline?)"),
+    ("Temporary failure in name resolution", "host not found (offline?)"),
+    ("No address associated with hostname", "host not found (offline?)"),
+    ("Network is unreachable", "network unreachable (offline?)"),
+    ("No route to host", "no route to host"),
+    ("Connection reset by peer", "connection reset"),
+    ("CERTIFICATE_VERIFY_FAILED", "TLS certificate verification failed"),
+)
+
+
 def _short(error: BaseException) -> str:
     """A one-line, bounded description of a requests/urllib3 error."""
     text = " ".join(str(error).split())
-    for marker in ("Failed to establish a new connection:", "Connection refused", "Name or service not known",
-                   "Temporary failure in name resolution"):
+    for marker, reason in _REASONS:
         if marker in text:
-            return marker.rstrip(":").replace("Failed to establish a new connection", "cannot connect")
+            return reason
     return text if len(text) <= 160 else text[:157] + "..."
 
 
@@ -225,7 +236,8 @@ def _fetch_with_retries(session: requests.Session, url: str, part: Path, policy:
             after = part.stat().st_size if part.exists() else 0
             failures = 0 if after > before else failures + 1
             if failures > policy.retries:
-                raise _Transient(f"{error} (gave up after {policy.retries + 1} tries)") from error
+                tries = policy.retries + 1
+                raise _Transient(f"{error}; {tries} attempt{'s' if tries > 1 else ''}") from error
             if failures:
                 time.sleep(min(policy.max_backoff, policy.backoff * 2 ** (failures - 1)))
 
@@ -271,27 +283,33 @@ def download(
             failures: list[str] = []
             mismatch = False
             for url in url_list:
-                try:
-                    _fetch_with_retries(session, url, part, policy, progress)
-                except (_Transient, _Permanent) as error:
-                    failures.append(f"{url}: {error}")
-                    continue
-                problem = _mismatch(part, sha256, sha1)
-                if problem is not None:
+                for _ in range(2):  # a second, clean try only when a resumed stale .part file was wrong
+                    resumed = part.exists()
+                    try:
+                        _fetch_with_retries(session, url, part, policy, progress)
+                    except (_Transient, _Permanent) as error:
+                        failures.append(f"{url} ({error})")
+                        break
+                    problem = _mismatch(part, sha256, sha1)
+                    if problem is None:
+                        digest = sha256 or file_digest(part)
+                        os.replace(part, dest)
+                        return DownloadResult(dest, digest, url, True)
                     part.unlink(missing_ok=True)
+                    if resumed:
+                        print(f"warning: {dest.name}: the resumed partial file was wrong ({problem}); "
+                              "downloading it again from the start", file=sys.stderr)
+                        continue
                     failures.append(f"checksum mismatch for {url}: {problem} (the partial file was removed)")
                     mismatch = True
-                    continue
-                digest = sha256 or file_digest(part)
-                os.replace(part, dest)
-                return DownloadResult(dest, digest, url, True)
+                    break
     finally:
         if own_session:
             session.close()
-    tried = "; ".join(failures)
+    hint = f"if you download it by hand, put it at {dest}"
     if mismatch:
-        raise ChecksumMismatch(f"{tried}; nothing was saved at {dest}")
-    hint = f"; if you download it by hand, put it at {dest}"
+        raise ChecksumMismatch(f"{'; '.join(failures)}; nothing was saved at {dest}")
     if len(url_list) == 1:
-        raise DownloadError(f"could not download {url_list[0]}: {failures[0].split(': ', 1)[1]}{hint}")
-    raise DownloadError(f"could not download {dest.name}; mirrors tried: {tried}{hint}")
+        raise DownloadError(f"could not download {failures[0]}; {hint}")
+    raise DownloadError(f"could not download {dest.name} from {failures[0]} nor from the mirrors "
+                        f"{', '.join(failures[1:])}; {hint}")
