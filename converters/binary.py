@@ -220,19 +220,37 @@ class _Decoder:
         end: int,
         arrays: dict[str, list[np.ndarray]],
     ) -> int:
-        """Decode a run of unpacked float/double elements of one field in a single numpy step."""
+        """Decode a run of unpacked float/double elements of one field with a few numpy steps.
+
+        The run is found in windows that grow fourfold, so the work stays linear in the run's
+        length even when runs of different fields alternate.
+        """
         dtype = _ARRAY_DTYPES[spec.type]
         key_len = pos - key_pos
         stride = key_len + dtype.itemsize
         available = (end - key_pos) // stride
         if available == 0:
             raise self.error(f"truncated value of field '{spec.name}'", pos)
-        block = np.frombuffer(self.buf, dtype=np.uint8, count=available * stride, offset=key_pos)
-        block = block.reshape(available, stride)
-        key = block[0, :key_len]
-        same = np.all(block[:, :key_len] == key, axis=1)
-        count = available if same.all() else int(np.argmin(same))
-        values = block[:count, key_len:].copy().view(dtype).reshape(count)
+        buf = self.buf
+        if available == 1 or buf[key_pos + stride : key_pos + stride + key_len] != buf[key_pos:pos]:
+            # A run of one (fields interleaved element by element): plain Python is cheaper.
+            one = np.frombuffer(bytes(buf[pos : pos + dtype.itemsize]), dtype=dtype).astype(dtype)
+            arrays.setdefault(spec.name, []).append(one)
+            return pos + dtype.itemsize
+        key = np.frombuffer(buf, dtype=np.uint8, count=key_len, offset=key_pos)
+        count, window = 0, 16
+        while count < available:
+            take = min(window, available - count)
+            start = key_pos + count * stride
+            block = np.frombuffer(buf, dtype=np.uint8, count=take * stride, offset=start)
+            same = np.all(block.reshape(take, stride)[:, :key_len] == key, axis=1)
+            if not same.all():
+                count += int(np.argmin(same))
+                break
+            count += take
+            window *= 4
+        block = np.frombuffer(buf, dtype=np.uint8, count=count * stride, offset=key_pos)
+        values = block.reshape(count, stride)[:, key_len:].copy().view(dtype).reshape(count)
         arrays.setdefault(spec.name, []).append(values)
         return key_pos + count * stride
 

@@ -128,6 +128,22 @@ def test_packed_and_unpacked_runs_of_one_field_concatenate(tmp_path: Path) -> No
     assert weights["x"][0].tolist() == [1, 2, 3, 4]
 
 
+def test_interleaved_unpacked_fields_decode_in_linear_time(tmp_path: Path) -> None:
+    n = 20_000  # data (5) and diff (6) elements alternating: each run is one element long
+    body = b"".join(
+        key(BLOB_DATA, FIXED32) + struct.pack("<f", i) + key(BLOB_DIFF, FIXED32) + struct.pack("<f", -i)
+        for i in range(n)
+    )
+    path = write(tmp_path, ld(NET_LAYER, text(LAYER_NAME, "x") + ld(LAYER_BLOBS, body)))
+    start = time.perf_counter()
+    net = read_net(path)
+    assert time.perf_counter() - start < 8.0  # a rescan per run would take minutes
+    blob = net.get("layer")[0].get("blobs")[0]
+    assert np.array_equal(blob.get("data"), np.arange(n, dtype=np.float32))
+    assert np.array_equal(blob.get("diff"), -np.arange(n, dtype=np.float32))
+    assert read_weights(path)["x"][0].shape == (n,)
+
+
 def test_v1_layers_enum_types_and_legacy_dims(tmp_path: Path) -> None:
     legacy = vi(BLOB_NUM, 1) + vi(BLOB_CHANNELS, 1) + vi(BLOB_HEIGHT, 2) + vi(BLOB_WIDTH, 3)
     layer = (
