@@ -10,8 +10,10 @@ inference graph, no Dropout (as the official ``voc-fcn8s/deploy.prototxt``) and 
 InnerProducts), keeping the class-score layers, their deconvolutions, kernels, strides, pads,
 groups and crops; scaled counts are rounded to a multiple of the net's largest group (>= 1 group).
 
-Also the ImageNet classifiers the FCNs are fine-tuned from (``BASE_MODELS``), as deploy nets:
-``vgg16`` (ILSVRC-2014 VGG16, 224x224) and ``caffenet`` (BVLC reference CaffeNet, 227x227).
+Also the ImageNet classifiers the FCNs are fine-tuned from (``BASE_MODELS``), as deploy nets with
+one 1xCxHxW ``Input`` layer named ``input``: ``vgg16`` (ILSVRC-2014 VGG16, 224x224), ``caffenet``
+(BVLC reference CaffeNet, 227x227) and ``googlenet`` (BVLC GoogLeNet without the auxiliary
+classifiers, 224x224), with the layer names of their released caffemodels.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ MODELS: tuple[str, ...] = (
     "siftflow-fcn16s",
     "siftflow-fcn8s",
 )
-BASE_MODELS: tuple[str, ...] = ("vgg16", "caffenet")
+BASE_MODELS: tuple[str, ...] = ("vgg16", "caffenet", "googlenet")
 
 _SPLITS_OF_DATASET = {
     "voc": ("train", "val"),
@@ -384,6 +386,73 @@ def _caffenet_classifier(w: _Width) -> Message:
     return n.to_proto()
 
 
+# (name, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection) of BVLC GoogLeNet's inceptions
+_INCEPTIONS = (
+    ("3a", 64, 96, 128, 16, 32, 32),
+    ("3b", 128, 128, 192, 32, 96, 64),
+    ("4a", 192, 96, 208, 16, 48, 64),
+    ("4b", 160, 112, 224, 24, 64, 64),
+    ("4c", 128, 128, 256, 24, 64, 64),
+    ("4d", 112, 144, 288, 32, 64, 64),
+    ("4e", 256, 160, 320, 32, 128, 128),
+    ("5a", 256, 160, 320, 32, 128, 128),
+    ("5b", 384, 192, 384, 48, 128, 128),
+)
+
+
+def _googlenet_classifier(w: _Width) -> Message:
+    """BVLC GoogLeNet (deploy: no auxiliary classifiers), layer names as in the BVLC model zoo."""
+    n = NetSpec()
+    _input(n, {"data": 3}, 224)
+
+    def conv(name: str, relu: str, x: Top, count: int, ks: int, stride: int = 1, pad: int = 0) -> Top:
+        params: dict[str, Any] = dict(num_output=count, kernel_size=ks, param=_LEARN)
+        if pad:
+            params["pad"] = pad
+        if stride != 1:
+            params["stride"] = stride
+        n[name] = L.Convolution(x, **params)
+        n[relu] = L.ReLU(n[name], in_place=True)
+        return n[relu]
+
+    def lrn(name: str, x: Top) -> Top:
+        n[name] = L.LRN(x, local_size=5, alpha=1e-4, beta=0.75)
+        return n[name]
+
+    def pool(name: str, x: Top, ks: int, stride: int, method: str = "MAX", pad: int = 0) -> Top:
+        params: dict[str, Any] = dict(pool=method, kernel_size=ks, stride=stride)
+        if pad:
+            params["pad"] = pad
+        n[name] = L.Pooling(x, **params)
+        return n[name]
+
+    x = conv("conv1/7x7_s2", "conv1/relu_7x7", n.data, w(64), 7, 2, 3)
+    x = lrn("pool1/norm1", pool("pool1/3x3_s2", x, 3, 2))
+    x = conv("conv2/3x3_reduce", "conv2/relu_3x3_reduce", x, w(64), 1)
+    x = conv("conv2/3x3", "conv2/relu_3x3", x, w(192), 3, pad=1)
+    x = pool("pool2/3x3_s2", lrn("conv2/norm2", x), 3, 2)
+    for name, c1, r3, c3, r5, c5, proj in _INCEPTIONS:
+        if name == "4a":
+            x = pool("pool3/3x3_s2", x, 3, 2)
+        elif name == "5a":
+            x = pool("pool4/3x3_s2", x, 3, 2)
+        i = f"inception_{name}/"
+        one = conv(i + "1x1", i + "relu_1x1", x, w(c1), 1)
+        three = conv(i + "3x3_reduce", i + "relu_3x3_reduce", x, w(r3), 1)
+        three = conv(i + "3x3", i + "relu_3x3", three, w(c3), 3, pad=1)
+        five = conv(i + "5x5_reduce", i + "relu_5x5_reduce", x, w(r5), 1)
+        five = conv(i + "5x5", i + "relu_5x5", five, w(c5), 5, pad=2)
+        projection = conv(i + "pool_proj", i + "relu_pool_proj", pool(i + "pool", x, 3, 1, pad=1), w(proj), 1)
+        branches = [one, three, five, projection]
+        n[i + "output"] = L.Concat(*branches)
+        x = n[i + "output"]
+    x = pool("pool5/7x7_s1", x, 7, 1, "AVE")
+    n["pool5/drop_7x7_s1"] = L.Dropout(x, dropout_ratio=0.4, in_place=True)
+    n["loss3/classifier"] = L.InnerProduct(n["pool5/drop_7x7_s1"], num_output=1000)
+    n.prob = L.Softmax(n["loss3/classifier"])
+    return n.to_proto()
+
+
 def _classifier_head(n: NetSpec, x: Top, w: _Width) -> None:
     n.fc6 = L.InnerProduct(x, num_output=w(4096))
     n.relu6 = L.ReLU(n.fc6, in_place=True)
@@ -411,4 +480,6 @@ def net_definition(model: str, split: str = "deploy", *, width: float = 1.0) -> 
         return _vgg16_classifier(_Width(width))
     if model == "caffenet":
         return _caffenet_classifier(_Width(width, 2))
+    if model == "googlenet":
+        return _googlenet_classifier(_Width(width))
     return _fcn(model, split, width)

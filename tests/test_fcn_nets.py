@@ -114,7 +114,19 @@ def test_base_classifier_shapes() -> None:
     assert caffenet["prob"] == (1, 1000)
     vgg = blob_shapes(net_definition("vgg16"))
     assert vgg["pool5"] == (1, 512, 7, 7) and vgg["prob"] == (1, 1000)
-    assert set(BASE_MODELS) == {"vgg16", "caffenet"}
+    googlenet = blob_shapes(net_definition("googlenet"))
+    assert googlenet["inception_5b/output"] == (1, 1024, 7, 7) and googlenet["prob"] == (1, 1000)
+    assert set(BASE_MODELS) == {"vgg16", "caffenet", "googlenet"}
+
+
+def test_googlenet_matches_table1() -> None:
+    """FCN-GoogLeNet in Table 1: receptive field 907, max stride 32 (at the last pooling, before
+    the classifier), about 6M parameters without the 1000-way classifier.
+    """
+    net = net_definition("googlenet")
+    assert (receptive_field(net, "pool5/7x7_s1"), max_stride(net, "pool5/7x7_s1")) == (907, 32)
+    classifier = 1024 * 1000 + 1000
+    assert round((parameter_count(net) - classifier) / 1e6) == 6
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -124,7 +136,8 @@ def test_deploy_outputs_cover_the_input(model: str) -> None:
         assert shapes[blob] == (1, classes, 500, 500)
 
 
-SCALED = {64: 16, 128: 32, 256: 64, 512: 128, 4096: 1024, 96: 24, 384: 96}
+SCALED = {64: 16, 128: 32, 256: 64, 512: 128, 4096: 1024, 96: 24, 384: 96, 192: 48, 16: 4, 32: 8, 112: 28,
+          160: 40, 208: 52, 224: 56, 24: 6, 144: 36, 288: 72, 320: 80, 48: 12}
 
 
 def _geometry_fields(layer: Message) -> dict[str, object]:
@@ -149,7 +162,7 @@ def test_quarter_width_keeps_geometry_and_classes(model: str) -> None:
         for field in ("convolution_param", "inner_product_param"):
             if field in a:
                 n_full, n_small = a.get(field).get("num_output"), b.get(field).get("num_output")
-                if where.startswith(("score", "upscore")) or where == "fc8":
+                if where.startswith(("score", "upscore")) or where in ("fc8", "loss3/classifier"):
                     assert n_small == n_full, where
                 else:
                     assert n_small == SCALED[n_full], where
