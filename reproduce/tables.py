@@ -1,0 +1,251 @@
+"""Shared code of the table scripts: result files, what is missing and how to get it, Markdown.
+
+Measured numbers come from JSON files in the results folder (``--results``, else
+``$FCN_PORT_RESULTS``, else ``./results``), written by the evaluation and timing CLIs:
+
+- ``<model>-<dataset>-<split>.json``: ``python -m eval.<dataset> --model <model> ... --json FILE``;
+- ``timing-<model>-<device>.json``: ``python -m eval.timing --model <model> --device <device> --json FILE``.
+
+With ``--run`` a table script makes the missing files itself where it can: it evaluates when the
+weights are cached and the dataset's folder is named by its environment variable
+(``FCN_PORT_VOC2011`` ...), and times the nets (random weights; the time does not depend on them).
+Whatever stays missing is listed as ``missing: ...`` lines that say how to get it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULTS_ENV = "FCN_PORT_RESULTS"
+METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
+METRIC_TITLES = {"pixel_acc": "pixel acc", "mean_acc": "mean acc", "mean_iu": "mean IU", "fw_iu": "f.w. IU"}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How to evaluate on one dataset split: the eval module, its root option and environment variable."""
+
+    key: str  # the dataset key in result files and weights.published ("voc2011")
+    split: str  # the split as the eval CLI names it
+    module: str  # python -m <module>
+    root_option: str  # --voc-root ...
+    env: str  # FCN_PORT_VOC2011 ...
+    how_to_get: str  # where the data comes from
+
+
+VOC2011_SEG11VALID = DatasetSpec(
+    "voc2011", "seg11valid", "eval.voc", "--voc-root", "FCN_PORT_VOC2011",
+    "PASCAL VOC 2011 (VOCtrainval_25-May-2011.tar from host.robots.ox.ac.uk/pascal/VOC/voc2011/)",
+)
+
+
+def results_dir(option: str | None = None) -> Path:
+    """The results folder: ``option``, else ``$FCN_PORT_RESULTS``, else ``./results``."""
+    return Path(option or os.environ.get(RESULTS_ENV) or "results")
+
+
+def eval_result_path(results: Path, model: str, dataset: DatasetSpec) -> Path:
+    """Where the evaluation of ``model`` on ``dataset`` is stored."""
+    return results / f"{model}-{dataset.key}-{dataset.split}.json"
+
+
+def timing_result_path(results: Path, model: str, device: str) -> Path:
+    """Where the timing of ``model`` on ``device`` (``cpu``/``cuda``) is stored."""
+    return results / f"timing-{model}-{device}.json"
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or ``None`` if there is no such file; ``ValueError`` if unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read result file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"result file {path} does not hold a JSON object")
+    return data
+
+
+@dataclass(frozen=True)
+class MeasuredScores:
+    """Four metrics (percent) of one evaluation, with how many images it covered."""
+
+    metrics: dict[str, float | None]
+    images: int | None
+    limited: bool
+    path: Path
+
+
+def read_scores(path: Path, head: str = "semantic") -> MeasuredScores | None:
+    """The metrics of label head ``head`` in an evaluation result file, or ``None`` if absent."""
+    data = read_json(path)
+    if data is None:
+        return None
+    heads = data.get("heads") or {}
+    if head not in heads:
+        raise ValueError(f"result file {path} has no {head!r} scores (it has {', '.join(heads) or 'none'})")
+    values = {m: heads[head].get(m) for m in METRICS}
+    return MeasuredScores(values, data.get("images"), bool(data.get("limited")), path)
+
+
+def weights_cached(model: str) -> bool:
+    """Whether the released weights of ``model`` are in the weights cache (no network)."""
+    try:
+        import weights
+
+        return weights.cached_path(model).is_file()
+    except Exception:  # unknown or unreleased model, or no registry
+        return False
+
+
+def weights_hint(model: str) -> str:
+    """How to get the weights of ``model``, in a few words."""
+    try:
+        import weights
+
+        record = weights.get(model)
+    except Exception:
+        return f"no registry entry for {model}"
+    if not record.released:
+        return f"no weights were released for {model}"
+    return f"`python -m weights fetch {model}` ({record.filename} from {record.url})"
+
+
+def eval_command(model: str, dataset: DatasetSpec, output: Path) -> str:
+    """The command line that evaluates ``model`` on ``dataset`` into ``output``."""
+    return (
+        f"python -m {dataset.module} --model {model} --split {dataset.split} "
+        f"{dataset.root_option} ${dataset.env} --json {output}"
+    )
+
+
+@dataclass
+class Report:
+    """Markdown being built, with the list of what is missing."""
+
+    lines: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def need(self, what: str) -> None:
+        if what not in self.missing:
+            self.missing.append(what)
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def render(self) -> str:
+        out = list(self.lines)
+        if self.notes:
+            out += [""] + [f"- {n}" for n in self.notes]
+        if self.missing:
+            out += [""] + [f"missing: {m}" for m in self.missing]
+        return "\n".join(out).rstrip() + "\n"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table as lines."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def fmt(value: float | int | None, digits: int = 1, unit: str = "") -> str:
+    """A number for a table cell; ``-`` for none or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}{unit}"
+
+
+def measured_scores(
+    report: Report, results: Path, model: str, dataset: DatasetSpec, *, run: bool
+) -> MeasuredScores | None:
+    """The stored evaluation of ``model`` on ``dataset``; evaluated first when ``run`` allows and
+    the weights and data are present. Records in ``report`` what is missing and how to get it."""
+    path = eval_result_path(results, model, dataset)
+    scores = read_scores(path)
+    if scores is None and run:
+        root = os.environ.get(dataset.env)
+        if root and weights_cached(model):
+            run_eval(model, dataset, Path(root), path)
+            scores = read_scores(path)
+    if scores is None:
+        reasons = []
+        if not weights_cached(model):
+            reasons.append(f"weights: {weights_hint(model)}")
+        if not os.environ.get(dataset.env):
+            reasons.append(f"data: set {dataset.env} to {dataset.how_to_get}")
+        because = f" ({'; '.join(reasons)})" if reasons else ""
+        report.need(
+            f"{model} on {dataset.key} {dataset.split}: no {path}; "
+            f"run `{eval_command(model, dataset, path)}` or this script with --run{because}"
+        )
+    elif scores.limited:
+        report.note(f"{model}: {path} covers only {scores.images} images (evaluated with --limit)")
+    return scores
+
+
+def run_eval(model: str, dataset: DatasetSpec, root: Path, output: Path) -> None:
+    """Evaluate ``model`` on ``dataset`` with the eval CLI, writing ``output``; ``ValueError`` on failure."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable, "-m", dataset.module, "--model", model, "--split", dataset.split,
+        dataset.root_option, str(root), "--json", str(output), "--no-progress",
+    ]
+    print(f"running: {' '.join(command[1:])}", file=sys.stderr)
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode not in (0, 1):
+        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+        raise ValueError(f"evaluating {model} failed: {last}")
+
+
+def run_timing(model: str, device: str, output: Path) -> None:
+    """Time ``model`` at 500x500 on ``device`` with ``eval.timing``, writing ``output``."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "eval.timing", "--model", model, "--device", device]
+    command += ["--json", str(output)]
+    print(f"running: {' '.join(command[1:])}", file=sys.stderr)
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+        raise ValueError(f"timing {model} failed: {last}")
+
+
+def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The options every table script shares: --results, --run."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument(
+        "--results", default=None,
+        help=f"folder of result JSON files (default: ${RESULTS_ENV}, else ./results)",
+    )
+    parser.add_argument(
+        "--run", action="store_true",
+        help="compute missing results where weights and data are present (can take long)",
+    )
+    return parser
+
+
+def print_or_fail(build: Any, args: argparse.Namespace) -> int:
+    """Print ``build(args).render()``; on a user error print one ``error:`` line and return 2."""
+    try:
+        text = build(args).render()
+    except (ValueError, OSError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0
