@@ -358,9 +358,7 @@ def lrn(ctx: LayerContext) -> Converted:
         return Converted(function=ops.lrn_within_channel, kwargs={"size": size, "alpha": alpha, "beta": beta})
     if size % 2 == 0:
         raise ValueError(f"layer '{ctx.name}': LRN across channels needs an odd local_size, got {size}")
-    return Converted(
-        function=F.local_response_norm, kwargs={"size": size, "alpha": alpha, "beta": beta, "k": k}
-    )
+    return Converted(module=nn.LocalResponseNorm(size, alpha, beta, k))
 
 
 # ----------------------------------------------------------------------------------------------
