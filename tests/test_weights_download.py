@@ -241,7 +241,7 @@ _FETCH_CHILD = """
 import sys
 import weights
 from weights.download import RetryPolicy
-path = weights.fetch(sys.argv[1], cache=sys.argv[2], progress=False,
+path = weights.fetch(sys.argv[1], cache_dir=sys.argv[2], progress=False,
                      policy=RetryPolicy(retries=2, backoff=0.01, connect_timeout=2, read_timeout=5))
 print(path)
 """

@@ -44,7 +44,7 @@ def test_first_download_without_a_published_checksum_records_its_sha256(monkeypa
     record = _serve_record(monkeypatch, server)
     assert record.sha1 is None and record.sha256 is None
     log = io.StringIO()
-    path = weights.fetch("voc-fcn32s", cache=tmp_path, policy=FAST, progress=False, log=log)
+    path = weights.fetch("voc-fcn32s", cache_dir=tmp_path, policy=FAST, progress=False, log=log)
     assert path == tmp_path / FILENAME == weights.cached_path("voc-fcn32s", tmp_path)
     assert path.read_bytes() == BODY
     entry = read_checksums(tmp_path)[FILENAME]
@@ -53,20 +53,20 @@ def test_first_download_without_a_published_checksum_records_its_sha256(monkeypa
     assert json.loads((tmp_path / "checksums.json").read_text())[FILENAME]["sha256"] == SHA256
 
     again = io.StringIO()
-    assert weights.fetch("voc-fcn32s", cache=tmp_path, policy=FAST, progress=False, log=again) == path
+    assert weights.fetch("voc-fcn32s", cache_dir=tmp_path, policy=FAST, progress=False, log=again) == path
     assert again.getvalue() == ""
     assert len(server.requests_for(f"/dl/{FILENAME}")) == 1
-    result = weights.verify("voc-fcn32s", cache=tmp_path)
+    result = weights.verify("voc-fcn32s", cache_dir=tmp_path)
     assert result.sha256 == SHA256 and any("recorded" in c for c in result.checked)
 
 
 def test_later_download_is_checked_against_the_recorded_sha256(monkeypatch, server, tmp_path):
     record = _serve_record(monkeypatch, server)
-    weights.fetch("voc-fcn32s", cache=tmp_path, policy=FAST, progress=False, log=io.StringIO())
+    weights.fetch("voc-fcn32s", cache_dir=tmp_path, policy=FAST, progress=False, log=io.StringIO())
     (tmp_path / FILENAME).unlink()
     server.route(f"/dl/{FILENAME}", Route(body=BODY[::-1]))  # the host now serves other bytes
     with pytest.raises(weights.ChecksumMismatch) as info:
-        weights.fetch(record.name, cache=tmp_path, policy=FAST, progress=False)
+        weights.fetch(record.name, cache_dir=tmp_path, policy=FAST, progress=False)
     message = str(info.value)
     assert f"expected sha256 {SHA256}" in message and "recorded at the first download" in message
     assert not (tmp_path / FILENAME).exists()
@@ -74,15 +74,15 @@ def test_later_download_is_checked_against_the_recorded_sha256(monkeypatch, serv
 
 def test_verify_catches_a_corrupted_cached_file(monkeypatch, server, tmp_path):
     _serve_record(monkeypatch, server)
-    path = weights.fetch("voc-fcn32s", cache=tmp_path, policy=FAST, progress=False, log=io.StringIO())
+    path = weights.fetch("voc-fcn32s", cache_dir=tmp_path, policy=FAST, progress=False, log=io.StringIO())
     path.write_bytes(BODY[:-1] + b"\x00")
     with pytest.raises(weights.ChecksumMismatch, match=f"expected sha256 {SHA256}"):
-        weights.verify("voc-fcn32s", cache=tmp_path)
+        weights.verify("voc-fcn32s", cache_dir=tmp_path)
 
 
 def test_published_sha1_is_enforced(monkeypatch, server, tmp_path):
     good = _serve_record(monkeypatch, server, sha1=hashlib.sha1(BODY).hexdigest())
-    weights.fetch(good.name, cache=tmp_path, policy=FAST, progress=False)
+    weights.fetch(good.name, cache_dir=tmp_path, policy=FAST, progress=False)
     assert (tmp_path / FILENAME).read_bytes() == BODY
     assert read_checksums(tmp_path)[FILENAME]["published"] is True
 
@@ -91,7 +91,7 @@ def test_a_mirror_url_of_a_registry_file_gets_the_published_checksum(server, tmp
     # fcn8s-heavy-pascal.caffemodel has a published sha1; a mirror serving other bytes is refused
     server.route("/mirror/fcn8s-heavy-pascal.caffemodel", Route(body=BODY))
     with pytest.raises(weights.ChecksumMismatch) as info:
-        weights.fetch(server.url("/mirror/fcn8s-heavy-pascal.caffemodel"), cache=tmp_path, policy=FAST,
+        weights.fetch(server.url("/mirror/fcn8s-heavy-pascal.caffemodel"), cache_dir=tmp_path, policy=FAST,
                       progress=False)
     message = str(info.value)
     assert "expected sha1 c449ea74dd7d83751d1357d6a8c323fcf4038962" in message
@@ -112,7 +112,7 @@ def test_host_down_names_the_url_the_mirrors_and_where_to_put_a_manual_download(
     monkeypatch.setitem(registry.RECORDS, "voc-fcn16s", record)
     monkeypatch.setenv("FCN_PORT_MIRRORS", f"http://127.0.0.1:{port}/m2/")
     with pytest.raises(weights.DownloadError) as info:
-        weights.fetch("voc-fcn16s", cache=tmp_path, policy=FAST, progress=False)
+        weights.fetch("voc-fcn16s", cache_dir=tmp_path, policy=FAST, progress=False)
     message = str(info.value)
     assert "\n" not in message
     for url in record.urls + (f"http://127.0.0.1:{port}/m2/fcn16s-heavy-pascal.caffemodel",):
@@ -125,7 +125,7 @@ def test_environment_mirror_is_used_after_the_official_url_fails(monkeypatch, se
     server.route(f"/dl/{FILENAME}", Route(status=404))
     server.route(f"/copy/{FILENAME}", Route(body=BODY))
     monkeypatch.setenv("FCN_PORT_MIRRORS", server.url("/copy"))
-    path = weights.fetch(record.name, cache=tmp_path, policy=FAST, progress=False, log=io.StringIO())
+    path = weights.fetch(record.name, cache_dir=tmp_path, policy=FAST, progress=False, log=io.StringIO())
     assert path.read_bytes() == BODY
     assert read_checksums(tmp_path)[FILENAME]["url"] == server.url(f"/copy/{FILENAME}")
 
@@ -133,18 +133,18 @@ def test_environment_mirror_is_used_after_the_official_url_fails(monkeypatch, se
 def test_fetch_url_into_dest_with_an_explicit_sha256(server, tmp_path):
     server.route("/files/any.bin", Route(body=BODY))
     dest = tmp_path / "elsewhere"
-    path = weights.fetch(server.url("/files/any.bin"), sha256=SHA256, dest=dest, cache=tmp_path / "cache",
+    path = weights.fetch(server.url("/files/any.bin"), sha256=SHA256, dest=dest, cache_dir=tmp_path / "cache",
                          policy=FAST, progress=False)
     assert path == dest / "any.bin" and path.read_bytes() == BODY
     with pytest.raises(weights.ChecksumMismatch, match=f"got {SHA256}"):
         weights.fetch(server.url("/files/any.bin"), sha256="ab" * 32, dest=tmp_path / "other",
-                      cache=tmp_path / "cache", policy=FAST, progress=False)
+                      cache_dir=tmp_path / "cache", policy=FAST, progress=False)
     assert not (tmp_path / "other" / "any.bin").exists()
 
 
 def test_url_without_a_file_name_is_refused(tmp_path):
     with pytest.raises(weights.DownloadError, match="file name"):
-        weights.fetch("http://127.0.0.1:9/", cache=tmp_path)
+        weights.fetch("http://127.0.0.1:9/", cache_dir=tmp_path)
 
 
 def test_verify_a_file_by_path_and_missing_things(tmp_path):
@@ -155,7 +155,7 @@ def test_verify_a_file_by_path_and_missing_things(tmp_path):
     with pytest.raises(weights.ChecksumMismatch):
         weights.verify(str(path), sha256="0" * 64)
     with pytest.raises(weights.DownloadError, match="not downloaded"):
-        weights.verify("voc-fcn8s", cache=tmp_path)
+        weights.verify("voc-fcn8s", cache_dir=tmp_path)
     with pytest.raises(weights.DownloadError, match="no such file"):
         weights.verify(str(tmp_path / "nope.caffemodel"))
 

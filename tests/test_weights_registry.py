@@ -197,6 +197,21 @@ def test_lookup_prefers_the_most_complete_row():
     sift = published.lookup("siftflow-fcn16s", "siftflow", "test", weights="paper")
     assert sift is not None and sift.get("geometric_acc") == 94.3
     assert published.lookup("siftflow-fcn8s", "siftflow", "test") is None
+    assert published.lookup("siftflow-fcn16s", "siftflow", "test", weights="released") is None
+    fallback = published.lookup("siftflow-fcn16s", "siftflow", "test")
+    assert fallback is not None and fallback.weights == "paper" and fallback.mean_iu == 39.5
+    geometric = published.lookup("siftflow-fcn16s", "siftflow-geometric", "test")
+    assert geometric is not None and geometric.pixel_acc == 94.3
+
+
+def test_lookup_understands_the_evaluation_harness_names():
+    assert published.canonical("voc", "seg11valid") == ("voc2011", "seg11valid")
+    assert published.canonical("voc", "val2012") == ("voc2012", "val")
+    assert published.canonical("sift-flow", "test") == ("siftflow", "test")
+    assert published.lookup("voc-fcn32s", "voc", "seg11valid").mean_iu == 63.6261
+    assert published.lookup("voc-fcn8s", "voc", "test2012").mean_iu == 67.2
+    assert published.lookup("voc-fcn8s", "pascal", "test2011").mean_iu == 62.7
+    assert published.lookup("voc-fcn8s", "voc", "val2012") is None
     assert len(published.lookup_all(dataset="pascalcontext-33")) == 3
 
 

@@ -99,14 +99,14 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_fetch(args: argparse.Namespace) -> int:
     policy = RetryPolicy(retries=args.retries, connect_timeout=min(15.0, args.timeout),
                          read_timeout=args.timeout)
-    path = fetch(args.target, sha256=args.sha256, sha1=args.sha1, dest=args.dest, cache=args.cache_dir,
+    path = fetch(args.target, sha256=args.sha256, sha1=args.sha1, dest=args.dest, cache_dir=args.cache_dir,
                  mirrors=args.mirror, policy=policy, progress=not args.quiet)
     print(path)
     return 0
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    result = verify(args.target, sha256=args.sha256, cache=args.cache_dir)
+    result = verify(args.target, sha256=args.sha256, cache_dir=args.cache_dir)
     if result.checked:
         print(f"OK {result.path} sha256 {result.sha256} ({'; '.join(result.checked)})")
     else:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from .cache import CHECKSUMS_FILE, cache_dir, read_checksums, update_checksum
+from .cache import CHECKSUMS_FILE, read_checksums, update_checksum
+from .cache import cache_dir as resolve_cache_dir
 from .download import (
     ChecksumMismatch,
     DownloadError,
@@ -42,11 +43,11 @@ def _released(record: WeightsRecord) -> WeightsRecord:
     return record
 
 
-def cached_path(name: str, cache: str | os.PathLike[str] | None = None) -> Path:
+def cached_path(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where the caffemodel of registry entry ``name`` is (or will be) in the cache. No network, no I/O."""
     record = _released(get(name))
     assert record.filename is not None
-    return cache_dir(cache) / record.filename
+    return resolve_cache_dir(cache_dir) / record.filename
 
 
 def mirror_urls(filename: str, mirrors: tuple[str, ...] | list[str] = ()) -> list[str]:
@@ -71,7 +72,7 @@ def fetch(
     sha256: str | None = None,
     sha1: str | None = None,
     dest: str | os.PathLike[str] | None = None,
-    cache: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     mirrors: tuple[str, ...] | list[str] = (),
     policy: RetryPolicy | None = None,
     progress: bool = True,
@@ -88,7 +89,7 @@ def fetch(
     log = sys.stderr if log is None else log
     sha256 = normalize_hex(sha256, "sha256")
     sha1 = normalize_hex(sha1, "sha1")
-    cache_root = cache_dir(cache)
+    cache_root = resolve_cache_dir(cache_dir)
     if isinstance(name_or_url, WeightsRecord) or not is_url(name_or_url):
         record = _released(name_or_url if isinstance(name_or_url, WeightsRecord) else get(name_or_url))
         assert record.filename is not None
@@ -140,13 +141,13 @@ class Verification:
 
 
 def verify(name_or_file: str, *, sha256: str | None = None,
-           cache: str | os.PathLike[str] | None = None) -> Verification:
+           cache_dir: str | os.PathLike[str] | None = None) -> Verification:
     """Check a cached registry file (or any file) against every checksum known for it: ``sha256`` if
     given, the record's published sha256/sha1, and the sha256 recorded at its first download.
 
     ``ChecksumMismatch`` (expected vs got) on a failure, ``DownloadError`` if the file is absent."""
     sha256 = normalize_hex(sha256, "sha256")
-    cache_root = cache_dir(cache)
+    cache_root = resolve_cache_dir(cache_dir)
     candidate = Path(name_or_file).expanduser()
     if candidate.is_file():
         path, record = candidate, find_by_filename(candidate.name)
@@ -154,7 +155,7 @@ def verify(name_or_file: str, *, sha256: str | None = None,
         if os.sep in name_or_file or name_or_file.endswith(".caffemodel"):
             raise DownloadError(f"no such file: {name_or_file}")
         record = _released(get(name_or_file))
-        path = cached_path(record.name, cache)
+        path = cached_path(record.name, cache_dir)
         if not path.is_file():
             raise DownloadError(f"{record.name} is not downloaded: run `python -m weights fetch "
                                 f"{record.name}` or put the file at {path}")
@@ -181,13 +182,13 @@ def verify(name_or_file: str, *, sha256: str | None = None,
 
 
 def load(name: str, device: str | torch.device | None = None, *,
-         cache: str | os.PathLike[str] | None = None, progress: bool = True) -> torch.nn.Module:
+         cache_dir: str | os.PathLike[str] | None = None, progress: bool = True) -> torch.nn.Module:
     """Registry entry ``name`` as a PyTorch module in eval mode: fetch the weights if needed, build
     the net with ``converters.fcn_nets`` and load it with ``converters.load_caffe``.
 
     ``net(data=x)`` returns a dict of output blobs (see the record's ``inputs``/``outputs``)."""
     record = get(name)
-    path = fetch(record.name, cache=cache, progress=progress)
+    path = fetch(record.name, cache_dir=cache_dir, progress=progress)
     from converters import load_caffe
 
     return load_caffe(record.net_definition("deploy"), path, device=device)

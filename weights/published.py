@@ -12,6 +12,8 @@ descriptive name (``fcn-googlenet``, ``sds``).
 
     >>> lookup("voc-fcn8s", "voc2011", "seg11valid").mean_iu
     65.5126
+    >>> lookup("voc-fcn8s", "voc", "seg11valid").mean_iu   # the evaluation harness's names
+    65.5126
 """
 
 from __future__ import annotations
@@ -141,6 +143,8 @@ _T5 = Source(CVPR, "Table 5", CVPR_ARXIV)
 TABLE5: tuple[PublishedMetrics, ...] = (
     _row("siftflow-fcn16s", "FCN-16s", "paper", "siftflow", "test", (85.2, 51.7, 39.5, 76.1), _T5,
          {"geometric_acc": 94.3}),
+    _row("siftflow-fcn16s", "FCN-16s", "paper", "siftflow-geometric", "test", (94.3, None, None, None), _T5,
+         note="the geometric head: Table 5's geometric accuracy (pixel accuracy over its 3 classes)"),
 )
 
 _CTX = Source(CVPR, "appendix (arXiv v2), PASCAL-Context", CVPR_ARXIV)
@@ -233,19 +237,53 @@ def checksum_for(filename: str, algorithm: str | None = None) -> PublishedChecks
     return None
 
 
+_DATASET_ALIASES = {
+    "pascal": "voc", "pascal-voc": "voc", "nyudv2": "nyud", "nyu": "nyud", "sift-flow": "siftflow",
+    "pascal-context": "pascalcontext", "context": "pascalcontext", "pascalcontext-59": "pascalcontext",
+    "sift-flow-geometric": "siftflow-geometric", "siftflow-geo": "siftflow-geometric",
+}
+_VOC_SPLITS = {
+    "seg11valid": ("voc2011", "seg11valid"), "val2011": ("voc2011", "val"), "val2012": ("voc2012", "val"),
+    "test2011": ("voc2011", "test"), "test2012": ("voc2012", "test"), "seg12test": ("voc2012", "test"),
+}
+
+
+def canonical(dataset: str, split: str) -> tuple[str, str]:
+    """The ``(dataset, split)`` names used in this module for a harness's names: ``("voc", "seg11valid")``
+    -> ``("voc2011", "seg11valid")``, ``("voc", "val2012")`` -> ``("voc2012", "val")``,
+    ``("sift-flow", "test")`` -> ``("siftflow", "test")``. Names already canonical pass through."""
+    dataset = _DATASET_ALIASES.get(dataset.lower(), dataset.lower())
+    split = split.lower()
+    if dataset == "voc" and split in _VOC_SPLITS:
+        return _VOC_SPLITS[split]
+    if dataset in ("voc2011", "voc2012") and split.startswith(("val", "test")) and split[-4:].isdigit():
+        split = split[:-4]
+    return dataset, split
+
+
 def lookup_all(model: str | None = None, dataset: str | None = None, split: str | None = None,
                weights: str | None = None) -> list[PublishedMetrics]:
-    """Every row matching the given fields (``None`` matches anything), in table order."""
+    """Every row matching the given fields (``None`` matches anything), in table order. ``dataset`` and
+    ``split`` may use a harness's names (see :func:`canonical`)."""
+    if dataset is not None and split is not None:
+        dataset, split = canonical(dataset, split)
+    elif dataset is not None:
+        dataset = _DATASET_ALIASES.get(dataset.lower(), dataset.lower())
     return [row for row in ALL
             if (model is None or row.model == model) and (dataset is None or row.dataset == dataset)
             and (split is None or row.split == split) and (weights is None or row.weights == weights)]
 
 
-def lookup(model: str, dataset: str, split: str, weights: str = "released") -> PublishedMetrics | None:
-    """The most complete row for ``model`` on ``dataset``/``split`` for those ``weights``, or ``None``.
+def lookup(model: str, dataset: str, split: str, weights: str | None = None) -> PublishedMetrics | None:
+    """The most complete row for ``model`` on ``dataset``/``split``, or ``None``.
 
-    "Most complete" = gives the most of the four metrics, then the most digits (so the four-decimal
-    re-evaluation of the released PASCAL models wins over the README's one-decimal mean IU)."""
+    ``weights="released"`` or ``"paper"`` picks rows of those weights only; the default takes the
+    released weights' rows if there are any, else the paper's (check ``row.weights``: the paper's
+    models are not the released caffemodels). "Most complete" = gives the most of the four metrics,
+    then the most digits (so the four-decimal re-evaluation of the released PASCAL models wins over
+    the README's one-decimal mean IU)."""
+    if weights is None:
+        return lookup(model, dataset, split, "released") or lookup(model, dataset, split, "paper")
     rows = lookup_all(model, dataset, split, weights)
     if not rows:
         return None

@@ -149,8 +149,9 @@ class WeightsRecord:
         return tuple(published.for_model(self.name))
 
     def metric(self, dataset: str, split: str,
-               weights: str = "released") -> published.PublishedMetrics | None:
-        """The most complete published row for this net on ``dataset``/``split``."""
+               weights: str | None = None) -> published.PublishedMetrics | None:
+        """The most complete published row for this net on ``dataset``/``split`` (see
+        ``published.lookup``: released weights' rows first, else the paper's)."""
         return published.lookup(self.name, dataset, split, weights)
 
     def net_definition(self, split: str = "deploy") -> Message:
