@@ -43,36 +43,219 @@ NYUD_MEAN_HHA = np.float32((132.431, 94.076, 118.477))
 NYUD_MEAN_LOGD = np.float32(7.844)
 
 VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
     "tvmonitor",
-)  # fmt: skip
+)
 CONTEXT_CLASSES = VOC_CLASSES[:11] + (
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-    "tvmonitor", "bag", "bed", "bench", "book", "building", "cabinet", "ceiling", "clothes", "computer",
-    "cup", "door", "fence", "floor", "flower", "food", "grass", "ground", "keyboard", "light", "mountain",
-    "mouse", "curtain", "platform", "sign", "plate", "road", "rock", "shelves", "sidewalk", "sky", "snow",
-    "bedcloth", "track", "tree", "truck", "wall", "water", "window", "wood",
-)  # fmt: skip
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+    "bag",
+    "bed",
+    "bench",
+    "book",
+    "building",
+    "cabinet",
+    "ceiling",
+    "clothes",
+    "computer",
+    "cup",
+    "door",
+    "fence",
+    "floor",
+    "flower",
+    "food",
+    "grass",
+    "ground",
+    "keyboard",
+    "light",
+    "mountain",
+    "mouse",
+    "curtain",
+    "platform",
+    "sign",
+    "plate",
+    "road",
+    "rock",
+    "shelves",
+    "sidewalk",
+    "sky",
+    "snow",
+    "bedcloth",
+    "track",
+    "tree",
+    "truck",
+    "wall",
+    "water",
+    "window",
+    "wood",
+)
 #: For Context classes 1..59, the index of the same class among the 459 full labels (``labels.txt``),
 #: after the official layer's renames (diningtable -> table, bedcloth -> bedclothes, clothes -> cloth).
 CONTEXT_FULL_LABEL = (
-    2, 23, 25, 31, 34, 45, 59, 65, 72, 98, 397, 113, 207, 258, 284, 308, 347, 368, 416, 427, 9, 18, 22,
-    33, 44, 46, 68, 80, 85, 104, 115, 144, 158, 159, 162, 187, 189, 220, 232, 259, 260, 105, 296, 355,
-    295, 324, 326, 349, 354, 360, 366, 19, 415, 420, 424, 440, 445, 454, 458,
-)  # fmt: skip
+    2,
+    23,
+    25,
+    31,
+    34,
+    45,
+    59,
+    65,
+    72,
+    98,
+    397,
+    113,
+    207,
+    258,
+    284,
+    308,
+    347,
+    368,
+    416,
+    427,
+    9,
+    18,
+    22,
+    33,
+    44,
+    46,
+    68,
+    80,
+    85,
+    104,
+    115,
+    144,
+    158,
+    159,
+    162,
+    187,
+    189,
+    220,
+    232,
+    259,
+    260,
+    105,
+    296,
+    355,
+    295,
+    324,
+    326,
+    349,
+    354,
+    360,
+    366,
+    19,
+    415,
+    420,
+    424,
+    440,
+    445,
+    454,
+    458,
+)
 NYUD_CLASSES = (
-    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf", "picture",
-    "counter", "blinds", "desk", "shelves", "curtain", "dresser", "pillow", "mirror", "floor mat",
-    "clothes", "ceiling", "books", "refridgerator", "television", "paper", "towel", "shower curtain",
-    "box", "whiteboard", "person", "night stand", "toilet", "sink", "lamp", "bathtub", "bag",
-    "otherstructure", "otherfurniture", "otherprop",
-)  # fmt: skip
+    "wall",
+    "floor",
+    "cabinet",
+    "bed",
+    "chair",
+    "sofa",
+    "table",
+    "door",
+    "window",
+    "bookshelf",
+    "picture",
+    "counter",
+    "blinds",
+    "desk",
+    "shelves",
+    "curtain",
+    "dresser",
+    "pillow",
+    "mirror",
+    "floor mat",
+    "clothes",
+    "ceiling",
+    "books",
+    "refridgerator",
+    "television",
+    "paper",
+    "towel",
+    "shower curtain",
+    "box",
+    "whiteboard",
+    "person",
+    "night stand",
+    "toilet",
+    "sink",
+    "lamp",
+    "bathtub",
+    "bag",
+    "otherstructure",
+    "otherfurniture",
+    "otherprop",
+)
 SIFTFLOW_SEMANTIC_CLASSES = (
-    "awning", "balcony", "bird", "boat", "bridge", "building", "bus", "car", "cow", "crosswalk", "desert",
-    "door", "fence", "field", "grass", "moon", "mountain", "person", "plant", "pole", "river", "road",
-    "rock", "sand", "sea", "sidewalk", "sign", "sky", "staircase", "streetlight", "sun", "tree", "window",
-)  # fmt: skip
+    "awning",
+    "balcony",
+    "bird",
+    "boat",
+    "bridge",
+    "building",
+    "bus",
+    "car",
+    "cow",
+    "crosswalk",
+    "desert",
+    "door",
+    "fence",
+    "field",
+    "grass",
+    "moon",
+    "mountain",
+    "person",
+    "plant",
+    "pole",
+    "river",
+    "road",
+    "rock",
+    "sand",
+    "sea",
+    "sidewalk",
+    "sign",
+    "sky",
+    "staircase",
+    "streetlight",
+    "sun",
+    "tree",
+    "window",
+)
 SIFTFLOW_GEOMETRIC_CLASSES = ("sky", "horizontal", "vertical")
 #: cow, desert and moon never occur in the SIFT Flow test set and are left out of its class averages.
 SIFTFLOW_ABSENT_CLASSES = (8, 10, 15)
@@ -142,8 +325,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
     heads: tuple[Head, ...] = ()
     modalities: tuple[str, ...] = ("color",)
 
-    def __init__(self, ids: Sequence[str], modalities: Sequence[str] | None = None) -> None:
-        self.ids = list(ids)
+    def __init__(
+        self, ids: Sequence[str], modalities: Sequence[str] | None = None, limit: int | None = None
+    ) -> None:
+        self.ids = list(ids) if limit is None else list(ids)[:limit]
         wanted = tuple(self.modalities[:1]) if modalities is None else tuple(modalities)
         unknown = [m for m in wanted if m not in self.modalities]
         if unknown:
@@ -155,12 +340,6 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    def limit(self, count: int | None) -> SegmentationDataset:
-        """Keep the first ``count`` ids (all when ``None``)."""
-        if count is not None:
-            self.ids = self.ids[:count]
-        return self
 
     def files(self, image_id: str) -> list[Path]:
         """The files one sample needs (checked up front so a bad root fails at once)."""
@@ -210,8 +389,13 @@ class VOCSegmentation(SegmentationDataset):
     SPLITS = {"seg11valid": "VOC2011", "val2011": "VOC2011", "val2012": "VOC2012"}
     ALIASES = {"voc2011-val": "val2011", "voc2012-val": "val2012", "2011val": "val2011", "2012val": "val2012"}
 
-    def __init__(self, root: str | os.PathLike[str], split: str = "seg11valid",
-                 modalities: Sequence[str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        split: str = "seg11valid",
+        modalities: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> None:
         split = self.ALIASES.get(split, split)
         if split not in self.SPLITS:
             raise DatasetError(f"unknown VOC split {split!r}; choose from {', '.join(self.SPLITS)}")
@@ -224,7 +408,7 @@ class VOCSegmentation(SegmentationDataset):
             if not list_path.is_file():
                 raise DatasetError(f"{self.root}: no ImageSets/Segmentation/val.txt (the devkit's val list)")
             ids = read_split(list_path)
-        super().__init__(ids, modalities)
+        super().__init__(ids, modalities, limit)
 
     @staticmethod
     def year_dir(root: Path, year: str, strict: bool = True) -> Path:
@@ -266,8 +450,13 @@ class SBDSegmentation(SegmentationDataset):
     name = "SBD"
     heads = (Head("semantic", VOC_CLASSES),)
 
-    def __init__(self, root: str | os.PathLike[str], split: str = "val",
-                 modalities: Sequence[str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        split: str = "val",
+        modalities: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> None:
         root = Path(root)
         found = _find_dir(root, ["", "dataset", "benchmark_RELEASE/dataset"], "cls")
         if found is None or not (found / "img").is_dir():
@@ -276,7 +465,7 @@ class SBDSegmentation(SegmentationDataset):
             )
         self.root = found
         self.split = split
-        super().__init__(read_split(found / f"{split}.txt"), modalities)
+        super().__init__(read_split(found / f"{split}.txt"), modalities, limit)
 
     def layout(self) -> str:
         return f"{self.root}/img/<id>.jpg and {self.root}/cls/<id>.mat"
@@ -305,8 +494,14 @@ class ContextSegmentation(SegmentationDataset):
     name = "PASCAL-Context"
     heads = (Head("semantic", CONTEXT_CLASSES),)
 
-    def __init__(self, voc_root: str | os.PathLike[str], context_root: str | os.PathLike[str],
-                 split: str = "val", modalities: Sequence[str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        voc_root: str | os.PathLike[str],
+        context_root: str | os.PathLike[str],
+        split: str = "val",
+        modalities: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> None:
         self.voc_root = _find_dir(Path(voc_root), ["", "VOC2010", "VOCdevkit/VOC2010"], "JPEGImages")
         if self.voc_root is None or not (self.voc_root / "ImageSets" / "Main").is_dir():
             raise DatasetError(
@@ -319,7 +514,7 @@ class ContextSegmentation(SegmentationDataset):
             raise DatasetError(f"{context_root} is not a PASCAL-Context root: expected trainval/<id>.mat")
         self.context_root = found
         self.split = split
-        super().__init__(read_split(self.voc_root / "ImageSets" / "Main" / f"{split}.txt"), modalities)
+        super().__init__(read_split(self.voc_root / "ImageSets" / "Main" / f"{split}.txt"), modalities, limit)
         self._lookup = np.zeros(max(CONTEXT_FULL_LABEL) + 1, dtype=np.uint8)
         for task_label, full_label in enumerate(CONTEXT_FULL_LABEL, start=1):
             self._lookup[full_label] = task_label
@@ -359,8 +554,13 @@ class NYUDSegmentation(SegmentationDataset):
     heads = (Head("semantic", NYUD_CLASSES),)
     modalities = ("color", "hha", "depth", "color-depth")
 
-    def __init__(self, root: str | os.PathLike[str], split: str = "test",
-                 modalities: Sequence[str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        split: str = "test",
+        modalities: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> None:
         root = Path(root)
         found = _find_dir(root, ["", "nyud"], "segmentation")
         if found is None or not (found / "data").is_dir():
@@ -377,7 +577,7 @@ class NYUDSegmentation(SegmentationDataset):
             ids = packaged_split(f"nyud-{split}")
         else:
             raise DatasetError(f"{found}: no split list {split}.txt")
-        super().__init__(ids, modalities)
+        super().__init__(ids, modalities, limit)
 
     def layout(self) -> str:
         return f"{self.root}/data/{{images,hha,depth}}/img_<id>.png and {self.root}/segmentation/img_<id>.mat"
@@ -426,8 +626,13 @@ class SIFTFlowSegmentation(SegmentationDataset):
         Head("geometric", SIFTFLOW_GEOMETRIC_CLASSES),
     )
 
-    def __init__(self, root: str | os.PathLike[str], split: str = "test",
-                 modalities: Sequence[str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        split: str = "test",
+        modalities: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> None:
         root = Path(root)
         found = _find_dir(root, ["", "SiftFlowDataset", "sift-flow"], "SemanticLabels")
         if found is None or not (found / "GeoLabels").is_dir() or not (found / "Images").is_dir():
@@ -444,7 +649,7 @@ class SIFTFlowSegmentation(SegmentationDataset):
             ids = packaged_split(f"siftflow-{split}")
         else:
             raise DatasetError(f"{found}: no split list {split}.txt")
-        super().__init__(ids, modalities)
+        super().__init__(ids, modalities, limit)
 
     def layout(self) -> str:
         return f"{self.root}/{{Images,SemanticLabels,GeoLabels}}/{SIFTFLOW_SUBDIR}/<id>.{{jpg,mat}}"
@@ -471,4 +676,3 @@ class SIFTFlowSegmentation(SegmentationDataset):
                 raw[raw == -1] = 0
             labels[head] = ((raw - 1) % 256).astype(np.uint8)  # 0 (void) -> 255
         return labels
-

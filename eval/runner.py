@@ -1,0 +1,590 @@
+"""The evaluation loop shared by every dataset, and the CLI plumbing of ``python -m eval.<dataset>``.
+
+Decoding runs in DataLoader worker processes and overlaps inference; on CUDA, batches come in pinned
+memory and are copied asynchronously; the argmax and the confusion matrix stay on the device, so the
+loop never waits for the GPU unless predictions are saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from converters.atomic import atomic_write
+from converters.errors import CaffeFormatError
+from converters.preprocess import colorize, palette
+
+from .datasets import DatasetError, SegmentationDataset
+from .metrics import METRIC_NAMES, ConfusionMatrix, Scores, compare, format_table, scores
+from .models import (
+    LoadedModel,
+    ModelError,
+    device_from_text,
+    input_modalities,
+    output_blobs,
+    parse_assignments,
+    resolve_model,
+)
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+@dataclass
+class EvaluationResult:
+    """Confusion matrices and scores per label head, with the image count and wall time."""
+
+    scores: dict[str, Scores]
+    matrices: dict[str, np.ndarray]
+    images: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else math.nan
+
+
+def _collate(samples: list[dict]) -> dict:
+    first = samples[0]
+    for sample in samples[1:]:
+        for group in ("inputs", "labels"):
+            for key, tensor in sample[group].items():
+                if tensor.shape != first[group][key].shape:
+                    raise DatasetError(
+                        "images of different sizes cannot share a batch; use --batch-size 1 for this dataset"
+                    )
+    return {
+        "index": [s["index"] for s in samples],
+        "id": [s["id"] for s in samples],
+        "inputs": {k: torch.stack([s["inputs"][k] for s in samples]) for k in first["inputs"]},
+        "labels": {k: torch.stack([s["labels"][k] for s in samples]) for k in first["labels"]},
+        "predictions": {
+            k: torch.stack([s["predictions"][k] for s in samples]) for k in first.get("predictions", {})
+        },
+    }
+
+
+def make_loader(
+    dataset: torch.utils.data.Dataset, *, batch_size: int, workers: int, pin_memory: bool
+) -> torch.utils.data.DataLoader:
+    """An ordered DataLoader: ``workers`` decoding processes (0 decodes in this process)."""
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        collate_fn=_collate,
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+class _PredictionWriter:
+    """Writes palette PNGs in a background thread; every file goes through ``atomic_write``."""
+
+    def __init__(self, root: Path | None, heads: Sequence[str], num_classes: Mapping[str, int]) -> None:
+        self.root = root
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=2) if root else None
+        self.futures: list[concurrent.futures.Future] = []
+        self.dirs = {h: (root / h if len(heads) > 1 else root) for h in heads} if root else {}
+        self.palettes = {h: palette(num_classes[h]) for h in heads}
+        for directory in self.dirs.values():
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def submit(self, head: str, image_ids: Sequence[str], predictions: torch.Tensor) -> None:
+        if self.pool is None:
+            return
+        labels = predictions.to("cpu", torch.uint8).numpy()
+        for image_id, label in zip(image_ids, labels, strict=True):
+            self.futures.append(
+                self.pool.submit(self._write, self.dirs[head] / f"{image_id}.png", label, head)
+            )
+
+    def _write(self, path: Path, label: np.ndarray, head: str) -> None:
+        image = colorize(label, self.palettes[head])
+        with atomic_write(path) as handle:
+            image.save(handle, format="PNG")
+
+    def close(self) -> None:
+        if self.pool is None:
+            return
+        for future in self.futures:
+            future.result()
+        self.pool.shutdown()
+
+
+def _progress(total: int, enabled: bool, description: str):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        unit="img",
+        desc=description,
+        disable=not enabled,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
+
+
+def evaluate_model(
+    model: LoadedModel | Callable[..., Mapping[str, torch.Tensor]],
+    dataset: SegmentationDataset,
+    *,
+    inputs: Mapping[str, str] | None = None,
+    outputs: Mapping[str, str] | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 1,
+    workers: int = 0,
+    save_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+) -> EvaluationResult:
+    """Run the net over ``dataset`` and score every label head.
+
+    ``inputs`` maps net input names to dataset modalities (default ``{"data": first modality}``) and
+    ``outputs`` maps heads to output blobs (default: see :func:`eval.models.output_blobs`). With
+    ``batch_size > 1`` the first batch is also run one image at a time; if any predicted pixel differs,
+    the rest is evaluated one image at a time (a note says so).
+    """
+    device = torch.device(device)
+    net = model.net if isinstance(model, LoadedModel) else model
+    inputs = dict(inputs or {"data": dataset.modalities[0]})
+    wanted = sorted(set(inputs.values()))
+    if sorted(dataset.wanted) != wanted:
+        raise ValueError(f"dataset loads {dataset.wanted}, the net needs {wanted}")
+    heads = {h.name: h for h in dataset.heads}
+    matrices = {name: ConfusionMatrix(h.num_classes, device) for name, h in heads.items()}
+    writer = _PredictionWriter(
+        Path(save_dir) if save_dir else None, list(heads), {n: h.num_classes for n, h in heads.items()}
+    )
+    loader = make_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=device.type == "cuda")
+    blobs: dict[str, str] | None = None
+    one_at_a_time = False
+    notes: list[str] = []
+
+    def forward(batch_inputs: dict[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+        return net(**{name: batch_inputs[modality] for name, modality in inputs.items()})
+
+    bar = _progress(len(dataset), progress, dataset.name)
+    batches = iter(loader)
+    start = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            for batch_number, batch in enumerate(batches):
+                batch_inputs = {k: v.to(device, non_blocking=True) for k, v in batch["inputs"].items()}
+                size = len(batch["id"])
+                if one_at_a_time and size > 1:
+                    results = [
+                        forward({k: v[i : i + 1] for k, v in batch_inputs.items()}) for i in range(size)
+                    ]
+                    out = {k: torch.cat([r[k] for r in results]) for k in results[0]}
+                else:
+                    out = forward(batch_inputs)
+                if blobs is None:
+                    blobs = output_blobs(list(out), list(heads), outputs)
+                    _check_shapes(out, blobs, batch["labels"], heads)
+                predictions = {head: out[blob].argmax(dim=1) for head, blob in blobs.items()}
+                if batch_number == 0 and size > 1:
+                    singles = [
+                        forward({k: v[i : i + 1] for k, v in batch_inputs.items()}) for i in range(size)
+                    ]
+                    same = all(
+                        torch.equal(predictions[h][i], singles[i][b][0].argmax(dim=0))
+                        for h, b in blobs.items()
+                        for i in range(size)
+                    )
+                    if not same:
+                        one_at_a_time = True
+                        notes.append(
+                            "batched predictions differed from one-at-a-time ones: ran one at a time"
+                        )
+                        predictions = {
+                            h: torch.stack([s[b][0].argmax(dim=0) for s in singles]) for h, b in blobs.items()
+                        }
+                for head, prediction in predictions.items():
+                    matrices[head].update(batch["labels"][head], prediction)
+                    writer.submit(head, batch["id"], prediction)
+                bar.update(size)
+        finished = {name: m.numpy() for name, m in matrices.items()}
+    finally:
+        _stop(batches)
+        bar.close()
+        writer.close()
+    seconds = time.perf_counter() - start
+    return EvaluationResult(
+        scores={name: scores(finished[name], heads[name].exclude) for name in heads},
+        matrices=finished,
+        images=len(dataset),
+        seconds=seconds,
+        notes=notes,
+    )
+
+
+def _stop(batches) -> None:
+    """Stop the DataLoader's workers now, also after an error (else they linger until collected)."""
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
+def _check_shapes(out, blobs, labels, heads) -> None:
+    for head, blob in blobs.items():
+        tensor = out[blob]
+        if tensor.dim() != 4:
+            raise ModelError(f"output {blob!r} has shape {tuple(tensor.shape)}; expected N x C x H x W")
+        if tensor.shape[1] != heads[head].num_classes:
+            raise ModelError(
+                f"output {blob!r} scores {tensor.shape[1]} classes, but the {head} labels have "
+                f"{heads[head].num_classes}: is this a model for this dataset?"
+            )
+        if tuple(tensor.shape[2:]) != tuple(labels[head].shape[1:]):
+            raise ModelError(
+                f"output {blob!r} is {tuple(tensor.shape[2:])} pixels but the labels are "
+                f"{tuple(labels[head].shape[1:])}"
+            )
+
+
+class PredictionFiles(torch.utils.data.Dataset):
+    """A dataset's labels paired with saved prediction PNGs (``DIR/<id>.png``, or ``DIR/<head>/<id>.png``
+    for a dataset with several heads); pixel values are class indices (palette or greyscale PNGs)."""
+
+    def __init__(self, dataset: SegmentationDataset, directory: str | os.PathLike[str]) -> None:
+        self.dataset = dataset
+        self.root = Path(directory)
+        if not self.root.is_dir():
+            raise DatasetError(f"predictions folder {self.root} does not exist")
+        heads = [h.name for h in dataset.heads]
+        self.dirs = {h: (self.root / h if len(heads) > 1 else self.root) for h in heads}
+        missing = [
+            d / f"{i}.png" for i in dataset.ids for d in self.dirs.values() if not (d / f"{i}.png").is_file()
+        ]
+        if missing:
+            raise DatasetError(
+                f"{len(missing)} prediction file(s) missing, first {missing[0]} (expected <id>.png "
+                + ("in one folder per head: " + ", ".join(heads) if len(heads) > 1 else "files")
+                + f" in {self.root})"
+            )
+        self.name = dataset.name
+        self.ids = dataset.ids
+        self.heads = dataset.heads
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.dataset[index]
+        predictions = {}
+        for head in self.dataset.heads:
+            path = self.dirs[head.name] / f"{sample['id']}.png"
+            with Image.open(path) as image:
+                if image.mode not in ("P", "L"):
+                    raise DatasetError(f"{path}: expected a palette or greyscale PNG of class indices")
+                label = np.array(image, dtype=np.uint8)
+            if label.shape != tuple(sample["labels"][head.name].shape):
+                raise DatasetError(
+                    f"{path} is {label.shape[::-1]} pixels, the labels are "
+                    f"{tuple(sample['labels'][head.name].shape)[::-1]}"
+                )
+            if label.max(initial=0) >= head.num_classes:
+                raise DatasetError(
+                    f"{path} holds class {label.max()}, beyond this dataset's {head.num_classes}"
+                )
+            predictions[head.name] = torch.from_numpy(label)
+        sample["predictions"] = predictions
+        return sample
+
+
+def evaluate_predictions(
+    dataset: SegmentationDataset,
+    directory: str | os.PathLike[str],
+    *,
+    workers: int = 0,
+    progress: bool = False,
+) -> EvaluationResult:
+    """Score saved prediction PNGs against the dataset's labels (no model involved)."""
+    files = PredictionFiles(dataset, directory)
+    heads = {h.name: h for h in dataset.heads}
+    matrices = {name: ConfusionMatrix(h.num_classes) for name, h in heads.items()}
+    loader = make_loader(files, batch_size=1, workers=workers, pin_memory=False)
+    bar = _progress(len(files), progress, dataset.name)
+    batches = iter(loader)
+    start = time.perf_counter()
+    try:
+        for batch in batches:
+            for head in heads:
+                matrices[head].update(batch["labels"][head], batch["predictions"][head])
+            bar.update(len(batch["id"]))
+    finally:
+        _stop(batches)
+        bar.close()
+    finished = {name: m.numpy() for name, m in matrices.items()}
+    return EvaluationResult(
+        scores={name: scores(finished[name], heads[name].exclude) for name in heads},
+        matrices=finished,
+        images=len(files),
+        seconds=time.perf_counter() - start,
+    )
+
+
+# --- published figures -------------------------------------------------------------------------
+
+
+def published_figures(model: str | None, dataset_key: str, split: str, head: str) -> tuple[dict, str]:
+    """The published metrics (percent) for ``model`` on ``dataset_key``/``split``/``head`` and their
+    source, from ``weights.published``; ``({}, "")`` when none are known."""
+    if not model:
+        return {}, ""
+    try:
+        from weights import published
+    except ImportError:
+        return {}, ""
+    key = dataset_key if head == "semantic" else f"{dataset_key}-{head}"
+    try:
+        entry = published.lookup(model, key, split)
+    except (KeyError, ValueError, LookupError):
+        return {}, ""
+    return _figures(entry)
+
+
+def _figures(entry: object) -> tuple[dict, str]:
+    if entry is None:
+        return {}, ""
+    if isinstance(entry, (list, tuple)) and entry and not isinstance(entry[0], (int, float)):
+        entry = entry[0]
+    source = ""
+    if isinstance(entry, Mapping):
+        values = {k: entry.get(k) for k in METRIC_NAMES}
+        source = str(entry.get("source", ""))
+        nested = entry.get("metrics")
+        if isinstance(nested, Mapping):
+            values = {k: nested.get(k) for k in METRIC_NAMES}
+    else:
+        values = {k: getattr(entry, k, None) for k in METRIC_NAMES}
+        nested = getattr(entry, "metrics", None)
+        if isinstance(nested, Mapping):
+            values = {k: nested.get(k) for k in METRIC_NAMES}
+        source = str(getattr(entry, "source", "") or "")
+    values = {k: float(v) for k, v in values.items() if v is not None}
+    return values, source
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def build_parser(
+    prog: str, description: str, splits: Sequence[str], default_split: str
+) -> argparse.ArgumentParser:
+    """The options every ``python -m eval.<dataset>`` shares; the caller adds its dataset roots."""
+    parser = _Parser(prog=prog, description=description)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--model",
+        nargs="+",
+        metavar="MODEL",
+        help="registry name (voc-fcn8s ...), converted .safetensors/.pt file, or PROTOTXT CAFFEMODEL",
+    )
+    source.add_argument(
+        "--predictions",
+        metavar="DIR",
+        help="evaluate saved label PNGs (<id>.png, pixel = class index) instead of a model",
+    )
+    parser.add_argument(
+        "--split", default=default_split, help=f"one of {', '.join(splits)} (default {default_split})"
+    )
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--save-predictions", metavar="DIR", help="write each prediction as a palette PNG")
+    parser.add_argument("--json", metavar="FILE", help="write all results as JSON")
+    parser.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when a metric is farther than --tolerance from the published figure",
+    )
+    parser.add_argument(
+        "--tolerance", type=float, default=0.1, help="--check tolerance in points (default 0.1)"
+    )
+    parser.add_argument(
+        "--published",
+        metavar="MODEL",
+        help="compare with the published figures of this registry model (default: --model)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="decoding worker processes (default: min(4, CPUs))",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="images per forward pass, only for equal-size datasets (default 1)",
+    )
+    parser.add_argument(
+        "--input",
+        action="append",
+        metavar="NAME=MODALITY",
+        help="feed the net input NAME from this dataset input (e.g. data=hha)",
+    )
+    parser.add_argument(
+        "--output",
+        action="append",
+        metavar="HEAD=BLOB",
+        help="score the label HEAD with the net output BLOB (e.g. semantic=score)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    if "Original Traceback" in text:  # an error re-raised from a DataLoader worker
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def run_cli(
+    args: argparse.Namespace,
+    *,
+    dataset_key: str,
+    splits: Sequence[str],
+    make_dataset: Callable[[str, Sequence[str] | None, int | None], SegmentationDataset],
+    modalities: Sequence[str],
+) -> int:
+    """Evaluate as ``args`` ask, print the report, write --json, and return the exit code."""
+    try:
+        return _run(
+            args, dataset_key=dataset_key, splits=splits, make_dataset=make_dataset, modalities=modalities
+        )
+    except (DatasetError, ModelError, CaffeFormatError, ValueError, OSError) as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RuntimeError as error:
+        if "Original Traceback" in str(error) or "out of memory" in str(error):
+            print(f"error: {_one_line(error)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        raise
+
+
+def _run(args, *, dataset_key, splits, make_dataset, modalities) -> int:
+    if args.split not in splits:
+        raise DatasetError(f"unknown split {args.split!r}; choose from {', '.join(splits)}")
+    if args.limit is not None and args.limit < 1:
+        raise DatasetError("--limit must be at least 1")
+    if args.batch_size < 1 or args.workers < 0:
+        raise DatasetError("--batch-size must be >= 1 and --workers >= 0")
+    if args.predictions and (args.save_predictions or args.input or args.output):
+        raise DatasetError(
+            "--predictions evaluates saved files; --save-predictions/--input/--output need --model"
+        )
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise DatasetError(f"--json {args.json}: its folder does not exist")
+    progress = not args.no_progress
+    make_dataset(args.split, (), args.limit)  # a bad dataset root fails before a model loads
+    if args.predictions:
+        dataset = make_dataset(args.split, (), args.limit)
+        result = evaluate_predictions(dataset, args.predictions, workers=args.workers, progress=progress)
+        model_label, registry_name = f"predictions in {args.predictions}", None
+    else:
+        device = device_from_text(args.device)
+        model = resolve_model(args.model, device)
+        inputs = input_modalities(model, modalities, parse_assignments(args.input, "--input"))
+        dataset = make_dataset(args.split, sorted(set(inputs.values())), args.limit)
+        result = evaluate_model(
+            model,
+            dataset,
+            inputs=inputs,
+            outputs=parse_assignments(args.output, "--output"),
+            device=device,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            save_dir=args.save_predictions,
+            progress=progress,
+        )
+        model_label, registry_name = model.description, model.registry_name
+    reference_model = args.published or registry_name
+    report: dict = {
+        "dataset": dataset_key,
+        "split": args.split,
+        "model": model_label,
+        "images": result.images,
+        "seconds": round(result.seconds, 3),
+        "images_per_second": result.images_per_second,
+        "limited": args.limit is not None,
+        "heads": {},
+        "notes": result.notes,
+    }
+    failed = False
+    compared = False
+    for head in dataset.heads:
+        measured = result.scores[head.name]
+        figures, source = published_figures(reference_model, dataset_key, args.split, head.name)
+        comparison = compare(measured, figures, args.tolerance)
+        title = f"{dataset.name} {args.split} ({head.name}), {result.images} images, {model_label}"
+        print(format_table(measured, head.classes, figures, title=title))
+        if source:
+            print(f"published: {source}")
+        if head.exclude:
+            print("left out of class averages: " + ", ".join(head.classes[c] for c in head.exclude))
+        if figures:
+            compared = True
+            failed |= any(c["ok"] is False for c in comparison.values())
+        report["heads"][head.name] = {
+            "classes": list(head.classes),
+            **measured.to_json(),
+            "published": figures or None,
+            "published_source": source or None,
+            "comparison": comparison,
+            "confusion": result.matrices[head.name].tolist(),
+        }
+        print()
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"{result.images} images in {result.seconds:.1f} s ({result.images_per_second:.2f} images/s)")
+    if args.json:
+        with atomic_write(args.json, "w") as handle:
+            json.dump(_json_safe(report), handle, indent=1)
+    if args.check:
+        if not compared:
+            raise DatasetError(
+                f"--check: no published figures for {reference_model or 'this model'} on {dataset_key} "
+                f"{args.split} (name a registry model with --published)"
+            )
+        if failed:
+            print(
+                f"check failed: a metric is more than {args.tolerance} points from the published figure",
+                file=sys.stderr,
+            )
+            return EXIT_CHECK_FAILED
+        print(f"check passed: all published metrics within {args.tolerance} points")
+    return EXIT_OK
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value

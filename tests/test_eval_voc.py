@@ -1,0 +1,276 @@
+"""``python -m eval.voc`` end to end on a generated VOC-layout dataset (JPEGs, palette labels, 255 bands).
+
+The model is a 1x1 convolution that classifies each pixel by its nearest class colour, with two pairs
+of classes deliberately swapped, so the expected confusion follows from the generated labels alone.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from vocgen import CLASS_COLOURS, write_voc
+
+import eval.runner as runner
+from eval import voc
+from eval.datasets import VOC_MEAN, VOCSegmentation, packaged_split
+from eval.metrics import scores
+from eval.models import LoadedModel
+
+REPO = Path(__file__).resolve().parent.parent
+SWAP = {3: 5, 5: 3, 2: 6, 6: 2}  # the model predicts SWAP.get(c, c) for a pixel of class c
+IDS = packaged_split("seg11valid")[:5]
+
+
+class ColourNet(torch.nn.Module):
+    """Nearest-colour classifier on Caffe-preprocessed input: score_k = 2 x.m_k - |m_k|^2."""
+
+    def __init__(self, swap: dict[int, int] | None = None, num_classes: int = 21) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, num_classes, 1)
+        weight = torch.zeros(num_classes, 3, 1, 1)
+        bias = torch.full((num_classes,), -1e9)
+        for cls, rgb in CLASS_COLOURS.items():
+            centre = torch.tensor(rgb[::-1], dtype=torch.float32) - torch.tensor(
+                VOC_MEAN, dtype=torch.float32
+            )
+            out = (swap or {}).get(cls, cls)
+            weight[out, :, 0, 0] = 2 * centre
+            bias[out] = -(centre * centre).sum()
+        with torch.no_grad():
+            self.conv.weight.copy_(weight)
+            self.conv.bias.copy_(bias)
+
+    def forward(self, data: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"score": self.conv(data)}
+
+
+def expected_confusion(labels: dict[str, np.ndarray], swap: dict[int, int], n: int = 21) -> np.ndarray:
+    hist = np.zeros((n, n), dtype=np.int64)
+    for label in labels.values():
+        for cls in np.unique(label):
+            if cls != 255:
+                hist[cls, swap.get(int(cls), int(cls))] += int((label == cls).sum())
+    return hist
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
+    root = tmp_path_factory.mktemp("voc")
+    labels = write_voc(root, IDS, seed=7)
+    return root, labels
+
+
+@pytest.fixture
+def colour_model(monkeypatch):
+    def fake_resolve(spec, device):
+        return LoadedModel(ColourNet(SWAP).to(device), f"colour net {spec[0]}", None, ["data"])
+
+    monkeypatch.setattr(runner, "resolve_model", fake_resolve)
+
+
+def test_generated_labels_are_voc_like(voc_root) -> None:
+    root, labels = voc_root
+    png = Image.open(root / "VOC2011" / "SegmentationClass" / f"{IDS[0]}.png")
+    assert png.mode == "P"
+    label = np.array(png)
+    assert np.array_equal(label, labels[IDS[0]])
+    assert (label[0] == 255).all() and (label == 255).mean() < 0.8 and len(np.unique(label)) > 1
+
+
+def test_cli_end_to_end_matches_expected_confusion(voc_root, colour_model, tmp_path, capsys) -> None:
+    root, labels = voc_root
+    out_json = tmp_path / "r.json"
+    saved = tmp_path / "pred"
+    code = voc.main(
+        f"--model toy --voc-root {root} --device cpu --workers 0 --limit {len(IDS)} --json {out_json} "
+        f"--save-predictions {saved} --no-progress".split()
+    )
+    assert code == 0
+    report = json.loads(out_json.read_text())
+    head = report["heads"]["semantic"]
+    expected = expected_confusion(labels, SWAP)
+    assert np.array_equal(np.array(head["confusion"]), expected)
+    reference = scores(expected)
+    for key in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu"):
+        assert head[key] == pytest.approx(getattr(reference, key))
+    assert head["per_class_iu"][3] == 0.0 and head["per_class_iu"][20] is None
+    assert report["images"] == len(IDS)
+    text = capsys.readouterr().out
+    assert "mean IU" in text and "aeroplane" in text and "images/s" in text
+
+    # saved predictions: palette PNGs, one per image, the swapped class everywhere outside 255
+    for image_id, label in labels.items():
+        png = Image.open(saved / f"{image_id}.png")
+        assert png.mode == "P"
+        predicted = np.array(png)
+        inside = label != 255
+        assert np.array_equal(predicted[inside], np.vectorize(lambda c: SWAP.get(c, c))(label[inside]))
+
+    # --predictions on the saved folder gives the same confusion without a model
+    again = tmp_path / "again.json"
+    code = voc.main(
+        f"--predictions {saved} --voc-root {root} --json {again} --split val2011 --workers 0 "
+        "--no-progress".split()
+    )
+    assert code == 0
+    assert json.loads(again.read_text())["heads"]["semantic"]["confusion"] == head["confusion"]
+
+
+def test_workers_and_limit(voc_root, colour_model, tmp_path) -> None:
+    root, labels = voc_root
+    out_json = tmp_path / "r.json"
+    code = voc.main(
+        f"--model toy --voc-root {root / 'VOC2011'} --workers 2 --limit 3 --device cpu --json {out_json} "
+        "--no-progress".split()
+    )
+    assert code == 0
+    report = json.loads(out_json.read_text())
+    expected = expected_confusion({i: labels[i] for i in IDS[:3]}, SWAP)
+    assert report["images"] == 3 and np.array_equal(report["heads"]["semantic"]["confusion"], expected)
+
+
+def test_val2011_reads_the_devkit_list(voc_root) -> None:
+    root, _ = voc_root
+    dataset = VOCSegmentation(root, "val2011")
+    assert dataset.ids == IDS
+    sample = dataset[0]
+    assert sample["inputs"]["color"].shape[0] == 3 and sample["labels"]["semantic"].dtype == torch.uint8
+    with pytest.raises(ValueError, match="VOC2012"):
+        VOCSegmentation(root, "val2012")
+
+
+def test_check_against_published_figures(voc_root, colour_model, monkeypatch, capsys) -> None:
+    root, labels = voc_root
+    reference = scores(expected_confusion(labels, SWAP))
+    figures = {"pixel_acc": reference.pixel_acc + 0.05, "mean_iu": reference.mean_iu - 0.05}
+    monkeypatch.setattr(runner, "published_figures", lambda *a: (figures, "test figures"))
+    args = [
+        "--model",
+        "toy",
+        "--voc-root",
+        str(root),
+        "--split",
+        "val2011",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--check",
+    ]
+    assert voc.main(args) == 0
+    figures["mean_iu"] = reference.mean_iu + 0.5
+    assert voc.main(args) == 1
+    assert voc.main(args + ["--tolerance", "1"]) == 0
+    assert "test figures" in capsys.readouterr().out
+
+
+def test_check_without_published_figures_is_an_input_error(
+    voc_root, colour_model, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr(runner, "published_figures", lambda *a: ({}, ""))
+    root, _ = voc_root
+    code = voc.main(
+        f"--model toy --voc-root {root} --split val2011 --workers 0 --no-progress --check".split()
+    )
+    assert code == 2
+    assert capsys.readouterr().err.startswith("error: --check: no published figures")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "eval.voc", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_bad_inputs_exit_2_with_one_line(voc_root, tmp_path, capsys) -> None:
+    root, _ = voc_root
+    result = run_cli("--predictions", str(tmp_path), "--voc-root", str(tmp_path / "nowhere"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: VOC root") and "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir())
+
+    def one_error(*args: str, split: str = "val2011") -> str:
+        assert voc.main([*args, "--split", split, "--workers", "0", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1
+        return err
+
+    assert "predictions folder" in one_error("--predictions", str(tmp_path / "no"), "--voc-root", str(root))
+    assert "unknown split" in one_error("--predictions", str(tmp_path), "--voc-root", str(root), split="x")
+    with pytest.raises(SystemExit) as exit_info:
+        voc.main(["--voc-root", str(root)])
+    assert exit_info.value.code == 2 and "required" in capsys.readouterr().err
+    assert "folder does not exist" in one_error(
+        "--predictions", str(tmp_path), "--voc-root", str(root), "--json", str(tmp_path / "a" / "b.json")
+    )
+    assert "--limit" in one_error("--predictions", str(tmp_path), "--voc-root", str(root), "--limit", "0")
+
+
+def test_help_exits_0(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        voc.main(["--help"])
+    assert exit_info.value.code == 0 and "--save-predictions" in capsys.readouterr().out
+
+
+def test_missing_image_names_the_file(tmp_path) -> None:
+    labels = write_voc(tmp_path, IDS[:2], seed=1)
+    (tmp_path / "VOC2011" / "JPEGImages" / f"{IDS[1]}.jpg").unlink()
+    with pytest.raises(ValueError, match=f"{IDS[1]}.jpg"):
+        VOCSegmentation(tmp_path, "val2011", ["color"])
+    assert len(VOCSegmentation(tmp_path, "val2011", ()).ids) == len(labels)  # labels alone are complete
+
+
+def test_bad_prediction_files_are_refused(voc_root, tmp_path, capsys) -> None:
+    root, labels = voc_root
+    for image_id, label in labels.items():
+        Image.fromarray(np.zeros_like(label)).save(tmp_path / f"{image_id}.png")
+    first = tmp_path / f"{IDS[0]}.png"
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(first)
+    code = voc.main(
+        [
+            "--predictions",
+            str(tmp_path),
+            "--voc-root",
+            str(root),
+            "--split",
+            "val2011",
+            "--workers",
+            "0",
+            "--no-progress",
+        ]
+    )
+    assert code == 2 and "pixels" in capsys.readouterr().err
+    Image.fromarray(np.full_like(labels[IDS[0]], 40)).save(first)
+    code = voc.main(
+        [
+            "--predictions",
+            str(tmp_path),
+            "--voc-root",
+            str(root),
+            "--split",
+            "val2011",
+            "--workers",
+            "2",
+            "--no-progress",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "holds class 40" in err and err.count("\n") == 1
+
+
+def test_batched_equals_one_at_a_time_on_equal_sizes(tmp_path) -> None:
+    ids = [f"2000_{i:06d}" for i in range(4)]
+    labels = write_voc(tmp_path, ids, size=(48, 40), seed=3)
+    dataset = VOCSegmentation(tmp_path, "val2011")
+    net = ColourNet(SWAP)
+    single = runner.evaluate_model(net, dataset, batch_size=1)
+    batched = runner.evaluate_model(net, dataset, batch_size=2)
+    assert np.array_equal(single.matrices["semantic"], batched.matrices["semantic"])
+    assert np.array_equal(single.matrices["semantic"], expected_confusion(labels, SWAP))
+    assert batched.notes == []
