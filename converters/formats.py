@@ -49,21 +49,31 @@ def sniff_format(path: PathLike) -> Format:
 
 
 def _map_file(path: PathLike) -> memoryview:
-    """A private, writable, lazily loaded map of the whole file."""
+    """A private, writable, lazily loaded map of the whole file (read into memory where the file
+    system cannot map it)."""
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if size == 0:
                 raise CaffeFormatError("file is empty", path)
-            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+            try:
+                return memoryview(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY))
+            except (OSError, ValueError):
+                return memoryview(bytearray(handle.read()))
     except OSError as exc:
         raise CaffeFormatError(exc.strerror or str(exc), path) from None
-    return memoryview(mapped)
 
 
 def read_binary_net(path: PathLike, type_name: str = "NetParameter") -> Message:
     """Decode a binary protobuf file; blob data are zero-copy views of a private file map."""
-    return decode_message(_map_file(path), type_name, path=path)
+    try:
+        return decode_message(_map_file(path), type_name, path=path)
+    except CaffeFormatError as exc:
+        if exc.offset is None:
+            raise
+        raise CaffeFormatError(
+            f"not a valid binary {type_name} (.caffemodel): {exc.reason}", path, offset=exc.offset
+        ) from None
 
 
 def read_prototxt(path: PathLike, type_name: str = "NetParameter") -> Message:
