@@ -226,3 +226,23 @@ def test_bad_arguments() -> None:
         with pytest.raises(ValueError, match="width must be a number in"):
             net_definition("voc-fcn32s", width=width)
     assert len(MODELS) == 15 and len(set(MODELS)) == 15
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", MODELS)
+def test_narrow_deploy_nets_run_in_torch(model: str) -> None:
+    """At width 0.05 every deploy net builds with converters.graph and maps a 64x80 input to
+    64x80 scores (the derived crops fit any input size, as the pad-100 design promises).
+    """
+    torch = pytest.importorskip("torch")
+    graph = pytest.importorskip("converters.graph")
+    net = net_definition(model, width=0.05)
+    module = graph.build_graph(net)
+    inputs = net.getall("layer")[0]
+    channels = [s.getall("dim")[1] for s in inputs.get("input_param").getall("shape")]
+    feeds = {top: torch.randn(1, c, 64, 80) for top, c in zip(inputs.getall("top"), channels, strict=True)}
+    with torch.no_grad():
+        out = module(**feeds)
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        blob: (1, classes, 64, 80) for blob, classes in _score_blobs(model).items()
+    }
