@@ -161,6 +161,8 @@ def _window(layer: Message) -> tuple[int, Vec, Vec, Vec] | None:
         kernel = (p.get("kernel_h"), p.get("kernel_w"))
     else:
         kernel = (p.get("kernel_size"),)
+    if not all(kernel):
+        raise GeometryError(f"pooling layer '{name}' has no kernel size")
     if "stride_h" in p or "stride_w" in p:
         stride = (p.get("stride_h"), p.get("stride_w"))
     else:

@@ -273,3 +273,18 @@ def test_shape_errors() -> None:
     with pytest.raises(GeometryError, match="give the shapes of data"):
         blob_shapes(python)
     assert blob_shapes(python, {"data": (1, 3, 5, 5)}) == {"data": (1, 3, 5, 5)}
+
+
+def test_layers_without_a_fixed_window_are_errors() -> None:
+    head = 'layer { name: "i" type: "Input" top: "data" } '
+    no_kernel = parse_text(head + 'layer { name: "p" type: "Pooling" bottom: "data" top: "p" }')
+    with pytest.raises(GeometryError, match="pooling layer 'p' has no kernel size"):
+        receptive_field(no_kernel, "p")
+    global_pool = parse_text(
+        head + 'layer { name: "p" type: "Pooling" bottom: "data" top: "p" '
+        "pooling_param { global_pooling: true } }"
+    )
+    with pytest.raises(GeometryError, match="global pooling 'p' sees the whole input"):
+        receptive_field(global_pool, "p")
+    with pytest.raises(GeometryError, match="the net has no blob 'q'"):
+        max_stride(global_pool, "q")
