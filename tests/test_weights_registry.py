@@ -222,3 +222,16 @@ def test_records_reference_their_published_rows():
     assert {row.dataset for row in weights.get("pascalcontext-fcn8s").metrics} == {"pascalcontext",
                                                                                     "pascalcontext-33"}
     assert weights.get("nyud-fcn32s-color-d").metrics[0].mean_iu == 30.5
+
+
+def test_preprocess_uses_the_record_mean():
+    pytest.importorskip("converters.preprocess")
+    import numpy as np
+
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 7
+    inputs = weights.get("siftflow-fcn8s").preprocess(rgb)
+    assert list(inputs) == ["data"]
+    expected = rgb[:, :, ::-1].astype(np.float64) - np.array([114.578, 115.294, 108.353])
+    assert np.allclose(inputs["data"][0].numpy(), expected.transpose(2, 0, 1).astype(np.float32))
+    with pytest.raises(ValueError, match="HHA"):
+        weights.get("nyud-fcn32s-hha").preprocess(rgb)

@@ -17,6 +17,8 @@ from . import published
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
+    from PIL import Image
 
     from converters import Message
 
@@ -153,6 +155,19 @@ class WeightsRecord:
         """The most complete published row for this net on ``dataset``/``split`` (see
         ``published.lookup``: released weights' rows first, else the paper's)."""
         return published.lookup(self.name, dataset, split, weights)
+
+    def preprocess(self, image: np.ndarray | Image.Image) -> dict[str, torch.Tensor]:
+        """The keyword inputs of the net for one RGB uint8 HxWx3 image: ``{"data": 1x3xHxW}``, BGR,
+        minus this record's mean (``converters.preprocess.caffe_preprocess``). ``ValueError`` for nets
+        whose inputs are not a single BGR image (HHA, depth: prepare those as ``inputs`` describe)."""
+        if len(self.inputs) != 1 or self.inputs[0].modality != "BGR image":
+            kinds = ", ".join(f"{spec.blob} ({spec.modality})" for spec in self.inputs)
+            raise ValueError(f"{self.name} takes {kinds}; preprocess() handles a single BGR image input only")
+        from converters.preprocess import caffe_preprocess
+
+        spec = self.inputs[0]
+        assert spec.mean is not None
+        return {spec.blob: caffe_preprocess(image, mean=spec.mean)}
 
     def net_definition(self, split: str = "deploy") -> Message:
         """The net as a ``NetParameter`` message, built by ``converters.fcn_nets`` (imported on demand)."""
