@@ -43,7 +43,9 @@ class LoadedModel:
 
 def _input_names(net: object, record: object | None) -> list[str]:
     """The net's input blob names, from ``net.caffe_inputs`` (mapping or list), else the record."""
-    for source in (getattr(net, "caffe_inputs", None), getattr(record, "inputs", None)):
+    info = getattr(net, "caffe", None)
+    candidates = [getattr(net, "caffe_inputs", None), getattr(info, "inputs", None)]
+    for source in [*candidates, getattr(record, "inputs", None)]:
         if not source:
             continue
         if isinstance(source, Mapping):
@@ -54,14 +56,20 @@ def _input_names(net: object, record: object | None) -> list[str]:
                 names.append(item)
             elif isinstance(item, Sequence) and item and isinstance(item[0], str):
                 names.append(item[0])
-            elif hasattr(item, "name"):
-                names.append(str(item.name))
+            elif hasattr(item, "blob"):
+                names.append(str(item.blob))
         if names:
             return names
     return ["data"]
 
 
 def _prepare(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    random = list(getattr(getattr(net, "caffe", None), "randomly_initialised", None) or ())
+    if random:
+        raise ModelError(
+            f"the weights lack layer(s) {', '.join(random[:4])}{' ...' if len(random) > 4 else ''}: "
+            "evaluating random parameters would mean nothing"
+        )
     net = net.to(device)
     net.eval()
     return net
@@ -101,7 +109,7 @@ def resolve_model(spec: Sequence[str], device: torch.device) -> LoadedModel:
             from converters import load_converted
         except ImportError:
             raise ModelError("this installation lacks converters.load_converted (converted files)") from None
-        net = load_converted(path)
+        net = load_converted(path, device=device)
         return LoadedModel(_prepare(net, device), str(path), None, _input_names(net, None))
     return _registry_model(text, device)
 
@@ -117,10 +125,7 @@ def _registry_model(name: str, device: torch.device) -> LoadedModel:
         record = weights.get(name)
     except (KeyError, ValueError):
         raise ModelError(f"unknown model {name!r}: not a file, and not in the weights registry") from None
-    try:
-        net = weights.load(name, device=device)
-    except TypeError:
-        net = weights.load(name)
+    net = weights.load(name, device=device)
     return LoadedModel(_prepare(net, device), name, name, _input_names(net, record), record)
 
 

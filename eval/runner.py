@@ -343,8 +343,11 @@ def evaluate_predictions(
 
 
 def published_figures(model: str | None, dataset_key: str, split: str, head: str) -> tuple[dict, str]:
-    """The published metrics (percent) for ``model`` on ``dataset_key``/``split``/``head`` and their
-    source, from ``weights.published``; ``({}, "")`` when none are known."""
+    """The published metrics (percent) for ``model`` on ``dataset_key``/``split``/``head`` and a line
+    naming their source, from ``weights.published``; ``({}, "")`` when none are known.
+
+    The released weights' figures are preferred; where only the paper's model has figures, the source
+    line says that those weights differ from the released ones."""
     if not model:
         return {}, ""
     try:
@@ -352,33 +355,16 @@ def published_figures(model: str | None, dataset_key: str, split: str, head: str
     except ImportError:
         return {}, ""
     key = dataset_key if head == "semantic" else f"{dataset_key}-{head}"
-    try:
-        entry = published.lookup(model, key, split)
-    except (KeyError, ValueError, LookupError):
-        return {}, ""
-    return _figures(entry)
-
-
-def _figures(entry: object) -> tuple[dict, str]:
+    entry = published.lookup(model, key, split)
     if entry is None:
         return {}, ""
-    if isinstance(entry, (list, tuple)) and entry and not isinstance(entry[0], (int, float)):
-        entry = entry[0]
-    source = ""
-    if isinstance(entry, Mapping):
-        values = {k: entry.get(k) for k in METRIC_NAMES}
-        source = str(entry.get("source", ""))
-        nested = entry.get("metrics")
-        if isinstance(nested, Mapping):
-            values = {k: nested.get(k) for k in METRIC_NAMES}
-    else:
-        values = {k: getattr(entry, k, None) for k in METRIC_NAMES}
-        nested = getattr(entry, "metrics", None)
-        if isinstance(nested, Mapping):
-            values = {k: nested.get(k) for k in METRIC_NAMES}
-        source = str(getattr(entry, "source", "") or "")
-    values = {k: float(v) for k, v in values.items() if v is not None}
-    return values, source
+    figures = {name: float(value) for name, value in entry.metrics().items() if name in METRIC_NAMES}
+    source = str(entry.source)
+    if entry.weights != "released":
+        source += f" [figures of the {entry.weights}'s model, not the released weights]"
+    if entry.note:
+        source += f"; {entry.note}"
+    return figures, source
 
 
 # --- command line ---------------------------------------------------------------------------------

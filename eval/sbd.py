@@ -1,0 +1,40 @@
+"""``python -m eval.sbd``: the SBD (Hariharan et al.) segmentation val split, VOC's 21 classes."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from .datasets import SBDSegmentation
+from .runner import build_parser, run_cli
+
+SPLITS = ("val", "train")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, evaluate, print the report; returns 0, 1 (--check failed) or 2 (bad input)."""
+    parser = build_parser(
+        "python -m eval.sbd",
+        "Evaluate a PASCAL FCN (or saved predictions) on SBD val (2,857 images). The released VOC models "
+        "were trained on SBD train, so val is a fair split; no figures were published for it.",
+        SPLITS,
+        "val",
+    )
+    parser.add_argument(
+        "--sbd-root",
+        required=True,
+        metavar="PATH",
+        help="SBD's benchmark_RELEASE/dataset folder (img/, cls/, val.txt), or a parent",
+    )
+    args = parser.parse_args(argv)
+    return run_cli(
+        args,
+        dataset_key="sbd",
+        splits=SPLITS,
+        make_dataset=lambda split, inputs, limit: SBDSegmentation(args.sbd_root, split, inputs, limit),
+        modalities=SBDSegmentation.modalities,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

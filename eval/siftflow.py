@@ -1,0 +1,43 @@
+"""``python -m eval.siftflow``: SIFT Flow, semantic (33 classes) and geometric (3 classes) heads."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from .datasets import SIFTFlowSegmentation
+from .runner import build_parser, run_cli
+
+SPLITS = ("test",)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, evaluate both heads, print the report; returns 0, 1 (--check failed) or 2."""
+    parser = build_parser(
+        "python -m eval.siftflow",
+        "Evaluate a SIFT Flow FCN (or saved predictions) on the 200 test images: both heads, semantic "
+        "(score_sem) and geometric (score_geo). cow, desert and moon never occur in the test set and are "
+        "left out of the semantic class averages. Saved predictions go to DIR/semantic and DIR/geometric.",
+        SPLITS,
+        "test",
+    )
+    parser.add_argument(
+        "--siftflow-root",
+        required=True,
+        metavar="PATH",
+        help="the SIFT Flow folder (Images/, SemanticLabels/, GeoLabels/)",
+    )
+    args = parser.parse_args(argv)
+    return run_cli(
+        args,
+        dataset_key="siftflow",
+        splits=SPLITS,
+        make_dataset=lambda split, inputs, limit: SIFTFlowSegmentation(
+            args.siftflow_root, split, inputs, limit
+        ),
+        modalities=SIFTFlowSegmentation.modalities,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
