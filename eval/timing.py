@@ -530,8 +530,9 @@ def build_net(net: Message, caffemodel: str | None, device: torch.device) -> tor
 
 
 def input_names(net: Message, module: torch.nn.Module) -> list[str]:
-    """The net's input blob names (``module.caffe_inputs`` when the graph offers it)."""
-    declared = getattr(module, "caffe_inputs", None)
+    """The net's input blob names (``module.caffe.inputs`` when the graph offers it)."""
+    info = getattr(module, "caffe", None)
+    declared = getattr(info, "inputs", None) or getattr(module, "caffe_inputs", None)
     if declared:
         if isinstance(declared, Mapping):
             return [str(k) for k in declared]
