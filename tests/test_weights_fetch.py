@@ -18,7 +18,7 @@ from weights import registry
 from weights.cache import cache_dir, read_checksums
 from weights.download import RetryPolicy
 
-FAST = RetryPolicy(retries=1, backoff=0.01, max_backoff=0.02, connect_timeout=0.5, read_timeout=0.5)
+FAST = RetryPolicy(retries=1, backoff=0.01, max_backoff=0.02, connect_timeout=2.0, read_timeout=2.0)
 BODY = random.Random(7).randbytes(300_001)
 SHA256 = hashlib.sha256(BODY).hexdigest()
 FILENAME = "fcn32s-heavy-pascal.caffemodel"
