@@ -235,3 +235,14 @@ def test_preprocess_uses_the_record_mean():
     assert np.allclose(inputs["data"][0].numpy(), expected.transpose(2, 0, 1).astype(np.float32))
     with pytest.raises(ValueError, match="HHA"):
         weights.get("nyud-fcn32s-hha").preprocess(rgb)
+
+
+def test_crop_offsets_are_the_official_prototxts(fcn_reference, shared):
+    text = " ".join((shared / "published-results.md").read_text().split())
+    assert ("FCN-32s 19; FCN-16s 5 then 27; FCN-8s and at-once 5, 9, 31; FCN-AlexNet 18; "
+            "NYUD FCN-32s 19") in text
+    for model, offsets in published.CROP_OFFSETS.items():
+        layers = _official_net(fcn_reference, model).get("layer")
+        crops = [layer for layer in layers if layer.get("type") == "Crop"]
+        found = tuple(layer.get("crop_param").get("offset")[0] for layer in crops)
+        assert found == offsets, model

@@ -214,7 +214,7 @@ _DATA = Source("dataset distribution", "published md5")
 #: pre-release model-zoo files are listed so that they are not mistaken for the heavy models.
 CHECKSUMS: tuple[PublishedChecksum, ...] = (
     PublishedChecksum("fcn8s-heavy-pascal.caffemodel", "sha1", "c449ea74dd7d83751d1357d6a8c323fcf4038962",
-                      _OPENCV, "about 513 MiB"),
+                      _OPENCV, "about 513 MiB (537,963,159 bytes for a re-saved file of the same net)"),
     PublishedChecksum("fcn-32s-pascal.caffemodel", "sha1", "9ef2dbc22768bd562ba5eec2ad6cae3f499141d0", _ZOO,
                       "pre-release model-zoo net, not the heavy voc-fcn32s"),
     PublishedChecksum("fcn-32s-pascalcontext.caffemodel", "sha1", "adbbd504c280e2b8966fc32e32ada2a2ecf13603",
@@ -227,6 +227,24 @@ CHECKSUMS: tuple[PublishedChecksum, ...] = (
     PublishedChecksum("VOCtrainval_11-May-2012.tar", "md5", "6cd6e144f989b92b3379bac3b3de84fd", _DATA),
     PublishedChecksum("benchmark.tgz", "md5", "2b2af8a6cff7365684e002c08be823a6", _DATA, "SBD"),
 )
+
+
+_PROTOTXTS = Source("Official FCN repository prototxts", "Crop layer offsets", PAMI_ARXIV, README_URL)
+
+#: The ``crop_param.offset`` of each Crop layer in the official prototxts, in net order (the nets pad
+#: conv1_1 by 100 and crop back to the input). All NYUD FCN-32s nets use 19.
+CROP_OFFSETS: dict[str, tuple[int, ...]] = {
+    "voc-fcn32s": (19,),
+    "voc-fcn16s": (5, 27),
+    "voc-fcn8s": (5, 9, 31),
+    "voc-fcn8s-atonce": (5, 9, 31),
+    "voc-fcn-alexnet": (18,),
+    "nyud-fcn32s-color": (19,),
+    "nyud-fcn32s-hha": (19,),
+    "nyud-fcn32s-color-hha": (19,),
+    "nyud-fcn32s-color-d": (19,),
+}
+CROP_OFFSETS_SOURCE = _PROTOTXTS
 
 
 def checksum_for(filename: str, algorithm: str | None = None) -> PublishedChecksum | None:
