@@ -274,3 +274,73 @@ def test_batched_equals_one_at_a_time_on_equal_sizes(tmp_path) -> None:
     assert np.array_equal(single.matrices["semantic"], batched.matrices["semantic"])
     assert np.array_equal(single.matrices["semantic"], expected_confusion(labels, SWAP))
     assert batched.notes == []
+
+
+COLOUR_NET_PROTOTXT = """name: "colour_net"
+layer { name: "input" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 40 dim: 40 } } }
+layer { name: "score" type: "Convolution" bottom: "data" top: "score"
+        convolution_param { num_output: 21 kernel_size: 1 } }
+"""
+
+
+def write_colour_caffe_model(folder: Path) -> tuple[Path, Path]:
+    """ColourNet as a Caffe prototxt + binary caffemodel (written by the converters' writer)."""
+    from converters import write_weights
+
+    net = ColourNet(SWAP)
+    prototxt = folder / "colour.prototxt"
+    prototxt.write_text(COLOUR_NET_PROTOTXT)
+    caffemodel = folder / "colour.caffemodel"
+    blobs = [net.conv.weight.detach().numpy().copy(), net.conv.bias.detach().numpy().copy()]
+    write_weights({"score": blobs}, caffemodel)
+    return prototxt, caffemodel
+
+
+def test_cli_with_prototxt_and_caffemodel(voc_root, tmp_path) -> None:
+    pytest.importorskip("converters.graph", reason="converters.load_caffe not available")
+    root, labels = voc_root
+    prototxt, caffemodel = write_colour_caffe_model(tmp_path)
+    out_json = tmp_path / "r.json"
+    args = f"--model {prototxt} {caffemodel} --voc-root {root} --split val2011 --workers 0 --no-progress"
+    assert voc.main([*args.split(), "--json", str(out_json)]) == 0
+    report = json.loads(out_json.read_text())
+    assert np.array_equal(report["heads"]["semantic"]["confusion"], expected_confusion(labels, SWAP))
+
+
+def test_cli_with_converted_file(voc_root, tmp_path) -> None:
+    converted = pytest.importorskip("converters.converted", reason="converters.load_converted not available")
+    from converters import load_caffe
+
+    root, labels = voc_root
+    prototxt, caffemodel = write_colour_caffe_model(tmp_path)
+    path = tmp_path / "colour.pt"  # (.safetensors: see the report; a 0x80 header byte is sniffed as pickle)
+    converted.save_converted(load_caffe(prototxt, caffemodel), path)
+    out_json = tmp_path / "r.json"
+    args = f"--model {path} --voc-root {root} --split val2011 --workers 0 --no-progress --json {out_json}"
+    assert voc.main(args.split()) == 0
+    report = json.loads(out_json.read_text())
+    assert np.array_equal(report["heads"]["semantic"]["confusion"], expected_confusion(labels, SWAP))
+
+
+def test_model_errors_are_one_line(voc_root, tmp_path, capsys) -> None:
+    root, _ = voc_root
+    base = f"--voc-root {root} --split val2011 --workers 0 --no-progress".split()
+    assert voc.main(["--model", "no-such-model", *base]) == 2
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err
+    assert voc.main(["--model", str(tmp_path / "x.prototxt"), *base]) == 2
+    assert "give its caffemodel too" in capsys.readouterr().err
+    assert voc.main(["--model", str(tmp_path / "missing.safetensors"), *base]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    pytest.importorskip("converters.graph", reason="converters.load_caffe not available")
+    prototxt, _ = write_colour_caffe_model(tmp_path)
+    wrong = tmp_path / "other.caffemodel"
+    from converters import write_weights
+
+    write_weights({"other": [np.zeros((1,), np.float32)]}, wrong)
+    assert voc.main(["--model", str(prototxt), str(wrong), *base]) == 2
+    assert "has no weights" in capsys.readouterr().err
+    prototxt.write_text(COLOUR_NET_PROTOTXT.replace("num_output: 21", "num_output: 7"))
+    small = torch.nn.Conv2d(3, 7, 1)
+    write_weights({"score": [small.weight.detach().numpy(), small.bias.detach().numpy()]}, wrong)
+    assert voc.main(["--model", str(prototxt), str(wrong), *base]) == 2
+    assert "scores 7 classes, but the semantic labels have 21" in capsys.readouterr().err
