@@ -286,7 +286,14 @@ def build_graph(
             call = _partial(converted.function, converted.kwargs)
         try:
             with torch.no_grad():
-                result = call(*meta_args)
+                if converted.keeps_shape:
+                    result = meta_args[0]
+                elif converted.output_shape is not None:
+                    result = torch.empty(
+                        converted.output_shape([tuple(t.shape) for t in meta_args]), device="meta"
+                    )
+                else:
+                    result = call(*meta_args)
         except Exception as exc:
             shapes_text = ", ".join(f"{b} {list(metas[b].shape)}" for b in bottoms)
             raise ValueError(f"layer '{name}' ({kind}) cannot run on {shapes_text}: {exc}") from None

@@ -6,7 +6,7 @@ plus where each Caffe blob of the layer goes. Users add their own types the same
 
     @converters.register_layer("MyLayer")
     def my_layer(ctx):
-        return Converted(function=torch.sigmoid)
+        return Converted(function=torch.sigmoid, keeps_shape=True)
 """
 
 from __future__ import annotations
@@ -87,6 +87,10 @@ class Converted:
     outputs: int = 1
     same_for_all_tops: bool = False
     role: str = "op"
+    keeps_shape: bool = False
+    """The single output has its (first) bottom's shape: no shape inference run needed."""
+    output_shape: Callable[[list[Shape]], Shape] | None = None
+    """The output shape from the bottoms' shapes, where running the op on meta tensors is slow."""
 
 
 Converter = Callable[[LayerContext], Converted]
@@ -152,6 +156,19 @@ def _spatial(param: Message, name: str, h: str, w: str, dims: int, default: int 
     return tuple(int(v) for v in values)
 
 
+def _concat_shape(shapes: list[Shape], axis: int) -> Shape:
+    first = list(shapes[0])
+    axis = _axis(axis, len(first))
+    for shape in shapes[1:]:
+        others_differ = len(shape) != len(first) or any(
+            a != b for i, (a, b) in enumerate(zip(shape, first, strict=True)) if i != axis
+        )
+        if others_differ:
+            raise ValueError(f"cannot concatenate shapes {[list(s) for s in shapes]} along axis {axis}")
+    first[axis] = sum(shape[axis] for shape in shapes)
+    return tuple(first)
+
+
 def _axis(axis: int, ndim: int | None) -> int:
     if axis >= 0 or ndim is None:
         return axis
@@ -194,40 +211,42 @@ def _identity(x: Tensor) -> Tensor:
 @register_layer("Dropout")
 def dropout(ctx: LayerContext) -> Converted:
     ratio = float(ctx.param("dropout_param").get("dropout_ratio"))
-    return Converted(module=nn.Dropout(ratio))
+    return Converted(module=nn.Dropout(ratio), keeps_shape=True)
 
 
 @register_layer("ReLU")
 def relu(ctx: LayerContext) -> Converted:
     slope = float(ctx.param("relu_param").get("negative_slope"))
     if slope == 0:
-        return Converted(function=torch.relu)
-    return Converted(function=F.leaky_relu, kwargs={"negative_slope": slope})
+        return Converted(function=torch.relu, keeps_shape=True)
+    return Converted(function=F.leaky_relu, kwargs={"negative_slope": slope}, keeps_shape=True)
 
 
 @register_layer("Sigmoid")
 def sigmoid(ctx: LayerContext) -> Converted:
-    return Converted(function=torch.sigmoid)
+    return Converted(function=torch.sigmoid, keeps_shape=True)
 
 
 @register_layer("TanH")
 def tanh(ctx: LayerContext) -> Converted:
-    return Converted(function=torch.tanh)
+    return Converted(function=torch.tanh, keeps_shape=True)
 
 
 @register_layer("AbsVal")
 def absval(ctx: LayerContext) -> Converted:
-    return Converted(function=torch.abs)
+    return Converted(function=torch.abs, keeps_shape=True)
 
 
 @register_layer("BNLL")
 def bnll(ctx: LayerContext) -> Converted:
-    return Converted(function=F.softplus)
+    return Converted(function=F.softplus, keeps_shape=True)
 
 
 @register_layer("ELU")
 def elu(ctx: LayerContext) -> Converted:
-    return Converted(function=F.elu, kwargs={"alpha": float(ctx.param("elu_param").get("alpha"))})
+    return Converted(
+        function=F.elu, kwargs={"alpha": float(ctx.param("elu_param").get("alpha"))}, keeps_shape=True
+    )
 
 
 @register_layer("Power")
@@ -240,6 +259,7 @@ def power(ctx: LayerContext) -> Converted:
             "scale": float(p.get("scale")),
             "shift": float(p.get("shift")),
         },
+        keeps_shape=True,
     )
 
 
@@ -248,13 +268,17 @@ def exp(ctx: LayerContext) -> Converted:
     p = ctx.param("exp_param")
     base, scale, shift = float(p.get("base")), float(p.get("scale")), float(p.get("shift"))
     log_base = 1.0 if base == -1 else math.log(base)
-    return Converted(function=ops.power_exp, kwargs={"log_base": log_base, "scale": scale, "shift": shift})
+    return Converted(
+        function=ops.power_exp,
+        kwargs={"log_base": log_base, "scale": scale, "shift": shift},
+        keeps_shape=True,
+    )
 
 
 @register_layer("Threshold")
 def threshold(ctx: LayerContext) -> Converted:
     value = float(ctx.param("threshold_param").get("threshold"))
-    return Converted(function=ops.threshold, kwargs={"threshold": value})
+    return Converted(function=ops.threshold, kwargs={"threshold": value}, keeps_shape=True)
 
 
 @register_layer("Softmax")
@@ -286,7 +310,9 @@ def reshape(ctx: LayerContext) -> Converted:
 def concat(ctx: LayerContext) -> Converted:
     p = ctx.param("concat_param")
     axis = int(p.get("axis")) if "axis" in p or "concat_dim" not in p else int(p.get("concat_dim"))
-    return Converted(function=ops.concat, kwargs={"dim": axis})
+    return Converted(
+        function=ops.concat, kwargs={"dim": axis}, output_shape=lambda shapes: _concat_shape(shapes, axis)
+    )
 
 
 @register_layer("Slice")
@@ -315,10 +341,12 @@ def eltwise(ctx: LayerContext) -> Converted:
     if coeffs and len(coeffs) != len(ctx.bottoms):
         raise ValueError(f"layer '{ctx.name}': {len(coeffs)} coefficients for {len(ctx.bottoms)} bottoms")
     if operation == "SUM":
-        return Converted(function=ops.eltwise_sum, kwargs={"coeffs": coeffs} if coeffs else {})
+        return Converted(
+            function=ops.eltwise_sum, kwargs={"coeffs": coeffs} if coeffs else {}, keeps_shape=True
+        )
     if operation == "PROD":
-        return Converted(function=ops.eltwise_prod)
-    return Converted(function=ops.eltwise_max)
+        return Converted(function=ops.eltwise_prod, keeps_shape=True)
+    return Converted(function=ops.eltwise_max, keeps_shape=True)
 
 
 @register_layer("Crop")
@@ -355,10 +383,14 @@ def lrn(ctx: LayerContext) -> Converted:
         float(p.get("k")),
     )
     if str(p.get("norm_region")) == "WITHIN_CHANNEL":
-        return Converted(function=ops.lrn_within_channel, kwargs={"size": size, "alpha": alpha, "beta": beta})
+        return Converted(
+            function=ops.lrn_within_channel,
+            kwargs={"size": size, "alpha": alpha, "beta": beta},
+            keeps_shape=True,
+        )
     if size % 2 == 0:
         raise ValueError(f"layer '{ctx.name}': LRN across channels needs an odd local_size, got {size}")
-    return Converted(module=nn.LocalResponseNorm(size, alpha, beta, k))
+    return Converted(module=nn.LocalResponseNorm(size, alpha, beta, k), keeps_shape=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -522,14 +554,14 @@ def scale(ctx: LayerContext) -> Converted:
         module = Scale(start, None, bias_shape)
         blobs = [("bias", bias_shape)] if bias_shape is not None else []
         fillers = [p.get("bias_filler") if "bias_filler" in p else _CONSTANT_ZERO] if bias else []
-        return Converted(module=module, blobs=blobs, fillers=fillers)
+        return Converted(module=module, blobs=blobs, fillers=fillers, keeps_shape=True)
     start, shape = _scale_shape(ctx, int(p.get("axis")), int(p.get("num_axes")), "scale")
     module = Scale(start, shape, shape if bias else None)
     blobs = [("weight", shape)] + ([("bias", shape)] if bias else [])
     fillers = [p.get("filler") if "filler" in p else _CONSTANT_ONE]
     if bias:
         fillers.append(p.get("bias_filler") if "bias_filler" in p else _CONSTANT_ZERO)
-    return Converted(module=module, blobs=blobs, fillers=fillers)
+    return Converted(module=module, blobs=blobs, fillers=fillers, keeps_shape=True)
 
 
 class Bias(nn.Module):
@@ -550,10 +582,12 @@ class Bias(nn.Module):
 def bias_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("bias_param")
     if len(ctx.bottoms) == 2:
-        return Converted(module=Bias(_axis(int(p.get("axis")), len(ctx.bottom_shape(0))), None))
+        return Converted(
+            module=Bias(_axis(int(p.get("axis")), len(ctx.bottom_shape(0))), None), keeps_shape=True
+        )
     start, shape = _scale_shape(ctx, int(p.get("axis")), int(p.get("num_axes")), "bias")
     fillers = [p.get("filler") if "filler" in p else _CONSTANT_ZERO]
-    return Converted(module=Bias(start, shape), blobs=[("bias", shape)], fillers=fillers)
+    return Converted(module=Bias(start, shape), blobs=[("bias", shape)], fillers=fillers, keeps_shape=True)
 
 
 class BatchNorm(nn.Module):
@@ -587,7 +621,9 @@ def batch_norm(ctx: LayerContext) -> Converted:
     global_stats = bool(p.get("use_global_stats")) if "use_global_stats" in p else ctx.phase == "TEST"
     module = BatchNorm(channels, float(p.get("eps")), global_stats)
     blobs = [("mean", (channels,)), ("variance", (channels,)), ("scale_factor", (1,))]
-    return Converted(module=module, blobs=blobs, fillers=[_CONSTANT_ZERO, _CONSTANT_ONE, _CONSTANT_ONE])
+    return Converted(
+        module=module, blobs=blobs, fillers=[_CONSTANT_ZERO, _CONSTANT_ONE, _CONSTANT_ONE], keeps_shape=True
+    )
 
 
 @register_layer("PReLU")
@@ -597,7 +633,9 @@ def prelu(ctx: LayerContext) -> Converted:
     channels = 1 if shared else ctx.channels(1, 0, lambda s: math.prod(s))
     module = nn.PReLU(channels, device="meta")
     filler = p.get("filler") if "filler" in p else Message("FillerParameter", type="constant", value=0.25)
-    return Converted(module=module, blobs=[("weight", () if shared else (channels,))], fillers=[filler])
+    return Converted(
+        module=module, blobs=[("weight", () if shared else (channels,))], fillers=[filler], keeps_shape=True
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -617,6 +655,7 @@ def softmax_with_loss(ctx: LayerContext) -> Converted:
         function=ops.softmax_with_loss,
         kwargs={"axis": axis, "ignore_label": ignore, "normalization": normalization},
         role="loss",
+        output_shape=lambda shapes: (),
     )
 
 
@@ -628,6 +667,7 @@ def accuracy(ctx: LayerContext) -> Converted:
         function=ops.accuracy,
         kwargs={"axis": int(p.get("axis")), "top_k": int(p.get("top_k")), "ignore_label": ignore},
         role="loss",
+        output_shape=lambda shapes: (),
     )
 
 
