@@ -1,0 +1,158 @@
+"""Full-width voc-fcn8s forward time on the CPU at 500x500: our graph against OpenCV dnn.
+
+Both run the same net with the same random weights: the deploy definition of
+``converters.fcn_nets`` and fan-in-scaled random weights are written to a temporary prototxt and
+caffemodel; our graph loads them with ``converters.load_caffe``, OpenCV with
+``cv2.dnn.readNetFromCaffe``. The passes alternate (ours, OpenCV, ours, ...) so that load from
+other jobs on a shared machine hits both alike. Prints a Markdown table: median and minimum of
+``--runs`` passes after one warm-up each, and the largest absolute difference of the ``score``
+output from our plain fp32 graph.
+
+OpenCV is optional (``opencv-python-headless<5``: version 5 dropped the Caffe reader). Keep it out
+of the project's environment; e.g. a separate venv that also sees the project's packages:
+
+    python -m venv /work/bench-venv
+    /work/bench-venv/bin/pip install --no-deps "opencv-python-headless<5"
+    echo "$PWD/.venv/lib/python3.11/site-packages" > /work/bench-venv/lib/python3.11/site-packages/main.pth
+    /work/bench-venv/bin/python benchmarks/forward_cpu.py
+
+Not run in CI: ``python benchmarks/forward_cpu.py [--runs 5] [--size 500x500] [--variants ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from converters import fcn_nets, load_caffe, write_prototxt, write_weights  # noqa: E402
+from eval.timing import parse_size, synthetic_input  # noqa: E402
+
+VARIANTS = ("fp32", "channels_last", "compile")
+
+
+def export_weights(module: torch.nn.Module) -> dict[str, list[np.ndarray]]:
+    """The module's parameters as Caffe blobs per layer (``module.caffe.parameter_blobs`` order)."""
+    state = module.state_dict()
+    return {
+        layer: [state[key].detach().cpu().numpy().copy() for key in keys]
+        for layer, keys in module.caffe.parameter_blobs.items()
+    }
+
+
+def ours(prototxt: Path, caffemodel: Path, variant: str) -> Callable[[torch.Tensor], np.ndarray]:
+    """Our graph under ``variant`` as a function of the input tensor returning ``score``."""
+    net = load_caffe(prototxt, caffemodel)
+    if variant == "channels_last":
+        net = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    elif variant == "compile":
+        net = torch.compile(net)
+
+    def run(x: torch.Tensor) -> np.ndarray:
+        if variant == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return net(data=x)["score"].contiguous().numpy()
+
+    return run
+
+
+def opencv(prototxt: Path, caffemodel: Path) -> Callable[[torch.Tensor], np.ndarray] | None:
+    """OpenCV dnn's forward of the same files, or ``None`` when cv2 (< 5) is not importable."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+
+    def run(x: torch.Tensor) -> np.ndarray:
+        net.setInput(np.ascontiguousarray(x.numpy()))
+        return net.forward("score")
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="timed passes per implementation (default 5)")
+    parser.add_argument("--size", default="500x500", help="input HxW (default 500x500)")
+    parser.add_argument(
+        "--variants", default="fp32,channels_last",
+        help=f"our graph's variants, comma-separated from {', '.join(VARIANTS)} (default fp32,channels_last)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="threads for both (default: torch's)")
+    args = parser.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or args.runs < 1:
+        message = f"unknown variant {unknown[0]!r}" if unknown else "--runs must be >= 1"
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    if "fp32" not in variants:
+        variants.insert(0, "fp32")
+    height, width = parse_size(args.size)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prototxt, caffemodel = Path(tmp) / "fcn8s.prototxt", Path(tmp) / "fcn8s.caffemodel"
+        definition = fcn_nets.net_definition("voc-fcn8s", "deploy")
+        write_prototxt(definition, prototxt)
+        write_weights(export_weights(load_caffe(definition, None)), caffemodel)
+        runners: dict[str, Callable[[torch.Tensor], np.ndarray]] = {
+            f"ours ({v})": ours(prototxt, caffemodel, v) for v in variants
+        }
+        cv_run = opencv(prototxt, caffemodel)
+        if cv_run is not None:
+            import cv2
+
+            cv2.setNumThreads(threads)
+            runners[f"OpenCV dnn {cv2.__version__}"] = cv_run
+        x = synthetic_input(height, width)
+        outputs = {name: run(x) for name, run in runners.items()}  # warm-up (and compilation)
+        times: dict[str, list[float]] = {name: [] for name in runners}
+        for _ in range(args.runs):
+            for name, run in runners.items():
+                start = time.perf_counter()
+                run(x)
+                times[name].append(time.perf_counter() - start)
+
+    reference = outputs["ours (fp32)"]
+    print(f"# voc-fcn8s forward on the CPU, {height}x{width}, {threads} threads, torch {torch.__version__}")
+    print()
+    print("| implementation | median s | min s | max abs diff of score vs ours (fp32) | argmax agreement |")
+    print("|---|---|---|---|---|")
+    for name in runners:
+        out = outputs[name]
+        if out.shape != reference.shape:
+            diff, agree = f"shape {out.shape} vs {reference.shape}", "-"
+        else:
+            diff = f"{float(np.abs(out - reference).max()):.3g}"
+            agree = f"{100 * float((out.argmax(1) == reference.argmax(1)).mean()):.3f}%"
+        median, fastest = statistics.median(times[name]), min(times[name])
+        print(f"| {name} | {median:.3f} | {fastest:.3f} | {diff} | {agree} |")
+    print()
+    print(f"score magnitude: max |score| {float(np.abs(reference).max()):.3g} (random fan-in-scaled weights)")
+    if cv_run is None:
+        print('OpenCV dnn: not importable here; install "opencv-python-headless<5" in a separate venv '
+              "(see this script's docstring) and run the script with that venv's python")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
