@@ -150,3 +150,123 @@ def test_demo_cli_help_and_bad_image(tmp_path) -> None:
     assert _run(["-m", "reproduce.demo", "--help"]).returncode == 0
     (tmp_path / "w.caffemodel").write_bytes(b"")
     assert demo.main(["--image", str(tmp_path / "nope.jpg"), "--weights", str(tmp_path / "none")]) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Table scripts: paper figures from weights.published, measured ones from result files.
+
+
+@pytest.fixture
+def hermetic(tmp_path, monkeypatch):
+    """An empty weights cache, no dataset variables, and an empty results folder."""
+    monkeypatch.setenv("FCN_PORT_CACHE", str(tmp_path / "cache"))
+    for name in ("FCN_PORT_VOC2011", "FCN_PORT_RESULTS"):
+        monkeypatch.delenv(name, raising=False)
+    results = tmp_path / "results"
+    results.mkdir()
+    return results
+
+
+def _eval_json(path, pixel_acc, mean_acc, mean_iu, fw_iu, images=736, limited=False) -> None:
+    # The shape `python -m eval.voc --json` writes (only the fields the tables read).
+    import json
+
+    head = {"pixel_acc": pixel_acc, "mean_acc": mean_acc, "mean_iu": mean_iu, "fw_iu": fw_iu}
+    path.write_text(json.dumps({"dataset": "voc", "split": "seg11valid", "images": images,
+                                "limited": limited, "heads": {"semantic": head}}))
+
+
+def _timing_json(path, median_ms, device_name="cpu (2 threads)") -> None:
+    import json
+
+    row = {"variant": "fp32", "median_ms": median_ms}
+    path.write_text(json.dumps({"device_name": device_name, "rows": [row]}))
+
+
+def _table_row(text: str, *first_cells: str) -> list[str]:
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[: len(first_cells)] == list(first_cells):
+            return cells
+    raise AssertionError(f"no row starting {first_cells} in:\n{text}")
+
+
+def test_markdown_helpers() -> None:
+    from reproduce.tables import fmt, markdown_table
+
+    assert markdown_table(["a", "b"], [["1", "2"]]) == ["| a | b |", "|---|---|", "| 1 | 2 |"]
+    assert (fmt(None), fmt(float("nan"))) == ("-", "-")
+    assert (fmt(65.51264, 2), fmt(175, 0, " ms")) == ("65.51", "175 ms")
+
+
+def test_table2_without_results_lists_what_is_missing(hermetic, capsys) -> None:
+    from reproduce import table2
+
+    assert table2.main(["--results", str(hermetic)]) == 0
+    out = capsys.readouterr().out
+    assert _table_row(out, "FCN-8s", "paper")[2:6] == ["90.3", "75.9", "62.7", "83.2"]  # CVPR Table 2
+    missing = [line for line in out.splitlines() if line.startswith("missing: ")]
+    assert len(missing) == 4  # 32s, 16s, 8s, 8s at-once
+    fcn8s = next(line for line in missing if line.startswith("missing: voc-fcn8s on"))
+    assert "python -m eval.voc --model voc-fcn8s --split seg11valid" in fcn8s
+    assert "python -m weights fetch voc-fcn8s" in fcn8s and "FCN_PORT_VOC2011" in fcn8s
+
+
+def test_table2_shows_measured_scores_and_delta(hermetic, capsys) -> None:
+    from reproduce import table2
+
+    _eval_json(hermetic / "voc-fcn8s-voc2011-seg11valid.json", 91.2, 77.6, 65.5, 84.5)
+    assert table2.main(["--results", str(hermetic)]) == 0
+    out = capsys.readouterr().out
+    row = _table_row(out, "FCN-8s", "measured (voc-fcn8s)")
+    assert row[2:6] == ["91.20", "77.60", "65.50", "84.50"]
+    # Released figures (four-decimal re-evaluation): 91.2212 77.6146 65.5126 84.5445.
+    assert "mean_iu: -0.01" in row[6] and "pixel_acc: -0.02" in row[6]
+    assert not any(line.startswith("missing: voc-fcn8s on") for line in out.splitlines())
+
+
+def test_limited_evaluation_is_flagged(hermetic, capsys) -> None:
+    from reproduce import table2
+
+    _eval_json(hermetic / "voc-fcn32s-voc2011-seg11valid.json", 90, 76, 63, 83, images=10, limited=True)
+    assert table2.main(["--results", str(hermetic)]) == 0
+    assert "covers only 10 images" in capsys.readouterr().out
+
+
+def test_unreadable_result_file_is_one_line_error(hermetic, capsys) -> None:
+    from reproduce import table2
+
+    (hermetic / "voc-fcn8s-voc2011-seg11valid.json").write_text("{not json")
+    assert table2.main(["--results", str(hermetic)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot read result file") and len(err.strip().splitlines()) == 1
+
+
+def test_table1_static_columns_and_speed_up(hermetic, capsys) -> None:
+    pytest.importorskip("converters.fcn_nets")
+    from reproduce import table1
+
+    _timing_json(hermetic / "timing-voc-fcn32s-cpu.json", 420.0)
+    assert table1.main(["--results", str(hermetic), "--no-build"]) == 0
+    out = capsys.readouterr().out
+    vgg = _table_row(out, "FCN-VGG16", "voc-fcn32s")
+    assert vgg[2] == "56.0" and vgg[5] == "210 ms"  # CVPR Table 1
+    assert vgg[6] == "420 ms (cpu (2 threads)), 0.50x the paper's speed"
+    assert vgg[7:] == ["16 / 16", "134M / 134.3M", "404 / 404", "32 / 32"]
+    alex = _table_row(out, "FCN-AlexNet", "voc-fcn-alexnet")
+    assert alex[7:] == ["8 / 8", "57M / 57.0M", "355 / 355", "32 / 32"]
+    assert "missing: forward time of voc-fcn-alexnet" in out
+    assert "FCN-GoogLeNet weights were released" in out
+
+
+def test_table3_inference_time_and_test_server_note(hermetic, capsys) -> None:
+    from reproduce import table3
+
+    _timing_json(hermetic / "timing-voc-fcn8s-cuda.json", 35.0, "NVIDIA H100")
+    assert table3.main(["--results", str(hermetic)]) == 0
+    out = capsys.readouterr().out
+    assert _table_row(out, "FCN-8s", "paper")[2:] == ["62.7", "62.2", "~175 ms"]  # CVPR Table 3
+    assert _table_row(out, "SDS", "paper")[4] == "~50 s"
+    measured = _table_row(out, "FCN-8s", "measured voc-fcn8s")
+    assert measured[4] == "35 ms (NVIDIA H100), 5.00x the paper's speed"
+    assert "missing: VOC 2011/2012 test mean IU" in out
