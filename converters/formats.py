@@ -118,16 +118,19 @@ def blob_shape(blob: Message) -> tuple[int, ...]:
 
 
 def blob_size(blob: Message) -> int:
-    """How many values a blob holds."""
-    data = blob.getall("data")
-    return len(data) if len(data) else len(blob.getall("double_data"))
+    """How many values a blob holds (``double_data`` when present, as Caffe reads it, else ``data``)."""
+    double = blob.getall("double_data")
+    return len(double) if len(double) else len(blob.getall("data"))
 
 
 def blob_array(blob: Message, path: PathLike | None = None, where: str = "blob") -> np.ndarray:
-    """A blob's values as a float32 array of its stored shape (a view of the file when possible)."""
+    """A blob's values as a float32 array of its stored shape (a view of the file when possible).
+
+    Like Caffe's ``Blob::FromProto``, ``double_data`` wins over ``data`` when both are present.
+    """
     shape = blob_shape(blob)
     data = blob.getall("data")
-    if len(data) == 0 and len(blob.getall("double_data")):
+    if len(blob.getall("double_data")):
         with np.errstate(over="ignore"):  # out-of-range doubles become +-inf, as in Caffe
             data = np.asarray(blob.getall("double_data"), dtype=np.float64).astype(np.float32)
     array = np.asarray(data, dtype=np.float32)

@@ -122,6 +122,12 @@ def test_v2_blobs_packed_unpacked_and_double(tmp_path: Path) -> None:
     assert ip.tolist() == [float(np.float32(0.1)), 2.0, float("-inf")]  # double -> float32 overflows
 
 
+def test_double_data_wins_over_data_as_in_caffe(tmp_path: Path) -> None:
+    body = packed_floats(BLOB_DATA, [1, 2]) + ld(BLOB_DOUBLE_DATA, struct.pack("<2d", 3.5, 4.5))
+    path = write(tmp_path, v2_layer("x", "Scale", blob_with_shape([2], body)))
+    assert read_weights(path)["x"][0].tolist() == [3.5, 4.5]  # Blob::FromProto prefers double_data
+
+
 def test_packed_and_unpacked_runs_of_one_field_concatenate(tmp_path: Path) -> None:
     body = packed_floats(BLOB_DATA, [1, 2]) + unpacked_floats(BLOB_DATA, [3]) + packed_floats(BLOB_DATA, [4])
     weights = read_weights(write(tmp_path, v2_layer("x", "Scale", blob_with_shape([4], body))))
