@@ -5,6 +5,8 @@
 brocolli-caffe 9.0.2 sdist (BVLC Caffe 1.0 with extra detection layers; the fields used here are
 BVLC's). Our parser plus our binary writer must give the same bytes. ``REJECTED`` are texts
 Google protobuf refuses; we must refuse them too, with a CaffeFormatError.
+``SHARED_PROTOTXT_DIGESTS`` holds the length and sha256 of Google protobuf's serialisation of
+every prototxt in ``../shared`` it accepts; ours must be identical.
 
 Two deliberate differences, not tested here: a field caffe.proto does not know is kept (Caffe
 forks add many; protobuf refuses it), and Python protobuf keeps an unknown escape such as
@@ -109,9 +111,87 @@ GOLDEN: dict[str, str] = {
     "only-comments": "",
 }
 
+# For every prototxt in ../shared that this caffe.proto accepts: (length, sha256) of what Google
+# protobuf serialised after text_format.Parse (SolverParameter for solver files). The fork files
+# it refuses (enet's BN fields, yufacedetectnet's train/solver SSD fields) and yufacedetectnet's
+# deploy (fork layer fields we keep in text but cannot write in binary) are not listed.
+FORK_FIELDS_IN_TEXT = {"real-caffe-models/yufacedetectnet_v2_ssd/deploy.prototxt"}
+SHARED_PROTOTXT_DIGESTS: dict[str, tuple[int, str]] = {
+    "real-caffe-models/cifar10_quick_v1/deploy.prototxt": (436, "9a30a5b9bc0e45ee398805dc7797fad8f8bdb25d92559b2dcb3e52e8ee8eceb6"),
+    "real-caffe-models/cifar10_quick_v1/solver.prototxt": (123, "e73b1fe42abc274677a1835bbbbc4609cac436703f1f79a36fecd3e11e2ec2cc"),
+    "real-caffe-models/cifar10_quick_v1/train_test.prototxt": (831, "115722f5aa1d1821bdc63b8a9777f4989c7aed3fde66477e57377e9ba4b2cddb"),
+    "real-caffe-models/cifar10_quick_v2/deploy.prototxt": (587, "f2103d9ff3afbdcd88d3784c2c1179f7848df6017e3c5ff49c4e81563b538de2"),
+    "real-caffe-models/cifar10_small_hdf5/deploy.prototxt": (531, "560f066fe1f1068b8bed55c006d889178ed7e21925b74d3d28cd9bc00f95bde3"),
+    "real-caffe-models/espcn/deploy.prototxt": (368, "8f608a4ab97f1e97955ae86f2b1a42a0ea0a74d5359060ed02b3f87f7e92454a"),
+    "real-caffe-models/espcn/train.prototxt": (506, "882bc94698ed6edeb29babe49206b19ec257bc41a78f7f0546ddbaa21550a184"),
+    "real-caffe-models/lenet_mnist_v2/deploy.prototxt": (455, "898b4cd828ac8e6e3b0f0fd43666c981938db8754bc2b780f64054c9d24700cd"),
+    "real-caffe-models/mtcnn_pnet_rnet_onet_lnet/det1.prototxt": (685, "84c0a9db6fa5ce6825669418332ac4aad94f7ff6c98153b960cd8f3faf33b1f3"),
+    "real-caffe-models/mtcnn_pnet_rnet_onet_lnet/det2.prototxt": (854, "0f564dab6a1ff997d4180661a7f138370044d946ea97a297150c7ae605c0d00c"),
+    "real-caffe-models/mtcnn_pnet_rnet_onet_lnet/det3.prototxt": (1155, "45c78fa82b6b370a2962989980616fd4ea9e6e8ce7099cfa597e76a679627264"),
+    "real-caffe-models/mtcnn_pnet_rnet_onet_lnet/det4.prototxt": (3997, "59d3229899c8526e46d21cd9fc446485c57b8bb1c26bb8cbcc34e94b9ceb150e"),
+    "real-caffe-models/nin_cifar10_v1/DEPLOY.prototxt": (1223, "286038bbfc9d788d5f8e60763bdc9e61466e9377a94750ec1d9322ae6ee91e69"),
+    "real-caffe-models/nin_cifar10_v1/train_val.prototxt": (1390, "b93e76826c2d195ab39981a0d95f2beb5e216fe686ca24a3cf03246e8a0eceff"),
+    "real-caffe-models/open_nsfw_resnet50_1by2/deploy.prototxt": (27980, "f45736ea6c5dac33c2402e14cf904d0cfadc3983893da88368ad374632a97312"),
+    "real-caffe-models/resnet20_cifar10/DEPLOY.prototxt": (7255, "4501518446beb784c3de8e55f3caddd500aa400527be166f1fcedcaebd82ae6a"),
+    "real-caffe-models/resnet20_cifar10/solver.prototxt": (160, "ee4e148fe01497236b74337c672e9e5007cef1160660c6a2c05bae30c7c248dc"),
+    "real-caffe-models/resnet20_cifar10/test.prototxt": (7424, "182d0287224fb829d6818672bb599a6fa419cd81b48e77dd535d74dc18393e46"),
+    "real-caffe-models/resnet20_cifar10/train.prototxt": (7391, "8aa7bfe043108efe6e3d38d30952f810c37405eecfe87dc228817981dff73787"),
+    "real-caffe-models/vdsr/deploy.prototxt": (2334, "f5a785ca4c9642255a67cc2e971b06e5b6a2db54aebea95012f033396c80b014"),
+    "real-caffe-models/vdsr/train.prototxt": (2491, "15a1fa90559213a14962b648e762b14fc67fda1b1e24283056ba280d55cb3215"),
+    "fcn-reference/nyud-fcn32s-color/solver.prototxt": (99, "ad49c546c102ddd9cff0ad49fef088b18ded701f33ff5ec1c43a310858b36edf"),
+    "fcn-reference/nyud-fcn32s-color/test.prototxt": (2355, "c6ac025342bd34b9ef8a600bc935a609ce518897adfba006c74aec9f9cf9b7ce"),
+    "fcn-reference/nyud-fcn32s-color/trainval.prototxt": (2359, "d78ff01c0b3864f373d405a07672d47a846fe84774413d8bde9a05a9d4146afe"),
+    "fcn-reference/nyud-fcn32s-color-d/solver.prototxt": (99, "ad49c546c102ddd9cff0ad49fef088b18ded701f33ff5ec1c43a310858b36edf"),
+    "fcn-reference/nyud-fcn32s-color-d/test.prototxt": (2436, "3a035e822fca895639e45178b7c8b6fd76a33992f19aad9dd9687c7ea78b5b00"),
+    "fcn-reference/nyud-fcn32s-color-d/trainval.prototxt": (2440, "5a64b77055dacbf95c2d9a083af3f68eb0fb0bf85a01abad945bb522aeebcfd4"),
+    "fcn-reference/nyud-fcn32s-color-hha/solver.prototxt": (99, "dd67ff5f70f952804840424973933ea5fbf60c668ca1772bbe62e0b0644ee86e"),
+    "fcn-reference/nyud-fcn32s-color-hha/test.prototxt": (5396, "be3098e83bcb1a1eed51b30f9b37359b3e94ac6d7fc387859f3935b421bb1152"),
+    "fcn-reference/nyud-fcn32s-color-hha/trainval.prototxt": (5401, "510234279d7fa40cf6e914c2b11f0e4857fc43b5d3155a167fceebdebc9144c4"),
+    "fcn-reference/nyud-fcn32s-hha/solver.prototxt": (99, "ad49c546c102ddd9cff0ad49fef088b18ded701f33ff5ec1c43a310858b36edf"),
+    "fcn-reference/nyud-fcn32s-hha/test.prototxt": (2353, "6af1671cee3c591778ccb4629d506ddaf96fdf6b8020165c7f6863c282f85bec"),
+    "fcn-reference/nyud-fcn32s-hha/trainval.prototxt": (2357, "6884edb748fd84c3e8a3b53632f0254872834e2c0535ddc4ba56535a148324fe"),
+    "fcn-reference/pascalcontext-fcn16s/solver.prototxt": (95, "454c41811e4904e95e8b63d44662b06e077c6b7e2cfced6fdea283000ec6606a"),
+    "fcn-reference/pascalcontext-fcn16s/train.prototxt": (2683, "c4b6dd843ff3179b3a2803edd5967197d61c7182b1f9f3a1301c4c0dcfb5a89a"),
+    "fcn-reference/pascalcontext-fcn16s/val.prototxt": (2681, "175b24c8f8c42a990310c5af8108271535662f83c7a767e505e5e9a20eaecb3d"),
+    "fcn-reference/pascalcontext-fcn32s/solver.prototxt": (95, "c235b8a8b694d639090ce9cbdab25cb1a8b4b68835f61f51962e9bd147fd9f00"),
+    "fcn-reference/pascalcontext-fcn32s/train.prototxt": (2395, "3398dabfe7fc043ab329c2791d2947edb036d5e590eecaca116971567a1d9c6f"),
+    "fcn-reference/pascalcontext-fcn32s/val.prototxt": (2393, "bdd846ca4108677d3eb1bfce1d0d16b055d8e9659628ac46a7e3beeeb6d65fba"),
+    "fcn-reference/pascalcontext-fcn8s/solver.prototxt": (95, "3be9517e52b7a76f40360eb4dbc4ba32f35ce24e70b3e52eb9439b97f8b2649c"),
+    "fcn-reference/pascalcontext-fcn8s/train.prototxt": (2982, "906242c0e77d380c196b3c9df71c1fc168f5767062863e14df97039d693bc233"),
+    "fcn-reference/pascalcontext-fcn8s/val.prototxt": (2980, "ce00157d9464f05b5ebe8a9a7fb421682fef694d8f5b6e7364564e1becc10824"),
+    "fcn-reference/siftflow-fcn16s/solver.prototxt": (80, "452ae754572e591a05665c74949defd461c74100e839e05eec61976b04b84ac3"),
+    "fcn-reference/siftflow-fcn16s/test.prototxt": (3340, "804019b06ce024e1952d00b4c87050cc990eb3d98fdf038dc8670b4265fa20c3"),
+    "fcn-reference/siftflow-fcn16s/trainval.prototxt": (3344, "7287c04fe35d8f5a60b4e9358eee8e9509e755b47ad9adb0dec088749771befa"),
+    "fcn-reference/siftflow-fcn32s/solver.prototxt": (80, "baa6ff763cdcea57b17795581995929758734c1ccc2b497cb4e26fee0f57dc01"),
+    "fcn-reference/siftflow-fcn32s/test.prototxt": (2660, "acbb782dc7e53df705a77893ff1f2e42216e09ba6923b3ef799417d94f2dd095"),
+    "fcn-reference/siftflow-fcn32s/trainval.prototxt": (2664, "1876896efa971b64e6869d5b1f443b6632417bf08f3a7f8e62a690754e483e4e"),
+    "fcn-reference/siftflow-fcn8s/solver.prototxt": (80, "452ae754572e591a05665c74949defd461c74100e839e05eec61976b04b84ac3"),
+    "fcn-reference/siftflow-fcn8s/test.prototxt": (4042, "8367eab2a1c65885e101154f342bfa68492073682d1c8d00192febc38de216d6"),
+    "fcn-reference/siftflow-fcn8s/trainval.prototxt": (4046, "e727ddab65b068bd27aa5f9cb3a09d99ef0bd677c3ef2e246e6f31718de59918"),
+    "fcn-reference/voc-fcn-alexnet/solver.prototxt": (95, "3b92b9598e70efddd4bd4f30ea66b4d22b5ab5ca83f34b51479aa940f11d52b5"),
+    "fcn-reference/voc-fcn-alexnet/train.prototxt": (1250, "ab6ad516d6590e9952c31c91d7ac92cb3acff51500b7f271b16710c6d699d473"),
+    "fcn-reference/voc-fcn-alexnet/val.prototxt": (1255, "3777683685a336b8708e70adbca74f6fcc5a20ce1a08c440d5688a85879db8d1"),
+    "fcn-reference/voc-fcn16s/solver.prototxt": (95, "f92b65c4e5a1da425962156efcf1682e00465d0e39398c3f652498f4c40b3086"),
+    "fcn-reference/voc-fcn16s/train.prototxt": (2670, "520293db1f3fbf4173fc75af0acb7958f8c3b65f2127b24b8dc2beb06cdb3e53"),
+    "fcn-reference/voc-fcn16s/val.prototxt": (2675, "a3108279f49ba5b0626f7cd4a6c73c6141b5b78f7dfa90bd5fe2eabca1f10250"),
+    "fcn-reference/voc-fcn32s/solver.prototxt": (95, "ba1e3070d889b3f91a21da27427471b69bcbf4828bb5f48e54d2a90c08765640"),
+    "fcn-reference/voc-fcn32s/train.prototxt": (2379, "449706ef24317d109341729a93b693d95d50c6ad093efa076d2be3a90a71fc83"),
+    "fcn-reference/voc-fcn32s/val.prototxt": (2384, "d1c624014678c1a7d5bd8e1fab09ecd0503c2d8f445e843ab2dc2cf1f721552b"),
+    "fcn-reference/voc-fcn8s/deploy.prototxt": (2696, "5cebf4d89d5db6c6d2794d5863d12762ff85474164c44bca648312ff9b0aa7ab"),
+    "fcn-reference/voc-fcn8s/solver.prototxt": (95, "3d29b29c742be25d0f961b6ef1bb87143d28a49300cfe4867937b244758a0150"),
+    "fcn-reference/voc-fcn8s/train.prototxt": (2966, "f0a52687af7879d19eb6cff87f409c7f94935c9d3dc1b10f681cc3e9123dba7f"),
+    "fcn-reference/voc-fcn8s/val.prototxt": (2971, "be0394b7faea7cc63bbab68b6f6eb15c65166693b135e35a65eca43f1f94c14d"),
+    "fcn-reference/voc-fcn8s-atonce/solver.prototxt": (95, "4e997470c92d18afa61897e53a520faf2fb29c57fa68db8ac57680da54c5a3fc"),
+    "fcn-reference/voc-fcn8s-atonce/train.prototxt": (3118, "3fea6ff9784f0356b79a7d6a5492f6a4edd57680e962eecc057e8ebc48bc849d"),
+    "fcn-reference/voc-fcn8s-atonce/val.prototxt": (3123, "555428f638210f35705c57ea83b1396fbf862d387d8c01ab663df1e29a2902a4"),
+}
+
 
 def _regenerate() -> None:
-    """Print GOLDEN and check REJECTED with Google protobuf (needs caffe_pb2 on the path)."""
+    """Print GOLDEN and the digests, check REJECTED, with Google protobuf (needs caffe_pb2)."""
+    import hashlib
+    from pathlib import Path
+
     import caffe_pb2  # type: ignore[import-not-found]
     from google.protobuf import text_format  # type: ignore[import-not-found]
 
@@ -120,6 +200,20 @@ def _regenerate() -> None:
         message = getattr(caffe_pb2, type_name)()
         text_format.Parse(text, message)
         print(f'    "{ident}": "{message.SerializeToString().hex()}",')
+    print("}")
+    print("SHARED_PROTOTXT_DIGESTS = {")
+    shared = Path(__file__).resolve().parent.parent.parent / "shared"
+    paths = sorted(shared.glob("real-caffe-models/*/*.prototxt")) + sorted(shared.glob("fcn-reference/**/*.prototxt"))
+    for path in paths:
+        if str(path.relative_to(shared)) in FORK_FIELDS_IN_TEXT:
+            continue
+        message = getattr(caffe_pb2, "SolverParameter" if "solver" in path.name else "NetParameter")()
+        try:
+            text_format.Parse(path.read_text(), message)
+        except text_format.ParseError:
+            continue
+        data = message.SerializeToString()
+        print(f'    "{path.relative_to(shared)}": ({len(data)}, "{hashlib.sha256(data).hexdigest()}"),')
     print("}")
     for ident, type_name, text in REJECTED:
         try:
@@ -188,9 +282,13 @@ if __name__ == "__main__":
     _cross_check_random()
     sys.exit(0)
 
-import pytest  # noqa: E402
+import hashlib  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-from converters import CaffeFormatError  # noqa: E402
+import pytest  # noqa: E402
+from conftest import need_shared  # noqa: E402
+
+from converters import CaffeFormatError, read_prototxt  # noqa: E402
 from converters.binary import encode_message  # noqa: E402
 from converters.text import parse_text  # noqa: E402
 
@@ -209,3 +307,10 @@ def test_texts_google_protobuf_refuses_are_refused(ident: str, type_name: str, t
     with pytest.raises(CaffeFormatError) as info:
         parse_text(text, type_name, path="case.prototxt")
     assert info.value.line == 1 and info.value.column is not None
+
+
+@pytest.mark.parametrize("relative", sorted(SHARED_PROTOTXT_DIGESTS))
+def test_shared_prototxts_serialise_as_google_protobuf_does(relative: str) -> None:
+    path = need_shared(*Path(relative).parts)
+    data = encode_message(read_prototxt(path, "SolverParameter" if "solver" in path.name else "NetParameter"))
+    assert (len(data), hashlib.sha256(data).hexdigest()) == SHARED_PROTOTXT_DIGESTS[relative]
