@@ -104,13 +104,11 @@ def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
     )
 
 
-def test_demo_cli_without_weights_says_what_is_missing(tmp_path) -> None:
+def test_demo_cli_without_weights_says_what_is_missing(tmp_path, monkeypatch, capsys) -> None:
     pytest.importorskip("weights.registry")
-    result = _run(
-        ["-m", "reproduce.demo", "--output", str(tmp_path / "o.png")], {"FCN_PORT_CACHE": str(tmp_path)}
-    )
-    assert result.returncode == 2
-    line = result.stderr.strip()
+    monkeypatch.setenv("FCN_PORT_CACHE", str(tmp_path))
+    assert demo.main(["--output", str(tmp_path / "o.png")]) == 2
+    line = capsys.readouterr().err.strip()
     assert len(line.splitlines()) == 1 and line.startswith("error: missing weights for voc-fcn8s")
     assert "fcn8s-heavy-pascal.caffemodel" in line
     assert "http://dl.caffe.berkeleyvision.org/fcn8s-heavy-pascal.caffemodel" in line
@@ -146,10 +144,13 @@ def test_demo_cli_end_to_end_with_a_tiny_caffemodel(tmp_path) -> None:
         assert (np.asarray(written) == 15).all()
 
 
-def test_demo_cli_help_and_bad_image(tmp_path) -> None:
-    assert _run(["-m", "reproduce.demo", "--help"]).returncode == 0
+def test_demo_cli_help_and_bad_image(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--help"])
+    assert exit_info.value.code == 0 and "--download" in capsys.readouterr().out
     (tmp_path / "w.caffemodel").write_bytes(b"")
     assert demo.main(["--image", str(tmp_path / "nope.jpg"), "--weights", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err.startswith("error: no such caffemodel")
 
 
 # ---------------------------------------------------------------------------------------------
