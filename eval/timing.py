@@ -516,6 +516,17 @@ def net_definition(model: str) -> Message:
     return fcn_nets.net_definition(model, "deploy")
 
 
+def cached_weights(model: str) -> str | None:
+    """The cached released caffemodel of registry model ``model``, if it is there (no download)."""
+    try:
+        import weights
+
+        path = weights.cached_path(model)
+    except Exception:  # not a registry name, no released weights, or no registry
+        return None
+    return str(path) if path.is_file() else None
+
+
 def build_net(net: Message, caffemodel: str | None, device: torch.device) -> torch.nn.Module:
     """The net as a PyTorch module in eval mode on ``device`` (random weights without a caffemodel)."""
     try:
@@ -622,14 +633,21 @@ def measure(
     warmup: int = 3,
     variants: Sequence[Variant] = (),
     caffemodel: str | None = None,
+    random_weights: bool = False,
 ) -> dict[str, Any]:
-    """Build ``model`` (name or prototxt), time it, and return the full result as JSON-ready data."""
+    """Build ``model`` (name or prototxt), time it, and return the full result as JSON-ready data.
+
+    Weights: ``caffemodel``, else the registry's cached file for ``model`` unless ``random_weights``,
+    else random (the time does not depend on the values; the argmax agreement of variants does).
+    """
     if runs < MIN_RUNS:
         raise TimingError(f"--runs must be at least {MIN_RUNS} (the paper averaged 20 trials), got {runs}")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise TimingError("--device cuda: no CUDA device is available (this torch is CPU-only or no GPU)")
     definition = net_definition(model)
+    if caffemodel is None and not random_weights:
+        caffemodel = cached_weights(model)
     module = build_net(definition, caffemodel, dev)
     names = input_names(definition, module)
     inputs = {name: synthetic_input(*size, seed=i).to(dev) for i, name in enumerate(names)}
@@ -658,7 +676,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time FCN forward passes (median of >= 20 synchronised runs) beside the paper's K40c.",
     )
     parser.add_argument("--model", default="voc-fcn8s", help="official model name or a deploy .prototxt")
-    parser.add_argument("--weights", default=None, help="caffemodel to load (default: random weights)")
+    parser.add_argument(
+        "--weights", default=None, help="caffemodel to load (default: the cached released one, else random)"
+    )
+    parser.add_argument("--random-weights", action="store_true", help="random weights even if cached")
     parser.add_argument("--size", default="500x500", help="input HxW (default 500x500, the paper's)")
     parser.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda if available)")
     parser.add_argument(
@@ -695,7 +716,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise TimingError("--tf32 applies to CUDA devices only")
         result = measure(
             args.model, size, device=device, runs=args.runs, warmup=args.warmup,
-            variants=variants, caffemodel=args.weights,
+            variants=variants, caffemodel=args.weights, random_weights=args.random_weights,
         )
         if args.json is None:
             sys.stdout.write(markdown_report(result))
