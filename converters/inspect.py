@@ -123,6 +123,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         "num_layers_with_blobs": sum(1 for entry in layers if entry["blobs"]),
         "total_params": sum(counted) if fmt != "text" else None,
         "unknown_fields": _count_unknown(net),
+        "unknown_top_level_fields": sorted({n for n, _ in net.fields() if net.field_spec(n) is None}),
         "layers": layers,
     }
 
@@ -137,8 +138,12 @@ def _legacy_inputs(net: Message) -> list[tuple[str, list[int] | None]]:
 
 
 def _count_unknown(msg: Message) -> int:
+    """Fields caffe.proto does not know: skipped binary fields, and text fields kept by name."""
     count = len(msg.unknown)
-    for _, values in msg.fields():
+    for name, values in msg.fields():
+        if msg.type is not None and msg.field_spec(name) is None:
+            count += len(values)
+            continue
         if not isinstance(values, np.ndarray):
             count += sum(_count_unknown(v) for v in values if isinstance(v, Message))
     return count
@@ -196,11 +201,17 @@ def format_table(summary: dict[str, Any]) -> str:
     if summary["total_params"] is not None:
         total += f", {summary['total_params']:,} parameters"
     lines.append(f"total:   {total}")
-    if summary["unknown_fields"]:
+    top = summary["unknown_top_level_fields"]
+    not_a_net = bool(top) and not summary["layers"]
+    if summary["unknown_fields"] and not not_a_net:
+        what = "kept as written" if text_mode else "skipped"
         lines.append(
             f"note:    {summary['unknown_fields']} field(s) unknown to BVLC caffe.proto (a fork's "
-            "extensions) were skipped"
+            f"extensions) were {what}"
         )
+    if not_a_net:
+        hint = " (a solver prototxt?)" if {"base_lr", "net", "train_net", "max_iter"} & set(top) else ""
+        lines.append(f"note:    not a net definition{hint}: its fields are {', '.join(top)}")
     return "\n".join(lines) + "\n"
 
 

@@ -106,6 +106,14 @@ def test_prototxt_report_shows_layer_settings(capsys: pytest.CaptureFixture[str]
     assert "convolution_param { num_output: 64 pad: 100 kernel_size: 3" in table
 
 
+def test_solver_prototxt_is_pointed_out(capsys: pytest.CaptureFixture[str]) -> None:
+    path = need_shared("fcn-reference", "voc-fcn8s", "solver.prototxt")
+    assert main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "0 layers" in out and "not a net definition (a solver prototxt?)" in out and "base_lr" in out
+    assert "fork" not in out
+
+
 def test_legacy_input_prototxt(capsys: pytest.CaptureFixture[str]) -> None:
     path = need_shared("real-caffe-models", "mtcnn_pnet_rnet_onet_lnet", "det1.prototxt")
     report = run_json(path, capsys)
