@@ -176,7 +176,15 @@ def read_weights(path: PathLike) -> dict[str, list[np.ndarray]]:
         return read_hdf5_weights(path)
     if fmt == "text":
         raise CaffeFormatError("a text prototxt holds no weights; expected a .caffemodel", path)
-    return net_weights(read_binary_net(path), path)
+    net = read_binary_net(path)
+    if "layer" not in net and "layers" not in net and net.unknown:
+        numbers = sorted({number for number, _, _ in net.unknown})
+        raise CaffeFormatError(
+            f"no layers, only fields a NetParameter does not have ({', '.join(map(str, numbers[:8]))}): "
+            "not a .caffemodel (a .binaryproto mean file or another protobuf message?)",
+            path,
+        )
+    return net_weights(net, path)
 
 
 def write_caffemodel(net: Message, path: PathLike) -> None:

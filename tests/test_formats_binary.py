@@ -431,6 +431,15 @@ def test_malformed_messages(tmp_path: Path, data: bytes, words: str) -> None:
     assert str(path) in str(info.value)
 
 
+def test_another_protobuf_message_is_not_a_caffemodel(tmp_path: Path) -> None:
+    """A mean file (a BlobProto, .binaryproto) decodes as a NetParameter with no known field."""
+    mean = vi(BLOB_NUM, 1) + vi(BLOB_CHANNELS, 3) + vi(BLOB_HEIGHT, 1) + vi(BLOB_WIDTH, 1)
+    path = write(tmp_path, mean + packed_floats(BLOB_DATA, [104.0, 117.0, 123.0]), "mean.binaryproto")
+    with pytest.raises(CaffeFormatError, match="not a .caffemodel") as info:
+        read_weights(path)
+    assert str(path) in str(info.value)
+
+
 def test_deep_nesting_is_an_error_not_a_crash(tmp_path: Path) -> None:
     depth = 20000
     groups = b"".join(key(901, START_GROUP) for _ in range(depth)) + b"".join(
