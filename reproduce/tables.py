@@ -265,3 +265,70 @@ def print_or_fail(build: Any, args: argparse.Namespace) -> int:
         return 2
     sys.stdout.write(text)
     return 0
+
+
+@dataclass(frozen=True)
+class ExtraColumn:
+    """A column beyond the four metrics: a published ``extra`` figure and where we measure it."""
+
+    title: str
+    published_key: str  # key in PublishedMetrics.extra
+    head: str  # label head in the eval result
+    metric: str  # metric of that head
+
+
+def paper_vs_measured(
+    report: Report,
+    rows: Sequence[Any],
+    dataset: DatasetSpec,
+    results: Path,
+    *,
+    run: bool,
+    extra: Sequence[ExtraColumn] = (),
+) -> list[str]:
+    """Markdown lines: each published row (``weights.published`` rows), then, for released models,
+    the measured figures with their differences from the paper's."""
+    table: list[list[str]] = []
+    for row in rows:
+        paper_values = [row.get(m) for m in METRICS] + [row.get(c.published_key) for c in extra]
+        source = "paper" if row.weights == "paper" else f"published ({row.weights})"
+        table.append([row.method, source, *(fmt(v) for v in paper_values), ""])
+        if row.weights == "baseline":
+            continue
+        if not weights_hint(row.model).startswith("`"):
+            report.note(f"{row.method}: {row.note or weights_hint(row.model)}; nothing to measure")
+            continue
+        measured = measured_scores(report, results, row.model, dataset, run=run)
+        if measured is None:
+            continue
+        values: list[float | None] = [measured.metrics.get(m) for m in METRICS]
+        for column in extra:
+            other = read_scores(measured.path, column.head) if column.head != "semantic" else measured
+            values.append(other.metrics.get(column.metric) if other else None)
+        titles = list(METRICS) + [c.title for c in extra]
+        deltas = [
+            f"{t}: {v - p:+.2f}"
+            for t, v, p in zip(titles, values, paper_values, strict=True)
+            if v is not None and p is not None
+        ]
+        table.append([row.method, f"measured ({row.model})", *(fmt(v, 2) for v in values), ", ".join(deltas)])
+    headers = ["method", "source", *(METRIC_TITLES[m] for m in METRICS), *(c.title for c in extra)]
+    return markdown_table([*headers, "delta vs paper"], table)
+
+
+def dataset_table_main(
+    prog: str, title: str, intro: str, rows_of: Any, dataset: DatasetSpec,
+    extra: Sequence[ExtraColumn] = (), argv: Sequence[str] | None = None,
+) -> int:
+    """The whole CLI of a one-dataset table script (``reproduce.nyud`` ...)."""
+    parser = base_parser(prog, f"{title}: paper vs measured, as Markdown.")
+
+    def build(args: argparse.Namespace) -> Report:
+        report = Report()
+        report.add(f"## {title} (paper vs measured)", "", intro, "")
+        report.add(*paper_vs_measured(
+            report, rows_of(), dataset, results_dir(args.results), run=args.run, extra=extra
+        ))
+        return report
+
+    return print_or_fail(build, parser.parse_args(argv))

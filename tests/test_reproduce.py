@@ -271,3 +271,38 @@ def test_table3_inference_time_and_test_server_note(hermetic, capsys) -> None:
     measured = _table_row(out, "FCN-8s", "measured voc-fcn8s")
     assert measured[4] == "35 ms (NVIDIA H100), 5.00x the paper's speed"
     assert "missing: VOC 2011/2012 test mean IU" in out
+
+
+def test_siftflow_table_reads_both_heads(hermetic, capsys) -> None:
+    import json
+
+    from reproduce import siftflow
+
+    heads = {
+        "semantic": {"pixel_acc": 85.0, "mean_acc": 51.0, "mean_iu": 39.0, "fw_iu": 76.0},
+        "geometric": {"pixel_acc": 94.0, "mean_acc": 90.0, "mean_iu": 88.0, "fw_iu": 89.0},
+    }
+    (hermetic / "siftflow-fcn16s-siftflow-test.json").write_text(
+        json.dumps({"images": 200, "limited": False, "heads": heads})
+    )
+    assert siftflow.main(["--results", str(hermetic)]) == 0
+    out = capsys.readouterr().out
+    assert _table_row(out, "FCN-16s", "paper")[2:7] == ["85.2", "51.7", "39.5", "76.1", "94.3"]  # Table 5
+    row = _table_row(out, "FCN-16s", "measured (siftflow-fcn16s)")
+    assert row[2:7] == ["85.00", "51.00", "39.00", "76.00", "94.00"]
+    assert "geom. acc: -0.30" in row[7] and "mean_iu: -0.50" in row[7]
+    assert "missing:" not in out
+
+
+def test_nyud_and_context_tables_name_unreleased_and_missing(hermetic, capsys) -> None:
+    from reproduce import context, nyud
+
+    assert nyud.main(["--results", str(hermetic)]) == 0
+    out = capsys.readouterr().out
+    assert _table_row(out, "FCN-32s RGB-HHA", "paper")[2:6] == ["64.3", "44.9", "32.8", "48.0"]  # Table 4
+    assert "FCN-16s RGB-HHA: no FCN-16s NYUD weights were released" in out
+    assert "missing: nyud-fcn32s-hha on nyud test" in out and "FCN_PORT_NYUD" in out
+    assert context.main(["--results", str(hermetic)]) == 0
+    out = capsys.readouterr().out
+    assert _table_row(out, "FCN-8s", "paper")[2:6] == ["65.9", "46.5", "35.1", "51.0"]  # arXiv v2 appendix
+    assert "--voc-root $FCN_PORT_VOC2010 --context-root $FCN_PORT_CONTEXT" in out
