@@ -16,10 +16,12 @@ end should be close to inference only (the GPU bound) when decoding keeps up.
     python benchmarks/eval_throughput.py --device cuda --count 200
     python benchmarks/eval_throughput.py --device cpu --count 8 --width 0.125   # the CPU smoke run
 
-Measured on the project's 2-core CPU machine (shared with other jobs, so figures vary; 2026-11-25),
-voc-fcn8s at width 0.125 with random weights, 8 images of 500x375, 2 workers: decode only 21.2
-images/s, inference only 1.58, end to end 1.98 (end to end is inference-bound, as it should be).
-No GPU was available to this job; run it on one to check the GPU bound at full width.
+Measured on the project's 2-core CPU machine (shared with other jobs, load average 4-6, so the
+model figures swing 4x between runs; 2026-11-25), voc-fcn8s at width 0.125 with random weights,
+500x375 images: decode only 54-68 images/s (0-2 workers; 21 before the dataset's one-pass
+preprocessing replaced ``caffe_preprocess``, which takes ~15 ms per VOC image); inference only 0.9-3.9;
+end to end 0.95-2.0. On two cores the workers and the net share the CPUs, so these say nothing about
+the GPU bound. No GPU was available to this job: run it on one at full width to check it.
 """
 
 from __future__ import annotations

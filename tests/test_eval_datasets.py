@@ -279,3 +279,20 @@ def test_dataset_error_names_missing_file(nyud_root) -> None:
         NYUDSegmentation(root, "broken")
     with pytest.raises(DatasetError, match="no split list"):
         NYUDSegmentation(root, "nonexistent")
+
+
+@pytest.mark.parametrize("mean", [(104.00698793, 116.66876762, 122.67891434), (114.578, 115.294, 108.353)])
+def test_fast_caffe_input_equals_caffe_preprocess(mean) -> None:
+    from converters.preprocess import caffe_preprocess
+    from eval.datasets import caffe_input
+
+    rng = np.random.default_rng(9)
+    rgb = rng.integers(0, 256, size=(37, 53, 3), dtype=np.uint8)
+    float32_mean = tuple(float(v) for v in np.float32(mean))
+    for m in (mean, float32_mean):
+        expected = caffe_preprocess(rgb, mean=m)[0]
+        got = caffe_input(rgb, m)
+        assert got.dtype == torch.float32 and torch.equal(got, expected)
+    # the float32 data layers (in_ -= float32 mean) give the same numbers with the float32-rounded mean
+    layer = (rgb[:, :, ::-1].astype(np.float32) - np.float32(mean)).transpose(2, 0, 1)
+    assert np.array_equal(caffe_input(rgb, float32_mean).numpy(), layer)
