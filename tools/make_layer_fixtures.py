@@ -1,0 +1,1181 @@
+#!/usr/bin/env python3
+"""Regenerate the golden layer fixtures (tests/fixtures/layers/, tests/fixtures/tiny_fcn/) with real Caffe.
+
+Our own code writes every net definition (``converters.Message`` -> ``converters.write_prototxt``) and
+draws every input and parameter value from a seeded generator; real Caffe (pycaffe, the oracle built as
+tools/README.md says) only saves the weights files and computes the outputs. Run it with the oracle's
+Python and ``PYTHONPATH`` pointing at pycaffe::
+
+    GLOG_minloglevel=2 PYTHONPATH=/work/oracle/brocolli-caffe-9.0.2/python \\
+        /work/oracle/venv/bin/python tools/make_layer_fixtures.py [CASE ...]
+
+``--check`` needs no Caffe: it reads the committed fixtures back with ``converters`` and checks that
+the files agree with each other (the project's own venv is enough).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Single-threaded BLAS: the same summation order on every regeneration (set before Caffe loads).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from converters import (  # noqa: E402
+    CaffeFormatError,
+    Ident,
+    Message,
+    format_message,
+    read_prototxt,
+    read_weights,
+    write_prototxt,
+)
+from converters.atomic import atomic_write  # noqa: E402
+
+FIXTURES = REPO / "tests" / "fixtures"
+LAYERS_DIR = FIXTURES / "layers"
+TINY_FCN_DIR = FIXTURES / "tiny_fcn"
+ORACLE = "BVLC Caffe 1.0 as packaged in the brocolli-caffe 9.0.2 sdist, CPU build, OpenBLAS 1 thread"
+IGNORE_LABEL = 255
+
+Shape = tuple[int, ...]
+Arrays = list[np.ndarray]
+
+
+# --------------------------------------------------------------------------------------------------
+# Net definitions: plain dicts, turned into schema-checked Messages
+
+
+def to_message(type_name: str, fields: dict[str, Any]) -> Message:
+    """A ``Message`` of schema type ``type_name`` from a dict (nested dicts for sub-messages).
+
+    Enum values are given as strings; a scalar given for a repeated field becomes a one-item list.
+    """
+    msg = Message(type_name)
+    for name, value in fields.items():
+        spec = msg.field_spec(name)
+        if spec is None:
+            raise KeyError(f"{type_name} has no field {name!r} in converters.schema")
+        values = list(value) if spec.repeated and isinstance(value, (list, tuple)) else [value]
+        for item in values:
+            if spec.is_message:
+                item = to_message(spec.type, item)
+            elif spec.is_enum:
+                item = Ident(item)
+            elif spec.type == "float":
+                item = float(np.float32(item))  # what Caffe (and our text reader) hold
+            msg.add(name, item)
+    return msg
+
+
+def L(
+    name: str, type_: str, bottom: list[str] | str, top: list[str] | str | None = None, **params: Any
+) -> dict:
+    """One layer as a dict; ``top`` defaults to the layer name."""
+    bottom = [bottom] if isinstance(bottom, str) else list(bottom)
+    top = [name] if top is None else ([top] if isinstance(top, str) else list(top))
+    return {"name": name, "type": type_, "bottom": bottom, "top": top, **params}
+
+
+def net_message(name: str, inputs: dict[str, Shape], layers: list[dict]) -> Message:
+    """An Input-layer net: one ``Input`` layer with a top (and a shape) per input blob, then ``layers``."""
+    input_layer = {
+        "name": "input",
+        "type": "Input",
+        "top": list(inputs),
+        "input_param": {"shape": [{"dim": list(shape)} for shape in inputs.values()]},
+    }
+    return to_message("NetParameter", {"name": name, "layer": [input_layer, *layers]})
+
+
+def oracle_text(net: Message) -> str:
+    """The prototxt Caffe is given: ours, with BVLC's ``round_mode`` spelled as this fork wants it.
+
+    The brocolli fork replaces BVLC's ``PoolingParameter.round_mode`` (enum, field 13, CEIL=0,
+    FLOOR=1) with ``ceil_mode`` (bool, field 13, default true).
+    """
+    text = format_message(net)
+    return text.replace("round_mode: FLOOR", "ceil_mode: false").replace(
+        "round_mode: CEIL", "ceil_mode: true"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Seeded values
+
+
+def seed_of(name: str) -> int:
+    """A stable seed per case, so adding a case never changes another one's values."""
+    return zlib.crc32(name.encode("utf-8"))
+
+
+def normal(rng: np.random.Generator, std: float, shape: Shape, mean: float = 0.0) -> np.ndarray:
+    return (mean + std * rng.standard_normal(shape)).astype(np.float32)
+
+
+def _pair(param: dict, key: str, default: int) -> tuple[int, int]:
+    """(h, w) of a ConvolutionParameter size: ``key_h``/``key_w``, else repeated ``key``."""
+    if f"{key}_h" in param:
+        return int(param[f"{key}_h"]), int(param[f"{key}_w"])
+    value = param.get(key, default)
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    return (int(values[0]), int(values[-1]))
+
+
+def default_params(rng: np.random.Generator, layer: dict, shapes: list[Shape]) -> Arrays:
+    """Seeded parameter values: fan-in scaled weights (std sqrt(2 / fan_in)), random biases,
+    non-default Scale and PReLU values."""
+    kind = layer["type"]
+    if kind in ("Convolution", "Deconvolution", "InnerProduct"):
+        w = shapes[0]
+        if kind == "Convolution":
+            fan_in = math.prod(w[1:])
+        elif kind == "Deconvolution":
+            conv = layer.get("convolution_param", {})
+            stride_h, stride_w = _pair(conv, "stride", 1)
+            # Each output pixel sums (in / group) channels times about kh*kw / (sh*sw) taps.
+            fan_in = max(1.0, w[0] / conv.get("group", 1) * w[2] * w[3] / (stride_h * stride_w))
+        else:
+            fan_in = w[0] if layer.get("inner_product_param", {}).get("transpose") else w[1]
+        values = [normal(rng, math.sqrt(2.0 / fan_in), w)]
+        values += [normal(rng, 0.2, s) for s in shapes[1:]]
+        return values
+    if kind == "Scale":
+        # One bottom: blobs are [scale, bias?]; two bottoms: the scale is bottom 1, blobs are [bias?].
+        scale_count = 0 if len(layer["bottom"]) == 2 else 1
+        return [
+            normal(rng, 0.5, s, mean=1.0) if i < scale_count else normal(rng, 0.5, s)
+            for i, s in enumerate(shapes)
+        ]
+    if kind == "PReLU":
+        return [rng.uniform(-0.6, 0.9, shapes[0]).astype(np.float32)]
+    raise ValueError(f"layer {layer['name']!r} ({kind}) needs explicit parameter values")
+
+
+def batchnorm_blobs(factor: float) -> Callable[[np.random.Generator, dict, list[Shape]], Arrays]:
+    """BatchNorm blobs as Caffe stores them: mean * factor, variance * factor, [factor]."""
+
+    def fill(rng: np.random.Generator, layer: dict, shapes: list[Shape]) -> Arrays:
+        mean = normal(rng, 0.7, shapes[0])
+        variance = rng.uniform(0.2, 2.5, shapes[1]).astype(np.float32)
+        return [
+            (mean * np.float32(factor)).astype(np.float32),
+            (variance * np.float32(factor)).astype(np.float32),
+            np.full(shapes[2], factor, dtype=np.float32),
+        ]
+
+    return fill
+
+
+def normal_input(rng: np.random.Generator, blob: str, shape: Shape, run: int) -> np.ndarray:
+    return normal(rng, 1.0, shape)
+
+
+def positive_input(rng: np.random.Generator, blob: str, shape: Shape, run: int) -> np.ndarray:
+    return rng.uniform(0.1, 3.0, shape).astype(np.float32)
+
+
+def lrn_input(rng: np.random.Generator, blob: str, shape: Shape, run: int) -> np.ndarray:
+    return normal(rng, 2.0, shape)
+
+
+def loss_input(rng: np.random.Generator, blob: str, shape: Shape, run: int) -> np.ndarray:
+    """Scores ~ N(0, 2); labels in [0, classes) with about 1 in 5 set to the ignore label.
+
+    Run 1's labels are all valid; run 2's are all ignored (Caffe clamps the loss normalizer at 1;
+    Accuracy is 0/0).
+    """
+    if blob != "label":
+        return normal(rng, 2.0, shape)
+    classes = 4
+    labels = rng.integers(0, classes, shape)
+    ignored = rng.random(shape) < 0.2
+    if run != 1:  # run 1: every label valid
+        labels[ignored] = IGNORE_LABEL
+    if run == 2:
+        labels[...] = IGNORE_LABEL
+    return labels.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# The cases
+
+
+@dataclass
+class Case:
+    name: str
+    description: str
+    layers: list[dict]
+    runs: list[dict[str, Shape]]
+    make_input: Callable[[np.random.Generator, str, Shape, int], np.ndarray] = normal_input
+    params: dict[str, Callable[[np.random.Generator, dict, list[Shape]], Arrays]] = field(
+        default_factory=dict
+    )
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def inputs(self) -> list[str]:
+        return list(self.runs[0])
+
+
+def conv(num_output: int, **kw: Any) -> dict:
+    return {"convolution_param": {"num_output": num_output, **kw}}
+
+
+def pool(method: str, **kw: Any) -> dict:
+    return {"pooling_param": {"pool": method, **kw}}
+
+
+def pool_pair(prefix: str, bottom: str, **kw: Any) -> list[dict]:
+    """MAX and AVE pooling layers with the same geometry."""
+    return [
+        L(f"{prefix}_max", "Pooling", bottom, **pool("MAX", **kw)),
+        L(f"{prefix}_ave", "Pooling", bottom, **pool("AVE", **kw)),
+    ]
+
+
+def runs(*shapes: Shape, blob: str = "data") -> list[dict[str, Shape]]:
+    return [{blob: s} for s in shapes]
+
+
+def two_input_runs(names: tuple[str, ...], *shape_sets: tuple[Shape, ...]) -> list[dict[str, Shape]]:
+    return [dict(zip(names, shapes, strict=True)) for shapes in shape_sets]
+
+
+def build_cases() -> list[Case]:
+    cases = [
+        # ---- Convolution
+        Case(
+            "conv_basic",
+            "3x3 convolution, pad 1, stride 1, bias",
+            [L("conv", "Convolution", "data", **conv(4, kernel_size=3, pad=1))],
+            runs((1, 3, 7, 9), (2, 3, 5, 6), (1, 3, 1, 1)),
+        ),
+        Case(
+            "conv_stride_pad",
+            "3x3 stride 2 pad 2, and 4x4 stride 3 unpadded (output size floors)",
+            [
+                L("conv_s2p2", "Convolution", "data", **conv(4, kernel_size=3, stride=2, pad=2)),
+                L("conv_k4s3", "Convolution", "data", **conv(2, kernel_size=4, stride=3)),
+            ],
+            runs((1, 3, 8, 9), (2, 3, 5, 4), (1, 3, 4, 4)),
+        ),
+        Case(
+            "conv_rect",
+            "rectangular kernel_h/kernel_w, pad_h/pad_w, stride_h/stride_w",
+            [
+                L(
+                    "conv",
+                    "Convolution",
+                    "data",
+                    **conv(3, kernel_h=3, kernel_w=5, pad_h=1, pad_w=2, stride_h=1, stride_w=2),
+                )
+            ],
+            runs((1, 2, 7, 9), (2, 2, 3, 6), (1, 2, 1, 1)),
+        ),
+        Case(
+            "conv_group",
+            "group 2 (4 -> 6) with bias, and depthwise group 4 without bias",
+            [
+                L("conv_g2", "Convolution", "data", **conv(6, kernel_size=3, pad=1, group=2)),
+                L(
+                    "conv_dw",
+                    "Convolution",
+                    "data",
+                    **conv(4, kernel_size=3, pad=1, group=4, bias_term=False),
+                ),
+            ],
+            runs((1, 4, 6, 7), (2, 4, 3, 3), (1, 4, 1, 1)),
+        ),
+        Case(
+            "conv_dilation",
+            "dilation 2 pad 2, and per-axis repeated dilation [2, 3] with pad [2, 3]",
+            [
+                L("conv_d2", "Convolution", "data", **conv(2, kernel_size=3, pad=2, dilation=2)),
+                L("conv_d23", "Convolution", "data", **conv(2, kernel_size=3, pad=[2, 3], dilation=[2, 3])),
+            ],
+            runs((1, 3, 9, 11), (2, 3, 5, 5), (1, 3, 1, 1)),
+        ),
+        Case(
+            "conv_1x1_nobias",
+            "1x1 convolutions without bias, stride 1 and stride 2",
+            [
+                L("conv_1x1", "Convolution", "data", **conv(3, kernel_size=1, bias_term=False)),
+                L("conv_1x1_s2", "Convolution", "data", **conv(2, kernel_size=1, stride=2, bias_term=False)),
+            ],
+            runs((1, 5, 6, 7), (2, 5, 1, 1), (1, 5, 3, 2)),
+        ),
+        # ---- Deconvolution (random weights, never bilinear)
+        Case(
+            "deconv_s2",
+            "kernel 4 stride 2 with bias; rectangular kernel/stride/pad without bias",
+            [
+                L("deconv", "Deconvolution", "data", **conv(2, kernel_size=4, stride=2)),
+                L(
+                    "deconv_rect",
+                    "Deconvolution",
+                    "data",
+                    **conv(
+                        2, kernel_h=3, kernel_w=2, stride_h=1, stride_w=2, pad_h=1, pad_w=0, bias_term=False
+                    ),
+                ),
+            ],
+            runs((1, 3, 5, 7), (2, 3, 1, 1), (1, 3, 4, 4)),
+        ),
+        Case(
+            "deconv_pad_group",
+            "kernel 3 stride 2 pad 1 group 2 with bias; kernel 4 stride 2 pad 1 group = channels",
+            [
+                L("deconv_g2", "Deconvolution", "data", **conv(6, kernel_size=3, stride=2, pad=1, group=2)),
+                L(
+                    "deconv_dw",
+                    "Deconvolution",
+                    "data",
+                    **conv(4, kernel_size=4, stride=2, pad=1, group=4, bias_term=False),
+                ),
+            ],
+            runs((1, 4, 5, 6), (2, 4, 1, 1), (1, 4, 3, 3)),
+        ),
+        Case(
+            "deconv_s32_k63",
+            "odd kernel 63 at stride 32 (as FCN-AlexNet's upscore), bias",
+            [L("upscore", "Deconvolution", "data", **conv(1, kernel_size=63, stride=32))],
+            runs((1, 2, 2, 3), (1, 2, 1, 1)),
+        ),
+        Case(
+            "deconv_s32_group",
+            "kernel 64 stride 32, group = channels, no bias (FCN-32s upscore with random weights)",
+            [
+                L(
+                    "upscore",
+                    "Deconvolution",
+                    "data",
+                    **conv(2, kernel_size=64, stride=32, group=2, bias_term=False),
+                )
+            ],
+            runs((1, 2, 2, 2), (1, 2, 1, 1)),
+        ),
+        # ---- Pooling (Caffe rounds output sizes up by default)
+        Case(
+            "pool_k2s2",
+            "MAX/AVE kernel 2 stride 2 (the FCN-VGG pools): odd sizes and 1x1 overhang",
+            pool_pair("pool", "data", kernel_size=2, stride=2),
+            runs((1, 2, 1, 1), (1, 2, 5, 7), (2, 2, 6, 6), (1, 2, 1, 4)),
+        ),
+        Case(
+            "pool_k3s2",
+            "MAX/AVE kernel 3 stride 2 unpadded (AlexNet pools): the last window overhangs",
+            pool_pair("pool", "data", kernel_size=3, stride=2),
+            runs((1, 2, 7, 8), (2, 2, 6, 6), (1, 2, 3, 4)),
+            notes=["AVE divides by the window clipped to the input where it overhangs without padding"],
+        ),
+        Case(
+            "pool_pad_drop",
+            "MAX/AVE kernel 3 stride 3 pad 2: windows start in the padding; Caffe drops "
+            "a last window that would start in the padding ((out-1)*stride >= H+pad)",
+            pool_pair("pool", "data", kernel_size=3, stride=3, pad=2),
+            runs((1, 2, 4, 5), (1, 2, 7, 6), (1, 2, 1, 1), (2, 2, 3, 3)),
+            notes=["sizes: H=4 -> 2 (ceil gives 3, last dropped), 5 -> 3, 7 -> 3, 6 -> 3, 3 -> 2, 1 -> 1"],
+        ),
+        Case(
+            "pool_pad_s2",
+            "MAX/AVE kernel 3 stride 2 pad 1 (ResNet-style): AVE divisor counts padding but not past H+pad",
+            pool_pair("pool", "data", kernel_size=3, stride=2, pad=1),
+            runs((1, 2, 7, 7), (1, 2, 8, 5), (2, 2, 1, 1), (1, 2, 2, 3)),
+        ),
+        Case(
+            "pool_kernel_lt_stride",
+            "MAX/AVE kernel 2 stride 3, unpadded and pad 1 (rows skipped)",
+            pool_pair("pool", "data", kernel_size=2, stride=3)
+            + pool_pair("pool_p1", "data", kernel_size=2, stride=3, pad=1),
+            runs((1, 2, 7, 8), (1, 2, 1, 1), (2, 2, 5, 4)),
+        ),
+        Case(
+            "pool_rect",
+            "MAX/AVE kernel_h 2 kernel_w 3, stride_h 1 stride_w 2, pad_h 1 pad_w 0",
+            pool_pair("pool", "data", kernel_h=2, kernel_w=3, stride_h=1, stride_w=2, pad_h=1, pad_w=0),
+            runs((1, 2, 5, 7), (2, 2, 4, 3), (1, 2, 1, 3)),
+        ),
+        Case(
+            "pool_global",
+            "global MAX/AVE pooling",
+            pool_pair("pool", "data", global_pooling=True),
+            runs((1, 3, 5, 7), (2, 3, 1, 1), (1, 3, 4, 1)),
+        ),
+        Case(
+            "pool_floor",
+            "round_mode FLOOR (MAX/AVE kernel 3 stride 2 pad 1, kernel 2 stride 2)",
+            pool_pair("pool", "data", kernel_size=3, stride=2, pad=1, round_mode="FLOOR")
+            + pool_pair("pool_k2", "data", kernel_size=2, stride=2, round_mode="FLOOR"),
+            runs((1, 2, 7, 8), (1, 2, 5, 4), (2, 2, 2, 3)),
+            notes=[
+                "net.prototxt says BVLC 'round_mode: FLOOR'; the fork that computed it spells it "
+                "'ceil_mode: false' (same field number 13, opposite values). weights.caffemodel holds "
+                "no pooling layer params worth reading: take the net from net.prototxt"
+            ],
+        ),
+        # ---- Crop
+        Case(
+            "crop_spatial",
+            "Crop from axis 2 (one offset, per-axis offsets, no offset), axis 3 and axis -1",
+            [
+                L("crop_a2", "Crop", ["a", "ref"], crop_param={"axis": 2, "offset": 2}),
+                L("crop_a2_hw", "Crop", ["a", "ref"], crop_param={"axis": 2, "offset": [1, 3]}),
+                L("crop_a2_zero", "Crop", ["a", "ref"], crop_param={"axis": 2}),
+                L("crop_a3", "Crop", ["a", "ref"], crop_param={"axis": 3, "offset": 1}),
+                L("crop_neg1", "Crop", ["a", "ref"], crop_param={"axis": -1, "offset": 2}),
+            ],
+            two_input_runs(
+                ("a", "ref"),
+                ((1, 4, 9, 11), (1, 2, 5, 6)),
+                ((2, 4, 7, 8), (2, 1, 3, 3)),
+                ((1, 4, 6, 6), (1, 1, 1, 1)),
+            ),
+        ),
+        Case(
+            "crop_channels_batch",
+            "Crop from axis 1 (one offset, one per axis) and axis 0 (batch too), "
+            "default axis 2 with one offset",
+            [
+                L("crop_a1", "Crop", ["a", "ref"], crop_param={"axis": 1, "offset": 1}),
+                L("crop_a1_each", "Crop", ["a", "ref"], crop_param={"axis": 1, "offset": [0, 2, 1]}),
+                L("crop_a0", "Crop", ["a", "ref"], crop_param={"axis": 0, "offset": [1, 0, 1, 2]}),
+                L("crop_default", "Crop", ["a", "ref"], crop_param={"offset": 1}),
+            ],
+            two_input_runs(
+                ("a", "ref"),
+                ((2, 4, 9, 11), (1, 2, 5, 6)),
+                ((3, 5, 6, 7), (2, 3, 2, 2)),
+                ((2, 4, 4, 4), (1, 1, 1, 1)),
+            ),
+        ),
+        # ---- Eltwise
+        Case(
+            "eltwise",
+            "SUM (plain, coeff 0.5/0.5, 1/-1, three bottoms 1/-2/0.5), PROD and MAX of 2 and 3",
+            [
+                L("sum", "Eltwise", ["a", "b"], eltwise_param={"operation": "SUM"}),
+                L("sum_half", "Eltwise", ["a", "b"], eltwise_param={"operation": "SUM", "coeff": [0.5, 0.5]}),
+                L("diff", "Eltwise", ["a", "b"], eltwise_param={"operation": "SUM", "coeff": [1, -1]}),
+                L(
+                    "sum3",
+                    "Eltwise",
+                    ["a", "b", "c"],
+                    eltwise_param={"operation": "SUM", "coeff": [1, -2, 0.5]},
+                ),
+                L("prod", "Eltwise", ["a", "b"], eltwise_param={"operation": "PROD"}),
+                L("prod3", "Eltwise", ["a", "b", "c"], eltwise_param={"operation": "PROD"}),
+                L("max", "Eltwise", ["a", "b"], eltwise_param={"operation": "MAX"}),
+                L("max3", "Eltwise", ["a", "b", "c"], eltwise_param={"operation": "MAX"}),
+                L("default_op", "Eltwise", ["a", "b"]),
+            ],
+            two_input_runs(("a", "b", "c"), *[(s, s, s) for s in ((1, 3, 4, 5), (2, 3, 1, 1), (1, 3, 7, 3))]),
+            notes=["default_op has no eltwise_param: the default operation is SUM"],
+        ),
+        # ---- Scale, BatchNorm
+        Case(
+            "scale_channel",
+            "learned Scale per channel with and without bias, and a scalar Scale (num_axes 0)",
+            [
+                L("scale_bias", "Scale", "data", scale_param={"axis": 1, "num_axes": 1, "bias_term": True}),
+                L("scale_nobias", "Scale", "data", scale_param={"bias_term": False}),
+                L("scale_scalar", "Scale", "data", scale_param={"num_axes": 0, "bias_term": True}),
+            ],
+            runs((1, 3, 4, 5), (2, 3, 1, 1), (1, 3, 6, 2)),
+            notes=["scale_scalar's scale blob has 0 axes (shape [])"],
+        ),
+        Case(
+            "scale_shaped",
+            "Scale with num_axes -1 (C,H,W), and two-bottom Scale (bottom 1 is the scale, "
+            "shape (C,H) at axis 1) with and without a learned bias",
+            [
+                L("scale_all", "Scale", "x", scale_param={"num_axes": -1, "bias_term": True}),
+                L("scale_by_s", "Scale", ["x", "s"], scale_param={"axis": 1, "bias_term": True}),
+                L("scale_by_s_nobias", "Scale", ["x", "s"], scale_param={"axis": 1}),
+            ],
+            two_input_runs(("x", "s"), ((1, 3, 4, 5), (3, 4)), ((2, 3, 4, 5), (3, 4))),
+            notes=["scale_by_s has one blob: blobs[0] is its bias (the scale comes from bottom 's')"],
+        ),
+        Case(
+            "batchnorm_scale",
+            "BatchNorm with stored scale factors 0.5, 999.98, 1 (no batch_norm_param) "
+            "and 0, each followed by an in-place Scale with bias",
+            [
+                L("bn_half", "BatchNorm", "data", batch_norm_param={"use_global_stats": True}),
+                L("bn_half_scale", "Scale", "bn_half", "bn_half", scale_param={"bias_term": True}),
+                L("bn_big", "BatchNorm", "data", batch_norm_param={"use_global_stats": True, "eps": 0.001}),
+                L("bn_big_scale", "Scale", "bn_big", "bn_big", scale_param={"bias_term": True}),
+                L("bn_default", "BatchNorm", "data"),
+                L("bn_default_scale", "Scale", "bn_default", "bn_default", scale_param={"bias_term": True}),
+                L("bn_zero", "BatchNorm", "data", batch_norm_param={"use_global_stats": True}),
+                L("bn_zero_scale", "Scale", "bn_zero", "bn_zero", scale_param={"bias_term": True}),
+            ],
+            runs((1, 4, 3, 5), (2, 4, 1, 1), (1, 4, 6, 6)),
+            params={
+                "bn_half": batchnorm_blobs(0.5),
+                "bn_big": batchnorm_blobs(999.98),
+                "bn_default": batchnorm_blobs(1.0),
+                "bn_zero": batchnorm_blobs(0.0),
+            },
+            notes=[
+                "blobs are mean*factor, variance*factor, [factor]; Caffe divides by the factor, and "
+                "uses 0 for mean and variance when the factor is 0 (bn_zero: x / sqrt(eps))",
+                "bn_default has no batch_norm_param: in the TEST phase it uses the stored statistics",
+                "BatchNorm and Scale run in place: blob bn_* holds the value after Scale",
+            ],
+        ),
+        # ---- LRN
+        Case(
+            "lrn",
+            "LRN ACROSS_CHANNELS (size 5 alpha 0.5 beta 0.75 k 2; size 3 alpha 1 beta 0.5 k 1; "
+            "AlexNet's size 5 alpha 1e-4) and WITHIN_CHANNEL (size 3 alpha 0.3 beta 0.75 k 2)",
+            [
+                L(
+                    "lrn_across",
+                    "LRN",
+                    "data",
+                    lrn_param={"local_size": 5, "alpha": 0.5, "beta": 0.75, "k": 2.0},
+                ),
+                L("lrn_across_k1", "LRN", "data", lrn_param={"local_size": 3, "alpha": 1.0, "beta": 0.5}),
+                L("lrn_alexnet", "LRN", "data", lrn_param={"local_size": 5, "alpha": 0.0001, "beta": 0.75}),
+                L(
+                    "lrn_within",
+                    "LRN",
+                    "data",
+                    lrn_param={
+                        "local_size": 3,
+                        "alpha": 0.3,
+                        "beta": 0.75,
+                        "k": 2.0,
+                        "norm_region": "WITHIN_CHANNEL",
+                    },
+                ),
+            ],
+            runs((1, 7, 5, 6), (2, 7, 1, 1), (1, 7, 4, 3)),
+            make_input=lrn_input,
+            notes=[
+                "inputs ~ N(0, 2)",
+                "WITHIN_CHANNEL ignores k: Caffe computes x * (1 + alpha * avepool(x^2))^-beta with an AVE "
+                "pool of kernel local_size, pad (local_size-1)/2, stride 1 (Caffe's AVE border divisor)",
+            ],
+        ),
+        # ---- Element-wise activations
+        Case(
+            "activations",
+            "ReLU, ReLU negative_slope 0.1, PReLU per channel and shared, Sigmoid, TanH, "
+            "Power (2, 0.5, 1), (1, -2, 0.3), (3, 1.5, -0.2), Dropout 0.3 in TEST",
+            [
+                L("relu", "ReLU", "data"),
+                L("leaky", "ReLU", "data", relu_param={"negative_slope": 0.1}),
+                L("prelu", "PReLU", "data"),
+                L("prelu_shared", "PReLU", "data", prelu_param={"channel_shared": True}),
+                L("sigmoid", "Sigmoid", "data"),
+                L("tanh", "TanH", "data"),
+                L("power_sq", "Power", "data", power_param={"power": 2.0, "scale": 0.5, "shift": 1.0}),
+                L("power_lin", "Power", "data", power_param={"power": 1.0, "scale": -2.0, "shift": 0.3}),
+                L("power_cube", "Power", "data", power_param={"power": 3.0, "scale": 1.5, "shift": -0.2}),
+                L("dropout", "Dropout", "data", dropout_param={"dropout_ratio": 0.3}),
+            ],
+            runs((1, 3, 4, 5), (2, 3, 1, 1), (1, 3, 5, 2)),
+            notes=["Power computes (shift + scale * x) ^ power", "Dropout is the identity in TEST"],
+        ),
+        Case(
+            "power_fractional",
+            "Power with fractional and negative exponents on positive inputs",
+            [
+                L("power_sqrt", "Power", "data", power_param={"power": 0.5, "scale": 2.0, "shift": 0.5}),
+                L("power_inv", "Power", "data", power_param={"power": -1.0, "shift": 1.0}),
+                L("power_1_5", "Power", "data", power_param={"power": 1.5, "scale": 0.7}),
+            ],
+            runs((1, 2, 3, 4), (2, 2, 1, 1)),
+            make_input=positive_input,
+            notes=["inputs ~ U(0.1, 3)"],
+        ),
+        # ---- Softmax, InnerProduct, Flatten, Reshape
+        Case(
+            "softmax",
+            "Softmax over axis 1 (default), axis 2 and axis -1",
+            [
+                L("softmax", "Softmax", "data"),
+                L("softmax_a2", "Softmax", "data", softmax_param={"axis": 2}),
+                L("softmax_last", "Softmax", "data", softmax_param={"axis": -1}),
+            ],
+            runs((1, 4, 3, 5), (2, 4, 1, 1), (1, 4, 2, 6)),
+        ),
+        Case(
+            "inner_product",
+            "InnerProduct on a 4-D input (axis 1 flattens C,H,W), no bias, axis 2, transpose",
+            [
+                L("ip", "InnerProduct", "data", inner_product_param={"num_output": 6}),
+                L(
+                    "ip_nobias",
+                    "InnerProduct",
+                    "data",
+                    inner_product_param={"num_output": 2, "bias_term": False},
+                ),
+                L("ip_axis2", "InnerProduct", "data", inner_product_param={"num_output": 3, "axis": 2}),
+                L(
+                    "ip_transpose",
+                    "InnerProduct",
+                    "data",
+                    inner_product_param={"num_output": 4, "transpose": True},
+                ),
+            ],
+            runs((1, 3, 4, 5), (2, 3, 4, 5)),
+            notes=["ip_transpose stores its weight as (K, num_output) = (60, 4)"],
+        ),
+        Case(
+            "flatten_reshape",
+            "Flatten (default, axis 1..2, axis 2) and Reshape (0 and -1 dims, axis/num_axes)",
+            [
+                L("flat", "Flatten", "data"),
+                L("flat_12", "Flatten", "data", flatten_param={"axis": 1, "end_axis": 2}),
+                L("flat_2", "Flatten", "data", flatten_param={"axis": 2}),
+                L("reshape_0m1", "Reshape", "data", reshape_param={"shape": {"dim": [0, -1]}}),
+                L("reshape_pairs", "Reshape", "data", reshape_param={"shape": {"dim": [0, 0, -1, 2]}}),
+                L(
+                    "reshape_axis",
+                    "Reshape",
+                    "data",
+                    reshape_param={"shape": {"dim": [-1]}, "axis": 1, "num_axes": 2},
+                ),
+            ],
+            runs((1, 3, 4, 6), (2, 3, 2, 2), (1, 3, 1, 2)),
+        ),
+        # ---- Slice, Concat, Split, Silence
+        Case(
+            "slice_concat_split",
+            "Slice channels at [1, 3], Slice rows in halves, Concat axis 1 and 2, Split, Silence",
+            [
+                L(
+                    "slice_c",
+                    "Slice",
+                    "data",
+                    ["s0", "s1", "s2"],
+                    slice_param={"axis": 1, "slice_point": [1, 3]},
+                ),
+                L("slice_h", "Slice", "data", ["h0", "h1"], slice_param={"axis": 2}),
+                L("concat_c", "Concat", ["s2", "s0"]),
+                L("concat_h", "Concat", ["h1", "h0"], concat_param={"axis": 2}),
+                L("split", "Split", "data", ["split_a", "split_b"]),
+                L("silence", "Silence", ["s1"], []),
+            ],
+            runs((1, 6, 4, 5), (2, 6, 2, 1), (1, 6, 6, 3)),
+        ),
+        # ---- Loss and accuracy (labels are an input blob)
+        Case(
+            "softmax_loss",
+            "SoftmaxWithLoss with ignore_label 255 and normalization VALID/FULL/BATCH_SIZE/NONE, "
+            "default, legacy normalize false; Accuracy (top 1 with per-class top, top 2)",
+            [
+                L(
+                    "loss_valid",
+                    "SoftmaxWithLoss",
+                    ["score", "label"],
+                    loss_param={"ignore_label": IGNORE_LABEL, "normalization": "VALID"},
+                ),
+                L(
+                    "loss_full",
+                    "SoftmaxWithLoss",
+                    ["score", "label"],
+                    loss_param={"ignore_label": IGNORE_LABEL, "normalization": "FULL"},
+                ),
+                L(
+                    "loss_batch",
+                    "SoftmaxWithLoss",
+                    ["score", "label"],
+                    loss_param={"ignore_label": IGNORE_LABEL, "normalization": "BATCH_SIZE"},
+                ),
+                L(
+                    "loss_none",
+                    "SoftmaxWithLoss",
+                    ["score", "label"],
+                    loss_param={"ignore_label": IGNORE_LABEL, "normalization": "NONE"},
+                ),
+                L(
+                    "loss_default",
+                    "SoftmaxWithLoss",
+                    ["score", "label"],
+                    loss_param={"ignore_label": IGNORE_LABEL},
+                ),
+                L(
+                    "loss_normalize_false",
+                    "SoftmaxWithLoss",
+                    ["score", "label"],
+                    loss_param={"ignore_label": IGNORE_LABEL, "normalize": False},
+                ),
+                L(
+                    "accuracy",
+                    "Accuracy",
+                    ["score", "label"],
+                    ["accuracy", "per_class"],
+                    accuracy_param={"ignore_label": IGNORE_LABEL},
+                ),
+                L(
+                    "accuracy_top2",
+                    "Accuracy",
+                    ["score", "label"],
+                    accuracy_param={"ignore_label": IGNORE_LABEL, "top_k": 2},
+                ),
+            ],
+            two_input_runs(
+                ("score", "label"),
+                ((2, 4, 3, 5), (2, 1, 3, 5)),
+                ((1, 4, 1, 1), (1, 1, 1, 1)),
+                ((1, 4, 2, 2), (1, 1, 2, 2)),
+            ),
+            make_input=loss_input,
+            notes=[
+                "scores ~ N(0, 2); labels in 0..3, in run0 about 1 in 5 = 255 (ignored); run1 all valid",
+                "run2: every label ignored: losses are 0 (normalizer clamped at 1), accuracy is NaN (0/0)",
+                "loss layers compute their value in TEST too; loss_weight does not scale the top",
+                "no two-top SoftmaxWithLoss: this Caffe cannot set one up "
+                "(its internal Softmax inherits the loss_weights)",
+            ],
+        ),
+        # ---- In place
+        Case(
+            "inplace_chain",
+            "conv -> ReLU in place -> Scale in place -> MAX pool: blob 'conv' holds the value after Scale",
+            [
+                L("conv", "Convolution", "data", **conv(4, kernel_size=3, pad=1)),
+                L("relu", "ReLU", "conv", "conv"),
+                L("scale", "Scale", "conv", "conv", scale_param={"bias_term": True}),
+                L("pool", "Pooling", "conv", **pool("MAX", kernel_size=2, stride=2)),
+            ],
+            runs((1, 3, 6, 7), (2, 3, 1, 1)),
+            notes=["conv, relu and scale share the blob 'conv': only its final value (after Scale) exists"],
+        ),
+    ]
+    names = [c.name for c in cases]
+    assert len(names) == len(set(names)), "case names must be unique"
+    return cases
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An ``.npz`` with fixed zip timestamps (identical bytes on every regeneration), written atomically."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for key, array in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.array(array, order="C"), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, member.getvalue())
+    with atomic_write(path) as handle:
+        handle.write(buffer.getvalue())
+
+
+def write_json(path: Path, data: dict) -> None:
+    with atomic_write(path) as handle:
+        handle.write((json.dumps(data, indent=1) + "\n").encode("utf-8"))
+
+
+def declared_tops(layers: list[dict]) -> list[str]:
+    """Every top the net declares, in first-produced order (Caffe's automatic split blobs are not ours)."""
+    seen: list[str] = []
+    for layer in layers:
+        for top in layer["top"]:
+            if top not in seen:
+                seen.append(top)
+    return seen
+
+
+def load_caffe() -> Any:
+    try:
+        import caffe
+    except ImportError as exc:
+        print(f"error: cannot import pycaffe ({exc}); see tools/README.md for PYTHONPATH", file=sys.stderr)
+        raise SystemExit(2) from None
+    caffe.set_mode_cpu()
+    return caffe
+
+
+def fill_and_save(
+    caffe, net_text: str, layers: list[dict], rng: np.random.Generator, params, work: Path, model_name: str
+) -> tuple[Path, Path, dict[str, Arrays]]:
+    """Build the net in Caffe, set every parameter blob from ``rng``, save it; return the paths and values."""
+    proto = work / "oracle.prototxt"
+    proto.write_text(net_text)
+    net = caffe.Net(str(proto), caffe.TEST)
+    by_name = {layer["name"]: layer for layer in layers}
+    values: dict[str, Arrays] = {}
+    for name, blobs in net.params.items():
+        shapes = [tuple(b.data.shape) for b in blobs]
+        fill = params.get(name, default_params)
+        arrays = fill(rng, by_name[name], shapes)
+        if [a.shape for a in arrays] != shapes:
+            raise AssertionError(f"{name}: made {[a.shape for a in arrays]}, Caffe wants {shapes}")
+        for blob, array in zip(blobs, arrays, strict=True):
+            blob.data[...] = array
+        values[name] = arrays
+    model = work / model_name
+    net.save(str(model))
+    return proto, model, values
+
+
+def forward_runs(
+    caffe,
+    proto: Path,
+    model: Path,
+    case_inputs: list[str],
+    shapes_per_run: list[dict[str, Shape]],
+    tops: list[str],
+    make_input,
+    rng: np.random.Generator,
+    keep: Callable[[str], bool] = lambda blob: True,
+) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Load the saved files afresh in Caffe and run every input shape; inputs and kept tops by run."""
+    net = caffe.Net(str(proto), caffe.TEST, weights=str(model))
+    arrays: dict[str, np.ndarray] = {}
+    run_info = []
+    for index, shapes in enumerate(shapes_per_run):
+        prefix = f"run{index}/"
+        for blob in case_inputs:
+            value = make_input(rng, blob, shapes[blob], index)
+            net.blobs[blob].reshape(*shapes[blob])
+            net.blobs[blob].data[...] = value
+            arrays[f"{prefix}input:{blob}"] = value
+        net.forward()
+        outputs = {}
+        for blob in tops:
+            if blob in case_inputs or not keep(blob):
+                continue
+            value = np.array(net.blobs[blob].data, dtype=np.float32, copy=True)
+            arrays[f"{prefix}output:{blob}"] = value
+            outputs[blob] = list(value.shape)
+        run_info.append(
+            {"prefix": prefix, "inputs": {b: list(shapes[b]) for b in case_inputs}, "outputs": outputs}
+        )
+    return arrays, run_info
+
+
+def same_stored_shape(read: tuple[int, ...], caffe: tuple[int, ...]) -> bool:
+    """Shapes agree, allowing for Caffe's 0-axis blobs.
+
+    Caffe writes a 0-axis blob (a scalar Scale, num_axes 0) with no ``shape`` and no legacy dims, and
+    reads such a blob back as shape (); ``converters.read_weights`` reports it as (1,).
+    """
+    return read == caffe or (caffe == () and read == (1,))
+
+
+def check_weights_file(path: Path, expected: dict[str, Arrays]) -> None:
+    """``converters.read_weights`` must give back exactly the values Caffe was given."""
+    read = read_weights(path)
+    # Caffe's HDF5 groups do not track creation order: HDF5 lists them by name, not in net order.
+    in_order = path.suffix != ".h5"
+    if (list(read) if in_order else sorted(read)) != (list(expected) if in_order else sorted(expected)):
+        raise AssertionError(f"{path.name}: layers {list(read)} != {list(expected)}")
+    for name, arrays in expected.items():
+        got = read[name]
+        if len(got) != len(arrays):
+            raise AssertionError(f"{path.name}: {name} has {len(got)} blobs, expected {len(arrays)}")
+        for i, (a, b) in enumerate(zip(got, arrays, strict=True)):
+            if not same_stored_shape(a.shape, b.shape) or not np.array_equal(a.reshape(b.shape), b):
+                raise AssertionError(f"{path.name}: {name} blob {i}: {a.shape} vs {b.shape} or values differ")
+
+
+def replace_dir(staging: Path, target: Path) -> None:
+    """Swap a fully written staging folder into place (world-readable, like a checkout)."""
+    staging.chmod(0o755)
+    for path in staging.iterdir():
+        path.chmod(0o644)
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old)
+    else:
+        staging.rename(target)
+
+
+def make_case(caffe, case: Case, out_dir: Path) -> dict:
+    seed = seed_of(case.name)
+    rng = np.random.default_rng(seed)
+    net = net_message(case.name, dict(case.runs[0]), case.layers)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{case.name}.", dir=out_dir.parent))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            proto, model, values = fill_and_save(
+                caffe, oracle_text(net), case.layers, rng, case.params, work, "weights.caffemodel"
+            )
+            tops = declared_tops(case.layers)
+            arrays, run_info = forward_runs(
+                caffe, proto, model, case.inputs, case.runs, tops, case.make_input, rng
+            )
+            shutil.copyfile(model, staging / "weights.caffemodel")
+        write_prototxt(net, staging / "net.prototxt")
+        write_npz(staging / "io.npz", arrays)
+        layer_types = sorted({layer["type"] for layer in case.layers})
+        info = {
+            "case": case.name,
+            "description": case.description,
+            "layer_types": layer_types,
+            "inputs": case.inputs,
+            "outputs": [t for t in tops if t not in case.inputs],
+            "params": {name: [list(a.shape) for a in arrays_] for name, arrays_ in values.items()},
+            "runs": run_info,
+            "notes": case.notes,
+            "seed": seed,
+            "oracle": ORACLE,
+        }
+        write_json(staging / "case.json", info)
+        # Read back with our own readers.
+        if read_prototxt(staging / "net.prototxt") != net:
+            raise AssertionError(f"{case.name}: net.prototxt does not read back as written")
+        check_weights_file(staging / "weights.caffemodel", values)
+        replace_dir(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return info
+
+
+# --------------------------------------------------------------------------------------------------
+# The tiny FCN
+
+
+TINY_FCN_CLASSES = 3
+TINY_FCN_RUNS: list[dict[str, Shape]] = [{"data": (1, 3, 37, 41)}, {"data": (2, 3, 1, 1)}]
+TINY_FCN_KEPT = ("score", "score_fr")
+
+
+def tiny_fcn_layers() -> list[dict]:
+    """A two-pool FCN: conv pad 100, ceil max pools, an fc6-like 3x3 unpadded conv, 1x1 scores,
+    2x upsampling (random weights), a cropped pool1 skip fused by Eltwise SUM, 2x upsampling back,
+    and a crop to ``data``.
+
+    Coordinate maps to ``data`` (x_data = a * x + b): pool1 2x-98.5; fc/score_fr 4x-93.5;
+    upscore2 2x-96.5 so score_pool1 is cropped by 1; upscore x-98 so the final crop offset is 98.
+    """
+    return [
+        L("conv1", "Convolution", "data", **conv(4, kernel_size=3, pad=100)),
+        L("relu1", "ReLU", "conv1", "conv1"),
+        L("pool1", "Pooling", "conv1", **pool("MAX", kernel_size=2, stride=2)),
+        L("conv2", "Convolution", "pool1", **conv(8, kernel_size=3, pad=1)),
+        L("relu2", "ReLU", "conv2", "conv2"),
+        L("pool2", "Pooling", "conv2", **pool("MAX", kernel_size=2, stride=2)),
+        L("fc", "Convolution", "pool2", **conv(8, kernel_size=3)),
+        L("relu_fc", "ReLU", "fc", "fc"),
+        L("score_fr", "Convolution", "fc", **conv(TINY_FCN_CLASSES, kernel_size=1)),
+        L(
+            "upscore2",
+            "Deconvolution",
+            "score_fr",
+            **conv(TINY_FCN_CLASSES, kernel_size=4, stride=2, bias_term=False),
+        ),
+        L("score_pool1", "Convolution", "pool1", **conv(TINY_FCN_CLASSES, kernel_size=1)),
+        L("score_pool1c", "Crop", ["score_pool1", "upscore2"], crop_param={"axis": 2, "offset": 1}),
+        L("fuse_pool1", "Eltwise", ["upscore2", "score_pool1c"], eltwise_param={"operation": "SUM"}),
+        L(
+            "upscore",
+            "Deconvolution",
+            "fuse_pool1",
+            **conv(TINY_FCN_CLASSES, kernel_size=4, stride=2, group=TINY_FCN_CLASSES, bias_term=False),
+        ),
+        L("score", "Crop", ["upscore", "data"], crop_param={"axis": 2, "offset": 98}),
+    ]
+
+
+def make_tiny_fcn(caffe, out_dir: Path) -> dict:
+    layers = tiny_fcn_layers()
+    net = net_message("tiny_fcn", dict(TINY_FCN_RUNS[0]), layers)
+    seed = seed_of("tiny_fcn")
+    rng = np.random.default_rng(seed)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny_fcn.", dir=out_dir.parent))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            proto, model, values = fill_and_save(
+                caffe, oracle_text(net), layers, rng, {}, work, "tiny_fcn.caffemodel"
+            )
+            saved = caffe.Net(str(proto), caffe.TEST, weights=str(model))
+            saved.save_hdf5(str(work / "tiny_fcn.caffemodel.h5"))
+            arrays, run_info = forward_runs(
+                caffe,
+                proto,
+                model,
+                ["data"],
+                TINY_FCN_RUNS,
+                declared_tops(layers),
+                normal_input,
+                rng,
+                keep=lambda blob: blob in TINY_FCN_KEPT,
+            )
+            # The HDF5 weights must make Caffe compute the same outputs.
+            h5_net = caffe.Net(str(proto), caffe.TEST)
+            h5_net.copy_from(str(work / "tiny_fcn.caffemodel.h5"))
+            for index, shapes in enumerate(TINY_FCN_RUNS):
+                h5_net.blobs["data"].reshape(*shapes["data"])
+                h5_net.blobs["data"].data[...] = arrays[f"run{index}/input:data"]
+                h5_net.forward()
+                if not np.array_equal(h5_net.blobs["score"].data, arrays[f"run{index}/output:score"]):
+                    raise AssertionError("Caffe's outputs differ between the .caffemodel and the .h5 weights")
+            shutil.copyfile(model, staging / "tiny_fcn.caffemodel")
+            shutil.copyfile(work / "tiny_fcn.caffemodel.h5", staging / "tiny_fcn.caffemodel.h5")
+        write_prototxt(net, staging / "deploy.prototxt")
+        write_npz(staging / "io.npz", arrays)
+        info = {
+            "case": "tiny_fcn",
+            "description": "a tiny two-pool FCN (conv pad 100, ceil max pools, random 2x deconvolutions, "
+            "pool1 skip cropped by 1 and fused by Eltwise SUM, final crop offset 98 to data)",
+            "layer_types": sorted({layer["type"] for layer in layers}),
+            "inputs": ["data"],
+            "outputs": list(TINY_FCN_KEPT),
+            "params": {name: [list(a.shape) for a in arrays_] for name, arrays_ in values.items()},
+            "runs": run_info,
+            "notes": [
+                "io.npz keeps only the net output 'score' and the coarse scores 'score_fr'",
+                "tiny_fcn.caffemodel.h5 was written by Caffe (Net::ToHDF5); Caffe gives identical "
+                "outputs from it",
+                "relu1, relu2 and relu_fc run in place",
+            ],
+            "seed": seed,
+            "oracle": ORACLE,
+        }
+        write_json(staging / "case.json", info)
+        if read_prototxt(staging / "deploy.prototxt") != net:
+            raise AssertionError("tiny_fcn: deploy.prototxt does not read back as written")
+        check_weights_file(staging / "tiny_fcn.caffemodel", values)
+        check_weights_file(staging / "tiny_fcn.caffemodel.h5", values)
+        replace_dir(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return info
+
+
+# --------------------------------------------------------------------------------------------------
+# Checking committed fixtures without Caffe
+
+
+def check_fixture_dir(directory: Path, prototxt: str, weights: list[str]) -> list[str]:
+    """Problems found in one fixture folder: its files read with ``converters`` and agree with case.json."""
+    problems: list[str] = []
+    try:
+        info = json.loads((directory / "case.json").read_text())
+        net = read_prototxt(directory / prototxt)
+        stored = [read_weights(directory / name) for name in weights]
+        with np.load(directory / "io.npz", allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, CaffeFormatError) as exc:
+        return [f"{directory.name}: {exc}"]
+    named = {layer.get("name") for layer in net.getall("layer")}
+    for weights_read in stored:
+        read_shapes = {k: [tuple(a.shape) for a in v] for k, v in weights_read.items()}
+        want_shapes = {k: [tuple(s) for s in v] for k, v in info["params"].items()}
+        if read_shapes.keys() != want_shapes.keys() or not all(
+            len(read_shapes[k]) == len(want_shapes[k])
+            and all(same_stored_shape(a, b) for a, b in zip(read_shapes[k], want_shapes[k], strict=True))
+            for k in want_shapes
+        ):
+            problems.append(f"{directory.name}: weights shapes differ from case.json")
+        if not set(weights_read) <= named:
+            problems.append(f"{directory.name}: weights name layers the prototxt lacks")
+    for other in stored[1:]:
+        for name, blobs in other.items():
+            if not all(np.array_equal(a, b) for a, b in zip(blobs, stored[0][name], strict=True)):
+                problems.append(f"{directory.name}: weights files disagree on {name}")
+    expected_keys = set()
+    for run in info["runs"]:
+        for kind in ("inputs", "outputs"):
+            for blob, shape in run[kind].items():
+                key = f"{run['prefix']}{kind[:-1]}:{blob}"
+                expected_keys.add(key)
+                if key not in arrays or list(arrays[key].shape) != shape:
+                    problems.append(f"{directory.name}: {key} missing or not shaped {shape}")
+    if set(arrays) != expected_keys:
+        problems.append(
+            f"{directory.name}: io.npz keys {sorted(set(arrays) ^ expected_keys)} not in case.json"
+        )
+    return problems
+
+
+def check_all() -> int:
+    problems: list[str] = []
+    count = 0
+    for directory in sorted(p for p in LAYERS_DIR.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        problems += check_fixture_dir(directory, "net.prototxt", ["weights.caffemodel"])
+        count += 1
+    problems += check_fixture_dir(
+        TINY_FCN_DIR, "deploy.prototxt", ["tiny_fcn.caffemodel", "tiny_fcn.caffemodel.h5"]
+    )
+    for line in problems:
+        print(line, file=sys.stderr)
+    size = sum(p.stat().st_size for p in LAYERS_DIR.rglob("*") if p.is_file())
+    tiny = sum(p.stat().st_size for p in TINY_FCN_DIR.rglob("*") if p.is_file())
+    print(
+        f"checked {count} layer cases ({size / 1e6:.2f} MB) and tiny_fcn ({tiny / 1e3:.0f} KB): "
+        f"{len(problems)} problem(s)"
+    )
+    return 1 if problems else 0
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("cases", nargs="*", help="case names to regenerate (default: all, and tiny_fcn)")
+    parser.add_argument("--list", action="store_true", help="print the case names and exit")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the committed fixtures with converters (no Caffe needed) and exit",
+    )
+    args = parser.parse_args(argv)
+    cases = build_cases()
+    known = {c.name: c for c in cases}
+    if args.list:
+        print("\n".join([*known, "tiny_fcn"]))
+        return 0
+    if args.check:
+        return check_all()
+    unknown = [name for name in args.cases if name not in known and name != "tiny_fcn"]
+    if unknown:
+        print(f"error: unknown case(s) {', '.join(unknown)}; see --list", file=sys.stderr)
+        return 2
+    caffe = load_caffe()
+    selected = args.cases or [*known, "tiny_fcn"]
+    for name in selected:
+        if name == "tiny_fcn":
+            make_tiny_fcn(caffe, TINY_FCN_DIR)
+            print("tiny_fcn")
+            continue
+        info = make_case(caffe, known[name], LAYERS_DIR / name)
+        outs = ", ".join(f"{b}{tuple(s)}" for b, s in info["runs"][0]["outputs"].items())
+        print(f"{name}: {len(info['runs'])} runs; run0 {outs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
