@@ -151,8 +151,12 @@ def evaluate_model(
     workers: int = 0,
     save_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
+    allow_tf32: bool = False,
 ) -> EvaluationResult:
     """Run the net over ``dataset`` and score every label head.
+
+    On CUDA, TensorFloat-32 convolutions and matmuls are switched off for the run (Caffe computes in
+    full float32) unless ``allow_tf32``; the previous settings are restored afterwards.
 
     ``inputs`` maps net input names to dataset modalities (default ``{"data": first modality}``) and
     ``outputs`` maps heads to output blobs (default: see :func:`eval.models.output_blobs`). With
@@ -181,6 +185,8 @@ def evaluate_model(
     bar = _progress(len(dataset), progress, dataset.name)
     batches = iter(loader)
     start = time.perf_counter()
+    tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allow_tf32
     try:
         with torch.inference_mode():
             for batch_number, batch in enumerate(batches):
@@ -220,6 +226,7 @@ def evaluate_model(
                 bar.update(size)
         finished = {name: m.numpy() for name, m in matrices.items()}
     finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
         _stop(batches)
         bar.close()
         writer.close()
@@ -416,8 +423,8 @@ def build_parser(
     parser.add_argument(
         "--workers",
         type=int,
-        default=min(4, os.cpu_count() or 1),
-        help="decoding worker processes (default: min(4, CPUs))",
+        default=min(8, os.cpu_count() or 1),
+        help="decoding worker processes (default: min(8, CPUs))",
     )
     parser.add_argument(
         "--batch-size",
@@ -436,6 +443,11 @@ def build_parser(
         action="append",
         metavar="HEAD=BLOB",
         help="score the label HEAD with the net output BLOB (e.g. semantic=score)",
+    )
+    parser.add_argument(
+        "--allow-tf32",
+        action="store_true",
+        help="let CUDA use TensorFloat-32 (faster; Caffe used full float32)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -506,6 +518,7 @@ def _run(args, *, dataset_key, splits, make_dataset, modalities) -> int:
             workers=args.workers,
             save_dir=args.save_predictions,
             progress=progress,
+            allow_tf32=args.allow_tf32,
         )
         model_label, registry_name = model.description, model.registry_name
     reference_model = args.published or registry_name
