@@ -573,7 +573,9 @@ def synthetic_input(
 
 
 def _fmt_count(n: int | None) -> str:
-    return "?" if n is None else f"{n / 1e6:.1f}M"
+    if n is None:
+        return "?"
+    return f"{n / 1e6:.1f}M" if n >= 100_000 else str(n)
 
 
 def markdown_report(result: Mapping[str, Any]) -> str:
