@@ -109,12 +109,12 @@ def read_net(path: PathLike) -> Message:
 
 
 def blob_shape(blob: Message) -> tuple[int, ...]:
-    """A blob's shape as stored: legacy (num, channels, height, width) when any is set, else ``shape``."""
+    """A blob's shape as Caffe's ``Blob::FromProto`` takes it: legacy (num, channels, height, width)
+    when any is set, else ``shape``; with neither, ``()`` (Caffe's 0-d blob of one value, which is
+    how Caffe writes a scalar parameter such as a channel-shared PReLU slope)."""
     if any(name in blob for name in ("num", "channels", "height", "width")):
         return tuple(int(blob.get(name)) for name in ("num", "channels", "height", "width"))
-    if "shape" in blob:
-        return tuple(int(d) for d in blob.get("shape").get("dim"))
-    return (blob_size(blob),)
+    return tuple(int(d) for d in blob.get("shape").get("dim"))
 
 
 def blob_size(blob: Message) -> int:
@@ -143,11 +143,13 @@ def blob_array(blob: Message, path: PathLike | None = None, where: str = "blob")
 
 
 def array_to_blob(array: np.ndarray) -> Message:
-    """A ``BlobProto`` holding ``array`` (float32) with a ``shape``."""
+    """A ``BlobProto`` holding ``array`` (float32) with a ``shape``, laid out as Caffe's
+    ``Blob::ToProto`` writes it (a 0-d array gets no ``shape`` field at all)."""
     array = np.asarray(array, dtype=np.float32)
-    return Message(
-        "BlobProto", shape=Message("BlobShape", dim=list(array.shape)), data=array.reshape(-1)
-    )
+    blob = Message("BlobProto", data=array.reshape(-1))
+    if array.ndim:
+        blob.set("shape", Message("BlobShape", dim=list(array.shape)))
+    return blob
 
 
 def net_weights(net: Message, path: PathLike | None = None) -> dict[str, list[np.ndarray]]:

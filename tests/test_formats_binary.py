@@ -122,6 +122,21 @@ def test_v2_blobs_packed_unpacked_and_double(tmp_path: Path) -> None:
     assert ip.tolist() == [float(np.float32(0.1)), 2.0, float("-inf")]  # double -> float32 overflows
 
 
+def test_blob_without_any_shape_is_a_0d_scalar_as_in_caffe(tmp_path: Path) -> None:
+    # Caffe writes a 0-d parameter (channel-shared PReLU slope, scalar Scale) with no shape at all
+    path = write(tmp_path, v2_layer("prelu", "PReLU", packed_floats(BLOB_DATA, [0.25])))
+    (slope,) = read_weights(path)["prelu"]
+    assert slope.shape == () and float(slope) == 0.25
+    write_weights({"prelu": [slope]}, tmp_path / "again.caffemodel")
+    again = (tmp_path / "again.caffemodel").read_bytes()
+    expected = ld(LAYER_BLOBS, packed_floats(BLOB_DATA, [0.25]))  # no shape field, as Caffe writes it
+    assert again == ld(NET_LAYER, text(LAYER_NAME, "prelu") + expected)
+    three = v2_layer("x", "Scale", packed_floats(BLOB_DATA, [1, 2, 3]))
+    several = write(tmp_path, three, "several.caffemodel")
+    with pytest.raises(CaffeFormatError, match=r"shape \[\] \(1 values\) but holds 3"):
+        read_weights(several)  # Caffe's FromProto refuses this too (count 1 != 3)
+
+
 def test_double_data_wins_over_data_as_in_caffe(tmp_path: Path) -> None:
     body = packed_floats(BLOB_DATA, [1, 2]) + ld(BLOB_DOUBLE_DATA, struct.pack("<2d", 3.5, 4.5))
     path = write(tmp_path, v2_layer("x", "Scale", blob_with_shape([2], body)))
@@ -140,6 +155,7 @@ def test_interleaved_unpacked_fields_decode_in_linear_time(tmp_path: Path) -> No
         key(BLOB_DATA, FIXED32) + struct.pack("<f", i) + key(BLOB_DIFF, FIXED32) + struct.pack("<f", -i)
         for i in range(n)
     )
+    body = ld(BLOB_SHAPE, ld(SHAPE_DIM, varint(n))) + body
     path = write(tmp_path, ld(NET_LAYER, text(LAYER_NAME, "x") + ld(LAYER_BLOBS, body)))
     start = time.perf_counter()
     net = read_net(path)
