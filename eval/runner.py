@@ -264,9 +264,34 @@ def _check_shapes(out, blobs, labels, heads) -> None:
             )
 
 
+def read_prediction(path: Path, num_classes: int) -> np.ndarray:
+    """A prediction PNG as an HxW uint8 array of class indices: palette or greyscale PNGs hold them
+    directly; an RGB PNG is read through the VOC colour map of ``num_classes`` classes (any other
+    colour is an error)."""
+    with Image.open(path) as image:
+        if image.mode in ("P", "L"):
+            return np.array(image, dtype=np.uint8)
+        if image.mode not in ("RGB", "RGBA"):
+            raise DatasetError(f"{path}: expected a palette, greyscale or RGB PNG, not mode {image.mode}")
+        rgb = np.asarray(image.convert("RGB")).astype(np.int64)
+    codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    colours = palette(num_classes).astype(np.int64)
+    known = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]
+    order = np.argsort(known)
+    position = np.clip(np.searchsorted(known[order], codes), 0, len(known) - 1)
+    found = known[order][position] == codes
+    if not found.all():
+        y, x = np.argwhere(~found)[0]
+        raise DatasetError(
+            f"{path}: colour {tuple(int(v) for v in rgb[y, x])} at ({x}, {y}) is not one of the "
+            f"{num_classes} classes' colours"
+        )
+    return order[position].astype(np.uint8)
+
+
 class PredictionFiles(torch.utils.data.Dataset):
     """A dataset's labels paired with saved prediction PNGs (``DIR/<id>.png``, or ``DIR/<head>/<id>.png``
-    for a dataset with several heads); pixel values are class indices (palette or greyscale PNGs)."""
+    for a dataset with several heads): class indices (palette or greyscale) or VOC colours (RGB)."""
 
     def __init__(self, dataset: SegmentationDataset, directory: str | os.PathLike[str]) -> None:
         self.dataset = dataset
@@ -296,10 +321,7 @@ class PredictionFiles(torch.utils.data.Dataset):
         predictions = {}
         for head in self.dataset.heads:
             path = self.dirs[head.name] / f"{sample['id']}.png"
-            with Image.open(path) as image:
-                if image.mode not in ("P", "L"):
-                    raise DatasetError(f"{path}: expected a palette or greyscale PNG of class indices")
-                label = np.array(image, dtype=np.uint8)
+            label = read_prediction(path, head.num_classes)
             if label.shape != tuple(sample["labels"][head.name].shape):
                 raise DatasetError(
                     f"{path} is {label.shape[::-1]} pixels, the labels are "

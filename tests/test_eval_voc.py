@@ -344,3 +344,45 @@ def test_model_errors_are_one_line(voc_root, tmp_path, capsys) -> None:
     write_weights({"score": [small.weight.detach().numpy(), small.bias.detach().numpy()]}, wrong)
     assert voc.main(["--model", str(prototxt), str(wrong), *base]) == 2
     assert "scores 7 classes, but the semantic labels have 21" in capsys.readouterr().err
+
+
+def test_official_demo_output_scores_against_its_label(fcn_reference, tmp_path) -> None:
+    """The official demo's label (a real VOC palette PNG with 255 borders) and its RGB-coloured output,
+    evaluated through --predictions; the expected confusion is counted here pixel by pixel."""
+    demo = fcn_reference / "demo"
+    voc_dir = tmp_path / "VOC2012"
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc_dir / folder).mkdir(parents=True)
+    (voc_dir / "JPEGImages" / "demo.jpg").write_bytes((demo / "image.jpg").read_bytes())
+    (voc_dir / "SegmentationClass" / "demo.png").write_bytes((demo / "label.png").read_bytes())
+    (voc_dir / "ImageSets" / "Segmentation" / "val.txt").write_text("demo\n")
+    predictions = tmp_path / "pred"
+    predictions.mkdir()
+    (predictions / "demo.png").write_bytes((demo / "output.png").read_bytes())
+
+    label = np.array(Image.open(demo / "label.png"))
+    rgb = np.array(Image.open(demo / "output.png").convert("RGB"))
+    colour_of = {c: tuple(v) for c, v in enumerate(runner.palette(21).tolist())}
+    class_of = {v: c for c, v in colour_of.items()}
+    expected = np.zeros((21, 21), dtype=np.int64)
+    for truth, colour in zip(label.ravel().tolist(), map(tuple, rgb.reshape(-1, 3).tolist()), strict=True):
+        if truth != 255:
+            expected[truth, class_of[colour]] += 1
+    out = tmp_path / "r.json"
+    args = f"--predictions {predictions} --voc-root {tmp_path} --split val2012 --workers 0 --no-progress"
+    assert voc.main([*args.split(), "--json", str(out)]) == 0
+    head = json.loads(out.read_text())["heads"]["semantic"]
+    assert np.array_equal(np.array(head["confusion"]), expected)
+    assert expected.sum() == int((label != 255).sum())
+
+
+def test_rgb_prediction_with_unknown_colour_is_refused(tmp_path) -> None:
+    path = tmp_path / "p.png"
+    image = np.zeros((4, 5, 3), np.uint8)
+    image[2, 3] = (1, 2, 3)
+    Image.fromarray(image).save(path)
+    with pytest.raises(ValueError, match=r"colour \(1, 2, 3\) at \(3, 2\)"):
+        runner.read_prediction(path, 21)
+    image[2, 3] = (128, 0, 0)  # aeroplane
+    Image.fromarray(image).save(path)
+    assert runner.read_prediction(path, 21)[2, 3] == 1
