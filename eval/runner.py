@@ -565,6 +565,10 @@ def _run(args, *, dataset_key, splits, make_dataset, modalities) -> int:
         print(format_table(measured, head.classes, figures, title=title))
         if source:
             print(f"published: {source}")
+        elif reference_model:
+            print(
+                f"published: nothing known for {reference_model} on {dataset_key} {args.split} ({head.name})"
+            )
         if head.exclude:
             print("left out of class averages: " + ", ".join(head.classes[c] for c in head.exclude))
         if figures:
@@ -588,8 +592,9 @@ def _run(args, *, dataset_key, splits, make_dataset, modalities) -> int:
     if args.check:
         if not compared:
             raise DatasetError(
-                f"--check: no published figures for {reference_model or 'this model'} on {dataset_key} "
-                f"{args.split} (name a registry model with --published)"
+                f"--check: no published figures for {reference_model} on {dataset_key} {args.split}"
+                if reference_model
+                else "--check: no published figures to compare with (name a registry model with --published)"
             )
         if failed:
             print(
