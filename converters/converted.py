@@ -61,10 +61,10 @@ def save_converted(module: fx.GraphModule, path: str | os.PathLike[str], fmt: st
 def _read(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
         with open(path, "rb") as handle:
-            head = handle.read(8)
+            head = handle.read(9)
     except OSError as exc:
         raise CaffeFormatError(exc.strerror or str(exc), path) from None
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+    if head[:2] == b"PK":  # torch.save's zip container
         try:
             blob: Any = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
@@ -72,6 +72,8 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[s
         if not isinstance(blob, dict) or "state_dict" not in blob or "metadata" not in blob:
             raise CaffeFormatError("a .pt file without fcn-port's state_dict and metadata", path)
         return blob["state_dict"], blob["metadata"]
+    if head[8:9] != b"{":  # safetensors: an 8-byte header length, then the JSON header
+        raise CaffeFormatError("neither a safetensors file nor a .pt file written by fcn-port", path)
     from safetensors import SafetensorError, safe_open
 
     try:
