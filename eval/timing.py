@@ -555,6 +555,10 @@ def input_names(net: Message, module: torch.nn.Module) -> list[str]:
     return names or ["data"]
 
 
+def _channels(shape: Sequence[int] | None) -> int:
+    return int(shape[1]) if shape is not None and len(shape) == 4 else 3
+
+
 def synthetic_input(
     height: int, width: int, channels: int = 3, batch: int = 1, seed: int = 0
 ) -> torch.Tensor:
@@ -652,7 +656,11 @@ def measure(
         caffemodel = cached_weights(model)
     module = build_net(definition, caffemodel, dev)
     names = input_names(definition, module)
-    inputs = {name: synthetic_input(*size, seed=i).to(dev) for i, name in enumerate(names)}
+    declared = getattr(getattr(module, "caffe", None), "inputs", None) or {}
+    inputs = {
+        name: synthetic_input(*size, channels=_channels(declared.get(name)), seed=i).to(dev)
+        for i, name in enumerate(names)
+    }
     rows = run_variants(module, inputs, variants, runs=runs, warmup=warmup, device=dev)
     static = static_columns(definition, module)
     papers = paper_times(Path(model).resolve().parent.name if Path(model).suffix == ".prototxt" else model)
