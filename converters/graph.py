@@ -195,6 +195,7 @@ def build_graph(
     seed: int = 0,
     device: str | torch.device | None = None,
     initialise: bool = True,
+    outputs: Sequence[str] | None = None,
 ) -> fx.GraphModule:
     """The net as a ``torch.fx.GraphModule`` in eval mode, its parameters from ``weights``.
 
@@ -203,7 +204,8 @@ def build_graph(
     ``None`` or ``strict`` is false, else raise :class:`WeightsMismatchError`. Loss and accuracy
     layers are dropped unless ``with_loss``; data layers' used tops become keyword inputs.
     ``initialise=False`` leaves parameters that have no stored weights uninitialised (for a state
-    dict loaded next).
+    dict loaded next). ``outputs`` names the blobs to return (their final values, as Caffe's
+    ``net.blobs`` holds them) instead of the net's outputs.
     """
     if phase not in ("TEST", "TRAIN"):
         raise ValueError(f"phase must be 'TEST' or 'TRAIN', not {phase!r}")
@@ -289,8 +291,11 @@ def build_graph(
                 if converted.keeps_shape:
                     result = meta_args[0]
                 elif converted.output_shape is not None:
-                    result = torch.empty(
-                        converted.output_shape([tuple(t.shape) for t in meta_args]), device="meta"
+                    shape = converted.output_shape([tuple(t.shape) for t in meta_args])
+                    result = (
+                        tuple(torch.empty(s, device="meta") for s in shape)
+                        if isinstance(shape, list)
+                        else torch.empty(shape, device="meta")
                     )
                 else:
                     result = call(*meta_args)
@@ -322,7 +327,13 @@ def build_graph(
                 available.remove(top)
             available.append(top)
 
-    outputs = [blob for blob in available if blob not in shapes]
+    if outputs is not None:
+        unknown_blobs = [blob for blob in outputs if blob not in nodes]
+        if unknown_blobs:
+            raise ValueError(f"the net has no blob {', '.join(map(repr, unknown_blobs))}")
+        outputs = list(outputs)
+    else:
+        outputs = [blob for blob in available if blob not in shapes]
     if not outputs:
         raise ValueError("the net computes nothing: no layer produces an output blob")
     graph.output({blob: nodes[blob] for blob in outputs})

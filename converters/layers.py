@@ -89,8 +89,9 @@ class Converted:
     role: str = "op"
     keeps_shape: bool = False
     """The single output has its (first) bottom's shape: no shape inference run needed."""
-    output_shape: Callable[[list[Shape]], Shape] | None = None
-    """The output shape from the bottoms' shapes, where running the op on meta tensors is slow."""
+    output_shape: Callable[[list[Shape]], Shape | list[Shape]] | None = None
+    """The output shape (a list of them for several outputs) from the bottoms' shapes, where
+    running the op on meta tensors is slow or impossible."""
 
 
 Converter = Callable[[LayerContext], Converted]
@@ -663,12 +664,13 @@ def softmax_with_loss(ctx: LayerContext) -> Converted:
 def accuracy(ctx: LayerContext) -> Converted:
     p = ctx.param("accuracy_param")
     ignore = int(p.get("ignore_label")) if "ignore_label" in p else None
-    return Converted(
-        function=ops.accuracy,
-        kwargs={"axis": int(p.get("axis")), "top_k": int(p.get("top_k")), "ignore_label": ignore},
-        role="loss",
-        output_shape=lambda shapes: (),
-    )
+    axis = int(p.get("axis"))
+    per_class = len(ctx.tops) > 1
+    kwargs = {"axis": axis, "top_k": int(p.get("top_k")), "ignore_label": ignore, "per_class": per_class}
+    if per_class:
+        classes = lambda shapes: [(), (shapes[0][_axis(axis, len(shapes[0]))],)]  # noqa: E731
+        return Converted(function=ops.accuracy, kwargs=kwargs, role="loss", outputs=2, output_shape=classes)
+    return Converted(function=ops.accuracy, kwargs=kwargs, role="loss", output_shape=lambda shapes: ())
 
 
 # ----------------------------------------------------------------------------------------------

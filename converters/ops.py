@@ -297,17 +297,28 @@ def softmax_with_loss(
     return total / torch.clamp(normalizer.to(score.dtype), min=1.0)
 
 
-def accuracy(score: Tensor, label: Tensor, axis: int, top_k: int, ignore_label: int | None) -> Tensor:
-    """Caffe's Accuracy: the share of non-ignored positions whose label ranks in the top ``top_k``."""
+def accuracy(
+    score: Tensor, label: Tensor, axis: int, top_k: int, ignore_label: int | None, per_class: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Caffe's Accuracy: the share of non-ignored positions whose label is among the ``top_k``
+    scores (ties ranked by class index, higher first; NaN when every label is ignored), and with
+    ``per_class`` also each class's accuracy (0 for classes that do not occur)."""
     axis = axis + score.dim() if axis < 0 else axis
-    moved = score.movedim(axis, -1).reshape(-1, score.shape[axis])
+    classes = score.shape[axis]
+    moved = score.movedim(axis, -1).reshape(-1, classes)
     target = label.reshape(-1).long()
     valid = torch.ones_like(target, dtype=torch.bool) if ignore_label is None else target != ignore_label
     safe = torch.where(valid, target, torch.zeros_like(target))
     true_score = moved.gather(1, safe.unsqueeze(1))
-    better = (moved >= true_score).sum(dim=1) - 1  # Caffe counts ties as better
-    correct = ((better < top_k) & valid).sum().to(score.dtype)
-    return correct / torch.clamp(valid.sum().to(score.dtype), min=1.0)
+    index = torch.arange(classes, device=score.device).unsqueeze(0)
+    ahead = (moved > true_score) | ((moved == true_score) & (index > safe.unsqueeze(1)))
+    correct = (ahead.sum(dim=1) < top_k) & valid
+    overall = correct.sum().to(score.dtype) / valid.sum().to(score.dtype)
+    if not per_class:
+        return overall
+    seen = torch.bincount(safe[valid], minlength=classes).to(score.dtype)
+    hits = torch.bincount(safe[correct], minlength=classes).to(score.dtype)
+    return overall, torch.where(seen > 0, hits / seen.clamp(min=1), torch.zeros_like(seen))
 
 
 def concat(*xs: Tensor, dim: int) -> Tensor:

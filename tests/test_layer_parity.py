@@ -1,0 +1,99 @@
+"""Every layer case made by real Caffe (tests/fixtures/layers, tools/make_layer_fixtures.py):
+our graph must give Caffe's value for every blob Caffe recorded, for every run (odd sizes, 1x1,
+batch 2, in-place chains, losses)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from converters import load_caffe
+from tests.conftest import FIXTURES, REPO
+
+CASES = sorted(p.parent.name for p in (FIXTURES / "layers").glob("*/case.json"))
+
+
+def _case(name: str) -> tuple[dict, Path]:
+    folder = FIXTURES / "layers" / name
+    return json.loads((folder / "case.json").read_text()), folder
+
+
+def test_the_fixtures_are_present() -> None:
+    assert len(CASES) >= 30, "tests/fixtures/layers is missing: regenerate with tools/make_layer_fixtures.py"
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_layer_case_matches_caffe(name: str) -> None:
+    case, folder = _case(name)
+    npz = np.load(folder / "io.npz")
+    losses = any(kind.endswith("Loss") or kind == "Accuracy" for kind in case["layer_types"])
+    for run in case["runs"]:
+        prefix = run["prefix"]
+        shapes = {blob: tuple(shape) for blob, shape in run["inputs"].items()}
+        net = load_caffe(
+            folder / "net.prototxt",
+            folder / "weights.caffemodel",
+            with_loss=losses,
+            input_shapes=shapes,
+            outputs=list(run["outputs"]),
+        )
+        inputs = {blob: torch.from_numpy(npz[f"{prefix}input:{blob}"]) for blob in run["inputs"]}
+        with torch.no_grad():
+            got = net(**inputs)
+        for blob in run["outputs"]:
+            want = npz[f"{prefix}output:{blob}"]
+            value = got[blob].numpy()
+            assert value.shape == want.shape, (
+                f"{name} {prefix}{blob}: shape {value.shape} vs Caffe {want.shape}"
+            )
+            if want.size and np.isnan(want).all():
+                assert np.isnan(value).all(), f"{name} {prefix}{blob}: Caffe gives NaN"
+                continue
+            scale = max(float(np.abs(want).max()), 1e-6) if want.size else 1.0
+            error = float(np.abs(value - want).max()) if want.size else 0.0
+            assert error <= 1e-4 * scale, f"{name} {prefix}{blob}: max error {error:g} (scale {scale:g})"
+
+
+def test_tiny_fcn_from_caffemodel_and_from_hdf5_match_caffe() -> None:
+    folder = FIXTURES / "tiny_fcn"
+    case = json.loads((folder / "case.json").read_text())
+    npz = np.load(folder / "io.npz")
+    for weights in ("tiny_fcn.caffemodel", "tiny_fcn.caffemodel.h5"):
+        net = load_caffe(folder / "deploy.prototxt", folder / weights, outputs=["score", "score_fr"])
+        for run in case["runs"]:
+            prefix = run["prefix"]
+            inputs = {blob: torch.from_numpy(npz[f"{prefix}input:{blob}"]) for blob in run["inputs"]}
+            with torch.no_grad():
+                got = net(**inputs)
+            for blob in ("score", "score_fr"):
+                want = npz[f"{prefix}output:{blob}"]
+                assert got[blob].shape == want.shape
+                assert float(np.abs(got[blob].numpy() - want).max()) <= 1e-4 * float(np.abs(want).max())
+
+
+def test_fixture_files_read_back_as_their_generator_wrote_them() -> None:
+    """The fixture script's own consistency check (runs without Caffe)."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "make_layer_fixtures.py"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_nan_accuracy_when_every_label_is_ignored_as_in_caffe() -> None:
+    case, folder = _case("softmax_loss")
+    nan_runs = [
+        run
+        for run in case["runs"]
+        if math.isnan(float(np.load(folder / "io.npz")[f"{run['prefix']}output:accuracy"]))
+    ]
+    assert nan_runs, "the fixture should hold Caffe's all-ignored run"
