@@ -157,7 +157,6 @@ def test_named_module_matches_caffe(folder: str) -> None:
         assert_matches_caffe(got[blob], arrays(folder)[f"output:{blob}:{run}"], f"named {folder} {blob}")
 
 
-@pytest.mark.slow
 def test_full_width_voc_fcn8s_matches_caffe() -> None:
     info = case(FULL)
     regenerated = regenerate_weights(FULL)

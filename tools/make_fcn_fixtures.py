@@ -26,6 +26,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -318,12 +319,20 @@ def make_fixture(caffe: Any, seeded: Any, fixture: Fixture, out_dir: Path) -> di
                 *fixture.notes,
             ],
         }
-        (staging / "case.json").write_text(json.dumps(info, indent=1) + "\n")
+        (staging / "case.json").write_text(to_json(info))
         swap_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return info
+
+
+def to_json(value: Any) -> str:
+    """Indented JSON with lists of numbers (shapes, strides) kept on one line."""
+    text = json.dumps(value, indent=1)
+    return (
+        re.sub(r"\[[-0-9.e,\s]*\]", lambda m: re.sub(r"\s+", "", m.group(0)).replace(",", ", "), text) + "\n"
+    )
 
 
 def swap_into_place(staging: Path, target: Path) -> None:
