@@ -71,7 +71,7 @@ def _registry_source(name: str, cache_dir: str | None) -> tuple[Message, Any, st
 
     record = weights.get(name)
     if not record.url:
-        raise ValueError(f"{name} has no released weights ({record.notes or 'nothing to convert'})")
+        raise ValueError(f"{name}: {record.notes or 'no released weights'}")
     path = weights.fetch(name, cache_dir=cache_dir)
     return net_definition(record.net, "deploy"), path, name, record
 
