@@ -1,0 +1,38 @@
+"""The official train/val/test prototxts (Python data layers, losses) load directly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from converters import build_graph, read_prototxt
+from converters.fcn_nets import MODELS, SPLITS, net_definition
+from tests.conftest import need_shared
+
+INFERENCE_SPLITS = [(m, s) for m in MODELS for s in SPLITS[m] if s in ("val", "test")]
+EXPECTED_INPUTS = {"nyud-fcn32s-color-hha": ["color", "hha"], "nyud-fcn32s-color-d": ["color", "depth"]}
+EXPECTED_OUTPUTS = {m: ["score_sem", "score_geo"] for m in MODELS if m.startswith("siftflow")}
+
+
+@pytest.mark.parametrize(("model", "split"), INFERENCE_SPLITS)
+def test_official_inference_prototxt_becomes_a_graph(model: str, split: str) -> None:
+    net = read_prototxt(need_shared("fcn-reference", model, f"{split}.prototxt"))
+    graph = build_graph(net, initialise=False)
+    assert list(graph.caffe.inputs) == EXPECTED_INPUTS.get(model, ["data"])  # labels only feed losses
+    assert graph.caffe.outputs == EXPECTED_OUTPUTS.get(model, ["score"])
+    assert not any(kind.endswith("Loss") for _, kind in graph.caffe.layers)
+    train = build_graph(net, initialise=False, phase="TRAIN", with_loss=True)
+    assert any(kind == "SoftmaxWithLoss" for _, kind in train.caffe.layers)
+
+
+def test_official_val_prototxt_runs_with_the_weights_of_our_definition(fcn_reference) -> None:
+    """voc-fcn8s val.prototxt, fed the weights our generated definition holds, gives its outputs."""
+    ours = build_graph(net_definition("voc-fcn8s", "deploy"), seed=5)
+    state = ours.state_dict()
+    weights = {
+        layer: [state[key].numpy() for key in keys] for layer, keys in ours.caffe.parameter_blobs.items()
+    }
+    official = build_graph(read_prototxt(fcn_reference / "voc-fcn8s" / "val.prototxt"), weights)
+    x = torch.randn(1, 3, 23, 31, generator=torch.Generator().manual_seed(0)) * 50
+    with torch.no_grad():
+        torch.testing.assert_close(official(data=x)["score"], ours(data=x)["score"], rtol=0, atol=0)
