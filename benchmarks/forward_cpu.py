@@ -40,7 +40,7 @@ if str(REPO) not in sys.path:
 from converters import fcn_nets, load_caffe, write_prototxt, write_weights  # noqa: E402
 from eval.timing import parse_size, synthetic_input  # noqa: E402
 
-VARIANTS = ("fp32", "channels_last", "compile")
+VARIANTS = ("fp32", "channels_last", "compile", "compile_frozen")
 
 
 def export_weights(module: torch.nn.Module) -> dict[str, list[np.ndarray]]:
@@ -59,9 +59,14 @@ def ours(prototxt: Path, caffemodel: Path, variant: str) -> Callable[[torch.Tens
         net = copy.deepcopy(net).to(memory_format=torch.channels_last)
     elif variant == "compile":
         net = torch.compile(net)
+    elif variant == "compile_frozen":  # inductor with weights frozen as constants: oneDNN prepacked
+        import torch._inductor.config as inductor_config  # convolutions with fused ReLU
+
+        inductor_config.freezing = True
+        net = torch.compile(copy.deepcopy(net).to(memory_format=torch.channels_last))
 
     def run(x: torch.Tensor) -> np.ndarray:
-        if variant == "channels_last":
+        if variant in ("channels_last", "compile_frozen"):
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             return net(data=x)["score"].contiguous().numpy()
