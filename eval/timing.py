@@ -5,7 +5,8 @@ fan-in-scaled weights unless ``--weights`` names a caffemodel: the time does not
 values), runs ``--warmup`` passes, then times ``--runs`` passes (at least 20, the paper's count),
 synchronising the device around each, and prints the median, the spread and the paper's Tesla K40c
 figure with the speed-up. ``--channels-last``, ``--tf32``, ``--autocast bf16|fp16`` and
-``--compile`` each add a row, reported with its argmax agreement against plain fp32.
+``--compile`` (``--freeze``: with inductor weight freezing) each add a row, reported with its argmax
+agreement against plain fp32.
 
 Static columns of Table 1, computed from the net definition (see :func:`static_columns`):
 
@@ -267,6 +268,7 @@ class Variant:
     tf32: bool = False
     autocast: str | None = None  # "bf16" | "fp16"
     compile: bool = False
+    freeze: bool = False  # with compile: inductor freezes the weights (prepacked, fused convolutions)
 
     @property
     def label(self) -> str:
@@ -274,7 +276,7 @@ class Variant:
             "channels_last" if self.channels_last else "",
             "tf32" if self.tf32 else "",
             f"autocast {self.autocast}" if self.autocast else "",
-            "compile" if self.compile else "",
+            ("compile (frozen)" if self.freeze else "compile") if self.compile else "",
         ]
         return " + ".join(p for p in parts if p) or "fp32"
 
@@ -406,7 +408,7 @@ def time_variant(
             k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in feed.items()
         }
     if variant.compile:
-        model = torch.compile(model)
+        model = torch.compile(model)  # compiled lazily, at the first (untimed) pass below
     autocast = (
         torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[variant.autocast])
         if variant.autocast
@@ -418,7 +420,12 @@ def time_variant(
             return _as_outputs(model(**feed))
 
     times: list[float] = []
-    with torch.inference_mode(), _fp32_precision(device, variant.tf32):
+    freezing = contextlib.nullcontext()
+    if variant.compile and variant.freeze:
+        import torch._inductor.config as inductor_config
+
+        freezing = inductor_config.patch(freezing=True)
+    with torch.inference_mode(), _fp32_precision(device, variant.tf32), freezing:
         synchronize(device)
         start = clock()
         outputs = forward()
@@ -461,7 +468,7 @@ def run_variants(
 
 
 def requested_variants(
-    channels_last: bool, tf32: bool, autocast: str | None, compile_: bool
+    channels_last: bool, tf32: bool, autocast: str | None, compile_: bool, freeze: bool = False
 ) -> list[Variant]:
     """One variant per requested option, plus their combination when more than one is asked for."""
     singles = []
@@ -472,9 +479,9 @@ def requested_variants(
     if autocast:
         singles.append(Variant(autocast=autocast))
     if compile_:
-        singles.append(Variant(compile=True))
+        singles.append(Variant(compile=True, freeze=freeze))
     if len(singles) > 1:
-        singles.append(Variant(channels_last=channels_last, tf32=tf32, autocast=autocast, compile=compile_))
+        singles.append(Variant(channels_last, tf32, autocast, compile_, freeze and compile_))
     return singles
 
 
@@ -700,6 +707,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tf32", action="store_true", help="also time TF32 convolutions/matmuls (CUDA)")
     parser.add_argument("--autocast", choices=sorted(_AUTOCAST_DTYPES), help="also time under autocast")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument(
+        "--freeze", action="store_true",
+        help="with --compile: freeze the weights into the compiled graph (inductor freezing; faster on CPU)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     parser.add_argument(
         "--json", nargs="?", const="-", default=None, metavar="PATH",
@@ -721,7 +732,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.device(device)
         except RuntimeError:
             raise TimingError(f"unknown device {device!r}") from None
-        variants = requested_variants(args.channels_last, args.tf32, args.autocast, args.compile)
+        if args.freeze and not args.compile:
+            raise TimingError("--freeze applies to --compile")
+        variants = requested_variants(args.channels_last, args.tf32, args.autocast, args.compile, args.freeze)
         if args.tf32 and torch.device(device).type != "cuda":
             raise TimingError("--tf32 applies to CUDA devices only")
         result = measure(

@@ -276,3 +276,13 @@ def test_cli_times_a_prototxt_end_to_end(tmp_path) -> None:
     assert data["static"]["conv_layers"] == 3 and data["static"]["receptive_field"] == 8
     assert data["static"]["all_parameters"] == definition_parameter_count(parse_text(TINY_NET))
     assert "| fp32 |" in result.stdout
+
+
+def test_variant_labels_and_freeze_option(capsys) -> None:
+    variants = requested_variants(channels_last=False, tf32=False, autocast=None, compile_=True, freeze=True)
+    assert [v.label for v in variants] == ["compile (frozen)"]
+    both = requested_variants(channels_last=True, tf32=False, autocast="fp16", compile_=True)
+    assert [v.label for v in both][-1] == "channels_last + autocast fp16 + compile"
+    assert requested_variants(False, False, None, False) == []
+    assert timing.main(["--freeze"]) == 2
+    assert "--freeze applies to --compile" in capsys.readouterr().err
