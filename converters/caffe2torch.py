@@ -76,6 +76,13 @@ def _registry_source(name: str, cache_dir: str | None) -> tuple[Message, Any, st
     return net_definition(record.net, "deploy"), path, name, record
 
 
+def _record_for_file(filename: str) -> Any:
+    """The registry record of an official caffemodel file name, if it is one (for its preprocessing)."""
+    from weights.registry import find_by_filename
+
+    return find_by_filename(filename)
+
+
 def _self_check(module: torch.nn.Module, output: str, device: str) -> str:
     info = module.caffe
     inputs = {}
@@ -119,8 +126,10 @@ def report(module: torch.nn.Module, record: Any = None) -> list[str]:
             fields = ", ".join(f"{k}={v if len(v) > 1 else v[0]}" for k, v in transform.fields())
             lines.append(f"    preprocessing (transform_param): {fields}")
     if record is not None:
+        lines.append(f"preprocessing ({record.name}):")
         for spec in record.inputs:
-            lines.append(f"    {spec.blob}: {spec.modality}, {spec.preprocessing}")
+            mean = f", mean {spec.channel_order} {spec.mean}" if spec.mean else ""
+            lines.append(f"  {spec.blob}: {spec.modality}{mean}; {spec.preprocessing}")
     lines.append(f"outputs: {', '.join(f'{b} {list(info.blob_shapes[b])}' for b in info.outputs)}")
     if info.unused_weights:
         lines.append(f"weights not used (not in the net): {', '.join(info.unused_weights)}")
@@ -138,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.caffemodel is None:
                 raise ValueError("a prototxt needs its CAFFEMODEL (or give a registry model name)")
             net, weights_path, stem = read_prototxt(args.source), args.caffemodel, Path(args.caffemodel).name
+            record = _record_for_file(stem)
             stem = stem.removesuffix(".h5").removesuffix(".caffemodel")
         weights_dict = read_weights(weights_path)
         module = build_graph(net, weights_dict, input_shapes=dict(args.input_shape))
@@ -147,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         for line in report(module, record):
             print(line)
         size = os.path.getsize(output)
-        print(f"wrote {output} ({fmt}, {size / 2**20:.1f} MiB) in {elapsed:.1f} s")
+        amount = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 1024:.0f} KiB"
+        print(f"wrote {output} ({fmt}, {amount}) in {elapsed:.1f} s")
         if not args.no_check:
             result = _self_check(module, output, args.device)
             print(f"self-check: {result}")
