@@ -8,7 +8,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 STAMP="$VENV/.fcn-port-installed"
-WANT="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+# Reinstall when the project's metadata or its set of top-level packages changes (the editable
+# install maps package names when it is made).
+WANT="$( (cat "$ROOT/pyproject.toml"; cd "$ROOT" && ls -d -- */__init__.py) | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "installing fcn-port and its dependencies into $VENV" >&2
   "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
