@@ -106,21 +106,11 @@ def _ints(param: Message, name: str) -> list[int]:
 _UPSAMPLING = {"Deconvolution"}
 
 
-def _in_test_phase(rule: Message) -> bool:
-    return "phase" not in rule or str(rule.get("phase")) == "TEST"
-
-
 def _test_phase_layers(net: Message) -> list[Message]:
-    """The layers Caffe keeps in the TEST phase (include/exclude rules, judged by phase only)."""
-    kept = []
-    for layer in net.get("layer"):
-        includes = layer.get("include")
-        if includes and not any(_in_test_phase(r) for r in includes):
-            continue
-        if any(_in_test_phase(r) for r in layer.get("exclude")):
-            continue
-        kept.append(layer)
-    return kept
+    """The layers Caffe instantiates in the TEST phase (``converters.graph.filter_layers``)."""
+    from converters.graph import filter_layers
+
+    return filter_layers(net, "TEST")
 
 
 def coarse_score_blob(net: Message) -> str:
@@ -128,7 +118,7 @@ def coarse_score_blob(net: Message) -> str:
 
     Without upsampling layers, the top of the last layer. Raises ``TimingError`` for an empty net.
     """
-    layers = _test_phase_layers(upgrade_net(net))
+    layers = _test_phase_layers(net)
     for layer in layers:
         if layer_type(layer) in _UPSAMPLING:
             return str(layer.get("bottom")[0])
@@ -157,7 +147,7 @@ class StaticColumns:
 def conv_depth(net: Message, target: str) -> int:
     """Convolution layers on the longest path from the net's inputs to blob ``target``."""
     depth: dict[str, int] = {}
-    for layer in _test_phase_layers(upgrade_net(net)):
+    for layer in _test_phase_layers(net):
         known = [depth[str(b)] for b in layer.get("bottom") if str(b) in depth]
         d = max(known, default=0) + (1 if layer_type(layer) == "Convolution" else 0)
         for top in layer.get("top"):
@@ -178,7 +168,7 @@ def definition_parameter_counts(net: Message, input_channels: int = 3) -> dict[s
     """
     channels: dict[str, int] = {}
     counts: dict[str, tuple[str, int]] = {}
-    for layer in _test_phase_layers(upgrade_net(net)):
+    for layer in _test_phase_layers(net):
         kind = layer_type(layer)
         bottoms = [str(b) for b in layer.get("bottom")]
         tops = [str(t) for t in layer.get("top")]

@@ -278,6 +278,12 @@ def test_cli_times_a_prototxt_end_to_end(tmp_path) -> None:
     assert "| fp32 |" in result.stdout
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_cuda_without_a_gpu_is_one_line_error(capsys) -> None:
+    assert timing.main(["--device", "cuda", "--model", "voc-fcn8s"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
 def test_variant_labels_and_freeze_option(capsys) -> None:
     variants = requested_variants(channels_last=False, tf32=False, autocast=None, compile_=True, freeze=True)
     assert [v.label for v in variants] == ["compile (frozen)"]
