@@ -1,1 +1,6 @@
-"""Reproduce the FCN papers' demo and tables: ``python -m reproduce.demo | table1 | table2 | table3``."""
+"""Reproduce the FCN papers' demo and tables.
+
+``python -m reproduce.demo`` (the official demo image with voc-fcn8s), ``reproduce.table1`` (backbones),
+``table2`` (skip architectures), ``table3`` (test sets, inference time), ``nyud`` (Table 4), ``siftflow``
+(Table 5), ``context`` (PASCAL-Context): paper beside measured, in Markdown, with ``missing:`` lines.
+"""
