@@ -19,18 +19,20 @@ of the project's environment; e.g. a separate venv that also sees the project's 
 Not run in CI: ``python benchmarks/forward_cpu.py [--runs 5] [--size 500x500] [--variants ...]``.
 
 Measured on the project's 2-core machine (2026-11-25, torch 2.13 CPU, OpenCV 4.14, 500x500, 5
-interleaved runs; the machine was shared with other jobs at load 2-4, so absolute times are about
-twice an idle machine's, where Caffe took 2.7 s and OpenCV dnn 2.2 s; the ordering held in every run):
+interleaved runs). The machine was shared with other jobs; the least loaded run (load 1-2) gave the
+table below, and three runs at load 2-5 gave the same ordering with times 1.3-2x longer. On an idle
+machine of this kind Caffe took 2.7 s and OpenCV dnn 2.2 s.
 
 | implementation | median s | min s | max abs diff vs ours fp32 |
 |---|---|---|---|
-| ours, fp32 (eager, NCHW) | 7.27 | 3.63 | 0 |
-| ours, channels_last | 6.87 | 5.11 | 2.6e-4 |
-| ours, compile_frozen (inductor freezing, channels_last) | 5.17 | 2.91 | 2.6e-4 |
-| OpenCV dnn | 5.21 | 3.10 | 4.4e-4 |
+| ours, fp32 (eager, NCHW) | 4.49 | 4.01 | 0 |
+| ours, channels_last | 3.80 | 3.75 | 2.6e-4 |
+| ours, compile_frozen (inductor freezing, channels_last) | 3.28 | 3.17 | 2.6e-4 |
+| OpenCV dnn | 3.74 | 3.55 | 4.4e-4 |
 
-Argmax agreement with ours fp32 was 100% for all (|score| up to 96). Only the frozen compiled graph
-reaches OpenCV's speed (1-7% faster); the eager graph is 1.2-1.4x slower than OpenCV.
+Argmax agreement with ours fp32 was 100% for all (|score| up to 96). The frozen compiled graph was
+the fastest in every run (0.8-12% faster than OpenCV by median); the eager graph is 1.2-1.4x slower
+than OpenCV, channels_last about as fast as OpenCV.
 """
 
 from __future__ import annotations
