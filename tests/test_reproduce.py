@@ -306,3 +306,33 @@ def test_nyud_and_context_tables_name_unreleased_and_missing(hermetic, capsys) -
     out = capsys.readouterr().out
     assert _table_row(out, "FCN-8s", "paper")[2:6] == ["65.9", "46.5", "35.1", "51.0"]  # arXiv v2 appendix
     assert "--voc-root $FCN_PORT_VOC2010 --context-root $FCN_PORT_CONTEXT" in out
+
+
+def test_run_option_makes_missing_results(hermetic, tmp_path, monkeypatch, capsys) -> None:
+    from reproduce import table2, table3, tables
+
+    calls = []
+
+    def fake_timing(model, device, output):
+        calls.append(("timing", model, device, output))
+        _timing_json(output, 350.0)
+
+    def fake_eval(model, dataset, roots, output):
+        calls.append(("eval", model, dataset.split, roots, output))
+        _eval_json(output, 91.0, 77.0, 65.0, 84.0)
+
+    monkeypatch.setattr(tables, "run_timing", fake_timing)
+    monkeypatch.setattr(tables, "run_eval", fake_eval)
+    assert table3.main(["--results", str(hermetic), "--run"]) == 0
+    assert calls[0][:2] == ("timing", "voc-fcn8s") and calls[0][3].parent == hermetic
+    assert "350 ms" in capsys.readouterr().out
+    # Evaluation runs only with the weights cached and the data folder named.
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "fcn8s-heavy-pascal.caffemodel").write_bytes(b"stand-in")
+    monkeypatch.setenv("FCN_PORT_VOC2011", str(tmp_path / "voc"))
+    assert table2.main(["--results", str(hermetic), "--run"]) == 0
+    evals = [c for c in calls if c[0] == "eval"]
+    assert [c[1] for c in evals] == ["voc-fcn8s"]
+    assert evals[0][2:4] == ("seg11valid", [("--voc-root", str(tmp_path / "voc"))])
+    assert _table_row(capsys.readouterr().out, "FCN-8s", "measured (voc-fcn8s)")[4] == "65.00"
