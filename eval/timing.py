@@ -1,10 +1,10 @@
 """Forward-pass timing of the FCN nets, as the paper timed them, and Table 1's static columns.
 
-``python -m eval.timing --model voc-fcn8s --size 500x500 --device cuda`` builds the net (random
-fan-in-scaled weights unless ``--weights`` names a caffemodel: the time does not depend on the
-values), runs ``--warmup`` passes, then times ``--runs`` passes (at least 20, the paper's count),
-synchronising the device around each, and prints the median, the spread and the paper's Tesla K40c
-figure with the speed-up. ``--channels-last``, ``--tf32``, ``--autocast bf16|fp16`` and
+``python -m eval.timing --model voc-fcn8s --size 500x500 --device cuda`` builds the net (with
+``--weights``, else the cached released weights, else random fan-in-scaled ones: the time does not
+depend on the values), runs ``--warmup`` passes, then times ``--runs`` passes (at least 20, the
+paper's count), synchronising the device around each, and prints the median, the spread and the
+paper's Tesla K40c figure with the speed-up. ``--channels-last``, ``--tf32``, ``--autocast bf16|fp16`` and
 ``--compile`` (``--freeze``: with inductor weight freezing) each add a row, reported with its argmax
 agreement against plain fp32.
 
