@@ -36,6 +36,7 @@ _TORCH_NAMES = {
     "Converted": "layers",
     "LayerContext": "layers",
     "UnsupportedLayerError": "layers",
+    "optimize_for_cpu": "speed",
 }
 
 

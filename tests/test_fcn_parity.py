@@ -22,6 +22,7 @@ import torch
 from converters import format_message, load_caffe, read_prototxt
 from converters.fcn import create
 from converters.fcn_nets import MODELS, net_definition
+from converters.speed import nnpack_available, optimize_for_cpu
 
 ROOT = Path(__file__).resolve().parent / "fixtures" / "fcn"
 FULL = "voc-fcn8s-full"
@@ -167,3 +168,11 @@ def test_full_width_voc_fcn8s_matches_caffe() -> None:
         with torch.no_grad():
             got = net(**run_inputs(FULL, run))
         assert_matches_caffe(got["score"], arrays(FULL)[f"output:score:{run}"], f"{FULL} run {run}")
+    if nnpack_available():  # the CPU-optimised graph (Winograd/FFT convolutions) too
+        optimize_for_cpu(net)
+        for run in range(len(info["runs"])):
+            with torch.no_grad():
+                got = net(**run_inputs(FULL, run))
+            assert_matches_caffe(
+                got["score"], arrays(FULL)[f"output:score:{run}"], f"{FULL} run {run} optimised"
+            )

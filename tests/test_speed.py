@@ -1,0 +1,43 @@
+"""The CPU-optimised graph (NNPACK convolutions, in-place ReLU) still gives Caffe's numbers
+(full-width voc-fcn8s: in tests/test_fcn_parity.py, to regenerate its weights once)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from converters import build_graph, load_caffe
+from converters.fcn_nets import net_definition
+from converters.speed import NNPACKConv2d, nnpack_available, optimize_for_cpu
+from tests.test_fcn_parity import ROOT, SMALL, arrays, assert_matches_caffe, case, run_inputs, weights
+
+needs_nnpack = pytest.mark.skipif(not nnpack_available(), reason="this PyTorch build or CPU has no NNPACK")
+
+
+@needs_nnpack
+@pytest.mark.parametrize(
+    "folder", [f for f in SMALL if f in ("voc-fcn8s", "voc-fcn-alexnet", "siftflow-fcn16s")]
+)
+def test_optimised_graph_matches_caffe(folder: str) -> None:
+    net = optimize_for_cpu(load_caffe(ROOT / folder / "deploy.prototxt", weights(folder)))
+    assert any(isinstance(m, NNPACKConv2d) for m in net.children())
+    for run in range(len(case(folder)["runs"])):
+        with torch.no_grad():
+            got = net(**run_inputs(folder, run))
+        for blob, value in got.items():
+            assert_matches_caffe(value, arrays(folder)[f"output:{blob}:{run}"], f"{folder} run {run} {blob}")
+
+
+def test_state_dict_and_gradients_are_unchanged() -> None:
+    net = build_graph(net_definition("voc-fcn16s", "deploy", width=0.0625), seed=2)
+    fast = optimize_for_cpu(copy.deepcopy(net))
+    assert list(fast.state_dict()) == list(net.state_dict())
+    x = torch.randn(2, 3, 19, 27, generator=torch.Generator().manual_seed(3)) * 50
+    with torch.no_grad():
+        torch.testing.assert_close(fast(data=x)["score"], net(data=x)["score"], rtol=1e-4, atol=1e-4)
+    fast(data=x)["score"].sum().backward()  # falls back to PyTorch's kernel under autograd
+    net(data=x)["score"].sum().backward()
+    torch.testing.assert_close(fast.conv1_1.weight.grad, net.conv1_1.weight.grad, rtol=1e-4, atol=1e-4)
+    assert "torch.relu_" in fast.code and "torch.relu_" not in net.code
