@@ -53,10 +53,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from converters import fcn_nets, load_caffe, write_prototxt, write_weights  # noqa: E402
+from converters import fcn_nets, load_caffe, optimize_for_cpu, write_prototxt, write_weights  # noqa: E402
 from eval.timing import parse_size, synthetic_input  # noqa: E402
 
-VARIANTS = ("fp32", "channels_last", "compile", "compile_frozen")
+VARIANTS = ("fp32", "cpu_fast", "channels_last", "compile", "compile_frozen")
 
 
 def export_weights(module: torch.nn.Module) -> dict[str, list[np.ndarray]]:
@@ -71,7 +71,9 @@ def export_weights(module: torch.nn.Module) -> dict[str, list[np.ndarray]]:
 def ours(prototxt: Path, caffemodel: Path, variant: str) -> Callable[[torch.Tensor], np.ndarray]:
     """Our graph under ``variant`` as a function of the input tensor returning ``score``."""
     net = load_caffe(prototxt, caffemodel)
-    if variant == "channels_last":
+    if variant == "cpu_fast":  # converters.optimize_for_cpu: NNPACK Winograd/FFT, in-place ReLU
+        net = optimize_for_cpu(copy.deepcopy(net))
+    elif variant == "channels_last":
         net = copy.deepcopy(net).to(memory_format=torch.channels_last)
     elif variant == "compile":
         net = torch.compile(net)
@@ -112,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="timed passes per implementation (default 5)")
     parser.add_argument("--size", default="500x500", help="input HxW (default 500x500)")
     parser.add_argument(
-        "--variants", default="fp32,channels_last",
-        help=f"our graph's variants, comma-separated from {', '.join(VARIANTS)} (default fp32,channels_last)",
+        "--variants", default="fp32,cpu_fast,channels_last",
+        help=f"our graph's variants, comma-separated from {', '.join(VARIANTS)} "
+        "(default fp32,cpu_fast,channels_last)",
     )
     parser.add_argument("--threads", type=int, default=None, help="threads for both (default: torch's)")
     args = parser.parse_args(argv)

@@ -40,6 +40,7 @@ import torch
 
 from converters.message import Message
 from converters.netdef import layer_type, upgrade_net
+from converters.speed import optimize_for_cpu
 
 MIN_RUNS = 20
 
@@ -259,6 +260,7 @@ class Variant:
     autocast: str | None = None  # "bf16" | "fp16"
     compile: bool = False
     freeze: bool = False  # with compile: inductor freezes the weights (prepacked, fused convolutions)
+    cpu_fast: bool = False  # converters.optimize_for_cpu: NNPACK Winograd/FFT convolutions, in-place ReLU
 
     @property
     def label(self) -> str:
@@ -267,6 +269,7 @@ class Variant:
             "tf32" if self.tf32 else "",
             f"autocast {self.autocast}" if self.autocast else "",
             ("compile (frozen)" if self.freeze else "compile") if self.compile else "",
+            "cpu_fast" if self.cpu_fast else "",
         ]
         return " + ".join(p for p in parts if p) or "fp32"
 
@@ -390,10 +393,12 @@ def time_variant(
     device = torch.device(device)
     if variant.tf32 and device.type != "cuda":
         raise TimingError("--tf32 applies to CUDA devices only")
-    model = net
+    if variant.cpu_fast and device.type != "cpu":
+        raise TimingError("--cpu-fast applies to the CPU only")
+    model = optimize_for_cpu(copy.deepcopy(net)) if variant.cpu_fast else net
     feed = dict(inputs)
     if variant.channels_last:
-        model = copy.deepcopy(net).to(memory_format=torch.channels_last)
+        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
         feed = {
             k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in feed.items()
         }
@@ -458,10 +463,15 @@ def run_variants(
 
 
 def requested_variants(
-    channels_last: bool, tf32: bool, autocast: str | None, compile_: bool, freeze: bool = False
+    channels_last: bool,
+    tf32: bool,
+    autocast: str | None,
+    compile_: bool,
+    freeze: bool = False,
+    cpu_fast: bool = False,
 ) -> list[Variant]:
     """One variant per requested option, plus their combination when more than one is asked for."""
-    singles = []
+    singles = [Variant(cpu_fast=True)] if cpu_fast else []
     if channels_last:
         singles.append(Variant(channels_last=True))
     if tf32:
@@ -471,7 +481,7 @@ def requested_variants(
     if compile_:
         singles.append(Variant(compile=True, freeze=freeze))
     if len(singles) > 1:
-        singles.append(Variant(channels_last, tf32, autocast, compile_, freeze and compile_))
+        singles.append(Variant(channels_last, tf32, autocast, compile_, freeze and compile_, cpu_fast))
     return singles
 
 
@@ -694,6 +704,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs (default 3)")
     parser.add_argument("--channels-last", action="store_true", help="also time channels_last memory format")
+    parser.add_argument(
+        "--cpu-fast", action="store_true",
+        help="also time converters.optimize_for_cpu (NNPACK Winograd/FFT convolutions, in-place ReLU)",
+    )
     parser.add_argument("--tf32", action="store_true", help="also time TF32 convolutions/matmuls (CUDA)")
     parser.add_argument("--autocast", choices=sorted(_AUTOCAST_DTYPES), help="also time under autocast")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
@@ -724,7 +738,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise TimingError(f"unknown device {device!r}") from None
         if args.freeze and not args.compile:
             raise TimingError("--freeze applies to --compile")
-        variants = requested_variants(args.channels_last, args.tf32, args.autocast, args.compile, args.freeze)
+        variants = requested_variants(
+            args.channels_last, args.tf32, args.autocast, args.compile, args.freeze, args.cpu_fast
+        )
         if args.tf32 and torch.device(device).type != "cuda":
             raise TimingError("--tf32 applies to CUDA devices only")
         result = measure(

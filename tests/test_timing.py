@@ -260,19 +260,18 @@ def test_cli_errors_are_one_line(args: list[str], message: str, capsys) -> None:
 
 
 def test_cli_times_a_prototxt_end_to_end(tmp_path) -> None:
-    converters = pytest.importorskip("converters")
-    if not hasattr(converters, "load_caffe"):
-        pytest.skip("converters.load_caffe has not landed yet")
     proto = tmp_path / "tiny.prototxt"
     proto.write_text(TINY_NET)
     out = tmp_path / "t.json"
     result = _cli(
-        "--model", str(proto), "--size", "16x16", "--device", "cpu", "--channels-last", "--json", str(out)
+        "--model", str(proto), "--size", "16x16", "--device", "cpu", "--channels-last", "--cpu-fast",
+        "--json", str(out),
     )
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
-    assert [r["variant"] for r in data["rows"]] == ["fp32", "channels_last"]
-    assert data["rows"][1]["argmax_agreement"] == pytest.approx(1.0)
+    variants = [r["variant"] for r in data["rows"]]
+    assert variants == ["fp32", "cpu_fast", "channels_last", "channels_last + cpu_fast"]
+    assert all(row["argmax_agreement"] == pytest.approx(1.0) for row in data["rows"][1:])
     assert data["static"]["conv_layers"] == 3 and data["static"]["receptive_field"] == 8
     assert data["static"]["all_parameters"] == definition_parameter_count(parse_text(TINY_NET))
     assert "| fp32 |" in result.stdout
