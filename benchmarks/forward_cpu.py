@@ -18,21 +18,21 @@ of the project's environment; e.g. a separate venv that also sees the project's 
 
 Not run in CI: ``python benchmarks/forward_cpu.py [--runs 5] [--size 500x500] [--variants ...]``.
 
-Measured on the project's 2-core machine (2026-11-25, torch 2.13 CPU, OpenCV 4.14, 500x500, 5
-interleaved runs). The machine was shared with other jobs; the least loaded run (load 1-2) gave the
-table below, and three runs at load 2-5 gave the same ordering with times 1.3-2x longer. On an idle
-machine of this kind Caffe took 2.7 s and OpenCV dnn 2.2 s.
+Measured on the project's 2-core machine (AMD EPYC, AVX2; 2026-11-25, torch 2.13 CPU, OpenCV 4.14,
+500x500, 5 interleaved runs, load about 1):
 
-| implementation | median s | min s | max abs diff vs ours fp32 |
-|---|---|---|---|
-| ours, fp32 (eager, NCHW) | 4.49 | 4.01 | 0 |
-| ours, channels_last | 3.80 | 3.75 | 2.6e-4 |
-| ours, compile_frozen (inductor freezing, channels_last) | 3.28 | 3.17 | 2.6e-4 |
-| OpenCV dnn | 3.74 | 3.55 | 4.4e-4 |
+| implementation | median s | min s | max abs diff of score vs ours fp32 | argmax agreement |
+|---|---|---|---|---|
+| ours, fp32 (eager, NCHW) | 4.28 | 3.90 | 0 | 100% |
+| ours, cpu_fast (``converters.optimize_for_cpu``) | 2.33 | 2.19 | 3.8e-4 | 99.999% |
+| ours, channels_last | 3.65 | 3.46 | 2.6e-4 | 100% |
+| OpenCV dnn | 3.51 | 3.06 | 4.4e-4 | 100% |
+| BVLC Caffe (the oracle of tools/, OpenBLAS, 2 threads; run separately) | 4.50 | 4.30 | - | - |
 
-Argmax agreement with ours fp32 was 100% for all (|score| up to 96). The frozen compiled graph was
-the fastest in every run (0.8-12% faster than OpenCV by median); the eager graph is 1.2-1.4x slower
-than OpenCV, channels_last about as fast as OpenCV.
+|score| reaches 96, so the differences are below 4e-6 of the largest score; the parity tests hold
+the optimised graph to Caffe's outputs with the usual 1e-4 tolerance. Under heavier load (2-5)
+the ordering stayed the same with times 1.3-2x longer; inductor with frozen weights
+(``compile_frozen``) measured 3.28 s in the least-loaded earlier run (OpenCV 3.74 s then).
 """
 
 from __future__ import annotations
