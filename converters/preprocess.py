@@ -39,8 +39,11 @@ def _bgr_minus_mean(rgb: np.ndarray, mean: Sequence[float]) -> np.ndarray:
     mean_array = np.asarray(mean, dtype=np.float64).reshape(-1)
     if mean_array.shape != (3,):
         raise ValueError(f"mean must have 3 values (B, G, R), got {len(mean_array)}")
-    bgr = rgb[:, :, ::-1].astype(np.float64)
-    return (bgr - mean_array).astype(np.float32).transpose(2, 0, 1)
+    # One pass into the output: the difference is taken in float64 and rounded once to float32.
+    bgr_chw = rgb[:, :, ::-1].transpose(2, 0, 1)
+    out = np.empty(bgr_chw.shape, dtype=np.float32)
+    np.subtract(bgr_chw, mean_array[:, None, None], out=out, casting="same_kind")
+    return out
 
 
 def caffe_preprocess(
