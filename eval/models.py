@@ -10,15 +10,12 @@ from pathlib import Path
 
 import torch
 
+import weights
+from converters import load_caffe, load_converted
+
 CONVERTED_SUFFIXES = (".safetensors", ".pt", ".pth")
 PROTOTXT_SUFFIXES = (".prototxt", ".pbtxt")
 
-#: Registry models whose ``data`` input is not the colour image.
-KNOWN_INPUTS: dict[str, dict[str, str]] = {
-    "nyud-fcn32s-hha": {"data": "hha"},
-    "nyud-fcn32s-color-d": {"data": "color-depth"},
-    "nyud-fcn32s-color-hha": {"color": "color", "hha": "hha"},
-}
 #: Output blob scoring each label head, by preference (the official test nets' names).
 KNOWN_OUTPUTS: dict[str, tuple[str, ...]] = {
     "semantic": ("score", "score_sem", "upscore", "prob"),
@@ -41,26 +38,9 @@ class LoadedModel:
     record: object | None = None
 
 
-def _input_names(net: object, record: object | None) -> list[str]:
-    """The net's input blob names, from ``net.caffe_inputs`` (mapping or list), else the record."""
-    info = getattr(net, "caffe", None)
-    candidates = [getattr(net, "caffe_inputs", None), getattr(info, "inputs", None)]
-    for source in [*candidates, getattr(record, "inputs", None)]:
-        if not source:
-            continue
-        if isinstance(source, Mapping):
-            return [str(name) for name in source]
-        names = []
-        for item in source:
-            if isinstance(item, str):
-                names.append(item)
-            elif isinstance(item, Sequence) and item and isinstance(item[0], str):
-                names.append(item[0])
-            elif hasattr(item, "blob"):
-                names.append(str(item.blob))
-        if names:
-            return names
-    return ["data"]
+def _input_names(net: torch.nn.Module) -> list[str]:
+    """The net's input blob names, in the order the graph declares them."""
+    return list(net.caffe.inputs)
 
 
 def _prepare(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -88,14 +68,8 @@ def resolve_model(spec: Sequence[str], device: torch.device) -> LoadedModel:
         for path in (prototxt, caffemodel):
             if not path.is_file():
                 raise ModelError(f"model file {path} does not exist")
-        try:
-            from converters import load_caffe
-        except ImportError:
-            raise ModelError(
-                "this installation lacks converters.load_caffe (prototxt + caffemodel)"
-            ) from None
         net = load_caffe(prototxt, caffemodel, device=device)
-        return LoadedModel(_prepare(net, device), f"{prototxt} + {caffemodel}", None, _input_names(net, None))
+        return LoadedModel(_prepare(net, device), f"{prototxt} + {caffemodel}", None, _input_names(net))
     (text,) = spec
     path = Path(text)
     if path.suffix.lower() in PROTOTXT_SUFFIXES:
@@ -105,28 +79,18 @@ def resolve_model(spec: Sequence[str], device: torch.device) -> LoadedModel:
     if path.suffix.lower() in CONVERTED_SUFFIXES or path.is_file():
         if not path.is_file():
             raise ModelError(f"model file {path} does not exist")
-        try:
-            from converters import load_converted
-        except ImportError:
-            raise ModelError("this installation lacks converters.load_converted (converted files)") from None
         net = load_converted(path, device=device)
-        return LoadedModel(_prepare(net, device), str(path), None, _input_names(net, None))
+        return LoadedModel(_prepare(net, device), str(path), None, _input_names(net))
     return _registry_model(text, device)
 
 
 def _registry_model(name: str, device: torch.device) -> LoadedModel:
     try:
-        import weights
-    except ImportError:
-        raise ModelError(f"{name!r} is not a file and the weights registry is not installed") from None
-    if not hasattr(weights, "get") or not hasattr(weights, "load"):
-        raise ModelError(f"{name!r} is not a file, and this installation's weights registry is incomplete")
-    try:
         record = weights.get(name)
     except (KeyError, ValueError):
         raise ModelError(f"unknown model {name!r}: not a file, and not in the weights registry") from None
     net = weights.load(name, device=device)
-    return LoadedModel(_prepare(net, device), name, name, _input_names(net, record), record)
+    return LoadedModel(_prepare(net, device), name, name, _input_names(net), record)
 
 
 def parse_assignments(items: Sequence[str] | None, option: str) -> dict[str, str]:
@@ -145,20 +109,18 @@ def input_modalities(
 ) -> dict[str, str]:
     """For each net input, the dataset modality that feeds it.
 
-    Order of precedence: ``overrides`` (``--input NAME=MODALITY``), the known registry models, an
-    input named after a modality, then ``data`` -> the dataset's first modality (the colour image).
+    Order of precedence: ``overrides`` (``--input NAME=MODALITY``), the registry record's input
+    sources, an input named after a modality, then ``data`` -> the dataset's first modality (the
+    colour image).
     """
     overrides = dict(overrides or {})
-    known = KNOWN_INPUTS.get(model.registry_name or "", {})
-    record_inputs = getattr(model.record, "inputs", None)
+    known = {spec.blob: spec.source for spec in getattr(model.record, "inputs", ())}
     mapping: dict[str, str] = {}
     for name in model.input_names:
         if name in overrides:
             modality = overrides.pop(name)
         elif name in known:
             modality = known[name]
-        elif isinstance(record_inputs, Mapping) and str(record_inputs.get(name, "")) in available:
-            modality = str(record_inputs[name])
         elif name in available:
             modality = name
         elif name == "data":

@@ -75,6 +75,8 @@ class InputSpec:
     channel_order: str
     mean: tuple[float, ...] | None
     preprocessing: str
+    source: str = "color"
+    """The dataset input that feeds this blob (``eval.datasets`` modality: color, hha, color-depth)."""
 
 
 @dataclass(frozen=True)
@@ -210,7 +212,7 @@ _SIFT_OUT = (
     OutputSpec("score_geo", "geometric", SIFTFLOW_GEOMETRIC_CLASSES, 3,
                "dataset labels 1-3 map to outputs 0-2; void (-1/0) becomes 255"),
 )
-_HHA = InputSpec("hha", 3, "HHA", "HHA", NYUD_MEAN_HHA,
+_HHA = InputSpec("hha", 3, "HHA", "HHA", NYUD_MEAN_HHA, source="hha", preprocessing=
                  "HHA encoding of depth (Gupta et al. ECCV 2014) as a uint8 image, float32, subtract the "
                  "per-channel mean, HWC -> CHW; channel order as stored in the HHA PNG")
 _COLOR = InputSpec("color", 3, "BGR image", "BGR", NYUD_MEAN_BGR, _image(NYUD_MEAN_BGR).preprocessing)
@@ -235,7 +237,8 @@ FCN_RECORDS: tuple[WeightsRecord, ...] = (
     _fcn("nyud-fcn32s-color", "FCN-32s NYUDv2 Color", "nyud-fcn32s-color-heavy.caffemodel", "nyud",
          (_image(NYUD_MEAN_BGR),), _NYUD_OUT, 513, "color (BGR) input"),
     _fcn("nyud-fcn32s-hha", "FCN-32s NYUDv2 HHA", "nyud-fcn32s-hha-heavy.caffemodel", "nyud",
-         (InputSpec("data", 3, "HHA", "HHA", NYUD_MEAN_HHA, _HHA.preprocessing),), _NYUD_OUT, 513,
+         (InputSpec("data", 3, "HHA", "HHA", NYUD_MEAN_HHA, _HHA.preprocessing, source="hha"),),
+         _NYUD_OUT, 513,
          "HHA input only"),
     _fcn("nyud-fcn32s-color-hha", "FCN-32s NYUDv2 Late Color-HHA", "nyud-fcn32s-color-hha-heavy.caffemodel",
          "nyud", (_COLOR, _HHA), _NYUD_OUT, 1026,
@@ -245,7 +248,8 @@ FCN_RECORDS: tuple[WeightsRecord, ...] = (
         filename=None, net="nyud-fcn32s-color-d",
         inputs=(InputSpec("data", 4, "BGR image + log depth", "BGRD", NYUD_MEAN_BGR + NYUD_MEAN_LOGD,
                           "color: RGB -> BGR float32 minus the BGR mean; depth: PNG as float32, natural log, "
-                          "minus the log-depth mean; concatenated along channels (B, G, R, D), HWC -> CHW"),),
+                          "minus the log-depth mean; concatenated along channels (B, G, R, D), HWC -> CHW",
+                          source="color-depth"),),
         outputs=_NYUD_OUT, dataset="nyud",
         notes="no released weights: the official repository has its net definition but no caffemodel-url; "
               "4-channel early fusion (BGR + log depth)",
