@@ -162,12 +162,19 @@ def _input_shapes(
                 declared.add(top)
             else:
                 crop = int(layer.get("transform_param").get("crop_size")) if "transform_param" in layer else 0
-                side = crop or NOMINAL_SPATIAL
-                shapes[top] = (1, _guess_channels(top, layers, weights), side, side)
+                shapes[top] = (1, _guess_channels(top, layers, weights), crop, crop)
+    # Guessed inputs take the batch and spatial size of a declared one (else the crop size or nominal).
+    like = next((shapes[b] for b in shapes if b in declared and len(shapes[b]) == 4), None)
+    for blob, shape in shapes.items():
+        if blob not in declared:
+            size = (shape[2], shape[3]) if shape[2] else (like[2:] if like else (NOMINAL_SPATIAL,) * 2)
+            shapes[blob] = (like[0] if like else 1, shape[1], *size)
     return shapes, declared, transforms
 
 
 def _guess_channels(blob: str, layers: list[Message], weights: Mapping[str, list[np.ndarray]] | None) -> int:
+    """The channels of an undeclared input: what the weights of the first convolution reading it
+    (through channel-keeping layers) expect, else 3."""
     for layer in layers:
         if blob not in layer.getall("bottom"):
             continue
@@ -176,10 +183,16 @@ def _guess_channels(blob: str, layers: list[Message], weights: Mapping[str, list
         if kind == "Convolution" and stored:
             return int(stored[0].shape[-3]) * int(layer.get("convolution_param").get("group"))
         if kind == "Deconvolution" and stored:
-            return int(stored[0].shape[-4] if stored[0].ndim >= 4 else stored[0].shape[0])
-        if kind not in ("Split", "Dropout", "ReLU", "Scale", "Power"):
+            return int(stored[0].shape[0])
+        if kind not in _CHANNEL_KEEPING or not layer.getall("top"):
             break
+        blob = layer.getall("top")[0]
     return 3
+
+
+_CHANNEL_KEEPING = frozenset(
+    {"Split", "Dropout", "ReLU", "PReLU", "Scale", "Bias", "Power", "BatchNorm", "TanH"}
+)
 
 
 def build_graph(
@@ -370,9 +383,16 @@ def build_graph(
             )
         for i, ((blob_attr, shape), array) in enumerate(zip(converted.blobs, stored, strict=True)):
             if not _fits(tuple(array.shape), tuple(shape)):
+                guessed = [f"{b}={'x'.join(map(str, shapes[b]))}" for b in shapes if b not in declared]
+                hint = (
+                    f" (the net does not declare the shape of {', '.join(guessed)}, which was guessed: "
+                    "give input_shapes / --input-shape)"
+                    if guessed
+                    else ""
+                )
                 raise WeightsMismatchError(
                     f"layer '{name}' blob {i} ({blob_attr}): the weights file has shape "
-                    f"{list(array.shape)}, the net needs {list(shape)}"
+                    f"{list(array.shape)}, the net needs {list(shape)}{hint}"
                 )
             _assign(
                 sub, blob_attr, torch.from_numpy(np.array(array, dtype=np.float32, copy=True)).reshape(shape)

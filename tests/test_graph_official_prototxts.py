@@ -36,3 +36,26 @@ def test_official_val_prototxt_runs_with_the_weights_of_our_definition(fcn_refer
     x = torch.randn(1, 3, 23, 31, generator=torch.Generator().manual_seed(0)) * 50
     with torch.no_grad():
         torch.testing.assert_close(official(data=x)["score"], ours(data=x)["score"], rtol=0, atol=0)
+
+
+def test_undeclared_input_shapes_are_guessed_from_the_weights_or_asked_for() -> None:
+    """The color-d test net concatenates a 3-channel color and a 1-channel depth top: the weights of
+    its first convolution cannot say how the 4 channels split, so the error says to give the shape."""
+    definition = net_definition("nyud-fcn32s-color-d", "deploy", width=0.0625)
+    ours = build_graph(definition, seed=2)
+    state = ours.state_dict()
+    weights = {
+        layer: [state[key].numpy() for key in keys] for layer, keys in ours.caffe.parameter_blobs.items()
+    }
+    official = net_definition("nyud-fcn32s-color-d", "test", width=0.0625)  # equals the official file
+    with pytest.raises(ValueError, match=r"depth=1x3x500x500.*input_shapes"):
+        build_graph(official, weights)
+    net = build_graph(official, weights, input_shapes={"depth": (1, 1, 20, 20)})
+    color, depth = torch.randn(1, 3, 20, 20) * 50, torch.rand(1, 1, 20, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            net(color=color, depth=depth)["score"],
+            ours(data=torch.cat([color, depth], 1))["score"],
+            rtol=0,
+            atol=0,
+        )
