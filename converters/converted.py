@@ -34,7 +34,8 @@ def format_for(path: str | os.PathLike[str], fmt: str | None = None) -> str:
 
 def _metadata(module: fx.GraphModule) -> dict[str, str]:
     info = module.caffe
-    declared = {name: list(info.inputs[name]) for name in info.inputs if name in info.declared_inputs}
+    # Every input's shape, guessed ones too: the stored weights fit them, so a reload need not guess.
+    declared = {name: list(shape) for name, shape in info.inputs.items()}
     return {
         "fcn_port.format": FORMAT_VERSION,
         "fcn_port.prototxt": format_message(info.definition),

@@ -218,3 +218,17 @@ def test_unknown_registry_name_is_a_one_line_error() -> None:
         [sys.executable, "-m", "converters.caffe2torch", "voc-fcn4s"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "voc-fcn4s" in bad.stderr
+
+
+def test_converted_file_of_a_net_with_undeclared_inputs_reloads(tmp_path) -> None:
+    """A Python data layer declares no shape; the 4-channel input is learned from the weights and
+    kept in the converted file, so the reload does not fall back to 3 channels."""
+    text = TRAIN_VAL_NET.replace("num_output: 3 kernel_size: 3", "num_output: 2 kernel_size: 3")
+    definition = parse_text(text)
+    weights = {"conv1": [np.ones((2, 4, 3, 3), np.float32), np.zeros(2, np.float32)]}
+    net = load_caffe(definition, weights)
+    assert net.caffe.inputs["data"][1] == 4 and "data" not in net.caffe.declared_inputs
+    save_converted(net, tmp_path / "n.safetensors")
+    again = load_converted(tmp_path / "n.safetensors")
+    x = torch.randn(1, 4, 5, 5)
+    torch.testing.assert_close(again(data=x)["conv1"], net(data=x)["conv1"], rtol=0, atol=0)
