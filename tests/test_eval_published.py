@@ -76,7 +76,7 @@ CASES = [
 
 @pytest.mark.parametrize(("model", "dataset_key", "split", "make"), CASES, ids=[c[0] for c in CASES])
 def test_metrics_match_published(model: str, dataset_key: str, split: str, make) -> None:
-    weights = pytest.importorskip("weights", reason="the weights registry is not installed")
+    import weights
     dataset = make(split, ())  # skips without the dataset root
     try:
         cached = weights.cached_path(model)

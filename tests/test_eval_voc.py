@@ -297,7 +297,6 @@ def write_colour_caffe_model(folder: Path) -> tuple[Path, Path]:
 
 
 def test_cli_with_prototxt_and_caffemodel(voc_root, tmp_path) -> None:
-    pytest.importorskip("converters.graph", reason="converters.load_caffe not available")
     root, labels = voc_root
     prototxt, caffemodel = write_colour_caffe_model(tmp_path)
     out_json = tmp_path / "r.json"
@@ -308,7 +307,7 @@ def test_cli_with_prototxt_and_caffemodel(voc_root, tmp_path) -> None:
 
 
 def test_cli_with_converted_file(voc_root, tmp_path) -> None:
-    converted = pytest.importorskip("converters.converted", reason="converters.load_converted not available")
+    import converters.converted as converted
     from converters import load_caffe
 
     root, labels = voc_root
@@ -331,7 +330,6 @@ def test_model_errors_are_one_line(voc_root, tmp_path, capsys) -> None:
     assert "give its caffemodel too" in capsys.readouterr().err
     assert voc.main(["--model", str(tmp_path / "missing.safetensors"), *base]) == 2
     assert "does not exist" in capsys.readouterr().err
-    pytest.importorskip("converters.graph", reason="converters.load_caffe not available")
     prototxt, _ = write_colour_caffe_model(tmp_path)
     wrong = tmp_path / "other.caffemodel"
     from converters import write_weights

@@ -234,8 +234,9 @@ def test_narrow_deploy_nets_run_in_torch(model: str) -> None:
     """At width 0.05 every deploy net builds with converters.graph and maps a 64x80 input to
     64x80 scores (the derived crops fit any input size, as the pad-100 design promises).
     """
-    torch = pytest.importorskip("torch")
-    graph = pytest.importorskip("converters.graph")
+    import torch
+
+    import converters.graph as graph
     net = net_definition(model, width=0.05)
     module = graph.build_graph(net)
     inputs = net.getall("layer")[0]

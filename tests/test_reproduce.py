@@ -105,7 +105,6 @@ def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
 
 
 def test_demo_cli_without_weights_says_what_is_missing(tmp_path, monkeypatch, capsys) -> None:
-    pytest.importorskip("weights.registry")
     monkeypatch.setenv("FCN_PORT_CACHE", str(tmp_path))
     assert demo.main(["--output", str(tmp_path / "o.png")]) == 2
     line = capsys.readouterr().err.strip()
@@ -124,9 +123,8 @@ layer { name: "score" type: "Convolution" bottom: "data" top: "score"
 
 
 def test_demo_cli_end_to_end_with_a_tiny_caffemodel(tmp_path) -> None:
-    converters = pytest.importorskip("converters")
-    if not hasattr(converters, "load_caffe"):
-        pytest.skip("converters.load_caffe has not landed yet")
+    import converters
+
     (tmp_path / "tiny.prototxt").write_text(TINY_SCORER)
     bias = np.zeros(21, np.float32)
     bias[15] = 1.0  # a 1x1 scorer with zero weights: "person" everywhere
@@ -244,7 +242,6 @@ def test_unreadable_result_file_is_one_line_error(hermetic, capsys) -> None:
 
 
 def test_table1_static_columns_and_speed_up(hermetic, capsys) -> None:
-    pytest.importorskip("converters.fcn_nets")
     from reproduce import table1
 
     _timing_json(hermetic / "timing-voc-fcn32s-cpu.json", 420.0)
