@@ -379,10 +379,8 @@ def published_figures(model: str | None, dataset_key: str, split: str, head: str
     line says that those weights differ from the released ones."""
     if not model:
         return {}, ""
-    try:
-        from weights import published
-    except ImportError:
-        return {}, ""
+    from weights import published
+
     key = dataset_key if head == "semantic" else f"{dataset_key}-{head}"
     entry = published.lookup(model, key, split)
     if entry is None:

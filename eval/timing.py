@@ -72,10 +72,8 @@ def paper_times(model: str) -> list[PaperTime]:
     (FCN-VGG16 210 ms for the VGG16 nets, FCN-AlexNet 50 ms). Empty for other nets, or when
     ``weights.published`` is not available.
     """
-    try:
-        from weights import published
-    except ImportError:
-        return []
+    from weights import published
+
     rows = list(published.lookup_all(model=model))
     backbone = None
     if model.endswith("alexnet"):
@@ -512,12 +510,8 @@ def net_definition(model: str) -> Message:
         from converters import read_prototxt
 
         return read_prototxt(path)
-    try:
-        from converters import fcn_nets  # type: ignore[attr-defined]
-    except ImportError:
-        raise TimingError(
-            "converters.fcn_nets is not available in this checkout; pass a deploy .prototxt instead"
-        ) from None
+    from converters import fcn_nets
+
     if model not in fcn_nets.MODELS:
         raise TimingError(f"unknown model {model!r}; known: {', '.join(fcn_nets.MODELS)}")
     return fcn_nets.net_definition(model, "deploy")
@@ -536,10 +530,8 @@ def cached_weights(model: str) -> str | None:
 
 def build_net(net: Message, caffemodel: str | None, device: torch.device) -> torch.nn.Module:
     """The net as a PyTorch module in eval mode on ``device`` (random weights without a caffemodel)."""
-    try:
-        from converters import load_caffe  # type: ignore[attr-defined]
-    except ImportError:
-        raise TimingError("converters.load_caffe is not available in this checkout") from None
+    from converters import load_caffe
+
     if caffemodel is not None and not Path(caffemodel).is_file():
         raise TimingError(f"no such caffemodel: {caffemodel}")
     torch.manual_seed(0)
@@ -705,19 +697,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs (default 3)")
     parser.add_argument("--channels-last", action="store_true", help="also time channels_last memory format")
     parser.add_argument(
-        "--cpu-fast", action="store_true",
+        "--cpu-fast",
+        action="store_true",
         help="also time converters.optimize_for_cpu (NNPACK Winograd/FFT convolutions, in-place ReLU)",
     )
     parser.add_argument("--tf32", action="store_true", help="also time TF32 convolutions/matmuls (CUDA)")
     parser.add_argument("--autocast", choices=sorted(_AUTOCAST_DTYPES), help="also time under autocast")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument(
-        "--freeze", action="store_true",
+        "--freeze",
+        action="store_true",
         help="with --compile: freeze the weights into the compiled graph (inductor freezing; faster on CPU)",
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     parser.add_argument(
-        "--json", nargs="?", const="-", default=None, metavar="PATH",
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="PATH",
         help="write the result as JSON to PATH (or stdout when no PATH is given) instead of Markdown",
     )
     return parser
@@ -744,8 +742,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.tf32 and torch.device(device).type != "cuda":
             raise TimingError("--tf32 applies to CUDA devices only")
         result = measure(
-            args.model, size, device=device, runs=args.runs, warmup=args.warmup,
-            variants=variants, caffemodel=args.weights, random_weights=args.random_weights,
+            args.model,
+            size,
+            device=device,
+            runs=args.runs,
+            warmup=args.warmup,
+            variants=variants,
+            caffemodel=args.weights,
+            random_weights=args.random_weights,
         )
         if args.json is None:
             sys.stdout.write(markdown_report(result))

@@ -190,12 +190,7 @@ def load_net(prototxt: str | None, caffemodel: Path, device: str) -> torch.nn.Mo
     else:
         import weights
 
-        try:
-            definition = weights.get(MODEL).net_definition("deploy")
-        except ImportError:
-            raise DemoError(
-                "converters.fcn_nets is not available; pass --prototxt voc-fcn8s/deploy.prototxt"
-            ) from None
+        definition = weights.get(MODEL).net_definition("deploy")
     return load_caffe(definition, caffemodel, device=device)
 
 
@@ -216,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image", default=str(DEMO_IMAGE), help="RGB image (default: the bundled one)")
     parser.add_argument("--output", default="demo-output.png", help="colour label map to write")
     parser.add_argument(
-        "--reference", default=None,
+        "--reference",
+        default=None,
         help="label image to compare with (default: the official output.png, for the default image)",
     )
     parser.add_argument("--weights", default=None, help="caffemodel (default: voc-fcn8s, weights cache)")
@@ -239,8 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         return 2
-    print(f"wrote {result.output} ({result.labels.shape[1]}x{result.labels.shape[0]}; classes "
-          f"{', '.join(_class_name(c) for c in result.classes_present)})")
+    print(
+        f"wrote {result.output} ({result.labels.shape[1]}x{result.labels.shape[0]}; classes "
+        f"{', '.join(_class_name(c) for c in result.classes_present)})"
+    )
     if result.agreement is not None:
         a = result.agreement
         print(f"pixel agreement with {reference}: {100 * a.fraction:.3f}% ({a.same} of {a.total} pixels)")

@@ -19,18 +19,14 @@ from .tables import VOC2011_SEG11VALID, Report, fmt, markdown_table
 
 
 def _definition(model: str, report: Report) -> Any | None:
-    try:
-        import weights
+    import weights
 
+    try:
         record = weights.get(model)
-    except Exception:
+    except ValueError:
         report.need(f"{model}: no registry entry (no weights were released for it)")
         return None
-    try:
-        return record.net_definition("deploy")
-    except ImportError:
-        report.need("the FCN net definitions: `converters.fcn_nets` is not in this checkout")
-        return None
+    return record.net_definition("deploy")
 
 
 def static_columns(model: str, report: Report, build: bool = True) -> Any | None:
@@ -42,12 +38,9 @@ def static_columns(model: str, report: Report, build: bool = True) -> Any | None
         return None
     module = None
     if build:
-        try:
-            from converters import load_caffe
+        from converters import load_caffe
 
-            module = load_caffe(definition, None)
-        except ImportError:
-            report.note("parameters counted from the definition (`converters.load_caffe` unavailable)")
+        module = load_caffe(definition, None)
     columns = compute(definition, module)
     del module
     return columns
@@ -113,30 +106,42 @@ def build(args: argparse.Namespace) -> Report:
         def pair(paper: Any, ours: Any) -> str:
             return f"{paper if paper is not None else '-'} / {ours if ours is not None else '-'}"
 
-        rows.append([
-            entry.method,
-            model if have_model else f"{model} (not released)",
-            fmt(entry.mean_iu),
-            fmt(released.mean_iu if released else None),
-            fmt(measured.metrics.get("mean_iu") if measured else None, 2),
-            fmt(paper_ms, 0, " ms"),
-            time_cell,
-            pair(extra.get("conv_layers"), cols.conv_layers if cols else None),
-            pair(
-                f"{extra.get('params_millions')}M" if extra.get("params_millions") else None,
-                f"{cols.parameters / 1e6:.1f}M" if cols and cols.parameters is not None else None,
-            ),
-            pair(extra.get("receptive_field"), cols.receptive_field if cols else None),
-            pair(extra.get("max_stride"), cols.max_stride if cols else None),
-        ])
-    report.add(*markdown_table(
-        [
-            "net", "model", "mean IU paper (val)", "mean IU released (seg11valid)", "mean IU measured",
-            "forward paper (K40c)", "forward measured", "conv layers", "parameters", "receptive field",
-            "max stride",
-        ],
-        rows,
-    ))
+        rows.append(
+            [
+                entry.method,
+                model if have_model else f"{model} (not released)",
+                fmt(entry.mean_iu),
+                fmt(released.mean_iu if released else None),
+                fmt(measured.metrics.get("mean_iu") if measured else None, 2),
+                fmt(paper_ms, 0, " ms"),
+                time_cell,
+                pair(extra.get("conv_layers"), cols.conv_layers if cols else None),
+                pair(
+                    f"{extra.get('params_millions')}M" if extra.get("params_millions") else None,
+                    f"{cols.parameters / 1e6:.1f}M" if cols and cols.parameters is not None else None,
+                ),
+                pair(extra.get("receptive_field"), cols.receptive_field if cols else None),
+                pair(extra.get("max_stride"), cols.max_stride if cols else None),
+            ]
+        )
+    report.add(
+        *markdown_table(
+            [
+                "net",
+                "model",
+                "mean IU paper (val)",
+                "mean IU released (seg11valid)",
+                "mean IU measured",
+                "forward paper (K40c)",
+                "forward measured",
+                "conv layers",
+                "parameters",
+                "receptive field",
+                "max stride",
+            ],
+            rows,
+        )
+    )
     report.note(
         "conv layers: Convolution layers on the longest path from the input to the coarse score "
         "(fc6/fc7 and the class scorer included, skip scorers and upsampling not); parameters leave "
