@@ -19,6 +19,7 @@ classifiers, 224x224), with the layer names of their released caffemodels.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from .message import Message
@@ -204,15 +205,10 @@ def _vgg16_fc(n: NetSpec, bottom: Top, w: _Width, sfx: str, deploy: bool, first:
     return out
 
 
-def _alexnet_fc(n: NetSpec, bottom: Top, w: _Width, deploy: bool) -> dict[str, Top]:
-    """The CaffeNet trunk of FCN-AlexNet (pad 100 at conv1, fc6/fc7 as convolutions, no param specs)."""
-
-    def conv(name: str, relu: str, x: Top, count: int, ks: int, stride: int, pad: int, group: int) -> Top:
-        n[name] = L.Convolution(x, num_output=count, pad=pad, kernel_size=ks, group=group, stride=stride)
-        n[relu] = L.ReLU(n[name], in_place=True)
-        return n[relu]
-
-    x = conv("conv1", "relu1", bottom, w(96), 11, 4, 100, 1)
+def _caffenet_convs(n: NetSpec, bottom: Top, w: _Width, conv: Callable[..., Top], conv1_pad: int) -> Top:
+    """conv1 ... pool5 of CaffeNet (LRN, grouped convolutions); ``conv(name, relu, x, count,
+    kernel, stride, pad, group)`` writes each convolution the way its net spells the parameters."""
+    x = conv("conv1", "relu1", bottom, w(96), 11, 4, conv1_pad, 1)
     n.pool1 = L.Pooling(x, pool="MAX", kernel_size=3, stride=2)
     n.norm1 = L.LRN(n.pool1, local_size=5, alpha=1e-4, beta=0.75)
     x = conv("conv2", "relu2", n.norm1, w(256), 5, 1, 2, 2)
@@ -222,7 +218,18 @@ def _alexnet_fc(n: NetSpec, bottom: Top, w: _Width, deploy: bool) -> dict[str, T
     x = conv("conv4", "relu4", x, w(384), 3, 1, 1, 2)
     x = conv("conv5", "relu5", x, w(256), 3, 1, 1, 2)
     n.pool5 = L.Pooling(x, pool="MAX", kernel_size=3, stride=2)
-    x = conv("fc6", "relu6", n.pool5, w(4096), 6, 1, 0, 1)
+    return n.pool5
+
+
+def _alexnet_fc(n: NetSpec, bottom: Top, w: _Width, deploy: bool) -> dict[str, Top]:
+    """The CaffeNet trunk of FCN-AlexNet (pad 100 at conv1, fc6/fc7 as convolutions, no param specs)."""
+
+    def conv(name: str, relu: str, x: Top, count: int, ks: int, stride: int, pad: int, group: int) -> Top:
+        n[name] = L.Convolution(x, num_output=count, pad=pad, kernel_size=ks, group=group, stride=stride)
+        n[relu] = L.ReLU(n[name], in_place=True)
+        return n[relu]
+
+    x = conv("fc6", "relu6", _caffenet_convs(n, bottom, w, conv, 100), w(4096), 6, 1, 0, 1)
     if not deploy:
         n.drop6 = L.Dropout(x, dropout_ratio=0.5, in_place=True)
         x = n.drop6
@@ -372,17 +379,7 @@ def _caffenet_classifier(w: _Width) -> Message:
         n[relu] = L.ReLU(n[name], in_place=True)
         return n[relu]
 
-    x = conv("conv1", "relu1", n.data, w(96), 11, 4, 0, 1)
-    n.pool1 = L.Pooling(x, pool="MAX", kernel_size=3, stride=2)
-    n.norm1 = L.LRN(n.pool1, local_size=5, alpha=1e-4, beta=0.75)
-    x = conv("conv2", "relu2", n.norm1, w(256), 5, 1, 2, 2)
-    n.pool2 = L.Pooling(x, pool="MAX", kernel_size=3, stride=2)
-    n.norm2 = L.LRN(n.pool2, local_size=5, alpha=1e-4, beta=0.75)
-    x = conv("conv3", "relu3", n.norm2, w(384), 3, 1, 1, 1)
-    x = conv("conv4", "relu4", x, w(384), 3, 1, 1, 2)
-    x = conv("conv5", "relu5", x, w(256), 3, 1, 1, 2)
-    n.pool5 = L.Pooling(x, pool="MAX", kernel_size=3, stride=2)
-    _classifier_head(n, n.pool5, w)
+    _classifier_head(n, _caffenet_convs(n, n.data, w, conv, 0), w)
     return n.to_proto()
 
 
