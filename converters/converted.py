@@ -1,13 +1,16 @@
 """Converted weights on disk: ``.safetensors`` (default) or ``.pt``, carrying their net definition.
 
 A converted file holds the graph's state dict and, as metadata, the Caffe net definition it was
-built from, so :func:`load_converted` rebuilds the same graph without the prototxt.
+built from, so :func:`load_converted` rebuilds the same graph without the prototxt. A ``.pt`` file is
+a plain state dict (``model.load_state_dict(torch.load(path))`` works on the graph and on the named
+FCN modules); the definition rides in the state dict's ``_metadata`` under ``"fcn_port"``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from .graph import build_graph
 from .text import format_message, parse_text
 
 FORMAT_VERSION = "1"
+PT_METADATA_KEY = "fcn_port"
 FORMATS = ("safetensors", "pt")
 
 
@@ -47,15 +51,18 @@ def _metadata(module: fx.GraphModule) -> dict[str, str]:
 def save_converted(module: fx.GraphModule, path: str | os.PathLike[str], fmt: str | None = None) -> str:
     """Write ``module``'s weights and net definition to ``path`` atomically; returns the format."""
     fmt = format_for(path, fmt)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    original = module.state_dict()
+    state = OrderedDict((k, v.detach().to("cpu").contiguous()) for k, v in original.items())
     metadata = _metadata(module)
     with atomic_write(path) as handle:
         if fmt == "safetensors":
             from safetensors.torch import save
 
-            handle.write(save(state, metadata=metadata))
+            handle.write(save(dict(state), metadata=metadata))
         else:
-            torch.save({"state_dict": state, "metadata": metadata}, handle)
+            state._metadata = OrderedDict(getattr(original, "_metadata", {}))  # type: ignore[attr-defined]
+            state._metadata[PT_METADATA_KEY] = metadata  # type: ignore[attr-defined]
+            torch.save(state, handle)
     return fmt
 
 
@@ -70,9 +77,12 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[s
             blob: Any = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise CaffeFormatError(f"not a converted .pt file ({exc})", path) from None
-        if not isinstance(blob, dict) or "state_dict" not in blob or "metadata" not in blob:
-            raise CaffeFormatError("a .pt file without fcn-port's state_dict and metadata", path)
-        return blob["state_dict"], blob["metadata"]
+        metadata = getattr(blob, "_metadata", None) or {}
+        if not isinstance(blob, dict) or PT_METADATA_KEY not in metadata:
+            raise CaffeFormatError(
+                "a .pt file without fcn-port's net definition (not written by caffe2torch)", path
+            )
+        return dict(blob), dict(metadata[PT_METADATA_KEY])
     if head[8:9] != b"{":  # safetensors: an 8-byte header length, then the JSON header
         raise CaffeFormatError("neither a safetensors file nor a .pt file written by fcn-port", path)
     from safetensors import SafetensorError, safe_open

@@ -232,3 +232,20 @@ def test_converted_file_of_a_net_with_undeclared_inputs_reloads(tmp_path) -> Non
     again = load_converted(tmp_path / "n.safetensors")
     x = torch.randn(1, 4, 5, 5)
     torch.testing.assert_close(again(data=x)["conv1"], net(data=x)["conv1"], rtol=0, atol=0)
+
+
+def test_pt_file_is_a_plain_state_dict_for_graph_and_named_module(tmp_path) -> None:
+    from converters.fcn import create
+
+    named = create("voc-fcn32s", width=0.0625)
+    generic = build_graph(named.definition, seed=4)
+    save_converted(generic, tmp_path / "fcn32s.pt")
+    state = torch.load(tmp_path / "fcn32s.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    named.load_state_dict(state)  # strict: the same keys as the generic graph
+    x = torch.randn(1, 3, 17, 19)
+    with torch.no_grad():
+        torch.testing.assert_close(named(data=x)["score"], generic(data=x)["score"], rtol=0, atol=0)
+    torch.save(named.state_dict(), tmp_path / "plain.pt")  # a state dict without the definition
+    with pytest.raises(converters.CaffeFormatError, match="net definition"):
+        load_converted(tmp_path / "plain.pt")
