@@ -162,36 +162,61 @@ def _input_shapes(
                 declared.add(top)
             else:
                 crop = int(layer.get("transform_param").get("crop_size")) if "transform_param" in layer else 0
-                shapes[top] = (1, _guess_channels(top, layers, weights), crop, crop)
-    # Guessed inputs take the batch and spatial size of a declared one (else the crop size or nominal).
+                shapes[top] = (1, 0, crop, crop)
+    # Guessed inputs: channels from the weights (else 3), batch and spatial size of a declared input
+    # (else the crop size, else nominal).
+    known = {b: shapes[b][1] for b in declared if len(shapes[b]) > 1}
     like = next((shapes[b] for b in shapes if b in declared and len(shapes[b]) == 4), None)
     for blob, shape in shapes.items():
         if blob not in declared:
+            channels = _guess_channels(blob, layers, weights, known) or 3
             size = (shape[2], shape[3]) if shape[2] else (like[2:] if like else (NOMINAL_SPATIAL,) * 2)
-            shapes[blob] = (like[0] if like else 1, shape[1], *size)
+            shapes[blob] = (like[0] if like else 1, channels, *size)
     return shapes, declared, transforms
 
 
-def _guess_channels(blob: str, layers: list[Message], weights: Mapping[str, list[np.ndarray]] | None) -> int:
-    """The channels of an undeclared input: what the weights of the first convolution reading it
-    (through channel-keeping layers) expect, else 3."""
+def _guess_channels(
+    blob: str,
+    layers: list[Message],
+    weights: Mapping[str, list[np.ndarray]] | None,
+    known: Mapping[str, int],
+) -> int | None:
+    """The channels of an undeclared input, from the weights of the first convolution reading it
+    (through channel-keeping layers and channel Concats), or ``None`` without such evidence.
+
+    At a Concat, inputs of unknown size take 3 channels (an image) except the last, which takes the
+    rest: BGR + depth for the NYUD early-fusion net."""
     for layer in layers:
         if blob not in layer.getall("bottom"):
             continue
         kind = layer_type(layer)
         stored = (weights or {}).get(layer.get("name"))
+        tops = layer.getall("top")
         if kind == "Convolution" and stored:
             return int(stored[0].shape[-3]) * int(layer.get("convolution_param").get("group"))
         if kind == "Deconvolution" and stored:
             return int(stored[0].shape[0])
-        if kind not in _CHANNEL_KEEPING or not layer.getall("top"):
-            break
-        blob = layer.getall("top")[0]
-    return 3
+        if kind == "Concat" and tops and _concat_axis(layer) == 1:
+            total = _guess_channels(tops[0], layers, weights, known)
+            if total is None:
+                return None
+            bottoms = list(layer.getall("bottom"))
+            unknown = [b for b in bottoms if b not in known]
+            rest = total - sum(known[b] for b in bottoms if b in known) - 3 * (len(unknown) - 1)
+            return rest if blob == unknown[-1] and rest >= 1 else 3
+        if kind not in _CHANNEL_KEEPING or not tops:
+            return None
+        blob = tops[0]
+    return None
+
+
+def _concat_axis(layer: Message) -> int:
+    p = layer.get("concat_param")
+    return int(p.get("axis")) if "axis" in p or "concat_dim" not in p else int(p.get("concat_dim"))
 
 
 _CHANNEL_KEEPING = frozenset(
-    {"Split", "Dropout", "ReLU", "PReLU", "Scale", "Bias", "Power", "BatchNorm", "TanH"}
+    {"Split", "Dropout", "ReLU", "PReLU", "Scale", "Bias", "Power", "BatchNorm", "TanH", "Pooling", "LRN"}
 )
 
 

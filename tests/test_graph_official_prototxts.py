@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from converters import build_graph, read_prototxt
+from converters import build_graph, parse_text, read_prototxt
 from converters.fcn_nets import MODELS, SPLITS, net_definition
 from tests.conftest import need_shared
 
@@ -38,9 +39,9 @@ def test_official_val_prototxt_runs_with_the_weights_of_our_definition(fcn_refer
         torch.testing.assert_close(official(data=x)["score"], ours(data=x)["score"], rtol=0, atol=0)
 
 
-def test_undeclared_input_shapes_are_guessed_from_the_weights_or_asked_for() -> None:
-    """The color-d test net concatenates a 3-channel color and a 1-channel depth top: the weights of
-    its first convolution cannot say how the 4 channels split, so the error says to give the shape."""
+def test_undeclared_input_shapes_are_guessed_from_the_weights() -> None:
+    """The color-d test net concatenates a 3-channel color and a 1-channel depth top before its
+    first convolution: the weights give 4 channels, the image takes 3, the depth the rest."""
     definition = net_definition("nyud-fcn32s-color-d", "deploy", width=0.0625)
     ours = build_graph(definition, seed=2)
     state = ours.state_dict()
@@ -48,9 +49,8 @@ def test_undeclared_input_shapes_are_guessed_from_the_weights_or_asked_for() -> 
         layer: [state[key].numpy() for key in keys] for layer, keys in ours.caffe.parameter_blobs.items()
     }
     official = net_definition("nyud-fcn32s-color-d", "test", width=0.0625)  # equals the official file
-    with pytest.raises(ValueError, match=r"depth=1x3x500x500.*input_shapes"):
-        build_graph(official, weights)
-    net = build_graph(official, weights, input_shapes={"depth": (1, 1, 20, 20)})
+    net = build_graph(official, weights)
+    assert {b: s[1] for b, s in net.caffe.inputs.items()} == {"color": 3, "depth": 1}
     color, depth = torch.randn(1, 3, 20, 20) * 50, torch.rand(1, 1, 20, 20)
     with torch.no_grad():
         torch.testing.assert_close(
@@ -59,3 +59,16 @@ def test_undeclared_input_shapes_are_guessed_from_the_weights_or_asked_for() -> 
             rtol=0,
             atol=0,
         )
+
+
+def test_a_wrong_guess_says_how_to_give_the_shape() -> None:
+    text = """
+    layer { name: "data" type: "Python" top: "data" python_param { module: "m" layer: "L" } }
+    layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 2 } }
+    """
+    net = parse_text(text)
+    weights = {"fc": [np.zeros((2, 4 * 5 * 5), np.float32), np.zeros(2, np.float32)]}
+    with pytest.raises(ValueError, match=r"data=1x3x500x500.*input_shapes"):
+        build_graph(net, weights)
+    graph = build_graph(net, weights, input_shapes={"data": (1, 4, 5, 5)})
+    assert graph(data=torch.ones(2, 4, 5, 5))["fc"].shape == (2, 2)
