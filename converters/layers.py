@@ -282,6 +282,54 @@ def threshold(ctx: LayerContext) -> Converted:
     return Converted(function=ops.threshold, kwargs={"threshold": value}, keeps_shape=True)
 
 
+@register_layer("Log")
+def log(ctx: LayerContext) -> Converted:
+    p = ctx.param("log_param")
+    base = float(p.get("base"))
+    base_scale = 1.0 if base == -1 else 1 / math.log(base)
+    kwargs = {"base_scale": base_scale, "scale": float(p.get("scale")), "shift": float(p.get("shift"))}
+    return Converted(function=ops.log, kwargs=kwargs, keeps_shape=True)
+
+
+@register_layer("MVN")
+def mvn(ctx: LayerContext) -> Converted:
+    p = ctx.param("mvn_param")
+    kwargs = {
+        "normalize_variance": bool(p.get("normalize_variance")),
+        "across_channels": bool(p.get("across_channels")),
+        "eps": float(p.get("eps")),
+    }
+    return Converted(function=ops.mvn, kwargs=kwargs, keeps_shape=True)
+
+
+@register_layer("Reduction")
+def reduction(ctx: LayerContext) -> Converted:
+    p = ctx.param("reduction_param")
+    axis = int(p.get("axis"))
+    kwargs = {"operation": str(p.get("operation")), "axis": axis, "coeff": float(p.get("coeff"))}
+    return Converted(
+        function=ops.reduction,
+        kwargs=kwargs,
+        output_shape=lambda shapes: shapes[0][: _axis(axis, len(shapes[0]))],
+    )
+
+
+@register_layer("Tile")
+def tile(ctx: LayerContext) -> Converted:
+    p = ctx.param("tile_param")
+    if "tiles" not in p or int(p.get("tiles")) < 1:
+        raise ValueError(f"layer '{ctx.name}': Tile needs tiles >= 1")
+    return Converted(function=ops.tile, kwargs={"axis": int(p.get("axis")), "tiles": int(p.get("tiles"))})
+
+
+@register_layer("ArgMax")
+def argmax(ctx: LayerContext) -> Converted:
+    p = ctx.param("argmax_param")
+    axis = int(p.get("axis")) if "axis" in p else None
+    kwargs = {"top_k": int(p.get("top_k")), "out_max_val": bool(p.get("out_max_val")), "axis": axis}
+    return Converted(function=ops.argmax, kwargs=kwargs)
+
+
 @register_layer("Softmax")
 def softmax(ctx: LayerContext) -> Converted:
     axis = int(ctx.param("softmax_param").get("axis"))

@@ -32,6 +32,11 @@ __all__ = [
     "concat",
     "power_exp",
     "threshold",
+    "log",
+    "mvn",
+    "reduction",
+    "tile",
+    "argmax",
 ]
 
 
@@ -334,3 +339,71 @@ def power_exp(x: Tensor, log_base: float, scale: float, shift: float) -> Tensor:
 def threshold(x: Tensor, threshold: float) -> Tensor:
     """Caffe's Threshold: 1 where ``x > threshold``, else 0."""
     return (x > threshold).to(x.dtype)
+
+
+def log(x: Tensor, base_scale: float, scale: float, shift: float) -> Tensor:
+    """Caffe's Log: ``log(shift + scale * x) / log(base)``, given ``1 / log(base)``."""
+    y = x * scale if scale != 1 else x
+    if shift != 0:
+        y = y + shift
+    y = torch.log(y)
+    return y * base_scale if base_scale != 1 else y
+
+
+def mvn(x: Tensor, normalize_variance: bool, across_channels: bool, eps: float) -> Tensor:
+    """Caffe's MVN: each sample (or each sample's channel) minus its mean, divided by its standard
+    deviation plus ``eps`` (the biased variance, as Caffe computes it)."""
+    start = 1 if across_channels else 2
+    dims = list(range(start, x.dim()))
+    centred = x - x.mean(dim=dims, keepdim=True) if dims else x - x
+    if not normalize_variance:
+        return centred
+    variance = centred.pow(2).mean(dim=dims, keepdim=True) if dims else centred.pow(2)
+    return centred / (variance.sqrt() + eps)
+
+
+def reduction(x: Tensor, operation: str, axis: int, coeff: float) -> Tensor:
+    """Caffe's Reduction over all axes from ``axis`` on (SUM, ASUM, SUMSQ, MEAN), times ``coeff``."""
+    axis = axis + x.dim() if axis < 0 else axis
+    flat = x.reshape(*x.shape[:axis], -1)
+    if operation == "SUM":
+        y = flat.sum(dim=-1)
+    elif operation == "ASUM":
+        y = flat.abs().sum(dim=-1)
+    elif operation == "SUMSQ":
+        y = flat.pow(2).sum(dim=-1)
+    elif operation == "MEAN":
+        y = flat.mean(dim=-1)
+    else:
+        raise ValueError(f"unknown reduction {operation}")
+    return y * coeff if coeff != 1 else y
+
+
+def tile(x: Tensor, axis: int, tiles: int) -> Tensor:
+    """Caffe's Tile: ``tiles`` copies of the blob along ``axis``."""
+    axis = axis + x.dim() if axis < 0 else axis
+    repeats = [1] * x.dim()
+    repeats[axis] = tiles
+    return x.repeat(repeats)
+
+
+def _ranked(values: Tensor, dim: int, top_k: int) -> tuple[Tensor, Tensor]:
+    """The ``top_k`` largest along ``dim``, ties ranked by index, the higher index first (as Caffe's
+    sort of (value, index) pairs)."""
+    size = values.shape[dim]
+    flipped = values.flip(dim)
+    ordered, index = torch.sort(flipped, dim=dim, descending=True, stable=True)
+    return ordered.narrow(dim, 0, top_k), (size - 1 - index).narrow(dim, 0, top_k)
+
+
+def argmax(x: Tensor, top_k: int, out_max_val: bool, axis: int | None) -> Tensor:
+    """Caffe's ArgMax: indices (as floats) of the ``top_k`` largest values along ``axis``, or with no
+    axis over each item's values, shaped ``(N, 1 or 2, top_k, 1, ...)`` as Caffe shapes them."""
+    if axis is not None:
+        axis = axis + x.dim() if axis < 0 else axis
+        value, index = _ranked(x, axis, top_k)
+        return value if out_max_val else index.to(x.dtype)
+    value, index = _ranked(x.reshape(x.shape[0], -1), 1, top_k)
+    trailing = [1] * (max(x.dim(), 3) - 3)
+    parts = [index.to(x.dtype)] + ([value] if out_max_val else [])
+    return torch.stack(parts, dim=1).reshape(x.shape[0], len(parts), top_k, *trailing)
