@@ -168,6 +168,8 @@ def default_params(rng: np.random.Generator, layer: dict, shapes: list[Shape]) -
         ]
     if kind == "PReLU":
         return [rng.uniform(-0.6, 0.9, shapes[0]).astype(np.float32)]
+    if kind == "Bias":
+        return [normal(rng, 0.5, s) for s in shapes]
     raise ValueError(f"layer {layer['name']!r} ({kind}) needs explicit parameter values")
 
 
@@ -196,6 +198,16 @@ def positive_input(rng: np.random.Generator, blob: str, shape: Shape, run: int) 
 
 def lrn_input(rng: np.random.Generator, blob: str, shape: Shape, run: int) -> np.ndarray:
     return normal(rng, 2.0, shape)
+
+
+def argmax_input(rng: np.random.Generator, blob: str, shape: Shape, run: int) -> np.ndarray:
+    """N(0, 1) rounded to multiples of 0.5: many ties, so the tie order is recorded too."""
+    return (np.round(rng.standard_normal(shape) * 2.0) / 2.0).astype(np.float32)
+
+
+def mvn_input(rng: np.random.Generator, blob: str, shape: Shape, run: int) -> np.ndarray:
+    """N(0.7, 2): a mean and a variance that normalization visibly changes."""
+    return normal(rng, 2.0, shape, mean=0.7)
 
 
 def loss_input(rng: np.random.Generator, blob: str, shape: Shape, run: int) -> np.ndarray:
@@ -764,6 +776,158 @@ def build_cases() -> list[Case]:
             ],
             runs((1, 3, 6, 7), (2, 3, 1, 1)),
             notes=["conv, relu and scale share the blob 'conv': only its final value (after Scale) exists"],
+        ),
+        # ---- More element-wise activations (each branch from one input, then an in-place chain)
+        Case(
+            "activations_more",
+            "AbsVal, BNLL, ELU alpha 0.4, Exp (base e; base 2 scale 0.5 shift -0.3), Log on positive "
+            "values (base e; base 10 scale 2 shift 0.5), Threshold 0.3, and an in-place chain "
+            "Power -> ELU -> BNLL -> Log -> Exp",
+            [
+                L("absval", "AbsVal", "data"),
+                L("bnll", "BNLL", "data"),
+                L("elu", "ELU", "data", elu_param={"alpha": 0.4}),
+                L("exp", "Exp", "data"),
+                L("exp2", "Exp", "data", exp_param={"base": 2.0, "scale": 0.5, "shift": -0.3}),
+                L("positive", "Power", "absval", power_param={"shift": 0.1}),
+                L("log", "Log", "positive"),
+                L("log10", "Log", "positive", log_param={"base": 10.0, "scale": 2.0, "shift": 0.5}),
+                L("threshold", "Threshold", "data", threshold_param={"threshold": 0.3}),
+                L("chain", "Power", "data", power_param={"scale": 1.5}),
+                L("chain_elu", "ELU", "chain", "chain", elu_param={"alpha": 2.0}),
+                L("chain_bnll", "BNLL", "chain", "chain"),
+                L("chain_log", "Log", "chain", "chain", log_param={"base": 2.0, "scale": 3.0}),
+                L("chain_exp", "Exp", "chain", "chain", exp_param={"scale": -0.5}),
+            ],
+            runs((1, 3, 4, 5), (2, 3, 1, 1), (1, 3, 5, 3)),
+            notes=[
+                "ELU: x if x > 0 else alpha * (exp(x) - 1)",
+                "Exp: base^(shift + scale * x); base -1 (the default) means e",
+                "Log: log_base(shift + scale * x); 'positive' = |x| + 0.1 keeps the inputs positive",
+                "Threshold: 1 where x > threshold, else 0",
+                "BNLL: log(1 + exp(x)) (Caffe evaluates x + log(1 + exp(-x)) for x > 0)",
+                "chain, chain_elu, chain_bnll, chain_log and chain_exp share the blob 'chain': only its "
+                "final value (after Exp) exists; BNLL > 0 keeps the in-place Log defined",
+                "AbsVal does not allow in-place computation in Caffe",
+            ],
+        ),
+        # ---- Bias
+        Case(
+            "bias",
+            "learned Bias (axis 1 num_axes 1; num_axes 0 scalar; axis 2 num_axes 2) and a two-bottom "
+            "Bias (bottom 1 is the bias, shape (C, H) at axis 1)",
+            [
+                L("bias_channel", "Bias", "x", bias_param={"axis": 1, "num_axes": 1}),
+                L("bias_scalar", "Bias", "x", bias_param={"num_axes": 0}),
+                L("bias_hw", "Bias", "x", bias_param={"axis": 2, "num_axes": 2}),
+                L("bias_by_b", "Bias", ["x", "b"]),
+            ],
+            two_input_runs(("x", "b"), ((1, 3, 4, 5), (3, 4)), ((2, 3, 4, 5), (3, 4))),
+            notes=[
+                "learned bias values ~ N(0, 0.5)",
+                "bias_scalar's blob has 0 axes (shape [])",
+                "bias_by_b has no blobs: the bias is bottom 'b', broadcast from axis 1 (default)",
+            ],
+        ),
+        # ---- ArgMax
+        Case(
+            "argmax",
+            "ArgMax over C*H*W per image (top_k 1; top_k 3 with out_max_val) and over axis 1 "
+            "(top_k 1; top_k 2 with out_max_val), on inputs with many ties",
+            [
+                L("argmax", "ArgMax", "data"),
+                L("argmax_top3_val", "ArgMax", "data", argmax_param={"top_k": 3, "out_max_val": True}),
+                L("argmax_c", "ArgMax", "data", argmax_param={"axis": 1}),
+                L(
+                    "argmax_c_top2_val",
+                    "ArgMax",
+                    "data",
+                    argmax_param={"axis": 1, "top_k": 2, "out_max_val": True},
+                ),
+            ],
+            runs((1, 4, 3, 5), (2, 4, 1, 1), (2, 4, 2, 3)),
+            make_input=argmax_input,
+            notes=[
+                "inputs are N(0, 1) rounded to multiples of 0.5, so values tie often",
+                "Caffe sorts (value, index) pairs descending: among equal values the largest index comes "
+                "first",
+                "without axis: top shape (N, 1, top_k, 1) for a 4-D input (at least 3 axes); "
+                "with out_max_val (N, 2, top_k, 1): [n, 0] indices into C*H*W, [n, 1] values",
+                "with axis: the bottom's shape with shape[axis] = top_k; out_max_val gives values only",
+                "indices are stored as float32",
+            ],
+        ),
+        # ---- Reduction
+        Case(
+            "reduction",
+            "Reduction SUM, ASUM, SUMSQ, MEAN at axis 0, 1 and 2 (coeff != 1), plus default SUM and "
+            "MEAN at axis -1",
+            [
+                L(
+                    f"{op.lower()}_a{axis}",
+                    "Reduction",
+                    "data",
+                    reduction_param={"operation": op, "axis": axis, "coeff": coeff},
+                )
+                for op, coeffs in (
+                    ("SUM", (0.5, -1.5, 2.0)),
+                    ("ASUM", (-0.25, 3.0, 0.75)),
+                    ("SUMSQ", (1.5, 0.2, -2.0)),
+                    ("MEAN", (4.0, -0.5, 1.25)),
+                )
+                for axis, coeff in zip((0, 1, 2), coeffs, strict=True)
+            ]
+            + [
+                L("sum_default", "Reduction", "data"),
+                L("mean_last", "Reduction", "data", reduction_param={"operation": "MEAN", "axis": -1}),
+            ],
+            runs((1, 3, 4, 5), (2, 3, 1, 1), (2, 2, 3, 2)),
+            notes=[
+                "Reduction reduces every axis from 'axis' to the end; the top keeps the axes before it: "
+                "axis 0 gives shape [] (a scalar), axis 1 (N,), axis 2 (N, C)",
+                "the default is SUM at axis 0 with coeff 1",
+                "MEAN is SUM times coeff / (number of reduced elements)",
+            ],
+        ),
+        # ---- Tile
+        Case(
+            "tile",
+            "Tile axis 1 tiles 3, axis 2 tiles 2, axis 0 tiles 2 and axis -1 tiles 1",
+            [
+                L("tile_c3", "Tile", "data", tile_param={"axis": 1, "tiles": 3}),
+                L("tile_h2", "Tile", "data", tile_param={"axis": 2, "tiles": 2}),
+                L("tile_n2", "Tile", "data", tile_param={"axis": 0, "tiles": 2}),
+                L("tile_w1", "Tile", "data", tile_param={"axis": -1, "tiles": 1}),
+            ],
+            runs((1, 2, 3, 4), (2, 2, 1, 1), (1, 3, 2, 5)),
+            notes=["Tile repeats the whole block from 'axis' on: like numpy.tile, not numpy.repeat"],
+        ),
+        # ---- MVN
+        Case(
+            "mvn",
+            "MVN default, normalize_variance false, across_channels true (with and without variance), "
+            "eps 0.1",
+            [
+                L("mvn", "MVN", "data"),
+                L("mvn_mean_only", "MVN", "data", mvn_param={"normalize_variance": False}),
+                L("mvn_across", "MVN", "data", mvn_param={"across_channels": True}),
+                L(
+                    "mvn_across_mean_only",
+                    "MVN",
+                    "data",
+                    mvn_param={"across_channels": True, "normalize_variance": False},
+                ),
+                L("mvn_eps", "MVN", "data", mvn_param={"eps": 0.1}),
+                L("mvn_across_eps", "MVN", "data", mvn_param={"across_channels": True, "eps": 0.5}),
+            ],
+            runs((1, 3, 4, 5), (2, 3, 1, 1), (2, 2, 3, 2)),
+            make_input=mvn_input,
+            notes=[
+                "inputs ~ N(0.7, 2)",
+                "Caffe computes (x - mean) / (sqrt(var) + eps) with the biased variance E((x - mean)^2): "
+                "eps is added to the standard deviation, not to the variance; the default eps is 1e-9",
+                "the mean and variance are per (n, c) over H*W, or per n over C*H*W with across_channels",
+            ],
         ),
     ]
     names = [c.name for c in cases]
