@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from fractions import Fraction
 
 from .message import Message
-from .netdef import upgrade_net
+from .netdef import layer_type, upgrade_net
 
 __all__ = [
     "CoordMap",
@@ -41,8 +41,26 @@ __all__ = [
 
 PASS_THROUGH_TYPES = frozenset(
     {
-        "AbsVal", "BatchNorm", "Bias", "BNLL", "Clip", "Dropout", "Eltwise", "ELU", "Exp", "Log",
-        "LRN", "MVN", "Power", "PReLU", "ReLU", "Scale", "Sigmoid", "Split", "Swish", "TanH",
+        "AbsVal",
+        "BatchNorm",
+        "Bias",
+        "BNLL",
+        "Clip",
+        "Dropout",
+        "Eltwise",
+        "ELU",
+        "Exp",
+        "Log",
+        "LRN",
+        "MVN",
+        "Power",
+        "PReLU",
+        "ReLU",
+        "Scale",
+        "Sigmoid",
+        "Split",
+        "Swish",
+        "TanH",
         "Threshold",
     }
 )
@@ -337,9 +355,7 @@ def _derive_crop(graph: _Graph, index: int, crops: dict) -> tuple[int, tuple[int
     return axis, tuple(int(b) for b in mapping.shift)
 
 
-def _crop_geometry(
-    graph: _Graph, derive: set[str] | None
-) -> dict[str, tuple[int, tuple[int, ...]]]:
+def _crop_geometry(graph: _Graph, derive: set[str] | None) -> dict[str, tuple[int, tuple[int, ...]]]:
     crops: dict[str, tuple[int, tuple[int, ...]]] = {}
     for index, layer in enumerate(graph.layers):
         if str(layer.get("type")) != "Crop":
@@ -405,8 +421,10 @@ def _span(graph: _Graph, node: int, memo: dict[int, _Span]) -> _Span:
     tops = graph.tops[index]
     if len(bottoms) == len(tops) and len(tops) > 1:
         bottoms = [bottoms[tops.index(node)]]
-    if kind in CONV_TYPES or kind == "Pooling" or (
-        kind == "LRN" and str(layer.get("lrn_param").get("norm_region")) == "WITHIN_CHANNEL"
+    if (
+        kind in CONV_TYPES
+        or kind == "Pooling"
+        or (kind == "LRN" and str(layer.get("lrn_param").get("norm_region")) == "WITHIN_CHANNEL")
     ):
         if kind == "LRN":
             size = int(layer.get("lrn_param").get("local_size"))
@@ -672,5 +690,16 @@ def parameter_count(
     net: Message, input_shapes: dict[str, tuple[int, ...]] | None = None, *, phase: str = "TEST"
 ) -> int:
     """The number of learnable values (all parameter blobs) of ``net``."""
-    _, _, layer_params = _shapes(net, input_shapes, phase)
-    return sum(math.prod(shape) for params in layer_params for shape in params)
+    return sum(n for _, n in layer_parameter_counts(net, input_shapes, phase=phase).values())
+
+
+def layer_parameter_counts(
+    net: Message, input_shapes: dict[str, tuple[int, ...]] | None = None, *, phase: str = "TEST"
+) -> dict[str, tuple[str, int]]:
+    """Layer name -> (type, learnable values) for every layer of ``net`` that has parameters."""
+    graph, _, layer_params = _shapes(net, input_shapes, phase)
+    return {
+        str(layer.get("name")): (layer_type(layer), sum(math.prod(shape) for shape in params))
+        for layer, params in zip(graph.layers, layer_params, strict=True)
+        if params
+    }

@@ -95,13 +95,6 @@ def paper_times(model: str) -> list[PaperTime]:
 # Static columns from the net definition.
 
 
-def _ints(param: Message, name: str) -> list[int]:
-    values = param.get(name, None)
-    if values is None:
-        return []
-    return [int(v) for v in (values if isinstance(values, list | np.ndarray) else [values])]
-
-
 _UPSAMPLING = {"Deconvolution"}
 
 
@@ -156,51 +149,26 @@ def conv_depth(net: Message, target: str) -> int:
     return depth[target]
 
 
-_PARAMETRIC_UNSUPPORTED = {"InnerProduct", "BatchNorm", "Scale", "Bias", "PReLU", "Embed", "LSTM", "RNN"}
-
-
 def definition_parameter_counts(net: Message, input_channels: int = 3) -> dict[str, tuple[str, int]] | None:
-    """Per layer name: (type, weights + biases) of the definition's Convolution/Deconvolution layers.
+    """Per layer name: (type, learnable values) of the definition's layers with parameters
+    (:func:`converters.geometry.layer_parameter_counts`).
 
-    Channels of source blobs come from ``Input`` shapes, else ``input_channels``. ``None`` when a
-    layer with parameters of another type (InnerProduct, BatchNorm ...) makes the count unknown.
+    Data layers that declare no shape are taken to give ``input_channels`` channels. ``None`` when
+    the shapes cannot be worked out from the definition.
     """
-    channels: dict[str, int] = {}
-    counts: dict[str, tuple[str, int]] = {}
+    from converters import geometry
+
+    undeclared = {}
     for layer in _test_phase_layers(net):
-        kind = layer_type(layer)
-        bottoms = [str(b) for b in layer.get("bottom")]
-        tops = [str(t) for t in layer.get("top")]
-        if kind in _PARAMETRIC_UNSUPPORTED:
-            return None
-        if kind == "Input":
-            shapes = layer.get("input_param").get("shape")
-            for i, top in enumerate(tops):
-                dims = [int(d) for d in shapes[min(i, len(shapes) - 1)].get("dim")] if shapes else []
-                channels[top] = dims[1] if len(dims) > 1 else input_channels
-            continue
-        if not bottoms or not any(b in channels for b in bottoms):
-            for top in tops:
-                channels[top] = input_channels
-            continue
-        cin = channels.get(bottoms[0], input_channels)
-        if kind in ("Convolution", "Deconvolution"):
-            p = layer.get("convolution_param")
-            cout = int(p.get("num_output"))
-            group = int(p.get("group", 1) or 1)
-            kernel = _ints(p, "kernel_size") or []
-            kh = int(p.get("kernel_h", 0) or 0) or (kernel[0] if kernel else 1)
-            kw = int(p.get("kernel_w", 0) or 0) or (kernel[-1] if kernel else 1)
-            weights = (cout * (cin // group) if kind == "Convolution" else cin * (cout // group)) * kh * kw
-            counts[str(layer.get("name"))] = (kind, weights + (cout if p.get("bias_term", True) else 0))
-            out = cout
-        elif kind == "Concat":
-            out = sum(channels.get(b, 0) for b in bottoms)
-        else:
-            out = cin
-        for top in tops:
-            channels[top] = out
-    return counts
+        if layer_type(layer) in geometry.SOURCE_TYPES and not layer.get("bottom"):
+            if layer_type(layer) == "Input" and layer.get("input_param").get("shape"):
+                continue
+            for top in layer.get("top"):
+                undeclared[str(top)] = (1, input_channels, 500, 500)
+    try:
+        return geometry.layer_parameter_counts(net, undeclared)
+    except geometry.GeometryError:
+        return None
 
 
 def definition_parameter_count(net: Message, *, upsampling: bool = True) -> int | None:
