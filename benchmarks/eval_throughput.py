@@ -9,7 +9,7 @@ labels, ``tests/vocgen.py``) and measures, on ``--device``:
   on the device, repeated (so no decoding or copying);
 - end to end: ``eval.runner.evaluate_model`` over the dataset (decoding overlapped with inference).
 
-The net is an official FCN definition (``converters.fcn_nets``, ``--model``, optionally narrowed by
+The net is an official FCN definition (``converters.fcn.nets``, ``--model``, optionally narrowed by
 ``--width`` for CPU runs) with random weights, or ``--weights NAME`` for cached registry weights. End to
 end should be close to inference only (the GPU bound) when decoding keeps up.
 
@@ -56,7 +56,7 @@ def build_net(model: str, width: float, weights_name: str | None, device: torch.
 
         return weights.load(weights_name, device=device)
     from converters import load_caffe
-    from converters.fcn_nets import net_definition
+    from converters.fcn.nets import net_definition
 
     return load_caffe(net_definition(model, "deploy", width=width), None, device=device, strict=False).eval()
 

@@ -1,7 +1,7 @@
 """Full-width voc-fcn8s forward time on the CPU at 500x500: our graph against OpenCV dnn.
 
 Both run the same net with the same random weights: the deploy definition of
-``converters.fcn_nets`` and fan-in-scaled random weights are written to a temporary prototxt and
+``converters.fcn.nets`` and fan-in-scaled random weights are written to a temporary prototxt and
 caffemodel; our graph loads them with ``converters.load_caffe``, OpenCV with
 ``cv2.dnn.readNetFromCaffe``. The passes alternate (ours, OpenCV, ours, ...) so that load from
 other jobs on a shared machine hits both alike. Prints a Markdown table: median and minimum of

@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
-from .converted import FORMATS, load_converted, save_converted
+from .caffe.formats import read_prototxt, read_weights
+from .caffe.message import Message
 from .errors import CaffeFormatError
-from .formats import read_prototxt, read_weights
-from .graph import build_graph
-from .message import Message
+from .graph.builder import build_graph
+from .graph.converted import FORMATS, load_converted, save_converted
 
 SELF_CHECK_MAX_SIDE = 128
 
@@ -67,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _registry_source(name: str, cache_dir: str | None) -> tuple[Message, Any, str, Any]:
     import weights
-    from converters.fcn_nets import net_definition
+    from converters.fcn.nets import net_definition
 
     record = weights.get(name)
     if not record.url:

@@ -1,4 +1,4 @@
-"""The one exception type for unreadable or invalid Caffe files."""
+"""The project's error classes: each says in one line what is wrong and where."""
 
 from __future__ import annotations
 
@@ -36,3 +36,19 @@ class CaffeFormatError(ValueError):
         return CaffeFormatError(
             self.reason, path, offset=self.offset, line=self.line, column=self.column
         )
+
+
+class NetError(CaffeFormatError):
+    """A net Caffe would refuse to set up: names the layer and what is wrong with it."""
+
+
+class UnsupportedLayerError(NetError):
+    """A layer whose type has no converter (names the layer and its type)."""
+
+
+class WeightsMismatchError(ValueError):
+    """Stored weights that do not fit the net (names the layer, the blob and both shapes)."""
+
+
+class GeometryError(ValueError):
+    """A coordinate mapping that does not exist or is not what was asked (names the layer or blob)."""

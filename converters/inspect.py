@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from .caffe.formats import blob_array, read_net, sniff_format
+from .caffe.message import Message
+from .caffe.netdef import layer_type
 from .errors import CaffeFormatError
-from .formats import blob_array, read_net, sniff_format
-from .message import Message
-from .netdef import layer_type
 
 _FORMAT_NAMES = {
     "text": "prototxt (protobuf text format)",

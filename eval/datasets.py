@@ -28,237 +28,26 @@ import numpy as np
 import torch
 from PIL import Image
 
-from converters.preprocess import caffe_preprocess
+from converters.fcn.datasets import (
+    CONTEXT_CLASSES,
+    CONTEXT_FULL_LABEL,
+    CONTEXT_MEAN,
+    NYUD_CLASSES,
+    NYUD_MEAN_BGR,
+    NYUD_MEAN_HHA,
+    NYUD_MEAN_LOGD,
+    SIFTFLOW_ABSENT_CLASSES,
+    SIFTFLOW_GEOMETRIC_CLASSES,
+    SIFTFLOW_MEAN,
+    SIFTFLOW_SEMANTIC_CLASSES,
+    VOC_CLASSES,
+    VOC_MEAN,
+)
+from converters.fcn.preprocess import caffe_preprocess
 
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 IGNORE_LABEL = 255
 
-#: Caffe data layer means (B, G, R), per dataset. VOC's is the released models' mean; the others are
-#: float32 arrays in their layers, so they are rounded to float32 here to give identical inputs.
-VOC_MEAN = (104.00698793, 116.66876762, 122.67891434)
-CONTEXT_MEAN = tuple(float(v) for v in np.float32((104.007, 116.669, 122.679)))
-SIFTFLOW_MEAN = tuple(float(v) for v in np.float32((114.578, 115.294, 108.353)))
-NYUD_MEAN_BGR = tuple(float(v) for v in np.float32((116.190, 97.203, 92.318)))
-NYUD_MEAN_HHA = np.float32((132.431, 94.076, 118.477))
-NYUD_MEAN_LOGD = np.float32(7.844)
-
-VOC_CLASSES = (
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
-CONTEXT_CLASSES = VOC_CLASSES[:11] + (
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-    "bag",
-    "bed",
-    "bench",
-    "book",
-    "building",
-    "cabinet",
-    "ceiling",
-    "clothes",
-    "computer",
-    "cup",
-    "door",
-    "fence",
-    "floor",
-    "flower",
-    "food",
-    "grass",
-    "ground",
-    "keyboard",
-    "light",
-    "mountain",
-    "mouse",
-    "curtain",
-    "platform",
-    "sign",
-    "plate",
-    "road",
-    "rock",
-    "shelves",
-    "sidewalk",
-    "sky",
-    "snow",
-    "bedcloth",
-    "track",
-    "tree",
-    "truck",
-    "wall",
-    "water",
-    "window",
-    "wood",
-)
-#: For Context classes 1..59, the index of the same class among the 459 full labels (``labels.txt``),
-#: after the official layer's renames (diningtable -> table, bedcloth -> bedclothes, clothes -> cloth).
-CONTEXT_FULL_LABEL = (
-    2,
-    23,
-    25,
-    31,
-    34,
-    45,
-    59,
-    65,
-    72,
-    98,
-    397,
-    113,
-    207,
-    258,
-    284,
-    308,
-    347,
-    368,
-    416,
-    427,
-    9,
-    18,
-    22,
-    33,
-    44,
-    46,
-    68,
-    80,
-    85,
-    104,
-    115,
-    144,
-    158,
-    159,
-    162,
-    187,
-    189,
-    220,
-    232,
-    259,
-    260,
-    105,
-    296,
-    355,
-    295,
-    324,
-    326,
-    349,
-    354,
-    360,
-    366,
-    19,
-    415,
-    420,
-    424,
-    440,
-    445,
-    454,
-    458,
-)
-NYUD_CLASSES = (
-    "wall",
-    "floor",
-    "cabinet",
-    "bed",
-    "chair",
-    "sofa",
-    "table",
-    "door",
-    "window",
-    "bookshelf",
-    "picture",
-    "counter",
-    "blinds",
-    "desk",
-    "shelves",
-    "curtain",
-    "dresser",
-    "pillow",
-    "mirror",
-    "floor mat",
-    "clothes",
-    "ceiling",
-    "books",
-    "refridgerator",
-    "television",
-    "paper",
-    "towel",
-    "shower curtain",
-    "box",
-    "whiteboard",
-    "person",
-    "night stand",
-    "toilet",
-    "sink",
-    "lamp",
-    "bathtub",
-    "bag",
-    "otherstructure",
-    "otherfurniture",
-    "otherprop",
-)
-SIFTFLOW_SEMANTIC_CLASSES = (
-    "awning",
-    "balcony",
-    "bird",
-    "boat",
-    "bridge",
-    "building",
-    "bus",
-    "car",
-    "cow",
-    "crosswalk",
-    "desert",
-    "door",
-    "fence",
-    "field",
-    "grass",
-    "moon",
-    "mountain",
-    "person",
-    "plant",
-    "pole",
-    "river",
-    "road",
-    "rock",
-    "sand",
-    "sea",
-    "sidewalk",
-    "sign",
-    "sky",
-    "staircase",
-    "streetlight",
-    "sun",
-    "tree",
-    "window",
-)
-SIFTFLOW_GEOMETRIC_CLASSES = ("sky", "horizontal", "vertical")
-#: cow, desert and moon never occur in the SIFT Flow test set and are left out of its class averages.
-SIFTFLOW_ABSENT_CLASSES = (8, 10, 15)
 SIFTFLOW_SUBDIR = "spatial_envelope_256x256_static_8outdoorcategories"
 
 
@@ -604,12 +393,13 @@ class NYUDSegmentation(SegmentationDataset):
         if modality == "hha":
             with Image.open(self._path("hha", image_id)) as image:
                 hha = np.array(image, dtype=np.float32)
-            return torch.from_numpy(np.ascontiguousarray((hha - NYUD_MEAN_HHA).transpose(2, 0, 1)))
+            hha -= np.float32(NYUD_MEAN_HHA)
+            return torch.from_numpy(np.ascontiguousarray(hha.transpose(2, 0, 1)))
         if modality == "depth":
             with Image.open(self._path("depth", image_id)) as image:
                 depth = np.array(image, dtype=np.float32)
             with np.errstate(divide="ignore"):
-                log_depth = np.log(depth) - NYUD_MEAN_LOGD
+                log_depth = np.log(depth) - np.float32(NYUD_MEAN_LOGD[0])
             return torch.from_numpy(log_depth[np.newaxis].astype(np.float32))
         return torch.cat([self.load_input(image_id, "color"), self.load_input(image_id, "depth")], dim=0)
 

@@ -24,7 +24,7 @@ from PIL import Image
 
 from converters.atomic import atomic_write
 from converters.errors import CaffeFormatError
-from converters.preprocess import colorize, palette
+from converters.fcn.preprocess import colorize, palette
 
 from .datasets import DatasetError, SegmentationDataset
 from .metrics import METRIC_NAMES, ConfusionMatrix, Scores, compare, format_table, scores

@@ -15,7 +15,7 @@ Static columns of Table 1, computed from the net definition (see :func:`static_c
   and the class scorer (score_fr), but no skip scorer and no upsampling. This is the paper's
   count: VGG16 13 + 3 = 16, AlexNet 5 + 3 = 8.
 - *receptive field* and *max stride*: of one unit of the coarse score, in input pixels
-  (``converters.geometry``).
+  (``converters.caffe.geometry``).
 - *parameters*: weights of the built module, less those of the upsampling (Deconvolution) layers,
   as the paper counts (FCN-VGG16 134M, FCN-AlexNet 57M).
 """
@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from converters.message import Message
-from converters.netdef import layer_type, upgrade_net
-from converters.speed import optimize_for_cpu
+from converters.caffe.message import Message
+from converters.caffe.netdef import layer_type, upgrade_net
+from converters.graph.speed import optimize_for_cpu
 
 MIN_RUNS = 20
 
@@ -100,7 +100,7 @@ _UPSAMPLING = {"Deconvolution"}
 
 def _test_phase_layers(net: Message) -> list[Message]:
     """The layers Caffe instantiates in the TEST phase (``converters.graph.filter_layers``)."""
-    from converters.graph import filter_layers
+    from converters.caffe.netdef import filter_layers
 
     return filter_layers(net, "TEST")
 
@@ -149,25 +149,15 @@ def conv_depth(net: Message, target: str) -> int:
     return depth[target]
 
 
-def definition_parameter_counts(net: Message, input_channels: int = 3) -> dict[str, tuple[str, int]] | None:
+def definition_parameter_counts(net: Message) -> dict[str, tuple[str, int]] | None:
     """Per layer name: (type, learnable values) of the definition's layers with parameters
-    (:func:`converters.geometry.layer_parameter_counts`).
+    (:func:`converters.graph.shapes.layer_parameter_counts`: undeclared inputs are 3-channel
+    images). ``None`` when the shapes cannot be worked out from the definition."""
+    from converters.graph.shapes import layer_parameter_counts
 
-    Data layers that declare no shape are taken to give ``input_channels`` channels. ``None`` when
-    the shapes cannot be worked out from the definition.
-    """
-    from converters import geometry
-
-    undeclared = {}
-    for layer in _test_phase_layers(net):
-        if layer_type(layer) in geometry.SOURCE_TYPES and not layer.get("bottom"):
-            if layer_type(layer) == "Input" and layer.get("input_param").get("shape"):
-                continue
-            for top in layer.get("top"):
-                undeclared[str(top)] = (1, input_channels, 500, 500)
     try:
-        return geometry.layer_parameter_counts(net, undeclared)
-    except geometry.GeometryError:
+        return layer_parameter_counts(net)
+    except ValueError:  # GeometryError, NetError: the definition alone does not size the net
         return None
 
 
@@ -197,7 +187,7 @@ def static_columns(net: Message, module: torch.nn.Module | None = None) -> Stati
     The parameter count is the built module's, less the definition's upsampling weights; without
     a module both come from the definition (``None`` if unknown).
     """
-    from converters import geometry
+    from converters.caffe import geometry
 
     target = coarse_score_blob(net)
     depth = conv_depth(net, target)
@@ -478,7 +468,7 @@ def net_definition(model: str) -> Message:
         from converters import read_prototxt
 
         return read_prototxt(path)
-    from converters import fcn_nets
+    from converters.fcn import nets as fcn_nets
 
     if model not in fcn_nets.MODELS:
         raise TimingError(f"unknown model {model!r}; known: {', '.join(fcn_nets.MODELS)}")
@@ -510,7 +500,7 @@ def build_net(net: Message, caffemodel: str | None, device: torch.device) -> tor
 def input_names(net: Message, module: torch.nn.Module) -> list[str]:
     """The net's input blob names (``module.caffe.inputs`` when the graph offers it)."""
     info = getattr(module, "caffe", None)
-    declared = getattr(info, "inputs", None) or getattr(module, "caffe_inputs", None)
+    declared = getattr(info, "inputs", None)
     if declared:
         if isinstance(declared, Mapping):
             return [str(k) for k in declared]

@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 
 from converters.atomic import atomic_write
-from converters.preprocess import VOC_MEAN_BGR, caffe_preprocess, colorize, palette, read_rgb
+from converters.fcn.datasets import VOC_MEAN, palette
+from converters.fcn.preprocess import caffe_preprocess, colorize, read_rgb
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEMO_IMAGE = DATA_DIR / "image.jpg"
@@ -90,7 +91,7 @@ def segment(
     rgb: np.ndarray,
     *,
     output_blob: str = "score",
-    mean: Sequence[float] = VOC_MEAN_BGR,
+    mean: Sequence[float] = VOC_MEAN,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """Label map (HxW int64) of ``net`` for one RGB image: Caffe preprocessing, forward, argmax."""

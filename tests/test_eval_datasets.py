@@ -283,7 +283,7 @@ def test_dataset_error_names_missing_file(nyud_root) -> None:
 
 @pytest.mark.parametrize("mean", [(104.00698793, 116.66876762, 122.67891434), (114.578, 115.294, 108.353)])
 def test_fast_caffe_input_equals_caffe_preprocess(mean) -> None:
-    from converters.preprocess import caffe_preprocess
+    from converters.fcn.preprocess import caffe_preprocess
     from eval.datasets import caffe_input
 
     rng = np.random.default_rng(9)

@@ -307,7 +307,7 @@ def test_cli_with_prototxt_and_caffemodel(voc_root, tmp_path) -> None:
 
 
 def test_cli_with_converted_file(voc_root, tmp_path) -> None:
-    import converters.converted as converted
+    import converters.graph.converted as converted
     from converters import load_caffe
 
     root, labels = voc_root

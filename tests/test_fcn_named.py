@@ -7,7 +7,7 @@ import torch
 
 from converters import build_graph
 from converters.fcn import MODEL_CLASSES, FCN8sAtOnce, create
-from converters.fcn_nets import MODELS
+from converters.fcn.nets import MODELS
 
 
 def test_every_official_model_has_a_named_class() -> None:

@@ -12,9 +12,10 @@ import ast
 import pytest
 
 from converters import Message, format_message, parse_text, read_prototxt
-from converters.fcn_nets import BASE_MODELS, MODELS, SPLITS, net_definition
-from converters.geometry import blob_shapes, crop_offsets, max_stride, parameter_count, receptive_field
-from converters.netspec import net_difference
+from converters.caffe.geometry import crop_offsets, max_stride, receptive_field
+from converters.caffe.netspec import net_difference
+from converters.fcn.nets import BASE_MODELS, MODELS, SPLITS, net_definition
+from converters.graph.shapes import blob_shapes, parameter_count
 
 OFFICIAL = [(m, s) for m in MODELS for s in SPLITS[m] if s != "deploy"]
 CLASSES = {"voc": 21, "pascalcontext": 60, "nyud": 40}

@@ -21,8 +21,8 @@ import torch
 
 from converters import format_message, load_caffe, read_prototxt
 from converters.fcn import create
-from converters.fcn_nets import MODELS, net_definition
-from converters.speed import nnpack_available, optimize_for_cpu
+from converters.fcn.nets import MODELS, net_definition
+from converters.graph.speed import nnpack_available, optimize_for_cpu
 
 ROOT = Path(__file__).resolve().parent / "fixtures" / "fcn"
 FULL = "voc-fcn8s-full"

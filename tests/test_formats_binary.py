@@ -1,7 +1,7 @@
 """Binary .caffemodel (protobuf wire format): hand-made files, writers, bad input.
 
 The files here are assembled byte by byte with the small encoder below (field numbers from BVLC
-caffe.proto), independently of converters.binary.
+caffe.proto), independently of converters.caffe.binary.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from converters import (
     write_caffemodel,
     write_weights,
 )
-from converters.binary import decode_message, encode_message
+from converters.caffe.binary import decode_message, encode_message
 
 # ----------------------------------------------------------------------------------------------
 # A minimal independent protobuf encoder for the tests

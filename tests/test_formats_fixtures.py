@@ -11,8 +11,8 @@ import pytest
 from conftest import FIXTURES, REPO
 
 from converters import read_net, read_prototxt, read_weights
-from converters.binary import encode_message
-from converters.formats import read_binary_net
+from converters.caffe.binary import encode_message
+from converters.caffe.formats import read_binary_net
 
 CAFFEMODELS = sorted(FIXTURES.glob("**/*.caffemodel")) if FIXTURES.is_dir() else []
 IDS = [str(p.relative_to(FIXTURES)) for p in CAFFEMODELS]

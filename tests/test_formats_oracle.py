@@ -239,9 +239,9 @@ def _cross_check_random(per_type: int = 60) -> None:
     from test_formats_roundtrip import random_message  # type: ignore[import-not-found]
 
     from converters import Message
-    from converters.binary import decode_message, encode_message
-    from converters.schema import MESSAGES
-    from converters.text import format_message, parse_text
+    from converters.caffe.binary import decode_message, encode_message
+    from converters.caffe.schema import MESSAGES
+    from converters.caffe.text import format_message, parse_text
 
     def known_to_google(type_name: str, name: str) -> bool:
         cls = getattr(caffe_pb2, type_name, None)
@@ -289,8 +289,8 @@ import pytest  # noqa: E402
 from conftest import need_shared  # noqa: E402
 
 from converters import CaffeFormatError, read_prototxt  # noqa: E402
-from converters.binary import encode_message  # noqa: E402
-from converters.text import parse_text  # noqa: E402
+from converters.caffe.binary import encode_message  # noqa: E402
+from converters.caffe.text import parse_text  # noqa: E402
 
 
 def test_every_case_has_a_golden_serialisation() -> None:

@@ -16,10 +16,10 @@ import pytest
 from conftest import need_shared, shared_root
 
 from converters import layer_type, read_net, read_prototxt, read_weights, upgrade_net
-from converters.binary import decode_message, encode_message
-from converters.formats import read_binary_net
-from converters.message import Message
-from converters.text import format_message, parse_text
+from converters.caffe.binary import decode_message, encode_message
+from converters.caffe.formats import read_binary_net
+from converters.caffe.message import Message
+from converters.caffe.text import format_message, parse_text
 
 
 def _weight_files() -> list[tuple[str, str]]:

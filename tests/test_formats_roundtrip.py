@@ -15,9 +15,9 @@ import struct
 import numpy as np
 
 from converters import Ident, Message
-from converters.binary import ARRAY_FIELDS, decode_message, encode_message
-from converters.schema import ENUMS, MESSAGES, FieldSpec
-from converters.text import format_message, parse_text
+from converters.caffe.binary import ARRAY_FIELDS, decode_message, encode_message
+from converters.caffe.schema import ENUMS, MESSAGES, FieldSpec
+from converters.caffe.text import format_message, parse_text
 
 _INT_LIMITS = {
     "int32": (-(2**31), 2**31 - 1),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from converters import CaffeFormatError, Ident, Message, read_prototxt, upgrade_net, write_prototxt
-from converters.text import format_message, parse_text
+from converters.caffe.text import format_message, parse_text
 
 
 def _layer(text: str) -> Message:

@@ -11,17 +11,16 @@ from fractions import Fraction
 import pytest
 
 from converters import parse_text, read_prototxt
-from converters.geometry import (
+from converters.caffe.geometry import (
     CoordMap,
     GeometryError,
-    blob_shapes,
     coord_map,
     crop_offsets,
     fill_crop_offsets,
     max_stride,
-    parameter_count,
     receptive_field,
 )
+from converters.graph.shapes import blob_shapes, parameter_count
 
 
 def _net(*layers: str) -> str:

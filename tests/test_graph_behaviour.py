@@ -133,7 +133,7 @@ def test_users_register_their_own_layer_types() -> None:
             net(data=x)["twice"], 2 * build_graph(parse_text(SMALL_NET))(data=x)["score"]
         )
     finally:
-        converters.layers.LAYER_CONVERTERS.pop("TimesTwo")
+        converters.unregister_layer("TimesTwo")
 
 
 def test_weight_shape_mismatch_names_layer_blob_and_shapes() -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from converters import build_graph, parse_text, read_prototxt
-from converters.fcn_nets import MODELS, SPLITS, net_definition
+from converters.fcn.nets import MODELS, SPLITS, net_definition
 from tests.conftest import need_shared
 
 INFERENCE_SPLITS = [(m, s) for m in MODELS for s in SPLITS[m] if s in ("val", "test")]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from converters import Message, format_message, parse_text
-from converters.netspec import NetSpec, NetSpecError, build_message, crop, net_difference
-from converters.netspec import layers as L
+from converters.caffe.netspec import NetSpec, NetSpecError, build_message, crop, net_difference
+from converters.caffe.netspec import layers as L
 
 
 def _small_net() -> NetSpec:

@@ -7,14 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from converters.preprocess import (
-    VOC_MEAN_BGR,
-    caffe_preprocess,
-    caffe_preprocess_batch,
-    colorize,
-    palette,
-    read_rgb,
-)
+from converters.fcn.datasets import VOC_MEAN as VOC_MEAN_BGR
+from converters.fcn.datasets import palette
+from converters.fcn.preprocess import caffe_preprocess, caffe_preprocess_batch, colorize, read_rgb
 from tests.conftest import need_shared
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from converters.preprocess import caffe_preprocess, read_rgb
+from converters.fcn.preprocess import caffe_preprocess, read_rgb
 from reproduce import demo
 from tests.conftest import REPO
 

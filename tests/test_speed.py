@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from converters import build_graph, load_caffe
-from converters.fcn_nets import net_definition
-from converters.speed import NNPACKConv2d, nnpack_available, optimize_for_cpu
+from converters.fcn.nets import net_definition
+from converters.graph.speed import NNPACKConv2d, nnpack_available, optimize_for_cpu
 from tests.test_fcn_parity import ROOT, SMALL, arrays, assert_matches_caffe, case, run_inputs, weights
 
 needs_nnpack = pytest.mark.skipif(not nnpack_available(), reason="this PyTorch build or CPU has no NNPACK")

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from converters import load_caffe, read_prototxt, read_weights
-from converters.fcn_nets import net_definition
-from converters.surgery import convolutionize
+from converters.fcn.nets import net_definition
+from converters.graph.surgery import convolutionize
 
 
 def test_real_classifier_gives_the_same_scores_as_1x1_maps(real_models) -> None:

@@ -116,7 +116,7 @@ def test_static_columns_of_fcn8s_deploy(fcn_reference) -> None:
 
 
 def test_static_columns_from_fcn_nets_if_present() -> None:
-    import converters.fcn_nets as fcn_nets
+    import converters.fcn.nets as fcn_nets
     for model, conv, params, rf in (("voc-fcn32s", 16, 134, 404), ("voc-fcn-alexnet", 8, 57, 355)):
         cols = static_columns(fcn_nets.net_definition(model, "deploy"))
         assert (cols.conv_layers, _millions(cols.parameters), cols.receptive_field, cols.max_stride) == (

@@ -15,7 +15,7 @@ import torch
 import converters
 import weights
 from converters.caffe2torch import main as caffe2torch
-from converters.fcn_nets import net_definition
+from converters.fcn.nets import net_definition
 from weights.cache import read_checksums
 
 MODEL = "voc-fcn-alexnet"

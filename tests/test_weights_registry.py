@@ -95,7 +95,7 @@ def test_output_blobs_and_class_counts_match_the_official_prototxts(fcn_referenc
 
 
 def test_inputs_and_outputs_match_our_net_definitions():
-    import converters.fcn_nets as fcn_nets
+    import converters.fcn.nets as fcn_nets
     for record in weights.records():
         if record.net not in fcn_nets.MODELS + fcn_nets.BASE_MODELS:
             continue
@@ -117,8 +117,8 @@ def test_means_are_the_published_ones(shared):
     assert "(104.00698793, 116.66876762, 122.67891434)" in text
     for name in ("voc-fcn8s", "voc-fcn32s", "voc-fcn-alexnet"):
         assert weights.get(name).mean == (104.00698793, 116.66876762, 122.67891434)
-    import converters.preprocess as preprocess
-    assert tuple(preprocess.VOC_MEAN_BGR) == weights.get("voc-fcn8s").mean
+    import converters.fcn.datasets as datasets
+    assert tuple(datasets.VOC_MEAN) == weights.get("voc-fcn8s").mean
 
 
 def test_voc_palette_is_the_standard_colour_map():

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerate the FCN parity fixtures (tests/fixtures/fcn/<model>/) with real Caffe.
 
-Our code only writes the net definitions (``converters.fcn_nets.net_definition`` at a small width,
+Our code only writes the net definitions (``converters.fcn.nets.net_definition`` at a small width,
 saved with ``converters.write_prototxt``) and draws the parameter values and inputs from seeded
 generators (``tests/fixtures/fcn/seeded_weights.py``, shared with the tests). Real Caffe (pycaffe, the
 oracle of /work/shared/caffe-oracle.md) builds each net, takes the values, saves them with
@@ -46,7 +46,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from converters import Message, format_message, read_prototxt, read_weights  # noqa: E402
-from converters.fcn_nets import MODELS, net_definition  # noqa: E402
+from converters.fcn.nets import MODELS, net_definition  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures" / "fcn"
 ORACLE = "BVLC Caffe 1.0 as packaged in the brocolli-caffe 9.0.2 sdist, CPU build, OpenBLAS 1 thread"

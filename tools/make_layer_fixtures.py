@@ -74,7 +74,7 @@ def to_message(type_name: str, fields: dict[str, Any]) -> Message:
     for name, value in fields.items():
         spec = msg.field_spec(name)
         if spec is None:
-            raise KeyError(f"{type_name} has no field {name!r} in converters.schema")
+            raise KeyError(f"{type_name} has no field {name!r} in converters.caffe.schema")
         values = list(value) if spec.repeated and isinstance(value, (list, tuple)) else [value]
         for item in values:
             if spec.is_message:

@@ -184,7 +184,7 @@ def verify(name_or_file: str, *, sha256: str | None = None,
 def load(name: str, device: str | torch.device | None = None, *,
          cache_dir: str | os.PathLike[str] | None = None, progress: bool = True) -> torch.nn.Module:
     """Registry entry ``name`` as a PyTorch module in eval mode: fetch the weights if needed, build
-    the net with ``converters.fcn_nets`` and load it with ``converters.load_caffe``.
+    the net with ``converters.fcn.nets`` and load it with ``converters.load_caffe``.
 
     ``net(data=x)`` returns a dict of output blobs (see the record's ``inputs``/``outputs``)."""
     record = get(name)

@@ -13,6 +13,22 @@ import difflib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from converters.fcn.datasets import (
+    BVLC_MEAN_BGR,
+    CONTEXT_CLASSES,
+    CONTEXT_MEAN,
+    NYUD_CLASSES,
+    NYUD_MEAN_BGR,
+    NYUD_MEAN_HHA,
+    NYUD_MEAN_LOGD,
+    SIFTFLOW_GEOMETRIC_CLASSES,
+    SIFTFLOW_MEAN,
+    SIFTFLOW_SEMANTIC_CLASSES,
+    VGG_MEAN_BGR,
+    VOC_CLASSES,
+    VOC_MEAN,
+)
+
 from . import published
 
 if TYPE_CHECKING:
@@ -28,41 +44,6 @@ PAPER_PAMI = "Shelhamer, Long, Darrell: Fully Convolutional Networks for Semanti
              "(arXiv 1605.06211)"
 PAPER_CVPR = "Long, Shelhamer, Darrell: Fully Convolutional Networks for Semantic Segmentation, CVPR 2015 " \
              "(arXiv 1411.4038)"
-
-#: Per-channel means, in the channel order of the blob they are subtracted from.
-VOC_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)  # voc_layers.py / infer.py of the official repo
-CONTEXT_MEAN_BGR = (104.007, 116.669, 122.679)  # pascalcontext_layers.py
-NYUD_MEAN_BGR = (116.190, 97.203, 92.318)  # nyud_layers.py
-NYUD_MEAN_HHA = (132.431, 94.076, 118.477)
-NYUD_MEAN_LOGD = (7.844,)
-SIFTFLOW_MEAN_BGR = (114.578, 115.294, 108.353)  # siftflow_layers.py
-VGG_MEAN_BGR = (103.939, 116.779, 123.68)  # VGG ILSVRC-2014 model page
-BVLC_MEAN_BGR = (104.0, 117.0, 123.0)  # BVLC GoogLeNet train_val mean_value
-
-VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-    "tvmonitor",
-)
-NYUD_CLASSES = (
-    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf", "picture",
-    "counter", "blinds", "desk", "shelves", "curtain", "dresser", "pillow", "mirror", "floor mat",
-    "clothes", "ceiling", "books", "refridgerator", "television", "paper", "towel", "shower curtain", "box",
-    "whiteboard", "person", "night stand", "toilet", "sink", "lamp", "bathtub", "bag", "otherstructure",
-    "otherfurniture", "otherprop",
-)
-CONTEXT_CLASSES = VOC_CLASSES + (
-    "bag", "bed", "bench", "book", "building", "cabinet", "ceiling", "clothes", "computer", "cup", "door",
-    "fence", "floor", "flower", "food", "grass", "ground", "keyboard", "light", "mountain", "mouse",
-    "curtain", "platform", "sign", "plate", "road", "rock", "shelves", "sidewalk", "sky", "snow",
-    "bedcloth", "track", "tree", "truck", "wall", "water", "window", "wood",
-)
-SIFTFLOW_SEMANTIC_CLASSES = (
-    "awning", "balcony", "bird", "boat", "bridge", "building", "bus", "car", "cow", "crosswalk", "desert",
-    "door", "fence", "field", "grass", "moon", "mountain", "person", "plant", "pole", "river", "road", "rock",
-    "sand", "sea", "sidewalk", "sign", "sky", "staircase", "streetlight", "sun", "tree", "window",
-)
-SIFTFLOW_GEOMETRIC_CLASSES = ("sky", "horizontal", "vertical")
 
 
 @dataclass(frozen=True)
@@ -92,7 +73,7 @@ class OutputSpec:
     def palette(self) -> np.ndarray:
         """An (num_classes, 3) uint8 RGB colour per class: the PASCAL VOC colour map (for VOC the
         official one; for the other datasets the same bit-interleaving generator)."""
-        from converters.preprocess import palette
+        from converters.fcn.datasets import palette
 
         return palette(self.num_classes)
 
@@ -160,20 +141,20 @@ class WeightsRecord:
 
     def preprocess(self, image: np.ndarray | Image.Image) -> dict[str, torch.Tensor]:
         """The keyword inputs of the net for one RGB uint8 HxWx3 image: ``{"data": 1x3xHxW}``, BGR,
-        minus this record's mean (``converters.preprocess.caffe_preprocess``). ``ValueError`` for nets
+        minus this record's mean (``converters.fcn.preprocess.caffe_preprocess``). ``ValueError`` for nets
         whose inputs are not a single BGR image (HHA, depth: prepare those as ``inputs`` describe)."""
         if len(self.inputs) != 1 or self.inputs[0].modality != "BGR image":
             kinds = ", ".join(f"{spec.blob} ({spec.modality})" for spec in self.inputs)
             raise ValueError(f"{self.name} takes {kinds}; preprocess() handles a single BGR image input only")
-        from converters.preprocess import caffe_preprocess
+        from converters.fcn.preprocess import caffe_preprocess
 
         spec = self.inputs[0]
         assert spec.mean is not None
         return {spec.blob: caffe_preprocess(image, mean=spec.mean)}
 
     def net_definition(self, split: str = "deploy") -> Message:
-        """The net as a ``NetParameter`` message, built by ``converters.fcn_nets`` (imported on demand)."""
-        from converters.fcn_nets import net_definition
+        """The net as a ``NetParameter`` message, built by ``converters.fcn.nets`` (imported on demand)."""
+        from converters.fcn.nets import net_definition
 
         return net_definition(self.net, split)
 
@@ -220,19 +201,19 @@ _SIFT_NOTE = ("the official README warns that its semantic evaluation was not qu
               "the geometric evaluation is fine")
 
 FCN_RECORDS: tuple[WeightsRecord, ...] = (
-    _fcn("voc-fcn32s", "FCN-32s PASCAL", "fcn32s-heavy-pascal.caffemodel", "voc", (_image(VOC_MEAN_BGR),),
+    _fcn("voc-fcn32s", "FCN-32s PASCAL", "fcn32s-heavy-pascal.caffemodel", "voc", (_image(VOC_MEAN),),
          _voc_out(), 513, "single stream, stride 32; fine-tuned from VGG16; trained with SBD train"),
-    _fcn("voc-fcn16s", "FCN-16s PASCAL", "fcn16s-heavy-pascal.caffemodel", "voc", (_image(VOC_MEAN_BGR),),
+    _fcn("voc-fcn16s", "FCN-16s PASCAL", "fcn16s-heavy-pascal.caffemodel", "voc", (_image(VOC_MEAN),),
          _voc_out(), 513, "two streams, stride 16; fine-tuned from voc-fcn32s"),
-    _fcn("voc-fcn8s", "FCN-8s PASCAL", "fcn8s-heavy-pascal.caffemodel", "voc", (_image(VOC_MEAN_BGR),),
+    _fcn("voc-fcn8s", "FCN-8s PASCAL", "fcn8s-heavy-pascal.caffemodel", "voc", (_image(VOC_MEAN),),
          _voc_out(), 513, "three streams, stride 8; fine-tuned from voc-fcn16s",
          checksum=published.checksum_for("fcn8s-heavy-pascal.caffemodel"),
          size_note="about 513 MiB (published)"),
     _fcn("voc-fcn8s-atonce", "FCN-8s PASCAL at-once", "fcn8s-atonce-pascal.caffemodel", "voc",
-         (_image(VOC_MEAN_BGR),), _voc_out(), 513,
+         (_image(VOC_MEAN),), _voc_out(), 513,
          "all-at-once training from VGG16 with scaled skip connections (scale layers in the net)"),
     _fcn("voc-fcn-alexnet", "FCN-AlexNet PASCAL", "fcn-alexnet-pascal.caffemodel", "voc",
-         (_image(VOC_MEAN_BGR),), _voc_out(), 217,
+         (_image(VOC_MEAN),), _voc_out(), 217,
          "CaffeNet architecture, stride 32; gradient accumulation, normalized loss, standard momentum"),
     _fcn("nyud-fcn32s-color", "FCN-32s NYUDv2 Color", "nyud-fcn32s-color-heavy.caffemodel", "nyud",
          (_image(NYUD_MEAN_BGR),), _NYUD_OUT, 513, "color (BGR) input"),
@@ -255,17 +236,17 @@ FCN_RECORDS: tuple[WeightsRecord, ...] = (
               "4-channel early fusion (BGR + log depth)",
     ),
     _fcn("pascalcontext-fcn32s", "FCN-32s PASCAL-Context", "pascalcontext-fcn32s-heavy.caffemodel",
-         "pascalcontext", (_image(CONTEXT_MEAN_BGR),), _CONTEXT_OUT, 513, "59-class task plus background"),
+         "pascalcontext", (_image(CONTEXT_MEAN),), _CONTEXT_OUT, 513, "59-class task plus background"),
     _fcn("pascalcontext-fcn16s", "FCN-16s PASCAL-Context", "pascalcontext-fcn16s-heavy.caffemodel",
-         "pascalcontext", (_image(CONTEXT_MEAN_BGR),), _CONTEXT_OUT, 513, "59-class task plus background"),
+         "pascalcontext", (_image(CONTEXT_MEAN),), _CONTEXT_OUT, 513, "59-class task plus background"),
     _fcn("pascalcontext-fcn8s", "FCN-8s PASCAL-Context", "pascalcontext-fcn8s-heavy.caffemodel",
-         "pascalcontext", (_image(CONTEXT_MEAN_BGR),), _CONTEXT_OUT, 513, "59-class task plus background"),
+         "pascalcontext", (_image(CONTEXT_MEAN),), _CONTEXT_OUT, 513, "59-class task plus background"),
     _fcn("siftflow-fcn32s", "FCN-32s SIFT Flow", "siftflow-fcn32s-heavy.caffemodel", "siftflow",
-         (_image(SIFTFLOW_MEAN_BGR),), _SIFT_OUT, 513, "two heads: semantic and geometric; " + _SIFT_NOTE),
+         (_image(SIFTFLOW_MEAN),), _SIFT_OUT, 513, "two heads: semantic and geometric; " + _SIFT_NOTE),
     _fcn("siftflow-fcn16s", "FCN-16s SIFT Flow", "siftflow-fcn16s-heavy.caffemodel", "siftflow",
-         (_image(SIFTFLOW_MEAN_BGR),), _SIFT_OUT, 513, "two heads: semantic and geometric; " + _SIFT_NOTE),
+         (_image(SIFTFLOW_MEAN),), _SIFT_OUT, 513, "two heads: semantic and geometric; " + _SIFT_NOTE),
     _fcn("siftflow-fcn8s", "FCN-8s SIFT Flow", "siftflow-fcn8s-heavy.caffemodel", "siftflow",
-         (_image(SIFTFLOW_MEAN_BGR),), _SIFT_OUT, 513, "two heads: semantic and geometric; " + _SIFT_NOTE),
+         (_image(SIFTFLOW_MEAN),), _SIFT_OUT, 513, "two heads: semantic and geometric; " + _SIFT_NOTE),
 )
 
 _IMAGENET_OUT = (OutputSpec("prob", "classification", (), 1000, "ILSVRC-2012 synsets; names not bundled"),)

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import fx
 
-from .atomic import atomic_write
-from .errors import CaffeFormatError
-from .graph import build_graph
-from .text import format_message, parse_text
+from ..atomic import atomic_write
+from ..caffe.text import format_message, parse_text
+from ..errors import CaffeFormatError
+from .builder import build_graph
 
 FORMAT_VERSION = "1"
 PT_METADATA_KEY = "fcn_port"

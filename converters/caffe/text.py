@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CaffeFormatError
+from ..errors import CaffeFormatError
 from .message import Ident, Message
 from .schema import ENUMS, MESSAGES, VARINT_TYPES, FieldSpec
 

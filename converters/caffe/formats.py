@@ -12,9 +12,9 @@ from typing import Literal
 
 import numpy as np
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
+from ..errors import CaffeFormatError
 from .binary import decode_message, encode_chunks, write_chunks
-from .errors import CaffeFormatError
 from .hdf5 import HDF5_SIGNATURE, read_hdf5_layers, read_hdf5_weights, write_hdf5_weights
 from .message import Message
 from .text import format_message, parse_text
@@ -115,12 +115,6 @@ def blob_shape(blob: Message) -> tuple[int, ...]:
     if any(name in blob for name in ("num", "channels", "height", "width")):
         return tuple(int(blob.get(name)) for name in ("num", "channels", "height", "width"))
     return tuple(int(d) for d in blob.get("shape").get("dim"))
-
-
-def blob_size(blob: Message) -> int:
-    """How many values a blob holds (``double_data`` when present, as Caffe reads it, else ``data``)."""
-    double = blob.getall("double_data")
-    return len(double) if len(double) else len(blob.getall("data"))
 
 
 def blob_array(blob: Message, path: PathLike | None = None, where: str = "blob") -> np.ndarray:

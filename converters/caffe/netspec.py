@@ -2,7 +2,7 @@
 
 Usage::
 
-    from converters.netspec import NetSpec, layers as L, crop
+    from converters.caffe.netspec import NetSpec, layers as L, crop
 
     n = NetSpec()
     n.data = L.Input(name="input", shape=dict(dim=[1, 3, 500, 500]))
@@ -10,7 +10,7 @@ Usage::
                             param=[dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)])
     n.relu1 = L.ReLU(n.conv1, in_place=True)
     n.up = L.Deconvolution(n.relu1, convolution_param=dict(num_output=21, kernel_size=4, stride=2))
-    n.score = crop(n.up, n.data)          # offset derived by converters.geometry
+    n.score = crop(n.up, n.data)          # offset derived by converters.caffe.geometry
     net = n.to_proto()                    # a Message("NetParameter")
 
 Keyword arguments of a layer go, in this order of preference: ``*_param`` and ``param`` to the
@@ -259,7 +259,7 @@ layers = _Layers()
 def crop(bottom: Top, like: Top, **params: Any) -> Top:
     """A ``Crop`` layer cropping ``bottom`` to the spatial size of ``like``, with ``axis`` and
     ``offset`` derived from the coordinate mapping of the two blobs when the net is built
-    (:func:`converters.geometry.crop_offsets`), as the official net spec's ``coord_map.crop`` does.
+    (:func:`converters.caffe.geometry.crop_offsets`), as the official net spec's ``coord_map.crop`` does.
     """
     if "crop_param" in params or "offset" in params or "axis" in params:
         raise NetSpecError("crop(): axis and offset come from the geometry; use layers.Crop to set them")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .errors import CaffeFormatError
+from collections.abc import Sequence
+
+from ..errors import CaffeFormatError
 from .message import Ident, Message
 from .schema import MESSAGES, V1_TYPE_NAMES
 
@@ -85,3 +87,35 @@ def upgrade_net(net: Message) -> Message:
         out.remove(name)
     out.set("layer", layers)
     return out
+
+
+def state_meets_rule(rule: Message, phase: str, level: int, stages: Sequence[str]) -> bool:
+    """Caffe's NetStateRule test: phase, level bounds, required and forbidden stages."""
+    if "phase" in rule and str(rule.get("phase")) != phase:
+        return False
+    if "min_level" in rule and level < int(rule.get("min_level")):
+        return False
+    if "max_level" in rule and level > int(rule.get("max_level")):
+        return False
+    if any(stage not in stages for stage in rule.get("stage")):
+        return False
+    return not any(stage in stages for stage in rule.get("not_stage"))
+
+
+def filter_layers(
+    net: Message, phase: str = "TEST", level: int = 0, stages: Sequence[str] = ()
+) -> list[Message]:
+    """The V2 layers of ``net`` that Caffe instantiates for this phase, level and stages."""
+    kept = []
+    for layer in upgrade_net(net).getall("layer"):
+        includes, excludes = layer.getall("include"), layer.getall("exclude")
+        if includes and excludes:
+            raise CaffeFormatError(f"layer '{layer.get('name')}' has both include and exclude rules")
+        included = not includes
+        if excludes and any(state_meets_rule(r, phase, level, stages) for r in excludes):
+            included = False
+        if includes and any(state_meets_rule(r, phase, level, stages) for r in includes):
+            included = True
+        if included:
+            kept.append(layer)
+    return kept

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CaffeFormatError
+from ..errors import CaffeFormatError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -84,7 +84,7 @@ def write_hdf5_weights(weights: dict[str, list[np.ndarray]], path: str | os.Path
     """
     import h5py
 
-    from .atomic import atomic_write
+    from ..atomic import atomic_write
 
     for layer_name in weights:
         if not layer_name or "/" in layer_name or layer_name == ".":

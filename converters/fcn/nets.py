@@ -2,7 +2,7 @@
 
 ``net_definition(model, split)`` builds the same ``NetParameter`` as the official repository's
 ``<model>/<split>.prototxt`` (its ``net.py`` output), layer by layer and parameter by parameter,
-with every Crop offset derived by :mod:`converters.geometry`. ``split="deploy"`` gives the inference
+with every Crop offset derived by :mod:`converters.caffe.geometry`. ``split="deploy"`` gives the inference
 net: ``Input`` layer(s) named ``input`` with 1xCx500x500 tops named as the data tops of the
 inference graph, no Dropout (as the official ``voc-fcn8s/deploy.prototxt``) and no loss layers.
 
@@ -22,9 +22,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from .message import Message
-from .netspec import NetSpec, Top, crop
-from .netspec import layers as L
+from ..caffe.message import Message
+from ..caffe.netspec import NetSpec, Top, crop
+from ..caffe.netspec import layers as L
 
 __all__ = ["BASE_MODELS", "MODELS", "SPLITS", "net_definition"]
 

@@ -2,9 +2,9 @@
 
 Each class spells out its forward pass (trunk, score layers, skips, upsampling, crops) the way the
 paper draws it. Its layers are made by the generic converters from the model's net definition
-(:mod:`converters.fcn_nets`), so parameter names are Caffe's layer names and a state dict moves
+(:mod:`converters.fcn.nets`), so parameter names are Caffe's layer names and a state dict moves
 freely between a named model, the generic graph and a converted file. Crop offsets come from
-coordinate mapping through the net (:func:`converters.geometry.crop_offsets`), never typed in::
+coordinate mapping through the net (:func:`converters.caffe.geometry.crop_offsets`), never typed in::
 
     model = fcn.create("voc-fcn8s").load_caffe("fcn8s-heavy-pascal.caffemodel")
     score = model(data=x)["score"]
@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .fcn_nets import net_definition
-from .geometry import crop_offsets
-from .ops import caffe_crop, eltwise_sum
+from ..caffe.geometry import crop_offsets
+from ..layers.eltwise import eltwise_sum
+from ..layers.shape import caffe_crop
+from .nets import net_definition
 
 VGG_BLOCKS = ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
 
@@ -38,7 +39,7 @@ class FCN(nn.Module):
         model = model or self.family[0]
         if model not in self.family:
             raise ValueError(f"{type(self).__name__} implements {', '.join(self.family)}, not {model!r}")
-        from .graph import build_graph
+        from ..graph.builder import build_graph
 
         self.model = model
         self.definition = net_definition(model, "deploy", width=width)
@@ -51,7 +52,7 @@ class FCN(nn.Module):
 
     def load_caffe(self, caffemodel: str | os.PathLike[str] | Mapping[str, list[np.ndarray]]) -> FCN:
         """Load Caffe weights (a caffemodel path or a :func:`converters.read_weights` dict)."""
-        from .graph import load_caffe
+        from ..graph.builder import load_caffe
 
         self.load_state_dict(load_caffe(self.definition, caffemodel).state_dict())
         return self

@@ -1,4 +1,4 @@
-"""Coordinate mapping through a Caffe net: crop offsets, receptive field, stride, blob shapes.
+"""Coordinate mapping through a Caffe net: crop offsets, receptive field, stride.
 
 Every spatial layer relates the coordinates of its top to those of its bottom affinely, per spatial
 axis: ``bottom = scale * top + shift``.
@@ -19,61 +19,26 @@ common ancestor, compose the maps, and require the result to be a pure integer s
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import deque
 from collections.abc import Iterable
 from fractions import Fraction
 
+from ..errors import CaffeFormatError, GeometryError
 from .message import Message
-from .netdef import layer_type, upgrade_net
+from .netdef import filter_layers
+from .traits import CONVOLUTION_TYPES, DATA_LAYER_TYPES, POINTWISE_TYPES, concat_axis, window
 
 __all__ = [
     "CoordMap",
     "GeometryError",
-    "blob_shapes",
     "coord_map",
     "crop_offsets",
     "fill_crop_offsets",
     "max_stride",
-    "parameter_count",
     "receptive_field",
 ]
 
-PASS_THROUGH_TYPES = frozenset(
-    {
-        "AbsVal",
-        "BatchNorm",
-        "Bias",
-        "BNLL",
-        "Clip",
-        "Dropout",
-        "Eltwise",
-        "ELU",
-        "Exp",
-        "Log",
-        "LRN",
-        "MVN",
-        "Power",
-        "PReLU",
-        "ReLU",
-        "Scale",
-        "Sigmoid",
-        "Split",
-        "Swish",
-        "TanH",
-        "Threshold",
-    }
-)
-SOURCE_TYPES = frozenset(
-    {"Input", "Python", "Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "WindowData"}
-)
-CONV_TYPES = frozenset({"Convolution", "Deconvolution", "Im2col"})
-
 Vec = tuple[Fraction, ...]
-
-
-class GeometryError(ValueError):
-    """A coordinate mapping that does not exist or does not give a valid crop."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -148,45 +113,14 @@ def _fractions(values: Iterable[int | float]) -> Vec:
 
 def _window(layer: Message) -> tuple[int, Vec, Vec, Vec] | None:
     """``(first spatial axis, stride, effective kernel, pad)`` of a conv/deconv/pooling layer,
-    or ``None`` for global pooling.
-    """
-    kind = str(layer.get("type"))
-    name = layer.get("name")
-    if kind in CONV_TYPES:
-        p = layer.get("convolution_param")
-        if "kernel_h" in p or "kernel_w" in p:
-            kernel = (p.get("kernel_h"), p.get("kernel_w"))
-        else:
-            kernel = tuple(p.get("kernel_size"))
-        if not kernel:
-            raise GeometryError(f"layer '{name}' ({kind}) has no kernel size")
-        if "stride_h" in p or "stride_w" in p:
-            stride = (p.get("stride_h"), p.get("stride_w"))
-        else:
-            stride = tuple(p.get("stride")) or (1,)
-        if "pad_h" in p or "pad_w" in p:
-            pad = (p.get("pad_h"), p.get("pad_w"))
-        else:
-            pad = tuple(p.get("pad")) or (0,)
-        dilation = tuple(p.get("dilation")) or (1,)
-        k, d = _broadcast(_fractions(kernel), _fractions(dilation))
-        effective = tuple((a - 1) * b + 1 for a, b in zip(k, d, strict=True))
-        return int(p.get("axis")) + 1, _fractions(stride), effective, _fractions(pad)
-    p = layer.get("pooling_param")
-    if p.get("global_pooling"):
+    or ``None`` for global pooling."""
+    try:
+        w = window(layer)
+    except CaffeFormatError as exc:
+        raise GeometryError(str(exc)) from None
+    if w.global_pooling:
         return None
-    if "kernel_h" in p or "kernel_w" in p:
-        kernel = (p.get("kernel_h"), p.get("kernel_w"))
-    else:
-        kernel = (p.get("kernel_size"),)
-    if not all(kernel):
-        raise GeometryError(f"pooling layer '{name}' has no kernel size")
-    if "stride_h" in p or "stride_w" in p:
-        stride = (p.get("stride_h"), p.get("stride_w"))
-    else:
-        stride = (p.get("stride"),)
-    pad = (p.get("pad_h"), p.get("pad_w")) if "pad_h" in p or "pad_w" in p else (p.get("pad"),)
-    return 2, _fractions(stride), _fractions(kernel), _fractions(pad)
+    return w.axis, _fractions(w.stride), _fractions(w.effective_kernel), _fractions(w.pad)
 
 
 def _written_crop(layer: Message) -> tuple[int, tuple[int, ...]]:
@@ -195,15 +129,13 @@ def _written_crop(layer: Message) -> tuple[int, tuple[int, ...]]:
 
 
 def _is_channel_concat(layer: Message) -> bool:
-    p = layer.get("concat_param")
-    axis = p.get("axis") if "axis" in p else p.get("concat_dim")
-    return int(axis) == 1
+    return concat_axis(layer) == 1
 
 
 def _layer_map(layer: Message, crops: dict[str, tuple[int, tuple[int, ...]]]) -> CoordMap | None:
     """The map from a layer's top coordinates to its (mapped) bottoms' coordinates, if defined."""
     kind = str(layer.get("type"))
-    if kind in CONV_TYPES or kind == "Pooling":
+    if kind in CONVOLUTION_TYPES or kind == "Pooling":
         window = _window(layer)
         if window is None:
             return None
@@ -217,7 +149,7 @@ def _layer_map(layer: Message, crops: dict[str, tuple[int, tuple[int, ...]]]) ->
                 tuple((p - c) / s for s, c, p in zip(stride, centre, pad, strict=True)),
             )
         return CoordMap(axis, stride, tuple(c - p for c, p in zip(centre, pad, strict=True)))
-    if kind in PASS_THROUGH_TYPES or (kind == "Concat" and _is_channel_concat(layer)):
+    if kind in POINTWISE_TYPES or (kind == "Concat" and _is_channel_concat(layer)):
         return CoordMap.identity()
     if kind == "Crop":
         axis, offset = crops.get(layer.get("name")) or _written_crop(layer)
@@ -235,9 +167,7 @@ def _mapped_bottoms(layer: Message, bottoms: list[int]) -> list[int]:
 
 class _Graph:
     def __init__(self, net: Message, phase: str = "TEST") -> None:
-        if "layers" in net or "input" in net:
-            net = upgrade_net(net)
-        self.layers: list[Message] = [layer for layer in net.getall("layer") if _in_phase(layer, phase)]
+        self.layers: list[Message] = filter_layers(net, phase)
         self.names: list[str] = []  # node -> blob name
         self.producer: list[int | None] = []  # node -> layer index
         self.bottoms: list[list[int]] = []
@@ -292,14 +222,6 @@ class _Graph:
                     maps[bottom] = maps[node].then(step)
                     queue.append(bottom)
         return maps
-
-
-def _in_phase(layer: Message, phase: str) -> bool:
-    """Caffe's phase filter (stages and levels are not considered)."""
-    includes = layer.getall("include")
-    if includes and not any("phase" not in rule or str(rule.get("phase")) == phase for rule in includes):
-        return False
-    return not any("phase" in rule and str(rule.get("phase")) == phase for rule in layer.getall("exclude"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -412,7 +334,7 @@ def _span(graph: _Graph, node: int, memo: dict[int, _Span]) -> _Span:
         return memo[node]
     index = graph.producer[node]
     one, zero = (Fraction(1),), (Fraction(0),)
-    if index is None or str(graph.layers[index].get("type")) in SOURCE_TYPES:
+    if index is None or str(graph.layers[index].get("type")) in DATA_LAYER_TYPES:
         memo[node] = _Span(one, zero, zero, one)
         return memo[node]
     layer = graph.layers[index]
@@ -422,7 +344,7 @@ def _span(graph: _Graph, node: int, memo: dict[int, _Span]) -> _Span:
     if len(bottoms) == len(tops) and len(tops) > 1:
         bottoms = [bottoms[tops.index(node)]]
     if (
-        kind in CONV_TYPES
+        kind in CONVOLUTION_TYPES
         or kind == "Pooling"
         or (kind == "LRN" and str(layer.get("lrn_param").get("norm_region")) == "WITHIN_CHANNEL")
     ):
@@ -459,7 +381,7 @@ def _span(graph: _Graph, node: int, memo: dict[int, _Span]) -> _Span:
             tuple(max(a, b) for a, b in zip(ms, new_stride, strict=True)),
             below.exact,
         )
-    elif kind in PASS_THROUGH_TYPES or (kind == "Concat" and _is_channel_concat(layer)):
+    elif kind in POINTWISE_TYPES or (kind == "Concat" and _is_channel_concat(layer)):
         result = _merge([_span(graph, b, memo) for b in bottoms], name)
     elif kind == "Crop":
         below = _span(graph, bottoms[0], memo)
@@ -524,182 +446,3 @@ def max_stride(net: Message, blob: str, *, phase: str = "TEST") -> int:
     """
     graph = _Graph(net, phase)
     return _as_int(_span(graph, graph.blob(blob), {}).max_stride, "stride")
-
-
-# ----------------------------------------------------------------------------------------------
-# Shapes and parameter counts
-
-
-def _layer_shapes(
-    layer: Message, bottoms: list[tuple[int, ...]], extra: dict[str, tuple[int, ...]]
-) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
-    """``(top shapes, parameter blob shapes)`` of one layer."""
-    kind, name = str(layer.get("type")), layer.get("name")
-    tops = layer.getall("top")
-    if kind == "Input":
-        shapes = [tuple(int(d) for d in s.getall("dim")) for s in layer.get("input_param").getall("shape")]
-        if len(shapes) == 1:
-            shapes = shapes * len(tops)
-        if len(shapes) != len(tops):
-            raise GeometryError(f"input layer '{name}' has {len(tops)} tops and {len(shapes)} shapes")
-        return shapes, []
-    if kind in SOURCE_TYPES:
-        missing = [t for t in tops if t not in extra]
-        if missing:
-            raise GeometryError(f"data layer '{name}': give the shapes of {', '.join(missing)}")
-        return [extra[t] for t in tops], []
-    if kind in CONV_TYPES or kind == "Pooling":
-        window = _window(layer)
-        out = []
-        for shape in bottoms:
-            if window is None:
-                out.append(shape[:2] + (1,) * (len(shape) - 2))
-                continue
-            axis, stride, kernel, pad = window
-            spatial = shape[axis:]
-            st, k, p, _ = _broadcast(stride, kernel, pad, (Fraction(0),) * len(spatial))
-            sizes = []
-            for size, s, kk, pp in zip(spatial, st, k, p, strict=True):
-                if kind == "Deconvolution":
-                    sizes.append(int(s * (size - 1) + kk - 2 * pp))
-                elif kind == "Pooling":
-                    n = math.ceil((size + 2 * pp - kk) / s) + 1
-                    if pp > 0 and (n - 1) * s >= size + pp:
-                        n -= 1
-                    sizes.append(n)
-                else:
-                    sizes.append(int((size + 2 * pp - kk) // s) + 1)
-            if min(sizes) < 1:
-                raise GeometryError(f"layer '{name}': input {shape} is too small")
-            channels = shape[axis - 1]
-            if kind == "Pooling":
-                out.append(shape[:axis] + tuple(sizes))
-            else:
-                num_output = int(layer.get("convolution_param").get("num_output"))
-                out.append(shape[: axis - 1] + (num_output,) + tuple(sizes))
-        params: list[tuple[int, ...]] = []
-        if kind != "Pooling" and kind != "Im2col":
-            p = layer.get("convolution_param")
-            axis, _, kernel_eff, _ = window  # type: ignore[misc]
-            if "kernel_h" in p or "kernel_w" in p:
-                kernel = (int(p.get("kernel_h")), int(p.get("kernel_w")))
-            else:
-                kernel = tuple(int(k) for k in p.get("kernel_size"))
-            spatial_axes = len(bottoms[0]) - axis
-            kernel = kernel * spatial_axes if len(kernel) == 1 else kernel
-            group, num_output = int(p.get("group")), int(p.get("num_output"))
-            channels = bottoms[0][axis - 1]
-            if channels % group or num_output % group:
-                raise GeometryError(
-                    f"layer '{name}': {channels} inputs and {num_output} outputs are not divisible "
-                    f"by group {group}"
-                )
-            if kind == "Deconvolution":
-                params.append((channels, num_output // group) + kernel)
-            else:
-                params.append((num_output, channels // group) + kernel)
-            if p.get("bias_term"):
-                params.append((num_output,))
-        return out, params
-    if kind == "InnerProduct":
-        p = layer.get("inner_product_param")
-        axis = int(p.get("axis")) % len(bottoms[0])
-        fan_in = math.prod(bottoms[0][axis:])
-        num_output = int(p.get("num_output"))
-        params = [(fan_in, num_output) if p.get("transpose") else (num_output, fan_in)]
-        if p.get("bias_term"):
-            params.append((num_output,))
-        return [bottoms[0][:axis] + (num_output,)], params
-    if kind == "Crop":
-        axis, offset = _written_crop(layer)
-        shape, like = bottoms[0], bottoms[1]
-        axis %= len(shape)
-        offsets = offset * (len(shape) - axis) if len(offset) == 1 else offset
-        out = shape[:axis] + like[axis:]
-        for size, want, off in zip(shape[axis:], like[axis:], offsets, strict=True):
-            if off + want > size:
-                raise GeometryError(f"crop layer '{name}': offset {off} + size {want} exceeds {size}")
-        return [out], []
-    if kind == "Eltwise":
-        if any(b != bottoms[0] for b in bottoms):
-            raise GeometryError(f"eltwise layer '{name}' joins shapes {bottoms}")
-        return [bottoms[0]], []
-    if kind == "Concat":
-        p = layer.get("concat_param")
-        axis = int(p.get("axis") if "axis" in p else p.get("concat_dim")) % len(bottoms[0])
-        rest = [b[:axis] + b[axis + 1 :] for b in bottoms]
-        if any(r != rest[0] for r in rest):
-            raise GeometryError(f"concat layer '{name}' joins shapes {bottoms}")
-        return [bottoms[0][:axis] + (sum(b[axis] for b in bottoms),) + bottoms[0][axis + 1 :]], []
-    if kind in ("SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss", "Accuracy"):
-        return [()] * len(tops), []
-    if kind in ("Scale", "Bias"):
-        p = layer.get("scale_param" if kind == "Scale" else "bias_param")
-        if len(bottoms) > 1:
-            return [bottoms[0]], []
-        axis = int(p.get("axis")) % len(bottoms[0])
-        num_axes = int(p.get("num_axes"))
-        shape = bottoms[0][axis:] if num_axes == -1 else bottoms[0][axis : axis + num_axes]
-        params = [shape]
-        if kind == "Scale" and p.get("bias_term"):
-            params.append(shape)
-        return [bottoms[0]], params
-    if kind == "BatchNorm":
-        channels = bottoms[0][1]
-        return [bottoms[0]], [(channels,), (channels,), (1,)]
-    if kind == "PReLU":
-        shared = layer.get("prelu_param").get("channel_shared")
-        return [bottoms[0]], [(1,) if shared else (bottoms[0][1],)]
-    if kind in PASS_THROUGH_TYPES or kind == "Softmax":
-        return [bottoms[0]] * len(tops), []
-    raise GeometryError(f"layer '{name}': shapes of {kind} layers are not supported")
-
-
-def _shapes(net: Message, input_shapes: dict[str, tuple[int, ...]] | None, phase: str):
-    graph = _Graph(net, phase)
-    extra = {k: tuple(v) for k, v in (input_shapes or {}).items()}
-    node_shapes: dict[int, tuple[int, ...]] = {}
-    layer_params: list[list[tuple[int, ...]]] = []
-    for index, layer in enumerate(graph.layers):
-        bottoms = []
-        for node in graph.bottoms[index]:
-            if node not in node_shapes:
-                name = graph.names[node]
-                if name not in extra:
-                    raise GeometryError(f"blob '{name}' has no producer; give its shape")
-                node_shapes[node] = extra[name]
-            bottoms.append(node_shapes[node])
-        tops, params = _layer_shapes(layer, bottoms, extra)
-        for node, shape in zip(graph.tops[index], tops, strict=True):
-            node_shapes[node] = shape
-        layer_params.append(params)
-    return graph, node_shapes, layer_params
-
-
-def blob_shapes(
-    net: Message, input_shapes: dict[str, tuple[int, ...]] | None = None, *, phase: str = "TEST"
-) -> dict[str, tuple[int, ...]]:
-    """The shape of every blob (its last version) as Caffe would reshape the net. ``Input`` layers
-    give their own shapes; other data layers' tops need ``input_shapes``.
-    """
-    graph, node_shapes, _ = _shapes(net, input_shapes, phase)
-    return {name: node_shapes[node] for name, node in graph.latest.items() if node in node_shapes}
-
-
-def parameter_count(
-    net: Message, input_shapes: dict[str, tuple[int, ...]] | None = None, *, phase: str = "TEST"
-) -> int:
-    """The number of learnable values (all parameter blobs) of ``net``."""
-    return sum(n for _, n in layer_parameter_counts(net, input_shapes, phase=phase).values())
-
-
-def layer_parameter_counts(
-    net: Message, input_shapes: dict[str, tuple[int, ...]] | None = None, *, phase: str = "TEST"
-) -> dict[str, tuple[str, int]]:
-    """Layer name -> (type, learnable values) for every layer of ``net`` that has parameters."""
-    graph, _, layer_params = _shapes(net, input_shapes, phase)
-    return {
-        str(layer.get("name")): (layer_type(layer), sum(math.prod(shape) for shape in params))
-        for layer, params in zip(graph.layers, layer_params, strict=True)
-        if params
-    }

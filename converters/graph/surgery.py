@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .message import Message
-from .netdef import layer_type
+from ..caffe.message import Message
+from ..caffe.netdef import layer_type
 
 
 def convolutionize(
@@ -28,7 +28,7 @@ def convolutionize(
     Only layers over axis 1 without ``transpose`` can be cast; the blob shapes come from the net at
     its declared input size (or ``input_shapes``).
     """
-    from .graph import build_graph
+    from .builder import build_graph
 
     module = build_graph(net, weights, input_shapes=input_shapes, initialise=False, strict=False)
     shapes = module.caffe.bottom_shapes

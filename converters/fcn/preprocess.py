@@ -1,4 +1,4 @@
-"""Caffe's input preprocessing for the FCN models, and colour palettes for label maps.
+"""Caffe's input preprocessing for the FCN models, and label maps as palette images.
 
 The released FCN models take BGR float32 input with the per-channel ImageNet mean subtracted,
 no scaling, in CHW layout (the official ``infer.py``). :func:`caffe_preprocess` does exactly that,
@@ -14,8 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-#: Per-channel mean of the released FCN models, in B, G, R order.
-VOC_MEAN_BGR: tuple[float, float, float] = (104.00698793, 116.66876762, 122.67891434)
+from .datasets import VOC_MEAN, palette
 
 _PIL_PALETTE_SIZE = 256
 
@@ -47,7 +46,7 @@ def _bgr_minus_mean(rgb: np.ndarray, mean: Sequence[float]) -> np.ndarray:
 
 
 def caffe_preprocess(
-    rgb_uint8_hwc: np.ndarray | Image.Image, mean: Sequence[float] = VOC_MEAN_BGR
+    rgb_uint8_hwc: np.ndarray | Image.Image, mean: Sequence[float] = VOC_MEAN
 ) -> torch.Tensor:
     """One RGB uint8 HxWx3 image (array or PIL image) as the nets' input: a 1x3xHxW float32 tensor.
 
@@ -60,7 +59,7 @@ def caffe_preprocess(
 
 
 def caffe_preprocess_batch(
-    images: Sequence[np.ndarray | Image.Image], mean: Sequence[float] = VOC_MEAN_BGR
+    images: Sequence[np.ndarray | Image.Image], mean: Sequence[float] = VOC_MEAN
 ) -> torch.Tensor:
     """Several same-sized RGB images as one Nx3xHxW float32 batch, each as :func:`caffe_preprocess`.
 
@@ -80,24 +79,6 @@ def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
     """The image file at ``path`` as an HxWx3 uint8 RGB array (any mode PIL reads is converted)."""
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB")).copy()
-
-
-def palette(num_classes: int) -> np.ndarray:
-    """The PASCAL VOC colour map for ``num_classes`` labels, as an (N, 3) uint8 array.
-
-    Label ``i`` takes the bits of ``i`` three at a time (bit 0 -> red, 1 -> green, 2 -> blue),
-    filling each channel from its most significant bit down: 0 black, 1 (128, 0, 0), 2 (0, 128, 0),
-    ... 255 (224, 224, 192) (VOC's "void"). Valid for any N; colours are unique for N <= 2**24.
-    """
-    if num_classes < 0:
-        raise ValueError(f"num_classes must be >= 0, got {num_classes}")
-    labels = np.arange(num_classes, dtype=np.int64)
-    colours = np.zeros((num_classes, 3), dtype=np.int64)
-    for bit in range(8):
-        for channel in range(3):
-            colours[:, channel] |= ((labels >> channel) & 1) << (7 - bit)
-        labels = labels >> 3
-    return colours.astype(np.uint8)
 
 
 def colorize(labels: np.ndarray | torch.Tensor, colours: np.ndarray) -> Image.Image:

@@ -1,0 +1,17 @@
+"""Caffe nets as PyTorch graphs: the builder (:mod:`.builder`, inputs in :mod:`.inputs`), blob
+shapes and parameter counts (:mod:`.shapes`), converted files (:mod:`.converted`), net surgery
+(:mod:`.surgery`) and CPU speed-ups (:mod:`.speed`)."""
+
+from .builder import CaffeNetInfo, WeightsMismatchError, build_graph, load_caffe, select_layers
+from .shapes import blob_shapes, layer_parameter_counts, parameter_count
+
+__all__ = [
+    "CaffeNetInfo",
+    "WeightsMismatchError",
+    "blob_shapes",
+    "build_graph",
+    "layer_parameter_counts",
+    "load_caffe",
+    "parameter_count",
+    "select_layers",
+]

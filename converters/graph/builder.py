@@ -1,0 +1,462 @@
+"""Caffe net definitions (plus weights) as ``torch.fx`` graphs that compute what Caffe computes.
+
+``load_caffe("deploy.prototxt", "weights.caffemodel")`` gives an ``nn.Module`` in eval mode whose
+keyword inputs are the net's input blobs and whose result is a dict of its output blobs::
+
+    net = load_caffe("voc-fcn8s/deploy.prototxt", "fcn8s-heavy-pascal.caffemodel")
+    scores = net(data=x)["score"]
+    print(net.code)            # the generated forward, one line per Caffe layer
+
+:func:`build_graph` works in five phases, one function each: select the layers Caffe would
+instantiate (:func:`select_layers`), size the inputs (:mod:`.inputs`), trace every layer's
+converter on meta tensors into an ``fx.Graph`` (:func:`_trace`), load or fill the parameter blobs
+(:func:`_load_blobs`), and record what was learned (:class:`CaffeNetInfo`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import keyword
+import operator
+import os
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, fx, nn
+
+from ..caffe.formats import read_prototxt, read_weights
+from ..caffe.message import Message
+from ..caffe.netdef import filter_layers, layer_type
+from ..caffe.traits import is_loss_or_metric
+from ..errors import CaffeFormatError, NetError, WeightsMismatchError
+from ..layers import Converted, LayerContext, converter_for, fill
+from .inputs import input_shapes, is_source
+
+Shape = tuple[int, ...]
+PathLike = str | os.PathLike[str]
+
+__all__ = ["CaffeNetInfo", "WeightsMismatchError", "build_graph", "load_caffe", "select_layers"]
+
+
+@dataclasses.dataclass
+class CaffeNetInfo:
+    """What the builder learned about the net; kept on the module as ``net.caffe``."""
+
+    name: str
+    inputs: dict[str, Shape]
+    """Input blob -> the shape declared by the net (or by ``input_shapes``), or a nominal one."""
+    declared_inputs: frozenset[str]
+    """Inputs whose shape was declared rather than guessed."""
+    outputs: list[str]
+    blob_shapes: dict[str, Shape]
+    """Every blob's shape for the input shapes above (after in-place layers: the last value)."""
+    layers: list[tuple[str, str]]
+    """(layer name, type) of every layer in the graph, in order."""
+    transform_params: dict[str, Message]
+    """Input blob -> its data layer's ``transform_param`` (Caffe's preprocessing), if any."""
+    unused_weights: list[str]
+    """Layers in the weights file that the graph does not have (e.g. a training net's extras)."""
+    randomly_initialised: list[str]
+    """Layers whose parameters were not in the weights and were filled at random."""
+    definition: Message
+    """The V2 net definition the graph was built from (after filtering by phase)."""
+    parameter_blobs: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """Layer -> its Caffe blobs as state-dict keys, in Caffe's blob order."""
+    bottom_shapes: dict[str, list[Shape]] = dataclasses.field(default_factory=dict)
+    """Layer -> the shapes of its bottoms when it runs (for the input shapes above)."""
+    parameter_shapes: dict[str, list[Shape]] = dataclasses.field(default_factory=dict)
+    """Layer -> the shapes Caffe gives its parameter blobs, in Caffe's blob order."""
+
+
+@dataclasses.dataclass
+class _Planned:
+    """A layer with parameters, between tracing and loading."""
+
+    name: str
+    type: str
+    attr: str
+    converted: Converted
+    stored: list[np.ndarray] | None
+
+
+@dataclasses.dataclass
+class _Trace:
+    graph: fx.Graph
+    root: nn.Module
+    outputs: list[str]
+    nodes: dict[str, fx.Node]
+    metas: dict[str, Tensor]
+    bottom_shapes: dict[str, list[Shape]]
+    planned: list[_Planned]
+
+
+def select_layers(
+    net: Message,
+    *,
+    phase: str = "TEST",
+    level: int = 0,
+    stages: Sequence[str] = (),
+    with_loss: bool = False,
+) -> list[Message]:
+    """The layers Caffe instantiates for this state (upgraded from V1, filtered by phase, level and
+    stages), without loss and accuracy layers unless ``with_loss``; names must be unique."""
+    if phase not in ("TEST", "TRAIN"):
+        raise ValueError(f"phase must be 'TEST' or 'TRAIN', not {phase!r}")
+    layers = filter_layers(net, phase, level, stages)
+    layers = [layer for layer in layers if with_loss or not is_loss_or_metric(layer_type(layer))]
+    names = [str(layer.get("name")) for layer in layers]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise NetError(f"layer names are not unique: {', '.join(sorted(duplicates))}")
+    return layers
+
+
+def build_graph(
+    net: Message,
+    weights: Mapping[str, list[np.ndarray]] | None = None,
+    *,
+    phase: str = "TEST",
+    level: int = 0,
+    stages: Sequence[str] = (),
+    with_loss: bool = False,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    strict: bool = True,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    initialise: bool = True,
+    outputs: Sequence[str] | None = None,
+) -> fx.GraphModule:
+    """The net as a ``torch.fx.GraphModule`` in eval mode, its parameters from ``weights``.
+
+    ``weights`` maps layer names to blobs as :func:`converters.read_weights` returns them; layers
+    it lacks are filled from the prototxt's fillers (or fan-in scaled normals) when ``weights`` is
+    ``None`` or ``strict`` is false, else raise :class:`WeightsMismatchError`. Loss and accuracy
+    layers are dropped unless ``with_loss``; data layers' used tops become keyword inputs.
+    ``initialise=False`` leaves parameters that have no stored weights uninitialised (for a state
+    dict loaded next). ``outputs`` names the blobs to return (their final values, as Caffe's
+    ``net.blobs`` holds them) instead of the net's outputs. ``device="meta"`` builds the graph and
+    every shape without allocating or loading any parameter.
+    """
+    layers = select_layers(net, phase=phase, level=level, stages=stages, with_loss=with_loss)
+    consumed = {b for layer in layers if not is_source(layer) for b in layer.getall("bottom")}
+    shapes, declared, transforms = _inputs(layers, consumed, input_shapes or {}, weights)
+    trace = _trace(layers, shapes, weights, phase, outputs)
+    module = fx.GraphModule(
+        trace.root, trace.graph, class_name=_identifier(str(net.get("name") or "CaffeNet"), set())
+    )
+    target = torch.device(device) if device is not None else torch.device("cpu")
+    module.to_empty(device=target)
+    randomly = _load_blobs(
+        module, trace.planned, weights, strict, seed, initialise and target.type != "meta", shapes, declared
+    )
+    names = {str(layer.get("name")) for layer in layers}
+    module.eval()
+    module.caffe = CaffeNetInfo(
+        name=str(net.get("name") or ""),
+        inputs=dict(shapes),
+        declared_inputs=frozenset(declared),
+        outputs=trace.outputs,
+        blob_shapes={b: tuple(t.shape) for b, t in trace.metas.items()},
+        layers=[(str(layer.get("name")), layer_type(layer)) for layer in layers],
+        transform_params=transforms,
+        unused_weights=sorted(set(weights or {}) - names),
+        randomly_initialised=randomly,
+        definition=_definition(net, layers),
+        parameter_blobs={
+            p.name: [f"{p.attr}.{a}" for a, _ in p.converted.blobs]
+            for p in trace.planned
+            if p.converted.blobs
+        },
+        bottom_shapes=trace.bottom_shapes,
+        parameter_shapes={
+            p.name: [tuple(s) for _, s in p.converted.blobs] for p in trace.planned if p.converted.blobs
+        },
+    )
+    return module
+
+
+def _inputs(
+    layers: list[Message],
+    consumed: set[str],
+    given: Mapping[str, Sequence[int]],
+    weights: Mapping[str, list[np.ndarray]] | None,
+) -> tuple[dict[str, Shape], set[str], dict[str, Message]]:
+    shapes, declared, transforms = input_shapes(layers, consumed, given, weights)
+    unknown = set(given) - set(shapes)
+    if unknown:
+        raise ValueError(f"input_shapes names {', '.join(sorted(unknown))}, which the net does not read")
+    return shapes, declared, transforms
+
+
+def _trace(
+    layers: list[Message],
+    shapes: dict[str, Shape],
+    weights: Mapping[str, list[np.ndarray]] | None,
+    phase: str,
+    outputs: Sequence[str] | None,
+) -> _Trace:
+    """Every layer's converter, called in order and run on meta tensors to learn its tops' shapes."""
+    graph = fx.Graph()
+    root = nn.Module()
+    taken: set[str] = set()
+    nodes: dict[str, fx.Node] = {}
+    metas: dict[str, Tensor] = {}
+    available: list[str] = []
+    bottom_shapes: dict[str, list[Shape]] = {}
+    planned: list[_Planned] = []
+    for top, shape in shapes.items():
+        nodes[top] = graph.placeholder(_identifier(top, taken))
+        metas[top] = torch.empty(shape, device="meta")
+
+    for layer in layers:
+        name, kind = str(layer.get("name")), layer_type(layer)
+        bottoms, tops = list(layer.getall("bottom")), list(layer.getall("top"))
+        if is_source(layer):
+            available += [t for t in tops if t in nodes]
+            continue
+        missing = [b for b in bottoms if b not in nodes]
+        if missing:
+            raise NetError(
+                f"layer '{name}' ({kind}) reads blob '{missing[0]}', which no earlier layer produces"
+            )
+        stored = (weights or {}).get(name)
+        bottom_shapes[name] = [tuple(metas[b].shape) for b in bottoms]
+        ctx = LayerContext(
+            layer=layer,
+            name=name,
+            type=kind,
+            bottoms=bottoms,
+            tops=tops,
+            bottom_shapes=list(bottom_shapes[name]),
+            blob_shapes=[tuple(b.shape) for b in stored] if stored else None,
+            phase=phase,
+        )
+        try:
+            converted = converter_for(kind, name)(ctx)
+        except NetError:
+            raise
+        except (ValueError, TypeError) as exc:
+            if str(exc).startswith(f"layer '{name}'"):
+                raise NetError(str(exc)) from None
+            raise NetError(f"layer '{name}' ({kind}): {exc}") from None
+        for b in bottoms:
+            if b in available:
+                available.remove(b)
+        if converted.role == "silence":
+            continue
+        args = tuple(nodes[b] for b in bottoms)
+        node_name = _identifier(name if set(tops) & set(bottoms) or len(tops) != 1 else tops[0], taken)
+        if converted.module is not None:
+            attr = node_name if node_name.isidentifier() else _identifier(name, taken)
+            root.add_module(attr, converted.module)
+            node = graph.create_node("call_module", attr, args, name=node_name)
+            call = converted.module
+            planned.append(_Planned(name, kind, attr, converted, stored))
+        else:
+            node = graph.create_node(
+                "call_function", converted.function, args, dict(converted.kwargs), name=node_name
+            )
+            call = _partial(converted.function, converted.kwargs)
+        result = _meta_result(name, kind, converted, call, bottoms, metas)
+        for top, value, top_node in zip(
+            tops, *_per_top(name, kind, converted, result, node, graph, tops, taken), strict=True
+        ):
+            nodes[top] = top_node
+            metas[top] = value
+            if top in available:
+                available.remove(top)
+            available.append(top)
+
+    if outputs is not None:
+        unknown_blobs = [blob for blob in outputs if blob not in nodes]
+        if unknown_blobs:
+            raise ValueError(f"the net has no blob {', '.join(map(repr, unknown_blobs))}")
+        outputs = list(outputs)
+    else:
+        outputs = [blob for blob in available if blob not in shapes]
+    if not outputs:
+        raise NetError("the net computes nothing: no layer produces an output blob")
+    graph.output({blob: nodes[blob] for blob in outputs})
+    return _Trace(graph, root, outputs, nodes, metas, bottom_shapes, planned)
+
+
+def _meta_result(
+    name: str, kind: str, converted: Converted, call: Any, bottoms: list[str], metas: dict[str, Tensor]
+) -> Tensor | tuple[Tensor, ...]:
+    """The layer's result on meta tensors (shapes only, nothing computed or allocated)."""
+    meta_args = tuple(metas[b] for b in bottoms)
+    try:
+        with torch.no_grad():
+            if converted.keeps_shape:
+                return meta_args[0]
+            if converted.output_shape is not None:
+                shape = converted.output_shape([tuple(t.shape) for t in meta_args])
+                if isinstance(shape, list):
+                    return tuple(torch.empty(s, device="meta") for s in shape)
+                return torch.empty(shape, device="meta")
+            return call(*meta_args)
+    except Exception as exc:  # noqa: BLE001  (any failure of the op on these shapes is the net's error)
+        shapes_text = ", ".join(f"{b} {list(metas[b].shape)}" for b in bottoms)
+        raise NetError(f"layer '{name}' ({kind}) cannot run on {shapes_text}: {exc}") from None
+
+
+def _per_top(
+    name: str,
+    kind: str,
+    converted: Converted,
+    result: Tensor | tuple[Tensor, ...],
+    node: fx.Node,
+    graph: fx.Graph,
+    tops: list[str],
+    taken: set[str],
+) -> tuple[list[Tensor], list[fx.Node]]:
+    """Each top's meta value and graph node."""
+    if converted.same_for_all_tops:
+        return [result] * len(tops), [node] * len(tops)
+    if converted.outputs > 1 or len(tops) > 1:
+        if not isinstance(result, tuple) or len(result) != len(tops):
+            raise NetError(f"layer '{name}' ({kind}) gives {converted.outputs} results for {len(tops)} tops")
+        top_nodes = [
+            graph.create_node("call_function", operator.getitem, (node, i), name=_identifier(top, taken))
+            for i, top in enumerate(tops)
+        ]
+        return list(result), top_nodes
+    if len(tops) != 1:
+        raise NetError(f"layer '{name}' ({kind}) has {len(tops)} tops; it makes one")
+    return [result], [node]
+
+
+def _load_blobs(
+    module: fx.GraphModule,
+    planned: list[_Planned],
+    weights: Mapping[str, list[np.ndarray]] | None,
+    strict: bool,
+    seed: int,
+    initialise: bool,
+    shapes: dict[str, Shape],
+    declared: set[str],
+) -> list[str]:
+    """Stored blobs copied into the parameters (checked as Caffe checks them), missing ones filled;
+    returns the layers filled at random."""
+    generator = torch.Generator().manual_seed(seed)
+    randomly: list[str] = []
+    for plan in planned:
+        converted = plan.converted
+        if not converted.blobs:
+            continue
+        sub = module.get_submodule(plan.attr)
+        if plan.stored is None:
+            if weights is not None and strict:
+                raise WeightsMismatchError(
+                    f"layer '{plan.name}' ({plan.type}) has no weights in the caffemodel; "
+                    "pass strict=False to fill it at random"
+                )
+            randomly.append(plan.name)
+            if not initialise:
+                continue
+            fillers = list(converted.fillers) + [None] * (len(converted.blobs) - len(converted.fillers))
+            for (blob_attr, shape), filler in zip(converted.blobs, fillers, strict=True):
+                _assign(sub, blob_attr, fill(shape, filler, generator))
+            continue
+        if len(plan.stored) != len(converted.blobs):
+            raise WeightsMismatchError(
+                f"layer '{plan.name}' has {len(plan.stored)} blobs in the weights file; the net expects "
+                f"{len(converted.blobs)} ({', '.join(a for a, _ in converted.blobs)})"
+            )
+        for i, ((blob_attr, shape), array) in enumerate(zip(converted.blobs, plan.stored, strict=True)):
+            if not _fits(tuple(array.shape), tuple(shape)):
+                guessed = [f"{b}={'x'.join(map(str, shapes[b]))}" for b in shapes if b not in declared]
+                hint = (
+                    f" (the net does not declare the shape of {', '.join(guessed)}, which was guessed: "
+                    "give input_shapes / --input-shape)"
+                    if guessed
+                    else ""
+                )
+                raise WeightsMismatchError(
+                    f"layer '{plan.name}' blob {i} ({blob_attr}): the weights file has shape "
+                    f"{list(array.shape)}, the net needs {list(shape)}{hint}"
+                )
+            if module_device(sub) != "meta":
+                with warnings.catch_warnings():  # read-only memory maps are fine: copied right away
+                    warnings.simplefilter("ignore", UserWarning)
+                    value = torch.from_numpy(np.asarray(array, dtype=np.float32))
+                _assign(sub, blob_attr, value)
+    return randomly
+
+
+def module_device(module: nn.Module) -> str:
+    """The device type of a module's first parameter or buffer (``"cpu"`` when it has none)."""
+    for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+        return tensor.device.type
+    return "cpu"
+
+
+def _fits(stored: Shape, expected: Shape) -> bool:
+    """Caffe's blob shape check, including legacy 4-D (num, channels, height, width) blobs."""
+    if stored == expected:
+        return True
+    if len(stored) == 4 and len(expected) <= 4:
+        return stored == (1,) * (4 - len(expected)) + expected
+    return False
+
+
+def _assign(module: nn.Module, attr: str, value: Tensor) -> None:
+    target = getattr(module, attr)
+    with torch.no_grad():
+        target.copy_(value.reshape(target.shape).to(target.dtype))
+
+
+def _identifier(name: str, taken: set[str]) -> str:
+    """A Python identifier for ``name``, unique in ``taken`` and not shadowing nn.Module members."""
+    ident = re.sub(r"\W", "_", name) or "blob"
+    if ident[0].isdigit():
+        ident = "_" + ident
+    if keyword.iskeyword(ident) or hasattr(nn.Module, ident) or ident in ("self", "torch", "ops"):
+        ident += "_"
+    base, i = ident, 1
+    while ident in taken:
+        i += 1
+        ident = f"{base}_{i}"
+    taken.add(ident)
+    return ident
+
+
+def _partial(function: Any, kwargs: dict[str, Any]) -> Any:
+    return lambda *args: function(*args, **kwargs)
+
+
+def _definition(net: Message, layers: list[Message]) -> Message:
+    out = Message("NetParameter")
+    if "name" in net:
+        out.set("name", net.get("name"))
+    out.set("layer", [layer.copy() for layer in layers])
+    return out
+
+
+def load_caffe(
+    prototxt: PathLike | Message,
+    caffemodel: PathLike | Mapping[str, list[np.ndarray]] | None = None,
+    *,
+    device: str | torch.device | None = None,
+    **options: Any,
+) -> fx.GraphModule:
+    """A Caffe net as a PyTorch module in eval mode: ``net(data=x)`` returns ``{blob: tensor}``.
+
+    ``prototxt`` is a path or a parsed ``NetParameter``; ``caffemodel`` a ``.caffemodel`` /
+    ``.caffemodel.h5`` path, a weights dict, or ``None`` for random weights. Other options are
+    those of :func:`build_graph` (``phase``, ``with_loss``, ``input_shapes``, ``strict``, ...).
+    """
+    net = prototxt if isinstance(prototxt, Message) else read_prototxt(prototxt)
+    weights = (
+        caffemodel if caffemodel is None or isinstance(caffemodel, Mapping) else read_weights(caffemodel)
+    )
+    try:
+        return build_graph(net, weights, device=device, **options)
+    except CaffeFormatError as exc:
+        if exc.path is None and not isinstance(prototxt, Message):
+            raise exc.with_path(prototxt) from None
+        raise

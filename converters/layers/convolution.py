@@ -1,0 +1,82 @@
+"""Convolution and Deconvolution (grouped, dilated, 1 to 3 spatial axes), with Caffe's blob
+layouts: weights ``out x in/group x k...`` and ``in x out/group x k...`` respectively."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..caffe.traits import Window, check_positive, window
+from .fillers import weight_and_bias_fillers
+from .registry import Converted, LayerContext, canonical_axis, register_layer
+
+
+def convolution_window(ctx: LayerContext) -> tuple[int, Window]:
+    """``(spatial axes, window)`` of a convolution layer, checked as Caffe's ``LayerSetUp`` checks it."""
+    p = ctx.param("convolution_param")
+    axis = int(p.get("axis"))
+    shape = ctx.bottom_shapes[0] if ctx.bottom_shapes else None
+    if shape is not None:
+        dims = len(shape) - canonical_axis(axis, len(shape), ctx.where) - 1
+        if canonical_axis(axis, len(shape), ctx.where) != 1:
+            raise ValueError(f"{ctx.where}: convolution over axis {axis} is not supported (only 1)")
+    elif ctx.blob_shapes:
+        dims = len(ctx.blob_shapes[0]) - 2
+    else:
+        dims = 2
+    if not 1 <= dims <= 3:
+        raise ValueError(f"{ctx.where}: {dims} spatial axes (1 to 3 supported)")
+    w = window(ctx.layer, dims)
+    check_positive(w.kernel, "kernel size", ctx.where)
+    check_positive(w.stride, "stride", ctx.where)
+    check_positive(w.dilation, "dilation", ctx.where)
+    if any(p < 0 for p in w.pad):
+        raise ValueError(f"{ctx.where}: pad must not be negative, got {list(w.pad)}")
+    return dims, w
+
+
+def _channels(ctx: LayerContext, in_channels: int) -> tuple[int, int, int]:
+    p = ctx.param("convolution_param")
+    group, out_channels = int(p.get("group")), int(p.get("num_output"))
+    if group < 1:
+        raise ValueError(f"{ctx.where}: group must be at least 1, got {group}")
+    if out_channels < 1:
+        raise ValueError(f"{ctx.where}: num_output must be at least 1, got {out_channels}")
+    if in_channels % group or out_channels % group:
+        raise ValueError(
+            f"{ctx.where}: {in_channels} input and {out_channels} output channels are not "
+            f"divisible by group {group}"
+        )
+    return group, in_channels, out_channels
+
+
+@register_layer("Convolution")
+def convolution(ctx: LayerContext) -> Converted:
+    p = ctx.param("convolution_param")
+    dims, w = convolution_window(ctx)
+    group = max(1, int(p.get("group")))
+    group, in_channels, out_channels = _channels(
+        ctx, ctx.channels(1, 0, lambda s: s[1] * group if len(s) > 1 else 0)
+    )
+    bias = bool(p.get("bias_term"))
+    conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[dims - 1](
+        in_channels, out_channels, w.kernel, w.stride, w.pad, w.dilation, group, bias, device="meta"
+    )
+    blobs = [("weight", (out_channels, in_channels // group, *w.kernel))]
+    if bias:
+        blobs.append(("bias", (out_channels,)))
+    return Converted(module=conv, blobs=blobs, fillers=weight_and_bias_fillers(p, bias))
+
+
+@register_layer("Deconvolution")
+def deconvolution(ctx: LayerContext) -> Converted:
+    p = ctx.param("convolution_param")
+    dims, w = convolution_window(ctx)
+    group, in_channels, out_channels = _channels(ctx, ctx.channels(1, 0, lambda s: s[0]))
+    bias = bool(p.get("bias_term"))
+    deconv = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)[dims - 1](
+        in_channels, out_channels, w.kernel, w.stride, w.pad, 0, group, bias, w.dilation, device="meta"
+    )
+    blobs = [("weight", (in_channels, out_channels // group, *w.kernel))]
+    if bias:
+        blobs.append(("bias", (out_channels,)))
+    return Converted(module=deconv, blobs=blobs, fillers=weight_and_bias_fillers(p, bias))

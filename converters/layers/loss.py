@@ -1,0 +1,98 @@
+"""Training and scoring layers kept when a graph is built with losses: SoftmaxWithLoss (Caffe's
+normalizations) and Accuracy (Caffe's tie ranking, per-class top)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .registry import Converted, LayerContext, canonical_axis, register_layer
+
+
+def softmax_with_loss(
+    score: Tensor, label: Tensor, axis: int, ignore_label: int | None, normalization: str
+) -> Tensor:
+    """Caffe's SoftmaxWithLoss value (a 0-D tensor), with its normalization modes."""
+    axis = axis + score.dim() if axis < 0 else axis
+    log_prob = F.log_softmax(score, dim=axis)
+    log_prob = torch.clamp(log_prob, min=math.log(torch.finfo(torch.float32).tiny))
+    moved = log_prob.movedim(axis, -1).reshape(-1, score.shape[axis])
+    target = label.reshape(-1).long()
+    valid = torch.ones_like(target, dtype=torch.bool) if ignore_label is None else target != ignore_label
+    safe = torch.where(valid, target, torch.zeros_like(target))
+    picked = moved.gather(1, safe.unsqueeze(1)).squeeze(1)
+    total = -(picked * valid.to(picked.dtype)).sum()
+    outer = math.prod(score.shape[:axis])
+    inner = math.prod(score.shape[axis + 1 :])
+    if normalization == "FULL":
+        normalizer = torch.tensor(float(outer * inner), device=score.device)
+    elif normalization == "VALID":
+        normalizer = (
+            valid.sum().to(score.dtype)
+            if ignore_label is not None
+            else torch.tensor(float(outer * inner), device=score.device)
+        )
+    elif normalization == "BATCH_SIZE":
+        normalizer = torch.tensor(float(outer), device=score.device)
+    elif normalization == "NONE":
+        normalizer = torch.tensor(1.0, device=score.device)
+    else:
+        raise ValueError(f"unknown loss normalization {normalization}")
+    return total / torch.clamp(normalizer.to(score.dtype), min=1.0)
+
+
+@register_layer("SoftmaxWithLoss")
+def softmax_with_loss_layer(ctx: LayerContext) -> Converted:
+    loss = ctx.param("loss_param")
+    if "normalization" in loss or "normalize" not in loss:
+        normalization = str(loss.get("normalization"))
+    else:
+        normalization = "VALID" if bool(loss.get("normalize")) else "BATCH_SIZE"
+    ignore = int(loss.get("ignore_label")) if "ignore_label" in loss else None
+    axis = int(ctx.param("softmax_param").get("axis"))
+    return Converted(
+        function=softmax_with_loss,
+        kwargs={"axis": axis, "ignore_label": ignore, "normalization": normalization},
+        role="loss",
+        output_shape=lambda shapes: (),
+    )
+
+
+def accuracy(
+    score: Tensor, label: Tensor, axis: int, top_k: int, ignore_label: int | None, per_class: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Caffe's Accuracy: the share of non-ignored positions whose label is among the ``top_k``
+    scores (ties ranked by class index, higher first; NaN when every label is ignored), and with
+    ``per_class`` also each class's accuracy (0 for classes that do not occur)."""
+    axis = axis + score.dim() if axis < 0 else axis
+    classes = score.shape[axis]
+    moved = score.movedim(axis, -1).reshape(-1, classes)
+    target = label.reshape(-1).long()
+    valid = torch.ones_like(target, dtype=torch.bool) if ignore_label is None else target != ignore_label
+    safe = torch.where(valid, target, torch.zeros_like(target))
+    true_score = moved.gather(1, safe.unsqueeze(1))
+    index = torch.arange(classes, device=score.device).unsqueeze(0)
+    ahead = (moved > true_score) | ((moved == true_score) & (index > safe.unsqueeze(1)))
+    correct = (ahead.sum(dim=1) < top_k) & valid
+    overall = correct.sum().to(score.dtype) / valid.sum().to(score.dtype)
+    if not per_class:
+        return overall
+    seen = torch.bincount(safe[valid], minlength=classes).to(score.dtype)
+    hits = torch.bincount(safe[correct], minlength=classes).to(score.dtype)
+    return overall, torch.where(seen > 0, hits / seen.clamp(min=1), torch.zeros_like(seen))
+
+
+@register_layer("Accuracy")
+def accuracy_layer(ctx: LayerContext) -> Converted:
+    p = ctx.param("accuracy_param")
+    ignore = int(p.get("ignore_label")) if "ignore_label" in p else None
+    axis = int(p.get("axis"))
+    per_class = len(ctx.tops) > 1
+    kwargs = {"axis": axis, "top_k": int(p.get("top_k")), "ignore_label": ignore, "per_class": per_class}
+    if per_class:
+        classes = lambda shapes: [(), (shapes[0][canonical_axis(axis, len(shapes[0]))],)]  # noqa: E731
+        return Converted(function=accuracy, kwargs=kwargs, role="loss", outputs=2, output_shape=classes)
+    return Converted(function=accuracy, kwargs=kwargs, role="loss", output_shape=lambda shapes: ())

@@ -1,0 +1,109 @@
+"""Normalisations: LRN (across and within channels), MVN and BatchNorm (Caffe's scale-factor blob)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .fillers import CONSTANT_ONE, CONSTANT_ZERO
+from .pooling import CaffePooling
+from .registry import Converted, LayerContext, register_layer
+
+
+def lrn_within_channel(x: Tensor, size: int, alpha: float, beta: float) -> Tensor:
+    """Caffe's LRN WITHIN_CHANNEL: ``x / (1 + alpha * avg(x^2 over size x size))^beta``."""
+    pad = (size - 1) // 2
+    pool = CaffePooling("AVE", (size, size), (1, 1), (pad, pad))
+    return x * torch.pow(1 + alpha * pool(x * x), -beta)
+
+
+def mvn(x: Tensor, normalize_variance: bool, across_channels: bool, eps: float) -> Tensor:
+    """Caffe's MVN: each sample (or each sample's channel) minus its mean, divided by its standard
+    deviation plus ``eps`` (the biased variance, as Caffe computes it)."""
+    start = 1 if across_channels else 2
+    dims = list(range(start, x.dim()))
+    centred = x - x.mean(dim=dims, keepdim=True) if dims else x - x
+    if not normalize_variance:
+        return centred
+    variance = centred.pow(2).mean(dim=dims, keepdim=True) if dims else centred.pow(2)
+    return centred / (variance.sqrt() + eps)
+
+
+def caffe_batch_norm(x: Tensor, mean: Tensor, var: Tensor, eps: float, global_stats: bool) -> Tensor:
+    """Caffe's BatchNorm (no affine part): stored statistics, or the batch's own (biased) ones."""
+    if global_stats:
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        return (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + eps)
+    dims = [0] + list(range(2, x.dim()))
+    mu = x.mean(dim=dims, keepdim=True)
+    centred = x - mu
+    return centred / torch.sqrt(centred.pow(2).mean(dim=dims, keepdim=True) + eps)
+
+
+@register_layer("LRN")
+def lrn_layer(ctx: LayerContext) -> Converted:
+    p = ctx.param("lrn_param")
+    size, alpha, beta, k = (
+        int(p.get("local_size")),
+        float(p.get("alpha")),
+        float(p.get("beta")),
+        float(p.get("k")),
+    )
+    if str(p.get("norm_region")) == "WITHIN_CHANNEL":
+        return Converted(
+            function=lrn_within_channel,
+            kwargs={"size": size, "alpha": alpha, "beta": beta},
+            keeps_shape=True,
+        )
+    if size % 2 == 0:
+        raise ValueError(f"layer '{ctx.name}': LRN across channels needs an odd local_size, got {size}")
+    return Converted(module=nn.LocalResponseNorm(size, alpha, beta, k), keeps_shape=True)
+
+
+@register_layer("MVN")
+def mvn_layer(ctx: LayerContext) -> Converted:
+    p = ctx.param("mvn_param")
+    kwargs = {
+        "normalize_variance": bool(p.get("normalize_variance")),
+        "across_channels": bool(p.get("across_channels")),
+        "eps": float(p.get("eps")),
+    }
+    return Converted(function=mvn, kwargs=kwargs, keeps_shape=True)
+
+
+class BatchNorm(nn.Module):
+    """Caffe's BatchNorm: normalises with stored mean/variance divided by the stored scale factor
+    (or with the batch's statistics when ``use_global_stats`` is false)."""
+
+    def __init__(self, channels: int, eps: float, use_global_stats: bool) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.empty(channels, device="meta"))
+        self.register_buffer("variance", torch.empty(channels, device="meta"))
+        self.register_buffer("scale_factor", torch.empty(1, device="meta"))
+        self.eps = eps
+        self.use_global_stats = use_global_stats
+
+    def extra_repr(self) -> str:
+        return f"channels={self.mean.shape[0]}, eps={self.eps}, use_global_stats={self.use_global_stats}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.use_global_stats:
+            return caffe_batch_norm(x, self.mean, self.variance, self.eps, False)
+        factor = torch.where(
+            self.scale_factor == 0, torch.zeros_like(self.scale_factor), 1 / self.scale_factor
+        )
+        return caffe_batch_norm(x, self.mean * factor, self.variance * factor, self.eps, True)
+
+
+@register_layer("BatchNorm")
+def batch_norm(ctx: LayerContext) -> Converted:
+    p = ctx.param("batch_norm_param")
+    channels = ctx.channels(1, 0, lambda s: math.prod(s))
+    global_stats = bool(p.get("use_global_stats")) if "use_global_stats" in p else ctx.phase == "TEST"
+    module = BatchNorm(channels, float(p.get("eps")), global_stats)
+    blobs = [("mean", (channels,)), ("variance", (channels,)), ("scale_factor", (1,))]
+    return Converted(
+        module=module, blobs=blobs, fillers=[CONSTANT_ZERO, CONSTANT_ONE, CONSTANT_ONE], keeps_shape=True
+    )

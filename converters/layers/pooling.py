@@ -1,0 +1,142 @@
+"""Pooling (MAX, AVE; global; 1 to 3 spatial axes) with Caffe's output sizes and borders."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..caffe.traits import check_positive, window
+from .registry import Converted, LayerContext, register_layer
+
+
+def caffe_pooled_size(size: int, kernel: int, stride: int, pad: int, any_pad: bool, ceil: bool) -> int:
+    """The pooled length Caffe gives: ceil (or floor) rounding, then its rule dropping a last
+    window that would start in the right padding (applied only when the layer has padding)."""
+    span = size + 2 * pad - kernel
+    pooled = (math.ceil(span / stride) if ceil else math.floor(span / stride)) + 1
+    if any_pad and (pooled - 1) * stride >= size + pad:
+        pooled -= 1
+    return pooled
+
+
+def _torch_pooled_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    pooled = (size + 2 * pad - kernel + stride - 1) // stride + 1
+    if (pooled - 1) * stride >= size + pad:
+        pooled -= 1
+    return pooled
+
+
+class CaffePooling(nn.Module):
+    """Caffe's MAX / AVE pooling over the last ``len(kernel)`` axes (1 to 3 spatial axes).
+
+    Output sizes follow Caffe's rounding; max windows that fall wholly in padding give
+    ``-FLT_MAX``; average divisors count padding up to ``size + pad`` but not beyond, as Caffe does.
+    PyTorch's own kernels run whenever they give the same result.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        kernel: Sequence[int],
+        stride: Sequence[int],
+        pad: Sequence[int],
+        *,
+        ceil: bool = True,
+        global_pooling: bool = False,
+    ) -> None:
+        super().__init__()
+        if method not in ("MAX", "AVE"):
+            raise ValueError(f"pooling method {method} is not supported (only MAX and AVE)")
+        self.method = method
+        self.kernel = tuple(kernel)
+        self.stride = tuple(stride)
+        self.pad = tuple(pad)
+        self.ceil = ceil
+        self.global_pooling = global_pooling
+
+    def extra_repr(self) -> str:
+        if self.global_pooling:
+            return f"{self.method}, global"
+        return (
+            f"{self.method}, kernel={self.kernel}, stride={self.stride}, pad={self.pad}, "
+            f"round={'ceil' if self.ceil else 'floor'}"
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        dims = len(self.kernel)
+        sizes = tuple(x.shape[-dims:])
+        if self.global_pooling:
+            kernel, stride, pad = sizes, (1,) * dims, (0,) * dims
+        else:
+            kernel, stride, pad = self.kernel, self.stride, self.pad
+        any_pad = any(pad)
+        out = tuple(
+            caffe_pooled_size(s, k, st, p, any_pad, self.ceil)
+            for s, k, st, p in zip(sizes, kernel, stride, pad, strict=True)
+        )
+        if min(out) < 1:
+            raise ValueError(
+                f"pooling a {'x'.join(map(str, sizes))} input with kernel {kernel}, stride {stride}, "
+                f"pad {pad} leaves no output"
+            )
+        native = all(2 * p <= k for p, k in zip(pad, kernel, strict=True)) and out == tuple(
+            _torch_pooled_size(s, k, st, p) for s, k, st, p in zip(sizes, kernel, stride, pad, strict=True)
+        )
+        pool_max = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[dims - 1]
+        pool_avg = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[dims - 1]
+        if native and self.ceil:
+            if self.method == "MAX":
+                return pool_max(x, kernel, stride, pad, ceil_mode=True)
+            return pool_avg(x, kernel, stride, pad, ceil_mode=True, count_include_pad=True)
+        # General case: pad explicitly so that every window Caffe visits exists, pool without
+        # padding, and keep exactly Caffe's number of outputs.
+        widths: list[int] = []
+        for s, k, st, p, o in reversed(list(zip(sizes, kernel, stride, pad, out, strict=True))):
+            widths += [p, max(0, (o - 1) * st + k - p - s)]
+        if self.method == "MAX":
+            padded = F.pad(x, widths, value=torch.finfo(x.dtype).min)
+            y = pool_max(padded, kernel, stride)
+        else:
+            padded = F.pad(x, widths)
+            y = (
+                pool_avg(padded, kernel, stride, divisor_override=1)
+                if dims > 1
+                else (F.avg_pool1d(padded, kernel, stride) * kernel[0])
+            )
+        index = (Ellipsis,) + tuple(slice(0, o) for o in out)
+        y = y[index]
+        if self.method == "AVE":
+            divisor = torch.ones((), dtype=x.dtype, device=x.device)
+            for axis, (s, k, st, p, o) in enumerate(zip(sizes, kernel, stride, pad, out, strict=True)):
+                starts = torch.arange(o, device=x.device) * st - p
+                counts = torch.clamp(starts + k, max=s + p) - starts
+                shape = [1] * dims
+                shape[axis] = o
+                divisor = divisor * counts.to(x.dtype).reshape(shape)
+            y = y / divisor
+        return y
+
+
+@register_layer("Pooling")
+def pooling(ctx: LayerContext) -> Converted:
+    p = ctx.param("pooling_param")
+    method = str(p.get("pool"))
+    if method not in ("MAX", "AVE"):
+        raise ValueError(f"{ctx.where}: pooling method {method} is not supported (only MAX and AVE)")
+    w = window(ctx.layer, 2)
+    if w.global_pooling:
+        return Converted(module=CaffePooling(method, (1, 1), (1, 1), (0, 0), global_pooling=True))
+    check_positive(w.kernel, "kernel size", ctx.where)
+    check_positive(w.stride, "stride", ctx.where)
+    if any(pd < 0 for pd in w.pad):
+        raise ValueError(f"{ctx.where}: pad must not be negative, got {list(w.pad)}")
+    if any(pd >= k for pd, k in zip(w.pad, w.kernel, strict=True)):
+        raise ValueError(
+            f"layer '{ctx.name}': pooling pad {w.pad} must be smaller than the kernel {w.kernel}"
+        )
+    ceil = str(p.get("round_mode")) == "CEIL"
+    return Converted(module=CaffePooling(method, w.kernel, w.stride, w.pad, ceil=ceil))

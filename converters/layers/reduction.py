@@ -1,0 +1,75 @@
+"""Softmax, Reduction and ArgMax (Caffe's tie order and output shapes)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .registry import Converted, LayerContext, canonical_axis, register_layer
+
+
+@register_layer("Softmax")
+def softmax(ctx: LayerContext) -> Converted:
+    axis = int(ctx.param("softmax_param").get("axis"))
+    return Converted(
+        function=torch.softmax, kwargs={"dim": canonical_axis(axis, len(ctx.bottom_shape(0)), ctx.where)}
+    )
+
+
+def reduction(x: Tensor, operation: str, axis: int, coeff: float) -> Tensor:
+    """Caffe's Reduction over all axes from ``axis`` on (SUM, ASUM, SUMSQ, MEAN), times ``coeff``."""
+    axis = axis + x.dim() if axis < 0 else axis
+    flat = x.reshape(*x.shape[:axis], -1)
+    if operation == "SUM":
+        y = flat.sum(dim=-1)
+    elif operation == "ASUM":
+        y = flat.abs().sum(dim=-1)
+    elif operation == "SUMSQ":
+        y = flat.pow(2).sum(dim=-1)
+    elif operation == "MEAN":
+        y = flat.mean(dim=-1)
+    else:
+        raise ValueError(f"unknown reduction {operation}")
+    return y * coeff if coeff != 1 else y
+
+
+@register_layer("Reduction")
+def reduction_layer(ctx: LayerContext) -> Converted:
+    p = ctx.param("reduction_param")
+    axis = int(p.get("axis"))
+    kwargs = {"operation": str(p.get("operation")), "axis": axis, "coeff": float(p.get("coeff"))}
+    return Converted(
+        function=reduction,
+        kwargs=kwargs,
+        output_shape=lambda shapes: shapes[0][: canonical_axis(axis, len(shapes[0]))],
+    )
+
+
+def _ranked(values: Tensor, dim: int, top_k: int) -> tuple[Tensor, Tensor]:
+    """The ``top_k`` largest along ``dim``, ties ranked by index, the higher index first (as Caffe's
+    sort of (value, index) pairs)."""
+    size = values.shape[dim]
+    flipped = values.flip(dim)
+    ordered, index = torch.sort(flipped, dim=dim, descending=True, stable=True)
+    return ordered.narrow(dim, 0, top_k), (size - 1 - index).narrow(dim, 0, top_k)
+
+
+def argmax(x: Tensor, top_k: int, out_max_val: bool, axis: int | None) -> Tensor:
+    """Caffe's ArgMax: indices (as floats) of the ``top_k`` largest values along ``axis``, or with no
+    axis over each item's values, shaped ``(N, 1 or 2, top_k, 1, ...)`` as Caffe shapes them."""
+    if axis is not None:
+        axis = axis + x.dim() if axis < 0 else axis
+        value, index = _ranked(x, axis, top_k)
+        return value if out_max_val else index.to(x.dtype)
+    value, index = _ranked(x.reshape(x.shape[0], -1), 1, top_k)
+    trailing = [1] * (max(x.dim(), 3) - 3)
+    parts = [index.to(x.dtype)] + ([value] if out_max_val else [])
+    return torch.stack(parts, dim=1).reshape(x.shape[0], len(parts), top_k, *trailing)
+
+
+@register_layer("ArgMax")
+def argmax_layer(ctx: LayerContext) -> Converted:
+    p = ctx.param("argmax_param")
+    axis = int(p.get("axis")) if "axis" in p else None
+    kwargs = {"top_k": int(p.get("top_k")), "out_max_val": bool(p.get("out_max_val")), "axis": axis}
+    return Converted(function=argmax, kwargs=kwargs)
