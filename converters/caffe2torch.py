@@ -21,10 +21,7 @@ from typing import Any
 
 import torch
 
-from .caffe.formats import read_prototxt, read_weights
-from .caffe.message import Message
 from .errors import CaffeFormatError
-from .graph.builder import build_graph
 from .graph.converted import FORMATS, load_converted, save_converted
 
 SELF_CHECK_MAX_SIDE = 128
@@ -63,24 +60,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="weights cache for registry models")
     p.add_argument("--device", default="cpu", help="device for the self-check (default cpu)")
     return p
-
-
-def _registry_source(name: str, cache_dir: str | None) -> tuple[Message, Any, str, Any]:
-    import weights
-    from converters.fcn.nets import net_definition
-
-    record = weights.get(name)
-    if not record.url:
-        raise ValueError(f"{name}: {record.notes or 'no released weights'}")
-    path = weights.fetch(name, cache_dir=cache_dir)
-    return net_definition(record.net, "deploy"), path, name, record
-
-
-def _record_for_file(filename: str) -> Any:
-    """The registry record of an official caffemodel file name, if it is one (for its preprocessing)."""
-    from weights.registry import find_by_filename
-
-    return find_by_filename(filename)
 
 
 def _self_check(module: torch.nn.Module, output: str, device: str) -> str:
@@ -139,18 +118,18 @@ def report(module: torch.nn.Module, record: Any = None) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        record = None
+        from weights.models import load_model  # the one model builder (registry names included)
+
         started = time.perf_counter()
-        if args.caffemodel is None and not os.path.exists(args.source):
-            net, weights_path, stem, record = _registry_source(args.source, args.cache_dir)
+        if args.caffemodel is None and os.path.exists(args.source):
+            raise ValueError("a prototxt needs its CAFFEMODEL (or give a registry model name)")
+        spec = [args.source] if args.caffemodel is None else [args.source, args.caffemodel]
+        loaded = load_model(spec, "cpu", input_shapes=dict(args.input_shape), cache_dir=args.cache_dir)
+        module, record = loaded.net, loaded.record
+        if args.caffemodel is None:
+            stem = args.source
         else:
-            if args.caffemodel is None:
-                raise ValueError("a prototxt needs its CAFFEMODEL (or give a registry model name)")
-            net, weights_path, stem = read_prototxt(args.source), args.caffemodel, Path(args.caffemodel).name
-            record = _record_for_file(stem)
-            stem = stem.removesuffix(".h5").removesuffix(".caffemodel")
-        weights_dict = read_weights(weights_path)
-        module = build_graph(net, weights_dict, input_shapes=dict(args.input_shape))
+            stem = Path(args.caffemodel).name.removesuffix(".h5").removesuffix(".caffemodel")
         output = args.output or f"{stem}.{args.format or 'safetensors'}"
         fmt = save_converted(module, output, args.format)
         elapsed = time.perf_counter() - started

@@ -1,96 +1,19 @@
-"""Resolve ``--model`` (a registry name, a converted weights file, or a prototxt + caffemodel) to a net,
-and decide which dataset input feeds each net input and which net output scores each label head."""
+"""Fit a model to a dataset: which dataset input feeds each net input, which net output scores each
+label head, and ``--device``. Models themselves are built by :func:`weights.load_model`."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 import torch
 
-import weights
-from converters import load_caffe, load_converted
-
-CONVERTED_SUFFIXES = (".safetensors", ".pt", ".pth")
-PROTOTXT_SUFFIXES = (".prototxt", ".pbtxt")
+from weights.models import LoadedModel, ModelError
 
 #: Output blob scoring each label head, by preference (the official test nets' names).
 KNOWN_OUTPUTS: dict[str, tuple[str, ...]] = {
     "semantic": ("score", "score_sem", "upscore", "prob"),
     "geometric": ("score_geo",),
 }
-
-
-class ModelError(ValueError):
-    """``--model`` names nothing loadable, or the net does not fit the dataset (one clear line)."""
-
-
-@dataclass
-class LoadedModel:
-    """A net ready for evaluation: ``net(**inputs)`` returns ``{blob name: N x C x H x W tensor}``."""
-
-    net: Callable[..., Mapping[str, torch.Tensor]]
-    description: str
-    registry_name: str | None = None
-    input_names: list[str] = field(default_factory=lambda: ["data"])
-    record: object | None = None
-
-
-def _input_names(net: torch.nn.Module) -> list[str]:
-    """The net's input blob names, in the order the graph declares them."""
-    return list(net.caffe.inputs)
-
-
-def _prepare(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    random = list(getattr(getattr(net, "caffe", None), "randomly_initialised", None) or ())
-    if random:
-        raise ModelError(
-            f"the weights lack layer(s) {', '.join(random[:4])}{' ...' if len(random) > 4 else ''}: "
-            "evaluating random parameters would mean nothing"
-        )
-    net = net.to(device)
-    net.eval()
-    return net
-
-
-def resolve_model(spec: Sequence[str], device: torch.device) -> LoadedModel:
-    """Load ``spec``: ``[NAME]`` from the weights registry (downloading if not cached), ``[FILE]`` a
-    ``.safetensors``/``.pt`` written by ``python -m converters.caffe2torch``, or ``[PROTOTXT, CAFFEMODEL]``.
-
-    Raises :class:`ModelError` when nothing matches; file errors propagate as ``CaffeFormatError``.
-    """
-    if not spec or len(spec) > 2:
-        raise ModelError("--model takes a registry name, a converted weights file, or PROTOTXT CAFFEMODEL")
-    if len(spec) == 2:
-        prototxt, caffemodel = (Path(p) for p in spec)
-        for path in (prototxt, caffemodel):
-            if not path.is_file():
-                raise ModelError(f"model file {path} does not exist")
-        net = load_caffe(prototxt, caffemodel, device=device)
-        return LoadedModel(_prepare(net, device), f"{prototxt} + {caffemodel}", None, _input_names(net))
-    (text,) = spec
-    path = Path(text)
-    if path.suffix.lower() in PROTOTXT_SUFFIXES:
-        raise ModelError(
-            f"{path} is a net definition; give its caffemodel too: --model {path} WEIGHTS.caffemodel"
-        )
-    if path.suffix.lower() in CONVERTED_SUFFIXES or path.is_file():
-        if not path.is_file():
-            raise ModelError(f"model file {path} does not exist")
-        net = load_converted(path, device=device)
-        return LoadedModel(_prepare(net, device), str(path), None, _input_names(net))
-    return _registry_model(text, device)
-
-
-def _registry_model(name: str, device: torch.device) -> LoadedModel:
-    try:
-        record = weights.get(name)
-    except (KeyError, ValueError):
-        raise ModelError(f"unknown model {name!r}: not a file, and not in the weights registry") from None
-    net = weights.load(name, device=device)
-    return LoadedModel(_prepare(net, device), name, name, _input_names(net), record)
 
 
 def parse_assignments(items: Sequence[str] | None, option: str) -> dict[str, str]:
@@ -179,8 +102,3 @@ def device_from_text(text: str | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(f"--device {text}: CUDA is not available here")
     return device
-
-
-def is_model_file(text: str) -> bool:
-    """Whether ``text`` looks like a file rather than a registry name."""
-    return os.sep in text or Path(text).suffix.lower() in CONVERTED_SUFFIXES + PROTOTXT_SUFFIXES

@@ -24,7 +24,9 @@ from PIL import Image
 
 from converters.atomic import atomic_write
 from converters.errors import CaffeFormatError
-from converters.fcn.preprocess import colorize, palette
+from converters.fcn.datasets import palette
+from converters.fcn.preprocess import colorize
+from weights.models import load_model
 
 from .datasets import DatasetError, SegmentationDataset
 from .metrics import METRIC_NAMES, ConfusionMatrix, Scores, compare, format_table, scores
@@ -35,10 +37,23 @@ from .models import (
     input_modalities,
     output_blobs,
     parse_assignments,
-    resolve_model,
 )
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def load_trained_model(spec: Sequence[str], device: torch.device) -> LoadedModel:
+    """``--model`` built by :func:`weights.load_model`, refused if any layer lacks its weights
+    (evaluating random parameters would mean nothing)."""
+    model = load_model(spec, device)
+    random = list(model.net.caffe.randomly_initialised)
+    if random:
+        more = " ..." if len(random) > 4 else ""
+        raise ModelError(
+            f"the weights lack layer(s) {', '.join(random[:4])}{more}: "
+            "evaluating random parameters would mean nothing"
+        )
+    return model
 
 
 @dataclass
@@ -525,7 +540,7 @@ def _run(args, *, dataset_key, splits, make_dataset, modalities) -> int:
         model_label, registry_name = f"predictions in {args.predictions}", None
     else:
         device = device_from_text(args.device)
-        model = resolve_model(args.model, device)
+        model = load_trained_model(args.model, device)
         inputs = input_modalities(model, modalities, parse_assignments(args.input, "--input"))
         dataset = make_dataset(args.split, sorted(set(inputs.values())), args.limit)
         result = evaluate_model(

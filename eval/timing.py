@@ -39,8 +39,9 @@ import numpy as np
 import torch
 
 from converters.caffe.message import Message
-from converters.caffe.netdef import layer_type, upgrade_net
+from converters.caffe.netdef import layer_type
 from converters.graph.speed import optimize_for_cpu
+from weights.models import ModelError, load_model
 
 MIN_RUNS = 20
 
@@ -459,59 +460,6 @@ def parse_size(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
-def net_definition(model: str) -> Message:
-    """The deploy definition of an official model name, or the net in a .prototxt path."""
-    path = Path(model)
-    if path.suffix == ".prototxt" or path.exists():
-        if not path.is_file():
-            raise TimingError(f"no such prototxt: {model}")
-        from converters import read_prototxt
-
-        return read_prototxt(path)
-    from converters.fcn import nets as fcn_nets
-
-    if model not in fcn_nets.MODELS:
-        raise TimingError(f"unknown model {model!r}; known: {', '.join(fcn_nets.MODELS)}")
-    return fcn_nets.net_definition(model, "deploy")
-
-
-def cached_weights(model: str) -> str | None:
-    """The cached released caffemodel of registry model ``model``, if it is there (no download)."""
-    try:
-        import weights
-
-        path = weights.cached_path(model)
-    except Exception:  # not a registry name, no released weights, or no registry
-        return None
-    return str(path) if path.is_file() else None
-
-
-def build_net(net: Message, caffemodel: str | None, device: torch.device) -> torch.nn.Module:
-    """The net as a PyTorch module in eval mode on ``device`` (random weights without a caffemodel)."""
-    from converters import load_caffe
-
-    if caffemodel is not None and not Path(caffemodel).is_file():
-        raise TimingError(f"no such caffemodel: {caffemodel}")
-    torch.manual_seed(0)
-    module = load_caffe(net, caffemodel, device=device)
-    return module.eval()
-
-
-def input_names(net: Message, module: torch.nn.Module) -> list[str]:
-    """The net's input blob names (``module.caffe.inputs`` when the graph offers it)."""
-    info = getattr(module, "caffe", None)
-    declared = getattr(info, "inputs", None)
-    if declared:
-        if isinstance(declared, Mapping):
-            return [str(k) for k in declared]
-        return [str(d[0] if isinstance(d, tuple | list) else getattr(d, "name", d)) for d in declared]
-    names = []
-    for layer in upgrade_net(net).get("layer"):
-        if layer_type(layer) == "Input":
-            names.extend(str(t) for t in layer.get("top"))
-    return names or ["data"]
-
-
 def _channels(shape: Sequence[int] | None) -> int:
     return int(shape[1]) if shape is not None and len(shape) == 4 else 3
 
@@ -608,15 +556,18 @@ def measure(
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise TimingError("--device cuda: no CUDA device is available (this torch is CPU-only or no GPU)")
-    definition = net_definition(model)
-    if caffemodel is None and not random_weights:
-        caffemodel = cached_weights(model)
-    module = build_net(definition, caffemodel, dev)
-    names = input_names(definition, module)
-    declared = getattr(getattr(module, "caffe", None), "inputs", None) or {}
+    torch.manual_seed(0)
+    spec = [model, caffemodel] if caffemodel else [model]
+    try:
+        loaded = load_model(spec, dev, weights="random" if random_weights else "cached", progress=False)
+    except ModelError as exc:
+        raise TimingError(str(exc)) from None
+    module = loaded.net
+    definition = module.caffe.definition
+    caffemodel = str(loaded.weights_path) if loaded.weights_path else None
     inputs = {
-        name: synthetic_input(*size, channels=_channels(declared.get(name)), seed=i).to(dev)
-        for i, name in enumerate(names)
+        name: synthetic_input(*size, channels=_channels(shape), seed=i).to(dev)
+        for i, (name, shape) in enumerate(module.caffe.inputs.items())
     }
     rows = run_variants(module, inputs, variants, runs=runs, warmup=warmup, device=dev)
     static = static_columns(definition, module)

@@ -98,7 +98,8 @@ class TwoHeadNet(torch.nn.Module):
 
 def test_siftflow_cli_scores_both_heads(siftflow_root, tmp_path, monkeypatch) -> None:
     root, truth = siftflow_root
-    monkeypatch.setattr(runner, "resolve_model", lambda spec, device: LoadedModel(TwoHeadNet(), "two heads"))
+    two_heads = LoadedModel(TwoHeadNet(), "two heads")
+    monkeypatch.setattr(runner, "load_trained_model", lambda spec, device: two_heads)
     out = tmp_path / "r.json"
     saved = tmp_path / "pred"
     args = (
@@ -193,7 +194,7 @@ class LateFusionNet(torch.nn.Module):
 def test_nyud_cli_feeds_color_and_hha_by_input_name(nyud_root, tmp_path, monkeypatch) -> None:
     root, truth = nyud_root
     model = LoadedModel(LateFusionNet(), "late fusion", "nyud-fcn32s-color-hha", ["color", "hha"])
-    monkeypatch.setattr(runner, "resolve_model", lambda spec, device: model)
+    monkeypatch.setattr(runner, "load_trained_model", lambda spec, device: model)
     out = tmp_path / "r.json"
     assert nyud.main(f"--model x --nyud-root {root} --workers 0 --no-progress --json {out}".split()) == 0
     expected = np.zeros((40, 40), dtype=np.int64)
@@ -214,7 +215,7 @@ def test_nyud_cli_feeds_color_and_hha_by_input_name(nyud_root, tmp_path, monkeyp
 def test_nyud_wrong_input_override_is_refused(nyud_root, monkeypatch, capsys) -> None:
     root, _ = nyud_root
     model = LoadedModel(LateFusionNet(), "late fusion", None, ["color", "hha"])
-    monkeypatch.setattr(runner, "resolve_model", lambda spec, device: model)
+    monkeypatch.setattr(runner, "load_trained_model", lambda spec, device: model)
     assert nyud.main(f"--model x --nyud-root {root} --workers 0 --input color=rgb".split()) == 2
     assert "provides color, hha, depth, color-depth" in capsys.readouterr().err
 

@@ -22,8 +22,9 @@ import pytest
 import torch
 
 from eval.datasets import ContextSegmentation, NYUDSegmentation, SIFTFlowSegmentation, VOCSegmentation
-from eval.models import input_modalities, resolve_model
+from eval.models import input_modalities
 from eval.runner import evaluate_model
+from weights.models import load_model
 
 pytestmark = [pytest.mark.published, pytest.mark.slow]
 
@@ -86,7 +87,7 @@ def test_metrics_match_published(model: str, dataset_key: str, split: str, make)
         pytest.skip(f"weights of {model} are not cached at {cached} (python -m weights fetch {model})")
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    loaded = resolve_model([model], device)
+    loaded = load_model([model], device)
     inputs = input_modalities(loaded, type(dataset).modalities)
     dataset = make(split, sorted(set(inputs.values())))
     result = evaluate_model(

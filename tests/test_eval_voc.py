@@ -72,7 +72,7 @@ def colour_model(monkeypatch):
     def fake_resolve(spec, device):
         return LoadedModel(ColourNet(SWAP).to(device), f"colour net {spec[0]}", None, ["data"])
 
-    monkeypatch.setattr(runner, "resolve_model", fake_resolve)
+    monkeypatch.setattr(runner, "load_trained_model", fake_resolve)
 
 
 def test_generated_labels_are_voc_like(voc_root) -> None:

@@ -4,13 +4,14 @@
     >>> weights.get("voc-fcn8s").url
     'http://dl.caffe.berkeleyvision.org/fcn8s-heavy-pascal.caffemodel'
     >>> path = weights.fetch("voc-fcn8s")        # downloads once, verified, into the cache
-    >>> net = weights.load("voc-fcn8s")          # fetch + converters.load_caffe
+    >>> net = weights.load("voc-fcn8s")          # fetch + build (weights.load_model)
 """
 
 from . import published
 from .api import NotReleasedError, Verification, cached_path, fetch, is_url, load, verify
 from .cache import cache_dir
 from .download import ChecksumMismatch, DownloadError, RetryPolicy, download
+from .models import LoadedModel, ModelError, load_model
 from .registry import (
     InputSpec,
     OutputSpec,
@@ -37,7 +38,10 @@ __all__ = [
     "fetch",
     "get",
     "is_url",
+    "LoadedModel",
+    "ModelError",
     "load",
+    "load_model",
     "names",
     "published",
     "records",

@@ -183,12 +183,10 @@ def verify(name_or_file: str, *, sha256: str | None = None,
 
 def load(name: str, device: str | torch.device | None = None, *,
          cache_dir: str | os.PathLike[str] | None = None, progress: bool = True) -> torch.nn.Module:
-    """Registry entry ``name`` as a PyTorch module in eval mode: fetch the weights if needed, build
-    the net with ``converters.fcn.nets`` and load it with ``converters.load_caffe``.
+    """Registry entry ``name`` as a PyTorch module in eval mode, its weights fetched and verified if
+    not cached (:func:`weights.models.load_model`). ``net(data=x)`` returns a dict of output blobs
+    (see the record's ``inputs``/``outputs``)."""
+    from .models import load_model
 
-    ``net(data=x)`` returns a dict of output blobs (see the record's ``inputs``/``outputs``)."""
-    record = get(name)
-    path = fetch(record.name, cache_dir=cache_dir, progress=progress)
-    from converters import load_caffe
-
-    return load_caffe(record.net_definition("deploy"), path, device=device)
+    _released(get(name))
+    return load_model(name, device, cache_dir=cache_dir, progress=progress).net

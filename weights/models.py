@@ -1,0 +1,123 @@
+"""The one model builder: a registry name, a converted file, or a prototxt (+ caffemodel) becomes a
+PyTorch module in eval mode. ``weights.load``, the evaluators, ``eval.timing``, ``caffe2torch`` and
+``reproduce`` all build their nets here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .api import NotReleasedError, cached_path, fetch
+from .registry import UnknownWeightsError, WeightsRecord, find_by_filename, get
+
+CONVERTED_SUFFIXES = (".safetensors", ".pt", ".pth")
+PROTOTXT_SUFFIXES = (".prototxt", ".pbtxt")
+WeightsSource = Literal["download", "cached", "random"]
+
+
+class ModelError(ValueError):
+    """A model spec names nothing loadable, or the net does not fit its use (one clear line)."""
+
+
+@dataclass
+class LoadedModel:
+    """A net ready to run: ``net(**inputs)`` returns ``{blob name: tensor}``."""
+
+    net: Callable[..., Mapping[str, Any]]
+    description: str
+    registry_name: str | None = None
+    input_names: list[str] = field(default_factory=lambda: ["data"])
+    record: WeightsRecord | None = None
+    weights_path: Path | None = None
+    """The caffemodel or converted file the parameters came from (``None``: random)."""
+
+
+def _spec(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
+    if isinstance(spec, (str, os.PathLike)):
+        return [os.fspath(spec)]
+    return [os.fspath(s) for s in spec]
+
+
+def load_model(
+    spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    device: Any = None,
+    *,
+    weights: WeightsSource = "download",
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> LoadedModel:
+    """Build ``spec``: ``NAME`` (the weights registry), ``FILE`` (a ``.safetensors``/``.pt`` written
+    by ``caffe2torch``), ``[PROTOTXT, CAFFEMODEL]``, or ``PROTOTXT`` alone (random weights).
+
+    A registry model's weights are fetched when not cached (``weights="download"``), taken from the
+    cache if there else random (``"cached"``: a prototxt alone is then allowed too), or random
+    (``"random"``). ``input_shapes`` sizes inputs the prototxt leaves undeclared. Raises
+    :class:`ModelError` for a spec that names nothing loadable; file errors propagate as
+    ``CaffeFormatError``, download errors as ``DownloadError``."""
+    from converters import load_caffe, load_converted, read_prototxt
+
+    parts = _spec(spec)
+    if not parts or len(parts) > 2:
+        raise ModelError("a model is a registry name, a converted weights file, or PROTOTXT CAFFEMODEL")
+    options: dict[str, Any] = {"device": device, "input_shapes": dict(input_shapes or {})}
+    if len(parts) == 2:
+        prototxt, caffemodel = (Path(p) for p in parts)
+        for path in (prototxt, caffemodel):
+            if not path.is_file():
+                raise ModelError(f"model file {path} does not exist")
+        net = load_caffe(prototxt, caffemodel, **options)
+        record = find_by_filename(caffemodel.name)
+        return _loaded(net, f"{prototxt} + {caffemodel}", None, record, caffemodel)
+    path = Path(parts[0])
+    if path.suffix.lower() in PROTOTXT_SUFFIXES:
+        if weights == "download":
+            raise ModelError(
+                f"{path} is a net definition; give its caffemodel too: {path} WEIGHTS.caffemodel"
+            )
+        if not path.is_file():
+            raise ModelError(f"no such prototxt: {path}")
+        return _loaded(load_caffe(read_prototxt(path), None, **options), f"{path} (random weights)")
+    if path.suffix.lower() in CONVERTED_SUFFIXES or path.is_file():
+        if not path.is_file():
+            raise ModelError(f"model file {path} does not exist")
+        return _loaded(load_converted(path, device=device), str(path), weights_path=path)
+    return _registry_model(parts[0], options, weights, cache_dir, progress)
+
+
+def _registry_model(
+    name: str, options: dict[str, Any], source: WeightsSource, cache_dir: Any, progress: bool
+) -> LoadedModel:
+    from converters import load_caffe
+
+    try:
+        record = get(name)
+    except UnknownWeightsError:
+        raise ModelError(
+            f"unknown model {name!r}: not a file, and not in the weights registry (python -m weights list)"
+        ) from None
+    definition = record.net_definition("deploy")
+    path = None
+    if record.released and source != "random":
+        if source == "download":  # fetch checks a cached file as it finds it, or downloads it
+            path = fetch(record.name, cache_dir=cache_dir, progress=progress)
+        elif cached_path(record.name, cache_dir).is_file():
+            path = cached_path(record.name, cache_dir)
+    if path is None and source == "download":  # not released (fetch raised otherwise)
+        raise NotReleasedError(f"{record.name} has no released weights ({record.notes})")
+    net = load_caffe(definition, path, **options)
+    return _loaded(net, record.name if path else f"{record.name} (random weights)", record.name, record, path)
+
+
+def _loaded(
+    net: Any,
+    description: str,
+    registry_name: str | None = None,
+    record: WeightsRecord | None = None,
+    weights_path: Path | None = None,
+) -> LoadedModel:
+    net.eval()
+    return LoadedModel(net, description, registry_name, list(net.caffe.inputs), record, weights_path)
