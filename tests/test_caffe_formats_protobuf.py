@@ -224,7 +224,7 @@ def _regenerate() -> None:
 
 
 def _cross_check_random(per_type: int = 60) -> None:
-    """Random messages of every type (tests/test_formats_roundtrip.py's generator): our binary
+    """Random messages of every type (tests/test_caffe_formats_roundtrip.py's generator): our binary
     bytes, re-serialised by Google protobuf, must come back identical; our text must parse in
     Google protobuf to the same bytes; Google's text must parse in ours to the same bytes."""
     import random
@@ -236,7 +236,7 @@ def _cross_check_random(per_type: int = 60) -> None:
 
     here = Path(__file__).resolve().parent
     sys.path[:0] = [str(here.parent), str(here)]
-    from test_formats_roundtrip import random_message  # type: ignore[import-not-found]
+    from test_caffe_formats_roundtrip import random_message  # type: ignore[import-not-found]
 
     from converters import Message
     from converters.caffe.binary import decode_message, encode_message

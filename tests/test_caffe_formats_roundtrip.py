@@ -93,7 +93,7 @@ def random_message(type_name: str, rng: random.Random, depth: int = 0) -> Messag
     return msg
 
 
-# (No pytest import: tests/test_formats_oracle.py reuses random_message with Google protobuf.)
+# (No pytest import: tests/test_caffe_formats_protobuf.py reuses random_message with Google protobuf.)
 TYPES = ["NetParameter", "LayerParameter", "V1LayerParameter", "BlobProto", "SolverParameter", "Datum"]
 
 
