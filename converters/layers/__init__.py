@@ -5,6 +5,7 @@ from . import (  # noqa: F401  (imported to register their converters)
     activations,
     convolution,
     eltwise,
+    forks,
     inner_product,
     loss,
     normalization,

@@ -1,0 +1,2 @@
+"""Layers of Caffe forks (DeepLab, SegNet, SSD, ShuffleNet, ...), each with its fork's semantics.
+Importing this package registers them; each fork family is one module here."""
