@@ -52,3 +52,7 @@ class WeightsMismatchError(ValueError):
 
 class GeometryError(ValueError):
     """A coordinate mapping that does not exist or is not what was asked (names the layer or blob)."""
+
+
+class UsageError(ValueError):
+    """A command-line option or output path that cannot work (names the option or path and the fix)."""
