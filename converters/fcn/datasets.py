@@ -46,17 +46,7 @@ VOC_CLASSES = (
     "train",
     "tvmonitor",
 )
-CONTEXT_CLASSES = VOC_CLASSES[:11] + (
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
+CONTEXT_CLASSES = VOC_CLASSES + (
     "bag",
     "bed",
     "bench",
