@@ -51,7 +51,8 @@ def load_model(
     progress: bool = True,
 ) -> LoadedModel:
     """Build ``spec``: ``NAME`` (the weights registry), ``FILE`` (a ``.safetensors``/``.pt`` written
-    by ``caffe2torch``), ``[PROTOTXT, CAFFEMODEL]``, or ``PROTOTXT`` alone (random weights).
+    by ``caffe2torch``), ``[PROTOTXT, CAFFEMODEL]``, ``[NAME, CAFFEMODEL]`` (the registry's net with
+    other weights), or ``PROTOTXT`` alone (random weights).
 
     A registry model's weights are fetched when not cached (``weights="download"``), taken from the
     cache if there else random (``"cached"``: a prototxt alone is then allowed too), or random
@@ -66,9 +67,14 @@ def load_model(
     options: dict[str, Any] = {"device": device, "input_shapes": dict(input_shapes or {})}
     if len(parts) == 2:
         prototxt, caffemodel = (Path(p) for p in parts)
-        for path in (prototxt, caffemodel):
-            if not path.is_file():
-                raise ModelError(f"model file {path} does not exist")
+        if not caffemodel.is_file():
+            raise ModelError(f"model file {caffemodel} does not exist")
+        if not prototxt.is_file() and prototxt.suffix.lower() not in PROTOTXT_SUFFIXES:
+            record = _record(parts[0])  # a registry name: its net definition with these weights
+            net = load_caffe(record.net_definition("deploy"), caffemodel, **options)
+            return _loaded(net, f"{record.name} + {caffemodel}", record.name, record, caffemodel)
+        if not prototxt.is_file():
+            raise ModelError(f"model file {prototxt} does not exist")
         net = load_caffe(prototxt, caffemodel, **options)
         record = find_by_filename(caffemodel.name)
         return _loaded(net, f"{prototxt} + {caffemodel}", None, record, caffemodel)
@@ -93,12 +99,7 @@ def _registry_model(
 ) -> LoadedModel:
     from converters import load_caffe
 
-    try:
-        record = get(name)
-    except UnknownWeightsError:
-        raise ModelError(
-            f"unknown model {name!r}: not a file, and not in the weights registry (python -m weights list)"
-        ) from None
+    record = _record(name)
     definition = record.net_definition("deploy")
     path = None
     if record.released and source != "random":
@@ -110,6 +111,15 @@ def _registry_model(
         raise NotReleasedError(f"{record.name} has no released weights ({record.notes})")
     net = load_caffe(definition, path, **options)
     return _loaded(net, record.name if path else f"{record.name} (random weights)", record.name, record, path)
+
+
+def _record(name: str) -> WeightsRecord:
+    try:
+        return get(name)
+    except UnknownWeightsError:
+        raise ModelError(
+            f"unknown model {name!r}: not a file, and not in the weights registry (python -m weights list)"
+        ) from None
 
 
 def _loaded(
