@@ -182,17 +182,11 @@ def resolve_weights(caffemodel: str | None, download: bool) -> Path:
 
 def load_net(prototxt: str | None, caffemodel: Path, device: str) -> torch.nn.Module:
     """voc-fcn8s (or the net in ``prototxt``) with ``caffemodel`` loaded, in eval mode."""
-    from converters import load_caffe
+    from weights.models import load_model
 
-    if prototxt is not None:
-        if not Path(prototxt).is_file():
-            raise DemoError(f"no such prototxt: {prototxt}")
-        definition = prototxt
-    else:
-        import weights
-
-        definition = weights.get(MODEL).net_definition("deploy")
-    return load_caffe(definition, caffemodel, device=device)
+    if prototxt is not None and not Path(prototxt).is_file():
+        raise DemoError(f"no such prototxt: {prototxt}")
+    return load_model([prototxt or MODEL, caffemodel], device).net
 
 
 def _class_name(label: int) -> str:
