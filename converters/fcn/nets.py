@@ -182,6 +182,26 @@ def _conv_relu(
     return n[relu]
 
 
+def _sparse_conv_relu(
+    n: NetSpec, name: str, relu: str, x: Top, count: int, ks: int, stride: int = 1, pad: int = 0,
+    group: int = 1, param: list[dict[str, Any]] | None = None,
+) -> Top:
+    """A convolution + in-place ReLU writing only the fields that differ from Caffe's defaults, as
+    the BVLC model-zoo prototxts spell them."""
+    params: dict[str, Any] = dict(num_output=count, kernel_size=ks)
+    if param is not None:
+        params["param"] = param
+    if pad:
+        params["pad"] = pad
+    if stride != 1:
+        params["stride"] = stride
+    if group != 1:
+        params["group"] = group
+    n[name] = L.Convolution(x, **params)
+    n[relu] = L.ReLU(n[name], in_place=True)
+    return n[relu]
+
+
 def _vgg16_fc(n: NetSpec, bottom: Top, w: _Width, sfx: str, deploy: bool, first: str) -> dict[str, Top]:
     """The VGG16 trunk, fc6/fc7 as convolutions (pad 100 at conv1_1); returns pool3, pool4, fc7."""
     out: dict[str, Top] = {}
@@ -368,16 +388,7 @@ def _caffenet_classifier(w: _Width) -> Message:
     _input(n, {"data": 3}, 227)
 
     def conv(name: str, relu: str, x: Top, count: int, ks: int, stride: int, pad: int, group: int) -> Top:
-        params: dict[str, Any] = dict(num_output=count, kernel_size=ks)
-        if pad:
-            params["pad"] = pad
-        if stride != 1:
-            params["stride"] = stride
-        if group != 1:
-            params["group"] = group
-        n[name] = L.Convolution(x, **params)
-        n[relu] = L.ReLU(n[name], in_place=True)
-        return n[relu]
+        return _sparse_conv_relu(n, name, relu, x, count, ks, stride, pad, group)
 
     _classifier_head(n, _caffenet_convs(n, n.data, w, conv, 0), w)
     return n.to_proto()
@@ -403,14 +414,7 @@ def _googlenet_classifier(w: _Width) -> Message:
     _input(n, {"data": 3}, 224)
 
     def conv(name: str, relu: str, x: Top, count: int, ks: int, stride: int = 1, pad: int = 0) -> Top:
-        params: dict[str, Any] = dict(num_output=count, kernel_size=ks, param=_LEARN)
-        if pad:
-            params["pad"] = pad
-        if stride != 1:
-            params["stride"] = stride
-        n[name] = L.Convolution(x, **params)
-        n[relu] = L.ReLU(n[name], in_place=True)
-        return n[relu]
+        return _sparse_conv_relu(n, name, relu, x, count, ks, stride, pad, param=_LEARN)
 
     def lrn(name: str, x: Top) -> Top:
         n[name] = L.LRN(x, local_size=5, alpha=1e-4, beta=0.75)
