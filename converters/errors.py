@@ -32,8 +32,8 @@ class CaffeFormatError(ValueError):
         super().__init__(": ".join(where + [message]))
 
     def with_path(self, path: str | os.PathLike[str]) -> CaffeFormatError:
-        """The same error, naming ``path`` as the file."""
-        return CaffeFormatError(
+        """The same error (same class), naming ``path`` as the file."""
+        return type(self)(
             self.reason, path, offset=self.offset, line=self.line, column=self.column
         )
 

@@ -119,13 +119,14 @@ def test_enums_by_name_and_number() -> None:
 
 def test_unknown_fork_fields_are_kept() -> None:
     layer = _layer(
-        'layer { name: "up" type: "Upsample" upsample_param { scale: 2 mode: BILINEAR label: "x" } '
-        "bn_param: { frozen: True eps: 1e-5 } }"
+        'layer { name: "up" type: "Upsample" zoom_param { scale: 2 mode: BILINEAR label: "x" } '
+        "bn_extra_param: { frozen: True eps: 1e-5 } }"
     )
-    upsample = layer.get("upsample_param")
+    upsample = layer.get("zoom_param")
     assert upsample.type is None
     assert (upsample.get("scale"), upsample.get("mode"), upsample.get("label")) == (2, "BILINEAR", "x")
-    assert layer.get("bn_param").get("frozen") is True and layer.get("bn_param").get("eps") == 1e-5
+    extra = layer.get("bn_extra_param")
+    assert extra.get("frozen") is True and extra.get("eps") == 1e-5
     again = parse_text(format_message(parse_text(format_message(Message("NetParameter", layer=[layer])))))
     assert again.get("layer")[0] == layer
 
@@ -198,7 +199,7 @@ def test_mixing_v1_and_v2_layers_is_refused() -> None:
         ('name: "unterminated\n', 1, 7, "unexpected character"),
         ("layer { convolution_param { num_output: 99999999999 } }", 1, 41, "out of range"),
         ("layer { convolution_param { num_output: -1 } }", 1, 41, "out of range"),
-        ('name: "bad \\q escape"', 1, 7, "escape"),
+        ('name: "bad \\q escape"', 1, 12, "escape"),
         ("layer: 3", 1, 8, "needs '{"),
         ("name { }", 1, 6, "not a message"),
         ('layer { type: "A" } }', 1, 21, "field name"),

@@ -27,16 +27,20 @@ class Message:
     ``type`` names the schema message (``"NetParameter"``, ``"LayerParameter"`` ...) or is ``None``
     for a message the schema does not know (a Caffe fork's extension). Repeated float fields of
     blobs hold one ``numpy.ndarray`` instead of a list. ``unknown`` keeps binary fields whose
-    number or wire type the schema does not know, as ``(number, wire_type, raw)``. The message
+    number or wire type the schema does not know, as ``(number, wire_type, raw)``; fields the
+    schema does not know that were read from text keep their names as ordinary fields (see
+    :func:`unknown_named_fields`). ``positions`` maps field names to the ``(line, column)`` where
+    the text reader first met them (empty for other messages); it takes no part in equality. The message
     type is positional-only, so ``Message("LayerParameter", type="Input")`` sets the field ``type``.
     """
 
-    __slots__ = ("type", "_fields", "unknown")
+    __slots__ = ("type", "_fields", "unknown", "positions")
 
     def __init__(self, type: str | None = None, /, **fields: Any) -> None:
         self.type = type
         self._fields: dict[str, Any] = {}
         self.unknown: list[tuple[int, int, Any]] = []
+        self.positions: dict[str, tuple[int, int]] = {}
         for name, value in fields.items():
             spec = self.field_spec(name)
             if spec is not None and spec.repeated:
@@ -124,6 +128,7 @@ class Message:
             else:
                 out._fields[name] = [v.copy() if isinstance(v, Message) else v for v in values]
         out.unknown = list(self.unknown)
+        out.positions = dict(self.positions)
         return out
 
     def __eq__(self, other: object) -> bool:
@@ -146,6 +151,31 @@ class Message:
 
         body = format_message(self, indent=1)
         return f"<{self.type or 'Message'}\n{body}>" if body else f"<{self.type or 'Message'}>"
+
+
+def unknown_named_fields(msg: Message) -> list[tuple[str, tuple[int, int] | None]]:
+    """Fields of ``msg`` (at any depth) that caffe.proto does not have, kept by name: only the text
+    reader keeps these (binary ones are numbered, in ``Message.unknown``). Each is
+    ``(dotted path, (line, column) or None)``, e.g. ``("pooling_param.strde", (14, 5))``; the
+    fields inside an unknown message are not listed separately."""
+    found: list[tuple[str, tuple[int, int] | None]] = []
+    _collect_unknown(msg, "", found)
+    return found
+
+
+def _collect_unknown(
+    msg: Message, prefix: str, found: list[tuple[str, tuple[int, int] | None]]
+) -> None:
+    spec = msg.spec
+    for name, values in msg.fields():
+        if spec is None or name not in spec.by_name:
+            if msg.type is not None:
+                found.append((prefix + name, msg.positions.get(name)))
+            continue
+        if not isinstance(values, np.ndarray):
+            for value in values:
+                if isinstance(value, Message):
+                    _collect_unknown(value, f"{prefix}{name}.", found)
 
 
 def _values_equal(a: Any, b: Any) -> bool:

@@ -50,9 +50,12 @@ def upgrade_v1_layer(v1: Message) -> Message:
             )
         elif name in _V2_FIELDS:
             layer.set(name, values) if _V2_FIELDS[name].repeated else layer.set(name, values[-1])
+        elif v1.field_spec(name) is None:  # unknown to caffe.proto: kept, so building refuses it
+            layer.extend(name, values)
     if params:
         layer.set("param", params)
     layer.unknown = list(v1.unknown)
+    layer.positions = dict(v1.positions)
     return layer
 
 

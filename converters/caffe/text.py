@@ -11,25 +11,36 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-from ..errors import CaffeFormatError
-from .message import Ident, Message
+from ..errors import CaffeFormatError, NetError
+from .message import Ident, Message, unknown_named_fields
 from .schema import ENUMS, MESSAGES, VARINT_TYPES, FieldSpec
 
+# Every alternative is unambiguous (no two quantifiers can split the same text), so a match costs
+# time linear in its length and the tokenizer is linear in the file's length. A number token is
+# the whole run of characters that can continue a number (an identifier glued to a number is one
+# bad token, as in protobuf's tokenizer); its form is checked afterwards (see _number_form).
 _TOKEN = re.compile(
     r"""
     (?P<space>[ \t\r\f\v]+|\#[^\n]*)
   | (?P<newline>\n)
   | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
-  | (?P<number>(?:0[xX][0-9a-fA-F]+|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fF]?)(?![A-Za-z0-9_.]))
+  | (?P<number>(?:[0-9]|\.[0-9])[0-9A-Za-z_.]*(?:(?<=[eE])[+-][0-9A-Za-z_.]*)*)
   | (?P<ident>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)
   | (?P<punct>[{}<>:\[\],;\-])
     """,
     re.VERBOSE,
 )
+_DECIMAL = re.compile(r"0|[1-9][0-9]*")
+_HEX = re.compile(r"0[xX][0-9a-fA-F]+")
+_OCTAL = re.compile(r"0[0-7]+")
+_FLOAT = re.compile(r"(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fF]?")
+_HEX_DIGITS = re.compile(r"[0-9a-fA-F]{1,2}")
+_OCTAL_DIGITS = re.compile(r"[0-7]{1,3}")
 _INT_RANGES = {
     "int32": (-(1 << 31), (1 << 31) - 1),
     "int64": (-(1 << 63), (1 << 63) - 1),
@@ -61,6 +72,8 @@ def _tokenize(text: str, path: Any) -> list[_Token]:
                 f"unexpected character {text[pos]!r}", path, line=line, column=pos - line_start + 1
             )
         kind = m.lastgroup
+        if kind == "number":
+            _number_form(m.group(), path, line, pos - line_start + 1)
         if kind == "newline":
             line += 1
             line_start = m.end()
@@ -71,48 +84,107 @@ def _tokenize(text: str, path: Any) -> list[_Token]:
     return tokens
 
 
+def _number_form(text: str, path: Any, line: int, column: int) -> str:
+    """``"decimal"``, ``"hex"``, ``"octal"`` or ``"float"``: the form of a number token, checked as
+    protobuf's tokenizer checks it (``010`` is octal 8; ``09`` and ``010.5`` are errors)."""
+    if _DECIMAL.fullmatch(text):
+        return "decimal"
+    if _HEX.fullmatch(text):
+        return "hex"
+    if _OCTAL.fullmatch(text):
+        return "octal"
+    if text[0] == "0" and len(text) > 1 and text[1] in "0123456789":
+        reason = (
+            "numbers starting with a leading zero must be in octal"
+            if text.isdigit()
+            else "hex and octal numbers must be integers"
+        )
+    elif _FLOAT.fullmatch(text):
+        return "float"
+    else:
+        reason = "not a number (a space is needed between a number and a name)"
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    raise CaffeFormatError(f"invalid number {shown!r}: {reason}", path, line=line, column=column)
+
+
 def _unescape(quoted: str, token: _Token, path: Any) -> bytes:
+    """The bytes of a quoted string token, C escapes decoded as protobuf's text parser does."""
     body = quoted[1:-1]
     if "\\" not in body:
-        return body.encode("utf-8")
+        return _utf8(body, 0, token, path)
     out = bytearray()
-    i = 0
-    while i < len(body):
-        ch = body[i]
-        if ch != "\\":
-            out += ch.encode("utf-8")
-            i += 1
-            continue
-        i += 1
-        esc = body[i]
+    i, n = 0, len(body)
+
+    def error(message: str, at: int) -> CaffeFormatError:
+        # strings hold no newline, so the escape's column is the token's plus its offset
+        return CaffeFormatError(message, path, line=token.line, column=token.column + 1 + at)
+
+    while i < n:
+        slash = body.find("\\", i)
+        if slash < 0:
+            out += _utf8(body[i:], i, token, path)
+            break
+        if slash > i:
+            out += _utf8(body[i:slash], i, token, path)
+        esc = body[slash + 1]  # the token's pattern puts a character after every backslash
+        i = slash + 2
         if esc in _SIMPLE_ESCAPES:
             out.append(_SIMPLE_ESCAPES[esc])
-            i += 1
         elif esc in "xX":
-            digits = re.match(r"[0-9a-fA-F]{1,2}", body[i + 1 :])
+            digits = _HEX_DIGITS.match(body, i)
             if not digits:
-                raise CaffeFormatError("bad \\x escape", path, line=token.line, column=token.column)
+                raise error("\\x escape without hex digits", slash)
             out.append(int(digits.group(), 16))
-            i += 1 + len(digits.group())
+            i = digits.end()
         elif esc in "01234567":
-            digits = re.match(r"[0-7]{1,3}", body[i:])
+            digits = _OCTAL_DIGITS.match(body, i - 1)
             assert digits is not None
             out.append(int(digits.group(), 8) & 0xFF)
-            i += len(digits.group())
+            i = digits.end()
         elif esc in "uU":
-            width = 4 if esc == "u" else 8
-            digits = body[i + 1 : i + 1 + width]
-            if not re.fullmatch(rf"[0-9a-fA-F]{{{width}}}", digits):
-                raise CaffeFormatError(
-                    f"bad \\{esc} escape", path, line=token.line, column=token.column
-                )
-            out += chr(int(digits, 16)).encode("utf-8")
-            i += 1 + width
+            code, i = _code_point(body, slash, esc, error)
+            out += chr(code).encode("utf-8")
         else:
-            raise CaffeFormatError(
-                f"unknown escape '\\{esc}' in string", path, line=token.line, column=token.column
-            )
+            shown = esc if esc.isprintable() else f"U+{ord(esc):04X}"
+            raise error(f"unknown escape '\\{shown}' in string", slash)
     return bytes(out)
+
+
+def _code_point(body: str, slash: int, esc: str, error: Any) -> tuple[int, int]:
+    """The character of a ``\\uXXXX`` / ``\\UXXXXXXXX`` escape at ``body[slash]`` (a UTF-16 pair of
+    ``\\u`` escapes makes one character) and the position after it; lone surrogates and values
+    past U+10FFFF are errors."""
+    width = 4 if esc == "u" else 8
+    digits = body[slash + 2 : slash + 2 + width]
+    if len(digits) != width or not all(c in "0123456789abcdefABCDEF" for c in digits):
+        raise error(f"\\{esc} escape needs {width} hex digits", slash)
+    code, end = int(digits, 16), slash + 2 + width
+    if 0xD800 <= code < 0xDC00:
+        low = body[end : end + 6]
+        if (
+            len(low) == 6
+            and low[:2] == "\\u"
+            and all(c in "0123456789abcdefABCDEF" for c in low[2:])
+            and 0xDC00 <= int(low[2:], 16) < 0xE000
+        ):
+            return 0x10000 + ((code - 0xD800) << 10) + (int(low[2:], 16) - 0xDC00), end + 6
+    if 0xD800 <= code < 0xE000:
+        raise error(f"\\{esc}{digits} is a lone UTF-16 surrogate, not a character", slash)
+    if code > 0x10FFFF:
+        raise error(f"\\{esc}{digits} is past U+10FFFF, the last Unicode character", slash)
+    return code, end
+
+
+def _utf8(text: str, at: int, token: _Token, path: Any) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate in a str given to parse_text
+        raise CaffeFormatError(
+            "string holds a lone UTF-16 surrogate, not a character",
+            path,
+            line=token.line,
+            column=token.column + 1 + at + exc.start,
+        ) from None
 
 
 MAX_DEPTH = 100  # as protobuf's text parser: deeper nesting is refused, not a RecursionError
@@ -169,6 +241,8 @@ class _Parser:
             self.i += 1
             field = spec.by_name.get(token.text) if spec else None
             self.field(msg, token, field)
+            if token.text not in msg.positions:
+                msg.positions[token.text] = (token.line, token.column)
             if not self.accept(";"):
                 self.accept(",")
 
@@ -244,7 +318,10 @@ class _Parser:
             raise self.error(f"string for field '{name.text}' is not valid UTF-8", token) from None
 
     def convert_number(self, text: str, name: _Token, field: FieldSpec | None, token: _Token) -> Any:
-        is_int = re.fullmatch(r"-?(0[xX][0-9a-fA-F]+|[0-9]+)", text) is not None
+        form = _number_form(text.lstrip("-"), self.path, token.line, token.column)
+        is_int = form != "float"
+        if is_int and len(text) > 24:  # longer than any 64-bit integer in any base
+            raise self.error(f"{text[:24]}... is out of range for a 64-bit integer", token)
         if field is None:
             return _parse_int(text) if is_int else _parse_float(text)
         type_name = field.type
@@ -269,6 +346,8 @@ class _Parser:
                 raise self.error(f"{value} is out of range for {type_name} field '{name.text}'", token)
             return value
         if type_name in ("float", "double"):
+            if form in ("hex", "octal"):  # as protobuf: "Expect a decimal number"
+                raise self.error(f"field '{name.text}' takes a decimal number, got {text}", token)
             value = _parse_float(text)
             return float(np.float32(value)) if type_name == "float" else value
         raise self.error(f"field '{name.text}' is a {type_name}, not a number", token)
@@ -305,18 +384,18 @@ class _Parser:
 
 
 def _parse_int(text: str) -> int:
+    """An integer token (decimal, ``0x`` hex or ``0`` octal, as protobuf reads them), maybe negative."""
     sign = -1 if text.startswith("-") else 1
     digits = text.lstrip("-")
     if digits[:2] in ("0x", "0X"):
         return sign * int(digits, 16)
-    if len(digits) > 1 and digits.startswith("0") and digits.isdigit():
+    if len(digits) > 1 and digits.startswith("0"):
         return sign * int(digits, 8)
     return sign * int(digits)
 
 
 def _parse_float(text: str) -> float:
-    if re.fullmatch(r"-?0[xX][0-9a-fA-F]+", text):
-        return float(_parse_int(text))
+    """A decimal number token (``1``, ``.5``, ``1e-3``, ``2.5f``) as a Python float."""
     return float(text.rstrip("fF"))
 
 
@@ -398,3 +477,23 @@ def _format_into(msg: Message, indent: int, lines: list[str]) -> None:
                 lines.append(f"{pad}}}")
             else:
                 lines.append(f"{pad}{name}: {_format_scalar(value, field)}")
+
+
+def refuse_unknown_fields(layers: Iterable[Message]) -> None:
+    """Raise :class:`NetError` naming the layer, the field and its line for the first field of
+    ``layers`` that caffe.proto does not have (a misspelling, or a Caffe fork's field), as
+    Caffe refuses such a prototxt. Only fields read from text carry names; unknown fields of
+    binary files (numbered) are left alone, since released caffemodels carry fork fields."""
+    for layer in layers:
+        unknown = unknown_named_fields(layer)
+        if not unknown:
+            continue
+        path, where = unknown[0]
+        line, column = where if where is not None else (None, None)
+        others = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise NetError(
+            f"layer '{layer.get('name')}': field '{path}'{others} is not in caffe.proto, so Caffe refuses "
+            "this net; fix the spelling or remove it (fields of other Caffe forks are not supported yet)",
+            line=line,
+            column=column,
+        )

@@ -31,6 +31,7 @@ from torch import Tensor, fx, nn
 from ..caffe.formats import read_prototxt, read_weights
 from ..caffe.message import Message
 from ..caffe.netdef import filter_layers, layer_type
+from ..caffe.text import refuse_unknown_fields
 from ..caffe.traits import is_loss_or_metric
 from ..errors import CaffeFormatError, NetError, WeightsMismatchError
 from ..layers import Converted, LayerContext, converter_for, fill
@@ -108,6 +109,7 @@ def select_layers(
         raise ValueError(f"phase must be 'TEST' or 'TRAIN', not {phase!r}")
     layers = filter_layers(net, phase, level, stages)
     layers = [layer for layer in layers if with_loss or not is_loss_or_metric(layer_type(layer))]
+    refuse_unknown_fields(layers)  # a misspelled field: Caffe refuses the net
     names = [str(layer.get("name")) for layer in layers]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
