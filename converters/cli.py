@@ -1,0 +1,160 @@
+"""What every ``python -m ...`` command of the project shares (torch-free at import).
+
+:func:`run` wraps a command's body so that it ends one way in every case:
+
+- success: the body's exit status (0, or 1 for a failed check);
+- bad input (the project's error classes, other ``ValueError``/``OSError``, a worker's re-raised
+  error, out of memory): one ``error: ...`` line on stderr, exit 2, no traceback;
+- Ctrl-C: exit 130 with at most one short line (partial output files are removed by
+  :func:`converters.atomic.atomic_write` on the way out);
+- a closed stdout pipe (``python -m weights list | head -1``): exit 141, silently, as a process
+  killed by SIGPIPE does;
+- ``--help``: exit 0; a bad argument: one ``error:`` line from :class:`Parser`, exit 2.
+
+Bugs (any other exception) still show their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn
+
+from .errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
+MAX_MESSAGE = 600  # characters of an error line
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one ``error: ...`` line and exit 2 (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``error: message`` and exit 2."""
+        raise SystemExit(_fail(message))
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def one_line(error: BaseException) -> str:
+    """``error`` as one bounded line: an ``OSError`` as ``path: reason``, a DataLoader worker's
+    re-raised error as the worker's last line, whitespace collapsed."""
+    if isinstance(error, OSError) and error.strerror:
+        text = f"{error.filename}: {error.strerror}" if error.filename is not None else error.strerror
+    elif isinstance(error, KeyError) and error.args:
+        text = str(error.args[0])
+    elif isinstance(error, MemoryError):
+        text = f"out of memory{f' ({error})' if str(error) else ''}"
+    else:
+        text = str(error).strip()
+        if "Original Traceback" in text:  # an error re-raised from a DataLoader worker
+            last = text.splitlines()[-1]
+            text = last.split(": ", 1)[1] if ": " in last else last
+        if "out of memory" in text.lower() and "\n" in text:
+            text = text.splitlines()[0]
+    text = " ".join(text.split()) or type(error).__name__
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+def is_user_error(error: BaseException) -> bool:
+    """Whether ``error`` is something the user can fix (reported in one line) rather than a bug."""
+    if isinstance(error, (ValueError, OSError, MemoryError)):
+        return True  # every project error class is a ValueError; files and folders raise OSError
+    if isinstance(error, RuntimeError):  # torch: out of memory, or an error re-raised from a worker
+        text = str(error)
+        return "out of memory" in text.lower() or "Original Traceback" in text
+    return False
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout (captured in tests)
+        pass
+
+
+def run(body: Callable[[], int | None], *, interrupted: str | None = None) -> int:
+    """Run a command's ``body`` (which parses its arguments and does the work) and return the exit
+    status, as the module docstring describes. ``interrupted``: the one line printed on Ctrl-C
+    (e.g. that a partial download resumes next time); nothing by default."""
+    try:
+        try:
+            status = body()
+        except SystemExit as exit_:  # argparse: --help (0) or a bad argument (2, already printed)
+            code = exit_.code
+            if code is None or isinstance(code, int):
+                status = code
+            else:
+                print(f"error: {code}", file=sys.stderr)
+                status = EXIT_BAD_INPUT
+        sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+        return EXIT_OK if status is None else int(status)
+    except KeyboardInterrupt:
+        if interrupted:
+            print(interrupted, file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        if isinstance(error, BrokenPipeError) and _stdout_closed():
+            _silence_stdout()
+            return EXIT_BROKEN_PIPE
+        if not is_user_error(error):
+            raise
+        return _fail(one_line(error))
+
+
+def _stdout_closed() -> bool:
+    """Whether nobody reads our stdout any more (the reader of its pipe has gone)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):
+        return False
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def device(text: str | None, *, default: str | None = None) -> torch.device:
+    """``--device`` as a ``torch.device``: ``None`` gives ``default``, else CUDA when available, else
+    the CPU. :class:`UsageError` (one line) for a malformed name or a device this machine lacks."""
+    import torch
+
+    text = text or default
+    if not text:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        result = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {text!r} is not a device (try cpu, cuda, cuda:1)") from None
+    if result.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {text}: CUDA is not available here (use --device cpu)")
+        if result.index is not None and result.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif result.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise UsageError(f"--device {text}: MPS is not available here (use --device cpu)")
+    elif result.type not in ("cpu", "cuda", "mps", "meta"):
+        if not getattr(getattr(torch, result.type, None), "is_available", lambda: False)():
+            raise UsageError(f"--device {text}: no {result.type} device is available here")
+    if result.type == "meta":
+        raise UsageError("--device meta computes nothing: use cpu or cuda")
+    return result
