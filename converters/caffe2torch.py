@@ -3,58 +3,93 @@
     python -m converters.caffe2torch deploy.prototxt weights.caffemodel -o net.safetensors
     python -m converters.caffe2torch voc-fcn8s            # a registry model, fetched if needed
 
-Writes the graph's state dict with the net definition inside (``.safetensors`` by default, a
-``.pt`` state dict on request), prints a report (layers, parameters, inputs and their
-preprocessing) and a self-check: the written file is loaded back and must give the same outputs
-as the converted graph on a random input.
+Writes the graph's state dict with the net definition inside (the ``-o`` suffix decides the
+format: ``.safetensors``, or ``.pt`` for a plain state dict), prints a report (layers, parameters,
+inputs and their preprocessing) and a self-check: the written file is loaded back and must give
+the same outputs as the converted graph on a random input. The file is checked before it is kept:
+on any failure nothing is left at the output path (a file already there stays as it was).
+
+The self-check runs at batch 1 with the declared channels, at a size the net accepts: height and
+width shrink to at most 128 px only where the weights still fit (fully convolutional nets); a
+fixed-size classifier runs at its declared size (VGG16 224 px, CaffeNet 227 px). A check that
+would need more than 2 GiB for its blobs is refused before anything is written.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from . import cli
+from .errors import UsageError
 
-from .errors import CaffeFormatError
-from .graph.converted import FORMATS, load_converted, save_converted
+if TYPE_CHECKING:  # torch is imported after the arguments are parsed: --help stays fast
+    import torch
 
 SELF_CHECK_MAX_SIDE = 128
+SELF_CHECK_MAX_BYTES = 2 * 2**30
+SHAPE_USAGE = "use NAME=N,C,H,W, NAME=NxCxHxW, or NAME=HxW (keeping the net's N and C)"
+
+Shape = tuple[int, ...]
 
 
-def _parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
-    name, _, dims = text.partition("=")
+class SelfCheckFailed(Exception):
+    """The written file does not reproduce the converted graph (the file is not kept)."""
+
+
+def parse_input_shape(text: str) -> tuple[str, Shape, bool]:
+    """``--input-shape`` as ``(blob, shape, spatial_only)``: ``data=1,3,224,224`` and
+    ``data=1x3x224x224`` give the whole shape, ``data=224x224`` only height and width."""
+    name, sep, dims = text.partition("=")
+    name, dims = name.strip(), dims.strip().lower().replace("×", "x")
+    if not sep or not name or not dims or ("," in dims and "x" in dims):
+        raise argparse.ArgumentTypeError(f"bad input shape {text!r}: {SHAPE_USAGE}")
+    parts = dims.split("," if "," in dims else "x")
     try:
-        shape = tuple(int(d) for d in dims.replace("x", ",").split(","))
+        shape = tuple(int(d) for d in parts)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bad input shape {text!r}: use NAME=N,C,H,W") from None
-    if not name or not shape or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"bad input shape {text!r}: use NAME=N,C,H,W")
-    return name, shape
+        raise argparse.ArgumentTypeError(f"bad input shape {text!r}: {SHAPE_USAGE}") from None
+    if min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"bad input shape {text!r}: every dimension must be at least 1")
+    if "," in dims or len(shape) == 4:
+        return name, shape, False
+    if len(shape) == 2:
+        return name, shape, True
+    raise argparse.ArgumentTypeError(f"bad input shape {text!r}: {SHAPE_USAGE}")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    """The ``python -m converters.caffe2torch`` argument parser (no torch needed)."""
+    p = cli.Parser(
         prog="python -m converters.caffe2torch",
         description="Convert a Caffe net (prototxt + caffemodel, or a registry model name) to PyTorch "
-        "weights with the net definition inside, and check the result.",
+        "weights with the net definition inside, and check the result before keeping it.",
     )
     p.add_argument("source", help="a .prototxt (then CAFFEMODEL is required) or a registry model name")
     p.add_argument("caffemodel", nargs="?", help=".caffemodel or .caffemodel.h5 weights")
-    p.add_argument("-o", "--output", help="output file (default: <name>.safetensors in the current folder)")
-    p.add_argument("--format", choices=FORMATS, help="output format (default: from the suffix; safetensors)")
+    p.add_argument(
+        "-o", "--output",
+        help="output file; its suffix decides the format: .safetensors, or .pt/.pth for a plain "
+        "state dict (default: <name>.safetensors in the current folder)",
+    )
+    p.add_argument(
+        "--format", metavar="FORMAT",
+        help="safetensors or pt: the default output name's format, else only checked against the -o suffix",
+    )
     p.add_argument(
         "--input-shape",
         action="append",
-        type=_parse_shape,
+        type=parse_input_shape,
         default=[],
-        metavar="NAME=N,C,H,W",
-        help="shape of an input blob the prototxt does not declare (repeatable)",
+        metavar="NAME=SHAPE",
+        help="shape of an input blob: N,C,H,W or NxCxHxW, or HxW to keep the net's N and C (repeatable)",
     )
     p.add_argument("--no-check", action="store_true", help="skip the self-check forward pass")
     p.add_argument("--cache-dir", help="weights cache for registry models")
@@ -62,15 +97,119 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _self_check(module: torch.nn.Module, output: str, device: str) -> str:
-    info = module.caffe
-    inputs = {}
+# --- input shapes --------------------------------------------------------------------------------
+
+
+def complete_input_shapes(
+    spec: Sequence[str], given: Sequence[tuple[str, Shape, bool]]
+) -> dict[str, Shape]:
+    """``--input-shape`` values as whole shapes: a ``HxW`` one takes N and C from the net's
+    declared (or guessed) shape of that input. ``UsageError`` for an input the net does not read
+    or one without height and width."""
+    full = {name: shape for name, shape, spatial in given if not spatial}
+    spatial = {name: shape for name, shape, is_spatial in given if is_spatial}
+    if not spatial:
+        return full
+    from converters import read_prototxt, read_weights
+
+    from .graph.builder import select_layers
+    from .graph.inputs import input_shapes, is_source
+
+    if len(spec) == 2:
+        net, weights = read_prototxt(spec[0]), read_weights(spec[1])
+    else:
+        from weights.registry import UnknownWeightsError, get
+
+        try:
+            net, weights = get(spec[0]).net_definition("deploy"), None
+        except UnknownWeightsError:
+            return full  # the model builder names the problem
+    layers = select_layers(net)
+    consumed = {b for layer in layers if not is_source(layer) for b in layer.getall("bottom")}
+    known, _, _ = input_shapes(layers, consumed, full, weights)
+    for name, (height, width) in spatial.items():
+        if name not in known:
+            reads = ", ".join(known) or "nothing"
+            raise UsageError(f"--input-shape {name}=...: the net has no input {name!r} (it reads {reads})")
+        shape = known[name]
+        if len(shape) < 3:
+            raise UsageError(
+                f"--input-shape {name}={height}x{width}: input {name!r} has shape "
+                f"{'x'.join(map(str, shape))}, no height and width; give its whole shape"
+            )
+        full[name] = (*shape[:-2], height, width)
+    return full
+
+
+# --- self-check ----------------------------------------------------------------------------------
+
+
+def _probe(module: Any, shapes: Mapping[str, Shape]) -> Any:
+    """The net built on the meta device at ``shapes`` if it runs there with the same parameter
+    shapes as ``module`` and no empty blob appears; else ``None``."""
+    from .graph.builder import build_graph
+
+    try:
+        meta = build_graph(module.caffe.definition, None, input_shapes=dict(shapes), device="meta",
+                           initialise=False)
+    except Exception:  # any refusal means only: not at this size  # noqa: BLE001
+        return None
+    if meta.caffe.parameter_shapes != module.caffe.parameter_shapes:
+        return None  # the weights fix the size (InnerProduct): not fully convolutional
+    empty_before = any(0 in s for s in module.caffe.blob_shapes.values())
+    if not empty_before and any(0 in s for s in meta.caffe.blob_shapes.values()):
+        return None
+    return meta
+
+
+def blob_bytes(module: Any) -> int:
+    """Bytes of float32 blobs a forward pass of a (meta) graph holds at most."""
+    return 4 * sum(math.prod(s) for s in module.caffe.blob_shapes.values())
+
+
+def self_check_shapes(module: Any, max_side: int = SELF_CHECK_MAX_SIDE) -> dict[str, Shape]:
+    """The input shapes of the self-check: batch 1 and the declared channels, height and width
+    shrunk to ``max_side`` where the net still takes them with the same weights, else the declared
+    size. ``UsageError`` when even that needs more than ``SELF_CHECK_MAX_BYTES``."""
+    declared = {name: tuple(shape) for name, shape in module.caffe.inputs.items()}
+    one = {name: (1, *shape[1:]) if shape else shape for name, shape in declared.items()}
+    small = {
+        name: (*shape[:-2], min(shape[-2], max_side), min(shape[-1], max_side)) if len(shape) == 4 else shape
+        for name, shape in one.items()
+    }
+    candidates: list[dict[str, Shape]] = []
+    for shapes in (small, one, declared):
+        if shapes not in candidates:
+            candidates.append(shapes)
+    for shapes in candidates:
+        meta = _probe(module, shapes) if shapes != declared else module
+        if meta is None:
+            continue
+        need = blob_bytes(meta)
+        if need > SELF_CHECK_MAX_BYTES:
+            sizes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items())
+            raise UsageError(
+                f"self-check at {sizes} would need about {need / 2**30:.1f} GiB of blobs "
+                f"(limit {SELF_CHECK_MAX_BYTES / 2**30:.0f} GiB): give a smaller --input-shape, "
+                "or --no-check"
+            )
+        return shapes
+    return declared  # not reached: the declared shapes always build
+
+
+def self_check(
+    module: torch.nn.Module, path: str | os.PathLike[str], device: Any, shapes: Mapping[str, Shape]
+) -> str:
+    """Load the converted file at ``path`` and compare its outputs with ``module``'s on a seeded
+    random input of ``shapes``; the verdict as a line starting with ``passed`` or ``FAILED``."""
+    import torch
+
+    from .graph.converted import load_converted
+
     generator = torch.Generator().manual_seed(0)
-    for name, shape in info.inputs.items():
-        shape = tuple(shape[:2]) + tuple(min(s, SELF_CHECK_MAX_SIDE) for s in shape[2:])
-        inputs[name] = (torch.randn(shape, generator=generator) * 50).to(device)
+    inputs = {name: (torch.randn(s, generator=generator) * 50).to(device) for name, s in shapes.items()}
     module = module.to(device)
-    reloaded = load_converted(output, device=device)
+    reloaded = load_converted(path, device=device)
     with torch.no_grad():
         expected = module(**inputs)
         got = reloaded(**inputs)
@@ -81,9 +220,12 @@ def _self_check(module: torch.nn.Module, output: str, device: str) -> str:
         worst = max(worst, float((got[blob] - value).abs().max()) if value.numel() else 0.0)
     if worst != 0.0:
         return f"FAILED: the written file gives outputs differing by up to {worst:g}"
-    shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in expected.items())
+    out = ", ".join(f"{k} {list(v.shape)}" for k, v in expected.items())
     sizes = ", ".join(f"{k} {list(v.shape)}" for k, v in inputs.items())
-    return f"passed: reloaded file gives identical outputs ({sizes} -> {shapes})"
+    return f"passed: reloaded file gives identical outputs ({sizes} -> {out})"
+
+
+# --- report --------------------------------------------------------------------------------------
 
 
 def report(module: torch.nn.Module, record: Any = None) -> list[str]:
@@ -115,39 +257,62 @@ def report(module: torch.nn.Module, record: Any = None) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        from weights.models import load_model  # the one model builder (registry names included)
+# --- command -------------------------------------------------------------------------------------
 
-        started = time.perf_counter()
-        if args.caffemodel is None and os.path.exists(args.source):
-            raise ValueError("a prototxt needs its CAFFEMODEL (or give a registry model name)")
-        spec = [args.source] if args.caffemodel is None else [args.source, args.caffemodel]
-        loaded = load_model(spec, "cpu", input_shapes=dict(args.input_shape), cache_dir=args.cache_dir)
-        module, record = loaded.net, loaded.record
-        if args.caffemodel is None:
-            stem = args.source
-        else:
-            stem = Path(args.caffemodel).name.removesuffix(".h5").removesuffix(".caffemodel")
-        output = args.output or f"{stem}.{args.format or 'safetensors'}"
-        fmt = save_converted(module, output, args.format)
-        elapsed = time.perf_counter() - started
-        for line in report(module, record):
-            print(line)
-        size = os.path.getsize(output)
-        amount = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 1024:.0f} KiB"
-        print(f"wrote {output} ({fmt}, {amount}) in {elapsed:.1f} s")
-        if not args.no_check:
-            result = _self_check(module, output, args.device)
+
+def _convert(argv: Sequence[str] | None) -> int:
+    args = parser().parse_args(argv)
+    if args.caffemodel is None and os.path.exists(args.source):
+        raise UsageError(f"{args.source} needs its CAFFEMODEL (or give a registry model name)")
+    from weights.models import load_model  # the one model builder (registry names included)
+
+    from .atomic import atomic_path, check_writable
+    from .graph.converted import FORMATS, format_for, save_converted
+
+    if args.format is not None and args.format not in FORMATS:
+        raise UsageError(f"--format {args.format}: choose one of {', '.join(FORMATS)}")
+    if args.caffemodel is None:
+        stem = args.source
+    else:
+        stem = Path(args.caffemodel).name.removesuffix(".h5").removesuffix(".caffemodel")
+    output = args.output or f"{stem}{FORMATS[args.format or 'safetensors'][0]}"
+    fmt = format_for(output, args.format)
+    check_writable(output, "-o")  # before the (long) conversion
+    device = cli.device(args.device, default="cpu")
+
+    started = time.perf_counter()
+    spec = [args.source] if args.caffemodel is None else [args.source, args.caffemodel]
+    shapes = complete_input_shapes(spec, args.input_shape)
+    loaded = load_model(spec, "cpu", input_shapes=shapes, cache_dir=args.cache_dir)
+    module, record = loaded.net, loaded.record
+    check_shapes = None if args.no_check else self_check_shapes(module)
+    for line in report(module, record):
+        print(line)
+    with atomic_path(output) as written:
+        save_converted(module, written, fmt)
+        size = os.path.getsize(written)
+        if check_shapes is not None:
+            result = self_check(module, written, device, check_shapes)
             print(f"self-check: {result}")
             if result.startswith("FAILED"):
-                return 1
-        return 0
-    except (CaffeFormatError, ValueError, OSError, KeyError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+                raise SelfCheckFailed(result)
+    elapsed = time.perf_counter() - started
+    amount = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 1024:.0f} KiB"
+    print(f"wrote {output} ({fmt}, {amount}) in {elapsed:.1f} s")
+    return cli.EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; 0 on success, 1 when the self-check fails (nothing written), 2 on bad input."""
+
+    def body() -> int:
+        try:
+            return _convert(argv)
+        except SelfCheckFailed:
+            print("nothing written: the converted file failed its self-check", file=sys.stderr)
+            return cli.EXIT_FAILED
+
+    return cli.run(body)
 
 
 if __name__ == "__main__":

@@ -19,21 +19,34 @@ from torch import fx
 
 from ..atomic import atomic_write
 from ..caffe.text import format_message, parse_text
-from ..errors import CaffeFormatError
+from ..errors import CaffeFormatError, UsageError
 from .builder import build_graph
 
 FORMAT_VERSION = "1"
 PT_METADATA_KEY = "fcn_port"
-FORMATS = ("safetensors", "pt")
+#: Converted-file formats: name -> the file suffixes that name it (the first is the usual one).
+#: The one table of formats: ``caffe2torch --format`` and the suffix check read it.
+FORMATS: dict[str, tuple[str, ...]] = {"safetensors": (".safetensors",), "pt": (".pt", ".pth")}
 
 
 def format_for(path: str | os.PathLike[str], fmt: str | None = None) -> str:
-    """The converted-file format named by ``fmt``, else by the file's suffix (safetensors default)."""
-    if fmt is not None:
-        if fmt not in FORMATS:
-            raise ValueError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
-        return fmt
-    return "pt" if Path(path).suffix in (".pt", ".pth") else "safetensors"
+    """The format of a converted file at ``path``: its suffix decides (:data:`FORMATS`); ``fmt``,
+    when given, must agree. ``UsageError`` (one line, naming the path) for an unknown format, an
+    unknown suffix, or a suffix that names the other format."""
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    suffix = Path(path).suffix.lower()
+    named = next((name for name, suffixes in FORMATS.items() if suffix in suffixes), None)
+    known = ", ".join(s for suffixes in FORMATS.values() for s in suffixes)
+    if named is None:
+        what = f"unknown suffix {suffix!r}" if suffix else "no suffix"
+        raise UsageError(f"{os.fspath(path)}: {what}: a converted file ends in {known}")
+    if fmt is not None and fmt != named:
+        raise UsageError(
+            f"{os.fspath(path)} names a {named} file but --format is {fmt}: "
+            f"use the suffix {FORMATS[fmt][0]} (the suffix decides the format)"
+        )
+    return named
 
 
 def _metadata(module: fx.GraphModule) -> dict[str, str]:
