@@ -63,7 +63,9 @@ def test_list_and_path_work_offline(tmp_path):
     result = run("list", cache=tmp_path, offline=True)
     assert result.returncode == 0, result.stderr
     assert f"cache: {tmp_path}" in result.stdout
-    lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    header, *rows = result.stdout.splitlines()[1:]
+    assert header.split() == ["NAME", "STATE", "CHECKSUM", "TITLE"]
+    lines = {line.split()[0]: line for line in rows}
     assert len(lines) == 18 and "not cached" in lines["voc-fcn8s"] and "sha1 published" in lines["voc-fcn8s"]
     assert "no released weights" in lines["nyud-fcn32s-color-d"]
 

@@ -1,7 +1,8 @@
 """python -m weights list|show|fetch|verify|path: the official FCN weights from the command line.
 
 Exit status: 0 on success, 2 with one ``error: ...`` line on stderr otherwise (unknown name, bad
-checksum text, download failure, checksum mismatch), 130 when interrupted.
+checksum text, download failure, checksum mismatch), 130 when interrupted (a partial download is
+kept as ``.part`` and resumes next time), 141 when stdout is closed early (``list | head -1``).
 """
 
 from __future__ import annotations
@@ -9,18 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import NoReturn
+
+from converters import cli
 
 from .api import cached_path, fetch, verify
 from .cache import CACHE_ENV, cache_dir, read_checksums
 from .download import RetryPolicy
 from .registry import WeightsRecord, get, records
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
+INTERRUPTED = "interrupted (a partial download is kept as .part and resumes next time)"
 
 
 def _size(num: int | None) -> str:
@@ -61,6 +59,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"cache: {cache}")
     width = max(len(row["name"]) for row in rows)
+    print(f"{'NAME':<{width}}  {'STATE':<19}  {'CHECKSUM':<16}  TITLE")
     for row in rows:
         state = (f"cached {_size(row['size'])}" if row["cached"]
                  else ("not cached" if row["released"] else "no released weights"))
@@ -125,14 +124,14 @@ def _cmd_path(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m weights`` argument parser."""
-    parser = _Parser(prog="python -m weights",
+    parser = cli.Parser(prog="python -m weights",
                      description="The official FCN caffemodels: list, show, fetch (resumable, verified), "
                                  "verify, path.",
                      epilog=f"Cache: --cache-dir, else ${CACHE_ENV}, else $XDG_CACHE_HOME/fcn-port, "
                             "else ~/.cache/fcn-port. Extra mirrors: --mirror or $FCN_PORT_MIRRORS.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--cache-dir", help="weights cache folder (overrides $FCN_PORT_CACHE)")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=cli.Parser)
 
     p = sub.add_parser("list", parents=[common],
                        help="every registry entry and whether it is cached (offline)")
@@ -170,17 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
+
+    def body() -> int:
+        args = build_parser().parse_args(argv)
         return args.run(args)
-    except (ValueError, OSError) as error:
-        message = " ".join(str(error).split()) or type(error).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted (a partial download is kept as .part and resumes next time)",
-              file=sys.stderr)
-        return 130
+
+    return cli.run(body, interrupted=INTERRUPTED)
 
 
 if __name__ == "__main__":

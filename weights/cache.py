@@ -48,18 +48,6 @@ def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
         os.close(fd)
 
 
-def _umask() -> int:
-    """The process umask, read without changing it (``os.umask`` would, racing other threads)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
 def _checksums_path(cache: Path) -> Path:
     return cache / CHECKSUMS_FILE
 
@@ -88,5 +76,4 @@ def update_checksum(cache: Path, filename: str, **fields: Any) -> dict[str, Any]
         with atomic_write(_checksums_path(cache), "w") as handle:
             json.dump(data, handle, indent=2, sort_keys=True)
             handle.write("\n")
-        os.chmod(_checksums_path(cache), 0o666 & ~_umask())  # mkstemp made it 0600; a cache may be shared
     return entry

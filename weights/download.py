@@ -3,8 +3,10 @@
 ``download(urls, dest, ...)`` fetches ``dest`` from the first URL that works (the rest are
 mirrors). Bytes go to ``dest.part``; an interrupted transfer resumes from there with an HTTP
 ``Range`` request. Connection errors, timeouts and 5xx answers are retried with exponential backoff;
-4xx answers are not. Only after the checksum passes is ``dest.part`` renamed onto ``dest`` (one
-``os.replace``), so ``dest`` is either absent or whole. An exclusive ``fcntl`` lock on ``.dest.lock``
+4xx answers and hosts that do not resolve are not. Only after the checksum passes is ``dest.part``
+renamed onto ``dest`` (one ``os.replace``), so ``dest`` is either absent or whole, and a file that
+was there before stays until a verified copy replaces it. Folders made for a download that fails
+are removed again. Files get ``0666`` less the umask. An exclusive ``fcntl`` lock on ``.dest.lock``
 makes a second process wait for the first, which then finds the finished file.
 """
 
@@ -19,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 from .cache import file_lock
 
@@ -140,6 +143,8 @@ def _transfer(session: requests.Session, url: str, part: Path, policy: RetryPoli
     except requests.exceptions.Timeout as error:
         raise _Transient(f"timed out after {policy.connect_timeout:g}/{policy.read_timeout:g} s") from error
     except requests.RequestException as error:
+        if _unresolvable(error):  # offline or a wrong host name: retrying cannot help
+            raise _Permanent(f"host {urlparse(url).hostname} not found (offline?)") from error
         raise _Transient(_short(error)) from error
     with response:
         status = response.status_code
@@ -214,6 +219,19 @@ _REASONS = (
 )
 
 
+_UNRESOLVED = (
+    "NameResolutionError", "Failed to resolve", "Name or service not known",
+    "Temporary failure in name resolution", "No address associated with hostname",
+    "nodename nor servname provided", "getaddrinfo failed",
+)
+
+
+def _unresolvable(error: BaseException) -> bool:
+    """Whether ``error`` says the host name does not resolve (no DNS answer)."""
+    text = str(error)
+    return any(marker in text for marker in _UNRESOLVED)
+
+
 def _short(error: BaseException) -> str:
     """A one-line, bounded description of a requests/urllib3 error."""
     text = " ".join(str(error).split())
@@ -255,9 +273,11 @@ def download(
     """Make ``dest`` a verified copy of the file at ``urls[0]`` (the others are mirrors, tried in order).
 
     If ``dest`` already exists and passes the given checksums it is kept and nothing is fetched; one
-    that fails them is replaced. ``DownloadError`` (one line: URLs and errors tried, the path where a
-    file downloaded by hand belongs) when no URL works; ``ChecksumMismatch`` (expected vs got) when the
-    bytes are wrong, after removing them. With no checksum given, any complete transfer is accepted."""
+    that fails them is replaced only by a verified download (it stays if the download fails).
+    ``DownloadError`` (one line: URLs and errors tried, the path where a file downloaded by hand
+    belongs) when no URL works; ``ChecksumMismatch`` (expected vs got) when the bytes are wrong, after
+    removing them. With no checksum given, any complete transfer is accepted. Folders created for
+    ``dest`` are removed again when nothing was downloaded."""
     import requests  # imported on first download, so that offline commands never load it
 
     url_list = [urls] if isinstance(urls, str) else list(urls)
@@ -267,19 +287,20 @@ def download(
     sha1 = normalize_hex(sha1, "sha1")
     policy = policy or RetryPolicy()
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    created = _make_folders(dest.parent)
     part = part_path(dest)
     own_session = session is None
     session = session or requests.Session()
+    kept = ""
     try:
         with file_lock(lock_path(dest)):
             if dest.exists():
                 problem = _mismatch(dest, sha256, sha1)
                 if problem is None:
                     return DownloadResult(dest, sha256 or file_digest(dest), None, False)
-                print(f"warning: {dest} fails its checksum ({problem}); downloading it again",
-                      file=sys.stderr)
-                dest.unlink()
+                print(f"warning: {dest} fails its checksum ({problem}); downloading it again "
+                      "(the file stays until a verified copy replaces it)", file=sys.stderr)
+                kept = f"; {dest} was left as it was"
             failures: list[str] = []
             mismatch = False
             for url in url_list:
@@ -303,13 +324,41 @@ def download(
                     failures.append(f"checksum mismatch for {url}: {problem} (the partial file was removed)")
                     mismatch = True
                     break
+    except BaseException:
+        _remove_if_unused(created, dest)
+        raise
     finally:
         if own_session:
             session.close()
+    _remove_if_unused(created, dest)
     hint = f"if you download it by hand, put it at {dest}"
     if mismatch:
-        raise ChecksumMismatch(f"{'; '.join(failures)}; nothing was saved at {dest}")
+        raise ChecksumMismatch(f"{'; '.join(failures)}; nothing was saved at {dest}{kept}")
     if len(url_list) == 1:
-        raise DownloadError(f"could not download {failures[0]}; {hint}")
+        raise DownloadError(f"could not download {failures[0]}; {hint}{kept}")
     raise DownloadError(f"could not download {dest.name} from {failures[0]} nor from the mirrors "
-                        f"{', '.join(failures[1:])}; {hint}")
+                        f"{', '.join(failures[1:])}; {hint}{kept}")
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; the ones created, deepest first."""
+    missing = []
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_if_unused(created: list[Path], dest: Path) -> None:
+    """Undo :func:`_make_folders` after a failed download: the lock file goes, then each created
+    folder that is empty (a partial ``.part`` worth resuming keeps its folder)."""
+    if not created:
+        return
+    lock_path(dest).unlink(missing_ok=True)
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
