@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from converters import cli
+
 from .datasets import ContextSegmentation
 from .runner import build_parser, run_cli
 
@@ -33,16 +35,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="PATH",
         help="the PASCAL-Context annotations folder (trainval/<id>.mat)",
     )
-    args = parser.parse_args(argv)
-    return run_cli(
-        args,
-        dataset_key="pascalcontext",
-        splits=SPLITS,
-        make_dataset=lambda split, inputs, limit: ContextSegmentation(
-            args.voc_root, args.context_root, split, inputs, limit
-        ),
-        modalities=ContextSegmentation.modalities,
-    )
+
+    def body() -> int:
+        args = parser.parse_args(argv)
+        return run_cli(
+            args,
+            dataset_key="pascalcontext",
+            splits=SPLITS,
+            make_dataset=lambda split, inputs, limit: ContextSegmentation(
+                args.voc_root, args.context_root, split, inputs, limit
+            ),
+            modalities=ContextSegmentation.modalities,
+        )
+
+    return cli.run(body)
 
 
 if __name__ == "__main__":

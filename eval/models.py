@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from converters import cli
 from weights.models import LoadedModel, ModelError
 
 #: Output blob scoring each label head, by preference (the official test nets' names).
@@ -92,13 +93,6 @@ def output_blobs(
 
 
 def device_from_text(text: str | None) -> torch.device:
-    """``--device`` as a torch device (default: CUDA when available, else CPU)."""
-    if not text:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise ModelError(f"--device {text!r} is not a device (try cpu, cuda, cuda:1)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"--device {text}: CUDA is not available here")
-    return device
+    """``--device`` as a torch device (default: CUDA when available, else CPU): :func:`converters.cli.device`,
+    the one check every command uses."""
+    return cli.device(text)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from converters import cli
+
 from .datasets import NYUDSegmentation
 from .runner import build_parser, run_cli
 
@@ -27,14 +29,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="PATH",
         help="the FCN authors' nyud folder (data/images, data/hha, data/depth, segmentation)",
     )
-    args = parser.parse_args(argv)
-    return run_cli(
-        args,
-        dataset_key="nyud",
-        splits=SPLITS,
-        make_dataset=lambda split, inputs, limit: NYUDSegmentation(args.nyud_root, split, inputs, limit),
-        modalities=NYUDSegmentation.modalities,
-    )
+
+    def body() -> int:
+        args = parser.parse_args(argv)
+        return run_cli(
+            args,
+            dataset_key="nyud",
+            splits=SPLITS,
+            make_dataset=lambda split, inputs, limit: NYUDSegmentation(args.nyud_root, split, inputs, limit),
+            modalities=NYUDSegmentation.modalities,
+        )
+
+    return cli.run(body)
 
 
 if __name__ == "__main__":

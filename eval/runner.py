@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from converters import cli
 from converters.atomic import atomic_write
-from converters.errors import CaffeFormatError
 from converters.fcn.datasets import palette
 from converters.fcn.preprocess import colorize
 from weights.models import load_model
@@ -412,17 +412,11 @@ def published_figures(model: str | None, dataset_key: str, split: str, head: str
 # --- command line ---------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_INPUT)
-
-
 def build_parser(
     prog: str, description: str, splits: Sequence[str], default_split: str
 ) -> argparse.ArgumentParser:
     """The options every ``python -m eval.<dataset>`` shares; the caller adds its dataset roots."""
-    parser = _Parser(prog=prog, description=description)
+    parser = cli.Parser(prog=prog, description=description)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--model",
@@ -488,14 +482,6 @@ def build_parser(
     return parser
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    if "Original Traceback" in text:  # an error re-raised from a DataLoader worker
-        last = text.splitlines()[-1]
-        text = last.split(": ", 1)[1] if ": " in last else last
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def run_cli(
     args: argparse.Namespace,
     *,
@@ -504,19 +490,24 @@ def run_cli(
     make_dataset: Callable[[str, Sequence[str] | None, int | None], SegmentationDataset],
     modalities: Sequence[str],
 ) -> int:
-    """Evaluate as ``args`` ask, print the report, write --json, and return the exit code."""
-    try:
-        return _run(
+    """Evaluate as ``args`` ask, print the report, write --json, and return the exit code
+    (:func:`converters.cli.run`: one ``error:`` line and 2 on bad input, 130 on Ctrl-C)."""
+    return cli.run(
+        lambda: _run(
             args, dataset_key=dataset_key, splits=splits, make_dataset=make_dataset, modalities=modalities
         )
-    except (DatasetError, ModelError, CaffeFormatError, ValueError, OSError) as error:
-        print(f"error: {_one_line(error)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except RuntimeError as error:
-        if "Original Traceback" in str(error) or "out of memory" in str(error):
-            print(f"error: {_one_line(error)}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        raise
+    )
+
+
+def _check_has_figures(reference_model: str | None, dataset_key: str, split: str, heads: Sequence) -> None:
+    """``--check`` needs published figures: fail before the (long) evaluation when there are none."""
+    if any(published_figures(reference_model, dataset_key, split, head.name)[0] for head in heads):
+        return
+    if reference_model:
+        raise DatasetError(f"--check: no published figures for {reference_model} on {dataset_key} {split}")
+    raise DatasetError(
+        "--check: no published figures to compare with (name a registry model with --published)"
+    )
 
 
 def _run(args, *, dataset_key, splits, make_dataset, modalities) -> int:
@@ -536,6 +527,8 @@ def _run(args, *, dataset_key, splits, make_dataset, modalities) -> int:
     make_dataset(args.split, (), args.limit)  # a bad dataset root fails before a model loads
     if args.predictions:
         dataset = make_dataset(args.split, (), args.limit)
+        if args.check:
+            _check_has_figures(args.published, dataset_key, args.split, dataset.heads)
         result = evaluate_predictions(dataset, args.predictions, workers=args.workers, progress=progress)
         model_label, registry_name = f"predictions in {args.predictions}", None
     else:
@@ -543,6 +536,8 @@ def _run(args, *, dataset_key, splits, make_dataset, modalities) -> int:
         model = load_trained_model(args.model, device)
         inputs = input_modalities(model, modalities, parse_assignments(args.input, "--input"))
         dataset = make_dataset(args.split, sorted(set(inputs.values())), args.limit)
+        if args.check:
+            _check_has_figures(args.published or model.registry_name, dataset_key, args.split, dataset.heads)
         result = evaluate_model(
             model,
             dataset,

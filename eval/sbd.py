@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from converters import cli
+
 from .datasets import SBDSegmentation
 from .runner import build_parser, run_cli
 
@@ -26,14 +28,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="PATH",
         help="SBD's benchmark_RELEASE/dataset folder (img/, cls/, val.txt), or a parent",
     )
-    args = parser.parse_args(argv)
-    return run_cli(
-        args,
-        dataset_key="sbd",
-        splits=SPLITS,
-        make_dataset=lambda split, inputs, limit: SBDSegmentation(args.sbd_root, split, inputs, limit),
-        modalities=SBDSegmentation.modalities,
-    )
+
+    def body() -> int:
+        args = parser.parse_args(argv)
+        return run_cli(
+            args,
+            dataset_key="sbd",
+            splits=SPLITS,
+            make_dataset=lambda split, inputs, limit: SBDSegmentation(args.sbd_root, split, inputs, limit),
+            modalities=SBDSegmentation.modalities,
+        )
+
+    return cli.run(body)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from converters import cli
+
 from .datasets import SIFTFlowSegmentation
 from .runner import build_parser, run_cli
 
@@ -27,16 +29,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="PATH",
         help="the SIFT Flow folder (Images/, SemanticLabels/, GeoLabels/)",
     )
-    args = parser.parse_args(argv)
-    return run_cli(
-        args,
-        dataset_key="siftflow",
-        splits=SPLITS,
-        make_dataset=lambda split, inputs, limit: SIFTFlowSegmentation(
-            args.siftflow_root, split, inputs, limit
-        ),
-        modalities=SIFTFlowSegmentation.modalities,
-    )
+
+    def body() -> int:
+        args = parser.parse_args(argv)
+        return run_cli(
+            args,
+            dataset_key="siftflow",
+            splits=SPLITS,
+            make_dataset=lambda split, inputs, limit: SIFTFlowSegmentation(
+                args.siftflow_root, split, inputs, limit
+            ),
+            modalities=SIFTFlowSegmentation.modalities,
+        )
+
+    return cli.run(body)
 
 
 if __name__ == "__main__":

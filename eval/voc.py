@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from converters import cli
+
 from .datasets import VOCSegmentation
 from .runner import build_parser, run_cli
 
@@ -27,14 +29,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="PATH",
         help="VOC2011/VOC2012 folder (JPEGImages, SegmentationClass), or VOCdevkit, or its parent",
     )
-    args = parser.parse_args(argv)
-    return run_cli(
-        args,
-        dataset_key="voc",
-        splits=SPLITS,
-        make_dataset=lambda split, inputs, limit: VOCSegmentation(args.voc_root, split, inputs, limit),
-        modalities=VOCSegmentation.modalities,
-    )
+
+    def body() -> int:
+        args = parser.parse_args(argv)
+        return run_cli(
+            args,
+            dataset_key="voc",
+            splits=SPLITS,
+            make_dataset=lambda split, inputs, limit: VOCSegmentation(args.voc_root, split, inputs, limit),
+            modalities=VOCSegmentation.modalities,
+        )
+
+    return cli.run(body)
 
 
 if __name__ == "__main__":
