@@ -34,6 +34,13 @@ class LoadedModel:
     weights_path: Path | None = None
     """The caffemodel or converted file the parameters came from (``None``: random)."""
 
+    def segment(self, image: Any, **options: Any) -> Any:
+        """Segment one picture: ``reproduce.segment.segment(self, image, **options)`` (labels,
+        scores, colour label map, overlay, classes present)."""
+        from reproduce.segment import segment
+
+        return segment(self, image, **options)
+
 
 def _spec(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
     if isinstance(spec, (str, os.PathLike)):

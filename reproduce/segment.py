@@ -1,0 +1,835 @@
+"""Segment your own images with any FCN model: colour label maps, overlays, scores and legends.
+
+    python -m reproduce.segment --model voc-fcn8s photo.jpg holidays/ -o out/
+    python -m reproduce.segment --model nyud-fcn32s-color-hha images/ --input hha=hha/ -o out/
+
+    from reproduce.segment import segment
+    result = segment("voc-fcn8s", "photo.jpg")      # or a weights.LoadedModel, or loaded.segment(...)
+    result.labels, result.scores, result.colour, result.overlay, result.classes_present
+
+``--model`` is what the evaluators take (a registry name, a converted ``.safetensors``/``.pt`` file,
+or ``PROTOTXT CAFFEMODEL``), built by :func:`weights.load_model`. The registry record supplies the
+preprocessing (mean, channel order), the class names and the palette; a model without a record gets
+the VOC mean, the VOC colour map and the names ``class_0, class_1, ...`` (``--record NAME`` borrows a
+registry model's instead).
+
+Inputs: the positional images feed the model's first input kind (``color``, or ``hha`` for the
+HHA-only NYUD net); the others come from ``--input KIND=PATH`` (``hha``, ``depth``), a file for a
+single image or a folder holding a file with the same relative name (any image suffix) for each
+image. Colour images may be JPEG, PNG, WebP, BMP, TIFF ..., 8 or 16 bits (16-bit pixels are reduced
+to their high byte, as Pillow does for 16-bit RGB), with EXIF orientation applied; depth is a
+single-channel (16-bit) PNG read as raw values, HHA an 8-bit 3-channel PNG (as in the NYUDv2 files
+of the FCN authors).
+
+Outputs, for an input ``DIR/a/b.jpg`` given as ``DIR`` (folders are searched recursively and their
+layout kept): ``OUT/a/b.png`` (palette PNG: pixel value = class index, colours = the model's
+palette), ``OUT/a/b.overlay.png`` (the colours blended over the photo, ``--alpha``), with
+``--scores`` ``OUT/a/b.scores.npy`` (float32 C x H x W, the net's raw scores) and with ``--legend``
+``OUT/a/b.legend.png`` (a swatch, the class index, name and share of pixels for each class present).
+Models with two heads (SIFT Flow) write each head's files with the output blob in the name:
+``b.score_sem.png``, ``b.score_geo.png``, ``b.score_geo.overlay.png`` ... Every file is written
+atomically; images of the same size go through the net together (``--batch-size``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+
+from converters.atomic import atomic_write
+from converters.fcn.datasets import VOC_MEAN, palette
+from converters.fcn.preprocess import caffe_preprocess, colorize
+from weights.models import PROTOTXT_SUFFIXES, LoadedModel, ModelError, load_model
+from weights.registry import WeightsRecord
+
+ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]  # noqa: UP007 - a runtime alias (3.10)
+"""An image file path, a PIL image or an HxW / HxWx3 array."""
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm", ".gif")
+KINDS = ("color", "hha", "depth")
+_SOURCE_KINDS = {"color": ("color",), "hha": ("hha",), "color-depth": ("color", "depth")}
+EXIT_OK = 0
+
+
+class SegmentError(ValueError):
+    """An image, input or output the user can fix (one line naming it)."""
+
+
+# --- reading images -------------------------------------------------------------------------------
+
+
+def _name(source: ImageSource) -> str:
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
+
+
+@contextlib.contextmanager
+def _opened(source: str | os.PathLike) -> Iterator[Image.Image]:
+    try:
+        with Image.open(source) as image:
+            image.load()
+            yield image
+    except FileNotFoundError:
+        raise SegmentError(f"{os.fspath(source)}: no such image file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SegmentError(f"{os.fspath(source)}: cannot read the image ({detail})") from None
+
+
+def _rgb8(image: Image.Image) -> np.ndarray:
+    """A PIL image as HxWx3 uint8 RGB; 16/32-bit greyscale reduced to its high byte of 16 bits."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        values = np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8
+        grey = values.astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode == "F":
+        grey = np.clip(np.asarray(image, dtype=np.float64), 0, 255).round().astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.asarray(image.convert("RGB")).copy()
+
+
+def _from_array(array: np.ndarray, kind: str, name: str) -> np.ndarray:
+    array = np.asarray(array)
+    if kind == "depth":
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[:, :, 0]
+        if array.ndim != 2:
+            raise SegmentError(f"{name}: a depth image has one channel, got shape {array.shape}")
+        return array.astype(np.float32)
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise SegmentError(f"{name}: expected an HxWx3 RGB image (or HxW greyscale), got shape {array.shape}")
+    if array.dtype == np.uint16:
+        array = (array >> 8).astype(np.uint8)
+    if array.dtype != np.uint8:
+        raise SegmentError(f"{name}: expected uint8 (or uint16) pixels, got {array.dtype}")
+    return array
+
+
+def read_image(source: ImageSource, kind: str = "color") -> np.ndarray:
+    """One input picture as an array, EXIF orientation applied: ``color`` and ``hha`` as HxWx3 uint8
+    (RGB as stored), ``depth`` as HxW float32 raw values. Raises :class:`SegmentError` naming the file."""
+    if kind not in KINDS:
+        raise SegmentError(f"unknown input kind {kind!r}; choose from {', '.join(KINDS)}")
+    name = _name(source)
+    if isinstance(source, np.ndarray):
+        return _from_array(source, kind, name)
+    if isinstance(source, Image.Image):
+        return _from_image(ImageOps.exif_transpose(source), kind, name)
+    with _opened(source) as image:
+        return _from_image(ImageOps.exif_transpose(image), kind, name)
+
+
+def _from_image(image: Image.Image, kind: str, name: str) -> np.ndarray:
+    if kind != "depth":
+        return _rgb8(image)
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F", "L"):
+        raise SegmentError(f"{name}: a depth image has one channel, got a {image.mode} image")
+    return np.asarray(image, dtype=np.float32).copy()
+
+
+def image_size(source: str | os.PathLike) -> tuple[int, int]:
+    """``(height, width)`` of an image file after its EXIF orientation, reading only its header."""
+    try:
+        with Image.open(source) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)
+    except FileNotFoundError:
+        raise SegmentError(f"{os.fspath(source)}: no such image file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SegmentError(f"{os.fspath(source)}: cannot read the image ({detail})") from None
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
+# --- results ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeadResult:
+    """One output head of one image: labels, scores and the pictures made from them."""
+
+    blob: str
+    classes: tuple[str, ...]
+    palette: np.ndarray
+    """(C, 3) uint8 RGB colour per class."""
+    labels: np.ndarray
+    """HxW int64 class indices (argmax of the scores)."""
+    photo: np.ndarray
+    """The HxWx3 uint8 picture the overlay is drawn on."""
+    scores: np.ndarray | None = None
+    """CxHxW float32 raw scores of the net (``None`` for labels from elsewhere)."""
+    alpha: float = 0.5
+    task: str = "semantic"
+
+    @property
+    def present(self) -> tuple[int, ...]:
+        """Indices of the classes that label at least one pixel, ascending."""
+        return tuple(int(v) for v in np.unique(self.labels))
+
+    @property
+    def classes_present(self) -> tuple[str, ...]:
+        """Names of the classes that label at least one pixel, in class order."""
+        return tuple(self._class_name(i) for i in self.present)
+
+    def _class_name(self, index: int) -> str:
+        return self.classes[index] if 0 <= index < len(self.classes) else f"class_{index}"
+
+    @property
+    def colour(self) -> Image.Image:
+        """The label map as a palette ("P") PNG-ready image: pixel value = class index."""
+        return colorize(self.labels, self.palette)
+
+    @property
+    def overlay(self) -> Image.Image:
+        """The class colours blended over the photo: ``(1 - alpha) * photo + alpha * colour``."""
+        colours = np.asarray(self.palette, dtype=np.float32)[np.clip(self.labels, 0, len(self.palette) - 1)]
+        blend = (1.0 - self.alpha) * self.photo.astype(np.float32) + self.alpha * colours
+        return Image.fromarray(np.clip(np.rint(blend), 0, 255).astype(np.uint8), "RGB")
+
+    def legend(self, title: str | None = None) -> Image.Image:
+        """A picture listing each class present: colour swatch, index, name and share of pixels."""
+        counts = np.bincount(self.labels.reshape(-1), minlength=max(self.present, default=0) + 1)
+        total = max(int(self.labels.size), 1)
+        rows = [(i, self._class_name(i), 100.0 * counts[i] / total) for i in self.present]
+        return legend_image(rows, self.palette, title=title)
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """The model's heads for one image; the first head's results are at the top level."""
+
+    heads: Mapping[str, HeadResult]
+    source: str = ""
+    notes: tuple[str, ...] = ()
+
+    @property
+    def main(self) -> HeadResult:
+        """The first (main) head: the semantic one."""
+        return next(iter(self.heads.values()))
+
+    @property
+    def labels(self) -> np.ndarray:
+        """HxW int64 class indices of the main head."""
+        return self.main.labels
+
+    @property
+    def scores(self) -> np.ndarray | None:
+        """CxHxW float32 scores of the main head."""
+        return self.main.scores
+
+    @property
+    def colour(self) -> Image.Image:
+        """The main head's label map as a palette image."""
+        return self.main.colour
+
+    @property
+    def overlay(self) -> Image.Image:
+        """The main head's colours over the photo."""
+        return self.main.overlay
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The main head's class names, in output-channel order."""
+        return self.main.classes
+
+    @property
+    def classes_present(self) -> tuple[str, ...]:
+        """Names of the main head's classes that label at least one pixel."""
+        return self.main.classes_present
+
+    def legend(self, title: str | None = None) -> Image.Image:
+        """The main head's legend picture (see :meth:`HeadResult.legend`)."""
+        return self.main.legend(title)
+
+
+def _font(size: int = 14) -> Any:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def legend_image(
+    rows: Sequence[tuple[int, str, float]], colours: np.ndarray, *, title: str | None = None
+) -> Image.Image:
+    """A white RGB picture with one line per ``(class index, name, percent of pixels)``: a colour
+    swatch, the index, the name and the share, in columns."""
+    font = _font(14)
+    line, swatch, pad = 22, 16, 8
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    columns = [[str(i) for i, _, _ in rows], [n for _, n, _ in rows], [f"{p:.1f}%" for _, _, p in rows]]
+    widths = [max([int(measure.textlength(t, font=font)) for t in column] + [0]) for column in columns]
+    width = pad + swatch + sum(w + 2 * pad for w in widths)
+    if title:
+        width = max(width, int(measure.textlength(title, font=font)) + 2 * pad)
+    height = 2 * pad + line * (len(rows) + (1 if title else 0))
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    y = pad
+    if title:
+        draw.text((pad, y), title, fill="black", font=font)
+        y += line
+    for index, name, percent in rows:
+        colour = tuple(int(c) for c in colours[index]) if index < len(colours) else (224, 224, 192)
+        draw.rectangle([pad, y + 2, pad + swatch, y + 2 + swatch], fill=colour, outline="black")
+        x = pad + swatch + 2 * pad
+        text = str(index)
+        draw.text((x + widths[0] - measure.textlength(text, font=font), y + 2), text, fill="black", font=font)
+        x += widths[0] + 2 * pad
+        draw.text((x, y + 2), name, fill="black", font=font)
+        x += widths[1] + 2 * pad
+        text = f"{percent:.1f}%"
+        draw.text((x + widths[2] - measure.textlength(text, font=font), y + 2), text, fill="black", font=font)
+        y += line
+    return image
+
+
+def montage(images: Sequence[Image.Image], gap: int = 8) -> Image.Image:
+    """Pictures side by side on white, tops aligned (e.g. an overlay and its legend)."""
+    if not images:
+        raise ValueError("montage of no images")
+    width = sum(i.width for i in images) + gap * (len(images) - 1)
+    result = Image.new("RGB", (width, max(i.height for i in images)), "white")
+    x = 0
+    for image in images:
+        result.paste(image.convert("RGB"), (x, 0))
+        x += image.width + gap
+    return result
+
+
+# --- the model side --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NetInput:
+    """How one net input is made: the input kinds concatenated along channels, and their means."""
+
+    blob: str
+    kinds: tuple[str, ...]
+    means: tuple[tuple[float, ...], ...]
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One scored output: its blob, task, class names (``None``: generic, from the channel count)."""
+
+    blob: str
+    task: str
+    classes: tuple[str, ...] | None
+
+
+@dataclass
+class Sample:
+    """One image's decoded inputs (``{kind: array}``), the overlay's photo and where it came from."""
+
+    arrays: dict[str, np.ndarray]
+    photo: np.ndarray
+    source: str
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.photo.shape[0], self.photo.shape[1]
+
+
+def _first_device(net: Any, fallback: Any) -> torch.device:
+    parameters = getattr(net, "parameters", None)
+    if parameters is not None:
+        for parameter in parameters():
+            return parameter.device
+    return torch.device(fallback or "cpu")
+
+
+class Segmenter:
+    """A model fitted to pictures: which kinds of image feed which input, which outputs are scored,
+    with which classes and palette. :meth:`prepare` decodes one image (and its companions),
+    :meth:`run` segments a list of same-sized samples in one forward pass."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        record: WeightsRecord | None = None,
+        alpha: float = 0.5,
+        allow_tf32: bool = False,
+    ) -> None:
+        if not 0.0 <= alpha <= 1.0:
+            raise SegmentError(f"alpha must lie in 0..1, got {alpha}")
+        self.model = model
+        self.record = record if record is not None else model.record
+        self.alpha = alpha
+        self.allow_tf32 = allow_tf32
+        self.device = _first_device(model.net, None)
+        self.notes: list[str] = []
+        info = getattr(model.net, "caffe", None)
+        outputs = list(getattr(info, "outputs", []) or [])
+        if self.record is not None:
+            self._from_record(self.record, outputs)
+        else:
+            self.inputs = [NetInput(name, ("color",), (tuple(VOC_MEAN),)) for name in model.input_names]
+            self.heads = [HeadSpec(blob, "semantic", None) for blob in outputs]
+            self.notes.append(
+                f"{model.description} has no registry record: VOC mean and colour map, class names "
+                "class_0, class_1, ... (--record NAME borrows a registry model's)"
+            )
+        if not self.heads:
+            raise SegmentError(f"{model.description} has no outputs to segment with")
+        kinds: list[str] = []
+        for spec in self.inputs:
+            kinds += [k for k in spec.kinds if k not in kinds]
+        self.kinds = tuple(kinds)
+
+    def _from_record(self, record: WeightsRecord, outputs: list[str]) -> None:
+        if record.kind != "fcn":
+            raise SegmentError(f"{record.name} is an ImageNet classifier, not a segmentation model")
+        by_blob = {spec.blob: spec for spec in record.inputs}
+        self.inputs = []
+        for name in self.model.input_names:
+            spec = by_blob.get(name)
+            if spec is None:
+                raise SegmentError(
+                    f"the net's input {name!r} is not one of {record.name}'s ({', '.join(by_blob)}): "
+                    "is this the right --record?"
+                )
+            kinds = _SOURCE_KINDS[spec.source]
+            mean = tuple(spec.mean or ())
+            means = (mean[:3], mean[3:]) if len(kinds) == 2 else (mean,)
+            self.inputs.append(NetInput(name, kinds, means))
+        missing = [o.blob for o in record.outputs if outputs and o.blob not in outputs]
+        if missing:
+            raise SegmentError(
+                f"the net has no output {missing[0]!r} of {record.name} (it has {', '.join(outputs)}): "
+                "is this the right --record?"
+            )
+        self.heads = [HeadSpec(o.blob, o.task, tuple(o.classes)) for o in record.outputs]
+
+    @property
+    def main_kind(self) -> str:
+        """The kind of picture the positional images are (``color``, or ``hha`` for HHA-only nets)."""
+        return self.kinds[0]
+
+    @property
+    def extra_kinds(self) -> tuple[str, ...]:
+        """The kinds that come from ``--input KIND=PATH`` (e.g. ``hha``, ``depth``)."""
+        return self.kinds[1:]
+
+    def prepare(self, image: ImageSource, extras: Mapping[str, ImageSource] | None = None) -> Sample:
+        """Decode ``image`` (the main kind) and ``extras`` (``{kind: picture}``); all must share a size."""
+        extras = dict(extras or {})
+        unknown = [k for k in extras if k not in self.extra_kinds]
+        if unknown:
+            wanted = ", ".join(self.extra_kinds) or "none"
+            raise SegmentError(
+                f"--input {unknown[0]}=...: this model takes no {unknown[0]} input (extra inputs: {wanted})"
+            )
+        missing = [k for k in self.extra_kinds if k not in extras]
+        if missing:
+            raise SegmentError(
+                f"{self.model.description} also needs a {missing[0]} image "
+                f"(--input {missing[0]}=PATH, or inputs={{{missing[0]!r}: ...}})"
+            )
+        arrays = {self.main_kind: read_image(image, self.main_kind)}
+        for kind in self.extra_kinds:
+            arrays[kind] = read_image(extras[kind], kind)
+        size = arrays[self.main_kind].shape[:2]
+        for kind, array in arrays.items():
+            if array.shape[:2] != size:
+                source = _name(extras.get(kind, image))
+                raise SegmentError(
+                    f"{source}: the {kind} image is {array.shape[1]}x{array.shape[0]}, "
+                    f"the {self.main_kind} image {_name(image)} {size[1]}x{size[0]}"
+                )
+        return Sample(arrays, arrays[self.main_kind], _name(image))
+
+    def _tensor(self, spec: NetInput, sample: Sample) -> torch.Tensor:
+        parts = []
+        for kind, mean in zip(spec.kinds, spec.means, strict=True):
+            array = sample.arrays[kind]
+            if kind == "color":
+                parts.append(caffe_preprocess(array, mean)[0])
+            elif kind == "hha":
+                hha = array.astype(np.float32) - np.asarray(mean, dtype=np.float32)
+                parts.append(torch.from_numpy(np.ascontiguousarray(hha.transpose(2, 0, 1))))
+            else:  # depth: natural log minus the log-depth mean, as the NYUD data layer
+                with np.errstate(divide="ignore"):
+                    log_depth = np.log(array) - np.float32(mean[0])
+                parts.append(torch.from_numpy(log_depth[np.newaxis].astype(np.float32)))
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    def run(self, samples: Sequence[Sample]) -> list[Segmentation]:
+        """Segment same-sized ``samples`` in one forward pass."""
+        if not samples:
+            return []
+        size = samples[0].size
+        if any(s.size != size for s in samples):
+            raise SegmentError("images of different sizes cannot share a batch")
+        inputs = {
+            spec.blob: torch.stack([self._tensor(spec, s) for s in samples]).to(self.device)
+            for spec in self.inputs
+        }
+        flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = self.allow_tf32
+        try:
+            with torch.inference_mode():
+                outputs = self.model.net(**inputs)
+                results = self._heads(outputs, len(samples), size)
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+        segmentations = []
+        for i, sample in enumerate(samples):
+            heads = {
+                spec.blob: HeadResult(
+                    blob=spec.blob, classes=classes, palette=palette(len(classes)), labels=labels[i],
+                    photo=sample.photo, scores=scores[i], alpha=self.alpha, task=spec.task,
+                )
+                for spec, (classes, labels, scores) in results.items()
+            }
+            segmentations.append(Segmentation(heads, sample.source, tuple(self.notes)))
+        return segmentations
+
+    def _heads(self, outputs: Mapping[str, torch.Tensor], count: int, size: tuple[int, int]) -> dict:
+        results = {}
+        for spec in self.heads:
+            if spec.blob not in outputs:
+                raise SegmentError(f"the net has no output {spec.blob!r} (it has {', '.join(outputs)})")
+            tensor = outputs[spec.blob]
+            if tensor.dim() != 4 or tensor.shape[0] != count:
+                raise SegmentError(
+                    f"output {spec.blob!r} has shape {tuple(tensor.shape)}; "
+                    f"expected {count} x C x H x W scores"
+                )
+            if tuple(tensor.shape[2:]) != size:
+                raise SegmentError(
+                    f"output {spec.blob!r} is {tensor.shape[3]}x{tensor.shape[2]} pixels, the image "
+                    f"{size[1]}x{size[0]}: the net does not crop its scores to the input"
+                )
+            channels = int(tensor.shape[1])
+            classes = spec.classes or tuple(f"class_{i}" for i in range(channels))
+            if len(classes) != channels:
+                raise SegmentError(
+                    f"output {spec.blob!r} scores {channels} classes, the record names {len(classes)}: "
+                    "is this the right --record?"
+                )
+            labels = tensor.argmax(dim=1).to("cpu", torch.int64).numpy()
+            scores = tensor.to("cpu", torch.float32).numpy()
+            results[spec] = (classes, labels, scores)
+        return results
+
+
+def _as_loaded(model: Any, device: Any) -> LoadedModel:
+    if isinstance(model, LoadedModel):
+        if device is not None:
+            model.net.to(device)  # type: ignore[attr-defined]
+        return model
+    if isinstance(model, torch.nn.Module) and hasattr(model, "caffe"):
+        if device is not None:
+            model.to(device)
+        return LoadedModel(model, type(model).__name__, input_names=list(model.caffe.inputs))
+    return load_model(model, device)
+
+
+def segment(
+    model: LoadedModel | torch.nn.Module | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    image: ImageSource,
+    *,
+    inputs: Mapping[str, ImageSource] | None = None,
+    device: str | torch.device | None = None,
+    record: str | WeightsRecord | None = None,
+    alpha: float = 0.5,
+) -> Segmentation:
+    """Segment one picture.
+
+    ``model``: a :class:`weights.LoadedModel`, a net built by ``converters.load_caffe`` /
+    ``load_converted``, or a spec for :func:`weights.load_model` (registry name, converted file,
+    ``[PROTOTXT, CAFFEMODEL]``). ``image``: a file, PIL image or RGB array (EXIF orientation applied);
+    ``inputs``: the other pictures a NYUD model needs, ``{"hha": ...}`` or ``{"depth": ...}``.
+    ``record`` (a registry name or record) gives classes, palette and preprocessing to a model
+    without one. Returns labels, scores, the colour label map, the overlay and the classes present.
+    """
+    loaded = _as_loaded(model, device)
+    if isinstance(record, str):
+        import weights
+
+        record = weights.get(record)
+    segmenter = Segmenter(loaded, record=record, alpha=alpha)
+    return segmenter.run([segmenter.prepare(image, inputs)])[0]
+
+
+# --- files -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """One input image, its companions by kind, and the output stem (relative path, no suffix)."""
+
+    image: Path
+    stem: Path
+    extras: dict[str, Path] = field(default_factory=dict)
+
+
+def find_images(paths: Sequence[str | os.PathLike[str]]) -> list[Job]:
+    """Files as given, folders searched recursively for image files (sorted); output stems keep
+    the folders' layout. Raises :class:`SegmentError` for a missing path, an empty folder, or two
+    inputs that would write the same outputs."""
+    jobs: list[Job] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            )
+            if not found:
+                raise SegmentError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            jobs += [Job(p, p.relative_to(path).with_suffix("")) for p in found]
+        elif path.is_file():
+            jobs.append(Job(path, Path(path.stem)))
+        else:
+            raise SegmentError(f"{path}: no such image file or folder")
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        if job.stem in seen:
+            raise SegmentError(
+                f"{job.image} and {seen[job.stem]} would both write {job.stem}.png: segment them separately"
+            )
+        seen[job.stem] = job.image
+    return jobs
+
+
+def attach_extras(jobs: Sequence[Job], extras: Mapping[str, str]) -> None:
+    """Give each job its ``--input KIND=PATH`` picture: PATH itself for a single image, else the file
+    in folder PATH with the job's relative name and any image suffix."""
+    for kind, text in extras.items():
+        path = Path(text)
+        if path.is_file():
+            if len(jobs) != 1:
+                raise SegmentError(f"--input {kind}={text} is one file for {len(jobs)} images: give a folder")
+            jobs[0].extras[kind] = path
+            continue
+        if not path.is_dir():
+            raise SegmentError(f"--input {kind}={text}: no such file or folder")
+        index: dict[Path, list[Path]] = {}
+        for found in sorted(path.rglob("*")):
+            if found.is_file() and found.suffix.lower() in IMAGE_SUFFIXES:
+                index.setdefault(found.relative_to(path).with_suffix(""), []).append(found)
+        for job in jobs:
+            candidates = index.get(job.stem, [])
+            if not candidates:
+                raise SegmentError(
+                    f"--input {kind}={text}: no {job.stem}.png (or other image) for {job.image}"
+                )
+            if len(candidates) > 1:
+                raise SegmentError(
+                    f"--input {kind}={text}: {len(candidates)} files for {job.image} "
+                    f"({', '.join(p.name for p in candidates)})"
+                )
+            job.extras[kind] = candidates[0]
+
+
+def output_paths(out: Path, stem: Path, heads: Sequence[str]) -> dict[str, dict[str, Path]]:
+    """``{head blob: {"labels"|"overlay"|"scores"|"legend": path}}``; the head's blob is in the
+    names only when the model has several heads."""
+    result = {}
+    for blob in heads:
+        base = out / (f"{stem}.{blob}" if len(heads) > 1 else str(stem))
+        result[blob] = {
+            "labels": base.with_name(base.name + ".png"),
+            "overlay": base.with_name(base.name + ".overlay.png"),
+            "scores": base.with_name(base.name + ".scores.npy"),
+            "legend": base.with_name(base.name + ".legend.png"),
+        }
+    return result
+
+
+def _save_image(image: Image.Image, path: Path) -> None:
+    with atomic_write(path) as handle:
+        image.save(handle, format="PNG")
+
+
+def _save_npy(array: np.ndarray, path: Path) -> None:
+    with atomic_write(path) as handle:
+        np.save(handle, array, allow_pickle=False)
+
+
+def write_outputs(
+    result: Segmentation, paths: Mapping[str, Mapping[str, Path]], *, scores: bool, legend: bool
+) -> list[Path]:
+    """Write one image's files (labels and overlay; scores and legend on request), atomically."""
+    written = []
+    for blob, head in result.heads.items():
+        where = paths[blob]
+        where["labels"].parent.mkdir(parents=True, exist_ok=True)
+        _save_image(head.colour, where["labels"])
+        _save_image(head.overlay, where["overlay"])
+        written += [where["labels"], where["overlay"]]
+        if scores and head.scores is not None:
+            _save_npy(head.scores, where["scores"])
+            written.append(where["scores"])
+        if legend:
+            _save_image(head.legend(), where["legend"])
+            written.append(where["legend"])
+    return written
+
+
+# --- command line ----------------------------------------------------------------------------------
+
+
+def build_parser(prog: str = "python -m reproduce.segment") -> argparse.ArgumentParser:
+    """The command line of ``python -m reproduce.segment`` (also ``fcn-port segment``)."""
+    from converters.cli import Parser
+
+    parser = Parser(
+        prog=prog,
+        description="Segment images with an FCN model: a colour label PNG (pixel = class index) and an "
+        "overlay for each image, on request the raw scores (.npy) and a legend of the classes present.",
+        epilog="Outputs for DIR/a/b.jpg: OUT/a/b.png, OUT/a/b.overlay.png, OUT/a/b.scores.npy (--scores), "
+        "OUT/a/b.legend.png (--legend); two-head models (SIFT Flow) put the output blob in the names "
+        "(b.score_sem.png, b.score_geo.png ...).",
+    )
+    parser.add_argument(
+        "--model", nargs="+", required=True, metavar="MODEL",
+        help="registry name (voc-fcn8s ...), converted .safetensors/.pt file, or PROTOTXT CAFFEMODEL",
+    )
+    parser.add_argument("images", nargs="*", metavar="IMAGE_OR_FOLDER", help="images, or folders of images")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="folder for the results")
+    parser.add_argument(
+        "--input", action="append", metavar="KIND=PATH",
+        help="the other pictures a NYUD model takes: hha=DIR or depth=DIR (same relative names as the "
+        "images, any image suffix), or a file for a single image",
+    )
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--batch-size", type=int, default=4, help="same-size images per forward (default 4)")
+    parser.add_argument("--scores", action="store_true", help="also write the raw scores (C x H x W .npy)")
+    parser.add_argument("--legend", action="store_true", help="also write a legend of the classes present")
+    parser.add_argument("--alpha", type=float, default=0.5, help="overlay colour opacity (default 0.5)")
+    parser.add_argument(
+        "--record", metavar="NAME",
+        help="take preprocessing, classes and palette from this registry model (for converted files)",
+    )
+    parser.add_argument("--cache-dir", metavar="DIR", help="weights cache for registry models")
+    parser.add_argument("--allow-tf32", action="store_true", help="let CUDA use TensorFloat-32 (Caffe: fp32)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _split_model(values: Sequence[str], images: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``--model`` swallows the images that follow it: keep one value (two after a prototxt)."""
+    take = 2 if Path(values[0]).suffix.lower() in PROTOTXT_SUFFIXES and len(values) > 1 else 1
+    return list(values[:take]), list(values[take:]) + list(images)
+
+
+def _batches(jobs: Sequence[Job], sizes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, size in enumerate(sizes):
+        groups.setdefault(size, []).append(index)
+    return [
+        members[i : i + batch_size] for members in groups.values() for i in range(0, len(members), batch_size)
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Segment as ``args`` ask; returns the exit code (errors users can cause raise ``ValueError``)."""
+    from converters.cli import device as parse_device
+    from eval.models import parse_assignments
+
+    spec, images = _split_model(args.model, args.images)
+    if not images:
+        raise SegmentError("no images given: name image files or folders after the model")
+    if args.batch_size < 1:
+        raise SegmentError("--batch-size must be at least 1")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise SegmentError("--alpha must lie in 0..1")
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise SegmentError(f"-o {out}: exists and is not a folder")
+    extras = parse_assignments(args.input, "--input")
+    unknown = [k for k in extras if k not in KINDS]
+    if unknown:
+        raise SegmentError(f"--input {unknown[0]}=...: kinds are {', '.join(KINDS[1:])}")
+    jobs = find_images(images)
+    attach_extras(jobs, extras)
+    record = None
+    if args.record:
+        import weights
+
+        record = weights.get(args.record)
+    device = parse_device(args.device)
+    if len(spec) == 1 and Path(spec[0]).suffix.lower() in PROTOTXT_SUFFIXES:
+        raise SegmentError(f"{spec[0]} is a net definition; give its weights too: --model {spec[0]} WEIGHTS")
+    model = load_model(spec, device, cache_dir=args.cache_dir)
+    random = list(model.net.caffe.randomly_initialised)
+    if random:
+        more = " ..." if len(random) > 4 else ""
+        raise ModelError(f"the weights lack layer(s) {', '.join(random[:4])}{more}: segmenting needs them")
+    segmenter = Segmenter(model, record=record, alpha=args.alpha, allow_tf32=args.allow_tf32)
+    if segmenter.main_kind in extras:
+        kind = segmenter.main_kind
+        raise SegmentError(f"--input {kind}=...: the images given are the {kind} input")
+    missing = [k for k in segmenter.extra_kinds if k not in extras]
+    if missing:
+        raise SegmentError(
+            f"{model.description} also needs {missing[0]} images: give them with --input {missing[0]}=DIR"
+        )
+    stray = [k for k in extras if k not in segmenter.extra_kinds]
+    if stray:
+        raise SegmentError(f"--input {stray[0]}=...: {model.description} takes no {stray[0]} input")
+    sizes = [image_size(job.image) for job in jobs]  # every file readable before anything is written
+    for note in segmenter.notes:
+        print(f"note: {note}")
+    heads = [h.blob for h in segmenter.heads]
+    out.mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    written = 0
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    pending: list[concurrent.futures.Future] = []
+    bar = tqdm(total=len(jobs), unit="img", desc="segment", file=sys.stderr,
+               disable=True if args.no_progress else None, dynamic_ncols=True)
+    try:
+        for batch in _batches(jobs, sizes, args.batch_size):
+            samples = [segmenter.prepare(jobs[i].image, jobs[i].extras) for i in batch]
+            results = segmenter.run(samples)
+            for future in pending:  # one batch of files in flight while the next one runs
+                written += len(future.result())
+            pending = [
+                pool.submit(write_outputs, result, output_paths(out, jobs[i].stem, heads),
+                            scores=args.scores, legend=args.legend)
+                for i, result in zip(batch, results, strict=True)
+            ]
+            bar.update(len(batch))
+        for future in pending:
+            written += len(future.result())
+    finally:
+        bar.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+    seconds = time.perf_counter() - started
+    print(
+        f"segmented {len(jobs)} image(s) with {model.description} on {device} in {seconds:.1f} s: "
+        f"{written} files in {out}"
+    )
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m reproduce.segment") -> int:
+    """Parse ``argv`` and segment: 0 on success, 2 with one ``error:`` line on bad input, 130 on
+    Ctrl-C (files already written are complete; none is left half-written)."""
+    from converters.cli import run as run_command
+
+    return run_command(lambda: run(build_parser(prog).parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
