@@ -5,7 +5,6 @@ Formats are recognised by content, never by file extension.
 
 from __future__ import annotations
 
-import math
 import mmap
 import os
 from typing import Literal
@@ -23,6 +22,8 @@ PathLike = str | os.PathLike[str]
 Format = Literal["hdf5", "binary", "text"]
 _TEXT_CONTROL = frozenset(range(32)) - {9, 10, 11, 12, 13}
 _SNIFF_BYTES = 65536
+MAX_BLOB_AXES = 32  # Caffe's kMaxBlobAxes (blob.hpp)
+_INT_MAX = (1 << 31) - 1  # Caffe's blobs count their values and dimensions in int
 
 
 def sniff_format(path: PathLike) -> Format:
@@ -117,21 +118,50 @@ def blob_shape(blob: Message) -> tuple[int, ...]:
     return tuple(int(d) for d in blob.get("shape").get("dim"))
 
 
+def check_blob_shape(shape: tuple[int, ...], path: PathLike | None = None, where: str = "blob") -> int:
+    """The number of values of a blob of ``shape``, checked as Caffe's ``Blob::Reshape`` checks it:
+    at most 32 axes, no negative dimension, at most 2^31 - 1 values (``(2**40, 0)`` is refused,
+    as Caffe refuses it); else :class:`CaffeFormatError` naming ``path`` and ``where``."""
+    if len(shape) > MAX_BLOB_AXES:
+        raise CaffeFormatError(
+            f"{where} has {len(shape)} axes; Caffe's blobs have at most {MAX_BLOB_AXES}", path
+        )
+    count = 1
+    for dim in shape:
+        if dim < 0:
+            raise CaffeFormatError(f"{where} has a negative dimension ({_dims_text(shape)})", path)
+        if dim > _INT_MAX or (count != 0 and dim > _INT_MAX // count):
+            raise CaffeFormatError(
+                f"{where} declares more than 2^31 - 1 values ({_dims_text(shape)}), more than "
+                "Caffe's blobs hold",
+                path,
+            )
+        count *= dim
+    return count
+
+
+def _dims_text(shape: tuple[int, ...]) -> str:
+    text = " x ".join(str(d) for d in shape[:8])
+    return text + (f" x ... ({len(shape)} axes)" if len(shape) > 8 else "")
+
+
 def blob_array(blob: Message, path: PathLike | None = None, where: str = "blob") -> np.ndarray:
     """A blob's values as a float32 array of its stored shape (a view of the file when possible).
 
     Like Caffe's ``Blob::FromProto``, ``double_data`` wins over ``data`` when both are present.
+    Shapes Caffe refuses (see :func:`check_blob_shape`) or that do not match the number of values
+    raise :class:`CaffeFormatError`.
     """
     shape = blob_shape(blob)
+    count = check_blob_shape(shape, path, where)
     data = blob.getall("data")
     if len(blob.getall("double_data")):
         with np.errstate(over="ignore"):  # out-of-range doubles become +-inf, as in Caffe
             data = np.asarray(blob.getall("double_data"), dtype=np.float64).astype(np.float32)
     array = np.asarray(data, dtype=np.float32)
-    if array.size != math.prod(shape):
+    if array.size != count:
         raise CaffeFormatError(
-            f"{where} has shape {list(shape)} ({math.prod(shape)} values) but holds {array.size}",
-            path,
+            f"{where} has shape {list(shape)} ({count} values) but holds {array.size}", path
         )
     return array.reshape(shape)
 
