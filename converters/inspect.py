@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .caffe.formats import blob_array, read_net, sniff_format
-from .caffe.message import Message
+from .caffe.message import Message, unknown_named_fields
 from .caffe.netdef import layer_type
 from .errors import CaffeFormatError
 
@@ -54,25 +54,37 @@ def _settings(layer: Message) -> dict[str, Any]:
     return {name: to_jsonable(layer.get(name)) for name, _ in layer.fields() if name.endswith("_param")}
 
 
-def _settings_text(settings: dict[str, Any]) -> str:
-    def render(value: Any) -> str:
+def _settings_text(settings: dict[str, Any], unknown: frozenset[str] = frozenset()) -> str:
+    """Settings on one line; fields whose dotted path is in ``unknown`` are marked with ``?``."""
+
+    def key(path: str) -> str:
+        return path.rsplit(".", 1)[-1] + ("?" if path in unknown else "")
+
+    def render(value: Any, path: str = "") -> str:
         if isinstance(value, dict):
-            return "{ " + " ".join(f"{k}: {render(v)}" for k, v in value.items()) + " }"
+            inner = " ".join(f"{key(path + k)}: {render(v, path + k + '.')}" for k, v in value.items())
+            return "{ " + inner + " }"
         if isinstance(value, list):
-            return render(value[0]) if len(value) == 1 else "[" + ", ".join(render(v) for v in value) + "]"
+            if len(value) == 1:
+                return render(value[0], path)
+            return "[" + ", ".join(render(v, path) for v in value) + "]"
         if isinstance(value, str):
             return value if value.isidentifier() and value.isupper() else json.dumps(value)
         if isinstance(value, bool):
             return "true" if value else "false"
         return str(value)
 
-    return " ".join(f"{name} {render(value)}" for name, value in settings.items())
+    return " ".join(f"{key(name)} {render(value, name + '.')}" for name, value in settings.items())
 
 
 def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A JSON-ready summary of a Caffe file: format, net name, inputs, layers, parameter counts.
 
-    Raises :class:`CaffeFormatError` when the file cannot be read.
+    ``inputs`` lists the legacy ``input:`` blobs and the tops of ``Input`` layers, each with its
+    declared shape (``None`` when it has none). A layer's ``unknown_fields`` lists the fields
+    caffe.proto does not have: field numbers for binary files, ``{"field", "line", "column"}``
+    for a prototxt (building a graph refuses those). Raises :class:`CaffeFormatError` when the
+    file cannot be read.
     """
     fmt = sniff_format(path)
     net = read_net(path)
@@ -105,10 +117,16 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
             entry["settings"] = _settings(layer)
             if layer.unknown:
                 entry["unknown_fields"] = sorted({number for number, _, _ in layer.unknown})
+            named = unknown_named_fields(layer)
+            if named:
+                entry["unknown_fields"] = [
+                    {"field": field, "line": at[0] if at else None, "column": at[1] if at else None}
+                    for field, at in named
+                ]
             layers.append(entry)
     inputs = [
         {"name": name, "shape": shape}
-        for name, shape in _legacy_inputs(net)
+        for name, shape in _legacy_inputs(net) + _input_layer_inputs(net)
     ]
     counted = [entry["params"] for entry in layers if entry["params"] is not None]
     return {
@@ -135,6 +153,21 @@ def _legacy_inputs(net: Message) -> list[tuple[str, list[int] | None]]:
     if not shapes and len(dims) == 4 * len(names):
         shapes = [dims[4 * i : 4 * i + 4] for i in range(len(names))]
     return [(name, shapes[i] if i < len(shapes) else None) for i, name in enumerate(names)]
+
+
+def _input_layer_inputs(net: Message) -> list[tuple[str, list[int] | None]]:
+    """The tops of ``Input`` layers with their shapes (one shape for every top, or one each, as
+    Caffe's InputLayer takes them)."""
+    found: list[tuple[str, list[int] | None]] = []
+    for layer in net.getall("layer"):
+        if str(layer.get("type")) != "Input":
+            continue
+        tops = list(layer.get("top"))
+        shapes = [list(shape.get("dim")) for shape in layer.get("input_param").get("shape")]
+        for i, top in enumerate(tops):
+            shape = shapes[0] if len(shapes) == 1 else shapes[i] if len(shapes) == len(tops) else None
+            found.append((top, shape))
+    return found
 
 
 def _count_unknown(msg: Message) -> int:
@@ -176,7 +209,7 @@ def format_table(summary: dict[str, Any]) -> str:
             type_text += f" ({entry['type_stored']})"
         flow = (", ".join(entry["bottoms"]) + " -> " + ", ".join(entry["tops"])).strip()
         if entry["blobs"] is None:
-            detail = _settings_text(entry["settings"])
+            detail = _settings_text(entry["settings"], frozenset(_named_unknown(entry)))
             if len(detail) > _SETTINGS_WIDTH:
                 detail = detail[: _SETTINGS_WIDTH - 3] + "..."
         else:
@@ -203,7 +236,16 @@ def format_table(summary: dict[str, Any]) -> str:
     lines.append(f"total:   {total}")
     top = summary["unknown_top_level_fields"]
     not_a_net = bool(top) and not summary["layers"]
-    if summary["unknown_fields"] and not not_a_net:
+    named = [(entry["name"], field) for entry in summary["layers"] for field in _named_unknown_entries(entry)]
+    for layer_name, field in named:
+        line = f" (line {field['line']})" if field["line"] is not None else ""
+        lines.append(f"unknown: layer '{layer_name}': {field['field']}{line}")
+    if named:
+        lines.append(
+            f"note:    {len(named)} field(s) of layers are not in caffe.proto (marked '?'; a misspelling "
+            "or a fork's field): Caffe refuses this net, and so does building a graph from it"
+        )
+    elif summary["unknown_fields"] and not not_a_net:
         what = "kept as written" if text_mode else "skipped"
         lines.append(
             f"note:    {summary['unknown_fields']} field(s) unknown to BVLC caffe.proto (a fork's "
@@ -213,6 +255,14 @@ def format_table(summary: dict[str, Any]) -> str:
         hint = " (a solver prototxt?)" if {"base_lr", "net", "train_net", "max_iter"} & set(top) else ""
         lines.append(f"note:    not a net definition{hint}: its fields are {', '.join(top)}")
     return "\n".join(lines) + "\n"
+
+
+def _named_unknown_entries(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    return [f for f in entry.get("unknown_fields", []) if isinstance(f, dict)]
+
+
+def _named_unknown(entry: dict[str, Any]) -> list[str]:
+    return [f["field"] for f in _named_unknown_entries(entry)]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -219,3 +219,51 @@ def test_tiny_fcn_caffemodel_h5_and_prototxt_agree(capsys: pytest.CaptureFixture
     assert binary["total_params"] == sum(math.prod(s) for blobs in with_blobs.values() for s in blobs)
     assert set(with_blobs) <= {layer["name"] for layer in deploy["layers"]}
     assert sorted(layer["name"] for layer in hdf5["layers"]) == [layer["name"] for layer in hdf5["layers"]]
+
+
+def test_json_lists_the_inputs_of_input_layers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = run_json(FIXTURES / "tiny_fcn" / "deploy.prototxt", capsys)
+    assert report["inputs"] == [{"name": "data", "shape": [1, 3, 37, 41]}]
+    path = tmp_path / "two.prototxt"
+    path.write_text(
+        'layer { name: "in" type: "Input" top: "a" top: "b" input_param { shape { dim: 2 dim: 3 } } }\n'
+        'layer { name: "in2" type: "Input" top: "c" top: "d"\n'
+        "  input_param { shape { dim: 1 } shape { dim: 4 } } }\n"
+        'layer { name: "in3" type: "Input" top: "e" }\n'
+    )
+    assert run_json(path, capsys)["inputs"] == [
+        {"name": "a", "shape": [2, 3]}, {"name": "b", "shape": [2, 3]}, {"name": "c", "shape": [1]},
+        {"name": "d", "shape": [4]}, {"name": "e", "shape": None},
+    ]  # fmt: skip
+    assert main([str(path)]) == 0
+    assert "input:   a 2x3\n" in capsys.readouterr().out
+
+
+def test_prototxt_table_has_a_header_row(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(FIXTURES / "tiny_fcn" / "deploy.prototxt")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.lstrip().startswith("#"))
+    assert lines[header].split() == ["#", "layer", "type", "bottoms", "->", "tops", "settings"]
+    assert set(lines[header + 1].replace(" ", "")) == {"-"}
+    assert lines[header + 2].split()[:3] == ["0", "input", "Input"]
+
+
+def test_misspelled_fields_are_shown_and_marked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "typo.prototxt"
+    path.write_text(
+        'input: "data" input_dim: 1 input_dim: 1 input_dim: 8 input_dim: 8\n'
+        'layer {\n  name: "pool1" type: "Pooling" bottom: "data" top: "pool1"\n'
+        "  pooling_param { pool: MAX kernel_size: 2\n    strde: 2 }\n  typo_top: 1\n}\n"
+    )
+    report = run_json(path, capsys)
+    assert report["layers"][0]["unknown_fields"] == [
+        {"field": "pooling_param.strde", "line": 5, "column": 5},
+        {"field": "typo_top", "line": 6, "column": 3},
+    ]
+    assert report["layers"][0]["settings"]["pooling_param"]["strde"] == 2
+    assert main([str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "pooling_param { pool: MAX kernel_size: 2 strde?: 2 }" in table
+    assert "unknown: layer 'pool1': pooling_param.strde (line 5)" in table
+    assert "unknown: layer 'pool1': typo_top (line 6)" in table
+    assert "Caffe refuses this net" in table
