@@ -56,3 +56,7 @@ class GeometryError(ValueError):
 
 class UsageError(ValueError):
     """A command-line option or output path that cannot work (names the option or path and the fix)."""
+
+
+class SolverError(ValueError):
+    """A solver Caffe would refuse, or a solverstate/feed that does not fit it (names the file and field)."""
