@@ -3,18 +3,23 @@ and where, never a crash, a hang or a huge allocation (issue 9).
 
 Golden sources: protobuf's text parser as Caffe uses it (checked with real Caffe, the C++ parser
 of libprotobuf 3.21 in /work/oracle: ``input_dim: 010`` is 8, ``09`` and ``010.5`` are refused, a
-float field refuses ``010`` and ``0x10``), caffe.proto (unknown fields) and Caffe's
-``kMaxBlobAxes`` (32).
+float field refuses ``010`` and ``0x10``), caffe.proto (unknown fields) Caffe's ``Blob::Reshape``
+checks (``kMaxBlobAxes`` = 32, no negative dimension, at most INT_MAX values) and the HDF5 file
+format's datatype message.
 """
 
 from __future__ import annotations
 
 import time
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 
-from converters import CaffeFormatError, load_caffe, read_prototxt
+from converters import CaffeFormatError, Message, load_caffe, read_prototxt, read_weights, write_caffemodel
 from converters.caffe.text import parse_text
 from converters.errors import NetError
 
@@ -177,3 +182,128 @@ def test_unknown_fields_of_layers_the_graph_does_not_build_are_not_refused(tmp_p
     assert net.caffe.layers == [("input", "Input"), ("pool1", "Pooling")]
     with pytest.raises(NetError, match="loss_param.normalise"):
         load_caffe(path, with_loss=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Binary weights: blob shapes numpy refuses though the count matches
+
+
+def _caffemodel(tmp_path: Path, blob: Message, name: str = "w.caffemodel") -> Path:
+    path = tmp_path / name
+    layer = Message("LayerParameter", name="conv", blobs=[blob])
+    write_caffemodel(Message("NetParameter", layer=[layer]), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("dims", "values", "words"),
+    [([-2, -2], 4, "negative dimension"), ([-1, 4], 0, "negative dimension"),
+     ([1] * 33, 1, "33 axes"), ([1] * 70, 1, "70 axes"), ([2**40, 0], 0, "more than 2^31 - 1"),
+     ([0, 2**40], 0, "more than 2^31 - 1"), ([2**62] * 32, 0, "more than 2^31 - 1"),
+     ([65536, 65536], 0, "more than 2^31 - 1"), ([2**63 - 1, 2**63 - 1, 0], 0, "more than 2^31 - 1")],
+)  # fmt: skip
+def test_blob_shapes_caffe_refuses_are_refused_naming_file_layer_and_blob(
+    tmp_path: Path, dims: list[int], values: int, words: str
+) -> None:
+    blob = Message("BlobProto", shape=Message("BlobShape", dim=dims), data=np.ones(values, np.float32))
+    path = _caffemodel(tmp_path, blob)
+    with pytest.raises(CaffeFormatError) as info:
+        read_weights(path)
+    text = str(info.value)
+    assert words in text and str(path) in text and "blob 0 of layer 'conv'" in text
+    assert len(text) < 400 and "\n" not in text
+
+
+def test_negative_legacy_dimensions_are_refused(tmp_path: Path) -> None:
+    blob = Message("BlobProto", num=-1, channels=-1, height=2, width=2, data=np.ones(4, np.float32))
+    with pytest.raises(CaffeFormatError, match="negative dimension"):
+        read_weights(_caffemodel(tmp_path, blob))
+
+
+@pytest.mark.parametrize(("dims", "shape"), [([1] * 32, (1,) * 32), ([0, 5], (0, 5)), ([3, 0, 7], (3, 0, 7))])
+def test_blob_shapes_caffe_takes_are_read(tmp_path: Path, dims: list[int], shape: tuple[int, ...]) -> None:
+    count = int(np.prod(shape))
+    blob = Message("BlobProto", shape=Message("BlobShape", dim=dims), data=np.arange(count, dtype=np.float32))
+    (array,) = read_weights(_caffemodel(tmp_path, blob))["conv"]
+    assert array.shape == shape
+
+
+def test_non_utf8_layer_names_in_a_caffemodel_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad_name.caffemodel"
+    layer = b"\x0a\x02\xff\xfe"  # LayerParameter.name (field 1) = b"\xff\xfe"
+    path.write_bytes(b"\xa2\x06" + bytes([len(layer)]) + layer)  # NetParameter.layer (field 100)
+    with pytest.raises(CaffeFormatError, match="not valid UTF-8") as info:
+        read_weights(path)
+    assert str(path) in str(info.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# HDF5 weights
+
+
+def _h5(tmp_path: Path, build: Callable[[h5py.Group], None], name: str = "w.h5") -> Path:
+    path = tmp_path / name
+    with h5py.File(path, "w") as handle:
+        build(handle.create_group("data").create_group("conv"))
+    return path
+
+
+def test_hdf5_dataset_larger_than_the_file_is_refused_before_reading(tmp_path: Path) -> None:
+    path = _h5(tmp_path, lambda g: g.create_dataset("0", shape=(25000, 25000), dtype="f4"))
+    assert path.stat().st_size < 10_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(CaffeFormatError, match="more than the .*-byte file can hold") as info:
+            read_weights(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50_000_000 and "/data/conv/0" in str(info.value) and str(path) in str(info.value)
+
+
+def test_compressed_hdf5_datasets_within_deflate_ratio_are_read(tmp_path: Path) -> None:
+    zeros = np.zeros((200, 200), np.float32)  # 160 KB that deflate packs into a few hundred bytes
+    path = _h5(tmp_path, lambda g: g.create_dataset("0", data=zeros, compression="gzip"))
+    assert path.stat().st_size < zeros.nbytes
+    np.testing.assert_array_equal(read_weights(path)["conv"][0], zeros)
+
+
+@pytest.mark.parametrize(
+    ("build", "words"),
+    [(lambda g: g.create_dataset("0", data=h5py.Empty("f4")), r"empty \(null\) dataspace"),
+     (lambda g: g.create_dataset("0", shape=(2**31, 0), dtype="f4"), r"more than 2\^31 - 1"),
+     (lambda g: g.create_dataset("0", data=np.zeros((1,) * 32, "f4")), None)],
+    ids=["null-dataspace", "huge-by-zero", "32-axes"],
+)  # fmt: skip
+def test_hdf5_dataspaces_caffe_cannot_take_are_refused(
+    tmp_path: Path, build: Callable[[h5py.Group], None], words: str | None
+) -> None:
+    path = _h5(tmp_path, build)
+    if words is None:
+        assert read_weights(path)["conv"][0].shape == (1,) * 32
+        return
+    with pytest.raises(CaffeFormatError, match=words) as info:
+        read_weights(path)
+    assert "/data/conv/0" in str(info.value)
+
+
+def test_non_utf8_hdf5_layer_names_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_group(b"data/conv\xff").create_dataset("0", data=np.ones(3, "f4"))
+    with pytest.raises(CaffeFormatError, match=r"layer group name b'conv\\xff' is not valid UTF-8"):
+        read_weights(path)
+
+
+def test_corrupt_hdf5_datatype_is_a_caffe_format_error_not_h5py_value_error(tmp_path: Path) -> None:
+    path = _h5(tmp_path, lambda g: g.create_dataset("0", data=np.arange(6, dtype="f4")))
+    raw = bytearray(path.read_bytes())
+    # an IEEE float32 datatype message: precision 32, exponent at bit 23 (8 bits), mantissa at 0
+    # (23 bits), exponent bias 127 (HDF5 file format, datatype message, floating-point class)
+    properties = bytes.fromhex("2000170800177f000000")
+    assert raw.count(properties) == 1
+    raw[raw.index(properties) + 7] = 0x40  # exponent bias 127 + 2^14: no numpy type holds it
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CaffeFormatError, match="/data/conv/0 cannot be read") as info:
+        read_weights(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
