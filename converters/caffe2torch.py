@@ -144,7 +144,7 @@ def complete_input_shapes(
 # --- self-check ----------------------------------------------------------------------------------
 
 
-def _probe(module: Any, shapes: Mapping[str, Shape]) -> Any:
+def probe_input_shapes(module: Any, shapes: Mapping[str, Shape]) -> Any:
     """The net built on the meta device at ``shapes`` if it runs there with the same parameter
     shapes as ``module`` and no empty blob appears; else ``None``."""
     from .graph.builder import build_graph
@@ -182,7 +182,7 @@ def self_check_shapes(module: Any, max_side: int = SELF_CHECK_MAX_SIDE) -> dict[
         if shapes not in candidates:
             candidates.append(shapes)
     for shapes in candidates:
-        meta = _probe(module, shapes) if shapes != declared else module
+        meta = probe_input_shapes(module, shapes) if shapes != declared else module
         if meta is None:
             continue
         need = blob_bytes(meta)

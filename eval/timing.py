@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from converters import cli
 from converters.caffe.message import Message
 from converters.caffe.netdef import layer_type
 from converters.graph.speed import optimize_for_cpu
@@ -130,8 +131,8 @@ class StaticColumns:
     """
 
     conv_layers: int
-    receptive_field: int
-    max_stride: int
+    receptive_field: int | None  # None: the blob has no spatial mapping (a classifier's output)
+    max_stride: int | None
     parameters: int | None
     all_parameters: int | None
     coarse_blob: str
@@ -189,11 +190,15 @@ def static_columns(net: Message, module: torch.nn.Module | None = None) -> Stati
     a module both come from the definition (``None`` if unknown).
     """
     from converters.caffe import geometry
+    from converters.errors import GeometryError
 
     target = coarse_score_blob(net)
     depth = conv_depth(net, target)
-    rf = geometry.receptive_field(net, target)
-    stride = geometry.max_stride(net, target)
+    try:
+        rf: int | None = geometry.receptive_field(net, target)
+        stride: int | None = geometry.max_stride(net, target)
+    except GeometryError:  # not fully convolutional: no input coordinates behind the output
+        rf = stride = None
     total = definition_parameter_count(net)
     without_upsampling = definition_parameter_count(net, upsampling=False)
     if module is not None:
@@ -338,12 +343,14 @@ def time_variant(
     warmup: int = 3,
     device: torch.device | str = "cpu",
     clock: Callable[[], float] = time.perf_counter,
+    progress: bool = False,
 ) -> tuple[TimingRow, dict[str, torch.Tensor]]:
     """Time ``runs`` forward passes of ``net(**inputs)`` under ``variant`` after ``warmup`` passes.
 
     Each pass is bracketed by device synchronisation, so a time is the full latency of one
     forward. The module is copied (not changed) for channels_last/compile. Returns the summary
-    and the last pass's outputs (float32, on the CPU) for agreement checks.
+    and the last pass's outputs (float32, on the CPU) for agreement checks. ``progress``: a bar
+    over the passes on stderr.
     """
     if runs < 1 or warmup < 0:
         raise TimingError(f"runs must be >= 1 and warmup >= 0, got {runs} and {warmup}")
@@ -372,6 +379,7 @@ def time_variant(
             return _as_outputs(model(**feed))
 
     times: list[float] = []
+    bar = _progress_bar(variant.label, max(1, warmup) + runs, progress)
     freezing = contextlib.nullcontext()
     if variant.compile and variant.freeze:
         import torch._inductor.config as inductor_config
@@ -383,17 +391,28 @@ def time_variant(
         outputs = forward()
         synchronize(device)
         first = (clock() - start) * 1000.0
+        bar.update()
         for _ in range(max(0, warmup - 1)):
             outputs = forward()
+            bar.update()
         synchronize(device)
         for _ in range(runs):
             start = clock()
             outputs = forward()
             synchronize(device)
             times.append((clock() - start) * 1000.0)
+            bar.update()
+    bar.close()
     batch = next(iter(feed.values())).shape[0] if feed else 1
     row = summarize(variant.label, times, batch, first)
     return row, {k: v.detach().float().cpu() for k, v in outputs.items()}
+
+
+def _progress_bar(label: str, total: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"timing {label}", unit="pass", file=sys.stderr, disable=not enabled,
+                leave=False)
 
 
 def run_variants(
@@ -404,15 +423,20 @@ def run_variants(
     runs: int = MIN_RUNS,
     warmup: int = 3,
     device: torch.device | str = "cpu",
+    progress: bool = False,
 ) -> list[TimingRow]:
     """Plain fp32 first, then every variant, each with argmax agreement against the fp32 outputs."""
-    baseline, reference = time_variant(net, inputs, Variant(), runs=runs, warmup=warmup, device=device)
+    baseline, reference = time_variant(
+        net, inputs, Variant(), runs=runs, warmup=warmup, device=device, progress=progress
+    )
     baseline.argmax_agreement = 1.0
     rows = [baseline]
     for variant in variants:
         if variant == Variant():
             continue
-        row, outputs = time_variant(net, inputs, variant, runs=runs, warmup=warmup, device=device)
+        row, outputs = time_variant(
+            net, inputs, variant, runs=runs, warmup=warmup, device=device, progress=progress
+        )
         row.agreement_by_output = argmax_agreement(reference, outputs)
         row.argmax_agreement = min(row.agreement_by_output.values()) if row.agreement_by_output else None
         rows.append(row)
@@ -499,10 +523,12 @@ def markdown_report(result: Mapping[str, Any]) -> str:
         "",
         "| parameters | conv layers | receptive field | max stride | coarse score blob | with upsampling |",
         "|---|---|---|---|---|---|",
-        f"| {_fmt_count(s['parameters'])} | {s['conv_layers']} | {s['receptive_field']} "
-        f"| {s['max_stride']} | {s['coarse_blob']} | {_fmt_count(s['all_parameters'])} |",
+        f"| {_fmt_count(s['parameters'])} | {s['conv_layers']} | {s['receptive_field'] or '-'} "
+        f"| {s['max_stride'] or '-'} | {s['coarse_blob']} | {_fmt_count(s['all_parameters'])} |",
         "",
     ]
+    lines += [f"note: {note}" for note in result.get("notes", [])]
+    lines += [""] if result.get("notes") else []
     papers = result["paper"]
     paper_head = " | ".join(f"paper {p['net']} (K40c)" for p in papers)
     speed_head = " | ".join(f"speed-up vs {p['net']}" for p in papers)
@@ -535,9 +561,55 @@ def _device_name(device: torch.device) -> str:
     return f"{device.type} ({torch.get_num_threads()} threads)"
 
 
+PAPER_SIZE = (500, 500)
+
+
+def _image_inputs(module: Any, size: tuple[int, int]) -> dict[str, tuple[int, ...]]:
+    """Batch-1 shapes of the net's image (4-axis) inputs at ``size``."""
+    return {
+        name: (1, _channels(shape), *size)
+        for name, shape in module.caffe.inputs.items()
+        if len(shape) == 4
+    }
+
+
+def choose_size(module: Any, requested: tuple[int, int] | None) -> tuple[tuple[int, int], list[str]]:
+    """The input size to time ``module`` at, and notes: ``requested`` (default the paper's 500x500)
+    when the net takes it with its weights (fully convolutional), else the declared size of its
+    input. ``TimingError`` when ``requested`` was given for a net whose weights fix another size."""
+    from converters.caffe2torch import probe_input_shapes
+
+    size = requested or PAPER_SIZE
+    shapes = _image_inputs(module, size)
+    if not shapes or probe_input_shapes(module, shapes) is not None:
+        return size, []
+    declared = next(tuple(s[2:]) for s in module.caffe.inputs.values() if len(s) == 4)
+    text = "x".join(map(str, declared))
+    if requested is not None and tuple(requested) != declared:
+        raise TimingError(
+            f"--size {requested[0]}x{requested[1]}: the net is not fully convolutional (its weights fix "
+            f"the input at {text}); leave out --size to time it at {text}"
+        )
+    return (int(declared[0]), int(declared[1])), [
+        f"not fully convolutional: timed at its declared input size {text}"
+    ]
+
+
+def size_notes(size: tuple[int, int], papers: Sequence[PaperTime]) -> list[str]:
+    """A warning when the paper's times are compared with a size far (over 10% a side) from
+    its 500x500."""
+    far = any(abs(s - p) > 0.1 * p for s, p in zip(size, PAPER_SIZE, strict=True))
+    if not papers or not far:
+        return []
+    return [
+        f"timed at {size[0]}x{size[1]}, the paper at {PAPER_SIZE[0]}x{PAPER_SIZE[1]}: the speed-ups below "
+        "compare different input sizes"
+    ]
+
+
 def measure(
     model: str,
-    size: tuple[int, int],
+    size: tuple[int, int] | None,
     *,
     device: str,
     runs: int = MIN_RUNS,
@@ -545,17 +617,18 @@ def measure(
     variants: Sequence[Variant] = (),
     caffemodel: str | None = None,
     random_weights: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Build ``model`` (name or prototxt), time it, and return the full result as JSON-ready data.
 
-    Weights: ``caffemodel``, else the registry's cached file for ``model`` unless ``random_weights``,
-    else random (the time does not depend on the values; the argmax agreement of variants does).
+    ``size``: height and width (``None``: the paper's 500x500, or the declared size of a net that
+    is not fully convolutional; :func:`choose_size`). Weights: ``caffemodel``, else the registry's
+    cached file for ``model`` unless ``random_weights``, else random (the time does not depend on
+    the values; the argmax agreement of variants does).
     """
     if runs < MIN_RUNS:
         raise TimingError(f"--runs must be at least {MIN_RUNS} (the paper averaged 20 trials), got {runs}")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TimingError("--device cuda: no CUDA device is available (this torch is CPU-only or no GPU)")
+    dev = cli.device(device)
     torch.manual_seed(0)
     spec = [model, caffemodel] if caffemodel else [model]
     try:
@@ -563,15 +636,19 @@ def measure(
     except ModelError as exc:
         raise TimingError(str(exc)) from None
     module = loaded.net
+    size, notes = choose_size(module, size)
     definition = module.caffe.definition
     caffemodel = str(loaded.weights_path) if loaded.weights_path else None
     inputs = {
         name: synthetic_input(*size, channels=_channels(shape), seed=i).to(dev)
         for i, (name, shape) in enumerate(module.caffe.inputs.items())
     }
-    rows = run_variants(module, inputs, variants, runs=runs, warmup=warmup, device=dev)
     static = static_columns(definition, module)
     papers = paper_times(Path(model).resolve().parent.name if Path(model).suffix == ".prototxt" else model)
+    notes += size_notes(size, papers)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    rows = run_variants(module, inputs, variants, runs=runs, warmup=warmup, device=dev, progress=progress)
     return {
         "model": model,
         "size": list(size),
@@ -584,21 +661,31 @@ def measure(
         "threads": torch.get_num_threads(),
         "static": asdict(static),
         "paper": [asdict(p) for p in papers],
+        "notes": notes,
         "rows": [asdict(r) for r in rows],
     }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The ``python -m eval.timing`` argument parser."""
+    parser = cli.Parser(
         prog="python -m eval.timing",
         description="Time FCN forward passes (median of >= 20 synchronised runs) beside the paper's K40c.",
     )
-    parser.add_argument("--model", default="voc-fcn8s", help="official model name or a deploy .prototxt")
+    parser.add_argument(
+        "--model", default="voc-fcn8s",
+        help="registry name or any deploy .prototxt (a net that is not fully convolutional runs at its "
+        "declared input size)",
+    )
     parser.add_argument(
         "--weights", default=None, help="caffemodel to load (default: the cached released one, else random)"
     )
     parser.add_argument("--random-weights", action="store_true", help="random weights even if cached")
-    parser.add_argument("--size", default="500x500", help="input HxW (default 500x500, the paper's)")
+    parser.add_argument(
+        "--size", default=None,
+        help="input HxW (default 500x500, the paper's; for a net that is not fully convolutional, "
+        "its declared size)",
+    )
     parser.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda if available)")
     parser.add_argument(
         "--runs", type=int, default=MIN_RUNS, help=f"timed runs, >= {MIN_RUNS} (default {MIN_RUNS})"
@@ -627,54 +714,57 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="write the result as JSON to PATH (or stdout when no PATH is given) instead of Markdown",
     )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        size = parse_size(args.size)
-        if args.threads is not None:
-            if args.threads < 1:
-                raise TimingError(f"--threads must be >= 1, got {args.threads}")
-            torch.set_num_threads(args.threads)
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            torch.device(device)
-        except RuntimeError:
-            raise TimingError(f"unknown device {device!r}") from None
-        if args.freeze and not args.compile:
-            raise TimingError("--freeze applies to --compile")
-        variants = requested_variants(
-            args.channels_last, args.tf32, args.autocast, args.compile, args.freeze, args.cpu_fast
-        )
-        if args.tf32 and torch.device(device).type != "cuda":
-            raise TimingError("--tf32 applies to CUDA devices only")
-        result = measure(
-            args.model,
-            size,
-            device=device,
-            runs=args.runs,
-            warmup=args.warmup,
-            variants=variants,
-            caffemodel=args.weights,
-            random_weights=args.random_weights,
-        )
-        if args.json is None:
-            sys.stdout.write(markdown_report(result))
-        elif args.json == "-":
-            json.dump(result, sys.stdout, indent=1)
-            sys.stdout.write("\n")
-        else:
-            from converters.atomic import atomic_write
+    size = parse_size(args.size) if args.size is not None else None
+    if args.threads is not None:
+        if args.threads < 1:
+            raise TimingError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    device = cli.device(args.device)
+    if args.freeze and not args.compile:
+        raise TimingError("--freeze applies to --compile")
+    variants = requested_variants(
+        args.channels_last, args.tf32, args.autocast, args.compile, args.freeze, args.cpu_fast
+    )
+    if args.tf32 and device.type != "cuda":
+        raise TimingError("--tf32 applies to CUDA devices only")
+    if args.json not in (None, "-"):
+        from converters.atomic import check_writable
 
-            with atomic_write(args.json, "w") as out:
-                json.dump(result, out, indent=1)
-            sys.stdout.write(markdown_report(result))
-    except (ValueError, OSError) as exc:  # TimingError, CaffeFormatError, missing files
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
-        return 2
+        check_writable(args.json, "--json")
+    result = measure(
+        args.model,
+        size,
+        device=str(device),
+        runs=args.runs,
+        warmup=args.warmup,
+        variants=variants,
+        caffemodel=args.weights,
+        random_weights=args.random_weights,
+        progress=not args.no_progress,
+    )
+    if args.json is None:
+        sys.stdout.write(markdown_report(result))
+    elif args.json == "-":
+        json.dump(result, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        from converters.atomic import atomic_write
+
+        with atomic_write(args.json, "w") as out:
+            json.dump(result, out, indent=1)
+        sys.stdout.write(markdown_report(result))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; 0 on success, 2 with one ``error:`` line on bad input, 130 on Ctrl-C."""
+    return cli.run(lambda: _main(argv))
 
 
 if __name__ == "__main__":

@@ -237,10 +237,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_help(capsys) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        timing.main(["--help"])
+    assert timing.main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert exit_info.value.code == 0 and "--channels-last" in out and "--autocast" in out
+    assert "--channels-last" in out and "--autocast" in out
 
 
 @pytest.mark.parametrize(
@@ -280,7 +279,7 @@ def test_cli_times_a_prototxt_end_to_end(tmp_path) -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
 def test_cuda_without_a_gpu_is_one_line_error(capsys) -> None:
     assert timing.main(["--device", "cuda", "--model", "voc-fcn8s"]) == 2
-    assert "no CUDA device" in capsys.readouterr().err
+    assert "CUDA is not available" in capsys.readouterr().err
 
 
 def test_variant_labels_and_freeze_option(capsys) -> None:
