@@ -3,3 +3,5 @@
 weights (:mod:`.hdf5`), reading and writing files (:mod:`.formats`), net upgrade and phase
 filtering (:mod:`.netdef`), layer-type traits (:mod:`.traits`), net specification
 (:mod:`.netspec`) and coordinate mapping (:mod:`.geometry`)."""
+
+from . import forks  # noqa: E402,F401  (the forks' fields join the schema before any file is read)

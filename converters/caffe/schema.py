@@ -639,6 +639,12 @@ def _load(text: str) -> None:
 
 _load(SCHEMA_TEXT)
 
+
+def extend_schema(text: str) -> None:
+    """Load more enums and messages written in the notation above (the forks' additions,
+    :mod:`.forks`); a message already known gains the fields listed for it."""
+    _load(text)
+
 # Layer type names that BVLC's upgrade gives to the V1 enum layer types.
 V1_TYPE_NAMES: dict[str, str] = {
     "NONE": "",

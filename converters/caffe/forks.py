@@ -1,0 +1,181 @@
+"""What Caffe forks add to ``caffe.proto``: their parameter messages and the ``LayerParameter``
+fields that hold them, in :mod:`.schema`'s notation, so that ``inspect`` shows fork fields and a
+misspelled one is still an error.
+
+Text format goes by field name, so the fork fields are known to the text reader by name. Binary
+files go by field number, and forks reuse numbers that BVLC (or another fork) gives to something
+else: ENet's ``upsample_param`` is 147, BVLC's ``swish_param``; DeepLab's ``interp_param`` is 143,
+BVLC's ``input_param``. The binary reader therefore keeps BVLC's meaning and leaves fork fields in
+``Message.unknown``; :func:`fork_fields` decodes them with the fork's table for the layer's type.
+
+Messages with one name in two forks (``BNParameter`` of SegNet and of brocolli-caffe,
+``UpsampleParameter`` of SegNet and of the YOLO forks) are one message here whose field names are
+the union: the first fork's numbers are the message's numbers and the other fork's names are
+known by name only (:data:`NAME_ONLY`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .message import Message
+from .schema import MESSAGES, FieldSpec, extend_schema
+
+FORK_SCHEMA_TEXT = """
+enum BNParameter.BNMode LEARN=0 INFERENCE=1
+enum PriorBoxParameter.CodeType CORNER=1 CENTER_SIZE=2 CORNER_SIZE=3
+message InterpParameter
+  1 height int32 =0
+  2 width int32 =0
+  3 zoom_factor int32 =1
+  4 shrink_factor int32 =1
+  5 pad_beg int32 =0
+  6 pad_end int32 =0
+message UpsampleParameter
+  1 scale uint32 =2
+  2 scale_h uint32
+  3 scale_w uint32
+  4 pad_out_h bool =false
+  5 pad_out_w bool =false
+  6 upsample_h uint32
+  7 upsample_w uint32
+message BNParameter
+  1 scale_filler FillerParameter
+  2 shift_filler FillerParameter
+  3 bn_mode BNParameter.BNMode =LEARN
+message ShuffleChannelParameter
+  1 group uint32 =1
+message ReLU6Parameter
+  1 negative_slope float =0
+  2 threshold float =6
+message ReorgParameter
+  1 stride uint32 =2
+  2 reverse bool =false
+message NormalizeParameter
+  1 across_spatial bool =true
+  2 scale_filler FillerParameter
+  3 channel_shared bool =true
+  4 eps float =1e-10
+message PermuteParameter
+  1 order uint32*
+message PriorBoxParameter
+  1 min_size float*
+  2 max_size float*
+  3 aspect_ratio float*
+  4 flip bool =true
+  5 clip bool =false
+  6 variance float*
+  7 img_size uint32
+  8 img_h uint32
+  9 img_w uint32
+  10 step float
+  11 step_h float
+  12 step_w float
+  13 offset float =0.5
+message NonMaximumSuppressionParameter
+  1 nms_threshold float =0.3
+  2 top_k int32
+  3 eta float =1.0
+message SaveOutputParameter
+  1 output_directory string
+  2 output_name_prefix string
+  3 output_format string
+  4 label_map_file string
+  5 name_size_file string
+  6 num_test_image uint32
+message DetectionOutputParameter
+  1 num_classes uint32
+  2 share_location bool =true
+  3 background_label_id int32 =0
+  4 nms_param NonMaximumSuppressionParameter
+  5 save_output_param SaveOutputParameter
+  6 code_type PriorBoxParameter.CodeType =CORNER
+  8 variance_encoded_in_target bool =false
+  7 keep_top_k int32 =-1
+  9 confidence_threshold float
+  10 visualize bool =false
+  11 visualize_threshold float
+  12 save_file string
+"""
+
+# Field names of a second fork's message of the same name: (message, field) -> (type, default).
+NAME_ONLY: dict[tuple[str, str], tuple[str, Any]] = {
+    # brocolli-caffe (and the forks it follows) BN: slope/bias + moving mean and inverse std
+    ("BNParameter", "slope_filler"): ("FillerParameter", None),
+    ("BNParameter", "bias_filler"): ("FillerParameter", None),
+    ("BNParameter", "momentum"): ("float", 0.9),
+    ("BNParameter", "eps"): ("float", 1e-5),
+    ("BNParameter", "frozen"): ("bool", False),
+    # the YOLO forks' nearest-neighbour Upsample (brocolli-caffe: scale default 1, dims_num)
+    ("UpsampleParameter", "dims_num"): ("int32", 4),
+}
+
+#: ``LayerParameter`` fields of the forks: name -> (message type, field number, fork, layer types).
+LAYER_FIELDS: dict[str, tuple[str, int, str, tuple[str, ...]]] = {
+    "interp_param": ("InterpParameter", 143, "DeepLab v2 / PSPNet", ("Interp",)),
+    "upsample_param": ("UpsampleParameter", 147, "SegNet / ENet (YOLO forks: 500)", ("Upsample",)),
+    "bn_param": ("BNParameter", 45, "SegNet / ENet (brocolli-caffe: 1111)", ("BN",)),
+    "shuffle_channel_param": ("ShuffleChannelParameter", 164, "ShuffleNet forks", ("ShuffleChannel",)),
+    "relu6_param": ("ReLU6Parameter", 503, "brocolli-caffe", ("ReLU6",)),
+    "reorg_param": ("ReorgParameter", 159, "YOLOv2 forks", ("Reorg",)),
+    "norm_param": ("NormalizeParameter", 206, "Caffe-SSD (weiliu89)", ("Normalize",)),
+    "permute_param": ("PermuteParameter", 202, "Caffe-SSD (weiliu89)", ("Permute",)),
+    "prior_box_param": ("PriorBoxParameter", 203, "Caffe-SSD (weiliu89)", ("PriorBox",)),
+    "detection_output_param": ("DetectionOutputParameter", 204, "Caffe-SSD (weiliu89)", ("DetectionOutput",)),
+}
+
+#: Binary field numbers per layer type where a fork's number differs from the table above.
+TYPE_NUMBERS: dict[str, dict[int, str]] = {
+    "Upsample": {147: "upsample_param", 500: "upsample_param"},
+    "BN": {45: "bn_param", 1111: "bn_param"},
+}
+
+_LENGTH = 2
+
+
+def _install() -> None:
+    extend_schema(FORK_SCHEMA_TEXT)
+    for (message, name), (type_name, default) in NAME_ONLY.items():
+        spec = MESSAGES[message]
+        if name not in spec.by_name:
+            number = -len(spec.by_name) - 1  # never on the wire: a second fork's field, by name
+            spec.by_name[name] = FieldSpec(number, name, type_name, False, False, default)
+    layer = MESSAGES["LayerParameter"]
+    for name, (type_name, number, _, _) in LAYER_FIELDS.items():
+        if name not in layer.by_name:
+            layer.by_name[name] = FieldSpec(number, name, type_name, False, False, None)
+
+
+_install()
+
+
+def fork_fields(layer: Message) -> Message:
+    """``layer`` with its fork parameter fields decoded from the binary's unknown fields (and from a
+    BVLC field the fork reuses, such as ENet's ``upsample_param`` read as ``swish_param``) with the
+    table of the fork that the layer's type belongs to. Text-format layers come back unchanged."""
+    from .binary import decode_message, encode_message
+
+    kind = str(layer.get("type") or "")
+    numbers = dict(TYPE_NUMBERS.get(kind, {}))
+    for name, (_, number, _, types) in LAYER_FIELDS.items():
+        if kind in types:
+            numbers.setdefault(number, name)
+    if not numbers:
+        return layer
+    out = layer.copy()
+    keep = []
+    for number, wire, raw in out.unknown:
+        name = numbers.get(number)
+        if name is None or wire != _LENGTH or name in out:
+            keep.append((number, wire, raw))
+            continue
+        out.set(name, decode_message(bytes(raw), LAYER_FIELDS[name][0]))
+    out.unknown = keep
+    for number, name in numbers.items():
+        known = MESSAGES["LayerParameter"].by_number.get(number)
+        if known is not None and known.name != name and known.name in out and name not in out:
+            value = out.get(known.name)
+            if isinstance(value, Message):
+                out.set(name, decode_message(encode_message(value), LAYER_FIELDS[name][0]))
+                out.remove(known.name)
+    return out

@@ -1,0 +1,161 @@
+"""SegNet's and ENet's layers: ``Upsample`` with the pooling mask as second bottom (max
+unpooling: every value goes to the position its max pooling took it from, the rest is 0) and the
+fork ``BN`` layer (``bn_param``; blobs scale and shift, ``1 x C x 1 x 1``).
+
+``BN`` also has a four-blob form (slope, bias, moving mean, moving *inverse* standard deviation;
+``bn_param`` with ``slope_filler``/``bias_filler``/``momentum``/``eps``/``frozen``), as
+brocolli-caffe runs it; the blob count or those fields select it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..fillers import CONSTANT_ONE, CONSTANT_ZERO
+from ..registry import Converted, LayerContext, register_layer
+from .yolo import nearest_upsample_layer
+
+
+def max_unpool(x: Tensor, mask: Tensor, height: int, width: int) -> Tensor:
+    """``x`` scattered into a zero ``height x width`` map per channel at the indices ``mask`` holds
+    (``h * width + w``, stored as floats by Caffe's max pooling)."""
+    n, c = x.shape[0], x.shape[1]
+    index = mask.reshape(n, c, -1).to(torch.int64)
+    out = x.new_zeros((n, c, height * width))
+    out = out.scatter(2, index, x.reshape(n, c, -1))
+    return out.reshape(n, c, height, width)
+
+
+class Unpool(nn.Module):
+    """SegNet's ``Upsample`` with a mask: the output size is ``upsample_h x upsample_w``, or the
+    input size times the scale minus ``pad_out``."""
+
+    def __init__(
+        self, size: tuple[int, int] | None, scale: tuple[int, int], pad_out: tuple[int, int]
+    ) -> None:
+        super().__init__()
+        self.size, self.scale, self.pad_out = size, scale, pad_out
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}" if self.size else f"scale={self.scale}, pad_out={self.pad_out}"
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        if self.size is not None:
+            height, width = self.size
+        else:
+            height = x.shape[-2] * self.scale[0] - self.pad_out[0]
+            width = x.shape[-1] * self.scale[1] - self.pad_out[1]
+        return max_unpool(x, mask, height, width)
+
+
+def _unpool_layer(ctx: LayerContext) -> Converted:
+    p = ctx.param("upsample_param")
+    for shape in ctx.bottom_shapes:
+        if shape is not None and len(shape) != 4:
+            raise ValueError(f"{ctx.where}: bottoms must have 4 axes (N, C, H, W), got {list(shape)}")
+    if ctx.bottom_shapes[0] is not None and ctx.bottom_shapes[1] is not None:
+        if ctx.bottom_shapes[0] != ctx.bottom_shapes[1]:
+            raise ValueError(
+                f"{ctx.where}: the mask {list(ctx.bottom_shapes[1])} must have the shape of the "
+                f"values {list(ctx.bottom_shapes[0])}"
+            )
+    if "upsample_h" in p and "upsample_w" in p:
+        size = (int(p.get("upsample_h")), int(p.get("upsample_w")))
+        if min(size) <= 1:
+            raise ValueError(f"{ctx.where}: upsample_h and upsample_w must be greater than 1")
+        return Converted(module=Unpool(size, (1, 1), (0, 0)))
+    if "scale_h" in p or "scale_w" in p:
+        if "scale" in p or not ("scale_h" in p and "scale_w" in p):
+            raise ValueError(f"{ctx.where}: give upsample_h and upsample_w, or scale, or scale_h and scale_w")
+        scale = (int(p.get("scale_h")), int(p.get("scale_w")))
+    else:
+        scale = (int(p.get("scale")),) * 2
+    if min(scale) <= 1:
+        raise ValueError(f"{ctx.where}: the scale must be greater than 1, got {scale}")
+    pad_out = (int(bool(p.get("pad_out_h"))), int(bool(p.get("pad_out_w"))))
+    for pad, s, axis in zip(pad_out, scale, "hw", strict=True):
+        if pad and s != 2:
+            raise ValueError(f"{ctx.where}: pad_out_{axis} needs scale 2 along {axis}")
+    return Converted(module=Unpool(None, scale, pad_out))
+
+
+@register_layer("Upsample")
+def upsample(ctx: LayerContext) -> Converted:
+    """Two bottoms (values, pooling mask): SegNet's unpooling; one bottom: the YOLO forks'
+    nearest-neighbour upsampling."""
+    if len(ctx.bottoms) == 2:
+        return _unpool_layer(ctx)
+    if len(ctx.bottoms) == 1:
+        return nearest_upsample_layer(ctx)
+    raise ValueError(f"{ctx.where}: takes one bottom (nearest) or two (values and pooling mask)")
+
+
+class SegNetBN(nn.Module):
+    """SegNet's BN: ``INFERENCE`` is ``x * scale + shift`` (statistics folded into the blobs);
+    ``LEARN`` normalises by the batch's own mean and biased variance (eps 1e-9) first, in every
+    phase."""
+
+    def __init__(self, channels: int, learn: bool) -> None:
+        super().__init__()
+        self.learn = learn
+        self.scale = nn.Parameter(torch.empty(1, channels, 1, 1, device="meta"))
+        self.shift = nn.Parameter(torch.empty(1, channels, 1, 1, device="meta"))
+
+    def extra_repr(self) -> str:
+        return "LEARN (batch statistics)" if self.learn else "INFERENCE"
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.learn:
+            dims = [0, *range(2, x.dim())]
+            mean = x.mean(dim=dims, keepdim=True)
+            variance = (x * x).mean(dim=dims, keepdim=True) - mean * mean
+            x = (x - mean) / torch.sqrt(variance + 1e-9)
+        return x * self.scale + self.shift
+
+
+class MovingBN(nn.Module):
+    """brocolli-caffe's BN: ``(x - mean) * inv_std * slope + bias`` with the stored moving mean and
+    inverse standard deviation in TEST (or when ``frozen``); the batch's own statistics otherwise."""
+
+    def __init__(self, channels: int, batch_statistics: bool, eps: float) -> None:
+        super().__init__()
+        self.batch_statistics, self.eps = batch_statistics, eps
+        for name in ("slope", "bias", "mean", "inv_std"):
+            setattr(self, name, nn.Parameter(torch.empty(1, channels, 1, 1, device="meta")))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.batch_statistics:
+            dims = [0, *range(2, x.dim())]
+            mean = x.mean(dim=dims, keepdim=True)
+            centred = x - mean
+            inv_std = torch.pow(centred.pow(2).mean(dim=dims, keepdim=True) + self.eps, -0.5)
+            return centred * inv_std * self.slope + self.bias
+        return (x - self.mean) * self.inv_std * self.slope + self.bias
+
+
+_MOVING_FIELDS = ("slope_filler", "bias_filler", "momentum", "eps", "frozen")
+
+
+@register_layer("BN")
+def bn(ctx: LayerContext) -> Converted:
+    p = ctx.param("bn_param")
+    channels = ctx.channels(1, 0, lambda s: s[1] if len(s) == 4 else s[-1])
+    four = any(k in p for k in _MOVING_FIELDS) or bool(ctx.blob_shapes and len(ctx.blob_shapes) == 4)
+    shape = (1, channels, 1, 1)
+    if four:
+        if "bn_mode" in p or "scale_filler" in p or "shift_filler" in p:
+            raise ValueError(f"{ctx.where}: bn_param mixes SegNet's fields with the four-blob BN's")
+        frozen = bool(p.get("frozen"))
+        module = MovingBN(channels, not frozen and ctx.phase == "TRAIN", float(p.get("eps")))
+        return Converted(
+            module=module,
+            blobs=[(name, shape) for name in ("slope", "bias", "mean", "inv_std")],
+            fillers=[p.get("slope_filler", None), p.get("bias_filler", None), CONSTANT_ZERO, CONSTANT_ONE],
+        )
+    learn = str(p.get("bn_mode")) == "LEARN"
+    return Converted(
+        module=SegNetBN(channels, learn),
+        blobs=[("scale", shape), ("shift", shape)],
+        fillers=[p.get("scale_filler", None), p.get("shift_filler", None)],
+    )

@@ -1,0 +1,390 @@
+"""Caffe-SSD's layers (weiliu89/caffe ``ssd`` branch): ``Normalize``, ``Permute``, ``PriorBox`` and
+``DetectionOutput`` (box decoding, confidence threshold, per-class NMS with ``top_k`` and ``eta``,
+``keep_top_k``, ``share_location``, the three code types), computed in Caffe's order and float
+arithmetic."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..fillers import CONSTANT_ONE
+from ..registry import Converted, LayerContext, register_layer
+
+
+class Normalize(nn.Module):
+    """L2 normalisation over C x H x W per sample (``across_spatial``) or over C per position
+    (``sqrt(sum x^2 + eps)``), then a learned scale, one per channel or shared."""
+
+    def __init__(self, channels: int, across_spatial: bool, channel_shared: bool, eps: float) -> None:
+        super().__init__()
+        self.across_spatial, self.channel_shared, self.eps = across_spatial, channel_shared, eps
+        self.scale = nn.Parameter(torch.empty(() if channel_shared else (channels,), device="meta"))
+
+    def extra_repr(self) -> str:
+        return f"across_spatial={self.across_spatial}, channel_shared={self.channel_shared}, eps={self.eps}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.across_spatial:
+            norm = torch.sqrt((x * x).flatten(1).sum(1) + self.eps)
+            y = x * (1.0 / norm).reshape(-1, *([1] * (x.dim() - 1)))
+        else:
+            y = x / torch.sqrt((x * x).sum(1, keepdim=True) + self.eps)
+        if self.channel_shared:
+            return y * self.scale.reshape(())
+        return y * self.scale.reshape(1, -1, *([1] * (x.dim() - 2)))
+
+
+@register_layer("Normalize")
+def normalize(ctx: LayerContext) -> Converted:
+    p = ctx.param("norm_param")
+    channels = ctx.channels(1, 0, lambda s: s[-1])
+    shared = bool(p.get("channel_shared"))
+    module = Normalize(channels, bool(p.get("across_spatial")), shared, float(p.get("eps")))
+    return Converted(
+        module=module,
+        blobs=[("scale", () if shared else (channels,))],  # shared: a 0-axis blob, as the fork saves it
+        fillers=[p.get("scale_filler", CONSTANT_ONE)],
+        keeps_shape=True,
+    )
+
+
+@register_layer("Permute")
+def permute(ctx: LayerContext) -> Converted:
+    order = [int(o) for o in ctx.param("permute_param").get("order")]
+    ndim = len(ctx.bottom_shape(0))
+    for axis in order:
+        if not 0 <= axis < ndim:
+            raise ValueError(f"{ctx.where}: order {order} names axis {axis} of a {ndim}-axis blob")
+    if len(set(order)) != len(order):
+        raise ValueError(f"{ctx.where}: order {order} repeats an axis")
+    order += [axis for axis in range(ndim) if axis not in order]
+    return Converted(function=torch.permute, kwargs={"dims": tuple(order)})
+
+
+def _aspect_ratios(ratios: list[float], flip: bool) -> list[float]:
+    out = [1.0]
+    for ar in ratios:
+        if any(abs(ar - seen) < 1e-6 for seen in out):
+            continue
+        out.append(ar)
+        if flip:
+            out.append(float(np.float32(1.0 / ar)))  # kept as a float, as the fork does
+    return out
+
+
+class PriorBox(nn.Module):
+    """SSD's default boxes for a feature map (bottom 0) on an image (bottom 1): ``1 x 2 x (H*W*P*4)``,
+    corners normalised by the image size, then the variances."""
+
+    def __init__(
+        self,
+        min_sizes: list[float],
+        max_sizes: list[float],
+        ratios: list[float],
+        clip: bool,
+        variance: list[float],
+        image_size: tuple[int, int] | None,
+        step: tuple[float, float] | None,
+        offset: float,
+    ) -> None:
+        super().__init__()
+        self.min_sizes, self.max_sizes, self.ratios = min_sizes, max_sizes, ratios
+        self.clip, self.variance, self.image_size, self.step, self.offset = (
+            clip,
+            variance,
+            image_size,
+            step,
+            offset,
+        )
+        # Box sizes per prior, in the fork's order: per min size its square box, the
+        # sqrt(min * max) box, then one box per aspect ratio other than 1. The fork truncates the
+        # sizes to int (``int min_size_ = min_sizes_[s]``) and keeps the ratios as floats.
+        sizes: list[tuple[float, float]] = []
+        for i, min_size in enumerate(min_sizes):
+            m = int(min_size)
+            sizes.append((float(m), float(m)))
+            if max_sizes:
+                side = float(np.float32(math.sqrt(m * int(max_sizes[i]))))
+                sizes.append((side, side))
+            for ar in ratios:
+                if abs(ar - 1.0) < 1e-6:
+                    continue
+                root = np.float32(math.sqrt(np.float32(ar)))
+                sizes.append((float(np.float32(m * root)), float(np.float32(m / root))))
+        self.box_sizes = sizes
+        """Box (width, height) per prior; a constant of the layer (not a buffer: graphs are moved
+        with ``to_empty``)."""
+
+    def extra_repr(self) -> str:
+        return f"min_sizes={self.min_sizes}, max_sizes={self.max_sizes}, aspect_ratios={self.ratios}"
+
+    def forward(self, feature: Tensor, image: Tensor) -> Tensor:
+        height, width = feature.shape[2], feature.shape[3]
+        img_h, img_w = self.image_size if self.image_size else (image.shape[2], image.shape[3])
+        if self.step is not None:
+            step_h = torch.tensor(self.step[0], dtype=torch.float32)
+            step_w = torch.tensor(self.step[1], dtype=torch.float32)
+        else:
+            step_h = torch.tensor(img_h, dtype=torch.float32) / height
+            step_w = torch.tensor(img_w, dtype=torch.float32) / width
+        f32 = torch.float32
+        cy = (torch.arange(height, dtype=f32) + self.offset) * step_h  # float, as Caffe's center_y
+        cx = (torch.arange(width, dtype=f32) + self.offset) * step_w
+        cy = cy.to(torch.float64).reshape(-1, 1, 1)
+        cx = cx.to(torch.float64).reshape(1, -1, 1)
+        sizes = torch.tensor(self.box_sizes, dtype=torch.float64)
+        half_w = sizes[:, 0].reshape(1, 1, -1) / 2.0
+        half_h = sizes[:, 1].reshape(1, 1, -1) / 2.0
+        shape = (height, width, half_w.shape[-1])
+        boxes = torch.stack(
+            [
+                ((cx - half_w) / img_w).expand(shape),
+                ((cy - half_h) / img_h).expand(shape),
+                ((cx + half_w) / img_w).expand(shape),
+                ((cy + half_h) / img_h).expand(shape),
+            ],
+            dim=-1,
+        ).to(f32)  # H x W x P x 4
+        boxes = boxes.reshape(1, -1)
+        if self.clip:
+            boxes = boxes.clamp(0.0, 1.0)
+        variance = torch.tensor(self.variance, dtype=f32)
+        variances = variance.reshape(1, -1).expand(boxes.shape[1] // 4, 4).reshape(1, -1)
+        return torch.stack([boxes, variances], dim=1)
+
+
+@register_layer("PriorBox")
+def prior_box(ctx: LayerContext) -> Converted:
+    p = ctx.param("prior_box_param")
+    if len(ctx.bottoms) != 2:
+        raise ValueError(f"{ctx.where}: takes two bottoms (the feature map and the image)")
+    min_sizes = [float(v) for v in p.get("min_size")]
+    max_sizes = [float(v) for v in p.get("max_size")]
+    if not min_sizes or any(v <= 0 for v in min_sizes):
+        raise ValueError(f"{ctx.where}: give one or more positive min_size")
+    if max_sizes and (
+        len(max_sizes) != len(min_sizes) or any(m <= n for m, n in zip(max_sizes, min_sizes, strict=True))
+    ):
+        raise ValueError(f"{ctx.where}: max_size needs one value greater than each min_size")
+    ratios = _aspect_ratios([float(v) for v in p.get("aspect_ratio")], bool(p.get("flip")))
+    variance = [float(v) for v in p.get("variance")] or [0.1]
+    if len(variance) not in (1, 4) or any(v <= 0 for v in variance):
+        raise ValueError(f"{ctx.where}: give one or four positive variances, got {variance}")
+    if len(variance) == 1:
+        variance = variance * 4
+    image_size = None
+    if "img_size" in p:
+        image_size = (int(p.get("img_size")),) * 2
+    elif "img_h" in p or "img_w" in p:
+        image_size = (int(p.get("img_h")), int(p.get("img_w")))
+    step = None
+    if "step" in p:
+        step = (float(p.get("step")),) * 2
+    elif "step_h" in p or "step_w" in p:
+        step = (float(p.get("step_h")), float(p.get("step_w")))
+    module = PriorBox(
+        min_sizes, max_sizes, ratios, bool(p.get("clip")), variance, image_size, step, float(p.get("offset"))
+    )
+    priors = len(ratios) * len(min_sizes) + len(max_sizes)
+
+    def shape(shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
+        return (1, 2, shapes[0][2] * shapes[0][3] * priors * 4)
+
+    return Converted(module=module, output_shape=shape)
+
+
+# --------------------------------------------------------------------------------------------------
+# DetectionOutput
+
+CODE_TYPES = ("CORNER", "CENTER_SIZE", "CORNER_SIZE")
+
+
+def decode_boxes(loc: Tensor, priors: Tensor, variances: Tensor, code_type: str, encoded: bool) -> Tensor:
+    """Caffe-SSD's ``DecodeBBox`` for ``loc`` (P x 4) against ``priors`` (P x 4, corners): float
+    arithmetic, halves taken in double as the fork does."""
+    var = torch.ones_like(variances) if encoded else variances
+    if code_type == "CORNER":
+        return priors + var * loc
+    pw = priors[:, 2] - priors[:, 0]
+    ph = priors[:, 3] - priors[:, 1]
+    if code_type == "CORNER_SIZE":
+        size = torch.stack([pw, ph, pw, ph], dim=1)
+        return priors + var * loc * size
+    pcx = ((priors[:, 0].double() + priors[:, 2].double()) / 2.0).float()
+    pcy = ((priors[:, 1].double() + priors[:, 3].double()) / 2.0).float()
+    cx = var[:, 0] * loc[:, 0] * pw + pcx
+    cy = var[:, 1] * loc[:, 1] * ph + pcy
+    w = torch.exp((var[:, 2] * loc[:, 2]).double()).float() * pw
+    h = torch.exp((var[:, 3] * loc[:, 3]).double()).float() * ph
+    cx, cy, w, h = cx.double(), cy.double(), w.double(), h.double()
+    return torch.stack([cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0], dim=1).float()
+
+
+def box_sizes(boxes: Tensor) -> Tensor:
+    """``BBoxSize`` of normalised boxes: width x height, 0 for an inverted box."""
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    return torch.where((w < 0) | (h < 0), torch.zeros_like(w), w * h)
+
+
+def jaccard(boxes: Tensor, sizes: Tensor) -> Tensor:
+    """Pairwise ``JaccardOverlap`` of normalised boxes (K x K), in float as Caffe-SSD computes it."""
+    a, b = boxes[:, None, :], boxes[None, :, :]
+    disjoint = (
+        (b[..., 0] > a[..., 2]) | (b[..., 2] < a[..., 0]) | (b[..., 1] > a[..., 3]) | (b[..., 3] < a[..., 1])
+    )
+    iw = torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])
+    ih = torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])
+    inter = iw * ih
+    overlap = inter / (sizes[:, None] + sizes[None, :] - inter)
+    return torch.where(disjoint | (iw <= 0) | (ih <= 0), torch.zeros_like(overlap), overlap)
+
+
+def nms(
+    boxes: Tensor, scores: Tensor, threshold: float, nms_threshold: float, eta: float, top_k: int
+) -> list[int]:
+    """``ApplyNMSFast``: scores above ``threshold`` in descending order (stable), the first
+    ``top_k``, then greedy suppression by overlap > the (eta-adapted) NMS threshold."""
+    candidates = torch.nonzero(scores > threshold).flatten()
+    if candidates.numel() == 0:
+        return []
+    order = torch.sort(scores[candidates], descending=True, stable=True).indices
+    candidates = candidates[order]
+    if top_k > -1:
+        candidates = candidates[:top_k]
+    chosen = boxes[candidates]
+    overlaps = jaccard(chosen, box_sizes(chosen)).tolist()
+    kept: list[int] = []
+    adaptive = nms_threshold
+    for i in range(len(overlaps)):
+        row = overlaps[i]
+        keep = all(row[j] <= adaptive for j in kept)
+        if keep:
+            kept.append(i)
+            if eta < 1 and adaptive > 0.5:
+                adaptive *= eta
+    return [int(candidates[i]) for i in kept]
+
+
+class DetectionOutput(nn.Module):
+    """SSD's detections: ``1 x 1 x K x 7`` rows ``[image, label, score, xmin, ymin, xmax, ymax]``,
+    by image, then by label, then by score; ``1 x 1 x N x 7`` of -1 (image ids in column 0) when
+    nothing is detected. The number of rows depends on the data, so this layer runs eagerly."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        share_location: bool,
+        background: int,
+        nms_threshold: float,
+        top_k: int,
+        eta: float,
+        code_type: str,
+        encoded: bool,
+        keep_top_k: int,
+        threshold: float,
+    ) -> None:
+        super().__init__()
+        self.num_classes, self.share_location, self.background = num_classes, share_location, background
+        self.nms_threshold, self.top_k, self.eta = nms_threshold, top_k, eta
+        self.code_type, self.encoded, self.keep_top_k, self.threshold = (
+            code_type,
+            encoded,
+            keep_top_k,
+            threshold,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, code_type={self.code_type}, nms={self.nms_threshold}, "
+            f"top_k={self.top_k}, keep_top_k={self.keep_top_k}, confidence_threshold={self.threshold}"
+        )
+
+    def forward(self, loc: Tensor, conf: Tensor, prior: Tensor) -> Tensor:
+        num = loc.shape[0]
+        loc_classes = 1 if self.share_location else self.num_classes
+        num_priors = prior.shape[2] // 4
+        if loc.shape[1] != num_priors * loc_classes * 4 or conf.shape[1] != num_priors * self.num_classes:
+            raise ValueError(
+                f"DetectionOutput: {num_priors} priors need {num_priors * loc_classes * 4} location and "
+                f"{num_priors * self.num_classes} confidence values per image, "
+                f"got {loc.shape[1]} and {conf.shape[1]}"
+            )
+        priors = prior[0, 0].reshape(num_priors, 4).float()
+        variances = prior[0, 1].reshape(num_priors, 4).float()
+        rows: list[Tensor] = []
+        for i in range(num):
+            locs = loc[i].reshape(num_priors, loc_classes, 4).float()
+            scores = conf[i].reshape(num_priors, self.num_classes).float()
+            decoded = {
+                c: decode_boxes(locs[:, c], priors, variances, self.code_type, self.encoded)
+                for c in range(loc_classes)
+                if self.share_location or c != self.background
+            }
+            kept: dict[int, list[int]] = {}
+            for label in range(self.num_classes):
+                if label == self.background:
+                    continue
+                boxes = decoded[0 if self.share_location else label]
+                indices = nms(
+                    boxes, scores[:, label], self.threshold, self.nms_threshold, self.eta, self.top_k
+                )
+                if indices:
+                    kept[label] = indices
+            total = sum(len(v) for v in kept.values())
+            if self.keep_top_k > -1 and total > self.keep_top_k:
+                pairs = [
+                    (float(scores[idx, label]), label, idx) for label, ids in kept.items() for idx in ids
+                ]
+                pairs.sort(key=lambda t: -t[0])
+                trimmed: dict[int, list[int]] = {}
+                for _, label, idx in pairs[: self.keep_top_k]:
+                    trimmed.setdefault(label, []).append(idx)
+                kept = trimmed
+            for label in sorted(kept):
+                ids = torch.tensor(kept[label], dtype=torch.int64)
+                boxes = decoded[0 if self.share_location else label][ids]
+                head = torch.tensor([[float(i), float(label)]], dtype=torch.float32).expand(len(ids), 2)
+                rows.append(torch.cat([head, scores[ids, label : label + 1], boxes], dim=1))
+        if not rows:
+            out = torch.full((num, 7), -1.0, dtype=torch.float32, device=loc.device)
+            out[:, 0] = torch.arange(num, dtype=torch.float32)
+            return out.reshape(1, 1, num, 7)
+        return torch.cat(rows).reshape(1, 1, -1, 7).to(loc.device)
+
+
+@register_layer("DetectionOutput")
+def detection_output(ctx: LayerContext) -> Converted:
+    p = ctx.param("detection_output_param")
+    if len(ctx.bottoms) != 3:
+        raise ValueError(f"{ctx.where}: takes three bottoms (locations, confidences, priors)")
+    if "num_classes" not in p or int(p.get("num_classes")) < 1:
+        raise ValueError(f"{ctx.where}: detection_output_param needs num_classes")
+    if bool(p.get("share_location")) and int(p.get("background_label_id")) == -1:
+        raise ValueError(
+            f"{ctx.where}: share_location with background_label_id -1 leaves the fork no location "
+            "predictions to decode (Caffe-SSD stops with 'Could not find location predictions')"
+        )
+    nms_param = p.get("nms_param")
+    nms_threshold = float(nms_param.get("nms_threshold"))
+    eta = float(nms_param.get("eta"))
+    if nms_threshold < 0 or not 0 < eta <= 1:
+        raise ValueError(f"{ctx.where}: nms_threshold must be >= 0 and eta in (0, 1]")
+    module = DetectionOutput(
+        num_classes=int(p.get("num_classes")),
+        share_location=bool(p.get("share_location")),
+        background=int(p.get("background_label_id")),
+        nms_threshold=nms_threshold,
+        top_k=int(nms_param.get("top_k")) if "top_k" in nms_param else -1,
+        eta=eta,
+        code_type=str(p.get("code_type")),
+        encoded=bool(p.get("variance_encoded_in_target")),
+        keep_top_k=int(p.get("keep_top_k")),
+        threshold=float(p.get("confidence_threshold")) if "confidence_threshold" in p else -math.inf,
+    )
+    # The row count depends on the data: give a nominal shape for the shape engine.
+    return Converted(module=module, output_shape=lambda shapes: (1, 1, shapes[0][0], 7))

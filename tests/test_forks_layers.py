@@ -1,0 +1,123 @@
+# ruff: noqa: E501  (one prototxt layer per line)
+"""Every fork-layer case made by an oracle (tests/fixtures/forks, tools/make_fork_fixtures.py):
+brocolli-caffe for the Caffe-SSD layers, nearest Upsample, ReLU6, SegNet's unpooling (its
+MaxUnPool) and BN (BVLC Scale), OpenCV dnn for Interp, ShuffleChannel, Axpy and
+ConvolutionDepthwise. Our graph must give the oracle's value for every output of every run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from converters import load_caffe, parse_text
+from converters.errors import NetError
+from converters.graph.builder import build_graph
+from tests.conftest import FIXTURES
+
+FORKS = FIXTURES / "forks"
+CASES = sorted(p.parent.name for p in FORKS.glob("*/case.json"))
+TOLERANCE = 1e-5  # x max|expected|
+
+
+def _run(folder: Path, prototxt: str, run: dict, inputs_key: str = "input") -> tuple[dict, dict]:
+    npz = np.load(folder / "io.npz")
+    prefix = run["prefix"]
+    names = [k.split(":", 1)[1] for k in npz.files if k.startswith(f"{prefix}{inputs_key}:")]
+    inputs = {b: torch.from_numpy(npz[f"{prefix}{inputs_key}:{b}"]) for b in names}
+    weights = folder / "weights.caffemodel"
+    net = load_caffe(
+        folder / prototxt,
+        weights if weights.exists() else None,
+        input_shapes={b: tuple(v.shape) for b, v in inputs.items()},
+        outputs=list(run["outputs"]),
+    )
+    with torch.no_grad():
+        got = net(**inputs)
+    return got, {b: npz[f"{prefix}output:{b}"] for b in run["outputs"]}
+
+
+def _assert_close(name: str, got: dict, want: dict) -> None:
+    for blob, expected in want.items():
+        value = got[blob].numpy()
+        assert value.shape == expected.shape, f"{name} {blob}: shape {value.shape} vs oracle {expected.shape}"
+        scale = max(float(np.abs(expected).max()), 1e-6)
+        error = float(np.abs(value - expected).max())
+        assert error <= TOLERANCE * scale, f"{name} {blob}: max error {error:.3g} (max |value| {scale:.3g})"
+
+
+def test_the_fork_fixtures_are_present() -> None:
+    assert len(CASES) >= 12, "tests/fixtures/forks is missing: regenerate with tools/make_fork_fixtures.py"
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_fork_layer_case_matches_its_oracle(name: str) -> None:
+    folder = FORKS / name
+    case = json.loads((folder / "case.json").read_text())
+    for run in case["runs"]:
+        got, want = _run(folder, "net.prototxt", run)
+        _assert_close(f"{name} {run['prefix']}", got, want)
+
+
+def test_segnet_unpooling_after_our_own_max_pooling_mask_matches_the_oracle() -> None:
+    folder = FORKS / "segnet_unpool"
+    case = json.loads((folder / "case.json").read_text())
+    try:
+        got, want = _run(folder, "full.prototxt", case["runs"][0], inputs_key="full_input")
+    except NetError as exc:
+        if "top" not in str(exc):
+            raise
+        pytest.skip(f"the Pooling converter has no mask top yet: {exc}")
+    _assert_close("segnet_unpool (pooled here)", got, want)
+
+
+def _net(layers: str, shape: tuple[int, ...] = (1, 4, 6, 8)) -> torch.nn.Module:
+    dims = " ".join(f"dim: {d}" for d in shape)
+    text = f'layer {{ name: "in" type: "Input" top: "data" input_param {{ shape {{ {dims} }} }} }}\n' + layers
+    return build_graph(parse_text(text))
+
+
+def test_interp_shrink_then_zoom_gives_deeplabs_sizes() -> None:
+    # DeepLab: shrink first ((h - 1) / s + 1), then zoom (h + (h - 1)(z - 1)); OpenCV gets this wrong,
+    # so the sizes are checked against the fork's formula and the values against a plain zoom.
+    net = _net(
+        'layer { name: "s" type: "Interp" bottom: "data" top: "s" interp_param { shrink_factor: 2 } }\n'
+        'layer { name: "sz" type: "Interp" bottom: "data" top: "sz" interp_param { shrink_factor: 2 zoom_factor: 4 } }\n',
+        (1, 2, 5, 6),
+    )
+    out = net(data=torch.randn(1, 2, 5, 6))
+    assert tuple(out["s"].shape) == (1, 2, 3, 3)
+    assert tuple(out["sz"].shape) == (1, 2, 9, 9)
+
+
+def test_interp_pad_crops_the_input_before_resizing() -> None:
+    x = torch.randn(1, 2, 7, 9)
+    net = _net(
+        'layer { name: "p" type: "Interp" bottom: "data" top: "p" interp_param { zoom_factor: 2 pad_beg: -1 pad_end: -2 } }\n'
+        'layer { name: "z" type: "Interp" bottom: "data" top: "z" interp_param { zoom_factor: 2 } }\n',
+        (1, 2, 7, 9),
+    )
+    cropped = _net('layer { name: "z" type: "Interp" bottom: "data" top: "z" interp_param { zoom_factor: 2 } }\n', (1, 2, 4, 6))
+    assert torch.equal(net(data=x)["p"], cropped(data=x[:, :, 1:5, 1:7])["z"])
+
+
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [
+        ('layer { name: "i" type: "Interp" bottom: "data" top: "i" }', "layer 'i' (Interp): give zoom_factor"),
+        ('layer { name: "i" type: "Interp" bottom: "data" top: "i" interp_param { zoom_factor: 2 pad_beg: 1 } }', "must not be positive"),
+        ('layer { name: "u" type: "Upsample" bottom: "data" top: "u" upsample_param { upsample_h: 4 upsample_w: 4 } }', "needs the pooling mask"),
+        ('layer { name: "s" type: "ShuffleChannel" bottom: "data" top: "s" shuffle_channel_param { group: 3 } }', "cannot be shuffled"),
+        ('layer { name: "d" type: "DetectionOutput" bottom: "data" bottom: "data" bottom: "data" top: "d" '
+         'detection_output_param { num_classes: 2 background_label_id: -1 } }', "share_location with background_label_id -1"),
+        ('layer { name: "p" type: "Permute" bottom: "data" top: "p" permute_param { order: 0 order: 4 } }', "names axis 4"),
+        ('layer { name: "i" type: "Interp" bottom: "data" top: "i" interp_param { zoom_factr: 2 } }', "interp_param.zoom_factr"),
+    ],
+)
+def test_a_wrong_fork_layer_is_one_line_naming_it(layers: str, message: str) -> None:
+    with pytest.raises(NetError) as info:
+        _net(layers)
+    assert message in str(info.value) and "\n" not in str(info.value)

@@ -1,0 +1,418 @@
+#!/usr/bin/env python3
+# ruff: noqa: E501  (one prototxt layer per line)
+"""Regenerate the fork-layer fixtures (tests/fixtures/forks/) with the oracles.
+
+Each case is a small net that uses a Caffe fork's layer types (``net.prototxt``, what fcn-port
+converts) and the outputs an independent implementation of the fork computed for seeded inputs:
+
+- ``caffe``: brocolli-caffe 9.0.2 (BVLC Caffe 1.0 plus the Caffe-SSD layers, BN, nearest
+  Upsample, ReLU6, MaxUnPool), built as tools/README.md says. Where the fork's layer has another
+  name there (SegNet's unpooling is its ``MaxUnPool``, a depthwise type is a grouped
+  ``Convolution``), the net it ran is ``oracle.prototxt``: the same net with that layer renamed.
+- ``opencv``: OpenCV dnn's Caffe importer (``cv2.dnn.readNetFromCaffe``), an independent second
+  reader that implements DeepLab's ``Interp``, ``ShuffleChannel``, ``Axpy`` and
+  ``ConvolutionDepthwise``; the weights it reads are saved by the Caffe oracle.
+
+Run from the repository root with the oracle's Python::
+
+    GLOG_minloglevel=2 PYTHONPATH=/work/oracle/brocolli-caffe-9.0.2/python \\
+        /work/oracle/venv/bin/python tools/make_fork_fixtures.py [CASE ...]
+
+Files per case: ``net.prototxt``, maybe ``oracle.prototxt`` and ``weights.caffemodel``, ``io.npz``
+(``run<i>/input:<blob>``, ``run<i>/output:<blob>``) and ``case.json`` (oracle, layer types, runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "tests" / "fixtures" / "forks"
+ORACLES = {
+    "caffe": "brocolli-caffe 9.0.2 (BVLC Caffe 1.0 + Caffe-SSD layers), CPU, OpenBLAS 1 thread",
+    "opencv": "OpenCV dnn readNetFromCaffe (opencv-python-headless 4.x)",
+}
+
+Shape = tuple[int, ...]
+
+
+@dataclass
+class Case:
+    name: str
+    oracle: str
+    net: str
+    runs: list[dict[str, Shape]]
+    description: str
+    oracle_net: str | None = None
+    inputs: Callable[[np.random.Generator, str, Shape], np.ndarray] | None = None
+    params: Callable[[np.random.Generator, str, list[Shape]], list[np.ndarray]] | None = None
+    outputs: list[str] = field(default_factory=list)
+    recorded: list[str] = field(default_factory=list)
+    """Blobs of the oracle net (not outputs of ours) to keep, e.g. a pooling mask."""
+
+
+def input_layer(blobs: dict[str, Shape]) -> str:
+    shapes = " ".join("shape { " + " ".join(f"dim: {d}" for d in s) + " }" for s in blobs.values())
+    tops = " ".join(f'top: "{b}"' for b in blobs)
+    return f'layer {{ name: "input" type: "Input" {tops} input_param {{ {shapes} }} }}\n'
+
+
+def default_params(rng: np.random.Generator, layer: str, shapes: list[Shape]) -> list[np.ndarray]:
+    out = []
+    for i, shape in enumerate(shapes):
+        if i == 0 and len(shape) == 4:
+            fan_in = int(np.prod(shape[1:]))
+            out.append(rng.normal(0, np.sqrt(2.0 / fan_in), shape))
+        else:
+            out.append(rng.normal(0, 0.5, shape))
+    return out
+
+
+def bn_params(rng: np.random.Generator, layer: str, shapes: list[Shape]) -> list[np.ndarray]:
+    slope, bias, mean, inv_std = shapes
+    return [
+        rng.normal(1, 0.5, slope),
+        rng.normal(0, 0.5, bias),
+        rng.normal(0, 0.5, mean),
+        rng.uniform(0.5, 2.0, inv_std),
+    ]
+
+
+def normalize_params(rng: np.random.Generator, layer: str, shapes: list[Shape]) -> list[np.ndarray]:
+    return [rng.normal(10, 3, shapes[0])]
+
+
+def detection_inputs(rng: np.random.Generator, blob: str, shape: Shape) -> np.ndarray:
+    if blob == "conf":
+        return rng.uniform(0, 1, shape)
+    if blob == "loc":
+        return rng.normal(0, 0.4, shape)
+    return rng.normal(0, 1, shape)
+
+
+def build_cases() -> list[Case]:
+    cases: list[Case] = []
+    # ---------------- brocolli-caffe
+    bn = ('layer { name: "bn" type: "BN" bottom: "data" top: "bn" bn_param { bn_mode: INFERENCE '
+          'scale_filler { type: "constant" value: 1 } shift_filler { type: "constant" value: 0.001 } } }\n')
+    cases.append(Case(
+        "segnet_bn", "caffe", input_layer({"data": (2, 3, 5, 7)}) + bn,
+        [{"data": (2, 3, 5, 7)}, {"data": (1, 3, 1, 1)}],
+        "SegNet/ENet BN in INFERENCE mode (x * scale + shift, blobs 1 x C x 1 x 1): the oracle "
+        "runs BVLC Scale with a bias on the same values; weights.caffemodel is written with the "
+        "oracle's caffe_pb2 (the BN blob shapes), not by fcn-port",
+        oracle_net=input_layer({"data": (2, 3, 5, 7)})
+        + 'layer { name: "bn" type: "Scale" bottom: "data" top: "bn" scale_param { bias_term: true } }\n',
+        params=lambda rng, name, shapes: [rng.normal(1, 0.5, shapes[0]), rng.normal(0, 0.5, shapes[1])],
+    ))
+    cases.append(Case(
+        "upsample_nearest", "caffe",
+        input_layer({"data": (1, 2, 3, 4)})
+        + 'layer { name: "up2" type: "Upsample" bottom: "data" top: "up2" upsample_param { scale: 2 } }\n'
+        + 'layer { name: "up3" type: "Upsample" bottom: "data" top: "up3" upsample_param { scale: 3 } }\n'
+        + 'layer { name: "up1" type: "Upsample" bottom: "data" top: "up1" }\n'
+        + 'layer { name: "upw" type: "Upsample" bottom: "flat" top: "upw" upsample_param { scale: 2 dims_num: 3 } }\n',
+        [{"data": (1, 2, 3, 4)}, {"data": (2, 3, 5, 1)}],
+        "the YOLO forks' nearest Upsample: scale 2, 3, the default (1), and dims_num 3 (last axis only)",
+    ))
+    # dims_num 3 needs a 3-axis bottom: reshape first (Reshape is BVLC)
+    cases[-1].net = cases[-1].net.replace(
+        'layer { name: "upw"',
+        'layer { name: "flat" type: "Reshape" bottom: "data" top: "flat" reshape_param { shape { dim: 0 dim: 0 dim: -1 } } }\n'
+        'layer { name: "upw"',
+    )
+    pool = ('layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" top: "mask" '
+            "pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n")
+    unpool_net = input_layer({"pool": (1, 3, 4, 5), "mask": (1, 3, 4, 5)}) + (
+        'layer { name: "up" type: "Upsample" bottom: "pool" bottom: "mask" top: "up" '
+        "upsample_param { scale: 2 } }\n"
+        'layer { name: "up_hw" type: "Upsample" bottom: "pool" bottom: "mask" top: "up_hw" '
+        "upsample_param { upsample_h: 7 upsample_w: 9 } }\n"
+        'layer { name: "up_pad" type: "Upsample" bottom: "pool" bottom: "mask" top: "up_pad" '
+        "upsample_param { scale: 2 pad_out_h: true pad_out_w: true } }\n"
+    )
+    unpool_oracle = input_layer({"data": (1, 3, 7, 9)}) + pool + (
+        'layer { name: "up" type: "MaxUnPool" bottom: "pool" bottom: "mask" top: "up" max_unpool_param { dst_h: 8 dst_w: 10 } }\n'
+        'layer { name: "up_hw" type: "MaxUnPool" bottom: "pool" bottom: "mask" top: "up_hw" max_unpool_param { dst_h: 7 dst_w: 9 } }\n'
+        'layer { name: "up_pad" type: "MaxUnPool" bottom: "pool" bottom: "mask" top: "up_pad" max_unpool_param { dst_h: 7 dst_w: 9 } }\n'
+    )
+    cases.append(Case(
+        "segnet_unpool", "caffe", unpool_net, [{"data": (1, 3, 7, 9)}],
+        "SegNet's Upsample with the max-pooling mask (scale 2; upsample_h/w; pad_out_h/w): the "
+        "oracle pools a 7x9 input (ceil: 4x5 with mask) and unpools with its MaxUnPool, the same "
+        "scatter; net.prototxt reads pool and mask as inputs, full.prototxt pools too",
+        oracle_net=unpool_oracle, recorded=["pool", "mask"],
+    ))
+    cases.append(Case(
+        "ssd_normalize_permute", "caffe",
+        input_layer({"data": (1, 4, 3, 5)})
+        + 'layer { name: "norm" type: "Normalize" bottom: "data" top: "norm" norm_param { across_spatial: false '
+        'scale_filler { type: "constant" value: 20 } channel_shared: false } }\n'
+        + 'layer { name: "norm_all" type: "Normalize" bottom: "data" top: "norm_all" norm_param { across_spatial: true channel_shared: true } }\n'
+        + 'layer { name: "norm_eps" type: "Normalize" bottom: "data" top: "norm_eps" norm_param { across_spatial: false eps: 0.5 } }\n'
+        + 'layer { name: "perm" type: "Permute" bottom: "norm" top: "perm" permute_param { order: 0 order: 2 order: 3 order: 1 } }\n'
+        + 'layer { name: "perm2" type: "Permute" bottom: "data" top: "perm2" permute_param { order: 1 order: 0 } }\n',
+        [{"data": (1, 4, 3, 5)}, {"data": (2, 4, 1, 2)}],
+        "Normalize (per position / per sample, per-channel / shared scale, eps) and Permute "
+        "(full order; a partial order completed with the remaining axes)",
+        params=normalize_params,
+    ))
+    priors = (
+        'layer { name: "pb1" type: "PriorBox" bottom: "feat" bottom: "image" top: "pb1" prior_box_param { '
+        "min_size: 8 max_size: 16 aspect_ratio: 2 flip: true clip: false variance: 0.1 variance: 0.1 "
+        "variance: 0.2 variance: 0.2 } }\n"
+        'layer { name: "pb2" type: "PriorBox" bottom: "feat" bottom: "image" top: "pb2" prior_box_param { '
+        "min_size: 10 min_size: 20 aspect_ratio: 2 aspect_ratio: 3 aspect_ratio: 2 flip: false clip: true "
+        "variance: 0.1 step: 6 offset: 0.25 } }\n"
+        'layer { name: "pb3" type: "PriorBox" bottom: "feat" bottom: "image" top: "pb3" prior_box_param { '
+        "min_size: 30.5 max_size: 60 aspect_ratio: 0.5 flip: true clip: true img_h: 50 img_w: 40 "
+        "step_h: 7 step_w: 5 } }\n"
+    )
+    cases.append(Case(
+        "ssd_priorbox", "caffe", input_layer({"feat": (1, 2, 3, 4), "image": (1, 3, 24, 30)}) + priors,
+        [{"feat": (1, 2, 3, 4), "image": (1, 3, 24, 30)}, {"feat": (2, 2, 5, 2), "image": (2, 3, 41, 17)}],
+        "PriorBox: min/max sizes, aspect ratios with flip and a repeat, clip, one or four variances, "
+        "step, step_h/w, img_h/w, offset; sizes from the image bottom",
+    ))
+    for name, param, desc in [
+        ("ssd_detection", "num_classes: 3 share_location: true background_label_id: 0 "
+         "nms_param { nms_threshold: 0.45 top_k: 20 } code_type: CENTER_SIZE keep_top_k: 10 "
+         "confidence_threshold: 0.3",
+         "CENTER_SIZE, shared locations, threshold, NMS top_k and keep_top_k across classes"),
+        ("ssd_detection_corner", "num_classes: 3 share_location: false background_label_id: 2 "
+         "nms_param { nms_threshold: 0.3 eta: 0.8 } code_type: CORNER confidence_threshold: 0.5",
+         "CORNER, one location per class, background 2, adaptive NMS (eta)"),
+        ("ssd_detection_corner_size", "num_classes: 3 background_label_id: 1 "
+         "nms_param { nms_threshold: 0.6 top_k: 5 } code_type: CORNER_SIZE variance_encoded_in_target: true "
+         "keep_top_k: 7",
+         "CORNER_SIZE with variance encoded in the target, background 1, no threshold"),
+        ("ssd_detection_none", "num_classes: 3 nms_param { nms_threshold: 0.45 } code_type: CENTER_SIZE "
+         "confidence_threshold: 0.999",
+         "nothing above the threshold: the fork's rows of -1 with the image id"),
+    ]:
+        loc_classes = 3 if "share_location: false" in param else 1
+        net = (
+            input_layer({"feat": (1, 2, 3, 4), "image": (1, 3, 24, 32), "loc": (2, 48 * 4 * loc_classes),
+                         "conf": (2, 48 * 3)})
+            + priors.split("\n")[0].replace('"pb1"', '"prior"', 2) + "\n"
+            + 'layer { name: "det" type: "DetectionOutput" bottom: "loc" bottom: "conf" bottom: "prior" '
+            f'top: "det" detection_output_param {{ {param} }} }}\n'
+        )
+        cases.append(Case(
+            name, "caffe", net,
+            [{"feat": (1, 2, 3, 4), "image": (1, 3, 24, 32), "loc": (2, 48 * 4 * loc_classes), "conf": (2, 48 * 3)}],
+            "DetectionOutput: " + desc, inputs=detection_inputs,
+        ))
+    cases.append(Case(
+        "relu6", "caffe",
+        input_layer({"data": (2, 3, 4, 5)})
+        + 'layer { name: "r6" type: "ReLU6" bottom: "data" top: "r6" }\n'
+        + 'layer { name: "r6_leaky" type: "ReLU6" bottom: "data" top: "r6_leaky" relu6_param { negative_slope: 0.1 threshold: 2.5 } }\n',
+        [{"data": (2, 3, 4, 5)}],
+        "ReLU6, plain and with negative_slope and threshold", inputs=lambda rng, b, s: rng.normal(0, 5, s),
+    ))
+    dw = ('layer { name: "dw" type: "DepthwiseConvolution" bottom: "data" top: "dw" '
+          "convolution_param { num_output: 4 group: 4 kernel_size: 3 pad: 1 stride: 2 } }\n"
+          'layer { name: "dw2" type: "DepthwiseConvolution" bottom: "dw" top: "dw2" '
+          "convolution_param { num_output: 8 kernel_size: 3 bias_term: false } }\n")
+    cases.append(Case(
+        "depthwise_convolution", "caffe", input_layer({"data": (1, 4, 7, 8)}) + dw,
+        [{"data": (1, 4, 7, 8)}, {"data": (2, 4, 5, 5)}],
+        "DepthwiseConvolution (a Convolution with group = channels, given or left out; "
+        "channel multiplier 2): the oracle runs grouped Convolutions",
+        oracle_net=input_layer({"data": (1, 4, 7, 8)}) + dw.replace('"DepthwiseConvolution"', '"Convolution"').replace(
+            "num_output: 8 kernel_size", "num_output: 8 group: 4 kernel_size"),
+    ))
+    # ---------------- OpenCV dnn
+    cases.append(Case(
+        "interp", "opencv",
+        input_layer({"data": (1, 3, 5, 6)})
+        + 'layer { name: "zoom" type: "Interp" bottom: "data" top: "zoom" interp_param { zoom_factor: 3 } }\n'
+        + 'layer { name: "size" type: "Interp" bottom: "data" top: "size" interp_param { height: 11 width: 4 } }\n'
+        + 'layer { name: "zoom2" type: "Interp" bottom: "size" top: "zoom2" interp_param { zoom_factor: 2 } }\n',
+        [{"data": (1, 3, 5, 6)}, {"data": (2, 2, 9, 4)}],
+        "DeepLab's Interp: zoom_factor, height/width, a chain (OpenCV refuses shrink_factor alone, "
+        "ignores it beside zoom_factor and ignores pad_beg/pad_end, so those are not in this case)",
+    ))
+    cases.append(Case(
+        "shuffle_channel", "opencv",
+        input_layer({"data": (1, 6, 3, 4)})
+        + 'layer { name: "shuffle2" type: "ShuffleChannel" bottom: "data" top: "shuffle2" shuffle_channel_param { group: 2 } }\n'
+        + 'layer { name: "shuffle3" type: "ShuffleChannel" bottom: "data" top: "shuffle3" shuffle_channel_param { group: 3 } }\n',
+        [{"data": (1, 6, 3, 4)}, {"data": (2, 6, 2, 5)}],
+        "ShuffleChannel (group 2, 3)",
+    ))
+    axpy_inputs = {"scale": (1, 6, 1, 1), "x": (1, 6, 3, 4), "y": (1, 6, 3, 4)}
+    cases.append(Case(
+        "axpy", "caffe",
+        input_layer(axpy_inputs)
+        + 'layer { name: "axpy" type: "Axpy" bottom: "scale" bottom: "x" bottom: "y" top: "axpy" }\n',
+        [axpy_inputs, {"scale": (2, 6, 1, 1), "x": (2, 6, 2, 5), "y": (2, 6, 2, 5)}],
+        "SENet's Axpy, top = scale * x + y (bottoms scale, x, y, as hujie-frank/SENet's "
+        "axpy_layer.cpp): the oracle runs it as BVLC Reshape + Scale (axis 0) + Eltwise SUM. "
+        "OpenCV dnn computes scale * y + x instead, so it is not this layer's oracle",
+        oracle_net=input_layer(axpy_inputs)
+        + 'layer { name: "flat" type: "Reshape" bottom: "scale" top: "flat" reshape_param { shape { dim: 0 dim: 0 } } }\n'
+        + 'layer { name: "ax" type: "Scale" bottom: "x" bottom: "flat" top: "ax" scale_param { axis: 0 } }\n'
+        + 'layer { name: "axpy" type: "Eltwise" bottom: "ax" bottom: "y" top: "axpy" eltwise_param { operation: SUM } }\n',
+    ))
+    cases.append(Case(
+        "convolution_depthwise", "opencv",
+        input_layer({"data": (1, 4, 6, 7)})
+        + 'layer { name: "dw" type: "ConvolutionDepthwise" bottom: "data" top: "dw" '
+        "convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }\n",
+        [{"data": (1, 4, 6, 7)}],
+        "ConvolutionDepthwise without group (one filter per channel); weights saved by the Caffe "
+        "oracle from a grouped Convolution",
+        oracle_net=input_layer({"data": (1, 4, 6, 7)})
+        + 'layer { name: "dw" type: "Convolution" bottom: "data" top: "dw" '
+        "convolution_param { num_output: 4 group: 4 kernel_size: 3 pad: 1 } }\n",
+    ))
+    return cases
+
+
+def layer_types(text: str) -> list[str]:
+    import re
+
+    return sorted(set(re.findall(r'type: "(\w+)"', text)) - {"constant"})
+
+
+def make_case(case: Case, out_dir: Path) -> dict:
+    import caffe
+
+    caffe.set_mode_cpu()
+    rng = np.random.default_rng(sum(map(ord, case.name)))
+    (out_dir / "net.prototxt").write_text(case.net)
+    oracle_text = case.oracle_net or case.net
+    if case.oracle_net:
+        (out_dir / "oracle.prototxt").write_text(case.oracle_net)
+    proto = out_dir / ("oracle.prototxt" if case.oracle_net else "net.prototxt")
+    net = caffe.Net(str(proto), caffe.TEST) if case.oracle == "caffe" or case.oracle_net else None
+    params = {}
+    for name, blobs in (net.params if net is not None else {}).items():
+        fill = case.params or default_params
+        values = fill(rng, name, [tuple(b.data.shape) for b in blobs])
+        for blob, value in zip(blobs, values, strict=True):
+            blob.data[...] = value.astype(np.float32)
+        params[name] = [list(b.data.shape) for b in blobs]
+    weights = None
+    if params:
+        weights = out_dir / "weights.caffemodel"
+        net.save(str(weights))
+    if case.name == "segnet_bn":  # the fork's blob shapes: 1 x C x 1 x 1
+        from caffe.proto import caffe_pb2
+
+        saved = caffe_pb2.NetParameter()
+        saved.name = "segnet_bn"
+        layer = saved.layer.add()
+        layer.name, layer.type = "bn", "BN"
+        for blob in net.params["bn"]:
+            proto = layer.blobs.add()
+            proto.shape.dim.extend([1, blob.data.shape[0], 1, 1])
+            proto.data.extend(blob.data.astype(np.float32).ravel().tolist())
+        weights.write_bytes(saved.SerializeToString())
+        params = {"bn": [[1, c[0], 1, 1] for c in params["bn"]]}
+    arrays: dict[str, np.ndarray] = {}
+    runs = []
+    if case.name == "segnet_unpool":
+        (out_dir / "full.prototxt").write_text(input_layer({"data": (1, 3, 7, 9)}) + "\n".join(
+            [pool.strip() for pool in [oracle_text.split("\n")[1]]]) + "\n" + "\n".join(
+            line for line in case.net.split("\n")[1:] if line))
+    for i, shapes in enumerate(case.runs):
+        prefix = f"run{i}/"
+        inputs = {}
+        for blob, shape in shapes.items():
+            make = case.inputs or (lambda r, b, s: r.normal(0, 1, s))
+            inputs[blob] = make(rng, blob, shape).astype(np.float32)
+        outputs: dict[str, np.ndarray] = {}
+        if case.oracle == "caffe":
+            for blob, value in inputs.items():
+                net.blobs[blob].reshape(*value.shape)
+            net.reshape()
+            for blob, value in inputs.items():
+                net.blobs[blob].data[...] = value
+            net.forward()
+            tops = [t for t in net.outputs]
+            for t in tops + case.recorded:
+                outputs[t] = np.array(net.blobs[t].data, dtype=np.float32)
+        else:
+            import cv2
+
+            cvnet = cv2.dnn.readNetFromCaffe(str(out_dir / "net.prototxt"), str(weights) if weights else None)
+            for blob, value in inputs.items():
+                cvnet.setInput(value, blob)
+            names = [n for n in layer_outputs(case.net)]
+            for name, value in zip(names, cvnet.forward(names), strict=True):
+                outputs[name] = np.array(value, dtype=np.float32)
+        if case.recorded:  # the inputs of net.prototxt are the oracle's recorded blobs
+            full_inputs = inputs
+            inputs = {b: outputs.pop(b) for b in case.recorded}
+            for blob, value in full_inputs.items():
+                arrays[f"{prefix}full_input:{blob}"] = value
+        for blob, value in inputs.items():
+            arrays[f"{prefix}input:{blob}"] = value
+        for blob, value in outputs.items():
+            arrays[f"{prefix}output:{blob}"] = value
+        runs.append({
+            "prefix": prefix,
+            "inputs": {b: list(v.shape) for b, v in inputs.items()},
+            "outputs": {b: list(v.shape) for b, v in outputs.items()},
+        })
+    np.savez_compressed(out_dir / "io.npz", **arrays)
+    info = {
+        "case": case.name,
+        "description": case.description,
+        "oracle": ORACLES[case.oracle],
+        "oracle_net": "oracle.prototxt" if case.oracle_net else "net.prototxt",
+        "layer_types": layer_types(case.net),
+        "params": params,
+        "runs": runs,
+    }
+    (out_dir / "case.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
+def layer_outputs(text: str) -> list[str]:
+    """Names of the non-input layers, in order (their single top has the layer's name)."""
+    import re
+
+    return [n for n in re.findall(r'layer \{ name: "(\w+)"', text) if n != "input"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("cases", nargs="*")
+    args = parser.parse_args(argv)
+    cases = build_cases()
+    chosen = [c for c in cases if not args.cases or c.name in args.cases]
+    for case in chosen:
+        OUT.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{case.name}", dir=OUT))
+        try:
+            info = make_case(case, staging)
+            target = OUT / case.name
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+            print(case.name, [r["outputs"] for r in info["runs"]][0])
+        except Exception:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
