@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from converters.atomic import atomic_write
+from converters import cli
+from converters.atomic import atomic_write, check_writable
 from converters.fcn.datasets import VOC_MEAN, palette
 from converters.fcn.preprocess import caffe_preprocess, colorize, read_rgb
 
@@ -180,7 +181,7 @@ def resolve_weights(caffemodel: str | None, download: bool) -> Path:
     return weights.fetch(MODEL)
 
 
-def load_net(prototxt: str | None, caffemodel: Path, device: str) -> torch.nn.Module:
+def load_net(prototxt: str | None, caffemodel: Path, device: str | torch.device) -> torch.nn.Module:
     """voc-fcn8s (or the net in ``prototxt``) with ``caffemodel`` loaded, in eval mode."""
     from weights.models import load_model
 
@@ -199,7 +200,7 @@ def _class_name(label: int) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.Parser(
         prog="python -m reproduce.demo",
         description="Segment the official FCN demo image with voc-fcn8s and compare with Caffe's output.png.",
     )
@@ -217,19 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     reference = args.reference
     if reference is None and Path(args.image).resolve() == DEMO_IMAGE:
         reference = DEMO_REFERENCE
-    try:
-        caffemodel = resolve_weights(args.weights, args.download)
-        net = load_net(args.prototxt, caffemodel, args.device)
-        result = run_demo(net, args.image, args.output, reference, device=args.device)
-    except (ValueError, OSError) as exc:  # DemoError, CaffeFormatError, DownloadError ...
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    device = cli.device(args.device, default="cpu")
+    check_writable(args.output, "--output")  # before the weights are read
+    caffemodel = resolve_weights(args.weights, args.download)
+    net = load_net(args.prototxt, caffemodel, device)
+    result = run_demo(net, args.image, args.output, reference, device=device)
     print(
         f"wrote {result.output} ({result.labels.shape[1]}x{result.labels.shape[0]}; classes "
         f"{', '.join(_class_name(c) for c in result.classes_present)})"
@@ -238,6 +236,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         a = result.agreement
         print(f"pixel agreement with {reference}: {100 * a.fraction:.3f}% ({a.same} of {a.total} pixels)")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo; 0 on success, 2 with one ``error:`` line on bad input, 130 on Ctrl-C."""
+    return cli.run(lambda: _main(argv))
 
 
 if __name__ == "__main__":

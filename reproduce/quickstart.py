@@ -21,12 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
+from converters import cli
+from converters.atomic import check_writable
+
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "tiny_fcn"
 TOLERANCE = 1e-4  # of the largest expected magnitude, as for every parity claim in the project
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = cli.Parser(
         prog="python -m reproduce.quickstart",
         description="Inspect, round-trip and convert a Caffe-made model, and compare the PyTorch "
         "graph with the outputs real Caffe computed. Offline.",
@@ -120,12 +123,18 @@ def write_and_return(writer, weights, path: Path) -> Path:  # noqa: ANN001
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
+    """Run the tour: 0 when every step agrees with Caffe, 1 when one does not, 2 on bad input."""
+
+    def body() -> int:
+        args = parser().parse_args(argv)
+        if args.keep is not None:
+            from converters.graph.converted import format_for
+
+            format_for(args.keep)  # the suffix names a converted-file format
+            check_writable(args.keep, "--keep")
         return 0 if run(args.model_dir, args.keep) else 1
-    except (FileNotFoundError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+    return cli.run(body)
 
 
 if __name__ == "__main__":

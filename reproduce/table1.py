@@ -157,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-build", action="store_true", help="count parameters from the definitions, not built modules"
     )
-    return tables.print_or_fail(build, parser.parse_args(argv))
+    return tables.table_main(build, parser, argv)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = tables.base_parser(
         "python -m reproduce.table3", "CVPR 2015 Table 3 (test sets, inference time): paper vs measured."
     )
-    return tables.print_or_fail(build, parser.parse_args(argv))
+    return tables.table_main(build, parser, argv)
 
 
 if __name__ == "__main__":

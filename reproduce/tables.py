@@ -15,6 +15,7 @@ Whatever stays missing is listed as ``missing: ...`` lines that say how to get i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -24,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from converters import cli
 
 RESULTS_ENV = "FCN_PORT_RESULTS"
 METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
@@ -215,56 +218,81 @@ def measured_scores(
     return scores
 
 
+def run_command(command: Sequence[str], what: str, ok: Sequence[int] = (0,)) -> None:
+    """Run a CLI of the project (``command[1:]`` after the interpreter) as a child process, its
+    progress bars and messages shown on our stderr as they come; ``ValueError`` naming ``what`` and
+    the child's last error line when it exits with a code outside ``ok``."""
+    print(f"running: {' '.join(command[1:])}", file=sys.stderr, flush=True)
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert child.stderr is not None
+    tail = b""
+    try:
+        while True:
+            chunk = os.read(child.stderr.fileno(), 1 << 14)
+            if not chunk:
+                break
+            tail = (tail + chunk)[-4096:]
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.buffer.write(chunk)
+                sys.stderr.flush()
+        code = child.wait()
+    except BaseException:  # Ctrl-C reaches the child too; never leave it running
+        child.kill()
+        child.wait()
+        raise
+    finally:
+        child.stderr.close()
+    if code not in ok:
+        text = tail.decode(errors="replace").replace("\r", "\n")
+        lines = [line for line in text.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("error:")]
+        last = (errors or lines or [f"exit {code}"])[-1]
+        raise ValueError(f"{what} failed: {last.removeprefix('error: ')}")
+
+
 def run_eval(model: str, dataset: DatasetSpec, roots: list[tuple[str, str]], output: Path) -> None:
-    """Evaluate ``model`` on ``dataset`` with the eval CLI, writing ``output``; ``ValueError`` on failure."""
+    """Evaluate ``model`` on ``dataset`` with the eval CLI (progress shown), writing ``output``;
+    ``ValueError`` on failure."""
     output.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", dataset.module, "--model", model, "--split", dataset.split]
     for option, folder in roots:
         command += [option, folder]
-    command += ["--json", str(output), "--no-progress"]
-    print(f"running: {' '.join(command[1:])}", file=sys.stderr)
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if done.returncode not in (0, 1):  # 1: evaluated, but off the published figures
-        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
-        raise ValueError(f"evaluating {model} failed: {last}")
+    command += ["--json", str(output)]
+    run_command(command, f"evaluating {model}", ok=(0, 1))  # 1: evaluated, but off the published figures
 
 
 def run_timing(model: str, device: str, output: Path) -> None:
-    """Time ``model`` at 500x500 on ``device`` with ``eval.timing``, writing ``output``."""
+    """Time ``model`` at 500x500 on ``device`` with ``eval.timing`` (progress shown), writing ``output``."""
     output.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "eval.timing", "--model", model, "--device", device]
     command += ["--json", str(output)]
-    print(f"running: {' '.join(command[1:])}", file=sys.stderr)
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
-        raise ValueError(f"timing {model} failed: {last}")
+    run_command(command, f"timing {model}")
 
 
 def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The options every table script shares: --results, --run."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = cli.Parser(prog=prog, description=description)
     parser.add_argument(
         "--results", default=None,
         help=f"folder of result JSON files (default: ${RESULTS_ENV}, else ./results)",
     )
     parser.add_argument(
         "--run", action="store_true",
-        help="compute missing results where weights and data are present (can take long)",
+        help="compute missing results where weights and data are present (can take long; shows progress)",
     )
     return parser
 
 
-def print_or_fail(build: Any, args: argparse.Namespace) -> int:
-    """Print ``build(args).render()``; on a user error print one ``error:`` line and return 2."""
-    try:
-        text = build(args).render()
-    except (ValueError, OSError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    sys.stdout.write(text)
-    return 0
+def table_main(build: Any, parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """A table script's whole run (:func:`converters.cli.run`): parse ``argv``, print
+    ``build(args).render()``; one ``error:`` line and 2 on a user error, 130 on Ctrl-C."""
+
+    def body() -> int:
+        text = build(parser.parse_args(argv)).render()
+        sys.stdout.write(text)
+        return 0
+
+    return cli.run(body)
 
 
 @dataclass(frozen=True)
@@ -331,4 +359,4 @@ def dataset_table_main(
         ))
         return report
 
-    return print_or_fail(build, parser.parse_args(argv))
+    return table_main(build, parser, argv)
