@@ -392,10 +392,86 @@ def layer_outputs(text: str) -> list[str]:
     return [n for n in re.findall(r'layer \{ name: "(\w+)"', text) if n != "input"]
 
 
+REAL = Path(os.environ.get("FCN_PORT_SHARED", REPO.parent / "shared")) / "real-caffe-models"
+REAL_OUT = REPO / "tests" / "fixtures" / "forks_real"
+
+
+def real_input(shape: Shape) -> np.ndarray:
+    """The input the real-model fixtures use (the tests draw it again: nothing large is stored)."""
+    return (np.random.default_rng(0).normal(0, 1, shape) * 50).astype(np.float32)
+
+
+def make_real_yufacedetectnet(caffe) -> dict:
+    """The Caffe-SSD face detector at 120x160, run by brocolli-caffe as published."""
+    folder = REAL / "yufacedetectnet_v2_ssd"
+    net = caffe.Net(str(folder / "deploy.prototxt"), str(folder / "yufacedetectnet-open-v2.caffemodel"), caffe.TEST)
+    shape = (1, 3, 120, 160)
+    net.blobs["data"].reshape(*shape)
+    net.reshape()
+    net.blobs["data"].data[...] = real_input(shape)
+    net.forward()
+    keep = ["mbox_loc", "mbox_conf_flatten", "mbox_priorbox", "detection_out"]
+    return {"inputs": {"data": list(shape)}, "arrays": {b: np.array(net.blobs[b].data) for b in keep},
+            "oracle": ORACLES["caffe"], "prototxt": "deploy.prototxt"}
+
+
+def make_real_enet(caffe) -> dict:
+    """ENet (SegNet's BN and Upsample) at 32x64: brocolli-caffe runs deploy.prototxt with each BN
+    as a BVLC Scale with bias (INFERENCE mode is x * scale + shift) and each Upsample as its
+    MaxUnPool of the pooling mask, the weights copied from the caffemodel by layer name."""
+    import re
+
+    from caffe.proto import caffe_pb2
+
+    folder = REAL / "enet_cityscapes"
+    text = (folder / "deploy.prototxt").read_text()
+    text = re.sub(r'type: "BN"(.*?)bn_param \{.*?bn_mode: INFERENCE\s*\}', r'type: "Scale"\1scale_param { bias_term: true }', text, flags=re.S)
+    shape = (1, 3, 32, 64)
+    sizes = {"upsample4_0_4": (8, 16), "upsample5_0_4": (16, 32)}
+    for layer, (h, w) in sizes.items():
+        text = re.sub(rf'(name: "{layer}"\s*type: )"Upsample"(.*?)upsample_param \{{\s*scale: 2\s*\}}',
+                      rf'\1"MaxUnPool"\2max_unpool_param {{ dst_h: {h} dst_w: {w} }}', text, flags=re.S)
+    text = text.replace("dim: 512\n      dim: 1024", "dim: 32\n      dim: 64")
+    with tempfile.TemporaryDirectory() as tmp:
+        proto = Path(tmp) / "oracle.prototxt"
+        proto.write_text(text)
+        net = caffe.Net(str(proto), caffe.TEST)
+    saved = caffe_pb2.NetParameter()
+    saved.ParseFromString((folder / "cityscapes_weights.caffemodel").read_bytes())
+    stored = {layer.name: layer for layer in saved.layer}
+    for name, blobs in net.params.items():
+        for blob, proto_blob in zip(blobs, stored[name].blobs, strict=True):
+            blob.data[...] = np.array(proto_blob.data, dtype=np.float32).reshape(blob.data.shape)
+    net.blobs["data"].data[...] = real_input(shape)
+    net.forward()
+    keep = [*net.outputs, "bn0_1", "upsample4_0_4"]
+    return {"inputs": {"data": list(shape)}, "arrays": {b: np.array(net.blobs[b].data) for b in keep},
+            "oracle": ORACLES["caffe"] + "; BN as Scale, Upsample as MaxUnPool", "prototxt": "deploy.prototxt"}
+
+
+def make_real(names: list[str]) -> None:
+    import caffe
+
+    caffe.set_mode_cpu()
+    REAL_OUT.mkdir(parents=True, exist_ok=True)
+    for name, make in [("yufacedetectnet_v2_ssd", make_real_yufacedetectnet), ("enet_cityscapes", make_real_enet)]:
+        if names and name not in names:
+            continue
+        result = make(caffe)
+        np.savez_compressed(REAL_OUT / f"{name}.npz", **{k: v.astype(np.float32) for k, v in result.pop("arrays").items()})
+        result["input"] = "np.random.default_rng(0).normal(0, 1, shape) * 50, float32"
+        (REAL_OUT / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+        print(name, "written")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("cases", nargs="*")
+    parser.add_argument("--real", action="store_true", help="the real fork models of ../shared instead")
     args = parser.parse_args(argv)
+    if args.real:
+        make_real(args.cases)
+        return 0
     cases = build_cases()
     chosen = [c for c in cases if not args.cases or c.name in args.cases]
     for case in chosen:
