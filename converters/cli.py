@@ -35,8 +35,8 @@ class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one ``error: ...`` line and exit 2 (no usage dump)."""
 
     def error(self, message: str) -> NoReturn:
-        """Print ``error: message`` and exit 2."""
-        raise SystemExit(_fail(message))
+        """Print ``error: message (see --help)`` and exit 2."""
+        raise SystemExit(_fail(f"{message} (see --help)"))
 
 
 def _fail(message: str) -> int:

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from . import cli
 from .caffe.formats import blob_array, read_net, sniff_format
 from .caffe.message import Message, unknown_named_fields
 from .caffe.netdef import layer_type
-from .errors import CaffeFormatError
 
 _FORMAT_NAMES = {
     "text": "prototxt (protobuf text format)",
@@ -265,15 +265,9 @@ def _named_unknown(entry: dict[str, Any]) -> list[str]:
     return [f["field"] for f in _named_unknown_entries(entry)]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``python -m converters.inspect``."""
-    parser = _Parser(
+    parser = cli.Parser(
         prog="python -m converters.inspect",
         description="Show the layers, types, bottoms/tops, blob shapes and parameter counts of a Caffe "
         "file: .prototxt, .caffemodel or .caffemodel.h5 (recognised by content, not by extension).",
@@ -284,28 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; return the exit status (0 on success, 2 on an unreadable file)."""
-    args = build_parser().parse_args(argv)
-    try:
+    """Run the CLI; return the exit status (0 on success, 2 on an unreadable file;
+    :func:`converters.cli.run`)."""
+
+    def body() -> int:
+        args = build_parser().parse_args(argv)
         summary = describe(args.file)
-    except (CaffeFormatError, ValueError, OSError) as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    output = json.dumps(summary, indent=2) + "\n" if args.json else format_table(summary)
-    try:
+        output = json.dumps(summary, indent=2) + "\n" if args.json else format_table(summary)
         sys.stdout.write(output)
-        sys.stdout.flush()
-    except BrokenPipeError:  # e.g. piped into `head`
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    return 0
+        return 0
 
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        text = f"{exc.filename}: {exc.strerror}"
-    return " ".join(text.split())
+    return cli.run(body)
 
 
 if __name__ == "__main__":
