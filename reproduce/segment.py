@@ -726,7 +726,10 @@ def build_parser(prog: str = "python -m reproduce.segment") -> argparse.Argument
 
 def _split_model(values: Sequence[str], images: Sequence[str]) -> tuple[list[str], list[str]]:
     """``--model`` swallows the images that follow it: keep one value (two after a prototxt)."""
-    take = 2 if Path(values[0]).suffix.lower() in PROTOTXT_SUFFIXES and len(values) > 1 else 1
+    take = 1
+    if Path(values[0]).suffix.lower() in PROTOTXT_SUFFIXES and len(values) > 1:
+        second = Path(values[1])  # the weights, unless it is one of the images
+        take = 1 if second.suffix.lower() in IMAGE_SUFFIXES or second.is_dir() else 2
     return list(values[:take]), list(values[take:]) + list(images)
 
 
