@@ -136,3 +136,46 @@ def test_fetch_404_is_one_line(server, tmp_path):
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, expected):
     assert expected in one_line_error(run(*args, cache=tmp_path, offline=True))
+
+
+def test_fetch_with_a_wrong_sha256_keeps_the_users_file_and_does_not_create_dest(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "a.bin").write_bytes(BODY)
+    url = "http://nonexistent.invalid/a.bin"
+    result = run("fetch", url, "--sha256", "f" * 64, "-q", "--dest", str(folder), cache=tmp_path)
+    warning, error = result.stderr.strip().splitlines()  # the checksum warning, then the error
+    assert result.returncode == 2 and warning.startswith("warning: ") and error.startswith("error: ")
+    assert "nonexistent.invalid not found" in error and "left as it was" in error
+    assert (folder / "a.bin").read_bytes() == BODY
+    one_line_error(run("fetch", url, "-q", "--dest", str(tmp_path / "no" / "dir"), cache=tmp_path))
+    assert not (tmp_path / "no").exists()
+
+
+def test_ctrl_c_during_a_fetch_exits_130_quietly_and_keeps_the_part_file(server, tmp_path):
+    import signal
+    import time
+
+    server.route("/slow.bin", Route(body=BODY, stall_after=50_000, stall=30.0))
+    environment = {**os.environ, "FCN_PORT_CACHE": str(tmp_path)}
+    command = [sys.executable, "-m", "weights", "fetch", server.url("/slow.bin"), "-q"]
+    child = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    part = tmp_path / "slow.bin.part"
+    deadline = time.monotonic() + 30
+    while not (part.exists() and part.stat().st_size >= 50_000) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 130 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "resumes next time" in err and not (tmp_path / "slow.bin").exists()
+
+
+def test_a_closed_stdout_ends_list_quietly(tmp_path):
+    environment = {**os.environ, "FCN_PORT_CACHE": str(tmp_path)}
+    child = subprocess.Popen([sys.executable, "-m", "weights", "list"], cwd=REPO, env=environment,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child.stdout.close()  # like `| head -0`: the reader is gone before the first line
+    err = child.stderr.read()
+    child.wait(timeout=60)
+    assert child.returncode == 141 and err == ""

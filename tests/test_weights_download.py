@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import stat
 import subprocess
 import sys
 import time
@@ -276,3 +278,48 @@ def test_a_stale_part_file_that_fails_the_checksum_is_downloaded_again_from_the_
     result = download(server.url("/s"), dest, sha256=SHA256, policy=FAST, progress=False)
     assert result.downloaded and dest.read_bytes() == BODY
     assert server.requests_for("/s") == ["bytes=1000-", None]
+
+
+def test_a_file_failing_a_wrong_checksum_stays_when_the_download_fails(server, tmp_path):
+    dest = tmp_path / "good.caffemodel"
+    dest.write_bytes(BODY)
+    with pytest.raises(DownloadError) as offline:  # the user's file, a wrong checksum, no network
+        download("http://nonexistent.invalid/good.caffemodel", dest, sha256="f" * 64, policy=FAST,
+                 progress=False)
+    assert dest.read_bytes() == BODY and "left as it was" in str(offline.value)
+    server.route("/good.caffemodel", Route(body=BODY))
+    with pytest.raises(ChecksumMismatch) as wrong:  # online: the download is wrong, the file stays
+        download(server.url("/good.caffemodel"), dest, sha256="f" * 64, policy=FAST, progress=False)
+    assert dest.read_bytes() == BODY and "left as it was" in str(wrong.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".good.caffemodel.lock", "good.caffemodel"]
+
+
+def test_a_host_that_does_not_resolve_is_not_retried(tmp_path):
+    slow = RetryPolicy(retries=4, backoff=1.0, max_backoff=30.0, connect_timeout=2.0, read_timeout=2.0)
+    started = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        download("http://nonexistent.invalid/a.caffemodel", tmp_path / "a.caffemodel", policy=slow,
+                 progress=False)
+    assert time.monotonic() - started < 3.0  # retries would sleep 1 + 2 + 4 + 8 s
+    assert "nonexistent.invalid not found" in str(info.value) and "attempts" not in str(info.value)
+
+
+def test_folders_made_for_a_failed_download_are_removed(server, tmp_path):
+    dest = tmp_path / "new" / "deeper" / "a.caffemodel"
+    with pytest.raises(DownloadError):
+        download("http://nonexistent.invalid/a.caffemodel", dest, policy=FAST, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    server.route("/a.caffemodel", Route(body=BODY))
+    download(server.url("/a.caffemodel"), dest, sha256=SHA256, policy=FAST, progress=False)
+    assert dest.read_bytes() == BODY
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_downloaded_files_follow_the_umask(server, tmp_path, umask):
+    server.route("/m.caffemodel", Route(body=BODY))
+    old = os.umask(umask)
+    try:
+        download(server.url("/m.caffemodel"), tmp_path / "m.caffemodel", policy=FAST, progress=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.caffemodel").stat().st_mode) == 0o666 & ~umask
