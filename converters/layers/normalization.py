@@ -42,7 +42,7 @@ def caffe_batch_norm(x: Tensor, mean: Tensor, var: Tensor, eps: float, global_st
     return centred / torch.sqrt(centred.pow(2).mean(dim=dims, keepdim=True) + eps)
 
 
-@register_layer("LRN")
+@register_layer("LRN", bottoms=1, tops=1)
 def lrn_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("lrn_param")
     size, alpha, beta, k = (
@@ -51,18 +51,20 @@ def lrn_layer(ctx: LayerContext) -> Converted:
         float(p.get("beta")),
         float(p.get("k")),
     )
+    if size % 2 == 0:  # Caffe's LayerSetUp, for both regions
+        raise ValueError(f"{ctx.where}: LRN needs an odd local_size, got {size}")
+    if len(ctx.bottom_shape(0)) != 4:
+        raise ValueError(f"{ctx.where}: the input must have 4 axes, got {list(ctx.bottom_shape(0))}")
     if str(p.get("norm_region")) == "WITHIN_CHANNEL":
         return Converted(
             function=lrn_within_channel,
             kwargs={"size": size, "alpha": alpha, "beta": beta},
             keeps_shape=True,
         )
-    if size % 2 == 0:
-        raise ValueError(f"layer '{ctx.name}': LRN across channels needs an odd local_size, got {size}")
     return Converted(module=nn.LocalResponseNorm(size, alpha, beta, k), keeps_shape=True)
 
 
-@register_layer("MVN")
+@register_layer("MVN", bottoms=1, tops=1)
 def mvn_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("mvn_param")
     kwargs = {
@@ -77,19 +79,38 @@ class BatchNorm(nn.Module):
     """Caffe's BatchNorm: normalises with stored mean/variance divided by the stored scale factor
     (or with the batch's statistics when ``use_global_stats`` is false)."""
 
-    def __init__(self, channels: int, eps: float, use_global_stats: bool) -> None:
+    def __init__(
+        self, channels: int, eps: float, use_global_stats: bool, moving_average_fraction: float = 0.999
+    ) -> None:
         super().__init__()
         self.register_buffer("mean", torch.empty(channels, device="meta"))
         self.register_buffer("variance", torch.empty(channels, device="meta"))
         self.register_buffer("scale_factor", torch.empty(1, device="meta"))
         self.eps = eps
         self.use_global_stats = use_global_stats
+        self.moving_average_fraction = moving_average_fraction
 
     def extra_repr(self) -> str:
         return f"channels={self.mean.shape[0]}, eps={self.eps}, use_global_stats={self.use_global_stats}"
 
+    @torch.no_grad()
+    def update_statistics(self, x: Tensor) -> None:
+        """Caffe's moving averages in a training forward: ``f = maf f + 1``, ``mean = mu + maf mean``,
+        ``variance = m/(m-1) var + maf variance`` (biased batch variance, ``m`` values per channel)."""
+        dims = [0] + list(range(2, x.dim()))
+        mu = x.mean(dim=dims)
+        var = (x - mu.reshape([1, -1] + [1] * (x.dim() - 2))).pow(2).mean(dim=dims)
+        m = x.numel() // max(1, x.shape[1] if x.dim() > 1 else 1)
+        correction = m / (m - 1) if m > 1 else 1.0
+        maf = self.moving_average_fraction
+        self.scale_factor.mul_(maf).add_(1)
+        self.mean.copy_(mu.to(self.mean.dtype) + self.mean * maf)
+        self.variance.copy_(var.to(self.variance.dtype) * correction + self.variance * maf)
+
     def forward(self, x: Tensor) -> Tensor:
         if not self.use_global_stats:
+            if self.training:
+                self.update_statistics(x)
             return caffe_batch_norm(x, self.mean, self.variance, self.eps, False)
         factor = torch.where(
             self.scale_factor == 0, torch.zeros_like(self.scale_factor), 1 / self.scale_factor
@@ -97,12 +118,12 @@ class BatchNorm(nn.Module):
         return caffe_batch_norm(x, self.mean * factor, self.variance * factor, self.eps, True)
 
 
-@register_layer("BatchNorm")
+@register_layer("BatchNorm", bottoms=1, tops=1)
 def batch_norm(ctx: LayerContext) -> Converted:
     p = ctx.param("batch_norm_param")
     channels = ctx.channels(1, 0, lambda s: math.prod(s))
     global_stats = bool(p.get("use_global_stats")) if "use_global_stats" in p else ctx.phase == "TEST"
-    module = BatchNorm(channels, float(p.get("eps")), global_stats)
+    module = BatchNorm(channels, float(p.get("eps")), global_stats, float(p.get("moving_average_fraction")))
     blobs = [("mean", (channels,)), ("variance", (channels,)), ("scale_factor", (1,))]
     return Converted(
         module=module, blobs=blobs, fillers=[CONSTANT_ZERO, CONSTANT_ONE, CONSTANT_ONE], keeps_shape=True

@@ -1,0 +1,111 @@
+"""``python -m converters.train SOLVER [--weights W | --snapshot S] [--iters N]``: train a Caffe
+solver whose net reads HDF5Data or ImageData layers, with Caffe's snapshots.
+
+Snapshots every ``snapshot`` iterations and at the end (``snapshot_after_train``); Ctrl-C finishes
+the running iteration, writes a snapshot and exits 130.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..cli import EXIT_INTERRUPTED, Parser, run
+from ..errors import SolverError
+
+
+def _parser() -> Parser:
+    parser = Parser(
+        prog="python -m converters.train",
+        description="Train a Caffe solver (SGD, Nesterov, AdaGrad, RMSProp, AdaDelta, Adam) exactly as "
+        "Caffe does, for nets whose data come from HDF5Data or ImageData layers.",
+    )
+    parser.add_argument("solver", help="solver .prototxt (net:/train_net: relative to its folder)")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--weights", help="initial weights: .caffemodel or .caffemodel.h5")
+    start.add_argument("--snapshot", help="a .solverstate (or .solverstate.h5) to continue from")
+    parser.add_argument("--iters", type=int, help="iterations to run (default: up to max_iter)")
+    parser.add_argument("--device", help="cpu (default) or cuda")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _feeds(sources: list[Any]) -> Any:
+    def feeds() -> dict[str, Any]:
+        batch: dict[str, Any] = {}
+        for source in sources:
+            batch.update(source())
+        return batch
+
+    return feeds
+
+
+def _main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from tqdm import tqdm
+
+    from ..caffe.formats import read_prototxt
+    from ..graph.builder import select_layers
+    from .data import data_sources
+    from .solver import _net_param, _net_state, load_solver
+
+    path = Path(args.solver)
+    if not path.is_file():
+        raise SolverError(f"{path}: no such solver file")
+    param = read_prototxt(path, "SolverParameter")
+    net = _net_param(param, path.parent, str(path))
+    phase, level, stages = _net_state(param, net)
+    layers = select_layers(net, phase=phase, level=level, stages=stages, with_loss=True)
+    seed = int(param.get("random_seed"))
+    sources = data_sources(layers, path.parent, seed if seed >= 0 else 0, phase)
+    shapes: dict[str, Any] = {}
+    for source in sources:
+        shapes.update(source.shapes())
+    solver = load_solver(path, args.weights, device=args.device, input_shapes=shapes)
+    if args.snapshot:
+        solver.restore(args.snapshot)
+    iters = args.iters if args.iters is not None else solver.max_iter - solver.iter
+    if iters < 0:
+        raise SolverError(f"--iters must not be negative, got {iters}")
+    every = int(param.get("snapshot"))
+    feeds = _feeds(sources)
+
+    stop = {"requested": False}
+
+    def request_stop(signum: int, frame: Any) -> None:
+        stop["requested"] = True  # Caffe's SIGINT action: finish the iteration, snapshot, stop
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    last_snapshot = -1
+    try:
+        with tqdm(total=iters, disable=args.no_progress, unit="it", file=sys.stderr) as bar:
+            for _ in range(iters):
+                loss = solver.step(feeds)
+                bar.set_postfix(loss=f"{loss:.5g}", lr=f"{solver.learning_rate:.3g}", refresh=False)
+                bar.update(1)
+                if every and solver.iter % every == 0:
+                    solver.snapshot()
+                    last_snapshot = solver.iter
+                if stop["requested"]:
+                    break
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if stop["requested"] or (bool(param.get("snapshot_after_train")) and last_snapshot != solver.iter):
+        model, state = solver.snapshot()
+        print(f"snapshot: {model} {state}")
+    if stop["requested"]:
+        print(f"interrupted at iteration {solver.iter}: continue with --snapshot {state}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"iteration {solver.iter}, loss {loss if iters else float('nan'):.6g}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command; returns its exit status."""
+    return run(lambda: _main(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""converters.train against real Caffe's solvers (fixtures from tools/make_solver_fixtures.py).
+
+Tolerances (float32 noise: Caffe's OpenBLAS and PyTorch sum in different orders): each iteration's
+loss within 1e-5 relative; each parameter blob after 10 iterations within 1e-4 of the blob's largest
+magnitude (max |ours - Caffe| <= 1e-4 * max |Caffe|); frozen blobs bit-identical. Every case's
+parameters move from their initial values by far more than the tolerance, so a wrong rule fails.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import converters
+from converters.errors import SolverError
+from converters.train import read_state
+from converters.train.data import HDF5Source
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "solvers"
+LOSS_RTOL = 1e-5
+PARAM_TOL = 1e-4
+INPUT_CASES = [
+    "sgd_fixed", "nesterov_step", "adagrad_exp", "rmsprop_inv", "adadelta_multistep", "adam_poly",
+    "sgd_sigmoid", "clip", "l1", "frozen", "batchnorm", "two_losses",
+    "voc-fcn32s", "voc-fcn8s-atonce", "siftflow-fcn16s",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> object:
+    """Tiny nets: one intra-op thread is faster (and not slowed by a busy machine); restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _case(name: str) -> tuple[Path, dict]:
+    folder = FIXTURES / name
+    return folder, json.loads((folder / "case.json").read_text())
+
+
+def _init(folder: Path, tmp_path: Path) -> Path:
+    if (folder / "init.caffemodel").exists():
+        return folder / "init.caffemodel"
+    target = tmp_path / "init.caffemodel"
+    with gzip.open(folder / "init.caffemodel.gz") as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return target
+
+
+def _feeds(inputs: np.lib.npyio.NpzFile, k: int) -> dict[str, np.ndarray]:
+    return {key.split("/")[1]: inputs[key] for key in inputs.files if key.startswith(f"iter{k}/")}
+
+
+def _solver(folder: Path, tmp_path: Path, weights: Path | None = None) -> converters.Solver:
+    """The case's solver, with snapshots going to ``tmp_path``."""
+    solver = converters.load_solver(folder / "solver.prototxt", weights=weights)
+    solver.snapshot_prefix = str(tmp_path / "train")
+    return solver
+
+
+def _check_params(solver: converters.Solver, expected: dict, info: dict, initial: dict) -> None:
+    ours = solver.weights()
+    moved = 0.0
+    for key in [k for k in expected if k.startswith("param/")]:
+        _, layer, i = key.split("/")
+        caffe, mine = expected[key], ours[layer][int(i)]
+        scale = float(np.abs(caffe).max()) or 1.0
+        difference = float(np.abs(mine - caffe).max())
+        assert difference <= PARAM_TOL * scale, f"{key}: off by {difference:.3g} (scale {scale:.3g})"
+        moved = max(moved, float(np.abs(caffe - initial[layer][int(i)]).max()) / scale)
+    assert moved > 100 * PARAM_TOL, f"parameters hardly moved ({moved:.3g}): the case tests nothing"
+    for key in info["unchanged"]:
+        _, layer, i = key.split("/")
+        assert np.array_equal(ours[layer][int(i)], initial[layer][int(i)]), f"{key} is not bit-identical"
+
+
+@pytest.mark.parametrize("name", INPUT_CASES)
+def test_ten_iterations_give_caffes_losses_and_parameters(name: str, tmp_path: Path) -> None:
+    folder, info = _case(name)
+    init = _init(folder, tmp_path)
+    solver = _solver(folder, tmp_path, init)
+    inputs, expected = np.load(folder / "inputs.npz"), dict(np.load(folder / "expected.npz"))
+    losses = np.array([solver.step(_feeds(inputs, k)) for k in range(info["iterations"])], np.float32)
+    np.testing.assert_allclose(losses, expected["loss"], rtol=LOSS_RTOL)
+    assert solver.iter == info["iterations"]
+    _check_params(solver, expected, info, converters.read_weights(init))
+
+
+def test_iter_size_two_over_hdf5_data_gives_caffes_losses_and_parameters(tmp_path: Path) -> None:
+    folder, info = _case("iter_size")
+    net = converters.read_prototxt(folder / "net.prototxt")
+    layer = next(layer for layer in net.getall("layer") if layer.get("type") == "HDF5Data")
+    source = HDF5Source(layer, folder)
+    solver = _solver(folder, tmp_path, folder / "init.caffemodel")
+    assert solver.iter_size == 2
+    expected = dict(np.load(folder / "expected.npz"))
+    losses = np.array([solver.step(source) for _ in range(info["iterations"])], np.float32)
+    np.testing.assert_allclose(losses, expected["loss"], rtol=LOSS_RTOL)
+    _check_params(solver, expected, info, converters.read_weights(folder / "init.caffemodel"))
+
+
+def test_frozen_layers_stay_bit_identical_and_get_no_gradient(tmp_path: Path) -> None:
+    folder, info = _case("frozen")
+    solver = _solver(folder, tmp_path, folder / "init.caffemodel")
+    assert solver.lr_mults[solver.keys.index("conv2.weight")] == 0
+    assert not dict(solver.net.named_parameters())["conv2.weight"].requires_grad
+    before = solver.weights()["conv2"]
+    inputs = np.load(folder / "inputs.npz")
+    for k in range(3):
+        solver.step(_feeds(inputs, k))
+    after = solver.weights()["conv2"]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    assert not np.array_equal(before, solver.weights()["conv1"][:1])
+
+
+@pytest.mark.parametrize("name", ["resume_sgd", "resume_adam_hdf5"])
+def test_caffes_solverstate_is_continued_to_caffes_result(name: str, tmp_path: Path) -> None:
+    folder, info = _case(name)
+    states = list((folder / "caffe_snapshot").glob("*.solverstate*"))
+    assert len(states) == 1
+    solver = _solver(folder, tmp_path)  # no weights: restore brings the learned net
+    solver.restore(states[0])
+    assert solver.iter == 5
+    at_five = np.load(folder / "caffe_params_at_5.npz")
+    for key in at_five.files:
+        _, layer, i = key.split("/")
+        assert np.array_equal(solver.weights()[layer][int(i)], at_five[key])
+    inputs, expected = np.load(folder / "inputs.npz"), dict(np.load(folder / "expected.npz"))
+    losses = [solver.step(_feeds(inputs, k)) for k in range(5, info["iterations"])]
+    np.testing.assert_allclose(np.array(losses, np.float32), expected["loss"][5:], rtol=LOSS_RTOL)
+    _check_params(solver, expected, info, converters.read_weights(folder / "init.caffemodel"))
+
+
+@pytest.mark.parametrize("name", ["resume_sgd", "resume_adam_hdf5"])
+def test_our_solverstate_is_what_caffe_continued_from(name: str, tmp_path: Path) -> None:
+    """When the fixtures were made, real Caffe restored our iteration-5 snapshot and reached its own
+    uninterrupted result (caffe_from_ours.npz, checked here); today's snapshot must equal that file."""
+    folder, info = _case(name)
+    expected, continued = np.load(folder / "expected.npz"), np.load(folder / "caffe_from_ours.npz")
+    for key in expected.files:
+        if key.startswith("param/"):
+            scale = float(np.abs(expected[key]).max())
+            assert float(np.abs(continued[key] - expected[key]).max()) <= PARAM_TOL * scale, key
+    solver = _solver(folder, tmp_path, folder / "init.caffemodel")
+    inputs = np.load(folder / "inputs.npz")
+    for k in range(5):
+        solver.step(_feeds(inputs, k))
+    model, state = solver.snapshot()
+    hdf5 = name.endswith("hdf5")
+    assert Path(model).name == ("train_iter_5.caffemodel.h5" if hdf5 else "train_iter_5.caffemodel")
+    assert Path(state).name == ("train_iter_5.solverstate.h5" if hdf5 else "train_iter_5.solverstate")
+    ours, accepted = read_state(state), read_state(next((folder / "our_snapshot").glob("*.solverstate*")))
+    assert (ours.iter, ours.current_step, len(ours.history)) == (
+        accepted.iter, accepted.current_step, len(accepted.history),
+    )  # fmt: skip
+    for a, b in zip(ours.history, accepted.history, strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * (float(np.abs(b).max()) or 1.0))
+    assert ours.learned_net == model
+    mine = converters.read_weights(model)
+    theirs = converters.read_weights(next((folder / "our_snapshot").glob("*.caffemodel*")))
+    assert mine.keys() == theirs.keys()
+
+
+def test_a_restored_solver_continues_exactly_as_an_uninterrupted_one(tmp_path: Path) -> None:
+    folder, _ = _case("adadelta_multistep")
+    inputs = np.load(folder / "inputs.npz")
+    straight = _solver(folder, tmp_path / "a", folder / "init.caffemodel")
+    (tmp_path / "a").mkdir()
+    for k in range(7):
+        straight.step(_feeds(inputs, k))
+    first = _solver(folder, tmp_path / "b", folder / "init.caffemodel")
+    (tmp_path / "b").mkdir()
+    for k in range(4):
+        first.step(_feeds(inputs, k))
+    _, state = first.snapshot()
+    second = _solver(folder, tmp_path / "c")
+    second.restore(state)
+    assert (second.iter, second.current_step) == (4, first.current_step)
+    for k in range(4, 7):
+        second.step(_feeds(inputs, k))
+    for layer, blobs in straight.weights().items():
+        for a, b in zip(blobs, second.weights()[layer], strict=True):
+            assert np.array_equal(a, b), layer
+
+
+def test_loading_without_weights_fills_blobs_as_caffe_does() -> None:
+    net = """
+    layer { name: "input" type: "Input" top: "data" top: "label"
+            input_param { shape { dim: 1 dim: 2 dim: 4 dim: 4 } shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }
+    layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 3 kernel_size: 1 } }
+    layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }
+    layer { name: "scale" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }
+    layer { name: "up" type: "Deconvolution" bottom: "conv" top: "up"
+            convolution_param { num_output: 3 kernel_size: 4 stride: 2 group: 3 weight_filler { type: "bilinear" } } }
+    layer { name: "loss" type: "SoftmaxWithLoss" bottom: "up" bottom: "label" top: "loss" }
+    """  # noqa: E501
+    param = converters.parse_text(
+        'base_lr: 0.1 lr_policy: "fixed" net_param {' + net + "}", "SolverParameter"
+    )
+    solver = converters.load_solver(param)
+    w = solver.weights()
+    assert not w["conv"][0].any() and not w["conv"][1].any()  # FillerParameter's default: constant 0
+    assert all(not blob.any() for blob in w["bn"])  # Caffe's BatchNorm starts at 0, 0, 0
+    assert (w["scale"][0] == 1).all() and not w["scale"][1].any()
+    assert np.allclose(w["up"][0][0, 0, 1], [0.1875, 0.5625, 0.5625, 0.1875])
+    assert solver.lr_mults[solver.keys.index("bn.mean")] == 0
+
+
+def test_dropout_drops_elements_and_scales_at_train_time_only() -> None:
+    import torch
+
+    layer = converters.parse_text(
+        'layer { name: "d" type: "Dropout" bottom: "x" top: "y" dropout_param { dropout_ratio: 0.3 } }'
+    )
+    net = converters.parse_text(
+        'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 4 dim: 8 dim: 16 dim: 16 } } }'
+    )
+    net.add("layer", layer.getall("layer")[0])
+    graph = converters.build_graph(net, phase="TRAIN")
+    graph.train()
+    torch.manual_seed(0)
+    x = torch.rand(4, 8, 16, 16) + 0.5
+    y = graph(x=x)["y"]
+    kept = y != 0
+    dropped = 1 - kept.float().mean().item()
+    assert abs(dropped - 0.3) < 0.02  # 8192 elements: 0.02 is > 4 standard deviations
+    torch.testing.assert_close(y[kept], x[kept] / 0.7)
+    per_channel = kept.float().mean(dim=(0, 2, 3))
+    assert per_channel.min() > 0.5 and per_channel.max() < 0.9  # elements, not whole channels
+    graph.eval()
+    assert torch.equal(graph(x=x)["y"], x)
+
+
+def test_learning_rate_reports_the_rate_of_the_next_update(tmp_path: Path) -> None:
+    folder, _ = _case("nesterov_step")
+    solver = _solver(folder, tmp_path, folder / "init.caffemodel")
+    inputs = np.load(folder / "inputs.npz")
+    rates = []
+    for k in range(7):
+        rates.append(solver.learning_rate)
+        solver.step(_feeds(inputs, k))
+    base = float(np.float32(0.05))
+    assert rates == pytest.approx([base] * 3 + [base / 2] * 3 + [base / 4], rel=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("solver_text", "message"),
+    [
+        ('net: "net.prototxt" base_lr: 0.1', "lr_policy '' is missing"),
+        ('net: "net.prototxt" base_lr: 0.1 lr_policy: "cosine"', "lr_policy 'cosine' is unknown"),
+        ('net: "net.prototxt" lr_policy: "fixed" type: "Lion"', "unknown solver type 'Lion'"),
+        ('net: "net.prototxt" lr_policy: "fixed" type: "AdaGrad" momentum: 0.9', "momentum cannot be used"),
+        ('net: "missing.prototxt" lr_policy: "fixed"', "net 'missing.prototxt' not found"),
+        ('lr_policy: "fixed"', "no train net"),
+        ('net: "net.prototxt" lr_policy: "step"', "needs a positive stepsize"),
+        ('net: "net.prototxt" lr_policy: "fixed" regularization_type: "L3"', "regularization_type 'L3'"),
+    ],
+)
+def test_solver_mistakes_are_one_line_errors_naming_the_file(
+    solver_text: str, message: str, tmp_path: Path
+) -> None:
+    shutil.copy(FIXTURES / "sgd_fixed" / "net.prototxt", tmp_path / "net.prototxt")
+    (tmp_path / "solver.prototxt").write_text(solver_text)
+    with pytest.raises(SolverError) as error:
+        converters.load_solver(tmp_path / "solver.prototxt")
+    text = str(error.value)
+    assert message in text and "\n" not in text
+    assert str(tmp_path / "solver.prototxt") in text or "no train net" not in message
+
+
+def test_feeds_and_solverstates_that_do_not_fit_are_one_line_errors(tmp_path: Path) -> None:
+    folder, _ = _case("sgd_fixed")
+    solver = _solver(folder, tmp_path, folder / "init.caffemodel")
+    with pytest.raises(SolverError, match="feeds lack 'label'"):
+        solver.step({"data": np.zeros((2, 3, 7, 6), np.float32)})
+    adam_state = next((FIXTURES / "resume_adam_hdf5" / "caffe_snapshot").glob("*.solverstate.h5"))
+    with pytest.raises(SolverError, match="12 history blobs, this SGD solver needs 6"):
+        solver.restore(adam_state)
+    with pytest.raises(SolverError, match="no such solverstate"):
+        solver.restore(tmp_path / "nothing.solverstate")
+    (tmp_path / "text.solverstate").write_text("iter: 3\n")
+    with pytest.raises(SolverError, match="not a .solverstate"):
+        solver.restore(tmp_path / "text.solverstate")
+    with pytest.raises(SolverError, match="snapshot folder"):
+        solver.snapshot(str(tmp_path / "no" / "such" / "prefix"))
