@@ -53,6 +53,8 @@ _TORCH_NAMES = {
     "registered_types": "layers.registry",
     "Converted": "layers.registry",
     "LayerContext": "layers.registry",
+    "load_solver": "train.solver",
+    "Solver": "train.solver",
 }
 
 #: Modules of the flat layout before the sub-packages, kept importable under their old names.
