@@ -382,3 +382,23 @@ def test_rgb_prediction_with_unknown_colour_is_refused(tmp_path) -> None:
     image[2, 3] = (128, 0, 0)  # aeroplane
     Image.fromarray(image).save(path)
     assert runner.read_prediction(path, 21)[2, 3] == 1
+
+
+def test_check_without_published_figures_fails_before_evaluating(
+    voc_root, tmp_path, capsys, monkeypatch
+) -> None:
+    from eval import runner
+
+    root, _ = voc_root
+    prototxt, caffemodel = write_colour_caffe_model(tmp_path)
+
+    def never(*args, **kwargs):
+        raise AssertionError("evaluated before checking for published figures")
+
+    monkeypatch.setattr(runner, "evaluate_model", never)
+    monkeypatch.setattr(runner, "evaluate_predictions", never)
+    common = ["--voc-root", str(root), "--split", "val2011", "--workers", "0", "--no-progress", "--check"]
+    assert voc.main(["--model", str(prototxt), str(caffemodel), *common]) == 2
+    assert "--check: no published figures to compare with" in capsys.readouterr().err
+    assert voc.main(["--predictions", str(tmp_path), *common, "--published", "voc-fcn8s"]) == 2
+    assert "--check: no published figures for voc-fcn8s on voc val2011" in capsys.readouterr().err
