@@ -1,0 +1,167 @@
+"""python -m converters.train and its data sources (HDF5Data, ImageData) read without Caffe.
+
+The HDF5 case is the iter_size fixture made by real Caffe (tools/make_solver_fixtures.py): Caffe's
+HDF5Data layer read those files, so reaching Caffe's parameters shows the reading order is Caffe's.
+This Caffe build has no OpenCV, hence no ImageData golden numbers: the ImageData tests check
+Caffe's documented transform (data_transformer.cpp) on images whose pixels we choose.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import converters
+from converters.train import __main__ as cli
+from converters.train.data import HDF5Source, ImageSource
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "solvers"
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> object:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def hdf5_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The iter_size fixture copied to a scratch folder (snapshots go to snap/ there)."""
+    folder = tmp_path / "case"
+    shutil.copytree(FIXTURES / "iter_size", folder)
+    (folder / "snap").mkdir()
+    monkeypatch.chdir(folder)
+    return folder
+
+
+def test_the_command_trains_an_hdf5_net_to_caffes_parameters(hdf5_case: Path, capsys) -> None:
+    status = cli.main(["solver.prototxt", "--weights", "init.caffemodel", "--iters", "10", "--no-progress"])
+    assert status == 0
+    assert "iteration 10" in capsys.readouterr().out
+    snapshot = converters.read_weights(hdf5_case / "snap" / "train_iter_10.caffemodel")
+    expected = np.load(hdf5_case / "expected.npz")
+    for key in [k for k in expected.files if k.startswith("param/")]:
+        _, layer, i = key.split("/")
+        scale = float(np.abs(expected[key]).max())
+        assert float(np.abs(snapshot[layer][int(i)] - expected[key]).max()) <= 1e-4 * scale, key
+
+
+def test_the_command_snapshots_every_n_iterations_and_continues_from_a_snapshot(hdf5_case: Path) -> None:
+    solver_text = (hdf5_case / "solver.prototxt").read_text() + "snapshot: 2\nmax_iter: 4\n"
+    (hdf5_case / "solver.prototxt").write_text(solver_text)
+    assert cli.main(["solver.prototxt", "--weights", "init.caffemodel", "--no-progress"]) == 0
+    written = sorted(p.name for p in (hdf5_case / "snap").iterdir())
+    assert written == [f"train_iter_{i}.{e}" for i in (2, 4) for e in ("caffemodel", "solverstate")]
+    assert cli.main(["solver.prototxt", "--snapshot", "snap/train_iter_4.solverstate", "--iters", "1",
+                     "--no-progress"]) == 0  # fmt: skip
+    assert (hdf5_case / "snap" / "train_iter_5.solverstate").is_file()
+
+
+def test_ctrl_c_finishes_the_iteration_writes_a_snapshot_and_exits_130(
+    hdf5_case: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    original = converters.Solver.step
+
+    def step_then_ctrl_c(self: converters.Solver, feeds: object, iters: int = 1) -> float:
+        loss = original(self, feeds, iters)
+        if self.iter == 3:
+            signal.raise_signal(signal.SIGINT)
+        return loss
+
+    monkeypatch.setattr(converters.Solver, "step", step_then_ctrl_c)
+    status = cli.main(["solver.prototxt", "--weights", "init.caffemodel", "--iters", "50", "--no-progress"])
+    assert status == 130
+    assert sorted(p.name for p in (hdf5_case / "snap").iterdir()) == [
+        "train_iter_3.caffemodel", "train_iter_3.solverstate",
+    ]  # fmt: skip
+    assert "--snapshot" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["missing.prototxt"], "no such solver file"),
+        (["solver.prototxt", "--weights", "w", "--snapshot", "s"], "not allowed with argument"),
+        (["solver.prototxt", "--iters", "-1"], "--iters must not be negative"),
+    ],
+)
+def test_bad_command_lines_are_one_error_line_and_exit_2(
+    hdf5_case: Path, argv: list[str], message: str, capsys
+) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_nets_with_other_data_layers_are_told_to_use_the_python_api(tmp_path: Path, capsys) -> None:
+    shutil.copy(FIXTURES / "sgd_fixed" / "net.prototxt", tmp_path / "net.prototxt")
+    shutil.copy(FIXTURES / "sgd_fixed" / "solver.prototxt", tmp_path / "solver.prototxt")
+    assert cli.main([str(tmp_path / "solver.prototxt"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "layer 'input' (Input)" in err and "Python API" in err and "\n" not in err
+    assert not any(p.suffix in (".caffemodel", ".solverstate") for p in tmp_path.rglob("*"))
+
+
+def test_hdf5_source_reads_rows_in_order_across_files_and_wraps(tmp_path: Path) -> None:
+    import h5py
+
+    for name, start in (("a.h5", 0), ("b.h5", 3)):
+        with h5py.File(tmp_path / name, "w") as f:
+            f["x"] = np.arange(start, start + 3, dtype=np.float64).reshape(3, 1)
+            f["y"] = np.arange(start, start + 3, dtype=np.int32)
+    (tmp_path / "list.txt").write_text("a.h5 b.h5\n")
+    layer = converters.parse_text(
+        'layer { name: "d" type: "HDF5Data" top: "x" top: "y" '
+        'hdf5_data_param { source: "list.txt" batch_size: 4 } }'
+    ).getall("layer")[0]
+    source = HDF5Source(layer, tmp_path)
+    assert source.shapes() == {"x": (4, 1), "y": (4,)}
+    batches = [source() for _ in range(3)]
+    assert [b["x"][:, 0].tolist() for b in batches] == [[0, 1, 2, 3], [4, 5, 0, 1], [2, 3, 4, 5]]
+    assert batches[0]["y"].dtype == np.float32 and batches[1]["y"].tolist() == [4, 5, 0, 1]
+
+
+def _image_net(tmp_path: Path, transform: str, extra: str = "") -> object:
+    from PIL import Image
+
+    pixels = np.zeros((4, 6, 3), np.uint8)
+    pixels[..., 0] = np.arange(24).reshape(4, 6)  # red
+    pixels[..., 2] = 200  # blue
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    Image.fromarray(255 - pixels).save(tmp_path / "b.png")
+    (tmp_path / "list.txt").write_text("a.png 3\nb.png 7\n")
+    return converters.parse_text(
+        f'layer {{ name: "d" type: "ImageData" top: "data" top: "label" transform_param {{ {transform} }}'
+        f' image_data_param {{ source: "list.txt" batch_size: 2 {extra} }} }}'
+    ).getall("layer")[0]
+
+
+def test_image_source_gives_bgr_minus_mean_times_scale_with_labels(tmp_path: Path) -> None:
+    layer = _image_net(tmp_path, "mean_value: 10 mean_value: 20 mean_value: 30 scale: 0.5")
+    batch = ImageSource(layer, tmp_path)()
+    assert batch["data"].shape == (2, 3, 4, 6) and batch["label"].tolist() == [3, 7]
+    first = batch["data"][0]
+    np.testing.assert_array_equal(first[0], np.full((4, 6), (200 - 10) * 0.5))  # B
+    np.testing.assert_array_equal(first[1], np.full((4, 6), (0 - 20) * 0.5))  # G
+    np.testing.assert_array_equal(first[2], (np.arange(24).reshape(4, 6) - 30) * 0.5)  # R
+
+
+def test_image_source_crops_the_centre_outside_training_and_resizes(tmp_path: Path) -> None:
+    layer = _image_net(tmp_path, "crop_size: 2 mirror: true")
+    test_batch = ImageSource(layer, tmp_path, phase="TEST")()
+    np.testing.assert_array_equal(test_batch["data"][0, 2], [[8, 9], [14, 15]])  # rows 1-2, cols 2-3
+    train = ImageSource(layer, tmp_path, seed=3)
+    crops = {tuple(train()["data"][0, 2].reshape(-1)) for _ in range(30)}
+    assert len(crops) > 4  # random offsets and mirrors in TRAIN
+    resized = ImageSource(_image_net(tmp_path, "", "new_height: 8 new_width: 12"), tmp_path)()
+    assert resized["data"].shape == (2, 3, 8, 12)
+    np.testing.assert_array_equal(resized["data"][0, 0], np.full((8, 12), 200))
