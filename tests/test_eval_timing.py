@@ -290,3 +290,58 @@ def test_variant_labels_and_freeze_option(capsys) -> None:
     assert requested_variants(False, False, None, False) == []
     assert timing.main(["--freeze"]) == 2
     assert "--freeze applies to --compile" in capsys.readouterr().err
+
+
+CLASSIFIER = """
+name: "classifier"
+layer { name: "input" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 40 dim: 40 } } }
+layer { name: "c1" type: "Convolution" bottom: "data" top: "c1"
+        convolution_param { num_output: 4 kernel_size: 3 stride: 2 } }
+layer { name: "fc" type: "InnerProduct" bottom: "c1" top: "fc" inner_product_param { num_output: 3 } }
+layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
+"""
+
+
+def test_a_net_that_is_not_fully_convolutional_is_timed_at_its_declared_size(tmp_path, capsys) -> None:
+    proto = tmp_path / "classifier.prototxt"
+    proto.write_text(CLASSIFIER)
+    out = tmp_path / "t.json"
+    args = ["--model", str(proto), "--device", "cpu", "--no-progress", "--json", str(out)]
+    assert timing.main(args) == 0
+    captured = capsys.readouterr()
+    data = json.loads(out.read_text())
+    assert data["size"] == [40, 40] and data["static"]["receptive_field"] is None
+    assert "declared input size 40x40" in captured.err and "| - | - | prob |" in captured.out
+    assert timing.main([*args, "--size", "40x40"]) == 0
+    capsys.readouterr()
+    assert timing.main([*args, "--size", "500x500"]) == 2
+    err = capsys.readouterr().err
+    assert "not fully convolutional" in err and "leave out --size" in err and len(err.splitlines()) == 1
+
+
+def test_a_size_far_from_the_papers_is_said_before_the_comparison() -> None:
+    papers = timing.paper_times("voc-fcn8s")
+    assert timing.size_notes((500, 500), papers) == [] and timing.size_notes((480, 520), papers) == []
+    (note,) = timing.size_notes((224, 224), papers)
+    assert "timed at 224x224, the paper at 500x500" in note
+    assert timing.size_notes((224, 224), []) == []  # nothing of the paper's to compare with
+
+
+def test_the_note_comes_before_the_paper_columns() -> None:
+    row = dict(variant="fp32", median_ms=10.0, q1_ms=9.0, q3_ms=11.0, min_ms=8.0, max_ms=12.0,
+               images_per_s=100.0, argmax_agreement=1.0)
+    static = dict(parameters=1, conv_layers=1, receptive_field=3, max_stride=1, coarse_blob="s",
+                  all_parameters=1)
+    result = dict(model="m", size=[64, 64], device_name="cpu", weights="random", runs=20, warmup=1, torch="x",
+                  threads=1, static=static, paper=[dict(net="FCN-8s", ms=175.0, source="paper")],
+                  notes=["timed at 64x64, the paper at 500x500"], rows=[row])
+    text = markdown_report(result)
+    assert text.index("note: timed at 64x64") < text.index("paper FCN-8s (K40c)")
+
+
+def test_timing_shows_progress_on_stderr(capsys) -> None:
+    inputs = {"data": torch.zeros(1, 3, 8, 8)}
+    time_variant(TinyModule(), inputs, Variant(), runs=20, warmup=1, progress=True)
+    assert "timing fp32" in capsys.readouterr().err
+    time_variant(TinyModule(), inputs, Variant(), runs=20, warmup=1)
+    assert capsys.readouterr().err == ""
