@@ -26,7 +26,7 @@ LOSS_RTOL = 1e-5
 PARAM_TOL = 1e-4
 INPUT_CASES = [
     "sgd_fixed", "nesterov_step", "adagrad_exp", "rmsprop_inv", "adadelta_multistep", "adam_poly",
-    "sgd_sigmoid", "clip", "l1", "frozen", "batchnorm", "two_losses",
+    "sgd_sigmoid", "clip", "l1", "frozen", "batchnorm", "two_losses", "saturated_loss",
     "voc-fcn32s", "voc-fcn8s-atonce", "siftflow-fcn16s",
 ]  # fmt: skip
 

@@ -130,6 +130,7 @@ class Case:
     input_std: float = 1.0
     classes: dict[str, int] = field(default_factory=lambda: {"label": 3})
     compress_init: bool = False
+    init_scale: dict[str, float] = field(default_factory=dict)  # layer -> factor on its seeded weights
 
 
 def _sgd(**extra: Any) -> dict[str, Any]:
@@ -208,6 +209,12 @@ CASES = [
         "two_losses", lambda: TWO_LOSS_NET, _sgd(base_lr=0.01),
         "two SoftmaxWithLoss: loss_weight 0.7 with legacy normalize: false, and FULL; ignore_label",
         classes={"sem": 4, "geo": 3},
+    ),
+    Case(
+        "saturated_loss", lambda: TINY_NET, _sgd(base_lr=1e-4),
+        "score weights x300: some label probabilities underflow FLT_MIN (Caffe's loss clamps the log, "
+        "its gradient is still prob - 1)",
+        init_scale={"score": 300.0},
     ),
     Case(
         "resume_sgd", lambda: TINY_NET, _sgd(lr_policy="multistep", stepvalue=[3, 7], gamma=0.1),
@@ -392,6 +399,8 @@ def generate(case: Case) -> None:
             _write_hdf5_inputs(work, rng)
         init = caffe.Net(str(work / "net.prototxt"), caffe.TRAIN)
         _initial_values(init, definition, rng)
+        for layer, factor in case.init_scale.items():
+            init.params[layer][0].data[...] *= factor
         init.save(str(work / "init.caffemodel"))
         inputs = {} if hdf5 else _inputs(case, definition, rng)
         np.savez_compressed(work / "inputs.npz", **inputs)

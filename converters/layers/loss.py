@@ -18,7 +18,9 @@ def softmax_with_loss(
     """Caffe's SoftmaxWithLoss value (a 0-D tensor), with its normalization modes."""
     axis = axis + score.dim() if axis < 0 else axis
     log_prob = F.log_softmax(score, dim=axis)
-    log_prob = torch.clamp(log_prob, min=math.log(torch.finfo(torch.float32).tiny))
+    # Caffe clamps the value at log(FLT_MIN) but its gradient stays softmax - onehot: straight through
+    floor = math.log(torch.finfo(torch.float32).tiny)
+    log_prob = torch.where(log_prob < floor, log_prob - log_prob.detach() + floor, log_prob)
     moved = log_prob.movedim(axis, -1).reshape(-1, score.shape[axis])
     target = label.reshape(-1).long()
     valid = torch.ones_like(target, dtype=torch.bool) if ignore_label is None else target != ignore_label
