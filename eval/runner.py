@@ -524,6 +524,7 @@ def _run(args, *, dataset_key, splits, make_dataset, modalities) -> int:
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise DatasetError(f"--json {args.json}: its folder does not exist")
     progress = not args.no_progress
+    device = None if args.predictions else device_from_text(args.device)
     make_dataset(args.split, (), args.limit)  # a bad dataset root fails before a model loads
     if args.predictions:
         dataset = make_dataset(args.split, (), args.limit)
@@ -532,7 +533,7 @@ def _run(args, *, dataset_key, splits, make_dataset, modalities) -> int:
         result = evaluate_predictions(dataset, args.predictions, workers=args.workers, progress=progress)
         model_label, registry_name = f"predictions in {args.predictions}", None
     else:
-        device = device_from_text(args.device)
+        assert device is not None
         model = load_trained_model(args.model, device)
         inputs = input_modalities(model, modalities, parse_assignments(args.input, "--input"))
         dataset = make_dataset(args.split, sorted(set(inputs.values())), args.limit)
