@@ -332,3 +332,26 @@ def test_run_option_makes_missing_results(hermetic, tmp_path, monkeypatch, capsy
     assert [c[1] for c in evals] == ["voc-fcn8s"]
     assert evals[0][2:4] == ("seg11valid", [("--voc-root", str(tmp_path / "voc"))])
     assert _table_row(capsys.readouterr().out, "FCN-8s", "measured (voc-fcn8s)")[4] == "65.00"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_the_demo_output_follows_the_umask(tmp_path, umask) -> None:
+    old = os.umask(umask)
+    try:
+        demo.run_demo(ConstantNet(15), demo.DEMO_IMAGE, tmp_path / "out.png", None)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_run_shows_the_childs_progress_and_names_its_error(capfd) -> None:
+    from reproduce import tables
+
+    progress = "import sys; sys.stderr.write('timing fp32: 50%\\r'); sys.stderr.flush()"
+    tables.run_command([sys.executable, "-c", progress], "timing x")
+    err = capfd.readouterr().err
+    assert "running: -c" in err and "timing fp32: 50%" in err
+    failing = progress + "; sys.stderr.write('error: no CUDA here\\n'); sys.exit(2)"
+    with pytest.raises(ValueError, match="^timing x failed: no CUDA here$"):
+        tables.run_command([sys.executable, "-c", failing], "timing x")
+    assert "error: no CUDA here" in capfd.readouterr().err  # shown as it came, too
