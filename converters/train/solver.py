@@ -209,9 +209,7 @@ class Solver:
     def apply_update(self) -> None:
         """``ApplyUpdate``: rate, clipping, then normalise, regularise and update every blob."""
         rate, self.current_step = updates.learning_rate(self.param, self.iter, self.current_step)
-        diffs = [
-            t.grad.detach().clone() if t.grad is not None else torch.zeros_like(t) for t in self._tensors
-        ]
+        diffs = [t.grad if t.grad is not None else torch.zeros_like(t) for t in self._tensors]
         clip = float(np.float32(self.param.get("clip_gradients")))
         if clip >= 0:
             sumsq = np.float32(0)
@@ -406,7 +404,8 @@ def load_solver(
         device=device,
     )
     graph = _with_loss_outputs(graph, net, stored, phase, level, stages, input_shapes, device)
-    _fill_like_caffe(graph)
+    seed = int(param.get("random_seed"))
+    _fill_like_caffe(graph, seed if seed >= 0 else 0)
     prefix = str(param.get("snapshot_prefix")) if "snapshot_prefix" in param else None
     if path is not None:
         if prefix is None:
@@ -441,10 +440,10 @@ def _with_loss_outputs(
     return rebuilt
 
 
-def _fill_like_caffe(graph: fx.GraphModule) -> None:
+def _fill_like_caffe(graph: fx.GraphModule, seed: int = 0) -> None:
     """Refill the layers that had no stored weights with Caffe's own default fillers (the builder
     uses inference-friendly defaults where a prototxt gives none)."""
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     definition = {str(layer.get("name")): layer for layer in graph.caffe.definition.getall("layer")}
     state = dict(graph.named_parameters()) | dict(graph.named_buffers())
     with torch.no_grad():

@@ -116,7 +116,7 @@ def compute_update(
     h = history[index]
     if kind == "SGD":
         axpby(local_rate, diff, float(momentum), h)
-        return h.clone()
+        return h  # Caffe copies the history into the diff: the same values
     if kind == "Nesterov":
         previous = h.clone()
         axpby(local_rate, diff, float(momentum), h)
