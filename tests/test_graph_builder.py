@@ -115,8 +115,8 @@ def test_in_place_layers_overwrite_their_blob() -> None:
 
 
 def test_unsupported_layer_names_the_layer_and_type() -> None:
-    text = SMALL_NET + 'layer { name: "odd" type: "Normalize" bottom: "score" top: "odd" }'
-    with pytest.raises(UnsupportedLayerError, match="'odd'.*'Normalize'"):
+    text = SMALL_NET + 'layer { name: "odd" type: "Frobnicate" bottom: "score" top: "odd" }'
+    with pytest.raises(UnsupportedLayerError, match="'odd'.*'Frobnicate'"):
         build_graph(parse_text(text))
 
 

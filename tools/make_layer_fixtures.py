@@ -1237,6 +1237,154 @@ def make_tiny_fcn(caffe, out_dir: Path) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------
+# Refusal probes: what real Caffe does with nets a user may get wrong (tools/README.md records it)
+
+
+def _probe_net(shapes: dict[str, Shape], *layers: str) -> str:
+    """An Input-layer prototxt (one top per entry of ``shapes``) followed by ``layers``."""
+    tops = "".join(f' top: "{b}"' for b in shapes)
+    dims = "".join(" shape {" + "".join(f" dim: {d}" for d in s) + " }" for s in shapes.values())
+    return (
+        f'layer {{ name: "input" type: "Input"{tops} input_param {{{dims} }} }}\n' + "\n".join(layers) + "\n"
+    )
+
+
+def _layer(name: str, kind: str, bottoms: str, tops: str, extra: str = "") -> str:
+    """One layer in text form; ``bottoms`` and ``tops`` are space-separated blob names."""
+    blobs = "".join(f' bottom: "{b}"' for b in bottoms.split()) + "".join(
+        f' top: "{t}"' for t in tops.split()
+    )
+    return f'layer {{ name: "{name}" type: "{kind}"{blobs} {extra} }}'
+
+
+IMG = {"data": (1, 3, 8, 8)}
+TWO = {"a": (1, 3, 4, 4), "b": (1, 3, 4, 4)}
+CONV = "convolution_param { num_output: 4 kernel_size: 3 %s }"
+PROBES: dict[str, str] = {
+    "conv_group_0": _probe_net(IMG, _layer("c", "Convolution", "data", "c", CONV % "group: 0")),
+    "log_base_1": _probe_net(IMG, _layer("l", "Log", "data", "l", "log_param { base: 1 }")),
+    "log_base_0": _probe_net(IMG, _layer("l", "Log", "data", "l", "log_param { base: 0 }")),
+    "exp_base_neg2": _probe_net(IMG, _layer("e", "Exp", "data", "e", "exp_param { base: -2 }")),
+    "conv_no_bottom": _probe_net(IMG, _layer("c", "Convolution", "", "c", CONV % "")),
+    "relu_two_tops": _probe_net(IMG, _layer("r", "ReLU", "data", "r r2")),
+    "eltwise_one_bottom": _probe_net(IMG, _layer("e", "Eltwise", "data", "e")),
+    "ip_no_top": _probe_net(
+        IMG, _layer("ip", "InnerProduct", "data", "", "inner_product_param { num_output: 2 }")
+    ),
+    "slice_one_top": _probe_net(IMG, _layer("s", "Slice", "data", "s")),
+    "input_negative_dim": _probe_net({"data": (1, -3, 8, 8)}, _layer("r", "ReLU", "data", "r")),
+    "input_zero_dim_conv": _probe_net(
+        {"data": (1, 3, 0, 8)}, _layer("c", "Convolution", "data", "c", CONV % "")
+    ),
+    "input_zero_batch_conv": _probe_net(
+        {"data": (0, 3, 8, 8)}, _layer("c", "Convolution", "data", "c", CONV % "")
+    ),
+    "input_zero_batch_relu": _probe_net({"data": (0, 3, 8, 8)}, _layer("r", "ReLU", "data", "r")),
+    "conv_huge_kernel": _probe_net(
+        IMG,
+        _layer(
+            "c", "Convolution", "data", "c", "convolution_param { num_output: 4 kernel_size: 2147483647 }"
+        ),
+    ),
+    "conv_huge_stride": _probe_net(IMG, _layer("c", "Convolution", "data", "c", CONV % "stride: 2147483647")),
+    "conv_huge_pad": _probe_net(IMG, _layer("c", "Convolution", "data", "c", CONV % "pad: 1000000")),
+    "input_with_bottom": _probe_net(
+        IMG, _layer("in2", "Input", "data", "x", "input_param { shape { dim: 1 } }")
+    ),
+    "ip_over_int_max": _probe_net(
+        {"data": (1, 16)},
+        _layer("ip", "InnerProduct", "data", "ip", "inner_product_param { num_output: 1073741824 }"),
+    ),
+    "eltwise_shapes_differ": _probe_net(
+        {"a": (1, 3, 4, 4), "b": (1, 3, 5, 5)}, _layer("e", "Eltwise", "a b", "e")
+    ),
+    "scale_two_bottoms_differ": _probe_net({"x": (1, 3, 4, 5), "s": (4,)}, _layer("s", "Scale", "x s", "y")),
+    "bias_two_bottoms_differ": _probe_net({"x": (1, 3, 4, 5), "b": (4,)}, _layer("b", "Bias", "x b", "y")),
+    "lrn_two_bottoms": _probe_net(TWO, _layer("n", "LRN", "a b", "n")),
+    "mvn_two_bottoms": _probe_net(TWO, _layer("n", "MVN", "a b", "n")),
+    "power_two_bottoms": _probe_net(TWO, _layer("p", "Power", "a b", "p")),
+    "softmax_axis_4": _probe_net(IMG, _layer("s", "Softmax", "data", "s", "softmax_param { axis: 4 }")),
+    "conv_stride_w_only": _probe_net(IMG, _layer("c", "Convolution", "data", "c", CONV % "stride_w: 2")),
+    "pool_stride_w_only": _probe_net(
+        IMG, _layer("p", "Pooling", "data", "p", "pooling_param { pool: MAX kernel_size: 3 stride_w: 2 }")
+    ),
+    "pool_huge_pad": _probe_net(
+        IMG, _layer("p", "Pooling", "data", "p", "pooling_param { kernel_size: 3 pad: 5 }")
+    ),
+    "pool_3d_input": _probe_net(
+        {"data": (1, 3, 8)}, _layer("p", "Pooling", "data", "p", "pooling_param { kernel_size: 2 }")
+    ),
+    "pool_ave_two_tops": _probe_net(
+        IMG, _layer("p", "Pooling", "data", "p m", "pooling_param { pool: AVE kernel_size: 2 stride: 2 }")
+    ),
+    "reduction_axis_4": _probe_net(IMG, _layer("r", "Reduction", "data", "r", "reduction_param { axis: 4 }")),
+    "reduction_empty_axis": _probe_net(
+        {"data": (2, 0, 3)},
+        _layer("r", "Reduction", "data", "r", "reduction_param { operation: MEAN axis: 1 }"),
+    ),
+    "scale_axis_int_max": _probe_net(
+        IMG, _layer("s", "Scale", "data", "s", "scale_param { axis: 2147483647 }")
+    ),
+    "conv_two_bottoms_one_top": _probe_net(TWO, _layer("c", "Convolution", "a b", "c", CONV % "")),
+    "conv_two_bottoms_differ": _probe_net(
+        {"a": (1, 3, 4, 4), "b": (1, 3, 5, 4)}, _layer("c", "Convolution", "a b", "ca cb", CONV % "")
+    ),
+    "top_from_two_layers": _probe_net(
+        IMG, _layer("r1", "ReLU", "data", "x"), _layer("r2", "Sigmoid", "data", "x")
+    ),
+    "shared_param_shape_differs": _probe_net(
+        IMG,
+        _layer("c1", "Convolution", "data", "c1", 'param { name: "w" } ' + CONV % ""),
+        _layer(
+            "c2",
+            "Convolution",
+            "data",
+            "c2",
+            'param { name: "w" } convolution_param { num_output: 4 kernel_size: 1 }',
+        ),
+    ),
+    "shared_param_lr_differs": _probe_net(
+        IMG,
+        _layer("c1", "Convolution", "data", "c1", 'param { name: "w" lr_mult: 1 } ' + CONV % ""),
+        _layer("c2", "Convolution", "data", "c2", 'param { name: "w" lr_mult: 2 } ' + CONV % ""),
+    ),
+    "too_many_params": _probe_net(IMG, _layer("r", "ReLU", "data", "r", "param { lr_mult: 0 }")),
+    "flatten_in_place": _probe_net(IMG, _layer("f", "Flatten", "data", "data")),
+    "crop_one_bottom": _probe_net(IMG, _layer("c", "Crop", "data", "c")),
+    "tile_zero": _probe_net(IMG, _layer("t", "Tile", "data", "t", "tile_param { tiles: 0 }")),
+    "argmax_top_k_too_big": _probe_net(
+        IMG, _layer("a", "ArgMax", "data", "a", "argmax_param { axis: 1 top_k: 4 }")
+    ),
+    "duplicate_layer_names": _probe_net(
+        IMG, _layer("r", "ReLU", "data", "x"), _layer("r", "Sigmoid", "x", "y")
+    ),
+}
+
+
+def probe_refusals(names: list[str]) -> int:
+    """Build each probe net in real Caffe (a subprocess each: Caffe aborts on a failed CHECK) and
+    print what it did: its tops' shapes after a forward pass, or the check that failed."""
+    import subprocess
+
+    script = (
+        "import sys, caffe; caffe.set_mode_cpu(); net = caffe.Net(sys.argv[1], caffe.TEST); net.forward(); "
+        "print('runs: ' + ', '.join(f'{k} {list(v.data.shape)}' for k, v in net.blobs.items()))"
+    )
+    for name in names or list(PROBES):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "net.prototxt"
+            path.write_text(PROBES[name])
+            done = subprocess.run(
+                [sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120
+            )
+        lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+        fatal = [line for line in lines if line.startswith(("F", "runs:", "Traceback"))] or lines[-1:]
+        verdict = fatal[0] if fatal else f"exit {done.returncode}"
+        print(f"{name}: rc={done.returncode} {verdict}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
 # Checking committed fixtures without Caffe
 
 
@@ -1316,7 +1464,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="check the committed fixtures with converters (no Caffe needed) and exit",
     )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="build the refusal probe nets (PROBES, or those named) in Caffe and print what it did",
+    )
     args = parser.parse_args(argv)
+    if args.probe:
+        load_caffe()
+        return probe_refusals(args.cases)
     cases = build_cases()
     known = {c.name: c for c in cases}
     if args.list:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import keyword
+import math
 import operator
 import os
 import re
@@ -33,8 +34,9 @@ from ..caffe.message import Message
 from ..caffe.netdef import filter_layers, layer_type
 from ..caffe.text import refuse_unknown_fields
 from ..caffe.traits import is_loss_or_metric
-from ..errors import CaffeFormatError, NetError, WeightsMismatchError
+from ..errors import CaffeFormatError, NetError, UnsupportedLayerError, WeightsMismatchError
 from ..layers import Converted, LayerContext, converter_for, fill
+from ..layers.registry import blob_counts, check_count
 from .inputs import input_shapes, is_source
 
 Shape = tuple[int, ...]
@@ -82,6 +84,10 @@ class _Planned:
     attr: str
     converted: Converted
     stored: list[np.ndarray] | None
+    params: list[Message] = dataclasses.field(default_factory=list)
+    """The layer's ``param`` specs (``name`` shares a blob between layers; Caffe's ParamSpec)."""
+    renamed: bool = False
+    """Another layer of the same name came first: Caffe gives that one the caffemodel's blobs."""
 
 
 @dataclasses.dataclass
@@ -104,16 +110,14 @@ def select_layers(
     with_loss: bool = False,
 ) -> list[Message]:
     """The layers Caffe instantiates for this state (upgraded from V1, filtered by phase, level and
-    stages), without loss and accuracy layers unless ``with_loss``; names must be unique."""
+    stages), without loss and accuracy layers unless ``with_loss``. Names may repeat, as Caffe
+    allows: the graph gives each layer its own attribute, and a caffemodel's blobs go to the first
+    layer of that name (Caffe's ``CopyTrainedLayersFrom``)."""
     if phase not in ("TEST", "TRAIN"):
         raise ValueError(f"phase must be 'TEST' or 'TRAIN', not {phase!r}")
     layers = filter_layers(net, phase, level, stages)
     layers = [layer for layer in layers if with_loss or not is_loss_or_metric(layer_type(layer))]
     refuse_unknown_fields(layers)  # a misspelled field: Caffe refuses the net
-    names = [str(layer.get("name")) for layer in layers]
-    duplicates = {n for n in names if names.count(n) > 1}
-    if duplicates:
-        raise NetError(f"layer names are not unique: {', '.join(sorted(duplicates))}")
     return layers
 
 
@@ -151,9 +155,19 @@ def build_graph(
         trace.root, trace.graph, class_name=_identifier(str(net.get("name") or "CaffeNet"), set())
     )
     target = torch.device(device) if device is not None else torch.device("cpu")
+    shared = _shared_blobs(trace.planned)
+    _check_parameter_memory(trace.planned, shared, target)
     module.to_empty(device=target)
     randomly = _load_blobs(
-        module, trace.planned, weights, strict, seed, initialise and target.type != "meta", shapes, declared
+        module,
+        trace.planned,
+        shared,
+        weights,
+        strict,
+        seed,
+        initialise and target.type != "meta",
+        shapes,
+        declared,
     )
     names = {str(layer.get("name")) for layer in layers}
     module.eval()
@@ -170,12 +184,14 @@ def build_graph(
         definition=_definition(net, layers),
         parameter_blobs={
             p.name: [f"{p.attr}.{a}" for a, _ in p.converted.blobs]
-            for p in trace.planned
+            for p in reversed(trace.planned)  # a repeated name: the first layer's, as Caffe saves it
             if p.converted.blobs
         },
         bottom_shapes=trace.bottom_shapes,
         parameter_shapes={
-            p.name: [tuple(s) for _, s in p.converted.blobs] for p in trace.planned if p.converted.blobs
+            p.name: [tuple(s) for _, s in p.converted.blobs]
+            for p in reversed(trace.planned)
+            if p.converted.blobs
         },
     )
     return module
@@ -201,7 +217,11 @@ def _trace(
     phase: str,
     outputs: Sequence[str] | None,
 ) -> _Trace:
-    """Every layer's converter, called in order and run on meta tensors to learn its tops' shapes."""
+    """Every layer's converter, called in order and run on meta tensors to learn its tops' shapes.
+
+    Each layer is checked as Caffe's ``Net::Init`` and ``Layer::SetUp`` check it before its
+    converter runs: its bottom and top counts, and that a top is written by a second layer only in
+    place; every top's shape as ``Blob::Reshape`` checks it."""
     graph = fx.Graph()
     root = nn.Module()
     taken: set[str] = set()
@@ -210,6 +230,8 @@ def _trace(
     available: list[str] = []
     bottom_shapes: dict[str, list[Shape]] = {}
     planned: list[_Planned] = []
+    producers: dict[str, str] = {}
+    names_seen: set[str] = set()
     for top, shape in shapes.items():
         nodes[top] = graph.placeholder(_identifier(top, taken))
         metas[top] = torch.empty(shape, device="meta")
@@ -217,6 +239,11 @@ def _trace(
     for layer in layers:
         name, kind = str(layer.get("name")), layer_type(layer)
         bottoms, tops = list(layer.getall("bottom")), list(layer.getall("top"))
+        converter = converter_for(kind, name)
+        blob_counts(kind).check(name, kind, len(bottoms), len(tops))
+        _check_producers(name, kind, bottoms, tops, producers)
+        renamed = name in names_seen
+        names_seen.add(name)
         if is_source(layer):
             available += [t for t in tops if t in nodes]
             continue
@@ -225,53 +252,72 @@ def _trace(
             raise NetError(
                 f"layer '{name}' ({kind}) reads blob '{missing[0]}', which no earlier layer produces"
             )
-        stored = (weights or {}).get(name)
-        bottom_shapes[name] = [tuple(metas[b].shape) for b in bottoms]
+        stored = None if renamed else (weights or {}).get(name)
+        bottom_shapes.setdefault(name, [tuple(metas[b].shape) for b in bottoms])
         ctx = LayerContext(
             layer=layer,
             name=name,
             type=kind,
             bottoms=bottoms,
             tops=tops,
-            bottom_shapes=list(bottom_shapes[name]),
+            bottom_shapes=[tuple(metas[b].shape) for b in bottoms],
             blob_shapes=[tuple(b.shape) for b in stored] if stored else None,
             phase=phase,
         )
         try:
-            converted = converter_for(kind, name)(ctx)
+            converted = converter(ctx)
         except NetError:
             raise
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, ArithmeticError, IndexError) as exc:
             if str(exc).startswith(f"layer '{name}'"):
                 raise NetError(str(exc)) from None
             raise NetError(f"layer '{name}' ({kind}): {exc}") from None
+        where = f"layer '{name}' ({kind})"
+        for i, (_, blob_shape) in enumerate(converted.blobs):
+            check_count(blob_shape, f"parameter blob {i}", where)
+        params = list(layer.getall("param"))
+        if len(params) > len(converted.blobs):
+            raise NetError(
+                f"{where} has {len(params)} param specs but only {len(converted.blobs)} parameter blobs "
+                "(Caffe: too many params specified)"
+            )
         for b in bottoms:
             if b in available:
                 available.remove(b)
         if converted.role == "silence":
             continue
-        args = tuple(nodes[b] for b in bottoms)
-        node_name = _identifier(name if set(tops) & set(bottoms) or len(tops) != 1 else tops[0], taken)
-        if converted.module is not None:
-            attr = node_name if node_name.isidentifier() else _identifier(name, taken)
-            root.add_module(attr, converted.module)
-            node = graph.create_node("call_module", attr, args, name=node_name)
-            call = converted.module
-            planned.append(_Planned(name, kind, attr, converted, stored))
-        else:
-            node = graph.create_node(
-                "call_function", converted.function, args, dict(converted.kwargs), name=node_name
-            )
-            call = _partial(converted.function, converted.kwargs)
-        result = _meta_result(name, kind, converted, call, bottoms, metas)
-        for top, value, top_node in zip(
-            tops, *_per_top(name, kind, converted, result, node, graph, tops, taken), strict=True
-        ):
-            nodes[top] = top_node
-            metas[top] = value
-            if top in available:
-                available.remove(top)
-            available.append(top)
+        per_bottom = converted.per_bottom and len(bottoms) > 1
+        calls = [([b], [t]) for b, t in zip(bottoms, tops, strict=True)] if per_bottom else [(bottoms, tops)]
+        attr = _identifier(name, taken) if per_bottom and converted.module is not None else ""
+        for call_bottoms, call_tops in calls:
+            args = tuple(nodes[b] for b in call_bottoms)
+            in_place = bool(set(call_tops) & set(call_bottoms))
+            node_name = _identifier(name if in_place or len(call_tops) != 1 else call_tops[0], taken)
+            if converted.module is not None:
+                if not attr:  # the module's attribute: its (only) node's name, as before
+                    attr = node_name
+                if not hasattr(root, attr):
+                    root.add_module(attr, converted.module)
+                    planned.append(_Planned(name, kind, attr, converted, stored, params, renamed))
+                node = graph.create_node("call_module", attr, args, name=node_name)
+                call = converted.module
+            else:
+                node = graph.create_node(
+                    "call_function", converted.function, args, dict(converted.kwargs), name=node_name
+                )
+                call = _partial(converted.function, converted.kwargs)
+            result = _meta_result(name, kind, converted, call, call_bottoms, metas)
+            for top, value, top_node in zip(
+                call_tops,
+                *_per_top(name, kind, converted, result, node, graph, call_tops, taken),
+                strict=True,
+            ):
+                _check_top(where, top, tuple(value.shape))
+                nodes[top] = top_node
+                metas[top] = value
+                if top in available:
+                    available.remove(top)
+                available.append(top)
 
     if outputs is not None:
         unknown_blobs = [blob for blob in outputs if blob not in nodes]
@@ -284,6 +330,32 @@ def _trace(
         raise NetError("the net computes nothing: no layer produces an output blob")
     graph.output({blob: nodes[blob] for blob in outputs})
     return _Trace(graph, root, outputs, nodes, metas, bottom_shapes, planned)
+
+
+def _check_producers(
+    name: str, kind: str, bottoms: list[str], tops: list[str], producers: dict[str, str]
+) -> None:
+    """Caffe's rule for tops (``Net::AppendTop``): a blob that exists already may be written again
+    only in place, as top ``i`` of a layer whose bottom ``i`` it is."""
+    for i, top in enumerate(tops):
+        in_place = i < len(bottoms) and bottoms[i] == top
+        if top in producers and not in_place:
+            raise NetError(
+                f"layer '{name}' ({kind}) writes blob '{top}', which layer '{producers[top]}' already "
+                "produces; Caffe rewrites a blob only in place (top i named as bottom i)"
+            )
+        producers.setdefault(top, name)
+
+
+def _check_top(where: str, top: str, shape: Shape) -> None:
+    """A top's shape as Caffe's ``Blob::Reshape`` and its forward pass accept it: at most INT_MAX
+    values, and not empty (Caffe holds no data for a blob without values and stops at it)."""
+    check_count(shape, f"top '{top}'", where)
+    if 0 in shape:
+        raise NetError(
+            f"{where}: top '{top}' would have the empty shape {list(shape)}; Caffe cannot compute an "
+            "empty blob"
+        )
 
 
 def _meta_result(
@@ -332,9 +404,96 @@ def _per_top(
     return [result], [node]
 
 
+Blob = tuple[int, int]
+"""A parameter blob: (index in the planned layers, Caffe blob index)."""
+
+
+def _shared_blobs(planned: list[_Planned]) -> dict[Blob, Blob]:
+    """Blobs that share another layer's parameter (``param { name: ... }``) -> the owner's blob,
+    the first one declared with that name, checked as Caffe's ``Net::AppendParam`` checks them."""
+    owners: dict[str, Blob] = {}
+    mults: dict[tuple[str, str], float] = {}
+    shared: dict[Blob, Blob] = {}
+    for i, plan in enumerate(planned):
+        for j, spec in enumerate(plan.params):
+            param = str(spec.get("name") or "") if "name" in spec else ""
+            if not param:
+                continue
+            for field in ("lr_mult", "decay_mult"):
+                if field in spec:
+                    value = float(spec.get(field))
+                    if mults.setdefault((param, field), value) != value:
+                        raise NetError(
+                            f"layer '{plan.name}' ({plan.type}): shared param '{param}' has {field} "
+                            f"{value:g}, another layer sharing it has {mults[(param, field)]:g}"
+                        )
+            if param not in owners:
+                owners[param] = (i, j)
+                continue
+            oi, oj = owners[param]
+            owner = planned[oi]
+            have, want = tuple(plan.converted.blobs[j][1]), tuple(owner.converted.blobs[oj][1])
+            where = (
+                f"layer '{plan.name}' ({plan.type}) cannot share param '{param}' (blob {j}) owned by layer "
+                f"'{owner.name}'"
+            )
+            if str(spec.get("share_mode")) == "PERMISSIVE":
+                if math.prod(have) != math.prod(want):
+                    raise NetError(
+                        f"{where}: count mismatch, the owner's blob is {list(want)}, this one {list(have)}"
+                    )
+                if have != want:
+                    raise UnsupportedLayerError(
+                        f"{where}: share_mode PERMISSIVE between shapes {list(want)} and {list(have)} is not "
+                        "supported (only equal shapes)"
+                    )
+            elif have != want:
+                raise NetError(
+                    f"{where}: shape mismatch, the owner's blob is {list(want)}, this one {list(have)}"
+                )
+            shared[(i, j)] = (oi, oj)
+    return shared
+
+
+def _parameter_bytes(planned: list[_Planned], shared: Mapping[Blob, Blob]) -> int:
+    """Bytes the parameters take once allocated (float32; a shared blob counts once)."""
+    return sum(
+        4 * math.prod(shape)
+        for i, plan in enumerate(planned)
+        for j, (_, shape) in enumerate(plan.converted.blobs)
+        if (i, j) not in shared
+    )
+
+
+def _memory_limit() -> int | None:
+    """This machine's physical memory in bytes, when the system says."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _check_parameter_memory(
+    planned: list[_Planned], shared: Mapping[Blob, Blob], device: torch.device
+) -> None:
+    """Refuse, before allocating anything, parameters that cannot fit in this machine's memory."""
+    if device.type != "cpu":
+        return
+    need, limit = _parameter_bytes(planned, shared), _memory_limit()
+    if limit is not None and need > limit:
+        largest = max(
+            ((math.prod(s), p.name) for p in planned for _, s in p.converted.blobs), default=(0, "")
+        )[1]
+        raise NetError(
+            f"the net's parameters need {need / 2**30:.1f} GiB, more than this machine's "
+            f"{limit / 2**30:.1f} GiB of memory (the largest is layer '{largest}')"
+        )
+
+
 def _load_blobs(
     module: fx.GraphModule,
     planned: list[_Planned],
+    shared: Mapping[Blob, Blob],
     weights: Mapping[str, list[np.ndarray]] | None,
     strict: bool,
     seed: int,
@@ -342,34 +501,20 @@ def _load_blobs(
     shapes: dict[str, Shape],
     declared: set[str],
 ) -> list[str]:
-    """Stored blobs copied into the parameters (checked as Caffe checks them), missing ones filled;
-    returns the layers filled at random."""
+    """Stored blobs copied into the parameters (checked as Caffe checks them), missing ones filled,
+    shared ones made one tensor; returns the layers filled at random."""
     generator = torch.Generator().manual_seed(seed)
-    randomly: list[str] = []
-    for plan in planned:
+    stored: dict[Blob, list[tuple[str, np.ndarray]]] = {}
+    for i, plan in enumerate(planned):
         converted = plan.converted
-        if not converted.blobs:
-            continue
-        sub = module.get_submodule(plan.attr)
-        if plan.stored is None:
-            if weights is not None and strict:
-                raise WeightsMismatchError(
-                    f"layer '{plan.name}' ({plan.type}) has no weights in the caffemodel; "
-                    "pass strict=False to fill it at random"
-                )
-            randomly.append(plan.name)
-            if not initialise:
-                continue
-            fillers = list(converted.fillers) + [None] * (len(converted.blobs) - len(converted.fillers))
-            for (blob_attr, shape), filler in zip(converted.blobs, fillers, strict=True):
-                _assign(sub, blob_attr, fill(shape, filler, generator))
+        if not converted.blobs or plan.stored is None:
             continue
         if len(plan.stored) != len(converted.blobs):
             raise WeightsMismatchError(
                 f"layer '{plan.name}' has {len(plan.stored)} blobs in the weights file; the net expects "
                 f"{len(converted.blobs)} ({', '.join(a for a, _ in converted.blobs)})"
             )
-        for i, ((blob_attr, shape), array) in enumerate(zip(converted.blobs, plan.stored, strict=True)):
+        for j, ((blob_attr, shape), array) in enumerate(zip(converted.blobs, plan.stored, strict=True)):
             if not _fits(tuple(array.shape), tuple(shape)):
                 guessed = [f"{b}={'x'.join(map(str, shapes[b]))}" for b in shapes if b not in declared]
                 hint = (
@@ -379,15 +524,72 @@ def _load_blobs(
                     else ""
                 )
                 raise WeightsMismatchError(
-                    f"layer '{plan.name}' blob {i} ({blob_attr}): the weights file has shape "
+                    f"layer '{plan.name}' blob {j} ({blob_attr}): the weights file has shape "
                     f"{list(array.shape)}, the net needs {list(shape)}{hint}"
                 )
-            if module_device(sub) != "meta":
-                with warnings.catch_warnings():  # read-only memory maps are fine: copied right away
-                    warnings.simplefilter("ignore", UserWarning)
-                    value = torch.from_numpy(np.asarray(array, dtype=np.float32))
-                _assign(sub, blob_attr, value)
+            stored.setdefault(shared.get((i, j), (i, j)), []).append((plan.name, array))
+
+    randomly: list[str] = []
+    for i, plan in enumerate(planned):
+        converted = plan.converted
+        if not converted.blobs or plan.stored is not None:
+            continue
+        if all(shared.get((i, j), (i, j)) in stored for j in range(len(converted.blobs))):
+            continue  # every blob comes from the layers it shares them with
+        if weights is not None and strict:
+            again = (
+                f" (an earlier layer is also named '{plan.name}': Caffe copies a caffemodel's blobs only "
+                "into the first layer of a name)"
+                if plan.renamed
+                else ""
+            )
+            raise WeightsMismatchError(
+                f"layer '{plan.name}' ({plan.type}) has no weights in the caffemodel{again}; "
+                "pass strict=False to fill it at random"
+            )
+        randomly.append(plan.name)
+
+    for i, plan in enumerate(planned):
+        sub = module.get_submodule(plan.attr)
+        on_meta = module_device(sub) == "meta"
+        fillers = list(plan.converted.fillers) + [None] * (
+            len(plan.converted.blobs) - len(plan.converted.fillers)
+        )
+        for j, ((blob_attr, shape), filler) in enumerate(zip(plan.converted.blobs, fillers, strict=True)):
+            if (i, j) in shared:
+                continue
+            values = stored.get((i, j))
+            if values:
+                first_name, first = values[0]
+                for other_name, other in values[1:]:
+                    if not np.array_equal(np.reshape(other, shape), np.reshape(first, shape)):
+                        raise WeightsMismatchError(
+                            f"layers '{first_name}' and '{other_name}' share blob {j} of '{plan.name}', "
+                            "but the weights file holds different values for it"
+                        )
+                if not on_meta:
+                    with warnings.catch_warnings():  # read-only memory maps are fine: copied right away
+                        warnings.simplefilter("ignore", UserWarning)
+                        value = torch.from_numpy(np.asarray(first, dtype=np.float32))
+                    _assign(sub, blob_attr, value)
+            elif initialise and not on_meta:
+                _assign(sub, blob_attr, fill(shape, filler, generator))
+
+    for (i, j), (oi, oj) in shared.items():  # one tensor: training updates one parameter
+        sharer = module.get_submodule(planned[i].attr)
+        owner = module.get_submodule(planned[oi].attr)
+        _alias(sharer, planned[i].converted.blobs[j][0], getattr(owner, planned[oi].converted.blobs[oj][0]))
     return randomly
+
+
+def _alias(module: nn.Module, attr: str, tensor: Tensor) -> None:
+    """Make ``module.<attr>`` the very tensor (parameter or buffer) another layer owns."""
+    if attr in module._parameters:
+        module._parameters[attr] = tensor
+    elif attr in module._buffers:
+        module._buffers[attr] = tensor
+    else:
+        setattr(module, attr, tensor)
 
 
 def module_device(module: nn.Module) -> str:

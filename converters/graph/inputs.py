@@ -3,6 +3,7 @@ inferred from the weights of the layers that read them)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -11,6 +12,7 @@ from ..caffe.message import Message
 from ..caffe.netdef import layer_type
 from ..caffe.traits import CHANNEL_KEEPING_TYPES, DATA_LAYER_TYPES, concat_axis
 from ..errors import NetError
+from ..layers.registry import INT_MAX
 
 Shape = tuple[int, ...]
 NOMINAL_SPATIAL = 500  # shape inference only, for data layers that declare no size (the FCN deploy size)
@@ -23,12 +25,22 @@ def is_source(layer: Message) -> bool:
 
 
 def check_input_shape(blob: str, shape: Sequence[int], where: str) -> Shape:
-    """``shape`` as Caffe's ``Blob::Reshape`` accepts it: at most 32 axes, none negative."""
+    """``shape`` as Caffe accepts it: at most 32 axes, none negative, at most INT_MAX values
+    (``Blob::Reshape``), and none zero (Caffe holds no data for an empty blob and stops at it)."""
     shape = tuple(int(d) for d in shape)
     if len(shape) > MAX_INPUT_AXES:
         raise NetError(f"{where}: input '{blob}' has {len(shape)} axes (Caffe allows {MAX_INPUT_AXES})")
     if any(d < 0 for d in shape):
         raise NetError(f"{where}: input '{blob}' has a negative dimension {list(shape)}")
+    if any(d == 0 for d in shape):
+        raise NetError(
+            f"{where}: input '{blob}' has a zero dimension {list(shape)}; Caffe cannot compute an empty blob"
+        )
+    if math.prod(shape) > INT_MAX:
+        raise NetError(
+            f"{where}: input '{blob}' of shape {list(shape)} holds {math.prod(shape):,} values, more than "
+            f"Caffe's limit of {INT_MAX:,} per blob"
+        )
     return shape
 
 

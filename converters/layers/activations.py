@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..caffe.message import Message
+from ..errors import NetError
 from .fillers import filler_or
 from .registry import Converted, LayerContext, register_layer
 
@@ -41,7 +42,7 @@ def log(x: Tensor, base_scale: float, scale: float, shift: float) -> Tensor:
     return y * base_scale if base_scale != 1 else y
 
 
-@register_layer("ReLU")
+@register_layer("ReLU", bottoms=1, tops=1)
 def relu(ctx: LayerContext) -> Converted:
     slope = float(ctx.param("relu_param").get("negative_slope"))
     if slope == 0:
@@ -49,34 +50,38 @@ def relu(ctx: LayerContext) -> Converted:
     return Converted(function=F.leaky_relu, kwargs={"negative_slope": slope}, keeps_shape=True)
 
 
-@register_layer("Sigmoid")
+@register_layer("Sigmoid", bottoms=1, tops=1)
 def sigmoid(ctx: LayerContext) -> Converted:
     return Converted(function=torch.sigmoid, keeps_shape=True)
 
 
-@register_layer("TanH")
+@register_layer("TanH", bottoms=1, tops=1)
 def tanh(ctx: LayerContext) -> Converted:
     return Converted(function=torch.tanh, keeps_shape=True)
 
 
-@register_layer("AbsVal")
+@register_layer("AbsVal", bottoms=1, tops=1)
 def absval(ctx: LayerContext) -> Converted:
+    if ctx.tops[0] == ctx.bottoms[0]:
+        raise NetError(
+            f"{ctx.where} cannot compute in place (Caffe refuses it): give its top a name of its own"
+        )
     return Converted(function=torch.abs, keeps_shape=True)
 
 
-@register_layer("BNLL")
+@register_layer("BNLL", bottoms=1, tops=1)
 def bnll(ctx: LayerContext) -> Converted:
     return Converted(function=F.softplus, keeps_shape=True)
 
 
-@register_layer("ELU")
+@register_layer("ELU", bottoms=1, tops=1)
 def elu(ctx: LayerContext) -> Converted:
     return Converted(
         function=F.elu, kwargs={"alpha": float(ctx.param("elu_param").get("alpha"))}, keeps_shape=True
     )
 
 
-@register_layer("Power")
+@register_layer("Power", bottoms=1, tops=1)
 def power_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("power_param")
     kwargs = {"power": float(p.get("power")), "scale": float(p.get("scale")), "shift": float(p.get("shift"))}
@@ -93,7 +98,7 @@ def _log_of_base(base: float, ctx: LayerContext) -> float:
     return math.log(base)
 
 
-@register_layer("Exp")
+@register_layer("Exp", bottoms=1, tops=1)
 def exp(ctx: LayerContext) -> Converted:
     p = ctx.param("exp_param")
     kwargs = {
@@ -104,7 +109,7 @@ def exp(ctx: LayerContext) -> Converted:
     return Converted(function=power_exp, kwargs=kwargs, keeps_shape=True)
 
 
-@register_layer("Log")
+@register_layer("Log", bottoms=1, tops=1)
 def log_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("log_param")
     log_base = _log_of_base(float(p.get("base")), ctx)
@@ -114,13 +119,13 @@ def log_layer(ctx: LayerContext) -> Converted:
     return Converted(function=log, kwargs=kwargs, keeps_shape=True)
 
 
-@register_layer("Threshold")
+@register_layer("Threshold", bottoms=1, tops=1)
 def threshold_layer(ctx: LayerContext) -> Converted:
     value = float(ctx.param("threshold_param").get("threshold"))
     return Converted(function=threshold, kwargs={"threshold": value}, keeps_shape=True)
 
 
-@register_layer("PReLU")
+@register_layer("PReLU", bottoms=1, tops=1)
 def prelu(ctx: LayerContext) -> Converted:
     p = ctx.param("prelu_param")
     shared = bool(p.get("channel_shared"))

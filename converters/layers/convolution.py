@@ -1,13 +1,15 @@
 """Convolution and Deconvolution (grouped, dilated, 1 to 3 spatial axes), with Caffe's blob
-layouts: weights ``out x in/group x k...`` and ``in x out/group x k...`` respectively."""
+layouts: weights ``out x in/group x k...`` and ``in x out/group x k...`` respectively. With several
+bottoms (of one shape) the same weights apply to each, one top per bottom."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from ..caffe.traits import Window, check_positive, window
+from ..caffe.traits import Window, window
+from ..errors import NetError
 from .fillers import weight_and_bias_fillers
-from .registry import Converted, LayerContext, canonical_axis, register_layer
+from .registry import Converted, LayerContext, canonical_axis, check_count, check_int, register_layer
 
 
 def convolution_window(ctx: LayerContext) -> tuple[int, Window]:
@@ -26,12 +28,39 @@ def convolution_window(ctx: LayerContext) -> tuple[int, Window]:
     if not 1 <= dims <= 3:
         raise ValueError(f"{ctx.where}: {dims} spatial axes (1 to 3 supported)")
     w = window(ctx.layer, dims)
-    check_positive(w.kernel, "kernel size", ctx.where)
-    check_positive(w.stride, "stride", ctx.where)
-    check_positive(w.dilation, "dilation", ctx.where)
-    if any(p < 0 for p in w.pad):
-        raise ValueError(f"{ctx.where}: pad must not be negative, got {list(w.pad)}")
+    check_int(w.kernel, "kernel size", ctx.where)
+    check_int(w.stride, "stride", ctx.where)
+    check_int(w.dilation, "dilation", ctx.where)
+    check_int(w.pad, "pad", ctx.where, low=0)
+    if shape is not None:
+        _check_bottoms(ctx)
     return dims, w
+
+
+def _check_bottoms(ctx: LayerContext) -> None:
+    """Caffe's ``BaseConvolutionLayer::Reshape``: every bottom has bottom 0's shape."""
+    first = ctx.bottom_shapes[0]
+    for name, shape in zip(ctx.bottoms[1:], ctx.bottom_shapes[1:], strict=True):
+        if shape != first:
+            raise NetError(
+                f"{ctx.where}: all bottoms must have the same shape; '{ctx.bottoms[0]}' is "
+                f"{list(first or ())}, '{name}' is {list(shape or ())}"
+            )
+
+
+def _output_sizes(ctx: LayerContext, w: Window, transposed: bool) -> None:
+    """Refuse a window that leaves no output (Caffe's top shape would not be positive)."""
+    shape = ctx.bottom_shapes[0]
+    if shape is None:
+        return
+    for size, k, s, p, d in zip(shape[2:], w.kernel, w.stride, w.pad, w.dilation, strict=True):
+        extent = (k - 1) * d + 1
+        out = s * (size - 1) + extent - 2 * p if transposed else (size + 2 * p - extent) // s + 1
+        if out < 1:
+            raise NetError(
+                f"{ctx.where}: kernel extent {extent}, stride {s}, pad {p} leave no output for an input "
+                f"of size {size} (output size {out})"
+            )
 
 
 def _channels(ctx: LayerContext, in_channels: int) -> tuple[int, int, int]:
@@ -49,7 +78,7 @@ def _channels(ctx: LayerContext, in_channels: int) -> tuple[int, int, int]:
     return group, in_channels, out_channels
 
 
-@register_layer("Convolution")
+@register_layer("Convolution", bottoms=(1, None), tops=(1, None), equal=True)
 def convolution(ctx: LayerContext) -> Converted:
     p = ctx.param("convolution_param")
     dims, w = convolution_window(ctx)
@@ -58,25 +87,33 @@ def convolution(ctx: LayerContext) -> Converted:
         ctx, ctx.channels(1, 0, lambda s: s[1] * group if len(s) > 1 else 0)
     )
     bias = bool(p.get("bias_term"))
+    blobs = [("weight", (out_channels, in_channels // group, *w.kernel))]
+    check_count(blobs[0][1], "the weight blob", ctx.where)
+    _output_sizes(ctx, w, transposed=False)
     conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[dims - 1](
         in_channels, out_channels, w.kernel, w.stride, w.pad, w.dilation, group, bias, device="meta"
     )
-    blobs = [("weight", (out_channels, in_channels // group, *w.kernel))]
     if bias:
         blobs.append(("bias", (out_channels,)))
-    return Converted(module=conv, blobs=blobs, fillers=weight_and_bias_fillers(p, bias))
+    return Converted(
+        module=conv, blobs=blobs, fillers=weight_and_bias_fillers(p, bias), per_bottom=len(ctx.bottoms) > 1
+    )
 
 
-@register_layer("Deconvolution")
+@register_layer("Deconvolution", bottoms=(1, None), tops=(1, None), equal=True)
 def deconvolution(ctx: LayerContext) -> Converted:
     p = ctx.param("convolution_param")
     dims, w = convolution_window(ctx)
     group, in_channels, out_channels = _channels(ctx, ctx.channels(1, 0, lambda s: s[0]))
     bias = bool(p.get("bias_term"))
+    blobs = [("weight", (in_channels, out_channels // group, *w.kernel))]
+    check_count(blobs[0][1], "the weight blob", ctx.where)
+    _output_sizes(ctx, w, transposed=True)
     deconv = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)[dims - 1](
         in_channels, out_channels, w.kernel, w.stride, w.pad, 0, group, bias, w.dilation, device="meta"
     )
-    blobs = [("weight", (in_channels, out_channels // group, *w.kernel))]
     if bias:
         blobs.append(("bias", (out_channels,)))
-    return Converted(module=deconv, blobs=blobs, fillers=weight_and_bias_fillers(p, bias))
+    return Converted(
+        module=deconv, blobs=blobs, fillers=weight_and_bias_fillers(p, bias), per_bottom=len(ctx.bottoms) > 1
+    )

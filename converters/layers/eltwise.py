@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..errors import NetError
 from .registry import Converted, LayerContext, register_layer
 
 
@@ -39,7 +40,7 @@ def eltwise_max(*xs: Tensor) -> Tensor:
     return out
 
 
-@register_layer("Eltwise")
+@register_layer("Eltwise", bottoms=(2, None), tops=1)
 def eltwise(ctx: LayerContext) -> Converted:
     p = ctx.param("eltwise_param")
     operation = str(p.get("operation"))
@@ -48,6 +49,13 @@ def eltwise(ctx: LayerContext) -> Converted:
         raise ValueError(f"layer '{ctx.name}': Eltwise coefficients only apply to SUM")
     if coeffs and len(coeffs) != len(ctx.bottoms):
         raise ValueError(f"layer '{ctx.name}': {len(coeffs)} coefficients for {len(ctx.bottoms)} bottoms")
+    first = ctx.bottom_shape(0)
+    for name, shape in zip(ctx.bottoms[1:], ctx.bottom_shapes[1:], strict=True):
+        if shape is not None and shape != first:  # BVLC's Reshape CHECK (the oracle's fork dropped it)
+            raise NetError(
+                f"{ctx.where}: all bottoms must have the same shape; '{ctx.bottoms[0]}' is {list(first)}, "
+                f"'{name}' is {list(shape)}"
+            )
     if operation == "SUM":
         return Converted(function=eltwise_sum, kwargs={"coeffs": coeffs} if coeffs else {}, keeps_shape=True)
     if operation == "PROD":

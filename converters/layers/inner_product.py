@@ -37,7 +37,7 @@ class InnerProduct(nn.Module):
         return inner_product(x, self.weight, self.bias, self.axis, self.transpose)
 
 
-@register_layer("InnerProduct")
+@register_layer("InnerProduct", bottoms=1, tops=1)
 def inner_product_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("inner_product_param")
     axis = int(p.get("axis"))

@@ -46,7 +46,7 @@ def softmax_with_loss(
     return total / torch.clamp(normalizer.to(score.dtype), min=1.0)
 
 
-@register_layer("SoftmaxWithLoss")
+@register_layer("SoftmaxWithLoss", bottoms=2, tops=(1, 2))
 def softmax_with_loss_layer(ctx: LayerContext) -> Converted:
     loss = ctx.param("loss_param")
     if "normalization" in loss or "normalize" not in loss:
@@ -87,7 +87,7 @@ def accuracy(
     return overall, torch.where(seen > 0, hits / seen.clamp(min=1), torch.zeros_like(seen))
 
 
-@register_layer("Accuracy")
+@register_layer("Accuracy", bottoms=2, tops=(1, 2))
 def accuracy_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("accuracy_param")
     ignore = int(p.get("ignore_label")) if "ignore_label" in p else None

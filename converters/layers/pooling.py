@@ -1,4 +1,5 @@
-"""Pooling (MAX, AVE; global; 1 to 3 spatial axes) with Caffe's output sizes and borders."""
+"""Pooling (MAX, AVE; global; 1 to 3 spatial axes) with Caffe's output sizes and borders, and
+MAX pooling's second top: the argmax mask, as Caffe computes it."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..caffe.traits import check_positive, window
-from .registry import Converted, LayerContext, register_layer
+from ..caffe.traits import window
+from ..errors import NetError
+from .registry import Converted, LayerContext, check_int, register_layer
 
 
 def caffe_pooled_size(size: int, kernel: int, stride: int, pad: int, any_pad: bool, ceil: bool) -> int:
@@ -47,26 +49,31 @@ class CaffePooling(nn.Module):
         *,
         ceil: bool = True,
         global_pooling: bool = False,
+        mask: bool = False,
     ) -> None:
         super().__init__()
         if method not in ("MAX", "AVE"):
             raise ValueError(f"pooling method {method} is not supported (only MAX and AVE)")
+        if mask and (method != "MAX" or len(kernel) != 2):
+            raise ValueError("only 2-D MAX pooling gives a mask")
         self.method = method
         self.kernel = tuple(kernel)
         self.stride = tuple(stride)
         self.pad = tuple(pad)
         self.ceil = ceil
         self.global_pooling = global_pooling
+        self.mask = mask
 
     def extra_repr(self) -> str:
+        mask = ", with mask" if self.mask else ""
         if self.global_pooling:
-            return f"{self.method}, global"
+            return f"{self.method}, global{mask}"
         return (
             f"{self.method}, kernel={self.kernel}, stride={self.stride}, pad={self.pad}, "
-            f"round={'ceil' if self.ceil else 'floor'}"
+            f"round={'ceil' if self.ceil else 'floor'}{mask}"
         )
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         dims = len(self.kernel)
         sizes = tuple(x.shape[-dims:])
         if self.global_pooling:
@@ -83,6 +90,8 @@ class CaffePooling(nn.Module):
                 f"pooling a {'x'.join(map(str, sizes))} input with kernel {kernel}, stride {stride}, "
                 f"pad {pad} leaves no output"
             )
+        if self.mask:
+            return max_pool_with_mask(x, kernel, stride, pad, out)
         native = all(2 * p <= k for p, k in zip(pad, kernel, strict=True)) and out == tuple(
             _torch_pooled_size(s, k, st, p) for s, k, st, p in zip(sizes, kernel, stride, pad, strict=True)
         )
@@ -121,22 +130,57 @@ class CaffePooling(nn.Module):
         return y
 
 
-@register_layer("Pooling")
+def max_pool_with_mask(
+    x: Tensor, kernel: Sequence[int], stride: Sequence[int], pad: Sequence[int], out: Sequence[int]
+) -> tuple[Tensor, Tensor]:
+    """Caffe's 2-D MAX pooling with its mask top: each window's maximum and, as a float, its index
+    into the bottom's H*W plane. As in Caffe, a window is clipped to the input (padding is never a
+    candidate), the first maximum in row-major order wins, only values above -FLT_MAX (so no NaN)
+    count, and a window without one gives -FLT_MAX and index -1."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, pad, out
+    widths = [pw, max(0, (ow - 1) * sw + kw - pw - w), ph, max(0, (oh - 1) * sh + kh - ph - h)]
+    lowest = torch.finfo(x.dtype).min
+    values = F.pad(torch.nan_to_num(x, nan=-math.inf), widths, value=-math.inf)
+    index = torch.arange(h * w, dtype=x.dtype, device=x.device).reshape(1, 1, h, w)
+    index = F.pad(index, widths, value=-1.0)
+    windows = F.unfold(values.reshape(n * c, 1, *values.shape[-2:]), (kh, kw), stride=(sh, sw))
+    where = F.unfold(index, (kh, kw), stride=(sh, sw))
+    rows, cols = (values.shape[-2] - kh) // sh + 1, (values.shape[-1] - kw) // sw + 1
+    arg = windows.argmax(dim=1, keepdim=True)  # the first maximum of each window (row-major)
+    best = torch.gather(windows, 1, arg).squeeze(1)
+    picked = torch.gather(where.expand(n * c, -1, -1), 1, arg).squeeze(1)
+    found = best > lowest
+    top = torch.where(found, best, torch.full_like(best, lowest))
+    mask = torch.where(found, picked, torch.full_like(picked, -1.0))
+    shape = (n, c, rows, cols)
+    return top.reshape(shape)[..., :oh, :ow], mask.reshape(shape)[..., :oh, :ow]
+
+
+@register_layer("Pooling", bottoms=1, tops=(1, 2))
 def pooling(ctx: LayerContext) -> Converted:
     p = ctx.param("pooling_param")
     method = str(p.get("pool"))
     if method not in ("MAX", "AVE"):
         raise ValueError(f"{ctx.where}: pooling method {method} is not supported (only MAX and AVE)")
-    w = window(ctx.layer, 2)
-    if w.global_pooling:
-        return Converted(module=CaffePooling(method, (1, 1), (1, 1), (0, 0), global_pooling=True))
-    check_positive(w.kernel, "kernel size", ctx.where)
-    check_positive(w.stride, "stride", ctx.where)
-    if any(pd < 0 for pd in w.pad):
-        raise ValueError(f"{ctx.where}: pad must not be negative, got {list(w.pad)}")
-    if any(pd >= k for pd, k in zip(w.pad, w.kernel, strict=True)):
-        raise ValueError(
-            f"layer '{ctx.name}': pooling pad {w.pad} must be smaller than the kernel {w.kernel}"
+    mask = len(ctx.tops) == 2
+    if mask and method != "MAX":
+        raise NetError(f"{ctx.where}: only MAX pooling has a second top (the mask); {method} makes one top")
+    shape = ctx.bottom_shapes[0] if ctx.bottom_shapes else None
+    if shape is not None and len(shape) != 4:
+        raise NetError(
+            f"{ctx.where}: the input must have 4 axes (num, channels, height, width), got {list(shape)}"
         )
+    w = window(ctx.layer, 2)
+    outputs = 2 if mask else 1
+    if w.global_pooling:
+        module = CaffePooling(method, (1, 1), (1, 1), (0, 0), global_pooling=True, mask=mask)
+        return Converted(module=module, outputs=outputs)
+    check_int(w.kernel, "kernel size", ctx.where)
+    check_int(w.stride, "stride", ctx.where)
+    check_int(w.pad, "pad", ctx.where, low=0)
+    if any(pd >= k for pd, k in zip(w.pad, w.kernel, strict=True)):
+        raise ValueError(f"{ctx.where}: pad {list(w.pad)} must be smaller than the kernel {list(w.kernel)}")
     ceil = str(p.get("round_mode")) == "CEIL"
-    return Converted(module=CaffePooling(method, w.kernel, w.stride, w.pad, ceil=ceil))
+    module = CaffePooling(method, w.kernel, w.stride, w.pad, ceil=ceil, mask=mask)
+    return Converted(module=module, outputs=outputs)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
+from ..errors import NetError
 from .registry import Converted, LayerContext, canonical_axis, register_layer
 
 
-@register_layer("Softmax")
+@register_layer("Softmax", bottoms=1, tops=1)
 def softmax(ctx: LayerContext) -> Converted:
     axis = int(ctx.param("softmax_param").get("axis"))
     return Converted(
@@ -33,10 +36,12 @@ def reduction(x: Tensor, operation: str, axis: int, coeff: float) -> Tensor:
     return y * coeff if coeff != 1 else y
 
 
-@register_layer("Reduction")
+@register_layer("Reduction", bottoms=1, tops=1)
 def reduction_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("reduction_param")
     axis = int(p.get("axis"))
+    if ctx.bottom_shapes[0] is not None:
+        canonical_axis(axis, len(ctx.bottom_shape(0)), ctx.where)
     kwargs = {"operation": str(p.get("operation")), "axis": axis, "coeff": float(p.get("coeff"))}
     return Converted(
         function=reduction,
@@ -67,9 +72,18 @@ def argmax(x: Tensor, top_k: int, out_max_val: bool, axis: int | None) -> Tensor
     return torch.stack(parts, dim=1).reshape(x.shape[0], len(parts), top_k, *trailing)
 
 
-@register_layer("ArgMax")
+@register_layer("ArgMax", bottoms=1, tops=1)
 def argmax_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("argmax_param")
     axis = int(p.get("axis")) if "axis" in p else None
+    top_k, shape = int(p.get("top_k")), ctx.bottom_shape(0)
+    if top_k < 1:
+        raise NetError(f"{ctx.where}: top_k must be at least 1, got {top_k}")
+    if axis is not None:
+        axis = canonical_axis(axis, len(shape), ctx.where)
+    size = shape[axis] if axis is not None else math.prod(shape[1:])
+    if top_k > size:
+        where = f"axis {axis}" if axis is not None else "each item"
+        raise NetError(f"{ctx.where}: top_k {top_k} exceeds the {size} values of {where}")
     kwargs = {"top_k": int(p.get("top_k")), "out_max_val": bool(p.get("out_max_val")), "axis": axis}
     return Converted(function=argmax, kwargs=kwargs)

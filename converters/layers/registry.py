@@ -13,23 +13,29 @@ function in one module::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
 
 from ..caffe.message import Message
-from ..errors import UnsupportedLayerError
+from ..errors import NetError, UnsupportedLayerError
 
 Shape = tuple[int, ...]
 
 __all__ = [
+    "INT_MAX",
+    "BlobCounts",
     "Converted",
     "Converter",
     "LayerContext",
     "Shape",
     "UnsupportedLayerError",
+    "blob_counts",
     "canonical_axis",
+    "check_count",
+    "check_int",
     "converter_for",
     "register_layer",
     "registered_types",
@@ -99,6 +105,9 @@ class Converted:
     fillers: list[Message | None] = dataclasses.field(default_factory=list)
     outputs: int = 1
     same_for_all_tops: bool = False
+    per_bottom: bool = False
+    """The op runs on each bottom alone, with the same parameters, giving one top per bottom
+    (Convolution and Deconvolution with several bottoms)."""
     role: str = "op"
     keeps_shape: bool = False
     """The single output has its (first) bottom's shape: no shape inference run needed."""
@@ -110,14 +119,71 @@ class Converted:
 Converter = Callable[[LayerContext], Converted]
 _CONVERTERS: dict[str, Converter] = {}
 
+Count = int | tuple[int, int | None] | None
+"""How many bottoms or tops a layer type takes: exactly ``n``, ``(min, max)`` (``max`` ``None``:
+no limit), or ``None`` (not checked)."""
 
-def register_layer(*types: str, override: bool = False) -> Callable[[Converter], Converter]:
+
+@dataclasses.dataclass(frozen=True)
+class BlobCounts:
+    """The bottom and top counts a layer type accepts, as Caffe's ``ExactNumBottomBlobs``,
+    ``MinBottomBlobs``, ``MaxTopBlobs``, ``EqualNumBottomTopBlobs`` ... declare them."""
+
+    bottoms: tuple[int, int | None] | None = None
+    tops: tuple[int, int | None] | None = None
+    equal: bool = False
+    """As many tops as bottoms (Convolution: one top per bottom)."""
+
+    def check(self, layer_name: str, layer_type: str, bottoms: int, tops: int) -> None:
+        """Raise :class:`NetError` naming the layer when the counts are not accepted."""
+        where = f"layer '{layer_name}' ({layer_type})"
+        for what, have, limits in (("bottom", bottoms, self.bottoms), ("top", tops, self.tops)):
+            if limits is None:
+                continue
+            low, high = limits
+            if low <= have and (high is None or have <= high):
+                continue
+            if low == high:
+                want = f"exactly {low}"
+            elif high is None:
+                want = f"at least {low}"
+            else:
+                want = f"{low} to {high}"
+            raise NetError(f"{where} takes {want} {what}{'' if want.endswith(' 1') else 's'}, got {have}")
+        if self.equal and bottoms != tops:
+            raise NetError(f"{where} makes one top per bottom: it has {bottoms} bottoms and {tops} top(s)")
+
+
+_COUNTS: dict[str, BlobCounts] = {}
+
+
+def _limits(count: Count, what: str) -> tuple[int, int | None] | None:
+    if count is None:
+        return None
+    if isinstance(count, int):
+        count = (count, count)
+    low, high = count
+    if (
+        not isinstance(low, int)
+        or low < 0
+        or (high is not None and (not isinstance(high, int) or high < low))
+    ):
+        raise TypeError(f"register_layer: {what} must be n, (min, max) or (min, None), not {count!r}")
+    return (low, high)
+
+
+def register_layer(
+    *types: str, bottoms: Count = None, tops: Count = None, equal: bool = False, override: bool = False
+) -> Callable[[Converter], Converter]:
     """Register a converter function for one or more Caffe layer type names.
 
-    A type that already has a converter is refused unless ``override=True`` (a user replacing a
-    built-in converter must say so)."""
+    ``bottoms`` and ``tops`` declare how many blobs the type takes (``1``, ``(2, None)``, ``(1, 2)``;
+    ``None`` leaves it unchecked) and ``equal=True`` one top per bottom: the builder refuses other
+    counts, naming the layer, before the converter runs. A type that already has a converter is
+    refused unless ``override=True`` (a user replacing a built-in converter must say so)."""
     if not types or not all(isinstance(t, str) and t for t in types):
         raise TypeError("register_layer takes one or more layer type names, e.g. register_layer('Interp')")
+    counts = BlobCounts(_limits(bottoms, "bottoms"), _limits(tops, "tops"), bool(equal))
 
     def decorate(function: Converter) -> Converter:
         taken = [t for t in types if t in _CONVERTERS and _CONVERTERS[t] is not function]
@@ -129,9 +195,15 @@ def register_layer(*types: str, override: bool = False) -> Callable[[Converter],
             )
         for layer_type in types:
             _CONVERTERS[layer_type] = function
+            _COUNTS[layer_type] = counts
         return function
 
     return decorate
+
+
+def blob_counts(layer_type: str) -> BlobCounts:
+    """The bottom/top counts ``layer_type`` declared when it was registered (unchecked if none)."""
+    return _COUNTS.get(layer_type, BlobCounts())
 
 
 def registered_types() -> list[str]:
@@ -159,6 +231,36 @@ def canonical_axis(axis: int, ndim: int, where: str = "axis") -> int:
     return axis + ndim if axis < 0 else axis
 
 
+INT_MAX = 2**31 - 1
+"""Caffe's limit on a blob's number of values (``Blob::Reshape``: "blob size exceeds INT_MAX"),
+and on every integer in a layer's window (stored as C ``int``)."""
+
+
+def check_count(shape: Sequence[int], what: str, where: str) -> None:
+    """Refuse (:class:`NetError`) a blob shape Caffe's ``Blob::Reshape`` refuses: a negative axis,
+    or more than ``INT_MAX`` values (checked before anything is allocated)."""
+    shape = tuple(int(d) for d in shape)
+    if any(d < 0 for d in shape):
+        raise NetError(f"{where}: {what} would have the negative shape {list(shape)}")
+    count = math.prod(shape)
+    if count > INT_MAX:
+        raise NetError(
+            f"{where}: {what} of shape {list(shape)} would hold {count:,} values, more than Caffe's "
+            f"limit of {INT_MAX:,} per blob"
+        )
+
+
+def check_int(values: Sequence[int], what: str, where: str, *, low: int = 1) -> None:
+    """Refuse window values (kernel, stride, pad, dilation) below ``low`` or beyond Caffe's C ``int``."""
+    values = [int(v) for v in values]
+    if any(v < low for v in values):
+        bound = "positive" if low == 1 else f"at least {low}"
+        raise NetError(f"{where}: {what} must be {bound}, got {values}")
+    if any(v > INT_MAX for v in values):
+        raise NetError(f"{where}: {what} {values} exceeds Caffe's integer range (at most {INT_MAX})")
+
+
 def unregister_layer(layer_type: str) -> None:
     """Forget the converter of ``layer_type`` (for tests and plugins that clean up after themselves)."""
     _CONVERTERS.pop(layer_type, None)
+    _COUNTS.pop(layer_type, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..errors import NetError
 from .fillers import CONSTANT_ONE, CONSTANT_ZERO
 from .registry import Converted, LayerContext, Shape, canonical_axis, register_layer
 
@@ -37,7 +38,7 @@ class Scale(nn.Module):
 
 def _scale_shape(ctx: LayerContext, axis: int, num_axes: int, what: str) -> tuple[int, Shape]:
     shape = ctx.bottom_shape(0)
-    start = canonical_axis(axis, len(shape))
+    start = canonical_axis(axis, len(shape), ctx.where)
     end = len(shape) if num_axes == -1 else start + num_axes
     if not 0 <= start <= end <= len(shape):
         raise ValueError(
@@ -46,12 +47,25 @@ def _scale_shape(ctx: LayerContext, axis: int, num_axes: int, what: str) -> tupl
     return start, tuple(shape[start:end])
 
 
-@register_layer("Scale")
+def _second_bottom_axis(ctx: LayerContext, axis: int) -> int:
+    """The axis a second-bottom scale or bias starts at, its shape checked as BVLC's ``Reshape``
+    checks it: it must match the first bottom's axes from there (a 0-axis one applies anywhere)."""
+    shape, other = ctx.bottom_shape(0), ctx.bottom_shape(1)
+    start = 0 if len(other) == 0 else canonical_axis(axis, len(shape), ctx.where)
+    if tuple(shape[start : start + len(other)]) != tuple(other):
+        raise NetError(
+            f"{ctx.where}: bottom '{ctx.bottoms[1]}' of shape {list(other)} does not match bottom "
+            f"'{ctx.bottoms[0]}' {list(shape)} from axis {start}"
+        )
+    return start
+
+
+@register_layer("Scale", bottoms=(1, 2), tops=1)
 def scale(ctx: LayerContext) -> Converted:
     p = ctx.param("scale_param")
     bias = bool(p.get("bias_term"))
     if len(ctx.bottoms) == 2:
-        start = canonical_axis(int(p.get("axis")), len(ctx.bottom_shape(0)))
+        start = _second_bottom_axis(ctx, int(p.get("axis")))
         bias_shape = tuple(ctx.bottom_shape(1)) if bias else None
         module = Scale(start, None, bias_shape)
         blobs = [("bias", bias_shape)] if bias_shape is not None else []
@@ -80,13 +94,11 @@ class Bias(nn.Module):
         return x + b.reshape(shape)
 
 
-@register_layer("Bias")
+@register_layer("Bias", bottoms=(1, 2), tops=1)
 def bias_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("bias_param")
     if len(ctx.bottoms) == 2:
-        return Converted(
-            module=Bias(canonical_axis(int(p.get("axis")), len(ctx.bottom_shape(0))), None), keeps_shape=True
-        )
+        return Converted(module=Bias(_second_bottom_axis(ctx, int(p.get("axis"))), None), keeps_shape=True)
     start, shape = _scale_shape(ctx, int(p.get("axis")), int(p.get("num_axes")), "bias")
     fillers = [p.get("filler") if "filler" in p else CONSTANT_ZERO]
     return Converted(module=Bias(start, shape), blobs=[("bias", shape)], fillers=fillers, keeps_shape=True)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..errors import NetError
 from .registry import Converted, LayerContext, Shape, canonical_axis, register_layer
 
 
@@ -28,7 +29,7 @@ def _concat_shape(shapes: list[Shape], axis: int) -> Shape:
     return tuple(first)
 
 
-@register_layer("Concat")
+@register_layer("Concat", bottoms=(1, None), tops=1)
 def concat_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("concat_param")
     axis = int(p.get("axis")) if "axis" in p or "concat_dim" not in p else int(p.get("concat_dim"))
@@ -51,11 +52,24 @@ def caffe_slice(x: Tensor, axis: int, points: Sequence[int], count: int) -> tupl
     return tuple(x.narrow(axis, a, b - a) for a, b in zip(bounds[:-1], bounds[1:], strict=True))
 
 
-@register_layer("Slice")
+def _same(x: Tensor) -> Tensor:
+    """The blob itself (a Slice with one top)."""
+    return x
+
+
+def refuse_in_place(ctx: LayerContext) -> None:
+    """Caffe's ``CHECK_NE(top[0], bottom[0])`` of layers that cannot run in place."""
+    if ctx.tops and ctx.bottoms and ctx.tops[0] == ctx.bottoms[0]:
+        raise NetError(f"{ctx.where} cannot compute in place: give its top a name of its own")
+
+
+@register_layer("Slice", bottoms=1, tops=(1, None))
 def slice_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("slice_param")
     axis = int(p.get("axis")) if "axis" in p or "slice_dim" not in p else int(p.get("slice_dim"))
     points = tuple(int(v) for v in p.get("slice_point"))
+    if len(ctx.tops) == 1 and not points:  # Caffe: the one top shares the bottom's data
+        return Converted(function=_same, keeps_shape=True)
     if points and len(points) != len(ctx.tops) - 1:
         raise ValueError(
             f"layer '{ctx.name}': {len(points)} slice points for {len(ctx.tops)} tops (need one fewer)"
@@ -67,8 +81,9 @@ def slice_layer(ctx: LayerContext) -> Converted:
     )
 
 
-@register_layer("Flatten")
+@register_layer("Flatten", bottoms=1, tops=1)
 def flatten(ctx: LayerContext) -> Converted:
+    refuse_in_place(ctx)
     p = ctx.param("flatten_param")
     return Converted(
         function=torch.flatten, kwargs={"start_dim": int(p.get("axis")), "end_dim": int(p.get("end_axis"))}
@@ -92,8 +107,9 @@ def caffe_reshape(x: Tensor, dims: Sequence[int], axis: int, num_axes: int) -> T
     return x.reshape(shape)
 
 
-@register_layer("Reshape")
+@register_layer("Reshape", bottoms=1, tops=1)
 def reshape(ctx: LayerContext) -> Converted:
+    refuse_in_place(ctx)
     p = ctx.param("reshape_param")
     dims = [int(d) for d in p.get("shape").get("dim")]
     return Converted(
@@ -119,7 +135,7 @@ def caffe_crop(x: Tensor, reference: Tensor, axis: int, offsets: Sequence[int]) 
     return x
 
 
-@register_layer("Crop")
+@register_layer("Crop", bottoms=2, tops=1)
 def crop(ctx: LayerContext) -> Converted:
     p = ctx.param("crop_param")
     return Converted(
@@ -136,7 +152,7 @@ def tile(x: Tensor, axis: int, tiles: int) -> Tensor:
     return x.repeat(repeats)
 
 
-@register_layer("Tile")
+@register_layer("Tile", bottoms=1, tops=1)
 def tile_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("tile_param")
     if "tiles" not in p or int(p.get("tiles")) < 1:
