@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
-from converters.atomic import atomic_write
+from converters.atomic import atomic_write, check_writable
 from converters.fcn.datasets import VOC_MEAN, palette
 from converters.fcn.preprocess import caffe_preprocess, colorize
 from weights.models import PROTOTXT_SUFFIXES, LoadedModel, ModelError, load_model
@@ -638,7 +638,9 @@ def attach_extras(jobs: Sequence[Job], extras: Mapping[str, str]) -> None:
             job.extras[kind] = candidates[0]
 
 
-def output_paths(out: Path, stem: Path, heads: Sequence[str]) -> dict[str, dict[str, Path]]:
+def output_paths(
+    out: Path, stem: Path, heads: Sequence[str], overlay_format: str = "png"
+) -> dict[str, dict[str, Path]]:
     """``{head blob: {"labels"|"overlay"|"scores"|"legend": path}}``; the head's blob is in the
     names only when the model has several heads."""
     result = {}
@@ -646,16 +648,21 @@ def output_paths(out: Path, stem: Path, heads: Sequence[str]) -> dict[str, dict[
         base = out / (f"{stem}.{blob}" if len(heads) > 1 else str(stem))
         result[blob] = {
             "labels": base.with_name(base.name + ".png"),
-            "overlay": base.with_name(base.name + ".overlay.png"),
+            "overlay": base.with_name(f"{base.name}.overlay.{overlay_format}"),
             "scores": base.with_name(base.name + ".scores.npy"),
             "legend": base.with_name(base.name + ".legend.png"),
         }
     return result
 
 
+#: Pillow format and options of each ``--overlay-format``.
+OVERLAY_FORMATS = {"png": ("PNG", {}), "jpg": ("JPEG", {"quality": 92}), "webp": ("WEBP", {"quality": 90})}
+
+
 def _save_image(image: Image.Image, path: Path) -> None:
+    kind, options = OVERLAY_FORMATS.get(path.suffix.lower().lstrip("."), ("PNG", {}))
     with atomic_write(path) as handle:
-        image.save(handle, format="PNG")
+        image.save(handle, format=kind, **options)
 
 
 def _save_npy(array: np.ndarray, path: Path) -> None:
@@ -713,6 +720,10 @@ def build_parser(prog: str = "python -m reproduce.segment") -> argparse.Argument
     parser.add_argument("--batch-size", type=int, default=4, help="same-size images per forward (default 4)")
     parser.add_argument("--scores", action="store_true", help="also write the raw scores (C x H x W .npy)")
     parser.add_argument("--legend", action="store_true", help="also write a legend of the classes present")
+    parser.add_argument(
+        "--overlay-format", choices=tuple(OVERLAY_FORMATS), default="png",
+        help="file format of the overlays (default png; jpg and webp are smaller)",
+    )
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay colour opacity (default 0.5)")
     parser.add_argument(
         "--record", metavar="NAME",
@@ -792,24 +803,39 @@ def run(args: argparse.Namespace) -> int:
     for note in segmenter.notes:
         print(f"note: {note}")
     heads = [h.blob for h in segmenter.heads]
+    paths = [output_paths(out, job.stem, heads, args.overlay_format) for job in jobs]
+    owners: dict[Path, Path] = {}
+    for job, files in zip(jobs, paths, strict=True):
+        for path in (p for where in files.values() for p in where.values()):
+            if owners.setdefault(path, job.image) != job.image:
+                raise SegmentError(f"{job.image} and {owners[path]} would both write {path}: segment apart")
     out.mkdir(parents=True, exist_ok=True)
+    check_writable(out / "segment.png", "-o")
     from tqdm import tqdm
 
     started = time.perf_counter()
     written = 0
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    writers = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    reader = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     pending: list[concurrent.futures.Future] = []
+    batches = _batches(jobs, sizes, args.batch_size)
+
+    def load(batch: list[int]) -> list[Sample]:
+        return [segmenter.prepare(jobs[i].image, jobs[i].extras) for i in batch]
+
     bar = tqdm(total=len(jobs), unit="img", desc="segment", file=sys.stderr,
                disable=True if args.no_progress else None, dynamic_ncols=True)
     try:
-        for batch in _batches(jobs, sizes, args.batch_size):
-            samples = [segmenter.prepare(jobs[i].image, jobs[i].extras) for i in batch]
+        upcoming = reader.submit(load, batches[0])
+        for number, batch in enumerate(batches):
+            samples = upcoming.result()
+            if number + 1 < len(batches):  # the next batch decodes while this one runs
+                upcoming = reader.submit(load, batches[number + 1])
             results = segmenter.run(samples)
             for future in pending:  # one batch of files in flight while the next one runs
                 written += len(future.result())
             pending = [
-                pool.submit(write_outputs, result, output_paths(out, jobs[i].stem, heads),
-                            scores=args.scores, legend=args.legend)
+                writers.submit(write_outputs, result, paths[i], scores=args.scores, legend=args.legend)
                 for i, result in zip(batch, results, strict=True)
             ]
             bar.update(len(batch))
@@ -817,7 +843,8 @@ def run(args: argparse.Namespace) -> int:
             written += len(future.result())
     finally:
         bar.close()
-        pool.shutdown(wait=True, cancel_futures=True)
+        reader.shutdown(wait=True, cancel_futures=True)
+        writers.shutdown(wait=True, cancel_futures=True)
     seconds = time.perf_counter() - started
     print(
         f"segmented {len(jobs)} image(s) with {model.description} on {device} in {seconds:.1f} s: "

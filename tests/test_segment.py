@@ -336,10 +336,24 @@ def test_a_model_without_record_gets_generic_names_and_the_run_says_so(voc, tmp_
     mine.write_bytes(voc[1].read_bytes())
     Image.fromarray(_picture(7)).save(tmp_path / "x.png")
     code, stdout, err = _run(
-        ["--model", str(voc[0]), str(mine), str(tmp_path / "x.png"), "-o", str(tmp_path / "o")], capsys
+        [
+            "--model",
+            str(voc[0]),
+            str(mine),
+            str(tmp_path / "x.png"),
+            "-o",
+            str(tmp_path / "o"),
+            "--overlay-format",
+            "jpg",
+            "--legend",
+        ],
+        capsys,
     )
     assert code == 0, err
     assert "note:" in stdout and "no registry record" in stdout and "class_0" in stdout
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["x.legend.png", "x.overlay.jpg", "x.png"]
+    with Image.open(tmp_path / "o" / "x.overlay.jpg") as overlay:
+        assert overlay.format == "JPEG" and overlay.size == (56, 40)
     result = segment(converters.load_caffe(voc[0], mine), tmp_path / "x.png")
     assert result.classes == tuple(f"class_{i}" for i in range(21))
     assert any("no registry record" in note for note in result.notes)
@@ -350,6 +364,8 @@ def _bad_cases(tmp: Path, voc: tuple[Path, Path]) -> dict[str, tuple[list[str], 
     (tmp / "broken.jpg").write_bytes(b"not a jpeg at all")
     (tmp / "file").write_text("x")
     Image.fromarray(_picture(8)).save(tmp / "ok.png")
+    (tmp / "clash").mkdir()
+    Image.fromarray(_picture(8)).save(tmp / "clash" / "ok.overlay.png")
     (tmp / "two").mkdir()
     Image.fromarray(_picture(8)).save(tmp / "two" / "ok.png")
     model = [str(voc[0]), str(voc[1])]
@@ -368,6 +384,11 @@ def _bad_cases(tmp: Path, voc: tuple[Path, Path]) -> dict[str, tuple[list[str], 
         "unknown model": (["voc-fcn9s", str(tmp / "ok.png")], "voc-fcn9s"),
         "classifier": (model + [str(tmp / "ok.png"), "--record", "vgg16"], "classifier"),
         "no images": (model, "no images"),
+        "not a device": (model + [str(tmp / "ok.png"), "--device", "abacus"], "--device"),
+        "an image named like another's overlay": (
+            model + [str(tmp / "ok.png"), str(tmp / "clash")],
+            "ok.overlay.png",
+        ),
     }
 
 
@@ -385,6 +406,8 @@ def _bad_cases(tmp: Path, voc: tuple[Path, Path]) -> dict[str, tuple[list[str], 
         "unknown model",
         "classifier",
         "no images",
+        "not a device",
+        "an image named like another's overlay",
     ],
 )
 def test_bad_input_is_one_error_line_exit_2_and_no_output(case, voc, tmp_path, capsys) -> None:
