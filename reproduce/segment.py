@@ -25,7 +25,8 @@ Outputs, for an input ``DIR/a/b.jpg`` given as ``DIR`` (folders are searched rec
 layout kept): ``OUT/a/b.png`` (palette PNG: pixel value = class index, colours = the model's
 palette), ``OUT/a/b.overlay.png`` (the colours blended over the photo, ``--alpha``), with
 ``--scores`` ``OUT/a/b.scores.npy`` (float32 C x H x W, the net's raw scores) and with ``--legend``
-``OUT/a/b.legend.png`` (a swatch, the class index, name and share of pixels for each class present).
+``OUT/a/b.legend.png`` (a swatch, the class index, name and share of pixels for each class present);
+``--overlay-format jpg`` or ``webp`` makes smaller overlays.
 Models with two heads (SIFT Flow) write each head's files with the output blob in the name:
 ``b.score_sem.png``, ``b.score_geo.png``, ``b.score_geo.overlay.png`` ... Every file is written
 atomically; images of the same size go through the net together (``--batch-size``).
@@ -685,7 +686,8 @@ def write_outputs(
             _save_npy(head.scores, where["scores"])
             written.append(where["scores"])
         if legend:
-            _save_image(head.legend(), where["legend"])
+            title = f"{blob} ({head.task})" if len(result.heads) > 1 else None
+            _save_image(head.legend(title), where["legend"])
             written.append(where["legend"])
     return written
 
