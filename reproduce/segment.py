@@ -36,11 +36,10 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -75,17 +74,24 @@ def _name(source: ImageSource) -> str:
     return os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
 
 
-@contextlib.contextmanager
-def _opened(source: str | os.PathLike) -> Iterator[Image.Image]:
+_UNREADABLE = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError)
+
+
+def _unreadable(source: str | os.PathLike, exc: BaseException) -> SegmentError:
+    if isinstance(exc, FileNotFoundError):
+        return SegmentError(f"{os.fspath(source)}: no such image file")
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return SegmentError(f"{os.fspath(source)}: cannot read the image ({detail})")
+
+
+def _open_oriented(source: str | os.PathLike) -> Image.Image:
+    """The decoded image file, turned as its EXIF orientation says (a copy; the file is closed)."""
     try:
         with Image.open(source) as image:
             image.load()
-            yield image
-    except FileNotFoundError:
-        raise SegmentError(f"{os.fspath(source)}: no such image file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SegmentError(f"{os.fspath(source)}: cannot read the image ({detail})") from None
+            return ImageOps.exif_transpose(image)
+    except _UNREADABLE as exc:
+        raise _unreadable(source, exc) from None
 
 
 def _rgb8(image: Image.Image) -> np.ndarray:
@@ -129,8 +135,7 @@ def read_image(source: ImageSource, kind: str = "color") -> np.ndarray:
         return _from_array(source, kind, name)
     if isinstance(source, Image.Image):
         return _from_image(ImageOps.exif_transpose(source), kind, name)
-    with _opened(source) as image:
-        return _from_image(ImageOps.exif_transpose(image), kind, name)
+    return _from_image(_open_oriented(source), kind, name)
 
 
 def _from_image(image: Image.Image, kind: str, name: str) -> np.ndarray:
@@ -147,18 +152,15 @@ def image_size(source: str | os.PathLike) -> tuple[int, int]:
         with Image.open(source) as image:
             width, height = image.size
             orientation = image.getexif().get(0x0112, 1)
-    except FileNotFoundError:
-        raise SegmentError(f"{os.fspath(source)}: no such image file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SegmentError(f"{os.fspath(source)}: cannot read the image ({detail})") from None
+    except _UNREADABLE as exc:
+        raise _unreadable(source, exc) from None
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
 # --- results ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class HeadResult:
     """One output head of one image: labels, scores and the pictures made from them."""
 
@@ -208,7 +210,7 @@ class HeadResult:
         return legend_image(rows, self.palette, title=title)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Segmentation:
     """The model's heads for one image; the first head's results are at the top level."""
 
