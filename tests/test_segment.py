@@ -440,3 +440,44 @@ def test_python_api_takes_arrays_pil_images_and_files_alike(voc, tmp_path) -> No
     assert np.array_equal(from_file.labels, from_pil.labels)
     assert from_file.labels.shape == (40, 56) and from_file.scores.shape == (21, 40, 56)
     assert set(from_file.classes_present) <= set(weights.get("voc-fcn8s").classes)
+
+
+class _Recorder:
+    """A stand-in net that keeps its inputs and scores 40 classes (class = pixel row % 40)."""
+
+    def __init__(self) -> None:
+        self.inputs: dict[str, torch.Tensor] = {}
+
+    def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.inputs = inputs
+        first = next(iter(inputs.values()))
+        n, _, h, w = first.shape
+        rows = torch.arange(h).remainder(40)
+        scores = torch.nn.functional.one_hot(rows, 40).T[None, :, :, None].expand(n, 40, h, w)
+        return {"score": scores.float()}
+
+
+def test_the_hha_net_takes_hha_pictures_as_its_images_minus_the_hha_mean(tmp_path) -> None:
+    hha = _picture(12)
+    Image.fromarray(hha).save(tmp_path / "hha.png")
+    net = _Recorder()
+    model = weights.LoadedModel(net, "recorder", input_names=["data"])
+    result = segment(model, tmp_path / "hha.png", record="nyud-fcn32s-hha")
+    expected = hha.astype(np.float32) - np.float32([132.431, 94.076, 118.477])  # nyud_layers.py, as stored
+    assert np.array_equal(net.inputs["data"][0].numpy(), expected.transpose(2, 0, 1))
+    assert np.array_equal(result.labels[:, 0], np.arange(40) % 40)
+    assert np.array_equal(result.main.photo, hha)  # the overlay goes on the HHA picture itself
+
+
+def test_the_late_fusion_net_gets_bgr_minus_the_nyud_mean_and_the_hha_picture(tmp_path) -> None:
+    rgb, hha = _picture(13), _picture(14)
+    net = _Recorder()
+    model = weights.LoadedModel(net, "recorder", input_names=["color", "hha"])
+    segment(model, rgb, inputs={"hha": hha}, record="nyud-fcn32s-color-hha")
+    bgr = rgb[:, :, ::-1].astype(np.float64) - np.asarray(NYUD_MEAN_BGR)
+    assert np.allclose(net.inputs["color"][0].numpy(), bgr.transpose(2, 0, 1), atol=1e-4)
+    assert np.allclose(net.inputs["hha"][0].numpy()[0], hha[:, :, 0] - 132.431, atol=1e-4)
+    with pytest.raises(ValueError, match="also needs a hha image"):
+        segment(model, rgb, record="nyud-fcn32s-color-hha")
+    with pytest.raises(ValueError, match="the hha image is 32x24"):
+        segment(model, rgb, inputs={"hha": _picture(15, 24, 32)}, record="nyud-fcn32s-color-hha")
