@@ -43,6 +43,7 @@ def test_layer_case_matches_caffe(name: str) -> None:
             with_loss=losses,
             input_shapes=shapes,
             outputs=list(run["outputs"]),
+            **case.get("load_options", {}),
         )
         inputs = {blob: torch.from_numpy(npz[f"{prefix}input:{blob}"]) for blob in run["inputs"]}
         with torch.no_grad():

@@ -243,6 +243,8 @@ class Case:
         default_factory=dict
     )
     notes: list[str] = field(default_factory=list)
+    load_options: dict[str, Any] = field(default_factory=dict)
+    """Options the parity test passes to ``load_caffe`` (e.g. ``strict: False``)."""
 
     @property
     def inputs(self) -> list[str]:
@@ -929,6 +931,170 @@ def build_cases() -> list[Case]:
                 "the mean and variance are per (n, c) over H*W, or per n over C*H*W with across_channels",
             ],
         ),
+        # ---- Several bottoms, second tops, shared parameters, repeated names (Caffe's Net::Init)
+        Case(
+            "conv_multi_bottom",
+            "Convolution and Deconvolution with two and three bottoms: the same weights applied to each "
+            "bottom, one top per bottom",
+            [
+                L(
+                    "conv",
+                    "Convolution",
+                    ["a", "b"],
+                    ["conv_a", "conv_b"],
+                    **conv(4, kernel_size=3, pad=1, stride=2),
+                ),
+                L(
+                    "conv3",
+                    "Convolution",
+                    ["a", "b", "c"],
+                    ["conv3_a", "conv3_b", "conv3_c"],
+                    **conv(2, kernel_size=1, bias_term=False),
+                ),
+                L(
+                    "deconv",
+                    "Deconvolution",
+                    ["a", "b"],
+                    ["deconv_a", "deconv_b"],
+                    **conv(2, kernel_size=4, stride=2),
+                ),
+            ],
+            two_input_runs(("a", "b", "c"), *[(s, s, s) for s in ((1, 3, 5, 7), (2, 3, 1, 1), (1, 3, 4, 4))]),
+            notes=["BaseConvolutionLayer: every bottom must have bottom 0's shape; top i = layer(bottom i)"],
+        ),
+        Case(
+            "pool_max_mask",
+            "MAX pooling with a second top (the argmax mask): kernel 2 stride 2 (ceil overhang), kernel 3 "
+            "stride 2 pad 1, kernel 3 stride 3 pad 2 (windows start in the padding), rectangular, FLOOR and "
+            "global, on inputs with many ties",
+            [
+                L("pool", "Pooling", "data", ["pool", "pool_mask"], **pool("MAX", kernel_size=2, stride=2)),
+                L(
+                    "pool_p1",
+                    "Pooling",
+                    "data",
+                    ["pool_p1", "pool_p1_mask"],
+                    **pool("MAX", kernel_size=3, stride=2, pad=1),
+                ),
+                L(
+                    "pool_p2",
+                    "Pooling",
+                    "data",
+                    ["pool_p2", "pool_p2_mask"],
+                    **pool("MAX", kernel_size=3, stride=3, pad=2),
+                ),
+                L(
+                    "pool_rect",
+                    "Pooling",
+                    "data",
+                    ["pool_rect", "pool_rect_mask"],
+                    **pool("MAX", kernel_h=2, kernel_w=3, stride_h=1, stride_w=2, pad_h=1, pad_w=0),
+                ),
+                L(
+                    "pool_floor",
+                    "Pooling",
+                    "data",
+                    ["pool_floor", "pool_floor_mask"],
+                    **pool("MAX", kernel_size=3, stride=2, pad=1, round_mode="FLOOR"),
+                ),
+                L(
+                    "pool_global",
+                    "Pooling",
+                    "data",
+                    ["pool_global", "pool_global_mask"],
+                    **pool("MAX", global_pooling=True),
+                ),
+            ],
+            runs((1, 2, 5, 7), (2, 2, 1, 3), (1, 3, 6, 6), (1, 2, 4, 5)),
+            make_input=argmax_input,
+            notes=[
+                "inputs are N(0, 1) rounded to multiples of 0.5, so values tie often",
+                "the mask is the index h * W + w of the window's maximum in the bottom's H x W plane, as a "
+                "float; windows are clipped to the input (padding is never picked); the first maximum in "
+                "row-major order wins (Caffe compares with >)",
+            ],
+        ),
+        Case(
+            "shared_params",
+            "Parameters shared by name: two convolutions sharing weights and bias, a third sharing only the "
+            "weights (its own bias), a Deconvolution sharing a convolution's weights (same shape), and "
+            "InnerProducts sharing with share_mode PERMISSIVE",
+            [
+                L(
+                    "conv1",
+                    "Convolution",
+                    "data",
+                    param=[{"name": "w"}, {"name": "b"}],
+                    **conv(3, kernel_size=3, pad=1),
+                ),
+                L(
+                    "conv2",
+                    "Convolution",
+                    "conv1",
+                    param=[{"name": "w"}, {"name": "b"}],
+                    **conv(3, kernel_size=3, pad=1),
+                ),
+                L("conv3", "Convolution", "data", param=[{"name": "w"}], **conv(3, kernel_size=3, pad=1)),
+                L(
+                    "deconv",
+                    "Deconvolution",
+                    "conv2",
+                    param=[{"name": "w"}],
+                    **conv(3, kernel_size=3, bias_term=False),
+                ),
+                L(
+                    "ip1",
+                    "InnerProduct",
+                    "conv1",
+                    param=[{"name": "ipw"}],
+                    inner_product_param={"num_output": 2},
+                ),
+                L(
+                    "ip2",
+                    "InnerProduct",
+                    "conv3",
+                    param=[{"name": "ipw", "share_mode": "PERMISSIVE"}, {}],
+                    inner_product_param={"num_output": 2},
+                ),
+            ],
+            runs((1, 3, 4, 5), (1, 3, 4, 5)),
+            notes=[
+                "Caffe saves a shared blob under every layer that uses it (the same values)",
+                "the values are set layer by layer: a shared blob holds the last layer's values",
+                "InnerProduct weights depend on the input size: both runs are 4x5",
+            ],
+        ),
+        Case(
+            "duplicate_names",
+            "Two layers named 'relu' (ReLU, then Sigmoid) and two Convolutions named 'conv' of the same "
+            "shape: Caffe copies the caffemodel's 'conv' blobs into the first one only",
+            [
+                L("relu", "ReLU", "data", "x"),
+                L("relu", "Sigmoid", "x", "y"),
+                L("conv", "Convolution", "data", "conv_a", **conv(2, kernel_size=3, pad=1)),
+                L(
+                    "conv",
+                    "Convolution",
+                    "y",
+                    "conv_b",
+                    **conv(
+                        2,
+                        kernel_size=3,
+                        pad=1,
+                        weight_filler={"type": "constant", "value": 0.25},
+                        bias_filler={"type": "constant", "value": -0.5},
+                    ),
+                ),
+            ],
+            runs((1, 3, 4, 5), (2, 3, 1, 1)),
+            load_options={"strict": False},
+            notes=[
+                "weights.caffemodel holds two layers named 'conv' (the first's values, then the second's)",
+                "CopyTrainedLayersFrom gives each of them to the first layer named 'conv', so it ends with "
+                "the second entry's values; the second 'conv' keeps its fillers (constant 0.25, bias -0.5)",
+                "build with strict=False: the second 'conv' has no weights of its own",
+            ],
+        ),
     ]
     names = [c.name for c in cases]
     assert len(names) == len(set(names)), "case names must be unique"
@@ -986,8 +1152,12 @@ def fill_and_save(
     proto.write_text(net_text)
     net = caffe.Net(str(proto), caffe.TEST)
     by_name = {layer["name"]: layer for layer in layers}
-    values: dict[str, Arrays] = {}
-    for name, blobs in net.params.items():
+    filled = []
+    # Every layer with blobs, in net order (net.params keeps one layer per name).
+    for name, layer in zip(net._layer_names, net.layers, strict=True):
+        blobs = layer.blobs
+        if not len(blobs):
+            continue
         shapes = [tuple(b.data.shape) for b in blobs]
         fill = params.get(name, default_params)
         arrays = fill(rng, by_name[name], shapes)
@@ -995,7 +1165,12 @@ def fill_and_save(
             raise AssertionError(f"{name}: made {[a.shape for a in arrays]}, Caffe wants {shapes}")
         for blob, array in zip(blobs, arrays, strict=True):
             blob.data[...] = array
-        values[name] = arrays
+        filled.append((name, blobs))
+    # What Caffe holds once every layer is set (a shared blob: the last values set; a repeated name:
+    # the last layer's, as a weights file read into a dict gives it).
+    values: dict[str, Arrays] = {
+        name: [np.array(b.data, dtype=np.float32, copy=True) for b in blobs] for name, blobs in filled
+    }
     model = work / model_name
     net.save(str(model))
     return proto, model, values
@@ -1109,6 +1284,8 @@ def make_case(caffe, case: Case, out_dir: Path) -> dict:
             "seed": seed,
             "oracle": ORACLE,
         }
+        if case.load_options:
+            info["load_options"] = case.load_options
         write_json(staging / "case.json", info)
         # Read back with our own readers.
         if read_prototxt(staging / "net.prototxt") != net:
