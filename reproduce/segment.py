@@ -336,7 +336,8 @@ class HeadSpec:
 
 @dataclass
 class Sample:
-    """One image's decoded inputs (``{kind: array}``), the overlay's photo and where it came from."""
+    """One image's inputs for the net (``{kind: array}``, reduced by ``max_side``), the photo at
+    full size (for the overlay; the results come back at its size) and where it came from."""
 
     arrays: dict[str, np.ndarray]
     photo: np.ndarray
@@ -344,7 +345,32 @@ class Sample:
 
     @property
     def size(self) -> tuple[int, int]:
+        """``(height, width)`` the net sees."""
+        first = next(iter(self.arrays.values()))
+        return first.shape[0], first.shape[1]
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the picture and of the results."""
         return self.photo.shape[0], self.photo.shape[1]
+
+
+def fit_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """``size`` (height, width) scaled down so that its longer side is at most ``max_side``."""
+    height, width = size
+    if not max_side or max(height, width) <= max_side:
+        return size
+    scale = max_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _resized(array: np.ndarray, size: tuple[int, int], kind: str) -> np.ndarray:
+    if array.shape[:2] == size:
+        return array
+    if kind == "depth":  # raw values: no blending across depth edges
+        image = Image.fromarray(array.astype(np.float32))
+        return np.asarray(image.resize(size[::-1], Image.Resampling.NEAREST))
+    return np.asarray(Image.fromarray(array).resize(size[::-1], Image.Resampling.BILINEAR))
 
 
 def _first_device(net: Any, fallback: Any) -> torch.device:
@@ -367,9 +393,13 @@ class Segmenter:
         record: WeightsRecord | None = None,
         alpha: float = 0.5,
         allow_tf32: bool = False,
+        max_side: int | None = None,
     ) -> None:
         if not 0.0 <= alpha <= 1.0:
             raise SegmentError(f"alpha must lie in 0..1, got {alpha}")
+        if max_side is not None and max_side < 1:
+            raise SegmentError(f"max_side must be at least 1, got {max_side}")
+        self.max_side = max_side
         self.model = model
         self.record = record if record is not None else model.record
         self.alpha = alpha
@@ -454,7 +484,10 @@ class Segmenter:
                     f"{source}: the {kind} image is {array.shape[1]}x{array.shape[0]}, "
                     f"the {self.main_kind} image {_name(image)} {size[1]}x{size[0]}"
                 )
-        return Sample(arrays, arrays[self.main_kind], _name(image))
+        photo = arrays[self.main_kind]
+        net_size = fit_size(size, self.max_side)
+        arrays = {kind: _resized(array, net_size, kind) for kind, array in arrays.items()}
+        return Sample(arrays, photo, _name(image))
 
     def _tensor(self, spec: NetInput, sample: Sample) -> torch.Tensor:
         parts = []
@@ -472,7 +505,8 @@ class Segmenter:
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def run(self, samples: Sequence[Sample]) -> list[Segmentation]:
-        """Segment same-sized ``samples`` in one forward pass."""
+        """Segment ``samples`` of one net size in one forward pass; scores reduced by ``max_side`` are
+        scaled back to each picture's size (bilinear) before the argmax."""
         if not samples:
             return []
         size = samples[0].size
@@ -487,19 +521,25 @@ class Segmenter:
         try:
             with torch.inference_mode():
                 outputs = self.model.net(**inputs)
-                results = self._heads(outputs, len(samples), size)
+                checked = self._heads(outputs, len(samples), size)
+                segmentations = []
+                for i, sample in enumerate(samples):
+                    heads = {}
+                    for spec, (classes, tensor) in checked.items():
+                        scores = tensor[i : i + 1].float()
+                        if sample.original_size != size:
+                            scores = torch.nn.functional.interpolate(
+                                scores, size=sample.original_size, mode="bilinear", align_corners=False
+                            )
+                        heads[spec.blob] = HeadResult(
+                            blob=spec.blob, classes=classes, palette=palette(len(classes)),
+                            labels=scores[0].argmax(dim=0).to("cpu", torch.int64).numpy(),
+                            photo=sample.photo, scores=scores[0].cpu().numpy(), alpha=self.alpha,
+                            task=spec.task,
+                        )
+                    segmentations.append(Segmentation(heads, sample.source, tuple(self.notes)))
         finally:
             torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
-        segmentations = []
-        for i, sample in enumerate(samples):
-            heads = {
-                spec.blob: HeadResult(
-                    blob=spec.blob, classes=classes, palette=palette(len(classes)), labels=labels[i],
-                    photo=sample.photo, scores=scores[i], alpha=self.alpha, task=spec.task,
-                )
-                for spec, (classes, labels, scores) in results.items()
-            }
-            segmentations.append(Segmentation(heads, sample.source, tuple(self.notes)))
         return segmentations
 
     def _heads(self, outputs: Mapping[str, torch.Tensor], count: int, size: tuple[int, int]) -> dict:
@@ -525,9 +565,7 @@ class Segmenter:
                     f"output {spec.blob!r} scores {channels} classes, the record names {len(classes)}: "
                     "is this the right --record?"
                 )
-            labels = tensor.argmax(dim=1).to("cpu", torch.int64).numpy()
-            scores = tensor.to("cpu", torch.float32).numpy()
-            results[spec] = (classes, labels, scores)
+            results[spec] = (classes, tensor)
         return results
 
 
@@ -551,6 +589,7 @@ def segment(
     device: str | torch.device | None = None,
     record: str | WeightsRecord | None = None,
     alpha: float = 0.5,
+    max_side: int | None = None,
 ) -> Segmentation:
     """Segment one picture.
 
@@ -559,14 +598,16 @@ def segment(
     ``[PROTOTXT, CAFFEMODEL]``). ``image``: a file, PIL image or RGB array (EXIF orientation applied);
     ``inputs``: the other pictures a NYUD model needs, ``{"hha": ...}`` or ``{"depth": ...}``.
     ``record`` (a registry name or record) gives classes, palette and preprocessing to a model
-    without one. Returns labels, scores, the colour label map, the overlay and the classes present.
+    without one. ``max_side`` runs the net on the picture scaled down to that longest side (faster,
+    less memory; no longer Caffe's numbers) and scales the scores back. Returns labels, scores, the
+    colour label map, the overlay and the classes present, all at the picture's size.
     """
     loaded = _as_loaded(model, device)
     if isinstance(record, str):
         import weights
 
         record = weights.get(record)
-    segmenter = Segmenter(loaded, record=record, alpha=alpha)
+    segmenter = Segmenter(loaded, record=record, alpha=alpha, max_side=max_side)
     return segmenter.run([segmenter.prepare(image, inputs)])[0]
 
 
@@ -725,6 +766,11 @@ def build_parser(prog: str = "python -m reproduce.segment") -> argparse.Argument
     parser.add_argument("--scores", action="store_true", help="also write the raw scores (C x H x W .npy)")
     parser.add_argument("--legend", action="store_true", help="also write a legend of the classes present")
     parser.add_argument(
+        "--max-side", type=int, metavar="PIXELS",
+        help="run the net on images scaled down to this longest side, scores scaled back (faster, less "
+        "memory, not Caffe's numbers; default: full size)",
+    )
+    parser.add_argument(
         "--overlay-format", choices=tuple(OVERLAY_FORMATS), default="png",
         help="file format of the overlays (default png; jpg and webp are smaller)",
     )
@@ -767,6 +813,8 @@ def run(args: argparse.Namespace) -> int:
         raise SegmentError("no images given: name image files or folders after the model")
     if args.batch_size < 1:
         raise SegmentError("--batch-size must be at least 1")
+    if args.max_side is not None and args.max_side < 1:
+        raise SegmentError("--max-side must be at least 1")
     if not 0.0 <= args.alpha <= 1.0:
         raise SegmentError("--alpha must lie in 0..1")
     out = Path(args.output)
@@ -791,7 +839,9 @@ def run(args: argparse.Namespace) -> int:
     if random:
         more = " ..." if len(random) > 4 else ""
         raise ModelError(f"the weights lack layer(s) {', '.join(random[:4])}{more}: segmenting needs them")
-    segmenter = Segmenter(model, record=record, alpha=args.alpha, allow_tf32=args.allow_tf32)
+    segmenter = Segmenter(
+        model, record=record, alpha=args.alpha, allow_tf32=args.allow_tf32, max_side=args.max_side
+    )
     if segmenter.main_kind in extras:
         kind = segmenter.main_kind
         raise SegmentError(f"--input {kind}=...: the images given are the {kind} input")
@@ -803,7 +853,8 @@ def run(args: argparse.Namespace) -> int:
     stray = [k for k in extras if k not in segmenter.extra_kinds]
     if stray:
         raise SegmentError(f"--input {stray[0]}=...: {model.description} takes no {stray[0]} input")
-    sizes = [image_size(job.image) for job in jobs]  # every file readable before anything is written
+    # Every file readable before anything is written; batches by the size the net sees.
+    sizes = [fit_size(image_size(job.image), args.max_side) for job in jobs]
     for note in segmenter.notes:
         print(f"note: {note}")
     heads = [h.blob for h in segmenter.heads]

@@ -481,3 +481,39 @@ def test_the_late_fusion_net_gets_bgr_minus_the_nyud_mean_and_the_hha_picture(tm
         segment(model, rgb, record="nyud-fcn32s-color-hha")
     with pytest.raises(ValueError, match="the hha image is 32x24"):
         segment(model, rgb, inputs={"hha": _picture(15, 24, 32)}, record="nyud-fcn32s-color-hha")
+
+
+def test_max_side_runs_the_net_on_a_smaller_picture_and_answers_at_full_size() -> None:
+    net = _Recorder()
+    model = weights.LoadedModel(net, "recorder", input_names=["data"])
+    result = segment(model, _picture(16, 80, 112), record="nyud-fcn32s-color", max_side=56)
+    assert tuple(net.inputs["data"].shape) == (1, 3, 40, 56)
+    assert result.labels.shape == (80, 112) and result.scores.shape == (40, 80, 112)
+    # Net row k scores class k; bilinear doubling (half-pixel centres) gives rows 2k and 2k+1 class k.
+    assert np.array_equal(result.labels[:, 5], np.arange(80) // 2)
+    small = segment(model, _picture(17, 40, 56), record="nyud-fcn32s-color", max_side=56)
+    assert tuple(net.inputs["data"].shape) == (1, 3, 40, 56) and small.labels.shape == (40, 56)
+
+
+def test_max_side_on_the_command_line_writes_full_size_results_and_leaves_small_images_alone(voc, tmp_path, capsys) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(_picture(18, 80, 112)).save(photos / "big.png")
+    Image.fromarray(_picture(19, 40, 56)).save(photos / "small.png")
+    out = tmp_path / "out"
+    code, _, err = _run(
+        ["--model", str(voc[0]), str(voc[1]), str(photos), "-o", str(out), "--max-side", "56", "--scores"],
+        capsys,
+    )
+    assert code == 0, err
+    assert _labels_png(out / "big.png").shape == (80, 112) and np.load(out / "big.scores.npy").shape == (
+        21,
+        80,
+        112,
+    )
+    alone = segment([voc[0], voc[1]], photos / "small.png")
+    assert np.array_equal(_labels_png(out / "small.png"), alone.labels)  # under the limit: untouched
+    code, _, err = _run(
+        ["--model", str(voc[0]), str(voc[1]), str(photos), "-o", str(out), "--max-side", "0"], capsys
+    )
+    assert code == 2 and "--max-side" in err
