@@ -29,7 +29,8 @@ palette), ``OUT/a/b.overlay.png`` (the colours blended over the photo, ``--alpha
 ``--overlay-format jpg`` or ``webp`` makes smaller overlays.
 Models with two heads (SIFT Flow) write each head's files with the output blob in the name:
 ``b.score_sem.png``, ``b.score_geo.png``, ``b.score_geo.overlay.png`` ... Every file is written
-atomically; images of the same size go through the net together (``--batch-size``).
+atomically; images of the same size go through the net together (``--batch-size``). ``--max-side``
+runs the net on large pictures scaled down and scales the scores back to the picture's size.
 """
 
 from __future__ import annotations

@@ -495,7 +495,9 @@ def test_max_side_runs_the_net_on_a_smaller_picture_and_answers_at_full_size() -
     assert tuple(net.inputs["data"].shape) == (1, 3, 40, 56) and small.labels.shape == (40, 56)
 
 
-def test_max_side_on_the_command_line_writes_full_size_results_and_leaves_small_images_alone(voc, tmp_path, capsys) -> None:
+def test_max_side_on_the_command_line_gives_full_size_results_and_spares_small_images(
+    voc, tmp_path, capsys
+) -> None:
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.fromarray(_picture(18, 80, 112)).save(photos / "big.png")
