@@ -416,7 +416,7 @@ class Segmenter:
             self.heads = [HeadSpec(blob, "semantic", None) for blob in outputs]
             self.notes.append(
                 f"{model.description} has no registry record: VOC mean and colour map, class names "
-                "class_0, class_1, ... (--record NAME borrows a registry model's)"
+                "class_0, class_1, ... (--record NAME, or record=NAME in Python, borrows a registry model's)"
             )
         if not self.heads:
             raise SegmentError(f"{model.description} has no outputs to segment with")
