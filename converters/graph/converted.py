@@ -66,6 +66,11 @@ def save_converted(module: fx.GraphModule, path: str | os.PathLike[str], fmt: st
     fmt = format_for(path, fmt)
     original = module.state_dict()
     state = OrderedDict((k, v.detach().to("cpu").contiguous()) for k, v in original.items())
+    seen: set[int] = set()
+    for key, value in state.items():  # a shared parameter is written under each layer, as Caffe does
+        if value.untyped_storage().data_ptr() in seen:
+            state[key] = value.clone()
+        seen.add(value.untyped_storage().data_ptr())
     metadata = _metadata(module)
     with atomic_write(path) as handle:
         if fmt == "safetensors":
