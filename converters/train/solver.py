@@ -196,8 +196,9 @@ class Solver:
         """``iters`` Caffe iterations; returns the last one's loss (averaged over ``iter_size``)."""
         loss = np.float32(0)
         for _ in range(iters):
-            for tensor in self._tensors:
-                tensor.grad = None
+            for tensor in self._tensors:  # ClearParamDiffs (in place: no reallocation per iteration)
+                if tensor.grad is not None:
+                    tensor.grad.zero_()
             loss = np.float32(0)
             for _ in range(self.iter_size):
                 loss += np.float32(self.forward_backward(feeds() if callable(feeds) else feeds))
@@ -214,7 +215,8 @@ class Solver:
         if clip >= 0:
             sumsq = np.float32(0)
             for d in diffs:
-                sumsq += np.float32((d * d).sum().item())
+                flat = d.reshape(-1)
+                sumsq += np.float32(torch.dot(flat, flat).item())  # sumsq_diff: a float dot product
             norm = np.sqrt(sumsq, dtype=np.float32)
             if norm > clip:
                 scale = float(np.float32(clip) / norm)

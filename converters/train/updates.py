@@ -96,8 +96,8 @@ def check_solver(param: Message, where: str) -> str:
 
 
 def axpby(a: float, x: Tensor, b: float, y: Tensor) -> None:
-    """``y = a x + b y`` in place (``caffe_cpu_axpby``)."""
-    y.mul_(b).add_(x * a)
+    """``y = a x + b y`` in place (``caffe_cpu_axpby``), without a temporary."""
+    y.mul_(b).add_(x, alpha=a)
 
 
 def compute_update(
@@ -110,7 +110,8 @@ def compute_update(
     local_rate: float,
     iteration: int,
 ) -> Tensor:
-    """The new diff of parameter ``index`` (``ComputeUpdateValue``); updates ``history`` in place."""
+    """The new diff of parameter ``index`` (``ComputeUpdateValue``); updates ``history`` in place and
+    may reuse ``diff``'s memory."""
     momentum = f32(param.get("momentum"))
     delta = float(f32(param.get("delta")))
     h = history[index]
@@ -118,35 +119,36 @@ def compute_update(
         axpby(local_rate, diff, float(momentum), h)
         return h  # Caffe copies the history into the diff: the same values
     if kind == "Nesterov":
-        previous = h.clone()
+        update = h.clone()
         axpby(local_rate, diff, float(momentum), h)
-        return h * float(f32(1) + momentum) - previous * float(momentum)
+        axpby(float(f32(1) + momentum), h, -float(momentum), update)
+        return update
     if kind == "AdaGrad":
-        h.add_(diff * diff)
-        return (diff / (h.sqrt() + delta)) * local_rate
+        h.addcmul_(diff, diff)
+        return diff.div_(h.sqrt().add_(delta)).mul_(local_rate)
     if kind == "RMSProp":
         decay = f32(param.get("rms_decay"))
-        axpby(float(f32(1) - decay), diff * diff, float(decay), h)
-        return (diff / (h.sqrt() + delta)) * local_rate
+        h.mul_(float(decay)).addcmul_(diff, diff, value=float(f32(1) - decay))
+        return diff.div_(h.sqrt().add_(delta)).mul_(local_rate)
     if kind == "AdaDelta":
         h_update = history[count + index]
-        axpby(float(f32(1) - momentum), diff * diff, float(momentum), h)
-        update = ((h_update + delta) / (h + delta)).sqrt()
-        new_diff = diff * update
-        axpby(float(f32(1) - momentum), new_diff * new_diff, float(momentum), h_update)
-        return new_diff * local_rate
+        h.mul_(float(momentum)).addcmul_(diff, diff, value=float(f32(1) - momentum))
+        diff.mul_(h_update.add(delta).div_(h.add(delta)).sqrt_())
+        h_update.mul_(float(momentum)).addcmul_(diff, diff, value=float(f32(1) - momentum))
+        return diff.mul_(local_rate)
     if kind == "Adam":
         beta1, beta2 = momentum, f32(param.get("momentum2"))
         m, v = h, history[count + index]
         t = iteration + 1
         correction = f32(math.sqrt(1.0 - math.pow(float(beta2), t)) / (1.0 - math.pow(float(beta1), t)))
         axpby(float(f32(1) - beta1), diff, float(beta1), m)
-        axpby(float(f32(1) - beta2), diff * diff, float(beta2), v)
-        return (m / (v.sqrt() + delta)) * float(f32(local_rate) * correction)
+        v.mul_(float(beta2)).addcmul_(diff, diff, value=float(f32(1) - beta2))
+        denominator = v.sqrt().add_(delta)
+        return torch.div(m, denominator, out=denominator).mul_(float(f32(local_rate) * correction))
     raise SolverError(f"unknown solver type {kind!r}")
 
 
 def regularize(diff: Tensor, data: Tensor, local_decay: float, regularization: str) -> None:
     """``Regularize``: add ``local_decay`` x data (L2) or x sign(data) (L1) to ``diff`` in place."""
     if local_decay:
-        diff.add_((data if regularization == "L2" else torch.sign(data)) * local_decay)
+        diff.add_(data if regularization == "L2" else torch.sign(data), alpha=local_decay)
