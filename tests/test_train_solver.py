@@ -293,3 +293,30 @@ def test_feeds_and_solverstates_that_do_not_fit_are_one_line_errors(tmp_path: Pa
         solver.restore(tmp_path / "text.solverstate")
     with pytest.raises(SolverError, match="snapshot folder"):
         solver.snapshot(str(tmp_path / "no" / "such" / "prefix"))
+
+
+def test_train_state_stages_weights_and_legacy_fields_are_read_as_caffe_reads_them(tmp_path: Path) -> None:
+    net = (FIXTURES / "sgd_fixed" / "net.prototxt").read_text().replace(
+        'top: "loss"',
+        'top: "loss" include { stage: "main" }',
+    )
+    net += (
+        'layer { name: "loss_b" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss_b" '
+        'loss_weight: 3 include { phase: TRAIN not_stage: "main" } }\n'
+    )
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "train.prototxt").write_text(net)
+    shutil.copy(FIXTURES / "sgd_fixed" / "init.caffemodel", tmp_path / "nets" / "init.caffemodel")
+    (tmp_path / "nets" / "solve.prototxt").write_text(
+        'train_net: "train.prototxt" weights: "init.caffemodel" base_lr: 0.1 lr_policy: "fixed" '
+        'solver_type: NESTEROV train_state { stage: "main" }'
+    )
+    solver = converters.load_solver(tmp_path / "nets" / "solve.prototxt")
+    assert solver.type == "Nesterov"
+    assert solver.loss_weights == {"loss": 1.0}
+    init = converters.read_weights(FIXTURES / "sgd_fixed" / "init.caffemodel")
+    assert np.array_equal(solver.weights()["conv1"][0], init["conv1"][0])  # the solver's weights: entry
+    assert solver.snapshot_prefix == str(tmp_path / "nets" / "solve")  # Caffe's default: the file's stem
+    other = (tmp_path / "nets" / "solve.prototxt").read_text().replace('stage: "main"', 'stage: "other"')
+    (tmp_path / "nets" / "solve.prototxt").write_text(other)
+    assert converters.load_solver(tmp_path / "nets" / "solve.prototxt").loss_weights == {"loss_b": 3.0}
