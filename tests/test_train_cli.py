@@ -165,3 +165,27 @@ def test_image_source_crops_the_centre_outside_training_and_resizes(tmp_path: Pa
     resized = ImageSource(_image_net(tmp_path, "", "new_height: 8 new_width: 12"), tmp_path)()
     assert resized["data"].shape == (2, 3, 8, 12)
     np.testing.assert_array_equal(resized["data"][0, 0], np.full((8, 12), 200))
+
+
+def test_the_command_trains_a_classifier_reading_an_image_data_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    _image_net(tmp_path, "crop_size: 4 mirror: true mean_value: 100 scale: 0.01")
+    (tmp_path / "net.prototxt").write_text(
+        'layer { name: "d" type: "ImageData" top: "data" top: "label" '
+        'transform_param { crop_size: 4 mirror: true mean_value: 100 scale: 0.01 } '
+        'image_data_param { source: "list.txt" batch_size: 2 shuffle: true } }\n'
+        'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+        'inner_product_param { num_output: 8 weight_filler { type: "xavier" } } }\n'
+        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" }\n'
+    )
+    (tmp_path / "solver.prototxt").write_text(
+        'net: "net.prototxt" base_lr: 0.1 lr_policy: "fixed" max_iter: 3 snapshot_prefix: "cls" '
+        "random_seed: 5"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["solver.prototxt", "--no-progress", "--device", "cpu"]) == 0
+    weights = converters.read_weights(tmp_path / "cls_iter_3.caffemodel")
+    assert weights["fc"][0].shape == (8, 48) and np.isfinite(weights["fc"][0]).all()
+    assert cli.main(["solver.prototxt", "--no-progress", "--device", "nonsense"]) == 2
+    assert "--device" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..cli import EXIT_INTERRUPTED, Parser, run
+from ..cli import EXIT_INTERRUPTED, Parser, device, run
 from ..errors import SolverError
 
 
@@ -63,7 +63,7 @@ def _main(argv: list[str] | None = None) -> int:
     shapes: dict[str, Any] = {}
     for source in sources:
         shapes.update(source.shapes())
-    solver = load_solver(path, args.weights, device=args.device, input_shapes=shapes)
+    solver = load_solver(path, args.weights, device=device(args.device, default="cpu"), input_shapes=shapes)
     if args.snapshot:
         solver.restore(args.snapshot)
     iters = args.iters if args.iters is not None else solver.max_iter - solver.iter
