@@ -317,3 +317,14 @@ def test_a_net_with_shared_parameters_round_trips_through_a_converted_file(tmp_p
         back = load_converted(tmp_path / name)
         x = torch.randn(1, 3, 6, 6)
         assert torch.equal(back(data=x)["c2"], net(data=x)["c2"]) and back.c1.weight is back.c2.weight
+
+
+def test_a_pooling_stride_far_beyond_the_input_runs_without_padding_that_far() -> None:
+    text = INPUT + (
+        'layer { name: "p" type: "Pooling" bottom: "data" top: "p" top: "m" '
+        "pooling_param { pool: MAX kernel_size: 3 stride: 2147483647 } }"
+    )
+    out = build_graph(parse_text(text))(data=torch.randn(1, 3, 6, 6))
+    # As Caffe computes it for stride 100 (case pool_max_mask): windows past the input are empty.
+    assert out["p"].shape == (1, 3, 2, 2) and out["m"][0, 0, 1].tolist() == [-1.0, -1.0]
+    assert float(out["p"][0, 0, 1, 1]) == -torch.finfo(torch.float32).max

@@ -1004,6 +1004,22 @@ def build_cases() -> list[Case]:
                     ["pool_global", "pool_global_mask"],
                     **pool("MAX", global_pooling=True),
                 ),
+                L(
+                    "pool_gap",
+                    "Pooling",
+                    "data",
+                    ["pool_gap", "pool_gap_mask"],
+                    **pool("MAX", kernel_size=2, stride=3),
+                ),
+                L(
+                    "pool_far",
+                    "Pooling",
+                    "data",
+                    ["pool_far", "pool_far_mask"],
+                    **pool("MAX", kernel_size=3, stride=100),
+                ),
+                L("pool_gap_ave", "Pooling", "data", **pool("AVE", kernel_size=2, stride=3)),
+                L("pool_far_ave", "Pooling", "data", **pool("AVE", kernel_size=3, stride=100)),
             ],
             runs((1, 2, 5, 7), (2, 2, 1, 3), (1, 3, 6, 6), (1, 2, 4, 5)),
             make_input=argmax_input,
@@ -1012,6 +1028,9 @@ def build_cases() -> list[Case]:
                 "the mask is the index h * W + w of the window's maximum in the bottom's H x W plane, as a "
                 "float; windows are clipped to the input (padding is never picked); the first maximum in "
                 "row-major order wins (Caffe compares with >)",
+                "pool_gap (kernel 2 stride 3 on a width of 3) and pool_far (stride 100) have windows that "
+                "start past the input: MAX gives -FLT_MAX and mask -1; AVE gives 0/0 = NaN (pool_gap_ave) "
+                "or 0 (pool_far_ave: the clipped window's size is negative)",
             ],
         ),
         Case(

@@ -102,12 +102,15 @@ class CaffePooling(nn.Module):
                 return pool_max(x, kernel, stride, pad, ceil_mode=True)
             return pool_avg(x, kernel, stride, pad, ceil_mode=True, count_include_pad=True)
         # General case: pad explicitly so that every window Caffe visits exists, pool without
-        # padding, and keep exactly Caffe's number of outputs.
+        # padding, and keep exactly Caffe's number of outputs. Windows that start past the padded
+        # input (a stride beyond the input) see nothing: -FLT_MAX, or a sum of 0.
+        inside = _windows_inside(sizes, stride, pad, out)
         widths: list[int] = []
-        for s, k, st, p, o in reversed(list(zip(sizes, kernel, stride, pad, out, strict=True))):
+        for s, k, st, p, o in reversed(list(zip(sizes, kernel, stride, pad, inside, strict=True))):
             widths += [p, max(0, (o - 1) * st + k - p - s)]
+        empty = torch.finfo(x.dtype).min if self.method == "MAX" else 0.0
         if self.method == "MAX":
-            padded = F.pad(x, widths, value=torch.finfo(x.dtype).min)
+            padded = F.pad(x, widths, value=empty)
             y = pool_max(padded, kernel, stride)
         else:
             padded = F.pad(x, widths)
@@ -116,8 +119,8 @@ class CaffePooling(nn.Module):
                 if dims > 1
                 else (F.avg_pool1d(padded, kernel, stride) * kernel[0])
             )
-        index = (Ellipsis,) + tuple(slice(0, o) for o in out)
-        y = y[index]
+        index = (Ellipsis,) + tuple(slice(0, o) for o in inside)
+        y = _extend(y[index], inside, out, empty)
         if self.method == "AVE":
             divisor = torch.ones((), dtype=x.dtype, device=x.device)
             for axis, (s, k, st, p, o) in enumerate(zip(sizes, kernel, stride, pad, out, strict=True)):
@@ -130,6 +133,25 @@ class CaffePooling(nn.Module):
         return y
 
 
+def _windows_inside(
+    sizes: Sequence[int], stride: Sequence[int], pad: Sequence[int], out: Sequence[int]
+) -> tuple[int, ...]:
+    """Per axis, how many of the ``out`` windows start inside the padded input."""
+    return tuple(
+        min(o, (s + 2 * p - 1) // st + 1) for s, st, p, o in zip(sizes, stride, pad, out, strict=True)
+    )
+
+
+def _extend(y: Tensor, inside: Sequence[int], out: Sequence[int], value: float) -> Tensor:
+    """``y`` (``inside`` windows per axis) grown to ``out`` windows per axis with ``value``."""
+    if tuple(inside) == tuple(out):
+        return y
+    widths: list[int] = []
+    for i, o in reversed(list(zip(inside, out, strict=True))):
+        widths += [0, o - i]
+    return F.pad(y, widths, value=value)
+
+
 def max_pool_with_mask(
     x: Tensor, kernel: Sequence[int], stride: Sequence[int], pad: Sequence[int], out: Sequence[int]
 ) -> tuple[Tensor, Tensor]:
@@ -138,7 +160,8 @@ def max_pool_with_mask(
     candidate), the first maximum in row-major order wins, only values above -FLT_MAX (so no NaN)
     count, and a window without one gives -FLT_MAX and index -1."""
     n, c, h, w = x.shape
-    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, pad, out
+    inside = _windows_inside((h, w), stride, pad, out)
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, pad, inside
     widths = [pw, max(0, (ow - 1) * sw + kw - pw - w), ph, max(0, (oh - 1) * sh + kh - ph - h)]
     lowest = torch.finfo(x.dtype).min
     values = F.pad(torch.nan_to_num(x, nan=-math.inf), widths, value=-math.inf)
@@ -154,7 +177,8 @@ def max_pool_with_mask(
     top = torch.where(found, best, torch.full_like(best, lowest))
     mask = torch.where(found, picked, torch.full_like(picked, -1.0))
     shape = (n, c, rows, cols)
-    return top.reshape(shape)[..., :oh, :ow], mask.reshape(shape)[..., :oh, :ow]
+    top, mask = top.reshape(shape)[..., :oh, :ow], mask.reshape(shape)[..., :oh, :ow]
+    return _extend(top, inside, out, lowest), _extend(mask, inside, out, -1.0)
 
 
 @register_layer("Pooling", bottoms=1, tops=(1, 2))
