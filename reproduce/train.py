@@ -1,0 +1,539 @@
+"""``python -m reproduce.train MODEL``: train an official FCN model with its official recipe.
+
+The solver values of the model's ``solver.prototxt`` (:mod:`reproduce.training.recipe`), its train
+net (``converters.fcn.nets.net_definition(model, "train")``) with the Python data layer's tops fed
+from our readers of its training split (:mod:`reproduce.training.data`: one whole image per
+iteration in the official layers' seeded random order, Caffe preprocessing, no augmentation), the
+start weights ``solve.py`` copies in (:mod:`reproduce.training.init`), and scoring on the
+validation split every ``score_interval`` iterations as ``score.seg_tests`` does
+(:mod:`reproduce.training.scoring`). The solver is :func:`converters.load_solver` (Caffe's SGD step
+for step).
+
+The run folder (``--out``, default ``runs/MODEL``) holds ``solver.prototxt``/``train.prototxt``/
+``val.prototxt`` (what Caffe would run), ``run.json`` (the settings), ``log.jsonl``, ``plot.png``
+and ``snapshots/train_iter_N.{caffemodel,solverstate}`` in Caffe's formats. ``--resume`` continues
+from the newest solverstate there; Ctrl-C finishes the iteration under way, writes a snapshot and
+exits 130.
+
+Several processes: ``torchrun --nproc_per_node N -m reproduce.train MODEL ...`` trains with
+PyTorch's ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs) as Caffe's multi-GPU training
+does: each process runs ``iter_size`` passes on its own images, the gradients are averaged over the
+processes, every process applies the same update. N processes give the parameters one process
+gives with ``iter_size`` x N on the same images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from converters import cli
+from converters.atomic import atomic_write
+from converters.caffe.formats import write_prototxt
+from converters.caffe.text import format_message
+from converters.errors import UsageError
+from converters.fcn.nets import net_definition
+from converters.train import load_solver
+from reproduce.training import data as training_data
+from reproduce.training.init import start_weights
+from reproduce.training.log import RunLog
+from reproduce.training.recipe import RECIPES, Recipe, recipe, solver_parameter
+from reproduce.training.scoring import Scorer
+
+__all__ = ["build_parser", "main", "train"]
+
+SNAPSHOT_RE = re.compile(r"^train_iter_(\d+)\.solverstate$")
+#: Settings a resumed run keeps from ``run.json`` (the net and the optimisation must not change).
+KEPT_ON_RESUME = ("model", "width", "init", "base_lr", "momentum", "iter_size", "seed", "train_list")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options."""
+    parser = cli.Parser(
+        prog="python -m reproduce.train",
+        description="Train an official FCN model with the official recipe (solver.prototxt, solve.py, "
+        "the Python data layers), as Caffe does, and score it on its validation split as it goes.",
+        epilog="Dataset roots may also come from FCN_PORT_SBD, FCN_PORT_VOC2011, FCN_PORT_VOC2010, "
+        "FCN_PORT_CONTEXT, FCN_PORT_NYUD, FCN_PORT_SIFTFLOW. Several processes: torchrun "
+        "--nproc_per_node N -m reproduce.train MODEL ...",
+    )
+    parser.add_argument("model", choices=list(RECIPES), metavar="MODEL", help=", ".join(RECIPES))
+    start = parser.add_argument_group("start")
+    start.add_argument(
+        "--init",
+        action="append",
+        metavar="SOURCE",
+        help="start weights: vgg16 / caffenet (ILSVRC base, fc6/fc7 made convolutions), a "
+        "registry FCN (its released weights), a .caffemodel, a previous run's folder (its "
+        "newest snapshot), or none; default: what solve.py uses (vgg16, caffenet, or the "
+        "released previous stage). nyud-fcn32s-color-hha: give it twice (colour, HHA)",
+    )
+    start.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its newest snapshot"
+    )
+    start.add_argument("--download", action="store_true", help="download missing registry weights")
+    start.add_argument(
+        "--cache-dir", metavar="DIR", help="weights cache (default: $FCN_PORT_CACHE, ~/.cache/fcn-port)"
+    )
+    roots = parser.add_argument_group("data")
+    for key, option in training_data.ROOT_OPTIONS.items():
+        roots.add_argument(
+            option,
+            dest=f"{key}_root",
+            metavar="PATH",
+            help=f"${training_data.ROOT_VARIABLES[key]}; {training_data.DOWNLOADS[key]}",
+        )
+    roots.add_argument(
+        "--train-list",
+        metavar="NAME",
+        help="VOC models: train on <voc-root>/ImageSets/"
+        "Segmentation/NAME.txt (a VOC-layout folder) instead of SBD train",
+    )
+    roots.add_argument(
+        "--val-split",
+        metavar="NAME",
+        help="score another split (VOC: val2011, val2012 or a "
+        "list of the VOC root; default: the official one)",
+    )
+    roots.add_argument("--val-limit", type=int, metavar="N", help="score only the first N validation images")
+    run = parser.add_argument_group("schedule (default: the official one)")
+    run.add_argument("--out", metavar="DIR", help="run folder (default: runs/MODEL)")
+    run.add_argument("--iterations", type=int, metavar="N", help="stop at iteration N (default: solve.py's)")
+    run.add_argument("--score-every", type=int, metavar="N", help="score every N iterations (0: never)")
+    run.add_argument("--snapshot-every", type=int, metavar="N", help="snapshot every N iterations")
+    run.add_argument(
+        "--score-initial",
+        action="store_true",
+        help="score the start weights too (Caffe's test_initialization; off in the official runs)",
+    )
+    run.add_argument("--display", type=int, metavar="N", help="log every N iterations (default 20)")
+    run.add_argument("--base-lr", type=float, metavar="LR", help="override solver base_lr")
+    run.add_argument("--momentum", type=float, metavar="M", help="override solver momentum")
+    run.add_argument("--iter-size", type=int, metavar="N", help="override solver iter_size (per process)")
+    run.add_argument("--width", type=float, metavar="W", help="scale the feature layers (tests; default 1)")
+    run.add_argument("--seed", type=int, metavar="S", help="data order seed (default 1337, the official)")
+    run.add_argument(
+        "--device", help="cpu, cuda, cuda:1 (default: cuda if available; torchrun: cuda:LOCAL_RANK)"
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+class _Stop:
+    """Ctrl-C (or SIGTERM) once: finish the iteration, snapshot, exit 130. Twice: abort now."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            "\nstopping after this iteration to write a snapshot (Ctrl-C again to abort)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    @contextmanager
+    def installed(self):
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handler)
+        try:
+            yield self
+        finally:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+
+
+class _Distributed:
+    """This process's place among ``torchrun``'s (world 1 without it)."""
+
+    def __init__(self, device_option: str | None) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if device_option is None and self.world > 1 and torch.cuda.is_available():
+            device_option = f"cuda:{local}"
+        self.device = cli.device(device_option)
+        self.dist = None
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            self.dist = dist
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def mean(self, value: float) -> float:
+        if self.dist is None:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self._comm_device())
+        self.dist.all_reduce(t)
+        return float(t) / self.world
+
+    def any(self, flag: bool) -> bool:
+        if self.dist is None:
+            return flag
+        t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=self._comm_device())
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def barrier(self) -> None:
+        if self.dist is not None:
+            self.dist.barrier()
+
+    def close(self) -> None:
+        if self.dist is not None:
+            self.dist.destroy_process_group()
+
+    def _comm_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+
+def _latest_snapshot(folder: Path) -> Path | None:
+    found = []
+    if folder.is_dir():
+        for path in folder.iterdir():
+            match = SNAPSHOT_RE.match(path.name)
+            if match and path.with_suffix(".caffemodel").is_file():
+                found.append((int(match.group(1)), path))
+    return max(found)[1] if found else None
+
+
+def _settings(args: argparse.Namespace, r: Recipe) -> dict:
+    return {
+        "model": r.model,
+        "width": args.width if args.width is not None else 1.0,
+        "init": args.init or [r.init],
+        "base_lr": args.base_lr if args.base_lr is not None else r.base_lr,
+        "momentum": args.momentum if args.momentum is not None else r.momentum,
+        "iter_size": args.iter_size if args.iter_size is not None else r.iter_size,
+        "seed": args.seed if args.seed is not None else training_data.SEED,
+        "train_list": args.train_list,
+    }
+
+
+def _resolve_init(sources: Sequence[str]) -> list[str]:
+    """A run folder given to --init means its newest snapshot's caffemodel."""
+    out = []
+    for source in sources:
+        for part in source.split(","):
+            path = Path(part).expanduser()
+            if path.is_dir():
+                state = _latest_snapshot(path / "snapshots") or _latest_snapshot(path)
+                if state is None:
+                    raise UsageError(f"--init {part}: a folder without snapshots (train_iter_N.caffemodel)")
+                part = str(state.with_suffix(".caffemodel"))
+            out.append(part)
+    return out
+
+
+def _input_shapes(model: str) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for blob, (kind, _) in training_data.input_blobs(model).items():
+        shapes[blob] = (1, 1 if kind == "label" or blob == "depth" else 3, 64, 64)
+    return shapes
+
+
+def train(args: argparse.Namespace) -> int:
+    """Run (or resume) the training the parsed ``args`` describe; returns the exit status."""
+    r = recipe(args.model)
+    out = Path(args.out or Path("runs") / r.model)
+    snapshots = out / "snapshots"
+    settings = _settings(args, r)
+    run_file = out / "run.json"
+    state_path = None
+    if args.resume:
+        if not run_file.is_file():
+            raise UsageError(f"--resume: {out} holds no run (no run.json); start it without --resume")
+        stored = json.loads(run_file.read_text())
+        if stored.get("model") != r.model:
+            raise UsageError(f"--resume: {out} trains {stored.get('model')}, not {r.model}")
+        settings.update({k: stored[k] for k in KEPT_ON_RESUME if k in stored})
+        state_path = _latest_snapshot(snapshots)
+        if state_path is None:
+            raise UsageError(f"--resume: no snapshot in {snapshots} yet; start again without --resume")
+    elif run_file.is_file() and _latest_snapshot(snapshots) is not None:
+        raise UsageError(f"{out} already holds a run with snapshots: add --resume, or choose another --out")
+
+    iterations = args.iterations if args.iterations is not None else r.iterations
+    score_every = args.score_every if args.score_every is not None else r.score_interval
+    snapshot_every = (
+        args.snapshot_every if args.snapshot_every is not None else (r.snapshot or r.score_interval)
+    )
+    display = args.display if args.display is not None else r.display
+    for name, value in (
+        ("--iterations", iterations),
+        ("--score-every", score_every),
+        ("--snapshot-every", snapshot_every),
+        ("--display", display),
+    ):
+        if value < 0:
+            raise UsageError(f"{name} must be >= 0, got {value}")
+    width = float(settings["width"])
+    if not 0 < width <= 1:
+        raise UsageError(f"--width must be in (0, 1], got {width}")
+    if int(settings["iter_size"]) < 1:
+        raise UsageError(f"--iter-size must be >= 1, got {settings['iter_size']}")
+
+    roots = training_data.DataRoots(**{k: getattr(args, f"{k}_root") for k in training_data.ROOT_OPTIONS})
+    # Data first: a missing root is reported before anything is built or written.
+    train_set = training_data.train_dataset(r.model, roots, settings["train_list"])
+    val_set = training_data.val_dataset(r.model, roots, args.val_split) if score_every else None
+    if val_set is not None and args.val_limit:
+        val_set.ids = val_set.ids[: args.val_limit]
+
+    dist = _Distributed(args.device)
+    try:
+        return _run(
+            args,
+            r,
+            out,
+            settings,
+            state_path,
+            iterations,
+            score_every,
+            snapshot_every,
+            display,
+            train_set,
+            val_set,
+            dist,
+        )
+    finally:
+        dist.close()
+
+
+def _run(
+    args,
+    r: Recipe,
+    out: Path,
+    settings: dict,
+    state_path: Path | None,
+    iterations: int,
+    score_every: int,
+    snapshot_every: int,
+    display: int,
+    train_set,
+    val_set,
+    dist: _Distributed,
+) -> int:
+    width = float(settings["width"])
+    train_net = net_definition(r.model, r.train_split, width=width)
+    param = solver_parameter(
+        r,
+        base_lr=settings["base_lr"],
+        momentum=settings["momentum"],
+        iter_size=settings["iter_size"],
+        nets=False,
+        snapshot_prefix=str((out / "snapshots" / "train").resolve()),
+    )
+    param.set("train_net_param", train_net)
+    shapes = _input_shapes(r.model)
+    if state_path is None:
+        from converters.graph.builder import build_graph
+
+        meta = build_graph(
+            train_net, phase="TRAIN", with_loss=True, input_shapes=shapes, device="meta", strict=False
+        )
+        start = start_weights(
+            r.model,
+            _resolve_init(settings["init"]),
+            meta.caffe.parameter_shapes,
+            cache_dir=args.cache_dir,
+            download=args.download,
+            width=width,
+        )
+        init_weights, start_line = start.weights, start.summary()
+    else:
+        init_weights, start_line = None, f"resuming from {state_path}"
+    solver = load_solver(param, init_weights, device=dist.device, input_shapes=shapes)
+    if state_path is not None:
+        solver.restore(state_path)
+    graph = solver.net
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(
+            graph, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
+            broadcast_buffers=False,
+        )  # fmt: skip
+        wrapped.caffe = graph.caffe  # the solver reads the net's Caffe facts through solver.net
+        solver.net = wrapped
+
+    log = RunLog(out, window=r.average_loss, title=f"{r.model} ({out})")
+    if dist.main:
+        (out / "snapshots").mkdir(parents=True, exist_ok=True)
+        _write_run_files(out, r, settings, param, width)
+        log.truncate(solver.iter)
+        print(start_line, file=sys.stderr)
+        print(
+            f"{r.model}: {len(train_set)} training images ({train_set.name} {train_set.split}), scoring "
+            f"{len(val_set) if val_set is not None else 0} every {score_every or '-'} iterations; iterations "
+            f"{solver.iter} -> {iterations}; {dist.world} process(es) x iter_size {settings['iter_size']}; "
+            f"device {dist.device}; run folder {out}",
+            file=sys.stderr,
+        )
+    dist.barrier()
+
+    source = training_data.FeedSource(r.model, train_set, seed=int(settings["seed"]))
+    scorer = (
+        Scorer(r, val_set, width=width, device=dist.device, rank=dist.rank, world=dist.world)
+        if val_set is not None
+        else None
+    )
+    heads = [h.head for h in r.heads]
+    params = dict(graph.named_parameters())
+
+    def score() -> None:
+        assert scorer is not None
+        graph.eval()
+        result = scorer(params)
+        graph.train()
+        if dist.main:
+            log.write({"iter": solver.iter, "time": time.time(), "val": result})
+            log.plot(heads[0])
+            metrics = ", ".join(
+                f"{h}: "
+                + " ".join(f"{k} {result[h][k]:.2f}" for k in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu"))
+                for h in heads
+            )
+            _say(bar, f"iteration {solver.iter}: val loss {result['loss']:.6g}; {metrics}")
+
+    def snapshot() -> None:
+        if dist.main:
+            model_path, _ = solver.snapshot()
+            _say(bar, f"iteration {solver.iter}: snapshot {model_path}")
+        dist.barrier()
+
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=iterations,
+        initial=min(solver.iter, iterations),
+        unit="it",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=args.no_progress or not dist.main,
+        smoothing=0.05,
+        desc=r.model,
+    )
+    stop = _Stop()
+    last_snapshot = solver.iter
+    tick, tick_iter = time.perf_counter(), solver.iter
+    status = 0
+    try:
+        with stop.installed():
+            if scorer is not None and args.score_initial and state_path is None:
+                score()
+            while solver.iter < iterations:
+                feeds = training_data.pass_feeds(
+                    source,
+                    solver.iter,
+                    dist.rank,
+                    dist.world,
+                    int(settings["iter_size"]),
+                    seed=int(settings["seed"]),
+                )
+                loss = dist.mean(solver.step(feeds))
+                smoothed = log.add_loss(loss)
+                bar.update(1)
+                bar.set_postfix(loss=f"{smoothed:.4g}", refresh=False)
+                if dist.main and display and solver.iter % display == 0:
+                    now = time.perf_counter()
+                    speed = (solver.iter - tick_iter) / (now - tick) if now > tick else 0.0
+                    tick, tick_iter = now, solver.iter
+                    log.write(
+                        {
+                            "iter": solver.iter,
+                            "loss": loss,
+                            "smoothed_loss": smoothed,
+                            "lr": solver.learning_rate,
+                            "it_per_s": speed,
+                            "time": time.time(),
+                        }
+                    )
+                if scorer is not None and score_every and solver.iter % score_every == 0:
+                    score()
+                if snapshot_every and solver.iter % snapshot_every == 0:
+                    snapshot()
+                    last_snapshot = solver.iter
+                if dist.any(stop.requested):
+                    status = cli.EXIT_INTERRUPTED
+                    break
+            if solver.iter != last_snapshot:
+                snapshot()  # Caffe's snapshot_after_train, and the Ctrl-C snapshot
+            if status == 0 and scorer is not None and score_every and solver.iter % score_every:
+                score()
+    finally:
+        bar.close()
+        source.close()
+    if dist.main:
+        if status == cli.EXIT_INTERRUPTED:
+            print(
+                f"interrupted at iteration {solver.iter}: resume with --resume --out {out}", file=sys.stderr
+            )
+        else:
+            log.plot(heads[0])
+            print(f"done: iteration {solver.iter}; log {log.path}, plot {log.plot_path}", file=sys.stderr)
+    return status
+
+
+def _say(bar, message: str) -> None:
+    if bar.disable:
+        print(message, file=sys.stderr, flush=True)
+    else:
+        bar.write(message, file=sys.stderr)
+
+
+def _write_run_files(out: Path, r: Recipe, settings: dict, param, width: float) -> None:
+    """``solver.prototxt`` + ``train.prototxt`` + ``val.prototxt`` (the official files' form, for
+    Caffe) and ``run.json``."""
+    official = solver_parameter(
+        r, base_lr=settings["base_lr"], momentum=settings["momentum"], iter_size=settings["iter_size"]
+    )
+    with atomic_write(out / "solver.prototxt", "w") as f:
+        f.write(format_message(official))
+    write_prototxt(net_definition(r.model, r.train_split, width=width), out / f"{r.train_split}.prototxt")
+    write_prototxt(net_definition(r.model, r.val_split, width=width), out / f"{r.val_split}.prototxt")
+    with atomic_write(out / "run.json", "w") as f:
+        json.dump(settings, f, indent=2)
+        f.write("\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and train; the exit status (0, 2 on bad input, 130 when interrupted)."""
+
+    def body() -> int:
+        args = build_parser().parse_args(argv)
+        return train(args)
+
+    return cli.run(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""Training and validation data of each FCN model, fed as the official Python data layers feed it.
+
+The official layers (``voc_layers.py``, ``nyud_layers.py``, ``siftflow_layers.py``,
+``pascalcontext_layers.py``) give one whole image per iteration (batch 1, no crop, no flip, no
+scaling), preprocessed as Caffe expects (RGB -> BGR, minus the layer's mean, CHW), labels with 255
+for "ignore". In training they seed Python's ``random`` with 1337 and draw the next image with
+``random.randint(0, n - 1)``: the first draw at set-up, one after every forward. They ran under
+Python 2, whose ``randint`` is ``int(random() * n)`` on the same Mersenne Twister stream that
+``random.seed(1337)`` gives in Python 3; :func:`official_order` reproduces that sequence, so sample
+``k`` of a run is the image Caffe's layer gave at its ``k``-th forward.
+
+Sample ``k`` is a pure function of ``k`` (no state to save): a run resumed at iteration ``i`` sees the
+images an uninterrupted run would. With ``W`` processes and ``iter_size`` ``s``, process ``r`` takes
+sample ``(i * W + r) * s + p`` at pass ``p`` of iteration ``i``: one stream dealt out, so ``W``
+processes see the images one process sees with ``iter_size`` ``W * s``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eval.datasets import (
+    ContextSegmentation,
+    DatasetError,
+    NYUDSegmentation,
+    SBDSegmentation,
+    SegmentationDataset,
+    SIFTFlowSegmentation,
+    VOCSegmentation,
+    read_split,
+)
+
+__all__ = [
+    "SEED",
+    "DataRoots",
+    "FeedSource",
+    "OfficialOrder",
+    "VOCListSegmentation",
+    "input_blobs",
+    "official_order",
+    "train_dataset",
+    "val_dataset",
+]
+
+SEED = 1337  # the seed in every official train.prototxt's param_str
+
+#: Environment variables of the dataset roots (the evaluators' names, plus SBD's).
+ROOT_VARIABLES = {
+    "sbd": "FCN_PORT_SBD",
+    "voc": "FCN_PORT_VOC2011",
+    "voc2010": "FCN_PORT_VOC2010",
+    "context": "FCN_PORT_CONTEXT",
+    "nyud": "FCN_PORT_NYUD",
+    "siftflow": "FCN_PORT_SIFTFLOW",
+}
+#: Where each dataset comes from (for "missing" messages).
+DOWNLOADS = {
+    "sbd": "SBD benchmark.tgz, http://home.bharathh.info/pubs/codes/SBD/download.html "
+    "(its benchmark_RELEASE/dataset folder)",
+    "voc": "VOC2011 (or VOC2012) devkit, http://host.robots.ox.ac.uk/pascal/VOC/",
+    "voc2010": "VOC2010 devkit, http://host.robots.ox.ac.uk/pascal/VOC/voc2010/",
+    "context": "PASCAL-Context trainval annotations, https://cs.stanford.edu/~roozbeh/pascal-context/",
+    "nyud": "the FCN authors' nyud.tar.gz, http://people.eecs.berkeley.edu/~sgupta/depth/nyud.tar.gz "
+    "(see the official data/nyud/README.md)",
+    "siftflow": "SiftFlowDataset.zip, http://www.cs.unc.edu/~jtighe/Papers/ECCV10/",
+}
+#: The command-line option of each root.
+ROOT_OPTIONS = {
+    "sbd": "--sbd-root",
+    "voc": "--voc-root",
+    "voc2010": "--voc2010-root",
+    "context": "--context-root",
+    "nyud": "--nyud-root",
+    "siftflow": "--siftflow-root",
+}
+
+
+class OfficialOrder:
+    """The image indices the official data layers draw: ``random.seed(seed)``, then Python 2's
+    ``randint(0, n - 1)`` (``int(random() * n)``) at set-up and after every forward."""
+
+    def __init__(self, n: int, seed: int = SEED) -> None:
+        if n <= 0:
+            raise ValueError("the training split is empty")
+        self.n = n
+        self._rng = random.Random(seed)
+        self._drawn: list[int] = []
+
+    def __getitem__(self, k: int) -> int:
+        while len(self._drawn) <= k:
+            self._drawn.append(int(self._rng.random() * self.n))
+        return self._drawn[k]
+
+
+def official_order(n: int, count: int, seed: int = SEED) -> list[int]:
+    """The first ``count`` indices (of ``n`` images) the official training layers draw."""
+    order = OfficialOrder(n, seed)
+    return [order[k] for k in range(count)]
+
+
+@dataclass(frozen=True)
+class DataRoots:
+    """Dataset roots (options first, else the environment variables in :data:`ROOT_VARIABLES`)."""
+
+    sbd: str | None = None
+    voc: str | None = None
+    voc2010: str | None = None
+    context: str | None = None
+    nyud: str | None = None
+    siftflow: str | None = None
+
+    def need(self, key: str) -> str:
+        """The root called ``key``; :class:`DatasetError` naming the option, the variable and where to
+        get the data when it is not given."""
+        value = getattr(self, key) or os.environ.get(ROOT_VARIABLES[key])
+        if not value:
+            raise DatasetError(
+                f"this model needs {ROOT_OPTIONS[key]} (or ${ROOT_VARIABLES[key]}): {DOWNLOADS[key]}"
+            )
+        return value
+
+
+class VOCListSegmentation(VOCSegmentation):
+    """A VOC-layout folder read through any list ``ImageSets/Segmentation/<split>.txt`` (for training
+    on VOC's own ``train`` list or on your own data in VOC's layout)."""
+
+    def __init__(self, root: str | os.PathLike[str], split: str, limit: int | None = None) -> None:
+        self.split = split
+        self.root = self.year_dir(Path(root), "VOC2011", strict=False)
+        ids = read_split(self.root / "ImageSets" / "Segmentation" / f"{split}.txt")
+        SegmentationDataset.__init__(self, ids, None, limit)
+
+
+def _nyud_modalities(model: str) -> tuple[str, ...]:
+    modality = model.split("fcn32s-")[1]
+    return {
+        "color": ("color",),
+        "hha": ("hha",),
+        "color-hha": ("color", "hha"),
+        "color-d": ("color", "depth"),
+    }[modality]
+
+
+def input_blobs(model: str) -> dict[str, tuple[str, str]]:
+    """The train/val net's data-layer tops: ``{blob: ("input", modality) | ("label", head)}``."""
+    dataset = model.split("-")[0]
+    if dataset == "siftflow":
+        return {"data": ("input", "color"), "sem": ("label", "semantic"), "geo": ("label", "geometric")}
+    if dataset == "nyud":
+        modalities = _nyud_modalities(model)
+        if len(modalities) == 1:
+            return {"data": ("input", modalities[0]), "label": ("label", "semantic")}
+        return {**{m: ("input", m) for m in modalities}, "label": ("label", "semantic")}
+    return {"data": ("input", "color"), "label": ("label", "semantic")}
+
+
+def _modalities(model: str) -> tuple[str, ...]:
+    return _nyud_modalities(model) if model.startswith("nyud") else ("color",)
+
+
+def train_dataset(model: str, roots: DataRoots, train_list: str | None = None) -> SegmentationDataset:
+    """The official training split of ``model``: SBD ``train`` (8,498 images; SBD ``val`` is never
+    used) for VOC, NYUDv2 ``trainval``, SIFT Flow ``trainval``, PASCAL-Context ``train``.
+
+    ``train_list`` (VOC models only) trains on ``<voc-root>/ImageSets/Segmentation/<list>.txt``
+    instead (a VOC-layout folder)."""
+    dataset = model.split("-")[0]
+    modalities = _modalities(model)
+    if dataset == "voc":
+        if train_list:
+            return VOCListSegmentation(roots.need("voc"), train_list)
+        return SBDSegmentation(roots.need("sbd"), "train", modalities)
+    if train_list:
+        raise DatasetError("--train-list is for the VOC models (a VOC-layout folder)")
+    if dataset == "pascalcontext":
+        return ContextSegmentation(roots.need("voc2010"), roots.need("context"), "train", modalities)
+    if dataset == "nyud":
+        return _nyud_trainval(roots.need("nyud"), modalities)
+    return _siftflow_trainval(roots.need("siftflow"), modalities)
+
+
+SPLITS_DIR = Path(__file__).resolve().parent / "splits"
+
+
+def _with_ids(dataset: SegmentationDataset, ids: Sequence[str], split: str) -> SegmentationDataset:
+    dataset.ids = list(ids)
+    dataset.split = split
+    dataset.check_files()
+    return dataset
+
+
+def _nyud_trainval(root: str, modalities: Sequence[str]) -> SegmentationDataset:
+    """NYUD's ``trainval`` split (795 images): the root's ``trainval.txt``, else ``train.txt`` (the
+    root's or the official list shipped here) followed by ``val.txt``."""
+    try:
+        return NYUDSegmentation(root, "trainval", modalities)
+    except DatasetError as error:
+        if "no split list" not in str(error):
+            raise
+    dataset = NYUDSegmentation(root, "val", modalities)
+    own = dataset.root / "train.txt"
+    train = read_split(own if own.is_file() else SPLITS_DIR / "nyud-train.txt")
+    return _with_ids(dataset, train + dataset.ids, "trainval")
+
+
+def _siftflow_trainval(root: str, modalities: Sequence[str]) -> SegmentationDataset:
+    """SIFT Flow's ``trainval`` split (2,488 images): the root's ``trainval.txt``, else the official
+    list shipped here."""
+    dataset = SIFTFlowSegmentation(root, "test", modalities)
+    own = dataset.root / "trainval.txt"
+    return _with_ids(
+        dataset, read_split(own if own.is_file() else SPLITS_DIR / "siftflow-trainval.txt"), "trainval"
+    )
+
+
+def val_dataset(model: str, roots: DataRoots, val_split: str | None = None) -> SegmentationDataset:
+    """The split ``solve.py`` scores: VOC ``seg11valid`` (736 images of VOC2011 val not in SBD train),
+    NYUDv2 ``test``, SIFT Flow ``test``, PASCAL-Context ``val``; ``val_split`` names another
+    (VOC: ``val2011``, ``val2012`` or any list of the VOC root)."""
+    dataset = model.split("-")[0]
+    modalities = _modalities(model)
+    if dataset == "voc":
+        split = val_split or "seg11valid"
+        if split in VOCSegmentation.SPLITS or split in VOCSegmentation.ALIASES:
+            return VOCSegmentation(roots.need("voc"), split, modalities)
+        return VOCListSegmentation(roots.need("voc"), split)
+    if dataset == "pascalcontext":
+        return ContextSegmentation(
+            roots.need("voc2010"), roots.need("context"), val_split or "val", modalities
+        )
+    if dataset == "nyud":
+        return NYUDSegmentation(roots.need("nyud"), val_split or "test", modalities)
+    return SIFTFlowSegmentation(roots.need("siftflow"), val_split or "test", modalities)
+
+
+def feeds_of(model: str, sample: Mapping, device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    """One dataset sample as the net's input blobs: ``1xCxHxW`` float32 inputs and ``1x1xHxW``
+    float32 labels (Caffe keeps labels in float blobs)."""
+    feeds = {}
+    for blob, (kind, key) in input_blobs(model).items():
+        if kind == "input":
+            value = sample["inputs"][key].unsqueeze(0)
+        else:
+            value = sample["labels"][key].to(torch.float32)[None, None]
+        feeds[blob] = value.to(device) if device is not None else value
+    return feeds
+
+
+class FeedSource:
+    """Sample ``k`` of the official random order as feeds, loaded ahead in background threads."""
+
+    def __init__(
+        self,
+        model: str,
+        dataset: SegmentationDataset,
+        *,
+        seed: int = SEED,
+        device: torch.device | None = None,
+        prefetch: int = 2,
+    ) -> None:
+        self.model = model
+        self.dataset = dataset
+        self.order = OfficialOrder(len(dataset), seed)
+        self.device = device
+        self._pool = ThreadPoolExecutor(max_workers=max(1, prefetch))
+        self._pending: dict[int, Future] = {}
+        self.prefetch = prefetch
+
+    def image_id(self, k: int) -> str:
+        """The id of sample ``k``."""
+        return self.dataset.ids[self.order[k]]
+
+    def _load(self, k: int) -> dict[str, torch.Tensor]:
+        return feeds_of(self.model, self.dataset[self.order[k]])
+
+    def get(self, k: int, upcoming: Sequence[int] = ()) -> dict[str, torch.Tensor]:
+        """The feeds of sample ``k``; starts loading ``upcoming`` samples meanwhile."""
+        future = self._pending.pop(k, None)
+        for j in list(upcoming)[: self.prefetch]:
+            if j not in self._pending:
+                self._pending[j] = self._pool.submit(self._load, j)
+        feeds = future.result() if future is not None else self._load(k)
+        for stale in [j for j in self._pending if j < k]:
+            self._pending.pop(stale).cancel()
+        if self.device is not None:
+            feeds = {name: value.to(self.device, non_blocking=True) for name, value in feeds.items()}
+        return feeds
+
+    def close(self) -> None:
+        """Stop the loader threads."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def slot(iteration: int, rank: int, world: int, iter_size: int, pass_index: int) -> int:
+    """The sample index of pass ``pass_index`` of ``iteration`` on process ``rank`` of ``world``."""
+    return (iteration * world + rank) * iter_size + pass_index
+
+
+def pass_feeds(
+    source: FeedSource, iteration: int, rank: int, world: int, iter_size: int, *, seed: int = SEED
+) -> Callable[[], dict[str, torch.Tensor]]:
+    """A callable for ``Solver.step``: each call gives the next pass's feeds and seeds torch's
+    random generator with the sample's index (so Dropout's masks depend only on the sample, and a
+    resumed or a multi-process run draws the masks an uninterrupted single-process run draws)."""
+    state = {"pass": 0}
+
+    def next_feeds() -> dict[str, torch.Tensor]:
+        p = state["pass"]
+        state["pass"] += 1
+        k = slot(iteration, rank, world, iter_size, p)
+        upcoming = [k + 1, k + 2] if p + 1 < iter_size else [slot(iteration + 1, rank, world, iter_size, 0)]
+        torch.manual_seed(seed * 1_000_003 + k)
+        return source.get(k, upcoming)
+
+    return next_feeds
+
+
+def as_numpy_label(label: torch.Tensor) -> np.ndarray:
+    """A label blob back as an ``HxW`` uint8 array (for checks)."""
+    return label.reshape(label.shape[-2:]).to(torch.uint8).numpy()
