@@ -320,3 +320,40 @@ def test_train_state_stages_weights_and_legacy_fields_are_read_as_caffe_reads_th
     other = (tmp_path / "nets" / "solve.prototxt").read_text().replace('stage: "main"', 'stage: "other"')
     (tmp_path / "nets" / "solve.prototxt").write_text(other)
     assert converters.load_solver(tmp_path / "nets" / "solve.prototxt").loss_weights == {"loss_b": 3.0}
+
+
+def test_blobs_without_weights_follow_caffes_filler_distributions() -> None:
+    fillers = {
+        "constant": 'type: "constant" value: 0.7',
+        "gaussian": 'type: "gaussian" mean: 0.5 std: 0.2',
+        "uniform": 'type: "uniform" min: -0.3 max: 0.1',
+        "xavier": 'type: "xavier"',
+        "xavier_avg": 'type: "xavier" variance_norm: AVERAGE',
+        "msra_out": 'type: "msra" variance_norm: FAN_OUT',
+        "unitball": 'type: "positive_unitball"',
+    }
+    layers = [
+        f'layer {{ name: "{name}" type: "Convolution" bottom: "data" top: "{name}" '
+        f"convolution_param {{ num_output: 64 kernel_size: 3 weight_filler {{ {text} }} }} }}"
+        for name, text in fillers.items()
+    ]
+    net = (
+        'layer { name: "in" type: "Input" top: "data" top: "label" input_param { shape { dim: 1 dim: 32 '
+        'dim: 5 dim: 5 } shape { dim: 1 dim: 1 dim: 3 dim: 3 } } }\n' + "\n".join(layers) + "\n"
+        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "constant" bottom: "label" top: "loss" }'
+    )
+    solver = converters.load_solver(
+        converters.parse_text(f'lr_policy: "fixed" random_seed: 1 net_param {{ {net} }}', "SolverParameter")
+    )
+    w = {name: blobs[0] for name, blobs in solver.weights().items()}
+    fan_in, fan_out = 32 * 9, 64 * 9  # filler.hpp: count / shape[0] and count / shape[1]
+    assert (w["constant"] == np.float32(0.7)).all()
+    assert abs(w["gaussian"].mean() - 0.5) < 0.01 and abs(w["gaussian"].std() - 0.2) < 0.01
+    assert w["uniform"].min() >= -0.3 and w["uniform"].max() <= 0.1 and abs(w["uniform"].mean() + 0.1) < 0.01
+    for name, n in (("xavier", fan_in), ("xavier_avg", (fan_in + fan_out) / 2)):
+        bound = np.sqrt(3 / n)
+        assert np.abs(w[name]).max() <= bound and abs(w[name].std() - bound / np.sqrt(3)) < 0.02 * bound
+    assert abs(w["msra_out"].std() - np.sqrt(2 / fan_out)) < 0.02 * np.sqrt(2 / fan_out)
+    rows = w["unitball"].reshape(64, -1)
+    assert (rows > 0).all() and np.allclose(rows.sum(axis=1), 1, atol=1e-5)
+    assert all(not blobs[1].any() for blobs in solver.weights().values())  # bias_filler default: 0
