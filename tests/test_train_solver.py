@@ -357,3 +357,13 @@ def test_blobs_without_weights_follow_caffes_filler_distributions() -> None:
     rows = w["unitball"].reshape(64, -1)
     assert (rows > 0).all() and np.allclose(rows.sum(axis=1), 1, atol=1e-5)
     assert all(not blobs[1].any() for blobs in solver.weights().values())  # bias_filler default: 0
+
+
+def test_a_dropout_ratio_caffe_refuses_is_a_one_line_error_naming_the_layer() -> None:
+    net = converters.parse_text(
+        'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 } } }\n'
+        'layer { name: "drop" type: "Dropout" bottom: "x" top: "y" dropout_param { dropout_ratio: 1 } }'
+    )
+    expected = r"layer 'drop' \(Dropout\): dropout_ratio must be in \[0, 1\)"
+    with pytest.raises(converters.NetError, match=expected):
+        converters.build_graph(net, phase="TRAIN")

@@ -44,5 +44,10 @@ def split(ctx: LayerContext) -> Converted:
 
 @register_layer("Dropout", bottoms=1, tops=1)
 def dropout(ctx: LayerContext) -> Converted:
+    """Caffe's Dropout: identity in eval mode; in train mode each element is kept with probability
+    1 - ratio and scaled by 1 / (1 - ratio) (``nn.Dropout`` does this arithmetic; Caffe's random
+    masks themselves cannot be reproduced)."""
     ratio = float(ctx.param("dropout_param").get("dropout_ratio"))
+    if not 0 <= ratio < 1:
+        raise ValueError(f"{ctx.where}: dropout_ratio must be in [0, 1), got {ratio}")
     return Converted(module=nn.Dropout(ratio), keeps_shape=True)
