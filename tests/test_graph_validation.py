@@ -328,3 +328,25 @@ def test_a_pooling_stride_far_beyond_the_input_runs_without_padding_that_far() -
     # As Caffe computes it for stride 100 (case pool_max_mask): windows past the input are empty.
     assert out["p"].shape == (1, 3, 2, 2) and out["m"][0, 0, 1].tolist() == [-1.0, -1.0]
     assert float(out["p"][0, 0, 1, 1]) == -torch.finfo(torch.float32).max
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        (
+            'type: "Reshape" reshape_param { shape { dim: 0 dim: -1 dim: 7 } }',
+            r"cannot take the shape \[0, -1, 7\]",
+        ),
+        ('type: "Reshape" reshape_param { shape { dim: -1 dim: -1 } }', "one -1"),
+        ('type: "Flatten" flatten_param { axis: 9 }', "axis 9 is out of range"),
+        ('type: "Slice" top: "y2" slice_param { slice_point: 9 }', r"slice points \[9\] must increase"),
+        ('type: "Slice" top: "y2" top: "y3" top: "y4" slice_param { axis: 2 }', "4 tops do not divide"),
+        ('type: "LRN" lrn_param { local_size: 2147483647 }', "padded work blob"),
+    ],
+)
+def test_shape_layers_check_their_parameters_against_the_bottom_as_caffe_does(
+    layer: str, message: str
+) -> None:
+    text = INPUT + f'layer {{ name: "x" bottom: "data" top: "y" {layer} }}'
+    error = _one_line_net_error(text)
+    assert "layer 'x'" in str(error) and re.search(message, str(error)), str(error)

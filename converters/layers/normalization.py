@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from .fillers import CONSTANT_ONE, CONSTANT_ZERO
 from .pooling import CaffePooling
-from .registry import Converted, LayerContext, register_layer
+from .registry import Converted, LayerContext, check_count, register_layer
 
 
 def lrn_within_channel(x: Tensor, size: int, alpha: float, beta: float) -> Tensor:
@@ -53,8 +53,16 @@ def lrn_layer(ctx: LayerContext) -> Converted:
     )
     if size % 2 == 0:  # Caffe's LayerSetUp, for both regions
         raise ValueError(f"{ctx.where}: LRN needs an odd local_size, got {size}")
-    if len(ctx.bottom_shape(0)) != 4:
-        raise ValueError(f"{ctx.where}: the input must have 4 axes, got {list(ctx.bottom_shape(0))}")
+    shape = ctx.bottom_shape(0)
+    if len(shape) != 4:
+        raise ValueError(f"{ctx.where}: the input must have 4 axes, got {list(shape)}")
+    n, c, h, w = shape  # Caffe's padded work blob must fit in a blob too
+    padded = (
+        (1, c + size - 1, h, w)
+        if str(p.get("norm_region")) != "WITHIN_CHANNEL"
+        else (n, c, h + size - 1, w + size - 1)
+    )
+    check_count(padded, f"local_size {size}: the padded work blob", ctx.where)
     if str(p.get("norm_region")) == "WITHIN_CHANNEL":
         return Converted(
             function=lrn_within_channel,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -18,7 +19,7 @@ def concat(*xs: Tensor, dim: int) -> Tensor:
 
 def _concat_shape(shapes: list[Shape], axis: int) -> Shape:
     first = list(shapes[0])
-    axis = canonical_axis(axis, len(first))
+    axis = canonical_axis(axis, len(first), "the concat axis")
     for shape in shapes[1:]:
         others_differ = len(shape) != len(first) or any(
             a != b for i, (a, b) in enumerate(zip(shape, first, strict=True)) if i != axis
@@ -74,6 +75,14 @@ def slice_layer(ctx: LayerContext) -> Converted:
         raise ValueError(
             f"layer '{ctx.name}': {len(points)} slice points for {len(ctx.tops)} tops (need one fewer)"
         )
+    shape = ctx.bottom_shape(0)
+    size = shape[canonical_axis(axis, len(shape), ctx.where)]
+    if len(ctx.tops) > size:
+        raise ValueError(f"{ctx.where}: {len(ctx.tops)} tops but the sliced axis has only {size} values")
+    if points and (list(points) != sorted(set(points)) or points[0] <= 0 or points[-1] > size):
+        raise ValueError(f"{ctx.where}: slice points {list(points)} must increase within (0, {size}]")
+    if not points and size % len(ctx.tops):
+        raise ValueError(f"{ctx.where}: {len(ctx.tops)} tops do not divide the sliced axis of {size} evenly")
     return Converted(
         function=caffe_slice,
         kwargs={"axis": axis, "points": points, "count": len(ctx.tops)},
@@ -85,36 +94,74 @@ def slice_layer(ctx: LayerContext) -> Converted:
 def flatten(ctx: LayerContext) -> Converted:
     refuse_in_place(ctx)
     p = ctx.param("flatten_param")
+    ndim = len(ctx.bottom_shape(0))
+    if canonical_axis(int(p.get("axis")), ndim, ctx.where) > canonical_axis(
+        int(p.get("end_axis")), ndim, ctx.where
+    ):
+        raise ValueError(
+            f"{ctx.where}: axis {int(p.get('axis'))} comes after end_axis {int(p.get('end_axis'))}"
+        )
     return Converted(
         function=torch.flatten, kwargs={"start_dim": int(p.get("axis")), "end_dim": int(p.get("end_axis"))}
     )
 
 
-def caffe_reshape(x: Tensor, dims: Sequence[int], axis: int, num_axes: int) -> Tensor:
-    """Caffe's Reshape: axes ``[axis, axis+num_axes)`` replaced by ``dims`` (0 copies, -1 infers)."""
-    ndim = x.dim()
+def reshaped(shape: Sequence[int], dims: Sequence[int], axis: int, num_axes: int) -> Shape:
+    """The top shape of Caffe's Reshape, checked as its ``LayerSetUp``/``Reshape`` check it: axes
+    ``[axis, axis+num_axes)`` replaced by ``dims`` (0 copies the bottom's axis, one -1 infers)."""
+    ndim = len(shape)
     start = axis + ndim + 1 if axis < 0 else axis
     end = ndim if num_axes == -1 else start + num_axes
-    if not 0 <= start <= ndim or end > ndim:
-        raise ValueError(f"reshape axis {axis} / num_axes {num_axes} do not fit a {ndim}-D blob")
-    new = []
+    if num_axes < -1 or not 0 <= start <= ndim or end > ndim:
+        raise ValueError(
+            f"axis {axis} and num_axes {num_axes} do not fit the {ndim}-axis bottom {list(shape)}"
+        )
+    if sum(d == -1 for d in dims) > 1 or any(d < -1 for d in dims):
+        raise ValueError(f"the new shape {list(dims)} may hold one -1 and no other negative value")
+    new: list[int] = []
     for i, d in enumerate(dims):
         if d == 0:
-            new.append(x.shape[start + i])
+            if start + i >= ndim:
+                raise ValueError(
+                    f"the new shape {list(dims)} copies (0) an axis the bottom {list(shape)} lacks"
+                )
+            new.append(shape[start + i])
         else:
             new.append(d)
-    shape = list(x.shape[:start]) + new + list(x.shape[end:])
-    return x.reshape(shape)
+    count, known = (
+        math.prod(shape),
+        math.prod(d for d in new if d != -1) * math.prod(shape[:start] + shape[end:]),
+    )
+    if -1 in new:
+        if known == 0 or count % known:
+            raise ValueError(
+                f"the bottom's {count} values cannot take the shape {list(dims)} "
+                f"(divisible by {known} needed)"
+            )
+        new[new.index(-1)] = count // known
+    top = (*shape[:start], *new, *shape[end:])
+    if math.prod(top) != count:
+        raise ValueError(
+            f"the new shape {list(top)} holds {math.prod(top)} values, the bottom {list(shape)} {count}"
+        )
+    return top
+
+
+def caffe_reshape(x: Tensor, dims: Sequence[int], axis: int, num_axes: int) -> Tensor:
+    """Caffe's Reshape: axes ``[axis, axis+num_axes)`` replaced by ``dims`` (0 copies, -1 infers)."""
+    return x.reshape(reshaped(tuple(x.shape), dims, axis, num_axes))
 
 
 @register_layer("Reshape", bottoms=1, tops=1)
 def reshape(ctx: LayerContext) -> Converted:
     refuse_in_place(ctx)
     p = ctx.param("reshape_param")
-    dims = [int(d) for d in p.get("shape").get("dim")]
+    dims = tuple(int(d) for d in p.get("shape").get("dim"))
+    axis, num_axes = int(p.get("axis")), int(p.get("num_axes"))
     return Converted(
         function=caffe_reshape,
-        kwargs={"dims": tuple(dims), "axis": int(p.get("axis")), "num_axes": int(p.get("num_axes"))},
+        kwargs={"dims": dims, "axis": axis, "num_axes": num_axes},
+        output_shape=lambda shapes: reshaped(shapes[0], dims, axis, num_axes),
     )
 
 
