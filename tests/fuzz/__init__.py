@@ -1,0 +1,1 @@
+"""Fuzz harness for the Caffe readers and load_caffe (see harness.py, tools/fuzz.py)."""
