@@ -350,3 +350,26 @@ def test_shape_layers_check_their_parameters_against_the_bottom_as_caffe_does(
     text = INPUT + f'layer {{ name: "x" bottom: "data" top: "y" {layer} }}'
     error = _one_line_net_error(text)
     assert "layer 'x'" in str(error) and re.search(message, str(error)), str(error)
+
+
+TWO_INPUTS = (
+    'layer { name: "input" type: "Input" top: "a" top: "b" '
+    "input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } shape { dim: 1 dim: 3 dim: 4 dim: 4 } } }\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("param", "message"),
+    [
+        ("axis: 9", "axis 9 is out of range"),
+        ("offset: 1 offset: 2 offset: 3", "3 offsets for the 2 axes"),
+        ("offset: 5", "offset 5 \\+ size 4 exceeds 8"),
+    ],
+)
+def test_a_crop_caffe_refuses_is_refused_naming_the_layer(param: str, message: str) -> None:
+    text = (
+        TWO_INPUTS
+        + f'layer {{ name: "c" type: "Crop" bottom: "a" bottom: "b" top: "c" crop_param {{ {param} }} }}'
+    )
+    error = _one_line_net_error(text)
+    assert "layer 'c'" in str(error) and re.search(message, str(error)), str(error)

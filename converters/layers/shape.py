@@ -185,6 +185,19 @@ def caffe_crop(x: Tensor, reference: Tensor, axis: int, offsets: Sequence[int]) 
 @register_layer("Crop", bottoms=2, tops=1)
 def crop(ctx: LayerContext) -> Converted:
     p = ctx.param("crop_param")
+    data, reference = ctx.bottom_shape(0), ctx.bottom_shape(1)
+    start = canonical_axis(int(p.get("axis")), len(data), ctx.where)
+    offsets = list(p.get("offset"))
+    if len(offsets) > 1 and start + len(offsets) != len(data):
+        raise ValueError(
+            f"{ctx.where}: {len(offsets)} offsets for the {len(data) - start} axes from axis {start} on "
+            "(give one offset, or one per axis)"
+        )
+    if len(reference) < len(data):
+        raise ValueError(
+            f"{ctx.where}: the reference '{ctx.bottoms[1]}' {list(reference)} has fewer axes than "
+            f"'{ctx.bottoms[0]}' {list(data)}"
+        )
     return Converted(
         function=caffe_crop,
         kwargs={"axis": int(p.get("axis")), "offsets": tuple(int(o) for o in p.get("offset"))},
