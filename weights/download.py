@@ -333,7 +333,8 @@ def download(
     _remove_if_unused(created, dest)
     hint = f"if you download it by hand, put it at {dest}"
     if mismatch:
-        raise ChecksumMismatch(f"{'; '.join(failures)}; nothing was saved at {dest}{kept}")
+        saved = f"{dest} was left as it was" if kept else f"nothing was saved at {dest}"
+        raise ChecksumMismatch(f"{'; '.join(failures)}; {saved}")
     if len(url_list) == 1:
         raise DownloadError(f"could not download {failures[0]}; {hint}{kept}")
     raise DownloadError(f"could not download {dest.name} from {failures[0]} nor from the mirrors "
