@@ -233,8 +233,7 @@ def run_command(command: Sequence[str], what: str, ok: Sequence[int] = (0,)) -> 
                 break
             tail = (tail + chunk)[-4096:]
             with contextlib.suppress(OSError, ValueError):
-                sys.stderr.buffer.write(chunk)
-                sys.stderr.flush()
+                _pass_through(chunk)
         code = child.wait()
     except BaseException:  # Ctrl-C reaches the child too; never leave it running
         child.kill()
@@ -248,6 +247,18 @@ def run_command(command: Sequence[str], what: str, ok: Sequence[int] = (0,)) -> 
         errors = [line for line in lines if line.startswith("error:")]
         last = (errors or lines or [f"exit {code}"])[-1]
         raise ValueError(f"{what} failed: {last.removeprefix('error: ')}")
+
+
+def _pass_through(chunk: bytes) -> None:
+    """Show a child's stderr bytes on ours (text streams without a byte buffer get them decoded)."""
+    buffer = getattr(sys.stderr, "buffer", None)
+    if buffer is not None:
+        sys.stderr.flush()
+        buffer.write(chunk)
+        buffer.flush()
+    else:
+        sys.stderr.write(chunk.decode(errors="replace"))
+        sys.stderr.flush()
 
 
 def run_eval(model: str, dataset: DatasetSpec, roots: list[tuple[str, str]], output: Path) -> None:
