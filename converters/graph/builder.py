@@ -135,6 +135,7 @@ def build_graph(
     device: str | torch.device | None = None,
     initialise: bool = True,
     outputs: Sequence[str] | None = None,
+    optimize: bool = False,
 ) -> fx.GraphModule:
     """The net as a ``torch.fx.GraphModule`` in eval mode, its parameters from ``weights``.
 
@@ -145,7 +146,9 @@ def build_graph(
     ``initialise=False`` leaves parameters that have no stored weights uninitialised (for a state
     dict loaded next). ``outputs`` names the blobs to return (their final values, as Caffe's
     ``net.blobs`` holds them) instead of the net's outputs. ``device="meta"`` builds the graph and
-    every shape without allocating or loading any parameter.
+    every shape without allocating or loading any parameter. ``optimize`` applies
+    :func:`converters.graph.speed.optimize_for_cpu` (same state dict, Caffe's numbers within the
+    parity tolerance; :func:`load_caffe` does by default on the CPU).
     """
     layers = select_layers(net, phase=phase, level=level, stages=stages, with_loss=with_loss)
     consumed = {b for layer in layers if not is_source(layer) for b in layer.getall("bottom")}
@@ -194,6 +197,10 @@ def build_graph(
             if p.converted.blobs
         },
     )
+    if optimize and target.type != "meta":
+        from .speed import optimize_for_cpu
+
+        optimize_for_cpu(module)
     return module
 
 
@@ -646,14 +653,20 @@ def load_caffe(
     caffemodel: PathLike | Mapping[str, list[np.ndarray]] | None = None,
     *,
     device: str | torch.device | None = None,
+    optimize: bool | None = None,
     **options: Any,
 ) -> fx.GraphModule:
     """A Caffe net as a PyTorch module in eval mode: ``net(data=x)`` returns ``{blob: tensor}``.
 
     ``prototxt`` is a path or a parsed ``NetParameter``; ``caffemodel`` a ``.caffemodel`` /
-    ``.caffemodel.h5`` path, a weights dict, or ``None`` for random weights. Other options are
-    those of :func:`build_graph` (``phase``, ``with_loss``, ``input_shapes``, ``strict``, ...).
+    ``.caffemodel.h5`` path, a weights dict, or ``None`` for random weights. ``optimize`` (default:
+    when ``device`` is the CPU) gives the fast CPU graph of :mod:`converters.graph.speed`;
+    ``optimize=False`` keeps the plain one. Other options are those of :func:`build_graph`
+    (``phase``, ``with_loss``, ``input_shapes``, ``strict``, ...).
     """
+    if optimize is None:
+        optimize = torch.device(device if device is not None else "cpu").type == "cpu"
+    options["optimize"] = optimize
     net = prototxt if isinstance(prototxt, Message) else read_prototxt(prototxt)
     weights = (
         caffemodel if caffemodel is None or isinstance(caffemodel, Mapping) else read_weights(caffemodel)

@@ -115,9 +115,10 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[s
 
 
 def load_converted(
-    path: str | os.PathLike[str], *, device: str | torch.device | None = None
+    path: str | os.PathLike[str], *, device: str | torch.device | None = None, optimize: bool | None = None
 ) -> fx.GraphModule:
-    """The graph saved by :func:`save_converted` (or ``python -m converters.caffe2torch``)."""
+    """The graph saved by :func:`save_converted` (or ``python -m converters.caffe2torch``);
+    ``optimize`` as in :func:`converters.load_caffe` (default: the fast graph on the CPU)."""
     state, metadata = _read(path)
     if "fcn_port.prototxt" not in metadata:
         raise CaffeFormatError("the file has no net definition: it was not written by fcn-port", path)
@@ -126,4 +127,8 @@ def load_converted(
     module = build_graph(net, None, input_shapes=shapes, device=device, initialise=False)
     module.load_state_dict(state, strict=True)
     module.caffe.randomly_initialised = []
+    if optimize if optimize is not None else torch.device(device or "cpu").type == "cpu":
+        from .speed import optimize_for_cpu
+
+        optimize_for_cpu(module)
     return module

@@ -1,6 +1,9 @@
 """Faster CPU inference for converted graphs, keeping Caffe's numbers within the parity tolerance.
 
-:func:`optimize_for_cpu` runs stride-1 convolutions with kernels from 2x2 to 8x8 through NNPACK
+``load_caffe`` applies :func:`optimize_for_cpu` by default when the net is built on the CPU
+(``optimize=False`` keeps the plain graph). It skips the constant band that a large first padding
+(FCN's pad 100) leaves around the image (:mod:`.border`: exact, only fewer rows computed), runs
+stride-1 convolutions with kernels from 2x2 to 8x8 through NNPACK
 (Winograd and FFT convolutions, bundled with PyTorch) and ReLUs in place where their input has no
 other reader. Parameter names and the state dict do not change. Winograd/FFT results differ from a
 direct convolution by float rounding: on full-width FCN-8s about 4e-6 of the largest score, far
@@ -14,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
+
+from .border import BorderPlanner, skip_constant_border
 
 __all__ = ["NNPACKConv2d", "nnpack_available", "optimize_for_cpu"]
 
@@ -67,9 +72,11 @@ def _suits_nnpack(conv: nn.Module) -> bool:
 _RELU_SAFE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
-def optimize_for_cpu(net: fx.GraphModule) -> fx.GraphModule:
-    """``net`` itself, its suitable convolutions moved to NNPACK and its ReLUs made in-place
-    where nothing else reads their input; returns it for chaining."""
+def optimize_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphModule:
+    """``net`` itself, its suitable convolutions moved to NNPACK, its ReLUs made in-place where
+    nothing else reads their input and (``border``) the constant band of a large first padding
+    skipped (:func:`.border.skip_constant_border`); returns it for chaining. Applying it twice
+    changes nothing more."""
     if nnpack_available():
         for name, module in list(net.named_children()):
             if _suits_nnpack(module):
@@ -96,4 +103,6 @@ def optimize_for_cpu(net: fx.GraphModule) -> fx.GraphModule:
         ):
             node.target = torch.relu_
     net.recompile()
+    if border and not any(isinstance(m, BorderPlanner) for m in net.modules()):
+        skip_constant_border(net)
     return net

@@ -1,0 +1,535 @@
+"""Skip the constant border of a large zero padding (FCN's ``pad: 100`` on conv1_1), exactly.
+
+FCN pads its input by 100 zeros so that the coarse scores cover the whole image at any size.
+Along each axis, the rows of a map early in the net fall into five runs: rows that feel the outer
+edge (a later layer's own padding) at the top, a *band* of rows that feel neither the edge nor the
+image, rows that feel the image, a second band, and rows that feel the outer edge at the bottom.
+Every row of a band holds the same values: its window reads only band rows of the layer below (or
+only the first layer's zeros), through the same weights. Removing some band rows therefore changes
+nothing else, provided the removed count is a multiple of the cumulative stride (so every window
+keeps its alignment with the image and with both edges) and a band survives at every layer.
+
+:func:`skip_constant_border` rewrites a graph to do exactly that, with nothing approximated: the
+first convolution runs with ``pad - R`` instead of ``pad`` (``R`` chosen per input size, per axis,
+as large as those conditions allow), the following layers run unchanged on the smaller maps, and
+at a chosen layer (and wherever an earlier blob is read outside the chain, e.g. FCN-8s' pool3) the
+removed rows come back as copies of a band row. The values are the plain graph's up to float
+rounding (convolution kernels may sum in another order on maps of another size).
+
+The arithmetic per axis is :func:`axis_regions` and :func:`removable`; :class:`BorderPlanner` is
+the module that turns an input shape into a :class:`BorderPlan` (cached per shape).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+
+__all__ = [
+    "AxisRegions",
+    "AxisWindow",
+    "BorderPlan",
+    "BorderPlanner",
+    "axis_regions",
+    "expand",
+    "first_convolution",
+    "removable",
+    "skip_constant_border",
+]
+
+
+@dataclass(frozen=True)
+class AxisWindow:
+    """One layer's window along one axis: extent (dilated kernel), stride, padding, and for
+    pooling Caffe's rounding (``ceil``) and whether the layer pads on any axis (its drop rule)."""
+
+    kernel: int = 1
+    stride: int = 1
+    pad: int = 0
+    pooling: bool = False
+    ceil: bool = True
+    any_pad: bool = False
+
+    def size(self, length: int) -> int:
+        """The output length for an input of ``length`` (Caffe's formulas)."""
+        span = length + 2 * self.pad - self.kernel
+        if not self.pooling:
+            return span // self.stride + 1
+        pooled = (math.ceil(span / self.stride) if self.ceil else span // self.stride) + 1
+        if self.any_pad and (pooled - 1) * self.stride >= length + self.pad:
+            pooled -= 1
+        return pooled
+
+
+@dataclass(frozen=True)
+class AxisRegions:
+    """Where a blob's rows (along one axis) feel the outer edge and the image."""
+
+    length: int
+    top: int
+    """Rows ``[0, top)`` read the outer edge (a later layer's padding) through their windows."""
+    image: tuple[int, int]
+    """Rows ``[image[0], image[1])`` read the input."""
+    bottom: int
+    """Rows ``[length - bottom, length)`` read the outer edge."""
+
+    @property
+    def banded(self) -> bool:
+        """Whether a row that feels neither edge nor image separates the image from each edge."""
+        first, end = self.image
+        return first < end and self.top < first and end < self.length - self.bottom
+
+
+def axis_regions(length: int, first: AxisWindow, pad: int, chain: Sequence[AxisWindow]) -> list[AxisRegions]:
+    """The regions of the first layer's output and of every chain layer's output, for an input of
+    ``length`` rows and the first layer run with padding ``pad`` (instead of ``first.pad``)."""
+    size = (length + 2 * pad - first.kernel) // first.stride + 1
+    if size < 1:
+        raise ValueError(f"the first layer leaves no output for {length} rows and pad {pad}")
+    # Output y reads padded rows [y*s, y*s + k - 1]; the input occupies [pad, pad + length).
+    lo = max(0, -((pad - first.kernel + 1) // -first.stride))  # ceil((pad - k + 1) / s)
+    hi = min(size, (pad + length - 1) // first.stride + 1)
+    regions = [AxisRegions(size, 0, (lo, hi), 0)]
+    for window in chain:
+        previous = regions[-1]
+        size = window.size(previous.length)
+        k, s, p = window.kernel, window.stride, window.pad
+        # Output y reads rows [y*s - p, y*s - p + k - 1] of the previous blob.
+        top = min(size, max(0, -(-(previous.top + p) // s)))
+        first_bottom = -(-(previous.length - previous.bottom + p - k + 1) // s)
+        bottom = max(0, size - max(0, first_bottom))
+        first_row, end_row = previous.image
+        lo = max(0, -(-(first_row + p - k + 1) // s))
+        hi = min(size, (end_row - 1 + p) // s + 1)
+        regions.append(AxisRegions(size, top, (lo, hi), bottom))
+    return regions
+
+
+def removable(length: int, first: AxisWindow, chain: Sequence[AxisWindow], strides: Sequence[int]) -> int:
+    """The largest ``R`` (a multiple of every cumulative stride in ``strides``, at most the first
+    layer's padding) for which every blob of ``chain`` keeps a band on both sides when the first
+    layer pads by ``pad - R``; 0 when none does."""
+    step = math.lcm(*strides) if strides else 1
+    removed = (first.pad // step) * step
+    while removed > 0:
+        if length + 2 * (first.pad - removed) >= first.kernel and all(
+            r.banded for r in axis_regions(length, first, first.pad - removed, chain)
+        ):
+            return removed
+        removed -= step
+    return 0
+
+
+@dataclass(frozen=True)
+class BorderPlan:
+    """For one input shape: the first layer's padding, and for each stage end and each blob read
+    outside the chain, the row and column indices that put band rows back (``None``: none)."""
+
+    pad: tuple[int, int]
+    lengths: dict[tuple[str, int], tuple[int, int]]
+    """(kind, chain position) -> the reduced blob's (height, width), checked when expanding."""
+    index: dict[tuple[str, int], tuple[Segments | None, Segments | None]]
+    _gathers: dict[tuple[tuple[str, int], str], Tensor] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def gather(self, key: tuple[str, int], device: torch.device) -> Tensor:
+        """Flat source indices (row * width + column) of every target position, on ``device``."""
+        cached = self._gathers.get((key, str(device)))
+        if cached is None:
+            (height, width), (rows, cols) = self.lengths[key], self.index[key]
+            flat = _source_rows(rows, height)[:, None] * width + _source_rows(cols, width)[None, :]
+            cached = self._gathers[key, str(device)] = flat.reshape(-1).to(device)
+        return cached
+
+
+Segments = tuple[tuple[int, int, int, int], ...]
+"""(source start, source end, target start, target end) runs along one axis; a one-row source
+run longer in the target is that row repeated."""
+
+
+def _band_segments(regions: AxisRegions, copies: int) -> Segments | None:
+    """The runs that insert ``copies`` band rows into the band on each side of the image."""
+    if copies == 0:
+        return None
+    top, (_, end), length = regions.top, regions.image, regions.length
+    return (
+        (0, top, 0, top),
+        (top, top + 1, top, top + copies),
+        (top, end, top + copies, end + copies),
+        (end, end + 1, end + copies, end + 2 * copies),
+        (end, length, end + 2 * copies, length + 2 * copies),
+    )
+
+
+class BorderPlanner(nn.Module):
+    """The geometry of one chain (its first layer, then the layers after it up to the last stage
+    end); called on the chain's input, returns the :class:`BorderPlan` for its shape (cached).
+
+    The chain runs in stages: in stage ``j`` (up to chain position ``stages[j]``) ``R_j`` rows are
+    missing from each band, the largest count valid up to that position; at its end the blob gets
+    ``R_j - R_(j+1)`` of them back (all of them after the last stage). ``outside`` lists positions
+    whose blob is also read outside the chain: those readers get the full blob."""
+
+    def __init__(
+        self,
+        first: tuple[AxisWindow, AxisWindow],
+        chain: Sequence[tuple[AxisWindow, AxisWindow]],
+        stages: Sequence[int],
+        outside: Sequence[int] = (),
+    ) -> None:
+        super().__init__()
+        self.first = first
+        self.chain = list(chain)
+        self.stages = sorted(stages)
+        self.outside = sorted(outside)
+        self._plans: dict[tuple[int, int], BorderPlan] = {}
+
+    def extra_repr(self) -> str:
+        pad = (self.first[0].pad, self.first[1].pad)
+        return f"pad={pad}, stages end at {self.stages}, outside readers at {self.outside}"
+
+    def plan(self, height: int, width: int) -> BorderPlan:
+        """The plan for an input of ``height`` x ``width``."""
+        key = (height, width)
+        cached = self._plans.get(key)
+        if cached is not None:
+            return cached
+        axes = []
+        for axis, length in enumerate((height, width)):
+            first = self.first[axis]
+            chain = [w[axis] for w in self.chain]
+            strides = _cumulative_strides(first, chain)
+            removed = [removable(length, first, chain[:e], strides[: e + 1]) for e in self.stages] + [0]
+            axes.append((length, first, chain, strides, removed))
+        lengths: dict[tuple[str, int], tuple[int, int]] = {}
+        index: dict[tuple[str, int], tuple[Segments | None, Segments | None]] = {}
+
+        def put(kind: str, position: int, stage_from: int, to_full: bool) -> None:
+            parts = []
+            for length, first, chain, strides, removed in axes:
+                before = removed[stage_from]
+                after = 0 if to_full else removed[stage_from + 1]
+                regions = axis_regions(length, first, first.pad - before, chain[:position])[position]
+                parts.append((regions.length, _band_segments(regions, (before - after) // strides[position])))
+            lengths[kind, position] = (parts[0][0], parts[1][0])
+            index[kind, position] = (parts[0][1], parts[1][1])
+
+        for j, end in enumerate(self.stages):
+            put("stage", end, j, False)
+        for position in self.outside:
+            j = next(j for j, end in enumerate(self.stages) if position <= end)
+            put("outside", position, j + 1 if position == self.stages[j] else j, True)
+        pads = (axes[0][1].pad - axes[0][4][0], axes[1][1].pad - axes[1][4][0])
+        plan = BorderPlan(pads, lengths, index)
+        if len(self._plans) >= 64:
+            self._plans.clear()
+        self._plans[key] = plan
+        return plan
+
+    def forward(self, x: Tensor) -> BorderPlan:
+        return self.plan(int(x.shape[-2]), int(x.shape[-1]))
+
+
+def _cumulative_strides(first: AxisWindow, chain: Sequence[AxisWindow]) -> list[int]:
+    strides = [first.stride]
+    for window in chain:
+        strides.append(strides[-1] * window.stride)
+    return strides
+
+
+def first_convolution(conv: nn.Conv2d, x: Tensor, plan: BorderPlan) -> Tensor:
+    """``conv(x)`` with the plan's (reduced) padding instead of the module's."""
+    from .speed import NNPACKConv2d
+
+    if plan.pad == tuple(conv.padding):
+        return conv(x)
+    kh, kw = conv.kernel_size
+    if (
+        isinstance(conv, NNPACKConv2d)
+        and conv._nnpack_ok(x)
+        and plan.pad[0] < kh
+        and plan.pad[1] < kw
+        and conv.stride == (1, 1)
+    ):
+        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels, dtype=x.dtype)
+        return torch._nnpack_spatial_convolution(
+            x.contiguous(), conv.weight.contiguous(), bias, list(plan.pad), [1, 1]
+        )
+    return F.conv2d(x, conv.weight, conv.bias, conv.stride, plan.pad, conv.dilation, conv.groups)
+
+
+def _put_back(x: Tensor, plan: BorderPlan, key: tuple[str, int]) -> Tensor:
+    if tuple(x.shape[-2:]) != plan.lengths[key]:  # the arithmetic and the layers disagree
+        raise RuntimeError(
+            f"border skipping: chain blob {key[1]} is {tuple(x.shape[-2:])}, "
+            f"the plan expected {plan.lengths[key]}"
+        )
+    rows, cols = plan.index[key]
+    if rows is None and cols is None:
+        return x
+    index = plan.gather(key, x.device)
+    height, width = _target_length(rows, x.shape[-2]), _target_length(cols, x.shape[-1])
+    # One gather over the flattened plane: fewer passes (and thread wake-ups) than slicing.
+    return x.flatten(-2).index_select(-1, index).unflatten(-1, (height, width))
+
+
+def _target_length(segments: Segments | None, length: int) -> int:
+    return length if segments is None else segments[-1][3]
+
+
+def _source_rows(segments: Segments | None, length: int) -> Tensor:
+    if segments is None:
+        return torch.arange(length)
+    return torch.cat(
+        [torch.arange(a, b) if b - a == t1 - t0 else torch.full((t1 - t0,), a) for a, b, t0, t1 in segments]
+    )
+
+
+def expand(x: Tensor, plan: BorderPlan, position: int) -> Tensor:
+    """The blob at the end of a stage (chain ``position``) with the band rows the next stage keeps."""
+    return _put_back(x, plan, ("stage", position))
+
+
+def restore(x: Tensor, plan: BorderPlan, position: int) -> Tensor:
+    """The full blob at chain ``position``, for readers outside the chain."""
+    return _put_back(x, plan, ("outside", position))
+
+
+# --------------------------------------------------------------------------------------------
+# Finding chains in a graph.
+
+_POINTWISE_FUNCTIONS: set[Callable[..., Tensor]] = {torch.relu, torch.relu_, F.relu, F.leaky_relu}
+_POINTWISE_MODULES = (nn.ReLU, nn.LeakyReLU, nn.LocalResponseNorm)
+
+
+def _windows(module: nn.Module) -> tuple[AxisWindow, AxisWindow] | None:
+    """The module's windows along height and width when it is a layer the chain can run."""
+    from ..layers.pooling import CaffePooling
+
+    if isinstance(module, nn.Conv2d) and not isinstance(module, nn.ConvTranspose2d):
+        if module.padding_mode != "zeros" or isinstance(module.padding, str):
+            return None
+        return tuple(  # type: ignore[return-value]
+            AxisWindow((k - 1) * d + 1, s, p)
+            for k, s, p, d in zip(
+                module.kernel_size, module.stride, module.padding, module.dilation, strict=True
+            )
+        )
+    if isinstance(module, CaffePooling):
+        if module.global_pooling or len(module.kernel) != 2 or getattr(module, "mask", False):
+            return None
+        any_pad = any(module.pad)
+        return tuple(  # type: ignore[return-value]
+            AxisWindow(k, s, p, pooling=True, ceil=module.ceil, any_pad=any_pad)
+            for k, s, p in zip(module.kernel, module.stride, module.pad, strict=True)
+        )
+    if isinstance(module, _POINTWISE_MODULES):
+        return AxisWindow(), AxisWindow()
+    return None
+
+
+def _node_windows(net: fx.GraphModule, node: fx.Node) -> tuple[AxisWindow, AxisWindow] | None:
+    if len(node.args) < 1 or not isinstance(node.args[0], fx.Node):
+        return None
+    if any(isinstance(a, fx.Node) for a in node.args[1:]) or any(
+        isinstance(v, fx.Node) for v in node.kwargs.values()
+    ):
+        return None
+    if node.op == "call_module":
+        return _windows(net.get_submodule(str(node.target)))
+    if node.op == "call_function" and node.target in _POINTWISE_FUNCTIONS:
+        return AxisWindow(), AxisWindow()
+    return None
+
+
+def _is_start(net: fx.GraphModule, node: fx.Node) -> bool:
+    """A 2-D convolution whose padding covers a whole window on some axis."""
+    if node.op != "call_module":
+        return False
+    module = net.get_submodule(str(node.target))
+    windows = _windows(module)
+    return (
+        isinstance(module, nn.Conv2d)
+        and windows is not None
+        and any(w.pad >= w.kernel for w in windows)
+        and len(node.args) == 1
+        and not node.kwargs
+    )
+
+
+def _cost(node: fx.Node, net: fx.GraphModule, channels: int) -> tuple[int, int]:
+    """(multiply-adds per output position, channels of the output)."""
+    if node.op == "call_module":
+        module = net.get_submodule(str(node.target))
+        if isinstance(module, nn.Conv2d):
+            kernel = math.prod(module.kernel_size)
+            return module.out_channels * module.in_channels // module.groups * kernel, module.out_channels
+    return channels, channels
+
+
+COPY_COST = 200
+"""Multiply-adds that copying one value costs, as far as choosing where stages end goes."""
+
+
+def choose_stages(
+    first: tuple[AxisWindow, AxisWindow],
+    chain: Sequence[tuple[AxisWindow, AxisWindow]],
+    costs: Sequence[int],
+    channels: Sequence[int],
+    size: tuple[int, int],
+) -> list[int]:
+    """Where stages should end (chain positions) for the least work at ``size``: the layers' work
+    on the reduced blobs plus :data:`COPY_COST` per value copied when band rows come back.
+    Empty when skipping saves nothing."""
+    positions = len(chain) + 1
+    removed, strides = [], []
+    for axis in range(2):
+        axis_chain = [w[axis] for w in chain]
+        axis_strides = _cumulative_strides(first[axis], axis_chain)
+        strides.append(axis_strides)
+        removed.append(
+            [
+                removable(size[axis], first[axis], axis_chain[:e], axis_strides[: e + 1])
+                for e in range(positions)
+            ]
+        )
+
+    @functools.cache
+    def area(position: int, end: int | None) -> int:
+        """The blob's area at ``position`` in the geometry of a stage ending at ``end`` (None: full)."""
+        result = 1
+        for axis in range(2):
+            cut = 0 if end is None else removed[axis][end]
+            axis_chain = [w[axis] for w in chain[:position]]
+            result *= axis_regions(size[axis], first[axis], first[axis].pad - cut, axis_chain)[
+                position
+            ].length
+        return result
+
+    def work(start: int, end: int, geometry: int | None) -> int:
+        return sum(costs[i] * area(i, geometry) for i in range(start, end))
+
+    best: dict[int, tuple[int, list[int]]] = {}
+    for end in range(positions):
+        if not any(removed[axis][end] for axis in range(2)):
+            continue
+        options = [(work(0, end + 1, end), [])]
+        for previous, (cost, ends) in best.items():
+            if previous < end:
+                copy = COPY_COST * channels[previous] * area(previous, end)
+                options.append((cost + copy + work(previous + 1, end + 1, end), [*ends, previous]))
+        best[end] = min(options, key=lambda option: option[0])
+    total, chosen = work(0, positions, None), []
+    for end, (cost, ends) in best.items():
+        finish = cost + COPY_COST * channels[end] * area(end, None) + work(end + 1, positions, None)
+        if finish < total:
+            total, chosen = finish, [*ends, end]
+    return chosen
+
+
+def skip_constant_border(net: fx.GraphModule, size: tuple[int, int] | None = None) -> fx.GraphModule:
+    """``net`` itself, rewritten so that each convolution padded by more than its window (and the
+    layers after it) skips the constant band of rows and columns; returns it for chaining.
+
+    ``size`` is the input size used to choose where full blobs come back (default: the size the
+    net declares for the convolution's input, else 500 x 500); any input size runs exactly.
+    """
+    for start in [n for n in net.graph.nodes if _is_start(net, n)]:
+        _rewrite_chain(net, start, size)
+    net.graph.lint()
+    net.recompile()
+    return net
+
+
+def _rewrite_chain(net: fx.GraphModule, start: fx.Node, size: tuple[int, int] | None) -> None:
+    first = _windows(net.get_submodule(str(start.target)))
+    assert first is not None
+    order = {n: i for i, n in enumerate(net.graph.nodes)}
+    nodes, windows = [start], []
+    node = start
+    while True:
+        followers = [u for u in node.users if u.args and u.args[0] is node and _node_windows(net, u)]
+        if not followers:
+            break
+        node = min(followers, key=order.__getitem__)
+        windows.append(_node_windows(net, node))
+        nodes.append(node)
+    costs, channels = [], []
+    for n in nodes:
+        cost, width = _cost(n, net, channels[-1] if channels else 0)
+        costs.append(cost)
+        channels.append(width)
+    stages = choose_stages(first, windows, costs, channels, size or _declared_size(net, start))
+    if not stages:
+        return
+    stop = stages[-1]
+    outside = [i for i in range(stop) if any(u is not nodes[i + 1] for u in nodes[i].users)]
+    attr = _free_attr(net, f"border_{start.target}")
+    net.add_module(attr, BorderPlanner(first, windows[:stop], stages, outside))
+    graph = net.graph
+    source, name = start.args[0], start.name
+    start._rename(f"{name}_padded")
+    with graph.inserting_before(start):
+        plan = graph.call_module(attr, (source,))
+        conv = graph.get_attr(str(start.target))
+        conv._rename(f"{name}_layer")
+    with graph.inserting_after(start):
+        reduced = graph.call_function(first_convolution, (conv, source, plan))
+    start.replace_all_uses_with(reduced)
+    graph.erase_node(start)
+    _free_name(graph, name)
+    reduced._rename(name)
+    nodes[0] = reduced
+    for i in range(stop + 1):
+        blob, chained = nodes[i], nodes[i + 1] if i < stop else None
+        if i in stages:
+            with graph.inserting_after(blob):
+                expanded = graph.call_function(expand, (blob, plan, i))
+            expanded._rename(f"{blob.name}_expanded")
+            blob.replace_all_uses_with(expanded, delete_user_cb=lambda user, e=expanded: user is not e)
+            blob = expanded
+            if i == stop:
+                continue
+        readers = [u for u in blob.users if u is not chained]
+        if readers:
+            with graph.inserting_after(blob):
+                full = graph.call_function(restore, (blob, plan, i))
+            full._rename(f"{blob.name}_full")
+            for reader in readers:
+                reader.replace_input_with(blob, full)
+
+
+def _free_name(graph: fx.Graph, name: str) -> None:
+    """Let a node take ``name`` again once the node that had it is gone (fx keeps names reserved)."""
+    used = getattr(graph._graph_namespace, "_used_names", None)
+    if isinstance(used, (set, dict)):
+        used.discard(name) if isinstance(used, set) else used.pop(name, None)
+
+
+def _free_attr(net: nn.Module, name: str) -> str:
+    candidate, i = name.replace(".", "_"), 1
+    while hasattr(net, candidate):
+        i += 1
+        candidate = f"{name}_{i}"
+    return candidate
+
+
+def _declared_size(net: fx.GraphModule, start: fx.Node) -> tuple[int, int]:
+    info = getattr(net, "caffe", None)
+    for name, shapes in (getattr(info, "bottom_shapes", None) or {}).items():
+        if _attr_of(name, net) == start.target and shapes and len(shapes[0]) == 4:
+            return int(shapes[0][2]), int(shapes[0][3])
+    return 500, 500
+
+
+def _attr_of(layer: str, net: fx.GraphModule) -> str | None:
+    info = getattr(net, "caffe", None)
+    blobs = (getattr(info, "parameter_blobs", None) or {}).get(layer)
+    return blobs[0].split(".")[0] if blobs else None
