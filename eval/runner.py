@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from converters import cli
-from converters.atomic import atomic_write
+from converters.atomic import atomic_write, check_writable
 from converters.fcn.datasets import palette
 from converters.fcn.preprocess import colorize
 from weights.models import load_model
@@ -521,8 +521,12 @@ def _run(args, *, dataset_key, splits, make_dataset, modalities) -> int:
         raise DatasetError(
             "--predictions evaluates saved files; --save-predictions/--input/--output need --model"
         )
-    if args.json and not Path(args.json).resolve().parent.is_dir():
-        raise DatasetError(f"--json {args.json}: its folder does not exist")
+    if args.json:
+        check_writable(args.json, "--json")  # before the (long) evaluation
+    if args.save_predictions and Path(args.save_predictions).exists() and not Path(
+        args.save_predictions
+    ).is_dir():
+        raise DatasetError(f"--save-predictions {args.save_predictions} is a file, not a folder")
     progress = not args.no_progress
     device = None if args.predictions else device_from_text(args.device)
     make_dataset(args.split, (), args.limit)  # a bad dataset root fails before a model loads

@@ -205,7 +205,7 @@ def test_bad_inputs_exit_2_with_one_line(voc_root, tmp_path, capsys) -> None:
     assert "unknown split" in one_error("--predictions", str(tmp_path), "--voc-root", str(root), split="x")
     assert voc.main(["--voc-root", str(root)]) == 2
     assert "required" in capsys.readouterr().err
-    assert "folder does not exist" in one_error(
+    assert "a does not exist" in one_error(
         "--predictions", str(tmp_path), "--voc-root", str(root), "--json", str(tmp_path / "a" / "b.json")
     )
     assert "--limit" in one_error("--predictions", str(tmp_path), "--voc-root", str(root), "--limit", "0")
@@ -402,3 +402,16 @@ def test_check_without_published_figures_fails_before_evaluating(
     assert "--check: no published figures to compare with" in capsys.readouterr().err
     assert voc.main(["--predictions", str(tmp_path), *common, "--published", "voc-fcn8s"]) == 2
     assert "--check: no published figures for voc-fcn8s on voc val2011" in capsys.readouterr().err
+
+
+def test_output_paths_are_checked_before_the_model_loads(voc_root, tmp_path, capsys, monkeypatch) -> None:
+    from eval import runner
+
+    root, _ = voc_root
+    monkeypatch.setattr(runner, "load_trained_model", lambda *a: (_ for _ in ()).throw(AssertionError))
+    (tmp_path / "file.txt").write_text("")
+    common = ["--model", "voc-fcn8s", "--voc-root", str(root), "--split", "val2011", "--device", "cpu"]
+    assert voc.main([*common, "--json", "/proc/r.json"]) == 2
+    assert "cannot write /proc/r.json" in capsys.readouterr().err
+    assert voc.main([*common, "--save-predictions", str(tmp_path / "file.txt")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
