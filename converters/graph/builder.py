@@ -58,7 +58,7 @@ class CaffeNetInfo:
     blob_shapes: dict[str, Shape]
     """Every blob's shape for the input shapes above (after in-place layers: the last value)."""
     layers: list[tuple[str, str]]
-    """(layer name, type) of every layer in the graph, in order."""
+    """(layer name, type) of every layer in the graph, in order (names may repeat, as in Caffe)."""
     transform_params: dict[str, Message]
     """Input blob -> its data layer's ``transform_param`` (Caffe's preprocessing), if any."""
     unused_weights: list[str]
@@ -68,7 +68,9 @@ class CaffeNetInfo:
     definition: Message
     """The V2 net definition the graph was built from (after filtering by phase)."""
     parameter_blobs: dict[str, list[str]] = dataclasses.field(default_factory=dict)
-    """Layer -> its Caffe blobs as state-dict keys, in Caffe's blob order."""
+    """Layer -> its Caffe blobs as state-dict keys, in Caffe's blob order. For a repeated name, the
+    first layer's (where a caffemodel's blobs of that name go). A blob shared by name (``param {
+    name: ... }``) is one tensor under each of its layers' keys."""
     bottom_shapes: dict[str, list[Shape]] = dataclasses.field(default_factory=dict)
     """Layer -> the shapes of its bottoms when it runs (for the input shapes above)."""
     parameter_shapes: dict[str, list[Shape]] = dataclasses.field(default_factory=dict)
