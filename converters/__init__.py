@@ -48,6 +48,8 @@ _TORCH_NAMES = {
     "load_converted": "graph.converted",
     "save_converted": "graph.converted",
     "optimize_for_cpu": "graph.speed",
+    "export_onnx": "graph.export",
+    "export_program": "graph.export",
     "register_layer": "layers.registry",
     "unregister_layer": "layers.registry",
     "registered_types": "layers.registry",

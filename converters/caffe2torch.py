@@ -77,11 +77,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--output",
         help="output file; its suffix decides the format: .safetensors, or .pt/.pth for a plain "
-        "state dict (default: <name>.safetensors in the current folder)",
+        "state dict, .onnx (checked with onnxruntime) or .pt2 (torch.export) for deployment "
+        "(default: <name>.safetensors in the current folder)",
     )
     p.add_argument(
         "--format", metavar="FORMAT",
-        help="safetensors or pt: the default output name's format, else only checked against the -o suffix",
+        help="safetensors, pt, onnx or pt2: the default output name's format, else only checked "
+        "against the -o suffix",
     )
     p.add_argument(
         "--input-shape",
@@ -90,6 +92,10 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=SHAPE",
         help="shape of an input blob: N,C,H,W or NxCxHxW, or HxW to keep the net's N and C (repeatable)",
+    )
+    p.add_argument(
+        "--plugin", action="append", default=[], metavar="FILE.py",
+        help="a Python file whose @converters.register_layer converters run first (repeatable)",
     )
     p.add_argument("--no-check", action="store_true", help="skip the self-check forward pass")
     p.add_argument("--cache-dir", help="weights cache for registry models")
@@ -260,6 +266,26 @@ def report(module: torch.nn.Module, record: Any = None) -> list[str]:
 # --- command -------------------------------------------------------------------------------------
 
 
+def load_plugin(path: str) -> None:
+    """Run the Python file ``path`` (its ``register_layer`` calls add layer types); one-line
+    ``UsageError`` when it is missing or fails."""
+    import importlib.util
+
+    if not os.path.isfile(path):
+        raise UsageError(f"--plugin {path}: no such file")
+    name = "fcn_port_plugin_" + Path(path).stem.replace("-", "_")
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"--plugin {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001  (the user's code: report it in one line)
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        raise UsageError(f"--plugin {path}: {type(exc).__name__}: {message}") from None
+    sys.modules[name] = module
+
+
 def _convert(argv: Sequence[str] | None) -> int:
     args = parser().parse_args(argv)
     if args.caffemodel is None and os.path.exists(args.source):
@@ -280,6 +306,8 @@ def _convert(argv: Sequence[str] | None) -> int:
     check_writable(output, "-o")  # before the (long) conversion
     device = cli.device(args.device, default="cpu")
 
+    for plugin in args.plugin:
+        load_plugin(plugin)
     started = time.perf_counter()
     spec = [args.source] if args.caffemodel is None else [args.source, args.caffemodel]
     shapes = complete_input_shapes(spec, args.input_shape)
@@ -291,7 +319,7 @@ def _convert(argv: Sequence[str] | None) -> int:
     with atomic_path(output) as written:
         save_converted(module, written, fmt)
         size = os.path.getsize(written)
-        if check_shapes is not None:
+        if check_shapes is not None and fmt not in ("onnx", "pt2"):  # exports check themselves
             result = self_check(module, written, device, check_shapes)
             print(f"self-check: {result}")
             if result.startswith("FAILED"):

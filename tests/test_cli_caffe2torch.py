@@ -108,10 +108,11 @@ def test_a_failed_self_check_keeps_nothing_and_leaves_an_existing_file(tmp_path,
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["-o", "net.onnx"], "net.onnx: unknown suffix '.onnx': a converted file ends in .safetensors, .pt"),
+        (["-o", "net.h5"], "net.h5: unknown suffix '.h5': a converted file ends in .safetensors, .pt"),
         (["-o", "net"], "net: no suffix"),
         (["-o", "x.safetensors", "--format", "pt"], "names a safetensors file but --format is pt"),
-        (["-o", "x.pt", "--format", "onnx"], "--format onnx: choose one of safetensors, pt"),
+        (["-o", "x.pt", "--format", "tflite"], "--format tflite: choose one of safetensors, pt"),
+        (["-o", "x.pt", "--format", "onnx"], "x.pt names a pt file but --format is onnx"),
         (["--input-shape", "data=32"], "bad input shape 'data=32'"),
         (["--input-shape", "nothere=32x32"], "the net has no input 'nothere' (it reads data)"),
     ],

@@ -26,7 +26,12 @@ FORMAT_VERSION = "1"
 PT_METADATA_KEY = "fcn_port"
 #: Converted-file formats: name -> the file suffixes that name it (the first is the usual one).
 #: The one table of formats: ``caffe2torch --format`` and the suffix check read it.
-FORMATS: dict[str, tuple[str, ...]] = {"safetensors": (".safetensors",), "pt": (".pt", ".pth")}
+FORMATS: dict[str, tuple[str, ...]] = {
+    "safetensors": (".safetensors",),
+    "pt": (".pt", ".pth"),
+    "onnx": (".onnx",),  # deployment formats: written by converters.graph.export, not reloaded here
+    "pt2": (".pt2",),
+}
 
 
 def format_for(path: str | os.PathLike[str], fmt: str | None = None) -> str:
@@ -64,6 +69,11 @@ def _metadata(module: fx.GraphModule) -> dict[str, str]:
 def save_converted(module: fx.GraphModule, path: str | os.PathLike[str], fmt: str | None = None) -> str:
     """Write ``module``'s weights and net definition to ``path`` atomically; returns the format."""
     fmt = format_for(path, fmt)
+    if fmt in ("onnx", "pt2"):
+        from .export import export_file
+
+        export_file(module, path, fmt)
+        return fmt
     original = module.state_dict()
     state = OrderedDict((k, v.detach().to("cpu").contiguous()) for k, v in original.items())
     seen: set[int] = set()

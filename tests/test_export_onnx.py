@@ -1,0 +1,156 @@
+"""ONNX and torch.export programs: the converted graph written with the net's blob names, height
+and width dynamic for fully convolutional nets, checked with onnxruntime against PyTorch: the 15
+official FCN nets (at 1/16 width), the real fork models (SSD face detector heads, ENet), and what
+cannot export (DetectionOutput) refused in one line."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from converters import build_graph, export_onnx, export_program, load_caffe
+from converters.fcn.nets import MODELS, net_definition
+from converters.graph import export as export_module
+from tests.conftest import need_shared
+
+onnx = pytest.importorskip("onnx", reason="the export extra (onnx, onnxruntime) is not installed")
+onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _torchlib_built_once():
+    """torch.onnx rebuilds its operator table (5 s) on every export; build it once here."""
+    from torch.onnx._internal.exporter import _registration
+
+    original = _registration.ONNXRegistry.from_torchlib
+    cached = functools.lru_cache(maxsize=None)(original.__func__)
+    _registration.ONNXRegistry.from_torchlib = classmethod(lambda cls, *a, **k: cached(cls, *a, **k))
+    yield
+    _registration.ONNXRegistry.from_torchlib = original
+
+
+def _fcn(model: str, size: tuple[int, int] = (64, 80)) -> torch.fx.GraphModule:
+    net = net_definition(model, "deploy", width=1 / 16)
+    probe = build_graph(net, None, device="meta")
+    shapes = {name: (1, shape[1], *size) for name, shape in probe.caffe.inputs.items()}
+    return build_graph(net, None, input_shapes=shapes, seed=1)
+
+
+def _ort(path: Path, inputs: dict[str, torch.Tensor], outputs: list[str]) -> list[np.ndarray]:
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(outputs, {k: v.numpy() for k, v in inputs.items()})
+
+
+def test_fcn8s_exports_with_dynamic_height_and_width_and_runs_at_other_sizes(tmp_path: Path) -> None:
+    net = _fcn("voc-fcn8s")
+    report = export_onnx(net, tmp_path / "fcn8s.onnx")
+    assert report.inputs == {"data": (1, 3, "data_height", "data_width")} and report.outputs == ["score"]
+    assert report.max_error is not None and report.max_error < 1e-4
+    model = onnx.load(str(tmp_path / "fcn8s.onnx"))
+    assert [i.name for i in model.graph.input] == ["data"] and [o.name for o in model.graph.output] == [
+        "score"
+    ]
+    x = torch.randn(1, 3, 51, 77)  # odd sizes: the crops follow the reference blob's size
+    (got,) = _ort(tmp_path / "fcn8s.onnx", {"data": x}, ["score"])
+    with torch.no_grad():
+        want = net(data=x)["score"].numpy()
+    assert got.shape == want.shape == (1, 21, 51, 77)
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+class _Bundle(nn.Module):
+    """Several graphs in one module (one export for all: the exporter's fixed cost once)."""
+
+    def __init__(self, nets: dict[str, torch.fx.GraphModule]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleDict({name.replace("-", "_"): net for name, net in nets.items()})
+        self.keys = [
+            (name.replace("-", "_"), list(net.caffe.inputs), list(net.caffe.outputs))
+            for name, net in nets.items()
+        ]
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out: list[torch.Tensor] = []
+        it = iter(args)
+        for key, inputs, outputs in self.keys:
+            result = self.nets[key](**{name: next(it) for name in inputs})
+            out += [result[name] for name in outputs]
+        return tuple(out)
+
+
+def test_all_fifteen_official_fcn_nets_export_to_onnx_and_match_pytorch(tmp_path: Path) -> None:
+    nets = {model: export_module._live(_fcn(model, (48, 56))) for model in MODELS}
+    bundle = _Bundle(nets).eval()
+    generator = torch.Generator().manual_seed(0)
+    args = [
+        torch.randn(net.caffe.inputs[name], generator=generator)
+        for net in nets.values()
+        for name in net.caffe.inputs
+    ]
+    program = torch.export.export(bundle, tuple(args), strict=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(program, (), dynamo=True, opset_version=18).save(str(tmp_path / "all.onnx"))
+    session = onnxruntime.InferenceSession(str(tmp_path / "all.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {i.name: a.numpy() for i, a in zip(session.get_inputs(), args, strict=True)}
+    got = session.run(None, feeds)
+    with torch.no_grad():
+        want = bundle(*args)
+    assert len(got) == len(want) == sum(len(n.caffe.outputs) for n in nets.values())
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == tuple(w.shape)
+        assert np.abs(g - w.numpy()).max() <= 1e-4 * max(float(w.abs().max()), 1e-6)
+
+
+def test_a_torch_export_program_reloads_and_runs_at_another_size(tmp_path: Path) -> None:
+    net = _fcn("voc-fcn32s")
+    report = export_program(net, tmp_path / "fcn32s.pt2")
+    assert report.inputs["data"][2:] == ("data_height", "data_width")
+    program = torch.export.load(str(tmp_path / "fcn32s.pt2"))
+    x = torch.randn(1, 3, 70, 59)
+    with torch.no_grad():
+        (got,) = program.module()(x)
+        want = net(data=x)["score"]
+    assert torch.allclose(got, want, rtol=0, atol=1e-5 * float(want.abs().max()))
+
+
+def test_detection_output_is_refused_in_one_line_naming_the_layer(tmp_path: Path) -> None:
+    net = load_caffe(Path(__file__).parent / "fixtures" / "forks" / "ssd_detection" / "net.prototxt")
+    with pytest.raises(export_module.ExportError) as info:
+        export_onnx(net, tmp_path / "det.onnx")
+    assert "layer 'det' (DetectionOutput) cannot be exported" in str(info.value) and "\n" not in str(
+        info.value
+    )
+    assert not (tmp_path / "det.onnx").exists()
+
+
+def test_the_ssd_face_detector_heads_export_and_match_pytorch(tmp_path: Path) -> None:
+    folder = need_shared("real-caffe-models", "yufacedetectnet_v2_ssd")
+    heads = ["mbox_loc", "mbox_conf_flatten", "mbox_priorbox"]
+    net = load_caffe(
+        folder / "deploy.prototxt",
+        folder / "yufacedetectnet-open-v2.caffemodel",
+        input_shapes={"data": (1, 3, 120, 160)},
+        outputs=heads,
+    )
+    report = export_onnx(net, tmp_path / "faces.onnx", dynamic=False)
+    assert report.outputs == heads and report.max_error < 1e-4
+
+
+def test_enet_with_unpooling_exports_and_matches_pytorch(tmp_path: Path) -> None:
+    folder = need_shared("real-caffe-models", "enet_cityscapes")
+    net = load_caffe(
+        folder / "deploy.prototxt",
+        folder / "cityscapes_weights.caffemodel",
+        input_shapes={"data": (1, 3, 32, 64)},
+    )
+    report = export_onnx(net, tmp_path / "enet.onnx", dynamic=False)
+    assert report.max_error < 1e-4
