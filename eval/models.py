@@ -1,13 +1,11 @@
 """Fit a model to a dataset: which dataset input feeds each net input, which net output scores each
-label head, and ``--device``. Models themselves are built by :func:`weights.load_model`."""
+label head. Models themselves are built by :func:`weights.load_model`; ``--device`` is read by
+:func:`converters.cli.device`, as in every command."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import torch
-
-from converters import cli
 from weights.models import LoadedModel, ModelError
 
 #: Output blob scoring each label head, by preference (the official test nets' names).
@@ -91,8 +89,3 @@ def output_blobs(
         mapping[head] = blob
     return mapping
 
-
-def device_from_text(text: str | None) -> torch.device:
-    """``--device`` as a torch device (default: CUDA when available, else CPU): :func:`converters.cli.device`,
-    the one check every command uses."""
-    return cli.device(text)

@@ -33,7 +33,6 @@ from .metrics import METRIC_NAMES, ConfusionMatrix, Scores, compare, format_tabl
 from .models import (
     LoadedModel,
     ModelError,
-    device_from_text,
     input_modalities,
     output_blobs,
     parse_assignments,
@@ -528,7 +527,7 @@ def _run(args, *, dataset_key, splits, make_dataset, modalities) -> int:
     ).is_dir():
         raise DatasetError(f"--save-predictions {args.save_predictions} is a file, not a folder")
     progress = not args.no_progress
-    device = None if args.predictions else device_from_text(args.device)
+    device = None if args.predictions else cli.device(args.device)
     make_dataset(args.split, (), args.limit)  # a bad dataset root fails before a model loads
     if args.predictions:
         dataset = make_dataset(args.split, (), args.limit)
