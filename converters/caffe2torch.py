@@ -311,7 +311,8 @@ def _convert(argv: Sequence[str] | None) -> int:
     started = time.perf_counter()
     spec = [args.source] if args.caffemodel is None else [args.source, args.caffemodel]
     shapes = complete_input_shapes(spec, args.input_shape)
-    loaded = load_model(spec, "cpu", input_shapes=shapes, cache_dir=args.cache_dir)
+    # Built on the self-check's device, as the reloaded file will be: both graphs are made alike.
+    loaded = load_model(spec, device, input_shapes=shapes, cache_dir=args.cache_dir)
     module, record = loaded.net, loaded.record
     check_shapes = None if args.no_check else self_check_shapes(module)
     for line in report(module, record):
