@@ -9,9 +9,9 @@
 
 ``--model`` is what the evaluators take (a registry name, a converted ``.safetensors``/``.pt`` file,
 or ``PROTOTXT CAFFEMODEL``), built by :func:`weights.load_model`. The registry record supplies the
-preprocessing (mean, channel order), the class names and the palette; a model without a record gets
-the VOC mean, the VOC colour map and the names ``class_0, class_1, ...`` (``--record NAME`` borrows a
-registry model's instead).
+preprocessing (mean, channel order), the class names and the palette; converted files of official
+nets are recognised by their net definition; any other model gets the VOC mean, the VOC colour map
+and the names ``class_0, class_1, ...`` (``--record NAME`` borrows a registry model's instead).
 
 Inputs: the positional images feed the model's first input kind (``color``, or ``hha`` for the
 HHA-only NYUD net); the others come from ``--input KIND=PATH`` (``hha``, ``depth``), a file for a
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import os
 import sys
 import time
@@ -382,6 +383,24 @@ def _first_device(net: Any, fallback: Any) -> torch.device:
     return torch.device(fallback or "cpu")
 
 
+@functools.lru_cache(maxsize=1)
+def _official_definitions() -> dict[str, str]:
+    import weights
+    from converters.caffe.text import format_message
+
+    return {r.name: format_message(r.net_definition("deploy")) for r in weights.records() if r.kind == "fcn"}
+
+
+def official_nets_like(definition: Any) -> list[str]:
+    """The registry FCN models whose deploy net definition is exactly ``definition`` (a parsed
+    ``NetParameter``, e.g. ``net.caffe.definition`` of a converted file): usually one, none for
+    another net, two for NYUD colour and HHA (same net, different inputs)."""
+    from converters.caffe.text import format_message
+
+    text = format_message(definition)
+    return [name for name, official in _official_definitions().items() if official == text]
+
+
 class Segmenter:
     """A model fitted to pictures: which kinds of image feed which input, which outputs are scored,
     with which classes and palette. :meth:`prepare` decodes one image (and its companions),
@@ -409,13 +428,23 @@ class Segmenter:
         self.notes: list[str] = []
         info = getattr(model.net, "caffe", None)
         outputs = list(getattr(info, "outputs", []) or [])
+        matches: list[str] = []
+        if self.record is None and getattr(info, "definition", None) is not None:
+            matches = official_nets_like(info.definition)
+            if len(matches) == 1:
+                import weights
+
+                self.record = weights.get(matches[0])
+                name = matches[0]
+                self.notes.append(f"{model.description} is {name} by its net definition: its record applies")
         if self.record is not None:
             self._from_record(self.record, outputs)
         else:
             self.inputs = [NetInput(name, ("color",), (tuple(VOC_MEAN),)) for name in model.input_names]
             self.heads = [HeadSpec(blob, "semantic", None) for blob in outputs]
+            alike = f" (its net definition is that of {' and of '.join(matches)})" if matches else ""
             self.notes.append(
-                f"{model.description} has no registry record: VOC mean and colour map, class names "
+                f"{model.description} has no registry record{alike}: VOC mean and colour map, class names "
                 "class_0, class_1, ... (--record NAME, or record=NAME in Python, borrows a registry model's)"
             )
         if not self.heads:

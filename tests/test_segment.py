@@ -11,6 +11,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -519,3 +520,24 @@ def test_max_side_on_the_command_line_gives_full_size_results_and_spares_small_i
         ["--model", str(voc[0]), str(voc[1]), str(photos), "-o", str(out), "--max-side", "0"], capsys
     )
     assert code == 2 and "--max-side" in err
+
+
+def _stand_in(model: str, inputs: tuple[str, ...] = ("data",)) -> weights.LoadedModel:
+    """A recorder net that says it has ``model``'s official deploy definition, as a converted file does."""
+    net = _Recorder()
+    net.caffe = SimpleNamespace(definition=net_definition(model, "deploy"), outputs=["score"])
+    return weights.LoadedModel(net, f"{model}.safetensors", input_names=list(inputs))
+
+
+def test_a_converted_official_net_is_recognised_by_its_net_definition() -> None:
+    result = segment(
+        _stand_in("nyud-fcn32s-color-hha", ("color", "hha")), _picture(20), inputs={"hha": _picture(22)}
+    )
+    assert result.classes == weights.get("nyud-fcn32s-color-hha").classes and len(result.classes) == 40
+    assert any("nyud-fcn32s-color-hha by its net definition" in note for note in result.notes)
+
+
+def test_nyud_colour_and_hha_share_a_net_so_neither_is_guessed() -> None:
+    notes = segment(_stand_in("nyud-fcn32s-hha"), _picture(21)).notes
+    assert any("nyud-fcn32s-color and of nyud-fcn32s-hha" in note for note in notes)
+    assert any("no registry record" in note for note in notes)
