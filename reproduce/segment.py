@@ -653,10 +653,13 @@ class Job:
     extras: dict[str, Path] = field(default_factory=dict)
 
 
-def find_images(paths: Sequence[str | os.PathLike[str]]) -> list[Job]:
-    """Files as given, folders searched recursively for image files (sorted); output stems keep
-    the folders' layout. Raises :class:`SegmentError` for a missing path, an empty folder, or two
-    inputs that would write the same outputs."""
+def find_images(
+    paths: Sequence[str | os.PathLike[str]], skip: str | os.PathLike[str] | None = None
+) -> list[Job]:
+    """Files as given, folders searched recursively for image files (sorted, leaving out the folder
+    ``skip``: the output folder); output stems keep the folders' layout. Raises :class:`SegmentError`
+    for a missing path, an empty folder, or two inputs that would write the same outputs."""
+    skipped = Path(skip).resolve() if skip is not None else None
     jobs: list[Job] = []
     for text in paths:
         path = Path(text)
@@ -664,6 +667,7 @@ def find_images(paths: Sequence[str | os.PathLike[str]]) -> list[Job]:
             found = sorted(
                 p for p in path.rglob("*")
                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+                and (skipped is None or not p.resolve().is_relative_to(skipped))
             )
             if not found:
                 raise SegmentError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
@@ -854,7 +858,7 @@ def run(args: argparse.Namespace) -> int:
     unknown = [k for k in extras if k not in KINDS]
     if unknown:
         raise SegmentError(f"--input {unknown[0]}=...: kinds are {', '.join(KINDS[1:])}")
-    jobs = find_images(images)
+    jobs = find_images(images, skip=out)
     attach_extras(jobs, extras)
     record = None
     if args.record:

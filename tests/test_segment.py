@@ -541,3 +541,14 @@ def test_nyud_colour_and_hha_share_a_net_so_neither_is_guessed() -> None:
     notes = segment(_stand_in("nyud-fcn32s-hha"), _picture(21)).notes
     assert any("nyud-fcn32s-color and of nyud-fcn32s-hha" in note for note in notes)
     assert any("no registry record" in note for note in notes)
+
+
+def test_an_output_folder_inside_the_input_folder_is_not_segmented_again(voc, tmp_path, capsys) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(_picture(23)).save(photos / "x.png")
+    args = ["--model", str(voc[0]), str(voc[1]), str(photos), "-o", str(photos / "segmented")]
+    for _ in range(2):
+        code, stdout, err = _run(args, capsys)
+        assert code == 0 and "segmented 1 image(s)" in stdout, err
+    assert sorted(p.name for p in (photos / "segmented").iterdir()) == ["x.overlay.png", "x.png"]
