@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable as _Callable
 from typing import Any as _Any
 
-dependencies = ["torch", "numpy", "h5py", "scipy", "requests", "PIL", "safetensors", "tqdm"]
+#: What torch.hub checks before loading: what building a net and downloading its weights import.
+dependencies = ["torch", "numpy", "requests", "tqdm"]
 
 #: Short names of the PASCAL VOC models, as torchvision and pytorch-fcn call them.
 ALIASES = {"fcn32s": "voc-fcn32s", "fcn16s": "voc-fcn16s", "fcn8s": "voc-fcn8s"}
