@@ -552,3 +552,16 @@ def test_an_output_folder_inside_the_input_folder_is_not_segmented_again(voc, tm
         code, stdout, err = _run(args, capsys)
         assert code == 0 and "segmented 1 image(s)" in stdout, err
     assert sorted(p.name for p in (photos / "segmented").iterdir()) == ["x.overlay.png", "x.png"]
+
+
+def test_the_readme_example_picture_is_small_and_starts_with_the_demo_overlay() -> None:
+    path = Path(__file__).resolve().parent.parent / "docs" / "segment-example.png"
+    assert path.stat().st_size < 200_000
+    with Image.open(path) as picture:
+        panel = np.asarray(picture.convert("RGB"))[:, :334].astype(int)
+    with Image.open(DATA / "output.png") as official:
+        colours = np.asarray(official.convert("RGB")).astype(int)
+    photo = np.asarray(Image.open(DATA / "image.jpg").convert("RGB")).astype(int)
+    expected = (photo + colours + 1) // 2  # half photo, half the official label colour
+    assert panel.shape == expected.shape
+    assert np.abs(panel - expected).mean() < 4  # 256-colour quantisation only
