@@ -565,3 +565,28 @@ def test_the_readme_example_picture_is_small_and_starts_with_the_demo_overlay() 
     expected = (photo + colours + 1) // 2  # half photo, half the official label colour
     assert panel.shape == expected.shape
     assert np.abs(panel - expected).mean() < 4  # 256-colour quantisation only
+
+
+def test_ctrl_c_exits_130_leaving_only_whole_files(voc, tmp_path, capsys, monkeypatch) -> None:
+    from reproduce import segment as module
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(_picture(30 + i)).save(photos / f"p{i}.png")
+    real_run, calls = module.Segmenter.run, []
+
+    def interrupted_run(self, samples):
+        calls.append(len(samples))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run(self, samples)
+
+    monkeypatch.setattr(module.Segmenter, "run", interrupted_run)
+    out = tmp_path / "out"
+    code, _, _ = _run(
+        ["--model", str(voc[0]), str(voc[1]), str(photos), "-o", str(out), "--batch-size", "1"], capsys
+    )
+    assert code == 130 and calls == [1, 1]
+    assert sorted(p.name for p in out.iterdir()) == ["p0.overlay.png", "p0.png"]  # no .part files
+    assert _labels_png(out / "p0.png").shape == (40, 56)
