@@ -1,5 +1,6 @@
-"""The CPU-optimised graph (NNPACK convolutions, in-place ReLU) still gives Caffe's numbers
-(full-width voc-fcn8s: in tests/test_fcn_parity.py, to regenerate its weights once)."""
+"""The CPU-optimised graph (border skipping, NNPACK convolutions, in-place ReLU) is the default on
+the CPU and still gives Caffe's numbers (every parity test in tests/test_fcn_parity.py and
+tests/test_layers_parity.py runs it; full-width voc-fcn8s there too)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import torch
 
 from converters import build_graph, load_caffe
 from converters.fcn.nets import net_definition
+from converters.graph.border import BorderPlanner
 from converters.graph.speed import NNPACKConv2d, nnpack_available, optimize_for_cpu
-from tests.test_fcn_parity import ROOT, SMALL, arrays, assert_matches_caffe, case, run_inputs, weights
+from tests.test_fcn_parity import ROOT, SMALL, arrays, assert_matches_caffe, case, graph, run_inputs, weights
 
 needs_nnpack = pytest.mark.skipif(not nnpack_available(), reason="this PyTorch build or CPU has no NNPACK")
 
@@ -21,7 +23,7 @@ needs_nnpack = pytest.mark.skipif(not nnpack_available(), reason="this PyTorch b
     "folder", [f for f in SMALL if f in ("voc-fcn8s", "voc-fcn-alexnet", "siftflow-fcn16s")]
 )
 def test_optimised_graph_matches_caffe(folder: str) -> None:
-    net = optimize_for_cpu(load_caffe(ROOT / folder / "deploy.prototxt", weights(folder)))
+    net = optimize_for_cpu(load_caffe(ROOT / folder / "deploy.prototxt", weights(folder), optimize=False))
     assert any(isinstance(m, NNPACKConv2d) for m in net.children())
     for run in range(len(case(folder)["runs"])):
         with torch.no_grad():
@@ -41,3 +43,27 @@ def test_state_dict_and_gradients_are_unchanged() -> None:
     net(data=x)["score"].sum().backward()
     torch.testing.assert_close(fast.conv1_1.weight.grad, net.conv1_1.weight.grad, rtol=1e-4, atol=1e-4)
     assert "torch.relu_" in fast.code and "torch.relu_" not in net.code
+
+
+def test_load_caffe_gives_the_fast_graph_on_the_cpu_and_the_plain_one_on_request() -> None:
+    definition = net_definition("voc-fcn32s", "deploy", width=0.0625)
+    fast, plain = load_caffe(definition, None), load_caffe(definition, None, optimize=False)
+    assert any(isinstance(m, BorderPlanner) for m in fast.modules())
+    assert not any(isinstance(m, (BorderPlanner, NNPACKConv2d)) for m in plain.modules())
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    meta = load_caffe(definition, None, device="meta")
+    assert not any(isinstance(m, BorderPlanner) for m in meta.modules())
+    assert not any(isinstance(m, BorderPlanner) for m in build_graph(definition).modules())
+
+
+def test_the_caffe_parity_tests_run_the_default_fast_graph() -> None:
+    net = graph("voc-fcn8s")
+    assert any(isinstance(m, BorderPlanner) for m in net.modules())
+    if nnpack_available():
+        assert any(isinstance(m, NNPACKConv2d) for m in net.modules())
+
+
+def test_optimising_twice_changes_nothing_more() -> None:
+    net = load_caffe(net_definition("voc-fcn8s", "deploy", width=0.0625), None)
+    code = net.code
+    assert optimize_for_cpu(net).code == code
