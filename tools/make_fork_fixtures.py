@@ -103,6 +103,20 @@ def detection_inputs(rng: np.random.Generator, blob: str, shape: Shape) -> np.nd
     return rng.normal(0, 1, shape)
 
 
+def roi_inputs(rng: np.random.Generator, blob: str, shape: Shape) -> np.ndarray:
+    if blob != "rois":
+        return rng.normal(0, 1, shape)
+    return np.array(
+        [
+            [0, 1.0, 1.0, 8.0, 9.0],
+            [1, 0.0, 0.0, 21.0, 17.0],
+            [0, 4.5, 2.5, 7.5, 3.5],  # halves: C's round goes away from zero
+            [1, 18.0, 14.0, 30.0, 25.0],  # past the map's edge
+            [0, 6.0, 6.0, 5.0, 5.0],  # inverted: the forks' 1x1 / 0.1 minimum
+        ]
+    )
+
+
 def build_cases() -> list[Case]:
     cases: list[Case] = []
     # ---------------- brocolli-caffe
@@ -268,6 +282,18 @@ def build_cases() -> list[Case]:
         + 'layer { name: "flat" type: "Reshape" bottom: "scale" top: "flat" reshape_param { shape { dim: 0 dim: 0 } } }\n'
         + 'layer { name: "ax" type: "Scale" bottom: "x" bottom: "flat" top: "ax" scale_param { axis: 0 } }\n'
         + 'layer { name: "axpy" type: "Eltwise" bottom: "ax" bottom: "y" top: "axpy" eltwise_param { operation: SUM } }\n',
+    ))
+    rois = {"data": (2, 8, 9, 11), "rois": (5, 5)}
+    cases.append(Case(
+        "roi_pooling", "opencv",
+        input_layer(rois)
+        + 'layer { name: "roi" type: "ROIPooling" bottom: "data" bottom: "rois" top: "roi" roi_pooling_param { pooled_h: 3 pooled_w: 2 spatial_scale: 0.5 } }\n'
+        + 'layer { name: "roi1" type: "ROIPooling" bottom: "data" bottom: "rois" top: "roi1" roi_pooling_param { pooled_h: 4 pooled_w: 4 spatial_scale: 0.25 } }\n'
+        + 'layer { name: "psroi" type: "PSROIPooling" bottom: "data" bottom: "rois" top: "psroi" psroi_pooling_param { spatial_scale: 0.5 output_dim: 2 group_size: 2 } }\n',
+        [rois],
+        "Fast R-CNN's ROIPooling (two scales, bins that overlap, leave the map or are empty) and "
+        "R-FCN's PSROIPooling; regions with halves to round, in both images",
+        inputs=roi_inputs,
     ))
     cases.append(Case(
         "convolution_depthwise", "opencv",

@@ -72,6 +72,14 @@ message PriorBoxParameter
   11 step_h float
   12 step_w float
   13 offset float =0.5
+message ROIPoolingParameter
+  1 pooled_h uint32 =0
+  2 pooled_w uint32 =0
+  3 spatial_scale float =1
+message PSROIPoolingParameter
+  1 spatial_scale float
+  2 output_dim int32
+  3 group_size int32
 message NonMaximumSuppressionParameter
   1 nms_threshold float =0.3
   2 top_k int32
@@ -121,6 +129,8 @@ LAYER_FIELDS: dict[str, tuple[str, int, str, tuple[str, ...]]] = {
     "norm_param": ("NormalizeParameter", 206, "Caffe-SSD (weiliu89)", ("Normalize",)),
     "permute_param": ("PermuteParameter", 202, "Caffe-SSD (weiliu89)", ("Permute",)),
     "prior_box_param": ("PriorBoxParameter", 203, "Caffe-SSD (weiliu89)", ("PriorBox",)),
+    "roi_pooling_param": ("ROIPoolingParameter", 8266711, "Fast/Faster R-CNN", ("ROIPooling",)),
+    "psroi_pooling_param": ("PSROIPoolingParameter", 10002, "R-FCN (brocolli-caffe: 149)", ("PSROIPooling",)),
     "detection_output_param": ("DetectionOutputParameter", 204, "Caffe-SSD (weiliu89)", ("DetectionOutput",)),
 }
 
@@ -128,6 +138,7 @@ LAYER_FIELDS: dict[str, tuple[str, int, str, tuple[str, ...]]] = {
 TYPE_NUMBERS: dict[str, dict[int, str]] = {
     "Upsample": {147: "upsample_param", 500: "upsample_param"},
     "BN": {45: "bn_param", 1111: "bn_param"},
+    "PSROIPooling": {10002: "psroi_pooling_param", 149: "psroi_pooling_param"},
 }
 
 _LENGTH = 2
