@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import cli
+from .caffe.forks import fork_fields
 from .caffe.formats import blob_array, read_net, sniff_format
 from .caffe.message import Message, unknown_named_fields
 from .caffe.netdef import layer_type
@@ -94,6 +95,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         version = "V1" if "layers" in net else "V2"
     for field in ("layers", "layer"):
         for layer in net.getall(field):
+            layer = fork_fields(layer)  # a caffemodel's fork fields, decoded by the layer's type
             name = layer.get("name")
             entry: dict[str, Any] = {
                 "name": name,

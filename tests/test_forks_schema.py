@@ -72,3 +72,13 @@ def test_fork_fields_of_real_caffemodels_decode_with_their_forks_tables() -> Non
     assert norm.get("across_spatial") is False and norm.get("channel_shared") is False
     prior = fork_fields(next(l for l in ssd if l.get("type") == "PriorBox")).get("prior_box_param")
     assert list(prior.get("min_size")) == [10.0, 16.0, 24.0] and prior.get("step") == 8.0
+
+
+def test_inspect_shows_a_caffemodels_fork_fields_by_the_layers_type() -> None:
+    from converters.inspect import describe
+
+    folder = need_shared("real-caffe-models", "enet_cityscapes")
+    layers = {entry["name"]: entry for entry in describe(folder / "cityscapes_weights.caffemodel")["layers"]}
+    assert layers["bn0_1"]["settings"]["bn_param"]["bn_mode"] == "INFERENCE"
+    assert layers["upsample4_0_4"]["settings"] == {"upsample_param": {"scale": 2}}
+    assert "unknown_fields" not in layers["bn0_1"]
