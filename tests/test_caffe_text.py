@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from pathlib import Path
@@ -299,3 +300,42 @@ def test_random_nets_survive_text_round_trip() -> None:
         net.set("layer", [_random_layer(rng) for _ in range(rng.randint(0, 4))])
         net.set("input_dim", [rng.randint(-(2**31), 2**31 - 1) for _ in range(rng.randint(0, 4))])
         assert parse_text(format_message(net)) == net
+
+
+# ----------------------------------------------------------------------------------------------
+# Literals as real Caffe's parser reads them (tests/fixtures/text_format/literals.json, written by
+# tools/make_text_format_fixtures.py with BVLC Caffe and libprotobuf's C++ TextFormat)
+
+_LITERALS = json.loads((Path(__file__).parent / "fixtures" / "text_format" / "literals.json").read_text())
+# Caffe takes these but makes a string that is not UTF-8 (lone surrogates, \777) or copies the
+# escape through as text (past U+10FFFF); our string fields hold text, so we refuse them.
+_REFUSED_ON_PURPOSE = {r"\U00110000"}
+
+
+@pytest.mark.parametrize(
+    "case", _LITERALS["cases"], ids=[f"{c['kind']}:{c['literal']}" for c in _LITERALS["cases"]]
+)
+def test_literals_are_read_as_caffe_reads_them(case: dict) -> None:
+    kind, literal = case["kind"], case["literal"]
+    text = {
+        "int": f"input_dim: {literal}",
+        "float": f"layer {{ loss_weight: {literal} }}",
+        "string": f'layer {{ name: "{literal}" }}',
+    }[kind]
+    odd_string = case.get("value") == "not UTF-8" or literal in _REFUSED_ON_PURPOSE
+    refused_on_purpose = kind == "string" and odd_string
+    if not case["accepted"] or refused_on_purpose:
+        with pytest.raises(CaffeFormatError):
+            parse_text(text)
+        return
+    net = parse_text(text)
+    if kind == "int":
+        assert net.get("input_dim") == [case["value"]]
+    elif kind == "float":
+        (value,) = net.get("layer")[0].get("loss_weight")
+        if literal == "nan":  # Caffe's Power layer turns a nan scale into 0: only acceptance is known
+            assert math.isnan(value)
+        else:
+            assert value == float(case["value"])
+    else:
+        assert net.get("layer")[0].get("name").encode("utf-8").hex() == case["value"]

@@ -349,7 +349,10 @@ class _Parser:
             if form in ("hex", "octal"):  # as protobuf: "Expect a decimal number"
                 raise self.error(f"field '{name.text}' takes a decimal number, got {text}", token)
             value = _parse_float(text)
-            return float(np.float32(value)) if type_name == "float" else value
+            if type_name == "double":
+                return value
+            with np.errstate(over="ignore"):  # past float32's range: +-inf, as Caffe's parser gives
+                return float(np.float32(value))
         raise self.error(f"field '{name.text}' is a {type_name}, not a number", token)
 
     def convert_ident(
