@@ -632,7 +632,9 @@ def measure(
     torch.manual_seed(0)
     spec = [model, caffemodel] if caffemodel else [model]
     try:
-        loaded = load_model(spec, dev, weights="random" if random_weights else "cached", progress=False)
+        source = "random" if random_weights else "cached"
+        # The plain graph is the reference row; the CPU default (optimize_for_cpu) is the cpu_fast row.
+        loaded = load_model(spec, dev, weights=source, progress=False, optimize=False)
     except ModelError as exc:
         raise TimingError(str(exc)) from None
     module = loaded.net
@@ -695,7 +697,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cpu-fast",
         action="store_true",
-        help="also time converters.optimize_for_cpu (NNPACK Winograd/FFT convolutions, in-place ReLU)",
+        help="also time the default CPU graph, converters.optimize_for_cpu (border skipping, NNPACK "
+        "Winograd/FFT convolutions, in-place ReLU); always timed on the CPU beside the plain fp32 graph",
     )
     parser.add_argument("--tf32", action="store_true", help="also time TF32 convolutions/matmuls (CUDA)")
     parser.add_argument("--autocast", choices=sorted(_AUTOCAST_DTYPES), help="also time under autocast")
@@ -728,8 +731,9 @@ def _main(argv: Sequence[str] | None) -> int:
     device = cli.device(args.device)
     if args.freeze and not args.compile:
         raise TimingError("--freeze applies to --compile")
+    cpu_fast = args.cpu_fast or device.type == "cpu"  # the CPU default is timed beside the plain graph
     variants = requested_variants(
-        args.channels_last, args.tf32, args.autocast, args.compile, args.freeze, args.cpu_fast
+        args.channels_last, args.tf32, args.autocast, args.compile, args.freeze, cpu_fast
     )
     if args.tf32 and device.type != "cuda":
         raise TimingError("--tf32 applies to CUDA devices only")

@@ -56,6 +56,7 @@ def load_model(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    optimize: bool | None = None,
 ) -> LoadedModel:
     """Build ``spec``: ``NAME`` (the weights registry), ``FILE`` (a ``.safetensors``/``.pt`` written
     by ``caffe2torch``), ``[PROTOTXT, CAFFEMODEL]``, ``[NAME, CAFFEMODEL]`` (the registry's net with
@@ -63,7 +64,8 @@ def load_model(
 
     A registry model's weights are fetched when not cached (``weights="download"``), taken from the
     cache if there else random (``"cached"``: a prototxt alone is then allowed too), or random
-    (``"random"``). ``input_shapes`` sizes inputs the prototxt leaves undeclared. Raises
+    (``"random"``). ``input_shapes`` sizes inputs the prototxt leaves undeclared. ``optimize``: the
+    fast CPU graph (default: on the CPU; ``False`` keeps the plain graph). Raises
     :class:`ModelError` for a spec that names nothing loadable; file errors propagate as
     ``CaffeFormatError``, download errors as ``DownloadError``."""
     from converters import load_caffe, load_converted, read_prototxt
@@ -71,7 +73,11 @@ def load_model(
     parts = _spec(spec)
     if not parts or len(parts) > 2:
         raise ModelError("a model is a registry name, a converted weights file, or PROTOTXT CAFFEMODEL")
-    options: dict[str, Any] = {"device": device, "input_shapes": dict(input_shapes or {})}
+    options: dict[str, Any] = {
+        "device": device,
+        "input_shapes": dict(input_shapes or {}),
+        "optimize": optimize,
+    }
     if len(parts) == 2:
         prototxt, caffemodel = (Path(p) for p in parts)
         if not caffemodel.is_file():
@@ -97,7 +103,7 @@ def load_model(
     if path.suffix.lower() in CONVERTED_SUFFIXES or path.is_file():
         if not path.is_file():
             raise ModelError(f"model file {path} does not exist")
-        return _loaded(load_converted(path, device=device), str(path), weights_path=path)
+        return _loaded(load_converted(path, device=device, optimize=optimize), str(path), weights_path=path)
     return _registry_model(parts[0], options, weights, cache_dir, progress)
 
 
