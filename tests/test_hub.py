@@ -16,6 +16,7 @@ import torch
 import converters
 import weights
 from converters.fcn.nets import net_definition
+from reproduce.segment import segment
 from weights.cache import read_checksums
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,3 +105,5 @@ def test_pretrained_false_gives_random_weights_without_touching_the_cache(cached
         for suffix, array in zip(("weight", "bias"), arrays, strict=False)
     )
     assert not any(empty.iterdir())
+    result = segment(net, np.zeros((40, 56, 3), dtype=np.uint8))  # the hub's net is recognised
+    assert result.classes == weights.get(MODEL).classes and result.labels.shape == (40, 56)
