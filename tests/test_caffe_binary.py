@@ -308,9 +308,9 @@ def test_write_caffemodel_of_a_full_net_and_no_partial_file(tmp_path: Path) -> N
     write_caffemodel(net, path)
     assert read_net(path) == net
     # a fork field with no binary encoding cannot be written: an error, and no file at all
-    forked = read_prototxt(write(tmp_path, b'layer { name: "u" zoom_extra_param { scale: 2 } }', "f.prototxt"))
+    forked = read_prototxt(write(tmp_path, b'layer { name: "u" zoom_x_param { scale: 2 } }', "f.prototxt"))
     target = tmp_path / "forked.caffemodel"
-    with pytest.raises(ValueError, match="zoom_extra_param"):
+    with pytest.raises(ValueError, match="zoom_x_param"):
         write_caffemodel(forked, target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.prototxt", "n.caffemodel", "n.prototxt"]
 
