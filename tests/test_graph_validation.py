@@ -373,3 +373,25 @@ def test_a_crop_caffe_refuses_is_refused_naming_the_layer(param: str, message: s
     )
     error = _one_line_net_error(text)
     assert "layer 'c'" in str(error) and re.search(message, str(error)), str(error)
+
+
+LOSS_INPUTS = (
+    'layer { name: "input" type: "Input" top: "score" top: "label" '
+    "input_param { shape { dim: 2 dim: 4 dim: 3 dim: 3 } shape { dim: 2 dim: 1 dim: 3 dim: 2 } } }\n"
+)
+
+
+@pytest.mark.parametrize("kind", ["SoftmaxWithLoss", "Accuracy"])
+def test_a_loss_or_accuracy_with_a_label_per_prediction_missing_is_refused(kind: str) -> None:
+    text = LOSS_INPUTS + f'layer {{ name: "l" type: "{kind}" bottom: "score" bottom: "label" top: "l" }}'
+    with pytest.raises(NetError, match=rf"layer 'l' \({kind}\).*12 labels for the 18 predictions"):
+        build_graph(parse_text(text), with_loss=True)
+
+
+def test_an_accuracy_top_k_above_the_class_count_is_refused() -> None:
+    text = LOSS_INPUTS.replace("dim: 2 dim: 1 dim: 3 dim: 2", "dim: 2 dim: 1 dim: 3 dim: 3") + (
+        'layer { name: "a" type: "Accuracy" bottom: "score" bottom: "label" top: "a" '
+        "accuracy_param { top_k: 5 } }"
+    )
+    with pytest.raises(NetError, match=r"layer 'a' \(Accuracy\): top_k 5 exceeds the 4 classes"):
+        build_graph(parse_text(text), with_loss=True)

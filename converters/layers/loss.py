@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import NetError
 from .registry import Converted, LayerContext, canonical_axis, register_layer
 
 
@@ -46,6 +47,20 @@ def softmax_with_loss(
     return total / torch.clamp(normalizer.to(score.dtype), min=1.0)
 
 
+def check_labels(ctx: LayerContext, axis: int) -> int:
+    """Caffe's ``Reshape`` check of a loss or accuracy layer: one label per prediction (the score's
+    count without the class axis); returns the number of classes."""
+    score, label = ctx.bottom_shape(0), ctx.bottom_shape(1)
+    axis = canonical_axis(axis, len(score), ctx.where)
+    predictions = math.prod(score[:axis]) * math.prod(score[axis + 1 :])
+    if math.prod(label) != predictions:
+        raise NetError(
+            f"{ctx.where}: '{ctx.bottoms[1]}' {list(label)} holds {math.prod(label)} labels for the "
+            f"{predictions} predictions of '{ctx.bottoms[0]}' {list(score)} (classes on axis {axis})"
+        )
+    return score[axis]
+
+
 @register_layer("SoftmaxWithLoss", bottoms=2, tops=(1, 2))
 def softmax_with_loss_layer(ctx: LayerContext) -> Converted:
     loss = ctx.param("loss_param")
@@ -55,6 +70,7 @@ def softmax_with_loss_layer(ctx: LayerContext) -> Converted:
         normalization = "VALID" if bool(loss.get("normalize")) else "BATCH_SIZE"
     ignore = int(loss.get("ignore_label")) if "ignore_label" in loss else None
     axis = int(ctx.param("softmax_param").get("axis"))
+    check_labels(ctx, axis)
     return Converted(
         function=softmax_with_loss,
         kwargs={"axis": axis, "ignore_label": ignore, "normalization": normalization},
@@ -92,6 +108,9 @@ def accuracy_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("accuracy_param")
     ignore = int(p.get("ignore_label")) if "ignore_label" in p else None
     axis = int(p.get("axis"))
+    n_classes = check_labels(ctx, axis)
+    if int(p.get("top_k")) > n_classes:
+        raise NetError(f"{ctx.where}: top_k {int(p.get('top_k'))} exceeds the {n_classes} classes")
     per_class = len(ctx.tops) > 1
     kwargs = {"axis": axis, "top_k": int(p.get("top_k")), "ignore_label": ignore, "per_class": per_class}
     if per_class:

@@ -75,6 +75,8 @@ def lrn_layer(ctx: LayerContext) -> Converted:
 @register_layer("MVN", bottoms=1, tops=1)
 def mvn_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("mvn_param")
+    if len(ctx.bottom_shape(0)) > 4:  # Caffe reads num/channels/height/width
+        raise ValueError(f"{ctx.where}: the input has {len(ctx.bottom_shape(0))} axes; MVN takes at most 4")
     kwargs = {
         "normalize_variance": bool(p.get("normalize_variance")),
         "across_channels": bool(p.get("across_channels")),
