@@ -286,3 +286,36 @@ def test_two_gloo_processes_give_the_parameters_of_one_process_with_iter_size_2(
     losses_two = [r["loss"] for r in read_log(two / "log.jsonl")]
     assert np.allclose(losses_one, losses_two, rtol=1e-5)
     assert torch.distributed.is_available()
+
+
+def test_the_feeds_are_the_official_data_layers_tops_for_every_model() -> None:
+    for model in RECIPES:
+        for split in (RECIPES[model].train_split, RECIPES[model].val_split):
+            net = net_definition(model, split, width=0.0625)
+            python = [layer for layer in net.getall("layer") if str(layer.get("type")) == "Python"]
+            assert len(python) == 1, model
+            assert list(python[0].getall("top")) == list(training_data.input_blobs(model)), (model, split)
+
+
+def test_the_colour_depth_net_starts_from_vgg16_with_the_mean_colour_filter_for_depth(cache) -> None:
+    model = "nyud-fcn32s-color-d"
+    net = net_definition(model, "trainval", width=WIDTH)
+    shapes = {"color": (1, 3, 64, 64), "depth": (1, 1, 64, 64), "label": (1, 1, 64, 64)}
+    meta = build_graph(net, phase="TRAIN", with_loss=True, input_shapes=shapes, device="meta", strict=False)
+    start = start_weights(model, ["vgg16"], meta.caffe.parameter_shapes, cache_dir=cache, width=WIDTH)
+    conv1 = _stand_in_vgg16(WIDTH)["conv1_1"]
+    bgrd = start.weights["conv1_1_bgrd"]
+    assert np.array_equal(bgrd[0][:, :3], conv1[0]) and np.allclose(bgrd[0][:, 3], conv1[0].mean(axis=1))
+    assert np.array_equal(bgrd[1], conv1[1]) and "conv1_1" not in start.weights
+
+
+def test_the_colour_hha_net_takes_one_start_per_stream(cache) -> None:
+    model = "nyud-fcn32s-color-hha"
+    net = net_definition(model, "trainval", width=WIDTH)
+    shapes = {"color": (1, 3, 64, 64), "hha": (1, 3, 64, 64), "label": (1, 1, 64, 64)}
+    meta = build_graph(net, phase="TRAIN", with_loss=True, input_shapes=shapes, device="meta", strict=False)
+    start = start_weights(model, ["vgg16"], meta.caffe.parameter_shapes, cache_dir=cache, width=WIDTH)
+    base = _stand_in_vgg16(WIDTH)
+    for stream in ("color", "hha"):
+        assert np.array_equal(start.weights[f"conv4_2{stream}"][0], base["conv4_2"][0])
+    assert "score_frcolor" not in start.weights and "upscore" in start.weights
