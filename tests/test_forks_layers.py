@@ -100,24 +100,85 @@ def test_interp_pad_crops_the_input_before_resizing() -> None:
         'layer { name: "z" type: "Interp" bottom: "data" top: "z" interp_param { zoom_factor: 2 } }\n',
         (1, 2, 7, 9),
     )
-    cropped = _net('layer { name: "z" type: "Interp" bottom: "data" top: "z" interp_param { zoom_factor: 2 } }\n', (1, 2, 4, 6))
+    cropped = _net(
+        'layer { name: "z" type: "Interp" bottom: "data" top: "z" interp_param { zoom_factor: 2 } }\n',
+        (1, 2, 4, 6),
+    )
     assert torch.equal(net(data=x)["p"], cropped(data=x[:, :, 1:5, 1:7])["z"])
 
 
 @pytest.mark.parametrize(
     ("layers", "message"),
     [
-        ('layer { name: "i" type: "Interp" bottom: "data" top: "i" }', "layer 'i' (Interp): give zoom_factor"),
-        ('layer { name: "i" type: "Interp" bottom: "data" top: "i" interp_param { zoom_factor: 2 pad_beg: 1 } }', "must not be positive"),
-        ('layer { name: "u" type: "Upsample" bottom: "data" top: "u" upsample_param { upsample_h: 4 upsample_w: 4 } }', "needs the pooling mask"),
-        ('layer { name: "s" type: "ShuffleChannel" bottom: "data" top: "s" shuffle_channel_param { group: 3 } }', "cannot be shuffled"),
-        ('layer { name: "d" type: "DetectionOutput" bottom: "data" bottom: "data" bottom: "data" top: "d" '
-         'detection_output_param { num_classes: 2 background_label_id: -1 } }', "share_location with background_label_id -1"),
-        ('layer { name: "p" type: "Permute" bottom: "data" top: "p" permute_param { order: 0 order: 4 } }', "names axis 4"),
-        ('layer { name: "i" type: "Interp" bottom: "data" top: "i" interp_param { zoom_factr: 2 } }', "interp_param.zoom_factr"),
+        (
+            'layer { name: "i" type: "Interp" bottom: "data" top: "i" }',
+            "layer 'i' (Interp): give zoom_factor",
+        ),
+        (
+            'layer { name: "i" type: "Interp" bottom: "data" top: "i" interp_param { zoom_factor: 2 pad_beg: 1 } }',
+            "must not be positive",
+        ),
+        (
+            'layer { name: "u" type: "Upsample" bottom: "data" top: "u" upsample_param { upsample_h: 4 upsample_w: 4 } }',
+            "needs the pooling mask",
+        ),
+        (
+            'layer { name: "s" type: "ShuffleChannel" bottom: "data" top: "s" shuffle_channel_param { group: 3 } }',
+            "cannot be shuffled",
+        ),
+        (
+            'layer { name: "d" type: "DetectionOutput" bottom: "data" bottom: "data" bottom: "data" top: "d" '
+            "detection_output_param { num_classes: 2 background_label_id: -1 } }",
+            "share_location with background_label_id -1",
+        ),
+        (
+            'layer { name: "p" type: "Permute" bottom: "data" top: "p" permute_param { order: 0 order: 4 } }',
+            "names axis 4",
+        ),
+        (
+            'layer { name: "i" type: "Interp" bottom: "data" top: "i" interp_param { zoom_factr: 2 } }',
+            "interp_param.zoom_factr",
+        ),
     ],
 )
 def test_a_wrong_fork_layer_is_one_line_naming_it(layers: str, message: str) -> None:
     with pytest.raises(NetError) as info:
         _net(layers)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def _darknet_reorg(x: np.ndarray, stride: int, forward: bool) -> np.ndarray:
+    """darknet's reorg_cpu loop, as the Caffe YOLOv2 ports call it (w, h, c of the bottom)."""
+    batch, c, h, w = x.shape
+    flat, out = x.ravel(), np.empty(x.size, dtype=x.dtype)
+    out_c = c // (stride * stride)
+    for b in range(batch):
+        for k in range(c):
+            for j in range(h):
+                for i in range(w):
+                    in_index = i + w * (j + h * (k + c * b))
+                    c2, offset = k % out_c, k // out_c
+                    w2, h2 = i * stride + offset % stride, j * stride + offset // stride
+                    out_index = w2 + w * stride * (h2 + h * stride * (c2 + out_c * b))
+                    if forward:
+                        out[out_index] = flat[in_index]
+                    else:
+                        out[in_index] = flat[out_index]
+    return out
+
+
+def test_reorg_reverse_follows_darknets_index_arithmetic() -> None:
+    # OpenCV has no reverse Reorg, so the reverse map is held to a transcription of the loop.
+    x = torch.randn(2, 32, 2, 3)
+    net = _net(
+        'layer { name: "b" type: "Reorg" bottom: "data" top: "b" reorg_param { stride: 2 reverse: true } }',
+        (2, 32, 2, 3),
+    )
+    got = net(data=x)["b"]
+    assert tuple(got.shape) == (2, 8, 4, 6)
+    assert np.array_equal(got.numpy().ravel(), _darknet_reorg(x.numpy(), 2, forward=True))
+    forward = _net(
+        'layer { name: "r" type: "Reorg" bottom: "data" top: "r" reorg_param { stride: 2 } }', (2, 8, 4, 6)
+    )
+    y = torch.randn(2, 8, 4, 6)
+    assert np.array_equal(forward(data=y)["r"].numpy().ravel(), _darknet_reorg(y.numpy(), 2, forward=False))

@@ -283,6 +283,14 @@ def build_cases() -> list[Case]:
         + 'layer { name: "ax" type: "Scale" bottom: "x" bottom: "flat" top: "ax" scale_param { axis: 0 } }\n'
         + 'layer { name: "axpy" type: "Eltwise" bottom: "ax" bottom: "y" top: "axpy" eltwise_param { operation: SUM } }\n',
     ))
+    cases.append(Case(
+        "reorg", "opencv",
+        input_layer({"data": (1, 8, 4, 6)})
+        + 'layer { name: "reorg" type: "Reorg" bottom: "data" top: "reorg" reorg_param { stride: 2 } }\n',
+        [{"data": (1, 8, 4, 6)}, {"data": (2, 12, 6, 4)}],
+        "YOLOv2's Reorg, stride 2 (darknet's reorg_cpu as the Caffe ports call it; OpenCV has no "
+        "reverse and refuses stride 3 here)",
+    ))
     rois = {"data": (2, 8, 9, 11), "rois": (5, 5)}
     cases.append(Case(
         "roi_pooling", "opencv",

@@ -49,7 +49,7 @@ message ReLU6Parameter
   1 negative_slope float =0
   2 threshold float =6
 message ReorgParameter
-  1 stride uint32 =2
+  1 stride uint32 =1
   2 reverse bool =false
 message NormalizeParameter
   1 across_spatial bool =true

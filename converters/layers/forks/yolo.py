@@ -1,4 +1,5 @@
-"""The YOLO forks' ``Upsample``: nearest-neighbour enlargement by an integer ``scale``
+"""The YOLO forks' layers: ``Reorg`` (YOLOv2's passthrough, darknet's index arithmetic) and
+``Upsample``: nearest-neighbour enlargement by an integer ``scale``
 (``out[h, w] = in[h // scale, w // scale]``), over the last two axes (``dims_num: 4``, the
 default) or the last one (``dims_num: 3``), as brocolli-caffe and the caffe-yolov3 ports compute
 it. The type name is SegNet's too: :mod:`.segnet` registers ``Upsample`` and sends one-bottom
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..registry import Converted, LayerContext
+from ..registry import Converted, LayerContext, register_layer
 
 
 def nearest_upsample(x: Tensor, scale: int, axes: int = 2) -> Tensor:
@@ -39,3 +40,37 @@ def nearest_upsample_layer(ctx: LayerContext) -> Converted:
     if dims not in (3, 4):
         raise ValueError(f"{ctx.where}: dims_num must be 3 or 4, got {dims}")
     return Converted(function=nearest_upsample, kwargs={"scale": scale, "axes": dims - 2})
+
+
+def reorg(x: Tensor, stride: int, reverse: bool = False) -> Tensor:
+    """The YOLOv2 ports' ``Reorg`` (darknet's ``reorg_cpu``, called with ``forward = reverse``):
+    the bottom's memory read as ``N x C/s^2 x H*s x W*s``, each ``s x s`` cell's pixels sent to
+    their own group of channels, the result laid out as ``N x C*s^2 x H/s x W/s``. It is not a
+    plain space-to-depth: darknet's index arithmetic is kept, as the trained weights expect.
+    ``reverse`` is the inverse map (``N x C/s^2 x H*s x W*s``)."""
+    n, c, h, w = x.shape
+    s = stride
+    if reverse:
+        cells = x.reshape(n, s, s, c // (s * s), h, w).permute(0, 3, 4, 1, 5, 2)
+        return cells.reshape(n, c // (s * s), h * s, w * s)
+    cells = x.reshape(n, c // (s * s), h, s, w, s).permute(0, 3, 5, 1, 2, 4)
+    return cells.reshape(n, c * s * s, h // s, w // s)
+
+
+@register_layer("Reorg")
+def reorg_layer(ctx: LayerContext) -> Converted:
+    p = ctx.param("reorg_param")
+    if "stride" not in p or int(p.get("stride")) < 1:
+        raise ValueError(f"{ctx.where}: reorg_param needs a positive stride")
+    stride, reverse = int(p.get("stride")), bool(p.get("reverse"))
+    shape = ctx.bottom_shape(0)
+    if len(shape) != 4:
+        raise ValueError(f"{ctx.where}: the bottom must have 4 axes, got {list(shape)}")
+    n, c, h, w = shape
+    if c % (stride * stride) or (not reverse and (h % stride or w % stride)):
+        sizes = "" if reverse else f", height and width by {stride}"
+        raise ValueError(
+            f"{ctx.where}: a {c} x {h} x {w} bottom does not reorganise with stride {stride} "
+            f"(channels must divide by {stride * stride}{sizes})"
+        )
+    return Converted(function=reorg, kwargs={"stride": stride, "reverse": reverse})
