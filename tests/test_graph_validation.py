@@ -395,3 +395,18 @@ def test_an_accuracy_top_k_above_the_class_count_is_refused() -> None:
     )
     with pytest.raises(NetError, match=r"layer 'a' \(Accuracy\): top_k 5 exceeds the 4 classes"):
         build_graph(parse_text(text), with_loss=True)
+
+
+def test_the_label_check_waits_for_real_shapes_when_the_inputs_are_guessed() -> None:
+    text = """
+    layer { name: "data" type: "Python" top: "data" top: "label" python_param { module: "m" layer: "L" } }
+    layer { name: "score" type: "Convolution" bottom: "data" top: "score" convolution_param { num_output: 3 kernel_size: 1 } }
+    layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss" }
+    """  # noqa: E501
+    net = build_graph(parse_text(text), with_loss=True)  # label guessed 1x3x500x500: no refusal
+    loss = net(data=torch.randn(1, 3, 5, 5), label=torch.zeros(1, 1, 5, 5))["loss"]
+    assert loss.shape == () and torch.isfinite(loss)
+    with pytest.raises(NetError, match="labels for the"):
+        build_graph(
+            parse_text(text), with_loss=True, input_shapes={"data": (1, 3, 5, 5), "label": (1, 1, 4, 5)}
+        )

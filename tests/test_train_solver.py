@@ -196,7 +196,7 @@ def test_a_restored_solver_continues_exactly_as_an_uninterrupted_one(tmp_path: P
 def test_loading_without_weights_fills_blobs_as_caffe_does() -> None:
     net = """
     layer { name: "input" type: "Input" top: "data" top: "label"
-            input_param { shape { dim: 1 dim: 2 dim: 4 dim: 4 } shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }
+            input_param { shape { dim: 1 dim: 2 dim: 4 dim: 4 } shape { dim: 1 dim: 1 dim: 10 dim: 10 } } }
     layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 3 kernel_size: 1 } }
     layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }
     layer { name: "scale" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }

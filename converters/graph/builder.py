@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import keyword
 import math
+import mmap
 import operator
 import os
 import re
@@ -155,7 +156,7 @@ def build_graph(
     layers = select_layers(net, phase=phase, level=level, stages=stages, with_loss=with_loss)
     consumed = {b for layer in layers if not is_source(layer) for b in layer.getall("bottom")}
     shapes, declared, transforms = _inputs(layers, consumed, input_shapes or {}, weights)
-    trace = _trace(layers, shapes, weights, phase, outputs)
+    trace = _trace(layers, shapes, weights, phase, outputs, set(shapes) - set(declared))
     module = fx.GraphModule(
         trace.root, trace.graph, class_name=_identifier(str(net.get("name") or "CaffeNet"), set())
     )
@@ -225,12 +226,15 @@ def _trace(
     weights: Mapping[str, list[np.ndarray]] | None,
     phase: str,
     outputs: Sequence[str] | None,
+    guessed: set[str] | None = None,
 ) -> _Trace:
     """Every layer's converter, called in order and run on meta tensors to learn its tops' shapes.
 
     Each layer is checked as Caffe's ``Net::Init`` and ``Layer::SetUp`` check it before its
     converter runs: its bottom and top counts, and that a top is written by a second layer only in
-    place; every top's shape as ``Blob::Reshape`` checks it."""
+    place; every top's shape as ``Blob::Reshape`` checks it. ``guessed`` names the inputs whose
+    shapes were guessed: blobs computed from them are marked so in each :class:`LayerContext`."""
+    guessed = set(guessed or ())
     graph = fx.Graph()
     root = nn.Module()
     taken: set[str] = set()
@@ -272,7 +276,10 @@ def _trace(
             bottom_shapes=[tuple(metas[b].shape) for b in bottoms],
             blob_shapes=[tuple(b.shape) for b in stored] if stored else None,
             phase=phase,
+            guessed=any(b in guessed for b in bottoms),
         )
+        if ctx.guessed:
+            guessed.update(tops)
         try:
             converted = converter(ctx)
         except NetError:
@@ -576,7 +583,9 @@ def _load_blobs(
                             f"layers '{first_name}' and '{other_name}' share blob {j} of '{plan.name}', "
                             "but the weights file holds different values for it"
                         )
-                if not on_meta:
+                if not on_meta and isinstance(weights, _ReadHere):
+                    _copy_and_release(getattr(sub, blob_attr), first)
+                elif not on_meta:
                     with warnings.catch_warnings():  # read-only memory maps are fine: copied right away
                         warnings.simplefilter("ignore", UserWarning)
                         value = torch.from_numpy(np.asarray(first, dtype=np.float32))
@@ -589,6 +598,55 @@ def _load_blobs(
         owner = module.get_submodule(planned[oi].attr)
         _alias(sharer, planned[i].converted.blobs[j][0], getattr(owner, planned[oi].converted.blobs[oj][0]))
     return randomly
+
+
+class _ReadHere(dict):
+    """Weights that :func:`load_caffe` read itself: nobody else holds their file map, so the pages
+    of each blob can be dropped from memory once copied (the parameters are then the only copy)."""
+
+
+_CHUNK = 1 << 23  # values copied between releases (32 MB)
+
+
+def _copy_and_release(target: Tensor, array: np.ndarray) -> None:
+    """``target`` (a parameter) set to ``array``, chunk by chunk, each chunk's whole pages of the
+    private file map given back to the kernel right after (``MADV_DONTNEED``; unmodified pages of a
+    private map read back from the file if touched again), so the peak is the parameters plus one
+    chunk rather than the parameters plus the whole mapped file."""
+    source = array.reshape(-1)
+    flat = target.detach().view(-1)
+    if source.dtype != np.float32 or target.dtype != torch.float32 or flat.numel() != source.size:
+        _assign_array(target, array)
+        return
+    mapped, base = _file_map(array)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for start in range(0, source.size, _CHUNK):
+            chunk = source[start : start + _CHUNK]
+            flat[start : start + chunk.size].copy_(torch.from_numpy(chunk))
+            if mapped is not None:
+                first = chunk.ctypes.data - base
+                begin = -(-first // mmap.PAGESIZE) * mmap.PAGESIZE
+                end = (first + chunk.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+                if end > begin:
+                    mapped.madvise(mmap.MADV_DONTNEED, begin, end - begin)
+
+
+def _assign_array(target: Tensor, array: np.ndarray) -> None:
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        target.copy_(torch.from_numpy(np.asarray(array, dtype=np.float32)).reshape(target.shape))
+
+
+def _file_map(array: np.ndarray) -> tuple[mmap.mmap | None, int]:
+    """The private file map ``array`` views and the map's start address, else ``(None, 0)``."""
+    holder: object = array
+    while isinstance(holder, np.ndarray):
+        holder = holder.base
+    mapped = holder.obj if isinstance(holder, memoryview) else holder
+    if not isinstance(mapped, mmap.mmap) or not hasattr(mapped, "madvise"):
+        return None, 0
+    return mapped, np.frombuffer(mapped, dtype=np.uint8, count=1).ctypes.data
 
 
 def _alias(module: nn.Module, attr: str, tensor: Tensor) -> None:
@@ -671,7 +729,9 @@ def load_caffe(
     options["optimize"] = optimize
     net = prototxt if isinstance(prototxt, Message) else read_prototxt(prototxt)
     weights = (
-        caffemodel if caffemodel is None or isinstance(caffemodel, Mapping) else read_weights(caffemodel)
+        caffemodel
+        if caffemodel is None or isinstance(caffemodel, Mapping)
+        else _ReadHere(read_weights(caffemodel))
     )
     try:
         return build_graph(net, weights, device=device, **options)

@@ -49,11 +49,11 @@ def softmax_with_loss(
 
 def check_labels(ctx: LayerContext, axis: int) -> int:
     """Caffe's ``Reshape`` check of a loss or accuracy layer: one label per prediction (the score's
-    count without the class axis); returns the number of classes."""
+    count without the class axis), unless a shape was guessed; returns the number of classes."""
     score, label = ctx.bottom_shape(0), ctx.bottom_shape(1)
     axis = canonical_axis(axis, len(score), ctx.where)
     predictions = math.prod(score[:axis]) * math.prod(score[axis + 1 :])
-    if math.prod(label) != predictions:
+    if math.prod(label) != predictions and not ctx.guessed:
         raise NetError(
             f"{ctx.where}: '{ctx.bottoms[1]}' {list(label)} holds {math.prod(label)} labels for the "
             f"{predictions} predictions of '{ctx.bottoms[0]}' {list(score)} (classes on axis {axis})"

@@ -56,6 +56,9 @@ class LayerContext:
     blob_shapes: list[Shape] | None
     """Shapes of the layer's blobs in the weights file (legacy 4-D shapes as stored), if any."""
     phase: str
+    guessed: bool = False
+    """Some bottom's shape comes from an input whose shape was guessed (neither declared by the net
+    nor given): checks that relate the bottoms' sizes to each other may not hold for it."""
 
     def param(self, field: str) -> Message:
         """The layer's ``<type>_param`` message (schema defaults when absent)."""
