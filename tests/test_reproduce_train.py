@@ -30,11 +30,14 @@ from converters.fcn.nets import net_definition
 from converters.graph.builder import build_graph
 from converters.layers.fillers import bilinear_kernel
 from converters.train import load_solver
+from eval.datasets import SegmentationDataset, SIFTFlowSegmentation
+from eval.metrics import scores
 from reproduce.train import main
 from reproduce.training import data as training_data
 from reproduce.training.init import bilinear_diagonal, start_weights
 from reproduce.training.log import read_log
 from reproduce.training.recipe import RECIPES, solver_parameter
+from reproduce.training.scoring import Scorer
 
 REPO = Path(__file__).resolve().parent.parent
 WIDTH = 0.125
@@ -319,3 +322,70 @@ def test_the_colour_hha_net_takes_one_start_per_stream(cache) -> None:
     for stream in ("color", "hha"):
         assert np.array_equal(start.weights[f"conv4_2{stream}"][0], base["conv4_2"][0])
     assert "score_frcolor" not in start.weights and "upscore" in start.weights
+
+
+class _Memory(SegmentationDataset):
+    """A SIFT Flow-like dataset held in memory (two heads)."""
+
+    name = "memory"
+    heads = SIFTFlowSegmentation.heads
+
+    def __init__(self, count: int) -> None:
+        rng = np.random.default_rng(1)
+        self.samples = [
+            (
+                torch.from_numpy(rng.normal(size=(3, 40, 48)).astype(np.float32) * 50),
+                {
+                    "semantic": rng.integers(0, 33, (40, 48)).astype(np.uint8),
+                    "geometric": np.where(
+                        rng.random((40, 48)) < 0.1, 255, rng.integers(0, 3, (40, 48))
+                    ).astype(np.uint8),
+                },
+            )
+            for _ in range(count)
+        ]
+        super().__init__([str(i) for i in range(count)])
+
+    def files(self, image_id: str) -> list[Path]:
+        return []
+
+    def load_input(self, image_id: str, modality: str) -> torch.Tensor:
+        return self.samples[int(image_id)][0]
+
+    def load_labels(self, image_id: str) -> dict[str, np.ndarray]:
+        return self.samples[int(image_id)][1]
+
+
+def test_scoring_gives_score_py_s_metrics_for_each_head_and_the_mean_loss() -> None:
+    model = "siftflow-fcn16s"
+    dataset = _Memory(3)
+    scorer = Scorer(RECIPES[model], dataset, width=0.0625)
+    net = build_graph(
+        net_definition(model, "test", width=0.0625), phase="TEST", with_loss=True, strict=False, seed=3,
+        input_shapes={"data": (1, 3, 40, 48), "sem": (1, 1, 40, 48), "geo": (1, 1, 40, 48)},
+        outputs=["score_sem", "score_geo", "loss", "loss_geo"],
+    )  # fmt: skip
+    result = scorer(dict(net.named_parameters()))
+    matrices = {"semantic": np.zeros((33, 33)), "geometric": np.zeros((3, 3))}
+    loss = 0.0
+    with torch.no_grad():
+        for i in range(3):
+            x, labels = dataset.samples[i]
+            sem, geo = (
+                torch.from_numpy(labels[h].astype(np.float32))[None, None] for h in ("semantic", "geometric")
+            )
+            out = net(data=x[None], sem=sem, geo=geo)
+            loss += float(out["loss"]) + float(out["loss_geo"])
+            for head, blob in (("semantic", "score_sem"), ("geometric", "score_geo")):
+                truth, predicted = labels[head].ravel().astype(int), out[blob][0].argmax(0).numpy().ravel()
+                n = matrices[head].shape[0]
+                keep = truth < n
+                matrices[head] += np.bincount(n * truth[keep] + predicted[keep], minlength=n * n).reshape(
+                    n, n
+                )
+    assert result["loss"] == pytest.approx(loss / 3, rel=1e-6)
+    for head, matrix in matrices.items():
+        expected = scores(matrix, exclude=dataset.heads[0 if head == "semantic" else 1].exclude).metrics()
+        assert result[head]["mean_iu"] == pytest.approx(expected["mean_iu"])
+        assert result[head]["pixel_acc"] == pytest.approx(expected["pixel_acc"])
+        assert result[head]["fw_iu"] == pytest.approx(expected["fw_iu"])
