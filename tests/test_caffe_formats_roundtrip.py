@@ -73,7 +73,9 @@ def _scalar(field: FieldSpec, rng: random.Random) -> object:
 
 def random_message(type_name: str, rng: random.Random, depth: int = 0) -> Message:
     msg = Message(type_name)
-    fields = list(MESSAGES[type_name].by_name.values())
+    spec = MESSAGES[type_name]
+    # Only fields with a binary form: the forks' fields are known by name only (converters.caffe.forks).
+    fields = [f for f in spec.by_name.values() if spec.by_number.get(f.number) is f]
     for field in rng.sample(fields, k=min(len(fields), rng.randint(0, 6))):
         if field.is_message:
             if depth >= 3:
