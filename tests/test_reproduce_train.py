@@ -32,7 +32,7 @@ from converters.layers.fillers import bilinear_kernel
 from converters.train import load_solver
 from eval.datasets import SegmentationDataset, SIFTFlowSegmentation
 from eval.metrics import scores
-from reproduce.train import main
+from reproduce.train import _resolve_init, main
 from reproduce.training import data as training_data
 from reproduce.training.init import bilinear_diagonal, start_weights
 from reproduce.training.log import read_log
@@ -389,3 +389,48 @@ def test_scoring_gives_score_py_s_metrics_for_each_head_and_the_mean_loss() -> N
         assert result[head]["mean_iu"] == pytest.approx(expected["mean_iu"])
         assert result[head]["pixel_acc"] == pytest.approx(expected["pixel_acc"])
         assert result[head]["fw_iu"] == pytest.approx(expected["fw_iu"])
+
+
+def _train_shapes(model: str, split: str = "train") -> dict[str, list[tuple[int, ...]]]:
+    net = net_definition(model, split, width=WIDTH)
+    shapes = {blob: (1, 1 if kind == "label" else 3, 64, 64) for blob, (kind, _) in
+              training_data.input_blobs(model).items()}  # fmt: skip
+    meta = build_graph(net, phase="TRAIN", with_loss=True, input_shapes=shapes, device="meta", strict=False)
+    return meta.caffe.parameter_shapes
+
+
+def test_the_next_stage_starts_from_the_previous_one_by_name(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    previous = {layer: [rng.normal(size=s).astype(np.float32) for s in shapes]
+                for layer, shapes in _train_shapes("voc-fcn32s").items()}  # fmt: skip
+    converters.write_weights(previous, weights.cached_path("voc-fcn32s", tmp_path))  # the "released" 32s
+    start = start_weights(
+        "voc-fcn16s", ["voc-fcn32s"], _train_shapes("voc-fcn16s"), cache_dir=tmp_path, width=WIDTH
+    )
+    assert start.dropped == ["upscore"]
+    for layer in ("conv1_1", "fc7", "score_fr"):
+        assert all(np.array_equal(a, b) for a, b in zip(start.weights[layer], previous[layer], strict=True))
+    assert "score_pool4" not in start.weights  # new: Caffe's filler (zero)
+    for layer in ("upscore2", "upscore16"):
+        weight = start.weights[layer][0]
+        assert np.allclose(weight[3, 3], bilinear_kernel((1, 1) + weight.shape[2:])[0, 0].numpy())
+    (tmp_path / "run" / "snapshots").mkdir(parents=True)
+    converters.write_weights(previous, tmp_path / "run" / "snapshots" / "train_iter_8.caffemodel")
+    (tmp_path / "run" / "snapshots" / "train_iter_8.solverstate").write_bytes(b"")
+    assert _resolve_init([str(tmp_path / "run")]) == [
+        str(tmp_path / "run" / "snapshots" / "train_iter_8.caffemodel")
+    ]
+
+
+def test_fcn_alexnet_starts_from_caffenet_with_fc6_fc7_as_convolutions(tmp_path) -> None:
+    net = converters.load_caffe(net_definition("caffenet", "deploy", width=WIDTH))
+    blobs: dict[str, list[np.ndarray]] = {}
+    for name, parameter in net.named_parameters():
+        blobs.setdefault(name.rsplit(".", 1)[0], []).append(parameter.detach().numpy().copy())
+    converters.write_weights(blobs, weights.cached_path("caffenet", tmp_path))
+    shapes = _train_shapes("voc-fcn-alexnet")
+    start = start_weights("voc-fcn-alexnet", ["caffenet"], shapes, cache_dir=tmp_path, width=WIDTH)
+    assert start.dropped == ["fc8"] and start.weights["fc6"][0].shape[2:] == (6, 6)
+    assert np.array_equal(start.weights["fc6"][0].reshape(blobs["fc6"][0].shape), blobs["fc6"][0])
+    assert np.array_equal(start.weights["conv2"][0], blobs["conv2"][0])  # grouped convolution kept
+    assert start.weights["upscore"][0].shape[2:] == (63, 63)
