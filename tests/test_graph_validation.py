@@ -81,6 +81,8 @@ VERDICTS = {
     "crop_one_bottom": r"layer 'c' \(Crop\) takes exactly 2 bottoms, got 1",
     "tile_zero": r"layer 't'.*tiles",
     "argmax_top_k_too_big": r"layer 'a' \(ArgMax\).*top_k 4 exceeds",
+    "pool_global_with_stride": r"layer 'p' \(Pooling\).*global pooling takes only stride 1 and pad 0",
+    "conv_kernel_size_and_kernel_h": r"layer 'c' \(Convolution\).*kernel_size or kernel_h and kernel_w",
     "duplicate_layer_names": RUNS,
 }
 

@@ -1551,6 +1551,19 @@ PROBES: dict[str, str] = {
     "argmax_top_k_too_big": _probe_net(
         IMG, _layer("a", "ArgMax", "data", "a", "argmax_param { axis: 1 top_k: 4 }")
     ),
+    "pool_global_with_stride": _probe_net(
+        IMG, _layer("p", "Pooling", "data", "p", "pooling_param { pool: MAX global_pooling: true stride: 2 }")
+    ),
+    "conv_kernel_size_and_kernel_h": _probe_net(
+        IMG,
+        _layer(
+            "c",
+            "Convolution",
+            "data",
+            "c",
+            "convolution_param { num_output: 4 kernel_size: 3 kernel_h: 3 kernel_w: 1 }",
+        ),
+    ),
     "duplicate_layer_names": _probe_net(
         IMG, _layer("r", "ReLU", "data", "x"), _layer("r", "Sigmoid", "x", "y")
     ),

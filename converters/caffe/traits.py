@@ -92,6 +92,8 @@ def _repeated(
             raise CaffeFormatError(f"{where}: {h}/{w} only apply to 2-D inputs")
         if h not in param or w not in param:
             raise CaffeFormatError(f"{where}: give both {h} and {w}, or {name}")
+        if name in param:
+            raise CaffeFormatError(f"{where}: give {name} or {h} and {w}, not both")
         return (int(param.get(h)), int(param.get(w)))
     values = param.get(name)
     values = list(values) if isinstance(values, (list, tuple)) else [values]
@@ -130,6 +132,10 @@ def window(layer: Message, dims: int | None = None) -> Window:
     if bool(p.get("global_pooling")):
         if "kernel_size" in p or "kernel_h" in p or "kernel_w" in p:
             raise CaffeFormatError(f"{where}: global pooling takes no kernel size")
+        stride = _repeated(p, "stride", "stride_h", "stride_w", dims, 1, where)
+        pad = _repeated(p, "pad", "pad_h", "pad_w", dims, 0, where)
+        if any(v != 1 for v in stride) or any(v != 0 for v in pad):
+            raise CaffeFormatError(f"{where}: global pooling takes only stride 1 and pad 0")
         return Window(2, (1,) * n, (1,) * n, (0,) * n, (1,) * n, global_pooling=True)
     if "kernel_size" not in p and "kernel_h" not in p and "kernel_w" not in p:
         raise CaffeFormatError(f"pooling layer '{name}' has no kernel size")
