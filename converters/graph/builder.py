@@ -481,28 +481,30 @@ def _parameter_bytes(planned: list[_Planned], shared: Mapping[Blob, Blob]) -> in
     )
 
 
-def _memory_limit() -> int | None:
-    """This machine's physical memory in bytes, when the system says."""
+def _memory_limit(device: torch.device | None = None) -> int | None:
+    """The memory of ``device`` in bytes (the machine's physical memory for the CPU), when known."""
     try:
+        if device is not None and device.type == "cuda":
+            return int(torch.cuda.get_device_properties(device).total_memory)
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, OSError, ValueError):
+    except (AttributeError, OSError, ValueError, RuntimeError, AssertionError):
         return None
 
 
 def _check_parameter_memory(
     planned: list[_Planned], shared: Mapping[Blob, Blob], device: torch.device
 ) -> None:
-    """Refuse, before allocating anything, parameters that cannot fit in this machine's memory."""
-    if device.type != "cpu":
+    """Refuse, before allocating anything, parameters that cannot fit in the device's memory."""
+    if device.type not in ("cpu", "cuda"):
         return
-    need, limit = _parameter_bytes(planned, shared), _memory_limit()
+    need, limit = _parameter_bytes(planned, shared), _memory_limit(device)
     if limit is not None and need > limit:
         largest = max(
             ((math.prod(s), p.name) for p in planned for _, s in p.converted.blobs), default=(0, "")
         )[1]
         raise NetError(
-            f"the net's parameters need {need / 2**30:.1f} GiB, more than this machine's "
-            f"{limit / 2**30:.1f} GiB of memory (the largest is layer '{largest}')"
+            f"the net's parameters need {need / 2**30:.1f} GiB, more than the {limit / 2**30:.1f} GiB "
+            f"of memory of {device.type} (the largest is layer '{largest}')"
         )
 
 
