@@ -412,3 +412,9 @@ def test_the_label_check_waits_for_real_shapes_when_the_inputs_are_guessed() -> 
         build_graph(
             parse_text(text), with_loss=True, input_shapes={"data": (1, 3, 5, 5), "label": (1, 1, 4, 5)}
         )
+
+
+def test_parameter_blobs_list_the_layers_in_net_order() -> None:
+    net = build_graph(parse_text(SHARED))
+    assert list(net.caffe.parameter_blobs) == ["c1", "c2"]
+    assert list(net.caffe.parameter_shapes) == ["c1", "c2"]

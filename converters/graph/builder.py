@@ -23,7 +23,7 @@ import operator
 import os
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -188,23 +188,30 @@ def build_graph(
         unused_weights=sorted(set(weights or {}) - names),
         randomly_initialised=randomly,
         definition=_definition(net, layers),
-        parameter_blobs={
-            p.name: [f"{p.attr}.{a}" for a, _ in p.converted.blobs]
-            for p in reversed(trace.planned)  # a repeated name: the first layer's, as Caffe saves it
+        parameter_blobs=_first_per_name(
+            (p.name, [f"{p.attr}.{a}" for a, _ in p.converted.blobs])
+            for p in trace.planned
             if p.converted.blobs
-        },
+        ),
         bottom_shapes=trace.bottom_shapes,
-        parameter_shapes={
-            p.name: [tuple(s) for _, s in p.converted.blobs]
-            for p in reversed(trace.planned)
-            if p.converted.blobs
-        },
+        parameter_shapes=_first_per_name(
+            (p.name, [tuple(s) for _, s in p.converted.blobs]) for p in trace.planned if p.converted.blobs
+        ),
     )
     if optimize and target.type != "meta":
         from .speed import optimize_for_cpu
 
         optimize_for_cpu(module)
     return module
+
+
+def _first_per_name(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """``{name: value}`` in net order; for a repeated name, its first layer's (where a caffemodel's
+    blobs of that name go)."""
+    out: dict[str, Any] = {}
+    for name, value in items:
+        out.setdefault(name, value)
+    return out
 
 
 def _inputs(
