@@ -3,9 +3,10 @@
 A converter receives a :class:`LayerContext` (the layer's parameters, its bottoms' shapes, its
 stored blobs' shapes) and returns a :class:`Converted`: a module or a function to call on the
 bottoms, plus where each Caffe blob of the layer goes. Adding a layer type is one decorated
-function in one module::
+function in one module, which declares how many bottoms and tops the type takes (the builder
+refuses other counts, naming the layer, before the converter runs)::
 
-    @converters.register_layer("MyLayer")
+    @converters.register_layer("MyLayer", bottoms=1, tops=1)   # or (min, max), (min, None)
     def my_layer(ctx):
         return Converted(function=torch.sigmoid, keeps_shape=True)
 """
