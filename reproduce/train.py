@@ -134,15 +134,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _Stop:
-    """Ctrl-C (or SIGTERM) once: finish the iteration, snapshot, exit 130. Twice: abort now."""
+    """Ctrl-C (or SIGTERM) once: finish the iteration, snapshot, exit 130. Ctrl-C twice: abort now.
+
+    SIGTERM never aborts: ``torchrun`` answers the terminal's Ctrl-C (which its workers also get)
+    with SIGTERM to every worker, and that must not cut the snapshot short."""
 
     def __init__(self) -> None:
         self.requested = False
+        self._interrupts = 0
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT:
+            self._interrupts += 1
+            if self._interrupts > 1:
+                raise KeyboardInterrupt
         if self.requested:
-            raise KeyboardInterrupt
+            return
         self.requested = True
         print(
             "\nstopping after this iteration to write a snapshot (Ctrl-C again to abort)",

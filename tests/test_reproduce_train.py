@@ -32,7 +32,7 @@ from converters.layers.fillers import bilinear_kernel
 from converters.train import load_solver
 from eval.datasets import SegmentationDataset, SIFTFlowSegmentation
 from eval.metrics import scores
-from reproduce.train import _resolve_init, main
+from reproduce.train import _resolve_init, _Stop, main
 from reproduce.training import data as training_data
 from reproduce.training.init import bilinear_diagonal, start_weights
 from reproduce.training.log import read_log
@@ -434,3 +434,14 @@ def test_fcn_alexnet_starts_from_caffenet_with_fc6_fc7_as_convolutions(tmp_path)
     assert np.array_equal(start.weights["fc6"][0].reshape(blobs["fc6"][0].shape), blobs["fc6"][0])
     assert np.array_equal(start.weights["conv2"][0], blobs["conv2"][0])  # grouped convolution kept
     assert start.weights["upscore"][0].shape[2:] == (63, 63)
+
+
+def test_sigterm_asks_for_a_snapshot_and_only_a_second_ctrl_c_aborts(capsys) -> None:
+    stop = _Stop()
+    stop._handler(signal.SIGTERM, None)
+    stop._handler(signal.SIGTERM, None)  # torchrun's SIGTERM after the terminal's Ctrl-C: no abort
+    assert stop.requested
+    stop._handler(signal.SIGINT, None)
+    with pytest.raises(KeyboardInterrupt):
+        stop._handler(signal.SIGINT, None)
+    assert capsys.readouterr().err.count("stopping after this iteration") == 1
