@@ -2,9 +2,14 @@
 
 The parser accepts what Caffe writes and what people hand-edit: ``#`` comments, ``field: value``,
 ``field { }``, ``field: { }`` and ``field < >``, list values ``[a, b]``, quoted strings with C
-escapes and adjacent-string concatenation, enums, ``true``/``false``/``True``/``False``, hex and
-exponent numbers, ``inf``/``nan``, optional ``;``/``,`` separators. Fields the schema does not know
-(Caffe forks add many) are kept as they are written. Errors name the file, line and column.
+escapes and adjacent-string concatenation, enums, ``true``/``false``/``True``/``False``, integers
+in decimal, ``0x`` hex and ``0`` octal, exponent numbers, ``inf``/``nan``, optional ``;``/``,``
+separators, with protobuf's rules (``09`` and ``010.5`` are errors, float fields take decimal
+numbers only; a lone UTF-16 surrogate or an escape past U+10FFFF is an error). Tokenizing is linear
+in the file's length. Fields the schema does not know (Caffe forks add many, and misspellings) are
+kept as they are written, with their line and column in ``Message.positions``;
+:func:`refuse_unknown_fields` refuses them where a net is built. Errors name the file, line and
+column.
 """
 
 from __future__ import annotations
