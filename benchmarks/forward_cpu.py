@@ -6,7 +6,7 @@ caffemodel; our graph loads them with ``converters.load_caffe``, OpenCV with
 ``cv2.dnn.readNetFromCaffe``. The passes alternate (ours, OpenCV, ours, ...) so that load from
 other jobs on a shared machine hits both alike. Prints a Markdown table: median and minimum of
 ``--runs`` passes after one warm-up each, and the largest absolute difference of the ``score``
-output from our plain fp32 graph.
+output from our plain fp32 graph, and each pass's CPU time (all threads; spin-waiting counts).
 
 OpenCV is optional (``opencv-python-headless<5``: version 5 dropped the Caffe reader). Keep it out
 of the project's environment; e.g. a separate venv that also sees the project's packages:
@@ -18,27 +18,32 @@ of the project's environment; e.g. a separate venv that also sees the project's 
 
 Not run in CI: ``python benchmarks/forward_cpu.py [--runs 5] [--size 500x500] [--variants ...]``.
 
-Measured on the project's 2-core machine (AMD EPYC, AVX2; 2026-11-25, torch 2.13 CPU, OpenCV 4.14,
-500x500, 5 interleaved runs, load about 1):
+Measured on the project's 2-core machine (AMD EPYC, AVX2; torch 2.13 CPU, OpenCV 4.14, 500x500,
+5 interleaved runs; 2026-12-02, other jobs holding the load average at 11-12, so absolute times
+are 3-4x a quiet run's and only same-run ratios mean much):
 
-| implementation | median s | min s | max abs diff of score vs ours fp32 | argmax agreement |
-|---|---|---|---|---|
-| ours, fp32 (eager, NCHW) | 4.28 | 3.90 | 0 | 100% |
-| ours, cpu_fast (``converters.optimize_for_cpu``) | 2.33 | 2.19 | 3.8e-4 | 99.999% |
-| ours, channels_last | 3.65 | 3.46 | 2.6e-4 | 100% |
-| OpenCV dnn | 3.51 | 3.06 | 4.4e-4 | 100% |
-| BVLC Caffe (the oracle of tools/, OpenBLAS, 2 threads; run separately) | 4.50 | 4.30 | - | - |
+| implementation | median s | min s | x OpenCV | CPU s | max abs diff vs plain | argmax agreement |
+|---|---|---|---|---|---|---|
+| ours, plain (``optimize=False``) | 28.90 | 22.47 | 1.32 | 4.53 | 0 | 100% |
+| ours, default (border skipping + NNPACK + in-place ReLU) | 15.81 | 12.68 | 0.72 | 2.59 | 3.2e-4 | 100% |
+| ours, NNPACK only (``optimize_for_cpu(border=False)``) | 18.56 | 15.04 | 0.85 | 3.17 | 3.2e-4 | 99.999% |
+| OpenCV dnn | 21.89 | 19.24 | 1.00 | 4.01 | 4.3e-4 | 99.999% |
 
-|score| reaches 96, so the differences are below 4e-6 of the largest score; the parity tests hold
-the optimised graph to Caffe's outputs with the usual 1e-4 tolerance. Under heavier load (2-5)
-the ordering stayed the same with times 1.3-2x longer; inductor with frozen weights
-(``compile_frozen``) measured 3.28 s in the least-loaded earlier run (OpenCV 3.74 s then).
+An earlier run in the same conditions gave default 0.75x, NNPACK only 0.79x, plain 1.13x OpenCV.
+A quiet run on 2026-11-25 (load about 1): plain 4.28 s, NNPACK only 2.33 s, channels_last 3.65 s,
+OpenCV 3.51 s, BVLC Caffe 4.50 s (the oracle of tools/, OpenBLAS, 2 threads; run separately);
+inductor with frozen weights (``compile_frozen``) 3.28 s. |score| reaches 96, so the differences
+are below 4e-6 of the largest score; the parity tests hold the default graph to Caffe's outputs.
+
+With OpenCV from the oracle's venv instead of a separate one:
+``PYTHONPATH=.venv/lib/python3.11/site-packages /work/oracle/venv/bin/python benchmarks/forward_cpu.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import tempfile
@@ -53,10 +58,14 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from converters import fcn_nets, load_caffe, optimize_for_cpu, write_prototxt, write_weights  # noqa: E402
+from converters import load_caffe, optimize_for_cpu, write_prototxt, write_weights  # noqa: E402
+from converters.fcn.nets import net_definition  # noqa: E402
 from eval.timing import parse_size, synthetic_input  # noqa: E402
 
-VARIANTS = ("fp32", "cpu_fast", "channels_last", "compile", "compile_frozen")
+VARIANTS = ("plain", "default", "nnpack_only", "channels_last", "compile", "compile_frozen")
+"""``plain``: ``load_caffe(..., optimize=False)``, fp32 NCHW (the reference); ``default``: what
+``load_caffe`` returns on the CPU (border skipping + NNPACK + in-place ReLU); ``nnpack_only``:
+``optimize_for_cpu(border=False)``; the others are the plain graph under PyTorch's options."""
 
 
 def export_weights(module: torch.nn.Module) -> dict[str, list[np.ndarray]]:
@@ -70,9 +79,12 @@ def export_weights(module: torch.nn.Module) -> dict[str, list[np.ndarray]]:
 
 def ours(prototxt: Path, caffemodel: Path, variant: str) -> Callable[[torch.Tensor], np.ndarray]:
     """Our graph under ``variant`` as a function of the input tensor returning ``score``."""
-    net = load_caffe(prototxt, caffemodel)
-    if variant == "cpu_fast":  # converters.optimize_for_cpu: NNPACK Winograd/FFT, in-place ReLU
-        net = optimize_for_cpu(copy.deepcopy(net))
+    if variant == "default":  # what every user and evaluator gets on the CPU
+        net = load_caffe(prototxt, caffemodel)
+    else:
+        net = load_caffe(prototxt, caffemodel, optimize=False)
+    if variant == "nnpack_only":
+        net = optimize_for_cpu(net, border=False)
     elif variant == "channels_last":
         net = copy.deepcopy(net).to(memory_format=torch.channels_last)
     elif variant == "compile":
@@ -114,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="timed passes per implementation (default 5)")
     parser.add_argument("--size", default="500x500", help="input HxW (default 500x500)")
     parser.add_argument(
-        "--variants", default="fp32,cpu_fast,channels_last",
+        "--variants",
+        default="plain,default,nnpack_only",
         help=f"our graph's variants, comma-separated from {', '.join(VARIANTS)} "
-        "(default fp32,cpu_fast,channels_last)",
+        "(default plain,default,nnpack_only)",
     )
     parser.add_argument("--threads", type=int, default=None, help="threads for both (default: torch's)")
     args = parser.parse_args(argv)
@@ -126,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         message = f"unknown variant {unknown[0]!r}" if unknown else "--runs must be >= 1"
         print(f"error: {message}", file=sys.stderr)
         return 2
-    if "fp32" not in variants:
-        variants.insert(0, "fp32")
+    if "plain" not in variants:
+        variants.insert(0, "plain")
     height, width = parse_size(args.size)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -135,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         prototxt, caffemodel = Path(tmp) / "fcn8s.prototxt", Path(tmp) / "fcn8s.caffemodel"
-        definition = fcn_nets.net_definition("voc-fcn8s", "deploy")
+        definition = net_definition("voc-fcn8s", "deploy")
         write_prototxt(definition, prototxt)
-        write_weights(export_weights(load_caffe(definition, None)), caffemodel)
+        write_weights(export_weights(load_caffe(definition, None, optimize=False)), caffemodel)
         runners: dict[str, Callable[[torch.Tensor], np.ndarray]] = {
             f"ours ({v})": ours(prototxt, caffemodel, v) for v in variants
         }
@@ -150,17 +163,26 @@ def main(argv: list[str] | None = None) -> int:
         x = synthetic_input(height, width)
         outputs = {name: run(x) for name, run in runners.items()}  # warm-up (and compilation)
         times: dict[str, list[float]] = {name: [] for name in runners}
+        cpu: dict[str, list[float]] = {name: [] for name in runners}
         for _ in range(args.runs):
             for name, run in runners.items():
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 run(x)
                 times[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
 
-    reference = outputs["ours (fp32)"]
+    reference = outputs["ours (plain)"]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# voc-fcn8s forward on the CPU, {height}x{width}, {threads} threads, torch {torch.__version__}")
+    print(f"# {args.runs} interleaved runs each; load average 1 min after the runs: {load:.1f}")
     print()
-    print("| implementation | median s | min s | max abs diff of score vs ours (fp32) | argmax agreement |")
-    print("|---|---|---|---|---|")
+    cv_name = next((n for n in runners if n.startswith("OpenCV")), None)
+    cv_median = statistics.median(times[cv_name]) if cv_name else None
+    print(
+        "| implementation | median s | min s | x OpenCV (median) | CPU s (median, all threads) "
+        "| max abs diff of score vs ours (plain) | argmax agreement |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name in runners:
         out = outputs[name]
         if out.shape != reference.shape:
@@ -169,12 +191,16 @@ def main(argv: list[str] | None = None) -> int:
             diff = f"{float(np.abs(out - reference).max()):.3g}"
             agree = f"{100 * float((out.argmax(1) == reference.argmax(1)).mean()):.3f}%"
         median, fastest = statistics.median(times[name]), min(times[name])
-        print(f"| {name} | {median:.3f} | {fastest:.3f} | {diff} | {agree} |")
+        ratio = f"{median / cv_median:.2f}" if cv_median else "-"
+        used = statistics.median(cpu[name])
+        print(f"| {name} | {median:.3f} | {fastest:.3f} | {ratio} | {used:.2f} | {diff} | {agree} |")
     print()
     print(f"score magnitude: max |score| {float(np.abs(reference).max()):.3g} (random fan-in-scaled weights)")
     if cv_run is None:
-        print('OpenCV dnn: not importable here; install "opencv-python-headless<5" in a separate venv '
-              "(see this script's docstring) and run the script with that venv's python")
+        print(
+            'OpenCV dnn: not importable here; install "opencv-python-headless<5" in a separate venv '
+            "(see this script's docstring) and run the script with that venv's python"
+        )
     return 0
 
 

@@ -234,7 +234,19 @@ class BorderPlanner(nn.Module):
         return plan
 
     def forward(self, x: Tensor) -> BorderPlan:
+        if _tracing():  # exported or compiled programs get the plain computation
+            return BorderPlan((self.first[0].pad, self.first[1].pad), {}, {})
         return self.plan(int(x.shape[-2]), int(x.shape[-1]))
+
+
+def _tracing() -> bool:
+    """Whether the forward is being traced (torch.export, torch.compile, TorchScript, ONNX)."""
+    compiler = getattr(torch, "compiler", None)
+    return bool(
+        (compiler is not None and (compiler.is_compiling() or getattr(compiler, "is_exporting", bool)()))
+        or torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+    )
 
 
 def _cumulative_strides(first: AxisWindow, chain: Sequence[AxisWindow]) -> list[int]:
@@ -250,22 +262,14 @@ def first_convolution(conv: nn.Conv2d, x: Tensor, plan: BorderPlan) -> Tensor:
 
     if plan.pad == tuple(conv.padding):
         return conv(x)
-    kh, kw = conv.kernel_size
-    if (
-        isinstance(conv, NNPACKConv2d)
-        and conv._nnpack_ok(x)
-        and plan.pad[0] < kh
-        and plan.pad[1] < kw
-        and conv.stride == (1, 1)
-    ):
-        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels, dtype=x.dtype)
-        return torch._nnpack_spatial_convolution(
-            x.contiguous(), conv.weight.contiguous(), bias, list(plan.pad), [1, 1]
-        )
+    if isinstance(conv, NNPACKConv2d) and conv._nnpack_ok(x):
+        return conv.nnpack(x, plan.pad)
     return F.conv2d(x, conv.weight, conv.bias, conv.stride, plan.pad, conv.dilation, conv.groups)
 
 
 def _put_back(x: Tensor, plan: BorderPlan, key: tuple[str, int]) -> Tensor:
+    if key not in plan.index:  # a traced forward: nothing was left out
+        return x
     if tuple(x.shape[-2:]) != plan.lengths[key]:  # the arithmetic and the layers disagree
         raise RuntimeError(
             f"border skipping: chain blob {key[1]} is {tuple(x.shape[-2:])}, "

@@ -40,13 +40,20 @@ class NNPACKConv2d(nn.Conv2d):
     """A ``Conv2d`` that runs on NNPACK for float32 CPU inference, else as ``Conv2d``."""
 
     def _nnpack_ok(self, x: Tensor) -> bool:
+        from .border import _tracing
+
         grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
-        return x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and not grad
+        cpu = x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
+        return cpu and not grad and not _tracing()
 
     def forward(self, x: Tensor) -> Tensor:
         if not self._nnpack_ok(x):
             return super().forward(x)
-        pad_h, pad_w = self.padding  # type: ignore[misc]
+        return self.nnpack(x, self.padding)  # type: ignore[arg-type]
+
+    def nnpack(self, x: Tensor, padding: tuple[int, int]) -> Tensor:
+        """The convolution on NNPACK with ``padding`` instead of the module's (float32 CPU input)."""
+        pad_h, pad_w = padding
         kernel_h, kernel_w = self.kernel_size
         if pad_h >= kernel_h or pad_w >= kernel_w:  # NNPACK wants padding smaller than the kernel
             x = F.pad(x, [pad_w, pad_w, pad_h, pad_h])
