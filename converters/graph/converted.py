@@ -84,14 +84,43 @@ def save_converted(module: fx.GraphModule, path: str | os.PathLike[str], fmt: st
     metadata = _metadata(module)
     with atomic_write(path) as handle:
         if fmt == "safetensors":
-            from safetensors.torch import save
-
-            handle.write(save(dict(state), metadata=metadata))
+            _write_safetensors(handle, state, metadata)
         else:
             state._metadata = OrderedDict(getattr(original, "_metadata", {}))  # type: ignore[attr-defined]
             state._metadata[PT_METADATA_KEY] = metadata  # type: ignore[attr-defined]
             torch.save(state, handle)
     return fmt
+
+
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL",
+}  # fmt: skip
+
+
+def _write_safetensors(handle: Any, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """The safetensors format written tensor by tensor (``safetensors.torch.save`` builds the whole
+    file in memory first: twice the parameters at the peak)."""
+    header: dict[str, Any] = {"__metadata__": metadata}
+    offset = 0
+    for key in sorted(state):
+        tensor = state[key]
+        size = tensor.numel() * tensor.element_size()
+        header[key] = {
+            "dtype": _SAFETENSORS_DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data start 8-byte aligned, as safetensors writes it
+    handle.write(len(text).to_bytes(8, "little"))
+    handle.write(text)
+    for key in sorted(state):
+        tensor = state[key].contiguous().reshape(-1)
+        if tensor.numel():
+            handle.write(memoryview(tensor.view(torch.uint8).numpy()))
 
 
 def _read(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
