@@ -418,3 +418,16 @@ def test_parameter_blobs_list_the_layers_in_net_order() -> None:
     net = build_graph(parse_text(SHARED))
     assert list(net.caffe.parameter_blobs) == ["c1", "c2"]
     assert list(net.caffe.parameter_shapes) == ["c1", "c2"]
+
+
+def test_a_built_in_converter_restored_after_an_override_keeps_its_counts() -> None:
+    from converters.layers.registry import _CONVERTERS, blob_counts
+
+    original = _CONVERTERS["ReLU"]
+    try:
+        register_layer("ReLU", override=True)(lambda ctx: Converted(function=torch.abs, keeps_shape=True))
+        assert blob_counts("ReLU").tops is None  # the override declared none
+    finally:
+        register_layer("ReLU", override=True)(original)
+    assert blob_counts("ReLU").tops == (1, 1)
+    _one_line_net_error(PROBES["relu_two_tops"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -159,6 +160,8 @@ class BlobCounts:
 
 
 _COUNTS: dict[str, BlobCounts] = {}
+_DECLARED: weakref.WeakKeyDictionary[Converter, dict[str, BlobCounts]] = weakref.WeakKeyDictionary()
+"""Converter -> the counts declared for each type it was registered for."""
 
 
 def _limits(count: Count, what: str) -> tuple[int, int | None] | None:
@@ -197,9 +200,17 @@ def register_layer(
                 f"layer type '{taken[0]}' already has a converter ({owner.__module__}.{owner.__qualname__}); "
                 "pass override=True to replace it"
             )
+        try:
+            declared: dict[str, BlobCounts] = _DECLARED.setdefault(function, {})
+        except TypeError:  # a converter that takes no weak reference: counts as given
+            declared = {}
         for layer_type in types:
             _CONVERTERS[layer_type] = function
-            _COUNTS[layer_type] = counts
+            # Counts belong to (converter, type): registering a converter again without counts
+            # (restoring a built-in after overriding it) keeps the counts it was declared with.
+            if counts != BlobCounts():
+                declared[layer_type] = counts
+            _COUNTS[layer_type] = declared.get(layer_type, counts)
         return function
 
     return decorate
