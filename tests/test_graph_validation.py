@@ -83,6 +83,12 @@ VERDICTS = {
     "argmax_top_k_too_big": r"layer 'a' \(ArgMax\).*top_k 4 exceeds",
     "pool_global_with_stride": r"layer 'p' \(Pooling\).*global pooling takes only stride 1 and pad 0",
     "conv_kernel_size_and_kernel_h": r"layer 'c' \(Convolution\).*kernel_size or kernel_h and kernel_w",
+    "softmax_loss_label_count": r"layer 'l' \(SoftmaxWithLoss\).*12 labels for the 18 predictions",
+    "accuracy_top_k_too_big": r"layer 'a' \(Accuracy\): top_k 5 exceeds the 4 classes",
+    "crop_axis_9": r"layer 'c' \(Crop\).*axis 9 is out of range",
+    "reshape_two_inferred": r"layer 'r' \(Reshape\).*one -1",
+    "slice_point_beyond": r"layer 's' \(Slice\).*slice points \[9\] must increase",
+    "lrn_within_even_size": r"layer 'n' \(LRN\).*odd local_size",
     "duplicate_layer_names": RUNS,
 }
 
@@ -94,7 +100,7 @@ INPUT = (
 
 def _one_line_net_error(text: str) -> NetError:
     with pytest.raises(NetError) as caught:
-        build_graph(parse_text(text))
+        build_graph(parse_text(text), with_loss=True)
     message = str(caught.value)
     assert "\n" not in message and "Traceback" not in message and "torch" not in message, message
     return caught.value

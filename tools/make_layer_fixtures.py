@@ -1564,6 +1564,25 @@ PROBES: dict[str, str] = {
             "convolution_param { num_output: 4 kernel_size: 3 kernel_h: 3 kernel_w: 1 }",
         ),
     ),
+    "softmax_loss_label_count": _probe_net(
+        {"score": (2, 4, 3, 3), "label": (2, 1, 3, 2)}, _layer("l", "SoftmaxWithLoss", "score label", "l")
+    ),
+    "accuracy_top_k_too_big": _probe_net(
+        {"score": (2, 4, 3, 3), "label": (2, 1, 3, 3)},
+        _layer("a", "Accuracy", "score label", "a", "accuracy_param { top_k: 5 }"),
+    ),
+    "crop_axis_9": _probe_net(
+        {"a": (1, 3, 8, 8), "b": (1, 3, 4, 4)}, _layer("c", "Crop", "a b", "c", "crop_param { axis: 9 }")
+    ),
+    "reshape_two_inferred": _probe_net(
+        IMG, _layer("r", "Reshape", "data", "r", "reshape_param { shape { dim: -1 dim: -1 } }")
+    ),
+    "slice_point_beyond": _probe_net(
+        IMG, _layer("s", "Slice", "data", "a b", "slice_param { slice_point: 9 }")
+    ),
+    "lrn_within_even_size": _probe_net(
+        IMG, _layer("n", "LRN", "data", "n", "lrn_param { local_size: 4 norm_region: WITHIN_CHANNEL }")
+    ),
     "duplicate_layer_names": _probe_net(
         IMG, _layer("r", "ReLU", "data", "x"), _layer("r", "Sigmoid", "x", "y")
     ),
