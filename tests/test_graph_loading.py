@@ -52,3 +52,25 @@ def test_weights_given_as_a_dict_are_copied_and_left_alone() -> None:
     net = load_caffe(definition, weights)
     net.conv1_1.weight.data.add_(1.0)
     assert float(weights["conv1_1"][0].max()) == 0.5
+
+
+def test_safetensors_written_tensor_by_tensor_read_back_with_the_library(tmp_path) -> None:
+    from safetensors import safe_open
+
+    from converters.graph.converted import _write_safetensors
+
+    state = {
+        "w": torch.randn(3, 4),
+        "i": torch.arange(5),
+        "h": torch.randn(2, dtype=torch.bfloat16),
+        "s": torch.tensor(1.5),
+        "e": torch.zeros(0, 3),
+        "b": torch.tensor([True, False]),
+    }
+    with open(tmp_path / "x.safetensors", "wb") as handle:
+        _write_safetensors(handle, state, {"key": "value"})
+    with safe_open(str(tmp_path / "x.safetensors"), framework="pt") as handle:
+        assert handle.metadata() == {"key": "value"}
+        assert sorted(handle.keys()) == sorted(state)
+        for key, value in state.items():
+            assert torch.equal(handle.get_tensor(key), value), key

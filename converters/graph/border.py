@@ -114,16 +114,24 @@ def axis_regions(length: int, first: AxisWindow, pad: int, chain: Sequence[AxisW
 def removable(length: int, first: AxisWindow, chain: Sequence[AxisWindow], strides: Sequence[int]) -> int:
     """The largest ``R`` (a multiple of every cumulative stride in ``strides``, at most the first
     layer's padding) for which every blob of ``chain`` keeps a band on both sides when the first
-    layer pads by ``pad - R``; 0 when none does."""
+    layer pads by ``pad - R``; 0 when none does. (Removing more rows only narrows the bands, so the
+    valid counts are those up to the largest: a binary search finds it.)"""
     step = math.lcm(*strides) if strides else 1
-    removed = (first.pad // step) * step
-    while removed > 0:
-        if length + 2 * (first.pad - removed) >= first.kernel and all(
-            r.banded for r in axis_regions(length, first, first.pad - removed, chain)
-        ):
-            return removed
-        removed -= step
-    return 0
+
+    def valid(steps: int) -> bool:
+        pad = first.pad - steps * step
+        return length + 2 * pad >= first.kernel and all(
+            r.banded for r in axis_regions(length, first, pad, chain)
+        )
+
+    low, high = 0, first.pad // step  # valid(low) is assumed (nothing removed), high may not be
+    while low < high:
+        middle = (low + high + 1) // 2
+        if valid(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low * step if low and valid(low) else 0
 
 
 @dataclass(frozen=True)
