@@ -19,7 +19,7 @@ def _round(x: Tensor) -> Tensor:
 def _bins(start: Tensor, size: Tensor, bins: int, limit: int) -> tuple[Tensor, Tensor]:
     """Integer ``[start, end)`` of each of ``bins`` bins of ``size`` from ``start``, clipped to
     ``[0, limit]`` (float arithmetic, as the forks compute it)."""
-    index = torch.arange(bins, dtype=torch.float32)
+    index = torch.arange(bins, dtype=torch.float32, device=size.device)
     lo = torch.floor(index * size + start).clamp(0, limit)
     hi = torch.ceil((index + 1) * size + start).clamp(0, limit)
     return lo, hi
@@ -27,7 +27,7 @@ def _bins(start: Tensor, size: Tensor, bins: int, limit: int) -> tuple[Tensor, T
 
 def _offset_bins(size: Tensor, bins: int, start: Tensor, limit: int) -> tuple[Tensor, Tensor]:
     """Fast R-CNN's bins: ``floor(i * size) + start`` to ``ceil((i + 1) * size) + start``, clipped."""
-    index = torch.arange(bins, dtype=torch.float32)
+    index = torch.arange(bins, dtype=torch.float32, device=size.device)
     lo = (torch.floor(index * size) + start).clamp(0, limit)
     hi = (torch.ceil((index + 1) * size) + start).clamp(0, limit)
     return lo, hi
@@ -35,7 +35,7 @@ def _offset_bins(size: Tensor, bins: int, start: Tensor, limit: int) -> tuple[Te
 
 def _masks(lo: Tensor, hi: Tensor, length: int) -> Tensor:
     """``bins x length`` booleans: position inside each bin."""
-    position = torch.arange(length, dtype=torch.float32)
+    position = torch.arange(length, dtype=torch.float32, device=lo.device)
     return (position[None, :] >= lo[:, None]) & (position[None, :] < hi[:, None])
 
 
@@ -51,7 +51,7 @@ class ROIPooling(nn.Module):
 
     def forward(self, x: Tensor, rois: Tensor) -> Tensor:
         height, width = x.shape[2], x.shape[3]
-        scale = torch.tensor(self.spatial_scale, dtype=torch.float32)
+        scale = torch.tensor(self.spatial_scale, dtype=torch.float32, device=x.device)
         rois = rois.reshape(rois.shape[0], -1).float()
         out = []
         for r in range(rois.shape[0]):
@@ -99,7 +99,7 @@ class PSROIPooling(nn.Module):
     def forward(self, x: Tensor, rois: Tensor) -> Tensor:
         height, width = x.shape[2], x.shape[3]
         g = self.group
-        scale = torch.tensor(self.spatial_scale, dtype=torch.float32)
+        scale = torch.tensor(self.spatial_scale, dtype=torch.float32, device=x.device)
         rois = rois.reshape(rois.shape[0], -1).float()
         out = []
         for r in range(rois.shape[0]):

@@ -125,18 +125,19 @@ class PriorBox(nn.Module):
     def forward(self, feature: Tensor, image: Tensor) -> Tensor:
         height, width = feature.shape[2], feature.shape[3]
         img_h, img_w = self.image_size if self.image_size else (image.shape[2], image.shape[3])
+        device = feature.device
         if self.step is not None:
-            step_h = torch.tensor(self.step[0], dtype=torch.float32)
-            step_w = torch.tensor(self.step[1], dtype=torch.float32)
+            step_h = torch.tensor(self.step[0], dtype=torch.float32, device=device)
+            step_w = torch.tensor(self.step[1], dtype=torch.float32, device=device)
         else:
-            step_h = torch.tensor(img_h, dtype=torch.float32) / height
-            step_w = torch.tensor(img_w, dtype=torch.float32) / width
+            step_h = torch.tensor(img_h, dtype=torch.float32, device=device) / height
+            step_w = torch.tensor(img_w, dtype=torch.float32, device=device) / width
         f32 = torch.float32
-        cy = (torch.arange(height, dtype=f32) + self.offset) * step_h  # float, as Caffe's center_y
-        cx = (torch.arange(width, dtype=f32) + self.offset) * step_w
+        cy = (torch.arange(height, dtype=f32, device=device) + self.offset) * step_h  # float, as Caffe's
+        cx = (torch.arange(width, dtype=f32, device=device) + self.offset) * step_w
         cy = cy.to(torch.float64).reshape(-1, 1, 1)
         cx = cx.to(torch.float64).reshape(1, -1, 1)
-        sizes = torch.tensor(self.box_sizes, dtype=torch.float64)
+        sizes = torch.tensor(self.box_sizes, dtype=torch.float64, device=device)
         half_w = sizes[:, 0].reshape(1, 1, -1) / 2.0
         half_h = sizes[:, 1].reshape(1, 1, -1) / 2.0
         shape = (height, width, half_w.shape[-1])
@@ -152,7 +153,7 @@ class PriorBox(nn.Module):
         boxes = boxes.reshape(1, -1)
         if self.clip:
             boxes = boxes.clamp(0.0, 1.0)
-        variance = torch.tensor(self.variance, dtype=f32)
+        variance = torch.tensor(self.variance, dtype=f32, device=device)
         variances = variance.reshape(1, -1).expand(boxes.shape[1] // 4, 4).reshape(1, -1)
         return torch.stack([boxes, variances], dim=1)
 
@@ -346,15 +347,15 @@ class DetectionOutput(nn.Module):
                     trimmed.setdefault(label, []).append(idx)
                 kept = trimmed
             for label in sorted(kept):
-                ids = torch.tensor(kept[label], dtype=torch.int64)
+                ids = torch.tensor(kept[label], dtype=torch.int64, device=loc.device)
                 boxes = decoded[0 if self.share_location else label][ids]
-                head = torch.tensor([[float(i), float(label)]], dtype=torch.float32).expand(len(ids), 2)
+                head = torch.tensor([[float(i), float(label)]], device=loc.device).expand(len(ids), 2)
                 rows.append(torch.cat([head, scores[ids, label : label + 1], boxes], dim=1))
         if not rows:
             out = torch.full((num, 7), -1.0, dtype=torch.float32, device=loc.device)
-            out[:, 0] = torch.arange(num, dtype=torch.float32)
+            out[:, 0] = torch.arange(num, dtype=torch.float32, device=loc.device)
             return out.reshape(1, 1, num, 7)
-        return torch.cat(rows).reshape(1, 1, -1, 7).to(loc.device)
+        return torch.cat(rows).reshape(1, 1, -1, 7)
 
 
 @register_layer("DetectionOutput")
