@@ -182,3 +182,31 @@ def test_reorg_reverse_follows_darknets_index_arithmetic() -> None:
     )
     y = torch.randn(2, 8, 4, 6)
     assert np.array_equal(forward(data=y)["r"].numpy().ravel(), _darknet_reorg(y.numpy(), 2, forward=False))
+
+
+def test_interp_with_a_second_bottom_takes_its_size() -> None:
+    # PSPNet-style forks size the output from bottom 1 (no oracle here: OpenCV has no such form).
+    text = (
+        'layer { name: "in" type: "Input" top: "data" top: "ref" '
+        "input_param { shape { dim: 1 dim: 2 dim: 5 dim: 6 } shape { dim: 1 dim: 1 dim: 9 dim: 4 } } }\n"
+        'layer { name: "i" type: "Interp" bottom: "data" bottom: "ref" top: "i" }\n'
+        'layer { name: "s" type: "Interp" bottom: "data" top: "s" interp_param { height: 9 width: 4 } }\n'
+    )
+    net = build_graph(parse_text(text))
+    x = torch.randn(1, 2, 5, 6)
+    out = net(data=x, ref=torch.zeros(1, 1, 9, 4))
+    assert torch.equal(out["i"], out["s"])
+
+
+def test_the_four_blob_bn_reads_slope_bias_mean_and_inverse_std_in_brocollis_order() -> None:
+    # brocolli-caffe's bn_layer.cpp (TEST): (x - blob2) * blob3, then * blob0 + blob1. Its build
+    # here omits the layer, so the blob order is held to the source, not to a run.
+    text = (
+        'layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 4 dim: 5 } } }\n'
+        'layer { name: "bn" type: "BN" bottom: "data" top: "bn" bn_param { frozen: true } }\n'
+    )
+    blobs = [(np.array([1, 2, 3]).reshape(1, 3, 1, 1) * v).astype(np.float32) for v in (2, 3, 5, 7)]
+    net = build_graph(parse_text(text), {"bn": blobs})
+    x = torch.randn(2, 3, 4, 5)
+    slope, bias, mean, inv_std = (torch.from_numpy(b) for b in blobs)
+    assert torch.allclose(net(data=x)["bn"], (x - mean) * inv_std * slope + bias, rtol=0, atol=1e-5)
