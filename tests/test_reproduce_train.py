@@ -99,9 +99,20 @@ def _caffemodel(out: Path, iteration: int) -> dict[str, list[np.ndarray]]:
     return converters.read_weights(out / "snapshots" / f"train_iter_{iteration}.caffemodel")
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread in this process and (through ``_env``) in its children: these tiny nets gain
+    nothing from a second thread, lose a lot on a busy machine, and the same thread count on both
+    sides keeps sums bit-identical."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _env() -> dict[str, str]:
-    """The environment of a child process (same thread count as this one: bit-identical sums)."""
-    env = dict(os.environ)
+    """The environment of a child process (one thread, as ``one_thread``)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
@@ -209,7 +220,7 @@ def test_missing_base_weights_are_one_line_saying_how_to_fetch_them(tmp_path, sm
 
 
 @pytest.mark.slow
-def test_a_reduced_fcn32s_learns_the_synthetic_training_set(tmp_path, cache) -> None:
+def test_a_reduced_fcn32s_learns_the_synthetic_training_set(tmp_path, cache, one_thread) -> None:
     voc = _voc(tmp_path / "voc", 8, 128)
     out = tmp_path / "run"
     status = main(_args(voc, cache, out, "--iterations", "80", "--score-every", "40", "--score-initial",
@@ -234,7 +245,7 @@ def test_a_reduced_fcn32s_learns_the_synthetic_training_set(tmp_path, cache) -> 
 
 @pytest.mark.slow
 def test_resuming_after_ctrl_c_gives_the_parameters_of_an_uninterrupted_run(
-    tmp_path, cache, small_voc
+    tmp_path, cache, small_voc, one_thread
 ) -> None:
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     common = ("--iterations", "8", "--score-every", "0", "--base-lr", "1e-8", "--snapshot-every", "100")
@@ -262,7 +273,7 @@ def test_resuming_after_ctrl_c_gives_the_parameters_of_an_uninterrupted_run(
 
 @pytest.mark.slow
 def test_two_gloo_processes_give_the_parameters_of_one_process_with_iter_size_2(
-    tmp_path, cache, small_voc
+    tmp_path, cache, small_voc, one_thread
 ) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
     common = ("--iterations", "3", "--score-every", "0", "--base-lr", "1e-8")
