@@ -5,14 +5,16 @@ tests/test_layers_parity.py runs it; full-width voc-fcn8s there too)."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
 
-from converters import build_graph, load_caffe
+from converters import build_graph, load_caffe, load_converted, save_converted, write_prototxt
 from converters.fcn.nets import net_definition
 from converters.graph.border import BorderPlanner
 from converters.graph.speed import NNPACKConv2d, nnpack_available, optimize_for_cpu
+from eval import timing
 from tests.test_fcn_parity import ROOT, SMALL, arrays, assert_matches_caffe, case, graph, run_inputs, weights
 
 needs_nnpack = pytest.mark.skipif(not nnpack_available(), reason="this PyTorch build or CPU has no NNPACK")
@@ -67,3 +69,28 @@ def test_optimising_twice_changes_nothing_more() -> None:
     net = load_caffe(net_definition("voc-fcn8s", "deploy", width=0.0625), None)
     code = net.code
     assert optimize_for_cpu(net).code == code
+
+
+def test_converted_files_load_fast_on_the_cpu_with_the_same_outputs(tmp_path) -> None:
+    definition = net_definition("voc-fcn8s", "deploy", width=0.0625)
+    plain = load_caffe(definition, None, optimize=False)
+    save_converted(plain, tmp_path / "net.safetensors")
+    fast = load_converted(tmp_path / "net.safetensors")
+    assert any(isinstance(m, BorderPlanner) for m in fast.modules())
+    assert not any(
+        isinstance(m, BorderPlanner)
+        for m in load_converted(tmp_path / "net.safetensors", optimize=False).modules()
+    )
+    x = torch.randn(1, 3, 23, 31, generator=torch.Generator().manual_seed(1)) * 50
+    with torch.no_grad():
+        expected, got = plain(data=x)["score"], fast(data=x)["score"]
+    assert float((got - expected).abs().max()) <= 1e-5 * float(expected.abs().max())
+
+
+def test_timing_on_the_cpu_times_the_default_graph_beside_the_plain_one(tmp_path, capsys) -> None:
+    definition = net_definition("voc-fcn32s", "deploy", width=0.0625)
+    write_prototxt(definition, tmp_path / "deploy.prototxt")
+    args = ["--model", str(tmp_path / "deploy.prototxt"), "--size", "8x8", "--device", "cpu", "--runs", "20"]
+    assert timing.main([*args, "--warmup", "1", "--json", str(tmp_path / "t.json"), "--no-progress"]) == 0
+    rows = json.loads((tmp_path / "t.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["fp32", "cpu_fast"]
