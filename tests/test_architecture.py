@@ -167,6 +167,14 @@ FLOORS = {
         "converters.layers",
         "converters.graph",
     },
+    "converters.train": {
+        "converters.caffe",
+        "converters.errors",
+        "converters.atomic",
+        "converters.layers",
+        "converters.graph",
+        "converters.train",
+    },
     "converters.fcn": {
         "converters.caffe",
         "converters.errors",
