@@ -14,9 +14,10 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +78,8 @@ def _collate(samples: list[dict]) -> dict:
             for key, tensor in sample[group].items():
                 if tensor.shape != first[group][key].shape:
                     raise DatasetError(
-                        "images of different sizes cannot share a batch; use --batch-size 1 for this dataset"
+                        f"images of different sizes in one batch ({first['id']}, {sample['id']}): "
+                        "their file headers gave one size, their decoded pixels another"
                     )
     return {
         "index": [s["index"] for s in samples],
@@ -90,20 +92,96 @@ def _collate(samples: list[dict]) -> dict:
     }
 
 
+def image_size_keys(dataset: torch.utils.data.Dataset) -> list[Hashable]:
+    """One key per sample that is equal for two samples exactly when they can share a batch.
+
+    For a :class:`SegmentationDataset` the key is the (width, height) of every image file of the
+    sample, read from the file headers by PIL without decoding the pixels (``.mat`` label files
+    are skipped: their size is the image's). Samples whose files cannot be sized that way (and
+    datasets of other types) are loaded once and keyed by their tensors' shapes.
+    """
+    files = getattr(dataset, "files", None)
+    ids = getattr(dataset, "ids", None)
+    keys: list[Hashable] = []
+    for index in range(len(dataset)):  # type: ignore[arg-type]
+        key: Hashable | None = None
+        if files is not None and ids is not None:
+            try:
+                key = tuple(_header_size(path) for path in files(ids[index]) if path.suffix.lower() != ".mat")
+            except (NotImplementedError, OSError):
+                key = None
+        if not key:
+            sample = dataset[index]
+            key = tuple(
+                (group, name, tuple(tensor.shape))
+                for group in ("inputs", "labels")
+                for name, tensor in sorted(sample[group].items())
+            )
+        keys.append(key)
+    return keys
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:  # reads the header only
+        return image.size
+
+
+class SizeGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches of indices whose ``keys`` are equal (images of one size), in dataset order.
+
+    Walking the indices in order, each goes to the pending group of its key; a group is yielded as
+    soon as it holds ``batch_size`` indices. At the end the unfilled groups are yielded (smaller
+    batches), in the order their first index came. Every index is yielded exactly once.
+    """
+
+    def __init__(self, keys: Sequence[Hashable], batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.keys = list(keys)
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        pending: dict[Hashable, list[int]] = {}
+        for index, key in enumerate(self.keys):
+            group = pending.setdefault(key, [])
+            group.append(index)
+            if len(group) == self.batch_size:
+                yield group
+                del pending[key]
+        yield from pending.values()
+
+    def __len__(self) -> int:
+        counts: dict[Hashable, int] = {}
+        for key in self.keys:
+            counts[key] = counts.get(key, 0) + 1
+        return sum(-(-n // self.batch_size) for n in counts.values())
+
+
 def make_loader(
-    dataset: torch.utils.data.Dataset, *, batch_size: int, workers: int, pin_memory: bool
+    dataset: torch.utils.data.Dataset,
+    *,
+    batch_size: int,
+    workers: int,
+    pin_memory: bool,
+    group_sizes: bool = False,
 ) -> torch.utils.data.DataLoader:
-    """An ordered DataLoader: ``workers`` decoding processes (0 decodes in this process)."""
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        collate_fn=_collate,
-        persistent_workers=False,
-        prefetch_factor=4 if workers > 0 else None,
-    )
+    """An ordered DataLoader: ``workers`` decoding processes (0 decodes in this process).
+
+    ``group_sizes`` (with ``batch_size > 1``): batches hold images of one size only
+    (:class:`SizeGroupedBatchSampler` over :func:`image_size_keys`), so datasets of mixed sizes
+    batch exactly; without it, a batch of mixed sizes is a :class:`DatasetError`.
+    """
+    common: dict[str, Any] = {
+        "num_workers": workers,
+        "pin_memory": pin_memory,
+        "collate_fn": _collate,
+        "persistent_workers": False,
+        "prefetch_factor": 4 if workers > 0 else None,
+    }
+    if group_sizes and batch_size > 1:
+        sampler = SizeGroupedBatchSampler(image_size_keys(dataset), batch_size)
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, **common)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, **common)
 
 
 class _PredictionWriter:
@@ -174,8 +252,11 @@ def evaluate_model(
 
     ``inputs`` maps net input names to dataset modalities (default ``{"data": first modality}``) and
     ``outputs`` maps heads to output blobs (default: see :func:`eval.models.output_blobs`). With
-    ``batch_size > 1`` the first batch is also run one image at a time; if any predicted pixel differs,
-    the rest is evaluated one image at a time (a note says so).
+    ``batch_size > 1`` images of the same size share a forward pass (:class:`SizeGroupedBatchSampler`:
+    never padded, since an FCN's crops and pad-100 border depend on the size), so the confusion
+    matrices are those of one image at a time. The first batch of more than one image is also run
+    one image at a time; if any predicted pixel differs, the rest is evaluated one image at a time
+    (a note says so).
     """
     device = torch.device(device)
     net = model.net if isinstance(model, LoadedModel) else model
@@ -188,9 +269,12 @@ def evaluate_model(
     writer = _PredictionWriter(
         Path(save_dir) if save_dir else None, list(heads), {n: h.num_classes for n, h in heads.items()}
     )
-    loader = make_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=device.type == "cuda")
+    loader = make_loader(
+        dataset, batch_size=batch_size, workers=workers, pin_memory=device.type == "cuda", group_sizes=True
+    )
     blobs: dict[str, str] | None = None
     one_at_a_time = False
+    checked = False
     notes: list[str] = []
 
     def forward(batch_inputs: dict[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
@@ -203,7 +287,7 @@ def evaluate_model(
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allow_tf32
     try:
         with torch.inference_mode():
-            for batch_number, batch in enumerate(batches):
+            for batch in batches:
                 batch_inputs = {k: v.to(device, non_blocking=True) for k, v in batch["inputs"].items()}
                 size = len(batch["id"])
                 if one_at_a_time and size > 1:
@@ -217,7 +301,8 @@ def evaluate_model(
                     blobs = output_blobs(list(out), list(heads), outputs)
                     _check_shapes(out, blobs, batch["labels"], heads)
                 predictions = {head: out[blob].argmax(dim=1) for head, blob in blobs.items()}
-                if batch_number == 0 and size > 1:
+                if not checked and size > 1:
+                    checked = True
                     singles = [
                         forward({k: v[i : i + 1] for k, v in batch_inputs.items()}) for i in range(size)
                     ]
@@ -458,7 +543,7 @@ def build_parser(
         "--batch-size",
         type=int,
         default=1,
-        help="images per forward pass, only for equal-size datasets (default 1)",
+        help="images per forward pass; only images of the same size share one (default 1)",
     )
     parser.add_argument(
         "--input",

@@ -415,3 +415,59 @@ def test_output_paths_are_checked_before_the_model_loads(voc_root, tmp_path, cap
     assert "cannot write /proc/r.json" in capsys.readouterr().err
     assert voc.main([*common, "--save-predictions", str(tmp_path / "file.txt")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def write_mixed_sizes(root: Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """11 images of four sizes, interleaved: 5 of 48x40, 3 of 40x56, 2 of 56x48, 1 of 44x44."""
+    sizes = [(48, 40)] * 5 + [(40, 56)] * 3 + [(56, 48)] * 2 + [(44, 44)]
+    order = [0, 5, 8, 1, 10, 6, 2, 3, 9, 7, 4]  # sizes interleaved in the split list
+    ids = [f"2000_{i:06d}" for i in range(len(sizes))]
+    labels: dict[str, np.ndarray] = {}
+    for i, (image_id, size) in enumerate(zip(ids, sizes, strict=True)):
+        labels |= write_voc(root, [image_id], size=size, seed=20 + i)
+    listed = [ids[i] for i in order]
+    split = root / "VOC2011" / "ImageSets" / "Segmentation" / "val.txt"
+    split.write_text("".join(f"{i}\n" for i in listed))
+    return listed, labels
+
+
+class _CountingBar:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def update(self, n: int = 1) -> None:
+        self.count += n
+
+    def close(self) -> None:
+        pass
+
+
+def test_batch_4_on_mixed_sizes_gives_the_batch_1_confusion_and_counts_each_image_once(
+    tmp_path, monkeypatch
+) -> None:
+    ids, labels = write_mixed_sizes(tmp_path / "voc")
+    dataset = VOCSegmentation(tmp_path / "voc", "val2011")
+    batches: list[tuple[int, int, int]] = []
+
+    class Recording(ColourNet):
+        def forward(self, data: torch.Tensor) -> dict[str, torch.Tensor]:
+            batches.append(tuple(data.shape[0:1]) + tuple(data.shape[2:]))
+            return super().forward(data)
+
+    bars: list[_CountingBar] = []
+    monkeypatch.setattr(runner, "_progress", lambda *a, **k: bars.append(_CountingBar()) or bars[-1])
+    net = Recording(SWAP)
+    single = runner.evaluate_model(net, dataset, batch_size=1)
+    batches.clear()
+    batched = runner.evaluate_model(net, dataset, batch_size=4, save_dir=tmp_path / "out")
+    assert np.array_equal(batched.matrices["semantic"], single.matrices["semantic"])
+    assert np.array_equal(batched.matrices["semantic"], expected_confusion(labels, SWAP))
+    assert batched.images == single.images == len(ids) and batched.notes == []
+    assert [bar.count for bar in bars] == [len(ids), len(ids)]
+    assert sorted(p.stem for p in (tmp_path / "out").glob("*.png")) == sorted(ids)
+    # Only the first batch of several images is run again one at a time (the agreement check).
+    full = [b for b in batches if b[0] > 1]
+    assert full[0][0] == 4 and batches[1 : 1 + 4] == [(1, *full[0][1:])] * 4
+    counted = [batches[0], *batches[5:]]
+    assert sum(b[0] for b in counted) == len(ids)
+    assert sorted(b[0] for b in counted) == [1, 1, 2, 3, 4]  # 48x40: 4 + 1; 40x56: 3; 56x48: 2; 44x44: 1
