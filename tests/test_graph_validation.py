@@ -437,3 +437,44 @@ def test_a_built_in_converter_restored_after_an_override_keeps_its_counts() -> N
         register_layer("ReLU", override=True)(original)
     assert blob_counts("ReLU").tops == (1, 1)
     _one_line_net_error(PROBES["relu_two_tops"])
+
+
+# Found by the fuzz harness (tests/fuzz): fork layers given two bottoms, none, and an unnamed input.
+FORK_INPUTS = (
+    'layer { name: "in" type: "Input" top: "a" top: "b" '
+    "input_param { shape { dim: 1 dim: 4 dim: 4 dim: 5 } } } "
+)
+
+
+@pytest.mark.parametrize("kind", ["Normalize", "ReLU6", "ShuffleChannel", "Permute", "Reorg", "BN"])
+def test_a_one_bottom_fork_layer_given_two_bottoms_is_refused_naming_the_count(kind: str) -> None:
+    text = FORK_INPUTS + f'layer {{ name: "x" type: "{kind}" bottom: "a" bottom: "b" top: "c" }}'
+    with pytest.raises(NetError, match=f"layer 'x' \\({kind}\\) takes exactly 1 bottom, got 2"):
+        build_graph(parse_text(text))
+
+
+def test_a_fork_layer_without_a_bottom_is_refused_in_words_not_python_text() -> None:
+    with pytest.raises(NetError, match="layer 'r' \\(ReLU6\\) takes exactly 1 bottom, got 0") as error:
+        build_graph(parse_text(FORK_INPUTS + 'layer { name: "r" type: "ReLU6" top: "data" }'))
+    assert "index" not in str(error.value)
+
+
+def test_every_built_in_layer_type_declares_its_bottom_and_top_counts() -> None:
+    from converters.layers.registry import _CONVERTERS, BlobCounts, blob_counts
+
+    # A Python layer's counts are its module's business (one with bottoms is unsupported anyway).
+    undeclared = [
+        t
+        for t, f in _CONVERTERS.items()
+        if f.__module__.startswith("converters.layers") and blob_counts(t) == BlobCounts() and t != "Python"
+    ]
+    assert not undeclared
+
+
+def test_an_unnamed_input_blob_is_refused_at_build() -> None:
+    text = (
+        'layer { name: "in" type: "Input" top: "" input_param { shape { dim: 1 dim: 1 dim: 2 dim: 2 } } } '
+        'layer { name: "r" type: "ReLU" bottom: "" top: "y" }'
+    )
+    with pytest.raises(NetError, match="input blob '' cannot be a keyword input"):
+        build_graph(parse_text(text))

@@ -68,6 +68,8 @@ def input_shapes(
         for i, top in enumerate(tops):
             if top not in used:
                 continue
+            if not top.isprintable() or not top.strip():
+                raise NetError(f"{where}: input blob {top!r} cannot be a keyword input of the graph; name it")
             if "transform_param" in layer:
                 transforms[top] = layer.get("transform_param")
             if top in given:

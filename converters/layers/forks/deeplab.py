@@ -52,7 +52,7 @@ class Interp(nn.Module):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
 
-@register_layer("Interp")
+@register_layer("Interp", bottoms=(1, 2), tops=1)
 def interp(ctx: LayerContext) -> Converted:
     p = ctx.param("interp_param")
     fields = {k: int(p.get(k)) for k in ("height", "width", "zoom_factor", "shrink_factor") if k in p}

@@ -18,7 +18,7 @@ def shuffle_channels(x: Tensor, group: int) -> Tensor:
     return x.reshape(n, group, c // group, *rest).transpose(1, 2).reshape(n, c, *rest)
 
 
-@register_layer("ShuffleChannel")
+@register_layer("ShuffleChannel", bottoms=1, tops=1)
 def shuffle_channel(ctx: LayerContext) -> Converted:
     group = int(ctx.param("shuffle_channel_param").get("group"))
     channels = ctx.bottom_shape(0)[1]
@@ -35,7 +35,7 @@ def relu6(x: Tensor, negative_slope: float = 0.0, threshold: float = 6.0) -> Ten
     return torch.clamp(y, max=threshold)
 
 
-@register_layer("ReLU6")
+@register_layer("ReLU6", bottoms=1, tops=1)
 def relu6_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("relu6_param")
     return Converted(
@@ -45,7 +45,7 @@ def relu6_layer(ctx: LayerContext) -> Converted:
     )
 
 
-@register_layer("ConvolutionDepthwise", "DepthwiseConvolution")
+@register_layer("ConvolutionDepthwise", "DepthwiseConvolution", bottoms=(1, None), tops=(1, None), equal=True)
 def depthwise_convolution(ctx: LayerContext) -> Converted:
     """A Convolution with one group per input channel unless ``group`` says otherwise (the forks'
     prototxts often leave ``group`` out; the weights are ``out x 1 x kh x kw``)."""
@@ -70,7 +70,7 @@ def axpy(a: Tensor, x: Tensor, y: Tensor) -> Tensor:
     return a.reshape(a.shape[0], a.shape[1], *([1] * (x.dim() - 2))) * x + y
 
 
-@register_layer("Axpy")
+@register_layer("Axpy", bottoms=3, tops=1)
 def axpy_layer(ctx: LayerContext) -> Converted:
     if len(ctx.bottoms) != 3:
         raise ValueError(f"{ctx.where}: takes three bottoms (a, x, y), got {len(ctx.bottoms)}")

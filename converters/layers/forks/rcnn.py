@@ -73,7 +73,7 @@ class ROIPooling(nn.Module):
         return torch.stack(out) if out else x.new_zeros((0, x.shape[1], self.pooled_h, self.pooled_w))
 
 
-@register_layer("ROIPooling")
+@register_layer("ROIPooling", bottoms=2, tops=1)
 def roi_pooling(ctx: LayerContext) -> Converted:
     p = ctx.param("roi_pooling_param")
     pooled_h, pooled_w = int(p.get("pooled_h")), int(p.get("pooled_w"))
@@ -123,7 +123,7 @@ class PSROIPooling(nn.Module):
         return torch.stack(out) if out else x.new_zeros((0, self.output_dim, g, g))
 
 
-@register_layer("PSROIPooling")
+@register_layer("PSROIPooling", bottoms=2, tops=1)
 def psroi_pooling(ctx: LayerContext) -> Converted:
     p = ctx.param("psroi_pooling_param")
     output_dim, group = int(p.get("output_dim")), int(p.get("group_size"))

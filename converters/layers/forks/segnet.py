@@ -80,7 +80,7 @@ def _unpool_layer(ctx: LayerContext) -> Converted:
     return Converted(module=Unpool(None, scale, pad_out))
 
 
-@register_layer("Upsample")
+@register_layer("Upsample", bottoms=(1, 2), tops=1)
 def upsample(ctx: LayerContext) -> Converted:
     """Two bottoms (values, pooling mask): SegNet's unpooling; one bottom: the YOLO forks'
     nearest-neighbour upsampling."""
@@ -137,7 +137,7 @@ class MovingBN(nn.Module):
 _MOVING_FIELDS = ("slope_filler", "bias_filler", "momentum", "eps", "frozen")
 
 
-@register_layer("BN")
+@register_layer("BN", bottoms=1, tops=1)
 def bn(ctx: LayerContext) -> Converted:
     p = ctx.param("bn_param")
     channels = ctx.channels(1, 0, lambda s: s[1] if len(s) == 4 else s[-1])

@@ -38,7 +38,7 @@ class Normalize(nn.Module):
         return y * self.scale.reshape(1, -1, *([1] * (x.dim() - 2)))
 
 
-@register_layer("Normalize")
+@register_layer("Normalize", bottoms=1, tops=1)
 def normalize(ctx: LayerContext) -> Converted:
     p = ctx.param("norm_param")
     channels = ctx.channels(1, 0, lambda s: s[-1])
@@ -52,7 +52,7 @@ def normalize(ctx: LayerContext) -> Converted:
     )
 
 
-@register_layer("Permute")
+@register_layer("Permute", bottoms=1, tops=1)
 def permute(ctx: LayerContext) -> Converted:
     order = [int(o) for o in ctx.param("permute_param").get("order")]
     ndim = len(ctx.bottom_shape(0))
@@ -158,7 +158,7 @@ class PriorBox(nn.Module):
         return torch.stack([boxes, variances], dim=1)
 
 
-@register_layer("PriorBox")
+@register_layer("PriorBox", bottoms=2, tops=1)
 def prior_box(ctx: LayerContext) -> Converted:
     p = ctx.param("prior_box_param")
     if len(ctx.bottoms) != 2:
@@ -358,7 +358,7 @@ class DetectionOutput(nn.Module):
         return torch.cat(rows).reshape(1, 1, -1, 7)
 
 
-@register_layer("DetectionOutput")
+@register_layer("DetectionOutput", bottoms=3, tops=1)
 def detection_output(ctx: LayerContext) -> Converted:
     p = ctx.param("detection_output_param")
     if len(ctx.bottoms) != 3:

@@ -57,7 +57,7 @@ def reorg(x: Tensor, stride: int, reverse: bool = False) -> Tensor:
     return cells.reshape(n, c * s * s, h // s, w // s)
 
 
-@register_layer("Reorg")
+@register_layer("Reorg", bottoms=1, tops=1)
 def reorg_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("reorg_param")
     if "stride" not in p or int(p.get("stride")) < 1:
