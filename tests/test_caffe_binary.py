@@ -468,3 +468,14 @@ def test_deep_nesting_is_an_error_not_a_crash(tmp_path: Path) -> None:
     for _ in range(2000):
         nested = ld(903, nested)
     assert read_net(write(tmp_path, nested, "n.caffemodel")).unknown[0][:2] == (903, LENGTH)
+
+
+def test_a_fork_field_known_by_name_only_is_refused_in_binary_form_not_written_as_garbage() -> None:
+    from converters.caffe.binary import encode_message
+    from converters.caffe.message import Message
+
+    upsample = Message("UpsampleParameter", scale=2)
+    upsample.set("dims_num", 4)  # the YOLO forks' field: no agreed number
+    with pytest.raises(ValueError, match="'dims_num' of UpsampleParameter is known by name only"):
+        encode_message(upsample)
+    assert encode_message(Message("UpsampleParameter", scale=2)) == bytes([0x08, 0x02])

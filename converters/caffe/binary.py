@@ -401,6 +401,11 @@ def _encode_into(msg: Message, out: list[Any]) -> int:
                 f"field '{name}' of {msg.type or 'an unknown message'} is not in caffe.proto "
                 "and cannot be written in binary form"
             )
+        if field.number <= 0:  # a fork's field known by name only (converters.caffe.forks)
+            raise ValueError(
+                f"field '{name}' of {msg.type} is known by name only (a fork's field with no agreed "
+                "number) and cannot be written in binary form"
+            )
         items.append((field.number, index, (field, values)))
     for index, unknown in enumerate(msg.unknown):
         items.append((unknown[0], len(items) + index, unknown))
