@@ -5,8 +5,9 @@
 depend on the values), runs ``--warmup`` passes, then times ``--runs`` passes (at least 20, the
 paper's count), synchronising the device around each, and prints the median, the spread and the
 paper's Tesla K40c figure with the speed-up. ``--channels-last``, ``--tf32``, ``--autocast bf16|fp16`` and
-``--compile`` (``--freeze``: with inductor weight freezing) each add a row, reported with its argmax
-agreement against plain fp32.
+``--compile`` (``--freeze``: with inductor weight freezing) and ``--cuda-graphs`` (the forward captured
+once in a ``torch.cuda.CUDAGraph`` on static input buffers, replayed for the timed runs) each add a
+row, reported with its argmax agreement against plain fp32.
 
 Static columns of Table 1, computed from the net definition (see :func:`static_columns`):
 
@@ -215,7 +216,7 @@ def static_columns(net: Message, module: torch.nn.Module | None = None) -> Stati
 
 @dataclass(frozen=True)
 class Variant:
-    """One way to run the net: memory format, TF32, autocast dtype, torch.compile."""
+    """One way to run the net: memory format, TF32, autocast dtype, torch.compile, CUDA graphs."""
 
     channels_last: bool = False
     tf32: bool = False
@@ -223,6 +224,7 @@ class Variant:
     compile: bool = False
     freeze: bool = False  # with compile: inductor freezes the weights (prepacked, fused convolutions)
     cpu_fast: bool = False  # converters.optimize_for_cpu: NNPACK Winograd/FFT convolutions, in-place ReLU
+    cuda_graphs: bool = False  # captured once in a CUDA graph on static input buffers, replayed
 
     @property
     def label(self) -> str:
@@ -231,6 +233,7 @@ class Variant:
             "tf32" if self.tf32 else "",
             f"autocast {self.autocast}" if self.autocast else "",
             ("compile (frozen)" if self.freeze else "compile") if self.compile else "",
+            "cuda_graphs" if self.cuda_graphs else "",
             "cpu_fast" if self.cpu_fast else "",
         ]
         return " + ".join(p for p in parts if p) or "fp32"
@@ -288,6 +291,33 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def cuda_graphs_supported(device: torch.device) -> bool:
+    """Whether CUDA graphs can be captured on ``device`` (a CUDA device; tests replace this)."""
+    return device.type == "cuda"
+
+
+def capture_cuda_graph(
+    forward: Callable[[], dict[str, torch.Tensor]], device: torch.device
+) -> tuple[Callable[[], None], dict[str, torch.Tensor]]:
+    """Capture ``forward`` (which reads static input buffers) in a ``torch.cuda.CUDAGraph``.
+
+    Two passes on a side stream first (cuDNN/cuBLAS workspaces and the allocator settle outside the
+    capture, as PyTorch's documentation asks), then one captured pass. Returns the graph's ``replay``
+    and the static outputs it rewrites on each replay. The only CUDA calls of the variant: tests
+    replace this function to run the replay loop on the CPU.
+    """
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            forward()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = forward()
+    return graph.replay, outputs
 
 
 def _as_outputs(result: Any) -> dict[str, torch.Tensor]:
@@ -359,6 +389,13 @@ def time_variant(
         raise TimingError("--tf32 applies to CUDA devices only")
     if variant.cpu_fast and device.type != "cpu":
         raise TimingError("--cpu-fast applies to the CPU only")
+    if variant.cuda_graphs and not cuda_graphs_supported(device):
+        raise TimingError("--cuda-graphs applies to CUDA devices only")
+    if variant.cuda_graphs and variant.compile:
+        raise TimingError(
+            "--cuda-graphs does not combine with --compile (torch.compile's mode='reduce-overhead' is "
+            "its own CUDA graphs)"
+        )
     model = optimize_for_cpu(copy.deepcopy(net)) if variant.cpu_fast else net
     feed = dict(inputs)
     if variant.channels_last:
@@ -368,6 +405,9 @@ def time_variant(
         }
     if variant.compile:
         model = torch.compile(model)  # compiled lazily, at the first (untimed) pass below
+    sources = feed
+    if variant.cuda_graphs:  # the graph reads fixed buffers: each timed run copies the input into them
+        feed = {k: v.clone() for k, v in feed.items()}
     autocast = (
         torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[variant.autocast])
         if variant.autocast
@@ -395,10 +435,20 @@ def time_variant(
         for _ in range(max(0, warmup - 1)):
             outputs = forward()
             bar.update()
+        step = forward
+        if variant.cuda_graphs:
+            replay, static_outputs = capture_cuda_graph(forward, device)
+
+            def step() -> dict[str, torch.Tensor]:
+                for name, buffer in feed.items():
+                    buffer.copy_(sources[name], non_blocking=True)
+                replay()
+                return static_outputs
+
         synchronize(device)
         for _ in range(runs):
             start = clock()
-            outputs = forward()
+            outputs = step()
             synchronize(device)
             times.append((clock() - start) * 1000.0)
             bar.update()
@@ -450,8 +500,10 @@ def requested_variants(
     compile_: bool,
     freeze: bool = False,
     cpu_fast: bool = False,
+    cuda_graphs: bool = False,
 ) -> list[Variant]:
-    """One variant per requested option, plus their combination when more than one is asked for."""
+    """One variant per requested option, plus their combination when more than one is asked for
+    (``cuda_graphs`` last among the singles)."""
     singles = [Variant(cpu_fast=True)] if cpu_fast else []
     if channels_last:
         singles.append(Variant(channels_last=True))
@@ -461,8 +513,12 @@ def requested_variants(
         singles.append(Variant(autocast=autocast))
     if compile_:
         singles.append(Variant(compile=True, freeze=freeze))
+    if cuda_graphs:
+        singles.append(Variant(cuda_graphs=True))
     if len(singles) > 1:
-        singles.append(Variant(channels_last, tf32, autocast, compile_, freeze and compile_, cpu_fast))
+        singles.append(
+            Variant(channels_last, tf32, autocast, compile_, freeze and compile_, cpu_fast, cuda_graphs)
+        )
     return singles
 
 
@@ -708,6 +764,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --compile: freeze the weights into the compiled graph (inductor freezing; faster on CPU)",
     )
+    parser.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="also time the forward captured in a CUDA graph and replayed (CUDA; combines with "
+        "--channels-last, --tf32, --autocast)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     parser.add_argument(
         "--json",
@@ -731,9 +793,16 @@ def _main(argv: Sequence[str] | None) -> int:
     device = cli.device(args.device)
     if args.freeze and not args.compile:
         raise TimingError("--freeze applies to --compile")
+    if args.cuda_graphs and device.type != "cuda":
+        raise TimingError("--cuda-graphs applies to CUDA devices only")
+    if args.cuda_graphs and args.compile:
+        raise TimingError(
+            "--cuda-graphs does not combine with --compile (torch.compile's mode='reduce-overhead' is "
+            "its own CUDA graphs)"
+        )
     cpu_fast = args.cpu_fast or device.type == "cpu"  # the CPU default is timed beside the plain graph
     variants = requested_variants(
-        args.channels_last, args.tf32, args.autocast, args.compile, args.freeze, cpu_fast
+        args.channels_last, args.tf32, args.autocast, args.compile, args.freeze, cpu_fast, args.cuda_graphs
     )
     if args.tf32 and device.type != "cuda":
         raise TimingError("--tf32 applies to CUDA devices only")

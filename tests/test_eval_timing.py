@@ -345,3 +345,90 @@ def test_timing_shows_progress_on_stderr(capsys) -> None:
     assert "timing fp32" in capsys.readouterr().err
     time_variant(TinyModule(), inputs, Variant(), runs=20, warmup=1)
     assert capsys.readouterr().err == ""
+
+
+def test_cuda_graphs_variant_label_and_its_place_among_the_requested_variants() -> None:
+    variants = requested_variants(
+        channels_last=True, tf32=False, autocast="bf16", compile_=False, cuda_graphs=True
+    )
+    assert [v.label for v in variants] == [
+        "channels_last",
+        "autocast bf16",
+        "cuda_graphs",
+        "channels_last + autocast bf16 + cuda_graphs",
+    ]
+    assert requested_variants(False, False, None, False, cuda_graphs=True) == [Variant(cuda_graphs=True)]
+    assert Variant(tf32=True, cuda_graphs=True).label == "tf32 + cuda_graphs"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without CUDA")
+@pytest.mark.parametrize("args", [["--cuda-graphs"], ["--device", "cpu", "--cuda-graphs", "--channels-last"]])
+def test_cuda_graphs_without_cuda_is_refused_in_one_line_before_any_model_loads(
+    args: list[str], monkeypatch, capsys
+) -> None:
+    def no_loading(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(timing, "load_model", no_loading)
+    assert timing.main(args) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --cuda-graphs applies to CUDA devices only\n"
+    with pytest.raises(TimingError, match="CUDA devices only"):
+        time_variant(TinyModule(), {"data": torch.zeros(1, 3, 8, 8)}, Variant(cuda_graphs=True), runs=20)
+
+
+def test_cuda_graphs_and_compile_are_refused_together(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(timing, "cuda_graphs_supported", lambda device: True)
+    with pytest.raises(TimingError, match="does not combine with --compile"):
+        time_variant(
+            TinyModule(), {"data": torch.zeros(1, 3, 8, 8)}, Variant(compile=True, cuda_graphs=True), runs=20
+        )
+
+
+def test_cuda_graphs_replay_copies_each_input_into_the_static_buffers_and_agrees_with_fp32(
+    monkeypatch,
+) -> None:
+    """The CUDA calls (capture_cuda_graph) are replaced by a CPU stand-in: capture runs the forward
+    once and then spoils the static input buffer, as stale data would; replay reruns the forward and
+    writes into the captured outputs. Only the variant's copy of the input before each replay makes
+    the replayed outputs right."""
+    torch.manual_seed(0)
+    module = TinyModule().eval()
+    seen: list[torch.Tensor] = []
+    original_forward = module.forward
+
+    def recording_forward(data: torch.Tensor) -> dict[str, torch.Tensor]:
+        seen.append(data)
+        return original_forward(data)
+
+    module.forward = recording_forward  # type: ignore[method-assign]
+    replays = []
+
+    def fake_capture(forward, device):
+        static = forward()
+        seen[-1].fill_(1e6)  # stale contents: a replay without the copy computes on these
+
+        def replay() -> None:
+            replays.append(1)
+            for name, tensor in forward().items():
+                static[name].copy_(tensor)
+
+        return replay, static
+
+    monkeypatch.setattr(timing, "cuda_graphs_supported", lambda device: True)
+    monkeypatch.setattr(timing, "capture_cuda_graph", fake_capture)
+    inputs = {"data": torch.randn(1, 3, 16, 16) * 50}
+    source = inputs["data"].clone()
+    variants = requested_variants(True, False, None, False, cuda_graphs=True)
+    rows = run_variants(module, inputs, variants, runs=20, warmup=2)
+    labels = ["fp32", "channels_last", "cuda_graphs", "channels_last + cuda_graphs"]
+    assert [r.variant for r in rows] == labels
+    assert len(replays) == 2 * 20  # every timed run of the two graph rows is a replay
+    assert all(r.argmax_agreement == pytest.approx(1.0) for r in rows)
+    assert all(len(r.times_ms) == 20 for r in rows)
+    assert torch.equal(inputs["data"], source)  # the caller's input is never the static buffer
+    row, outputs = time_variant(module, inputs, Variant(cuda_graphs=True), runs=20, warmup=1)
+    assert len(replays) == 3 * 20 and row.variant == "cuda_graphs"
+    with torch.inference_mode():
+        eager = original_forward(source)
+    assert all(torch.equal(outputs[name], eager[name]) for name in eager)
