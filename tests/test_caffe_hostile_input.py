@@ -143,8 +143,8 @@ _PATHOLOGICAL = {
 @pytest.mark.parametrize("case", sorted(_PATHOLOGICAL))
 def test_pathological_prototxts_take_time_linear_in_their_size(case: str) -> None:
     # On 8x the text a linear reader takes 8x longer, a quadratic one 64x (the old tokenizer: over
-    # 20 s for 20 KB of digits). Comparing 25 KB with 200 KB against a bound of 24x leaves room for
-    # a noisy machine without timing absolute numbers; 32x still separates them.
+    # 20 s for 20 KB of digits). Comparing 25 KB with 200 KB against a bound of 32x leaves room for
+    # a noisy machine without timing absolute numbers.
     prefix, unit, suffix = _PATHOLOGICAL[case]
     small, large = (prefix + unit * (n // len(unit)) + suffix for n in (25_000, 200_000))
     t_small, t_large = _tokenizer_time(small), _tokenizer_time(large)
