@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import functools
 import os
 import sys
 import time
@@ -54,7 +53,7 @@ from converters.atomic import atomic_write, check_writable
 from converters.fcn.datasets import VOC_MEAN, palette
 from converters.fcn.preprocess import caffe_preprocess, colorize
 from weights.models import PROTOTXT_SUFFIXES, LoadedModel, ModelError, load_model
-from weights.registry import WeightsRecord
+from weights.registry import WeightsRecord, find_by_definition
 
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]  # noqa: UP007 - a runtime alias (3.10)
 """An image file path, a PIL image or an HxW / HxWx3 array."""
@@ -383,24 +382,6 @@ def _first_device(net: Any, fallback: Any) -> torch.device:
     return torch.device(fallback or "cpu")
 
 
-@functools.lru_cache(maxsize=1)
-def _official_definitions() -> dict[str, str]:
-    import weights
-    from converters.caffe.text import format_message
-
-    return {r.name: format_message(r.net_definition("deploy")) for r in weights.records() if r.kind == "fcn"}
-
-
-def official_nets_like(definition: Any) -> list[str]:
-    """The registry FCN models whose deploy net definition is exactly ``definition`` (a parsed
-    ``NetParameter``, e.g. ``net.caffe.definition`` of a converted file): usually one, none for
-    another net, two for NYUD colour and HHA (same net, different inputs)."""
-    from converters.caffe.text import format_message
-
-    text = format_message(definition)
-    return [name for name, official in _official_definitions().items() if official == text]
-
-
 class Segmenter:
     """A model fitted to pictures: which kinds of image feed which input, which outputs are scored,
     with which classes and palette. :meth:`prepare` decodes one image (and its companions),
@@ -430,7 +411,7 @@ class Segmenter:
         outputs = list(getattr(info, "outputs", []) or [])
         matches: list[str] = []
         if self.record is None and getattr(info, "definition", None) is not None:
-            matches = official_nets_like(info.definition)
+            matches = find_by_definition(info.definition)
             if len(matches) == 1:
                 import weights
 

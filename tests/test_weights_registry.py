@@ -245,3 +245,16 @@ def test_crop_offsets_are_the_official_prototxts(fcn_reference, shared):
         crops = [layer for layer in layers if layer.get("type") == "Crop"]
         found = tuple(layer.get("crop_param").get("offset")[0] for layer in crops)
         assert found == offsets, model
+
+
+def test_an_official_net_is_found_by_its_deploy_definition_and_others_are_not():
+    from converters import parse_text
+    from weights.registry import find_by_definition
+
+    assert find_by_definition(weights.get("voc-fcn8s").net_definition("deploy")) == ["voc-fcn8s"]
+    # the NYUD colour and HHA nets share one definition (different inputs): both are named
+    assert set(find_by_definition(weights.get("nyud-fcn32s-hha").net_definition("deploy"))) == {
+        "nyud-fcn32s-color",
+        "nyud-fcn32s-hha",
+    }
+    assert find_by_definition(parse_text('layer { name: "i" type: "Input" top: "data" }')) == []

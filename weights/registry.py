@@ -10,6 +10,7 @@ out (output blobs, class names in output order, palette) and how well it does (r
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -331,6 +332,23 @@ def get(name: str) -> WeightsRecord:
 def find_by_filename(filename: str) -> WeightsRecord | None:
     """The record whose caffemodel is called ``filename``, or ``None``."""
     return next((r for r in RECORDS.values() if r.filename == filename), None)
+
+
+@functools.lru_cache(maxsize=1)
+def _deploy_texts() -> dict[str, str]:
+    from converters.caffe.text import format_message
+
+    return {r.name: format_message(r.net_definition("deploy")) for r in RECORDS.values() if r.kind == "fcn"}
+
+
+def find_by_definition(definition: Message) -> list[str]:
+    """The FCN records whose deploy net definition is exactly ``definition`` (a parsed
+    ``NetParameter``, e.g. ``net.caffe.definition`` of a converted file): usually one, none for
+    another net, two for NYUD colour and HHA (one net, different inputs)."""
+    from converters.caffe.text import format_message
+
+    text = format_message(definition)
+    return [name for name, official in _deploy_texts().items() if official == text]
 
 
 def find_by_url(url: str) -> WeightsRecord | None:
