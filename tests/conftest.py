@@ -45,3 +45,15 @@ def real_models() -> Path:
 def fcn_reference() -> Path:
     """``../shared/fcn-reference``, or skip."""
     return need_shared("fcn-reference")
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the duration of a test (tiny nets gain nothing from a second thread and
+    lose a lot on a busy machine; one count everywhere keeps sums bit-identical); restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -99,17 +99,6 @@ def _caffemodel(out: Path, iteration: int) -> dict[str, list[np.ndarray]]:
     return converters.read_weights(out / "snapshots" / f"train_iter_{iteration}.caffemodel")
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread in this process and (through ``_env``) in its children: these tiny nets gain
-    nothing from a second thread, lose a lot on a busy machine, and the same thread count on both
-    sides keeps sums bit-identical."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _env() -> dict[str, str]:
     """The environment of a child process (one thread, as ``one_thread``)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -22,14 +22,7 @@ from converters.train.data import HDF5Source, ImageSource
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "solvers"
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per test
 
 
 @pytest.fixture
@@ -173,7 +166,7 @@ def test_the_command_trains_a_classifier_reading_an_image_data_layer(
     _image_net(tmp_path, "crop_size: 4 mirror: true mean_value: 100 scale: 0.01")
     (tmp_path / "net.prototxt").write_text(
         'layer { name: "d" type: "ImageData" top: "data" top: "label" '
-        'transform_param { crop_size: 4 mirror: true mean_value: 100 scale: 0.01 } '
+        "transform_param { crop_size: 4 mirror: true mean_value: 100 scale: 0.01 } "
         'image_data_param { source: "list.txt" batch_size: 2 shuffle: true } }\n'
         'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
         'inner_product_param { num_output: 8 weight_filler { type: "xavier" } } }\n'

@@ -31,15 +31,7 @@ INPUT_CASES = [
 ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """Tiny nets: one intra-op thread is faster (and not slowed by a busy machine); restored after."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per test
 
 
 def _case(name: str) -> tuple[Path, dict]:
@@ -296,9 +288,13 @@ def test_feeds_and_solverstates_that_do_not_fit_are_one_line_errors(tmp_path: Pa
 
 
 def test_train_state_stages_weights_and_legacy_fields_are_read_as_caffe_reads_them(tmp_path: Path) -> None:
-    net = (FIXTURES / "sgd_fixed" / "net.prototxt").read_text().replace(
-        'top: "loss"',
-        'top: "loss" include { stage: "main" }',
+    net = (
+        (FIXTURES / "sgd_fixed" / "net.prototxt")
+        .read_text()
+        .replace(
+            'top: "loss"',
+            'top: "loss" include { stage: "main" }',
+        )
     )
     net += (
         'layer { name: "loss_b" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss_b" '
@@ -339,7 +335,7 @@ def test_blobs_without_weights_follow_caffes_filler_distributions() -> None:
     ]
     net = (
         'layer { name: "in" type: "Input" top: "data" top: "label" input_param { shape { dim: 1 dim: 32 '
-        'dim: 5 dim: 5 } shape { dim: 1 dim: 1 dim: 3 dim: 3 } } }\n' + "\n".join(layers) + "\n"
+        "dim: 5 dim: 5 } shape { dim: 1 dim: 1 dim: 3 dim: 3 } } }\n" + "\n".join(layers) + "\n"
         'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "constant" bottom: "label" top: "loss" }'
     )
     solver = converters.load_solver(
