@@ -36,7 +36,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("timing", ("eval.timing",), "forward-pass timings beside the paper's"),
     Command("segment", ("reproduce.segment",), "segment your images: label PNGs, overlays, scores, legends"),
     Command("demo", ("reproduce.demo",), "segment the official demo image, compare with Caffe's output"),
-    Command("train", ("reproduce.train", "converters.train.__main__"), "train with Caffe's solvers"),
+    Command("train", ("reproduce.train",), "train an FCN model by the paper's recipe (train MODEL ...)"),
+    Command("solve", ("converters.train.__main__",), "run a Caffe solver.prototxt (HDF5Data/ImageData nets)"),
 )
 
 #: ``fcn-port eval DATASET``: the evaluator of each dataset.

@@ -105,3 +105,8 @@ def test_python_m_converters_runs_a_command_like_fcn_port(capsys) -> None:
 
     assert main(["weights", "list"]) == 0
     assert "voc-fcn8s" in capsys.readouterr().out
+
+
+def test_solve_runs_any_caffe_solver_through_converters_train(capsys) -> None:
+    assert cli.main(["solve", "--help"]) == 0
+    assert "python -m converters.train" in capsys.readouterr().out
