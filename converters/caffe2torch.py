@@ -18,6 +18,7 @@ would need more than 2 GiB for its blobs is refused before anything is written.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import sys
@@ -75,13 +76,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="a .prototxt (then CAFFEMODEL is required) or a registry model name")
     p.add_argument("caffemodel", nargs="?", help=".caffemodel or .caffemodel.h5 weights")
     p.add_argument(
-        "-o", "--output",
+        "-o",
+        "--output",
         help="output file; its suffix decides the format: .safetensors, or .pt/.pth for a plain "
         "state dict, .onnx (checked with onnxruntime) or .pt2 (torch.export) for deployment "
         "(default: <name>.safetensors in the current folder)",
     )
     p.add_argument(
-        "--format", metavar="FORMAT",
+        "--format",
+        metavar="FORMAT",
         help="safetensors, pt, onnx or pt2: the default output name's format, else only checked "
         "against the -o suffix",
     )
@@ -94,7 +97,10 @@ def parser() -> argparse.ArgumentParser:
         help="shape of an input blob: N,C,H,W or NxCxHxW, or HxW to keep the net's N and C (repeatable)",
     )
     p.add_argument(
-        "--plugin", action="append", default=[], metavar="FILE.py",
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="FILE.py",
         help="a Python file whose @converters.register_layer converters run first (repeatable)",
     )
     p.add_argument("--no-check", action="store_true", help="skip the self-check forward pass")
@@ -106,9 +112,7 @@ def parser() -> argparse.ArgumentParser:
 # --- input shapes --------------------------------------------------------------------------------
 
 
-def complete_input_shapes(
-    spec: Sequence[str], given: Sequence[tuple[str, Shape, bool]]
-) -> dict[str, Shape]:
+def complete_input_shapes(spec: Sequence[str], given: Sequence[tuple[str, Shape, bool]]) -> dict[str, Shape]:
     """``--input-shape`` values as whole shapes: a ``HxW`` one takes N and C from the net's
     declared (or guessed) shape of that input. ``UsageError`` for an input the net does not read
     or one without height and width."""
@@ -156,8 +160,9 @@ def probe_input_shapes(module: Any, shapes: Mapping[str, Shape]) -> Any:
     from .graph.builder import build_graph
 
     try:
-        meta = build_graph(module.caffe.definition, None, input_shapes=dict(shapes), device="meta",
-                           initialise=False)
+        meta = build_graph(
+            module.caffe.definition, None, input_shapes=dict(shapes), device="meta", initialise=False
+        )
     except Exception:  # any refusal means only: not at this size  # noqa: BLE001
         return None
     if meta.caffe.parameter_shapes != module.caffe.parameter_shapes:
@@ -203,22 +208,33 @@ def self_check_shapes(module: Any, max_side: int = SELF_CHECK_MAX_SIDE) -> dict[
     return declared  # not reached: the declared shapes always build
 
 
+def self_check_inputs(shapes: Mapping[str, Shape], device: Any) -> dict[str, Any]:
+    """The seeded random inputs of the self-check."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    return {name: (torch.randn(s, generator=generator) * 50).to(device) for name, s in shapes.items()}
+
+
+def run_outputs(module: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """``module``'s outputs on ``inputs``, without gradients."""
+    import torch
+
+    with torch.no_grad():
+        return dict(module(**inputs))
+
+
 def self_check(
-    module: torch.nn.Module, path: str | os.PathLike[str], device: Any, shapes: Mapping[str, Shape]
+    path: str | os.PathLike[str], device: Any, inputs: Mapping[str, Any], expected: Mapping[str, Any]
 ) -> str:
-    """Load the converted file at ``path`` and compare its outputs with ``module``'s on a seeded
-    random input of ``shapes``; the verdict as a line starting with ``passed`` or ``FAILED``."""
+    """Load the converted file at ``path`` and compare its outputs on ``inputs`` with ``expected``
+    (the converted graph's, computed before it was released so that the file's parameters can take
+    its memory); the verdict as a line starting with ``passed`` or ``FAILED``."""
     import torch
 
     from .graph.converted import load_converted
 
-    generator = torch.Generator().manual_seed(0)
-    inputs = {name: (torch.randn(s, generator=generator) * 50).to(device) for name, s in shapes.items()}
-    module = module.to(device)
-    reloaded = load_converted(path, device=device)
-    with torch.no_grad():
-        expected = module(**inputs)
-        got = reloaded(**inputs)
+    got = run_outputs(load_converted(path, device=device), inputs)
     worst = 0.0
     for blob, value in expected.items():
         if not torch.isfinite(value).all():
@@ -321,7 +337,11 @@ def _convert(argv: Sequence[str] | None) -> int:
         save_converted(module, written, fmt)
         size = os.path.getsize(written)
         if check_shapes is not None and fmt not in ("onnx", "pt2"):  # exports check themselves
-            result = self_check(module, written, device, check_shapes)
+            inputs = self_check_inputs(check_shapes, device)
+            expected = run_outputs(module, inputs)
+            del module, loaded  # the reloaded file's parameters take the converted graph's memory
+            gc.collect()
+            result = self_check(written, device, inputs, expected)
             print(f"self-check: {result}")
             if result.startswith("FAILED"):
                 raise SelfCheckFailed(result)

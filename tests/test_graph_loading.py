@@ -3,6 +3,8 @@ back as it goes (peak memory: benchmarks/load_caffemodel.py); the values are the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -74,3 +76,38 @@ def test_safetensors_written_tensor_by_tensor_read_back_with_the_library(tmp_pat
         assert sorted(handle.keys()) == sorted(state)
         for key, value in state.items():
             assert torch.equal(handle.get_tensor(key), value), key
+
+
+def test_a_converted_file_loads_tensor_by_tensor_and_a_corrupt_header_is_refused_before_allocating(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from converters import load_converted, parse_text, save_converted
+    from converters.errors import CaffeFormatError
+
+    net = load_caffe(
+        parse_text(
+            'layer { name: "i" type: "Input" top: "data" '
+            "input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } } "
+            'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+            "convolution_param { num_output: 2 kernel_size: 3 } }"
+        )
+    )
+    path = tmp_path / "x.safetensors"
+    save_converted(net, path)
+    x = torch.randn(1, 1, 4, 4)
+    assert torch.equal(load_converted(path)(data=x)["c"], net(data=x)["c"])
+    raw = path.read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + length])
+    header["c.weight"]["shape"] = [2_000_000, 1_000_000, 3, 3]  # 72 TB claimed in a few hundred bytes
+    text = json.dumps(header).encode()
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + length :])
+    with pytest.raises(CaffeFormatError, match="'c.weight' does not fit its place in the file"):
+        load_converted(bad)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(raw[:-10])
+    with pytest.raises(CaffeFormatError, match="does not fit"):
+        load_converted(cut)

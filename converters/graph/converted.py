@@ -8,14 +8,17 @@ FCN modules); the definition rides in the state dict's ``_metadata`` under ``"fc
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import fx
+from torch import fx, nn
 
 from ..atomic import atomic_write
 from ..caffe.text import format_message, parse_text
@@ -123,7 +126,12 @@ def _write_safetensors(handle: Any, state: dict[str, torch.Tensor], metadata: di
             handle.write(memoryview(tensor.view(torch.uint8).numpy()))
 
 
-def _read(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+@contextlib.contextmanager
+def _tensors(
+    path: str | os.PathLike[str],
+) -> Iterator[tuple[Callable[[str], torch.Tensor], list[str], dict[str, str]]]:
+    """``(get tensor by key, keys, metadata)`` of a converted file; safetensors tensors are read
+    one at a time, when asked for (a caller that keeps each only once holds the parameters once)."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(9)
@@ -131,7 +139,7 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[s
         raise CaffeFormatError(exc.strerror or str(exc), path) from None
     if head[:2] == b"PK":  # torch.save's zip container
         try:
-            blob: Any = torch.load(path, map_location="cpu", weights_only=True)
+            blob: Any = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as exc:
             raise CaffeFormatError(f"not a converted .pt file ({exc})", path) from None
         metadata = getattr(blob, "_metadata", None) or {}
@@ -139,18 +147,96 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[s
             raise CaffeFormatError(
                 "a .pt file without fcn-port's net definition (not written by caffe2torch)", path
             )
-        return dict(blob), dict(metadata[PT_METADATA_KEY])
+        yield (lambda key: blob[key].clone()), list(blob), dict(metadata[PT_METADATA_KEY])
+        return
     if head[8:9] != b"{":  # safetensors: an 8-byte header length, then the JSON header
         raise CaffeFormatError("neither a safetensors file nor a .pt file written by fcn-port", path)
-    from safetensors import SafetensorError, safe_open
+    with open(path, "rb") as handle:
+        entries, metadata, start, size = _safetensors_header(handle, path)
 
+        def get(key: str) -> torch.Tensor:
+            dtype, shape, (begin, end) = entries[key]
+            itemsize = torch.empty((), dtype=dtype).element_size()
+            if (
+                any(d < 0 for d in shape)
+                or math.prod(shape) * itemsize != end - begin
+                or not 0 <= begin <= end <= size - start
+            ):
+                raise CaffeFormatError(f"tensor '{key}' does not fit its place in the file", path)
+            tensor = torch.empty(shape, dtype=dtype)
+            handle.seek(start + begin)
+            if (
+                tensor.numel()
+                and handle.readinto(memoryview(tensor.view(-1).view(torch.uint8).numpy())) != end - begin
+            ):
+                raise CaffeFormatError(f"the file ends inside tensor '{key}'", path)
+            return tensor
+
+        yield get, list(entries), metadata
+
+
+_SAFETENSORS_TYPES = {name: dtype for dtype, name in _SAFETENSORS_DTYPES.items()}
+
+
+def _safetensors_header(
+    handle: Any, path: Any
+) -> tuple[dict[str, tuple[torch.dtype, list[int], tuple[int, int]]], dict[str, str], int, int]:
+    """``(key -> (dtype, shape, byte range), metadata, data start, file size)`` of a safetensors
+    file, read with plain file reads (no memory map: pages of the file are not kept in memory)."""
+    size = os.fstat(handle.fileno()).st_size
+    length = int.from_bytes(handle.read(8), "little")
+    if not 2 <= length <= min(size - 8, 100 << 20):
+        raise CaffeFormatError("not a safetensors file (bad header length)", path)
     try:
-        with safe_open(os.fspath(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            state = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
+        header = json.loads(handle.read(length))
+        metadata = {str(k): str(v) for k, v in (header.pop("__metadata__", None) or {}).items()}
+        entries = {
+            key: (
+                _SAFETENSORS_TYPES[v["dtype"]],
+                [int(d) for d in v["shape"]],
+                tuple(int(o) for o in v["data_offsets"]),
+            )
+            for key, v in header.items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CaffeFormatError(f"not a safetensors file ({exc})", path) from None
-    return state, metadata
+    return entries, metadata, 8 + length, size
+
+
+def _materialise(
+    module: nn.Module, get: Callable[[str], torch.Tensor], keys: list[str], device: torch.device, path: Any
+) -> None:
+    """Give the meta-device ``module`` the file's tensors, each read once and kept as is (parameters
+    shared between layers stay one tensor: the file's copies must agree)."""
+    made: dict[int, torch.Tensor] = {}
+    wanted: set[str] = set()
+    for prefix, sub in module.named_modules(remove_duplicate=False):
+        for table, is_parameter in ((sub._parameters, True), (sub._buffers, False)):
+            for name, value in list(table.items()):
+                if value is None or (not is_parameter and name in sub._non_persistent_buffers_set):
+                    continue
+                key = f"{prefix}.{name}" if prefix else name
+                wanted.add(key)
+                if key not in keys:
+                    raise CaffeFormatError(f"the file has no tensor '{key}'", path)
+                if id(value) in made:  # a shared parameter: one tensor, its copies must agree
+                    if not torch.equal(get(key).to(device), made[id(value)]):
+                        raise CaffeFormatError(f"the copies of shared parameter '{key}' differ", path)
+                    table[name] = made[id(value)]
+                    continue
+                tensor = get(key).to(device)
+                if tuple(tensor.shape) != tuple(value.shape) or tensor.dtype != value.dtype:
+                    raise CaffeFormatError(
+                        f"tensor '{key}' is {tensor.dtype} {list(tensor.shape)}, the net needs "
+                        f"{value.dtype} {list(value.shape)}",
+                        path,
+                    )
+                new = nn.Parameter(tensor, requires_grad=value.requires_grad) if is_parameter else tensor
+                made[id(value)] = new
+                table[name] = new
+    extra = sorted(set(keys) - wanted)
+    if extra:
+        raise CaffeFormatError(f"the file has tensors the net does not: {', '.join(extra[:4])}", path)
 
 
 def load_converted(
@@ -158,13 +244,14 @@ def load_converted(
 ) -> fx.GraphModule:
     """The graph saved by :func:`save_converted` (or ``python -m converters.caffe2torch``);
     ``optimize`` as in :func:`converters.load_caffe` (default: the fast graph on the CPU)."""
-    state, metadata = _read(path)
-    if "fcn_port.prototxt" not in metadata:
-        raise CaffeFormatError("the file has no net definition: it was not written by fcn-port", path)
-    net = parse_text(metadata["fcn_port.prototxt"], path=path)
-    shapes = json.loads(metadata.get("fcn_port.input_shapes", "{}"))
-    module = build_graph(net, None, input_shapes=shapes, device=device, initialise=False)
-    module.load_state_dict(state, strict=True)
+    target = torch.device(device) if device is not None else torch.device("cpu")
+    with _tensors(path) as (get, keys, metadata):
+        if "fcn_port.prototxt" not in metadata:
+            raise CaffeFormatError("the file has no net definition: it was not written by fcn-port", path)
+        net = parse_text(metadata["fcn_port.prototxt"], path=path)
+        shapes = json.loads(metadata.get("fcn_port.input_shapes", "{}"))
+        module = build_graph(net, None, input_shapes=shapes, device="meta", initialise=False)
+        _materialise(module, get, keys, target, path)
     module.caffe.randomly_initialised = []
     if optimize if optimize is not None else torch.device(device or "cpu").type == "cpu":
         from .speed import optimize_for_cpu
