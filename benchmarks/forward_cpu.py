@@ -29,7 +29,9 @@ are 3-4x a quiet run's and only same-run ratios mean much):
 | ours, NNPACK only (``optimize_for_cpu(border=False)``) | 18.56 | 15.04 | 0.85 | 3.17 | 3.2e-4 | 99.999% |
 | OpenCV dnn | 21.89 | 19.24 | 1.00 | 4.01 | 4.3e-4 | 99.999% |
 
-An earlier run in the same conditions gave default 0.75x, NNPACK only 0.79x, plain 1.13x OpenCV; a
+A quiet run on 2026-12-02 (load 1.4; OpenCV from the oracle's venv): plain 1.605 s (0.97x), default
+0.957 s (0.58x; CPU 1.85 s), NNPACK only 1.141 s (0.69x), OpenCV 1.662 s (CPU 3.18 s).
+An earlier run in the loaded conditions gave default 0.75x, NNPACK only 0.79x, plain 1.13x OpenCV; a
 later one at load 6-8: default 4.40 s (0.76x; CPU 2.21 s), NNPACK only 4.74 s (0.82x), plain 7.71 s
 (1.33x), OpenCV 5.79 s (CPU 3.75 s).
 A quiet run on 2026-11-25 (load about 1): plain 4.28 s, NNPACK only 2.33 s, channels_last 3.65 s,
