@@ -77,3 +77,46 @@ def test_enet_with_segnet_bn_and_unpooling_gives_the_forks_scores() -> None:
 def test_the_real_fork_fixtures_record_their_oracle(name: str) -> None:
     info, want = _expected(name)
     assert "brocolli-caffe" in info["oracle"] and want
+
+
+def _program_outputs(net: torch.nn.Module, path, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    from converters import export_program
+
+    report = export_program(net, path, dynamic=False)
+    program = torch.export.load(str(path)).module()
+    with torch.no_grad():
+        values = program(x)  # positional, in report.inputs order
+    return dict(zip(report.outputs, values, strict=True))
+
+
+@pytest.mark.slow
+def test_enet_as_a_torch_export_program_gives_the_forks_scores(tmp_path) -> None:
+    folder = need_shared("real-caffe-models", "enet_cityscapes")
+    info, want = _expected("enet_cityscapes")
+    shape = info["inputs"]["data"]
+    net = load_caffe(
+        folder / "deploy.prototxt",
+        folder / "cityscapes_weights.caffemodel",
+        input_shapes={"data": tuple(shape)},
+        outputs=list(want),
+    )
+    got = _program_outputs(net, tmp_path / "enet.pt2", _input(shape))
+    for blob in want:
+        _close(blob, got[blob], want[blob])
+
+
+@pytest.mark.slow
+def test_the_ssd_face_detector_heads_as_a_torch_export_program_give_the_forks_values(tmp_path) -> None:
+    folder = need_shared("real-caffe-models", "yufacedetectnet_v2_ssd")
+    info, want = _expected("yufacedetectnet_v2_ssd")
+    shape = info["inputs"]["data"]
+    heads = ["mbox_loc", "mbox_conf_flatten", "mbox_priorbox"]
+    net = load_caffe(
+        folder / "deploy.prototxt",
+        folder / "yufacedetectnet-open-v2.caffemodel",
+        input_shapes={"data": tuple(shape)},
+        outputs=heads,
+    )
+    got = _program_outputs(net, tmp_path / "faces.pt2", _input(shape))
+    for blob in heads:
+        _close(blob, got[blob], want[blob])

@@ -166,8 +166,9 @@ def export_program(
 ) -> ExportReport:
     """Write ``net`` (from :func:`converters.load_caffe`) as a ``torch.export`` program (``.pt2``).
 
-    ``torch.export.load(path).module()(data=x)`` gives the outputs as a tuple in
-    ``report.outputs`` order; C++ users compile it with AOTInductor."""
+    ``torch.export.load(path).module()(*inputs)``, the inputs given positionally in
+    ``report.inputs`` order, gives the outputs as a tuple in ``report.outputs`` order; C++ users
+    compile it with AOTInductor."""
     from ..atomic import atomic_path
 
     examples = _example_inputs(net, input_shapes)
