@@ -1,8 +1,9 @@
 # ruff: noqa: E501  (one prototxt layer per line)
 """Every fork-layer case made by an oracle (tests/fixtures/forks, tools/make_fork_fixtures.py):
 brocolli-caffe for the Caffe-SSD layers, nearest Upsample, ReLU6, SegNet's unpooling (its
-MaxUnPool) and BN (BVLC Scale), OpenCV dnn for Interp, ShuffleChannel, Axpy and
-ConvolutionDepthwise. Our graph must give the oracle's value for every output of every run."""
+MaxUnPool) and BN (BVLC Scale); the fork oracle (brocolli-caffe with PSPNet's and SegNet's own
+layer sources) for Interp's shrink/pad/second-bottom forms and the BN layers of SegNet (LEARN),
+PSPNet and brocolli; OpenCV dnn for Interp, ShuffleChannel, Axpy and ConvolutionDepthwise. Our graph must give the oracle's value for every output of every run."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ CASES = sorted(p.parent.name for p in FORKS.glob("*/case.json"))
 TOLERANCE = 1e-5  # x max|expected|
 
 
-def _run(folder: Path, prototxt: str, run: dict, inputs_key: str = "input") -> tuple[dict, dict]:
+def _run(
+    folder: Path, prototxt: str, run: dict, inputs_key: str = "input", phase: str = "TEST"
+) -> tuple[dict, dict]:
     npz = np.load(folder / "io.npz")
     prefix = run["prefix"]
     names = [k.split(":", 1)[1] for k in npz.files if k.startswith(f"{prefix}{inputs_key}:")]
@@ -34,6 +37,7 @@ def _run(folder: Path, prototxt: str, run: dict, inputs_key: str = "input") -> t
         weights if weights.exists() else None,
         input_shapes={b: tuple(v.shape) for b, v in inputs.items()},
         outputs=list(run["outputs"]),
+        phase=phase,
     )
     with torch.no_grad():
         got = net(**inputs)
@@ -58,7 +62,7 @@ def test_fork_layer_case_matches_its_oracle(name: str) -> None:
     folder = FORKS / name
     case = json.loads((folder / "case.json").read_text())
     for run in case["runs"]:
-        got, want = _run(folder, "net.prototxt", run)
+        got, want = _run(folder, "net.prototxt", run, phase=case.get("phase", "TEST"))
         _assert_close(f"{name} {run['prefix']}", got, want)
 
 
@@ -78,33 +82,6 @@ def _net(layers: str, shape: tuple[int, ...] = (1, 4, 6, 8)) -> torch.nn.Module:
     dims = " ".join(f"dim: {d}" for d in shape)
     text = f'layer {{ name: "in" type: "Input" top: "data" input_param {{ shape {{ {dims} }} }} }}\n' + layers
     return build_graph(parse_text(text))
-
-
-def test_interp_shrink_then_zoom_gives_deeplabs_sizes() -> None:
-    # DeepLab: shrink first ((h - 1) / s + 1), then zoom (h + (h - 1)(z - 1)); OpenCV gets this wrong,
-    # so the sizes are checked against the fork's formula and the values against a plain zoom.
-    net = _net(
-        'layer { name: "s" type: "Interp" bottom: "data" top: "s" interp_param { shrink_factor: 2 } }\n'
-        'layer { name: "sz" type: "Interp" bottom: "data" top: "sz" interp_param { shrink_factor: 2 zoom_factor: 4 } }\n',
-        (1, 2, 5, 6),
-    )
-    out = net(data=torch.randn(1, 2, 5, 6))
-    assert tuple(out["s"].shape) == (1, 2, 3, 3)
-    assert tuple(out["sz"].shape) == (1, 2, 9, 9)
-
-
-def test_interp_pad_crops_the_input_before_resizing() -> None:
-    x = torch.randn(1, 2, 7, 9)
-    net = _net(
-        'layer { name: "p" type: "Interp" bottom: "data" top: "p" interp_param { zoom_factor: 2 pad_beg: -1 pad_end: -2 } }\n'
-        'layer { name: "z" type: "Interp" bottom: "data" top: "z" interp_param { zoom_factor: 2 } }\n',
-        (1, 2, 7, 9),
-    )
-    cropped = _net(
-        'layer { name: "z" type: "Interp" bottom: "data" top: "z" interp_param { zoom_factor: 2 } }\n',
-        (1, 2, 4, 6),
-    )
-    assert torch.equal(net(data=x)["p"], cropped(data=x[:, :, 1:5, 1:7])["z"])
 
 
 @pytest.mark.parametrize(
@@ -138,6 +115,18 @@ def test_interp_pad_crops_the_input_before_resizing() -> None:
         (
             'layer { name: "i" type: "Interp" bottom: "data" top: "i" interp_param { zoom_factr: 2 } }',
             "interp_param.zoom_factr",
+        ),
+        (
+            'layer { name: "i" type: "Interp" bottom: "data" bottom: "data" top: "i" interp_param { zoom_factor: 2 } }',
+            "drop zoom_factor (the size would be ambiguous)",
+        ),
+        (
+            'layer { name: "b" type: "BN" bottom: "data" top: "b" top: "m" top: "v" bn_param { bn_mode: INFERENCE } }',
+            "only bn_mode LEARN has the batch mean and variance tops",
+        ),
+        (
+            'layer { name: "b" type: "BN" bottom: "data" top: "b" top: "m" bn_param { frozen: true } }',
+            "the four-blob BN has one top",
         ),
     ],
 )
@@ -182,31 +171,3 @@ def test_reorg_reverse_follows_darknets_index_arithmetic() -> None:
     )
     y = torch.randn(2, 8, 4, 6)
     assert np.array_equal(forward(data=y)["r"].numpy().ravel(), _darknet_reorg(y.numpy(), 2, forward=False))
-
-
-def test_interp_with_a_second_bottom_takes_its_size() -> None:
-    # PSPNet-style forks size the output from bottom 1 (no oracle here: OpenCV has no such form).
-    text = (
-        'layer { name: "in" type: "Input" top: "data" top: "ref" '
-        "input_param { shape { dim: 1 dim: 2 dim: 5 dim: 6 } shape { dim: 1 dim: 1 dim: 9 dim: 4 } } }\n"
-        'layer { name: "i" type: "Interp" bottom: "data" bottom: "ref" top: "i" }\n'
-        'layer { name: "s" type: "Interp" bottom: "data" top: "s" interp_param { height: 9 width: 4 } }\n'
-    )
-    net = build_graph(parse_text(text))
-    x = torch.randn(1, 2, 5, 6)
-    out = net(data=x, ref=torch.zeros(1, 1, 9, 4))
-    assert torch.equal(out["i"], out["s"])
-
-
-def test_the_four_blob_bn_reads_slope_bias_mean_and_inverse_std_in_brocollis_order() -> None:
-    # brocolli-caffe's bn_layer.cpp (TEST): (x - blob2) * blob3, then * blob0 + blob1. Its build
-    # here omits the layer, so the blob order is held to the source, not to a run.
-    text = (
-        'layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 4 dim: 5 } } }\n'
-        'layer { name: "bn" type: "BN" bottom: "data" top: "bn" bn_param { frozen: true } }\n'
-    )
-    blobs = [(np.array([1, 2, 3]).reshape(1, 3, 1, 1) * v).astype(np.float32) for v in (2, 3, 5, 7)]
-    net = build_graph(parse_text(text), {"bn": blobs})
-    x = torch.randn(2, 3, 4, 5)
-    slope, bias, mean, inv_std = (torch.from_numpy(b) for b in blobs)
-    assert torch.allclose(net(data=x)["bn"], (x - mean) * inv_std * slope + bias, rtol=0, atol=1e-5)

@@ -9,6 +9,12 @@ converts) and the outputs an independent implementation of the fork computed for
   Upsample, ReLU6, MaxUnPool), built as tools/README.md says. Where the fork's layer has another
   name there (SegNet's unpooling is its ``MaxUnPool``, a depthwise type is a grouped
   ``Convolution``), the net it ran is ``oracle.prototxt``: the same net with that layer renamed.
+- ``forks``: the same build plus the forks' own layer sources (tools/build_fork_oracle.sh):
+  PSPNet's ``Interp`` and four-blob BN (as ``PSPBN``), brocolli's own four-blob ``BN`` (its build
+  never registers it) and SegNet's BN (as ``SegNetBN`` with ``segnet_bn_param``). Our nets use the
+  forks' names; ``oracle.prototxt`` uses the oracle's, and the weights are rewritten with the
+  forks' type names (``weights.caffemodel`` then holds just names, types and blobs). Run these
+  cases with ``PYTHONPATH=/work/oracle/forks/src/python``.
 - ``opencv``: OpenCV dnn's Caffe importer (``cv2.dnn.readNetFromCaffe``), an independent second
   reader that implements DeepLab's ``Interp``, ``ShuffleChannel``, ``Axpy`` and
   ``ConvolutionDepthwise``; the weights it reads are saved by the Caffe oracle.
@@ -43,6 +49,8 @@ REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "tests" / "fixtures" / "forks"
 ORACLES = {
     "caffe": "brocolli-caffe 9.0.2 (BVLC Caffe 1.0 + Caffe-SSD layers), CPU, OpenBLAS 1 thread",
+    "forks": "brocolli-caffe 9.0.2 + PSPNet's Interp and BN + SegNet's BN, compiled from the forks' "
+    "sources (tools/build_fork_oracle.sh), CPU, OpenBLAS 1 thread",
     "opencv": "OpenCV dnn readNetFromCaffe (opencv-python-headless 4.x)",
 }
 
@@ -62,6 +70,9 @@ class Case:
     outputs: list[str] = field(default_factory=list)
     recorded: list[str] = field(default_factory=list)
     """Blobs of the oracle net (not outputs of ours) to keep, e.g. a pooling mask."""
+    phase: str = "TEST"
+    types: dict[str, str] = field(default_factory=dict)
+    """Oracle layer type -> the fork's type, for the weights file (``forks`` cases)."""
 
 
 def input_layer(blobs: dict[str, Shape]) -> str:
@@ -82,12 +93,13 @@ def default_params(rng: np.random.Generator, layer: str, shapes: list[Shape]) ->
 
 
 def bn_params(rng: np.random.Generator, layer: str, shapes: list[Shape]) -> list[np.ndarray]:
-    slope, bias, mean, inv_std = shapes
+    """The four-blob BN: slope, bias, moving mean, and a positive moving variance or inverse std."""
+    slope, bias, mean, statistic = shapes
     return [
         rng.normal(1, 0.5, slope),
         rng.normal(0, 0.5, bias),
         rng.normal(0, 0.5, mean),
-        rng.uniform(0.5, 2.0, inv_std),
+        rng.uniform(0.5, 2.0, statistic),
     ]
 
 
@@ -250,6 +262,72 @@ def build_cases() -> list[Case]:
         oracle_net=input_layer({"data": (1, 4, 7, 8)}) + dw.replace('"DepthwiseConvolution"', '"Convolution"').replace(
             "num_output: 8 kernel_size", "num_output: 8 group: 4 kernel_size"),
     ))
+    # ---------------- the fork oracle (tools/build_fork_oracle.sh)
+    interp = (
+        'layer { name: "shrink" type: "Interp" bottom: "data" top: "shrink" interp_param { shrink_factor: 2 } }\n'
+        'layer { name: "shrink3" type: "Interp" bottom: "data" top: "shrink3" interp_param { shrink_factor: 3 } }\n'
+        'layer { name: "shrink_zoom" type: "Interp" bottom: "data" top: "shrink_zoom" interp_param { shrink_factor: 3 zoom_factor: 2 } }\n'
+        'layer { name: "zoom_pad" type: "Interp" bottom: "data" top: "zoom_pad" interp_param { zoom_factor: 2 pad_beg: -1 pad_end: -2 } }\n'
+        'layer { name: "shrink_pad" type: "Interp" bottom: "data" top: "shrink_pad" interp_param { shrink_factor: 2 pad_beg: -2 pad_end: -1 } }\n'
+        'layer { name: "size_pad" type: "Interp" bottom: "data" top: "size_pad" interp_param { height: 6 width: 11 pad_beg: -1 } }\n'
+        'layer { name: "zoom" type: "Interp" bottom: "data" top: "zoom" interp_param { zoom_factor: 3 } }\n'
+        'layer { name: "down" type: "Interp" bottom: "data" top: "down" interp_param { height: 3 width: 2 } }\n'
+    )
+    cases.append(Case(
+        "interp_pspnet", "forks", input_layer({"data": (1, 3, 7, 9)}) + interp,
+        [{"data": (1, 3, 7, 9)}, {"data": (2, 2, 10, 6)}],
+        "PSPNet's (DeepLab v2's) Interp run by its own source: shrink_factor, shrink and zoom, "
+        "pad_beg/pad_end cropping with zoom, shrink and height/width, zoom alone, a downsize",
+    ))
+    second = (
+        'layer { name: "like_ref" type: "Interp" bottom: "data" bottom: "ref" top: "like_ref" }\n'
+        'layer { name: "like_ref_pad" type: "Interp" bottom: "data" bottom: "ref" top: "like_ref_pad" interp_param { pad_beg: -1 pad_end: -1 } }\n'
+    )
+    cases.append(Case(
+        "interp_second_bottom", "forks", input_layer({"data": (2, 3, 6, 8), "ref": (2, 1, 11, 5)}) + second,
+        [{"data": (2, 3, 6, 8), "ref": (2, 1, 11, 5)}],
+        "Interp sized by a second bottom (the form some PSPNet descendants add: the size of bottom "
+        "1, pads still crop, no size field allowed). PSPNet's Interp takes one bottom, so the "
+        "oracle runs its Interp with height/width set to the reference's 11 x 5: the same kernel "
+        "with the size given the other way",
+        oracle_net=input_layer({"data": (2, 3, 6, 8), "ref": (2, 1, 11, 5)})
+        + second.replace(' bottom: "ref"', "").replace(
+            'top: "like_ref" }', 'top: "like_ref" interp_param { height: 11 width: 5 } }').replace(
+            "interp_param { pad_beg", "interp_param { height: 11 width: 5 pad_beg"),
+    ))
+    four_blob = (
+        'layer { name: "bn" type: "BN" bottom: "data" top: "bn" bn_param { eps: 0.0001 } }\n'
+        'layer { name: "bn_frozen" type: "BN" bottom: "data" top: "bn_frozen" bn_param { frozen: true } }\n'
+    )
+    for fork, oracle_type, phase in [("pspnet", "PSPBN", "TEST"), ("pspnet", "PSPBN", "TRAIN"),
+                                      ("brocolli", "BN", "TEST"), ("brocolli", "BN", "TRAIN")]:
+        stats = "moving statistics in both layers" if phase == "TEST" else "batch statistics, moving ones when frozen"
+        stored = ("the moving variance, blobs 1 x C x 1 x 1" if fork == "pspnet"
+                  else "the moving inverse std, blobs 1 x C")
+        cases.append(Case(
+            f"bn_{fork}_{phase.lower()}", "forks", input_layer({"data": (2, 3, 4, 5)}) + four_blob,
+            [{"data": (2, 3, 4, 5)}, {"data": (1, 3, 2, 7)}],
+            f"{fork}'s four-blob BN ({stored}) in {phase}: {stats}; eps 1e-4 and the default",
+            oracle_net=input_layer({"data": (2, 3, 4, 5)}) + four_blob.replace('"BN"', f'"{oracle_type}"'),
+            params=bn_params, phase=phase, types={oracle_type: "BN"},
+        ))
+    segnet = (
+        'layer { name: "bn" type: "BN" bottom: "data" top: "bn" top: "bn_mean" top: "bn_var" bn_param { bn_mode: LEARN } }\n'
+        'layer { name: "bn1" type: "BN" bottom: "data" top: "bn1" bn_param { bn_mode: LEARN '
+        'scale_filler { type: "constant" value: 1 } shift_filler { type: "constant" value: 0 } } }\n'
+        'layer { name: "bn_inf" type: "BN" bottom: "data" top: "bn_inf" bn_param { bn_mode: INFERENCE } }\n'
+    )
+    for phase in ("TEST", "TRAIN"):
+        cases.append(Case(
+            f"segnet_bn_learn_{phase.lower()}", "forks", input_layer({"data": (3, 4, 5, 6)}) + segnet,
+            [{"data": (3, 4, 5, 6)}],
+            f"SegNet's BN run by its own source in {phase}: LEARN normalises by the batch (with the "
+            "batch mean and variance as tops 2 and 3, as compute_bn_statistics.py reads them), "
+            "INFERENCE is x * scale + shift. One run: SegNet's layer sizes its buffers once",
+            oracle_net=input_layer({"data": (3, 4, 5, 6)})
+            + segnet.replace('"BN"', '"SegNetBN"').replace("bn_param {", "segnet_bn_param {"),
+            inputs=lambda rng, b, s: rng.normal(2, 3, s), phase=phase, types={"SegNetBN": "BN"},
+        ))
     # ---------------- OpenCV dnn
     cases.append(Case(
         "interp", "opencv",
@@ -334,7 +412,12 @@ def make_case(case: Case, out_dir: Path) -> dict:
     if case.oracle_net:
         (out_dir / "oracle.prototxt").write_text(case.oracle_net)
     proto = out_dir / ("oracle.prototxt" if case.oracle_net else "net.prototxt")
-    net = caffe.Net(str(proto), caffe.TEST) if case.oracle == "caffe" or case.oracle_net else None
+    if case.oracle == "forks":
+        missing = {"Interp", "PSPBN", "SegNetBN", "BN"} - set(caffe.layer_type_list())
+        if missing:
+            raise SystemExit(f"{case.name}: this Caffe lacks {sorted(missing)}: use the fork oracle's pycaffe")
+    phase = caffe.TRAIN if case.phase == "TRAIN" else caffe.TEST
+    net = caffe.Net(str(proto), phase) if case.oracle in ("caffe", "forks") or case.oracle_net else None
     params = {}
     for name, blobs in (net.params if net is not None else {}).items():
         fill = case.params or default_params
@@ -346,6 +429,8 @@ def make_case(case: Case, out_dir: Path) -> dict:
     if params:
         weights = out_dir / "weights.caffemodel"
         net.save(str(weights))
+    if case.types:
+        weights_with_fork_types(weights, case.types)
     if case.name == "segnet_bn":  # the fork's blob shapes: 1 x C x 1 x 1
         from caffe.proto import caffe_pb2
 
@@ -372,14 +457,14 @@ def make_case(case: Case, out_dir: Path) -> dict:
             make = case.inputs or (lambda r, b, s: r.normal(0, 1, s))
             inputs[blob] = make(rng, blob, shape).astype(np.float32)
         outputs: dict[str, np.ndarray] = {}
-        if case.oracle == "caffe":
+        if case.oracle in ("caffe", "forks"):
             for blob, value in inputs.items():
                 net.blobs[blob].reshape(*value.shape)
             net.reshape()
             for blob, value in inputs.items():
                 net.blobs[blob].data[...] = value
             net.forward()
-            tops = [t for t in net.outputs]
+            tops = [t for t in net.outputs if t not in inputs]
             for t in tops + case.recorded:
                 outputs[t] = np.array(net.blobs[t].data, dtype=np.float32)
         else:
@@ -412,11 +497,30 @@ def make_case(case: Case, out_dir: Path) -> dict:
         "oracle": ORACLES[case.oracle],
         "oracle_net": "oracle.prototxt" if case.oracle_net else "net.prototxt",
         "layer_types": layer_types(case.net),
+        "phase": case.phase,
         "params": params,
         "runs": runs,
     }
     (out_dir / "case.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
+
+
+def weights_with_fork_types(path: Path, types: dict[str, str]) -> None:
+    """Rewrite a caffemodel saved by the oracle as the fork would hold it: each layer's name, the
+    fork's type name and its blobs (no oracle-only parameter fields)."""
+    from caffe.proto import caffe_pb2
+
+    saved = caffe_pb2.NetParameter()
+    saved.ParseFromString(path.read_bytes())
+    out = caffe_pb2.NetParameter()
+    out.name = saved.name
+    for layer in saved.layer:
+        if not layer.blobs:
+            continue
+        kept = out.layer.add()
+        kept.name, kept.type = layer.name, types.get(layer.type, layer.type)
+        kept.blobs.extend(layer.blobs)
+    path.write_bytes(out.SerializeToString())
 
 
 def layer_outputs(text: str) -> list[str]:

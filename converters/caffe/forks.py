@@ -108,7 +108,7 @@ message DetectionOutputParameter
 
 # Field names of a second fork's message of the same name: (message, field) -> (type, default).
 NAME_ONLY: dict[tuple[str, str], tuple[str, Any]] = {
-    # brocolli-caffe (and the forks it follows) BN: slope/bias + moving mean and inverse std
+    # the four-blob BN of PSPNet and brocolli-caffe: slope/bias + moving mean and variance statistic
     ("BNParameter", "slope_filler"): ("FillerParameter", None),
     ("BNParameter", "bias_filler"): ("FillerParameter", None),
     ("BNParameter", "momentum"): ("float", 0.9),

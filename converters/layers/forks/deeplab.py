@@ -64,6 +64,12 @@ def interp(ctx: LayerContext) -> Converted:
         raise ValueError(f"{ctx.where}: pad_beg and pad_end must not be positive (the fork only crops)")
     if len(ctx.bottoms) not in (1, 2):
         raise ValueError(f"{ctx.where}: takes one bottom (or two: the second gives the size)")
+    if len(ctx.bottoms) == 2 and fields:
+        # the forks with the two-bottom form refuse this as ambiguous
+        raise ValueError(
+            f"{ctx.where}: with a second bottom giving the size, drop {', '.join(sorted(fields))} "
+            "(the size would be ambiguous)"
+        )
     if len(ctx.bottoms) == 1:
         try:
             interp_output_size(8, 8, fields)

@@ -2,9 +2,12 @@
 unpooling: every value goes to the position its max pooling took it from, the rest is 0) and the
 fork ``BN`` layer (``bn_param``; blobs scale and shift, ``1 x C x 1 x 1``).
 
-``BN`` also has a four-blob form (slope, bias, moving mean, moving *inverse* standard deviation;
-``bn_param`` with ``slope_filler``/``bias_filler``/``momentum``/``eps``/``frozen``), as
-brocolli-caffe runs it; the blob count or those fields select it.
+``BN`` also has a four-blob form (slope, bias, moving mean, moving variance statistic;
+``bn_param`` with ``slope_filler``/``bias_filler``/``momentum``/``eps``/``frozen``); the blob count
+or those fields select it. Two forks store the fourth blob differently: PSPNet's Caffe (and the
+forks that copied its layer: ICNet, NVIDIA Caffe) keeps the moving *variance*, blobs
+``1 x C x 1 x 1``; brocolli-caffe keeps the moving *inverse standard deviation*, blobs ``1 x C``.
+The stored blobs' axes tell them apart; without weights the PSPNet form is built.
 """
 
 from __future__ import annotations
@@ -93,36 +96,47 @@ def upsample(ctx: LayerContext) -> Converted:
 
 class SegNetBN(nn.Module):
     """SegNet's BN: ``INFERENCE`` is ``x * scale + shift`` (statistics folded into the blobs);
-    ``LEARN`` normalises by the batch's own mean and biased variance (eps 1e-9) first, in every
-    phase."""
+    ``LEARN`` normalises by the batch's own mean and variance ``E[x^2] - E[x]^2`` (eps 1e-9) first,
+    in every phase; with ``tops`` 2 or 3 it also returns that mean and variance (``1 x C x 1 x 1``)
+    as SegNet's extra tops."""
 
-    def __init__(self, channels: int, learn: bool) -> None:
+    def __init__(self, channels: int, learn: bool, tops: int = 1) -> None:
         super().__init__()
-        self.learn = learn
+        self.learn, self.tops = learn, tops
         self.scale = nn.Parameter(torch.empty(1, channels, 1, 1, device="meta"))
         self.shift = nn.Parameter(torch.empty(1, channels, 1, 1, device="meta"))
 
     def extra_repr(self) -> str:
         return "LEARN (batch statistics)" if self.learn else "INFERENCE"
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.learn:
-            dims = [0, *range(2, x.dim())]
-            mean = x.mean(dim=dims, keepdim=True)
-            variance = (x * x).mean(dim=dims, keepdim=True) - mean * mean
-            x = (x - mean) / torch.sqrt(variance + 1e-9)
-        return x * self.scale + self.shift
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:
+        if not self.learn:
+            return x * self.scale + self.shift
+        dims = [0, *range(2, x.dim())]
+        mean = x.mean(dim=dims, keepdim=True)
+        variance = (x * x).mean(dim=dims, keepdim=True) - mean * mean
+        y = (x - mean) / torch.sqrt(variance + 1e-9) * self.scale + self.shift
+        if self.tops > 1:
+            return (y, mean.reshape(1, -1, 1, 1), variance.reshape(1, -1, 1, 1))[: self.tops]
+        return y
 
 
 class MovingBN(nn.Module):
-    """brocolli-caffe's BN: ``(x - mean) * inv_std * slope + bias`` with the stored moving mean and
-    inverse standard deviation in TEST (or when ``frozen``); the batch's own statistics otherwise."""
+    """The four-blob BN: ``(x - mean) * inv_std * slope + bias`` with the stored moving mean and
+    the stored statistic (PSPNet's variance: ``inv_std = (variance + eps) ** -0.5``;
+    brocolli-caffe's inverse std as it is) in TEST or when ``frozen``; the batch's own mean and
+    biased variance otherwise."""
 
-    def __init__(self, channels: int, batch_statistics: bool, eps: float) -> None:
+    def __init__(self, channels: int, batch_statistics: bool, eps: float, stores_variance: bool) -> None:
         super().__init__()
-        self.batch_statistics, self.eps = batch_statistics, eps
-        for name in ("slope", "bias", "mean", "inv_std"):
+        self.batch_statistics, self.eps, self.stores_variance = batch_statistics, eps, stores_variance
+        self.statistic = "variance" if stores_variance else "inv_std"
+        for name in ("slope", "bias", "mean", self.statistic):
             setattr(self, name, nn.Parameter(torch.empty(1, channels, 1, 1, device="meta")))
+
+    def extra_repr(self) -> str:
+        kind = "batch statistics" if self.batch_statistics else f"moving mean and {self.statistic}"
+        return f"{kind}, eps={self.eps}"
 
     def forward(self, x: Tensor) -> Tensor:
         if self.batch_statistics:
@@ -131,31 +145,46 @@ class MovingBN(nn.Module):
             centred = x - mean
             inv_std = torch.pow(centred.pow(2).mean(dim=dims, keepdim=True) + self.eps, -0.5)
             return centred * inv_std * self.slope + self.bias
-        return (x - self.mean) * self.inv_std * self.slope + self.bias
+        if self.stores_variance:
+            inv_std = torch.pow(self.variance + self.eps, -0.5)
+        else:
+            inv_std = self.inv_std
+        return (x - self.mean) * inv_std * self.slope + self.bias
 
 
 _MOVING_FIELDS = ("slope_filler", "bias_filler", "momentum", "eps", "frozen")
 
 
-@register_layer("BN", bottoms=1, tops=1)
+@register_layer("BN", bottoms=1, tops=(1, 3))
 def bn(ctx: LayerContext) -> Converted:
+    """SegNet's BN (``LEARN`` may add the batch mean and variance as tops 2 and 3), or the
+    four-blob BN of PSPNet / brocolli-caffe."""
     p = ctx.param("bn_param")
     channels = ctx.channels(1, 0, lambda s: s[1] if len(s) == 4 else s[-1])
     four = any(k in p for k in _MOVING_FIELDS) or bool(ctx.blob_shapes and len(ctx.blob_shapes) == 4)
-    shape = (1, channels, 1, 1)
     if four:
         if "bn_mode" in p or "scale_filler" in p or "shift_filler" in p:
             raise ValueError(f"{ctx.where}: bn_param mixes SegNet's fields with the four-blob BN's")
+        if len(ctx.tops) != 1:
+            raise ValueError(f"{ctx.where}: the four-blob BN has one top, not {len(ctx.tops)}")
+        stored = tuple(ctx.blob_shapes[0]) if ctx.blob_shapes else (1, channels, 1, 1)
+        stores_variance = len(stored) != 2  # brocolli-caffe's blobs are 1 x C
         frozen = bool(p.get("frozen"))
-        module = MovingBN(channels, not frozen and ctx.phase == "TRAIN", float(p.get("eps")))
+        module = MovingBN(channels, not frozen and ctx.phase == "TRAIN", float(p.get("eps")), stores_variance)
+        # PSPNet starts the moving variance at 1 when frozen and at 0 otherwise; brocolli at 1
+        last = CONSTANT_ONE if frozen or not stores_variance else CONSTANT_ZERO
         return Converted(
             module=module,
-            blobs=[(name, shape) for name in ("slope", "bias", "mean", "inv_std")],
-            fillers=[p.get("slope_filler", None), p.get("bias_filler", None), CONSTANT_ZERO, CONSTANT_ONE],
+            blobs=[(name, stored) for name in ("slope", "bias", "mean", module.statistic)],
+            fillers=[p.get("slope_filler", None), p.get("bias_filler", None), CONSTANT_ZERO, last],
         )
     learn = str(p.get("bn_mode")) == "LEARN"
+    if len(ctx.tops) > 1 and not learn:
+        raise ValueError(f"{ctx.where}: only bn_mode LEARN has the batch mean and variance tops")
+    shape = (1, channels, 1, 1)
     return Converted(
-        module=SegNetBN(channels, learn),
+        module=SegNetBN(channels, learn, tops=len(ctx.tops)),
         blobs=[("scale", shape), ("shift", shape)],
         fillers=[p.get("scale_filler", None), p.get("shift_filler", None)],
+        outputs=len(ctx.tops),
     )
