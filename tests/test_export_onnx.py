@@ -137,6 +137,14 @@ def test_detection_output_is_refused_in_one_line_naming_the_layer(tmp_path: Path
     assert not (tmp_path / "det.onnx").exists()
 
 
+def test_proposal_is_refused_in_one_line_naming_the_layer(tmp_path: Path) -> None:
+    net = load_caffe(Path(__file__).parent / "fixtures" / "forks" / "proposal" / "net.prototxt")
+    with pytest.raises(export_module.ExportError) as info:
+        export_program(net, tmp_path / "rpn.pt2")
+    assert "layer 'proposal' (Proposal) cannot be exported" in str(info.value)
+    assert not (tmp_path / "rpn.pt2").exists()
+
+
 def test_the_ssd_face_detector_heads_export_and_match_pytorch(tmp_path: Path) -> None:
     folder = need_shared("real-caffe-models", "yufacedetectnet_v2_ssd")
     heads = ["mbox_loc", "mbox_conf_flatten", "mbox_priorbox"]

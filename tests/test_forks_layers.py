@@ -128,6 +128,16 @@ def _net(layers: str, shape: tuple[int, ...] = (1, 4, 6, 8)) -> torch.nn.Module:
             'layer { name: "b" type: "BN" bottom: "data" top: "b" top: "m" bn_param { frozen: true } }',
             "the four-blob BN has one top",
         ),
+        (
+            'layer { name: "p" type: "Proposal" bottom: "data" bottom: "data" bottom: "data" top: "p" '
+            "proposal_param { ratio: 1 scale: 128 scale: 256 } }",
+            "bottom 1 (deltas) must be N x 8 x H x W for 2 anchors, got [1, 4, 6, 8]",
+        ),
+        (
+            'layer { name: "p" type: "Proposal" bottom: "data" bottom: "data" bottom: "data" top: "p" '
+            "proposal_param { ratio: 1 } }",
+            "give at least one ratio and one scale",
+        ),
     ],
 )
 def test_a_wrong_fork_layer_is_one_line_naming_it(layers: str, message: str) -> None:

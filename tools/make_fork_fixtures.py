@@ -129,6 +129,14 @@ def roi_inputs(rng: np.random.Generator, blob: str, shape: Shape) -> np.ndarray:
     )
 
 
+def proposal_inputs(rng: np.random.Generator, blob: str, shape: Shape) -> np.ndarray:
+    if blob == "scores":
+        return rng.uniform(0, 1, shape)
+    if blob == "deltas":
+        return rng.normal(0, 0.3, shape)
+    return np.tile(np.array([90.0, 120.0, 1.0])[: shape[1]], (shape[0], 1))  # im_info: h, w, scale
+
+
 def build_cases() -> list[Case]:
     cases: list[Case] = []
     # ---------------- brocolli-caffe
@@ -262,6 +270,27 @@ def build_cases() -> list[Case]:
         oracle_net=input_layer({"data": (1, 4, 7, 8)}) + dw.replace('"DepthwiseConvolution"', '"Convolution"').replace(
             "num_output: 8 kernel_size", "num_output: 8 group: 4 kernel_size"),
     ))
+    for name, anchors, maps, param, desc in [
+        ("proposal", 6, (2, 6, 8),
+         "feat_stride: 16 base_size: 16 min_size: 16 ratio: 0.5 ratio: 1 ratio: 2 scale: 64 scale: 128 "
+         "pre_nms_topn: 60 post_nms_topn: 25 nms_thresh: 0.6",
+         "two images, 3 ratios x 2 scales, boxes clipped to im_info and small ones scored 0, "
+         "pre_nms_topn, greedy NMS, post_nms_topn, rois and scores"),
+        ("proposal_all", 9, (1, 10, 14),
+         "min_size: 1 ratio: 0.5 ratio: 1 ratio: 2 scale: 128 scale: 256 scale: 512 feat_stride: 8",
+         "one top, every proposal through NMS (the defaults 6000 / 300 / 0.7), stride 8"),
+    ]:
+        n, h, w = maps
+        blobs = {"scores": (n, 2 * anchors, h, w), "deltas": (n, 4 * anchors, h, w), "im_info": (n, 3)}
+        tops = 'top: "rois" top: "roi_scores"' if name == "proposal" else 'top: "rois"'
+        cases.append(Case(
+            name, "caffe",
+            input_layer(blobs)
+            + f'layer {{ name: "proposal" type: "Proposal" bottom: "scores" bottom: "deltas" bottom: "im_info" {tops} '
+            f"proposal_param {{ {param} }} }}\n",
+            [blobs], "brocolli-caffe's Proposal (PVANet's C++ port, scales in pixels): " + desc,
+            inputs=proposal_inputs,
+        ))
     # ---------------- the fork oracle (tools/build_fork_oracle.sh)
     interp = (
         'layer { name: "shrink" type: "Interp" bottom: "data" top: "shrink" interp_param { shrink_factor: 2 } }\n'

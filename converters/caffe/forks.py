@@ -72,6 +72,15 @@ message PriorBoxParameter
   11 step_h float
   12 step_w float
   13 offset float =0.5
+message ProposalParameter
+  1 feat_stride uint32 =16
+  2 base_size uint32 =16
+  3 min_size uint32 =16
+  4 ratio float*
+  5 scale float*
+  6 pre_nms_topn uint32 =6000
+  7 post_nms_topn uint32 =300
+  8 nms_thresh float =0.7
 message ROIPoolingParameter
   1 pooled_h uint32 =0
   2 pooled_w uint32 =0
@@ -130,6 +139,7 @@ LAYER_FIELDS: dict[str, tuple[str, int, str, tuple[str, ...]]] = {
     "permute_param": ("PermuteParameter", 202, "Caffe-SSD (weiliu89)", ("Permute",)),
     "prior_box_param": ("PriorBoxParameter", 203, "Caffe-SSD (weiliu89)", ("PriorBox",)),
     "roi_pooling_param": ("ROIPoolingParameter", 8266711, "Fast/Faster R-CNN", ("ROIPooling",)),
+    "proposal_param": ("ProposalParameter", 1000, "brocolli-caffe (PVANet's C++ port)", ("Proposal",)),
     "psroi_pooling_param": ("PSROIPoolingParameter", 10002, "R-FCN (brocolli-caffe: 149)", ("PSROIPooling",)),
     "detection_output_param": ("DetectionOutputParameter", 204, "Caffe-SSD (weiliu89)", ("DetectionOutput",)),
 }

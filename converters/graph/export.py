@@ -43,6 +43,7 @@ __all__ = [
 #: Layer types whose output size depends on the values: no static graph can hold them.
 NOT_EXPORTABLE = {
     "DetectionOutput": "its number of detections depends on the data (NMS)",
+    "Proposal": "its number of regions depends on the data (NMS)",
 }
 
 

@@ -1,10 +1,12 @@
 """Region pooling of the R-CNN family: Fast/Faster R-CNN's ``ROIPooling`` (max over each bin of a
 region, regions rounded to the feature grid) and R-FCN's ``PSROIPooling`` (position-sensitive
 average pooling: bin ``(i, j)`` reads its own group of channels). Regions are rows
-``[batch index, x1, y1, x2, y2]`` in image pixels; the arithmetic is the forks' float arithmetic."""
+``[batch index, x1, y1, x2, y2]`` in image pixels; the arithmetic is the forks' float arithmetic.
+Faster R-CNN's ``Proposal`` (brocolli-caffe's C++ layer) makes such regions from anchors and NMS."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -139,3 +141,139 @@ def psroi_pooling(ctx: LayerContext) -> Converted:
         )
     module = PSROIPooling(output_dim, group, float(p.get("spatial_scale")))
     return Converted(module=module, output_shape=lambda s: (s[1][0], output_dim, group, group))
+
+
+def proposal_anchors(base_size: int, ratios: list[float], scales: list[float]) -> Tensor:
+    """brocolli-caffe's anchors (ratio-major, ``A x 4`` corners around ``(base_size - 1) / 2``):
+    per ratio a ``sqrt(base^2 / ratio)`` wide box, per scale the half sizes
+    ``0.5 * int(w * scale / base_size - 1 + 0.5)`` -- scales in pixels, not in base sizes."""
+    rows = []
+    center = np.float32(0.5) * np.float32(base_size - 1)
+    for ratio in ratios:
+        width = np.sqrt(np.float32(base_size * base_size) / np.float32(ratio), dtype=np.float32)
+        height = np.float32(width * np.float32(ratio))
+        for scale in scales:
+            # float products, then double arithmetic and C's truncating int cast, as the fork's ROUND
+            sizes = [float(np.float32(side * np.float32(scale))) / base_size - 1 for side in (width, height)]
+            half_w, half_h = (np.float32(0.5) * np.float32(int(size + 0.5)) for size in sizes)
+            rows.append([center - half_w, center - half_h, center + half_w, center + half_h])
+    return torch.tensor(np.array(rows, dtype=np.float32).reshape(-1, 4))
+
+
+def _proposal_overlap(box: Tensor, others: Tensor) -> Tensor:
+    """The fork's IoU of ``box`` with each row of ``others`` (pixel areas ``+ 1``; boxes apart on an
+    axis overlap 0 even where the ``+ 1`` would give a sliver)."""
+    apart = (box[0] > others[:, 2]) | (box[1] > others[:, 3])
+    apart |= (box[2] < others[:, 0]) | (box[3] < others[:, 1])
+    width = (torch.minimum(box[2], others[:, 2]) - torch.maximum(box[0], others[:, 0]) + 1).clamp(min=0)
+    height = (torch.minimum(box[3], others[:, 3]) - torch.maximum(box[1], others[:, 1]) + 1).clamp(min=0)
+    inter = width * height
+    area = (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
+    areas = (others[:, 2] - others[:, 0] + 1) * (others[:, 3] - others[:, 1] + 1)
+    return torch.where(apart, torch.zeros_like(inter), inter / (area + areas - inter))
+
+
+class Proposal(nn.Module):
+    """Faster R-CNN's region proposals as brocolli-caffe's C++ ``Proposal`` computes them: every
+    anchor at every position moved by its deltas, clipped to the image (``im_info``'s first two
+    values, of the first image), scored 0 if smaller than ``min_size``, the best ``pre_nms_topn``
+    kept, greedy NMS to ``post_nms_topn``. Returns rows ``[image, x1, y1, x2, y2]`` of every image
+    (and their scores): as many as NMS keeps."""
+
+    def __init__(
+        self, anchors: Tensor, stride: int, min_size: int, pre: int, post: int, threshold: float, scores: bool
+    ) -> None:
+        super().__init__()
+        self.anchors = anchors.tolist()  # a constant: graphs are built on the meta device
+        self.stride, self.min_size, self.pre, self.post = stride, min_size, pre, post
+        self.threshold, self.scores = threshold, scores
+
+    def extra_repr(self) -> str:
+        return (
+            f"anchors={len(self.anchors)}, stride={self.stride}, min_size={self.min_size}, "
+            f"pre_nms_topn={self.pre}, post_nms_topn={self.post}, nms_thresh={self.threshold}"
+        )
+
+    def _image(self, scores: Tensor, deltas: Tensor, height: Tensor, width: Tensor) -> tuple[Tensor, Tensor]:
+        anchors = torch.tensor(self.anchors, dtype=scores.dtype, device=scores.device)
+        count, rows, cols = anchors.shape[0], scores.shape[-2], scores.shape[-1]
+        ys = torch.arange(rows, dtype=scores.dtype, device=scores.device) * self.stride
+        xs = torch.arange(cols, dtype=scores.dtype, device=scores.device) * self.stride
+        shift = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None], xs[None, :], ys[:, None]), -1)
+        boxes = (shift[:, :, None, :] + anchors).reshape(-1, 4)  # order: h, w, anchor
+        d = deltas.reshape(count, 4, rows, cols).permute(2, 3, 0, 1).reshape(-1, 4)
+        w = boxes[:, 2] - boxes[:, 0] + 1
+        h = boxes[:, 3] - boxes[:, 1] + 1
+        cx = d[:, 0] * w + (boxes[:, 0] + 0.5 * w)
+        cy = d[:, 1] * h + (boxes[:, 1] + 0.5 * h)
+        pw, ph = torch.exp(d[:, 2]) * w, torch.exp(d[:, 3]) * h
+        box = torch.stack([cx - 0.5 * pw, cy - 0.5 * ph, cx + 0.5 * pw, cy + 0.5 * ph], 1)
+        limit = torch.stack([width, height, width, height]) - 1
+        box = torch.minimum(box, limit).clamp(min=0)
+        big = ((box[:, 2] - box[:, 0] + 1) >= self.min_size) & ((box[:, 3] - box[:, 1] + 1) >= self.min_size)
+        foreground = scores[count:].permute(1, 2, 0).reshape(-1)
+        score = big.to(foreground.dtype) * foreground
+        order = torch.sort(score, descending=True, stable=True).indices[: min(self.pre, score.numel())]
+        box, score = box[order], score[order]
+        alive = torch.ones(box.shape[0], dtype=torch.bool, device=box.device)
+        kept: list[int] = []
+        for i in range(box.shape[0]):
+            if not bool(alive[i]):
+                continue
+            kept.append(i)
+            if len(kept) == self.post:
+                break
+            alive[i + 1 :] &= _proposal_overlap(box[i], box[i + 1 :]) <= self.threshold
+        index = torch.tensor(kept, dtype=torch.long, device=box.device)
+        return box[index], score[index]
+
+    def forward(self, scores: Tensor, deltas: Tensor, im_info: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        info = im_info.reshape(-1)
+        rois, values = [], []
+        for n in range(scores.shape[0]):
+            box, score = self._image(scores[n], deltas[n], info[0], info[1])
+            rois.append(torch.cat([torch.full_like(box[:, :1], n), box], 1))
+            values.append(score)
+        out = torch.cat(rois, 0)
+        return (out, torch.cat(values, 0)) if self.scores else out
+
+
+@register_layer("Proposal", bottoms=3, tops=(1, 2))
+def proposal(ctx: LayerContext) -> Converted:
+    """bottoms: scores (N x 2A x H x W, background then foreground), deltas (N x 4A x H x W),
+    im_info (height, width, ...)."""
+    p = ctx.param("proposal_param")
+    ratios, scales = [float(r) for r in p.get("ratio")], [float(s) for s in p.get("scale")]
+    if not ratios or not scales:
+        raise ValueError(f"{ctx.where}: give at least one ratio and one scale in proposal_param")
+    if min(ratios) <= 0:
+        raise ValueError(f"{ctx.where}: ratios must be positive, got {ratios}")
+    base = int(p.get("base_size"))
+    if base < 1 or int(p.get("feat_stride")) < 1:
+        raise ValueError(f"{ctx.where}: base_size and feat_stride must be at least 1")
+    anchors = proposal_anchors(base, ratios, scales)
+    count = anchors.shape[0]
+    for i, per in ((0, 2), (1, 4)):
+        shape = ctx.bottom_shapes[i]
+        if shape is not None and (len(shape) != 4 or shape[1] != per * count):
+            what = "scores" if i == 0 else "deltas"
+            raise ValueError(
+                f"{ctx.where}: bottom {i} ({what}) must be N x {per * count} x H x W for {count} "
+                f"anchors, got {list(shape)}"
+            )
+    post = int(p.get("post_nms_topn"))
+    module = Proposal(
+        anchors,
+        int(p.get("feat_stride")),
+        int(p.get("min_size")),
+        int(p.get("pre_nms_topn")),
+        post,
+        float(p.get("nms_thresh")),
+        len(ctx.tops) == 2,
+    )
+
+    def shape(shapes: list[tuple[int, ...]]) -> tuple[int, ...] | list[tuple[int, ...]]:
+        rows = shapes[0][0] * post  # Caffe's shape before the first forward; then as many as kept
+        return [(rows, 5), (rows,)] if len(ctx.tops) == 2 else (rows, 5)
+
+    return Converted(module=module, output_shape=shape, outputs=len(ctx.tops))
