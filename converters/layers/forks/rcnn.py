@@ -6,6 +6,8 @@ Faster R-CNN's ``Proposal`` (brocolli-caffe's C++ layer) makes such regions from
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -261,7 +263,14 @@ def proposal(ctx: LayerContext) -> Converted:
                 f"{ctx.where}: bottom {i} ({what}) must be N x {per * count} x H x W for {count} "
                 f"anchors, got {list(shape)}"
             )
+    info = ctx.bottom_shapes[2]
+    if info is not None and math.prod(info) < 2:
+        raise ValueError(
+            f"{ctx.where}: bottom 2 (im_info) must hold the image's height and width, got {list(info)}"
+        )
     post = int(p.get("post_nms_topn"))
+    if post < 1:  # the fork writes past its buffer of post_nms_topn indices
+        raise ValueError(f"{ctx.where}: post_nms_topn must be at least 1")
     module = Proposal(
         anchors,
         int(p.get("feat_stride")),
