@@ -181,3 +181,24 @@ def test_reorg_reverse_follows_darknets_index_arithmetic() -> None:
     )
     y = torch.randn(2, 8, 4, 6)
     assert np.array_equal(forward(data=y)["r"].numpy().ravel(), _darknet_reorg(y.numpy(), 2, forward=False))
+
+
+def test_a_proposal_layer_without_image_size_or_output_rows_is_refused_in_one_line() -> None:
+    def build(info: str, param: str) -> None:
+        text = (
+            'layer { name: "in" type: "Input" top: "s" top: "d" top: "i" input_param { '
+            "shape { dim: 1 dim: 2 dim: 3 dim: 4 } shape { dim: 1 dim: 4 dim: 3 dim: 4 } "
+            f"shape {{ {info} }} }} }}\n"
+            'layer { name: "p" type: "Proposal" bottom: "s" bottom: "d" bottom: "i" top: "p" '
+            f"proposal_param {{ ratio: 1 scale: 64 {param} }} }}\n"
+        )
+        build_graph(parse_text(text))
+
+    build("dim: 1 dim: 3", "")
+    for info, param, message in [
+        ("dim: 1 dim: 1", "", "bottom 2 (im_info) must hold the image's height and width, got [1, 1]"),
+        ("dim: 1 dim: 3", "post_nms_topn: 0", "post_nms_topn must be at least 1"),
+    ]:
+        with pytest.raises(NetError) as error:
+            build(info, param)
+        assert message in str(error.value) and "\n" not in str(error.value)
