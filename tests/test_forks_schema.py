@@ -52,6 +52,14 @@ def test_the_layer_type_decides_a_reused_field_number() -> None:
     )
     decoded = fork_fields(upsample)
     assert decoded.get("upsample_param").get("scale") == 3 and "swish_param" not in decoded
+    # gklz1982/caffe-yolov2 writes reorg_param as 147 too: integers where swish_param has a float
+    reorg = Message("LayerParameter", name="r", type="Reorg")
+    reorg.set(
+        "swish_param",
+        decode_message(encode_message(Message("ReorgParameter", stride=3, reverse=True)), "SwishParameter"),
+    )
+    decoded = fork_fields(reorg).get("reorg_param")
+    assert decoded.get("stride") == 3 and decoded.get("reverse") is True
     swish = Message("LayerParameter", name="s", type="Swish", swish_param=Message("SwishParameter", beta=2.0))
     assert fork_fields(swish) == swish
 

@@ -149,6 +149,7 @@ TYPE_NUMBERS: dict[str, dict[int, str]] = {
     "Upsample": {147: "upsample_param", 500: "upsample_param"},
     "BN": {45: "bn_param", 1111: "bn_param"},
     "PSROIPooling": {10002: "psroi_pooling_param", 149: "psroi_pooling_param"},
+    "Reorg": {159: "reorg_param", 147: "reorg_param"},  # 147: gklz1982/caffe-yolov2
 }
 
 _LENGTH = 2
