@@ -1,9 +1,11 @@
 # ruff: noqa: E501  (one prototxt layer per line)
 """Every fork-layer case made by an oracle (tests/fixtures/forks, tools/make_fork_fixtures.py):
 brocolli-caffe for the Caffe-SSD layers, nearest Upsample, ReLU6, SegNet's unpooling (its
-MaxUnPool) and BN (BVLC Scale); the fork oracle (brocolli-caffe with PSPNet's and SegNet's own
-layer sources) for Interp's shrink/pad/second-bottom forms and the BN layers of SegNet (LEARN),
-PSPNet and brocolli; OpenCV dnn for Interp, ShuffleChannel, Axpy and ConvolutionDepthwise. Our graph must give the oracle's value for every output of every run."""
+MaxUnPool) and BN (BVLC Scale); the fork oracle (brocolli-caffe with the forks' own layer
+sources, tools/build_fork_oracle.sh) for Interp's shrink/pad/second-bottom forms, the BN layers of
+SegNet (LEARN), PSPNet and brocolli, SegNet's Upsample, SENet's Axpy, ShuffleNet's ShuffleChannel
+and YOLOv2's Reorg; OpenCV dnn for Interp, ShuffleChannel, Reorg, ROIPooling and
+ConvolutionDepthwise. Our graph must give the oracle's value for every output of every run."""
 
 from __future__ import annotations
 

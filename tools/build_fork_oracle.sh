@@ -8,20 +8,26 @@
 #     registers: registered here as "BN";
 #   - SegNet's BN (TimoSaemann/caffe-segnet-cudnn5, the numbers of alexgkendall/caffe-segnet) with
 #     LEARN and INFERENCE modes, as "SegNetBN" with its parameter message renamed SegNetBNParameter
-#     (brocolli's BNParameter has the same name and other fields).
+#     (brocolli's BNParameter has the same name and other fields), and SegNet's Upsample (ENet's
+#     too) as "SegNetUpsample" with SegNetUpsampleParameter (brocolli's Upsample is the YOLO one);
+#   - SENet's Axpy (hujie-frank/SENet), ShuffleNet's ShuffleChannel (farmingyard/ShuffleNet, the
+#     parameter message its README gives) and YOLOv2's Reorg with `reverse` (gklz1982/caffe-yolov2).
 #
 # The renames (class, type and message names) and dropping interp.hpp's unused <cublas_v2.h> are
 # the only edits; nothing here is copied into fcn-port. Usage, as root, outside the repository:
 #
-#   tools/build_fork_oracle.sh ORACLE PSPNET_GIT SEGNET_GIT
+#   tools/build_fork_oracle.sh ORACLE PSPNET_GIT SEGNET_GIT SENET_GIT SHUFFLENET_GIT YOLOV2_GIT
 #
-# ORACLE is the folder of tools/README.md (holding brocolli-caffe-9.0.2/ and venv/); the two GIT
-# arguments are git directories of the fork repositories (any clone). The result is
+# ORACLE is the folder of tools/README.md (holding brocolli-caffe-9.0.2/ and venv/); the GIT
+# arguments are git directories of the fork repositories named above (any clone). The result is
 # ORACLE/forks/src/python (PYTHONPATH) and takes about as long as the first build.
 set -euo pipefail
 ORACLE=$(realpath "$1")
 PSP=$2
 SEG=$3
+SENET=$4
+SHUFFLE=$5
+YOLO=$6
 SRC=$ORACLE/forks/src
 BUILD=$ORACLE/forks/build
 show() { git --git-dir="$1" show "HEAD:$2"; }
@@ -53,13 +59,37 @@ rename_seg='s/BNLayer/SegNetBNLayer/g; s/bn_layer\.hpp/segnet_bn_layer.hpp/; s/C
 show "$SEG" include/caffe/layers/bn_layer.hpp | sed "$rename_seg" >"$SRC/include/caffe/layers/segnet_bn_layer.hpp"
 show "$SEG" src/caffe/layers/bn_layer.cpp | sed "$rename_seg" >"$SRC/src/caffe/layers/segnet_bn_layer.cpp"
 
-# caffe.proto: the two messages, and LayerParameter fields at numbers no one else uses
+# SegNet's Upsample, renamed SegNetUpsample
+rename_up='s/UpsampleLayer/SegNetUpsampleLayer/g; s/upsample_layer\.hpp/segnet_upsample_layer.hpp/;
+           s/CAFFE_UPSAMPLE_LAYER_HPP_/CAFFE_SEGNET_UPSAMPLE_LAYER_HPP_/g; s/upsample_param()/segnet_upsample_param()/g;
+           s/UpsampleParameter/SegNetUpsampleParameter/g; s/return "Upsample"/return "SegNetUpsample"/;
+           s/REGISTER_LAYER_CLASS(Upsample)/REGISTER_LAYER_CLASS(SegNetUpsample)/'
+show "$SEG" include/caffe/layers/upsample_layer.hpp | sed "$rename_up" >"$SRC/include/caffe/layers/segnet_upsample_layer.hpp"
+show "$SEG" src/caffe/layers/upsample_layer.cpp | sed "$rename_up" >"$SRC/src/caffe/layers/segnet_upsample_layer.cpp"
+
+# SENet's Axpy, ShuffleNet's ShuffleChannel, YOLOv2's Reorg, as they are
+show "$SENET" include/caffe/layers/axpy_layer.hpp >"$SRC/include/caffe/layers/axpy_layer.hpp"
+show "$SENET" src/caffe/layers/axpy_layer.cpp >"$SRC/src/caffe/layers/axpy_layer.cpp"
+show "$SHUFFLE" shuffle_channel_layer.hpp >"$SRC/include/caffe/layers/shuffle_channel_layer.hpp"
+show "$SHUFFLE" shuffle_channel_layer.cpp >"$SRC/src/caffe/layers/shuffle_channel_layer.cpp"
+show "$YOLO" include/caffe/layers/reorg_layer.hpp >"$SRC/include/caffe/layers/reorg_layer.hpp"
+show "$YOLO" src/caffe/layers/reorg_layer.cpp >"$SRC/src/caffe/layers/reorg_layer.cpp"
+
+# caffe.proto: the forks' messages, and LayerParameter fields at numbers no one else uses
 PROTO=$SRC/src/caffe/proto/caffe.proto
-sed -i 's|^  optional BNParameter bn_param = 1111;|&\n  optional InterpParameter interp_param = 3143;\n  optional SegNetBNParameter segnet_bn_param = 3045;|' "$PROTO"
-grep -q 'interp_param = 3143' "$PROTO"
+fields='  optional InterpParameter interp_param = 3143;\n  optional SegNetBNParameter segnet_bn_param = 3045;\n'
+fields+='  optional SegNetUpsampleParameter segnet_upsample_param = 3147;\n'
+fields+='  optional ShuffleChannelParameter shuffle_channel_param = 3164;\n  optional ReorgParameter reorg_param = 3159;'
+sed -i "s|^  optional BNParameter bn_param = 1111;|&\n$fields|" "$PROTO"
+grep -q 'reorg_param = 3159' "$PROTO"
 show "$PSP" src/caffe/proto/caffe.proto | sed -n '/^message InterpParameter {/,/^}/p' >>"$PROTO"
 show "$SEG" src/caffe/proto/caffe.proto | sed -n '/^message BNParameter {/,/^}/p' |
   sed 's/^message BNParameter/message SegNetBNParameter/' >>"$PROTO"
+show "$SEG" src/caffe/proto/caffe.proto | sed -n '/^message UpsampleParameter {/,/^}/p' |
+  sed 's/^message UpsampleParameter/message SegNetUpsampleParameter/' >>"$PROTO"
+show "$YOLO" src/caffe/proto/caffe.proto | sed -n '/^message ReorgParameter {/,/^}/p' >>"$PROTO"
+# ShuffleNet's README gives this message
+printf 'message ShuffleChannelParameter {\n  optional uint32 group = 1 [default = 1];\n}\n' >>"$PROTO"
 
 PY=$ORACLE/venv/bin/python
 cd "$BUILD"
@@ -69,6 +99,6 @@ make -j2 pycaffe >make.log 2>&1
 GLOG_minloglevel=2 PYTHONPATH=$SRC/python "$PY" -c '
 import caffe
 names = set(caffe.layer_type_list())
-missing = {"Interp", "BN", "PSPBN", "SegNetBN"} - names
-assert not missing, missing
-print("fork oracle ready:", sorted({"Interp", "BN", "PSPBN", "SegNetBN"}))'
+wanted = {"Interp", "BN", "PSPBN", "SegNetBN", "SegNetUpsample", "Axpy", "ShuffleChannel", "Reorg"}
+assert not wanted - names, wanted - names
+print("fork oracle ready:", sorted(wanted))'

@@ -357,6 +357,57 @@ def build_cases() -> list[Case]:
             + segnet.replace('"BN"', '"SegNetBN"').replace("bn_param {", "segnet_bn_param {"),
             inputs=lambda rng, b, s: rng.normal(2, 3, s), phase=phase, types={"SegNetBN": "BN"},
         ))
+    pools = (
+        'layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" top: "mask" '
+        "pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n"
+        'layer { name: "pool32" type: "Pooling" bottom: "data" top: "pool32" top: "mask32" '
+        "pooling_param { pool: MAX kernel_h: 3 kernel_w: 2 stride_h: 3 stride_w: 2 } }\n"
+    )
+    upsample = (
+        'layer { name: "up" type: "Upsample" bottom: "pool" bottom: "mask" top: "up" upsample_param { scale: 2 } }\n'
+        'layer { name: "up_hw" type: "Upsample" bottom: "pool" bottom: "mask" top: "up_hw" upsample_param { upsample_h: 7 upsample_w: 9 } }\n'
+        'layer { name: "up_pad" type: "Upsample" bottom: "pool" bottom: "mask" top: "up_pad" upsample_param { scale: 2 pad_out_h: true pad_out_w: true } }\n'
+        'layer { name: "up32" type: "Upsample" bottom: "pool32" bottom: "mask32" top: "up32" upsample_param { scale_h: 3 scale_w: 2 } }\n'
+    )
+    cases.append(Case(
+        "segnet_upsample", "forks", input_layer({"data": (2, 3, 7, 9)}) + pools + upsample,
+        [{"data": (2, 3, 7, 9)}],
+        "SegNet's (and ENet's) Upsample run by its own source after BVLC max pooling with its mask "
+        "top: scale 2, upsample_h/w, pad_out_h/w, scale_h 3 x scale_w 2. One run: the layer keeps "
+        "its first output size",
+        oracle_net=input_layer({"data": (2, 3, 7, 9)}) + pools
+        + upsample.replace('"Upsample"', '"SegNetUpsample"').replace("upsample_param {", "segnet_upsample_param {"),
+    ))
+    axpy_inputs = {"scale": (2, 6, 1, 1), "x": (2, 6, 3, 4), "y": (2, 6, 3, 4)}
+    cases.append(Case(
+        "senet_axpy", "forks",
+        input_layer(axpy_inputs)
+        + 'layer { name: "axpy" type: "Axpy" bottom: "scale" bottom: "x" bottom: "y" top: "axpy" }\n',
+        [axpy_inputs, {"scale": (1, 6, 1, 1), "x": (1, 6, 2, 5), "y": (1, 6, 2, 5)}],
+        "SENet's Axpy run by its own source (hujie-frank/SENet's axpy_layer.cpp): scale * x + y",
+    ))
+    cases.append(Case(
+        "shufflenet_shuffle_channel", "forks",
+        input_layer({"data": (2, 12, 3, 4)})
+        + 'layer { name: "shuffle3" type: "ShuffleChannel" bottom: "data" top: "shuffle3" shuffle_channel_param { group: 3 } }\n'
+        + 'layer { name: "shuffle4" type: "ShuffleChannel" bottom: "data" top: "shuffle4" shuffle_channel_param { group: 4 } }\n'
+        + 'layer { name: "shuffle1" type: "ShuffleChannel" bottom: "data" top: "shuffle1" }\n',
+        [{"data": (2, 12, 3, 4)}, {"data": (1, 12, 5, 2)}],
+        "ShuffleNet's ShuffleChannel run by its own source (farmingyard/ShuffleNet): group 3, 4 and "
+        "the default 1",
+    ))
+    reorg_inputs = {"data": (2, 8, 4, 6), "data9": (1, 9, 6, 3)}
+    cases.append(Case(
+        "yolov2_reorg", "forks",
+        input_layer(reorg_inputs)
+        + 'layer { name: "reorg" type: "Reorg" bottom: "data" top: "reorg" reorg_param { stride: 2 } }\n'
+        + 'layer { name: "reorg_back" type: "Reorg" bottom: "data" top: "reorg_back" reorg_param { stride: 2 reverse: true } }\n'
+        + 'layer { name: "reorg3" type: "Reorg" bottom: "data9" top: "reorg3" reorg_param { stride: 3 } }\n'
+        + 'layer { name: "reorg3_back" type: "Reorg" bottom: "data9" top: "reorg3_back" reorg_param { stride: 3 reverse: true } }\n',
+        [reorg_inputs],
+        "YOLOv2's Reorg run by a Caffe port's own source (gklz1982/caffe-yolov2): stride 2 and 3, "
+        "forward and reverse. One run: the layer sizes itself once",
+    ))
     # ---------------- OpenCV dnn
     cases.append(Case(
         "interp", "opencv",
@@ -583,21 +634,20 @@ def make_real_yufacedetectnet(caffe) -> dict:
 
 
 def make_real_enet(caffe) -> dict:
-    """ENet (SegNet's BN and Upsample) at 32x64: brocolli-caffe runs deploy.prototxt with each BN
-    as a BVLC Scale with bias (INFERENCE mode is x * scale + shift) and each Upsample as its
-    MaxUnPool of the pooling mask, the weights copied from the caffemodel by layer name."""
+    """ENet (SegNet's BN and Upsample) at 32x64, run by the fork oracle with SegNet's own BN and
+    Upsample (renamed SegNetBN / SegNetUpsample there), the weights copied from the caffemodel by
+    layer name."""
     import re
 
     from caffe.proto import caffe_pb2
 
+    if not {"SegNetBN", "SegNetUpsample"} <= set(caffe.layer_type_list()):
+        raise SystemExit("enet_cityscapes: use the fork oracle's pycaffe (tools/build_fork_oracle.sh)")
     folder = REAL / "enet_cityscapes"
     text = (folder / "deploy.prototxt").read_text()
-    text = re.sub(r'type: "BN"(.*?)bn_param \{.*?bn_mode: INFERENCE\s*\}', r'type: "Scale"\1scale_param { bias_term: true }', text, flags=re.S)
+    text = re.sub(r'type: "BN"', 'type: "SegNetBN"', text).replace("bn_param {", "segnet_bn_param {")
+    text = re.sub(r'type: "Upsample"', 'type: "SegNetUpsample"', text).replace("upsample_param {", "segnet_upsample_param {")
     shape = (1, 3, 32, 64)
-    sizes = {"upsample4_0_4": (8, 16), "upsample5_0_4": (16, 32)}
-    for layer, (h, w) in sizes.items():
-        text = re.sub(rf'(name: "{layer}"\s*type: )"Upsample"(.*?)upsample_param \{{\s*scale: 2\s*\}}',
-                      rf'\1"MaxUnPool"\2max_unpool_param {{ dst_h: {h} dst_w: {w} }}', text, flags=re.S)
     text = text.replace("dim: 512\n      dim: 1024", "dim: 32\n      dim: 64")
     with tempfile.TemporaryDirectory() as tmp:
         proto = Path(tmp) / "oracle.prototxt"
@@ -613,7 +663,7 @@ def make_real_enet(caffe) -> dict:
     net.forward()
     keep = [*net.outputs, "bn0_1", "upsample4_0_4"]
     return {"inputs": {"data": list(shape)}, "arrays": {b: np.array(net.blobs[b].data) for b in keep},
-            "oracle": ORACLES["caffe"] + "; BN as Scale, Upsample as MaxUnPool", "prototxt": "deploy.prototxt"}
+            "oracle": ORACLES["forks"] + "; ENet's BN and Upsample are SegNet's own", "prototxt": "deploy.prototxt"}
 
 
 def make_real(names: list[str]) -> None:
