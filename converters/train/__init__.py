@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .solver import Solver, caffe_fillers, load_solver, loss_weights
 from .state import SolverStateFile, read_state, write_snapshot
+from .testing import TestNetSpec, TestScores
 from .updates import LR_POLICIES, SOLVER_TYPES, learning_rate
 
 __all__ = [
@@ -12,6 +13,8 @@ __all__ = [
     "SOLVER_TYPES",
     "Solver",
     "SolverStateFile",
+    "TestNetSpec",
+    "TestScores",
     "caffe_fillers",
     "learning_rate",
     "load_solver",

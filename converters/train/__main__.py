@@ -2,7 +2,8 @@
 solver whose net reads HDF5Data or ImageData layers, with Caffe's snapshots.
 
 Snapshots every ``snapshot`` iterations and at the end (``snapshot_after_train``); Ctrl-C finishes
-the running iteration, writes a snapshot and exits 130.
+the running iteration, writes a snapshot and exits 130. Test nets (``test_iter``) run every
+``test_interval`` iterations and after the last one, and print what Caffe logs for them.
 """
 
 from __future__ import annotations
@@ -42,6 +43,37 @@ def _feeds(sources: list[Any]) -> Any:
     return feeds
 
 
+def _tests_in_run(solver: Any, start: int, end: int, final: bool) -> bool:
+    """Whether a test falls in iterations ``start`` .. ``end`` (``end`` itself only if ``final``)."""
+    interval = int(solver.param.get("test_interval"))
+    if not solver.test_nets or interval <= 0:
+        return False
+    first = start if start > 0 or bool(solver.param.get("test_initialization")) else 1
+    last = end if final else end - 1
+    return first <= last and (last // interval) * interval >= first
+
+
+def _test_feeds(solver: Any, base: Path, seed: int) -> list[Any]:
+    from ..graph.builder import select_layers
+    from .data import data_sources
+
+    feeds = []
+    for index, spec in enumerate(solver.test_nets):
+        layers = select_layers(
+            spec.definition, phase=spec.phase, level=spec.level, stages=spec.stages, with_loss=True
+        )
+        try:
+            feeds.append(_feeds(data_sources(layers, base, seed, spec.phase)))
+        except SolverError as exc:
+            raise SolverError(f"test net #{index} ({spec.source}): {exc}") from None
+    return feeds
+
+
+def _test_all(solver: Any, feeds: list[Any]) -> None:
+    for index, net_feeds in enumerate(feeds):
+        print("\n".join(solver.test(net_feeds, index).lines()), flush=True)
+
+
 def _main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from tqdm import tqdm
@@ -71,6 +103,12 @@ def _main(argv: list[str] | None = None) -> int:
         raise SolverError(f"--iters must not be negative, got {iters}")
     every = int(param.get("snapshot"))
     feeds = _feeds(sources)
+    final = solver.iter + iters == solver.max_iter  # Caffe's Solve tests once more at the end
+    test_feeds = (
+        _test_feeds(solver, path.parent, seed if seed >= 0 else 0)
+        if _tests_in_run(solver, solver.iter, solver.iter + iters, final)
+        else []
+    )
 
     stop = {"requested": False}
 
@@ -82,6 +120,8 @@ def _main(argv: list[str] | None = None) -> int:
     try:
         with tqdm(total=iters, disable=args.no_progress, unit="it", file=sys.stderr) as bar:
             for _ in range(iters):
+                if test_feeds and solver.test_due:
+                    _test_all(solver, test_feeds)
                 loss = solver.step(feeds)
                 bar.set_postfix(loss=f"{loss:.5g}", lr=f"{solver.learning_rate:.3g}", refresh=False)
                 bar.update(1)
@@ -90,6 +130,9 @@ def _main(argv: list[str] | None = None) -> int:
                     last_snapshot = solver.iter
                 if stop["requested"]:
                     break
+        interval = int(param.get("test_interval"))
+        if test_feeds and final and not stop["requested"] and interval > 0 and solver.iter % interval == 0:
+            _test_all(solver, test_feeds)
     finally:
         signal.signal(signal.SIGINT, previous)
     if stop["requested"] or (bool(param.get("snapshot_after_train")) and last_snapshot != solver.iter):

@@ -26,6 +26,7 @@ from ..graph.builder import build_graph
 from ..layers.fillers import fill
 from . import updates
 from .state import read_state, write_snapshot
+from .testing import TestNetSpec, TestScores, test_net_specs
 
 PathLike = str | os.PathLike
 Feeds = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
@@ -89,9 +90,13 @@ class Solver:
         *,
         path: Path | None = None,
         snapshot_prefix: str | None = None,
+        test_nets: list[TestNetSpec] | None = None,
     ) -> None:
         where = str(path) if path is not None else "solver"
         self.param = param
+        self.test_nets: list[TestNetSpec] = list(test_nets or [])
+        """The solver's test nets (``test_net``/``test_net_param``/``net`` with ``test_iter``)."""
+        self._test_graphs: dict[int, fx.GraphModule] = {}
         self.path = path
         self.type = updates.check_solver(param, where)
         self.net = net
@@ -167,10 +172,10 @@ class Solver:
         """The solver's ``max_iter``."""
         return int(self.param.get("max_iter"))
 
-    def _inputs(self, feeds: Mapping[str, Any]) -> dict[str, Tensor]:
+    def _inputs(self, feeds: Mapping[str, Any], net: fx.GraphModule | None = None) -> dict[str, Tensor]:
         if not isinstance(feeds, Mapping):
             raise SolverError(f"feeds must be a dict of input tensors, got {type(feeds).__name__}")
-        needed = list(self.net.caffe.inputs)
+        needed = list((net if net is not None else self.net).caffe.inputs)
         missing = [b for b in needed if b not in feeds]
         if missing:
             raise SolverError(
@@ -205,6 +210,82 @@ class Solver:
             loss /= np.float32(self.iter_size)
             self.apply_update()
         return float(loss)
+
+    @property
+    def test_due(self) -> bool:
+        """Whether Caffe tests before the next iteration (``Solver::Step``): every
+        ``test_interval`` iterations, at iteration 0 only with ``test_initialization``."""
+        interval = int(self.param.get("test_interval"))
+        if not self.test_nets or interval <= 0 or self.iter % interval:
+            return False
+        return self.iter > 0 or bool(self.param.get("test_initialization"))
+
+    def test(self, feeds: Feeds, index: int = 0) -> TestScores:
+        """``Solver::Test``: ``test_iter`` forward passes of test net ``index`` (TEST phase, the train
+        net's current weights shared by layer name), each output value averaged over them. ``feeds``
+        is the test net's input dict, or a callable giving one per pass."""
+        if not 0 <= index < len(self.test_nets):
+            raise SolverError(f"test net #{index}: the solver has {len(self.test_nets)} test net(s)")
+        spec = self.test_nets[index]
+        sums: dict[str, np.ndarray] = {}
+        total = np.float32(0)
+        graph = self._test_graphs.get(index)
+        weights: dict[str, float] = {}
+        for _ in range(spec.iters):
+            batch = feeds() if callable(feeds) else feeds
+            if graph is None:
+                graph = self._build_test_graph(index, batch)
+            weights = loss_weights(list(graph.caffe.definition.getall("layer")))
+            with torch.no_grad():
+                outputs = graph(**self._inputs(batch, graph))
+            for top, weight in weights.items():
+                total += np.float32(float(outputs[top].sum()) * weight)
+            for name in sorted(graph.caffe.outputs):  # Caffe's output blobs: a std::set, by name
+                value = outputs[name].detach().cpu().numpy().astype(np.float32)
+                sums[name] = value if name not in sums else sums[name] + value
+        count = np.float32(spec.iters)
+        means = {name: (value / count).astype(np.float32) for name, value in sums.items()}
+        loss = float(total / count) if bool(self.param.get("test_compute_loss")) else None
+        return TestScores(self.iter, index, means, {k: v for k, v in weights.items() if k in means}, loss)
+
+    def _build_test_graph(self, index: int, feeds: Mapping[str, Any]) -> fx.GraphModule:
+        """Test net ``index`` built for these inputs' shapes, its layers that the train net has
+        sharing the train net's blobs (``ShareTrainedLayersWith``)."""
+        spec = self.test_nets[index]
+        if not isinstance(feeds, Mapping):
+            raise SolverError(f"feeds must be a dict of input tensors, got {type(feeds).__name__}")
+        device = self._tensors[0].device if self._tensors else None
+        graph = build_graph(
+            spec.definition, None, phase=spec.phase, level=spec.level, stages=spec.stages, with_loss=True,
+            strict=False, input_shapes={k: tuple(np.shape(v)) for k, v in feeds.items()}, device=device,
+        )  # fmt: skip
+        seed = int(self.param.get("random_seed"))
+        _fill_like_caffe(graph, seed if seed >= 0 else 0)
+        trained = dict(self.net.named_parameters()) | dict(self.net.named_buffers())
+        for layer, keys in graph.caffe.parameter_blobs.items():
+            source = self.net.caffe.parameter_blobs.get(layer)
+            if source is None:
+                continue
+            if len(source) != len(keys):
+                raise SolverError(
+                    f"test net #{index}: layer '{layer}' has {len(keys)} blobs, the train net's "
+                    f"has {len(source)}"
+                )
+            for key, train_key in zip(keys, source, strict=True):
+                owner, _, attr = key.rpartition(".")
+                module = graph.get_submodule(owner)
+                value = trained[train_key]
+                current = getattr(module, attr)
+                if tuple(current.shape) != tuple(value.shape):
+                    raise SolverError(
+                        f"test net #{index}: layer '{layer}' blob '{attr}' is {list(current.shape)}, the "
+                        f"train net's is {list(value.shape)}"
+                    )
+                table = module._parameters if attr in module._parameters else module._buffers
+                table[attr] = value
+        graph.eval()
+        self._test_graphs[index] = graph
+        return graph
 
     @torch.no_grad()
     def apply_update(self) -> None:
@@ -414,7 +495,8 @@ def load_solver(
             prefix = str(path.with_suffix(""))  # Caffe: the solver file's name without extension
         elif not Path(prefix).is_absolute():
             prefix = str(base / prefix) if base is not None else prefix
-    return Solver(param, graph, path=path, snapshot_prefix=prefix or "")
+    tests = test_net_specs(param, base, where, _resolve)
+    return Solver(param, graph, path=path, snapshot_prefix=prefix or "", test_nets=tests)
 
 
 def _with_loss_outputs(
