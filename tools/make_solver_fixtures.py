@@ -110,6 +110,24 @@ layer { name: "loss_geo" type: "SoftmaxWithLoss" bottom: "score_geo" bottom: "ge
   loss_param { ignore_label: 255 normalization: FULL } }
 """
 
+SHARED_NET = """name: "shared"
+layer { name: "input" type: "Input" top: "data" top: "data_b" top: "label"
+  input_param { shape { dim: 2 dim: 3 dim: 6 dim: 5 } shape { dim: 2 dim: 3 dim: 6 dim: 5 }
+                shape { dim: 2 dim: 1 dim: 6 dim: 5 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  param { name: "w" decay_mult: 2 } param { name: "b" }
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "conv1_b" type: "Convolution" bottom: "data_b" top: "conv1_b"
+  param { name: "w" lr_mult: 2 } param { name: "b" lr_mult: 0.5 decay_mult: 0 }
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "sum" type: "Eltwise" bottom: "conv1" bottom: "conv1_b" top: "sum" }
+layer { name: "relu" type: "ReLU" bottom: "sum" top: "sum" }
+layer { name: "score" type: "Convolution" bottom: "sum" top: "score"
+  convolution_param { num_output: 3 kernel_size: 1 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss"
+  loss_param { ignore_label: 255 } }
+"""
+
 HDF5_NET = TINY_NET.replace(
     """layer { name: "input" type: "Input" top: "data" top: "label"
   input_param { shape { dim: 2 dim: 3 dim: 7 dim: 6 } shape { dim: 2 dim: 1 dim: 7 dim: 6 } } }""",
@@ -225,6 +243,12 @@ CASES = [
         "solverstate at iteration 5, HDF5, both directions", resume="hdf5",
     ),
     Case(
+        "shared_params", lambda: SHARED_NET, _sgd(lr_policy="multistep", stepvalue=[3, 7], gamma=0.1),
+        "a blob shared by name by two layers (one tensor, diffs from both uses summed), lr_mult and "
+        "decay_mult set by whichever layer gives them first; solverstate at 5 both directions",
+        resume="binary",
+    ),
+    Case(
         "voc-fcn32s", _fcn("voc-fcn32s", "train"), _fcn_solver(1e-6),
         "official voc-fcn32s train net at width 1/64, Input layers, dropout 0, bilinear frozen upscore",
         input_std=50.0, classes={"label": 21}, compress_init=True,
@@ -314,7 +338,7 @@ def _inputs(case: Case, definition: Message, rng: np.random.RandomState) -> dict
     out = {}
     for k in range(ITERS):
         for top, shape in zip(tops, shapes, strict=True):
-            if top == "data":
+            if top.startswith("data"):
                 values = rng.normal(0, case.input_std, shape)
                 if case.input_std > 1:  # pixel-like inputs: whole numbers (and a smaller fixture)
                     values = np.round(values)

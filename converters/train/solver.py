@@ -124,21 +124,29 @@ class Solver:
         self.lr_mults: list[float] = []
         self.decay_mults: list[float] = []
         self.layer_of: list[tuple[str, int]] = []
-        shared: dict[str, str] = {}
-        state = dict(net.named_parameters()) | dict(net.named_buffers())
+        self.owner_of: dict[tuple[str, int], int] = {}
+        """Every layer blob ``(layer, i)`` -> its learnable blob's index (a shared blob: its owner's)."""
+        owners: dict[str, int] = {}
+        has_lr: list[bool] = []
+        has_decay: list[bool] = []
+        needs_diff: list[bool] = []
+        state = net.state_dict(keep_vars=True)  # shared blobs appear under every sharer's key too
         for layer_name, layer in definition.items():  # Caffe's learnable_params: net order
             keys = net.caffe.parameter_blobs.get(layer_name, [])
             specs = list(layer.getall("param"))
             for i, key in enumerate(keys):
                 spec = specs[i] if i < len(specs) else Message("ParamSpec")
-                if "name" in spec and str(spec.get("name")):
-                    owner = shared.setdefault(str(spec.get("name")), layer_name)
-                    if owner != layer_name:
-                        raise SolverError(
-                            f"layer '{layer_name}' shares parameter '{spec.get('name')}' with layer "
-                            f"'{owner}': shared parameters are not supported; give them distinct names"
-                        )
                 lr_mult, decay_mult = float(spec.get("lr_mult")), float(spec.get("decay_mult"))
+                param_name = str(spec.get("name")) if "name" in spec else ""
+                if param_name and param_name in owners:  # Net::AppendParam: share the owner's blob
+                    index = owners[param_name]
+                    self.owner_of[(layer_name, i)] = index
+                    needs_diff[index] = needs_diff[index] or lr_mult != 0
+                    if "lr_mult" in spec and not has_lr[index]:  # equal values are checked when built
+                        has_lr[index], self.lr_mults[index] = True, float(np.float32(lr_mult))
+                    if "decay_mult" in spec and not has_decay[index]:
+                        has_decay[index], self.decay_mults[index] = True, float(np.float32(decay_mult))
+                    continue
                 if layer_type(layer) == "BatchNorm":
                     if i < len(specs) and lr_mult != 0:
                         raise SolverError(
@@ -148,14 +156,21 @@ class Solver:
                     lr_mult = 0.0
                     if len(specs) == 3:  # BVLC's UpgradeNetBatchNorm: three specs -> lr and decay 0
                         decay_mult = 0.0
+                if param_name:
+                    owners[param_name] = len(self.keys)
+                self.owner_of[(layer_name, i)] = len(self.keys)
                 self.keys.append(key)
                 self.blob_shapes.append(tuple(net.caffe.parameter_shapes[layer_name][i]))
                 self.lr_mults.append(float(np.float32(lr_mult)))
                 self.decay_mults.append(float(np.float32(decay_mult)))
                 self.layer_of.append((layer_name, i))
-                tensor = state[key]
-                if isinstance(tensor, torch.nn.Parameter):
-                    tensor.requires_grad_(lr_mult != 0)  # Caffe computes no diff for lr_mult 0
+                has_lr.append("lr_mult" in spec)
+                has_decay.append("decay_mult" in spec)
+                needs_diff.append(lr_mult != 0)
+        for key, needed in zip(self.keys, needs_diff, strict=True):
+            tensor = state[key]
+            if isinstance(tensor, torch.nn.Parameter):
+                tensor.requires_grad_(needed)  # Caffe computes no diff where every use has lr_mult 0
         self._tensors = [state[k] for k in self.keys]
         count = updates.history_count(self.type, len(self.keys))
         self.history: list[Tensor] = [
@@ -261,7 +276,7 @@ class Solver:
         )  # fmt: skip
         seed = int(self.param.get("random_seed"))
         _fill_like_caffe(graph, seed if seed >= 0 else 0)
-        trained = dict(self.net.named_parameters()) | dict(self.net.named_buffers())
+        trained = self.net.state_dict(keep_vars=True)
         for layer, keys in graph.caffe.parameter_blobs.items():
             source = self.net.caffe.parameter_blobs.get(layer)
             if source is None:
@@ -323,17 +338,19 @@ class Solver:
         self.iter += 1
 
     def weights(self) -> dict[str, list[np.ndarray]]:
-        """``{layer: [blobs]}`` as Caffe would save them (Caffe's blob shapes, float32 copies)."""
+        """``{layer: [blobs]}`` as Caffe would save them (Caffe's blob shapes, float32 copies; a
+        shared blob under each layer that uses it)."""
         out: dict[str, list[np.ndarray]] = {}
-        for (layer, _), tensor, shape in zip(self.layer_of, self._tensors, self.blob_shapes, strict=False):
-            out.setdefault(layer, []).append(tensor.detach().cpu().numpy().astype(np.float32).reshape(shape))
+        for (layer, _), index in self.owner_of.items():
+            array = self._tensors[index].detach().cpu().numpy().astype(np.float32)
+            out.setdefault(layer, []).append(array.reshape(self.blob_shapes[index]))
         return out
 
     def load_weights(self, weights: Mapping[str, list[np.ndarray]], source: str = "weights") -> None:
         """Copy stored blobs into the net by layer name (``CopyTrainedLayersFrom``: other layers are
         ignored; a layer's blob count and sizes must match)."""
         by_layer: dict[str, list[int]] = {}
-        for index, (layer, _) in enumerate(self.layer_of):
+        for (layer, _), index in self.owner_of.items():
             by_layer.setdefault(layer, []).append(index)
         with torch.no_grad():
             for layer, blobs in weights.items():
@@ -344,11 +361,11 @@ class Solver:
                     raise SolverError(
                         f"{source}: layer '{layer}' has {len(blobs)} blobs, the net needs {len(indices)}"
                     )
-                for index, blob in zip(indices, blobs, strict=False):
+                for j, (index, blob) in enumerate(zip(indices, blobs, strict=False)):
                     tensor = self._tensors[index]
                     if blob.size != tensor.numel():
                         raise SolverError(
-                            f"{source}: layer '{layer}' blob {self.layer_of[index][1]} has shape "
+                            f"{source}: layer '{layer}' blob {j} has shape "
                             f"{list(blob.shape)}, the net needs {list(self.blob_shapes[index])}"
                         )
                     tensor.copy_(torch.from_numpy(np.array(blob, dtype=np.float32)).reshape(tensor.shape))
@@ -529,7 +546,8 @@ def _fill_like_caffe(graph: fx.GraphModule, seed: int = 0) -> None:
     uses inference-friendly defaults where a prototxt gives none)."""
     generator = torch.Generator().manual_seed(seed)
     definition = {str(layer.get("name")): layer for layer in graph.caffe.definition.getall("layer")}
-    state = dict(graph.named_parameters()) | dict(graph.named_buffers())
+    state = graph.state_dict(keep_vars=True)
+    filled: set[int] = set()  # a shared blob keeps its owner's (first) values, as Net::ShareWeights
     with torch.no_grad():
         for name in graph.caffe.randomly_initialised:
             fillers = caffe_fillers(definition[name])
@@ -538,4 +556,7 @@ def _fill_like_caffe(graph: fx.GraphModule, seed: int = 0) -> None:
             for key, shape, filler in zip(
                 graph.caffe.parameter_blobs[name], graph.caffe.parameter_shapes[name], fillers, strict=False
             ):
+                if id(state[key]) in filled:
+                    continue
+                filled.add(id(state[key]))
                 state[key].copy_(fill(shape, filler, generator).reshape(state[key].shape))

@@ -70,8 +70,8 @@ def _model_message(solver: Solver, diffs: list[np.ndarray] | None) -> Message:
     """``Net::ToProto``: the train net's layers in order, each with its blobs."""
     weights = solver.weights()
     diff_of: dict[tuple[str, int], np.ndarray] = {}
-    if diffs is not None:
-        diff_of = {key: d for key, d in zip(solver.layer_of, diffs, strict=False)}
+    if diffs is not None:  # a shared blob's diff is its owner's
+        diff_of = {key: diffs[index] for key, index in solver.owner_of.items()}
     net = Message("NetParameter")
     definition = solver.net.caffe.definition
     if "name" in definition:
@@ -101,7 +101,7 @@ def _write_hdf5_model(solver: Solver, path: str, diffs: list[np.ndarray] | None)
             diff_group = diff.create_group(name)
             for i, array in enumerate(weights.get(name, [])):
                 group.create_dataset(str(i), data=array)
-                index = solver.layer_of.index((name, i))
+                index = solver.owner_of[(name, i)]
                 values = diffs[index] if diffs is not None else np.zeros_like(array)
                 diff_group.create_dataset(
                     str(i), data=np.asarray(values, dtype=np.float32).reshape(array.shape)
