@@ -478,3 +478,17 @@ def test_an_unnamed_input_blob_is_refused_at_build() -> None:
     )
     with pytest.raises(NetError, match="input blob '' cannot be a keyword input"):
         build_graph(parse_text(text))
+
+
+def test_a_bilinear_filler_on_a_kernel_that_is_not_square_is_refused_naming_the_layer() -> None:
+    # Caffe's BilinearFiller CHECKs a 4-D blob with width == height
+    text = (
+        'layer { name: "in" type: "Input" top: "data" '
+        "input_param { shape { dim: 1 dim: 2 dim: 4 dim: 4 } } }\n"
+        'layer { name: "up" type: "Deconvolution" bottom: "data" top: "up" convolution_param { num_output: 2 '
+        'kernel_h: 4 kernel_w: 2 stride: 2 bias_term: false weight_filler { type: "bilinear" } } }\n'
+    )
+    with pytest.raises(NetError) as error:
+        build_graph(parse_text(text))
+    message = "layer 'up' (Deconvolution) blob 0: the bilinear filler needs a square 4-D kernel"
+    assert message in str(error.value)

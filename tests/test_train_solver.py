@@ -355,6 +355,30 @@ def test_blobs_without_weights_follow_caffes_filler_distributions() -> None:
     assert all(not blobs[1].any() for blobs in solver.weights().values())  # bias_filler default: 0
 
 
+def test_sparse_gaussian_and_one_axis_xavier_and_msra_blobs_follow_caffes_fillers() -> None:
+    # filler.hpp: sparse keeps a value with probability sparse / shape(0); a 1-D blob's fan_in is
+    # count / shape(0) = 1 and its fan_out is count
+    net = (
+        'layer { name: "in" type: "Input" top: "data" top: "label" input_param { shape { dim: 1 dim: 8 '
+        "dim: 5 dim: 5 } shape { dim: 1 dim: 1 dim: 5 dim: 5 } } }\n"
+        'layer { name: "sparse" type: "Convolution" bottom: "data" top: "sparse" convolution_param { '
+        'num_output: 400 kernel_size: 1 weight_filler { type: "gaussian" std: 1 sparse: 100 } '
+        'bias_filler { type: "xavier" } } }\n'
+        'layer { name: "out" type: "Convolution" bottom: "data" top: "out" convolution_param { '
+        'num_output: 400 kernel_size: 1 bias_filler { type: "msra" variance_norm: FAN_OUT } } }\n'
+        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "out" bottom: "label" top: "loss" }'
+    )
+    solver = converters.load_solver(
+        converters.parse_text(f'lr_policy: "fixed" random_seed: 3 net_param {{ {net} }}', "SolverParameter")
+    )
+    weights = solver.weights()
+    sparse, xavier_bias = weights["sparse"]
+    assert abs((sparse != 0).mean() - 100 / 400) < 0.03
+    assert np.abs(xavier_bias).max() <= np.sqrt(3) and np.abs(xavier_bias).max() > 1.2  # bound sqrt(3 / 1)
+    msra_bias = weights["out"][1]
+    assert abs(msra_bias.std() - np.sqrt(2 / 400)) < 0.15 * np.sqrt(2 / 400)
+
+
 def test_a_dropout_ratio_caffe_refuses_is_a_one_line_error_naming_the_layer() -> None:
     net = converters.parse_text(
         'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 } } }\n'

@@ -600,7 +600,11 @@ def _load_blobs(
                         value = torch.from_numpy(np.asarray(first, dtype=np.float32))
                     _assign(sub, blob_attr, value)
             elif initialise and not on_meta:
-                _assign(sub, blob_attr, fill(shape, filler, generator))
+                try:
+                    drawn = fill(shape, filler, generator)
+                except ValueError as exc:
+                    raise NetError(f"layer '{plan.name}' ({plan.type}) blob {j}: {exc}") from None
+                _assign(sub, blob_attr, drawn)
 
     for (i, j), (oi, oj) in shared.items():  # one tensor: training updates one parameter
         sharer = module.get_submodule(planned[i].attr)

@@ -32,24 +32,35 @@ def fill(shape: Sequence[int], filler: Message | None, generator: torch.Generato
     """A tensor drawn as Caffe's ``filler`` would draw it; without one, a fan-in scaled normal
     (std ``sqrt(2 / fan_in)``), which keeps activations alive through deep nets."""
     shape = tuple(shape)
-    fan_in = math.prod(shape[1:]) if len(shape) > 1 else max(1, math.prod(shape))
-    fan_out = shape[0] * math.prod(shape[2:]) if len(shape) > 1 else fan_in
+    count = math.prod(shape)
+    # Caffe's XavierFiller / MSRAFiller: fan_in = count / shape(0) (1 for a 1-D blob), fan_out =
+    # count / shape(1) (count for a 1-D blob)
+    fan_in = count // shape[0] if shape and shape[0] else 1
+    fan_out = count // shape[1] if len(shape) > 1 and shape[1] else count
     kind = str(filler.get("type")) if filler is not None else "msra"
     if kind == "constant":
         return torch.full(shape, float(filler.get("value")))
     if kind == "gaussian":
-        return torch.randn(shape, generator=generator) * float(filler.get("std")) + float(filler.get("mean"))
+        values = torch.randn(shape, generator=generator) * float(filler.get("std"))
+        values = values + float(filler.get("mean"))
+        sparse = int(filler.get("sparse"))
+        if sparse >= 0 and shape:  # Caffe: keep each value with probability sparse / num_outputs
+            keep = torch.rand(shape, generator=generator) < sparse / shape[0]
+            values = values * keep
+        return values
     if kind == "uniform":
         low, high = float(filler.get("min")), float(filler.get("max"))
         return torch.rand(shape, generator=generator) * (high - low) + low
     if kind in ("xavier", "msra"):
         norm = str(filler.get("variance_norm")) if filler is not None else "FAN_IN"
-        n = {"FAN_IN": fan_in, "FAN_OUT": fan_out, "AVERAGE": (fan_in + fan_out) / 2}[norm]
+        n = max({"FAN_IN": fan_in, "FAN_OUT": fan_out, "AVERAGE": (fan_in + fan_out) / 2}[norm], 1)
         if kind == "xavier":
             bound = math.sqrt(3 / n)
             return (torch.rand(shape, generator=generator) * 2 - 1) * bound
         return torch.randn(shape, generator=generator) * math.sqrt(2 / n)
     if kind == "bilinear":
+        if len(shape) != 4 or shape[2] != shape[3]:  # Caffe's BilinearFiller CHECKs both
+            raise ValueError(f"the bilinear filler needs a square 4-D kernel, got {list(shape)}")
         return bilinear_kernel(shape)
     if kind == "positive_unitball":
         values = torch.rand(shape, generator=generator)
