@@ -21,7 +21,8 @@ def _parser() -> Parser:
     parser = Parser(
         prog="python -m converters.train",
         description="Train a Caffe solver (SGD, Nesterov, AdaGrad, RMSProp, AdaDelta, Adam) exactly as "
-        "Caffe does, for nets whose data come from HDF5Data or ImageData layers.",
+        "Caffe does, for nets whose data come from HDF5Data or ImageData layers; its test nets run every "
+        "test_interval iterations and print Caffe's test lines.",
     )
     parser.add_argument("solver", help="solver .prototxt (net:/train_net: relative to its folder)")
     start = parser.add_mutually_exclusive_group()
