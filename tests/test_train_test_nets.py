@@ -1,7 +1,8 @@
 """Caffe's test nets: ``test_iter`` forward passes of each test net (TEST phase, its own data and
 state, the train net's weights) every ``test_interval`` iterations and after the last, each output
-value averaged, checked against what real Caffe's ``solver.solve()`` logged for the same solver
-(tests/fixtures/solvers/test_nets, tools/make_solver_test_fixtures.py)."""
+value averaged, and the ``display`` lines (loss smoothed over ``average_loss``), checked against
+what real Caffe's ``solver.solve()`` logged for the same solver (tests/fixtures/solvers/test_nets,
+tools/make_solver_test_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,29 @@ def test_the_command_tests_each_net_when_caffe_does_and_reports_caffes_scores(tm
             # both printed with six significant digits
             assert value == pytest.approx(expected["value"], rel=2e-5, abs=2e-6), (mine["iter"], name)
         assert mine["loss"] == pytest.approx(theirs["loss"], rel=2e-5)
+
+
+def test_the_command_prints_caffes_display_lines_with_its_smoothed_loss(tmp_path: Path, capsys) -> None:
+    # display: 3, average_loss: 2 -- "Iteration N, loss = <smoothed>", the train outputs, the rate
+    folder = shutil.copytree(CASE, tmp_path / "case")
+    args = [str(folder / "solver.prototxt"), "--weights", str(folder / "init.caffemodel"), "--no-progress"]
+    assert cli.main(args) == 0
+    shown = []
+    for line in capsys.readouterr().out.splitlines():
+        if m := re.match(r"Iteration (\d+), loss = (\S+)$", line):
+            shown.append({"iter": int(m.group(1)), "smoothed_loss": float(m.group(2)), "outputs": []})
+        elif m := re.search(r"Train net output #\d+: (\S+) = (\S+)", line):
+            shown[-1]["outputs"].append((m.group(1), float(m.group(2))))
+        elif m := re.match(r"Iteration (\d+), lr = (\S+)$", line):
+            shown[-1]["lr"] = float(m.group(2))
+    caffe = json.loads((CASE / "expected.json").read_text())["display"]
+    assert [d["iter"] for d in shown] == [d["iter"] for d in caffe] == [0, 3, 6]
+    for mine, theirs in zip(shown, caffe, strict=True):
+        assert mine["smoothed_loss"] == pytest.approx(theirs["smoothed_loss"], rel=2e-5)
+        assert mine["lr"] == theirs["lr"]
+        assert [n for n, _ in mine["outputs"]] == [o["name"] for o in theirs["outputs"]]
+        for (_, value), expected in zip(mine["outputs"], theirs["outputs"], strict=True):
+            assert value == pytest.approx(expected["value"], rel=2e-5)
 
 
 def _solver(tmp_path: Path, **fields: object) -> Path:

@@ -5,7 +5,8 @@ Our code writes the net and solver definitions and draws the initial weights and
 from a seeded numpy generator. Real Caffe (pycaffe, the oracle of tools/README.md) saves the
 initial weights, loads them into its solver and runs ``solver.solve()`` in a subprocess whose glog
 output goes to stderr; the ``Iteration N, Testing net (#k)``, ``Test loss`` and ``Test net output``
-lines it prints are parsed into ``expected.json``. Those values are Caffe's own, printed with six
+lines it prints, and its ``display`` lines (smoothed loss, ``Train net output``, ``lr``), are parsed
+into ``expected.json``. Those values are Caffe's own, printed with six
 significant digits. Run from the repository root with the oracle's Python::
 
     PYTHONPATH=/work/oracle/brocolli-caffe-9.0.2/python /work/oracle/venv/bin/python \\
@@ -62,7 +63,8 @@ momentum: 0.9
 weight_decay: 0.0005
 lr_policy: "fixed"
 max_iter: 8
-display: 0
+display: 3
+average_loss: 2
 snapshot_after_train: false
 snapshot_prefix: "snap/train"
 solver_mode: CPU
@@ -95,6 +97,23 @@ solver.solve()
 _TESTING = re.compile(r"Iteration (\d+), Testing net \(#(\d+)\)")
 _LOSS = re.compile(r"Test loss: (\S+)")
 _OUTPUT = re.compile(r"Test net output #(\d+): (\S+) = (\S+)(?: \(\* (\S+) = (\S+) loss\))?")
+_DISPLAY = re.compile(r"Iteration (\d+)(?: \(.*\))?, loss = (\S+)")
+_TRAIN = re.compile(r"Train net output #(\d+): (\S+) = (\S+)")
+_RATE = re.compile(r"Iteration (\d+), lr = (\S+)")
+
+
+def _parse_display(log: str) -> list[dict]:
+    shown: list[dict] = []
+    for line in log.splitlines():
+        if m := _DISPLAY.search(line):
+            shown.append({"iter": int(m.group(1)), "smoothed_loss": float(m.group(2)), "outputs": []})
+        elif (m := _TRAIN.search(line)) and shown:
+            shown[-1]["outputs"].append(
+                {"index": int(m.group(1)), "name": m.group(2), "value": float(m.group(3))}
+            )
+        elif (m := _RATE.search(line)) and shown and int(m.group(1)) == shown[-1]["iter"]:
+            shown[-1]["lr"] = float(m.group(2))
+    return shown
 
 
 def _parse(log: str) -> list[dict]:
@@ -139,7 +158,9 @@ def main() -> int:
             os.chdir(cwd)
         tests = _parse(done.stderr)
         assert [(t["iter"], t["net"]) for t in tests] == [(i, n) for i in (0, 4, 8) for n in (0, 1)], tests
-        expected = {"oracle": ORACLE, "tests": tests}
+        shown = _parse_display(done.stderr)
+        assert [d["iter"] for d in shown] == [0, 3, 6], shown
+        expected = {"oracle": ORACLE, "tests": tests, "display": shown}
         (staging / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
         shutil.rmtree(staging / "snap", ignore_errors=True)
         if OUT.exists():

@@ -3,7 +3,9 @@ solver whose net reads HDF5Data or ImageData layers, with Caffe's snapshots.
 
 Snapshots every ``snapshot`` iterations and at the end (``snapshot_after_train``); Ctrl-C finishes
 the running iteration, writes a snapshot and exits 130. Test nets (``test_iter``) run every
-``test_interval`` iterations and after the last one, and print what Caffe logs for them.
+``test_interval`` iterations and after the last one, and print what Caffe logs for them; every
+``display`` iterations the loss smoothed over ``average_loss`` iterations, the train net's outputs
+and the rate are printed as Caffe logs them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import signal
 import sys
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..cli import EXIT_INTERRUPTED, Parser, device, run
 from ..errors import SolverError
@@ -70,6 +74,43 @@ def _test_feeds(solver: Any, base: Path, seed: int) -> list[Any]:
     return feeds
 
 
+class _Display:
+    """Caffe's ``display`` lines: ``UpdateSmoothedLoss`` over ``average_loss`` iterations (float
+    arithmetic, reset when the run starts, as each ``Step`` call resets it), then the train net's
+    outputs and the rate of the update."""
+
+    def __init__(self, solver: Any) -> None:
+        self.every = int(solver.param.get("display"))
+        self.window = max(int(solver.param.get("average_loss")), 1)
+        self.start = solver.iter
+        self.losses: list[np.float32] = []
+        self.smoothed = np.float32(0)
+
+    def update(self, solver: Any, iteration: int, loss: float, rate: float) -> None:
+        loss32 = np.float32(loss)
+        if len(self.losses) < self.window:
+            self.losses.append(loss32)
+            size = np.float32(len(self.losses))
+            self.smoothed = np.float32((self.smoothed * (size - 1) + loss32) / size)
+        else:
+            slot = (iteration - self.start) % self.window
+            self.smoothed = np.float32(self.smoothed + (loss32 - self.losses[slot]) / np.float32(self.window))
+            self.losses[slot] = loss32
+        if not self.every or iteration % self.every:
+            return
+        lines = [f"Iteration {iteration}, loss = {float(self.smoothed):.6g}"]
+        weights = solver.loss_weights
+        k = 0
+        for name in sorted(solver.last_outputs):  # Caffe's output blobs: a std::set, by name
+            for value in solver.last_outputs[name].reshape(-1).tolist():
+                weight = weights.get(name, 0.0)
+                extra = f" (* {weight:g} = {weight * value:.6g} loss)" if weight else ""
+                lines.append(f"    Train net output #{k}: {name} = {value:.6g}{extra}")
+                k += 1
+        lines.append(f"Iteration {iteration}, lr = {rate:.6g}")
+        print("\n".join(lines), flush=True)
+
+
 def _test_all(solver: Any, feeds: list[Any]) -> None:
     for index, net_feeds in enumerate(feeds):
         print("\n".join(solver.test(net_feeds, index).lines()), flush=True)
@@ -112,6 +153,7 @@ def _main(argv: list[str] | None = None) -> int:
     )
 
     stop = {"requested": False}
+    display = _Display(solver)
 
     def request_stop(signum: int, frame: Any) -> None:
         stop["requested"] = True  # Caffe's SIGINT action: finish the iteration, snapshot, stop
@@ -123,7 +165,9 @@ def _main(argv: list[str] | None = None) -> int:
             for _ in range(iters):
                 if test_feeds and solver.test_due:
                     _test_all(solver, test_feeds)
+                iteration, rate = solver.iter, solver.learning_rate
                 loss = solver.step(feeds)
+                display.update(solver, iteration, loss, rate)
                 bar.set_postfix(loss=f"{loss:.5g}", lr=f"{solver.learning_rate:.3g}", refresh=False)
                 bar.update(1)
                 if every and solver.iter % every == 0:
