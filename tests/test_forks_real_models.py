@@ -26,6 +26,16 @@ def _input(shape: list[int]) -> torch.Tensor:
     return torch.from_numpy((np.random.default_rng(0).normal(0, 1, shape) * 50).astype(np.float32))
 
 
+def _load(name: str, weights: str, outputs: list[str]) -> tuple[torch.nn.Module, list[int]]:
+    """The real model of ../shared with the input size its fixture was made at."""
+    folder = need_shared("real-caffe-models", name)
+    shape = json.loads((REAL / f"{name}.json").read_text())["inputs"]["data"]
+    net = load_caffe(
+        folder / "deploy.prototxt", folder / weights, input_shapes={"data": tuple(shape)}, outputs=outputs
+    )
+    return net, shape
+
+
 def _close(blob: str, got: torch.Tensor, want: np.ndarray, tolerance: float = 1e-4) -> float:
     value = got.detach().numpy()
     assert value.shape == want.shape, f"{blob}: shape {value.shape} vs Caffe {want.shape}"
@@ -36,15 +46,8 @@ def _close(blob: str, got: torch.Tensor, want: np.ndarray, tolerance: float = 1e
 
 
 def test_the_ssd_face_detector_gives_the_forks_detections() -> None:
-    folder = need_shared("real-caffe-models", "yufacedetectnet_v2_ssd")
-    info, want = _expected("yufacedetectnet_v2_ssd")
-    shape = info["inputs"]["data"]
-    net = load_caffe(
-        folder / "deploy.prototxt",
-        folder / "yufacedetectnet-open-v2.caffemodel",
-        input_shapes={"data": tuple(shape)},
-        outputs=list(want),
-    )
+    _, want = _expected("yufacedetectnet_v2_ssd")
+    net, shape = _load("yufacedetectnet_v2_ssd", "yufacedetectnet-open-v2.caffemodel", list(want))
     with torch.no_grad():
         got = net(data=_input(shape))
     for blob in ("mbox_loc", "mbox_conf_flatten", "mbox_priorbox"):
@@ -56,15 +59,8 @@ def test_the_ssd_face_detector_gives_the_forks_detections() -> None:
 
 
 def test_enet_with_segnet_bn_and_unpooling_gives_the_forks_scores() -> None:
-    folder = need_shared("real-caffe-models", "enet_cityscapes")
-    info, want = _expected("enet_cityscapes")
-    shape = info["inputs"]["data"]
-    net = load_caffe(
-        folder / "deploy.prototxt",
-        folder / "cityscapes_weights.caffemodel",
-        input_shapes={"data": tuple(shape)},
-        outputs=list(want),
-    )
+    _, want = _expected("enet_cityscapes")
+    net, shape = _load("enet_cityscapes", "cityscapes_weights.caffemodel", list(want))
     assert len(net.caffe.unused_weights) > 80  # the training net's BN layers, merged in the deploy
     with torch.no_grad():
         got = net(data=_input(shape))
@@ -91,15 +87,8 @@ def _program_outputs(net: torch.nn.Module, path, x: torch.Tensor) -> dict[str, t
 
 @pytest.mark.slow
 def test_enet_as_a_torch_export_program_gives_the_forks_scores(tmp_path) -> None:
-    folder = need_shared("real-caffe-models", "enet_cityscapes")
-    info, want = _expected("enet_cityscapes")
-    shape = info["inputs"]["data"]
-    net = load_caffe(
-        folder / "deploy.prototxt",
-        folder / "cityscapes_weights.caffemodel",
-        input_shapes={"data": tuple(shape)},
-        outputs=list(want),
-    )
+    _, want = _expected("enet_cityscapes")
+    net, shape = _load("enet_cityscapes", "cityscapes_weights.caffemodel", list(want))
     got = _program_outputs(net, tmp_path / "enet.pt2", _input(shape))
     for blob in want:
         _close(blob, got[blob], want[blob])
@@ -107,16 +96,9 @@ def test_enet_as_a_torch_export_program_gives_the_forks_scores(tmp_path) -> None
 
 @pytest.mark.slow
 def test_the_ssd_face_detector_heads_as_a_torch_export_program_give_the_forks_values(tmp_path) -> None:
-    folder = need_shared("real-caffe-models", "yufacedetectnet_v2_ssd")
-    info, want = _expected("yufacedetectnet_v2_ssd")
-    shape = info["inputs"]["data"]
+    _, want = _expected("yufacedetectnet_v2_ssd")
     heads = ["mbox_loc", "mbox_conf_flatten", "mbox_priorbox"]
-    net = load_caffe(
-        folder / "deploy.prototxt",
-        folder / "yufacedetectnet-open-v2.caffemodel",
-        input_shapes={"data": tuple(shape)},
-        outputs=heads,
-    )
+    net, shape = _load("yufacedetectnet_v2_ssd", "yufacedetectnet-open-v2.caffemodel", heads)
     got = _program_outputs(net, tmp_path / "faces.pt2", _input(shape))
     for blob in heads:
         _close(blob, got[blob], want[blob])

@@ -92,6 +92,19 @@ def upgrade_net(net: Message) -> Message:
     return out
 
 
+def merged_state(phase: str, states: Sequence[Message]) -> tuple[str, int, list[str]]:
+    """A ``NetState`` as Caffe's solver builds it: ``phase``, level 0, no stages, then each of
+    ``states`` merged in order (``MergeFrom``: a set phase or level replaces, stages append)."""
+    level, stages = 0, []
+    for state in states:
+        if "phase" in state:
+            phase = str(state.get("phase"))
+        if "level" in state:
+            level = int(state.get("level"))
+        stages += [str(s) for s in state.getall("stage")]
+    return phase, level, stages
+
+
 def state_meets_rule(rule: Message, phase: str, level: int, stages: Sequence[str]) -> bool:
     """Caffe's NetStateRule test: phase, level bounds, required and forbidden stages."""
     if "phase" in rule and str(rule.get("phase")) != phase:

@@ -20,7 +20,7 @@ from torch import Tensor, fx
 
 from ..caffe.formats import read_prototxt, read_weights
 from ..caffe.message import Message
-from ..caffe.netdef import layer_type
+from ..caffe.netdef import layer_type, merged_state
 from ..errors import CaffeFormatError, SolverError
 from ..graph.builder import build_graph
 from ..layers.fillers import fill
@@ -452,16 +452,9 @@ def _net_param(param: Message, base: Path | None, where: str) -> Message:
 
 def _net_state(param: Message, net: Message) -> tuple[str, int, list[str]]:
     """Caffe's TRAIN net state: TRAIN, merged with the net's ``state``, then ``train_state``."""
-    phase, level, stages = "TRAIN", 0, []
     states = [net.get("state")] if "state" in net else []
     states += [param.get("train_state")] if "train_state" in param else []
-    for state in states:
-        if "phase" in state:
-            phase = str(state.get("phase"))
-        if "level" in state:
-            level = int(state.get("level"))
-        stages += [str(s) for s in state.getall("stage")]
-    return phase, level, stages
+    return merged_state("TRAIN", states)
 
 
 def load_solver(

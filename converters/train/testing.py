@@ -12,6 +12,7 @@ import numpy as np
 
 from ..caffe.formats import read_prototxt
 from ..caffe.message import Message
+from ..caffe.netdef import merged_state
 from ..errors import SolverError
 
 
@@ -60,14 +61,8 @@ class TestScores:
 
 def _state(net: Message, override: Message | None) -> tuple[str, int, list[str]]:
     """TEST, merged with the net's own ``state``, then with the solver's ``test_state``."""
-    phase, level, stages = "TEST", 0, []
-    for state in [net.get("state")] * ("state" in net) + ([override] if override is not None else []):
-        if "phase" in state:
-            phase = str(state.get("phase"))
-        if "level" in state:
-            level = int(state.get("level"))
-        stages += [str(s) for s in state.getall("stage")]
-    return phase, level, stages
+    states = [net.get("state")] if "state" in net else []
+    return merged_state("TEST", states + ([override] if override is not None else []))
 
 
 def test_net_specs(param: Message, base: Path | None, where: str, resolve: Any) -> list[TestNetSpec]:
