@@ -249,12 +249,11 @@ def proposal(ctx: LayerContext) -> Converted:
     if not ratios or not scales:
         raise ValueError(f"{ctx.where}: give at least one ratio and one scale in proposal_param")
     if min(ratios) <= 0:
-        raise ValueError(f"{ctx.where}: ratios must be positive, got {ratios}")
+        raise ValueError(f"{ctx.where}: ratios must be positive, got {min(ratios):g}")
     base = int(p.get("base_size"))
     if base < 1 or int(p.get("feat_stride")) < 1:
         raise ValueError(f"{ctx.where}: base_size and feat_stride must be at least 1")
-    anchors = proposal_anchors(base, ratios, scales)
-    count = anchors.shape[0]
+    count = len(ratios) * len(scales)  # checked against the bottoms before any anchor is made
     for i, per in ((0, 2), (1, 4)):
         shape = ctx.bottom_shapes[i]
         if shape is not None and (len(shape) != 4 or shape[1] != per * count):
@@ -263,6 +262,7 @@ def proposal(ctx: LayerContext) -> Converted:
                 f"{ctx.where}: bottom {i} ({what}) must be N x {per * count} x H x W for {count} "
                 f"anchors, got {list(shape)}"
             )
+    anchors = proposal_anchors(base, ratios, scales)
     info = ctx.bottom_shapes[2]
     if info is not None and math.prod(info) < 2:
         raise ValueError(
