@@ -204,3 +204,50 @@ def test_a_proposal_layer_without_image_size_or_output_rows_is_refused_in_one_li
         with pytest.raises(NetError) as error:
             build(info, param)
         assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_bottoms_caffe_would_stop_on_are_refused_when_the_net_is_built() -> None:
+    # Caffe-SSD's DetectionOutput Reshape: priors x 4 location and priors x classes confidence values
+    detection = (
+        'layer { name: "in" type: "Input" top: "loc" top: "conf" top: "prior" input_param { '
+        "shape { dim: 1 dim: 40 } shape { dim: 1 dim: 30 } shape { dim: 1 dim: 2 dim: 32 } } }\n"
+        'layer { name: "det" type: "DetectionOutput" bottom: "loc" bottom: "conf" bottom: "prior" top: "det" '
+        "detection_output_param { num_classes: 3 nms_param { nms_threshold: 0.45 } } }\n"
+    )
+    with pytest.raises(NetError) as error:
+        build_graph(parse_text(detection))
+    assert "8 priors need 32 location and 24 confidence values per image, the bottoms give 40 and 30" in str(
+        error.value
+    )
+    # Proposal reads the deltas at the scores' positions (the fork does not check; it reads past them)
+    proposal = (
+        'layer { name: "in" type: "Input" top: "s" top: "d" top: "i" input_param { '
+        "shape { dim: 1 dim: 2 dim: 3 dim: 4 } shape { dim: 1 dim: 4 dim: 3 dim: 5 } shape { dim: 1 dim: 3 } } }\n"
+        'layer { name: "p" type: "Proposal" bottom: "s" bottom: "d" bottom: "i" top: "p" '
+        "proposal_param { ratio: 1 scale: 64 } }\n"
+    )
+    with pytest.raises(NetError) as error:
+        build_graph(parse_text(proposal))
+    assert "the deltas [1, 4, 3, 5] must cover the images and positions of the scores [1, 2, 3, 4]" in str(
+        error.value
+    )
+
+
+def test_values_caffe_would_stop_on_are_one_line_errors_when_the_net_runs() -> None:
+    rois = (
+        'layer { name: "in" type: "Input" top: "data" top: "rois" input_param { '
+        "shape { dim: 2 dim: 4 dim: 6 dim: 6 } shape { dim: 1 dim: 5 } } }\n"
+        'layer { name: "roi" type: "ROIPooling" bottom: "data" bottom: "rois" top: "roi" '
+        "roi_pooling_param { pooled_h: 2 pooled_w: 2 spatial_scale: 1 } }\n"
+    )
+    net = build_graph(parse_text(rois))
+    with pytest.raises(ValueError, match=r"^ROIPooling: region 0 names image 2, the batch has 2$"):
+        net(data=torch.zeros(2, 4, 6, 6), rois=torch.tensor([[2.0, 0, 0, 3, 3]]))
+    unpool = (
+        'layer { name: "in" type: "Input" top: "x" top: "mask" input_param { '
+        "shape { dim: 1 dim: 1 dim: 2 dim: 2 } shape { dim: 1 dim: 1 dim: 2 dim: 2 } } }\n"
+        'layer { name: "up" type: "Upsample" bottom: "x" bottom: "mask" top: "up" upsample_param { scale: 2 } }\n'
+    )
+    net = build_graph(parse_text(unpool))
+    with pytest.raises(ValueError, match=r"^Upsample: mask index 16 is outside the 4 x 4 output"):
+        net(x=torch.ones(1, 1, 2, 2), mask=torch.tensor([[[[0.0, 3.0], [8.0, 16.0]]]]))

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from ..layers.tracing import tracing
+
 __all__ = [
     "AxisRegions",
     "AxisWindow",
@@ -242,19 +244,9 @@ class BorderPlanner(nn.Module):
         return plan
 
     def forward(self, x: Tensor) -> BorderPlan:
-        if _tracing():  # exported or compiled programs get the plain computation
+        if tracing():  # exported or compiled programs get the plain computation
             return BorderPlan((self.first[0].pad, self.first[1].pad), {}, {})
         return self.plan(int(x.shape[-2]), int(x.shape[-1]))
-
-
-def _tracing() -> bool:
-    """Whether the forward is being traced (torch.export, torch.compile, TorchScript, ONNX)."""
-    compiler = getattr(torch, "compiler", None)
-    return bool(
-        (compiler is not None and (compiler.is_compiling() or getattr(compiler, "is_exporting", bool)()))
-        or torch.jit.is_tracing()
-        or torch.onnx.is_in_onnx_export()
-    )
 
 
 def _cumulative_strides(first: AxisWindow, chain: Sequence[AxisWindow]) -> list[int]:

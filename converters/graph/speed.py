@@ -40,11 +40,11 @@ class NNPACKConv2d(nn.Conv2d):
     """A ``Conv2d`` that runs on NNPACK for float32 CPU inference, else as ``Conv2d``."""
 
     def _nnpack_ok(self, x: Tensor) -> bool:
-        from .border import _tracing
+        from ..layers.tracing import tracing
 
         grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
         cpu = x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
-        return cpu and not grad and not _tracing()
+        return cpu and not grad and not tracing()
 
     def forward(self, x: Tensor) -> Tensor:
         if not self._nnpack_ok(x):

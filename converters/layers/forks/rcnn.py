@@ -13,6 +13,15 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import Converted, LayerContext, register_layer
+from ..tracing import has_values
+
+
+def _image_index(roi: Tensor, images: int, layer: str, r: int) -> Tensor:
+    """The region's image index, which the forks CHECK is one of the batch's."""
+    index = roi[0].long().reshape(1)
+    if has_values(index) and not 0 <= int(index) < images:
+        raise ValueError(f"{layer}: region {r} names image {int(index)}, the batch has {images}")
+    return index
 
 
 def _round(x: Tensor) -> Tensor:
@@ -66,7 +75,7 @@ class ROIPooling(nn.Module):
             # Fast R-CNN: floor(ph * bin) and ceil((ph + 1) * bin), then the rounded start, clipped.
             hlo, hhi = _offset_bins(roi_h / self.pooled_h, self.pooled_h, y1, height)
             wlo, whi = _offset_bins(roi_w / self.pooled_w, self.pooled_w, x1, width)
-            feature = x.index_select(0, roi[0].long().reshape(1))[0]  # C x H x W
+            feature = x.index_select(0, _image_index(roi, x.shape[0], "ROIPooling", r))[0]  # C x H x W
             low = torch.finfo(x.dtype).min
             mask_w = _masks(wlo, whi, width)  # pw x W
             mask_h = _masks(hlo, hhi, height)  # ph x H
@@ -114,7 +123,7 @@ class PSROIPooling(nn.Module):
             roi_h = torch.clamp(y2 - y1, min=0.1)
             hlo, hhi = _bins(y1, roi_h / g, g, height)
             wlo, whi = _bins(x1, roi_w / g, g, width)
-            feature = x.index_select(0, roi[0].long().reshape(1))[0]
+            feature = x.index_select(0, _image_index(roi, x.shape[0], "PSROIPooling", r))[0]
             feature = feature.reshape(self.output_dim, g, g, height, width)
             mask_h = _masks(hlo, hhi, height).to(x.dtype)  # g x H
             mask_w = _masks(wlo, whi, width).to(x.dtype)  # g x W
@@ -262,6 +271,12 @@ def proposal(ctx: LayerContext) -> Converted:
                 f"{ctx.where}: bottom {i} ({what}) must be N x {per * count} x H x W for {count} "
                 f"anchors, got {list(shape)}"
             )
+    scores, deltas = ctx.bottom_shapes[0], ctx.bottom_shapes[1]
+    if scores is not None and deltas is not None and (scores[0], *scores[2:]) != (deltas[0], *deltas[2:]):
+        raise ValueError(
+            f"{ctx.where}: the deltas {list(deltas)} must cover the images and positions of the scores "
+            f"{list(scores)}"
+        )
     anchors = proposal_anchors(base, ratios, scales)
     info = ctx.bottom_shapes[2]
     if info is not None and math.prod(info) < 2:

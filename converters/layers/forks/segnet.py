@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..fillers import CONSTANT_ONE, CONSTANT_ZERO
 from ..registry import Converted, LayerContext, register_layer
+from ..tracing import has_values
 from .yolo import nearest_upsample_layer
 
 
@@ -25,6 +26,12 @@ def max_unpool(x: Tensor, mask: Tensor, height: int, width: int) -> Tensor:
     (``h * width + w``, stored as floats by Caffe's max pooling)."""
     n, c = x.shape[0], x.shape[1]
     index = mask.reshape(n, c, -1).to(torch.int64)
+    if has_values(index) and index.numel() and (int(index.min()) < 0 or int(index.max()) >= height * width):
+        # SegNet's Upsample stops here ("upsample top index out of range")
+        raise ValueError(
+            f"Upsample: mask index {int(index.max()) if int(index.min()) >= 0 else int(index.min())} is "
+            f"outside the {height} x {width} output: does the mask come from the matching pooling?"
+        )
     out = x.new_zeros((n, c, height * width))
     out = out.scatter(2, index, x.reshape(n, c, -1))
     return out.reshape(n, c, height, width)

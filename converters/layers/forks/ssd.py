@@ -370,6 +370,17 @@ def detection_output(ctx: LayerContext) -> Converted:
             f"{ctx.where}: share_location with background_label_id -1 leaves the fork no location "
             "predictions to decode (Caffe-SSD stops with 'Could not find location predictions')"
         )
+    loc, conf, prior = ctx.bottom_shapes
+    if loc is not None and conf is not None and prior is not None:  # Caffe-SSD's Reshape checks
+        priors = prior[2] // 4 if len(prior) > 2 else 0
+        loc_classes = 1 if bool(p.get("share_location")) else int(p.get("num_classes"))
+        need_loc, need_conf = priors * loc_classes * 4, priors * int(p.get("num_classes"))
+        have_loc, have_conf = (s[1] if len(s) > 1 else 1 for s in (loc, conf))
+        if need_loc != have_loc or need_conf != have_conf:
+            raise ValueError(
+                f"{ctx.where}: {priors} priors need {need_loc} location and {need_conf} confidence values "
+                f"per image, the bottoms give {have_loc} and {have_conf}"
+            )
     nms_param = p.get("nms_param")
     nms_threshold = float(nms_param.get("nms_threshold"))
     eta = float(nms_param.get("eta"))

@@ -1,0 +1,23 @@
+"""Whether an op runs on real values: checks that read tensor values (a mask index, a region's
+image index) are skipped on the meta device (the shape engine) and while a graph is traced for
+export or compilation."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def tracing() -> bool:
+    """Whether the forward is being traced (torch.export, torch.compile, TorchScript, ONNX)."""
+    compiler = getattr(torch, "compiler", None)
+    return bool(
+        (compiler is not None and (compiler.is_compiling() or getattr(compiler, "is_exporting", bool)()))
+        or torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
+def has_values(tensor: Tensor) -> bool:
+    """Whether ``tensor``'s values can be read now (not on the meta device, not being traced)."""
+    return not tensor.is_meta and not tracing()
