@@ -58,9 +58,16 @@ LOAD_SEEDS = [
 
 
 def text_seeds() -> list[bytes]:
-    """Prototxts of every layer fixture and the tiny FCN."""
-    paths = sorted(FIXTURES.glob("layers/*/net.prototxt")) + [FIXTURES / "tiny_fcn" / "deploy.prototxt"]
-    return [p.read_bytes() for p in paths]
+    """Prototxts of every layer and fork-layer fixture and the tiny FCN."""
+    paths = sorted(FIXTURES.glob("layers/*/net.prototxt")) + sorted(FIXTURES.glob("forks/*/net.prototxt"))
+    return [p.read_bytes() for p in [*paths, FIXTURES / "tiny_fcn" / "deploy.prototxt"]]
+
+
+def load_seeds() -> list[bytes]:
+    """The ``load`` target's nets: the :data:`LOAD_SEEDS` layer fixtures (their weights may be
+    used), then every fork-layer fixture (no weights)."""
+    layers = [FIXTURES / "layers" / name / "net.prototxt" for name in LOAD_SEEDS]
+    return [p.read_bytes() for p in [*layers, *sorted(FIXTURES.glob("forks/*/net.prototxt"))]]
 
 
 def binary_seeds() -> list[bytes]:
@@ -453,7 +460,7 @@ def target_load(data: bytes, directory: str) -> None:
 
 def load_case(rng: random.Random, seeds: list[bytes]) -> bytes:
     """A ``load`` case: a weights choice byte and a gently mutated fixture prototxt."""
-    index = rng.randrange(len(LOAD_SEEDS))
+    index = rng.randrange(len(seeds))
     text = seeds[index]
     mutated = mutate_text(rng, text, seeds, gentle=rng.random() < 0.8)
     return bytes([2 * index + (rng.random() < 0.5)]) + mutated
@@ -510,7 +517,7 @@ def cases(target: str, seed: int) -> Iterator[bytes]:
         while True:
             yield make_hdf5(rng, seed_bytes)
     elif target == "load":
-        seeds = [(FIXTURES / "layers" / name / "net.prototxt").read_bytes() for name in LOAD_SEEDS]
+        seeds = load_seeds()
         while True:
             yield load_case(rng, seeds)
     else:
