@@ -108,12 +108,20 @@ class _Display:
                 lines.append(f"    Train net output #{k}: {name} = {value:.6g}{extra}")
                 k += 1
         lines.append(f"Iteration {iteration}, lr = {rate:.6g}")
-        print("\n".join(lines), flush=True)
+        _write("\n".join(lines))
+
+
+def _write(text: str) -> None:
+    """A log line on stdout, around the progress bar on stderr (which it clears and redraws)."""
+    from tqdm import tqdm
+
+    tqdm.write(text, file=sys.stdout)
+    sys.stdout.flush()
 
 
 def _test_all(solver: Any, feeds: list[Any]) -> None:
     for index, net_feeds in enumerate(feeds):
-        print("\n".join(solver.test(net_feeds, index).lines()), flush=True)
+        _write("\n".join(solver.test(net_feeds, index).lines()))
 
 
 def _main(argv: list[str] | None = None) -> int:
