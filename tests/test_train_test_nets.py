@@ -133,3 +133,17 @@ def test_a_test_net_shares_the_train_nets_weights_as_they_train(tmp_path: Path) 
     assert solver.test_nets[0].stages == ["val"] and solver.test_nets[1].stages == ["small"]
     with pytest.raises(SolverError, match="test net #2: the solver has 2 test net"):
         solver.test(batch, 2)
+
+
+def test_a_test_net_takes_the_feeds_it_reads_and_names_those_missing(tmp_path: Path) -> None:
+    path = _solver(tmp_path)
+    solver = load_solver(path, path.parent / "init.caffemodel", input_shapes=SHAPES)
+    extra = {
+        "data": np.ones((3, 3, 5, 6), np.float32),
+        "label": np.zeros((3, 1, 5, 6), np.float32),
+        "other": 1,
+    }
+    assert set(solver.test(extra, 0).means) == {"accuracy", "loss"}
+    other = load_solver(path, path.parent / "init.caffemodel", input_shapes=SHAPES)
+    with pytest.raises(SolverError, match=r"feeds lack 'label' \(the net reads data, label\)"):
+        other.test({"data": np.ones((3, 3, 5, 6), np.float32)}, 0)

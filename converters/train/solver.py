@@ -22,7 +22,8 @@ from ..caffe.formats import read_prototxt, read_weights
 from ..caffe.message import Message
 from ..caffe.netdef import layer_type, merged_state
 from ..errors import CaffeFormatError, SolverError
-from ..graph.builder import build_graph
+from ..graph.builder import build_graph, select_layers
+from ..graph.inputs import is_source
 from ..layers.fillers import fill
 from . import updates
 from .state import read_state, write_snapshot
@@ -270,9 +271,12 @@ class Solver:
         if not isinstance(feeds, Mapping):
             raise SolverError(f"feeds must be a dict of input tensors, got {type(feeds).__name__}")
         device = self._tensors[0].device if self._tensors else None
+        layers = select_layers(spec.definition, phase=spec.phase, level=spec.level, stages=spec.stages)
+        reads = {str(top) for layer in layers if is_source(layer) for top in layer.getall("top")}
+        shapes = {k: tuple(np.shape(v)) for k, v in feeds.items() if k in reads}  # others: not its inputs
         graph = build_graph(
             spec.definition, None, phase=spec.phase, level=spec.level, stages=spec.stages, with_loss=True,
-            strict=False, input_shapes={k: tuple(np.shape(v)) for k, v in feeds.items()}, device=device,
+            strict=False, input_shapes=shapes, device=device,
         )  # fmt: skip
         seed = int(self.param.get("random_seed"))
         _fill_like_caffe(graph, seed if seed >= 0 else 0)
