@@ -279,10 +279,14 @@ def build_cases() -> list[Case]:
         ("proposal_all", 9, (1, 10, 14),
          "min_size: 1 ratio: 0.5 ratio: 1 ratio: 2 scale: 128 scale: 256 scale: 512 feat_stride: 8",
          "one top, every proposal through NMS (the defaults 6000 / 300 / 0.7), stride 8"),
+        ("proposal_ties", 3, (2, 5, 7),
+         "min_size: 40 ratio: 0.5 ratio: 1 ratio: 2 scale: 32 pre_nms_topn: 1000 post_nms_topn: 300",
+         "most boxes under min_size, scored 0: the rois of equal score come out in the order the "
+         "fork's partial quicksort leaves them"),
     ]:
         n, h, w = maps
         blobs = {"scores": (n, 2 * anchors, h, w), "deltas": (n, 4 * anchors, h, w), "im_info": (n, 3)}
-        tops = 'top: "rois" top: "roi_scores"' if name == "proposal" else 'top: "rois"'
+        tops = 'top: "rois"' if name == "proposal_all" else 'top: "rois" top: "roi_scores"'
         cases.append(Case(
             name, "caffe",
             input_layer(blobs)

@@ -171,6 +171,47 @@ def proposal_anchors(base_size: int, ratios: list[float], scales: list[float]) -
     return torch.tensor(np.array(rows, dtype=np.float32).reshape(-1, 4))
 
 
+def fork_sort_order(scores: np.ndarray, num_top: int) -> np.ndarray:
+    """The order in which brocolli-caffe's ``Proposal`` leaves ``scores`` (descending) after its
+    partial quicksort: the first element of each range is the pivot, a two-pointer pass swaps a
+    smaller value from the left with a larger one from the right, values equal to the pivot stay
+    where they are, the pivot then goes to the last larger-or-equal slot, the left part is sorted
+    and the right part only where it starts before ``num_top``. Equal scores come out in the order
+    this leaves them, which a stable sort would not reproduce. Each pass is done with whole-array
+    operations: its swaps pair the k-th smaller value from the left with the k-th larger from the
+    right while the first lies before the second."""
+    values = np.asarray(scores, dtype=np.float32).copy()
+    order = np.arange(values.size)
+    ranges = [(0, values.size - 1)]
+    while ranges:
+        start, end = ranges.pop()
+        if end <= start:
+            continue
+        pivot = values[start]
+        segment = values[start + 1 : end + 1]
+        smaller = np.flatnonzero(segment < pivot) + start + 1  # ascending
+        larger = np.flatnonzero(segment > pivot)[::-1] + start + 1  # descending
+        if not smaller.size and not larger.size:
+            continue  # all equal to the pivot: the fork moves nothing here
+        pairs = min(smaller.size, larger.size)
+        swaps = int(np.count_nonzero(smaller[:pairs] < larger[:pairs]))
+        left, right = smaller[:swaps], larger[:swaps]
+        values[left], values[right] = values[right], values[left].copy()
+        order[left], order[right] = order[right], order[left].copy()
+        if swaps:
+            after = larger[swaps] if larger.size > swaps and larger[swaps] > left[-1] else left[-1]
+        else:
+            after = larger[0] if larger.size else start
+        if after > start:
+            values[[start, after]] = values[[after, start]]
+            order[[start, after]] = order[[after, start]]
+        if start < after - 1:
+            ranges.append((start, after - 1))
+        if after + 1 < num_top and after + 1 < end:
+            ranges.append((after + 1, end))
+    return order
+
+
 def _proposal_overlap(box: Tensor, others: Tensor) -> Tensor:
     """The fork's IoU of ``box`` with each row of ``others`` (pixel areas ``+ 1``; boxes apart on an
     axis overlap 0 even where the ``+ 1`` would give a sliver)."""
@@ -224,7 +265,8 @@ class Proposal(nn.Module):
         big = ((box[:, 2] - box[:, 0] + 1) >= self.min_size) & ((box[:, 3] - box[:, 1] + 1) >= self.min_size)
         foreground = scores[count:].permute(1, 2, 0).reshape(-1)
         score = big.to(foreground.dtype) * foreground
-        order = torch.sort(score, descending=True, stable=True).indices[: min(self.pre, score.numel())]
+        ranked = fork_sort_order(score.detach().cpu().numpy(), self.pre)[: min(self.pre, score.numel())]
+        order = torch.from_numpy(ranked).to(score.device)
         box, score = box[order], score[order]
         alive = torch.ones(box.shape[0], dtype=torch.bool, device=box.device)
         kept: list[int] = []
