@@ -382,6 +382,23 @@ def build_cases() -> list[Case]:
         oracle_net=input_layer({"data": (2, 3, 7, 9)}) + pools
         + upsample.replace('"Upsample"', '"SegNetUpsample"').replace("upsample_param {", "segnet_upsample_param {"),
     ))
+    overlap = (
+        'layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" top: "mask" '
+        "pooling_param { pool: MAX kernel_size: 3 stride: 2 } }\n"
+        'layer { name: "decoded" type: "Eltwise" bottom: "pool" bottom: "noise" top: "decoded" }\n'
+        'layer { name: "up" type: "Upsample" bottom: "decoded" bottom: "mask" top: "up" '
+        "upsample_param { upsample_h: 7 upsample_w: 9 } }\n"
+    )
+    cases.append(Case(
+        "segnet_upsample_overlap", "forks", input_layer({"data": (2, 3, 7, 9), "noise": (2, 3, 3, 4)}) + overlap,
+        [{"data": (2, 3, 7, 9), "noise": (2, 3, 3, 4)}],
+        "SegNet's Upsample after overlapping 3x3 stride-2 max pooling, the unpooled values differing "
+        "per window (pooled + noise): where two windows chose one position, the later window's value "
+        "stays, as SegNet's loop leaves it",
+        oracle_net=input_layer({"data": (2, 3, 7, 9), "noise": (2, 3, 3, 4)})
+        + overlap.replace('"Upsample"', '"SegNetUpsample"').replace("upsample_param {", "segnet_upsample_param {"),
+        inputs=lambda rng, b, s: rng.normal(0, 1, s) if b == "data" else rng.uniform(-3, 3, s),
+    ))
     axpy_inputs = {"scale": (2, 6, 1, 1), "x": (2, 6, 3, 4), "y": (2, 6, 3, 4)}
     cases.append(Case(
         "senet_axpy", "forks",

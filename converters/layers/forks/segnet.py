@@ -23,7 +23,8 @@ from .yolo import nearest_upsample_layer
 
 def max_unpool(x: Tensor, mask: Tensor, height: int, width: int) -> Tensor:
     """``x`` scattered into a zero ``height x width`` map per channel at the indices ``mask`` holds
-    (``h * width + w``, stored as floats by Caffe's max pooling)."""
+    (``h * width + w``, stored as floats by Caffe's max pooling); of two values sent to one
+    position, the later one, as SegNet's loop leaves it."""
     n, c = x.shape[0], x.shape[1]
     index = mask.reshape(n, c, -1).to(torch.int64)
     if has_values(index) and index.numel() and (int(index.min()) < 0 or int(index.max()) >= height * width):
@@ -32,8 +33,15 @@ def max_unpool(x: Tensor, mask: Tensor, height: int, width: int) -> Tensor:
             f"Upsample: mask index {int(index.max()) if int(index.min()) >= 0 else int(index.min())} is "
             f"outside the {height} x {width} output: does the mask come from the matching pooling?"
         )
-    out = x.new_zeros((n, c, height * width))
-    out = out.scatter(2, index, x.reshape(n, c, -1))
+    # Where two pooling windows chose one position (overlapping windows), SegNet's loop leaves the
+    # later window's value: take, per output position, the last source that names it.
+    values = x.reshape(n, c, -1)
+    sources = torch.arange(values.shape[2], device=x.device).expand_as(index)
+    last = torch.full((n, c, height * width), -1, dtype=torch.int64, device=x.device)
+    last = last.scatter_reduce(2, index, sources, reduce="amax")
+    out = torch.where(
+        last >= 0, values.gather(2, last.clamp(min=0)), torch.zeros((), dtype=x.dtype, device=x.device)
+    )
     return out.reshape(n, c, height, width)
 
 
