@@ -33,9 +33,7 @@ class CaffeFormatError(ValueError):
 
     def with_path(self, path: str | os.PathLike[str]) -> CaffeFormatError:
         """The same error (same class), naming ``path`` as the file."""
-        return type(self)(
-            self.reason, path, offset=self.offset, line=self.line, column=self.column
-        )
+        return type(self)(self.reason, path, offset=self.offset, line=self.line, column=self.column)
 
 
 class NetError(CaffeFormatError):

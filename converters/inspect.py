@@ -127,8 +127,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
                 ]
             layers.append(entry)
     inputs = [
-        {"name": name, "shape": shape}
-        for name, shape in _legacy_inputs(net) + _input_layer_inputs(net)
+        {"name": name, "shape": shape} for name, shape in _legacy_inputs(net) + _input_layer_inputs(net)
     ]
     counted = [entry["params"] for entry in layers if entry["params"] is not None]
     return {

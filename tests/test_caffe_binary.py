@@ -470,12 +470,17 @@ def test_deep_nesting_is_an_error_not_a_crash(tmp_path: Path) -> None:
     assert read_net(write(tmp_path, nested, "n.caffemodel")).unknown[0][:2] == (903, LENGTH)
 
 
-def test_a_fork_field_known_by_name_only_is_refused_in_binary_form_not_written_as_garbage() -> None:
+def test_a_second_forks_field_is_written_under_its_forks_number_and_a_mix_is_refused() -> None:
     from converters.caffe.binary import encode_message
     from converters.caffe.message import Message
 
     upsample = Message("UpsampleParameter", scale=2)
-    upsample.set("dims_num", 4)  # the YOLO forks' field: no agreed number
-    with pytest.raises(ValueError, match="'dims_num' of UpsampleParameter is known by name only"):
-        encode_message(upsample)
+    upsample.set("dims_num", 3)  # the YOLO forks' field 2 (brocolli-caffe's caffe.proto), a varint
+    assert encode_message(upsample) == bytes([0x08, 0x02, 0x10, 0x03])
+    bn = Message("BNParameter")
+    bn.set("momentum", 0.5)  # PSPNet's / brocolli's field 3, a float
+    assert encode_message(bn) == bytes([0x1D]) + struct.pack("<f", 0.5)
+    bn.set("bn_mode", "INFERENCE")  # SegNet's field 3 too
+    with pytest.raises(ValueError, match="BNParameter mixes two forks' fields that share a field number"):
+        encode_message(bn)
     assert encode_message(Message("UpsampleParameter", scale=2)) == bytes([0x08, 0x02])

@@ -74,7 +74,7 @@ def _scalar(field: FieldSpec, rng: random.Random) -> object:
 def random_message(type_name: str, rng: random.Random, depth: int = 0) -> Message:
     msg = Message(type_name)
     spec = MESSAGES[type_name]
-    # Only fields with a binary form: the forks' fields are known by name only (converters.caffe.forks).
+    # Only fields read back by number: a second fork's fields are read by name (converters.caffe.forks).
     fields = [f for f in spec.by_name.values() if spec.by_number.get(f.number) is f]
     for field in rng.sample(fields, k=min(len(fields), rng.randint(0, 6))):
         if field.is_message:

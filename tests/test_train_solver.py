@@ -27,7 +27,7 @@ PARAM_TOL = 1e-4
 INPUT_CASES = [
     "sgd_fixed", "nesterov_step", "adagrad_exp", "rmsprop_inv", "adadelta_multistep", "adam_poly",
     "sgd_sigmoid", "clip", "l1", "frozen", "batchnorm", "two_losses", "saturated_loss",
-    "voc-fcn32s", "voc-fcn8s-atonce", "siftflow-fcn16s", "shared_params",
+    "voc-fcn32s", "voc-fcn8s-atonce", "siftflow-fcn16s", "shared_params", "bn_pspnet", "bn_brocolli",
 ]  # fmt: skip
 
 
@@ -114,7 +114,7 @@ def test_frozen_layers_stay_bit_identical_and_get_no_gradient(tmp_path: Path) ->
     assert not np.array_equal(before, solver.weights()["conv1"][:1])
 
 
-@pytest.mark.parametrize("name", ["resume_sgd", "resume_adam_hdf5", "shared_params"])
+@pytest.mark.parametrize("name", ["resume_sgd", "resume_adam_hdf5", "shared_params", "bn_pspnet"])
 def test_caffes_solverstate_is_continued_to_caffes_result(name: str, tmp_path: Path) -> None:
     folder, info = _case(name)
     states = list((folder / "caffe_snapshot").glob("*.solverstate*"))
@@ -132,7 +132,7 @@ def test_caffes_solverstate_is_continued_to_caffes_result(name: str, tmp_path: P
     _check_params(solver, expected, info, converters.read_weights(folder / "init.caffemodel"))
 
 
-@pytest.mark.parametrize("name", ["resume_sgd", "resume_adam_hdf5", "shared_params"])
+@pytest.mark.parametrize("name", ["resume_sgd", "resume_adam_hdf5", "shared_params", "bn_pspnet"])
 def test_our_solverstate_is_what_caffe_continued_from(name: str, tmp_path: Path) -> None:
     """When the fixtures were made, real Caffe restored our iteration-5 snapshot and reached its own
     uninterrupted result (caffe_from_ours.npz, checked here); today's snapshot must equal that file."""

@@ -128,6 +128,22 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top
   loss_param { ignore_label: 255 } }
 """
 
+FOUR_BLOB_BN_NET = """name: "four_blob_bn"
+layer { name: "input" type: "Input" top: "data" top: "label"
+  input_param { shape { dim: 3 dim: 3 dim: 5 dim: 6 } shape { dim: 3 dim: 1 dim: 5 dim: 6 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 bias_term: false } }
+layer { name: "bn1" type: "BN" bottom: "conv1" top: "bn1" bn_param { momentum: 0.8 eps: 0.0001 } }
+layer { name: "relu1" type: "ReLU" bottom: "bn1" top: "bn1" }
+layer { name: "conv2" type: "Convolution" bottom: "bn1" top: "conv2"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "bn2" type: "BN" bottom: "conv2" top: "bn2" bn_param { frozen: true } }
+layer { name: "score" type: "Convolution" bottom: "bn2" top: "score"
+  convolution_param { num_output: 3 kernel_size: 1 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss"
+  loss_param { ignore_label: 255 } }
+"""
+
 HDF5_NET = TINY_NET.replace(
     """layer { name: "input" type: "Input" top: "data" top: "label"
   input_param { shape { dim: 2 dim: 3 dim: 7 dim: 6 } shape { dim: 2 dim: 1 dim: 7 dim: 6 } } }""",
@@ -149,6 +165,9 @@ class Case:
     classes: dict[str, int] = field(default_factory=lambda: {"label": 3})
     compress_init: bool = False
     init_scale: dict[str, float] = field(default_factory=dict)  # layer -> factor on its seeded weights
+    oracle_types: dict[str, str] = field(default_factory=dict)
+    """Our layer type -> the fork oracle's name for it (tools/build_fork_oracle.sh): Caffe runs
+    ``oracle_net.prototxt`` / ``oracle_solver.prototxt``, we run ``net.prototxt`` / ``solver.prototxt``."""
 
 
 def _sgd(**extra: Any) -> dict[str, Any]:
@@ -249,6 +268,19 @@ CASES = [
         resume="binary",
     ),
     Case(
+        "bn_pspnet", lambda: FOUR_BLOB_BN_NET, _sgd(),
+        "PSPNet's four-blob BN (fork oracle): batch statistics with the moving mean and variance "
+        "following them (momentum 0.8), the statistics never learning, a frozen layer on its stored "
+        "statistics learning nothing; solverstate at 5 both directions",
+        resume="binary", oracle_types={"BN": "PSPBN"},
+    ),
+    Case(
+        "bn_brocolli", lambda: FOUR_BLOB_BN_NET, _sgd(),
+        "brocolli-caffe's four-blob BN (fork oracle): the moving mean and inverse std following the "
+        "batch, its blobs taking the default lr and weight decay as that fork leaves them",
+        oracle_types={"BN": "BN"},
+    ),
+    Case(
         "voc-fcn32s", _fcn("voc-fcn32s", "train"), _fcn_solver(1e-6),
         "official voc-fcn32s train net at width 1/64, Input layers, dropout 0, bilinear frozen upscore",
         input_std=50.0, classes={"label": 21}, compress_init=True,
@@ -302,6 +334,9 @@ def _initial_values(net: Any, definition: Message, rng: np.random.RandomState) -
                     values[c, c] = _bilinear(shape[2])
             elif kind == "BatchNorm":
                 values = [rng.normal(0, 0.3, shape), rng.uniform(0.5, 1.5, shape), np.full(shape, 1.7)][i]
+            elif kind == "BN":  # slope, bias, moving mean, moving variance or inverse std
+                values = [rng.normal(1, 0.2, shape), rng.normal(0, 0.1, shape), rng.normal(0, 0.3, shape),
+                          rng.uniform(0.5, 1.5, shape)][i]  # fmt: skip
             elif kind == "Scale" and i == 0:
                 fixed = definition_filler_value(definition, name)
                 values = np.full(shape, fixed) if fixed is not None else rng.normal(1, 0.2, shape)
@@ -415,13 +450,25 @@ def generate(case: Case) -> None:
         net_text = case.net()
         (work / "net.prototxt").write_text(net_text)
         (work / "solver.prototxt").write_text(_solver_text(case))
+        caffe_net, caffe_solver = work / "net.prototxt", work / "solver.prototxt"
+        if case.oracle_types:
+            missing = set(case.oracle_types.values()) - set(caffe.layer_type_list())
+            if missing:
+                raise SystemExit(f"{case.name}: use the fork oracle's pycaffe (it lacks {sorted(missing)})")
+            oracle_text = net_text
+            for ours, theirs in case.oracle_types.items():
+                oracle_text = oracle_text.replace(f'type: "{ours}"', f'type: "{theirs}"')
+            caffe_net, caffe_solver = work / "oracle_net.prototxt", work / "oracle_solver.prototxt"
+            caffe_net.write_text(oracle_text)
+            oracle_solver = _solver_text(case).replace('net: "net.prototxt"', 'net: "oracle_net.prototxt"')
+            caffe_solver.write_text(oracle_solver)
         from converters import parse_text
 
         definition = parse_text(net_text)
         hdf5 = any(layer.get("type") == "HDF5Data" for layer in definition.getall("layer"))
         if hdf5:
             _write_hdf5_inputs(work, rng)
-        init = caffe.Net(str(work / "net.prototxt"), caffe.TRAIN)
+        init = caffe.Net(str(caffe_net), caffe.TRAIN)
         _initial_values(init, definition, rng)
         for layer, factor in case.init_scale.items():
             init.params[layer][0].data[...] *= factor
@@ -430,7 +477,7 @@ def generate(case: Case) -> None:
         np.savez_compressed(work / "inputs.npz", **inputs)
         losses_of = _loss_tops(definition)
 
-        solver = caffe.get_solver(str(work / "solver.prototxt"))
+        solver = caffe.get_solver(str(caffe_solver))
         solver.net.copy_from(str(work / "init.caffemodel"))
         if hdf5:  # Caffe's own per-pass losses, from a twin net with Input layers and the same weights
             twin_text = TINY_NET
@@ -504,7 +551,7 @@ def generate(case: Case) -> None:
                 path.unlink()
             _run_ours(staging, work, case)
             ours_state = work / "snap" / f"train_iter_{RESUME_AT}.solverstate{ext}"
-            resumed = caffe.get_solver(str(work / "solver.prototxt"))
+            resumed = caffe.get_solver(str(caffe_solver))
             resumed.restore(str(ours_state))
             assert resumed.iter == RESUME_AT, resumed.iter
             for k in range(RESUME_AT, ITERS):

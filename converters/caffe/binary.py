@@ -6,6 +6,7 @@ buffer they were read from (zero-copy), unpacked ones a single vectorised copy.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Iterable
 from typing import Any
@@ -14,7 +15,7 @@ import numpy as np
 
 from ..errors import CaffeFormatError
 from .message import Ident, Message
-from .schema import ENUMS, MESSAGES, VARINT_TYPES, FieldSpec
+from .schema import ENUMS, MESSAGES, VARINT_TYPES, WIRE_NUMBERS, FieldSpec
 
 VARINT, FIXED64, LENGTH, START_GROUP, END_GROUP, FIXED32 = 0, 1, 2, 3, 4, 5
 MAX_DEPTH = 100
@@ -103,9 +104,7 @@ class _Decoder:
         if wire == LENGTH:
             length, start = self.varint(pos, end)
             if length > end - start:
-                raise self.error(
-                    f"field {number} claims {length} bytes but only {end - start} remain", pos
-                )
+                raise self.error(f"field {number} claims {length} bytes but only {end - start} remain", pos)
             return self.buf[start : start + length], start + length
         if wire == START_GROUP:
             start = pos
@@ -170,9 +169,7 @@ class _Decoder:
             return struct.unpack_from("<d", self.buf, pos)[0], pos + 8
         length, start = self.varint(pos, end)
         if length > end - start:
-            raise self.error(
-                f"field '{spec.name}' claims {length} bytes but only {end - start} remain", pos
-            )
+            raise self.error(f"field '{spec.name}' claims {length} bytes but only {end - start} remain", pos)
         stop = start + length
         if spec.is_message:
             return self.message(spec.type, start, stop, depth + 1), stop
@@ -198,8 +195,7 @@ class _Decoder:
         if dtype is not None:
             if length % dtype.itemsize:
                 raise self.error(
-                    f"packed field '{spec.name}' has {length} bytes, not a multiple of "
-                    f"{dtype.itemsize}",
+                    f"packed field '{spec.name}' has {length} bytes, not a multiple of {dtype.itemsize}",
                     start,
                 )
             view = np.frombuffer(self.buf, dtype=dtype, count=length // dtype.itemsize, offset=start)
@@ -296,6 +292,7 @@ def decode_message(
 
 # ----------------------------------------------------------------------------------------------
 # Encoding
+
 
 def _varint_bytes(value: int) -> bytes:
     if value < 0:
@@ -401,12 +398,21 @@ def _encode_into(msg: Message, out: list[Any]) -> int:
                 f"field '{name}' of {msg.type or 'an unknown message'} is not in caffe.proto "
                 "and cannot be written in binary form"
             )
-        if field.number <= 0:  # a fork's field known by name only (converters.caffe.forks)
-            raise ValueError(
-                f"field '{name}' of {msg.type} is known by name only (a fork's field with no agreed "
-                "number) and cannot be written in binary form"
-            )
+        if field.number <= 0:  # a second fork's field known by name: written under that fork's number
+            number = WIRE_NUMBERS.get((msg.type, name))
+            if number is None:
+                raise ValueError(
+                    f"field '{name}' of {msg.type} is known by name only (a fork's field with no agreed "
+                    "number) and cannot be written in binary form"
+                )
+            field = dataclasses.replace(field, number=number)
         items.append((field.number, index, (field, values)))
+    numbers = [number for number, _, _ in items]
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(
+            f"{msg.type} mixes two forks' fields that share a field number: it cannot be written in "
+            "binary form"
+        )
     for index, unknown in enumerate(msg.unknown):
         items.append((unknown[0], len(items) + index, unknown))
     items.sort(key=lambda item: (item[0], item[1]))

@@ -8,10 +8,11 @@ else: ENet's ``upsample_param`` is 147, BVLC's ``swish_param``; DeepLab's ``inte
 BVLC's ``input_param``. The binary reader therefore keeps BVLC's meaning and leaves fork fields in
 ``Message.unknown``; :func:`fork_fields` decodes them with the fork's table for the layer's type.
 
-Messages with one name in two forks (``BNParameter`` of SegNet and of brocolli-caffe,
+Messages with one name in two forks (``BNParameter`` of SegNet and of PSPNet/brocolli-caffe,
 ``UpsampleParameter`` of SegNet and of the YOLO forks) are one message here whose field names are
-the union: the first fork's numbers are the message's numbers and the other fork's names are
-known by name only (:data:`NAME_ONLY`).
+the union: the first fork's numbers are the message's numbers; the other fork's fields are read by
+name (:data:`NAME_ONLY`) and written under that fork's numbers (``schema.WIRE_NUMBERS``); a message
+mixing both forks' fields of one number cannot be written.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from .message import Message
-from .schema import MESSAGES, FieldSpec, extend_schema
+from .schema import MESSAGES, WIRE_NUMBERS, FieldSpec, extend_schema
 
 FORK_SCHEMA_TEXT = """
 enum BNParameter.BNMode LEARN=0 INFERENCE=1
@@ -115,23 +116,24 @@ message DetectionOutputParameter
   12 save_file string
 """
 
-# Field names of a second fork's message of the same name: (message, field) -> (type, default).
-NAME_ONLY: dict[tuple[str, str], tuple[str, Any]] = {
+# Field names of a second fork's message of the same name: (message, field) -> (type, default,
+# the number that fork writes it under).
+NAME_ONLY: dict[tuple[str, str], tuple[str, Any, int]] = {
     # the four-blob BN of PSPNet and brocolli-caffe: slope/bias + moving mean and variance statistic
-    ("BNParameter", "slope_filler"): ("FillerParameter", None),
-    ("BNParameter", "bias_filler"): ("FillerParameter", None),
-    ("BNParameter", "momentum"): ("float", 0.9),
-    ("BNParameter", "eps"): ("float", 1e-5),
-    ("BNParameter", "frozen"): ("bool", False),
+    ("BNParameter", "slope_filler"): ("FillerParameter", None, 1),
+    ("BNParameter", "bias_filler"): ("FillerParameter", None, 2),
+    ("BNParameter", "momentum"): ("float", 0.9, 3),
+    ("BNParameter", "eps"): ("float", 1e-5, 4),
+    ("BNParameter", "frozen"): ("bool", False, 5),
     # the YOLO forks' nearest-neighbour Upsample (brocolli-caffe: scale default 1, dims_num)
-    ("UpsampleParameter", "dims_num"): ("int32", 4),
+    ("UpsampleParameter", "dims_num"): ("int32", 4, 2),
 }
 
 #: ``LayerParameter`` fields of the forks: name -> (message type, field number, fork, layer types).
 LAYER_FIELDS: dict[str, tuple[str, int, str, tuple[str, ...]]] = {
     "interp_param": ("InterpParameter", 143, "DeepLab v2 / PSPNet", ("Interp",)),
     "upsample_param": ("UpsampleParameter", 147, "SegNet / ENet (YOLO forks: 500)", ("Upsample",)),
-    "bn_param": ("BNParameter", 45, "SegNet / ENet (brocolli-caffe: 1111)", ("BN",)),
+    "bn_param": ("BNParameter", 45, "SegNet / ENet (brocolli-caffe: 1111, PSPNet: 152)", ("BN",)),
     "shuffle_channel_param": ("ShuffleChannelParameter", 164, "ShuffleNet forks", ("ShuffleChannel",)),
     "relu6_param": ("ReLU6Parameter", 503, "brocolli-caffe", ("ReLU6",)),
     "reorg_param": ("ReorgParameter", 159, "YOLOv2 forks", ("Reorg",)),
@@ -147,7 +149,7 @@ LAYER_FIELDS: dict[str, tuple[str, int, str, tuple[str, ...]]] = {
 #: Binary field numbers per layer type where a fork's number differs from the table above.
 TYPE_NUMBERS: dict[str, dict[int, str]] = {
     "Upsample": {147: "upsample_param", 500: "upsample_param"},
-    "BN": {45: "bn_param", 1111: "bn_param"},
+    "BN": {45: "bn_param", 1111: "bn_param", 152: "bn_param"},  # SegNet, brocolli-caffe, PSPNet
     "PSROIPooling": {10002: "psroi_pooling_param", 149: "psroi_pooling_param"},
     "Reorg": {159: "reorg_param", 147: "reorg_param"},  # 147: gklz1982/caffe-yolov2
 }
@@ -157,11 +159,12 @@ _LENGTH = 2
 
 def _install() -> None:
     extend_schema(FORK_SCHEMA_TEXT)
-    for (message, name), (type_name, default) in NAME_ONLY.items():
+    for (message, name), (type_name, default, wire_number) in NAME_ONLY.items():
         spec = MESSAGES[message]
         if name not in spec.by_name:
-            number = -len(spec.by_name) - 1  # never on the wire: a second fork's field, by name
+            number = -len(spec.by_name) - 1  # not read by number: a second fork's field, by name
             spec.by_name[name] = FieldSpec(number, name, type_name, False, False, default)
+        WIRE_NUMBERS[(message, name)] = wire_number
     layer = MESSAGES["LayerParameter"]
     for name, (type_name, number, _, _) in LAYER_FIELDS.items():
         if name not in layer.by_name:

@@ -185,8 +185,7 @@ def net_weights(net: Message, path: PathLike | None = None) -> dict[str, list[np
             if blobs:
                 name = layer.get("name")
                 weights[name] = [
-                    blob_array(blob, path, f"blob {i} of layer '{name}'")
-                    for i, blob in enumerate(blobs)
+                    blob_array(blob, path, f"blob {i} of layer '{name}'") for i, blob in enumerate(blobs)
                 ]
     return weights
 

@@ -76,8 +76,7 @@ def _read_layers(handle: Any, path: str | os.PathLike[str]) -> dict[str, list[np
         layer_name = _name(raw_name, "layer group name", path)
         if not isinstance(group, h5py.Group):
             raise CaffeFormatError(
-                f"/data/{layer_name} is not a group: not Caffe weights "
-                "(expected /data/<layer>/<blob>)",
+                f"/data/{layer_name} is not a group: not Caffe weights (expected /data/<layer>/<blob>)",
                 path,
             )
         keys = [_name(key, f"a dataset name in /data/{layer_name}:", path) for key in group.keys()]

@@ -163,9 +163,7 @@ def unknown_named_fields(msg: Message) -> list[tuple[str, tuple[int, int] | None
     return found
 
 
-def _collect_unknown(
-    msg: Message, prefix: str, found: list[tuple[str, tuple[int, int] | None]]
-) -> None:
+def _collect_unknown(msg: Message, prefix: str, found: list[tuple[str, tuple[int, int] | None]]) -> None:
     spec = msg.spec
     for name, values in msg.fields():
         if spec is None or name not in spec.by_name:

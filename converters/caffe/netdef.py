@@ -76,8 +76,7 @@ def upgrade_net(net: Message) -> Message:
         if not shapes and dims:
             if len(dims) != 4 * len(inputs):
                 raise CaffeFormatError(
-                    f"{len(inputs)} legacy inputs need {4 * len(inputs)} input_dim values, "
-                    f"found {len(dims)}"
+                    f"{len(inputs)} legacy inputs need {4 * len(inputs)} input_dim values, found {len(dims)}"
                 )
             shapes = [Message("BlobShape", dim=list(dims[4 * i : 4 * i + 4])) for i in range(len(inputs))]
         if len(shapes) not in (0, len(inputs)) and len(shapes) != 1:

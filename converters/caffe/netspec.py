@@ -430,7 +430,8 @@ def net_difference(expected: Message, actual: Message) -> str | None:
     for name in ("name", "input", "input_shape", "input_dim", "force_backward", "state"):
         a, b = expected.getall(name), actual.getall(name)
         if len(a) != len(b) or not all(
-            (_message_difference(x, y, "") is None) if isinstance(x, Message) and isinstance(y, Message)
+            (_message_difference(x, y, "") is None)
+            if isinstance(x, Message) and isinstance(y, Message)
             else _scalar_equal(x, y)
             for x, y in zip(a, b, strict=True)
         ):
@@ -442,7 +443,7 @@ def net_difference(expected: Message, actual: Message) -> str | None:
         if found:
             return f"{label}: {found}"
     if len(mine) != len(theirs):
-        extra = theirs[len(mine):] if len(theirs) > len(mine) else mine[len(theirs):]
+        extra = theirs[len(mine) :] if len(theirs) > len(mine) else mine[len(theirs) :]
         which = "unexpected" if len(theirs) > len(mine) else "missing"
         return f"{len(theirs)} layers instead of {len(mine)}; {which}: " + ", ".join(
             f"'{layer.get('name')}'" for layer in extra

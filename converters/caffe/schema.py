@@ -528,9 +528,7 @@ message PReLUParameter
   2 channel_shared bool =false
 """
 
-SCALAR_TYPES = frozenset(
-    {"int32", "int64", "uint32", "uint64", "bool", "float", "double", "string", "bytes"}
-)
+SCALAR_TYPES = frozenset({"int32", "int64", "uint32", "uint64", "bool", "float", "double", "string", "bytes"})
 VARINT_TYPES = frozenset({"int32", "int64", "uint32", "uint64", "bool"})
 
 
@@ -573,6 +571,10 @@ class EnumSpec:
 
 
 MESSAGES: dict[str, MessageSpec] = {}
+
+#: Field numbers a second fork writes for fields known here by name only (``converters.caffe.forks``
+#: gives them; the binary writer uses them): ``(message, field) -> number``.
+WIRE_NUMBERS: dict[tuple[str, str], int] = {}
 ENUMS: dict[str, EnumSpec] = {}
 
 
@@ -644,6 +646,7 @@ def extend_schema(text: str) -> None:
     """Load more enums and messages written in the notation above (the forks' additions,
     :mod:`.forks`); a message already known gains the fields listed for it."""
     _load(text)
+
 
 # Layer type names that BVLC's upgrade gives to the V1 enum layer types.
 V1_TYPE_NAMES: dict[str, str] = {

@@ -255,8 +255,11 @@ class _Parser:
         has_colon = self.accept(":")
         token = self.peek()
         is_block = token.kind == "punct" and token.text in "{<"
-        if field is not None and field.is_message and not is_block and not (
-            token.kind == "punct" and token.text == "["
+        if (
+            field is not None
+            and field.is_message
+            and not is_block
+            and not (token.kind == "punct" and token.text == "[")
         ):
             raise self.error(f"field '{name.text}' is a message and needs '{{ ... }}'", token)
         if not has_colon and not is_block:
@@ -415,6 +418,7 @@ def parse_text(text: str, type_name: str = "NetParameter", path: Any = None) -> 
 # ----------------------------------------------------------------------------------------------
 # Writing
 
+
 def _quote(value: str | bytes) -> str:
     raw = value.encode("utf-8") if isinstance(value, str) else value
     out = []
@@ -453,9 +457,7 @@ def _format_scalar(value: Any, field: FieldSpec | None) -> str:
         return str(value)
     if isinstance(value, (str, bytes)):
         return _quote(value)
-    if field is not None and field.type in VARINT_TYPES | {"bool"} or isinstance(
-        value, (int, np.integer)
-    ):
+    if field is not None and field.type in VARINT_TYPES | {"bool"} or isinstance(value, (int, np.integer)):
         return str(int(value))
     return _format_float(float(value), field is not None and field.type == "float")
 

@@ -183,8 +183,16 @@ def _conv_relu(
 
 
 def _sparse_conv_relu(
-    n: NetSpec, name: str, relu: str, x: Top, count: int, ks: int, stride: int = 1, pad: int = 0,
-    group: int = 1, param: list[dict[str, Any]] | None = None,
+    n: NetSpec,
+    name: str,
+    relu: str,
+    x: Top,
+    count: int,
+    ks: int,
+    stride: int = 1,
+    pad: int = 0,
+    group: int = 1,
+    param: list[dict[str, Any]] | None = None,
 ) -> Top:
     """A convolution + in-place ReLU writing only the fields that differ from Caffe's defaults, as
     the BVLC model-zoo prototxts spell them."""

@@ -157,6 +157,9 @@ class Solver:
                     lr_mult = 0.0
                     if len(specs) == 3:  # BVLC's UpgradeNetBatchNorm: three specs -> lr and decay 0
                         decay_mult = 0.0
+                fixed = getattr(net.get_submodule(key.rpartition(".")[0]), "fixed_mults", {}).get(i)
+                if fixed is not None:  # a layer that sets its own blobs' mults (PSPNet's BN)
+                    lr_mult, decay_mult = fixed
                 if param_name:
                     owners[param_name] = len(self.keys)
                 self.owner_of[(layer_name, i)] = len(self.keys)

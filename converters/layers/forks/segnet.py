@@ -140,14 +140,28 @@ class MovingBN(nn.Module):
     """The four-blob BN: ``(x - mean) * inv_std * slope + bias`` with the stored moving mean and
     the stored statistic (PSPNet's variance: ``inv_std = (variance + eps) ** -0.5``;
     brocolli-caffe's inverse std as it is) in TEST or when ``frozen``; the batch's own mean and
-    biased variance otherwise."""
+    biased variance otherwise, and then (in training mode) the stored statistics move towards the
+    batch's: ``stored = (1 - momentum) batch + momentum stored``, as both forks' forward does.
 
-    def __init__(self, channels: int, batch_statistics: bool, eps: float, stores_variance: bool) -> None:
+    ``fixed_mults`` holds the ``(lr_mult, decay_mult)`` PSPNet's layer imposes on its blobs (the
+    statistics never learn; with ``frozen`` nothing does); brocolli-caffe imposes none."""
+
+    def __init__(
+        self,
+        channels: int,
+        batch_statistics: bool,
+        eps: float,
+        stores_variance: bool,
+        momentum: float = 0.9,
+        frozen: bool = False,
+    ) -> None:
         super().__init__()
         self.batch_statistics, self.eps, self.stores_variance = batch_statistics, eps, stores_variance
+        self.momentum, self.frozen = momentum, frozen
         self.statistic = "variance" if stores_variance else "inv_std"
         for name in ("slope", "bias", "mean", self.statistic):
             setattr(self, name, nn.Parameter(torch.empty(1, channels, 1, 1, device="meta")))
+        self.fixed_mults: dict[int, tuple[float, float]] = {}
 
     def extra_repr(self) -> str:
         kind = "batch statistics" if self.batch_statistics else f"moving mean and {self.statistic}"
@@ -158,13 +172,24 @@ class MovingBN(nn.Module):
             dims = [0, *range(2, x.dim())]
             mean = x.mean(dim=dims, keepdim=True)
             centred = x - mean
-            inv_std = torch.pow(centred.pow(2).mean(dim=dims, keepdim=True) + self.eps, -0.5)
+            variance = centred.pow(2).mean(dim=dims, keepdim=True)
+            inv_std = torch.pow(variance + self.eps, -0.5)
+            if self.training and not x.is_meta:
+                self._move(mean, variance if self.stores_variance else inv_std)
             return centred * inv_std * self.slope + self.bias
-        if self.stores_variance:
-            inv_std = torch.pow(self.variance + self.eps, -0.5)
-        else:
-            inv_std = self.inv_std
-        return (x - self.mean) * inv_std * self.slope + self.bias
+        slope, bias, mean, stored = (getattr(self, n) for n in ("slope", "bias", "mean", self.statistic))
+        if self.frozen:  # both forks' backward gives a frozen layer's blobs no diff
+            slope, bias, mean, stored = (t.detach() for t in (slope, bias, mean, stored))
+        inv_std = torch.pow(stored + self.eps, -0.5) if self.stores_variance else stored
+        return (x - mean) * inv_std * slope + bias
+
+    @torch.no_grad()
+    def _move(self, mean: Tensor, statistic: Tensor) -> None:
+        keep = torch.tensor(self.momentum, dtype=torch.float32)
+        take = torch.tensor(1, dtype=torch.float32) - keep  # the fork's Dtype(1) - momentum, in float
+        stored = getattr(self, self.statistic)
+        self.mean.copy_(take * mean.detach().reshape(self.mean.shape) + keep * self.mean)
+        stored.copy_(take * statistic.detach().reshape(stored.shape) + keep * stored)
 
 
 _MOVING_FIELDS = ("slope_filler", "bias_filler", "momentum", "eps", "frozen")
@@ -185,7 +210,12 @@ def bn(ctx: LayerContext) -> Converted:
         stored = tuple(ctx.blob_shapes[0]) if ctx.blob_shapes else (1, channels, 1, 1)
         stores_variance = len(stored) != 2  # brocolli-caffe's blobs are 1 x C
         frozen = bool(p.get("frozen"))
-        module = MovingBN(channels, not frozen and ctx.phase == "TRAIN", float(p.get("eps")), stores_variance)
+        module = MovingBN(
+            channels, not frozen and ctx.phase == "TRAIN", float(p.get("eps")), stores_variance,
+            float(p.get("momentum")), frozen,
+        )  # fmt: skip
+        if stores_variance:  # PSPNet's LayerSetUp: statistics never learn; frozen, nothing does
+            module.fixed_mults = {i: (0.0, 0.0) for i in ((0, 1, 2, 3) if frozen else (2, 3))}
         # PSPNet starts the moving variance at 1 when frozen and at 0 otherwise; brocolli at 1
         last = CONSTANT_ONE if frozen or not stores_variance else CONSTANT_ZERO
         return Converted(
