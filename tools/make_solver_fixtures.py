@@ -144,6 +144,22 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top
   loss_param { ignore_label: 255 } }
 """
 
+SEGNET_BN_NET = """name: "segnet_bn"
+layer { name: "input" type: "Input" top: "data" top: "label"
+  input_param { shape { dim: 3 dim: 3 dim: 5 dim: 6 } shape { dim: 3 dim: 1 dim: 5 dim: 6 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 bias_term: false } }
+layer { name: "bn1" type: "BN" bottom: "conv1" top: "bn1" bn_param { bn_mode: LEARN } }
+layer { name: "relu1" type: "ReLU" bottom: "bn1" top: "bn1" }
+layer { name: "conv2" type: "Convolution" bottom: "bn1" top: "conv2"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "bn2" type: "BN" bottom: "conv2" top: "bn2" bn_param { bn_mode: INFERENCE } }
+layer { name: "score" type: "Convolution" bottom: "bn2" top: "score"
+  convolution_param { num_output: 3 kernel_size: 1 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss"
+  loss_param { ignore_label: 255 } }
+"""
+
 HDF5_NET = TINY_NET.replace(
     """layer { name: "input" type: "Input" top: "data" top: "label"
   input_param { shape { dim: 2 dim: 3 dim: 7 dim: 6 } shape { dim: 2 dim: 1 dim: 7 dim: 6 } } }""",
@@ -168,6 +184,7 @@ class Case:
     oracle_types: dict[str, str] = field(default_factory=dict)
     """Our layer type -> the fork oracle's name for it (tools/build_fork_oracle.sh): Caffe runs
     ``oracle_net.prototxt`` / ``oracle_solver.prototxt``, we run ``net.prototxt`` / ``solver.prototxt``."""
+    oracle_edits: tuple[tuple[str, str], ...] = ()  # further text edits for the oracle's net (field names)
 
 
 def _sgd(**extra: Any) -> dict[str, Any]:
@@ -281,6 +298,12 @@ CASES = [
         oracle_types={"BN": "BN"},
     ),
     Case(
+        "bn_segnet", lambda: SEGNET_BN_NET, _sgd(),
+        "SegNet's BN (fork oracle): LEARN normalising by the batch, INFERENCE as a learned scale and "
+        "shift, both learning",
+        oracle_types={"BN": "SegNetBN"}, oracle_edits=(("bn_param {", "segnet_bn_param {"),),
+    ),
+    Case(
         "voc-fcn32s", _fcn("voc-fcn32s", "train"), _fcn_solver(1e-6),
         "official voc-fcn32s train net at width 1/64, Input layers, dropout 0, bilinear frozen upscore",
         input_std=50.0, classes={"label": 21}, compress_init=True,
@@ -334,7 +357,7 @@ def _initial_values(net: Any, definition: Message, rng: np.random.RandomState) -
                     values[c, c] = _bilinear(shape[2])
             elif kind == "BatchNorm":
                 values = [rng.normal(0, 0.3, shape), rng.uniform(0.5, 1.5, shape), np.full(shape, 1.7)][i]
-            elif kind == "BN":  # slope, bias, moving mean, moving variance or inverse std
+            elif kind == "BN":  # slope, bias, moving mean, moving variance or inverse std (SegNet: 2)
                 values = [rng.normal(1, 0.2, shape), rng.normal(0, 0.1, shape), rng.normal(0, 0.3, shape),
                           rng.uniform(0.5, 1.5, shape)][i]  # fmt: skip
             elif kind == "Scale" and i == 0:
@@ -458,6 +481,8 @@ def generate(case: Case) -> None:
             oracle_text = net_text
             for ours, theirs in case.oracle_types.items():
                 oracle_text = oracle_text.replace(f'type: "{ours}"', f'type: "{theirs}"')
+            for old, new in case.oracle_edits:
+                oracle_text = oracle_text.replace(old, new)
             caffe_net, caffe_solver = work / "oracle_net.prototxt", work / "oracle_solver.prototxt"
             caffe_net.write_text(oracle_text)
             oracle_solver = _solver_text(case).replace('net: "net.prototxt"', 'net: "oracle_net.prototxt"')
