@@ -160,6 +160,31 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top
   loss_param { ignore_label: 255 } }
 """
 
+FORK_LAYERS_NET = """name: "fork_layers"
+layer { name: "input" type: "Input" top: "data" top: "label"
+  input_param { shape { dim: 2 dim: 3 dim: 5 dim: 6 } shape { dim: 2 dim: 1 dim: 9 dim: 11 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 6 kernel_size: 3 pad: 1 } }
+layer { name: "shuffle" type: "ShuffleChannel" bottom: "conv1" top: "shuffle"
+  shuffle_channel_param { group: 2 } }
+layer { name: "norm" type: "Normalize" bottom: "shuffle" top: "norm"
+  norm_param { across_spatial: false channel_shared: false scale_filler { type: "constant" value: 2 } } }
+layer { name: "squeeze" type: "Pooling" bottom: "norm" top: "squeeze"
+  pooling_param { pool: AVE global_pooling: true } }
+layer { name: "excite" type: "Convolution" bottom: "squeeze" top: "excite"
+  convolution_param { num_output: 6 kernel_size: 1 } }
+layer { name: "gate" type: "Sigmoid" bottom: "excite" top: "gate" }
+layer { name: "se" type: "Axpy" bottom: "gate" bottom: "norm" bottom: "conv1" top: "se" }
+layer { name: "norm_all" type: "Normalize" bottom: "conv1" top: "norm_all"
+  norm_param { across_spatial: true channel_shared: false } }
+layer { name: "both" type: "Eltwise" bottom: "se" bottom: "norm_all" top: "both" }
+layer { name: "zoom" type: "Interp" bottom: "both" top: "zoom" interp_param { zoom_factor: 2 } }
+layer { name: "score" type: "Convolution" bottom: "zoom" top: "score"
+  convolution_param { num_output: 3 kernel_size: 1 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss"
+  loss_param { ignore_label: 255 } }
+"""
+
 HDF5_NET = TINY_NET.replace(
     """layer { name: "input" type: "Input" top: "data" top: "label"
   input_param { shape { dim: 2 dim: 3 dim: 7 dim: 6 } shape { dim: 2 dim: 1 dim: 7 dim: 6 } } }""",
@@ -304,6 +329,13 @@ CASES = [
         oracle_types={"BN": "SegNetBN"}, oracle_edits=(("bn_param {", "segnet_bn_param {"),),
     ),
     Case(
+        "fork_layers", lambda: FORK_LAYERS_NET, _sgd(),
+        "fork layers in training (fork oracle): ShuffleChannel, SSD's Normalize (per position and "
+        "across spatial, per-channel scales: SSD's own input gradient), an SE block's Axpy, Interp's "
+        "zoom; their gradients as the forks' backward passes give them",
+        oracle_types={"Interp": "Interp", "Axpy": "Axpy"},  # same names: only the fork oracle has them
+    ),
+    Case(
         "voc-fcn32s", _fcn("voc-fcn32s", "train"), _fcn_solver(1e-6),
         "official voc-fcn32s train net at width 1/64, Input layers, dropout 0, bilinear frozen upscore",
         input_std=50.0, classes={"label": 21}, compress_init=True,
@@ -357,6 +389,8 @@ def _initial_values(net: Any, definition: Message, rng: np.random.RandomState) -
                     values[c, c] = _bilinear(shape[2])
             elif kind == "BatchNorm":
                 values = [rng.normal(0, 0.3, shape), rng.uniform(0.5, 1.5, shape), np.full(shape, 1.7)][i]
+            elif kind == "Normalize":
+                values = rng.uniform(1, 3, shape)
             elif kind == "BN":  # slope, bias, moving mean, moving variance or inverse std (SegNet: 2)
                 values = [rng.normal(1, 0.2, shape), rng.normal(0, 0.1, shape), rng.normal(0, 0.3, shape),
                           rng.uniform(0.5, 1.5, shape)][i]  # fmt: skip

@@ -13,11 +13,17 @@ from torch import Tensor, nn
 
 from ..fillers import CONSTANT_ONE
 from ..registry import Converted, LayerContext, register_layer
+from ..tracing import tracing
 
 
 class Normalize(nn.Module):
     """L2 normalisation over C x H x W per sample (``across_spatial``) or over C per position
-    (``sqrt(sum x^2 + eps)``), then a learned scale, one per channel or shared."""
+    (``sqrt(sum x^2 + eps)``), then a learned scale, one per channel or shared.
+
+    In training, the input's gradient is Caffe-SSD's: its backward scales the normalisation's
+    gradient by the scale *after* projecting it (``s * J g``, where the exact one is ``J (s g)``);
+    the two differ when the scale differs between channels, and SSD nets were trained with the
+    fork's."""
 
     def __init__(self, channels: int, across_spatial: bool, channel_shared: bool, eps: float) -> None:
         super().__init__()
@@ -27,15 +33,26 @@ class Normalize(nn.Module):
     def extra_repr(self) -> str:
         return f"across_spatial={self.across_spatial}, channel_shared={self.channel_shared}, eps={self.eps}"
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _normalised(self, x: Tensor) -> Tensor:
         if self.across_spatial:
             norm = torch.sqrt((x * x).flatten(1).sum(1) + self.eps)
-            y = x * (1.0 / norm).reshape(-1, *([1] * (x.dim() - 1)))
-        else:
-            y = x / torch.sqrt((x * x).sum(1, keepdim=True) + self.eps)
-        if self.channel_shared:
-            return y * self.scale.reshape(())
-        return y * self.scale.reshape(1, -1, *([1] * (x.dim() - 2)))
+            return x * (1.0 / norm).reshape(-1, *([1] * (x.dim() - 1)))
+        return x / torch.sqrt((x * x).sum(1, keepdim=True) + self.eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = (
+            self.scale.reshape(())
+            if self.channel_shared
+            else self.scale.reshape(1, -1, *([1] * (x.dim() - 2)))
+        )
+        if not (torch.is_grad_enabled() and x.requires_grad) or tracing():
+            return self._normalised(x) * scale
+        # The same values (each added term is exactly 0), routed so that autograd gives the fork's
+        # gradients: x's through the normalisation with the unscaled top gradient, then times the
+        # scale; the scale's from the normalised values.
+        routed = x.detach() + (x - x.detach()) * scale.detach()
+        unit = self._normalised(routed)
+        return unit.detach() * scale + (unit - unit.detach())
 
 
 @register_layer("Normalize", bottoms=1, tops=1)
