@@ -28,7 +28,7 @@ INPUT_CASES = [
     "sgd_fixed", "nesterov_step", "adagrad_exp", "rmsprop_inv", "adadelta_multistep", "adam_poly",
     "sgd_sigmoid", "clip", "l1", "frozen", "batchnorm", "two_losses", "saturated_loss",
     "voc-fcn32s", "voc-fcn8s-atonce", "siftflow-fcn16s", "shared_params",
-    "bn_pspnet", "bn_brocolli", "bn_segnet", "fork_layers",
+    "bn_pspnet", "bn_brocolli", "bn_segnet", "fork_layers", "segnet_unpool",
 ]  # fmt: skip
 
 

@@ -185,6 +185,23 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top
   loss_param { ignore_label: 255 } }
 """
 
+SEGNET_UNPOOL_NET = """name: "segnet_unpool"
+layer { name: "input" type: "Input" top: "data" top: "label"
+  input_param { shape { dim: 2 dim: 3 dim: 6 dim: 8 } shape { dim: 2 dim: 1 dim: 6 dim: 8 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "pool" type: "Pooling" bottom: "conv1" top: "pool" top: "mask"
+  pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "decode" type: "Convolution" bottom: "pool" top: "decode"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "up" type: "Upsample" bottom: "decode" bottom: "mask" top: "up"
+  upsample_param { scale: 2 } }
+layer { name: "score" type: "Convolution" bottom: "up" top: "score"
+  convolution_param { num_output: 3 kernel_size: 1 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss"
+  loss_param { ignore_label: 255 } }
+"""
+
 HDF5_NET = TINY_NET.replace(
     """layer { name: "input" type: "Input" top: "data" top: "label"
   input_param { shape { dim: 2 dim: 3 dim: 7 dim: 6 } shape { dim: 2 dim: 1 dim: 7 dim: 6 } } }""",
@@ -334,6 +351,14 @@ CASES = [
         "across spatial, per-channel scales: SSD's own input gradient), an SE block's Axpy, Interp's "
         "zoom; their gradients as the forks' backward passes give them",
         oracle_types={"Interp": "Interp", "Axpy": "Axpy"},  # same names: only the fork oracle has them
+    ),
+    Case(
+        "segnet_unpool", lambda: SEGNET_UNPOOL_NET, _sgd(),
+        "SegNet's Upsample in training after overlapping 3x3 stride-2 max pooling of 6x8 maps (fork "
+        "oracle): the later window's value forward, every window the gradient at its position "
+        "backward (SegNet's backward needs scale, not upsample_h/w, which leave its bound unset)",
+        oracle_types={"Upsample": "SegNetUpsample"},
+        oracle_edits=(("upsample_param {", "segnet_upsample_param {"),),
     ),
     Case(
         "voc-fcn32s", _fcn("voc-fcn32s", "train"), _fcn_solver(1e-6),

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..fillers import CONSTANT_ONE, CONSTANT_ZERO
 from ..registry import Converted, LayerContext, register_layer
-from ..tracing import has_values
+from ..tracing import has_values, tracing
 from .yolo import nearest_upsample_layer
 
 
@@ -39,9 +39,13 @@ def max_unpool(x: Tensor, mask: Tensor, height: int, width: int) -> Tensor:
     sources = torch.arange(values.shape[2], device=x.device).expand_as(index)
     last = torch.full((n, c, height * width), -1, dtype=torch.int64, device=x.device)
     last = last.scatter_reduce(2, index, sources, reduce="amax")
-    out = torch.where(
-        last >= 0, values.gather(2, last.clamp(min=0)), torch.zeros((), dtype=x.dtype, device=x.device)
-    )
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    out = torch.where(last >= 0, values.gather(2, last.clamp(min=0)), zero)
+    if torch.is_grad_enabled() and x.requires_grad and not tracing():
+        # SegNet's backward gives every source the gradient at the position it names (both windows
+        # of an overlap): the gradient of a scatter-add, carried on the same values
+        spread = x.new_zeros((n, c, height * width)).scatter_add(2, index, values)
+        out = out.detach() + (spread - spread.detach())
     return out.reshape(n, c, height, width)
 
 
