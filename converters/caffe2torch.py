@@ -104,10 +104,27 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE.py",
         help="a Python file whose @converters.register_layer converters run first (repeatable)",
     )
+    p.add_argument(
+        "--variant",
+        action="append",
+        type=parse_variant,
+        default=[],
+        metavar="TYPE=NAME",
+        help="a fork's semantics for a layer type that forks compute differently, e.g. "
+        "Proposal=brocolli-caffe (default: Proposal=py-faster-rcnn) (repeatable)",
+    )
     p.add_argument("--no-check", action="store_true", help="skip the self-check forward pass")
     p.add_argument("--cache-dir", help="weights cache for registry models")
     p.add_argument("--device", default="cpu", help="device for the self-check (default cpu)")
     return p
+
+
+def parse_variant(text: str) -> tuple[str, str]:
+    """``TYPE=NAME`` of ``--variant``."""
+    kind, sep, name = text.partition("=")
+    if not sep or not kind or not name:
+        raise argparse.ArgumentTypeError(f"{text!r}: give TYPE=NAME, e.g. Proposal=brocolli-caffe")
+    return kind, name
 
 
 # --- input shapes --------------------------------------------------------------------------------
@@ -334,7 +351,10 @@ def _convert(argv: Sequence[str] | None) -> int:
     # Built on the self-check's device, as the reloaded file will be: both graphs are made alike.
     # The plain graph: the file holds parameters only, and the check needs no fast path (whose
     # FFT convolutions transform fc6's 411 MB kernel on every call).
-    loaded = load_model(spec, device, input_shapes=shapes, cache_dir=args.cache_dir, optimize=False)
+    variants = dict(args.variant)
+    loaded = load_model(
+        spec, device, input_shapes=shapes, cache_dir=args.cache_dir, optimize=False, variants=variants
+    )
     module, record = loaded.net, loaded.record
     check_shapes = None if args.no_check else self_check_shapes(module)
     for line in report(module, record):

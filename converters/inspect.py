@@ -243,8 +243,8 @@ def format_table(summary: dict[str, Any]) -> str:
         lines.append(f"unknown: layer '{layer_name}': {field['field']}{line}")
     if named:
         lines.append(
-            f"note:    {len(named)} field(s) of layers are not in caffe.proto (marked '?'; a misspelling "
-            "or a fork's field): Caffe refuses this net, and so does building a graph from it"
+            f"note:    {len(named)} field(s) of layers are in no Caffe schema fcn-port knows (marked '?'; "
+            "a misspelling or an unknown fork's field): building a graph from this net is refused"
         )
     elif summary["unknown_fields"] and not not_a_net:
         what = "kept as written" if text_mode else "skipped"

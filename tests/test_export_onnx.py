@@ -138,7 +138,10 @@ def test_detection_output_is_refused_in_one_line_naming_the_layer(tmp_path: Path
 
 
 def test_proposal_is_refused_in_one_line_naming_the_layer(tmp_path: Path) -> None:
-    net = load_caffe(Path(__file__).parent / "fixtures" / "forks" / "proposal" / "net.prototxt")
+    net = load_caffe(
+        Path(__file__).parent / "fixtures" / "forks" / "proposal" / "net.prototxt",
+        variants={"Proposal": "brocolli-caffe"},
+    )
     with pytest.raises(export_module.ExportError) as info:
         export_program(net, tmp_path / "rpn.pt2")
     assert "layer 'proposal' (Proposal) cannot be exported" in str(info.value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ TOLERANCE = 1e-5  # x max|expected|
 
 
 def _run(
-    folder: Path, prototxt: str, run: dict, inputs_key: str = "input", phase: str = "TEST"
+    folder: Path, prototxt: str, run: dict, inputs_key: str = "input", phase: str = "TEST", **options: Any
 ) -> tuple[dict, dict]:
     npz = np.load(folder / "io.npz")
     prefix = run["prefix"]
@@ -40,6 +41,7 @@ def _run(
         input_shapes={b: tuple(v.shape) for b, v in inputs.items()},
         outputs=list(run["outputs"]),
         phase=phase,
+        **options,
     )
     with torch.no_grad():
         got = net(**inputs)
@@ -64,7 +66,7 @@ def test_fork_layer_case_matches_its_oracle(name: str) -> None:
     folder = FORKS / name
     case = json.loads((folder / "case.json").read_text())
     for run in case["runs"]:
-        got, want = _run(folder, "net.prototxt", run, phase=case.get("phase", "TEST"))
+        got, want = _run(folder, "net.prototxt", run, phase=case.get("phase", "TEST"), **case.get("load_options", {}))
         _assert_close(f"{name} {run['prefix']}", got, want)
 
 
@@ -138,7 +140,7 @@ def _net(layers: str, shape: tuple[int, ...] = (1, 4, 6, 8)) -> torch.nn.Module:
         (
             'layer { name: "p" type: "Proposal" bottom: "data" bottom: "data" bottom: "data" top: "p" '
             "proposal_param { ratio: 1 } }",
-            "give at least one ratio and one scale",
+            "must be N x 6 x H x W for 3 anchors",  # py-faster-rcnn's default scales 8, 16, 32
         ),
     ],
 )
@@ -186,24 +188,36 @@ def test_reorg_reverse_follows_darknets_index_arithmetic() -> None:
 
 
 def test_a_proposal_layer_without_image_size_or_output_rows_is_refused_in_one_line() -> None:
-    def build(info: str, param: str) -> None:
+    def build(info: str, param: str, variant: str, images: int = 1) -> None:
         text = (
             'layer { name: "in" type: "Input" top: "s" top: "d" top: "i" input_param { '
-            "shape { dim: 1 dim: 2 dim: 3 dim: 4 } shape { dim: 1 dim: 4 dim: 3 dim: 4 } "
+            f"shape {{ dim: {images} dim: 2 dim: 3 dim: 4 }} shape {{ dim: {images} dim: 4 dim: 3 dim: 4 }} "
             f"shape {{ {info} }} }} }}\n"
             'layer { name: "p" type: "Proposal" bottom: "s" bottom: "d" bottom: "i" top: "p" '
             f"proposal_param {{ ratio: 1 scale: 64 {param} }} }}\n"
         )
-        build_graph(parse_text(text))
+        build_graph(parse_text(text), variants={"Proposal": variant})
 
-    build("dim: 1 dim: 3", "")
-    for info, param, message in [
-        ("dim: 1 dim: 1", "", "bottom 2 (im_info) must hold the image's height and width, got [1, 1]"),
-        ("dim: 1 dim: 3", "post_nms_topn: 0", "post_nms_topn must be at least 1"),
-    ]:
+    build("dim: 1 dim: 3", "", "brocolli-caffe")
+    build("dim: 1 dim: 3", "", "py-faster-rcnn")
+    for info, param, variant, images, message in [
+        ("dim: 1 dim: 1", "", "brocolli-caffe", 1,
+         "bottom 2 (im_info) must hold the image's height and width, got [1, 1]"),
+        ("dim: 1 dim: 3", "post_nms_topn: 0", "brocolli-caffe", 1, "post_nms_topn must be at least 1"),
+        ("dim: 1 dim: 2", "", "py-faster-rcnn", 1,
+         "bottom 2 (im_info) must hold the image's height, width and scale, got [1, 2]"),
+        ("dim: 2 dim: 3", "", "py-faster-rcnn", 2, "py-faster-rcnn's proposal layer takes one image, got a batch of 2"),
+    ]:  # fmt: skip
         with pytest.raises(NetError) as error:
-            build(info, param)
+            build(info, param, variant, images)
         assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_an_unknown_variant_is_refused_naming_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"'Proposal' has no variant 'opencv' \(one of py-faster-rcnn, brocolli"):
+        build_graph(parse_text('layer { name: "in" type: "Input" top: "x" }'), variants={"Proposal": "opencv"})
+    with pytest.raises(ValueError, match="'ReLU' has no variant 'x' \\(none: it has one meaning\\)"):
+        build_graph(parse_text('layer { name: "in" type: "Input" top: "x" }'), variants={"ReLU": "x"})
 
 
 def test_bottoms_caffe_would_stop_on_are_refused_when_the_net_is_built() -> None:

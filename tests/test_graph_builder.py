@@ -147,7 +147,11 @@ def test_weight_shape_mismatch_names_layer_blob_and_shapes() -> None:
 
 
 def test_missing_weights_are_an_error_unless_not_strict() -> None:
-    definition = parse_text(SMALL_NET)
+    """A layer whose filler draws at random (a constant one is filled as Caffe fills it:
+    tests/test_real_world_files.py)."""
+    definition = parse_text(
+        SMALL_NET.replace("num_output: 5 kernel_size: 1", 'num_output: 5 kernel_size: 1 weight_filler { type: "xavier" }')  # noqa: E501
+    )
     weights = _weights(definition)
     del weights["score"]
     with pytest.raises(WeightsMismatchError, match="'score'"):

@@ -61,7 +61,7 @@ def test_undeclared_input_shapes_are_guessed_from_the_weights() -> None:
         )
 
 
-def test_a_wrong_guess_says_how_to_give_the_shape() -> None:
+def test_a_wrong_guess_is_never_a_refusal_and_the_shape_engine_says_how_to_give_the_shape() -> None:
     text = """
     layer { name: "data" type: "Python" top: "data" python_param { module: "m" layer: "L" } }
     layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 2 } }
@@ -69,6 +69,8 @@ def test_a_wrong_guess_says_how_to_give_the_shape() -> None:
     net = parse_text(text)
     weights = {"fc": [np.zeros((2, 4 * 5 * 5), np.float32), np.zeros(2, np.float32)]}
     with pytest.raises(ValueError, match=r"data=1x3x500x500.*input_shapes"):
-        build_graph(net, weights)
+        build_graph(net, weights, device="meta")  # shapes only: nothing to wait for
+    lazy = build_graph(net, weights)  # sized by its first call
+    assert lazy(data=torch.ones(1, 4, 5, 5))["fc"].shape == (1, 2)
     graph = build_graph(net, weights, input_shapes={"data": (1, 4, 5, 5)})
     assert graph(data=torch.ones(2, 4, 5, 5))["fc"].shape == (2, 2)

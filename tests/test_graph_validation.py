@@ -251,11 +251,12 @@ def test_a_shared_blob_saved_under_each_layer_loads_once_and_its_copies_must_agr
 
 
 def test_a_shared_blob_stored_only_under_the_sharing_layer_reaches_the_owner() -> None:
-    weights = _arrays(build_graph(parse_text(SHARED), seed=5))
+    shared = SHARED.replace("pad: 1 } }", 'pad: 1 bias_filler { type: "gaussian" std: 1 } } }', 1)
+    weights = _arrays(build_graph(parse_text(shared), seed=5))
     c2_only = {layer: blobs for layer, blobs in weights.items() if layer != "c1"}
     with pytest.raises(WeightsMismatchError, match="layer 'c1'"):  # c1's own bias is missing
-        build_graph(parse_text(SHARED), c2_only)
-    net = build_graph(parse_text(SHARED), c2_only, strict=False)
+        build_graph(parse_text(shared), c2_only)
+    net = build_graph(parse_text(shared), c2_only, strict=False)
     assert np.array_equal(net.c1.weight.detach().numpy(), weights["c2"][0])
     assert net.caffe.randomly_initialised == ["c1"]
 
@@ -295,8 +296,16 @@ def test_repeated_layer_names_get_their_own_modules_and_keep_their_caffe_names()
 
 def test_the_caffemodel_blobs_of_a_repeated_name_go_to_its_first_layer_as_in_caffe() -> None:
     weights = {"conv": [np.full((2, 3, 1, 1), 0.5, np.float32), np.zeros(2, np.float32)]}
+    drawn = DUPLICATES.replace(
+        'top: "b"\n        convolution_param { num_output: 2',
+        'top: "b"\n        convolution_param { weight_filler { type: "xavier" } num_output: 2',
+    )
     with pytest.raises(WeightsMismatchError, match="only into the first layer"):
-        build_graph(parse_text(DUPLICATES), weights)
+        build_graph(parse_text(drawn), weights)
+    with pytest.warns(UserWarning, match="layer 'conv'.*fills it with zeros"):  # Caffe's default: 0
+        zeros = build_graph(parse_text(DUPLICATES), weights)
+    assert float(zeros.b.weight.abs().max()) == 0
+    assert torch.equal(zeros.a.weight, torch.full((2, 3, 1, 1), 0.5))
     net = build_graph(parse_text(DUPLICATES), weights, strict=False)
     assert torch.equal(net.a.weight, torch.full((2, 3, 1, 1), 0.5))
     assert not torch.equal(net.b.weight, net.a.weight)

@@ -266,4 +266,4 @@ def test_misspelled_fields_are_shown_and_marked(tmp_path: Path, capsys: pytest.C
     assert "pooling_param { pool: MAX kernel_size: 2 strde?: 2 }" in table
     assert "unknown: layer 'pool1': pooling_param.strde (line 5)" in table
     assert "unknown: layer 'pool1': typo_top (line 6)" in table
-    assert "Caffe refuses this net" in table
+    assert "in no Caffe schema fcn-port knows" in table

@@ -39,6 +39,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -73,6 +74,8 @@ class Case:
     phase: str = "TEST"
     types: dict[str, str] = field(default_factory=dict)
     """Oracle layer type -> the fork's type, for the weights file (``forks`` cases)."""
+    load_options: dict[str, Any] = field(default_factory=dict)
+    """Options the test passes to ``load_caffe`` (a fork's ``variants``)."""
 
 
 def input_layer(blobs: dict[str, Shape]) -> str:
@@ -293,7 +296,7 @@ def build_cases() -> list[Case]:
             + f'layer {{ name: "proposal" type: "Proposal" bottom: "scores" bottom: "deltas" bottom: "im_info" {tops} '
             f"proposal_param {{ {param} }} }}\n",
             [blobs], "brocolli-caffe's Proposal (PVANet's C++ port, scales in pixels): " + desc,
-            inputs=proposal_inputs,
+            inputs=proposal_inputs, load_options={"variants": {"Proposal": "brocolli-caffe"}},
         ))
     # ---------------- the fork oracle (tools/build_fork_oracle.sh)
     interp = (
@@ -602,6 +605,8 @@ def make_case(case: Case, out_dir: Path) -> dict:
         "params": params,
         "runs": runs,
     }
+    if case.load_options:
+        info["load_options"] = case.load_options
     (out_dir / "case.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
 

@@ -57,6 +57,7 @@ def load_model(
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
     optimize: bool | None = None,
+    variants: Mapping[str, str] | None = None,
 ) -> LoadedModel:
     """Build ``spec``: ``NAME`` (the weights registry), ``FILE`` (a ``.safetensors``/``.pt`` written
     by ``caffe2torch``), ``[PROTOTXT, CAFFEMODEL]``, ``[NAME, CAFFEMODEL]`` (the registry's net with
@@ -65,7 +66,8 @@ def load_model(
     A registry model's weights are fetched when not cached (``weights="download"``), taken from the
     cache if there else random (``"cached"``: a prototxt alone is then allowed too), or random
     (``"random"``). ``input_shapes`` sizes inputs the prototxt leaves undeclared. ``optimize``: the
-    fast CPU graph (default: on the CPU; ``False`` keeps the plain graph). Raises
+    fast CPU graph (default: on the CPU; ``False`` keeps the plain graph). ``variants``: a fork's
+    semantics for a type that forks compute differently (``{"Proposal": "brocolli-caffe"}``). Raises
     :class:`ModelError` for a spec that names nothing loadable; file errors propagate as
     ``CaffeFormatError``, download errors as ``DownloadError``."""
     from converters import load_caffe, load_converted, read_prototxt
@@ -78,6 +80,8 @@ def load_model(
         "input_shapes": dict(input_shapes or {}),
         "optimize": optimize,
     }
+    if variants:
+        options["variants"] = dict(variants)
     if len(parts) == 2:
         prototxt, caffemodel = (Path(p) for p in parts)
         if not caffemodel.is_file():

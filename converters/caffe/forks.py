@@ -24,6 +24,7 @@ from .schema import MESSAGES, WIRE_NUMBERS, FieldSpec, extend_schema
 
 FORK_SCHEMA_TEXT = """
 enum BNParameter.BNMode LEARN=0 INFERENCE=1
+enum ImageDataParameter.LabelType NONE=0 IMAGE=1 PIXEL=2
 enum PriorBoxParameter.CodeType CORNER=1 CENTER_SIZE=2 CORNER_SIZE=3
 message InterpParameter
   1 height int32 =0
@@ -101,6 +102,43 @@ message SaveOutputParameter
   4 label_map_file string
   5 name_size_file string
   6 num_test_image uint32
+message DenseImageDataParameter
+  1 source string
+  2 batch_size uint32
+  3 rand_skip uint32 =0
+  4 shuffle bool =false
+  5 new_height uint32 =0
+  6 new_width uint32 =0
+  7 is_color bool =true
+  8 mean_file string
+  9 root_folder string =""
+  10 mirror bool =false
+  11 crop_width uint32 =0
+  12 crop_height uint32 =0
+message TransposeParameter
+  1 dim int32*
+message VideoDataParameter
+  1 source string
+  2 scale float =1
+  3 mean_file string
+  4 batch_size uint32 =1
+  5 crop_size uint32 =0
+  6 mirror bool =false
+  7 rand_skip uint32 =0
+  8 shuffle bool =false
+  9 new_height uint32 =0
+  10 new_width uint32 =0
+  11 is_color bool =true
+  12 root_folder string =""
+  13 new_length uint32
+  14 show_data bool =false
+  15 use_image bool =false
+  16 use_temporal_jitter bool =false
+  17 sampling_rate uint32 =1
+  18 max_sampling_rate uint32 =1
+  19 use_sampling_rate_jitter bool =false
+  20 use_multiple_label bool =false
+  21 num_of_labels uint32 =1
 message DetectionOutputParameter
   1 num_classes uint32
   2 share_location bool =true
@@ -118,7 +156,7 @@ message DetectionOutputParameter
 
 # Field names of a second fork's message of the same name: (message, field) -> (type, default,
 # the number that fork writes it under).
-NAME_ONLY: dict[tuple[str, str], tuple[str, Any, int]] = {
+NAME_ONLY: dict[tuple[str, str], tuple[str, Any, int | None]] = {
     # the four-blob BN of PSPNet and brocolli-caffe: slope/bias + moving mean and variance statistic
     ("BNParameter", "slope_filler"): ("FillerParameter", None, 1),
     ("BNParameter", "bias_filler"): ("FillerParameter", None, 2),
@@ -127,6 +165,17 @@ NAME_ONLY: dict[tuple[str, str], tuple[str, Any, int]] = {
     ("BNParameter", "frozen"): ("bool", False, 5),
     # the YOLO forks' nearest-neighbour Upsample (brocolli-caffe: scale default 1, dims_num)
     ("UpsampleParameter", "dims_num"): ("int32", 4, 2),
+    # fields the forks add to BVLC's messages, where BVLC (or another fork) uses the number:
+    # OpenCV's opencv-caffe.proto and the DenseNet releases: ceil_mode (BVLC 13 is round_mode)
+    ("PoolingParameter", "ceil_mode"): ("bool", True, 13),
+    # py-faster-rcnn's caffe-fast-rcnn, CTPN, OpenCV (SegNet's 2 is sample_weights_test)
+    ("DropoutParameter", "scale_train"): ("bool", True, 2),
+    # DeepLab v2 and PSPNet: the label image's ignore value and kind (a data layer's: no effect here)
+    ("ImageDataParameter", "ignore_label"): ("int32", 255, 15),
+    ("ImageDataParameter", "label_type"): ("ImageDataParameter.LabelType", "IMAGE", 16),
+    # OpenCV's DetectionOutput (its res10 face detector): decoded boxes clipped to [0, 1]; no
+    # fork schema read gives it a number, so it is read from text only
+    ("DetectionOutputParameter", "clip"): ("bool", False, None),
 }
 
 #: ``LayerParameter`` fields of the forks: name -> (message type, field number, fork, layer types).
@@ -144,7 +193,20 @@ LAYER_FIELDS: dict[str, tuple[str, int, str, tuple[str, ...]]] = {
     "proposal_param": ("ProposalParameter", 1000, "brocolli-caffe (PVANet's C++ port)", ("Proposal",)),
     "psroi_pooling_param": ("PSROIPoolingParameter", 10002, "R-FCN (brocolli-caffe: 149)", ("PSROIPooling",)),
     "detection_output_param": ("DetectionOutputParameter", 204, "Caffe-SSD (weiliu89)", ("DetectionOutput",)),
+    # data layers left in deploy files: read, never used (the layer's tops are inputs)
+    "dense_image_data_param": ("DenseImageDataParameter", 138, "SegNet", ("DenseImageData",)),
+    "video_data_param": ("VideoDataParameter", 6660, "C3D v1.1 (video-caffe: 7777)", ("VideoData",)),
+    # CTPN's Transpose (BVLC's 142 is scale_param)
+    "transpose_param": ("TransposeParameter", 142, "CTPN", ("Transpose",)),
 }
+
+#: The schemas whose field names a prototxt may use: BVLC master's and these forks' (their
+#: caffe.proto files, read for the names and numbers above).
+SCHEMAS_CONSULTED = (
+    "BVLC caffe.proto (master)", "Caffe-SSD", "py-faster-rcnn", "DeepLab v2", "SegNet", "PSPNet",
+    "ENet", "R-FCN", "C3D", "CTPN", "ShuffleNet", "YOLOv2 ports", "brocolli-caffe",
+    "OpenCV's opencv-caffe.proto",
+)
 
 #: Binary field numbers per layer type where a fork's number differs from the table above.
 TYPE_NUMBERS: dict[str, dict[int, str]] = {
@@ -152,6 +214,7 @@ TYPE_NUMBERS: dict[str, dict[int, str]] = {
     "BN": {45: "bn_param", 1111: "bn_param", 152: "bn_param"},  # SegNet, brocolli-caffe, PSPNet
     "PSROIPooling": {10002: "psroi_pooling_param", 149: "psroi_pooling_param"},
     "Reorg": {159: "reorg_param", 147: "reorg_param"},  # 147: gklz1982/caffe-yolov2
+    "VideoData": {6660: "video_data_param", 7777: "video_data_param"},
 }
 
 _LENGTH = 2
@@ -164,7 +227,8 @@ def _install() -> None:
         if name not in spec.by_name:
             number = -len(spec.by_name) - 1  # not read by number: a second fork's field, by name
             spec.by_name[name] = FieldSpec(number, name, type_name, False, False, default)
-        WIRE_NUMBERS[(message, name)] = wire_number
+        if wire_number is not None:
+            WIRE_NUMBERS[(message, name)] = wire_number
     layer = MESSAGES["LayerParameter"]
     for name, (type_name, number, _, _) in LAYER_FIELDS.items():
         if name not in layer.by_name:

@@ -491,8 +491,9 @@ def _format_into(msg: Message, indent: int, lines: list[str]) -> None:
 
 def refuse_unknown_fields(layers: Iterable[Message]) -> None:
     """Raise :class:`NetError` naming the layer, the field and its line for the first field of
-    ``layers`` that caffe.proto does not have (a misspelling, or a Caffe fork's field), as
-    Caffe refuses such a prototxt. Only fields read from text carry names; unknown fields of
+    ``layers`` that neither BVLC's caffe.proto nor a known fork's schema has (a misspelling, or a
+    fork not covered), as Caffe refuses such a prototxt. Only fields read from text carry names;
+    unknown fields of
     binary files (numbered) are left alone, since released caffemodels carry fork fields."""
     for layer in layers:
         unknown = unknown_named_fields(layer)
@@ -501,9 +502,12 @@ def refuse_unknown_fields(layers: Iterable[Message]) -> None:
         path, where = unknown[0]
         line, column = where if where is not None else (None, None)
         others = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        from .forks import SCHEMAS_CONSULTED
+
         raise NetError(
-            f"layer '{layer.get('name')}': field '{path}'{others} is not in caffe.proto, so Caffe refuses "
-            "this net; fix the spelling or remove it (fields of other Caffe forks are not supported yet)",
+            f"layer '{layer.get('name')}': field '{path}'{others} is in none of the {len(SCHEMAS_CONSULTED)} "
+            f"Caffe schemas fcn-port knows ({', '.join(SCHEMAS_CONSULTED)}); fix the spelling or "
+            "remove it",
             line=line,
             column=column,
         )

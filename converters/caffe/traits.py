@@ -11,12 +11,22 @@ from ..errors import CaffeFormatError
 from .message import Message
 
 #: Layers that produce blobs from outside the net (their tops become the graph's inputs).
-DATA_LAYER_TYPES = frozenset(
+BVLC_DATA_LAYER_TYPES = frozenset(
+    {"Input", "Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "WindowData", "Python"}
+)
+
+#: The forks' data layers, left in the deploy and test files people have: SSD's AnnotatedData,
+#: C3D's VideoData, SegNet's DenseImageData, DeepLab v2's ImageSegData, HED's ImageLabelmapData,
+#: OpenPose's CPMData, FlowNet 2.0's CustomData, py-R-FCN's BoxData, multi-label forks'
+#: MultiLabelImageData. What they read is outside the net: their tops are the graph's inputs.
+FORK_DATA_LAYER_TYPES = frozenset(
     {
-        "Input", "Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "WindowData",
-        "AnnotatedData", "VideoData", "Python",
+        "AnnotatedData", "VideoData", "DenseImageData", "ImageSegData", "ImageLabelmapData",
+        "CPMData", "CustomData", "BoxData", "MultiLabelImageData",
     }
 )  # fmt: skip
+
+DATA_LAYER_TYPES = BVLC_DATA_LAYER_TYPES | FORK_DATA_LAYER_TYPES
 
 #: Layers whose top at a position depends only on the bottoms at that position (same shape out as
 #: in): coordinate maps pass through them unchanged, and they keep the channel count.

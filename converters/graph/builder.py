@@ -37,8 +37,10 @@ from ..caffe.text import refuse_unknown_fields
 from ..caffe.traits import is_loss_or_metric
 from ..errors import CaffeFormatError, NetError, UnsupportedLayerError, WeightsMismatchError
 from ..layers import Converted, LayerContext, converter_for, fill
-from ..layers.registry import blob_counts, check_count
+from ..layers.fillers import caffe_filler, is_deterministic
+from ..layers.registry import blob_counts, check_count, layer_variants
 from .inputs import input_shapes, is_source
+from .lazy import LazyCaffeNet
 
 Shape = tuple[int, ...]
 PathLike = str | os.PathLike[str]
@@ -76,6 +78,13 @@ class CaffeNetInfo:
     """Layer -> the shapes of its bottoms when it runs (for the input shapes above)."""
     parameter_shapes: dict[str, list[Shape]] = dataclasses.field(default_factory=dict)
     """Layer -> the shapes Caffe gives its parameter blobs, in Caffe's blob order."""
+    parameter_fillers: dict[str, list[Message]] = dataclasses.field(default_factory=dict)
+    """Layer -> the filler Caffe's ``LayerSetUp`` uses for each of its blobs, in Caffe's blob order."""
+    variants: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Layer type -> the fork semantics it was built with, where chosen (``build_graph``'s ``variants``)."""
+    filled_by_fillers: list[str] = dataclasses.field(default_factory=list)
+    """Layers the weights did not cover whose fillers draw nothing at random (constant, bilinear,
+    Caffe's constant-0 default): filled with Caffe's values, as Caffe fills them."""
 
 
 @dataclasses.dataclass
@@ -139,6 +148,7 @@ def build_graph(
     initialise: bool = True,
     outputs: Sequence[str] | None = None,
     optimize: bool = False,
+    variants: Mapping[str, str] | None = None,
 ) -> fx.GraphModule:
     """The net as a ``torch.fx.GraphModule`` in eval mode, its parameters from ``weights``.
 
@@ -151,20 +161,93 @@ def build_graph(
     ``net.blobs`` holds them) instead of the net's outputs. ``device="meta"`` builds the graph and
     every shape without allocating or loading any parameter. ``optimize`` applies
     :func:`converters.graph.speed.optimize_for_cpu` (same state dict, Caffe's numbers within the
-    parity tolerance; :func:`load_caffe` does by default on the CPU).
+    parity tolerance; :func:`load_caffe` does by default on the CPU). ``variants`` picks a fork's
+    semantics where forks compute a type differently (``{"Proposal": "brocolli-caffe"}``).
+
+    Inputs whose shapes the net does not declare (an ``Input`` layer without ``shape``, or a data
+    layer whose guessed size the net refuses) and ``input_shapes`` does not give make a
+    :class:`~converters.graph.lazy.LazyCaffeNet`: built on its first call, for that call's shapes.
     """
+    variants = _checked_variants(variants)
     layers = select_layers(net, phase=phase, level=level, stages=stages, with_loss=with_loss)
     consumed = {b for layer in layers if not is_source(layer) for b in layer.getall("bottom")}
-    shapes, declared, transforms = _inputs(layers, consumed, input_shapes or {}, weights)
-    trace = _trace(layers, shapes, weights, phase, outputs, set(shapes) - set(declared))
+    given = dict(input_shapes or {})
+    shapes, declared, transforms = _inputs(layers, consumed, given, weights)
+    target = torch.device(device) if device is not None else torch.device("cpu")
+    guessed = set(shapes) - set(declared)
+    if guessed and target.type != "meta":
+        options = dict(
+            phase=phase, level=level, stages=stages, with_loss=with_loss, strict=strict, seed=seed,
+            initialise=initialise, outputs=outputs, optimize=optimize, variants=variants,
+        )  # fmt: skip
+
+        def build_for(found: dict[str, Shape], on: torch.device) -> fx.GraphModule:
+            sized = {**given, **{b: found[b] for b in found if b not in given}}
+            fast = bool(optimize) and on.type == "cpu"
+            return build_graph(net, weights, input_shapes=sized, device=on, **{**options, "optimize": fast})  # type: ignore[arg-type]
+
+        unsized = sorted(b for b in guessed if b in _shapeless_input_tops(layers))
+        if unsized:  # an Input layer without a shape: never a size made up for it
+            return LazyCaffeNet(build_for, unsized, target if device is not None else None)
+        try:
+            return _build(net, layers, weights, shapes, declared, transforms, phase, outputs, strict, seed,
+                          initialise, target, optimize, variants)  # fmt: skip
+        except UnsupportedLayerError:
+            raise
+        except (NetError, WeightsMismatchError):  # refused for a guessed size: size it from the call
+            return LazyCaffeNet(build_for, sorted(guessed), target if device is not None else None)
+    return _build(
+        net, layers, weights, shapes, declared, transforms, phase, outputs, strict, seed, initialise, target,
+        optimize, variants,
+    )  # fmt: skip
+
+
+def _checked_variants(variants: Mapping[str, str] | None) -> dict[str, str]:
+    """``variants`` as a dict, each naming a type and one of the semantics its converter knows."""
+    checked: dict[str, str] = {}
+    for kind, variant in (variants or {}).items():
+        known = layer_variants(kind)
+        if variant not in known:
+            choices = f"one of {', '.join(known)}" if known else "none: it has one meaning"
+            raise ValueError(f"variants: layer type '{kind}' has no variant {variant!r} ({choices})")
+        checked[kind] = variant
+    return checked
+
+
+def _shapeless_input_tops(layers: list[Message]) -> set[str]:
+    """Tops of ``Input`` layers (legacy ``input:`` fields included) that declare no shape."""
+    return {
+        top
+        for layer in layers
+        if layer_type(layer) == "Input" and not layer.get("input_param").getall("shape")
+        for top in layer.getall("top")
+    }
+
+
+def _build(
+    net: Message,
+    layers: list[Message],
+    weights: Mapping[str, list[np.ndarray]] | None,
+    shapes: dict[str, Shape],
+    declared: set[str],
+    transforms: dict[str, Message],
+    phase: str,
+    outputs: Sequence[str] | None,
+    strict: bool,
+    seed: int,
+    initialise: bool,
+    target: torch.device,
+    optimize: bool,
+    variants: Mapping[str, str],
+) -> fx.GraphModule:
+    trace = _trace(layers, shapes, weights, phase, outputs, set(shapes) - set(declared), variants)
     module = fx.GraphModule(
         trace.root, trace.graph, class_name=_identifier(str(net.get("name") or "CaffeNet"), set())
     )
-    target = torch.device(device) if device is not None else torch.device("cpu")
     shared = _shared_blobs(trace.planned)
     _check_parameter_memory(trace.planned, shared, target)
     module.to_empty(device=target)
-    randomly = _load_blobs(
+    randomly, filled = _load_blobs(
         module,
         trace.planned,
         shared,
@@ -187,6 +270,8 @@ def build_graph(
         transform_params=transforms,
         unused_weights=sorted(set(weights or {}) - names),
         randomly_initialised=randomly,
+        filled_by_fillers=filled,
+        variants=dict(variants),
         definition=_definition(net, layers),
         parameter_blobs=_first_per_name(
             (p.name, [f"{p.attr}.{a}" for a, _ in p.converted.blobs])
@@ -196,6 +281,11 @@ def build_graph(
         bottom_shapes=trace.bottom_shapes,
         parameter_shapes=_first_per_name(
             (p.name, [tuple(s) for _, s in p.converted.blobs]) for p in trace.planned if p.converted.blobs
+        ),
+        parameter_fillers=_first_per_name(
+            (p.name, [caffe_filler(f) for f in _padded_fillers(p.converted.fillers, len(p.converted.blobs))])
+            for p in trace.planned
+            if p.converted.blobs
         ),
     )
     if optimize and target.type != "meta":
@@ -221,7 +311,8 @@ def _inputs(
     weights: Mapping[str, list[np.ndarray]] | None,
 ) -> tuple[dict[str, Shape], set[str], dict[str, Message]]:
     shapes, declared, transforms = input_shapes(layers, consumed, given, weights)
-    unknown = set(given) - set(shapes)
+    sources = {top for layer in layers if is_source(layer) for top in layer.getall("top")}
+    unknown = set(given) - sources  # a declared input the graph does not read (a dropped loss's label)
     if unknown:
         raise ValueError(f"input_shapes names {', '.join(sorted(unknown))}, which the net does not read")
     return shapes, declared, transforms
@@ -234,6 +325,7 @@ def _trace(
     phase: str,
     outputs: Sequence[str] | None,
     guessed: set[str] | None = None,
+    variants: Mapping[str, str] | None = None,
 ) -> _Trace:
     """Every layer's converter, called in order and run on meta tensors to learn its tops' shapes.
 
@@ -284,6 +376,7 @@ def _trace(
             blob_shapes=[tuple(b.shape) for b in stored] if stored else None,
             phase=phase,
             guessed=any(b in guessed for b in bottoms),
+            variant=(variants or {}).get(kind),
         )
         if ctx.guessed:
             guessed.update(tops)
@@ -304,11 +397,11 @@ def _trace(
                 f"{where} has {len(params)} param specs but only {len(converted.blobs)} parameter blobs "
                 "(Caffe: too many params specified)"
             )
+        if converted.role == "silence":  # a sink: what it swallows is what the net's users read
+            continue
         for b in bottoms:
             if b in available:
                 available.remove(b)
-        if converted.role == "silence":
-            continue
         per_bottom = converted.per_bottom and len(bottoms) > 1
         calls = [([b], [t]) for b, t in zip(bottoms, tops, strict=True)] if per_bottom else [(bottoms, tops)]
         attr = _identifier(name, taken) if per_bottom and converted.module is not None else ""
@@ -525,9 +618,10 @@ def _load_blobs(
     initialise: bool,
     shapes: dict[str, Shape],
     declared: set[str],
-) -> list[str]:
+) -> tuple[list[str], list[str]]:
     """Stored blobs copied into the parameters (checked as Caffe checks them), missing ones filled,
-    shared ones made one tensor; returns the layers filled at random."""
+    shared ones made one tensor; returns the layers filled at random and those filled by
+    deterministic fillers where weights were given (Caffe's values)."""
     generator = torch.Generator().manual_seed(seed)
     stored: dict[Blob, list[tuple[str, np.ndarray]]] = {}
     for i, plan in enumerate(planned):
@@ -555,13 +649,33 @@ def _load_blobs(
             stored.setdefault(shared.get((i, j), (i, j)), []).append((plan.name, array))
 
     randomly: list[str] = []
+    filled: list[str] = []
+    as_caffe: set[int] = set()  # planned layers filled with Caffe's own fillers
+    covers_some = any(plan.stored is not None for plan in planned if plan.converted.blobs)
     for i, plan in enumerate(planned):
         converted = plan.converted
         if not converted.blobs or plan.stored is not None:
             continue
         if all(shared.get((i, j), (i, j)) in stored for j in range(len(converted.blobs))):
             continue  # every blob comes from the layers it shares them with
+        fillers = _padded_fillers(converted.fillers, len(converted.blobs))
         if weights is not None and strict:
+            drawn = [caffe_filler(f).get("type") for f in fillers if not is_deterministic(f)]
+            if not drawn and covers_some:  # Caffe's LayerSetUp gives the same values every run
+                filled.append(plan.name)
+                as_caffe.add(i)
+                if any(f is None for f in fillers):
+                    warnings.warn(
+                        f"layer '{plan.name}' ({plan.type}) has no weights in the caffemodel and its "
+                        "prototxt gives no filler: Caffe's default fills it with zeros, and so does fcn-port",
+                        stacklevel=4,
+                    )
+                continue
+            if not covers_some:
+                raise WeightsMismatchError(
+                    f"layer '{plan.name}' ({plan.type}) has no weights in the caffemodel, which covers none "
+                    "of the net's layers (the weights of another net?)"
+                )
             again = (
                 f" (an earlier layer is also named '{plan.name}': Caffe copies a caffemodel's blobs only "
                 "into the first layer of a name)"
@@ -569,17 +683,19 @@ def _load_blobs(
                 else ""
             )
             raise WeightsMismatchError(
-                f"layer '{plan.name}' ({plan.type}) has no weights in the caffemodel{again}; "
-                "pass strict=False to fill it at random"
+                f"layer '{plan.name}' ({plan.type}) has no weights in the caffemodel{again}, and its "
+                f"{drawn[0]} filler draws them at random; pass strict=False to fill it at random"
             )
         randomly.append(plan.name)
 
     for i, plan in enumerate(planned):
         sub = module.get_submodule(plan.attr)
         on_meta = module_device(sub) == "meta"
-        fillers = list(plan.converted.fillers) + [None] * (
-            len(plan.converted.blobs) - len(plan.converted.fillers)
-        )
+        count = len(plan.converted.blobs)
+        if i in as_caffe:
+            fillers = [caffe_filler(f) for f in _padded_fillers(plan.converted.fillers, count)]
+        else:
+            fillers = _padded_fillers(plan.converted.inference_fillers or plan.converted.fillers, count)
         for j, ((blob_attr, shape), filler) in enumerate(zip(plan.converted.blobs, fillers, strict=True)):
             if (i, j) in shared:
                 continue
@@ -610,7 +726,12 @@ def _load_blobs(
         sharer = module.get_submodule(planned[i].attr)
         owner = module.get_submodule(planned[oi].attr)
         _alias(sharer, planned[i].converted.blobs[j][0], getattr(owner, planned[oi].converted.blobs[oj][0]))
-    return randomly
+    return randomly, filled
+
+
+def _padded_fillers(fillers: Sequence[Message | None], count: int) -> list[Message | None]:
+    """One filler per blob (``None``, Caffe's default, for those a converter leaves out)."""
+    return list(fillers)[:count] + [None] * (count - len(fillers))
 
 
 class _ReadHere(dict):

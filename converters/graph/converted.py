@@ -66,6 +66,7 @@ def _metadata(module: fx.GraphModule) -> dict[str, str]:
         "fcn_port.prototxt": format_message(info.definition),
         "fcn_port.input_shapes": json.dumps(declared),
         "fcn_port.outputs": json.dumps(info.outputs),
+        "fcn_port.variants": json.dumps(info.variants),
     }
 
 
@@ -250,7 +251,10 @@ def load_converted(
             raise CaffeFormatError("the file has no net definition: it was not written by fcn-port", path)
         net = parse_text(metadata["fcn_port.prototxt"], path=path)
         shapes = json.loads(metadata.get("fcn_port.input_shapes", "{}"))
-        module = build_graph(net, None, input_shapes=shapes, device="meta", initialise=False)
+        variants = json.loads(metadata.get("fcn_port.variants", "{}"))
+        module = build_graph(
+            net, None, input_shapes=shapes, device="meta", initialise=False, variants=variants
+        )
         _materialise(module, get, keys, target, path)
     module.caffe.randomly_initialised = []
     if optimize if optimize is not None else torch.device(device or "cpu").type == "cpu":

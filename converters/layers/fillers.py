@@ -28,6 +28,22 @@ def weight_and_bias_fillers(param: Message, bias: bool) -> list[Message | None]:
     return fillers
 
 
+def caffe_filler(filler: Message | None) -> Message:
+    """The filler Caffe uses for a blob whose converter gives ``filler`` (``None``: the prototxt
+    writes none, and ``FillerParameter``'s defaults make it constant 0)."""
+    return filler if filler is not None else Message("FillerParameter")
+
+
+#: Filler types that draw nothing at random: Caffe gives every run the same values.
+DETERMINISTIC_FILLERS = frozenset({"constant", "bilinear"})
+
+
+def is_deterministic(filler: Message | None) -> bool:
+    """Whether Caffe fills a blob with ``filler`` (as :func:`caffe_filler` reads it) the same way
+    on every run."""
+    return str(caffe_filler(filler).get("type")) in DETERMINISTIC_FILLERS
+
+
 def fill(shape: Sequence[int], filler: Message | None, generator: torch.Generator) -> Tensor:
     """A tensor drawn as Caffe's ``filler`` would draw it; without one, a fan-in scaled normal
     (std ``sqrt(2 / fan_in)``), which keeps activations alive through deep nets."""

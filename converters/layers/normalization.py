@@ -136,5 +136,9 @@ def batch_norm(ctx: LayerContext) -> Converted:
     module = BatchNorm(channels, float(p.get("eps")), global_stats, float(p.get("moving_average_fraction")))
     blobs = [("mean", (channels,)), ("variance", (channels,)), ("scale_factor", (1,))]
     return Converted(
-        module=module, blobs=blobs, fillers=[CONSTANT_ZERO, CONSTANT_ONE, CONSTANT_ONE], keeps_shape=True
+        module=module,
+        blobs=blobs,
+        fillers=[CONSTANT_ZERO] * 3,  # BatchNormLayer::LayerSetUp: every blob set to 0
+        inference_fillers=[CONSTANT_ZERO, CONSTANT_ONE, CONSTANT_ONE],
+        keeps_shape=True,
     )

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..caffe.message import Message
 from ..caffe.traits import window
 from ..errors import NetError
 from .registry import Converted, LayerContext, check_int, register_layer
@@ -181,6 +182,15 @@ def max_pool_with_mask(
     return _extend(top, inside, out, lowest), _extend(mask, inside, out, -1.0)
 
 
+def pooling_rounds_up(p: Message) -> bool:
+    """Whether a pooling layer's output size rounds up: BVLC's ``round_mode`` (CEIL by default),
+    or the ``ceil_mode: false`` of OpenCV's schema (and the DenseNet releases made with it), which
+    rounds down."""
+    if "ceil_mode" in p:
+        return bool(p.get("ceil_mode"))
+    return str(p.get("round_mode")) == "CEIL"
+
+
 @register_layer("Pooling", bottoms=1, tops=(1, 2))
 def pooling(ctx: LayerContext) -> Converted:
     p = ctx.param("pooling_param")
@@ -205,6 +215,6 @@ def pooling(ctx: LayerContext) -> Converted:
     check_int(w.pad, "pad", ctx.where, low=0)
     if any(pd >= k for pd, k in zip(w.pad, w.kernel, strict=True)):
         raise ValueError(f"{ctx.where}: pad {list(w.pad)} must be smaller than the kernel {list(w.kernel)}")
-    ceil = str(p.get("round_mode")) == "CEIL"
+    ceil = pooling_rounds_up(p)
     module = CaffePooling(method, w.kernel, w.stride, w.pad, ceil=ceil, mask=mask)
     return Converted(module=module, outputs=outputs)

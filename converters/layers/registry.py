@@ -61,6 +61,9 @@ class LayerContext:
     guessed: bool = False
     """Some bottom's shape comes from an input whose shape was guessed (neither declared by the net
     nor given): checks that relate the bottoms' sizes to each other may not hold for it."""
+    variant: str | None = None
+    """Which fork's semantics to follow where forks compute one type differently (``build_graph``'s
+    ``variants``); ``None``: the type's default, the first of those it was registered with."""
 
     def param(self, field: str) -> Message:
         """The layer's ``<type>_param`` message (schema defaults when absent)."""
@@ -108,6 +111,12 @@ class Converted:
     kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     blobs: list[tuple[str, Shape]] = dataclasses.field(default_factory=list)
     fillers: list[Message | None] = dataclasses.field(default_factory=list)
+    """Caffe's filler of each blob, as its ``LayerSetUp`` uses it when no weights are loaded; ``None``
+    where the prototxt writes none and Caffe takes ``FillerParameter``'s default (constant 0)."""
+    inference_fillers: list[Message | None] | None = None
+    """The fillers for a net drawn at random to be *run* (``strict=False``, no weights), where
+    Caffe's would give a net that computes nothing useful (BatchNorm's zero variance and scale
+    factor); ``None``: :attr:`fillers`, unwritten ones drawn fan-in scaled."""
     outputs: int = 1
     same_for_all_tops: bool = False
     per_bottom: bool = False
@@ -122,6 +131,7 @@ class Converted:
 
 
 Converter = Callable[[LayerContext], Converted]
+_VARIANTS: dict[str, tuple[str, ...]] = {}
 _CONVERTERS: dict[str, Converter] = {}
 
 Count = int | tuple[int, int | None] | None
@@ -180,14 +190,21 @@ def _limits(count: Count, what: str) -> tuple[int, int | None] | None:
 
 
 def register_layer(
-    *types: str, bottoms: Count = None, tops: Count = None, equal: bool = False, override: bool = False
+    *types: str,
+    bottoms: Count = None,
+    tops: Count = None,
+    equal: bool = False,
+    override: bool = False,
+    variants: Sequence[str] = (),
 ) -> Callable[[Converter], Converter]:
     """Register a converter function for one or more Caffe layer type names.
 
     ``bottoms`` and ``tops`` declare how many blobs the type takes (``1``, ``(2, None)``, ``(1, 2)``;
     ``None`` leaves it unchecked) and ``equal=True`` one top per bottom: the builder refuses other
     counts, naming the layer, before the converter runs. A type that already has a converter is
-    refused unless ``override=True`` (a user replacing a built-in converter must say so)."""
+    refused unless ``override=True`` (a user replacing a built-in converter must say so).
+    ``variants`` names the forks' semantics the converter can follow (``LayerContext.variant``),
+    the default first."""
     if not types or not all(isinstance(t, str) and t for t in types):
         raise TypeError("register_layer takes one or more layer type names, e.g. register_layer('Interp')")
     counts = BlobCounts(_limits(bottoms, "bottoms"), _limits(tops, "tops"), bool(equal))
@@ -211,9 +228,15 @@ def register_layer(
             if counts != BlobCounts():
                 declared[layer_type] = counts
             _COUNTS[layer_type] = declared.get(layer_type, counts)
+            _VARIANTS[layer_type] = tuple(variants)
         return function
 
     return decorate
+
+
+def layer_variants(layer_type: str) -> tuple[str, ...]:
+    """The forks' semantics a type's converter can follow, its default first (empty: one)."""
+    return _VARIANTS.get(layer_type, ())
 
 
 def blob_counts(layer_type: str) -> BlobCounts:

@@ -3,19 +3,45 @@ Dropout (identity at test time)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
 from torch import Tensor, nn
 
 from ..caffe.traits import DATA_LAYER_TYPES
 from ..errors import UnsupportedLayerError
-from .registry import Converted, LayerContext, register_layer
+from .registry import Converted, Converter, LayerContext, register_layer
+
+#: ``python_param.module`` -> the converter of the well-known Python layers that compute (the FCN
+#: data layers, ``voc_layers`` and the rest, take no bottoms: their tops are inputs like any data
+#: layer's).
+PYTHON_LAYERS: dict[str, Converter] = {}
+
+
+def python_layer(module: str) -> Callable[[Converter], Converter]:
+    """Register the converter of the Python layers whose ``python_param.module`` is ``module``."""
+
+    def decorate(function: Converter) -> Converter:
+        if module in PYTHON_LAYERS:
+            raise ValueError(f"Python layer module '{module}' already has a converter")
+        PYTHON_LAYERS[module] = function
+        return function
+
+    return decorate
 
 
 def data_layer(ctx: LayerContext) -> Converted:
-    """A layer that reads data from outside the net: its tops are the graph's inputs."""
+    """A layer that reads data from outside the net: its tops are the graph's inputs. A Python layer
+    with bottoms computes: converted when its module is a well-known one (:data:`PYTHON_LAYERS`)."""
     if ctx.bottoms:  # only Python layers get here: the other data types take no bottoms
+        module = str(ctx.param("python_param").get("module"))
+        if module in PYTHON_LAYERS:
+            return PYTHON_LAYERS[module](ctx)
+        known = ", ".join(sorted(PYTHON_LAYERS))
         raise UnsupportedLayerError(
-            f"{ctx.where} has bottoms: it computes in Python code that fcn-port cannot run; "
-            "add a converter for it with @converters.register_layer('Python', override=True)"
+            f"{ctx.where} has bottoms: it computes in Python code (module '{module}') that fcn-port "
+            f"cannot run (known modules: {known}); add a converter for it with "
+            "@converters.register_layer('Python', override=True)"
         )
     return Converted(role="input")
 
@@ -47,7 +73,28 @@ def dropout(ctx: LayerContext) -> Converted:
     """Caffe's Dropout: identity in eval mode; in train mode each element is kept with probability
     1 - ratio and scaled by 1 / (1 - ratio) (``nn.Dropout`` does this arithmetic; Caffe's random
     masks themselves cannot be reproduced)."""
-    ratio = float(ctx.param("dropout_param").get("dropout_ratio"))
+    p = ctx.param("dropout_param")
+    ratio = float(p.get("dropout_ratio"))
     if not 0 <= ratio < 1:
         raise ValueError(f"{ctx.where}: dropout_ratio must be in [0, 1), got {ratio}")
+    if "scale_train" in p and not bool(p.get("scale_train")):
+        return Converted(module=UnscaledDropout(ratio), keeps_shape=True)
     return Converted(module=nn.Dropout(ratio), keeps_shape=True)
+
+
+class UnscaledDropout(nn.Module):
+    """The Dropout of py-faster-rcnn's fork (and CTPN's, OpenCV's) with ``scale_train: false``:
+    training keeps each element with probability 1 - ratio, unscaled; testing multiplies by
+    1 - ratio (the published Faster R-CNN models' fc6 and fc7)."""
+
+    def __init__(self, ratio: float) -> None:
+        super().__init__()
+        self.ratio = ratio
+
+    def extra_repr(self) -> str:
+        return f"ratio={self.ratio}, scale_train=False"
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            return x * (torch.rand_like(x) >= self.ratio).to(x.dtype)
+        return x * (1.0 - self.ratio)

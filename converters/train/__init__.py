@@ -3,7 +3,7 @@ Caffe's snapshot files (see docs/TRAINING.md)."""
 
 from __future__ import annotations
 
-from .solver import Solver, caffe_fillers, load_solver, loss_weights
+from .solver import Solver, load_solver, loss_weights
 from .state import SolverStateFile, read_state, write_snapshot
 from .testing import TestNetSpec, TestScores
 from .updates import LR_POLICIES, SOLVER_TYPES, learning_rate
@@ -15,7 +15,6 @@ __all__ = [
     "SolverStateFile",
     "TestNetSpec",
     "TestScores",
-    "caffe_fillers",
     "learning_rate",
     "load_solver",
     "loss_weights",

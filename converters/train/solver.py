@@ -33,35 +33,7 @@ PathLike = str | os.PathLike
 Feeds = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
 Weights = PathLike | Mapping[str, list[np.ndarray]] | None
 
-__all__ = ["Solver", "load_solver", "caffe_fillers", "loss_weights"]
-
-_ZERO = Message("FillerParameter", type="constant", value=0.0)
-
-
-def _constant(value: float) -> Message:
-    return Message("FillerParameter", type="constant", value=value)
-
-
-def caffe_fillers(layer: Message) -> list[Message] | None:
-    """The fillers Caffe's ``LayerSetUp`` uses for a layer's blobs when no weights are loaded
-    (``FillerParameter``'s default is constant 0), or ``None`` for a type not listed here."""
-    kind = layer_type(layer)
-    if kind in ("Convolution", "Deconvolution", "InnerProduct", "Embed"):
-        field = {"InnerProduct": "inner_product_param", "Embed": "embed_param"}.get(kind, "convolution_param")
-        p = layer.get(field)
-        return [p.get("weight_filler"), p.get("bias_filler")]
-    if kind == "Scale":
-        p = layer.get("scale_param")
-        return [p.get("filler") if "filler" in p else _constant(1.0), p.get("bias_filler")]
-    if kind == "Bias":
-        return [layer.get("bias_param").get("filler")]
-    if kind == "PReLU":
-        p = layer.get("prelu_param")
-        return [p.get("filler") if "filler" in p else _constant(0.25)]
-    if kind == "BatchNorm":
-        return [_ZERO, _ZERO, _ZERO]
-    return None
-
+__all__ = ["Solver", "load_solver", "loss_weights"]
 
 def loss_weights(layers: list[Message]) -> dict[str, float]:
     """Top -> its ``loss_weight`` for every top that counts in the loss (Caffe's ``SetLossWeights``:
@@ -542,19 +514,19 @@ def _with_loss_outputs(
 
 
 def _fill_like_caffe(graph: fx.GraphModule, seed: int = 0) -> None:
-    """Refill the layers that had no stored weights with Caffe's own default fillers (the builder
-    uses inference-friendly defaults where a prototxt gives none)."""
+    """Refill the layers that had no stored weights with Caffe's own fillers (each converter's
+    :attr:`Converted.fillers`; the builder draws inference-friendly values where a prototxt gives
+    none)."""
     generator = torch.Generator().manual_seed(seed)
-    definition = {str(layer.get("name")): layer for layer in graph.caffe.definition.getall("layer")}
     state = graph.state_dict(keep_vars=True)
     filled: set[int] = set()  # a shared blob keeps its owner's (first) values, as Net::ShareWeights
     with torch.no_grad():
         for name in graph.caffe.randomly_initialised:
-            fillers = caffe_fillers(definition[name])
-            if fillers is None:
-                continue
             for key, shape, filler in zip(
-                graph.caffe.parameter_blobs[name], graph.caffe.parameter_shapes[name], fillers, strict=False
+                graph.caffe.parameter_blobs[name],
+                graph.caffe.parameter_shapes[name],
+                graph.caffe.parameter_fillers[name],
+                strict=True,
             ):
                 if id(state[key]) in filled:
                     continue

@@ -6,13 +6,17 @@ Faster R-CNN's ``Proposal`` (brocolli-caffe's C++ layer) makes such regions from
 
 from __future__ import annotations
 
+import ast
 import math
+import re
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..registry import Converted, LayerContext, register_layer
+from ..structure import python_layer
 from ..tracing import has_values
 
 
@@ -291,20 +295,111 @@ class Proposal(nn.Module):
         return (out, torch.cat(values, 0)) if self.scores else out
 
 
-@register_layer("Proposal", bottoms=3, tops=(1, 2))
-def proposal(ctx: LayerContext) -> Converted:
-    """bottoms: scores (N x 2A x H x W, background then foreground), deltas (N x 4A x H x W),
-    im_info (height, width, ...)."""
-    p = ctx.param("proposal_param")
-    ratios, scales = [float(r) for r in p.get("ratio")], [float(s) for s in p.get("scale")]
-    if not ratios or not scales:
-        raise ValueError(f"{ctx.where}: give at least one ratio and one scale in proposal_param")
-    if min(ratios) <= 0:
-        raise ValueError(f"{ctx.where}: ratios must be positive, got {min(ratios):g}")
-    base = int(p.get("base_size"))
-    if base < 1 or int(p.get("feat_stride")) < 1:
-        raise ValueError(f"{ctx.where}: base_size and feat_stride must be at least 1")
-    count = len(ratios) * len(scales)  # checked against the bottoms before any anchor is made
+def faster_rcnn_anchors(base_size: float, ratios: list[float], scales: list[float]) -> np.ndarray:
+    """py-faster-rcnn's anchors (``generate_anchors.py``, ratio-major, ``A x 4`` float64 corners):
+    the ``base_size`` square around ``(base_size - 1) / 2``, per ratio a box of the same area with
+    sides rounded half to even (``np.round``), per scale that box times ``scale`` -- scales in base
+    sizes (8, 16, 32 are 128, 256, 512 pixels)."""
+    side = float(base_size)
+    center = 0.5 * (side - 1)
+    rows = []
+    for ratio in ratios:
+        width = float(np.round(np.sqrt(side * side / ratio)))
+        height = float(np.round(width * ratio))
+        for scale in scales:
+            w, h = width * scale, height * scale
+            half_w, half_h = 0.5 * (w - 1), 0.5 * (h - 1)
+            rows.append([center - half_w, center - half_h, center + half_w, center + half_h])
+    return np.array(rows, dtype=np.float64).reshape(-1, 4)
+
+
+class FasterRCNNProposal(nn.Module):
+    """Region proposals as py-faster-rcnn's ``rpn.proposal_layer`` computes them (the layer the
+    published Faster R-CNN models ran; OpenCV's ``Proposal`` follows it): anchors of
+    :func:`faster_rcnn_anchors` at every position moved by the deltas (float32, as
+    ``bbox_transform_inv``), clipped to ``im_info``'s height and width, boxes with a side under
+    ``min_size * im_info[2]`` removed, the best ``pre_nms_topn`` by score, greedy NMS dropping
+    overlaps above ``nms_thresh``, the first ``post_nms_topn`` kept (a count of 0 keeps all). One
+    image, as the layer asserts; returns rows ``[0, x1, y1, x2, y2]`` (and ``R x 1`` scores).
+    Equal scores keep the order of a stable descending sort (numpy's unstable quicksort may
+    differ there)."""
+
+    def __init__(
+        self, anchors: np.ndarray, stride: float, min_size: float, pre: int, post: int, threshold: float,
+        scores: bool,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.anchors = anchors.tolist()  # float64 constants: graphs are built on the meta device
+        self.stride, self.min_size, self.pre, self.post = stride, min_size, pre, post
+        self.threshold, self.scores = threshold, scores
+
+    def extra_repr(self) -> str:
+        return (
+            f"anchors={len(self.anchors)}, feat_stride={self.stride:g}, min_size={self.min_size:g}, "
+            f"pre_nms_topn={self.pre}, post_nms_topn={self.post}, nms_thresh={self.threshold:g}"
+        )
+
+    def forward(self, scores: Tensor, deltas: Tensor, im_info: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        count = len(self.anchors)
+        rows, cols = scores.shape[-2], scores.shape[-1]
+        anchors = torch.tensor(self.anchors, dtype=torch.float64, device=scores.device)
+        ys = torch.arange(rows, dtype=torch.float64, device=scores.device) * self.stride
+        xs = torch.arange(cols, dtype=torch.float64, device=scores.device) * self.stride
+        shift = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None], xs[None, :], ys[:, None]), -1)
+        boxes = (shift[:, :, None, :] + anchors).reshape(-1, 4).to(deltas.dtype)  # rows: h, w, anchor
+        d = deltas[0].permute(1, 2, 0).reshape(-1, 4)
+        widths = boxes[:, 2] - boxes[:, 0] + 1.0
+        heights = boxes[:, 3] - boxes[:, 1] + 1.0
+        cx = d[:, 0] * widths + (boxes[:, 0] + 0.5 * widths)
+        cy = d[:, 1] * heights + (boxes[:, 1] + 0.5 * heights)
+        pw, ph = torch.exp(d[:, 2]) * widths, torch.exp(d[:, 3]) * heights
+        box = torch.stack([cx - 0.5 * pw, cy - 0.5 * ph, cx + 0.5 * pw, cy + 0.5 * ph], 1)
+        info = im_info.reshape(-1).to(box.dtype)
+        limit = torch.stack([info[1], info[0], info[1], info[0]]) - 1
+        box = torch.maximum(torch.minimum(box, limit), torch.zeros_like(limit))
+        smallest = self.min_size * info[2]
+        keep = ((box[:, 2] - box[:, 0] + 1) >= smallest) & ((box[:, 3] - box[:, 1] + 1) >= smallest)
+        score = scores[0, count:].permute(1, 2, 0).reshape(-1)
+        box, score = box[keep], score[keep]
+        order = torch.sort(score, descending=True, stable=True).indices
+        if self.pre > 0:
+            order = order[: self.pre]
+        box, score = box[order], score[order]
+        kept = _greedy_nms(box, self.threshold, self.post)
+        box, score = box[kept], score[kept]
+        rois = torch.cat([torch.zeros_like(box[:, :1]), box], 1)
+        return (rois, score[:, None]) if self.scores else rois
+
+
+def _greedy_nms(box: Tensor, threshold: float, limit: int) -> Tensor:
+    """Indices of the boxes (sorted best first) that greedy NMS keeps: a box survives unless an
+    earlier kept box overlaps it by more than ``threshold`` (IoU of pixel areas, sides ``+ 1``);
+    at most ``limit`` (all when ``limit`` <= 0)."""
+    areas = (box[:, 2] - box[:, 0] + 1) * (box[:, 3] - box[:, 1] + 1)
+    alive = torch.ones(box.shape[0], dtype=torch.bool, device=box.device)
+    kept: list[int] = []
+    for i in range(box.shape[0]):
+        if not bool(alive[i]):
+            continue
+        kept.append(i)
+        if 0 < limit == len(kept):
+            break
+        rest, best = box[i + 1 :], box[i]
+        width = (torch.minimum(best[2], rest[:, 2]) - torch.maximum(best[0], rest[:, 0]) + 1).clamp(min=0)
+        height = (torch.minimum(best[3], rest[:, 3]) - torch.maximum(best[1], rest[:, 1]) + 1).clamp(min=0)
+        inter = width * height
+        alive[i + 1 :] &= inter / (areas[i] + areas[i + 1 :] - inter) <= threshold
+    return torch.tensor(kept, dtype=torch.long, device=box.device)
+
+
+#: py-faster-rcnn's ``cfg.TEST`` / ``cfg.TRAIN`` RPN settings (lib/fast_rcnn/config.py): pre-NMS
+#: top-n, post-NMS top-n, NMS threshold, minimum box side at the original image scale.
+FASTER_RCNN_RPN = {"TEST": (6000, 300, 0.7, 16.0), "TRAIN": (12000, 2000, 0.7, 16.0)}
+
+
+def _check_proposal_bottoms(ctx: LayerContext, count: int) -> None:
+    """Scores N x 2A x H x W and deltas N x 4A x H x W at the same positions, and an ``im_info``
+    holding at least what the variant reads."""
     for i, per in ((0, 2), (1, 4)):
         shape = ctx.bottom_shapes[i]
         if shape is not None and (len(shape) != 4 or shape[1] != per * count):
@@ -319,6 +414,76 @@ def proposal(ctx: LayerContext) -> Converted:
             f"{ctx.where}: the deltas {list(deltas)} must cover the images and positions of the scores "
             f"{list(scores)}"
         )
+
+
+def faster_rcnn_proposal(
+    ctx: LayerContext, stride: float, base: float, ratios: list[float], scales: list[float],
+    pre: int, post: int, threshold: float, min_size: float,
+) -> Converted:  # fmt: skip
+    """The py-faster-rcnn proposal layer for these settings (shared by ``Proposal`` and
+    ``Python`` ``rpn.proposal_layer``)."""
+    if not ratios or not scales:
+        raise ValueError(f"{ctx.where}: give at least one ratio and one scale")
+    if min(ratios) <= 0 or min(scales) <= 0:
+        raise ValueError(f"{ctx.where}: ratios and scales must be positive")
+    if not all(math.isfinite(v) for v in (stride, base, threshold, min_size, *ratios, *scales)):
+        raise ValueError(f"{ctx.where}: the proposal settings must be finite numbers")
+    if base < 1 or stride <= 0:
+        raise ValueError(f"{ctx.where}: base_size must be at least 1 and feat_stride positive")
+    count = len(ratios) * len(scales)
+    _check_proposal_bottoms(ctx, count)
+    scores = ctx.bottom_shapes[0]
+    if scores is not None and scores[0] != 1:
+        raise ValueError(
+            f"{ctx.where}: py-faster-rcnn's proposal layer takes one image, got a batch of {scores[0]}"
+        )
+    info = ctx.bottom_shapes[2]
+    if info is not None and math.prod(info) < 3:
+        raise ValueError(
+            f"{ctx.where}: bottom 2 (im_info) must hold the image's height, width and scale, got {list(info)}"
+        )
+    anchors = faster_rcnn_anchors(base, ratios, scales)
+    module = FasterRCNNProposal(anchors, stride, min_size, pre, post, threshold, len(ctx.tops) == 2)
+
+    def shape(shapes: list[tuple[int, ...]]) -> tuple[int, ...] | list[tuple[int, ...]]:
+        rows = max(post, 1)  # as many as NMS keeps once it runs
+        return [(rows, 5), (rows, 1)] if len(ctx.tops) == 2 else (rows, 5)
+
+    return Converted(module=module, output_shape=shape, outputs=len(ctx.tops))
+
+
+#: How ``Proposal`` layers are read: py-faster-rcnn's semantics (the default: OpenCV's and most
+#: ports'), or brocolli-caffe's C++ port (``variants={"Proposal": "brocolli-caffe"}``).
+PROPOSAL_VARIANTS = ("py-faster-rcnn", "brocolli-caffe")
+
+
+@register_layer("Proposal", bottoms=3, tops=(1, 2), variants=PROPOSAL_VARIANTS)
+def proposal(ctx: LayerContext) -> Converted:
+    """bottoms: scores (N x 2A x H x W, background then foreground), deltas (N x 4A x H x W),
+    im_info (height, width, scale)."""
+    p = ctx.param("proposal_param")
+    ratios, scales = [float(r) for r in p.get("ratio")], [float(s) for s in p.get("scale")]
+    if ctx.variant == "brocolli-caffe":
+        return _brocolli_proposal(ctx, p, ratios, scales)
+    return faster_rcnn_proposal(
+        ctx, float(p.get("feat_stride")), float(p.get("base_size")), ratios or [0.5, 1.0, 2.0],
+        scales or [8.0, 16.0, 32.0], int(p.get("pre_nms_topn")), int(p.get("post_nms_topn")),
+        float(p.get("nms_thresh")), float(p.get("min_size")),
+    )  # fmt: skip
+
+
+def _brocolli_proposal(ctx: LayerContext, p: Any, ratios: list[float], scales: list[float]) -> Converted:
+    """brocolli-caffe's C++ ``Proposal`` (PVANet's port): scales in pixels, ``min_size`` not
+    scaled, small boxes scored 0 rather than removed, the fork's sort order."""
+    if not ratios or not scales:
+        raise ValueError(f"{ctx.where}: give at least one ratio and one scale in proposal_param")
+    if min(ratios) <= 0:
+        raise ValueError(f"{ctx.where}: ratios must be positive, got {min(ratios):g}")
+    base = int(p.get("base_size"))
+    if base < 1 or int(p.get("feat_stride")) < 1:
+        raise ValueError(f"{ctx.where}: base_size and feat_stride must be at least 1")
+    count = len(ratios) * len(scales)  # checked against the bottoms before any anchor is made
+    _check_proposal_bottoms(ctx, count)
     anchors = proposal_anchors(base, ratios, scales)
     info = ctx.bottom_shapes[2]
     if info is not None and math.prod(info) < 2:
@@ -343,3 +508,48 @@ def proposal(ctx: LayerContext) -> Converted:
         return [(rows, 5), (rows,)] if len(ctx.tops) == 2 else (rows, 5)
 
     return Converted(module=module, output_shape=shape, outputs=len(ctx.tops))
+
+
+def python_param_str(ctx: LayerContext) -> dict[str, Any]:
+    """A Python layer's ``param_str`` as the dict its ``yaml.load`` reads (py-faster-rcnn writes
+    ``"'feat_stride': 16"``; one key per line, or comma-separated, braces or not): quoted or bare
+    keys, numbers, and lists or tuples of numbers; a one-line error naming the layer otherwise."""
+    text = str(ctx.param("python_param").get("param_str")).strip()
+    if not text:
+        return {}
+    body = text[1:-1] if text.startswith("{") and text.endswith("}") else text
+    body = re.sub(r"\s*\n\s*", ", ", body.strip())  # a block mapping: one key per line
+    quoted = re.sub(r"(^|,)\s*([A-Za-z_]\w*)\s*:", r"\1'\2':", body)  # YAML's bare keys, quoted
+    try:
+        value = ast.literal_eval("{" + quoted + "}")
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        raise ValueError(f"{ctx.where}: param_str {text!r} is not a mapping of names to numbers") from None
+    return {str(k): v for k, v in value.items()}
+
+
+def _numbers(ctx: LayerContext, settings: dict[str, Any], key: str, default: list[float]) -> list[float]:
+    value = settings.get(key, default)
+    values = list(value) if isinstance(value, list | tuple) else [value]
+    if not values or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{ctx.where}: param_str '{key}' must be a number or numbers, got {value!r}")
+    return [float(v) for v in values]
+
+
+@python_layer("rpn.proposal_layer")
+def python_proposal(ctx: LayerContext) -> Converted:
+    """py-faster-rcnn's ``rpn.proposal_layer.ProposalLayer``: ``feat_stride`` and ``scales``
+    (default 8, 16, 32) from ``param_str``, ratios 0.5, 1, 2 and base size 16 of
+    ``generate_anchors``, and the phase's ``cfg`` RPN settings (:data:`FASTER_RCNN_RPN`)."""
+    if len(ctx.bottoms) != 3 or len(ctx.tops) not in (1, 2):
+        raise ValueError(
+            f"{ctx.where}: rpn.proposal_layer takes 3 bottoms (scores, deltas, im_info) and gives 1 or 2 "
+            f"tops, got {len(ctx.bottoms)} and {len(ctx.tops)}"
+        )
+    settings = python_param_str(ctx)
+    if "feat_stride" not in settings:
+        raise ValueError(f"{ctx.where}: rpn.proposal_layer needs 'feat_stride' in param_str")
+    (stride,) = _numbers(ctx, settings, "feat_stride", [])[:1]
+    scales = _numbers(ctx, settings, "scales", [8.0, 16.0, 32.0])
+    ratios = _numbers(ctx, settings, "ratios", [0.5, 1.0, 2.0])
+    pre, post, threshold, min_size = FASTER_RCNN_RPN[ctx.phase]
+    return faster_rcnn_proposal(ctx, stride, 16.0, ratios, scales, pre, post, threshold, min_size)

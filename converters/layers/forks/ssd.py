@@ -305,8 +305,10 @@ class DetectionOutput(nn.Module):
         encoded: bool,
         keep_top_k: int,
         threshold: float,
+        clip: bool = False,
     ) -> None:
         super().__init__()
+        self.clip = clip  # OpenCV's clip: decoded boxes clamped to [0, 1] before NMS
         self.num_classes, self.share_location, self.background = num_classes, share_location, background
         self.nms_threshold, self.top_k, self.eta = nms_threshold, top_k, eta
         self.code_type, self.encoded, self.keep_top_k, self.threshold = (
@@ -343,6 +345,8 @@ class DetectionOutput(nn.Module):
                 for c in range(loc_classes)
                 if self.share_location or c != self.background
             }
+            if self.clip:
+                decoded = {c: boxes.clamp(0, 1) for c, boxes in decoded.items()}
             kept: dict[int, list[int]] = {}
             for label in range(self.num_classes):
                 if label == self.background:
@@ -414,6 +418,7 @@ def detection_output(ctx: LayerContext) -> Converted:
         encoded=bool(p.get("variance_encoded_in_target")),
         keep_top_k=int(p.get("keep_top_k")),
         threshold=float(p.get("confidence_threshold")) if "confidence_threshold" in p else -math.inf,
+        clip=bool(p.get("clip")),
     )
     # The row count depends on the data: give a nominal shape for the shape engine.
     return Converted(module=module, output_shape=lambda shapes: (1, 1, shapes[0][0], 7))
