@@ -30,11 +30,113 @@ from tests import zoo  # noqa: E402
 ZOO = ROOT.parent / "shared" / "caffe-zoo"
 
 
+FORK_ORACLE = Path("/work/oracle/forks/src/python")  # tools/build_fork_oracle.sh
+BVLC_ORACLE = Path("/work/oracle/brocolli-caffe-9.0.2/python")
+FORK_TYPES = {"BN", "Interp", "ShuffleChannel", "Axpy", "Reorg"}
+
+
+def caffe_prototxt(folder: Path, shapes: dict, out: Path, fork: bool) -> Path:
+    """The deploy net as our own text for Caffe: the layers Caffe instantiates in TEST (loss layers
+    dropped), the data layers replaced by one Input layer of the compared sizes (Caffe loads the
+    weights at the declared size), and for the fork oracle its renamed types (PSPNet's BN as PSPBN,
+    SegNet's BN and Upsample as SegNetBN / SegNetUpsample with their renamed parameters)."""
+
+    from converters import read_prototxt
+    from converters.graph.builder import select_layers
+
+    layers = select_layers(read_prototxt(folder / "deploy.prototxt"))
+    path = out / ("fork.prototxt" if fork else "caffe.prototxt")
+    path.write_text(layers_text(layers, shapes, fork))
+    return path
+
+
+def layers_text(layers: list, shapes: dict, fork: bool = False) -> str:
+    """``layers`` as a prototxt whose inputs are one Input layer of ``shapes`` (data layers left out)."""
+    import re
+
+    from converters.caffe.text import format_message
+    from converters.graph.inputs import is_source
+
+    dims = " ".join("shape { " + " ".join(f"dim: {d}" for d in s) + " }" for s in shapes.values())
+    tops = " ".join(f'top: "{b}"' for b in shapes)
+    text = [f'layer {{ name: "zoo_input" type: "Input" {tops} input_param {{ {dims} }} }}']
+    for layer in layers:
+        if is_source(layer):
+            continue
+        body = format_message(layer)
+        kind = str(layer.get("type"))
+        if fork and kind == "BN":
+            segnet = "bn_mode" in layer.get("bn_param") or "scale_filler" in layer.get("bn_param")
+            body = re.sub(r'type: "BN"', 'type: "SegNetBN"' if segnet else 'type: "PSPBN"', body)
+            if segnet:
+                body = body.replace("bn_param {", "segnet_bn_param {")
+        if fork and kind == "Upsample" and len(layer.getall("bottom")) == 2:
+            body = body.replace('type: "Upsample"', 'type: "SegNetUpsample"')
+            body = body.replace("upsample_param {", "segnet_upsample_param {")
+        text.append("layer {\n" + body + "}")
+    return "\n".join(text) + "\n"
+
+
+def composite_reference(
+    folder: Path, caffemodel: Path, inputs: dict, blobs: list[str], tmp: Path
+) -> dict | str:
+    """A net with py-faster-rcnn's Python proposal layer, which no Caffe build here runs whole: BVLC
+    Caffe runs the layers before the proposals, py-faster-rcnn's own ``proposal_layer.py``
+    (``tools/make_proposal_fixtures.py``, its git directory in ``PY_FASTER_RCNN_GIT``) makes the
+    rois, and OpenCV runs the layers after them (ROIPooling and the head, which brocolli-caffe lacks)."""
+    import cv2
+
+    from converters import read_prototxt
+    from converters.graph.builder import select_layers
+    from converters.graph.inputs import is_source
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import make_proposal_fixtures as proposals
+
+    layers = select_layers(read_prototxt(folder / "deploy.prototxt"))
+    index = next(
+        i for i, layer in enumerate(layers) if str(layer.get("type")) == "Python" and layer.getall("bottom")
+    )
+    rpn = layers[index]
+    after, later = set(rpn.getall("top")), []
+    for layer in layers[index + 1 :]:
+        if after & set(layer.getall("bottom")):
+            after |= set(layer.getall("top"))
+            later.append(layer)
+    trunk = [layer for layer in layers if layer is not rpn and all(layer is not x for x in later)]
+    made = {t for layer in trunk for t in layer.getall("top")}
+    needed = sorted({b for layer in [rpn, *later] for b in layer.getall("bottom") if b in made})
+    shapes = {b: v.shape for b, v in inputs.items()}
+    trunk_file = tmp / "trunk.prototxt"
+    trunk_file.write_text(layers_text([x for x in trunk if not is_source(x)], shapes))
+    first = run_caffe(trunk_file, caffemodel, inputs, needed + [b for b in blobs if b in made], BVLC_ORACLE)
+    if isinstance(first, str):
+        return first
+    values = {**inputs, **first}
+    oracle = proposals.load_oracle(Path(os.environ["PY_FASTER_RCNN_GIT"]))
+    param = str(rpn.get("python_param").get("param_str"))
+    tops = proposals.run_case(oracle, param, "TEST", [values[b] for b in rpn.getall("bottom")])
+    for top, value in zip(rpn.getall("top"), tops, strict=False):
+        values[top] = value
+    head_blobs = {b for x in later for b in x.getall("bottom")} - after | set(rpn.getall("top"))
+    head_inputs = {b: values[b] for b in sorted(head_blobs)}
+    head_file = tmp / "head.prototxt"
+    head_file.write_text(layers_text(later, {b: v.shape for b, v in head_inputs.items()}))
+    net = cv2.dnn.readNetFromCaffe(str(head_file), str(caffemodel))
+    for blob, value in head_inputs.items():
+        net.setInput(value, blob)
+    wanted = [b for b in blobs if b in after and b not in rpn.getall("top")]
+    for blob, value in zip(wanted, net.forward(wanted), strict=True):
+        values[blob] = np.array(value, np.float32)
+    return {b: values[b] for b in [*blobs, *rpn.getall("top")[:1]]}
+
+
 def _caffe(
-    prototxt: Path, caffemodel: Path, inputs: dict, blobs: list[str], queue: multiprocessing.Queue
+    prototxt: Path, caffemodel: Path, inputs: dict, blobs: list[str], queue: multiprocessing.Queue, path: str
 ) -> None:
     try:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        sys.path.insert(0, path)
         import caffe
 
         caffe.set_mode_cpu()
@@ -49,10 +151,11 @@ def _caffe(
         queue.put(f"{type(exc).__name__}: {exc}")
 
 
-def run_caffe(prototxt: Path, caffemodel: Path, inputs: dict, blobs: list[str]) -> dict | str:
-    """Caffe in a child process (a failed CHECK aborts the process)."""
+def run_caffe(prototxt: Path, caffemodel: Path, inputs: dict, blobs: list[str], path: Path) -> dict | str:
+    """Caffe (pycaffe at ``path``) in a child process (a failed CHECK aborts the process)."""
     queue: multiprocessing.Queue = multiprocessing.Queue()
-    child = multiprocessing.Process(target=_caffe, args=(prototxt, caffemodel, inputs, blobs, queue))
+    args = (prototxt, caffemodel, inputs, blobs, queue, str(path))
+    child = multiprocessing.Process(target=_caffe, args=args)
     child.start()
     result = None
     while result is None:  # read before joining: a large result fills the pipe until it is read
@@ -128,10 +231,30 @@ def make(name: str, opencv_only: bool) -> str:
         result: dict | str = "not tried"
         reference = None
         if not opencv_only:
-            result = run_caffe(folder / "deploy.prototxt", caffemodel, inputs, blobs)
-            reference = "BVLC Caffe 1.0 (brocolli-caffe 9.0.2), CPU"
+            fork = bool(FORK_TYPES & {str(layer.get("type")) for layer in net.getall("layer")})
+            prototxt = caffe_prototxt(folder, shapes, Path(tmp), fork)
+            result = run_caffe(prototxt, caffemodel, inputs, blobs, FORK_ORACLE if fork else BVLC_ORACLE)
+            reference = (
+                "the fork oracle (brocolli-caffe 9.0.2 with PSPNet's Interp and BN, SegNet's BN and "
+                "Upsample, ShuffleNet's ShuffleChannel: tools/build_fork_oracle.sh), CPU"
+                if fork
+                else "BVLC Caffe 1.0 (brocolli-caffe 9.0.2), CPU"
+            )
             if isinstance(result, str):
                 notes["caffe"] = result
+        python_rpn = any(
+            str(layer.get("type")) == "Python"
+            and str(layer.get("python_param").get("module")) == "rpn.proposal_layer"
+            for layer in net.getall("layer")
+        )
+        if isinstance(result, str) and python_rpn:
+            result = composite_reference(folder, caffemodel, inputs, blobs, Path(tmp))
+            reference = (
+                "BVLC Caffe 1.0 (brocolli-caffe 9.0.2) up to the proposals, py-faster-rcnn's own "
+                "proposal_layer.py, OpenCV dnn for ROIPooling and the head"
+            )
+            if isinstance(result, str):
+                notes["composite"] = result
         if isinstance(result, str):
             prototxt, changed = opencv_prototxt(folder, Path(tmp))
             if changed:
