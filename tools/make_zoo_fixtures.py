@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -224,6 +225,35 @@ def make(name: str, opencv_only: bool) -> str:
     weights = zoo.draw_weights(net, shapes)
     inputs = zoo.draw_inputs(shapes)
     blobs = zoo.compared_blobs(net, shapes)
+    result, reference, notes = reference_outputs(folder, net, shapes, weights, inputs, blobs, opencv_only)
+    if isinstance(result, str):
+        return f"{name}: no reference ({notes})"
+    out = zoo.FIXTURES / name
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / "io.npz", **{f"output:{b}": v for b, v in result.items()})
+    case = {
+        "net": name,
+        "reference": reference,
+        "inputs": {b: list(s) for b, s in shapes.items()},
+        "outputs": {b: list(v.shape) for b, v in result.items()},
+        "seed": zoo.SEED,
+        "not_used": notes,
+    }
+    (out / "case.json").write_text(json.dumps(case, indent=1) + "\n")
+    return f"{name}: {reference}"
+
+
+def reference_outputs(
+    folder: Path,
+    net: Any,
+    shapes: dict,
+    weights: dict,
+    inputs: dict,
+    blobs: list[str],
+    opencv_only: bool = False,
+) -> tuple[dict | str, str | None, dict]:
+    """The reference's values of ``blobs`` (or why none ran), its name, and notes on what was
+    tried: Caffe (the BVLC or the fork oracle), the composite for py-faster-rcnn nets, OpenCV."""
     with tempfile.TemporaryDirectory() as tmp:
         caffemodel = Path(tmp) / "weights.caffemodel"
         write_weights(weights, caffemodel)
@@ -265,21 +295,9 @@ def make(name: str, opencv_only: bool) -> str:
             reference = f"OpenCV dnn {cv2.__version__} (readNetFromCaffe)"
             if isinstance(result, str):
                 notes["opencv"] = result
-    if isinstance(result, str) or "opencv" in notes:
-        return f"{name}: no reference ({notes})"
-    out = zoo.FIXTURES / name
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / "io.npz", **{f"output:{b}": v for b, v in result.items()})
-    case = {
-        "net": name,
-        "reference": reference,
-        "inputs": {b: list(s) for b, s in shapes.items()},
-        "outputs": {b: list(v.shape) for b, v in result.items()},
-        "seed": zoo.SEED,
-        "not_used": notes,
-    }
-    (out / "case.json").write_text(json.dumps(case, indent=1) + "\n")
-    return f"{name}: {reference}"
+    if "opencv" in notes:  # OpenCV was the last resort and failed too
+        return "no reference", None, notes
+    return result, reference, notes
 
 
 def main() -> int:
