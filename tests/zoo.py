@@ -97,5 +97,21 @@ def compared_blobs(net: Message, shapes: dict[str, tuple[int, ...]]) -> list[str
     return blobs
 
 
+MAX_STORED = 1 << 19  # values of one stored blob; larger maps keep every k-th row and column
+
+
+def subsample_step(shape: tuple[int, ...]) -> int:
+    """The row and column step that keeps a stored blob under :data:`MAX_STORED` values (1: all)."""
+    size = math.prod(shape)
+    if size <= MAX_STORED or len(shape) < 3:
+        return 1
+    return math.ceil(math.sqrt(size / MAX_STORED))
+
+
+def subsample(value: np.ndarray, step: int) -> np.ndarray:
+    """Every ``step``-th row and column of the last two axes (the blob itself for step 1)."""
+    return value if step == 1 else np.ascontiguousarray(value[..., ::step, ::step])
+
+
 def load(folder: Path) -> tuple[Message, dict[str, tuple[int, ...]]]:
     return read_prototxt(folder / "deploy.prototxt"), input_shapes(folder)

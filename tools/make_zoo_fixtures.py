@@ -230,13 +230,16 @@ def make(name: str, opencv_only: bool) -> str:
         return f"{name}: no reference ({notes})"
     out = zoo.FIXTURES / name
     out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / "io.npz", **{f"output:{b}": v for b, v in result.items()})
+    steps = {b: zoo.subsample_step(v.shape) for b, v in result.items()}
+    stored = {f"output:{b}": zoo.subsample(v, steps[b]) for b, v in result.items()}
+    np.savez_compressed(out / "io.npz", **stored)
     case = {
         "net": name,
         "reference": reference,
         "inputs": {b: list(s) for b, s in shapes.items()},
         "outputs": {b: list(v.shape) for b, v in result.items()},
         "seed": zoo.SEED,
+        "subsample": {b: s for b, s in steps.items() if s > 1},
         "not_used": notes,
     }
     (out / "case.json").write_text(json.dumps(case, indent=1) + "\n")
