@@ -85,15 +85,16 @@ def draw_inputs(shapes: dict[str, tuple[int, ...]], seed: int = SEED) -> dict[st
 
 
 def compared_blobs(net: Message, shapes: dict[str, tuple[int, ...]]) -> list[str]:
-    """The net's outputs, and the bottom of each final Softmax or Sigmoid."""
+    """The net's outputs, the bottom of each final Softmax or Sigmoid, and the bottoms of a final
+    DetectionOutput (with random weights it may well detect nothing: its inputs still differ)."""
     meta = build_graph(net, input_shapes=shapes, device="meta")
     blobs = list(meta.caffe.outputs)
     for layer in meta.caffe.definition.getall("layer"):
         tops = list(layer.getall("top"))
-        if str(layer.get("type")) in SQUASHING and tops and tops[0] in meta.caffe.outputs:
-            bottom = str(layer.getall("bottom")[0])
-            if bottom != tops[0] and bottom not in blobs:
-                blobs.append(bottom)
+        kind = str(layer.get("type"))
+        if kind in (*SQUASHING, "DetectionOutput") and tops and tops[0] in meta.caffe.outputs:
+            bottoms = layer.getall("bottom")[: None if kind == "DetectionOutput" else 1]
+            blobs += [str(b) for b in bottoms if b != tops[0] and b not in blobs]
     return blobs
 
 
