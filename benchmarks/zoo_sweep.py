@@ -8,6 +8,10 @@ runs the net), and the largest error over the compared blobs (every output and t
 final Softmax/Sigmoid) relative to the reference's largest value, for fcn-port and for OpenCV dnn.
 "Exact" is within 1e-4. Weights and inputs are seeded (``tests/zoo.py``).
 
+The 66 nets beyond ``../shared/caffe-zoo`` that the README's figures come from are listed in
+``benchmarks/zoo_sweep_nets.tsv`` (repository, path, commit, sha256, input sizes): a folder per net
+holding the file as ``deploy.prototxt`` and a ``SOURCE.txt`` with those fields reproduces them.
+
 Needs the oracle environment of tools/README.md (pycaffe, the fork oracle, opencv-python-headless
 < 5, torch) and py-faster-rcnn's git directory in PY_FASTER_RCNN_GIT for its nets:
 
@@ -88,6 +92,7 @@ def sweep(folder: Path) -> dict:
     if isinstance(reference, str):
         row["reference"] = f"none ({'; '.join(f'{k}: {str(v)[:80]}' for k, v in notes.items())})"
     else:
+        reference = {b: reference[b] for b in blobs}  # a composite reference also gives its rois
         row["ours_error"] = relative_error(ours, reference)
     if name and name.startswith("OpenCV"):
         row["opencv"], row["opencv_error"] = "is the reference", 0.0

@@ -56,7 +56,8 @@ def _string(rng: random.Random) -> str:
 
 def _scalar(field: FieldSpec, rng: random.Random) -> object:
     if field.is_enum:
-        return Ident(rng.choice(list(ENUMS[field.type].by_name)))
+        names = [n for n, v in ENUMS[field.type].by_name.items() if v >= 0]  # text-only fork names aside
+        return Ident(rng.choice(names))
     if field.type in _INT_LIMITS:
         low, high = _INT_LIMITS[field.type]
         return rng.choice([low, high, 0, 1, -1 if low < 0 else 2, rng.randint(low, high)])

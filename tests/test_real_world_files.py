@@ -259,3 +259,66 @@ def test_convert_names_the_missing_input_shape_and_an_unknown_variant_in_one_lin
     assert main([str(prototxt), str(caffemodel), "-o", str(out), "--variant", "Proposal=opencv"]) == 2
     err = capsys.readouterr().err.strip()
     assert "'Proposal' has no variant 'opencv' (one of py-faster-rcnn, brocolli-caffe)" in err and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    ("field", "accepted"),
+    [
+        ("pooling_param { pool: AVE kernel_size: 2 avg_include_pad: true }", True),  # Intel, its default
+        ("pooling_param { pool: AVE kernel_size: 2 avg_include_pad: false }", False),
+        ("pooling_param { pool: MAX kernel_size: 2 torch_pooling: true }", False),  # NVIDIA
+        ("pooling_param { pool: MAX kernel_size: 2 engine: CUDNN }", True),
+    ],
+)  # fmt: skip
+def test_a_forks_field_that_changes_the_numbers_is_refused_unless_at_its_default(field: str, accepted: bool) -> None:
+    text = INPUT.format(dims=_dims(1, 1, 4, 4)) + f'layer {{ name: "p" type: "Pooling" bottom: "x" top: "p" {field} }}'
+    if accepted:
+        assert build_graph(parse_text(text))(x=torch.ones(1, 1, 4, 4))["p"].shape == (1, 1, 3, 3)
+        return
+    with pytest.raises(NetError) as info:
+        build_graph(parse_text(text))
+    message = str(info.value)
+    assert "layer 'p' (Pooling): field 'pooling_param." in message and "does not implement it" in message
+    assert ("Intel Caffe" in message or "NVIDIA Caffe" in message) and "\n" not in message
+
+
+def test_engine_fields_of_nvidia_and_intel_caffe_are_read_and_change_nothing() -> None:
+    text = INPUT.format(dims=_dims(1, 2, 3, 3)) + (
+        'layer { name: "bn" type: "BatchNorm" bottom: "x" top: "bn" batch_norm_param { engine: CUDNN } }\n'
+        'layer { name: "c" type: "Concat" bottom: "bn" bottom: "x" top: "c" concat_param { engine: MKLDNN } }\n'
+        'layer { name: "d" type: "Dropout" bottom: "c" top: "d" dropout_param { random_seed: 7 } }'
+    )
+    x = torch.randn(1, 2, 3, 3)
+    assert build_graph(parse_text(text))(x=x)["d"].shape == (1, 4, 3, 3)
+
+
+def test_bayesian_segnets_dropout_samples_at_test_time_as_its_fork_does() -> None:
+    text = INPUT.format(dims=_dims(1, 4000)) + (
+        'layer { name: "d" type: "Dropout" bottom: "x" top: "d" dropout_param { dropout_ratio: 0.5 sample_weights_test: true } }'
+    )
+    net = build_graph(parse_text(text))
+    x = torch.ones(1, 4000)
+    first, second = net(x=x)["d"], net(x=x)["d"]
+    assert not torch.equal(first, second) and set(first.unique().tolist()) <= {0.0, 2.0}
+    assert abs(float(first.mean()) - 1) < 0.1
+
+
+def test_c3ds_v1_layer_types_are_read_and_refused_by_type_not_as_misspellings() -> None:
+    text = (
+        'name: "c3d"\nlayers { name: "data" type: VIDEO_DATA top: "data" top: "label" '
+        "image_data_param { new_length: 16 use_image: true } }\n"
+        'layers { name: "conv1a" type: CONVOLUTION3D bottom: "data" top: "conv1a" '
+        "convolution_param { num_output: 2 kernel_size: 3 } }\n"
+    )
+    with pytest.raises(NetError, match=r"layer 'conv1a' has type 'Convolution3D', which fcn-port cannot convert"):
+        build_graph(parse_text(text), input_shapes={"data": (1, 3, 4, 8, 8)})
+
+
+def test_an_unexpanded_template_placeholder_is_named_as_one() -> None:
+    from converters.errors import CaffeFormatError
+
+    text = INPUT.format(dims=_dims(1, 1, 2, 2)) + (
+        'layer { name: "c" type: "Convolution" bottom: "x" top: "c" convolution_param { num_output: ${NUM_LABELS} } }'
+    )
+    with pytest.raises(CaffeFormatError, match=r"template placeholder \$\{NUM_LABELS\}: substitute it first"):
+        parse_text(text)

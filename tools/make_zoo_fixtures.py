@@ -116,7 +116,12 @@ def composite_reference(
     values = {**inputs, **first}
     oracle = proposals.load_oracle(Path(os.environ["PY_FASTER_RCNN_GIT"]))
     param = str(rpn.get("python_param").get("param_str"))
-    tops = proposals.run_case(oracle, param, "TEST", [values[b] for b in rpn.getall("bottom")])
+    try:
+        tops = proposals.run_case(oracle, param, "TEST", [values[b] for b in rpn.getall("bottom")])
+    finally:  # its stand-ins (a caffe module among them) must not reach the next Caffe run
+        for name in ("caffe", "fast_rcnn", "fast_rcnn.config", "fast_rcnn.bbox_transform",
+                     "fast_rcnn.nms_wrapper", "generate_anchors", "proposal_layer", "py_cpu_nms"):
+            sys.modules.pop(name, None)
     for top, value in zip(rpn.getall("top"), tops, strict=False):
         values[top] = value
     head_blobs = {b for x in later for b in x.getall("bottom")} - after | set(rpn.getall("top"))
@@ -138,6 +143,7 @@ def _caffe(
     try:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         sys.path.insert(0, path)
+        sys.modules.pop("caffe", None)  # the stand-in of make_proposal_fixtures, if it ran here
         import caffe
 
         caffe.set_mode_cpu()

@@ -313,10 +313,14 @@ def _scalar_bytes(spec: FieldSpec, value: Any) -> bytes:
     type_name = spec.type
     if spec.is_enum:
         if isinstance(value, str):
-            try:
-                value = ENUMS[type_name].by_name[value]
-            except KeyError:
-                raise ValueError(f"'{value}' is not a value of enum {type_name}") from None
+            name, value = value, ENUMS[type_name].by_name.get(value)
+            if value is None:
+                raise ValueError(f"'{name}' is not a value of enum {type_name}")
+            if value < 0:  # a fork's name read from text whose number BVLC gives another value
+                raise ValueError(
+                    f"'{name}' of {type_name} is a fork's value known by name only (BVLC gives its "
+                    "number to another value): it cannot be written in binary form"
+                )
         return _varint_bytes(int(value))
     if type_name == "bool":
         return b"\x01" if value else b"\x00"

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the table of the forks' added fields reads best one row a line)
 """What Caffe forks add to ``caffe.proto``: their parameter messages and the ``LayerParameter``
 fields that hold them, in :mod:`.schema`'s notation, so that ``inspect`` shows fork fields and a
 misspelled one is still an error.
@@ -20,11 +21,20 @@ from __future__ import annotations
 from typing import Any
 
 from .message import Message
-from .schema import MESSAGES, WIRE_NUMBERS, FieldSpec, extend_schema
+from .schema import ENUMS, MESSAGES, V1_TYPE_NAMES, WIRE_NUMBERS, FieldSpec, extend_schema
 
 FORK_SCHEMA_TEXT = """
 enum BNParameter.BNMode LEARN=0 INFERENCE=1
 enum ImageDataParameter.LabelType NONE=0 IMAGE=1 PIXEL=2
+enum BatchNormParameter.Engine DEFAULT=0 CAFFE=1 CUDNN=2 MKL2017=3 MKLDNN=4
+enum ConcatParameter.Engine DEFAULT=0 CAFFE=1 MKL2017=3 MKLDNN=4
+enum EltwiseParameter.Engine DEFAULT=0 CAFFE=1 MKL2017=3 MKLDNN=4
+enum InnerProductParameter.Engine DEFAULT=0 CAFFE=1 CUDNN=2 MKLDNN=3
+enum DropoutParameter.Engine DEFAULT=0 CAFFE=1 CUDNN=2
+enum ConvolutionParameter.CuDNNConvolutionAlgorithmSeeker GET=0 FINDEX=1
+enum ConvolutionParameter.FusionType NONE_FUSION=0 SUM_FUSION=1
+enum Pooling3DParameter.PoolMethod MAX=0 AVE=1
+enum CTCParameter.Decoder best_path=0 best_path_thres=1 prefix_search=2
 enum PriorBoxParameter.CodeType CORNER=1 CENTER_SIZE=2 CORNER_SIZE=3
 message InterpParameter
   1 height int32 =0
@@ -117,6 +127,37 @@ message DenseImageDataParameter
   12 crop_height uint32 =0
 message TransposeParameter
   1 dim int32*
+message ReverseParameter
+  1 axis int32 =0
+message LSTMParameter
+  1 num_output uint32
+  2 clipping_threshold float =0
+  3 weight_filler FillerParameter
+  4 bias_filler FillerParameter
+  5 batch_size uint32 =1
+message CTCParameter
+  1 threshold float =0.7
+  2 decode_type CTCParameter.Decoder =best_path
+message Convolution3DParameter
+  1 num_output uint32
+  2 bias_term bool =true
+  3 pad uint32 =0
+  4 kernel_size uint32
+  5 group uint32 =1
+  6 kernel_depth uint32
+  7 stride uint32 =1
+  8 temporal_stride uint32 =1
+  9 weight_filler FillerParameter
+  10 bias_filler FillerParameter
+  11 filter_group uint32 =1
+  12 temporal_pad uint32 =0
+message Pooling3DParameter
+  1 pool Pooling3DParameter.PoolMethod =MAX
+  2 kernel_size uint32
+  3 stride uint32 =1
+  4 pad uint32 =0
+  5 kernel_depth uint32
+  6 temporal_stride uint32 =1
 message VideoDataParameter
   1 source string
   2 scale float =1
@@ -165,17 +206,6 @@ NAME_ONLY: dict[tuple[str, str], tuple[str, Any, int | None]] = {
     ("BNParameter", "frozen"): ("bool", False, 5),
     # the YOLO forks' nearest-neighbour Upsample (brocolli-caffe: scale default 1, dims_num)
     ("UpsampleParameter", "dims_num"): ("int32", 4, 2),
-    # fields the forks add to BVLC's messages, where BVLC (or another fork) uses the number:
-    # OpenCV's opencv-caffe.proto and the DenseNet releases: ceil_mode (BVLC 13 is round_mode)
-    ("PoolingParameter", "ceil_mode"): ("bool", True, 13),
-    # py-faster-rcnn's caffe-fast-rcnn, CTPN, OpenCV (SegNet's 2 is sample_weights_test)
-    ("DropoutParameter", "scale_train"): ("bool", True, 2),
-    # DeepLab v2 and PSPNet: the label image's ignore value and kind (a data layer's: no effect here)
-    ("ImageDataParameter", "ignore_label"): ("int32", 255, 15),
-    ("ImageDataParameter", "label_type"): ("ImageDataParameter.LabelType", "IMAGE", 16),
-    # OpenCV's DetectionOutput (its res10 face detector): decoded boxes clipped to [0, 1]; no
-    # fork schema read gives it a number, so it is read from text only
-    ("DetectionOutputParameter", "clip"): ("bool", False, None),
 }
 
 #: ``LayerParameter`` fields of the forks: name -> (message type, field number, fork, layer types).
@@ -196,9 +226,79 @@ LAYER_FIELDS: dict[str, tuple[str, int, str, tuple[str, ...]]] = {
     # data layers left in deploy files: read, never used (the layer's tops are inputs)
     "dense_image_data_param": ("DenseImageDataParameter", 138, "SegNet", ("DenseImageData",)),
     "video_data_param": ("VideoDataParameter", 6660, "C3D v1.1 (video-caffe: 7777)", ("VideoData",)),
-    # CTPN's Transpose (BVLC's 142 is scale_param)
+    # CTPN's layers (BVLC's 140-143 are elu_param, bias_param, scale_param, input_param)
     "transpose_param": ("TransposeParameter", 142, "CTPN", ("Transpose",)),
+    "reverse_param": ("ReverseParameter", 143, "CTPN", ("Reverse",)),
+    "lstm_param": ("LSTMParameter", 140, "CTPN", ("Lstm",)),
+    "ctc_param": ("CTCParameter", 141, "CTPN", ("CtcLoss", "CTCLoss")),
+    # C3D v1.1's 3-D layers
+    "convolution3d_param": ("Convolution3DParameter", 6661, "C3D v1.1", ("Convolution3D",)),
+    "pooling3d_param": ("Pooling3DParameter", 6662, "C3D v1.1", ("Pooling3D",)),
 }
+
+#: What the forks add to BVLC's own messages, each with what it does here: ``applied`` (a
+#: converter reads it with its fork's meaning), ``inert`` (an engine or algorithm choice: it
+#: cannot change the numbers), or ``unimplemented`` (it changes what the layer computes and no
+#: converter here follows it: accepted at its default, refused in one line naming the fork
+#: otherwise). Rows: (message, field, type, default, the fork's field number or None, fork, effect);
+#: where forks give one number two meanings the layer's own fields decide in text, BVLC's in binary.
+ADDED_FIELDS: list[tuple[str, str, str, Any, int | None, str, str]] = [  # fmt: skip
+    ("PoolingParameter", "ceil_mode", "bool", True, 13, "OpenCV", "applied"),
+    ("PoolingParameter", "avg_include_pad", "bool", True, 13, "Intel Caffe", "unimplemented"),
+    ("PoolingParameter", "torch_pooling", "bool", False, 40, "NVIDIA Caffe", "unimplemented"),
+    ("PoolingParameter", "kernel_depth", "uint32", None, None, "C3D v1.0", "unimplemented"),
+    ("PoolingParameter", "temporal_stride", "uint32", 1, None, "C3D v1.0", "unimplemented"),
+    ("DropoutParameter", "scale_train", "bool", True, 2, "py-faster-rcnn / CTPN / OpenCV", "applied"),
+    ("DropoutParameter", "sample_weights_test", "bool", False, 2, "SegNet (Bayesian SegNet)", "applied"),
+    ("DropoutParameter", "engine", "DropoutParameter.Engine", "DEFAULT", 2, "NVIDIA Caffe", "inert"),
+    ("DropoutParameter", "random_seed", "int64", -1, 3, "NVIDIA Caffe", "inert"),
+    ("DetectionOutputParameter", "clip", "bool", False, None, "OpenCV", "applied"),
+    ("BatchNormParameter", "engine", "BatchNormParameter.Engine", "DEFAULT", 15, "NVIDIA / Intel Caffe", "inert"),
+    ("BatchNormParameter", "update_global_stats", "bool", False, 4, "DeepLab v2 / PSPNet", "unimplemented"),
+    ("BatchNormParameter", "scale_bias", "bool", False, 7, "NVIDIA Caffe / OpenCV", "unimplemented"),
+    ("BatchNormParameter", "use_weight_bias", "bool", True, 5, "Intel Caffe", "unimplemented"),
+    ("BatchNormParameter", "bias_term", "bool", True, 6, "Intel Caffe", "unimplemented"),
+    ("BatchNormParameter", "relu", "bool", False, 10, "Intel Caffe", "unimplemented"),
+    ("BatchNormParameter", "stats_batch_size", "uint32", 0, 9, "Intel Caffe", "inert"),
+    ("ConcatParameter", "engine", "ConcatParameter.Engine", "DEFAULT", 3, "Intel Caffe", "inert"),
+    ("ConcatParameter", "per_fla_fuse", "bool", False, 4, "Intel Caffe", "inert"),
+    ("EltwiseParameter", "engine", "EltwiseParameter.Engine", "DEFAULT", 4, "Intel Caffe", "inert"),
+    ("InnerProductParameter", "engine", "InnerProductParameter.Engine", "DEFAULT", 7, "Intel Caffe", "inert"),
+    ("InnerProductParameter", "relu", "bool", False, 8, "Intel Caffe", "unimplemented"),
+    ("InnerProductParameter", "negative_slope", "float", 0.0, 9, "Intel Caffe", "unimplemented"),
+    ("ConvolutionParameter", "cudnn_convolution_algo_seeker", "ConvolutionParameter.CuDNNConvolutionAlgorithmSeeker",
+     "FINDEX", 19, "NVIDIA Caffe", "inert"),
+    ("ConvolutionParameter", "conv_algos_override", "string", "-1,-1,-1", 20, "NVIDIA Caffe", "inert"),
+    ("ConvolutionParameter", "conv_algorithm", "string", "direct", 21, "Intel Caffe", "inert"),
+    ("ConvolutionParameter", "relu", "bool", False, 19, "Intel Caffe", "unimplemented"),
+    ("ConvolutionParameter", "negative_slope", "float", 0.0, 20, "Intel Caffe", "unimplemented"),
+    ("ConvolutionParameter", "fusion_type", "ConvolutionParameter.FusionType", "NONE_FUSION", 24, "Intel Caffe",
+     "unimplemented"),
+    ("ConvolutionParameter", "binary", "int32", 0, 19, "OpenPose's training Caffe", "unimplemented"),
+    ("ConvolutionParameter", "dilation_h", "uint32", None, 17, "TSN (yjxiong/caffe)", "unimplemented"),
+    ("ConvolutionParameter", "dilation_w", "uint32", None, 18, "TSN (yjxiong/caffe)", "unimplemented"),
+    ("ConvolutionParameter", "kernel_depth", "uint32", None, None, "C3D v1.0", "unimplemented"),
+    ("ConvolutionParameter", "temporal_pad", "uint32", 0, None, "C3D v1.0", "unimplemented"),
+    ("ConvolutionParameter", "temporal_stride", "uint32", 1, None, "C3D v1.0", "unimplemented"),
+    ("ConvolutionParameter", "filter_group", "uint32", 1, None, "C3D v1.0", "unimplemented"),
+    ("ELUParameter", "lambda", "float", 1.0, 2, "NVIDIA Caffe", "unimplemented"),
+    ("ReLUParameter", "fuse", "bool", False, 3, "Intel Caffe", "unimplemented"),
+    ("ReductionParameter", "k", "int32", 1, 4, "TSN (yjxiong/caffe)", "unimplemented"),
+    ("ReshapeParameter", "pixelshuffler", "int32", 1, 4, "Intel Caffe", "unimplemented"),
+    ("ImageDataParameter", "ignore_label", "int32", 255, 15, "DeepLab v2 / PSPNet", "inert"),
+    ("ImageDataParameter", "label_type", "ImageDataParameter.LabelType", "IMAGE", 16, "DeepLab v2 / PSPNet", "inert"),
+    ("ImageDataParameter", "new_length", "uint32", None, None, "C3D v1.0", "inert"),
+    ("ImageDataParameter", "show_data", "int32", None, None, "C3D v1.0", "inert"),
+    ("ImageDataParameter", "use_image", "bool", None, None, "C3D v1.0", "inert"),
+]
+
+#: The V1 layer types of C3D v1.0 (its enum reuses BVLC's numbers 30-38: read by name in text only).
+V1_FORK_TYPES = {
+    "CONVOLUTION3D": "Convolution3D", "POOLING3D": "Pooling3D", "VOLUME_DATA": "VolumeData",
+    "VIDEO_DATA": "VideoData", "DECONVOLUTION3D": "Deconvolution3D",
+    "VIDEO_SEGMENTATION_DATA": "VideoSegmentationData", "VOXEL_SOFTMAX": "VoxelSoftmax",
+    "VOXEL_SOFTMAX_LOSS": "VoxelSoftmaxLoss", "VIDEO_WITH_VOXEL_TRUTH_DATA": "VideoWithVoxelTruthData",
+}  # fmt: skip
 
 #: The schemas whose field names a prototxt may use: BVLC master's and these forks' (their
 #: caffe.proto files, read for the names and numbers above).
@@ -229,6 +329,17 @@ def _install() -> None:
             spec.by_name[name] = FieldSpec(number, name, type_name, False, False, default)
         if wire_number is not None:
             WIRE_NUMBERS[(message, name)] = wire_number
+    for message, name, type_name, default, wire_number, _, _ in ADDED_FIELDS:
+        NAME_ONLY[(message, name)] = (type_name, default, wire_number)
+        spec = MESSAGES[message]
+        if name not in spec.by_name:  # read by name (text); a binary file's number keeps BVLC's meaning
+            spec.by_name[name] = FieldSpec(-len(spec.by_name) - 1, name, type_name, False, False, default)
+        if wire_number is not None:
+            WIRE_NUMBERS.setdefault((message, name), wire_number)
+    v1 = ENUMS["V1LayerParameter.LayerType"]
+    for name, v2_name in V1_FORK_TYPES.items():
+        v1.by_name.setdefault(name, -1 - len(v1.by_name))  # text only: no number of its own
+        V1_TYPE_NAMES.setdefault(name, v2_name)
     layer = MESSAGES["LayerParameter"]
     for name, (type_name, number, _, _) in LAYER_FIELDS.items():
         if name not in layer.by_name:
@@ -268,3 +379,31 @@ def fork_fields(layer: Message) -> Message:
                 out.set(name, decode_message(encode_message(value), LAYER_FIELDS[name][0]))
                 out.remove(known.name)
     return out
+
+
+def refuse_unimplemented_fields(layers: list[Message]) -> None:
+    """Raise :class:`NetError` naming the layer, the field and its fork for the first field of
+    :data:`ADDED_FIELDS` marked ``unimplemented`` that a layer sets to other than its default: it
+    changes what the layer computes, in a way no converter here follows."""
+    from ..errors import NetError
+
+    unimplemented = {
+        (m, f): (d, fork) for m, f, _, d, _, fork, effect in ADDED_FIELDS if effect == "unimplemented"
+    }
+    for layer in layers:
+        for param_name, value in layer.fields():
+            for param in value if isinstance(value, list) else [value]:
+                if not isinstance(param, Message):
+                    continue
+                for field, values in param.fields():
+                    known = unimplemented.get((param.type or "", field))
+                    if known is None:
+                        continue
+                    default, fork = known
+                    given = values[0] if isinstance(values, list) and len(values) == 1 else values
+                    if default is not None and given == default:
+                        continue
+                    raise NetError(
+                        f"layer '{layer.get('name')}' ({layer.get('type')}): field "
+                        f"'{param_name}.{field}: {given}' of {fork} changes what the layer computes, and fcn-port does not implement it"
+                    )

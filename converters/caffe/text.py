@@ -73,8 +73,15 @@ def _tokenize(text: str, path: Any) -> list[_Token]:
     while pos < n:
         m = match(text, pos)
         if m is None:
+            placeholder = re.match(r"\$\{?\w+\}?", text[pos:])
+            hint = (
+                f" (the template placeholder {placeholder.group(0)}: substitute it first, as the "
+                "net's own run scripts do, e.g. DeepLab's)"
+                if placeholder
+                else ""
+            )
             raise CaffeFormatError(
-                f"unexpected character {text[pos]!r}", path, line=line, column=pos - line_start + 1
+                f"unexpected character {text[pos]!r}{hint}", path, line=line, column=pos - line_start + 1
             )
         kind = m.lastgroup
         if kind == "number":

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, fx, nn
 
+from ..caffe.forks import refuse_unimplemented_fields
 from ..caffe.formats import read_prototxt, read_weights
 from ..caffe.message import Message
 from ..caffe.netdef import filter_layers, layer_type
@@ -130,6 +131,7 @@ def select_layers(
     layers = filter_layers(net, phase, level, stages)
     layers = [layer for layer in layers if with_loss or not is_loss_or_metric(layer_type(layer))]
     refuse_unknown_fields(layers)  # a misspelled field: Caffe refuses the net
+    refuse_unimplemented_fields(layers)  # a fork's field that changes the numbers in a way not followed
     return layers
 
 

@@ -79,7 +79,17 @@ def dropout(ctx: LayerContext) -> Converted:
         raise ValueError(f"{ctx.where}: dropout_ratio must be in [0, 1), got {ratio}")
     if "scale_train" in p and not bool(p.get("scale_train")):
         return Converted(module=UnscaledDropout(ratio), keeps_shape=True)
+    if bool(p.get("sample_weights_test")):
+        return Converted(module=SampledDropout(ratio), keeps_shape=True)
     return Converted(module=nn.Dropout(ratio), keeps_shape=True)
+
+
+class SampledDropout(nn.Dropout):
+    """SegNet's Dropout with ``sample_weights_test: true`` (Bayesian SegNet): the random mask, scaled
+    by 1 / (1 - ratio), in testing too (Monte Carlo samples: each call draws anew)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.nn.functional.dropout(x, self.p, training=True)
 
 
 class UnscaledDropout(nn.Module):
