@@ -322,3 +322,23 @@ def test_an_unexpanded_template_placeholder_is_named_as_one() -> None:
     )
     with pytest.raises(CaffeFormatError, match=r"template placeholder \$\{NUM_LABELS\}: substitute it first"):
         parse_text(text)
+
+
+def test_a_data_layers_fork_fields_are_read_but_a_name_in_no_schema_is_still_refused() -> None:
+    text = (
+        'layer { name: "data" type: "AnnotatedData" top: "data" top: "label" '
+        "transform_param { resize_param { height: 300 width: 300 } emit_constraint { } } "
+        'data_param { source: "x" batch_size: 1 } }\n'
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 1 kernel_size: 1 } }'
+    )
+    assert build_graph(parse_text(text), input_shapes={"data": (1, 3, 4, 4)}).caffe.outputs == ["c"]
+    with pytest.raises(NetError, match=r"field 'transform_param.resise_param' is in none of the"):
+        build_graph(parse_text(text.replace("resize_param", "resise_param")), input_shapes={"data": (1, 3, 4, 4)})
+
+
+def test_a_layer_type_without_a_converter_is_refused_by_its_type_before_its_fields() -> None:
+    text = INPUT.format(dims=_dims(1, 2)) + (
+        'layer { name: "yolo" type: "Yolov3DetectionOutput" bottom: "x" top: "y" yolov3_detection_output_param { } }'
+    )
+    with pytest.raises(NetError, match=r"layer 'yolo' has type 'Yolov3DetectionOutput', which fcn-port cannot convert"):
+        build_graph(parse_text(text))

@@ -502,8 +502,19 @@ def refuse_unknown_fields(layers: Iterable[Message]) -> None:
     fork not covered), as Caffe refuses such a prototxt. Only fields read from text carry names;
     unknown fields of
     binary files (numbered) are left alone, since released caffemodels carry fork fields."""
+    from .fork_names import FORK_FIELD_NAMES
+    from .traits import DATA_LAYER_TYPES
+
     for layer in layers:
         unknown = unknown_named_fields(layer)
+        is_data = str(layer.get("type")) in DATA_LAYER_TYPES and not layer.getall("bottom")
+        unknown = [  # a data layer's and transform_param's fork fields cannot change the graph
+            (path, where)
+            for path, where in unknown
+            if not (
+                (is_data or path.startswith("transform_param.")) and path.split(".")[-1] in FORK_FIELD_NAMES
+            )
+        ]
         if not unknown:
             continue
         path, where = unknown[0]

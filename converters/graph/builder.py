@@ -130,9 +130,16 @@ def select_layers(
         raise ValueError(f"phase must be 'TEST' or 'TRAIN', not {phase!r}")
     layers = filter_layers(net, phase, level, stages)
     layers = [layer for layer in layers if with_loss or not is_loss_or_metric(layer_type(layer))]
-    refuse_unknown_fields(layers)  # a misspelled field: Caffe refuses the net
+    # a misspelled field: Caffe refuses the net (a type without a converter is refused by type)
+    refuse_unknown_fields([layer for layer in layers if layer_type(layer) in _known_types()])
     refuse_unimplemented_fields(layers)  # a fork's field that changes the numbers in a way not followed
     return layers
+
+
+def _known_types() -> set[str]:
+    from ..layers.registry import registered_types
+
+    return set(registered_types())
 
 
 def build_graph(
