@@ -185,8 +185,26 @@ def run_opencv(prototxt: Path, caffemodel: Path, inputs: dict, blobs: list[str])
         net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
         for blob, value in inputs.items():
             net.setInput(value, blob)
-        values = net.forward(blobs)
-        return {b: np.array(v, np.float32) for b, v in zip(blobs, values, strict=True)}
+        try:
+            values = net.forward(blobs)
+            return {b: np.array(v, np.float32) for b, v in zip(blobs, values, strict=True)}
+        except cv2.error:  # OpenCV names outputs by layer, and fuses some blobs away: each it gives
+            from converters import read_prototxt
+            from converters.graph.builder import select_layers
+
+            layers = select_layers(read_prototxt(prototxt))
+            producer = {t: str(x.get("name")) for x in layers for t in x.getall("top")}
+            found = {}
+            for blob in blobs:
+                for name in dict.fromkeys([blob, producer.get(blob, blob)]):
+                    try:
+                        found[blob] = np.array(net.forward(name), np.float32)
+                        break
+                    except cv2.error:
+                        continue
+            if not found:
+                raise
+            return found
     except Exception as exc:  # noqa: BLE001
         return f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300]}"
 
