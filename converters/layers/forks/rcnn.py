@@ -229,41 +229,63 @@ def _proposal_overlap(box: Tensor, others: Tensor) -> Tensor:
     return torch.where(apart, torch.zeros_like(inter), inter / (area + areas - inter))
 
 
-class Proposal(nn.Module):
+def anchor_grid(
+    anchors: list[list[float]], rows: int, cols: int, stride: float, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """Every anchor at every position of a ``rows x cols`` map, ``stride`` pixels apart, as
+    ``(rows * cols * A) x 4`` corners in ``dtype``, ordered by row, column, anchor."""
+    base = torch.tensor(anchors, dtype=dtype, device=device)
+    ys = torch.arange(rows, dtype=dtype, device=device) * stride
+    xs = torch.arange(cols, dtype=dtype, device=device) * stride
+    shift = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None], xs[None, :], ys[:, None]), -1)
+    return (shift[:, :, None, :] + base).reshape(-1, 4)
+
+
+def apply_deltas(boxes: Tensor, d: Tensor) -> Tensor:
+    """Faster R-CNN's box regression (``bbox_transform_inv``): centres moved by ``d[:, :2]`` times
+    the pixel sides (``+ 1``), sides scaled by ``exp(d[:, 2:])``; corners out."""
+    w = boxes[:, 2] - boxes[:, 0] + 1
+    h = boxes[:, 3] - boxes[:, 1] + 1
+    cx = d[:, 0] * w + (boxes[:, 0] + 0.5 * w)
+    cy = d[:, 1] * h + (boxes[:, 1] + 0.5 * h)
+    pw, ph = torch.exp(d[:, 2]) * w, torch.exp(d[:, 3]) * h
+    return torch.stack([cx - 0.5 * pw, cy - 0.5 * ph, cx + 0.5 * pw, cy + 0.5 * ph], 1)
+
+
+class ProposalSettings(nn.Module):
+    """What both proposal layers are made of: anchors (constants: graphs are built on the meta
+    device), feature stride, minimum box side, pre- and post-NMS counts, NMS threshold, and
+    whether the scores are a second top."""
+
+    def __init__(
+        self, anchors: Tensor | np.ndarray, stride: float, min_size: float, pre: int, post: int,
+        threshold: float, scores: bool,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.anchors = anchors.tolist()
+        self.stride, self.min_size, self.pre, self.post = stride, min_size, pre, post
+        self.threshold, self.scores = threshold, scores
+
+    def extra_repr(self) -> str:
+        return (
+            f"anchors={len(self.anchors)}, feat_stride={self.stride:g}, min_size={self.min_size:g}, "
+            f"pre_nms_topn={self.pre}, post_nms_topn={self.post}, nms_thresh={self.threshold:g}"
+        )
+
+
+class Proposal(ProposalSettings):
     """Faster R-CNN's region proposals as brocolli-caffe's C++ ``Proposal`` computes them: every
     anchor at every position moved by its deltas, clipped to the image (``im_info``'s first two
     values, of the first image), scored 0 if smaller than ``min_size``, the best ``pre_nms_topn``
     kept, greedy NMS to ``post_nms_topn``. Returns rows ``[image, x1, y1, x2, y2]`` of every image
     (and their scores): as many as NMS keeps."""
 
-    def __init__(
-        self, anchors: Tensor, stride: int, min_size: int, pre: int, post: int, threshold: float, scores: bool
-    ) -> None:
-        super().__init__()
-        self.anchors = anchors.tolist()  # a constant: graphs are built on the meta device
-        self.stride, self.min_size, self.pre, self.post = stride, min_size, pre, post
-        self.threshold, self.scores = threshold, scores
-
-    def extra_repr(self) -> str:
-        return (
-            f"anchors={len(self.anchors)}, stride={self.stride}, min_size={self.min_size}, "
-            f"pre_nms_topn={self.pre}, post_nms_topn={self.post}, nms_thresh={self.threshold}"
-        )
 
     def _image(self, scores: Tensor, deltas: Tensor, height: Tensor, width: Tensor) -> tuple[Tensor, Tensor]:
-        anchors = torch.tensor(self.anchors, dtype=scores.dtype, device=scores.device)
-        count, rows, cols = anchors.shape[0], scores.shape[-2], scores.shape[-1]
-        ys = torch.arange(rows, dtype=scores.dtype, device=scores.device) * self.stride
-        xs = torch.arange(cols, dtype=scores.dtype, device=scores.device) * self.stride
-        shift = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None], xs[None, :], ys[:, None]), -1)
-        boxes = (shift[:, :, None, :] + anchors).reshape(-1, 4)  # order: h, w, anchor
+        count, rows, cols = len(self.anchors), scores.shape[-2], scores.shape[-1]
+        boxes = anchor_grid(self.anchors, rows, cols, self.stride, scores.dtype, scores.device)
         d = deltas.reshape(count, 4, rows, cols).permute(2, 3, 0, 1).reshape(-1, 4)
-        w = boxes[:, 2] - boxes[:, 0] + 1
-        h = boxes[:, 3] - boxes[:, 1] + 1
-        cx = d[:, 0] * w + (boxes[:, 0] + 0.5 * w)
-        cy = d[:, 1] * h + (boxes[:, 1] + 0.5 * h)
-        pw, ph = torch.exp(d[:, 2]) * w, torch.exp(d[:, 3]) * h
-        box = torch.stack([cx - 0.5 * pw, cy - 0.5 * ph, cx + 0.5 * pw, cy + 0.5 * ph], 1)
+        box = apply_deltas(boxes, d)
         limit = torch.stack([width, height, width, height]) - 1
         box = torch.minimum(box, limit).clamp(min=0)
         big = ((box[:, 2] - box[:, 0] + 1) >= self.min_size) & ((box[:, 3] - box[:, 1] + 1) >= self.min_size)
@@ -313,7 +335,7 @@ def faster_rcnn_anchors(base_size: float, ratios: list[float], scales: list[floa
     return np.array(rows, dtype=np.float64).reshape(-1, 4)
 
 
-class FasterRCNNProposal(nn.Module):
+class FasterRCNNProposal(ProposalSettings):
     """Region proposals as py-faster-rcnn's ``rpn.proposal_layer`` computes them (the layer the
     published Faster R-CNN models ran; OpenCV's ``Proposal`` follows it): anchors of
     :func:`faster_rcnn_anchors` at every position moved by the deltas (float32, as
@@ -324,36 +346,12 @@ class FasterRCNNProposal(nn.Module):
     Equal scores keep the order of a stable descending sort (numpy's unstable quicksort may
     differ there)."""
 
-    def __init__(
-        self, anchors: np.ndarray, stride: float, min_size: float, pre: int, post: int, threshold: float,
-        scores: bool,
-    ) -> None:  # fmt: skip
-        super().__init__()
-        self.anchors = anchors.tolist()  # float64 constants: graphs are built on the meta device
-        self.stride, self.min_size, self.pre, self.post = stride, min_size, pre, post
-        self.threshold, self.scores = threshold, scores
-
-    def extra_repr(self) -> str:
-        return (
-            f"anchors={len(self.anchors)}, feat_stride={self.stride:g}, min_size={self.min_size:g}, "
-            f"pre_nms_topn={self.pre}, post_nms_topn={self.post}, nms_thresh={self.threshold:g}"
-        )
 
     def forward(self, scores: Tensor, deltas: Tensor, im_info: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         count = len(self.anchors)
         rows, cols = scores.shape[-2], scores.shape[-1]
-        anchors = torch.tensor(self.anchors, dtype=torch.float64, device=scores.device)
-        ys = torch.arange(rows, dtype=torch.float64, device=scores.device) * self.stride
-        xs = torch.arange(cols, dtype=torch.float64, device=scores.device) * self.stride
-        shift = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None], xs[None, :], ys[:, None]), -1)
-        boxes = (shift[:, :, None, :] + anchors).reshape(-1, 4).to(deltas.dtype)  # rows: h, w, anchor
-        d = deltas[0].permute(1, 2, 0).reshape(-1, 4)
-        widths = boxes[:, 2] - boxes[:, 0] + 1.0
-        heights = boxes[:, 3] - boxes[:, 1] + 1.0
-        cx = d[:, 0] * widths + (boxes[:, 0] + 0.5 * widths)
-        cy = d[:, 1] * heights + (boxes[:, 1] + 0.5 * heights)
-        pw, ph = torch.exp(d[:, 2]) * widths, torch.exp(d[:, 3]) * heights
-        box = torch.stack([cx - 0.5 * pw, cy - 0.5 * ph, cx + 0.5 * pw, cy + 0.5 * ph], 1)
+        grid = anchor_grid(self.anchors, rows, cols, self.stride, torch.float64, scores.device)
+        box = apply_deltas(grid.to(deltas.dtype), deltas[0].permute(1, 2, 0).reshape(-1, 4))
         info = im_info.reshape(-1).to(box.dtype)
         limit = torch.stack([info[1], info[0], info[1], info[0]]) - 1
         box = torch.maximum(torch.minimum(box, limit), torch.zeros_like(limit))
