@@ -140,14 +140,16 @@ def test_layers_the_caffemodel_lacks_get_their_deterministic_fillers_as_caffe_gi
     )
     weights = {"keep": [np.ones(1, np.float32)]}
     net = build_graph(parse_text(text), weights)
-    out = net(x=torch.full((1, 1, 2, 2), 4.0))
+    with torch.no_grad():
+        out = net(x=torch.full((1, 1, 2, 2), 4.0))
     assert float(out["k"].max()) == 12 and float(out["b"].max()) == 16
     assert net.caffe.filled_by_fillers == ["conv", "conv"] and net.caffe.randomly_initialised == []
     with pytest.raises(WeightsMismatchError, match=r"its gaussian filler draws them at random; pass strict=False"):
         build_graph(parse_text(text.replace('"constant" value: 4', '"gaussian" std: 1')), weights)
     with pytest.warns(UserWarning, match="Caffe's default fills it with zeros"):
         zero = build_graph(parse_text(text.replace('weight_filler { type: "constant" value: 4 }', "")), weights)
-    assert float(zero(x=torch.ones(1, 1, 2, 2))["b"].abs().max()) == 0
+    with torch.no_grad():
+        assert float(zero(x=torch.ones(1, 1, 2, 2))["b"].abs().max()) == 0
     with pytest.raises(WeightsMismatchError, match="covers none of the net's layers"):
         build_graph(parse_text(text), {"other": [np.ones(1, np.float32)]})
 
