@@ -105,3 +105,48 @@ def test_nan_accuracy_when_every_label_is_ignored_as_in_caffe() -> None:
         if math.isnan(float(np.load(folder / "io.npz")[f"{run['prefix']}output:accuracy"]))
     ]
     assert nan_runs, "the fixture should hold Caffe's all-ignored run"
+
+
+def _backward_cases() -> list[str]:
+    return [name for name in CASES if any(run.get("backward") for run in _case(name)[0]["runs"])]
+
+
+@pytest.mark.parametrize("name", _backward_cases())
+def test_layer_case_gradients_match_caffes_backward_pass(name: str) -> None:
+    """Caffe's backward pass, recorded with the fixture: the seeded diffs of the net's final tops
+    (a loss top's diff is its loss weight) give every input's and parameter's diff."""
+    case, folder = _case(name)
+    npz = np.load(folder / "io.npz")
+    for run in case["runs"]:
+        prefix = run["prefix"]
+        shapes = {blob: tuple(shape) for blob, shape in run["inputs"].items()}
+        net = load_caffe(folder / "net.prototxt", folder / "weights.caffemodel", with_loss=True,
+                         input_shapes=shapes, outputs=list(run["outputs"]), optimize=False)  # fmt: skip
+        layers = list(net.caffe.definition.getall("layer"))
+        consumed = {b for layer in layers for b in layer.getall("bottom") if b not in layer.getall("top")}
+        weights = {}
+        for layer in layers:
+            if str(layer.get("type")).endswith("Loss"):
+                given = [float(w) for w in layer.getall("loss_weight")]
+                weights.update(zip(layer.getall("top"), given or [1.0], strict=False))
+        inputs = {b: torch.from_numpy(npz[f"{prefix}input:{b}"]).requires_grad_(True) for b in run["inputs"]}
+        out = net(**inputs)
+        total = torch.zeros(())
+        for blob in run["outputs"]:
+            if blob in weights:
+                total = total + weights[blob] * out[blob]
+            elif blob not in consumed:  # Caffe overwrites a consumed blob's seeded diff
+                total = total + (out[blob] * torch.from_numpy(npz[f"{prefix}top_diff:{blob}"])).sum()
+        total.backward()
+        state = dict(net.named_parameters())
+        pairs = [(f"grad:{b}", inputs[b]) for b in run["inputs"] if f"{prefix}grad:{b}" in npz.files]
+        pairs += [(f"param_grad:{layer}/{j}", state[key]) for layer, keys in net.caffe.parameter_blobs.items()
+                  for j, key in enumerate(keys)]  # fmt: skip
+        assert len(pairs) > 0
+        for key, tensor in pairs:
+            want = npz[f"{prefix}{key}"]
+            grad = tensor.grad
+            got = np.zeros(want.shape, np.float32) if grad is None else grad.numpy().reshape(want.shape)
+            scale = max(float(np.abs(want).max()), 1e-6)
+            error = float(np.abs(got - want).max())
+            assert error <= 1e-4 * scale, f"{name} {prefix}{key}: max error {error:g} (scale {scale:g})"

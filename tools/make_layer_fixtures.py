@@ -168,7 +168,7 @@ def default_params(rng: np.random.Generator, layer: dict, shapes: list[Shape]) -
         ]
     if kind == "PReLU":
         return [rng.uniform(-0.6, 0.9, shapes[0]).astype(np.float32)]
-    if kind == "Bias":
+    if kind in ("Bias", "Embed", "Parameter"):
         return [normal(rng, 0.5, s) for s in shapes]
     raise ValueError(f"layer {layer['name']!r} ({kind}) needs explicit parameter values")
 
@@ -228,6 +228,31 @@ def loss_input(rng: np.random.Generator, blob: str, shape: Shape, run: int) -> n
     return labels.astype(np.float32)
 
 
+def inputs_by_blob(**makers: Callable[[np.random.Generator, Shape], np.ndarray]):
+    """An input maker that draws each blob with its own function (others: N(0, 1))."""
+
+    def make(rng: np.random.Generator, blob: str, shape: Shape, run: int) -> np.ndarray:
+        draw = makers.get(blob)
+        return (draw(rng, shape) if draw else normal(rng, 1.0, shape)).astype(np.float32)
+
+    return make
+
+
+def integers(low: int, high: int) -> Callable[[np.random.Generator, Shape], np.ndarray]:
+    """Integers in ``[low, high)`` as floats (Caffe's labels and indices)."""
+    return lambda rng, shape: rng.integers(low, high, shape).astype(np.float32)
+
+
+def uniform(low: float, high: float) -> Callable[[np.random.Generator, Shape], np.ndarray]:
+    return lambda rng, shape: rng.uniform(low, high, shape).astype(np.float32)
+
+
+def probabilities(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+    """Rows (axis 1) that sum to 1, none below 1e-3."""
+    values = rng.uniform(0.05, 1.0, shape)
+    return (values / values.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 # --------------------------------------------------------------------------------------------------
 # The cases
 
@@ -245,6 +270,12 @@ class Case:
     notes: list[str] = field(default_factory=list)
     load_options: dict[str, Any] = field(default_factory=dict)
     """Options the parity test passes to ``load_caffe`` (e.g. ``strict: False``)."""
+    backward: bool = False
+    """Also run Caffe's backward pass (``force_backward``): non-loss tops get seeded diffs, loss
+    tops their loss weights; the inputs' and every parameter's diffs are recorded."""
+    input_grads: bool = True
+    """With ``backward``: ask Caffe for the inputs' diffs (``force_backward``); off for layers that
+    refuse to backpropagate to an index input (Embed, BatchReindex): parameter diffs only."""
 
     @property
     def inputs(self) -> list[str]:
@@ -1117,6 +1148,81 @@ def build_cases() -> list[Case]:
     ]
     names = [c.name for c in cases]
     assert len(names) == len(set(names)), "case names must be unique"
+    cases += [
+        # ---- BVLC's losses, forward and backward (issue 18)
+        Case(
+            "losses_regression",
+            "EuclideanLoss (default and loss_weight 2) and SigmoidCrossEntropyLoss (default, and "
+            "normalization BATCH_SIZE), with Caffe's backward pass",
+            [
+                L("euclid", "EuclideanLoss", ["a", "b"]),
+                L("euclid_w2", "EuclideanLoss", ["a", "b"], loss_weight=[2.0]),
+                L("sce", "SigmoidCrossEntropyLoss", ["score", "target"]),
+                L("sce_batch", "SigmoidCrossEntropyLoss", ["score", "target"],
+                  loss_param={"normalization": "BATCH_SIZE"}),
+            ],
+            two_input_runs(("a", "b", "score", "target"), ((2, 3, 4, 5), (2, 3, 4, 5), (3, 5), (3, 5)),
+                           ((1, 7), (1, 7), (2, 2, 3), (2, 2, 3))),
+            make_input=inputs_by_blob(score=uniform(-4, 4), target=uniform(0, 1)),
+            backward=True,
+        ),
+        Case(
+            "losses_classification",
+            "HingeLoss L1 and L2, MultinomialLogisticLoss on probabilities, ContrastiveLoss "
+            "(margin 1.5, legacy and current), with Caffe's backward pass",
+            [
+                L("hinge_l1", "HingeLoss", ["score", "label"]),
+                L("hinge_l2", "HingeLoss", ["score", "label"], hinge_loss_param={"norm": "L2"}),
+                L("mlogistic", "MultinomialLogisticLoss", ["prob", "label"]),
+                L("contrastive", "ContrastiveLoss", ["x1", "x2", "similar"],
+                  contrastive_loss_param={"margin": 1.5}),
+                L("contrastive_legacy", "ContrastiveLoss", ["x1", "x2", "similar"],
+                  contrastive_loss_param={"margin": 1.5, "legacy_version": True}),
+            ],
+            two_input_runs(("score", "label", "prob", "x1", "x2", "similar"),
+                           ((4, 5), (4,), (4, 5), (4, 3, 1, 1), (4, 3, 1, 1), (4,)),
+                           ((2, 5, 1, 1), (2,), (2, 5, 1, 1), (2, 6, 1, 1), (2, 6, 1, 1), (2,))),
+            make_input=inputs_by_blob(label=integers(0, 5), prob=probabilities, similar=integers(0, 2),
+                                      x1=uniform(-0.6, 0.6), x2=uniform(-0.6, 0.6)),
+            backward=True,
+        ),
+        # ---- BVLC's other missing types (issue 18)
+        Case(
+            "embed_reindex",
+            "Embed (with and without bias) and BatchReindex, each under a EuclideanLoss, with "
+            "Caffe's backward pass to the parameters (Caffe backpropagates to neither index input)",
+            [
+                L("embed", "Embed", ["index"], embed_param={"num_output": 4, "input_dim": 6}),
+                L("embed_nobias", "Embed", ["index"],
+                  embed_param={"num_output": 3, "input_dim": 6, "bias_term": False}),
+                L("reindex", "BatchReindex", ["data", "permut"]),
+                L("scaled", "Scale", ["reindex"]),
+                L("loss_embed", "EuclideanLoss", ["embed", "t1"]),
+                L("loss_nobias", "EuclideanLoss", ["embed_nobias", "t2"]),
+                L("loss_scaled", "EuclideanLoss", ["scaled", "t3"]),
+            ],
+            two_input_runs(("index", "data", "permut", "t1", "t2", "t3"),
+                           ((2, 3), (3, 2, 5, 4), (4,), (2, 3, 4), (2, 3, 3), (4, 2, 5, 4)),
+                           ((5,), (2, 2, 3, 3), (2,), (5, 4), (5, 3), (2, 2, 3, 3))),
+            make_input=inputs_by_blob(index=integers(0, 6), permut=integers(0, 2)),
+            backward=True,
+            input_grads=False,
+        ),
+        Case(
+            "im2col_parameter",
+            "Im2col (kernel 3, stride 2, pad 1; kernel 2 x 3, dilation 2) and a Parameter blob, "
+            "with Caffe's backward pass",
+            [
+                L("im2col", "Im2col", ["data"],
+                  convolution_param={"kernel_size": [3], "stride": [2], "pad": [1]}),
+                L("im2col_dilated", "Im2col", ["data"],
+                  convolution_param={"kernel_h": 2, "kernel_w": 3, "dilation": [2]}),
+                L("param", "Parameter", [], ["param"], parameter_param={"shape": {"dim": [2, 3]}}),
+            ],
+            runs((1, 2, 7, 8), (2, 3, 5, 6)),
+            backward=True,
+        ),
+    ]
     return cases
 
 
@@ -1205,8 +1311,13 @@ def forward_runs(
     make_input,
     rng: np.random.Generator,
     keep: Callable[[str], bool] = lambda blob: True,
+    backward: bool = False,
+    loss_tops: frozenset[str] = frozenset(),
+    input_grads: bool = True,
 ) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """Load the saved files afresh in Caffe and run every input shape; inputs and kept tops by run."""
+    """Load the saved files afresh in Caffe and run every input shape; inputs and kept tops by run
+    (and with ``backward``, the seeded top diffs and the diffs Caffe's backward pass gives: inputs'
+    ``grad:<blob>``, parameters' ``param_grad:<layer>/<blob index>``)."""
     net = caffe.Net(str(proto), caffe.TEST, weights=str(model))
     arrays: dict[str, np.ndarray] = {}
     run_info = []
@@ -1225,9 +1336,25 @@ def forward_runs(
             value = np.array(net.blobs[blob].data, dtype=np.float32, copy=True)
             arrays[f"{prefix}output:{blob}"] = value
             outputs[blob] = list(value.shape)
-        run_info.append(
-            {"prefix": prefix, "inputs": {b: list(shapes[b]) for b in case_inputs}, "outputs": outputs}
-        )
+        info = {"prefix": prefix, "inputs": {b: list(shapes[b]) for b in case_inputs}, "outputs": outputs}
+        if backward:
+            for layer in net.layers:  # Net::Backward accumulates into the parameter diffs
+                for blob in layer.blobs:
+                    blob.diff[...] = 0
+            for blob in outputs:
+                if blob not in loss_tops:  # a loss top's diff is its loss weight, set by Caffe
+                    diff = normal(rng, 1.0, tuple(net.blobs[blob].diff.shape))
+                    net.blobs[blob].diff[...] = diff
+                    arrays[f"{prefix}top_diff:{blob}"] = diff
+            net.backward()
+            for blob in case_inputs if input_grads else ():
+                arrays[f"{prefix}grad:{blob}"] = np.array(net.blobs[blob].diff, dtype=np.float32, copy=True)
+            for name, layer in zip(net._layer_names, net.layers, strict=True):
+                for j, blob in enumerate(layer.blobs):
+                    value = np.array(blob.diff, dtype=np.float32, copy=True)
+                    arrays[f"{prefix}param_grad:{name}/{j}"] = value
+            info["backward"] = True
+        run_info.append(info)
     return arrays, run_info
 
 
@@ -1280,13 +1407,20 @@ def make_case(caffe, case: Case, out_dir: Path) -> dict:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
+            text = oracle_text(net)
+            if case.backward and case.input_grads:  # inputs' diffs too (Input layers need none otherwise)
+                text = "force_backward: true\n" + text
             proto, model, values = fill_and_save(
-                caffe, oracle_text(net), case.layers, rng, case.params, work, "weights.caffemodel"
+                caffe, text, case.layers, rng, case.params, work, "weights.caffemodel"
             )
             tops = declared_tops(case.layers)
-            arrays, run_info = forward_runs(
-                caffe, proto, model, case.inputs, case.runs, tops, case.make_input, rng
+            loss_tops = frozenset(
+                t for layer in case.layers if layer["type"].endswith("Loss") for t in layer["top"]
             )
+            arrays, run_info = forward_runs(
+                caffe, proto, model, case.inputs, case.runs, tops, case.make_input, rng,
+                backward=case.backward, loss_tops=loss_tops, input_grads=case.input_grads,
+            )  # fmt: skip
             shutil.copyfile(model, staging / "weights.caffemodel")
         write_prototxt(net, staging / "net.prototxt")
         write_npz(staging / "io.npz", arrays)
@@ -1651,6 +1785,15 @@ def check_fixture_dir(directory: Path, prototxt: str, weights: list[str]) -> lis
                 expected_keys.add(key)
                 if key not in arrays or list(arrays[key].shape) != shape:
                     problems.append(f"{directory.name}: {key} missing or not shaped {shape}")
+    for run in info["runs"]:  # a backward run's diffs: seeded tops, inputs, parameters
+        if not run.get("backward"):
+            continue
+        prefix = run["prefix"]
+        for key in arrays:
+            kind, _, blob = key[len(prefix) :].partition(":") if key.startswith(prefix) else ("", "", "")
+            shape = {"top_diff": run["outputs"], "grad": run["inputs"]}.get(kind, {}).get(blob)
+            if kind == "param_grad" or (shape is not None and list(arrays[key].shape) == shape):
+                expected_keys.add(key)
     if set(arrays) != expected_keys:
         problems.append(
             f"{directory.name}: io.npz keys {sorted(set(arrays) ^ expected_keys)} not in case.json"

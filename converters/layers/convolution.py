@@ -4,10 +4,11 @@ bottoms (of one shape) the same weights apply to each, one top per bottom."""
 
 from __future__ import annotations
 
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from ..caffe.traits import Window, window
-from ..errors import NetError
+from ..errors import NetError, UnsupportedLayerError
 from .fillers import weight_and_bias_fillers
 from .registry import Converted, LayerContext, canonical_axis, check_count, check_int, register_layer
 
@@ -117,3 +118,28 @@ def deconvolution(ctx: LayerContext) -> Converted:
     return Converted(
         module=deconv, blobs=blobs, fillers=weight_and_bias_fillers(p, bias), per_bottom=len(ctx.bottoms) > 1
     )
+
+
+def im2col(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int], pad: tuple[int, int],
+           dilation: tuple[int, int]) -> Tensor:  # fmt: skip
+    """Caffe's Im2col: every window's values as channels, channel-major then kernel row and column
+    (the order of Caffe's ``im2col_cpu``), at each output position: ``N x C*kh*kw x H' x W'``."""
+    h = (x.shape[2] + 2 * pad[0] - (dilation[0] * (kernel[0] - 1) + 1)) // stride[0] + 1
+    w = (x.shape[3] + 2 * pad[1] - (dilation[1] * (kernel[1] - 1) + 1)) // stride[1] + 1
+    columns = F.unfold(x, kernel, dilation=dilation, padding=pad, stride=stride)
+    return columns.reshape(x.shape[0], -1, h, w)
+
+
+@register_layer("Im2col", bottoms=1, tops=1)
+def im2col_layer(ctx: LayerContext) -> Converted:
+    shape = ctx.bottom_shape(0)
+    if len(shape) != 4:
+        raise UnsupportedLayerError(f"{ctx.where}: Im2col of a {len(shape)}-axis blob (only N x C x H x W)")
+    w = window(ctx.layer, 2)
+    if w.axis != 2:
+        raise UnsupportedLayerError(f"{ctx.where}: Im2col with axis {w.axis - 1} (only the channel axis 1)")
+    check_int(w.kernel, "kernel size", ctx.where)
+    check_int(w.stride, "stride", ctx.where)
+    check_int(w.pad, "pad", ctx.where, low=0)
+    kwargs = {"kernel": w.kernel, "stride": w.stride, "pad": w.pad, "dilation": w.dilation}
+    return Converted(function=im2col, kwargs=kwargs)

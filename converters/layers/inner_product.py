@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from .fillers import weight_and_bias_fillers
 from .registry import Converted, LayerContext, canonical_axis, register_layer
+from .tracing import has_values
 
 
 def inner_product(x: Tensor, weight: Tensor, bias: Tensor | None, axis: int, transpose: bool) -> Tensor:
@@ -58,4 +59,36 @@ def inner_product_layer(ctx: LayerContext) -> Converted:
     blobs = [("weight", tuple(module.weight.shape))]
     if bias:
         blobs.append(("bias", (out_features,)))
+    return Converted(module=module, blobs=blobs, fillers=weight_and_bias_fillers(p, bias))
+
+
+class Embed(nn.Module):
+    """Caffe's Embed: each input value, an integer index below ``input_dim``, replaced by its row of
+    the ``input_dim x num_output`` weight (plus the bias); the top is the bottom's shape plus the
+    output axis. An index out of range stops Caffe; it is one line here."""
+
+    def __init__(self, input_dim: int, num_output: int, bias: bool) -> None:
+        super().__init__()
+        self.input_dim = input_dim
+        self.weight = nn.Parameter(torch.empty(input_dim, num_output, device="meta"))
+        self.bias = nn.Parameter(torch.empty(num_output, device="meta")) if bias else None
+
+    def forward(self, index: Tensor) -> Tensor:
+        rows = index.to(torch.int64)  # Caffe: static_cast<int> of the stored float
+        if has_values(rows) and rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= self.input_dim):
+            bad = int(rows.min()) if int(rows.min()) < 0 else int(rows.max())
+            raise ValueError(f"Embed: index {bad} is outside [0, {self.input_dim})")
+        out = F.embedding(rows, self.weight)
+        return out + self.bias if self.bias is not None else out
+
+
+@register_layer("Embed", bottoms=1, tops=1)
+def embed(ctx: LayerContext) -> Converted:
+    p = ctx.param("embed_param")
+    input_dim, num_output = int(p.get("input_dim")), int(p.get("num_output"))
+    if input_dim < 1 or num_output < 1:
+        raise ValueError(f"{ctx.where}: embed_param needs input_dim and num_output of at least 1")
+    bias = bool(p.get("bias_term"))
+    blobs = [("weight", (input_dim, num_output))] + ([("bias", (num_output,))] if bias else [])
+    module = Embed(input_dim, num_output, bias)
     return Converted(module=module, blobs=blobs, fillers=weight_and_bias_fillers(p, bias))

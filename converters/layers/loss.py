@@ -117,3 +117,122 @@ def accuracy_layer(ctx: LayerContext) -> Converted:
         classes = lambda shapes: [(), (shapes[0][canonical_axis(axis, len(shapes[0]))],)]  # noqa: E731
         return Converted(function=accuracy, kwargs=kwargs, role="loss", outputs=2, output_shape=classes)
     return Converted(function=accuracy, kwargs=kwargs, role="loss", output_shape=lambda shapes: ())
+
+
+# ---- BVLC's other losses: each a 0-D loss whose autograd gradient is Caffe's Backward_cpu
+
+
+def _normalization(ctx: LayerContext, default: str) -> str:
+    """``loss_param``'s normalization, the legacy ``normalize`` read as Caffe reads it."""
+    loss = ctx.param("loss_param")
+    if "normalization" in loss or "normalize" not in loss:
+        return str(loss.get("normalization")) if "normalization" in loss else default
+    return "VALID" if bool(loss.get("normalize")) else "BATCH_SIZE"
+
+
+def _same_count(ctx: LayerContext, a: int, b: int) -> None:
+    shapes = ctx.bottom_shapes
+    if shapes[a] is not None and shapes[b] is not None and math.prod(shapes[a]) != math.prod(shapes[b]):
+        raise NetError(
+            f"{ctx.where}: '{ctx.bottoms[a]}' {list(shapes[a])} and '{ctx.bottoms[b]}' {list(shapes[b])} "
+            "must hold as many values"
+        )
+
+
+def euclidean_loss(a: Tensor, b: Tensor) -> Tensor:
+    """Caffe's EuclideanLoss: ``sum((a - b)^2) / (2 N)``, N the first axis."""
+    return ((a - b.reshape(a.shape)) ** 2).sum() / (2 * a.shape[0])
+
+
+@register_layer("EuclideanLoss", bottoms=2, tops=1)
+def euclidean_loss_layer(ctx: LayerContext) -> Converted:
+    _same_count(ctx, 0, 1)
+    return Converted(function=euclidean_loss, role="loss", output_shape=lambda shapes: ())
+
+
+def sigmoid_cross_entropy_loss(
+    score: Tensor, target: Tensor, normalization: str, ignore_label: int | None
+) -> Tensor:
+    """Caffe's SigmoidCrossEntropyLoss: the cross-entropy of ``sigmoid(score)`` against ``target``
+    in its overflow-safe form, summed (ignored targets left out) and normalized as ``loss_param``
+    says (BATCH_SIZE: the first axis)."""
+    target = target.reshape(score.shape).detach()  # Caffe never backpropagates to the targets
+    positive = (score >= 0).to(score.dtype)
+    terms = score * (target - positive) - torch.log1p(torch.exp(score - 2 * score * positive))
+    valid = torch.ones_like(score, dtype=torch.bool) if ignore_label is None else target != ignore_label
+    total = -(terms * valid.to(score.dtype)).sum()
+    count = {"FULL": score.numel(), "BATCH_SIZE": score.shape[0], "NONE": 1}
+    if normalization == "VALID":
+        normalizer = valid.sum().to(score.dtype)
+    else:
+        normalizer = torch.tensor(float(count[normalization]), device=score.device)
+    return total / normalizer.clamp(min=1.0)
+
+
+@register_layer("SigmoidCrossEntropyLoss", bottoms=2, tops=1)
+def sigmoid_cross_entropy_loss_layer(ctx: LayerContext) -> Converted:
+    _same_count(ctx, 0, 1)
+    loss = ctx.param("loss_param")
+    ignore = int(loss.get("ignore_label")) if "ignore_label" in loss else None
+    kwargs = {"normalization": _normalization(ctx, "BATCH_SIZE"), "ignore_label": ignore}
+    return Converted(
+        function=sigmoid_cross_entropy_loss, kwargs=kwargs, role="loss", output_shape=lambda s: ()
+    )
+
+
+def hinge_loss(score: Tensor, label: Tensor, squared: bool) -> Tensor:
+    """Caffe's HingeLoss: ``max(0, 1 -/+ score)`` (minus at the label's class), summed (L1) or
+    squared and summed (L2), over the first axis's count."""
+    scores = score.reshape(score.shape[0], -1)
+    target = label.reshape(-1).long()
+    sign = torch.ones_like(scores).scatter(1, target.unsqueeze(1), -1.0)
+    margins = torch.clamp(1 + sign * scores, min=0)
+    return (margins**2 if squared else margins).sum() / score.shape[0]
+
+
+@register_layer("HingeLoss", bottoms=2, tops=1)
+def hinge_loss_layer(ctx: LayerContext) -> Converted:
+    squared = str(ctx.param("hinge_loss_param").get("norm")) == "L2"
+    kwargs = {"squared": squared}
+    return Converted(function=hinge_loss, kwargs=kwargs, role="loss", output_shape=lambda s: ())
+
+
+#: Caffe's ``kLOG_THRESHOLD``: probabilities are clamped here before their log.
+LOG_THRESHOLD = 1e-20
+
+
+def multinomial_logistic_loss(prob: Tensor, label: Tensor) -> Tensor:
+    """Caffe's MultinomialLogisticLoss: ``-sum(log(max(prob[label], 1e-20))) / N``."""
+    probs = prob.reshape(prob.shape[0], -1)
+    picked = probs.gather(1, label.reshape(-1, 1).long()).squeeze(1)
+    return -torch.log(picked.clamp(min=LOG_THRESHOLD)).sum() / prob.shape[0]
+
+
+@register_layer("MultinomialLogisticLoss", bottoms=2, tops=1)
+def multinomial_logistic_loss_layer(ctx: LayerContext) -> Converted:
+    return Converted(function=multinomial_logistic_loss, role="loss", output_shape=lambda s: ())
+
+
+def contrastive_loss(a: Tensor, b: Tensor, similar: Tensor, margin: float, legacy: bool) -> Tensor:
+    """Caffe's ContrastiveLoss over pairs: the squared distance for similar pairs; for the others
+    ``max(margin - d^2, 0)`` (legacy) or ``max(margin - d, 0)^2``, halved, over N. The gradient of
+    the second form is Caffe's, whose distance carries ``+ 1e-4`` against a zero distance."""
+    diff = (a - b).reshape(a.shape[0], -1)
+    squared = (diff**2).sum(dim=1)
+    same = similar.reshape(-1).to(torch.int64) != 0
+    if legacy:
+        apart = torch.clamp(margin - squared, min=0)
+    else:
+        distance = torch.sqrt(squared.detach())
+        # value: the distance; gradient: d(squared) / (2 (distance + 1e-4)), as Caffe's Backward_cpu
+        shaped = distance + (squared - squared.detach()) / (2 * (distance + 1e-4))
+        apart = torch.clamp(margin - shaped, min=0) ** 2
+    return torch.where(same, squared, apart).sum() / (2 * a.shape[0])
+
+
+@register_layer("ContrastiveLoss", bottoms=3, tops=1)
+def contrastive_loss_layer(ctx: LayerContext) -> Converted:
+    p = ctx.param("contrastive_loss_param")
+    _same_count(ctx, 0, 1)
+    kwargs = {"margin": float(p.get("margin")), "legacy": bool(p.get("legacy_version"))}
+    return Converted(function=contrastive_loss, kwargs=kwargs, role="loss", output_shape=lambda s: ())

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..errors import NetError
 from .registry import Converted, LayerContext, Shape, canonical_axis, register_layer
+from .tracing import has_values
 
 
 def concat(*xs: Tensor, dim: int) -> Tensor:
@@ -218,3 +219,21 @@ def tile_layer(ctx: LayerContext) -> Converted:
     if "tiles" not in p or int(p.get("tiles")) < 1:
         raise ValueError(f"layer '{ctx.name}': Tile needs tiles >= 1")
     return Converted(function=tile, kwargs={"axis": int(p.get("axis")), "tiles": int(p.get("tiles"))})
+
+
+def batch_reindex(data: Tensor, permut: Tensor) -> Tensor:
+    """Caffe's BatchReindex: the items of ``data`` (first axis) in the order ``permut`` lists
+    (integer indices stored as floats; one may repeat or be left out)."""
+    index = permut.reshape(-1).to(torch.int64)
+    if has_values(index) and index.numel() and (int(index.min()) < 0 or int(index.max()) >= data.shape[0]):
+        bad = int(index.min()) if int(index.min()) < 0 else int(index.max())
+        raise ValueError(f"BatchReindex: index {bad} is outside the batch of {data.shape[0]}")
+    return data.index_select(0, index)
+
+
+@register_layer("BatchReindex", bottoms=2, tops=1)
+def batch_reindex_layer(ctx: LayerContext) -> Converted:
+    permut = ctx.bottom_shape(1)
+    if len(permut) != 1:
+        raise ValueError(f"{ctx.where}: the index bottom must have one axis, got {list(permut)}")
+    return Converted(function=batch_reindex, output_shape=lambda s: (s[1][0], *s[0][1:]))

@@ -108,3 +108,22 @@ class UnscaledDropout(nn.Module):
         if self.training:
             return x * (torch.rand_like(x) >= self.ratio).to(x.dtype)
         return x * (1.0 - self.ratio)
+
+
+class ParameterBlob(nn.Module):
+    """Caffe's Parameter layer: no bottoms, one learnable blob as its top."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(shape, device="meta"))
+
+    def forward(self) -> Tensor:
+        return self.weight.clone()  # the top, not the parameter object (gradients flow back to it)
+
+
+@register_layer("Parameter", bottoms=0, tops=1)
+def parameter_layer(ctx: LayerContext) -> Converted:
+    shape = tuple(int(d) for d in ctx.param("parameter_param").get("shape").get("dim"))
+    if any(d < 1 for d in shape):
+        raise ValueError(f"{ctx.where}: parameter_param shape {list(shape)} must have positive dimensions")
+    return Converted(module=ParameterBlob(shape), blobs=[("weight", shape)], output_shape=lambda s: shape)
