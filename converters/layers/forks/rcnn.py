@@ -294,16 +294,7 @@ class Proposal(ProposalSettings):
         ranked = fork_sort_order(score.detach().cpu().numpy(), self.pre)[: min(self.pre, score.numel())]
         order = torch.from_numpy(ranked).to(score.device)
         box, score = box[order], score[order]
-        alive = torch.ones(box.shape[0], dtype=torch.bool, device=box.device)
-        kept: list[int] = []
-        for i in range(box.shape[0]):
-            if not bool(alive[i]):
-                continue
-            kept.append(i)
-            if len(kept) == self.post:
-                break
-            alive[i + 1 :] &= _proposal_overlap(box[i], box[i + 1 :]) <= self.threshold
-        index = torch.tensor(kept, dtype=torch.long, device=box.device)
+        index = _greedy_nms(box, self.threshold, self.post, _proposal_overlap)
         return box[index], score[index]
 
     def forward(self, scores: Tensor, deltas: Tensor, im_info: Tensor) -> Tensor | tuple[Tensor, Tensor]:
@@ -369,11 +360,20 @@ class FasterRCNNProposal(ProposalSettings):
         return (rois, score[:, None]) if self.scores else rois
 
 
-def _greedy_nms(box: Tensor, threshold: float, limit: int) -> Tensor:
+def pixel_iou(box: Tensor, others: Tensor) -> Tensor:
+    """The IoU of ``box`` with each row of ``others``, pixel areas (sides ``+ 1``), as
+    py-faster-rcnn's NMS computes it."""
+    width = (torch.minimum(box[2], others[:, 2]) - torch.maximum(box[0], others[:, 0]) + 1).clamp(min=0)
+    height = (torch.minimum(box[3], others[:, 3]) - torch.maximum(box[1], others[:, 1]) + 1).clamp(min=0)
+    inter = width * height
+    area = (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
+    return inter / (area + (others[:, 2] - others[:, 0] + 1) * (others[:, 3] - others[:, 1] + 1) - inter)
+
+
+def _greedy_nms(box: Tensor, threshold: float, limit: int, overlap: Any = pixel_iou) -> Tensor:
     """Indices of the boxes (sorted best first) that greedy NMS keeps: a box survives unless an
-    earlier kept box overlaps it by more than ``threshold`` (IoU of pixel areas, sides ``+ 1``);
-    at most ``limit`` (all when ``limit`` <= 0)."""
-    areas = (box[:, 2] - box[:, 0] + 1) * (box[:, 3] - box[:, 1] + 1)
+    earlier kept box overlaps it (``overlap``) by more than ``threshold``; at most ``limit`` (all
+    when ``limit`` <= 0)."""
     alive = torch.ones(box.shape[0], dtype=torch.bool, device=box.device)
     kept: list[int] = []
     for i in range(box.shape[0]):
@@ -382,11 +382,7 @@ def _greedy_nms(box: Tensor, threshold: float, limit: int) -> Tensor:
         kept.append(i)
         if 0 < limit == len(kept):
             break
-        rest, best = box[i + 1 :], box[i]
-        width = (torch.minimum(best[2], rest[:, 2]) - torch.maximum(best[0], rest[:, 0]) + 1).clamp(min=0)
-        height = (torch.minimum(best[3], rest[:, 3]) - torch.maximum(best[1], rest[:, 1]) + 1).clamp(min=0)
-        inter = width * height
-        alive[i + 1 :] &= inter / (areas[i] + areas[i + 1 :] - inter) <= threshold
+        alive[i + 1 :] &= overlap(box[i], box[i + 1 :]) <= threshold
     return torch.tensor(kept, dtype=torch.long, device=box.device)
 
 
