@@ -322,6 +322,9 @@ _LENGTH = 2
 
 def _install() -> None:
     extend_schema(FORK_SCHEMA_TEXT)
+    for message, name, type_name, default, wire_number, _, _ in ADDED_FIELDS:
+        NAME_ONLY[(message, name)] = (type_name, default, wire_number)
+    # read by name (text): a binary file's number keeps BVLC's (or the first fork's) meaning
     for (message, name), (type_name, default, wire_number) in NAME_ONLY.items():
         spec = MESSAGES[message]
         if name not in spec.by_name:
@@ -329,13 +332,6 @@ def _install() -> None:
             spec.by_name[name] = FieldSpec(number, name, type_name, False, False, default)
         if wire_number is not None:
             WIRE_NUMBERS[(message, name)] = wire_number
-    for message, name, type_name, default, wire_number, _, _ in ADDED_FIELDS:
-        NAME_ONLY[(message, name)] = (type_name, default, wire_number)
-        spec = MESSAGES[message]
-        if name not in spec.by_name:  # read by name (text); a binary file's number keeps BVLC's meaning
-            spec.by_name[name] = FieldSpec(-len(spec.by_name) - 1, name, type_name, False, False, default)
-        if wire_number is not None:
-            WIRE_NUMBERS.setdefault((message, name), wire_number)
     v1 = ENUMS["V1LayerParameter.LayerType"]
     for name, v2_name in V1_FORK_TYPES.items():
         v1.by_name.setdefault(name, -1 - len(v1.by_name))  # text only: no number of its own

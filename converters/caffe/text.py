@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import CaffeFormatError, NetError
+from .fork_names import FORK_FIELD_NAMES
 from .message import Ident, Message, unknown_named_fields
 from .schema import ENUMS, MESSAGES, VARINT_TYPES, FieldSpec
+from .traits import DATA_LAYER_TYPES
 
 # Every alternative is unambiguous (no two quantifiers can split the same text), so a match costs
 # time linear in its length and the tokenizer is linear in the file's length. A number token is
@@ -502,9 +504,6 @@ def refuse_unknown_fields(layers: Iterable[Message]) -> None:
     fork not covered), as Caffe refuses such a prototxt. Only fields read from text carry names;
     unknown fields of
     binary files (numbered) are left alone, since released caffemodels carry fork fields."""
-    from .fork_names import FORK_FIELD_NAMES
-    from .traits import DATA_LAYER_TYPES
-
     for layer in layers:
         unknown = unknown_named_fields(layer)
         is_data = str(layer.get("type")) in DATA_LAYER_TYPES and not layer.getall("bottom")

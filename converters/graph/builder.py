@@ -39,7 +39,7 @@ from ..caffe.traits import is_loss_or_metric
 from ..errors import CaffeFormatError, NetError, UnsupportedLayerError, WeightsMismatchError
 from ..layers import Converted, LayerContext, converter_for, fill
 from ..layers.fillers import caffe_filler, is_deterministic
-from ..layers.registry import blob_counts, check_count, layer_variants
+from ..layers.registry import blob_counts, check_count, layer_variants, registered_types
 from .inputs import input_shapes, is_source
 from .lazy import LazyCaffeNet
 
@@ -131,15 +131,10 @@ def select_layers(
     layers = filter_layers(net, phase, level, stages)
     layers = [layer for layer in layers if with_loss or not is_loss_or_metric(layer_type(layer))]
     # a misspelled field: Caffe refuses the net (a type without a converter is refused by type)
-    refuse_unknown_fields([layer for layer in layers if layer_type(layer) in _known_types()])
+    known = set(registered_types())
+    refuse_unknown_fields([layer for layer in layers if layer_type(layer) in known])
     refuse_unimplemented_fields(layers)  # a fork's field that changes the numbers in a way not followed
     return layers
-
-
-def _known_types() -> set[str]:
-    from ..layers.registry import registered_types
-
-    return set(registered_types())
 
 
 def build_graph(
