@@ -31,6 +31,7 @@ FIXTURE_NETS = (
     sorted(FIXTURES.glob("*/*/net.prototxt"))
     + sorted(FIXTURES.glob("*/*/deploy.prototxt"))
     + sorted(FIXTURES.glob("*/deploy.prototxt"))
+    + sorted(FIXTURES.glob("*/net.prototxt"))
 )
 
 
@@ -50,10 +51,15 @@ def test_every_registered_layer_type_runs_in_a_net_real_caffe_ran() -> None:
 def test_shape_engine_gives_the_shapes_caffe_computed_for_every_run(case: Path) -> None:
     spec = json.loads((case / "case.json").read_text())
     net = read_prototxt(case / "net.prototxt")
+    # Filter's tops are sized by the selector's values: before any data, Caffe (and the shape
+    # engine) sizes them as the bottoms; what it recorded is after the forward pass.
+    layers = net.getall("layer")
+    by_data = {top for layer in layers if layer_type(layer) == "Filter" for top in layer.getall("top")}
     for run in spec["runs"]:
         shapes = blob_shapes(net, {k: tuple(v) for k, v in run["inputs"].items()})
         for blob, expected in run["outputs"].items():
-            assert shapes[blob] == tuple(expected), (case.name, run["prefix"], blob)
+            if blob not in by_data:
+                assert shapes[blob] == tuple(expected), (case.name, run["prefix"], blob)
     counts = layer_parameter_counts(net, {k: tuple(v) for k, v in spec["runs"][0]["inputs"].items()})
     expected_counts = {layer: sum(math.prod(s) for s in shapes) for layer, shapes in spec["params"].items()}
     assert {layer: n for layer, (_, n) in counts.items() if n} == {
@@ -159,7 +165,7 @@ def test_registering_a_type_twice_is_refused_unless_overridden() -> None:
 # entry points) are the top of their package and may reach the floors above it.
 FLOORS = {
     "converters.caffe": {"converters.caffe", "converters.errors", "converters.atomic"},
-    "converters.layers": {"converters.caffe", "converters.errors", "converters.layers"},
+    "converters.layers": {"converters.caffe", "converters.errors", "converters.atomic", "converters.layers"},
     "converters.graph": {
         "converters.caffe",
         "converters.errors",

@@ -34,17 +34,19 @@ def test_layer_case_matches_caffe(name: str) -> None:
     case, folder = _case(name)
     npz = np.load(folder / "io.npz")
     losses = any(kind.endswith("Loss") or kind == "Accuracy" for kind in case["layer_types"])
+    net = None
     for run in case["runs"]:
         prefix = run["prefix"]
         shapes = {blob: tuple(shape) for blob, shape in run["inputs"].items()}
-        net = load_caffe(
-            folder / "net.prototxt",
-            folder / "weights.caffemodel",
-            with_loss=losses,
-            input_shapes=shapes,
-            outputs=list(run["outputs"]),
-            **case.get("load_options", {}),
-        )
+        if net is None or not case.get("stateful"):  # stateful: the runs continue on one net
+            net = load_caffe(
+                folder / "net.prototxt",
+                folder / "weights.caffemodel",
+                with_loss=losses,
+                input_shapes=shapes,
+                outputs=list(run["outputs"]),
+                **case.get("load_options", {}),
+            )
         inputs = {blob: torch.from_numpy(npz[f"{prefix}input:{blob}"]) for blob in run["inputs"]}
         with torch.no_grad():
             got = net(**inputs)
@@ -117,11 +119,15 @@ def test_layer_case_gradients_match_caffes_backward_pass(name: str) -> None:
     (a loss top's diff is its loss weight) give every input's and parameter's diff."""
     case, folder = _case(name)
     npz = np.load(folder / "io.npz")
+    net = None
     for run in case["runs"]:
         prefix = run["prefix"]
         shapes = {blob: tuple(shape) for blob, shape in run["inputs"].items()}
-        net = load_caffe(folder / "net.prototxt", folder / "weights.caffemodel", with_loss=True,
-                         input_shapes=shapes, outputs=list(run["outputs"]), optimize=False)  # fmt: skip
+        if net is None or not case.get("stateful"):
+            net = load_caffe(folder / "net.prototxt", folder / "weights.caffemodel", with_loss=True,
+                             input_shapes=shapes, outputs=list(run["outputs"]), optimize=False,
+                             **case.get("load_options", {}))  # fmt: skip
+        net.zero_grad(set_to_none=True)
         layers = list(net.caffe.definition.getall("layer"))
         consumed = {b for layer in layers for b in layer.getall("bottom") if b not in layer.getall("top")}
         weights = {}
@@ -150,3 +156,23 @@ def test_layer_case_gradients_match_caffes_backward_pass(name: str) -> None:
             scale = max(float(np.abs(want).max()), 1e-6)
             error = float(np.abs(got - want).max())
             assert error <= 1e-4 * scale, f"{name} {prefix}{key}: max error {error:g} (scale {scale:g})"
+
+
+def test_hdf5_output_writes_the_datasets_caffe_writes_once_per_net(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import h5py
+
+    folder = FIXTURES / "hdf5_output"
+    inputs = {name: torch.from_numpy(value) for name, value in np.load(folder / "inputs.npz").items()}
+    monkeypatch.chdir(tmp_path)  # file_name is relative, as Caffe opened it in its working folder
+    net = load_caffe(folder / "net.prototxt")
+    assert net(**inputs) == {}  # every blob goes to the file: the net returns nothing
+    with h5py.File(folder / "caffe_output.h5", "r") as want, h5py.File(tmp_path / "output.h5", "r") as got:
+        assert sorted(got) == sorted(want) == ["data", "label"]
+        for name in want:
+            assert got[name].dtype == want[name].dtype and got[name].shape == want[name].shape
+            assert np.array_equal(got[name][()], want[name][()]), name
+    with pytest.raises(RuntimeError, match="writes one batch per net"):
+        net(**inputs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["output.h5"]

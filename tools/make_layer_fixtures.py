@@ -54,6 +54,7 @@ from converters.atomic import atomic_write  # noqa: E402
 FIXTURES = REPO / "tests" / "fixtures"
 LAYERS_DIR = FIXTURES / "layers"
 TINY_FCN_DIR = FIXTURES / "tiny_fcn"
+HDF5_OUTPUT_DIR = FIXTURES / "hdf5_output"
 ORACLE = "BVLC Caffe 1.0 as packaged in the brocolli-caffe 9.0.2 sdist, CPU build, OpenBLAS 1 thread"
 IGNORE_LABEL = 255
 
@@ -170,6 +171,8 @@ def default_params(rng: np.random.Generator, layer: dict, shapes: list[Shape]) -
         return [rng.uniform(-0.6, 0.9, shapes[0]).astype(np.float32)]
     if kind in ("Bias", "Embed", "Parameter"):
         return [normal(rng, 0.5, s) for s in shapes]
+    if kind in ("LSTM", "RNN"):  # matrices N(0, 1 / fan_in): the gates neither saturate nor vanish
+        return [normal(rng, 0.4, s) if len(s) == 1 else normal(rng, math.sqrt(1.0 / s[1]), s) for s in shapes]
     raise ValueError(f"layer {layer['name']!r} ({kind}) needs explicit parameter values")
 
 
@@ -273,6 +276,9 @@ class Case:
     backward: bool = False
     """Also run Caffe's backward pass (``force_backward``): non-loss tops get seeded diffs, loss
     tops their loss weights; the inputs' and every parameter's diffs are recorded."""
+    stateful: bool = False
+    """The runs share one net and its state (Caffe's recurrent layers carry theirs from one pass
+    to the next): the parity test reuses one converted net for every run (all of one shape)."""
     input_grads: bool = True
     """With ``backward``: ask Caffe for the inputs' diffs (``force_backward``); off for layers that
     refuse to backpropagate to an index input (Embed, BatchReindex): parameter diffs only."""
@@ -300,6 +306,22 @@ def pool_pair(prefix: str, bottom: str, **kw: Any) -> list[dict]:
 
 def runs(*shapes: Shape, blob: str = "data") -> list[dict[str, Shape]]:
     return [{blob: s} for s in shapes]
+
+
+def recurrent(num_output: int, **kw: Any) -> dict:
+    return {"num_output": num_output, "weight_filler": {"type": "uniform", "min": -0.5, "max": 0.5}, **kw}
+
+
+def sequence_inputs(rng: np.random.Generator, blob: str, shape: Shape, run: int) -> np.ndarray:
+    """Recurrent inputs: ``cont`` (T, N) mostly 1, 0 at a few sequence starts (every sequence
+    at t = 0 after the first run, one 0.5 in the first); the others N(0, 1)."""
+    if blob != "cont":
+        return normal(rng, 1.0, shape)
+    cont = (rng.uniform(0, 1, shape) > 0.2).astype(np.float32)
+    cont[0, :] = 1.0 if run == 0 else 0.0
+    if run == 0:
+        cont[1, 0] = 0.5
+    return cont
 
 
 def two_input_runs(names: tuple[str, ...], *shape_sets: tuple[Shape, ...]) -> list[dict[str, Shape]]:
@@ -1222,6 +1244,87 @@ def build_cases() -> list[Case]:
             runs((1, 2, 7, 8), (2, 3, 5, 6)),
             backward=True,
         ),
+        Case(
+            "infogain_caffe_1_0",
+            "Caffe 1.0's InfogainLoss (the brocolli oracle's: on probabilities, H as a third bottom), "
+            "after a Scale and a Softmax so that Caffe's backward pass reaches the Scale's parameters",
+            [
+                L("scaled", "Scale", ["score"], scale_param={"bias_term": True, "axis": 1}),
+                L("prob", "Softmax", ["scaled"]),
+                L("infogain", "InfogainLoss", ["prob", "label", "H"]),
+                L("infogain_w", "InfogainLoss", ["prob", "label", "H"], loss_weight=[0.5]),
+            ],
+            two_input_runs(("score", "label", "H"), ((4, 5), (4,), (1, 1, 5, 5)),
+                           ((2, 5, 1, 1), (2, 1, 1, 1), (1, 1, 5, 5))),
+            make_input=inputs_by_blob(score=uniform(-3, 3), label=integers(0, 5), H=uniform(0, 1)),
+            backward=True,
+            input_grads=False,
+            load_options={"variants": {"InfogainLoss": "caffe-1.0"}},
+        ),
+        Case(
+            "recurrent",
+            "LSTM (plain, with a static input, with expose_hidden) and RNN (plain; static input and "
+            "expose_hidden), 4 time steps, sequences restarting mid-batch, with Caffe's backward pass",
+            [
+                L("lstm", "LSTM", ["x", "cont"], recurrent_param=recurrent(3)),
+                L("lstm_static", "LSTM", ["x", "cont", "x_static"], recurrent_param=recurrent(2)),
+                L("lstm_exposed", "LSTM", ["x", "cont", "h0", "c0"], ["lstm_exposed", "lstm_h", "lstm_c"],
+                  recurrent_param=recurrent(3, expose_hidden=True)),
+                L("rnn", "RNN", ["x", "cont"], recurrent_param=recurrent(4)),
+                L("rnn_exposed", "RNN", ["x", "cont", "x_static", "rnn_h0"], ["rnn_exposed", "rnn_h"],
+                  recurrent_param=recurrent(3, expose_hidden=True)),
+            ],
+            two_input_runs(("x", "cont", "x_static", "h0", "c0", "rnn_h0"),
+                           ((4, 2, 5), (4, 2), (2, 3), (1, 2, 3), (1, 2, 3), (1, 2, 3)),
+                           ((4, 3, 5), (4, 3), (3, 3), (1, 3, 3), (1, 3, 3), (1, 3, 3))),
+            make_input=sequence_inputs,
+            backward=True,
+            notes=[
+                "x is (T, N, C), cont (T, N); cont is 0 where a sequence starts, one 0.5 in run 0",
+                "Caffe carries the final state of a forward pass into the next: run 1 starts every "
+                "sequence anew (cont 0 at t = 0), so its values do not depend on run 0",
+            ],
+        ),
+        Case(
+            "recurrent_carry",
+            "LSTM and RNN run twice on one net: the second pass continues the first's sequences "
+            "(cont 1 at t = 0), so it starts from the state the first left",
+            [
+                L("lstm", "LSTM", ["x", "cont"], recurrent_param=recurrent(3)),
+                L("rnn", "RNN", ["x", "cont"], recurrent_param=recurrent(2)),
+            ],
+            two_input_runs(("x", "cont"), ((3, 2, 4), (3, 2)), ((3, 2, 4), (3, 2))),
+            make_input=inputs_by_blob(cont=lambda rng, shape: np.ones(shape, np.float32)),
+            stateful=True,
+        ),
+        Case(
+            "spp_filter",
+            "SPP (pyramid heights 1, 2 and 3; MAX and AVE) on odd sizes, and Filter of four blobs by a "
+            "selector, between a Scale and EuclideanLosses so that Caffe's backward pass reaches them "
+            "(it needs a loss, and cannot be forced through Filter's selector)",
+            [
+                L("scaled", "Scale", ["data"], scale_param={"bias_term": True}),
+                L("spp1", "SPP", ["scaled"], spp_param={"pyramid_height": 1}),
+                L("spp2_ave", "SPP", ["scaled"], spp_param={"pyramid_height": 2, "pool": "AVE"}),
+                L("spp3", "SPP", ["scaled"], spp_param={"pyramid_height": 3}),
+                L("spp3_ave", "SPP", ["scaled"], spp_param={"pyramid_height": 3, "pool": "AVE"}),
+                L("filter", "Filter", ["scaled", "spp3", "t_a", "t_b", "select"],
+                  ["picked", "picked_spp", "t_picked", "t_picked_spp"]),
+                L("loss_spp1", "EuclideanLoss", ["spp1", "t_spp1"]),
+                L("loss_spp2", "EuclideanLoss", ["spp2_ave", "t_spp2"]),
+                L("loss_spp3", "EuclideanLoss", ["spp3_ave", "t_spp3"]),
+                L("loss_picked", "EuclideanLoss", ["picked", "t_picked"]),
+                L("loss_picked_spp", "EuclideanLoss", ["picked_spp", "t_picked_spp"]),
+            ],
+            two_input_runs(("data", "select", "t_spp1", "t_spp2", "t_spp3", "t_a", "t_b"),
+                           ((3, 2, 7, 9), (3, 1), (3, 2, 1, 1), (3, 10), (3, 42), (3, 2, 7, 9), (3, 42)),
+                           ((4, 2, 6, 13), (4,), (4, 2, 1, 1), (4, 10), (4, 42), (4, 2, 6, 13), (4, 42))),
+            make_input=inputs_by_blob(select=lambda rng, shape: (np.arange(shape[0]) % 2 == 0)
+                                      .astype(np.float32).reshape(shape)),
+            backward=True,
+            input_grads=False,
+            notes=["Filter keeps the items whose selector is non-zero (every other one here)"],
+        ),
     ]
     return cases
 
@@ -1439,6 +1542,8 @@ def make_case(caffe, case: Case, out_dir: Path) -> dict:
         }
         if case.load_options:
             info["load_options"] = case.load_options
+        if case.stateful:
+            info["stateful"] = True
         write_json(staging / "case.json", info)
         # Read back with our own readers.
         if read_prototxt(staging / "net.prototxt") != net:
@@ -1822,13 +1927,57 @@ def check_all() -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# HDF5Output: the file Caffe writes
+
+
+def make_hdf5_output(caffe, out_dir: Path) -> None:
+    """A net whose HDF5Output takes a 4-D blob (through a ReLU) and a 2-D label: Caffe's file
+    (``caffe_output.h5``), the inputs that made it (``inputs.npz``) and the net (``net.prototxt``,
+    its ``file_name`` relative: Caffe ran in a scratch folder)."""
+    inputs = {"data": (2, 3, 2, 3), "label": (2, 5)}
+    layers = [
+        L("relu", "ReLU", "data", "r"),
+        L("out", "HDF5Output", ["r", "label"], [], hdf5_output_param={"file_name": "output.h5"}),
+    ]
+    net = net_message("hdf5_output", inputs, layers)
+    rng = np.random.default_rng(seed_of("hdf5_output"))
+    values = {blob: normal(rng, 1.0, shape) for blob, shape in inputs.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "net.prototxt").write_text(oracle_text(net))
+        here = os.getcwd()
+        os.chdir(work)  # Caffe opens file_name from its working folder
+        try:
+            oracle = caffe.Net("net.prototxt", caffe.TEST)
+            for blob, value in values.items():
+                oracle.blobs[blob].data[...] = value
+            oracle.forward()
+            del oracle  # closes the file
+        finally:
+            os.chdir(here)
+        shutil.copyfile(work / "output.h5", out_dir / "caffe_output.h5")
+    write_prototxt(net, out_dir / "net.prototxt")
+    write_npz(out_dir / "inputs.npz", values)
+    print(f"hdf5_output: {', '.join(f'{b}{s}' for b, s in inputs.items())}")
+
+
+EXTRA_FIXTURES = {
+    "tiny_fcn": lambda caffe: make_tiny_fcn(caffe, TINY_FCN_DIR),
+    "hdf5_output": lambda caffe: make_hdf5_output(caffe, HDF5_OUTPUT_DIR),
+}
+
+
+# --------------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("cases", nargs="*", help="case names to regenerate (default: all, and tiny_fcn)")
+    parser.add_argument(
+        "cases", nargs="*", help="case names to regenerate (default: all, tiny_fcn and hdf5_output)"
+    )
     parser.add_argument("--list", action="store_true", help="print the case names and exit")
     parser.add_argument(
         "--check",
@@ -1847,20 +1996,20 @@ def main(argv: list[str] | None = None) -> int:
     cases = build_cases()
     known = {c.name: c for c in cases}
     if args.list:
-        print("\n".join([*known, "tiny_fcn"]))
+        print("\n".join([*known, *EXTRA_FIXTURES]))
         return 0
     if args.check:
         return check_all()
-    unknown = [name for name in args.cases if name not in known and name != "tiny_fcn"]
+    unknown = [name for name in args.cases if name not in known and name not in EXTRA_FIXTURES]
     if unknown:
         print(f"error: unknown case(s) {', '.join(unknown)}; see --list", file=sys.stderr)
         return 2
     caffe = load_caffe()
-    selected = args.cases or [*known, "tiny_fcn"]
+    selected = args.cases or [*known, *EXTRA_FIXTURES]
     for name in selected:
-        if name == "tiny_fcn":
-            make_tiny_fcn(caffe, TINY_FCN_DIR)
-            print("tiny_fcn")
+        if name in EXTRA_FIXTURES:
+            EXTRA_FIXTURES[name](caffe)
+            print(name)
             continue
         info = make_case(caffe, known[name], LAYERS_DIR / name)
         outs = ", ".join(f"{b}{tuple(s)}" for b, s in info["runs"][0]["outputs"].items())

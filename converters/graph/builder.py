@@ -446,7 +446,8 @@ def _trace(
         outputs = list(outputs)
     else:
         outputs = [blob for blob in available if blob not in shapes]
-    if not outputs:
+    sinks = any(node.op == "call_module" and not node.users for node in graph.nodes)
+    if not outputs and not sinks:
         raise NetError("the net computes nothing: no layer produces an output blob")
     graph.output({blob: nodes[blob] for blob in outputs})
     return _Trace(graph, root, outputs, nodes, metas, bottom_shapes, planned)
@@ -509,6 +510,8 @@ def _per_top(
     taken: set[str],
 ) -> tuple[list[Tensor], list[fx.Node]]:
     """Each top's meta value and graph node."""
+    if not tops:  # a sink (HDF5Output): the node runs for its effect
+        return [], []
     if converted.same_for_all_tops:
         return [result] * len(tops), [node] * len(tops)
     if converted.outputs > 1 or len(tops) > 1:

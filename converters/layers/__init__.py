@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (imported to register their converters)
     loss,
     normalization,
     pooling,
+    recurrent,
     reduction,
     scale,
     shape,

@@ -7,7 +7,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import NetError
 from .registry import Converted, LayerContext, canonical_axis, register_layer
@@ -236,3 +236,128 @@ def contrastive_loss_layer(ctx: LayerContext) -> Converted:
     _same_count(ctx, 0, 1)
     kwargs = {"margin": float(p.get("margin")), "legacy": bool(p.get("legacy_version"))}
     return Converted(function=contrastive_loss, kwargs=kwargs, role="loss", output_shape=lambda s: ())
+
+
+def _log_clamped(prob: Tensor) -> Tensor:
+    """``log(max(prob, 1e-20))`` whose gradient is ``1 / max(prob, 1e-20)`` (Caffe's Backward_cpu)."""
+    floor = prob.clamp(min=LOG_THRESHOLD).detach()
+    return torch.log(floor) + (prob - prob.detach()) / floor
+
+
+def infogain_loss(
+    score: Tensor, label: Tensor, infogain: Tensor, axis: int, normalization: str, ignore_label: int | None
+) -> Tensor | tuple[Tensor, Tensor]:
+    """BVLC master's InfogainLoss: ``-sum_l H[label, l] log(max(softmax(score)_l, 1e-20))`` per
+    position (classes on ``axis``; ignored labels left out), normalized as ``loss_param`` says;
+    the gradient is Caffe's ``p_l sum(H[label]) - H[label, l]``."""
+    axis = axis + score.dim() if axis < 0 else axis
+    classes = score.shape[axis]
+    log_prob = F.log_softmax(score, dim=axis)
+    prob = log_prob.exp().detach()
+    # the value from the clamped probability, the gradient the softmax's
+    log_prob = log_prob + (torch.log(prob.clamp(min=LOG_THRESHOLD)) - log_prob).detach()
+    moved = log_prob.movedim(axis, -1).reshape(-1, classes)
+    target = label.reshape(-1).long()
+    valid = torch.ones_like(target, dtype=torch.bool) if ignore_label is None else target != ignore_label
+    rows = infogain.detach().reshape(classes, classes).to(score.dtype)[torch.where(valid, target, 0)]
+    total = -((rows * moved).sum(dim=1) * valid.to(score.dtype)).sum()
+    outer = math.prod(score.shape[:axis])
+    count = {"FULL": score.numel() // classes, "BATCH_SIZE": outer, "NONE": 1}
+    if normalization == "VALID":
+        normalizer = valid.sum().to(score.dtype)
+    else:
+        normalizer = torch.tensor(float(count[normalization]), device=score.device)
+    return total / normalizer.clamp(min=1.0)
+
+
+def infogain_loss_v1(prob: Tensor, label: Tensor, infogain: Tensor) -> Tensor:
+    """Caffe 1.0's InfogainLoss, on probabilities: ``-sum_j H[label, j] log(max(prob_j, 1e-20)) / N``
+    (each item's values flattened), its gradient ``-H[label, j] / max(prob_j, 1e-20) / N``."""
+    probs = prob.reshape(prob.shape[0], -1)
+    rows = infogain.detach().reshape(probs.shape[1], probs.shape[1]).to(prob.dtype)[label.reshape(-1).long()]
+    return -(rows * _log_clamped(probs)).sum() / prob.shape[0]
+
+
+def _infogain_matrix(ctx: LayerContext, source: str) -> Tensor:
+    """The H matrix of ``infogain_loss_param.source``: a binary ``BlobProto`` (Caffe opens the path
+    from its working folder; so does this)."""
+    from ..caffe.formats import blob_array, read_binary_net
+    from ..errors import CaffeFormatError
+
+    if not source:
+        raise NetError(
+            f"{ctx.where}: give the infogain matrix H as a third bottom or as infogain_loss_param.source "
+            "(a binaryproto file)"
+        )
+    try:
+        return torch.from_numpy(blob_array(read_binary_net(source, "BlobProto"), source).astype("float32"))
+    except CaffeFormatError as exc:
+        raise NetError(f"{ctx.where}: cannot read the infogain matrix: {exc}") from None
+
+
+@register_layer("InfogainLoss", bottoms=(2, 3), tops=(1, 2), variants=("bvlc-master", "caffe-1.0"))
+def infogain_loss_layer(ctx: LayerContext) -> Converted:
+    p = ctx.param("infogain_loss_param")
+    master = ctx.variant in (None, "bvlc-master")
+    score = ctx.bottom_shape(0)
+    if master:
+        if "normalize" in ctx.param("loss_param"):
+            raise NetError(f"{ctx.where}: Caffe refuses loss_param.normalize here: use normalization")
+        axis = int(p.get("axis"))
+        classes = check_labels(ctx, axis)
+    else:
+        if len(ctx.tops) > 1:
+            raise NetError(f"{ctx.where}: Caffe 1.0's InfogainLoss makes one top")
+        classes = math.prod(score[1:])
+        label = ctx.bottom_shape(1)
+        if math.prod(label[1:]) != 1 or label[0] != score[0]:
+            raise NetError(f"{ctx.where}: Caffe 1.0 takes one label per item (N, 1, 1, 1), got {list(label)}")
+    if len(ctx.bottoms) == 3:
+        h = ctx.bottom_shape(2)
+        if math.prod(h) != classes * classes or (not master and tuple(h[-2:]) != (classes, classes)):
+            raise NetError(f"{ctx.where}: H '{ctx.bottoms[2]}' {list(h)} must be {classes} x {classes}")
+        matrix = None
+    else:
+        matrix = _infogain_matrix(ctx, str(p.get("source")))
+        if matrix.numel() != classes * classes:
+            raise NetError(
+                f"{ctx.where}: the infogain matrix of '{p.get('source')}' {list(matrix.shape)} must hold "
+                f"{classes} x {classes} values"
+            )
+    kwargs: dict[str, object] = {}
+    if master:
+        loss = ctx.param("loss_param")
+        kwargs = {
+            "axis": int(p.get("axis")),
+            "normalization": str(loss.get("normalization")),
+            "ignore_label": int(loss.get("ignore_label")) if "ignore_label" in loss else None,
+        }
+    probs = len(ctx.tops) == 2
+
+    def function(score: Tensor, label: Tensor, *h: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        if not master:
+            return infogain_loss_v1(score, label, h[0])
+        value = infogain_loss(score, label, h[0], **kwargs)  # type: ignore[arg-type]
+        if probs:  # the second top: the softmax, sharing Caffe's data but not its diff
+            return value, F.softmax(score.detach(), dim=int(kwargs["axis"]))
+        return value
+
+    def shapes(bottoms: list[tuple[int, ...]]) -> tuple[int, ...] | list[tuple[int, ...]]:
+        return [(), bottoms[0]] if probs else ()
+
+    if matrix is None:
+        return Converted(function=function, role="loss", outputs=len(ctx.tops), output_shape=shapes)
+    module = _InfogainWithMatrix(matrix, function)
+    return Converted(module=module, role="loss", outputs=len(ctx.tops), output_shape=shapes)
+
+
+class _InfogainWithMatrix(nn.Module):
+    """InfogainLoss whose H comes from ``infogain_loss_param.source``: held as a buffer."""
+
+    def __init__(self, infogain: Tensor, function: object) -> None:
+        super().__init__()
+        self.register_buffer("infogain", infogain, persistent=False)  # the file, not a Caffe blob
+        self.function = function
+
+    def forward(self, score: Tensor, label: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        return self.function(score, label, self.infogain)  # type: ignore[operator]

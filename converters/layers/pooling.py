@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ..caffe.message import Message
 from ..caffe.traits import window
 from ..errors import NetError
-from .registry import Converted, LayerContext, check_int, register_layer
+from .registry import Converted, LayerContext, Shape, check_int, register_layer
 
 
 def caffe_pooled_size(size: int, kernel: int, stride: int, pad: int, any_pad: bool, ceil: bool) -> int:
@@ -218,3 +218,68 @@ def pooling(ctx: LayerContext) -> Converted:
     ceil = pooling_rounds_up(p)
     module = CaffePooling(method, w.kernel, w.stride, w.pad, ceil=ceil, mask=mask)
     return Converted(module=module, outputs=outputs)
+
+
+class SpatialPyramidPooling(nn.Module):
+    """Caffe's SPP: for each level ``l`` below ``pyramid_height``, a pooling of ``2^l x 2^l`` bins
+    over the whole input (kernel ``ceil(size / bins)``, stride the kernel, padding half the
+    shortfall rounded up, Caffe's ceil rounding), each flattened to ``(N, C * bins^2)`` and
+    concatenated; a pyramid of height 1 is the one pooling, unflattened ``(N, C, 1, 1)``."""
+
+    def __init__(self, method: str, pyramid_height: int) -> None:
+        super().__init__()
+        self.method = method
+        self.pyramid_height = pyramid_height
+
+    def extra_repr(self) -> str:
+        return f"{self.method}, pyramid_height={self.pyramid_height}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        height, width = x.shape[-2:]
+        levels = []
+        for level in range(self.pyramid_height):
+            geometry = spp_level_geometry(level, height, width)
+            levels.append(CaffePooling(self.method, *geometry)(x))
+        if self.pyramid_height == 1:
+            return levels[0]
+        return torch.cat([y.flatten(1) for y in levels], dim=1)
+
+
+def spp_level_geometry(level: int, height: int, width: int) -> tuple[tuple[int, int], ...]:
+    """Kernel, stride and pad of SPP's pooling at ``level`` (``SPPLayer::GetPoolingParam``); an
+    error when the padding reaches the kernel, which Caffe's pooling refuses."""
+    bins = 2**level
+    kernel = tuple(math.ceil(size / bins) for size in (height, width))
+    pad = tuple((k * bins - size + 1) // 2 for k, size in zip(kernel, (height, width), strict=True))
+    if any(p >= k for p, k in zip(pad, kernel, strict=True)):
+        raise ValueError(
+            f"SPP: level {level} ({bins}x{bins} bins) of a {height}x{width} input needs pad {list(pad)} "
+            f"against kernel {list(kernel)}; Caffe's pooling refuses a pad that reaches the kernel: "
+            "use a smaller pyramid_height or a larger input"
+        )
+    return kernel, kernel, pad
+
+
+@register_layer("SPP", bottoms=1, tops=1)
+def spp(ctx: LayerContext) -> Converted:
+    p = ctx.param("spp_param")
+    method = str(p.get("pool"))
+    if method not in ("MAX", "AVE"):
+        raise ValueError(f"{ctx.where}: pooling method {method} is not supported (only MAX and AVE)")
+    height = int(p.get("pyramid_height"))
+    if height < 1:
+        raise NetError(f"{ctx.where}: spp_param needs pyramid_height of at least 1")
+    shape = ctx.bottom_shape(0)
+    if len(shape) != 4:
+        raise NetError(f"{ctx.where}: the input must have 4 axes (N, C, H, W), got {list(shape)}")
+    for level in range(height):
+        try:
+            spp_level_geometry(level, shape[2], shape[3])
+        except ValueError as exc:
+            raise NetError(f"{ctx.where}: {str(exc).removeprefix('SPP: ')}") from None
+
+    def output_shape(shapes: list[Shape]) -> Shape:
+        n, c = shapes[0][:2]
+        return (n, c, 1, 1) if height == 1 else (n, c * sum(4**level for level in range(height)))
+
+    return Converted(module=SpatialPyramidPooling(method, height), output_shape=output_shape)

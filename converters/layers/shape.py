@@ -237,3 +237,37 @@ def batch_reindex_layer(ctx: LayerContext) -> Converted:
     if len(permut) != 1:
         raise ValueError(f"{ctx.where}: the index bottom must have one axis, got {list(permut)}")
     return Converted(function=batch_reindex, output_shape=lambda s: (s[1][0], *s[0][1:]))
+
+
+def filter_items(*bottoms: Tensor) -> Tensor | tuple[Tensor, ...]:
+    """Caffe's Filter: the items (first axis) of each bottom but the last whose entry in the last
+    bottom, the selector ``(N, 1, ...)``, is non-zero; one top per filtered bottom."""
+    *data, selector = bottoms
+    keep = torch.nonzero(selector.detach().reshape(selector.shape[0], -1)[:, 0]).reshape(-1)
+    picked = tuple(blob.index_select(0, keep) for blob in data)
+    return picked if len(picked) > 1 else picked[0]
+
+
+@register_layer("Filter", bottoms=(2, None), tops=(1, None))
+def filter_layer(ctx: LayerContext) -> Converted:
+    if len(ctx.tops) != len(ctx.bottoms) - 1:
+        raise NetError(
+            f"{ctx.where} makes one top per bottom but the last (the selector): it has "
+            f"{len(ctx.bottoms)} bottoms and {len(ctx.tops)} top(s)"
+        )
+    selector = ctx.bottom_shape(len(ctx.bottoms) - 1)
+    if any(size != 1 for size in selector[1:]):
+        raise NetError(f"{ctx.where}: the selector '{ctx.bottoms[-1]}' {list(selector)} must be (N, 1, ...)")
+    for name, shape in zip(ctx.bottoms[:-1], ctx.bottom_shapes[:-1], strict=True):
+        if shape is not None and shape[0] != selector[0] and not ctx.guessed:
+            raise NetError(
+                f"{ctx.where}: '{name}' {list(shape)} must have the selector's {selector[0]} items "
+                "on its first axis"
+            )
+    tops = len(ctx.tops)
+    # Caffe sizes the tops as the bottoms before the first forward pass; the real count is the data's
+    return Converted(
+        function=filter_items,
+        outputs=tops,
+        output_shape=lambda s: list(s[:-1]) if tops > 1 else s[0],
+    )

@@ -1,16 +1,20 @@
 """Layers that move blobs rather than compute: data layers (the graph's inputs), Silence, Split,
-Dropout (identity at test time)."""
+Dropout (identity at test time), and HDF5Output (a sink that writes its bottoms to a file)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..caffe.traits import DATA_LAYER_TYPES
 from ..errors import UnsupportedLayerError
 from .registry import Converted, Converter, LayerContext, register_layer
+from .tracing import has_values
 
 #: ``python_param.module`` -> the converter of the well-known Python layers that compute (the FCN
 #: data layers, ``voc_layers`` and the rest, take no bottoms: their tops are inputs like any data
@@ -56,6 +60,66 @@ register_layer("Python")(data_layer)  # a Python layer's counts are its code's b
 @register_layer("Silence", bottoms=(1, None), tops=0)
 def silence(ctx: LayerContext) -> Converted:
     return Converted(role="silence")
+
+
+class HDF5Output(nn.Module):
+    """Caffe's HDF5Output: writes its two bottoms to ``file_name`` as the float datasets ``data``
+    and ``label``, each in Caffe's legacy 4-D shape (N, C, H, W; missing axes 1). Caffe writes
+    one batch per net (a second forward pass finds the datasets there and stops); so does this
+    module, with a one-line error. The file is written whole or not at all."""
+
+    _is_impure = True  # a side effect: graph passes must keep it
+
+    def __init__(self, file_name: str) -> None:
+        super().__init__()
+        self.file_name = file_name
+        self.written = False
+
+    def extra_repr(self) -> str:
+        return f"file_name={self.file_name!r}"
+
+    def forward(self, data: Tensor, label: Tensor) -> None:
+        if not has_values(data):
+            return None
+        if self.written:
+            raise RuntimeError(
+                f"HDF5Output: '{self.file_name}' holds this net's batch already; Caffe writes one batch "
+                "per net (its second forward pass stops): build the net again to write another"
+            )
+        if data.shape[0] != label.shape[0]:
+            raise ValueError(
+                f"HDF5Output: data {list(data.shape)} and label {list(label.shape)} must have the same "
+                "batch size"
+            )
+        import h5py
+
+        from ..atomic import atomic_path
+
+        arrays = {name: legacy_4d(blob) for name, blob in (("data", data), ("label", label))}
+        with atomic_path(Path(self.file_name)) as tmp, h5py.File(tmp, "w") as file:
+            for name, array in arrays.items():
+                file.create_dataset(name, data=array)
+        self.written = True
+        return None
+
+
+def legacy_4d(blob: Tensor) -> np.ndarray:
+    """A blob's float32 values in Caffe's legacy (num, channels, height, width) shape."""
+    if blob.dim() > 4:
+        raise ValueError(f"HDF5Output: a blob of {blob.dim()} axes {list(blob.shape)} has no 4-D form")
+    shape = list(blob.shape) + [1] * (4 - blob.dim())
+    return blob.detach().to("cpu", torch.float32).reshape(shape).numpy()
+
+
+@register_layer("HDF5Output", bottoms=2, tops=0)
+def hdf5_output(ctx: LayerContext) -> Converted:
+    name = str(ctx.param("hdf5_output_param").get("file_name"))
+    if not name:
+        raise ValueError(f"{ctx.where}: hdf5_output_param needs a file_name")
+    for blob, shape in zip(ctx.bottoms, ctx.bottom_shapes, strict=True):
+        if shape is not None and len(shape) > 4:
+            raise ValueError(f"{ctx.where}: '{blob}' {list(shape)} has more axes than the 4 Caffe writes")
+    return Converted(module=HDF5Output(os.fspath(name)), outputs=0, output_shape=lambda shapes: [])
 
 
 def identity(x: Tensor) -> Tensor:
