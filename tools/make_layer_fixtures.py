@@ -1245,6 +1245,21 @@ def build_cases() -> list[Case]:
             backward=True,
         ),
         Case(
+            "conv_nd",
+            "N-D Convolution and Deconvolution (BVLC's im2col_nd): 3 spatial axes with a kernel, stride, "
+            "pad and dilation per axis and 2 groups, and 1 spatial axis, with Caffe's backward pass",
+            [
+                L("conv3d", "Convolution", "video",
+                  **conv(4, kernel_size=[3, 2, 3], stride=[1, 2, 1], pad=[1, 0, 1], dilation=[1, 1, 2],
+                         group=2)),
+                L("deconv3d", "Deconvolution", "conv3d",
+                  **conv(2, kernel_size=[2, 3, 2], stride=[2, 1, 2], pad=[0, 1, 1])),
+                L("conv1d", "Convolution", "signal", **conv(3, kernel_size=[3], stride=[2], pad=[1])),
+            ],
+            two_input_runs(("video", "signal"), ((1, 2, 4, 5, 6), (2, 2, 7)), ((2, 2, 3, 4, 5), (1, 2, 4))),
+            backward=True,
+        ),
+        Case(
             "infogain_caffe_1_0",
             "Caffe 1.0's InfogainLoss (the brocolli oracle's: on probabilities, H as a third bottom), "
             "after a Scale and a Softmax so that Caffe's backward pass reaches the Scale's parameters",

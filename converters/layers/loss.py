@@ -169,12 +169,15 @@ def sigmoid_cross_entropy_loss(
     return total / normalizer.clamp(min=1.0)
 
 
-@register_layer("SigmoidCrossEntropyLoss", bottoms=2, tops=1)
+@register_layer("SigmoidCrossEntropyLoss", bottoms=2, tops=1, variants=("bvlc-master", "caffe-1.0"))
 def sigmoid_cross_entropy_loss_layer(ctx: LayerContext) -> Converted:
     _same_count(ctx, 0, 1)
     loss = ctx.param("loss_param")
-    ignore = int(loss.get("ignore_label")) if "ignore_label" in loss else None
-    kwargs = {"normalization": _normalization(ctx, "BATCH_SIZE"), "ignore_label": ignore}
+    if ctx.variant == "caffe-1.0":  # Caffe 1.0 divides by N and reads neither field
+        kwargs: dict[str, object] = {"normalization": "BATCH_SIZE", "ignore_label": None}
+    else:
+        ignore = int(loss.get("ignore_label")) if "ignore_label" in loss else None
+        kwargs = {"normalization": _normalization(ctx, "BATCH_SIZE"), "ignore_label": ignore}
     return Converted(
         function=sigmoid_cross_entropy_loss, kwargs=kwargs, role="loss", output_shape=lambda s: ()
     )
