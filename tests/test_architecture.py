@@ -19,7 +19,7 @@ import converters
 from converters import Converted, parse_text, read_prototxt, register_layer, unregister_layer
 from converters.caffe import geometry
 from converters.caffe.netdef import layer_type
-from converters.caffe.traits import DATA_LAYER_TYPES
+from converters.caffe.traits import DATA_LAYER_TYPES, bvlc_layer_types
 from converters.errors import GeometryError
 from converters.graph.shapes import blob_shapes, layer_parameter_counts, parameter_count
 from converters.inspect import describe
@@ -45,6 +45,31 @@ def test_every_registered_layer_type_runs_in_a_net_real_caffe_ran() -> None:
         covered |= set(json.loads((case / "case.json").read_text())["layer_types"])
     missing = set(converters.registered_types()) - covered - DATA_LAYER_TYPES
     assert not missing, f"layer types with no Caffe-made fixture: {sorted(missing)}"
+
+
+#: BVLC types whose Backward_cpu computes nothing to check: NOT_IMPLEMENTED (Accuracy, ArgMax,
+#: Threshold) or an empty body (HDF5Output); data layers have no bottoms.
+NO_CAFFE_BACKWARD = frozenset({"Accuracy", "ArgMax", "Threshold", "HDF5Output"}) | DATA_LAYER_TYPES
+
+
+def test_every_bvlc_layer_type_has_a_converter_and_caffe_made_forward_and_backward_fixtures() -> None:
+    """BVLC master's layer types, as the schema we ship names them (not a hand list): each one
+    converts, runs in a fixture that real Caffe made, and where Caffe has a backward pass, has its
+    gradients recorded by Caffe too."""
+    types = bvlc_layer_types()
+    assert {"Convolution", "LSTM", "RNN", "Clip", "Swish", "Filter", "SoftmaxWithLoss"} <= types
+    assert not types - set(converters.registered_types()), "BVLC types without a converter"
+    forward: set[str] = set()
+    for path in FIXTURE_NETS:
+        forward |= {layer_type(layer) for layer in read_prototxt(path).getall("layer")}
+    backward: set[str] = set()
+    for case in LAYER_CASES:
+        spec = json.loads((case / "case.json").read_text())
+        forward |= set(spec["layer_types"])
+        if any(run.get("backward") for run in spec["runs"]):
+            backward |= set(spec["layer_types"])
+    assert not types - forward - DATA_LAYER_TYPES, "BVLC types without a Caffe-made forward fixture"
+    assert not types - backward - NO_CAFFE_BACKWARD, "BVLC types without a Caffe-made backward fixture"
 
 
 @pytest.mark.parametrize("case", LAYER_CASES, ids=[c.name for c in LAYER_CASES])

@@ -144,7 +144,7 @@ def test_layer_case_gradients_match_caffes_backward_pass(name: str) -> None:
             elif blob not in consumed:  # Caffe overwrites a consumed blob's seeded diff
                 total = total + (out[blob] * torch.from_numpy(npz[f"{prefix}top_diff:{blob}"])).sum()
         total.backward()
-        state = dict(net.named_parameters())
+        state = {**dict(net.named_buffers()), **dict(net.named_parameters(remove_duplicate=False))}
         pairs = [(f"grad:{b}", inputs[b]) for b in run["inputs"] if f"{prefix}grad:{b}" in npz.files]
         pairs += [(f"param_grad:{layer}/{j}", state[key]) for layer, keys in net.caffe.parameter_blobs.items()
                   for j, key in enumerate(keys)]  # fmt: skip

@@ -56,6 +56,10 @@ LAYERS_DIR = FIXTURES / "layers"
 TINY_FCN_DIR = FIXTURES / "tiny_fcn"
 HDF5_OUTPUT_DIR = FIXTURES / "hdf5_output"
 ORACLE = "BVLC Caffe 1.0 as packaged in the brocolli-caffe 9.0.2 sdist, CPU build, OpenBLAS 1 thread"
+FORK_ORACLE = (
+    "the fork oracle (tools/build_fork_oracle.sh): brocolli-caffe 9.0.2 plus BVLC master's layers it "
+    "lacks, compiled from BVLC's sources, CPU build, OpenBLAS 1 thread"
+)
 IGNORE_LABEL = 255
 
 Shape = tuple[int, ...]
@@ -246,6 +250,16 @@ def integers(low: int, high: int) -> Callable[[np.random.Generator, Shape], np.n
     return lambda rng, shape: rng.integers(low, high, shape).astype(np.float32)
 
 
+def labels_with_ignored(classes: int) -> Callable[[np.random.Generator, Shape], np.ndarray]:
+    """Labels in ``[0, classes)``, about one in five the ignore label."""
+
+    def draw(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+        labels = rng.integers(0, classes, shape)
+        return np.where(rng.uniform(size=shape) < 0.2, IGNORE_LABEL, labels).astype(np.float32)
+
+    return draw
+
+
 def uniform(low: float, high: float) -> Callable[[np.random.Generator, Shape], np.ndarray]:
     return lambda rng, shape: rng.uniform(low, high, shape).astype(np.float32)
 
@@ -276,6 +290,9 @@ class Case:
     backward: bool = False
     """Also run Caffe's backward pass (``force_backward``): non-loss tops get seeded diffs, loss
     tops their loss weights; the inputs' and every parameter's diffs are recorded."""
+    oracle: str = ORACLE
+    """Which Caffe made it: :data:`FORK_ORACLE` for BVLC master's types brocolli lacks (run those
+    cases with ``PYTHONPATH=/work/oracle/forks/src/python``)."""
     stateful: bool = False
     """The runs share one net and its state (Caffe's recurrent layers carry theirs from one pass
     to the next): the parity test reuses one converted net for every run (all of one shape)."""
@@ -326,6 +343,13 @@ def sequence_inputs(rng: np.random.Generator, blob: str, shape: Shape, run: int)
 
 def two_input_runs(names: tuple[str, ...], *shape_sets: tuple[Shape, ...]) -> list[dict[str, Shape]]:
     return [dict(zip(names, shapes, strict=True)) for shapes in shape_sets]
+
+
+#: Cases without Caffe's backward pass: ArgMax, Threshold and Accuracy have none (NOT_IMPLEMENTED),
+#: and forcing one through the others' inputs stops Caffe (softmax_loss's backward is
+#: softmax_loss_backward's); pool_max_mask's windows that start past the input have mask -1, and
+#: Caffe's MAX backward writes to bottom_diff[-1] (memory corruption, then a crash).
+WITHOUT_BACKWARD = frozenset({"argmax", "softmax_loss", "pool_max_mask"})
 
 
 def build_cases() -> list[Case]:
@@ -819,6 +843,26 @@ def build_cases() -> list[Case]:
                 "(its internal Softmax inherits the loss_weights)",
             ],
         ),
+        Case(
+            "softmax_loss_backward",
+            "SoftmaxWithLoss's backward pass after a Scale: ignore_label with VALID, FULL, BATCH_SIZE "
+            "and NONE normalization, loss_weight 0.5, classes on axis 2",
+            [
+                L("scaled", "Scale", ["score"], scale_param={"bias_term": True, "axis": 1, "num_axes": 1}),
+                *[L(f"loss_{mode.lower()}", "SoftmaxWithLoss", ["scaled", "label"],
+                    loss_param={"ignore_label": IGNORE_LABEL, "normalization": mode})
+                  for mode in ("VALID", "FULL", "BATCH_SIZE", "NONE")],
+                L("loss_half", "SoftmaxWithLoss", ["scaled", "label"], loss_weight=[0.5],
+                  loss_param={"ignore_label": IGNORE_LABEL}),
+                L("loss_axis2", "SoftmaxWithLoss", ["scaled", "label2"], softmax_param={"axis": 2}),
+            ],
+            two_input_runs(("score", "label", "label2"), ((2, 4, 3, 5), (2, 1, 3, 5), (2, 4, 1, 5)),
+                           ((1, 4, 3, 2), (1, 1, 3, 2), (1, 4, 1, 2))),
+            make_input=inputs_by_blob(label=labels_with_ignored(4), label2=integers(0, 3),
+                                      score=uniform(-2, 2)),
+            backward=True,
+            input_grads=False,
+        ),
         # ---- In place
         Case(
             "inplace_chain",
@@ -836,7 +880,7 @@ def build_cases() -> list[Case]:
         Case(
             "activations_more",
             "AbsVal, BNLL, ELU alpha 0.4, Exp (base e; base 2 scale 0.5 shift -0.3), Log on positive "
-            "values (base e; base 10 scale 2 shift 0.5), Threshold 0.3, and an in-place chain "
+            "values (base e; base 10 scale 2 shift 0.5), and an in-place chain "
             "Power -> ELU -> BNLL -> Log -> Exp",
             [
                 L("absval", "AbsVal", "data"),
@@ -847,7 +891,6 @@ def build_cases() -> list[Case]:
                 L("positive", "Power", "absval", power_param={"shift": 0.1}),
                 L("log", "Log", "positive"),
                 L("log10", "Log", "positive", log_param={"base": 10.0, "scale": 2.0, "shift": 0.5}),
-                L("threshold", "Threshold", "data", threshold_param={"threshold": 0.3}),
                 L("chain", "Power", "data", power_param={"scale": 1.5}),
                 L("chain_elu", "ELU", "chain", "chain", elu_param={"alpha": 2.0}),
                 L("chain_bnll", "BNLL", "chain", "chain"),
@@ -859,7 +902,6 @@ def build_cases() -> list[Case]:
                 "ELU: x if x > 0 else alpha * (exp(x) - 1)",
                 "Exp: base^(shift + scale * x); base -1 (the default) means e",
                 "Log: log_base(shift + scale * x); 'positive' = |x| + 0.1 keeps the inputs positive",
-                "Threshold: 1 where x > threshold, else 0",
                 "BNLL: log(1 + exp(x)) (Caffe evaluates x + log(1 + exp(-x)) for x > 0)",
                 "chain, chain_elu, chain_bnll, chain_log and chain_exp share the blob 'chain': only its "
                 "final value (after Exp) exists; BNLL > 0 keeps the in-place Log defined",
@@ -888,7 +930,8 @@ def build_cases() -> list[Case]:
         Case(
             "argmax",
             "ArgMax over C*H*W per image (top_k 1; top_k 3 with out_max_val) and over axis 1 "
-            "(top_k 1; top_k 2 with out_max_val), on inputs with many ties",
+            "(top_k 1; top_k 2 with out_max_val), on inputs with many ties; Threshold 0.5 (neither "
+            "has a backward pass in Caffe)",
             [
                 L("argmax", "ArgMax", "data"),
                 L("argmax_top3_val", "ArgMax", "data", argmax_param={"top_k": 3, "out_max_val": True}),
@@ -899,10 +942,12 @@ def build_cases() -> list[Case]:
                     "data",
                     argmax_param={"axis": 1, "top_k": 2, "out_max_val": True},
                 ),
+                L("threshold", "Threshold", "data", threshold_param={"threshold": 0.5}),
             ],
             runs((1, 4, 3, 5), (2, 4, 1, 1), (2, 4, 2, 3)),
             make_input=argmax_input,
             notes=[
+                "Threshold: 1 where x > threshold, else 0 (the ties at 0.5 give 0)",
                 "inputs are N(0, 1) rounded to multiples of 0.5, so values tie often",
                 "Caffe sorts (value, index) pairs descending: among equal values the largest index comes "
                 "first",
@@ -1168,6 +1213,8 @@ def build_cases() -> list[Case]:
             ],
         ),
     ]
+    for case in cases:  # Caffe's backward pass too, where every layer of the case has one
+        case.backward = case.name not in WITHOUT_BACKWARD
     names = [c.name for c in cases]
     assert len(names) == len(set(names)), "case names must be unique"
     cases += [
@@ -1245,6 +1292,26 @@ def build_cases() -> list[Case]:
             backward=True,
         ),
         Case(
+            "clip_swish",
+            "BVLC master's Clip (min -0.5 max 0.8; min above max) and Swish (beta 1 and 1.7), and "
+            "ReLU -> Clip -> Swish in place, with Caffe's backward pass",
+            [
+                L("clip", "Clip", "data", clip_param={"min": -0.5, "max": 0.8}),
+                L("clip_crossed", "Clip", "data", clip_param={"min": 0.3, "max": -0.2}),
+                L("swish", "Swish", "data"),
+                L("swish_beta", "Swish", "data", swish_param={"beta": 1.7}),
+                L("chain", "Power", "data", power_param={"scale": 2.0}),
+                L("chain_relu", "ReLU", "chain", "chain"),
+                L("chain_clip", "Clip", "chain", "chain", clip_param={"min": 0.25, "max": 1.5}),
+                L("chain_swish", "Swish", "chain", "chain"),
+            ],
+            runs((1, 3, 4, 5), (2, 2, 1, 3)),
+            make_input=argmax_input,
+            backward=True,
+            oracle=FORK_ORACLE,
+            notes=["inputs are multiples of 0.5: some sit on Clip's bounds (its gradient passes there)"],
+        ),
+        Case(
             "conv_nd",
             "N-D Convolution and Deconvolution (BVLC's im2col_nd): 3 spatial axes with a kernel, stride, "
             "pad and dilation per axis and 2 groups, and 1 spatial axis, with Caffe's backward pass",
@@ -1299,6 +1366,15 @@ def build_cases() -> list[Case]:
                 "Caffe carries the final state of a forward pass into the next: run 1 starts every "
                 "sequence anew (cont 0 at t = 0), so its values do not depend on run 0",
             ],
+        ),
+        Case(
+            "lstm_unit",
+            "LSTMUnit on its own (c_prev, gate inputs, cont of 0, 1 and 0.5), with Caffe's backward pass",
+            [L("unit", "LSTMUnit", ["c_prev", "gates", "cont"], ["c", "h"])],
+            two_input_runs(("c_prev", "gates", "cont"), ((1, 3, 2), (1, 3, 8), (1, 3)),
+                           ((1, 2, 4), (1, 2, 16), (1, 2))),
+            make_input=inputs_by_blob(cont=lambda rng, shape: np.resize(np.float32([0, 1, 0.5]), shape)),
+            backward=True,
         ),
         Case(
             "recurrent_carry",
@@ -1468,9 +1544,9 @@ def forward_runs(
             for blob in case_inputs if input_grads else ():
                 arrays[f"{prefix}grad:{blob}"] = np.array(net.blobs[blob].diff, dtype=np.float32, copy=True)
             for name, layer in zip(net._layer_names, net.layers, strict=True):
-                for j, blob in enumerate(layer.blobs):
+                for j, blob in enumerate(layer.blobs):  # a repeated name: its first layer's
                     value = np.array(blob.diff, dtype=np.float32, copy=True)
-                    arrays[f"{prefix}param_grad:{name}/{j}"] = value
+                    arrays.setdefault(f"{prefix}param_grad:{name}/{j}", value)
             info["backward"] = True
         run_info.append(info)
     return arrays, run_info
@@ -1553,7 +1629,7 @@ def make_case(caffe, case: Case, out_dir: Path) -> dict:
             "runs": run_info,
             "notes": case.notes,
             "seed": seed,
-            "oracle": ORACLE,
+            "oracle": case.oracle,
         }
         if case.load_options:
             info["load_options"] = case.load_options

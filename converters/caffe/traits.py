@@ -159,3 +159,46 @@ def check_positive(values: Sequence[int], what: str, where: str) -> None:
     """Caffe's CHECK_GT(value, 0) on a window component."""
     if any(v <= 0 for v in values):
         raise CaffeFormatError(f"{where}: {what} must be positive, got {list(values)}")
+
+
+#: ``LayerParameter`` fields of BVLC master whose layer types are not the field's name in
+#: CamelCase (``recurrent_param`` serves LSTM and RNN); ``None``: the field belongs to no one type.
+_PARAM_FIELD_TYPES: dict[str, tuple[str, ...] | None] = {
+    "transform_param": None,
+    "loss_param": None,
+    "recurrent_param": ("LSTM", "RNN"),
+    "argmax_param": ("ArgMax",),
+    "elu_param": ("ELU",),
+    "hdf5_data_param": ("HDF5Data",),
+    "hdf5_output_param": ("HDF5Output",),
+    "lrn_param": ("LRN",),
+    "mvn_param": ("MVN",),
+    "prelu_param": ("PReLU",),
+    "relu_param": ("ReLU",),
+    "spp_param": ("SPP",),
+    "tanh_param": ("TanH",),
+}
+
+#: BVLC master's registered types that its schema cannot name: no parameter message of their own
+#: and no V1 enum value (``REGISTER_LAYER_CLASS`` in batch_reindex_layer.cpp, filter_layer.cpp,
+#: lstm_unit_layer.cpp).
+UNNAMED_BVLC_TYPES = ("BatchReindex", "Filter", "LSTMUnit")
+
+
+def bvlc_layer_types() -> frozenset[str]:
+    """Every layer type of BVLC master, read from the schema fcn-port ships (BVLC's own messages,
+    before any fork's additions): the V1 enum's types under their current names, the types named by
+    ``LayerParameter``'s ``<type>_param`` fields, and :data:`UNNAMED_BVLC_TYPES`."""
+    from .schema import SCHEMA_TEXT, V1_TYPE_NAMES
+
+    enum = SCHEMA_TEXT.split("enum V1LayerParameter.LayerType ", 1)[1].split("\n", 1)[0]
+    types = {V1_TYPE_NAMES[value.split("=")[0]] for value in enum.split()} - {""}
+    lines = SCHEMA_TEXT.split("message LayerParameter\n", 1)[1].split("\nmessage ", 1)[0].splitlines()
+    for line in lines:
+        field = line.split()[1]
+        if not field.endswith("_param"):
+            continue
+        camel = "".join(part.title() for part in field[: -len("_param")].split("_"))
+        named = _PARAM_FIELD_TYPES.get(field, (camel,))
+        types.update(named or ())
+    return frozenset(types | set(UNNAMED_BVLC_TYPES))

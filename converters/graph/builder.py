@@ -40,6 +40,7 @@ from ..errors import CaffeFormatError, NetError, UnsupportedLayerError, WeightsM
 from ..layers import Converted, LayerContext, converter_for, fill
 from ..layers.fillers import caffe_filler, is_deterministic
 from ..layers.registry import blob_counts, check_count, layer_variants, registered_types
+from .inplace import InPlaceBackward, InPlaceFinal
 from .inputs import input_shapes, is_source
 from .lazy import LazyCaffeNet
 
@@ -352,7 +353,9 @@ def _trace(
         nodes[top] = graph.placeholder(_identifier(top, taken))
         metas[top] = torch.empty(shape, device="meta")
 
-    for layer in layers:
+    last_writer = {top: index for index, layer in enumerate(layers) for top in layer.getall("top")}
+    overwritten: dict[str, list[fx.Node]] = {}  # blob -> nodes waiting for its final value
+    for index, layer in enumerate(layers):
         name, kind = str(layer.get("name")), layer_type(layer)
         bottoms, tops = list(layer.getall("bottom")), list(layer.getall("top"))
         converter = converter_for(kind, name)
@@ -433,6 +436,12 @@ def _trace(
                 strict=True,
             ):
                 _check_top(where, top, tuple(value.shape))
+                clobbers = top in call_bottoms and converted.clobbers_top_diff
+                if last_writer[top] > index or top in overwritten or clobbers:
+                    top_node = _in_place_backward(
+                        graph, root, taken, name, converted, args, call_bottoms, top, top_node,
+                        overwritten, last=last_writer[top] == index,
+                    )  # fmt: skip
                 nodes[top] = top_node
                 metas[top] = value
                 if top in available:
@@ -477,6 +486,36 @@ def _check_top(where: str, top: str, shape: Shape) -> None:
             f"{where}: top '{top}' would have the empty shape {list(shape)}; Caffe cannot compute an "
             "empty blob"
         )
+
+
+def _in_place_backward(
+    graph: fx.Graph,
+    root: nn.Module,
+    taken: set[str],
+    name: str,
+    converted: Converted,
+    args: tuple[fx.Node, ...],
+    bottoms: list[str],
+    top: str,
+    node: fx.Node,
+    overwritten: dict[str, list[fx.Node]],
+    last: bool,
+) -> fx.Node:
+    """The node for ``top`` when layers compute ``top`` in place (:mod:`.inplace`): before a later
+    layer overwrites it, an :class:`InPlaceBackward` for a layer whose Caffe backward reads the
+    data; at its last writer, the :class:`InPlaceFinal` that hands the final value to them."""
+    wrap = converted.caffe_backward is not None and len(bottoms) == 1
+    in_place = wrap and top == bottoms[0]
+    if wrap and (not last or (in_place and converted.clobbers_top_diff)):
+        attr = _identifier(f"{name}_caffe_backward", taken)
+        root.add_module(attr, InPlaceBackward(converted.caffe_backward, in_place=in_place))
+        node = graph.create_node("call_module", attr, (args[0], node), name=attr)
+        overwritten.setdefault(top, []).append(node)
+    if not last:
+        return node
+    attr = _identifier(f"{top}_final", taken)
+    root.add_module(attr, InPlaceFinal())
+    return graph.create_node("call_module", attr, (node, *overwritten.pop(top)), name=attr)
 
 
 def _meta_result(

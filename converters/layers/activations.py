@@ -1,9 +1,11 @@
 """Element-wise activations: ReLU (leaky), Sigmoid, TanH, AbsVal, BNLL, ELU, Power, Exp, Log,
-Threshold and PReLU, with Caffe's formulas where PyTorch has none."""
+Threshold, PReLU, Clip and Swish, with Caffe's formulas where PyTorch has none, and each type's
+Caffe backward where in-place computation makes it differ (``Converted.caffe_backward``)."""
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -42,22 +44,83 @@ def log(x: Tensor, base_scale: float, scale: float, shift: float) -> Tensor:
     return y * base_scale if base_scale != 1 else y
 
 
+# ---- Caffe's Backward_cpu of each type, (top diff, bottom data, top data) -> bottom diff, used
+# where later in-place layers have overwritten the data it reads (Converted.caffe_backward)
+
+
+def relu_backward(dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, slope: float) -> Tensor:
+    return dy * ((bottom > 0).to(dy.dtype) + slope * (bottom <= 0).to(dy.dtype))
+
+
+def elu_backward(dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, alpha: float) -> Tensor:
+    return dy * ((bottom > 0).to(dy.dtype) + (alpha + top) * (bottom <= 0).to(dy.dtype))
+
+
+#: Caffe's ``kBNLL_THRESHOLD`` (bnll_layer.cpp): exp's argument is capped here.
+BNLL_THRESHOLD = 50.0
+
+
+def bnll_backward(dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool) -> Tensor:
+    e = torch.exp(bottom.clamp(max=BNLL_THRESHOLD))
+    return dy * e / (e + 1)
+
+
+def sigmoid_backward(dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool) -> Tensor:
+    return dy * top * (1 - top)
+
+
+def tanh_backward(dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool) -> Tensor:
+    return dy * (1 - top * top)
+
+
+def exp_backward(dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, inner_scale: float) -> Tensor:
+    return dy * top * inner_scale
+
+
+def log_backward(
+    dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, scale: float, shift: float, base_scale: float
+) -> Tensor:
+    # in place, Caffe writes this factor over the top diff before multiplying by the top diff
+    factor = (scale * base_scale) / (bottom * scale + shift)
+    return factor * (factor if in_place else dy)
+
+
+def power_backward(
+    dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, power: float, scale: float, shift: float
+) -> Tensor:
+    diff_scale = power * scale
+    if diff_scale == 0:
+        return torch.zeros_like(dy)
+    if power == 1:
+        factor = torch.full_like(dy, diff_scale)
+    elif power == 2:
+        factor = bottom * (diff_scale * scale) + diff_scale * shift
+    elif shift == 0:
+        factor = top / bottom * power
+    else:
+        factor = top / (bottom * scale + shift) * diff_scale
+    # in place, Caffe writes this factor over the top diff before multiplying by the top diff
+    return factor * (factor if in_place else dy)
+
+
 @register_layer("ReLU", bottoms=1, tops=1)
 def relu(ctx: LayerContext) -> Converted:
     slope = float(ctx.param("relu_param").get("negative_slope"))
+    backward = partial(relu_backward, slope=slope)
     if slope == 0:
-        return Converted(function=torch.relu, keeps_shape=True)
-    return Converted(function=F.leaky_relu, kwargs={"negative_slope": slope}, keeps_shape=True)
+        return Converted(function=torch.relu, keeps_shape=True, caffe_backward=backward)
+    kwargs = {"negative_slope": slope}
+    return Converted(function=F.leaky_relu, kwargs=kwargs, keeps_shape=True, caffe_backward=backward)
 
 
 @register_layer("Sigmoid", bottoms=1, tops=1)
 def sigmoid(ctx: LayerContext) -> Converted:
-    return Converted(function=torch.sigmoid, keeps_shape=True)
+    return Converted(function=torch.sigmoid, keeps_shape=True, caffe_backward=sigmoid_backward)
 
 
 @register_layer("TanH", bottoms=1, tops=1)
 def tanh(ctx: LayerContext) -> Converted:
-    return Converted(function=torch.tanh, keeps_shape=True)
+    return Converted(function=torch.tanh, keeps_shape=True, caffe_backward=tanh_backward)
 
 
 @register_layer("AbsVal", bottoms=1, tops=1)
@@ -71,21 +134,24 @@ def absval(ctx: LayerContext) -> Converted:
 
 @register_layer("BNLL", bottoms=1, tops=1)
 def bnll(ctx: LayerContext) -> Converted:
-    return Converted(function=F.softplus, keeps_shape=True)
+    return Converted(function=F.softplus, keeps_shape=True, caffe_backward=bnll_backward)
 
 
 @register_layer("ELU", bottoms=1, tops=1)
 def elu(ctx: LayerContext) -> Converted:
-    return Converted(
-        function=F.elu, kwargs={"alpha": float(ctx.param("elu_param").get("alpha"))}, keeps_shape=True
-    )
+    alpha = float(ctx.param("elu_param").get("alpha"))
+    backward = partial(elu_backward, alpha=alpha)
+    return Converted(function=F.elu, kwargs={"alpha": alpha}, keeps_shape=True, caffe_backward=backward)
 
 
 @register_layer("Power", bottoms=1, tops=1)
 def power_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("power_param")
     kwargs = {"power": float(p.get("power")), "scale": float(p.get("scale")), "shift": float(p.get("shift"))}
-    return Converted(function=power, kwargs=kwargs, keeps_shape=True)
+    backward = partial(power_backward, **kwargs)
+    return Converted(
+        function=power, kwargs=kwargs, keeps_shape=True, caffe_backward=backward, clobbers_top_diff=True
+    )
 
 
 def _log_of_base(base: float, ctx: LayerContext) -> float:
@@ -106,7 +172,8 @@ def exp(ctx: LayerContext) -> Converted:
         "scale": float(p.get("scale")),
         "shift": float(p.get("shift")),
     }
-    return Converted(function=power_exp, kwargs=kwargs, keeps_shape=True)
+    backward = partial(exp_backward, inner_scale=kwargs["log_base"] * kwargs["scale"])
+    return Converted(function=power_exp, kwargs=kwargs, keeps_shape=True, caffe_backward=backward)
 
 
 @register_layer("Log", bottoms=1, tops=1)
@@ -116,7 +183,10 @@ def log_layer(ctx: LayerContext) -> Converted:
     if log_base == 0:
         raise ValueError(f"{ctx.where}: base 1 has no logarithm (log(1) = 0)")
     kwargs = {"base_scale": 1 / log_base, "scale": float(p.get("scale")), "shift": float(p.get("shift"))}
-    return Converted(function=log, kwargs=kwargs, keeps_shape=True)
+    backward = partial(log_backward, **kwargs)
+    return Converted(
+        function=log, kwargs=kwargs, keeps_shape=True, caffe_backward=backward, clobbers_top_diff=True
+    )
 
 
 @register_layer("Threshold", bottoms=1, tops=1)
@@ -135,3 +205,37 @@ def prelu(ctx: LayerContext) -> Converted:
     return Converted(
         module=module, blobs=[("weight", () if shared else (channels,))], fillers=[filler], keeps_shape=True
     )
+
+
+def clip(x: Tensor, low: float, high: float) -> Tensor:
+    """Caffe's Clip: ``max(min, min(x, max))`` (NaN gives ``min``), its gradient passing where
+    ``min <= x <= max``."""
+    capped = torch.where(x > high, torch.full_like(x, high), x)
+    y = torch.where(capped > low, capped, torch.full_like(x, low))
+    inside = ((x >= low) & (x <= high)).to(x.dtype)
+    return y.detach() + (x - x.detach()) * inside
+
+
+def clip_backward(dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, low: float, high: float) -> Tensor:
+    return dy * ((bottom >= low) & (bottom <= high)).to(dy.dtype)
+
+
+@register_layer("Clip", bottoms=1, tops=1)
+def clip_layer(ctx: LayerContext) -> Converted:
+    p = ctx.param("clip_param")
+    if "min" not in p or "max" not in p:
+        raise NetError(f"{ctx.where}: clip_param needs min and max (both required in Caffe's schema)")
+    kwargs = {"low": float(p.get("min")), "high": float(p.get("max"))}
+    backward = partial(clip_backward, **kwargs)
+    return Converted(function=clip, kwargs=kwargs, keeps_shape=True, caffe_backward=backward)
+
+
+def swish(x: Tensor, beta: float) -> Tensor:
+    """Caffe's Swish: ``x sigmoid(beta x)``."""
+    return x * torch.sigmoid(x * beta if beta != 1 else x)
+
+
+@register_layer("Swish", bottoms=1, tops=1)
+def swish_layer(ctx: LayerContext) -> Converted:
+    beta = float(ctx.param("swish_param").get("beta"))
+    return Converted(function=swish, kwargs={"beta": beta}, keeps_shape=True)

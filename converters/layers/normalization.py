@@ -21,14 +21,26 @@ def lrn_within_channel(x: Tensor, size: int, alpha: float, beta: float) -> Tenso
 
 def mvn(x: Tensor, normalize_variance: bool, across_channels: bool, eps: float) -> Tensor:
     """Caffe's MVN: each sample (or each sample's channel) minus its mean, divided by its standard
-    deviation plus ``eps`` (the biased variance, as Caffe computes it)."""
+    deviation plus ``eps`` (the biased variance, as Caffe computes it); its gradient Caffe's."""
     start = 1 if across_channels else 2
     dims = list(range(start, x.dim()))
     centred = x - x.mean(dim=dims, keepdim=True) if dims else x - x
     if not normalize_variance:
         return centred
     variance = centred.pow(2).mean(dim=dims, keepdim=True) if dims else centred.pow(2)
-    return centred / (variance.sqrt() + eps)
+    scale = (variance.sqrt() + eps).detach()
+    y = (centred / scale).detach()
+    # Caffe's Backward_cpu: dx = (dy - mean(dy) - y mean(y dy)) / (std + eps), which leaves out
+    # the eps in the variance term; this surrogate's Jacobian is exactly that. The division comes
+    # first so that the centring sums its terms before they grow by 1 / (std + eps): with a zero
+    # std they cancel exactly, as in Caffe, instead of swamping other layers' gradients.
+    scaled = x / scale
+    if dims:
+        mean = scaled.mean(dim=dims, keepdim=True)
+        surrogate = scaled - mean - y * (y * scaled).mean(dim=dims, keepdim=True)
+    else:
+        surrogate = scaled - scaled - y * y * scaled
+    return y + surrogate - surrogate.detach()
 
 
 def caffe_batch_norm(x: Tensor, mean: Tensor, var: Tensor, eps: float, global_stats: bool) -> Tensor:

@@ -89,6 +89,24 @@ def _lstm_forget_gate(pre: Tensor, cont: Tensor) -> Tensor:
     return f.detach() + (pre - pre.detach()) * slope
 
 
+def lstm_unit(c_prev: Tensor, gates: Tensor, cont: Tensor) -> tuple[Tensor, Tensor]:
+    """Caffe's LSTMUnit: from the gate inputs ``(i, f, o, g)`` (last axis, 4H), ``c = cont f c_prev
+    + i g`` and ``h = o tanh(c)``; ``cont`` broadcasts over the hidden axis and gets no gradient."""
+    hidden = gates.shape[-1] // 4
+    i = torch.sigmoid(gates[..., :hidden])
+    f = _lstm_forget_gate(gates[..., hidden : 2 * hidden], cont.detach())
+    o = torch.sigmoid(gates[..., 2 * hidden : 3 * hidden])
+    g = torch.tanh(gates[..., 3 * hidden :])
+    c = f * c_prev + i * g
+    return c, o * torch.tanh(c)
+
+
+def lstm_unit_layer_op(c_prev: Tensor, gates: Tensor, cont: Tensor) -> tuple[Tensor, Tensor]:
+    """The LSTMUnit layer: bottoms ``c_prev (1, N, H)``, ``gates (1, N, 4H)``, ``cont (1, N)``;
+    tops ``c`` and ``h``."""
+    return lstm_unit(c_prev, gates, cont.to(gates.dtype).unsqueeze(-1))
+
+
 class LSTM(_Recurrent):
     """Caffe's LSTM: ``i, f, o, g`` gates from ``W_hc (cont * h) + W_xc x + b_c (+ W_xc_static s)``,
     ``c = cont f c + i g``, ``h = o tanh(c)``; returns ``h`` (T, N, H), and with ``expose_hidden``
@@ -116,19 +134,13 @@ class LSTM(_Recurrent):
         gates_static = (
             F.linear(x_static.flatten(1), self.W_xc_static).unsqueeze(0) if x_static is not None else None
         )
-        hidden = self.hidden
         outputs = []
         for t in range(x.shape[0]):
             keep = cont[t].reshape(1, -1, 1)
             gates = F.linear(h * keep, self.W_hc) + gates_x[t : t + 1]
             if gates_static is not None:
                 gates = gates + gates_static
-            i = torch.sigmoid(gates[..., :hidden])
-            f = _lstm_forget_gate(gates[..., hidden : 2 * hidden], keep)
-            o = torch.sigmoid(gates[..., 2 * hidden : 3 * hidden])
-            g = torch.tanh(gates[..., 3 * hidden :])
-            c = f * c + i * g
-            h = o * torch.tanh(c)
+            c, h = lstm_unit(c, gates, keep)
             outputs.append(h)
         self._carry((h, c))
         out = torch.cat(outputs, dim=0)
@@ -246,3 +258,22 @@ def lstm(ctx: LayerContext) -> Converted:
 @register_layer("RNN", bottoms=(2, 4), tops=(1, 2))
 def rnn(ctx: LayerContext) -> Converted:
     return _recurrent(ctx, RNN)
+
+
+@register_layer("LSTMUnit", bottoms=3, tops=2)
+def lstm_unit_layer(ctx: LayerContext) -> Converted:
+    c_prev, gates, cont = (ctx.bottom_shape(i) for i in range(3))
+    n = c_prev[1] if len(c_prev) == 3 else None
+    if (
+        len(c_prev) != 3
+        or len(gates) != 3
+        or len(cont) != 2
+        or {c_prev[0], gates[0], cont[0]} != {1}
+        or {gates[1], cont[1]} != {n}
+        or gates[2] != 4 * c_prev[2]
+    ):
+        raise NetError(
+            f"{ctx.where}: the bottoms must be c_prev (1, N, H), gates (1, N, 4H) and cont (1, N); got "
+            f"{list(c_prev)}, {list(gates)} and {list(cont)}"
+        )
+    return Converted(function=lstm_unit_layer_op, outputs=2, output_shape=lambda s: [s[0], s[0]])

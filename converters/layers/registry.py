@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from ..caffe.message import Message
 from ..errors import NetError, UnsupportedLayerError
@@ -123,6 +123,14 @@ class Converted:
     """The op runs on each bottom alone, with the same parameters, giving one top per bottom
     (Convolution and Deconvolution with several bottoms)."""
     role: str = "op"
+    caffe_backward: Callable[[Tensor, Tensor, Tensor, bool], Tensor] | None = None
+    """For an element-wise layer whose Caffe ``Backward_cpu`` reads its blobs' data: the bottom
+    diff from ``(top diff, bottom data, top data, in place)``. Caffe reads the data when it runs
+    backward, after later layers computing in place have overwritten the blob: the graph then
+    feeds this the blob's final value (:mod:`converters.graph.inplace`)."""
+    clobbers_top_diff: bool = False
+    """Computed in place, Caffe's backward writes the bottom diff (the top diff's memory) before it
+    has read the top diff, so :attr:`caffe_backward` applies even to the blob's last writer."""
     keeps_shape: bool = False
     """The single output has its (first) bottom's shape: no shape inference run needed."""
     output_shape: Callable[[list[Shape]], Shape | list[Shape]] | None = None

@@ -1,0 +1,80 @@
+"""Caffe's backward pass through layers computed in place.
+
+Layers that compute in place share one blob. When Caffe runs a layer's ``Backward_cpu``, that blob
+holds the value the *last* of them wrote, so a layer whose backward reads its bottom's or top's
+data (ReLU's mask, Sigmoid's ``y (1 - y)``) reads the chain's final value rather than its own.
+For ``conv -> ReLU -> Dropout`` (all in place) this changes nothing; for ``ReLU -> Scale with a
+bias`` or ``ELU -> Log`` in place it changes the gradient, and training on Caffe followed it. Some
+types' backward (Log, Power) also writes the bottom diff, which in place is the top diff, before
+reading the top diff (:attr:`Converted.clobbers_top_diff`).
+
+The graph keeps those numbers: a layer with :attr:`Converted.caffe_backward` whose blob a later
+layer overwrites in place gets an :class:`InPlaceBackward` node after it, and the last writer of
+the blob an :class:`InPlaceFinal` node that hands the final value to them. Without autograd (no
+gradient needed, or while tracing for export) both pass their input through unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..layers.tracing import tracing
+
+Backward = Callable[[Tensor, Tensor, Tensor, bool], Tensor]
+
+
+class _Slot:
+    """The final value of one blob in one forward pass, set when its last writer has run."""
+
+    value: Tensor | None = None
+
+
+class _CaffeBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, y: Tensor, slot: _Slot, backward: Backward, in_place: bool) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.slot, ctx.backward, ctx.in_place = slot, backward, in_place
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
+        (x,) = ctx.saved_tensors
+        final = ctx.slot.value
+        if final is None:  # the final writer never ran: nothing overwrote the data
+            raise RuntimeError("a layer computed in place lost its blob's final value")
+        bottom = final if ctx.in_place else x
+        return ctx.backward(dy, bottom, final, ctx.in_place), None, None, None, None
+
+
+class InPlaceBackward(nn.Module):
+    """After a layer whose blob later layers overwrite in place: the same values, whose gradient is
+    the layer's Caffe backward on the blob's final value."""
+
+    def __init__(self, backward: Backward, in_place: bool) -> None:
+        super().__init__()
+        self.backward = backward
+        self.in_place = in_place
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        if tracing() or not torch.is_grad_enabled() or not (x.requires_grad or y.requires_grad):
+            return y
+        slot = _Slot()
+        out = _CaffeBackward.apply(x, y.detach(), slot, self.backward, self.in_place)
+        out._caffe_inplace_slot = slot  # type: ignore[attr-defined]
+        return out
+
+
+class InPlaceFinal(nn.Module):
+    """After the last layer writing a blob in place: hands its value to the earlier writers'
+    :class:`InPlaceBackward` outputs (passed as the other arguments) and returns it."""
+
+    def forward(self, final: Tensor, *earlier: Tensor) -> Tensor:
+        for tensor in earlier:
+            slot = getattr(tensor, "_caffe_inplace_slot", None)
+            if slot is not None:
+                slot.value = final.detach()
+        return final
