@@ -202,6 +202,84 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top
   loss_param { ignore_label: 255 } }
 """
 
+SRCNN_NET = """name: "srcnn"
+layer { name: "input" type: "Input" top: "data" top: "data_hr"
+  input_param { shape { dim: 2 dim: 1 dim: 17 dim: 17 } shape { dim: 2 dim: 1 dim: 5 dim: 5 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  param { lr_mult: 1 } param { lr_mult: 0.1 } convolution_param { num_output: 16 kernel_size: 9 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+  param { lr_mult: 1 } param { lr_mult: 0.1 } convolution_param { num_output: 8 kernel_size: 1 } }
+layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }
+layer { name: "conv3" type: "Convolution" bottom: "conv2" top: "conv3"
+  param { lr_mult: 0.1 } param { lr_mult: 0.1 } convolution_param { num_output: 1 kernel_size: 5 } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "conv3" bottom: "data_hr" top: "loss" }
+"""
+
+EDGES_NET = """name: "edges"
+layer { name: "input" type: "Input" top: "data" top: "label"
+  input_param { shape { dim: 2 dim: 3 dim: 6 dim: 7 } shape { dim: 2 dim: 1 dim: 6 dim: 7 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "side" type: "Convolution" bottom: "conv1" top: "side"
+  convolution_param { num_output: 1 kernel_size: 1 } }
+layer { name: "loss" type: "SigmoidCrossEntropyLoss" bottom: "side" bottom: "label" top: "loss" }
+"""
+
+SIAMESE_NET = """name: "siamese"
+layer { name: "input" type: "Input" top: "data" top: "data_p" top: "sim"
+  input_param { shape { dim: 4 dim: 3 dim: 4 dim: 4 } shape { dim: 4 dim: 3 dim: 4 dim: 4 }
+                shape { dim: 4 } } }
+layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1"
+  param { name: "ip1_w" } param { name: "ip1_b" } inner_product_param { num_output: 6 } }
+layer { name: "ip1_p" type: "InnerProduct" bottom: "data_p" top: "ip1_p"
+  param { name: "ip1_w" } param { name: "ip1_b" } inner_product_param { num_output: 6 } }
+layer { name: "feat" type: "InnerProduct" bottom: "ip1" top: "feat"
+  param { name: "feat_w" } param { name: "feat_b" } inner_product_param { num_output: 2 } }
+layer { name: "feat_p" type: "InnerProduct" bottom: "ip1_p" top: "feat_p"
+  param { name: "feat_w" } param { name: "feat_b" } inner_product_param { num_output: 2 } }
+layer { name: "loss" type: "ContrastiveLoss" bottom: "feat" bottom: "feat_p" bottom: "sim" top: "loss"
+  contrastive_loss_param { margin: 2.0 } }
+"""
+
+CLASSIFY_NET = """name: "classify"
+layer { name: "input" type: "Input" top: "data" top: "label"
+  input_param { shape { dim: 5 dim: 4 dim: 3 dim: 3 } shape { dim: 5 } } }
+layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1" inner_product_param { num_output: 6 } }
+layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }
+layer { name: "score" type: "InnerProduct" bottom: "ip1" top: "score" inner_product_param { num_output: 4 } }
+layer { name: "hinge" type: "HingeLoss" bottom: "score" bottom: "label" top: "hinge"
+  hinge_loss_param { norm: L2 } loss_weight: 0.5 }
+layer { name: "prob" type: "Softmax" bottom: "score" top: "prob" }
+layer { name: "logistic" type: "MultinomialLogisticLoss" bottom: "prob" bottom: "label" top: "logistic" }
+"""
+
+RECURRENT_NET = """name: "recurrent"
+layer { name: "input" type: "Input" top: "data" top: "cont" top: "label"
+  input_param { shape { dim: 4 dim: 2 dim: 3 } shape { dim: 4 dim: 2 } shape { dim: 4 dim: 2 } } }
+layer { name: "lstm" type: "LSTM" bottom: "data" bottom: "cont" top: "lstm"
+  recurrent_param { num_output: 5 } }
+layer { name: "rnn" type: "RNN" bottom: "data" bottom: "cont" top: "rnn"
+  recurrent_param { num_output: 3 } }
+layer { name: "both" type: "Concat" bottom: "lstm" bottom: "rnn" top: "both" concat_param { axis: 2 } }
+layer { name: "score" type: "InnerProduct" bottom: "both" top: "score"
+  inner_product_param { num_output: 3 axis: 2 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss"
+  softmax_param { axis: 2 } loss_param { ignore_label: 255 } }
+"""
+
+EMBED_NET = """name: "embed"
+layer { name: "input" type: "Input" top: "index" top: "label"
+  input_param { shape { dim: 2 dim: 3 } shape { dim: 2 dim: 3 } } }
+layer { name: "embed" type: "Embed" bottom: "index" top: "embed"
+  embed_param { num_output: 4 input_dim: 7 } }
+layer { name: "score" type: "InnerProduct" bottom: "embed" top: "score"
+  inner_product_param { num_output: 3 axis: 2 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss"
+  softmax_param { axis: 2 } }
+"""
+
 HDF5_NET = TINY_NET.replace(
     """layer { name: "input" type: "Input" top: "data" top: "label"
   input_param { shape { dim: 2 dim: 3 dim: 7 dim: 6 } shape { dim: 2 dim: 1 dim: 7 dim: 6 } } }""",
@@ -227,6 +305,7 @@ class Case:
     """Our layer type -> the fork oracle's name for it (tools/build_fork_oracle.sh): Caffe runs
     ``oracle_net.prototxt`` / ``oracle_solver.prototxt``, we run ``net.prototxt`` / ``solver.prototxt``."""
     oracle_edits: tuple[tuple[str, str], ...] = ()  # further text edits for the oracle's net (field names)
+    ignored: float = 0.1  # share of each label blob set to 255 (0: labels, indices and pair flags all valid)
 
 
 def _sgd(**extra: Any) -> dict[str, Any]:
@@ -361,6 +440,38 @@ CASES = [
         oracle_edits=(("upsample_param {", "segnet_upsample_param {"),),
     ),
     Case(
+        "srcnn_euclidean", lambda: SRCNN_NET, _sgd(base_lr=0.001),
+        "a super-resolution net of SRCNN's 9-1-5 shape (narrower) trained with EuclideanLoss, the last "
+        "layer at a tenth of the learning rate as SRCNN trains it",
+    ),
+    Case(
+        "sigmoid_cross_entropy", lambda: EDGES_NET, _sgd(base_lr=0.05),
+        "an edge map trained with SigmoidCrossEntropyLoss on 0/1 targets (HED's loss)",
+        classes={"label": 2}, ignored=0.0,
+    ),
+    Case(
+        "contrastive", lambda: SIAMESE_NET, _sgd(base_lr=0.002),
+        "a siamese pair sharing its InnerProducts by name, trained with ContrastiveLoss (margin 2)",
+        classes={"sim": 2}, ignored=0.0,
+    ),
+    Case(
+        "hinge_logistic", lambda: CLASSIFY_NET, _sgd(base_lr=0.05),
+        "HingeLoss L2 (loss_weight 0.5) and MultinomialLogisticLoss after a Softmax on one score",
+        classes={"label": 4}, ignored=0.0,
+    ),
+    Case(
+        "lstm_rnn", lambda: RECURRENT_NET, _sgd(base_lr=0.1),
+        "LSTM and RNN over 4 steps of 2 streams (cont 0 at each sequence start), an InnerProduct on "
+        "axis 2 and SoftmaxWithLoss on axis 2; the recurrent layers' state carries from one "
+        "iteration into the next where cont is 1, as Caffe's does",
+        classes={"label": 3},
+    ),
+    Case(
+        "embed", lambda: EMBED_NET, _sgd(base_lr=0.5),
+        "Embed (7 x 4) of integer indices, an InnerProduct on axis 2 and SoftmaxWithLoss on axis 2",
+        classes={"index": 7, "label": 3}, ignored=0.0,
+    ),
+    Case(
         "voc-fcn32s", _fcn("voc-fcn32s", "train"), _fcn_solver(1e-6),
         "official voc-fcn32s train net at width 1/64, Input layers, dropout 0, bilinear frozen upscore",
         input_std=50.0, classes={"label": 21}, compress_init=True,
@@ -455,14 +566,19 @@ def _inputs(case: Case, definition: Message, rng: np.random.RandomState) -> dict
     out = {}
     for k in range(ITERS):
         for top, shape in zip(tops, shapes, strict=True):
-            if top.startswith("data"):
+            if top == "cont":  # recurrent continuation: each sequence starts at t = 0 and once more
+                cont = np.ones(shape, np.float32)
+                cont[0] = 0
+                cont[rng.randint(1, shape[0]), rng.randint(0, shape[1])] = 0
+                out[f"iter{k}/{top}"] = cont
+            elif top.startswith("data"):
                 values = rng.normal(0, case.input_std, shape)
                 if case.input_std > 1:  # pixel-like inputs: whole numbers (and a smaller fixture)
                     values = np.round(values)
                 out[f"iter{k}/{top}"] = values.astype(np.float32)
             else:
                 labels = rng.randint(0, case.classes[top], shape).astype(np.float32)
-                labels[rng.uniform(size=shape) < 0.1] = 255
+                labels[rng.uniform(size=shape) < case.ignored] = 255
                 out[f"iter{k}/{top}"] = labels
     return out
 
