@@ -1,0 +1,39 @@
+"""Real nets of public repositories (tests/real_nets.py) run with seeded random weights to what
+real Caffe computed for them (tools/make_real_net_fixtures.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from converters import build_graph
+from tests.real_nets import FIXTURES, SEED, lrcn_steps, lrcn_word_to_preds
+from tests.zoo import draw_weights
+
+
+def _close(got: torch.Tensor, want: np.ndarray, what: str) -> None:
+    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} vs Caffe {want.shape}"
+    scale = max(float(np.abs(want).max()), 1e-6)
+    error = float(np.abs(got.numpy() - want).max())
+    assert error <= 1e-4 * scale, f"{what}: max error {error:g} (scale {scale:g})"
+
+
+def test_lrcn_captioning_net_generates_word_by_word_as_caffe_does() -> None:
+    """LRCN's language model, one word per pass: the LSTMs carry their state between passes (a
+    caption starts where cont is 0), the second one reads the image features as static input."""
+    folder = FIXTURES / "lrcn"
+    info = json.loads((folder / "case.json").read_text())
+    io = np.load(folder / "io.npz")
+    net = lrcn_word_to_preds()
+    steps = lrcn_steps()
+    shapes = {blob: value.shape for blob, value in steps[0].items()}
+    model = build_graph(net, draw_weights(net, shapes, SEED), outputs=info["compared"])
+    for k, inputs in enumerate(steps):
+        for blob, value in inputs.items():
+            assert np.array_equal(value, io[f"step{k}/input:{blob}"]), f"step {k}: input {blob} drifted"
+        with torch.no_grad():
+            got = model(**{blob: torch.from_numpy(value) for blob, value in inputs.items()})
+        for blob in info["compared"]:
+            _close(got[blob], io[f"step{k}/output:{blob}"], f"step {k} {blob}")
