@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from converters import load_caffe
+from converters.errors import NetError
 from tests.conftest import FIXTURES, REPO
 
 CASES = sorted(p.parent.name for p in (FIXTURES / "layers").glob("*/case.json"))
@@ -140,7 +141,7 @@ def test_layer_case_gradients_match_caffes_backward_pass(name: str) -> None:
         total = torch.zeros(())
         for blob in run["outputs"]:
             if blob in weights:
-                total = total + weights[blob] * out[blob]
+                total = total + weights[blob] * out[blob].sum()  # a loss layer's other tops: weight 0
             elif blob not in consumed:  # Caffe overwrites a consumed blob's seeded diff
                 total = total + (out[blob] * torch.from_numpy(npz[f"{prefix}top_diff:{blob}"])).sum()
         total.backward()
@@ -176,3 +177,32 @@ def test_hdf5_output_writes_the_datasets_caffe_writes_once_per_net(
     with pytest.raises(RuntimeError, match="writes one batch per net"):
         net(**inputs)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["output.h5"]
+
+
+def test_infogain_loss_reads_its_matrix_from_source_as_caffe_reads_a_binaryproto(tmp_path: Path) -> None:
+    """H from ``infogain_loss_param.source`` (a binary BlobProto, as Caffe's ReadProtoFromBinaryFile
+    reads it) gives what Caffe gave with the same H as a third bottom; a missing file is one line
+    naming the layer."""
+    from converters import Message, read_prototxt
+    from converters.caffe.binary import encode_message
+    from converters.caffe.formats import array_to_blob
+
+    case, folder = _case("losses_master")
+    npz = np.load(folder / "io.npz")
+    run = case["runs"][0]
+    prefix = run["prefix"]
+    (tmp_path / "H.binaryproto").write_bytes(encode_message(array_to_blob(npz[f"{prefix}input:H"])))
+    definition = read_prototxt(folder / "net.prototxt")
+    info = next(layer for layer in definition.getall("layer") if layer.get("name") == "info")
+    info.set("bottom", ["scaled", "label"])
+    info.set("infogain_loss_param", Message("InfogainLossParameter", source=str(tmp_path / "H.binaryproto")))
+    shapes = {blob: tuple(shape) for blob, shape in run["inputs"].items()}
+    net = load_caffe(definition, folder / "weights.caffemodel", with_loss=True, input_shapes=shapes,
+                     outputs=["info"])  # fmt: skip
+    with torch.no_grad():
+        got = net(**{b: torch.from_numpy(npz[f"{prefix}input:{b}"]) for b in run["inputs"]})
+    want = float(npz[f"{prefix}output:info"])
+    assert abs(float(got["info"]) - want) <= 1e-5 * abs(want)
+    info.set("infogain_loss_param", Message("InfogainLossParameter", source=str(tmp_path / "nope")))
+    with pytest.raises(NetError, match=r"layer 'info' \(InfogainLoss\): cannot read the infogain matrix"):
+        load_caffe(definition, folder / "weights.caffemodel", with_loss=True, input_shapes=shapes)

@@ -260,6 +260,16 @@ def labels_with_ignored(classes: int) -> Callable[[np.random.Generator, Shape], 
     return draw
 
 
+def targets_with(value: float) -> Callable[[np.random.Generator, Shape], np.ndarray]:
+    """Targets uniform in [0, 1], about one in five exactly ``value``."""
+
+    def draw(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+        targets = rng.uniform(0, 1, shape)
+        return np.where(rng.uniform(size=shape) < 0.2, value, targets).astype(np.float32)
+
+    return draw
+
+
 def uniform(low: float, high: float) -> Callable[[np.random.Generator, Shape], np.ndarray]:
     return lambda rng, shape: rng.uniform(low, high, shape).astype(np.float32)
 
@@ -293,6 +303,9 @@ class Case:
     oracle: str = ORACLE
     """Which Caffe made it: :data:`FORK_ORACLE` for BVLC master's types brocolli lacks (run those
     cases with ``PYTHONPATH=/work/oracle/forks/src/python``)."""
+    oracle_types: dict[str, str] = field(default_factory=dict)
+    """Our type -> the oracle's name for the layer computing it (the fork oracle keeps BVLC
+    master's InfogainLoss as ``InfogainLossMaster`` beside Caffe 1.0's)."""
     stateful: bool = False
     """The runs share one net and its state (Caffe's recurrent layers carry theirs from one pass
     to the next): the parity test reuses one converted net for every run (all of one shape)."""
@@ -1327,6 +1340,50 @@ def build_cases() -> list[Case]:
             backward=True,
         ),
         Case(
+            "losses_master",
+            "BVLC master's SigmoidCrossEntropyLoss (default BATCH_SIZE; ignore_label 2 with VALID; "
+            "ignore_label 0, which int(target) matches for every target below 1; FULL; NONE; "
+            "legacy normalize) and InfogainLoss (softmax inside; H as a bottom; VALID with "
+            "ignore_label, FULL, BATCH_SIZE, classes on axis 2, the prob top), after a Scale so that "
+            "Caffe's backward pass reaches the Scale's parameters",
+            [
+                L("scaled", "Scale", ["score"],
+                  scale_param={"bias_term": True, "axis": 1, "num_axes": 1}),
+                L("sce", "SigmoidCrossEntropyLoss", ["scaled", "target"]),
+                L("sce_valid", "SigmoidCrossEntropyLoss", ["scaled", "target"],
+                  loss_param={"ignore_label": 2, "normalization": "VALID"}),
+                L("sce_ignore0", "SigmoidCrossEntropyLoss", ["scaled", "target"],
+                  loss_param={"ignore_label": 0, "normalization": "VALID"}),
+                L("sce_full", "SigmoidCrossEntropyLoss", ["scaled", "target"],
+                  loss_param={"normalization": "FULL"}, loss_weight=[0.5]),
+                L("sce_none", "SigmoidCrossEntropyLoss", ["scaled", "target"],
+                  loss_param={"normalization": "NONE"}),
+                L("sce_normalize", "SigmoidCrossEntropyLoss", ["scaled", "target"],
+                  loss_param={"normalize": True}),
+                L("info", "InfogainLoss", ["scaled", "label", "H"],
+                  loss_param={"ignore_label": IGNORE_LABEL}),
+                L("info_full", "InfogainLoss", ["scaled", "label", "H"],
+                  loss_param={"ignore_label": IGNORE_LABEL, "normalization": "FULL"}),
+                L("info_batch", "InfogainLoss", ["scaled", "label", "H"], ["info_batch", "info_prob"],
+                  loss_param={"ignore_label": IGNORE_LABEL, "normalization": "BATCH_SIZE"},
+                  loss_weight=[1.0, 0.0]),
+                L("info_axis2", "InfogainLoss", ["scaled", "label2", "H2"],
+                  infogain_loss_param={"axis": 2}),
+            ],
+            two_input_runs(("score", "target", "label", "H", "label2", "H2"),
+                           ((2, 4, 3, 5), (2, 4, 3, 5), (2, 1, 3, 5), (1, 1, 4, 4), (2, 4, 1, 5), (3, 3)),
+                           ((1, 4, 3, 2), (1, 4, 3, 2), (1, 1, 3, 2), (1, 1, 4, 4), (1, 4, 1, 2), (3, 3))),
+            make_input=inputs_by_blob(score=uniform(-3, 3), target=targets_with(2.0),
+                                      label=labels_with_ignored(4), H=uniform(0, 1), label2=integers(0, 3),
+                                      H2=uniform(0, 1)),
+            backward=True,
+            input_grads=False,
+            oracle=FORK_ORACLE,
+            oracle_types={"InfogainLoss": "InfogainLossMaster",
+                          "SigmoidCrossEntropyLoss": "SigmoidCrossEntropyLossMaster"},
+            notes=["targets are uniform in [0, 1], about one in five exactly 2 (sce_valid ignores those)"],
+        ),
+        Case(
             "infogain_caffe_1_0",
             "Caffe 1.0's InfogainLoss (the brocolli oracle's: on probabilities, H as a third bottom), "
             "after a Scale and a Softmax so that Caffe's backward pass reaches the Scale's parameters",
@@ -1342,6 +1399,21 @@ def build_cases() -> list[Case]:
             backward=True,
             input_grads=False,
             load_options={"variants": {"InfogainLoss": "caffe-1.0"}},
+        ),
+        Case(
+            "sce_caffe_1_0",
+            "Caffe 1.0's SigmoidCrossEntropyLoss (the brocolli oracle's), which divides by N and reads "
+            "neither loss_param.normalization nor ignore_label",
+            [
+                L("sce_full", "SigmoidCrossEntropyLoss", ["score", "target"],
+                  loss_param={"normalization": "FULL", "ignore_label": 0}),
+                L("sce_none", "SigmoidCrossEntropyLoss", ["score", "target"],
+                  loss_param={"normalization": "NONE"}),
+            ],
+            two_input_runs(("score", "target"), ((2, 3, 4), (2, 3, 4)), ((3, 5), (3, 5))),
+            make_input=inputs_by_blob(score=uniform(-3, 3), target=uniform(0, 1)),
+            backward=True,
+            load_options={"variants": {"SigmoidCrossEntropyLoss": "caffe-1.0"}},
         ),
         Case(
             "recurrent",
@@ -1602,6 +1674,8 @@ def make_case(caffe, case: Case, out_dir: Path) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             text = oracle_text(net)
+            for ours, theirs in case.oracle_types.items():
+                text = text.replace(f'type: "{ours}"', f'type: "{theirs}"')
             if case.backward and case.input_grads:  # inputs' diffs too (Input layers need none otherwise)
                 text = "force_backward: true\n" + text
             proto, model, values = fill_and_save(

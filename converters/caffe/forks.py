@@ -36,6 +36,10 @@ enum ConvolutionParameter.FusionType NONE_FUSION=0 SUM_FUSION=1
 enum Pooling3DParameter.PoolMethod MAX=0 AVE=1
 enum CTCParameter.Decoder best_path=0 best_path_thres=1 prefix_search=2
 enum PriorBoxParameter.CodeType CORNER=1 CENTER_SIZE=2 CORNER_SIZE=3
+enum FlowWarpParameter.FillParameter ZERO=1 NOT_A_NUMBER=2
+enum CorrelationParameter.CorrelationType MULTIPLY=0 SUBTRACT=1
+enum ResampleParameter.ResampleType NEAREST=1 LINEAR=2 CUBIC=3 AREA=4
+enum MeanParameter.MeanOperation ADD=1 SUBTRACT=4
 message InterpParameter
   1 height int32 =0
   2 width int32 =0
@@ -193,6 +197,144 @@ message DetectionOutputParameter
   10 visualize bool =false
   11 visualize_threshold float
   12 save_file string
+message AccumParameter
+  1 top_height uint32 =0
+  2 top_width uint32 =0
+  3 size_divisible_by uint32 =0
+  4 have_reference bool =false
+message FlowWarpParameter
+  1 fill_value FlowWarpParameter.FillParameter =ZERO
+message CorrelationParameter
+  2 pad uint32 =0
+  3 kernel_size uint32
+  4 max_displacement uint32
+  5 stride_1 uint32 =1
+  6 stride_2 uint32 =1
+  7 do_abs bool =false
+  8 single_direction int32 =0
+  15 correlation_type CorrelationParameter.CorrelationType =MULTIPLY
+message ResampleParameter
+  1 width uint32
+  2 height uint32
+  3 type ResampleParameter.ResampleType =LINEAR
+  4 antialias bool =true
+  5 factor float =1
+message DownsampleParameter
+  1 top_height uint32 =0
+  2 top_width uint32 =0
+message MeanParameter
+  1 operation MeanParameter.MeanOperation
+  2 file string
+  3 value float*
+  4 mean_scale float =1
+  5 input_scale float =1
+  6 output_scale float =1
+message CoeffScheduleParameter
+  1 half_life float =1
+  2 initial_coeff float =1
+  3 final_coeff float =1
+message RandomGeneratorParameter
+  1 rand_type string ="uniform"
+  2 exp bool =false
+  4 mean float =0
+  5 spread float =0
+  6 prob float =1
+  7 apply_schedule bool =true
+  8 discretize bool =false
+  9 multiplier float =1
+message BlackAugmentationParameter
+  10 black RandomGeneratorParameter
+  11 border RandomGeneratorParameter
+message AugmentationCoeff
+  1 mirror float =0
+  2 dx float =0
+  3 dy float =0
+  4 angle float =0
+  5 zoom_x float =1
+  6 zoom_y float =1
+  10 pow_nomean0 float =1
+  11 pow_nomean1 float =1
+  12 pow_nomean2 float =1
+  13 add_nomean0 float =0
+  14 add_nomean1 float =0
+  15 add_nomean2 float =0
+  16 mult_nomean0 float =1
+  17 mult_nomean1 float =1
+  18 mult_nomean2 float =1
+  19 pow_withmean0 float =1
+  20 pow_withmean1 float =1
+  21 pow_withmean2 float =1
+  22 add_withmean0 float =0
+  23 add_withmean1 float =0
+  24 add_withmean2 float =0
+  25 mult_withmean0 float =1
+  26 mult_withmean1 float =1
+  27 mult_withmean2 float =1
+  28 lmult_pow float =1
+  29 lmult_add float =0
+  30 lmult_mult float =1
+  31 col_angle float =0
+  38 fog_amount float =0
+  39 fog_size float =0
+  40 motion_blur_angle float =0
+  41 motion_blur_size float =0
+  42 shadow_angle float =0
+  43 shadow_distance float =0
+  44 shadow_strength float =0
+  45 noise float =0
+  100 gamma float =1
+  101 brightness float =0
+  102 contrast float =1
+  103 color1 float =1
+  104 color2 float =1
+  105 color3 float =1
+message AugmentationParameter
+  2 write_augmented string =""
+  3 max_multiplier float =255
+  4 augment_during_test bool =false
+  5 recompute_mean uint32 =0
+  6 write_mean string =""
+  7 mean_per_pixel bool =true
+  8 mode string ="add"
+  10 mirror RandomGeneratorParameter
+  11 translate RandomGeneratorParameter
+  12 rotate RandomGeneratorParameter
+  13 zoom RandomGeneratorParameter
+  14 squeeze RandomGeneratorParameter
+  15 translate_x RandomGeneratorParameter
+  16 translate_y RandomGeneratorParameter
+  18 mean float*
+  20 lmult_pow RandomGeneratorParameter
+  21 lmult_mult RandomGeneratorParameter
+  22 lmult_add RandomGeneratorParameter
+  23 sat_pow RandomGeneratorParameter
+  24 sat_mult RandomGeneratorParameter
+  25 sat_add RandomGeneratorParameter
+  26 col_pow RandomGeneratorParameter
+  27 col_mult RandomGeneratorParameter
+  28 col_add RandomGeneratorParameter
+  29 ladd_pow RandomGeneratorParameter
+  30 ladd_mult RandomGeneratorParameter
+  31 ladd_add RandomGeneratorParameter
+  32 col_rotate RandomGeneratorParameter
+  33 crop_width uint32 =0
+  34 crop_height uint32 =0
+  35 gamma RandomGeneratorParameter
+  36 brightness RandomGeneratorParameter
+  37 contrast RandomGeneratorParameter
+  38 color RandomGeneratorParameter
+  80 bottomwidth uint32 =0
+  81 bottomheight uint32 =0
+  82 num uint32 =0
+  83 chromatic_eigvec float*
+  100 fog_amount RandomGeneratorParameter
+  101 fog_size RandomGeneratorParameter
+  102 motion_blur_angle RandomGeneratorParameter
+  103 motion_blur_size RandomGeneratorParameter
+  104 shadow_angle RandomGeneratorParameter
+  105 shadow_distance RandomGeneratorParameter
+  106 shadow_strength RandomGeneratorParameter
+  107 noise RandomGeneratorParameter
 """
 
 # Field names of a second fork's message of the same name: (message, field) -> (type, default,
@@ -231,6 +373,19 @@ LAYER_FIELDS: dict[str, tuple[str, int, str, tuple[str, ...]]] = {
     "reverse_param": ("ReverseParameter", 143, "CTPN", ("Reverse",)),
     "lstm_param": ("LSTMParameter", 140, "CTPN", ("Lstm",)),
     "ctc_param": ("CTCParameter", 141, "CTPN", ("CtcLoss", "CTCLoss")),
+    # FlowNet 2.0's layers (BVLC's 148 is clip_param; 149 is brocolli's psroi_pooling_param, 159 the
+    # YOLOv2 forks' reorg_param: binary files are read by the layer's type)
+    "coeff_schedule_param": ("CoeffScheduleParameter", 148, "FlowNet 2.0",
+                             ("DataAugmentation", "FlowAugmentation", "GenerateAugmentationParameters")),
+    "augmentation_param": ("AugmentationParameter", 149, "FlowNet 2.0",
+                           ("DataAugmentation", "FlowAugmentation", "GenerateAugmentationParameters")),
+    "correlation_param": ("CorrelationParameter", 150, "FlowNet 2.0", ("Correlation", "Correlation1D")),
+    "mean_param": ("MeanParameter", 154, "FlowNet 2.0", ("Mean",)),
+    "resample_param": ("ResampleParameter", 155, "FlowNet 2.0", ("Resample",)),
+    "downsample_param": ("DownsampleParameter", 156, "FlowNet 2.0", ("Downsample",)),
+    "flow_warp_param": ("FlowWarpParameter", 159, "FlowNet 2.0", ("FlowWarp",)),
+    "accum_param": ("AccumParameter", 160, "FlowNet 2.0", ("Accum",)),
+    "black_augmentation_param": ("BlackAugmentationParameter", 161, "FlowNet 2.0", ("BlackAugmentation",)),
     # C3D v1.1's 3-D layers
     "convolution3d_param": ("Convolution3DParameter", 6661, "C3D v1.1", ("Convolution3D",)),
     "pooling3d_param": ("Pooling3DParameter", 6662, "C3D v1.1", ("Pooling3D",)),
@@ -304,7 +459,7 @@ V1_FORK_TYPES = {
 #: caffe.proto files, read for the names and numbers above).
 SCHEMAS_CONSULTED = (
     "BVLC caffe.proto (master)", "Caffe-SSD", "py-faster-rcnn", "DeepLab v2", "SegNet", "PSPNet",
-    "ENet", "R-FCN", "C3D", "CTPN", "ShuffleNet", "YOLOv2 ports", "brocolli-caffe",
+    "ENet", "R-FCN", "C3D", "CTPN", "FlowNet 2.0", "ShuffleNet", "YOLOv2 ports", "brocolli-caffe",
     "OpenCV's opencv-caffe.proto",
 )
 

@@ -159,7 +159,9 @@ def sigmoid_cross_entropy_loss(
     target = target.reshape(score.shape).detach()  # Caffe never backpropagates to the targets
     positive = (score >= 0).to(score.dtype)
     terms = score * (target - positive) - torch.log1p(torch.exp(score - 2 * score * positive))
-    valid = torch.ones_like(score, dtype=torch.bool) if ignore_label is None else target != ignore_label
+    # Caffe compares int(target), truncated, with the ignore label
+    ignore = target.to(torch.int64) == ignore_label if ignore_label is not None else None
+    valid = torch.ones_like(score, dtype=torch.bool) if ignore is None else ~ignore
     total = -(terms * valid.to(score.dtype)).sum()
     count = {"FULL": score.numel(), "BATCH_SIZE": score.shape[0], "NONE": 1}
     if normalization == "VALID":
@@ -359,8 +361,9 @@ class _InfogainWithMatrix(nn.Module):
 
     def __init__(self, infogain: Tensor, function: object) -> None:
         super().__init__()
-        self.register_buffer("infogain", infogain, persistent=False)  # the file, not a Caffe blob
+        # the file's values: not a Caffe blob, and not a buffer (the builder empties those)
+        self.infogain = infogain
         self.function = function
 
     def forward(self, score: Tensor, label: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-        return self.function(score, label, self.infogain)  # type: ignore[operator]
+        return self.function(score, label, self.infogain.to(score.device))  # type: ignore[operator]

@@ -1,4 +1,4 @@
-"""Layers of Caffe forks (DeepLab, SegNet, SSD, ShuffleNet, ...), each with its fork's semantics.
-Importing this package registers them; each fork family is one module here."""
+"""Layers of Caffe forks (DeepLab, SegNet, SSD, ShuffleNet, FlowNet 2.0, CTPN, ...), each with its
+fork's semantics. Importing this package registers them; each fork family is one module here."""
 
-from . import deeplab, mobile, rcnn, segnet, ssd, yolo  # noqa: F401  (imported to register their converters)
+from . import ctpn, deeplab, flownet, mobile, rcnn, segnet, ssd, yolo  # noqa: F401  (imported to register their converters)
