@@ -76,3 +76,80 @@ def lrcn_steps(streams: int = LRCN_STREAMS, steps: int = 3, seed: int = SEED) ->
             }
         )
     return out
+
+
+#: C3D's Sports-1M feature extractor, facebook/C3D ``C3D-v1.0/examples/c3d_feature_extraction/
+#: prototxt/c3d_sport1m_feature_extractor_frm.prototxt`` (Tran et al., ICCV 2015): eight 3x3x3
+#: convolutions in five groups, 3-D max pooling, three InnerProducts to 487 classes, on 16 frames of
+#: 112 x 112 (the model people download, ``conv3d_deepnetA_sport1m_iter_1900000``).
+C3D_INPUT = (1, 3, 16, 112, 112)
+C3D_GROUPS = ((64,), (128,), (256, 256), (512, 512), (512, 512))
+C3D_FC = (("fc6-1", 4096), ("fc7-1", 4096), ("fc8-1", 487))
+
+
+def c3d_sport1m(oracle: bool = False) -> str:
+    """The net as C3D v1.0 writes it (V1 ``layers``, ``CONVOLUTION3D``/``POOLING3D`` with C3D's fields
+    in ``convolution_param`` / ``pooling_param``, a ``VIDEO_DATA`` source); with ``oracle``, as the
+    fork oracle reads it (V2 layers, an Input, its ``C3D*`` types and ``c3d_*_param`` messages)."""
+    lines = ['name: "DeepConv3DNet_Sport1M_Val"']
+    if oracle:
+        dims = " ".join(f"dim: {d}" for d in C3D_INPUT)
+        lines.append(
+            f'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ {dims} }} }} }}'
+        )
+    else:
+        lines.append(
+            'layers { name: "data" type: VIDEO_DATA top: "data" top: "label" image_data_param { '
+            'source: "prototxt/input_list_frm.txt" use_image: true batch_size: 50 crop_size: 112 '
+            "mirror: false show_data: 0 new_height: 128 new_width: 171 new_length: 16 shuffle: false } }"
+        )
+
+    def layer(name: str, v1: str, v2: str, bottom: str, top: str, body: str = "") -> None:
+        if oracle:
+            lines.append(f'layer {{ name: "{name}" type: "{v2}" bottom: "{bottom}" top: "{top}" {body} }}')
+        else:
+            lines.append(f'layers {{ name: "{name}" type: {v1} bottom: "{bottom}" top: "{top}" {body} }}')
+
+    conv_param = "c3d_convolution3d_param" if oracle else "convolution_param"
+    pool_param = "c3d_pooling3d_param" if oracle else "pooling_param"
+    bottom = "data"
+    for group, widths in enumerate(C3D_GROUPS, start=1):
+        for index, width in enumerate(widths):
+            name = f"conv{group}{'ab'[index]}"
+            fields = f"num_output: {width} kernel_size: 3 kernel_depth: 3 pad: 1 temporal_pad: 1"
+            layer(name, "CONVOLUTION3D", "C3DConvolution3D", bottom, name, f"{conv_param} {{ {fields} }}")
+            layer(f"relu{group}{'ab'[index]}", "RELU", "ReLU", name, name)
+            bottom = name
+        depth = 1 if group == 1 else 2
+        fields = f"pool: MAX kernel_size: 2 kernel_depth: {depth} stride: 2 temporal_stride: {depth}"
+        layer(
+            f"pool{group}",
+            "POOLING3D",
+            "C3DPooling3D",
+            bottom,
+            f"pool{group}",
+            f"{pool_param} {{ {fields} }}",
+        )
+        bottom = f"pool{group}"
+    for index, (name, width) in enumerate(C3D_FC):
+        layer(
+            name,
+            "INNER_PRODUCT",
+            "InnerProduct",
+            bottom,
+            name,
+            f"inner_product_param {{ num_output: {width} }}",
+        )
+        if index < 2:
+            layer(f"relu{6 + index}", "RELU", "ReLU", name, name)
+            layer(
+                f"drop{6 + index}", "DROPOUT", "Dropout", name, name, "dropout_param { dropout_ratio: 0.5 }"
+            )
+        bottom = name
+    layer("prob", "SOFTMAX", "Softmax", bottom, "prob")
+    return "\n".join(lines) + "\n"
+
+
+def c3d_input(seed: int = SEED) -> np.ndarray:
+    """A seeded clip: 16 frames of 112 x 112, values in [-1, 1]."""
+    return np.random.default_rng(seed + 2).uniform(-1, 1, C3D_INPUT).astype(np.float32)

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import torch
 
-from converters import build_graph
-from tests.real_nets import FIXTURES, SEED, lrcn_steps, lrcn_word_to_preds
+from converters import build_graph, parse_text
+from tests.real_nets import C3D_INPUT, FIXTURES, SEED, c3d_input, c3d_sport1m, lrcn_steps, lrcn_word_to_preds
 from tests.zoo import draw_weights
 
 
@@ -37,3 +37,20 @@ def test_lrcn_captioning_net_generates_word_by_word_as_caffe_does() -> None:
             got = model(**{blob: torch.from_numpy(value) for blob, value in inputs.items()})
         for blob in info["compared"]:
             _close(got[blob], io[f"step{k}/output:{blob}"], f"step {k} {blob}")
+
+
+def test_c3d_sport1m_net_as_c3d_writes_it_gives_the_forks_outputs() -> None:
+    """C3D v1.0's own form (V1 layers, CONVOLUTION3D / POOLING3D with kernel_depth, temporal_stride
+    and temporal_pad, a VIDEO_DATA source) converts and gives what C3D's own layers computed."""
+    folder = FIXTURES / "c3d"
+    info = json.loads((folder / "case.json").read_text())
+    io = np.load(folder / "io.npz")
+    net = parse_text(c3d_sport1m())
+    clip = c3d_input()
+    assert np.array_equal(clip, io["step0/input:data"])
+    model = build_graph(net, draw_weights(net, {"data": C3D_INPUT}, SEED), input_shapes={"data": C3D_INPUT},
+                        outputs=info["compared"])  # fmt: skip
+    with torch.no_grad():
+        got = model(data=torch.from_numpy(clip))
+    for blob in info["compared"]:
+        _close(got[blob], io[f"step0/output:{blob}"], blob)

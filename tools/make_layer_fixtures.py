@@ -180,6 +180,13 @@ def default_params(rng: np.random.Generator, layer: dict, shapes: list[Shape]) -
     raise ValueError(f"layer {layer['name']!r} ({kind}) needs explicit parameter values")
 
 
+def c3d_params(rng: np.random.Generator, layer: dict, shapes: list[Shape]) -> Arrays:
+    """C3D's blobs: weights fan-in scaled, the 5-D bias small."""
+    w = shapes[0]
+    fan_in = math.prod(w[1:]) if layer["type"] == "Convolution3D" else w[0] * math.prod(w[2:]) / 8
+    return [normal(rng, math.sqrt(2.0 / fan_in), w)] + [normal(rng, 0.2, s) for s in shapes[1:]]
+
+
 def batchnorm_blobs(factor: float) -> Callable[[np.random.Generator, dict, list[Shape]], Arrays]:
     """BatchNorm blobs as Caffe stores them: mean * factor, variance * factor, [factor]."""
 
@@ -306,6 +313,8 @@ class Case:
     oracle_types: dict[str, str] = field(default_factory=dict)
     """Our type -> the oracle's name for the layer computing it (the fork oracle keeps BVLC
     master's InfogainLoss as ``InfogainLossMaster`` beside Caffe 1.0's)."""
+    oracle_edits: tuple[tuple[str, str], ...] = ()
+    """Further text edits for the oracle's net (its names for a fork's parameter messages)."""
     stateful: bool = False
     """The runs share one net and its state (Caffe's recurrent layers carry theirs from one pass
     to the next): the parity test reuses one converted net for every run (all of one shape)."""
@@ -1383,6 +1392,46 @@ def build_cases() -> list[Case]:
                           "SigmoidCrossEntropyLoss": "SigmoidCrossEntropyLossMaster"},
             notes=["targets are uniform in [0, 1], about one in five exactly 2 (sce_valid ignores those)"],
         ),
+        # ---- C3D v1.0's 3-D layers, compiled into the fork oracle (tools/build_fork_oracle.sh)
+        Case(
+            "c3d_layers",
+            "C3D's Convolution3D (kernel_depth 3, temporal_pad 1, pad 1; temporal_stride 2, stride 2, "
+            "no bias), Pooling3D (MAX 2x2x2 stride 2 on odd sizes: C3D's ceil rounding keeps a last "
+            "window past the input; AVE kernel_depth 3 with spatial pad 1) and Deconvolution3D, with "
+            "C3D's backward pass (MAX: every tied maximum gets the gradient)",
+            [
+                L("conv3d", "Convolution3D", "video",
+                  convolution3d_param={"num_output": 4, "kernel_size": 3, "kernel_depth": 3, "pad": 1,
+                                       "temporal_pad": 1}),
+                L("conv3d_s2", "Convolution3D", "video",
+                  convolution3d_param={"num_output": 3, "kernel_size": 2, "kernel_depth": 2, "stride": 2,
+                                       "temporal_stride": 2, "bias_term": False}),
+                L("pool_max", "Pooling3D", "conv3d",
+                  pooling3d_param={"pool": "MAX", "kernel_size": 2, "kernel_depth": 2, "stride": 2,
+                                   "temporal_stride": 2}),
+                L("pool_ave", "Pooling3D", "conv3d",
+                  pooling3d_param={"pool": "AVE", "kernel_size": 3, "kernel_depth": 3, "stride": 2,
+                                   "temporal_stride": 1, "pad": 1}),
+                L("pool_ties", "Pooling3D", "video",
+                  pooling3d_param={"pool": "MAX", "kernel_size": 3, "kernel_depth": 2, "stride": 2,
+                                   "temporal_stride": 1}),
+                L("deconv3d", "Deconvolution3D", "conv3d_s2",
+                  convolution3d_param={"num_output": 2, "kernel_size": 3, "kernel_depth": 2, "stride": 2,
+                                       "temporal_stride": 2, "pad": 1}),
+            ],
+            runs((2, 2, 5, 7, 7), (2, 2, 5, 7, 7), blob="video"),
+            make_input=argmax_input,
+            params={"conv3d": c3d_params, "conv3d_s2": c3d_params, "deconv3d": c3d_params},
+            backward=True,
+            oracle=FORK_ORACLE + "; C3D v1.0's layers ported to its Blob API (tools/build_fork_oracle.sh)",
+            oracle_types={"Convolution3D": "C3DConvolution3D", "Pooling3D": "C3DPooling3D",
+                          "Deconvolution3D": "C3DDeconvolution3D"},
+            oracle_edits=(("convolution3d_param {", "c3d_convolution3d_param {"),
+                          ("pooling3d_param {", "c3d_pooling3d_param {")),
+            notes=["C3D's layers keep the shapes of their setup: both runs are 2 x 2 x 5 x 7 x 7",
+                   "the input is multiples of 0.5 (pool_ties reads it directly: its windows tie often)",
+                   "C3D's bias blob is 5-D: (1, 1, 1, 1, num_output)"],
+        ),
         Case(
             "infogain_caffe_1_0",
             "Caffe 1.0's InfogainLoss (the brocolli oracle's: on probabilities, H as a third bottom), "
@@ -1676,6 +1725,8 @@ def make_case(caffe, case: Case, out_dir: Path) -> dict:
             text = oracle_text(net)
             for ours, theirs in case.oracle_types.items():
                 text = text.replace(f'type: "{ours}"', f'type: "{theirs}"')
+            for old, new in case.oracle_edits:
+                text = text.replace(old, new)
             if case.backward and case.input_grads:  # inputs' diffs too (Input layers need none otherwise)
                 text = "force_backward: true\n" + text
             proto, model, values = fill_and_save(

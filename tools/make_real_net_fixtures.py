@@ -7,6 +7,9 @@ Python (tools/README.md)::
 
     GLOG_minloglevel=2 PYTHONPATH=/work/oracle/brocolli-caffe-9.0.2/python:. \\
         /work/oracle/venv/bin/python tools/make_real_net_fixtures.py [NET ...]
+
+``c3d`` needs the fork oracle (``PYTHONPATH=/work/oracle/forks/src/python:.``), which is also a
+BVLC Caffe: it makes every net's fixtures.
 """
 
 from __future__ import annotations
@@ -27,12 +30,24 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from converters import format_message  # noqa: E402
+from converters import format_message, parse_text  # noqa: E402
 from converters.atomic import atomic_write  # noqa: E402
-from tests.real_nets import FIXTURES, SEED, lrcn_steps, lrcn_word_to_preds  # noqa: E402
+from tests.real_nets import (  # noqa: E402
+    C3D_INPUT,
+    FIXTURES,
+    SEED,
+    c3d_input,
+    c3d_sport1m,
+    lrcn_steps,
+    lrcn_word_to_preds,
+)
 from tests.zoo import draw_weights  # noqa: E402
 
 ORACLE = "BVLC Caffe 1.0 as packaged in the brocolli-caffe 9.0.2 sdist, CPU build, OpenBLAS 1 thread"
+FORK_ORACLE = (
+    "the fork oracle (tools/build_fork_oracle.sh): brocolli-caffe 9.0.2 plus C3D v1.0's Convolution3D and "
+    "Pooling3D compiled from C3D's sources, CPU build, OpenBLAS 1 thread"
+)
 
 
 def run_steps(caffe, net_text: str, weights: dict, steps: list[dict], blobs: list[str]) -> dict:
@@ -84,7 +99,37 @@ def make_lrcn(caffe) -> None:
     print("lrcn:", {k: v.shape for k, v in arrays.items() if k.startswith("step0/output")})
 
 
-NETS = {"lrcn": make_lrcn}
+def make_c3d(caffe) -> None:
+    if "C3DConvolution3D" not in caffe.layer_type_list():
+        raise SystemExit(
+            "c3d: run with the fork oracle's pycaffe (PYTHONPATH=/work/oracle/forks/src/python:.)"
+        )
+    ours = parse_text(c3d_sport1m())
+    weights = draw_weights(ours, {"data": C3D_INPUT}, SEED)
+    blobs = ["pool5", "fc6-1", "fc8-1", "prob"]
+    arrays = run_steps(caffe, c3d_sport1m(oracle=True), weights, [{"data": c3d_input()}], blobs)
+    folder = FIXTURES / "c3d"
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_write(folder / "io.npz") as handle:
+        np.savez_compressed(handle, **arrays)
+    info = {
+        "net": "C3D's Sports-1M feature extractor (facebook/C3D C3D-v1.0/examples/c3d_feature_extraction/"
+        "prototxt/c3d_sport1m_feature_extractor_frm.prototxt), written by tests/real_nets.py in C3D "
+        "v1.0's V1 form",
+        "oracle": FORK_ORACLE,
+        "seed": SEED,
+        "steps": 1,
+        "compared": blobs,
+        "notes": [
+            "Caffe ran the same net as V2 layers with the oracle's C3D type names (c3d_sport1m(oracle=True))"
+        ],
+    }
+    with atomic_write(folder / "case.json") as handle:
+        handle.write((json.dumps(info, indent=1) + "\n").encode())
+    print("c3d:", {k: v.shape for k, v in arrays.items() if "output" in k})
+
+
+NETS = {"lrcn": make_lrcn, "c3d": make_c3d}
 
 
 def main() -> int:

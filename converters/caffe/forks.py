@@ -532,6 +532,14 @@ def fork_fields(layer: Message) -> Message:
     return out
 
 
+#: Forks whose added fields their own layer types apply (C3D v1.0's 3-D layers read
+#: ``kernel_depth``, ``temporal_stride`` and ``temporal_pad`` from ``convolution_param`` /
+#: ``pooling_param``: converters/layers/forks/c3d.py); on any other type they stay unimplemented.
+APPLIED_BY_FORK_TYPES: dict[str, frozenset[str]] = {
+    "C3D v1.0": frozenset({"Convolution3D", "Deconvolution3D", "Pooling3D"}),
+}
+
+
 def refuse_unimplemented_fields(layers: list[Message]) -> None:
     """Raise :class:`NetError` naming the layer, the field and its fork for the first field of
     :data:`ADDED_FIELDS` marked ``unimplemented`` that a layer sets to other than its default: it
@@ -551,6 +559,8 @@ def refuse_unimplemented_fields(layers: list[Message]) -> None:
                     if known is None:
                         continue
                     default, fork = known
+                    if str(layer.get("type")) in APPLIED_BY_FORK_TYPES.get(fork, ()):
+                        continue
                     given = values[0] if isinstance(values, list) and len(values) == 1 else values
                     if default is not None and given == default:
                         continue
