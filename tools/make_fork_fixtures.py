@@ -50,8 +50,9 @@ REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "tests" / "fixtures" / "forks"
 ORACLES = {
     "caffe": "brocolli-caffe 9.0.2 (BVLC Caffe 1.0 + Caffe-SSD layers), CPU, OpenBLAS 1 thread",
-    "forks": "brocolli-caffe 9.0.2 + PSPNet's Interp and BN + SegNet's BN, compiled from the forks' "
-    "sources (tools/build_fork_oracle.sh), CPU, OpenBLAS 1 thread",
+    "forks": "brocolli-caffe 9.0.2 + PSPNet's Interp and BN + SegNet's BN (+ FlowNet 2.0's Accum, "
+    "ChannelNorm, FlowWarp and CTPN's Transpose, Reverse, Lstm), compiled from the forks' sources "
+    "(tools/build_fork_oracle.sh), CPU, OpenBLAS 1 thread",
     "opencv": "OpenCV dnn readNetFromCaffe (opencv-python-headless 4.x)",
 }
 
@@ -76,6 +77,26 @@ class Case:
     """Oracle layer type -> the fork's type, for the weights file (``forks`` cases)."""
     load_options: dict[str, Any] = field(default_factory=dict)
     """Options the test passes to ``load_caffe`` (a fork's ``variants``)."""
+    backward: bool = False
+    """Also run the oracle's backward pass (``force_backward``), as tools/make_layer_fixtures.py
+    does: every output gets a seeded diff (``top_diff:<blob>``); the inputs' diffs (``grad:<blob>``)
+    and the parameters' (``param_grad:<layer>/<j>``, in the fork's blob order) are recorded. Every
+    diff is zeroed first, as in a fresh net: FlowWarp writes no flow diff where it fills, Accum none
+    for its reference bottom, CTPN's Lstm none for its continuation (Caffe would leave old values)."""
+    stateful: bool = False
+    """The runs share one net and its state (CTPN's Lstm with a continuation bottom starts from the
+    previous pass's final state): the test reuses one converted net for every run."""
+    differs: dict[str, str] = field(default_factory=dict)
+    """``opencv`` cases: output blob -> why OpenCV's value is not the fork's. Kept as
+    ``run<i>/opencv:<blob>``, not as an output: tests/test_forks_layers.py holds these to the
+    fork's kernels and shows OpenCV's value differs."""
+    blob_orders: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Oracle layer type -> the fork's blob order as indices of the oracle's blobs (BVLC's LSTM
+    holds ``W_x, b, W_h``, CTPN's Lstm ``W_x, W_h, b``)."""
+    weights: Callable[[np.random.Generator], dict[str, tuple[str, list[np.ndarray]]]] | None = None
+    """The weights (layer -> type and blobs) to write where no Caffe here can build the layer
+    (the GPU-only FlowNet types in ``opencv`` cases)."""
+    notes: list[str] = field(default_factory=list)
 
 
 def input_layer(blobs: dict[str, Shape]) -> str:
@@ -138,6 +159,53 @@ def proposal_inputs(rng: np.random.Generator, blob: str, shape: Shape) -> np.nda
     if blob == "deltas":
         return rng.normal(0, 0.3, shape)
     return np.tile(np.array([90.0, 120.0, 1.0])[: shape[1]], (shape[0], 1))  # im_info: h, w, scale
+
+
+def flow_inputs(rng: np.random.Generator, blob: str, shape: Shape) -> np.ndarray:
+    """Images N(0, 1); flows N(0, 2.5) (some pixels warp from outside the image) with a few set on
+    the edges: x + fx = W - 0.5 (right neighbour clamped), = W (outside), y + fy = 0 and = H - 1."""
+    if blob != "flow":
+        return rng.normal(0, 1, shape)
+    flow = rng.normal(0, 2.5, shape)
+    n, _, h, w = shape
+    flow[:, 0, 0, 0] = w - 0.5
+    flow[:, 0, 1, 0] = w
+    flow[:, 1, min(2, h - 1), 1] = -min(2, h - 1)
+    flow[:, 1, 0, 2] = h - 1
+    return flow
+
+
+def norm_inputs(rng: np.random.Generator, blob: str, shape: Shape) -> np.ndarray:
+    """N(0, 1) with every channel 0 at some positions (norm 0: the fork's gradient there is 0)."""
+    x = rng.normal(0, 1, shape)
+    x[..., ::3, ::2] = 0
+    return x
+
+
+def continuation_inputs() -> Callable[[np.random.Generator, str, Shape], np.ndarray]:
+    """x N(0, 1); CTPN's Lstm continuation, run by run: a sequence cut at step 2, then one carrying
+    the first run's final state (1 at step 0) and cut at step 1."""
+    conts = iter([[1.0, 1.0, 0.0, 1.0, 1.0], [1.0, 0.0, 1.0, 1.0, 1.0]])
+
+    def make(rng: np.random.Generator, blob: str, shape: Shape) -> np.ndarray:
+        return np.reshape(next(conts), shape) if blob == "cont" else rng.normal(0, 1, shape)
+
+    return make
+
+
+def augmentation_weights(rng: np.random.Generator) -> dict[str, tuple[str, list[np.ndarray]]]:
+    """DataAugmentation's blobs (iteration count, per-pixel mean, per-channel mean): a count of 0
+    (the first pass recomputes the means, as OpenCV always does) and a trained net's 5000."""
+
+    def blobs(count: float, mean_shape: Shape) -> list[np.ndarray]:
+        return [np.full((1, 1, 1, 1), count), rng.uniform(0, 1, mean_shape), rng.uniform(-0.5, 0.5, (1, 3, 1, 1))]
+
+    return {
+        "aug": ("DataAugmentation", blobs(0, (1, 3, 5, 7))),
+        "aug_pixel": ("DataAugmentation", blobs(0, (1, 3, 5, 7))),
+        "aug_trained": ("DataAugmentation", blobs(5000, (1, 3, 5, 7))),
+        "aug_crop": ("DataAugmentation", blobs(5000, (1, 3, 6, 6))),
+    }
 
 
 def build_cases() -> list[Case]:
@@ -432,6 +500,99 @@ def build_cases() -> list[Case]:
         "YOLOv2's Reorg run by a Caffe port's own source (gklz1982/caffe-yolov2): stride 2 and 3, "
         "forward and reverse. One run: the layer sizes itself once",
     ))
+    # ---------------- FlowNet 2.0 and CTPN run by the fork oracle (their own CPU code)
+    accum_inputs = {"a": (2, 2, 5, 7), "b": (2, 3, 8, 4), "ref": (2, 1, 9, 11)}
+    accum = (
+        'layer { name: "accum" type: "Accum" bottom: "a" bottom: "b" top: "accum" }\n'
+        'layer { name: "accum_size" type: "Accum" bottom: "a" bottom: "b" top: "accum_size" accum_param { top_height: 10 top_width: 12 } }\n'
+        'layer { name: "accum_small" type: "Accum" bottom: "a" bottom: "b" top: "accum_small" accum_param { top_height: 12 top_width: 6 } }\n'
+        'layer { name: "accum_div" type: "Accum" bottom: "a" bottom: "b" top: "accum_div" accum_param { size_divisible_by: 3 } }\n'
+        'layer { name: "accum_ref" type: "Accum" bottom: "a" bottom: "b" bottom: "ref" top: "accum_ref" accum_param { have_reference: true } }\n'
+        'layer { name: "accum_one" type: "Accum" bottom: "a" top: "accum_one" accum_param { top_height: 6 top_width: 9 } }\n'
+    )
+    cases.append(Case(
+        "flownet_accum", "forks", input_layer(accum_inputs) + accum,
+        [accum_inputs, {"a": (1, 1, 6, 3), "b": (1, 2, 4, 5), "ref": (1, 1, 7, 6)}],
+        "FlowNet 2.0's Accum run by its own CPU code, with its backward pass: the largest bottom size, "
+        "top_height/top_width larger on both sides (used) or on one (ignored), size_divisible_by 3 "
+        "(rounded up), have_reference (the last bottom's size, not concatenated), one bottom; "
+        "align-corners bilinear resizing, channels concatenated",
+        backward=True,
+    ))
+    warp_inputs = {"image": (2, 3, 6, 7), "flow": (2, 2, 6, 7)}
+    cases.append(Case(
+        "flownet_flow_warp", "forks",
+        input_layer(warp_inputs)
+        + 'layer { name: "warp" type: "FlowWarp" bottom: "image" bottom: "flow" top: "warp" }\n'
+        + 'layer { name: "warp_nan" type: "FlowWarp" bottom: "image" bottom: "flow" top: "warp_nan" flow_warp_param { fill_value: NOT_A_NUMBER } }\n',
+        [warp_inputs, {"image": (1, 2, 5, 4), "flow": (1, 2, 5, 4)}],
+        "FlowNet 2.0's FlowWarp run by its own CPU code, with its backward pass: fill ZERO and "
+        "NOT_A_NUMBER, flows that leave the image and land on its edges",
+        inputs=flow_inputs, backward=True,
+        notes=["the fork's backward writes no flow diff where it fills (old values stay in Caffe); "
+               "the generator zeroes every diff before each backward pass, so 0 is recorded there, "
+               "the derivative of the constant fill"],
+    ))
+    cases.append(Case(
+        "flownet_channel_norm", "forks",
+        input_layer({"data": (2, 3, 4, 5)}) + 'layer { name: "norm" type: "ChannelNorm" bottom: "data" top: "norm" }\n',
+        [{"data": (2, 3, 4, 5)}, {"data": (1, 1, 3, 2)}],
+        "FlowNet 2.0's ChannelNorm run by its own CPU code, with its backward pass g x / (norm + 1e-9) "
+        "(0 where every channel is 0)",
+        inputs=norm_inputs, backward=True,
+    ))
+    shuffle = {"data": (2, 3, 4, 5), "seq": (4, 2, 3)}
+    cases.append(Case(
+        "ctpn_transpose_reverse", "forks",
+        input_layer(shuffle)
+        + 'layer { name: "t_ctpn" type: "Transpose" bottom: "data" top: "t_ctpn" transpose_param { dim: 3 dim: 2 dim: 0 dim: 1 } }\n'
+        + 'layer { name: "t_swap" type: "Transpose" bottom: "seq" top: "t_swap" transpose_param { dim: 1 dim: 0 dim: 2 } }\n'
+        + 'layer { name: "r_seq" type: "Reverse" bottom: "seq" top: "r_seq" reverse_param { axis: 0 } }\n'
+        + 'layer { name: "r_h" type: "Reverse" bottom: "data" top: "r_h" reverse_param { axis: 2 } }\n'
+        + 'layer { name: "r_default" type: "Reverse" bottom: "data" top: "r_default" }\n',
+        [shuffle, {"data": (1, 2, 3, 1), "seq": (5, 1, 2)}],
+        "CTPN's Transpose (its deploy net's 3 2 0 1, a 3-axis swap) and Reverse (axis 0 as CTPN "
+        "uses it, axis 2, the default), run by CTPN's own code with the backward pass",
+        backward=True,
+    ))
+    lstm = (
+        'layer { name: "lstm" type: "Lstm" bottom: "x" top: "lstm" lstm_param { num_output: 3 } }\n'
+        'layer { name: "lstm_clipped" type: "Lstm" bottom: "x" top: "lstm_clipped" lstm_param { num_output: 4 clipping_threshold: 0.05 } }\n'
+        'layer { name: "lstm_cont" type: "Lstm" bottom: "x" bottom: "cont" top: "lstm_cont" lstm_param { num_output: 3 } }\n'
+    )
+    lstm_inputs = {"x": (5, 1, 2, 3), "cont": (5, 1)}
+    cases.append(Case(
+        "ctpn_lstm", "forks", input_layer(lstm_inputs) + lstm, [lstm_inputs, lstm_inputs],
+        "CTPN's own Lstm run by its CPU code with the backward pass, batch 1: no continuation (cont "
+        "t > 0 from zeros), clipping_threshold 0.05 (gradients clipped), a continuation cut mid-"
+        "sequence whose second run starts from the first run's final state",
+        inputs=continuation_inputs(), backward=True, stateful=True,
+        notes=[
+            "batch 1 only: with N > 1 CTPN's Forward_cpu adds sample 0's W_h h(t-1) to every "
+            "sample's gates (caffe_add of h_to_gate, not h_to_gate_t; its .cu is right); fcn-port "
+            "follows the .cu, held to BVLC's LSTM in ctpn_lstm_batch",
+            "CTPN's W_h gradient takes every step's h(t-1) whatever cont is (also its .cu)",
+        ],
+    ))
+    batch_oracle = (
+        input_layer({"x": (4, 3, 5)})
+        + 'layer { name: "cont" type: "DummyData" top: "cont0" top: "cont1" dummy_data_param { '
+        "shape { dim: 1 dim: 3 } shape { dim: 3 dim: 3 } "
+        'data_filler { type: "constant" value: 0 } data_filler { type: "constant" value: 1 } } }\n'
+        + 'layer { name: "cont_all" type: "Concat" bottom: "cont0" bottom: "cont1" top: "cont" concat_param { axis: 0 } }\n'
+        + 'layer { name: "lstm" type: "LSTM" bottom: "x" bottom: "cont" top: "lstm" recurrent_param { num_output: 4 } }\n'
+    )
+    cases.append(Case(
+        "ctpn_lstm_batch", "forks",
+        input_layer({"x": (4, 3, 5)}) + 'layer { name: "lstm" type: "Lstm" bottom: "x" top: "lstm" lstm_param { num_output: 4 } }\n',
+        [{"x": (4, 3, 5)}],
+        "CTPN's Lstm on a batch of 3 (as CTPN's deploy net runs it: N = the feature map's rows), as "
+        "its .cu computes it: the oracle is BVLC's LSTM with cont 0 at step 0 and 1 after (the same "
+        "gates, order and cell), its blobs W_x, b, W_h stored in CTPN's order W_x, W_h, b",
+        oracle_net=batch_oracle, types={"LSTM": "Lstm"}, blob_orders={"LSTM": (0, 2, 1)}, backward=True,
+        notes=["CTPN's own Forward_cpu is wrong for N > 1 (sample 0's recurrent term for every "
+               "sample), so it is not this case's oracle"],
+    ))
     # ---------------- OpenCV dnn
     cases.append(Case(
         "interp", "opencv",
@@ -497,6 +658,90 @@ def build_cases() -> list[Case]:
         + 'layer { name: "dw" type: "Convolution" bottom: "data" top: "dw" '
         "convolution_param { num_output: 4 group: 4 kernel_size: 3 pad: 1 } }\n",
     ))
+    # ---------------- FlowNet 2.0's layers read by OpenCV dnn (Correlation, Resample and
+    # DataAugmentation have only CUDA code in the fork); `differs`: where OpenCV is not the fork
+    corr_inputs = {"a": (2, 3, 7, 9), "b": (2, 3, 7, 9)}
+    cases.append(Case(
+        "flownet_correlation", "opencv",
+        input_layer(corr_inputs)
+        + 'layer { name: "corr" type: "Correlation" bottom: "a" bottom: "b" top: "corr" correlation_param { pad: 4 kernel_size: 1 max_displacement: 4 stride_1: 1 stride_2: 2 } }\n'
+        + 'layer { name: "corr_k3" type: "Correlation" bottom: "a" bottom: "b" top: "corr_k3" correlation_param { kernel_size: 3 max_displacement: 1 } }\n'
+        + 'layer { name: "corr_s2" type: "Correlation" bottom: "a" bottom: "b" top: "corr_s2" correlation_param { pad: 2 kernel_size: 3 max_displacement: 2 stride_1: 2 stride_2: 1 } }\n'
+        + 'layer { name: "corr_abs" type: "Correlation" bottom: "a" bottom: "b" top: "corr_abs" correlation_param { pad: 1 kernel_size: 1 max_displacement: 1 do_abs: true } }\n'
+        + 'layer { name: "corr_sub" type: "Correlation" bottom: "a" bottom: "b" top: "corr_sub" correlation_param { pad: 1 kernel_size: 3 max_displacement: 2 stride_2: 2 correlation_type: SUBTRACT } }\n',
+        [corr_inputs, {"a": (1, 5, 10, 6), "b": (1, 5, 10, 6)}],
+        "FlowNet 2.0's Correlation (MULTIPLY): FlowNetC's pad 4 / kernel 1 / stride_2 2 form, a 3x3 "
+        "kernel without padding, stride_1 2 with padding, do_abs (read, unused by the fork's kernels)",
+        differs={"corr_sub": "OpenCV computes MULTIPLY whatever correlation_type says; the fork's "
+                 "CorrelateDataSubtract kernel averages |a - b|"},
+    ))
+    resample_inputs = {"data": (1, 2, 4, 5), "ref": (1, 1, 8, 10)}
+    cases.append(Case(
+        "flownet_resample", "opencv",
+        input_layer(resample_inputs)
+        + 'layer { name: "up_nearest" type: "Resample" bottom: "data" top: "up_nearest" resample_param { width: 15 height: 8 type: NEAREST } }\n'
+        + 'layer { name: "up_ref" type: "Resample" bottom: "data" bottom: "ref" top: "up_ref" resample_param { type: NEAREST } }\n'
+        + 'layer { name: "up_linear" type: "Resample" bottom: "data" top: "up_linear" resample_param { width: 9 height: 7 type: LINEAR } }\n'
+        + 'layer { name: "down_linear" type: "Resample" bottom: "data" top: "down_linear" resample_param { width: 3 height: 2 type: LINEAR } }\n'
+        + 'layer { name: "down_nearest" type: "Resample" bottom: "data" top: "down_nearest" resample_param { width: 2 height: 2 type: NEAREST } }\n',
+        [resample_inputs, {"data": (2, 3, 4, 5), "ref": (2, 1, 12, 10)}],
+        "FlowNet 2.0's Resample where OpenCV (its Resize) computes the same: NEAREST enlargement by "
+        "whole factors (3 x 2 by size; 2 x 2 and 2 x 3 from a reference bottom); CUBIC is refused by OpenCV",
+        differs={
+            "up_linear": "OpenCV samples x * W_in / W_out; the fork's kernel x * fx + fy / 2 - 0.5 "
+            "with the triangle filter, normalised over the pixels inside",
+            "down_linear": "the fork widens the filter by the factor when shrinking (antialias, the "
+            "default); OpenCV does not",
+            "down_nearest": "OpenCV takes floor(x * fx); the fork rounds x * fx + fy / 2 - 0.5",
+        },
+    ))
+    cases.append(Case(
+        "flownet_data_augmentation", "opencv",
+        input_layer({"data": (1, 3, 5, 7)})
+        + 'layer { name: "aug" type: "DataAugmentation" bottom: "data" top: "aug" augmentation_param { recompute_mean: 1000 mean_per_pixel: false } }\n'
+        + 'layer { name: "aug_pixel" type: "DataAugmentation" bottom: "data" top: "aug_pixel" augmentation_param { recompute_mean: 1 mean_per_pixel: true } }\n'
+        + 'layer { name: "aug_trained" type: "DataAugmentation" bottom: "data" top: "aug_trained" augmentation_param { '
+        "recompute_mean: 1000 mean_per_pixel: false augment_during_test: false } }\n"
+        + 'layer { name: "aug_crop" type: "DataAugmentation" bottom: "data" top: "aug_crop" augmentation_param { '
+        "recompute_mean: 1000 mean_per_pixel: true crop_width: 4 crop_height: 5 } }\n",
+        [{"data": (1, 3, 5, 7)}, {"data": (1, 3, 6, 4)}],
+        "FlowNet 2.0's DataAugmentation in TEST (no augmentation) where OpenCV computes the same: "
+        "the first pass (stored iteration count 0) recomputes the mean from the batch and subtracts "
+        "it per channel; weights.caffemodel is written by the generator (no CPU Caffe builds the layer)",
+        weights=augmentation_weights,
+        differs={
+            "aug_pixel": "with mean_per_pixel the fork subtracts the recomputed per-pixel mean (the "
+            "input itself: 0 for a batch of 1); OpenCV 4.14 gives the input minus its per-channel mean",
+            "aug_trained": "a trained net's count (5000) is past recompute_mean: the fork subtracts "
+            "the stored per-channel mean; OpenCV recomputes it from every input",
+            "aug_crop": "OpenCV ignores crop_width/crop_height; the fork crops the centre (blending "
+            "the last row 0.95 : 0.05 where the crop reaches it) and subtracts the stored mean (at "
+            "another size: its per-channel mean)",
+        },
+    ))
+    cases.append(Case(
+        "flownet_flow_warp_opencv", "opencv",
+        input_layer(warp_inputs)
+        + 'layer { name: "warp" type: "FlowWarp" bottom: "image" bottom: "flow" top: "warp" }\n'
+        + 'layer { name: "warp_nan" type: "FlowWarp" bottom: "image" bottom: "flow" top: "warp_nan" flow_warp_param { fill_value: NOT_A_NUMBER } }\n',
+        [{"image": (1, 3, 6, 7), "flow": (1, 2, 6, 7)}, {"image": (2, 2, 5, 4), "flow": (2, 2, 5, 4)}],
+        "FlowNet 2.0's FlowWarp read by OpenCV (fill ZERO), the second reader beside flownet_flow_warp",
+        inputs=flow_inputs,
+        differs={"warp_nan": "OpenCV reads a 'FillParameter' field no prototxt has and fills 0; the "
+                 "fork fills NaN (held to the fork in flownet_flow_warp)"},
+    ))
+    accum_one = {"a": (1, 2, 5, 7), "b": (1, 3, 8, 4), "ref": (1, 1, 9, 11)}
+    cases.append(Case(
+        "flownet_accum_opencv", "opencv",
+        input_layer(accum_one)
+        + "\n".join(line for line in accum.split("\n") if '"accum"' in line or "accum_size" in line or "accum_ref" in line)
+        + "\n" + 'layer { name: "accum_div" type: "Accum" bottom: "a" bottom: "b" top: "accum_div" accum_param { size_divisible_by: 3 } }\n',
+        [accum_one, {"a": (1, 1, 6, 3), "b": (1, 2, 4, 5), "ref": (1, 1, 7, 6)}],
+        "FlowNet 2.0's Accum read by OpenCV, batch 1 (OpenCV lays a batch out per bottom, not per "
+        "image): the largest size, top_height/top_width, have_reference",
+        differs={"accum_div": "OpenCV rounds max / size_divisible_by down (integer division), so it "
+                 "keeps the largest size; the fork rounds up (held to the fork in flownet_accum)"},
+    ))
     return cases
 
 
@@ -511,6 +756,9 @@ def make_case(case: Case, out_dir: Path) -> dict:
 
     caffe.set_mode_cpu()
     rng = np.random.default_rng(sum(map(ord, case.name)))
+    if case.backward:  # Caffe computes the inputs' diffs only when asked
+        case.net = "force_backward: true\n" + case.net
+        case.oracle_net = case.oracle_net and "force_backward: true\n" + case.oracle_net
     (out_dir / "net.prototxt").write_text(case.net)
     oracle_text = case.oracle_net or case.net
     if case.oracle_net:
@@ -528,13 +776,17 @@ def make_case(case: Case, out_dir: Path) -> dict:
         values = fill(rng, name, [tuple(b.data.shape) for b in blobs])
         for blob, value in zip(blobs, values, strict=True):
             blob.data[...] = value.astype(np.float32)
-        params[name] = [list(b.data.shape) for b in blobs]
+        order = case.blob_orders.get(net.layer_dict[name].type, range(len(blobs)))
+        params[name] = [list(blobs[j].data.shape) for j in order]
     weights = None
     if params:
         weights = out_dir / "weights.caffemodel"
         net.save(str(weights))
     if case.types:
-        weights_with_fork_types(weights, case.types)
+        weights_with_fork_types(weights, case.types, case.blob_orders)
+    if case.weights is not None:
+        weights = out_dir / "weights.caffemodel"
+        params = write_weights(weights, case.name, case.weights(rng))
     if case.name == "segnet_bn":  # the fork's blob shapes: 1 x C x 1 x 1
         from caffe.proto import caffe_pb2
 
@@ -571,6 +823,8 @@ def make_case(case: Case, out_dir: Path) -> dict:
             tops = [t for t in net.outputs if t not in inputs]
             for t in tops + case.recorded:
                 outputs[t] = np.array(net.blobs[t].data, dtype=np.float32)
+            if case.backward:
+                arrays.update(oracle_backward(net, case, prefix, inputs, outputs, rng))
         else:
             import cv2
 
@@ -579,7 +833,10 @@ def make_case(case: Case, out_dir: Path) -> dict:
                 cvnet.setInput(value, blob)
             names = [n for n in layer_outputs(case.net)]
             for name, value in zip(names, cvnet.forward(names), strict=True):
-                outputs[name] = np.array(value, dtype=np.float32)
+                if name in case.differs:  # OpenCV's value, kept to show where it is not the fork's
+                    arrays[f"{prefix}opencv:{name}"] = np.array(value, dtype=np.float32)
+                else:
+                    outputs[name] = np.array(value, dtype=np.float32)
         if case.recorded:  # the inputs of net.prototxt are the oracle's recorded blobs
             full_inputs = inputs
             inputs = {b: outputs.pop(b) for b in case.recorded}
@@ -594,6 +851,8 @@ def make_case(case: Case, out_dir: Path) -> dict:
             "inputs": {b: list(v.shape) for b, v in inputs.items()},
             "outputs": {b: list(v.shape) for b, v in outputs.items()},
         })
+        if case.backward:
+            runs[-1]["backward"] = True
     np.savez_compressed(out_dir / "io.npz", **arrays)
     info = {
         "case": case.name,
@@ -607,13 +866,21 @@ def make_case(case: Case, out_dir: Path) -> dict:
     }
     if case.load_options:
         info["load_options"] = case.load_options
+    if case.stateful:
+        info["stateful"] = True
+    if case.differs:
+        info["differs"] = case.differs
+    if case.notes:
+        info["notes"] = case.notes
     (out_dir / "case.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
 
 
-def weights_with_fork_types(path: Path, types: dict[str, str]) -> None:
+def weights_with_fork_types(
+    path: Path, types: dict[str, str], orders: dict[str, tuple[int, ...]] | None = None
+) -> None:
     """Rewrite a caffemodel saved by the oracle as the fork would hold it: each layer's name, the
-    fork's type name and its blobs (no oracle-only parameter fields)."""
+    fork's type name and its blobs in the fork's order (no oracle-only parameter fields)."""
     from caffe.proto import caffe_pb2
 
     saved = caffe_pb2.NetParameter()
@@ -625,8 +892,54 @@ def weights_with_fork_types(path: Path, types: dict[str, str]) -> None:
             continue
         kept = out.layer.add()
         kept.name, kept.type = layer.name, types.get(layer.type, layer.type)
-        kept.blobs.extend(layer.blobs)
+        order = (orders or {}).get(layer.type, range(len(layer.blobs)))
+        kept.blobs.extend(layer.blobs[j] for j in order)
     path.write_bytes(out.SerializeToString())
+
+
+def write_weights(path: Path, name: str, layers: dict[str, tuple[str, list[np.ndarray]]]) -> dict:
+    """A caffemodel holding ``layers`` (name -> type and blobs, float32, with shapes); the shapes by
+    layer, for case.json."""
+    from caffe.proto import caffe_pb2
+
+    saved = caffe_pb2.NetParameter()
+    saved.name = name
+    for layer_name, (kind, blobs) in layers.items():
+        layer = saved.layer.add()
+        layer.name, layer.type = layer_name, kind
+        for value in blobs:
+            blob = layer.blobs.add()
+            blob.shape.dim.extend(value.shape)
+            blob.data.extend(value.astype(np.float32).ravel().tolist())
+    path.write_bytes(saved.SerializeToString())
+    return {layer: [list(v.shape) for v in blobs] for layer, (_, blobs) in layers.items()}
+
+
+def oracle_backward(
+    net, case: Case, prefix: str, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """The oracle's backward pass after its forward: every diff zeroed (a fresh net's), each output
+    seeded with N(0, 1), ``Net::Backward``; the seeds, the inputs' diffs and the parameters' diffs
+    (in the fork's blob order, ``case.blob_orders``)."""
+    arrays = {}
+    for blob in net.blobs.values():
+        blob.diff[...] = 0
+    for layer in net.layers:
+        for blob in layer.blobs:
+            blob.diff[...] = 0
+    for blob in outputs:
+        diff = rng.normal(0, 1, net.blobs[blob].diff.shape).astype(np.float32)
+        net.blobs[blob].diff[...] = diff
+        arrays[f"{prefix}top_diff:{blob}"] = diff
+    net.backward()
+    for blob in inputs:
+        arrays[f"{prefix}grad:{blob}"] = np.array(net.blobs[blob].diff, dtype=np.float32, copy=True)
+    for name, layer in zip(net._layer_names, net.layers, strict=True):
+        order = case.blob_orders.get(layer.type, range(len(layer.blobs)))
+        for j, k in enumerate(order):
+            arrays[f"{prefix}param_grad:{name}/{j}"] = np.array(layer.blobs[k].diff, dtype=np.float32, copy=True)
+    return arrays
 
 
 def layer_outputs(text: str) -> list[str]:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ...errors import NetError
 from ..fillers import filler_or
-from ..registry import Converted, LayerContext, register_layer
+from ..registry import Converted, LayerContext, check_count, register_layer
 from ..tracing import tracing
 
 
@@ -141,6 +141,8 @@ def lstm(ctx: LayerContext) -> Converted:
                 f"{ctx.where}: the continuation bottom must hold one value per step ({steps}) for a "
                 f"batch of 1 (CTPN reads clip[t + n] for sample n); got {list(clip)} for x {list(shape)}"
             )
+    for blob, name in (((4 * hidden, features), "W_x"), ((4 * hidden, hidden), "W_h")):
+        check_count(blob, f"the blob {name}", ctx.where)
     module = CTPNLstm(features, hidden, float(p.get("clipping_threshold")))
     return Converted(
         module=module,

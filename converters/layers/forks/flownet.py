@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ...errors import NetError
 from ..fillers import CONSTANT_ZERO
-from ..registry import Converted, LayerContext, register_layer
+from ..registry import Converted, LayerContext, check_count, register_layer
 from ..tracing import has_values, tracing
 
 # ---------------------------------------------------------------- Correlation
@@ -93,17 +93,20 @@ def correlation(ctx: LayerContext) -> Converted:
             f"{ctx.where}: the two bottoms must be N x C x H x W of one shape, got {list(a)} and {list(b)}"
         )
     h, w = (correlation_output_size(n, pad, kernel, d, s1) for n in a[2:])
-    if h < 1 or w < 1:
+    if h < 1 or w < 1:  # the fork's CHECK_GE(top_width_, 1)
         raise NetError(
             f"{ctx.where}: a {a[2]} x {a[3]} map with pad {pad} is too small for max_displacement {d} "
             f"and kernel_size {kernel} (the output would be {h} x {w})"
         )
     subtract = str(p.get("correlation_type")) == "SUBTRACT"
     grid = 2 * (d // s2) + 1
-    return Converted(
-        module=Correlation(pad, kernel, d, s1, s2, subtract),
-        output_shape=lambda shapes: (shapes[0][0], grid * grid, h, w),
-    )
+    check_count((a[0], grid * grid, h, w), "the top", ctx.where)
+
+    def shapes(bottoms: list[tuple[int, ...]]) -> tuple[int, ...]:
+        sizes = (correlation_output_size(n, pad, kernel, d, s1) for n in bottoms[0][2:])
+        return (bottoms[0][0], grid * grid, *sizes)
+
+    return Converted(module=Correlation(pad, kernel, d, s1, s2, subtract), output_shape=shapes)
 
 
 # ---------------------------------------------------------------- Resample
@@ -152,10 +155,20 @@ def resample_weights(
     return torch.where(total != 0, weights / torch.where(total != 0, total, 1.0), 0.0)
 
 
+def nearest_indices(in_h: int, in_w: int, out_h: int, out_w: int) -> Tensor:
+    """Where the fork's ``NearestNeighborKernel`` reads each output pixel, as an offset in its
+    ``in_h x in_w`` plane (``round(y_in) * in_w + round(x_in)``, which can leave the plane)."""
+    fx, fy = np.float32(in_w) / np.float32(out_w), np.float32(in_h) / np.float32(out_h)
+    ys = _round_half_away(_resample_positions(out_h, fy, fx)).long()
+    xs = _round_half_away(_resample_positions(out_w, fx, fy)).long()
+    return ys[:, None] * in_w + xs[None, :]
+
+
 class Resample(nn.Module):
     """FlowNet 2.0's ``Resample`` (resample_layer.cu) to ``height x width`` (or to the second
     bottom's size): ``NEAREST`` reads pixel ``(round(y_in), round(x_in))`` (C's rounding, no bounds
-    check: a coordinate past the row or plane reads on in memory, as the kernel's flat index does);
+    check: a column past the row reads the next row, as the kernel's flat index does; sizes that
+    send it past the image are refused);
     ``LINEAR`` and ``CUBIC`` weigh the source pixels with the triangle or Keys cubic filter around
     ``(y_in, x_in)``, widened by the factor when the layer shrinks either axis and ``antialias`` is
     set, normalised over the pixels inside the image. ``x_in = x * fx + fy / 2 - 0.5`` with
@@ -174,10 +187,10 @@ class Resample(nn.Module):
 
     def forward(self, x: Tensor, reference: Tensor | None = None) -> Tensor:
         out_h, out_w = (reference.shape[-2], reference.shape[-1]) if reference is not None else self.size
-        n, c, in_h, in_w = x.shape
+        in_h, in_w = x.shape[-2], x.shape[-1]
         fx, fy = np.float32(in_w) / np.float32(out_w), np.float32(in_h) / np.float32(out_h)
         if self.mode == "NEAREST":
-            return self._nearest(x, out_h, out_w, fx, fy)
+            return self._nearest(x, out_h, out_w)
         shrinks = bool(fx > 1 or fy > 1)
         wide = self.antialias and shrinks
         cubic = self.mode == "CUBIC"
@@ -186,20 +199,20 @@ class Resample(nn.Module):
         rows, cols = rows.to(x.device, x.dtype), cols.to(x.device, x.dtype)
         return torch.matmul(torch.matmul(rows, x), cols.t())
 
-    def _nearest(self, x: Tensor, out_h: int, out_w: int, fx: np.float32, fy: np.float32) -> Tensor:
+    def _nearest(self, x: Tensor, out_h: int, out_w: int) -> Tensor:
         n, c, in_h, in_w = x.shape
-        ys = _round_half_away(_resample_positions(out_h, fy, fx)).long()
-        xs = _round_half_away(_resample_positions(out_w, fx, fy)).long()
-        flat = (ys[:, None] * in_w + xs[None, :]).to(x.device)
+        flat = nearest_indices(in_h, in_w, out_h, out_w).to(x.device)
         planes = torch.arange(n * c, device=x.device).reshape(-1, 1, 1) * (in_h * in_w)
-        index = planes + flat
-        if has_values(x) and index.numel() and int(index.max()) >= x.numel():
-            raise ValueError(
-                f"Resample: NEAREST from {in_h} x {in_w} to {out_h} x {out_w} reads past the blob (the "
-                "fork's kernel rounds x * fx + fy / 2 - 0.5 with factors more than 2 apart): give sizes "
-                "with closer factors"
-            )
-        return x.reshape(-1)[index.clamp(max=max(x.numel() - 1, 0))].reshape(n, c, out_h, out_w)
+        if has_values(x) and flat.numel() and int(flat.max()) >= in_h * in_w:
+            raise ValueError(f"Resample: {_PAST_THE_IMAGE.format(in_h, in_w, out_h, out_w)}")
+        return x.reshape(-1)[planes + flat.clamp(max=in_h * in_w - 1)].reshape(n, c, out_h, out_w)
+
+
+_PAST_THE_IMAGE = (
+    "NEAREST from {} x {} to {} x {} reads outside the image (the fork's kernel rounds x * fx + fy / 2 "
+    "- 0.5: with factors more than 2 apart it reads the next image, past the blob for the last); give "
+    "sizes with closer factors"
+)
 
 
 @register_layer("Resample", bottoms=(1, 2), tops=1)
@@ -217,6 +230,12 @@ def resample(ctx: LayerContext) -> Converted:
         size = (int(p.get("height")), int(p.get("width")))
         if min(size) < 1:
             raise NetError(f"{ctx.where}: resample_param needs height and width of at least 1, got {size}")
+    out = size if size is not None else ctx.bottom_shape(1)[-2:]
+    if len(out) != 2:
+        raise NetError(f"{ctx.where}: the size bottom must have a height and width, got {list(out)}")
+    check_count((*shape[:2], *out), "the top", ctx.where)
+    if mode == "NEAREST" and int(nearest_indices(shape[2], shape[3], *out).max()) >= shape[2] * shape[3]:
+        raise NetError(f"{ctx.where}: {_PAST_THE_IMAGE.format(shape[2], shape[3], *out)}")
     module = Resample(size, mode, bool(p.get("antialias")))
 
     def shapes(bottoms: list[tuple[int, ...]]) -> tuple[int, ...]:
@@ -335,7 +354,10 @@ class DataAugmentation(nn.Module):
         if not has_values(y):
             return y - self.channel_mean.to(y.dtype)
         with torch.no_grad():
-            count, mean, channel = self._state if self._state is not None else self._loaded(y)
+            state = self._state
+            if state is None or tuple(state[1].shape[-2:]) != tuple(y.shape[-2:]):  # a new size: as loaded
+                state = self._loaded(y)
+            count, mean, channel = state
             count += 1  # the fork's num_iter, incremented by every forward pass
             if count <= self.recompute_mean:
                 batch = y.shape[0]
@@ -348,14 +370,14 @@ class DataAugmentation(nn.Module):
         return y - (mean if self.per_pixel else channel)
 
 
-@register_layer("DataAugmentation", bottoms=(1, 2), tops=(1, 2))
+@register_layer("DataAugmentation", bottoms=(1, 2), tops=1)
 def data_augmentation(ctx: LayerContext) -> Converted:
-    """The deploy form: one bottom, one top, no random augmentation."""
+    """The deploy form: one bottom, no random augmentation."""
     p = ctx.param("augmentation_param")
-    if len(ctx.bottoms) > 1 or len(ctx.tops) > 1:
+    if len(ctx.bottoms) > 1:
         raise NetError(
-            f"{ctx.where}: the augmentation-coefficient bottom and top are training-time inputs; "
-            "a deploy net has one bottom and one top"
+            f"{ctx.where}: a second bottom brings another layer's augmentation coefficients (training "
+            "nets); a deploy net has one bottom"
         )
     shape = ctx.bottom_shape(0)
     if len(shape) != 4:
@@ -386,7 +408,7 @@ def data_augmentation(ctx: LayerContext) -> Converted:
         mean_values = (values[0], values[1], values[2])
     channels = shape[1]
     out_h, out_w = crop if crop is not None else shape[2:]
-    stored = (1, channels, out_h, out_w)
+    stored: tuple[int, ...] = (1, channels, out_h, out_w)
     if recompute > 0 and ctx.blob_shapes and len(ctx.blob_shapes) > 1:
         stored = tuple(ctx.blob_shapes[1])
         if len(stored) != 4 or stored[:2] != (1, channels):
@@ -401,7 +423,7 @@ def data_augmentation(ctx: LayerContext) -> Converted:
         module=module,
         blobs=blobs,
         fillers=[CONSTANT_ZERO] * len(blobs),  # Reshape sets the count to 0; the means start at 0
-        output_shape=lambda shapes: (*shapes[0][:2], out_h, out_w),
+        output_shape=lambda shapes: (*shapes[0][:2], *(crop if crop is not None else shapes[0][2:])),
     )
 
 
@@ -498,6 +520,7 @@ def accum_layer(ctx: LayerContext) -> Converted:
             f"{ctx.where}: the bottoms must be N x C x H x W with one N, got {[list(s) for s in shapes]}"
         )
     height, width = accum_size(shapes, fields, reference)
+    check_count((shapes[0][0], sum(s[1] for s in shapes), height, width), "the top", ctx.where)
     if height == 1 or width == 1:
         raise NetError(
             f"{ctx.where}: an output of {height} x {width} makes the fork divide 0 by 0 when it "
