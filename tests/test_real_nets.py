@@ -54,3 +54,26 @@ def test_c3d_sport1m_net_as_c3d_writes_it_gives_the_forks_outputs() -> None:
         got = model(data=torch.from_numpy(clip))
     for blob in info["compared"]:
         _close(got[blob], io[f"step0/output:{blob}"], blob)
+
+
+def test_a_caffemodel_in_c3d_v1_binary_layout_loads_with_c3ds_5d_shapes() -> None:
+    """C3D v1.0's Caffe writes blobs as (num, channels, length, height, width) with the values in
+    field 6, where BVLC has ``diff`` (the Sports-1M model is such a file): written here by Google
+    protobuf from C3D's field numbers, it reads back value for value and loads into the net."""
+    from converters import load_caffe, read_weights
+
+    folder = FIXTURES / "c3d_caffemodel"
+    values = np.load(folder / "values.npz")
+    weights = read_weights(folder / "c3d_v1.caffemodel")
+    assert sorted(weights) == ["conv1a", "fc6"]
+    for key in values.files:
+        layer, index = key.split("/")
+        assert weights[layer][int(index)].shape == values[key].shape
+        assert np.array_equal(weights[layer][int(index)], values[key]), key
+    shapes = {"data": (1, 2, 4, 6, 6)}
+    net = load_caffe(folder / "c3d_v1.prototxt", folder / "c3d_v1.caffemodel", input_shapes=shapes)
+    state = net.state_dict()
+    assert np.array_equal(state["conv1a.weight"].numpy(), values["conv1a/0"])
+    assert np.array_equal(state["fc6.weight"].numpy(), values["fc6/0"].reshape(5, 54))
+    with torch.no_grad():
+        assert net(data=torch.ones(1, 2, 4, 6, 6))["fc6"].shape == (1, 5)

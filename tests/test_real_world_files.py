@@ -305,15 +305,20 @@ def test_bayesian_segnets_dropout_samples_at_test_time_as_its_fork_does() -> Non
     assert abs(float(first.mean()) - 1) < 0.1
 
 
-def test_c3ds_v1_layer_types_are_read_and_refused_by_type_not_as_misspellings() -> None:
+def test_c3ds_v1_layer_types_are_read_by_name_and_its_fields_apply_to_them_only() -> None:
     text = (
         'name: "c3d"\nlayers { name: "data" type: VIDEO_DATA top: "data" top: "label" '
         "image_data_param { new_length: 16 use_image: true } }\n"
         'layers { name: "conv1a" type: CONVOLUTION3D bottom: "data" top: "conv1a" '
-        "convolution_param { num_output: 2 kernel_size: 3 } }\n"
+        "convolution_param { num_output: 2 kernel_size: 3 kernel_depth: 3 temporal_pad: 1 } }\n"
     )
-    with pytest.raises(NetError, match=r"layer 'conv1a' has type 'Convolution3D', which fcn-port cannot convert"):
-        build_graph(parse_text(text), input_shapes={"data": (1, 3, 4, 8, 8)})
+    net = build_graph(parse_text(text), input_shapes={"data": (1, 3, 4, 8, 8)})
+    assert net.caffe.blob_shapes["conv1a"] == (1, 2, 4, 6, 6)
+    with pytest.raises(NetError, match=r"layer 'conv1a' \(Convolution3D\): C3D needs kernel_size and kernel_depth"):
+        build_graph(parse_text(text.replace(" kernel_depth: 3", "")), input_shapes={"data": (1, 3, 4, 8, 8)})
+    bvlc = text.replace("type: CONVOLUTION3D", "type: CONVOLUTION")  # C3D's field on BVLC's type: refused
+    with pytest.raises(NetError, match=r"'convolution_param.kernel_depth: 3' of C3D v1.0 changes what the layer"):
+        build_graph(parse_text(bvlc), input_shapes={"data": (1, 3, 8, 8)})
 
 
 def test_an_unexpanded_template_placeholder_is_named_as_one() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import mmap
 import os
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -152,9 +152,14 @@ def blob_array(blob: Message, path: PathLike | None = None, where: str = "blob")
     Shapes Caffe refuses (see :func:`check_blob_shape`) or that do not match the number of values
     raise :class:`CaffeFormatError`.
     """
-    shape = blob_shape(blob)
-    count = check_blob_shape(shape, path, where)
-    data = blob.getall("data")
+    c3d = _c3d_blob(blob)
+    if c3d is not None:
+        shape, data = c3d
+        count = check_blob_shape(shape, path, where)
+    else:
+        shape = blob_shape(blob)
+        count = check_blob_shape(shape, path, where)
+        data = blob.getall("data")
     if len(blob.getall("double_data")):
         with np.errstate(over="ignore"):  # out-of-range doubles become +-inf, as in Caffe
             data = np.asarray(blob.getall("double_data"), dtype=np.float64).astype(np.float32)
@@ -164,6 +169,22 @@ def blob_array(blob: Message, path: PathLike | None = None, where: str = "blob")
             f"{where} has shape {list(shape)} ({count} values) but holds {array.size}", path
         )
     return array.reshape(shape)
+
+
+#: C3D v1.0's ``BlobProto`` (facebook/C3D caffe.proto): num 1, channels 2, length 3, height 4,
+#: width 5 (a varint where BVLC has ``data``), data 6 (BVLC's ``diff``), diff 7.
+_C3D_WIDTH = 5
+
+
+def _c3d_blob(blob: Message) -> tuple[tuple[int, ...], Any] | None:
+    """The (num, channels, length, height, width) shape and values of a blob written by C3D v1.0's
+    Caffe (the Sports-1M model's), read here through BVLC's field numbers; ``None`` for any other
+    blob. Only C3D's layout has a varint in field 5."""
+    widths = [raw for number, wire, raw in blob.unknown if number == _C3D_WIDTH and wire == 0]
+    if not widths or "data" in blob or "double_data" in blob:
+        return None
+    dims = tuple(int(blob.get(name)) for name in ("num", "channels", "height", "width"))
+    return (*dims, int(widths[-1])), blob.getall("diff")
 
 
 def array_to_blob(array: np.ndarray) -> Message:

@@ -847,11 +847,12 @@ def module_device(module: nn.Module) -> str:
 
 
 def _fits(stored: Shape, expected: Shape) -> bool:
-    """Caffe's blob shape check, including legacy 4-D (num, channels, height, width) blobs."""
+    """Caffe's blob shape check, including legacy 4-D (num, channels, height, width) blobs, and
+    C3D's 5-D (num, channels, length, height, width) ones the same way."""
     if stored == expected:
         return True
-    if len(stored) == 4 and len(expected) <= 4:
-        return stored == (1,) * (4 - len(expected)) + expected
+    if len(stored) in (4, 5) and len(expected) <= len(stored):
+        return stored == (1,) * (len(stored) - len(expected)) + expected
     return False
 
 

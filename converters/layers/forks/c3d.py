@@ -67,39 +67,35 @@ def _window(ctx: LayerContext, p: Message) -> tuple[tuple[int, ...], ...]:
 
 
 class Convolution3D(nn.Module):
-    """C3D's Convolution3D: a cross-correlation over (L, H, W) with zero padding, floor sizes."""
+    """C3D's Convolution3D: a cross-correlation over (L, H, W) with zero padding and floor sizes,
+    weights ``(out, in, kd, k, k)``; with ``transpose``, its Deconvolution3D, weights
+    ``(in, out, kd, k, k)``."""
 
-    def __init__(self, channels: int, num_output: int, kernel: tuple[int, ...], stride: tuple[int, ...],
-                 pad: tuple[int, ...], bias: bool) -> None:  # fmt: skip
+    def __init__(
+        self,
+        channels: int,
+        num_output: int,
+        kernel: tuple[int, ...],
+        stride: tuple[int, ...],
+        pad: tuple[int, ...],
+        bias: bool,
+        transpose: bool = False,
+    ) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(num_output, channels, *kernel, device="meta"))
+        shape = (channels, num_output) if transpose else (num_output, channels)
+        self.weight = nn.Parameter(torch.empty(*shape, *kernel, device="meta"))
         self.bias = nn.Parameter(torch.empty(1, 1, 1, 1, num_output, device="meta")) if bias else None
-        self.stride, self.pad = stride, pad
+        self.stride, self.pad, self.transpose = stride, pad, transpose
 
     def extra_repr(self) -> str:
-        return f"weight={tuple(self.weight.shape)}, stride={self.stride}, pad={self.pad}"
+        kind = "transposed, " if self.transpose else ""
+        return f"{kind}weight={tuple(self.weight.shape)}, stride={self.stride}, pad={self.pad}"
 
     def forward(self, x: Tensor) -> Tensor:
         bias = self.bias.reshape(-1) if self.bias is not None else None
+        if self.transpose:
+            return F.conv_transpose3d(x, self.weight, bias, self.stride, self.pad)
         return F.conv3d(x, self.weight, bias, self.stride, self.pad)
-
-
-class Deconvolution3D(nn.Module):
-    """C3D's Deconvolution3D: the transpose of Convolution3D; weights ``(in, out, kd, k, k)``."""
-
-    def __init__(self, channels: int, num_output: int, kernel: tuple[int, ...], stride: tuple[int, ...],
-                 pad: tuple[int, ...], bias: bool) -> None:  # fmt: skip
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(channels, num_output, *kernel, device="meta"))
-        self.bias = nn.Parameter(torch.empty(1, 1, 1, 1, num_output, device="meta")) if bias else None
-        self.stride, self.pad = stride, pad
-
-    def extra_repr(self) -> str:
-        return f"weight={tuple(self.weight.shape)}, stride={self.stride}, pad={self.pad}"
-
-    def forward(self, x: Tensor) -> Tensor:
-        bias = self.bias.reshape(-1) if self.bias is not None else None
-        return F.conv_transpose3d(x, self.weight, bias, self.stride, self.pad)
 
 
 def _convolution(ctx: LayerContext, transpose: bool) -> Converted:
@@ -114,7 +110,7 @@ def _convolution(ctx: LayerContext, transpose: bool) -> Converted:
         # C3D v1.1's Deconvolution3D reads bias_term from convolution_param, not its own message
         if "convolution3d_param" in ctx.layer:
             bias = bool(ctx.param("convolution_param").get("bias_term"))
-        module: nn.Module = Deconvolution3D(shape[1], num_output, kernel, stride, pad, bias)
+        module = Convolution3D(shape[1], num_output, kernel, stride, pad, bias, transpose=True)
     else:
         if any(size + 2 * q < k for size, q, k in zip(shape[2:], pad, kernel, strict=True)):
             raise NetError(
