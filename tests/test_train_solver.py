@@ -29,7 +29,8 @@ INPUT_CASES = [
     "sgd_sigmoid", "clip", "l1", "frozen", "batchnorm", "two_losses", "saturated_loss",
     "voc-fcn32s", "voc-fcn8s-atonce", "siftflow-fcn16s", "shared_params",
     "bn_pspnet", "bn_brocolli", "bn_segnet", "fork_layers", "segnet_unpool",
-    "srcnn_euclidean", "sigmoid_cross_entropy", "contrastive", "hinge_logistic", "lstm_rnn", "embed",
+    "srcnn_euclidean", "sigmoid_cross_entropy", "contrastive", "hinge_logistic", "infogain", "lstm_rnn",
+    "embed",
 ]  # fmt: skip
 
 

@@ -280,6 +280,19 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top
   softmax_param { axis: 2 } }
 """
 
+INFOGAIN_NET = """name: "infogain"
+layer { name: "input" type: "Input" top: "data" top: "label" top: "data_h"
+  input_param { shape { dim: 2 dim: 3 dim: 5 dim: 6 } shape { dim: 2 dim: 1 dim: 5 dim: 6 }
+                shape { dim: 1 dim: 1 dim: 3 dim: 3 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "score" type: "Convolution" bottom: "conv1" top: "score"
+  convolution_param { num_output: 3 kernel_size: 1 } }
+layer { name: "loss" type: "InfogainLoss" bottom: "score" bottom: "label" bottom: "data_h" top: "loss"
+  loss_param { ignore_label: 255 } }
+"""
+
 HDF5_NET = TINY_NET.replace(
     """layer { name: "input" type: "Input" top: "data" top: "label"
   input_param { shape { dim: 2 dim: 3 dim: 7 dim: 6 } shape { dim: 2 dim: 1 dim: 7 dim: 6 } } }""",
@@ -458,6 +471,12 @@ CASES = [
         "hinge_logistic", lambda: CLASSIFY_NET, _sgd(base_lr=0.05),
         "HingeLoss L2 (loss_weight 0.5) and MultinomialLogisticLoss after a Softmax on one score",
         classes={"label": 4}, ignored=0.0,
+    ),
+    Case(
+        "infogain", lambda: INFOGAIN_NET, _sgd(base_lr=0.01),
+        "BVLC master's InfogainLoss (softmax inside, ignore_label, VALID) with H fed as a third bottom "
+        "(fork oracle: master's layer as InfogainLossMaster)",
+        oracle_types={"InfogainLoss": "InfogainLossMaster"},
     ),
     Case(
         "lstm_rnn", lambda: RECURRENT_NET, _sgd(base_lr=0.1),
