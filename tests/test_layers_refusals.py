@@ -1,0 +1,129 @@
+"""What Caffe refuses in BVLC's newer layer types is refused here too, in one line naming the
+layer and what to change (Caffe stops with a CHECK failure)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from converters import build_graph, parse_text
+from converters.errors import NetError
+
+
+def _net(inputs: dict[str, tuple[int, ...]], layer: str) -> str:
+    tops = " ".join(f'top: "{name}"' for name in inputs)
+    shapes = " ".join("shape { " + " ".join(f"dim: {d}" for d in shape) + " }" for shape in inputs.values())
+    return f'layer {{ name: "in" type: "Input" {tops} input_param {{ {shapes} }} }}\n{layer}'
+
+
+CASES = {
+    "an LSTM whose cont is not (T, N)": (
+        {"x": (4, 2, 3), "cont": (4, 3)},
+        'layer { name: "lstm" type: "LSTM" bottom: "x" bottom: "cont" top: "h" '
+        "recurrent_param { num_output: 2 } }",
+        r"layer 'lstm' \(LSTM\): cont 'cont' must be \(T, N\) = \[4, 2\], got \[4, 3\]",
+    ),
+    "an LSTM without num_output": (
+        {"x": (4, 2, 3), "cont": (4, 2)},
+        'layer { name: "lstm" type: "LSTM" bottom: "x" bottom: "cont" top: "h" }',
+        r"layer 'lstm' \(LSTM\): recurrent_param needs num_output of at least 1",
+    ),
+    "an RNN exposing its hidden state without the state's bottom": (
+        {"x": (4, 2, 3), "cont": (4, 2)},
+        'layer { name: "rnn" type: "RNN" bottom: "x" bottom: "cont" top: "o" top: "h_T" '
+        "recurrent_param { num_output: 2 expose_hidden: true } }",
+        r"layer 'rnn' \(RNN\) takes bottoms x, cont, optionally a static input, then h_0 .* it has 2 bottoms",
+    ),
+    "an LSTMUnit whose gates are not 4H": (
+        {"c": (1, 2, 3), "g": (1, 2, 10), "cont": (1, 2)},
+        'layer { name: "unit" type: "LSTMUnit" bottom: "c" bottom: "g" bottom: "cont" top: "c1" top: "h1" }',
+        r"layer 'unit' \(LSTMUnit\): the bottoms must be c_prev \(1, N, H\), gates \(1, N, 4H\)",
+    ),
+    "an SPP level whose padding reaches its kernel": (
+        {"x": (1, 2, 5, 5)},
+        'layer { name: "spp" type: "SPP" bottom: "x" top: "y" spp_param { pyramid_height: 3 } }',
+        r"layer 'spp' \(SPP\): level 2 \(4x4 bins\) of a 5x5 input needs pad \[2, 2\] against kernel",
+    ),
+    "a Filter selector that is not (N, 1, ...)": (
+        {"x": (3, 2), "sel": (3, 2)},
+        'layer { name: "f" type: "Filter" bottom: "x" bottom: "sel" top: "y" }',
+        r"layer 'f' \(Filter\): the selector 'sel' \[3, 2\] must be \(N, 1, \.\.\.\)",
+    ),
+    "a Filter with a top for the selector": (
+        {"x": (3, 2), "sel": (3,)},
+        'layer { name: "f" type: "Filter" bottom: "x" bottom: "sel" top: "y" top: "z" }',
+        r"layer 'f' \(Filter\) makes one top per bottom but the last \(the selector\)",
+    ),
+    "a Clip without max": (
+        {"x": (2, 3)},
+        'layer { name: "clip" type: "Clip" bottom: "x" top: "y" clip_param { min: 0 } }',
+        r"layer 'clip' \(Clip\): clip_param needs min and max",
+    ),
+    "an HDF5Output of a 5-axis blob": (
+        {"x": (1, 2, 3, 4, 5), "y": (1, 1)},
+        'layer { name: "out" type: "HDF5Output" bottom: "x" bottom: "y" '
+        'hdf5_output_param { file_name: "o.h5" } }',
+        r"layer 'out' \(HDF5Output\): 'x' \[1, 2, 3, 4, 5\] has more axes than the 4 Caffe writes",
+    ),
+    "an HDF5Output without a file name": (
+        {"x": (1, 2), "y": (1, 1)},
+        'layer { name: "out" type: "HDF5Output" bottom: "x" bottom: "y" }',
+        r"layer 'out' \(HDF5Output\): hdf5_output_param needs a file_name",
+    ),
+    "master's InfogainLoss given the deprecated normalize": (
+        {"s": (2, 3), "l": (2,), "H": (3, 3)},
+        'layer { name: "info" type: "InfogainLoss" bottom: "s" bottom: "l" bottom: "H" top: "loss" '
+        "loss_param { normalize: true } }",
+        r"layer 'info' \(InfogainLoss\): Caffe refuses loss_param.normalize here: use normalization",
+    ),
+    "an InfogainLoss whose H is not C x C": (
+        {"s": (2, 3), "l": (2,), "H": (2, 2)},
+        'layer { name: "info" type: "InfogainLoss" bottom: "s" bottom: "l" bottom: "H" top: "loss" }',
+        r"layer 'info' \(InfogainLoss\): H 'H' \[2, 2\] must be 3 x 3",
+    ),
+    "an InfogainLoss without H": (
+        {"s": (2, 3), "l": (2,)},
+        'layer { name: "info" type: "InfogainLoss" bottom: "s" bottom: "l" top: "loss" }',
+        r"layer .info. \(InfogainLoss\): give the infogain matrix H as a third bottom or as",
+    ),
+    "C3D's MAX pooling with padding": (
+        {"v": (1, 2, 4, 6, 6)},
+        'layer { name: "p" type: "Pooling3D" bottom: "v" top: "y" '
+        "pooling3d_param { pool: MAX kernel_size: 2 kernel_depth: 2 pad: 1 } }",
+        r"layer 'p' \(Pooling3D\): C3D implements padding only for AVE pooling",
+    ),
+}
+
+
+@pytest.mark.parametrize("what", list(CASES))
+def test_what_caffe_refuses_in_the_newer_types_is_one_line_naming_the_layer(what: str) -> None:
+    inputs, layer, message = CASES[what]
+    with pytest.raises(NetError, match=message) as caught:
+        build_graph(parse_text(_net(inputs, layer)), with_loss=True)
+    assert "\n" not in str(caught.value)
+
+
+def test_an_embed_or_batch_reindex_index_out_of_range_is_one_line_at_the_call() -> None:
+    embed = build_graph(
+        parse_text(
+            _net(
+                {"i": (3,)},
+                'layer { name: "e" type: "Embed" bottom: "i" top: "y" '
+                "embed_param { num_output: 2 input_dim: 4 } }",
+            )
+        ),  # fmt: skip
+        strict=False,
+    )
+    assert embed(i=torch.tensor([0.0, 3.0, 1.0]))["y"].shape == (3, 2)
+    with pytest.raises(ValueError, match=r"Embed: index 4 is outside \[0, 4\)"):
+        embed(i=torch.tensor([0.0, 4.0, 1.0]))
+    reindex = build_graph(
+        parse_text(
+            _net(
+                {"x": (2, 3), "p": (3,)},
+                'layer { name: "r" type: "BatchReindex" bottom: "x" bottom: "p" top: "y" }',
+            )
+        )
+    )
+    with pytest.raises(ValueError, match=r"BatchReindex: index -1 is outside the batch of 2"):
+        reindex(x=torch.ones(2, 3), p=torch.tensor([0.0, -1.0, 1.0]))
