@@ -206,3 +206,24 @@ def test_infogain_loss_reads_its_matrix_from_source_as_caffe_reads_a_binaryproto
     info.set("infogain_loss_param", Message("InfogainLossParameter", source=str(tmp_path / "nope")))
     with pytest.raises(NetError, match=r"layer 'info' \(InfogainLoss\): cannot read the infogain matrix"):
         load_caffe(definition, folder / "weights.caffemodel", with_loss=True, input_shapes=shapes)
+
+
+def test_an_exported_recurrent_net_starts_each_call_from_a_zero_state(tmp_path: Path) -> None:
+    """Eager calls carry the recurrent state as Caffe does; a traced export cannot hold state, so
+    it starts every call from zeros (a fresh net's first call), and the eager net carries on."""
+    from converters.graph.export import export_file
+
+    folder = FIXTURES / "layers" / "recurrent_carry"
+    shapes = {"x": (3, 2, 4), "cont": (3, 2)}
+    x, cont = torch.randn(3, 2, 4), torch.ones(3, 2)
+    net = load_caffe(folder / "net.prototxt", folder / "weights.caffemodel", input_shapes=shapes)
+    with torch.no_grad():
+        first = net(x=x, cont=cont)["lstm"]
+        carried = net(x=x, cont=cont)["lstm"]
+    assert not torch.equal(first, carried)  # the second call continued the first's sequences
+    export_file(net, tmp_path / "net.pt2", "pt2")
+    exported = torch.export.load(tmp_path / "net.pt2").module()
+    with torch.no_grad():
+        assert torch.equal(exported(x, cont)[0], first)
+        third = net(x=x, cont=cont)["lstm"]  # the eager net went on from its second call
+    assert not torch.equal(third, first) and not torch.equal(third, carried)

@@ -7,7 +7,9 @@ and with ``expose_hidden`` the initial state comes in as bottoms and the final s
 tops; Caffe shares their values but not their gradients (none reaches the initial state, none
 flows back from the final one), and neither do these modules. Without ``expose_hidden``, Caffe
 carries the final state of one forward pass into the next as its initial state (the first pass
-starts from zeros); so do these modules (``reset()`` forgets it, as Caffe's ``Reset``). The
+starts from zeros); so do these modules (``reset()`` forgets it, as Caffe's ``Reset``), except
+in a graph traced for export, which starts every call from zeros (give the state as bottoms with
+``expose_hidden`` to carry it there). The
 parameter blobs are Caffe's, in its order: LSTM ``W_xc (4H x C)``, ``b_c``, [``W_xc_static``],
 ``W_hc (4H x H)``, gates ordered i, f, o, g; RNN ``W_xh``, ``b_h``, [``W_xh_static``], ``W_hh``,
 ``W_ho``, ``b_o``.
@@ -24,6 +26,7 @@ from torch import Tensor, nn
 from ..errors import NetError
 from .fillers import CONSTANT_ZERO, filler_or
 from .registry import Converted, LayerContext, register_layer
+from .tracing import tracing
 
 
 def _meta_parameter(*shape: int) -> nn.Parameter:
@@ -70,14 +73,14 @@ class _Recurrent(nn.Module):
                         f"{type(self).__name__}: {name} must be {list(shape)}, got {list(value.shape)}"
                     )
             state = tuple(value.detach() for value in rest)  # Caffe shares their data, not their diffs
-        elif self._carried is not None and tuple(self._carried[0].shape) == shape:
+        elif self._carried is not None and not tracing() and tuple(self._carried[0].shape) == shape:
             state = self._carried
         else:
             state = tuple(x.new_zeros(shape) for _ in self.state_names)
         return x, cont.detach().to(x.dtype), x_static, state
 
     def _carry(self, state: tuple[Tensor, ...]) -> None:
-        if not self.expose_hidden:
+        if not self.expose_hidden and not tracing():  # an exported graph starts from zeros
             self._carried = tuple(s.detach() for s in state)
 
 
