@@ -98,8 +98,9 @@ class CTPNLstm(nn.Module):
             if clip.numel() != steps:
                 raise ValueError(f"Lstm: the continuation has {clip.numel()} values for {steps} steps")
             cont = clip.detach().reshape(steps, 1, 1).to(x.dtype)
-            if self._carried is not None and tuple(self._carried[0].shape) == (batch, hidden):
-                h, c = self._carried
+            carried = self._carried if not tracing() else None  # an exported graph starts from zeros
+            if carried is not None and tuple(carried[0].shape) == (batch, hidden):
+                h, c = carried
         else:
             cont = (torch.arange(steps, device=x.device) > 0).to(x.dtype).reshape(steps, 1, 1)
         route = torch.is_grad_enabled() and not tracing() and (self.W_h.requires_grad or x.requires_grad)
@@ -119,7 +120,8 @@ class CTPNLstm(nn.Module):
             c = k * f * c + i * g
             h = o * torch.tanh(c)
             outputs.append(h)
-        self._carried = (h.detach(), c.detach())
+        if not tracing():
+            self._carried = (h.detach(), c.detach())
         return torch.stack(outputs, 0)
 
 
