@@ -351,8 +351,12 @@ class DataAugmentation(nn.Module):
             if self.mean_values is None:
                 return y
             return y - torch.tensor(self.mean_values, dtype=y.dtype, device=y.device).reshape(1, -1, 1, 1)
-        if not has_values(y):
-            return y - self.channel_mean.to(y.dtype)
+        if not has_values(y):  # traced or on meta: the stored means, as a trained net subtracts them
+            if not self.per_pixel:
+                return y - self.channel_mean.to(y.dtype)
+            if tuple(self.mean.shape[-2:]) == tuple(y.shape[-2:]):
+                return y - self.mean.to(y.dtype)
+            return y - self.mean.to(y.dtype).mean(dim=(2, 3), keepdim=True)
         with torch.no_grad():
             state = self._state
             if state is None or tuple(state[1].shape[-2:]) != tuple(y.shape[-2:]):  # a new size: as loaded
