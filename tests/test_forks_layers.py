@@ -591,3 +591,13 @@ def test_flownet_fields_in_a_caffemodel_are_read_by_the_layers_type() -> None:
     assert p.get("recompute_mean") == 1000 and p.get("mean_per_pixel") is True and p.get("max_multiplier") == 255
     resample = _net('layer { name: "r" type: "Resample" bottom: "data" top: "r" resample_param { width: 3 height: 2 } }')
     assert "LINEAR, antialias=True" in repr(resample.r)
+
+
+def test_the_flownet2_layers_of_opencvs_caffe_tests_all_convert() -> None:
+    """OpenCV dnn's Caffe importer tests run FlowNet 2.0 with these fork types (its test_layers and
+    test_caffe_importer cases): each converts here, and each has a fixture its oracle made
+    (tests/test_architecture.py checks that for every registered type)."""
+    from converters import registered_types
+
+    flownet2 = {"Correlation", "Resample", "FlowWarp", "Accum", "DataAugmentation", "ChannelNorm"}
+    assert flownet2 <= set(registered_types())
