@@ -127,3 +127,71 @@ def test_an_embed_or_batch_reindex_index_out_of_range_is_one_line_at_the_call() 
     )
     with pytest.raises(ValueError, match=r"BatchReindex: index -1 is outside the batch of 2"):
         reindex(x=torch.ones(2, 3), p=torch.tensor([0.0, -1.0, 1.0]))
+
+
+VALUES = {
+    "a NaN Power scale": (
+        {"x": (1, 2, 3, 3)}, 'type: "Power" power_param { scale: nan }',
+        "power_param.scale: nan", "is NaN",
+    ),
+    "an infinite ELU alpha": (
+        {"x": (1, 2, 3, 3)}, 'type: "ELU" elu_param { alpha: inf }',
+        "elu_param.alpha: inf", "is infinite",
+    ),
+    "a NaN lr_mult": (
+        {"x": (1, 2, 3, 3)}, 'type: "PReLU" param { lr_mult: nan }',
+        "param.lr_mult: nan", "is NaN",
+    ),
+    "a NaN BN eps": ({"x": (1, 2, 3, 3)}, 'type: "BN" bn_param { eps: nan }', "bn_param.eps: nan", "is NaN"),
+    "a negative Normalize eps": (
+        {"x": (1, 2, 3, 3)}, 'type: "Normalize" norm_param { eps: -1 }',
+        "norm_param.eps: -1", "must be >= 0",
+    ),
+    "an infinite ReLU6 threshold": (
+        {"x": (1, 2, 3, 3)}, 'type: "ReLU6" relu6_param { threshold: inf }',
+        "threshold: inf", "is infinite",
+    ),
+    "a zero PriorBox img_size": (
+        {"x": (1, 2, 3, 3), "im": (1, 3, 30, 30)},
+        'type: "PriorBox" bottom: "im" prior_box_param { min_size: 4 img_size: 0 }',
+        "prior_box_param.img_size: 0", "must be > 0",
+    ),
+    "a NaN PriorBox aspect ratio": (
+        {"x": (1, 2, 3, 3), "im": (1, 3, 30, 30)},
+        'type: "PriorBox" bottom: "im" prior_box_param { min_size: 4 aspect_ratio: nan }',
+        "prior_box_param.aspect_ratio: nan", "is NaN",
+    ),
+    "an infinite PriorBox offset": (
+        {"x": (1, 2, 3, 3), "im": (1, 3, 30, 30)},
+        'type: "PriorBox" bottom: "im" prior_box_param { min_size: 4 offset: inf }',
+        "prior_box_param.offset: inf", "is infinite",
+    ),
+    "a negative PriorBox variance": (
+        {"x": (1, 2, 3, 3), "im": (1, 3, 30, 30)},
+        'type: "PriorBox" bottom: "im" prior_box_param { min_size: 4 variance: -0.1 }',
+        "prior_box_param.variance: -0.1", "must be >= 0",
+    ),
+    "a dropout ratio of 1": (
+        {"x": (1, 2, 3, 3)}, 'type: "Dropout" dropout_param { dropout_ratio: 1 }',
+        "dropout_ratio: 1", "must be in [0, 1)",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("what", list(VALUES))
+def test_nan_infinite_and_out_of_range_parameter_values_are_refused_when_the_net_is_read(what: str) -> None:
+    """Each parameter field's allowed values are declared once (converters.caffe.rules) and checked
+    for every layer, BVLC's and the forks', before any converter runs."""
+    inputs, body, field, problem = VALUES[what]
+    layer = 'layer { name: "l" bottom: "x" top: "y" ' + body + " }"
+    with pytest.raises(NetError, match=r"layer 'l' \(\w+\): field '") as caught:
+        build_graph(parse_text(_net(inputs, layer)))
+    message = str(caught.value)
+    assert field in message and problem in message and "\n" not in message
+
+
+def test_clip_bounds_may_be_infinite() -> None:
+    net = build_graph(parse_text(_net({"x": (2,)}, 'layer { name: "c" type: "Clip" bottom: "x" top: "y" '
+                                                    "clip_param { min: -inf max: 1 } }")))  # fmt: skip
+    x = torch.tensor([-1e30, 5.0])
+    assert torch.equal(net(x=x)["y"], torch.tensor([-1e30, 1.0]))

@@ -182,3 +182,14 @@ def test_the_command_trains_a_classifier_reading_an_image_data_layer(
     assert weights["fc"][0].shape == (8, 48) and np.isfinite(weights["fc"][0]).all()
     assert cli.main(["solver.prototxt", "--no-progress", "--device", "nonsense"]) == 2
     assert "--device" in capsys.readouterr().err
+
+
+def test_a_missing_snapshot_folder_is_refused_before_the_first_iteration(hdf5_case: Path, capsys) -> None:
+    """Caffe finds a missing snapshot folder at its first snapshot, after training; the command says
+    so before it trains, and writes nothing."""
+    (hdf5_case / "snap").rmdir()
+    assert cli.main(["solver.prototxt", "--weights", "init.caffemodel", "--iters", "3", "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert "snapshot folder" in captured.err and "does not exist" in captured.err
+    assert "iteration" not in captured.out
+    assert not (hdf5_case / "snap").exists()

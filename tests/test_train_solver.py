@@ -259,6 +259,27 @@ def test_learning_rate_reports_the_rate_of_the_next_update(tmp_path: Path) -> No
         ('lr_policy: "fixed"', "no train net"),
         ('net: "net.prototxt" lr_policy: "step"', "needs a positive stepsize"),
         ('net: "net.prototxt" lr_policy: "fixed" regularization_type: "L3"', "regularization_type 'L3'"),
+        # hostile values (issue 21): refused when the solver is read, naming the field
+        ('net: "net.prototxt" lr_policy: "fixed"\nbase_lrr: 0.01',
+         "'base_lrr' (line 2) is not a field of Caffe's SolverParameter"),
+        ('net: "net.prototxt" lr_policy: "fixed" train_state { stagee: "a" }',
+         "'train_state.stagee' (line 1) is not a field"),
+        ('net: "net.prototxt" lr_policy: "exp" gamma: 1e30 max_iter: 100',
+         "lr_policy 'exp' (base_lr 0, gamma 1e+30) makes the learning rate overflow by iteration 100"),
+        ('net: "net.prototxt" base_lr: 0.1 lr_policy: "step" stepsize: 1 gamma: 1e30 max_iter: 50',
+         "makes the learning rate overflow by iteration 50"),
+        ('net: "net.prototxt" lr_policy: "fixed" type: "Adam" momentum: 1',
+         "Adam's momentum must be below 1"),
+        ('net: "net.prototxt" lr_policy: "fixed" type: "Adam" momentum2: 2',
+         "field 'momentum2: 2' (line 1) must be in [0, 1) (Adam takes sqrt(1 - momentum2^t))"),
+        ('net: "net.prototxt" lr_policy: "fixed" base_lr: nan', "field 'base_lr: nan' (line 1) is NaN"),
+        ('net: "net.prototxt" lr_policy: "fixed" base_lr: -1', "field 'base_lr: -1' (line 1) must be >= 0"),
+        ('net: "net.prototxt" lr_policy: "fixed" momentum: 5',
+         "field 'momentum: 5' (line 1) must be in [0, 1]"),
+        ('net: "net.prototxt" lr_policy: "fixed" weight_decay: inf',
+         "field 'weight_decay: inf' (line 1) is infinite"),
+        ('net: "net.prototxt" lr_policy: "poly" power: -1 max_iter: 10',
+         "'poly' needs a power of at least 0"),
     ],
 )
 def test_solver_mistakes_are_one_line_errors_naming_the_file(
@@ -387,6 +408,20 @@ def test_a_dropout_ratio_caffe_refuses_is_a_one_line_error_naming_the_layer() ->
         'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 } } }\n'
         'layer { name: "drop" type: "Dropout" bottom: "x" top: "y" dropout_param { dropout_ratio: 1 } }'
     )
-    expected = r"layer 'drop' \(Dropout\): dropout_ratio must be in \[0, 1\)"
+    expected = (
+        r"layer 'drop' \(Dropout\): field 'dropout_param.dropout_ratio: 1' \(line 2\) "
+        r"must be in \[0, 1\)$"
+    )
     with pytest.raises(converters.NetError, match=expected):
         converters.build_graph(net, phase="TRAIN")
+
+
+def test_an_empty_snapshot_prefix_names_the_files_as_caffe_does_not_as_hidden_ones(tmp_path: Path) -> None:
+    """Caffe's snapshot files are ``<snapshot_prefix>_iter_N``: an empty prefix gives ``_iter_N``
+    (in the solver's folder here, as relative prefixes are), never ``._iter_N``."""
+    shutil.copy(FIXTURES / "sgd_fixed" / "net.prototxt", tmp_path / "net.prototxt")
+    (tmp_path / "solver.prototxt").write_text('net: "net.prototxt" lr_policy: "fixed" snapshot_prefix: ""')
+    solver = converters.load_solver(tmp_path / "solver.prototxt")
+    model, state = solver.snapshot()
+    assert Path(model).name == "_iter_0.caffemodel" and Path(model).parent == tmp_path
+    assert Path(state).name == "_iter_0.solverstate"

@@ -34,6 +34,7 @@ from ..caffe.forks import refuse_unimplemented_fields
 from ..caffe.formats import read_prototxt, read_weights
 from ..caffe.message import Message
 from ..caffe.netdef import filter_layers, layer_type
+from ..caffe.rules import first_invalid
 from ..caffe.text import refuse_unknown_fields
 from ..caffe.traits import is_loss_or_metric
 from ..errors import CaffeFormatError, NetError, UnsupportedLayerError, WeightsMismatchError
@@ -135,6 +136,10 @@ def select_layers(
     known = set(registered_types())
     refuse_unknown_fields([layer for layer in layers if layer_type(layer) in known])
     refuse_unimplemented_fields(layers)  # a fork's field that changes the numbers in a way not followed
+    for layer in layers:  # NaN, infinite or out-of-range parameter values (caffe.rules)
+        problem = first_invalid(layer)
+        if problem is not None:
+            raise NetError(f"layer '{layer.get('name')}' ({layer_type(layer)}): {problem}")
     return layers
 
 

@@ -138,9 +138,7 @@ def dropout(ctx: LayerContext) -> Converted:
     1 - ratio and scaled by 1 / (1 - ratio) (``nn.Dropout`` does this arithmetic; Caffe's random
     masks themselves cannot be reproduced)."""
     p = ctx.param("dropout_param")
-    ratio = float(p.get("dropout_ratio"))
-    if not 0 <= ratio < 1:
-        raise ValueError(f"{ctx.where}: dropout_ratio must be in [0, 1), got {ratio}")
+    ratio = float(p.get("dropout_ratio"))  # in [0, 1): caffe.rules checks it when the net is read
     if "scale_train" in p and not bool(p.get("scale_train")):
         return Converted(module=UnscaledDropout(ratio), keeps_shape=True)
     if bool(p.get("sample_weights_test")):

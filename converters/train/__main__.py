@@ -10,6 +10,7 @@ and the rate are printed as Caffe logs them.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -152,6 +153,13 @@ def _main(argv: list[str] | None = None) -> int:
     if iters < 0:
         raise SolverError(f"--iters must not be negative, got {iters}")
     every = int(param.get("snapshot"))
+    folder = os.path.dirname(solver.snapshot_prefix)
+    snapshots = every > 0 or bool(param.get("snapshot_after_train"))
+    if snapshots and folder and not os.path.isdir(folder):  # Caffe finds out at its first snapshot
+        raise SolverError(
+            f"{path}: the snapshot folder '{folder}' of snapshot_prefix does not exist: create it or change "
+            "snapshot_prefix"
+        )
     feeds = _feeds(sources)
     final = solver.iter + iters == solver.max_iter  # Caffe's Solve tests once more at the end
     test_feeds = (

@@ -19,8 +19,9 @@ import torch
 from torch import Tensor, fx
 
 from ..caffe.formats import read_prototxt, read_weights
-from ..caffe.message import Message
+from ..caffe.message import Message, unknown_named_fields
 from ..caffe.netdef import layer_type, merged_state
+from ..caffe.rules import first_invalid
 from ..errors import CaffeFormatError, SolverError
 from ..graph.builder import build_graph, select_layers
 from ..graph.inputs import is_source
@@ -456,6 +457,16 @@ def load_solver(
             raise
         base = path.parent
     where = str(path) if path is not None else "solver"
+    unknown = unknown_named_fields(param)
+    if unknown:
+        field, position = unknown[0]
+        line = f" (line {position[0]})" if position else ""
+        raise SolverError(
+            f"{where}: '{field}'{line} is not a field of Caffe's SolverParameter: fix it or remove it"
+        )
+    problem = first_invalid(param)
+    if problem is not None:
+        raise SolverError(f"{where}: {problem}")
     updates.check_solver(param, where)
     net = _net_param(param, base, where)
     phase, level, stages = _net_state(param, net)
@@ -483,7 +494,8 @@ def load_solver(
         if prefix is None:
             prefix = str(path.with_suffix(""))  # Caffe: the solver file's name without extension
         elif not Path(prefix).is_absolute():
-            prefix = str(base / prefix) if base is not None else prefix
+            # Caffe's files are "<prefix>_iter_N": an empty prefix names them "_iter_N" in the folder
+            prefix = (str(base / prefix) if prefix else str(base) + os.sep) if base is not None else prefix
     tests = test_net_specs(param, base, where, _resolve)
     return Solver(param, graph, path=path, snapshot_prefix=prefix or "", test_nets=tests)
 

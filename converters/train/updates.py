@@ -33,35 +33,50 @@ def history_count(solver_type: str, params: int) -> int:
     return 2 * params if solver_type in ("AdaDelta", "Adam") else params
 
 
+def _pow(base: float, exponent: float) -> float:
+    """C's ``pow``: HUGE_VAL where Python's ``math.pow`` raises an overflow."""
+    try:
+        return math.pow(base, exponent)
+    except OverflowError:
+        return math.inf
+
+
 def learning_rate(param: Message, iteration: int, current_step: int) -> tuple[float, int]:
     """``(rate, current_step)`` as ``GetLearningRate`` gives them at ``iteration`` (``multistep``
     advances ``current_step`` by at most one step per call, as Caffe does)."""
+    with np.errstate(over="ignore"):  # a rate past float's range is inf, as in Caffe
+        return _learning_rate(param, iteration, current_step)
+
+
+def _learning_rate(param: Message, iteration: int, current_step: int) -> tuple[float, int]:
     policy = str(param.get("lr_policy"))
     base_lr, gamma, power = f32(param.get("base_lr")), f32(param.get("gamma")), f32(param.get("power"))
     if policy == "fixed":
         rate = base_lr
     elif policy == "step":
         current_step = iteration // int(param.get("stepsize"))
-        rate = f32(float(base_lr) * math.pow(float(gamma), current_step))
+        rate = f32(float(base_lr) * _pow(float(gamma), current_step))
     elif policy == "exp":
-        rate = f32(float(base_lr) * math.pow(float(gamma), iteration))
+        rate = f32(float(base_lr) * _pow(float(gamma), iteration))
     elif policy == "inv":
-        rate = f32(base_lr * np.power(f32(1) + gamma * f32(iteration), -power, dtype=f32))
+        with np.errstate(over="ignore", divide="ignore"):
+            rate = f32(base_lr * np.power(f32(1) + gamma * f32(iteration), -power, dtype=f32))
     elif policy == "multistep":
         steps = [int(v) for v in param.getall("stepvalue")]
         if current_step < len(steps) and iteration >= steps[current_step]:
             current_step += 1
-        rate = f32(float(base_lr) * math.pow(float(gamma), current_step))
+        rate = f32(float(base_lr) * _pow(float(gamma), current_step))
     elif policy == "poly":
         fraction = f32(1) - f32(iteration) / f32(int(param.get("max_iter")))
-        rate = f32(base_lr * np.power(fraction, power, dtype=f32))
+        with np.errstate(over="ignore", divide="ignore"):
+            rate = f32(base_lr * np.power(fraction, power, dtype=f32))
     elif policy == "sigmoid":
         with np.errstate(over="ignore"):
             e = np.exp(-gamma * (f32(iteration) - f32(int(param.get("stepsize")))), dtype=f32)
             rate = f32(base_lr * (f32(1) / (f32(1) + e)))
     else:
         raise SolverError(f"unknown lr_policy {policy!r}: use one of {', '.join(LR_POLICIES)}")
-    return float(rate), current_step
+    return float(rate), current_step  # an overflow is inf, as C's pow gives it
 
 
 def check_solver(param: Message, where: str) -> str:
@@ -86,12 +101,24 @@ def check_solver(param: Message, where: str) -> str:
         raise SolverError(
             f"{where}: unknown regularization_type {param.get('regularization_type')!r}: use L2 or L1"
         )
+    if kind == "Adam" and float(param.get("momentum")) >= 1:
+        raise SolverError(f"{where}: Adam's momentum must be below 1 (it divides by 1 - momentum^t), got "
+                          f"{param.get('momentum')}")  # fmt: skip
+    if policy == "poly" and float(param.get("power")) < 0:
+        raise SolverError(f"{where}: lr_policy 'poly' needs a power of at least 0, got {param.get('power')}")
+    last = max(int(param.get("max_iter")), 0)
+    steps = sum(1 for value in param.getall("stepvalue") if int(value) <= last)
+    rate, _ = learning_rate(param, last, steps)
+    if not math.isfinite(rate):
+        raise SolverError(
+            f"{where}: lr_policy {policy!r} (base_lr {float(param.get('base_lr')):g}, gamma "
+            f"{float(param.get('gamma')):g}) "
+            f"makes the learning rate overflow by iteration {last}: Caffe would train with an infinite rate"
+        )
     if int(param.get("iter_size")) < 1:
         raise SolverError(f"{where}: iter_size must be at least 1, got {param.get('iter_size')}")
     if kind in ("AdaGrad", "RMSProp") and float(param.get("momentum")) != 0:
         raise SolverError(f"{where}: momentum cannot be used with {kind}: remove it or set it to 0")
-    if kind == "RMSProp" and not 0 <= float(param.get("rms_decay")) <= 1:
-        raise SolverError(f"{where}: rms_decay must be in [0, 1], got {param.get('rms_decay')}")
     return kind
 
 
