@@ -328,3 +328,28 @@ def test_corrupt_hdf5_datatype_is_a_caffe_format_error_not_h5py_value_error(tmp_
     with pytest.raises(CaffeFormatError, match="/data/conv/0 cannot be read") as info:
         read_weights(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_fifo_is_refused_before_it_is_opened_not_waited_on(tmp_path: Path) -> None:
+    """Opening a FIFO waits for a writer: every reader refuses one by what it is, in one line (run
+    in a child process, so a regression fails by its timeout instead of hanging the suite)."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "net.prototxt"
+    os.mkfifo(fifo)
+    (tmp_path / "solver.prototxt").write_text(f'net: "{fifo}" lr_policy: "fixed"')
+    code = (
+        "import sys, converters\n"
+        "for call in (converters.read_prototxt, converters.read_weights, converters.load_solver):\n"
+        "    arg = sys.argv[2] if call is converters.load_solver else sys.argv[1]\n"
+        "    try:\n        call(arg)\n    except ValueError as exc:\n        print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(fifo), str(tmp_path / "solver.prototxt")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 3, done.stdout + done.stderr
+    assert all("is a FIFO, not a file" in line for line in lines), lines

@@ -280,6 +280,7 @@ def test_learning_rate_reports_the_rate_of_the_next_update(tmp_path: Path) -> No
          "field 'weight_decay: inf' (line 1) is infinite"),
         ('net: "net.prototxt" lr_policy: "poly" power: -1 max_iter: 10',
          "'poly' needs a power of at least 0"),
+        ('net: "' + "a" * 300 + '" lr_policy: "fixed"', "not found"),  # a name the system refuses
     ],
 )
 def test_solver_mistakes_are_one_line_errors_naming_the_file(

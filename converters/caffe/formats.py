@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 from typing import Any, Literal
 
 import numpy as np
@@ -26,8 +27,24 @@ MAX_BLOB_AXES = 32  # Caffe's kMaxBlobAxes (blob.hpp)
 _INT_MAX = (1 << 31) - 1  # Caffe's blobs count their values and dimensions in int
 
 
+def refuse_special_file(path: PathLike) -> None:
+    """:class:`CaffeFormatError` for a path that exists but is not a regular file (a FIFO, a socket,
+    a device), before it is opened: opening a FIFO would wait for a writer forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return  # missing or unnamable: open() says so
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        return
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"))  # fmt: skip
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    raise CaffeFormatError(f"is {kind}, not a file: give the path of a file", path)
+
+
 def sniff_format(path: PathLike) -> Format:
     """``"hdf5"``, ``"binary"`` (protobuf wire format) or ``"text"`` (prototxt), from the bytes."""
+    refuse_special_file(path)
     try:
         with open(path, "rb") as handle:
             head = handle.read(_SNIFF_BYTES)
@@ -52,6 +69,7 @@ def sniff_format(path: PathLike) -> Format:
 def _map_file(path: PathLike) -> memoryview:
     """A private, writable, lazily loaded map of the whole file (read into memory where the file
     system cannot map it)."""
+    refuse_special_file(path)
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size

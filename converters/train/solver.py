@@ -403,13 +403,21 @@ def _find_learned_net(name: str, state_path: Path) -> Path:
     )
 
 
+def _exists(path: Path) -> bool:
+    """Whether ``path`` names something; a name the system refuses (too long, a NUL) names nothing."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _resolve(name: str, base: Path | None) -> Path:
     """A path from a solver file: relative to the solver's folder, else the working directory."""
     path = Path(name)
     if path.is_absolute() or base is None:
         return path
     near = base / path
-    return near if near.exists() or not path.exists() else path
+    return near if _exists(near) or not _exists(path) else path
 
 
 def _net_param(param: Message, base: Path | None, where: str) -> Message:
@@ -423,11 +431,11 @@ def _net_param(param: Message, base: Path | None, where: str) -> Message:
     if field.endswith("_param"):
         return param.get(field)
     net_path = _resolve(str(param.get(field)), base)
-    if not net_path.is_file():
+    if not _exists(net_path):
         raise SolverError(
             f"{where}: {field} '{param.get(field)}' not found (relative to {base or Path.cwd()})"
         )
-    return read_prototxt(net_path)
+    return read_prototxt(net_path)  # refuses what is not a regular file, naming it
 
 
 def _net_state(param: Message, net: Message) -> tuple[str, int, list[str]]:

@@ -70,6 +70,11 @@ def load_seeds() -> list[bytes]:
     return [p.read_bytes() for p in [*layers, *sorted(FIXTURES.glob("forks/*/net.prototxt"))]]
 
 
+def solver_seeds() -> list[bytes]:
+    """The solver fixtures' ``solver.prototxt`` files (every solver type, lr policy, snapshot form)."""
+    return [p.read_bytes() for p in sorted(FIXTURES.glob("solvers/*/solver.prototxt"))]
+
+
 def binary_seeds() -> list[bytes]:
     """Caffe-made caffemodels of the layer fixtures (small), and the tiny FCN's."""
     paths = sorted(FIXTURES.glob("layers/*/weights.caffemodel"))
@@ -458,6 +463,25 @@ def target_load(data: bytes, directory: str) -> None:
             net(**{name: torch.zeros(shape) for name, shape in shapes.items()})
 
 
+#: The tiny train net every mutated solver reads (``net: "net.prototxt"``).
+SOLVER_NET = FIXTURES / "solvers" / "sgd_fixed" / "net.prototxt"
+
+
+def target_solver(data: bytes, directory: str) -> None:
+    """``data``: a solver prototxt over the tiny train net; load it, then run up to
+    three iterations on zero inputs (rates, updates, regularization, clipping)."""
+    import numpy as np
+
+    from converters import load_solver
+
+    Path(directory, "net.prototxt").write_bytes(SOLVER_NET.read_bytes())
+    solver = load_solver(_write(directory, "solver.prototxt", data))
+    shapes = solver.net.caffe.inputs
+    if sum(math.prod(s) for s in shapes.values()) <= MAX_FORWARD_VALUES:
+        feeds = {name: np.zeros(shape, np.float32) for name, shape in shapes.items()}
+        solver.step(feeds, iters=min(3, max(solver.max_iter, 1)))
+
+
 def load_case(rng: random.Random, seeds: list[bytes]) -> bytes:
     """A ``load`` case: a weights choice byte and a gently mutated fixture prototxt."""
     index = rng.randrange(len(seeds))
@@ -497,6 +521,7 @@ TARGETS: dict[str, Target] = {
     "binary": Target(target_binary, "reader", 10.0),
     "hdf5": Target(target_hdf5, "reader", 10.0),
     "load": Target(target_load, "project", 60.0),
+    "solver": Target(target_solver, "project", 60.0),
 }
 SELFTEST = Target(target_selftest, "reader", 3.0)
 
@@ -520,6 +545,10 @@ def cases(target: str, seed: int) -> Iterator[bytes]:
         seeds = load_seeds()
         while True:
             yield load_case(rng, seeds)
+    elif target == "solver":
+        seeds = solver_seeds()
+        while True:
+            yield mutate_text(rng, rng.choice(seeds), seeds, gentle=rng.random() < 0.8)
     else:
         raise ValueError(f"unknown fuzz target {target!r}: one of {', '.join(TARGETS)}")
 
