@@ -22,8 +22,6 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
-from .errors import UsageError
-
 if TYPE_CHECKING:
     import torch
 
@@ -139,22 +137,6 @@ def device(text: str | None, *, default: str | None = None) -> torch.device:
     text = text or default
     if not text:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        result = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {text!r} is not a device (try cpu, cuda, cuda:1)") from None
-    if result.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {text}: CUDA is not available here (use --device cpu)")
-        if result.index is not None and result.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif result.type == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise UsageError(f"--device {text}: MPS is not available here (use --device cpu)")
-    elif result.type not in ("cpu", "cuda", "mps", "meta"):
-        if not getattr(getattr(torch, result.type, None), "is_available", lambda: False)():
-            raise UsageError(f"--device {text}: no {result.type} device is available here")
-    if result.type == "meta":
-        raise UsageError("--device meta computes nothing: use cpu or cuda")
-    return result
+    from .graph.devices import checked_device
+
+    return checked_device(text, what="--device", allow_meta=False)

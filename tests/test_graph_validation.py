@@ -11,6 +11,7 @@ the builder's contract around them.
 from __future__ import annotations
 
 import importlib.util
+import pathlib
 import re
 import sys
 
@@ -501,3 +502,23 @@ def test_a_bilinear_filler_on_a_kernel_that_is_not_square_is_refused_naming_the_
         build_graph(parse_text(text))
     message = "layer 'up' (Deconvolution) blob 0: the bilinear filler needs a square 4-D kernel"
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda:7", "xpu"])
+def test_a_device_this_machine_lacks_is_one_line_in_the_api_too(device: str) -> None:
+    """load_caffe, build_graph and load_solver check ``device`` as the commands' ``--device`` does,
+    before anything is built (torch's own errors are long and name no fix)."""
+    import converters
+    from converters.errors import UsageError
+
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has that device")
+    fixtures = pathlib.Path(__file__).parent / "fixtures"
+    calls = [
+        lambda: converters.load_caffe(fixtures / "layers" / "conv_basic" / "net.prototxt", device=device),
+        lambda: converters.load_solver(fixtures / "solvers" / "sgd_fixed" / "solver.prototxt", device=device),
+    ]
+    for call in calls:
+        with pytest.raises(UsageError, match=rf"device {device!r}|device {device}:") as caught:
+            call()
+        assert "\n" not in str(caught.value)

@@ -41,6 +41,7 @@ from ..errors import CaffeFormatError, NetError, UnsupportedLayerError, WeightsM
 from ..layers import Converted, LayerContext, converter_for, fill
 from ..layers.fillers import caffe_filler, is_deterministic
 from ..layers.registry import blob_counts, check_count, layer_variants, registered_types
+from .devices import checked_device
 from .inplace import InPlaceBackward, InPlaceFinal
 from .inputs import input_shapes, is_source
 from .lazy import LazyCaffeNet
@@ -183,7 +184,7 @@ def build_graph(
     consumed = {b for layer in layers if not is_source(layer) for b in layer.getall("bottom")}
     given = dict(input_shapes or {})
     shapes, declared, transforms = _inputs(layers, consumed, given, weights)
-    target = torch.device(device) if device is not None else torch.device("cpu")
+    target = checked_device(device) if device is not None else torch.device("cpu")
     guessed = set(shapes) - set(declared)
     if guessed and target.type != "meta":
         options = dict(
@@ -911,7 +912,7 @@ def load_caffe(
     (``phase``, ``with_loss``, ``input_shapes``, ``strict``, ...).
     """
     if optimize is None:
-        optimize = torch.device(device if device is not None else "cpu").type == "cpu"
+        optimize = (checked_device(device) if device is not None else torch.device("cpu")).type == "cpu"
     options["optimize"] = optimize
     net = prototxt if isinstance(prototxt, Message) else read_prototxt(prototxt)
     weights = (
