@@ -86,6 +86,12 @@ CASES = {
         'layer { name: "info" type: "InfogainLoss" bottom: "s" bottom: "l" top: "loss" }',
         r"layer .info. \(InfogainLoss\): give the infogain matrix H as a third bottom or as",
     ),
+    "ROIPooling regions of four columns": (
+        {"f": (1, 2, 6, 6), "rois": (3, 4)},
+        'layer { name: "roi" type: "ROIPooling" bottom: "f" bottom: "rois" top: "y" '
+        "roi_pooling_param { pooled_h: 2 pooled_w: 2 spatial_scale: 1 } }",
+        r"layer 'roi' \(ROIPooling\): the regions 'rois' \[3, 4\] must be R x 5",
+    ),
     "C3D's MAX pooling with padding": (
         {"v": (1, 2, 4, 6, 6)},
         'layer { name: "p" type: "Pooling3D" bottom: "v" top: "y" '

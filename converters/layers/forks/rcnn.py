@@ -90,6 +90,17 @@ class ROIPooling(nn.Module):
         return torch.stack(out) if out else x.new_zeros((0, x.shape[1], self.pooled_h, self.pooled_w))
 
 
+def _check_regions(ctx: LayerContext) -> None:
+    """The regions bottom holds five values per region (batch index, x1, y1, x2, y2), as Caffe's
+    loops read them (it checks nothing and reads past a shorter row)."""
+    shape = ctx.bottom_shape(1)
+    if len(shape) < 2 or math.prod(shape[1:]) != 5:
+        raise ValueError(
+            f"{ctx.where}: the regions '{ctx.bottoms[1]}' {list(shape)} must be R x 5 (batch index, x1, y1, "
+            "x2, y2 per region)"
+        )
+
+
 @register_layer("ROIPooling", bottoms=2, tops=1)
 def roi_pooling(ctx: LayerContext) -> Converted:
     p = ctx.param("roi_pooling_param")
@@ -98,6 +109,7 @@ def roi_pooling(ctx: LayerContext) -> Converted:
         raise ValueError(f"{ctx.where}: pooled_h and pooled_w must be positive, got {pooled_h}x{pooled_w}")
     if len(ctx.bottoms) != 2:
         raise ValueError(f"{ctx.where}: takes two bottoms (the features and the regions)")
+    _check_regions(ctx)
     module = ROIPooling(pooled_h, pooled_w, float(p.get("spatial_scale")))
     return Converted(module=module, output_shape=lambda s: (s[1][0], s[0][1], pooled_h, pooled_w))
 
@@ -148,6 +160,7 @@ def psroi_pooling(ctx: LayerContext) -> Converted:
         raise ValueError(f"{ctx.where}: output_dim and group_size must be positive")
     if len(ctx.bottoms) != 2:
         raise ValueError(f"{ctx.where}: takes two bottoms (the score maps and the regions)")
+    _check_regions(ctx)
     channels = ctx.bottom_shape(0)[1]
     if channels != output_dim * group * group:
         raise ValueError(
