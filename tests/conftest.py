@@ -57,3 +57,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def caffemodel_bytes(seed: int, size: int) -> bytes:
+    """A valid binary caffemodel of about ``size`` bytes (one layer, one blob of seeded values): what
+    the download tests serve, since a file without a published checksum is recorded only when it
+    reads as weights."""
+    import numpy as np
+
+    from converters.caffe.binary import encode_message
+    from converters.caffe.formats import weights_to_net
+
+    values = np.random.default_rng(seed).standard_normal(max(1, (size - 64) // 4)).astype(np.float32)
+    return encode_message(weights_to_net({"w": [values]}))

@@ -5,17 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import caffemodel_bytes
 from tests.httpserver import LocalHTTPServer, Route
 
 REPO = Path(__file__).resolve().parent.parent
-BODY = random.Random(3).randbytes(200_003)
+BODY = caffemodel_bytes(3, 200_003)
 SHA256 = hashlib.sha256(BODY).hexdigest()
 
 # Runs ``python -m weights`` with every socket connection refused: proof that a command is offline.

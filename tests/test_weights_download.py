@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 import stat
 import subprocess
 import sys
@@ -13,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import caffemodel_bytes
 from tests.httpserver import LocalHTTPServer, Route
 from weights.download import ChecksumMismatch, DownloadError, RetryPolicy, download, normalize_hex, part_path
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = RetryPolicy(retries=2, backoff=0.01, max_backoff=0.05, connect_timeout=2.0, read_timeout=2.0)
-BODY = random.Random(1234).randbytes(1_000_003)
+BODY = caffemodel_bytes(1234, 1_000_003)
 SHA256 = hashlib.sha256(BODY).hexdigest()
 SHA1 = hashlib.sha1(BODY).hexdigest()
 

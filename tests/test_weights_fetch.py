@@ -6,20 +6,20 @@ import dataclasses
 import hashlib
 import io
 import json
-import random
 import socket
 from pathlib import Path
 
 import pytest
 
 import weights
+from tests.conftest import caffemodel_bytes
 from tests.httpserver import LocalHTTPServer, Route
 from weights import registry
 from weights.cache import cache_dir, read_checksums
 from weights.download import RetryPolicy
 
 FAST = RetryPolicy(retries=1, backoff=0.01, max_backoff=0.02, connect_timeout=2.0, read_timeout=2.0)
-BODY = random.Random(7).randbytes(300_001)
+BODY = caffemodel_bytes(7, 300_001)
 SHA256 = hashlib.sha256(BODY).hexdigest()
 FILENAME = "fcn32s-heavy-pascal.caffemodel"
 
@@ -58,6 +58,21 @@ def test_first_download_without_a_published_checksum_records_its_sha256(monkeypa
     assert len(server.requests_for(f"/dl/{FILENAME}")) == 1
     result = weights.verify("voc-fcn32s", cache_dir=tmp_path)
     assert result.sha256 == SHA256 and any("recorded" in c for c in result.checked)
+
+
+def test_an_empty_or_broken_file_in_the_cache_never_gets_its_checksum_pinned(monkeypatch, server, tmp_path):
+    """Without a published checksum the first file's sha256 becomes the reference: an empty (or
+    not-a-caffemodel) file already at the cache path is refused and recorded nowhere, so the real
+    download that replaces it is accepted and recorded."""
+    _serve_record(monkeypatch, server)
+    for broken in (b"", b"<html>502 Bad Gateway</html>"):
+        (tmp_path / FILENAME).write_bytes(broken)
+        with pytest.raises(weights.DownloadError, match="not a caffemodel, so no checksum was recorded"):
+            weights.fetch("voc-fcn32s", cache_dir=tmp_path, policy=FAST, progress=False, log=io.StringIO())
+        assert FILENAME not in read_checksums(tmp_path)
+        (tmp_path / FILENAME).unlink()
+    path = weights.fetch("voc-fcn32s", cache_dir=tmp_path, policy=FAST, progress=False, log=io.StringIO())
+    assert path.read_bytes() == BODY and read_checksums(tmp_path)[FILENAME]["sha256"] == SHA256
 
 
 def test_later_download_is_checked_against_the_recorded_sha256(monkeypatch, server, tmp_path):

@@ -119,6 +119,8 @@ def fetch(
                                    f"{when}, in {cache_root / CHECKSUMS_FILE})") from error
         raise
     if not use_recorded or result.downloaded:
+        if not (published_sha256 or published_sha1):  # a checksum is only pinned for real weights
+            _check_is_weights(result.path)
         update_checksum(cache_root, filename, sha256=result.sha256, size=result.path.stat().st_size,
                         url=result.url or urls[0], recorded=_now(),
                         published=bool(published_sha256 or published_sha1))
@@ -128,6 +130,21 @@ def fetch(
                   f"{result.sha256}, in {cache_root / CHECKSUMS_FILE}; later fetches and `verify` check "
                   "against it", file=log)
     return result.path
+
+
+def _check_is_weights(path: Path) -> None:
+    """:class:`DownloadError` unless ``path`` reads as a caffemodel (binary or HDF5): a file with no
+    published checksum gets its sha256 recorded only then, so an empty or broken file is never the
+    reference later downloads must match."""
+    from converters import CaffeFormatError, read_weights
+
+    try:
+        if not read_weights(path):
+            raise CaffeFormatError("holds no layer with weights", path)
+    except CaffeFormatError as exc:
+        raise DownloadError(
+            f"{exc}: not a caffemodel, so no checksum was recorded for it; remove it and fetch again"
+        ) from None
 
 
 @dataclass(frozen=True)
