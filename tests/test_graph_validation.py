@@ -144,7 +144,7 @@ def test_parameters_beyond_the_machines_memory_are_refused_before_allocation(mon
     def no_allocation(self, *args, **kwargs):
         raise AssertionError("parameters were allocated")
 
-    monkeypatch.setattr(builder, "_memory_limit", lambda device=None: 4096)
+    monkeypatch.setattr(builder, "memory_limit", lambda device=None: 4096)
     monkeypatch.setattr(fx.GraphModule, "to_empty", no_allocation)
     error = _one_line_net_error(text)
     assert "layer 'big'" in str(error) and "GiB" in str(error)

@@ -426,3 +426,114 @@ def test_an_empty_snapshot_prefix_names_the_files_as_caffe_does_not_as_hidden_on
     model, state = solver.snapshot()
     assert Path(model).name == "_iter_0.caffemodel" and Path(model).parent == tmp_path
     assert Path(state).name == "_iter_0.solverstate"
+
+
+def _hostile_state(tmp_path: Path, edit) -> Path:
+    """A copy of Caffe's HDF5 solverstate (resume_adam_hdf5) changed by ``edit(h5py.File)``."""
+    import h5py
+
+    folder, _ = _case("resume_adam_hdf5")
+    target = tmp_path / "state.solverstate.h5"
+    shutil.copy(folder / "caffe_snapshot" / "train_iter_5.solverstate.h5", target)
+    with h5py.File(target, "r+") as f:
+        edit(f)
+    return target
+
+
+def _renumber(f) -> None:
+    f["history"].move("3", "99")
+
+
+def _external(f) -> None:
+    import h5py
+
+    del f["history"]["0"]
+    f["history"]["0"] = h5py.ExternalLink("elsewhere.h5", "/data")
+
+
+def _loop(f) -> None:
+    import h5py
+
+    del f["history"]["0"]
+    f["history"]["0"] = h5py.SoftLink("/history/0")
+
+
+def _group_iter(f) -> None:
+    del f["iter"]
+    f.create_group("iter")
+
+
+def _empty_iter(f) -> None:
+    del f["iter"]
+    f.create_dataset("iter", shape=(0,), dtype="f4")
+
+
+def _group_learned(f) -> None:
+    del f["learned_net"]
+    f.create_group("learned_net")
+
+
+def _huge_history(f) -> None:  # 4.3 GB declared in a few KB: chunked, nothing written
+    del f["history"]["0"]
+    f["history"].create_dataset("0", shape=(36000, 30000), dtype="f4", chunks=(100, 100))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_renumber, "Caffe names its blobs 0 to"),
+        (_external, "/history/0 is a ExternalLink"),
+        (_loop, "/history/0 is a SoftLink"),
+        (_group_iter, "/iter is a group"),
+        (_empty_iter, "/iter holds no number"),
+        (_group_learned, "/learned_net is a group"),
+        (_huge_history, "history blob 0 holds 1080000000 values"),
+    ],
+    ids=["renumbered", "external-link", "soft-link-loop", "group-iter", "empty-iter", "group-learned",
+         "huge"],  # fmt: skip
+)
+def test_a_hostile_hdf5_solverstate_is_one_line_and_changes_nothing(
+    edit: object, message: str, tmp_path: Path
+) -> None:
+    """Refused in one line naming the file, before anything is read into memory or assigned."""
+    import tracemalloc
+
+    folder, _ = _case("resume_adam_hdf5")
+    state = _hostile_state(tmp_path, edit)
+    solver = _solver(folder, tmp_path, folder / "init.caffemodel")
+    before = {k: [b.copy() for b in v] for k, v in solver.weights().items()}
+    tracemalloc.start()
+    with pytest.raises(SolverError) as caught:
+        solver.restore(state)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    text = str(caught.value)
+    assert message in text and str(state) in text and "\n" not in text
+    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MB allocated before the refusal"
+    assert solver.iter == 0
+    after = solver.weights()
+    assert all(np.array_equal(after[k][i], before[k][i]) for k in before for i in range(len(before[k])))
+
+
+def test_a_restore_whose_learned_net_does_not_fit_leaves_every_parameter_as_it_was(tmp_path: Path) -> None:
+    folder, _ = _case("resume_sgd")
+    solver = _solver(folder, tmp_path, folder / "init.caffemodel")
+    before = {k: [b.copy() for b in v] for k, v in solver.weights().items()}
+    learned = converters.read_weights(folder / "caffe_snapshot" / "train_iter_5.caffemodel")
+    names = list(learned)
+    learned[names[-1]] = [blob[..., :1] for blob in learned[names[-1]]]  # the last layer no longer fits
+    converters.write_weights(learned, tmp_path / "train_iter_5.caffemodel")
+    shutil.copy(folder / "caffe_snapshot" / "train_iter_5.solverstate", tmp_path / "train_iter_5.solverstate")
+    with pytest.raises(SolverError, match=rf"layer '{names[-1]}' blob \d has shape"):
+        solver.restore(tmp_path / "train_iter_5.solverstate")
+    after = solver.weights()
+    assert all(np.array_equal(after[k][i], before[k][i]) for k in before for i in range(len(before[k])))
+
+
+def test_an_iteration_past_32_bits_is_refused_before_any_snapshot_file_is_written(tmp_path: Path) -> None:
+    folder, _ = _case("sgd_fixed")
+    solver = _solver(folder, tmp_path, folder / "init.caffemodel")
+    solver.iter = 2**31
+    with pytest.raises(SolverError, match="does not fit a solverstate's 32-bit iter"):
+        solver.snapshot()
+    assert list(tmp_path.iterdir()) == []

@@ -633,7 +633,7 @@ def _parameter_bytes(planned: list[_Planned], shared: Mapping[Blob, Blob]) -> in
     )
 
 
-def _memory_limit(device: torch.device | None = None) -> int | None:
+def memory_limit(device: torch.device | None = None) -> int | None:
     """The memory of ``device`` in bytes (the machine's physical memory for the CPU), when known."""
     try:
         if device is not None and device.type == "cuda":
@@ -649,7 +649,7 @@ def _check_parameter_memory(
     """Refuse, before allocating anything, parameters that cannot fit in the device's memory."""
     if device.type not in ("cpu", "cuda"):
         return
-    need, limit = _parameter_bytes(planned, shared), _memory_limit(device)
+    need, limit = _parameter_bytes(planned, shared), memory_limit(device)
     if limit is not None and need > limit:
         largest = max(
             ((math.prod(s), p.name) for p in planned for _, s in p.converted.blobs), default=(0, "")

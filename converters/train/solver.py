@@ -328,27 +328,31 @@ class Solver:
 
     def load_weights(self, weights: Mapping[str, list[np.ndarray]], source: str = "weights") -> None:
         """Copy stored blobs into the net by layer name (``CopyTrainedLayersFrom``: other layers are
-        ignored; a layer's blob count and sizes must match)."""
+        ignored; a layer's blob count and sizes must match). Everything is checked first: a
+        refusal changes no parameter."""
         by_layer: dict[str, list[int]] = {}
         for (layer, _), index in self.owner_of.items():
             by_layer.setdefault(layer, []).append(index)
-        with torch.no_grad():
-            for layer, blobs in weights.items():
-                if layer not in by_layer:
-                    continue
-                indices = by_layer[layer]
-                if len(blobs) != len(indices):
+        copies: list[tuple[Tensor, np.ndarray]] = []
+        for layer, blobs in weights.items():
+            if layer not in by_layer:
+                continue
+            indices = by_layer[layer]
+            if len(blobs) != len(indices):
+                raise SolverError(
+                    f"{source}: layer '{layer}' has {len(blobs)} blobs, the net needs {len(indices)}"
+                )
+            for j, (index, blob) in enumerate(zip(indices, blobs, strict=False)):
+                tensor = self._tensors[index]
+                if blob.size != tensor.numel():
                     raise SolverError(
-                        f"{source}: layer '{layer}' has {len(blobs)} blobs, the net needs {len(indices)}"
+                        f"{source}: layer '{layer}' blob {j} has shape "
+                        f"{list(blob.shape)}, the net needs {list(self.blob_shapes[index])}"
                     )
-                for j, (index, blob) in enumerate(zip(indices, blobs, strict=False)):
-                    tensor = self._tensors[index]
-                    if blob.size != tensor.numel():
-                        raise SolverError(
-                            f"{source}: layer '{layer}' blob {j} has shape "
-                            f"{list(blob.shape)}, the net needs {list(self.blob_shapes[index])}"
-                        )
-                    tensor.copy_(torch.from_numpy(np.array(blob, dtype=np.float32)).reshape(tensor.shape))
+                copies.append((tensor, blob))
+        with torch.no_grad():
+            for tensor, blob in copies:
+                tensor.copy_(torch.from_numpy(np.array(blob, dtype=np.float32)).reshape(tensor.shape))
 
     def snapshot(self, prefix: str | None = None) -> tuple[str, str]:
         """Write ``<prefix>_iter_<N>.caffemodel`` and ``.solverstate`` (``.caffemodel.h5`` and
@@ -367,7 +371,7 @@ class Solver:
     def restore(self, path: PathLike) -> None:
         """Continue from a solverstate written by Caffe or by :meth:`snapshot` (binary or ``.h5``):
         iteration, current step, history and the learned net it names."""
-        state = read_state(path)
+        state = read_state(path, [tuple(t.shape) for t in self.history])
         expected = len(self.history)
         if len(state.history) != expected:
             raise SolverError(
@@ -380,7 +384,7 @@ class Solver:
                     f"{path}: history blob {i} has {blob.size} values, parameter "
                     f"'{self.keys[i % len(self.keys)]}' has {target.numel()}"
                 )
-        if state.learned_net:
+        if state.learned_net:  # checked whole before any parameter changes; the history after it
             learned = _find_learned_net(state.learned_net, Path(path))
             self.load_weights(read_weights(learned), str(learned))
         with torch.no_grad():

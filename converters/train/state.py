@@ -30,27 +30,19 @@ class SolverStateFile:
     history: list[np.ndarray]
 
 
-def read_state(path: str | os.PathLike[str]) -> SolverStateFile:
-    """Read a binary or HDF5 solverstate (told apart by content, not by name)."""
+def read_state(path: str | os.PathLike[str], shapes: list[tuple[int, ...]] | None = None) -> SolverStateFile:
+    """Read a binary or HDF5 solverstate (told apart by content, not by name). With ``shapes`` (the
+    solver's history blobs), an HDF5 history blob of another size is refused before it is read."""
     if not os.path.isfile(path):
         raise SolverError(f"{path}: no such solverstate file")
     fmt = sniff_format(path)
     if fmt == "hdf5":
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            if "iter" not in f or "history" not in f:
-                raise SolverError(f"{path}: not a Caffe HDF5 solverstate (no /iter or /history)")
-            history = [np.asarray(f["history"][str(i)], dtype=np.float32) for i in range(len(f["history"]))]
-            learned = f["learned_net"][()] if "learned_net" in f else b""
-            learned = learned.tobytes() if isinstance(learned, np.ndarray) else learned
-            learned = learned.rstrip(b"\0").decode("utf-8") if isinstance(learned, bytes) else str(learned)
-            return SolverStateFile(
-                iter=int(np.asarray(f["iter"]).reshape(-1)[0]),
-                learned_net=learned,
-                current_step=int(np.asarray(f["current_step"]).reshape(-1)[0]) if "current_step" in f else 0,
-                history=history,
-            )
+        try:
+            return _read_hdf5_state(path, shapes)
+        except SolverError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:  # h5py's errors
+            raise SolverError(f"{path}: not a readable HDF5 solverstate ({_one_line(exc)})") from None
     if fmt != "binary":
         raise SolverError(f"{path}: a text file, not a .solverstate (binary SolverState or HDF5)")
     try:
@@ -64,6 +56,78 @@ def read_state(path: str | os.PathLike[str]) -> SolverStateFile:
         current_step=int(state.get("current_step")),
         history=[np.array(h, dtype=np.float32) for h in history],
     )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _hdf5_dataset(group: Any, key: str, path: Any, what: str) -> Any:
+    """``group[key]`` when it is a dataset stored in this file (not a group, nor a soft or
+    external link, which Caffe never writes)."""
+    import h5py
+
+    link = group.get(key, getlink=True)
+    if link is None:
+        raise SolverError(f"{path}: not a Caffe HDF5 solverstate (no {what})")
+    if not isinstance(link, h5py.HardLink):
+        raise SolverError(f"{path}: {what} is a {type(link).__name__}; Caffe writes datasets here")
+    item = group[key]
+    if not isinstance(item, h5py.Dataset):
+        raise SolverError(f"{path}: {what} is a group; Caffe writes a dataset here")
+    return item
+
+
+def _scalar(dataset: Any, path: Any, what: str) -> int:
+    if dataset.size < 1 or dataset.dtype.kind not in "iuf":
+        raise SolverError(f"{path}: {what} holds no number")
+    value = np.asarray(dataset[()]).reshape(-1)[0]
+    if not np.isfinite(value) or not -(2**31) <= value < 2**31:
+        raise SolverError(f"{path}: {what} {value} is not a 32-bit integer, as Caffe stores it")
+    return int(value)
+
+
+def _read_hdf5_state(path: Any, shapes: list[tuple[int, ...]] | None) -> SolverStateFile:
+    import h5py
+
+    from ..graph.builder import memory_limit
+
+    with h5py.File(path, "r") as f:
+        iteration = _scalar(_hdf5_dataset(f, "iter", path, "/iter"), path, "/iter")
+        step = _scalar(_hdf5_dataset(f, "current_step", path, "/current_step"), path, "/current_step") \
+            if "current_step" in f else 0  # fmt: skip
+        link = f.get("history", getlink=True)
+        if not isinstance(link, h5py.HardLink) or not isinstance(f["history"], h5py.Group):
+            raise SolverError(f"{path}: not a Caffe HDF5 solverstate (no /history group)")
+        group = f["history"]
+        keys = sorted(group.keys())
+        if sorted(keys, key=lambda k: int(k) if k.isdigit() else -1) != [str(i) for i in range(len(keys))]:
+            raise SolverError(
+                f"{path}: /history holds {keys[:6]}...; Caffe names its blobs 0 to {len(keys) - 1}"
+            )
+        datasets = [_hdf5_dataset(group, str(i), path, f"/history/{i}") for i in range(len(keys))]
+        limit = memory_limit()
+        for i, data in enumerate(datasets):  # sizes checked before anything is read
+            count = int(np.prod(data.shape, dtype=np.int64))
+            if shapes is not None and i < len(shapes) and count != int(np.prod(shapes[i], dtype=np.int64)):
+                raise SolverError(
+                    f"{path}: history blob {i} holds {count} values, the solver's {int(np.prod(shapes[i]))}"
+                )
+            if count > 2**31 - 1 or (limit is not None and 4 * count > limit):
+                raise SolverError(
+                    f"{path}: history blob {i} declares {count:,} values, more than fit in memory"
+                )
+            if data.dtype.kind not in "iuf":
+                raise SolverError(f"{path}: history blob {i} is not numeric ({data.dtype})")
+        history = [np.asarray(data[()], dtype=np.float32) for data in datasets]
+        learned = b""
+        if "learned_net" in f:
+            learned = _hdf5_dataset(f, "learned_net", path, "/learned_net")[()]
+        learned = learned.tobytes() if isinstance(learned, np.ndarray) else learned
+        learned = (
+            learned.rstrip(b"\0").decode("utf-8", "replace") if isinstance(learned, bytes) else str(learned)
+        )
+        return SolverStateFile(iter=iteration, learned_net=learned, current_step=step, history=history)
 
 
 def _model_message(solver: Solver, diffs: list[np.ndarray] | None) -> Message:
@@ -118,6 +182,8 @@ def write_snapshot(
     solver: Solver, stem: str, fmt: str, diffs: list[np.ndarray] | None = None
 ) -> tuple[str, str]:
     """Write ``<stem>.caffemodel`` + ``<stem>.solverstate`` (or the ``.h5`` pair); returns the paths."""
+    if not 0 <= solver.iter < 2**31:  # SolverState.iter is an int32: checked before any file is written
+        raise SolverError(f"iteration {solver.iter} does not fit a solverstate's 32-bit iter: no snapshot")
     folder = os.path.dirname(stem)
     if folder and not os.path.isdir(folder):
         raise SolverError(f"snapshot folder '{folder}' does not exist: create it or change snapshot_prefix")
