@@ -522,3 +522,17 @@ def test_a_device_this_machine_lacks_is_one_line_in_the_api_too(device: str) -> 
         with pytest.raises(UsageError, match=rf"device {device!r}|device {device}:") as caught:
             call()
         assert "\n" not in str(caught.value)
+
+
+def test_a_blob_larger_than_the_machines_memory_is_refused_before_anything_runs(monkeypatch) -> None:
+    """A zoom of 2000 or an input of 20000 x 20000 makes blobs under Caffe's per-blob limit that the
+    machine cannot hold: refused when the net is built, naming the blob, not at the forward pass."""
+    text = (
+        'layer { name: "in" type: "Input" top: "x" '
+        "input_param { shape { dim: 1 dim: 2 dim: 30 dim: 30 } } }\n"
+        'layer { name: "z" type: "Interp" bottom: "x" top: "zoomed" interp_param { zoom_factor: 20 } }'
+    )
+    monkeypatch.setattr(builder, "memory_limit", lambda device=None: 2**20)  # a 1 MiB machine
+    monkeypatch.setattr(fx.GraphModule, "to_empty", lambda self, **kw: pytest.fail("allocated"))
+    message = str(_one_line_net_error(text))
+    assert "blob 'zoomed' [1, 2, 581, 581] needs" in message and "GiB of memory of cpu" in message

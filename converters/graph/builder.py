@@ -257,6 +257,7 @@ def _build(
     )
     shared = _shared_blobs(trace.planned)
     _check_parameter_memory(trace.planned, shared, target)
+    _check_blob_memory(trace.metas, target)
     module.to_empty(device=target)
     randomly, filled = _load_blobs(
         module,
@@ -657,6 +658,21 @@ def _check_parameter_memory(
         raise NetError(
             f"the net's parameters need {need / 2**30:.1f} GiB, more than the {limit / 2**30:.1f} GiB "
             f"of memory of {device.type} (the largest is layer '{largest}')"
+        )
+
+
+def _check_blob_memory(metas: Mapping[str, Tensor], device: torch.device) -> None:
+    """Refuse, before anything runs, a net whose largest blob alone exceeds the device's memory at
+    these input sizes (a huge zoom, a huge input): the forward pass could only fail allocating it."""
+    if device.type not in ("cpu", "cuda") or not metas:
+        return
+    limit = memory_limit(device)
+    blob, value = max(metas.items(), key=lambda item: item[1].numel())
+    need = value.numel() * value.element_size()
+    if limit is not None and need > limit:
+        raise NetError(
+            f"blob '{blob}' {list(value.shape)} needs {need / 2**30:.1f} GiB, more than the "
+            f"{limit / 2**30:.1f} GiB of memory of {device.type}: give smaller inputs"
         )
 
 
