@@ -537,3 +537,21 @@ def test_an_iteration_past_32_bits_is_refused_before_any_snapshot_file_is_writte
     with pytest.raises(SolverError, match="does not fit a solverstate's 32-bit iter"):
         solver.snapshot()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", [30.0, 3.0, -1.0, float("nan"), float("inf"), 1e20])
+def test_a_label_outside_the_classes_stops_the_step_in_one_line_naming_it(bad: float, tmp_path: Path) -> None:
+    """Caffe's loss reads past its scores for such a label (its check is a DCHECK); here the step
+    stops with a SolverError naming the iteration, the value and the classes, and updates nothing."""
+    folder, _ = _case("sgd_fixed")
+    solver = _solver(folder, tmp_path, folder / "init.caffemodel")
+    before = {k: [b.copy() for b in v] for k, v in solver.weights().items()}
+    feeds = _feeds(np.load(folder / "inputs.npz"), 0)
+    feeds["label"] = feeds["label"].copy()
+    feeds["label"].flat[5] = bad
+    expected = r"^iteration 0: SoftmaxWithLoss: label .* is not one of the 3 classes"
+    with pytest.raises(SolverError, match=expected):
+        solver.step(feeds)
+    after = solver.weights()
+    assert solver.iter == 0
+    assert all(np.array_equal(after[k][i], before[k][i]) for k in before for i in range(len(before[k])))

@@ -11,6 +11,28 @@ from torch import Tensor, nn
 
 from ..errors import NetError
 from .registry import Converted, LayerContext, canonical_axis, register_layer
+from .tracing import has_values
+
+
+def check_label_values(layer: str, label: Tensor, classes: int, ignore_label: int | None) -> None:
+    """One-line :class:`ValueError` for a label that is not a class index (outside ``[0, classes)``,
+    NaN or infinite) and not the ignore label: Caffe reads past its scores there (its check is a
+    DCHECK, compiled out of release builds)."""
+    if not has_values(label) or not label.numel():
+        return
+    values = label.detach().reshape(-1)
+    finite = torch.isfinite(values)
+    index = values.to(torch.int64)
+    bad = ~finite | (index < 0) | (index >= classes)
+    if ignore_label is not None:
+        bad &= ~(finite & (index == ignore_label))
+    if bool(bad.any()):
+        position = int(torch.nonzero(bad)[0])
+        ignored = f" and not the ignore_label {ignore_label}" if ignore_label is not None else ""
+        raise ValueError(
+            f"{layer}: label {float(values[position]):g} (value {position} of the label blob) is not one of "
+            f"the {classes} classes (0 to {classes - 1}){ignored}"
+        )
 
 
 def softmax_with_loss(
@@ -18,6 +40,7 @@ def softmax_with_loss(
 ) -> Tensor:
     """Caffe's SoftmaxWithLoss value (a 0-D tensor), with its normalization modes."""
     axis = axis + score.dim() if axis < 0 else axis
+    check_label_values("SoftmaxWithLoss", label, score.shape[axis], ignore_label)
     log_prob = F.log_softmax(score, dim=axis)
     # Caffe clamps the value at log(FLT_MIN) but its gradient stays softmax - onehot: straight through
     floor = math.log(torch.finfo(torch.float32).tiny)
@@ -87,6 +110,7 @@ def accuracy(
     ``per_class`` also each class's accuracy (0 for classes that do not occur)."""
     axis = axis + score.dim() if axis < 0 else axis
     classes = score.shape[axis]
+    check_label_values("Accuracy", label, classes, ignore_label)
     moved = score.movedim(axis, -1).reshape(-1, classes)
     target = label.reshape(-1).long()
     valid = torch.ones_like(target, dtype=torch.bool) if ignore_label is None else target != ignore_label
@@ -189,6 +213,7 @@ def hinge_loss(score: Tensor, label: Tensor, squared: bool) -> Tensor:
     """Caffe's HingeLoss: ``max(0, 1 -/+ score)`` (minus at the label's class), summed (L1) or
     squared and summed (L2), over the first axis's count."""
     scores = score.reshape(score.shape[0], -1)
+    check_label_values("HingeLoss", label, scores.shape[1], None)
     target = label.reshape(-1).long()
     sign = torch.ones_like(scores).scatter(1, target.unsqueeze(1), -1.0)
     margins = torch.clamp(1 + sign * scores, min=0)
@@ -209,6 +234,7 @@ LOG_THRESHOLD = 1e-20
 def multinomial_logistic_loss(prob: Tensor, label: Tensor) -> Tensor:
     """Caffe's MultinomialLogisticLoss: ``-sum(log(max(prob[label], 1e-20))) / N``."""
     probs = prob.reshape(prob.shape[0], -1)
+    check_label_values("MultinomialLogisticLoss", label, probs.shape[1], None)
     picked = probs.gather(1, label.reshape(-1, 1).long()).squeeze(1)
     return -torch.log(picked.clamp(min=LOG_THRESHOLD)).sum() / prob.shape[0]
 
@@ -257,6 +283,7 @@ def infogain_loss(
     the gradient is Caffe's ``p_l sum(H[label]) - H[label, l]``."""
     axis = axis + score.dim() if axis < 0 else axis
     classes = score.shape[axis]
+    check_label_values("InfogainLoss", label, classes, ignore_label)
     log_prob = F.log_softmax(score, dim=axis)
     prob = log_prob.exp().detach()
     # the value from the clamped probability, the gradient the softmax's
@@ -279,6 +306,7 @@ def infogain_loss_v1(prob: Tensor, label: Tensor, infogain: Tensor) -> Tensor:
     """Caffe 1.0's InfogainLoss, on probabilities: ``-sum_j H[label, j] log(max(prob_j, 1e-20)) / N``
     (each item's values flattened), its gradient ``-H[label, j] / max(prob_j, 1e-20) / N``."""
     probs = prob.reshape(prob.shape[0], -1)
+    check_label_values("InfogainLoss", label, probs.shape[1], None)
     rows = infogain.detach().reshape(probs.shape[1], probs.shape[1]).to(prob.dtype)[label.reshape(-1).long()]
     return -(rows * _log_clamped(probs)).sum() / prob.shape[0]
 

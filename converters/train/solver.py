@@ -198,7 +198,14 @@ class Solver:
                     tensor.grad.zero_()
             loss = np.float32(0)
             for _ in range(self.iter_size):
-                loss += np.float32(self.forward_backward(feeds() if callable(feeds) else feeds))
+                batch = feeds() if callable(feeds) else feeds
+                try:
+                    loss += np.float32(self.forward_backward(batch))
+                except SolverError:
+                    raise
+                except (ValueError, RuntimeError, IndexError) as exc:  # a layer refusing this batch
+                    message = " ".join(str(exc).split()) or type(exc).__name__
+                    raise SolverError(f"iteration {self.iter}: {message}") from exc
             loss /= np.float32(self.iter_size)
             self.apply_update()
         return float(loss)
