@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import converters
+from converters.errors import SolverError
 from converters.train import __main__ as cli
 from converters.train.data import HDF5Source, ImageSource
 
@@ -193,3 +194,46 @@ def test_a_missing_snapshot_folder_is_refused_before_the_first_iteration(hdf5_ca
     assert "snapshot folder" in captured.err and "does not exist" in captured.err
     assert "iteration" not in captured.out
     assert not (hdf5_case / "snap").exists()
+
+
+def _hdf5_layer() -> object:
+    return converters.parse_text(
+        'layer { name: "d" type: "HDF5Data" top: "x" '
+        'hdf5_data_param { source: "list.txt" batch_size: 2 } }'
+    ).getall("layer")[0]
+
+
+def test_hostile_training_data_is_one_line_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FIFO where a data file belongs, an HDF5 file declaring more data than memory (a few KB
+    on disk: chunked, never written) and an image too large to decode are each a SolverError
+    line, checked before anything is opened or allocated."""
+    import os
+
+    import h5py
+    from PIL import Image
+
+    from converters.graph import builder
+
+    os.mkfifo(tmp_path / "pipe.h5")
+    (tmp_path / "list.txt").write_text("pipe.h5\n")
+    with pytest.raises(SolverError, match=r"pipe.h5: is a FIFO, not a file"):
+        HDF5Source(_hdf5_layer(), tmp_path)
+
+    with h5py.File(tmp_path / "huge.h5", "w") as f:
+        f.create_dataset("x", shape=(36000, 3, 100, 100), dtype="f4", chunks=(1, 3, 100, 100))
+    assert (tmp_path / "huge.h5").stat().st_size < 100_000
+    (tmp_path / "list.txt").write_text("huge.h5\n")
+    monkeypatch.setattr(builder, "memory_limit", lambda device=None: 2**30)  # a 1 GiB machine
+    with pytest.raises(SolverError, match=r"huge.h5 declares 4.0 GiB of data, more than the 1.0 GiB"):
+        HDF5Source(_hdf5_layer(), tmp_path)
+
+    Image.new("L", (9000, 9000)).save(tmp_path / "big.png")
+    (tmp_path / "images.txt").write_text("big.png 1\n")
+    layer = converters.parse_text(
+        'layer { name: "img" type: "ImageData" top: "data" top: "label" '
+        'image_data_param { source: "images.txt" batch_size: 1 } }'
+    ).getall("layer")[0]
+    with pytest.raises(SolverError, match=r"image .*big.png \(9000 x 9000\) needs 2.7 GiB to read"):
+        ImageSource(layer, tmp_path)

@@ -23,10 +23,29 @@ from pathlib import Path
 
 import numpy as np
 
-from ..caffe.formats import blob_array, read_binary_net
+from ..caffe.formats import blob_array, read_binary_net, refuse_special_file
 from ..caffe.message import Message
 from ..caffe.netdef import layer_type
-from ..errors import SolverError
+from ..errors import CaffeFormatError, SolverError
+
+#: Copies of a decoded image the reader holds at once (uint8 pixels, float32 planes, a resize).
+_IMAGE_COPIES = 3
+
+
+def _memory() -> int | None:
+    from ..graph.builder import memory_limit
+
+    return memory_limit()
+
+
+def _regular(path: Path, where: str) -> None:
+    """SolverError for a FIFO, socket or device named where a data file belongs (opening a FIFO
+    waits for a writer forever)."""
+    try:
+        refuse_special_file(path)
+    except CaffeFormatError as exc:
+        raise SolverError(f"{where}: {exc}") from None
+
 
 Batch = dict[str, np.ndarray]
 SUPPORTED = ("HDF5Data", "ImageData")
@@ -68,14 +87,24 @@ class HDF5Source:
     def _load(self, path: Path) -> None:
         import h5py
 
+        _regular(path, self.where)
         try:
             with h5py.File(path, "r") as f:
-                missing = [t for t in self.tops if t not in f]
+                missing = [t for t in self.tops if t not in f or not isinstance(f[t], h5py.Dataset)]
                 if missing:
                     raise SolverError(f"{self.where}: {path} has no dataset '{missing[0]}'")
+                need = sum(4 * int(np.prod(f[t].shape, dtype=np.int64)) for t in self.tops)
+                limit = _memory()
+                if limit is not None and need > limit:  # checked before anything is read
+                    raise SolverError(
+                        f"{self.where}: {path} declares {need / 2**30:.1f} GiB of data, more than the "
+                        f"{limit / 2**30:.1f} GiB of memory here: split it into smaller files"
+                    )
                 self.data = {t: np.asarray(f[t][()], dtype=np.float32) for t in self.tops}
-        except OSError as exc:
-            raise SolverError(f"{self.where}: cannot read {path}: {exc}") from None
+        except SolverError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:  # h5py's errors
+            raise SolverError(f"{self.where}: cannot read {path}: {' '.join(str(exc).split())}") from None
         rows = {t: v.shape[0] if v.ndim else 0 for t, v in self.data.items()}
         if len(set(rows.values())) != 1 or not next(iter(rows.values())):
             raise SolverError(f"{self.where}: {path}: datasets have different or no rows {rows}")
@@ -183,11 +212,31 @@ class ImageSource:
         from PIL import Image
 
         path = Path(self.root + name) if self.root else _find(name, self.source_folder)
+        _regular(path, self.where)
+        limit = _memory()
         try:
             with Image.open(path) as im:
+                width, height = im.size
+                sizes = [(height, width)] + (
+                    [(self.new_height, self.new_width)] if self.new_height > 0 else []
+                )
+                need = max(h * w for h, w in sizes) * 3 * 4 * _IMAGE_COPIES
+                if limit is not None and need > limit:  # checked before the pixels are decoded
+                    raise SolverError(
+                        f"{self.where}: image {path} ({width} x {height}, resized to "
+                        f"{self.new_width} x {self.new_height}) needs {need / 2**30:.1f} GiB to read, "
+                        f"more than the {limit / 2**30:.1f} GiB of memory here"
+                        if self.new_height > 0
+                        else f"{self.where}: image {path} ({width} x {height}) needs {need / 2**30:.1f} GiB "
+                        f"to read, more than the {limit / 2**30:.1f} GiB of memory here: make it smaller"
+                    )
                 image = np.asarray(im.convert("RGB" if self.color else "L"))
-        except OSError as exc:
-            raise SolverError(f"{self.where}: cannot read image {path}: {exc}") from None
+        except SolverError:
+            raise
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise SolverError(
+                f"{self.where}: cannot read image {path}: {' '.join(str(exc).split())}"
+            ) from None
         image = image[:, :, ::-1] if self.color else image[:, :, None]  # OpenCV's BGR
         if self.new_height > 0:
             image = resize_bilinear(np.ascontiguousarray(image), self.new_height, self.new_width)
