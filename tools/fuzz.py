@@ -3,7 +3,8 @@
 Targets: ``text`` (read_prototxt + text round trip), ``binary`` (read_net, read_weights, inspect
 on a caffemodel), ``hdf5`` (read_weights, inspect on a .caffemodel.h5), ``load`` (load_caffe with
 random or stored weights and a forward), ``solver`` (load_solver of a mutated solver over a tiny
-train net and three iterations), or ``all``. See tests/fuzz/harness.py for the property
+train net and three iterations), ``state`` (a mutated binary or HDF5 solverstate restored into its
+solver, then one iteration), or ``all``. See tests/fuzz/harness.py for the property
 and tools/README.md for how to run it long.
 
 Engines: ``mutate`` (default; the seeded structure-aware mutator, each case in a memory-capped

@@ -81,7 +81,7 @@ def _hdf5_dataset(group: Any, key: str, path: Any, what: str) -> Any:
 def _scalar(dataset: Any, path: Any, what: str) -> int:
     if dataset.size < 1 or dataset.dtype.kind not in "iuf":
         raise SolverError(f"{path}: {what} holds no number")
-    value = np.asarray(dataset[()]).reshape(-1)[0]
+    value = np.asarray(dataset[(0,) * len(dataset.shape)] if dataset.shape else dataset[()]).reshape(-1)[0]
     if not np.isfinite(value) or not -(2**31) <= value < 2**31:
         raise SolverError(f"{path}: {what} {value} is not a 32-bit integer, as Caffe stores it")
     return int(value)
@@ -122,7 +122,10 @@ def _read_hdf5_state(path: Any, shapes: list[tuple[int, ...]] | None) -> SolverS
         history = [np.asarray(data[()], dtype=np.float32) for data in datasets]
         learned = b""
         if "learned_net" in f:
-            learned = _hdf5_dataset(f, "learned_net", path, "/learned_net")[()]
+            name = _hdf5_dataset(f, "learned_net", path, "/learned_net")
+            if name.size * name.dtype.itemsize > 65536:  # a file name, read only when it is one
+                raise SolverError(f"{path}: /learned_net is not a file name ({name.shape}, {name.dtype})")
+            learned = name[()]
         learned = learned.tobytes() if isinstance(learned, np.ndarray) else learned
         learned = (
             learned.rstrip(b"\0").decode("utf-8", "replace") if isinstance(learned, bytes) else str(learned)

@@ -75,6 +75,21 @@ def solver_seeds() -> list[bytes]:
     return [p.read_bytes() for p in sorted(FIXTURES.glob("solvers/*/solver.prototxt"))]
 
 
+#: Solverstates by Caffe (binary: resume_sgd, SGD; HDF5: resume_adam_hdf5, Adam), each restored
+#: into its own solver with the caffemodel it names beside it.
+STATE_CASES = {
+    "binary": ("resume_sgd", "train_iter_5.solverstate", "train_iter_5.caffemodel"),
+    "hdf5": ("resume_adam_hdf5", "train_iter_5.solverstate.h5", "train_iter_5.caffemodel.h5"),
+}
+
+
+def state_seeds() -> dict[str, bytes]:
+    return {
+        kind: (FIXTURES / "solvers" / case / "caffe_snapshot" / state).read_bytes()
+        for kind, (case, state, _) in STATE_CASES.items()
+    }
+
+
 def binary_seeds() -> list[bytes]:
     """Caffe-made caffemodels of the layer fixtures (small), and the tiny FCN's."""
     paths = sorted(FIXTURES.glob("layers/*/weights.caffemodel"))
@@ -402,6 +417,50 @@ def _hdf5_dataset(rng: random.Random, group: Any, key: str, np: Any, h5py: Any) 
         pass
 
 
+def make_hdf5_state(rng: random.Random, seed: bytes) -> bytes:
+    """An HDF5 solverstate: Caffe's with bytes mutated, or one built with h5py in odd ways (iter and
+    current_step of every kind, history renumbered, linked, of other sizes or dtypes, declared and
+    never written, a learned_net that is a group or a number)."""
+    import h5py
+    import numpy as np
+
+    if rng.random() < 0.3:
+        return mutate_binary(rng, seed, [])
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as handle:
+        for key in ("iter", "current_step"):
+            if rng.random() < 0.8:
+                value = rng.choice([0, 5, 2**31, -1, 5.5, float("nan")])
+                handle[key] = np.array([value], "i8" if isinstance(value, int) else "f8")
+            elif rng.random() < 0.5:
+                _hdf5_dataset(rng, handle, key, np, h5py)
+        if rng.random() < 0.9:
+            history = handle.create_group("history")
+            for index in range(rng.choice([0, 1, 12, 12, 12, 13])):
+                key = str(index) if rng.random() < 0.95 else rng.choice(["x", "00", "-1", "99"])
+                if key in history:
+                    continue
+                if rng.random() < 0.8:
+                    shape = rng.choice([(4, 3, 3, 3), (4,), (5, 4, 2, 2), (5,), (3, 5, 1, 1), (3,), (1,)])
+                    history.create_dataset(key, data=np.ones(shape, "f4"))
+                else:
+                    _hdf5_dataset(rng, history, key, np, h5py)
+            if rng.random() < 0.05:  # a link to itself, or to another file
+                if "0" in history:
+                    del history["0"]
+                history["0"] = (
+                    h5py.SoftLink("/history/0") if rng.random() < 0.5 else h5py.ExternalLink("x.h5", "/d")
+                )
+        choice = rng.random()
+        if choice < 0.6:
+            handle["learned_net"] = np.bytes_(b"train_iter_5.caffemodel.h5")
+        elif choice < 0.7:
+            handle.create_group("learned_net")
+        elif choice < 0.8:
+            handle["learned_net"] = np.array([7])
+    return buffer.getvalue()
+
+
 # ----------------------------------------------------------------------------------------------
 # Targets (run in the worker)
 
@@ -486,6 +545,25 @@ def target_solver(data: bytes, directory: str) -> None:
         solver.step(feeds, iters=iterations)
 
 
+def target_state(data: bytes, directory: str) -> None:
+    """``data``: one byte choosing the solver (0: binary SGD, 1: HDF5 Adam), then a solverstate to
+    restore into it, with the caffemodel Caffe wrote beside it; then one iteration."""
+    import numpy as np
+
+    from converters import load_solver
+
+    kind = "hdf5" if data[:1] == b"\x01" else "binary"
+    case, state_name, model = STATE_CASES[kind]
+    folder = FIXTURES / "solvers" / case
+    Path(directory, model).write_bytes((folder / "caffe_snapshot" / model).read_bytes())
+    Path(directory, "net.prototxt").write_bytes((folder / "net.prototxt").read_bytes())
+    Path(directory, "solver.prototxt").write_bytes((folder / "solver.prototxt").read_bytes())
+    solver = load_solver(Path(directory, "solver.prototxt"))
+    solver.restore(_write(directory, state_name, data[1:]))
+    shapes = solver.net.caffe.inputs
+    solver.step({name: np.zeros(shape, np.float32) for name, shape in shapes.items()})
+
+
 def load_case(rng: random.Random, seeds: list[bytes]) -> bytes:
     """A ``load`` case: a weights choice byte and a gently mutated fixture prototxt."""
     index = rng.randrange(len(seeds))
@@ -526,6 +604,7 @@ TARGETS: dict[str, Target] = {
     "hdf5": Target(target_hdf5, "reader", 10.0),
     "load": Target(target_load, "project", 60.0),
     "solver": Target(target_solver, "project", 60.0),
+    "state": Target(target_state, "project", 60.0),
 }
 SELFTEST = Target(target_selftest, "reader", 3.0)
 
@@ -553,6 +632,13 @@ def cases(target: str, seed: int) -> Iterator[bytes]:
         seeds = solver_seeds()
         while True:
             yield mutate_text(rng, rng.choice(seeds), seeds, gentle=rng.random() < 0.8)
+    elif target == "state":
+        states = state_seeds()
+        while True:
+            if rng.random() < 0.5:
+                yield b"\x00" + mutate_binary(rng, states["binary"], [])
+            else:
+                yield b"\x01" + make_hdf5_state(rng, states["hdf5"])
     else:
         raise ValueError(f"unknown fuzz target {target!r}: one of {', '.join(TARGETS)}")
 
