@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import signal
@@ -268,6 +269,40 @@ def _input_shapes(model: str) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _stored_run(run_file: Path, settings: dict) -> dict:
+    """``run.json`` of a run to resume, checked: a JSON object whose kept settings have the types
+    (and finite values) of the command's own; else one line naming the field."""
+    try:
+        stored = json.loads(run_file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        raise UsageError(f"--resume: {run_file} is not a readable run.json ({reason})") from None
+    if not isinstance(stored, dict):
+        raise UsageError(f"--resume: {run_file} holds a {type(stored).__name__}, not the run's settings")
+    for key in ("model", *KEPT_ON_RESUME):
+        if key not in stored:
+            continue
+        value, default = stored[key], settings.get(key)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if default is None:
+            ok = value is None or isinstance(value, str)
+        elif isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, list):
+            ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
+        elif isinstance(default, (int, float)):
+            ok = number and math.isfinite(value) and (isinstance(default, float) or float(value).is_integer())
+        else:
+            ok = isinstance(value, type(default))
+        if key == "model":
+            ok = isinstance(value, str)
+        if not ok:
+            raise UsageError(
+                f"--resume: {run_file}: '{key}' is {value!r}, not a setting this run could have written"
+            )
+    return stored
+
+
 def train(args: argparse.Namespace) -> int:
     """Run (or resume) the training the parsed ``args`` describe; returns the exit status."""
     r = recipe(args.model)
@@ -279,7 +314,7 @@ def train(args: argparse.Namespace) -> int:
     if args.resume:
         if not run_file.is_file():
             raise UsageError(f"--resume: {out} holds no run (no run.json); start it without --resume")
-        stored = json.loads(run_file.read_text())
+        stored = _stored_run(run_file, settings)
         if stored.get("model") != r.model:
             raise UsageError(f"--resume: {out} trains {stored.get('model')}, not {r.model}")
         settings.update({k: stored[k] for k in KEPT_ON_RESUME if k in stored})
@@ -381,7 +416,7 @@ def _run(
         init_weights, start_line = None, f"resuming from {state_path}"
     solver = load_solver(param, init_weights, device=dist.device, input_shapes=shapes)
     if state_path is not None:
-        solver.restore(state_path)
+        solver.restore(state_path, beside=True)  # this run folder's caffemodel, wherever it was made
     graph = solver.net
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel

@@ -26,6 +26,7 @@ from vocgen import write_voc
 import converters
 import weights
 from converters.caffe.text import format_message, parse_text
+from converters.errors import SolverError
 from converters.fcn.nets import net_definition
 from converters.graph.builder import build_graph
 from converters.layers.fillers import bilinear_kernel
@@ -445,3 +446,48 @@ def test_sigterm_asks_for_a_snapshot_and_only_a_second_ctrl_c_aborts(capsys) -> 
     with pytest.raises(KeyboardInterrupt):
         stop._handler(signal.SIGINT, None)
     assert capsys.readouterr().err.count("stopping after this iteration") == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[1, 2]", "holds a list, not the run's settings"),
+        ('"voc-fcn32s"', "holds a str, not the run's settings"),
+        ("{not json", "is not a readable run.json"),
+        ('{"model": null}', "'model' is None"),
+        ('{"model": "voc-fcn32s", "width": null}', "'width' is None"),
+        ('{"model": "voc-fcn32s", "base_lr": "fast"}', "'base_lr' is 'fast'"),
+        ('{"model": "voc-fcn32s", "iter_size": 1.5}', "'iter_size' is 1.5"),
+        ('{"model": "voc-fcn32s", "momentum": NaN}', "'momentum' is nan"),
+        ('{"model": "voc-fcn32s", "init": [1]}', "'init' is [1]"),
+    ],
+)
+def test_a_damaged_run_json_is_one_line_on_resume(
+    content, message, tmp_path, cache, small_voc, capsys
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(content)
+    assert main([*_args(small_voc, cache, out), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --resume: ") and message in err and "\n" not in err
+
+
+def test_a_moved_run_folder_resumes_from_its_own_caffemodel(tmp_path, monkeypatch) -> None:
+    """A solverstate names its caffemodel by the path it was written at; Caffe reads that path. A
+    resumed run folder reads the caffemodel beside the solverstate first, so a moved or copied run
+    never picks up another run's weights left at the old path."""
+    folder = Path(__file__).parent / "fixtures" / "solvers" / "resume_sgd"
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in ("train_iter_5.solverstate", "train_iter_5.caffemodel"):
+        (moved / name).write_bytes((folder / "caffe_snapshot" / name).read_bytes())
+    monkeypatch.chdir(tmp_path)  # the path the solverstate names now holds another net's weights
+    (tmp_path / "snap").mkdir()
+    stale = {"conv1": [np.zeros((1, 1, 1, 1), np.float32)]}
+    converters.write_weights(stale, tmp_path / "snap" / "train_iter_5.caffemodel")
+    solver = converters.load_solver(folder / "solver.prototxt", folder / "init.caffemodel")
+    with pytest.raises(SolverError, match="layer 'conv1'"):
+        solver.restore(moved / "train_iter_5.solverstate")  # as Caffe: the path as written
+    solver.restore(moved / "train_iter_5.solverstate", beside=True)
+    assert solver.iter == 5

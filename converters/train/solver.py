@@ -375,9 +375,11 @@ class Solver:
             ]
         return write_snapshot(self, f"{prefix}_iter_{self.iter}", self.snapshot_format, diffs)
 
-    def restore(self, path: PathLike) -> None:
+    def restore(self, path: PathLike, *, beside: bool = False) -> None:
         """Continue from a solverstate written by Caffe or by :meth:`snapshot` (binary or ``.h5``):
-        iteration, current step, history and the learned net it names."""
+        iteration, current step, history and the learned net it names (as written, as Caffe reads
+        it, else beside the solverstate; ``beside=True``: beside it first, for a run folder that
+        was moved or copied)."""
         state = read_state(path, [tuple(t.shape) for t in self.history])
         expected = len(self.history)
         if len(state.history) != expected:
@@ -392,7 +394,7 @@ class Solver:
                     f"'{self.keys[i % len(self.keys)]}' has {target.numel()}"
                 )
         if state.learned_net:  # checked whole before any parameter changes; the history after it
-            learned = _find_learned_net(state.learned_net, Path(path))
+            learned = _find_learned_net(state.learned_net, Path(path), beside)
             self.load_weights(read_weights(learned), str(learned))
         with torch.no_grad():
             for target, blob in zip(self.history, state.history, strict=False):
@@ -401,12 +403,14 @@ class Solver:
         self.current_step = state.current_step
 
 
-def _find_learned_net(name: str, state_path: Path) -> Path:
+def _find_learned_net(name: str, state_path: Path, beside: bool = False) -> Path:
     """The caffemodel a solverstate names: as written (relative to the working directory, as Caffe
-    reads it), else next to the solverstate."""
+    reads it), else next to the solverstate (with ``beside``, next to it first)."""
     candidates = [Path(name), state_path.parent / Path(name).name]
+    if beside:
+        candidates.reverse()
     for candidate in candidates:
-        if candidate.is_file():
+        if _exists(candidate) and candidate.is_file():
             return candidate
     raise SolverError(
         f"{state_path}: learned_net '{name}' not found (looked in the working directory and next to the "
