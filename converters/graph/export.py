@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, fx, nn
 
+from ..caffe.message import Message
 from ..errors import UsageError
 
 PathLike = str | os.PathLike[str]
@@ -108,7 +109,30 @@ def _example_inputs(net: nn.Module, input_shapes: dict[str, Sequence[int]] | Non
         shapes[name] = tuple(int(d) for d in shape)
     generator = torch.Generator().manual_seed(0)
     device = next((p.device for p in net.parameters()), torch.device("cpu"))
-    return {name: torch.randn(shape, generator=generator).to(device) for name, shape in shapes.items()}
+    indices = _index_inputs(info.definition)
+    return {
+        name: (torch.zeros(shape) if name in indices else torch.randn(shape, generator=generator)).to(device)
+        for name, shape in shapes.items()
+    }
+
+
+#: Layer types and the bottoms they read as indices (a region's batch index, a mask position, a
+#: word, a sequence flag): a random example there would be out of range; zeros are valid.
+INDEX_BOTTOMS: dict[str, tuple[int, ...]] = {
+    "ROIPooling": (1,), "PSROIPooling": (1,), "Upsample": (1,), "Embed": (0,), "BatchReindex": (1,),
+    "Filter": (-1,), "LSTM": (1,), "RNN": (1,), "LSTMUnit": (2,), "Lstm": (1,),
+}  # fmt: skip
+
+
+def _index_inputs(definition: Message) -> set[str]:
+    """The net's inputs some layer reads as indices (:data:`INDEX_BOTTOMS`)."""
+    found: set[str] = set()
+    for layer in definition.getall("layer"):
+        bottoms = list(layer.getall("bottom"))
+        for position in INDEX_BOTTOMS.get(str(layer.get("type")), ()):
+            if -len(bottoms) <= position < len(bottoms):
+                found.add(str(bottoms[position]))
+    return found
 
 
 def _dynamic_shapes(examples: dict[str, Tensor], dynamic: bool) -> tuple[Any, ...] | None:
@@ -242,16 +266,18 @@ def check_onnx(
     runs = [examples]
     if shapes and any(isinstance(d, str) for s in shapes.values() for d in s):
         generator = torch.Generator().manual_seed(1)
+        indices = _index_inputs(net.caffe.definition)
+        grown = {
+            name: [
+                d + (8 if axis == 2 else 16) if isinstance(shapes[name][axis], str) else d
+                for axis, d in enumerate(value.shape)
+            ]
+            for name, value in examples.items()
+        }
         runs.append(
             {
-                name: torch.randn(
-                    [
-                        d + (8 if axis == 2 else 16) if isinstance(shapes[name][axis], str) else d
-                        for axis, d in enumerate(value.shape)
-                    ],
-                    generator=generator,
-                )
-                for name, value in examples.items()
+                name: torch.zeros(size) if name in indices else torch.randn(size, generator=generator)
+                for name, size in grown.items()
             }
         )
     worst = 0.0
