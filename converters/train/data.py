@@ -74,7 +74,7 @@ class HDF5Source:
         self.rng = np.random.RandomState(seed)
         source = _find(str(p.get("source")), base)
         if not source.is_file():
-            raise SolverError(f"{self.where}: source '{p.get('source')}' not found")
+            raise SolverError(f"{self.where}: source {str(p.get('source'))!r} not found")
         self.files = [_find(name, source.parent) for name in source.read_text().split()]
         if not self.files:
             raise SolverError(f"{self.where}: source '{source}' lists no HDF5 files")
@@ -183,7 +183,7 @@ class ImageSource:
         self.base = base
         source = _find(str(p.get("source")), base)
         if not source.is_file():
-            raise SolverError(f"{self.where}: source '{p.get('source')}' not found")
+            raise SolverError(f"{self.where}: source {str(p.get('source'))!r} not found")
         self.lines: list[tuple[str, int]] = []
         for number, line in enumerate(source.read_text().splitlines(), 1):
             line = line.strip()

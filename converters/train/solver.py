@@ -413,7 +413,7 @@ def _find_learned_net(name: str, state_path: Path, beside: bool = False) -> Path
         if _exists(candidate) and candidate.is_file():
             return candidate
     raise SolverError(
-        f"{state_path}: learned_net '{name}' not found (looked in the working directory and next to the "
+        f"{state_path}: learned_net {name!r} not found (looked in the working directory and next to the "
         "solverstate): put the .caffemodel there"
     )
 
@@ -448,7 +448,7 @@ def _net_param(param: Message, base: Path | None, where: str) -> Message:
     net_path = _resolve(str(param.get(field)), base)
     if not _exists(net_path):
         raise SolverError(
-            f"{where}: {field} '{param.get(field)}' not found (relative to {base or Path.cwd()})"
+            f"{where}: {field} {str(param.get(field))!r} not found (relative to {base or Path.cwd()})"
         )
     return read_prototxt(net_path)  # refuses what is not a regular file, naming it
 

@@ -73,7 +73,7 @@ def test_net_specs(param: Message, base: Path | None, where: str, resolve: Any) 
     for name in param.getall("test_net"):
         path = resolve(str(name), base)
         if not Path(path).is_file():
-            raise SolverError(f"{where}: test_net '{name}' not found (relative to {base or Path.cwd()})")
+            raise SolverError(f"{where}: test_net {name!r} not found (relative to {base or Path.cwd()})")
         explicit.append((read_prototxt(path), f"test_net file: {name}"))
     iters = [int(i) for i in param.getall("test_iter")]
     if (generic and len(iters) < len(explicit)) or (not generic and len(iters) != len(explicit)):
