@@ -555,3 +555,22 @@ def test_a_label_outside_the_classes_stops_the_step_in_one_line_naming_it(bad: f
     after = solver.weights()
     assert solver.iter == 0
     assert all(np.array_equal(after[k][i], before[k][i]) for k in before for i in range(len(before[k])))
+
+
+@pytest.mark.parametrize(("field", "value"), [("current_step", -5), ("current_step", 3), ("iter", -1)])
+def test_a_solverstate_at_a_point_the_solver_cannot_reach_is_refused(
+    field: str, value: int, tmp_path: Path
+) -> None:
+    """resume_sgd's multistep has 2 stepvalues: current_step must be 0 to 2, iter not negative."""
+    from converters.caffe.binary import encode_message
+    from converters.caffe.formats import read_binary_net
+
+    folder, _ = _case("resume_sgd")
+    state = read_binary_net(folder / "caffe_snapshot" / "train_iter_5.solverstate", "SolverState")
+    state.set(field, value)
+    (tmp_path / "train_iter_5.solverstate").write_bytes(encode_message(state))
+    shutil.copy(folder / "caffe_snapshot" / "train_iter_5.caffemodel", tmp_path)
+    solver = _solver(folder, tmp_path, folder / "init.caffemodel")
+    with pytest.raises(SolverError, match="are not a point this solver can reach"):
+        solver.restore(tmp_path / "train_iter_5.solverstate")
+    assert solver.iter == 0

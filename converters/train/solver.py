@@ -381,6 +381,13 @@ class Solver:
         it, else beside the solverstate; ``beside=True``: beside it first, for a run folder that
         was moved or copied)."""
         state = read_state(path, [tuple(t.shape) for t in self.history])
+        steps = len(self.param.getall("stepvalue"))
+        multistep = str(self.param.get("lr_policy")) == "multistep"
+        if state.iter < 0 or state.current_step < 0 or (multistep and state.current_step > steps):
+            raise SolverError(
+                f"{path}: iter {state.iter} and current_step {state.current_step} are not a point this "
+                f"solver can reach (iter >= 0, current_step from 0 to its {steps} stepvalues)"
+            )
         expected = len(self.history)
         if len(state.history) != expected:
             raise SolverError(
