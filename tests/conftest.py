@@ -70,3 +70,23 @@ def caffemodel_bytes(seed: int, size: int) -> bytes:
 
     values = np.random.default_rng(seed).standard_normal(max(1, (size - 64) // 4)).astype(np.float32)
     return encode_message(weights_to_net({"w": [values]}))
+
+
+def assert_gradients_match_caffe(name: str, prefix: str, npz, net, inputs: dict) -> None:
+    """Every recorded diff of a fixture run (``grad:<input>``, ``param_grad:<layer>/<j>``) equals the
+    ``.grad`` our backward pass left, within 1e-4 of the diff's largest value (a missing ``.grad``
+    counts as zeros, which is what Caffe records for a blob it does not reach)."""
+    import numpy as np
+
+    state = {**dict(net.named_buffers()), **dict(net.named_parameters(remove_duplicate=False))}
+    pairs = [(f"grad:{b}", inputs[b]) for b in inputs if f"{prefix}grad:{b}" in npz.files]
+    pairs += [(f"param_grad:{layer}/{j}", state[key]) for layer, keys in net.caffe.parameter_blobs.items()
+              for j, key in enumerate(keys)]  # fmt: skip
+    assert pairs, f"{name}: nothing to compare"
+    for key, tensor in pairs:
+        want = npz[f"{prefix}{key}"]
+        grad = tensor.grad
+        got = np.zeros(want.shape, np.float32) if grad is None else grad.numpy().reshape(want.shape)
+        scale = max(float(np.abs(want).max()), 1e-6)
+        error = float(np.abs(got - want).max())
+        assert error <= 1e-4 * scale, f"{name} {prefix}{key}: max error {error:g} (scale {scale:g})"

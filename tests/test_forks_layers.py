@@ -22,7 +22,7 @@ import torch
 from converters import load_caffe, parse_text
 from converters.errors import NetError
 from converters.graph.builder import build_graph
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, assert_gradients_match_caffe
 
 FORKS = FIXTURES / "forks"
 CASES = sorted(p.parent.name for p in FORKS.glob("*/case.json"))
@@ -117,17 +117,7 @@ def test_fork_layer_gradients_match_the_oracles_backward_pass(name: str) -> None
         out = net(**inputs)
         total = sum((out[b] * torch.from_numpy(npz[f"{prefix}top_diff:{b}"])).sum() for b in run["outputs"])
         total.backward()
-        state = dict(net.named_parameters(remove_duplicate=False))
-        pairs = [(f"grad:{b}", inputs[b]) for b in run["inputs"]]
-        pairs += [(f"param_grad:{layer}/{j}", state[key]) for layer, keys in net.caffe.parameter_blobs.items()
-                  for j, key in enumerate(keys)]  # fmt: skip
-        for key, tensor in pairs:
-            want = npz[f"{prefix}{key}"]
-            grad = tensor.grad
-            got = np.zeros(want.shape, np.float32) if grad is None else grad.numpy().reshape(want.shape)
-            scale = max(float(np.abs(want).max()), 1e-6)
-            error = float(np.abs(got - want).max())
-            assert error <= 1e-4 * scale, f"{name} {prefix}{key}: max error {error:g} (scale {scale:g})"
+        assert_gradients_match_caffe(name, prefix, npz, net, inputs)
 
 
 def test_segnet_unpooling_after_our_own_max_pooling_mask_matches_the_oracle() -> None:

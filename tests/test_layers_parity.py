@@ -16,7 +16,7 @@ import torch
 
 from converters import load_caffe
 from converters.errors import NetError
-from tests.conftest import FIXTURES, REPO
+from tests.conftest import FIXTURES, REPO, assert_gradients_match_caffe
 
 CASES = sorted(p.parent.name for p in (FIXTURES / "layers").glob("*/case.json"))
 
@@ -145,18 +145,7 @@ def test_layer_case_gradients_match_caffes_backward_pass(name: str) -> None:
             elif blob not in consumed:  # Caffe overwrites a consumed blob's seeded diff
                 total = total + (out[blob] * torch.from_numpy(npz[f"{prefix}top_diff:{blob}"])).sum()
         total.backward()
-        state = {**dict(net.named_buffers()), **dict(net.named_parameters(remove_duplicate=False))}
-        pairs = [(f"grad:{b}", inputs[b]) for b in run["inputs"] if f"{prefix}grad:{b}" in npz.files]
-        pairs += [(f"param_grad:{layer}/{j}", state[key]) for layer, keys in net.caffe.parameter_blobs.items()
-                  for j, key in enumerate(keys)]  # fmt: skip
-        assert len(pairs) > 0
-        for key, tensor in pairs:
-            want = npz[f"{prefix}{key}"]
-            grad = tensor.grad
-            got = np.zeros(want.shape, np.float32) if grad is None else grad.numpy().reshape(want.shape)
-            scale = max(float(np.abs(want).max()), 1e-6)
-            error = float(np.abs(got - want).max())
-            assert error <= 1e-4 * scale, f"{name} {prefix}{key}: max error {error:g} (scale {scale:g})"
+        assert_gradients_match_caffe(name, prefix, npz, net, inputs)
 
 
 def test_hdf5_output_writes_the_datasets_caffe_writes_once_per_net(
