@@ -85,6 +85,14 @@ def _unreadable(source: str | os.PathLike, exc: BaseException) -> SegmentError:
     return SegmentError(f"{os.fspath(source)}: cannot read the image ({detail})")
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failing (torch's CPU and CUDA allocators, Python's own, or
+    the graph builder refusing a blob larger than the device's memory)."""
+    text = str(exc).lower()
+    phrases = ("can't allocate memory", "out of memory", "posix_memalign", "gib of memory of")
+    return isinstance(exc, MemoryError) or any(phrase in text for phrase in phrases)
+
+
 def _open_oriented(source: str | os.PathLike) -> Image.Image:
     """The decoded image file, turned as its EXIF orientation says (a copy; the file is closed)."""
     try:
@@ -531,7 +539,17 @@ class Segmenter:
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = self.allow_tf32
         try:
             with torch.inference_mode():
-                outputs = self.model.net(**inputs)
+                try:
+                    outputs = self.model.net(**inputs)
+                except (MemoryError, RuntimeError, ValueError) as exc:
+                    if not _out_of_memory(exc):
+                        raise
+                    names = ", ".join(_name(s.source) for s in samples)
+                    raise SegmentError(
+                        f"{names}: a {size[0]} x {size[1]} input needs more memory than this "
+                        f"{self.device.type} has: segment it scaled down with --max-side (e.g. --max-side "
+                        "2000) or one at a time (--batch-size 1)"
+                    ) from None
                 checked = self._heads(outputs, len(samples), size)
                 segmentations = []
                 for i, sample in enumerate(samples):

@@ -590,3 +590,22 @@ def test_ctrl_c_exits_130_leaving_only_whole_files(voc, tmp_path, capsys, monkey
     assert code == 130 and calls == [1, 1]
     assert sorted(p.name for p in out.iterdir()) == ["p0.overlay.png", "p0.png"]  # no .part files
     assert _labels_png(out / "p0.png").shape == (40, 56)
+
+
+def test_an_image_too_large_for_memory_is_one_line_saying_how_to_scale_it(
+    converted, monkeypatch
+) -> None:
+    """A 9000-pixel photo runs out of memory in the forward pass (torch's allocator fails, or the
+    graph builder refuses a blob larger than memory): one SegmentError naming the picture, its size
+    and --max-side, not an allocator traceback."""
+    from reproduce.segment import SegmentError
+
+    loaded = weights.load_model(converted, "cpu")
+
+    def out_of_memory(**inputs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(loaded.net, "forward", out_of_memory)
+    expected = r"image.jpg: a 500 x 334 input needs more memory than this cpu has: segment it scaled down"
+    with pytest.raises(SegmentError, match=expected):
+        loaded.segment(DATA / "image.jpg", record="voc-fcn8s")
