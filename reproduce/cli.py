@@ -130,10 +130,15 @@ def _eval_help(_: list[str]) -> int:
 def main(argv: Sequence[str] | None = None, prog: str = "fcn-port") -> int:
     """Run ``fcn-port ARGS``: the command's own exit status; 0 for the command list; 2 with one
     ``error:`` line for an unknown command (Ctrl-C and closed pipes as :mod:`converters.cli`)."""
-    from converters.cli import run
-
+    try:  # the first import loads torch: a Ctrl-C during it exits as one during the command would
+        from converters.cli import EXIT_INTERRUPTED, run
+    except KeyboardInterrupt:
+        return 130  # converters.cli.EXIT_INTERRUPTED, which is not imported yet
     argv = list(sys.argv[1:] if argv is None else argv)
-    return run(lambda: _dispatch(argv, prog))
+    try:
+        return run(lambda: _dispatch(argv, prog))
+    except KeyboardInterrupt:  # between run's own handlers (a second Ctrl-C while it reports)
+        return EXIT_INTERRUPTED
 
 
 def _dispatch(argv: list[str], prog: str) -> int | None:

@@ -110,3 +110,21 @@ def test_python_m_converters_runs_a_command_like_fcn_port(capsys) -> None:
 def test_solve_runs_any_caffe_solver_through_converters_train(capsys) -> None:
     assert cli.main(["solve", "--help"]) == 0
     assert "python -m converters.train" in capsys.readouterr().out
+
+
+def test_ctrl_c_while_the_first_imports_load_exits_130_without_a_traceback(monkeypatch, capsys) -> None:
+    """``fcn-port`` imports torch before any command runs: a Ctrl-C there ends the run as one during
+    the command does (exit 130, nothing printed), not with a KeyboardInterrupt traceback."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def interrupted(name, *args, **kwargs):
+        if name == "converters.cli":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    assert cli.main(["inspect", "--help"]) == 130
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
