@@ -491,3 +491,21 @@ def test_a_moved_run_folder_resumes_from_its_own_caffemodel(tmp_path, monkeypatc
         solver.restore(moved / "train_iter_5.solverstate")  # as Caffe: the path as written
     solver.restore(moved / "train_iter_5.solverstate", beside=True)
     assert solver.iter == 5
+
+
+def test_a_label_of_another_size_than_its_picture_is_one_line_naming_the_image() -> None:
+    """Caffe's loss refuses scores and labels of different sizes; the feeds say so first, naming
+    the image, instead of a crash (or a silent broadcast) inside the loss."""
+    from converters.errors import UsageError
+    from reproduce.training.data import feeds_of
+
+    sample = {
+        "id": "2008_000123",
+        "inputs": {"color": torch.zeros(3, 40, 60)},
+        "labels": {"semantic": torch.zeros(40, 50, dtype=torch.uint8)},
+    }
+    expected = r"2008_000123: its pictures and labels differ in size \(data 40x60, label 40x50\)"
+    with pytest.raises(UsageError, match=expected):
+        feeds_of("voc-fcn32s", sample)
+    sample["labels"]["semantic"] = torch.zeros(40, 60, dtype=torch.uint8)
+    assert feeds_of("voc-fcn32s", sample)["label"].shape == (1, 1, 40, 60)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from converters.errors import UsageError
 from eval.datasets import (
     ContextSegmentation,
     DatasetError,
@@ -251,6 +252,11 @@ def feeds_of(model: str, sample: Mapping, device: torch.device | None = None) ->
         else:
             value = sample["labels"][key].to(torch.float32)[None, None]
         feeds[blob] = value.to(device) if device is not None else value
+    sizes = {blob: tuple(value.shape[-2:]) for blob, value in feeds.items()}
+    if len(set(sizes.values())) > 1:  # Caffe's loss refuses a label of another size than its scores
+        name = sample.get("id", "a sample")
+        described = ", ".join(f"{blob} {h}x{w}" for blob, (h, w) in sizes.items())
+        raise UsageError(f"{name}: its pictures and labels differ in size ({described}): they must match")
     return feeds
 
 
