@@ -505,8 +505,9 @@ def test_a_bilinear_filler_on_a_kernel_that_is_not_square_is_refused_naming_the_
 
 
 @pytest.mark.parametrize("device", ["bogus", "cuda:7", "xpu"])
-def test_a_device_this_machine_lacks_is_one_line_in_the_api_too(device: str) -> None:
-    """load_caffe, build_graph and load_solver check ``device`` as the commands' ``--device`` does,
+def test_a_device_this_machine_lacks_is_one_line_in_the_api_too(device: str, tmp_path: pathlib.Path) -> None:
+    """load_caffe, load_converted (so weights.load_model and the hub entries) and load_solver check
+    ``device`` as the commands' ``--device`` does,
     before anything is built (torch's own errors are long and name no fix)."""
     import converters
     from converters.errors import UsageError
@@ -514,9 +515,12 @@ def test_a_device_this_machine_lacks_is_one_line_in_the_api_too(device: str) -> 
     if device.startswith("cuda") and torch.cuda.device_count() > 7:
         pytest.skip("this machine has that device")
     fixtures = pathlib.Path(__file__).parent / "fixtures"
+    net = fixtures / "layers" / "conv_basic" / "net.prototxt"
+    converters.save_converted(converters.load_caffe(net), tmp_path / "net.safetensors")
     calls = [
-        lambda: converters.load_caffe(fixtures / "layers" / "conv_basic" / "net.prototxt", device=device),
+        lambda: converters.load_caffe(net, device=device),
         lambda: converters.load_solver(fixtures / "solvers" / "sgd_fixed" / "solver.prototxt", device=device),
+        lambda: converters.load_converted(tmp_path / "net.safetensors", device=device),
     ]
     for call in calls:
         with pytest.raises(UsageError, match=rf"device {device!r}|device {device}:") as caught:

@@ -24,6 +24,7 @@ from ..atomic import atomic_write
 from ..caffe.text import format_message, parse_text
 from ..errors import CaffeFormatError, UsageError
 from .builder import build_graph
+from .devices import checked_device
 
 FORMAT_VERSION = "1"
 PT_METADATA_KEY = "fcn_port"
@@ -245,7 +246,7 @@ def load_converted(
 ) -> fx.GraphModule:
     """The graph saved by :func:`save_converted` (or ``python -m converters.caffe2torch``);
     ``optimize`` as in :func:`converters.load_caffe` (default: the fast graph on the CPU)."""
-    target = torch.device(device) if device is not None else torch.device("cpu")
+    target = checked_device(device) if device is not None else torch.device("cpu")
     with _tensors(path) as (get, keys, metadata):
         if "fcn_port.prototxt" not in metadata:
             raise CaffeFormatError("the file has no net definition: it was not written by fcn-port", path)
@@ -257,7 +258,7 @@ def load_converted(
         )
         _materialise(module, get, keys, target, path)
     module.caffe.randomly_initialised = []
-    if optimize if optimize is not None else torch.device(device or "cpu").type == "cpu":
+    if optimize if optimize is not None else target.type == "cpu":
         from .speed import optimize_for_cpu
 
         optimize_for_cpu(module)
