@@ -92,6 +92,12 @@ CASES = {
         "roi_pooling_param { pooled_h: 2 pooled_w: 2 spatial_scale: 1 } }",
         r"layer 'roi' \(ROIPooling\): the regions 'rois' \[3, 4\] must be R x 5",
     ),
+    "an Interp whose pads crop the whole input": (
+        {"x": (1, 2, 6, 2), "ref": (1, 1, 11, 5)},
+        'layer { name: "i" type: "Interp" bottom: "x" bottom: "ref" top: "y" '
+        "interp_param { pad_beg: -1 pad_end: -1 } }",
+        r"layer 'i' \(Interp\): pad_beg -1 and pad_end -1 crop the 6x2 input to 4x0: nothing is left",
+    ),
     "C3D's MAX pooling with padding": (
         {"v": (1, 2, 4, 6, 6)},
         'layer { name: "p" type: "Pooling3D" bottom: "v" top: "y" '

@@ -75,4 +75,13 @@ def interp(ctx: LayerContext) -> Converted:
             interp_output_size(8, 8, fields)
         except ValueError as exc:
             raise ValueError(f"{ctx.where}: {exc}") from None
+    shape = ctx.bottom_shape(0)
+    if len(shape) != 4:
+        raise ValueError(f"{ctx.where}: the input must have 4 axes (N, C, H, W), got {list(shape)}")
+    cropped = (shape[2] + pad_beg + pad_end, shape[3] + pad_beg + pad_end)
+    if min(cropped) < 1:  # Caffe's CHECK_GT(height_in_eff_, 0)
+        raise ValueError(
+            f"{ctx.where}: pad_beg {pad_beg} and pad_end {pad_end} crop the {shape[2]}x{shape[3]} input to "
+            f"{cropped[0]}x{cropped[1]}: nothing is left"
+        )
     return Converted(module=Interp(fields, pad_beg, pad_end))
