@@ -98,6 +98,18 @@ CASES = {
         "interp_param { pad_beg: -1 pad_end: -1 } }",
         r"layer 'i' \(Interp\): pad_beg -1 and pad_end -1 crop the 6x2 input to 4x0: nothing is left",
     ),
+    "DetectionOutput priors that are not 1 x 2 x 4P": (
+        {"loc": (2, 8), "conf": (2, 4), "prior": (1, 1, 8)},
+        'layer { name: "det" type: "DetectionOutput" bottom: "loc" bottom: "conf" bottom: "prior" top: "y" '
+        "detection_output_param { num_classes: 2 } }",
+        r"layer 'det' \(DetectionOutput\): the priors 'prior' \[1, 1, 8\] must be 1 x 2 x 4P",
+    ),
+    "DetectionOutput locations and confidences of other batches": (
+        {"loc": (3, 8), "conf": (2, 4), "prior": (1, 2, 8)},
+        'layer { name: "det" type: "DetectionOutput" bottom: "loc" bottom: "conf" bottom: "prior" top: "y" '
+        "detection_output_param { num_classes: 2 } }",
+        r"layer 'det' \(DetectionOutput\): the locations 'loc' \[3, 8\] and confidences 'conf' \[2, 4\]",
+    ),
     "C3D's MAX pooling with padding": (
         {"v": (1, 2, 4, 6, 6)},
         'layer { name: "p" type: "Pooling3D" bottom: "v" top: "y" '

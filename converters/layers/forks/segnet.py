@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ...errors import NetError
 from ..fillers import CONSTANT_ONE, CONSTANT_ZERO
 from ..registry import Converted, LayerContext, register_layer
 from ..tracing import has_values, tracing
@@ -29,7 +30,7 @@ def max_unpool(x: Tensor, mask: Tensor, height: int, width: int) -> Tensor:
     index = mask.reshape(n, c, -1).to(torch.int64)
     if has_values(index) and index.numel() and (int(index.min()) < 0 or int(index.max()) >= height * width):
         # SegNet's Upsample stops here ("upsample top index out of range")
-        raise ValueError(
+        raise NetError(
             f"Upsample: mask index {int(index.max()) if int(index.min()) >= 0 else int(index.min())} is "
             f"outside the {height} x {width} output: does the mask come from the matching pooling?"
         )

@@ -392,6 +392,16 @@ def detection_output(ctx: LayerContext) -> Converted:
             "predictions to decode (Caffe-SSD stops with 'Could not find location predictions')"
         )
     loc, conf, prior = ctx.bottom_shapes
+    if prior is not None and (len(prior) != 3 or prior[1] != 2 or prior[2] % 4):
+        raise ValueError(
+            f"{ctx.where}: the priors '{ctx.bottoms[2]}' {list(prior)} must be 1 x 2 x 4P (a PriorBox's "
+            "boxes and variances)"
+        )
+    if loc is not None and conf is not None and loc[0] != conf[0]:
+        raise ValueError(
+            f"{ctx.where}: the locations '{ctx.bottoms[0]}' {list(loc)} and confidences '{ctx.bottoms[1]}' "
+            f"{list(conf)} must hold the same number of images"
+        )
     if loc is not None and conf is not None and prior is not None:  # Caffe-SSD's Reshape checks
         priors = prior[2] // 4 if len(prior) > 2 else 0
         loc_classes = 1 if bool(p.get("share_location")) else int(p.get("num_classes"))
