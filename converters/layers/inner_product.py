@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import NetError
 from .fillers import weight_and_bias_fillers
 from .registry import Converted, LayerContext, canonical_axis, register_layer
 from .tracing import has_values
@@ -77,7 +78,7 @@ class Embed(nn.Module):
         rows = index.to(torch.int64)  # Caffe: static_cast<int> of the stored float
         if has_values(rows) and rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= self.input_dim):
             bad = int(rows.min()) if int(rows.min()) < 0 else int(rows.max())
-            raise ValueError(f"Embed: index {bad} is outside [0, {self.input_dim})")
+            raise NetError(f"Embed: index {bad} is outside [0, {self.input_dim})")
         out = F.embedding(rows, self.weight)
         return out + self.bias if self.bias is not None else out
 

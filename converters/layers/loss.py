@@ -15,7 +15,7 @@ from .tracing import has_values
 
 
 def check_label_values(layer: str, label: Tensor, classes: int, ignore_label: int | None) -> None:
-    """One-line :class:`ValueError` for a label that is not a class index (outside ``[0, classes)``,
+    """One-line :class:`NetError` for a label that is not a class index (outside ``[0, classes)``,
     NaN or infinite) and not the ignore label: Caffe reads past its scores there (its check is a
     DCHECK, compiled out of release builds)."""
     if not has_values(label) or not label.numel():
@@ -29,7 +29,7 @@ def check_label_values(layer: str, label: Tensor, classes: int, ignore_label: in
     if bool(bad.any()):
         position = int(torch.nonzero(bad)[0])
         ignored = f" and not the ignore_label {ignore_label}" if ignore_label is not None else ""
-        raise ValueError(
+        raise NetError(
             f"{layer}: label {float(values[position]):g} (value {position} of the label blob) is not one of "
             f"the {classes} classes (0 to {classes - 1}){ignored}"
         )

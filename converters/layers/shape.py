@@ -227,7 +227,7 @@ def batch_reindex(data: Tensor, permut: Tensor) -> Tensor:
     index = permut.reshape(-1).to(torch.int64)
     if has_values(index) and index.numel() and (int(index.min()) < 0 or int(index.max()) >= data.shape[0]):
         bad = int(index.min()) if int(index.min()) < 0 else int(index.max())
-        raise ValueError(f"BatchReindex: index {bad} is outside the batch of {data.shape[0]}")
+        raise NetError(f"BatchReindex: index {bad} is outside the batch of {data.shape[0]}")
     return data.index_select(0, index)
 
 
