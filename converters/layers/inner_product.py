@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from ..errors import NetError
 from .fillers import weight_and_bias_fillers
 from .registry import Converted, LayerContext, canonical_axis, register_layer
-from .tracing import has_values
+from .tracing import index_out_of_range
 
 
 def inner_product(x: Tensor, weight: Tensor, bias: Tensor | None, axis: int, transpose: bool) -> Tensor:
@@ -76,8 +76,8 @@ class Embed(nn.Module):
 
     def forward(self, index: Tensor) -> Tensor:
         rows = index.to(torch.int64)  # Caffe: static_cast<int> of the stored float
-        if has_values(rows) and rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= self.input_dim):
-            bad = int(rows.min()) if int(rows.min()) < 0 else int(rows.max())
+        bad = index_out_of_range(rows, self.input_dim)
+        if bad is not None:
             raise NetError(f"Embed: index {bad} is outside [0, {self.input_dim})")
         out = F.embedding(rows, self.weight)
         return out + self.bias if self.bias is not None else out

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..errors import NetError
 from .registry import Converted, LayerContext, Shape, canonical_axis, register_layer
-from .tracing import has_values
+from .tracing import index_out_of_range
 
 
 def concat(*xs: Tensor, dim: int) -> Tensor:
@@ -225,8 +225,8 @@ def batch_reindex(data: Tensor, permut: Tensor) -> Tensor:
     """Caffe's BatchReindex: the items of ``data`` (first axis) in the order ``permut`` lists
     (integer indices stored as floats; one may repeat or be left out)."""
     index = permut.reshape(-1).to(torch.int64)
-    if has_values(index) and index.numel() and (int(index.min()) < 0 or int(index.max()) >= data.shape[0]):
-        bad = int(index.min()) if int(index.min()) < 0 else int(index.max())
+    bad = index_out_of_range(index, data.shape[0])
+    if bad is not None:
         raise NetError(f"BatchReindex: index {bad} is outside the batch of {data.shape[0]}")
     return data.index_select(0, index)
 

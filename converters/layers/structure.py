@@ -3,7 +3,6 @@ Dropout (identity at test time), and HDF5Output (a sink that writes its bottoms 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -119,7 +118,7 @@ def hdf5_output(ctx: LayerContext) -> Converted:
     for blob, shape in zip(ctx.bottoms, ctx.bottom_shapes, strict=True):
         if shape is not None and len(shape) > 4:
             raise ValueError(f"{ctx.where}: '{blob}' {list(shape)} has more axes than the 4 Caffe writes")
-    return Converted(module=HDF5Output(os.fspath(name)), outputs=0, output_shape=lambda shapes: [])
+    return Converted(module=HDF5Output(name), outputs=0, output_shape=lambda shapes: [])
 
 
 def identity(x: Tensor) -> Tensor:

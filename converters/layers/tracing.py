@@ -21,3 +21,12 @@ def tracing() -> bool:
 def has_values(tensor: Tensor) -> bool:
     """Whether ``tensor``'s values can be read now (not on the meta device, not being traced)."""
     return not tensor.is_meta and not tracing()
+
+
+def index_out_of_range(index: Tensor, size: int) -> int | None:
+    """An integer index of ``index`` outside ``[0, size)`` (the lowest if one is negative, else the
+    highest), or ``None`` when all are inside or the values cannot be read (:func:`has_values`)."""
+    if not has_values(index) or not index.numel():
+        return None
+    low, high = int(index.min()), int(index.max())
+    return low if low < 0 else high if high >= size else None

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ...errors import NetError
 from ..fillers import CONSTANT_ONE, CONSTANT_ZERO
 from ..registry import Converted, LayerContext, register_layer
-from ..tracing import has_values, tracing
+from ..tracing import index_out_of_range, tracing
 from .yolo import nearest_upsample_layer
 
 
@@ -28,10 +28,10 @@ def max_unpool(x: Tensor, mask: Tensor, height: int, width: int) -> Tensor:
     position, the later one, as SegNet's loop leaves it."""
     n, c = x.shape[0], x.shape[1]
     index = mask.reshape(n, c, -1).to(torch.int64)
-    if has_values(index) and index.numel() and (int(index.min()) < 0 or int(index.max()) >= height * width):
-        # SegNet's Upsample stops here ("upsample top index out of range")
+    bad = index_out_of_range(index, height * width)
+    if bad is not None:  # SegNet's Upsample stops here ("upsample top index out of range")
         raise NetError(
-            f"Upsample: mask index {int(index.max()) if int(index.min()) >= 0 else int(index.min())} is "
+            f"Upsample: mask index {bad} is "
             f"outside the {height} x {width} output: does the mask come from the matching pooling?"
         )
     # Where two pooling windows chose one position (overlapping windows), SegNet's loop leaves the
