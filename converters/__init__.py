@@ -21,6 +21,7 @@ import importlib.util
 import sys
 from typing import Any
 
+from . import _startup  # noqa: F401 - first: a Ctrl-C while torch loads under `python -m` is quiet
 from .caffe.formats import (
     array_to_blob,
     blob_array,

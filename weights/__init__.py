@@ -7,6 +7,8 @@
     >>> net = weights.load("voc-fcn8s")          # fetch + build (weights.load_model)
 """
 
+import converters._startup  # noqa: F401 - first: a Ctrl-C while torch loads under `python -m` is quiet
+
 from . import published
 from .api import NotReleasedError, Verification, cached_path, fetch, is_url, load, verify
 from .cache import cache_dir
