@@ -1,7 +1,7 @@
 """The offline tour: ``python -m reproduce.quickstart``.
 
-On the small FCN-style model that the repository ships (written by real Caffe, with the outputs
-Caffe computed), it shows the whole path without Caffe and without a network:
+On the small FCN-style model installed with the package (``reproduce/data/tiny_fcn``, written by
+real Caffe, with the outputs Caffe computed), it shows the whole path without Caffe and without a network:
 
 1. inspect the caffemodel and its HDF5 twin (layers, blob shapes, parameters);
 2. round-trip the weights through our binary writer and reader, bit for bit;
@@ -24,7 +24,8 @@ import numpy as np
 from converters import cli
 from converters.atomic import check_writable
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "tiny_fcn"
+#: The tiny model real Caffe wrote (a copy of ``tests/fixtures/tiny_fcn``), installed with the package.
+DEFAULT_MODEL = Path(__file__).resolve().parent / "data" / "tiny_fcn"
 TOLERANCE = 1e-4  # of the largest expected magnitude, as for every parity claim in the project
 
 
@@ -57,7 +58,7 @@ def run(model_dir: Path, keep: Path | None = None) -> bool:
     for needed in (prototxt, case_file, npz_file):
         if not needed.is_file():
             raise FileNotFoundError(
-                f"{needed} is missing (expected a model folder like tests/fixtures/tiny_fcn)"
+                f"{needed} is missing (expected a model folder like {DEFAULT_MODEL})"
             )
     if not caffemodels:
         raise FileNotFoundError(f"no .caffemodel or .caffemodel.h5 in {model_dir}")
@@ -87,7 +88,9 @@ def run(model_dir: Path, keep: Path | None = None) -> bool:
         net = load_caffe(prototxt, caffemodels[0])
         save_converted(net, target)
         converted = load_converted(target)
-        print(f"wrote {target} ({target.stat().st_size / 1024:.0f} KiB); the generated forward:")
+        size = f"{target.stat().st_size / 1024:.0f} KiB"
+        wrote = f"wrote {target} ({size})" if keep else f"converted ({size}; --keep FILE keeps the file)"
+        print(f"{wrote}; the generated forward:")
         print("\n".join("    " + line for line in converted.code.strip().splitlines()))
 
         print("\n== 4. compare with the outputs real Caffe computed")
