@@ -47,6 +47,43 @@ def _regular(path: Path, where: str) -> None:
         raise SolverError(f"{where}: {exc}") from None
 
 
+def check_image_memory(image, path: Path, where: str, resize: tuple[int, int] | None = None) -> None:
+    """SolverError when decoding the opened (not yet decoded) PIL ``image`` (and resizing it to
+    ``resize`` = (height, width)) needs more memory than this machine has: checked from the header,
+    before any pixel is allocated."""
+    width, height = image.size
+    sizes = [(height, width)] + ([resize] if resize else [])
+    need = max(h * w for h, w in sizes) * 3 * 4 * _IMAGE_COPIES
+    limit = _memory()
+    if limit is None or need <= limit:
+        return
+    if resize:
+        raise SolverError(
+            f"{where}: image {path} ({width} x {height}, resized to {resize[1]} x {resize[0]}) needs "
+            f"{need / 2**30:.1f} GiB to read, more than the {limit / 2**30:.1f} GiB of memory here"
+        )
+    raise SolverError(
+        f"{where}: image {path} ({width} x {height}) needs {need / 2**30:.1f} GiB to read, more than the "
+        f"{limit / 2**30:.1f} GiB of memory here: make it smaller"
+    )
+
+
+def check_image_file(path: Path, where: str) -> None:
+    """SolverError (one line) for an image file that is not a regular file (a FIFO would block the
+    reader), that PIL cannot open, that PIL calls a decompression bomb, or whose declared size needs
+    more memory than this machine has; only the header is read."""
+    from PIL import Image
+
+    _regular(path, where)
+    try:
+        with Image.open(path) as im:
+            check_image_memory(im, path, where)
+    except SolverError:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise SolverError(f"{where}: cannot read image {path}: {' '.join(str(exc).split())}") from None
+
+
 Batch = dict[str, np.ndarray]
 SUPPORTED = ("HDF5Data", "ImageData")
 
@@ -213,23 +250,10 @@ class ImageSource:
 
         path = Path(self.root + name) if self.root else _find(name, self.source_folder)
         _regular(path, self.where)
-        limit = _memory()
+        resize = (self.new_height, self.new_width) if self.new_height > 0 else None
         try:
             with Image.open(path) as im:
-                width, height = im.size
-                sizes = [(height, width)] + (
-                    [(self.new_height, self.new_width)] if self.new_height > 0 else []
-                )
-                need = max(h * w for h, w in sizes) * 3 * 4 * _IMAGE_COPIES
-                if limit is not None and need > limit:  # checked before the pixels are decoded
-                    raise SolverError(
-                        f"{self.where}: image {path} ({width} x {height}, resized to "
-                        f"{self.new_width} x {self.new_height}) needs {need / 2**30:.1f} GiB to read, "
-                        f"more than the {limit / 2**30:.1f} GiB of memory here"
-                        if self.new_height > 0
-                        else f"{self.where}: image {path} ({width} x {height}) needs {need / 2**30:.1f} GiB "
-                        f"to read, more than the {limit / 2**30:.1f} GiB of memory here: make it smaller"
-                    )
+                check_image_memory(im, path, self.where, resize)  # before the pixels are decoded
                 image = np.asarray(im.convert("RGB" if self.color else "L"))
         except SolverError:
             raise
