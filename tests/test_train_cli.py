@@ -85,7 +85,8 @@ def test_ctrl_c_finishes_the_iteration_writes_a_snapshot_and_exits_130(
     [
         (["missing.prototxt"], "no such solver file"),
         (["solver.prototxt", "--weights", "w", "--snapshot", "s"], "not allowed with argument"),
-        (["solver.prototxt", "--iters", "-1"], "--iters must not be negative"),
+        (["solver.prototxt", "--iters", "-1"], "argument --iters: must be an integer >= 1, got '-1'"),
+        (["solver.prototxt", "--iters", "0"], "argument --iters: must be an integer >= 1, got '0'"),
     ],
 )
 def test_bad_command_lines_are_one_error_line_and_exit_2(

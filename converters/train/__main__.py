@@ -33,10 +33,41 @@ def _parser() -> Parser:
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--weights", help="initial weights: .caffemodel or .caffemodel.h5")
     start.add_argument("--snapshot", help="a .solverstate (or .solverstate.h5) to continue from")
-    parser.add_argument("--iters", type=int, help="iterations to run (default: up to max_iter)")
+    parser.add_argument(
+        "--iters", type=_positive, metavar="N", help="iterations to run, at least 1 (default: up to max_iter)"
+    )
     parser.add_argument("--device", help="cpu (default) or cuda")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (none either when stderr is no terminal)"
+    )
+    parser.add_argument(
+        "--keep-going-on-nan",
+        action="store_true",
+        help="train on when the loss or a parameter stops being finite, as Caffe does (default: stop with "
+        "one line, keeping the last good snapshot)",
+    )
     return parser
+
+
+def _positive(text: str) -> int:
+    """``--iters``: an integer of at least 1 (0 iterations would write a snapshot of nothing)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _finite(solver: Any) -> bool:
+    """Whether every parameter of the train net is finite (one synchronisation)."""
+    import torch
+
+    params = [p.detach() for p in solver.net.parameters()]
+    return not params or bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
 
 
 def _feeds(sources: list[Any]) -> Any:
@@ -150,8 +181,13 @@ def _main(argv: list[str] | None = None) -> int:
     if args.snapshot:
         solver.restore(args.snapshot)
     iters = args.iters if args.iters is not None else solver.max_iter - solver.iter
-    if iters < 0:
-        raise SolverError(f"--iters must not be negative, got {iters}")
+    if iters <= 0:
+        print(
+            f"{path}: already complete: the solver is at iteration {solver.iter} of max_iter "
+            f"{solver.max_iter}; give --iters N to train on",
+            file=sys.stderr,
+        )
+        return 0
     every = int(param.get("snapshot"))
     folder = os.path.dirname(solver.snapshot_prefix)
     snapshots = every > 0 or bool(param.get("snapshot_after_train"))
@@ -172,22 +208,34 @@ def _main(argv: list[str] | None = None) -> int:
     display = _Display(solver)
 
     def request_stop(signum: int, frame: Any) -> None:
+        if stop["requested"]:  # the second Ctrl-C: now, without a snapshot
+            print("\naborted at the second Ctrl-C: no snapshot of the iteration under way", file=sys.stderr)
+            raise KeyboardInterrupt
         stop["requested"] = True  # Caffe's SIGINT action: finish the iteration, snapshot, stop
+        print("\nstopping after this iteration to write a snapshot (Ctrl-C again to abort)", file=sys.stderr)
 
     previous = signal.signal(signal.SIGINT, request_stop)
-    last_snapshot = -1
+    last_snapshot, last_good = -1, args.snapshot
     try:
-        with tqdm(total=iters, disable=args.no_progress, unit="it", file=sys.stderr) as bar:
+        # disable=None: a progress bar only on a terminal, never frames in a redirected stderr
+        with tqdm(total=iters, disable=True if args.no_progress else None, unit="it", file=sys.stderr) as bar:
             for _ in range(iters):
                 if test_feeds and solver.test_due:
                     _test_all(solver, test_feeds)
                 iteration, rate = solver.iter, solver.learning_rate
                 loss = solver.step(feeds)
                 display.update(solver, iteration, loss, rate)
+                if not args.keep_going_on_nan and not (np.isfinite(loss) and _finite(solver)):
+                    what = f"the loss is {loss}" if not np.isfinite(loss) else "a parameter is not finite"
+                    kept = f"the last good snapshot is {last_good}" if last_good else "no snapshot yet"
+                    raise SolverError(
+                        f"iteration {solver.iter}: {what}: training diverged (a lower base_lr?); stopped "
+                        f"without writing it, {kept} (--keep-going-on-nan trains on, as Caffe would)"
+                    )
                 bar.set_postfix(loss=f"{loss:.5g}", lr=f"{solver.learning_rate:.3g}", refresh=False)
                 bar.update(1)
                 if every and solver.iter % every == 0:
-                    solver.snapshot()
+                    last_good = solver.snapshot()[1]
                     last_snapshot = solver.iter
                 if stop["requested"]:
                     break
@@ -202,7 +250,7 @@ def _main(argv: list[str] | None = None) -> int:
     if stop["requested"]:
         print(f"interrupted at iteration {solver.iter}: continue with --snapshot {state}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(f"iteration {solver.iter}, loss {loss if iters else float('nan'):.6g}")
+    print(f"iteration {solver.iter}, loss {loss:.6g}")
     return 0
 
 
