@@ -29,6 +29,7 @@ import json
 import math
 import os
 import re
+import shlex
 import signal
 import sys
 import time
@@ -55,8 +56,47 @@ from reproduce.training.scoring import Scorer
 __all__ = ["build_parser", "main", "train"]
 
 SNAPSHOT_RE = re.compile(r"^train_iter_(\d+)\.solverstate$")
-#: Settings a resumed run keeps from ``run.json`` (the net and the optimisation must not change).
+#: Settings a resumed run keeps from ``run.json`` (the net and the optimisation must not change): an
+#: option given with ``--resume`` that differs is refused.
 KEPT_ON_RESUME = ("model", "width", "init", "base_lr", "momentum", "iter_size", "seed", "train_list")
+#: Settings a resumed run takes from ``run.json`` unless given again (then the new value applies, and
+#: the command says so).
+SCHEDULE = ("val_split", "val_limit", "iterations", "score_every", "snapshot_every", "display")
+#: The command-line option of each setting.
+OPTIONS = {
+    "width": "--width", "init": "--init", "base_lr": "--base-lr", "momentum": "--momentum",
+    "iter_size": "--iter-size", "seed": "--seed", "train_list": "--train-list", "val_split": "--val-split",
+    "val_limit": "--val-limit", "iterations": "--iterations", "score_every": "--score-every",
+    "snapshot_every": "--snapshot-every", "display": "--display",
+}  # fmt: skip
+
+
+def _ranged(kind: type, low: float | None = None, high: float | None = None, *, above: bool = False):
+    """An argparse ``type``: a finite ``kind`` (int or float) in ``[low, high]`` (``(low, high]`` with
+    ``above``); else argparse's one ``error:`` line saying what it must be."""
+    if low is not None and high is not None:
+        wanted = f"{'in (' if above else 'in ['}{low}, {high}]"
+    elif low is not None:
+        wanted = f"{'>' if above else '>='} {low}"
+    else:
+        wanted = "a number"
+    noun = "an integer" if kind is int else "a number"
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {noun} {wanted}, got {text!r}") from None
+        if (
+            not math.isfinite(value)
+            or (low is not None and (value <= low if above else value < low))
+            or (high is not None and value > high)
+        ):
+            raise argparse.ArgumentTypeError(f"must be {noun} {wanted}, got {text!r}")
+        return value
+
+    convert.__name__ = noun
+    return convert
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SOURCE",
         help="start weights: vgg16 / caffenet (ILSVRC base, fc6/fc7 made convolutions), a "
         "registry FCN (its released weights), a .caffemodel, a previous run's folder (its "
-        "newest snapshot), or none; default: what solve.py uses (vgg16, caffenet, or the "
+        "newest snapshot), random (fan-in Gaussian weights, offline; --seed draws them), or none "
+        "(all zero: the net cannot learn); default: what solve.py uses (vgg16, caffenet, or the "
         "released previous stage). nyud-fcn32s-color-hha: give it twice (colour, HHA)",
     )
     start.add_argument(
@@ -107,41 +148,79 @@ def build_parser() -> argparse.ArgumentParser:
         help="score another split (VOC: val2011, val2012 or a "
         "list of the VOC root; default: the official one)",
     )
-    roots.add_argument("--val-limit", type=int, metavar="N", help="score only the first N validation images")
+    roots.add_argument(
+        "--val-limit", type=_ranged(int, 1), metavar="N", help="score only the first N validation images"
+    )
     run = parser.add_argument_group("schedule (default: the official one)")
     run.add_argument("--out", metavar="DIR", help="run folder (default: runs/MODEL)")
-    run.add_argument("--iterations", type=int, metavar="N", help="stop at iteration N (default: solve.py's)")
-    run.add_argument("--score-every", type=int, metavar="N", help="score every N iterations (0: never)")
-    run.add_argument("--snapshot-every", type=int, metavar="N", help="snapshot every N iterations")
+    run.add_argument(
+        "--iterations", type=_ranged(int, 0), metavar="N", help="stop at iteration N (default: solve.py's)"
+    )
+    run.add_argument(
+        "--score-every", type=_ranged(int, 0), metavar="N", help="score every N iterations (0: never)"
+    )
+    run.add_argument(
+        "--snapshot-every",
+        type=_ranged(int, 0),
+        metavar="N",
+        help="snapshot every N iterations (0: only at the end)",
+    )
     run.add_argument(
         "--score-initial",
         action="store_true",
         help="score the start weights too (Caffe's test_initialization; off in the official runs)",
     )
-    run.add_argument("--display", type=int, metavar="N", help="log every N iterations (default 20)")
-    run.add_argument("--base-lr", type=float, metavar="LR", help="override solver base_lr")
-    run.add_argument("--momentum", type=float, metavar="M", help="override solver momentum")
-    run.add_argument("--iter-size", type=int, metavar="N", help="override solver iter_size (per process)")
-    run.add_argument("--width", type=float, metavar="W", help="scale the feature layers (tests; default 1)")
-    run.add_argument("--seed", type=int, metavar="S", help="data order seed (default 1337, the official)")
+    run.add_argument(
+        "--display",
+        type=_ranged(int, 0),
+        metavar="N",
+        help="print and log the loss every N iterations, and at the last one (default 20; 0: the last only)",
+    )
+    run.add_argument("--base-lr", type=_ranged(float, 0), metavar="LR", help="override solver base_lr")
+    run.add_argument("--momentum", type=_ranged(float, 0, 1), metavar="M", help="override solver momentum")
+    run.add_argument(
+        "--iter-size", type=_ranged(int, 1), metavar="N", help="override solver iter_size (per process)"
+    )
+    run.add_argument(
+        "--width", type=_ranged(float, 0, 1, above=True), metavar="W",
+        help="scale the feature layers (tests; default 1)",
+    )  # fmt: skip
+    run.add_argument(
+        "--seed", type=_ranged(int, 0, 2**32 - 1), metavar="S",
+        help="data order seed (default 1337, the official)",
+    )  # fmt: skip
     run.add_argument(
         "--device", help="cpu, cuda, cuda:1 (default: cuda if available; torchrun: cuda:LOCAL_RANK)"
     )
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (none either when stderr is no terminal)"
+    )
+    run.add_argument(
+        "--keep-going-on-nan",
+        action="store_true",
+        help="train on when the loss or a parameter stops being finite, as Caffe does (default: stop, "
+        "keeping the last good snapshot)",
+    )
     return parser
 
 
 # ----------------------------------------------------------------------------------------------
 
 
+class _Aborted(KeyboardInterrupt):
+    """The second Ctrl-C: stop at once, without a snapshot (the line is already printed)."""
+
+
 class _Stop:
-    """Ctrl-C (or SIGTERM) once: finish the iteration, snapshot, exit 130. Ctrl-C twice: abort now.
+    """Ctrl-C (or SIGTERM) once: finish the iteration, snapshot, exit 130. Ctrl-C twice: abort now
+    (exit 130, one line saying no snapshot was written).
 
     SIGTERM never aborts: ``torchrun`` answers the terminal's Ctrl-C (which its workers also get)
     with SIGTERM to every worker, and that must not cut the snapshot short."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False) -> None:
         self.requested = False
+        self.quiet = quiet
         self._interrupts = 0
         self._previous: dict[int, Any] = {}
 
@@ -149,15 +228,23 @@ class _Stop:
         if signum == signal.SIGINT:
             self._interrupts += 1
             if self._interrupts > 1:
-                raise KeyboardInterrupt
+                if not self.quiet:
+                    print(
+                        "\naborted at the second Ctrl-C: no snapshot of the iteration under way (the "
+                        "run folder keeps its earlier snapshots)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                raise _Aborted
         if self.requested:
             return
         self.requested = True
-        print(
-            "\nstopping after this iteration to write a snapshot (Ctrl-C again to abort)",
-            file=sys.stderr,
-            flush=True,
-        )
+        if not self.quiet:
+            print(
+                "\nstopping after this iteration to write a snapshot (Ctrl-C again to abort)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     @contextmanager
     def installed(self):
@@ -235,6 +322,12 @@ def _latest_snapshot(folder: Path) -> Path | None:
 
 
 def _settings(args: argparse.Namespace, r: Recipe) -> dict:
+    """Every setting of the run (``run.json``): the options given, else the recipe's defaults."""
+    roots = {}
+    for key in training_data.ROOT_OPTIONS:
+        value = getattr(args, f"{key}_root") or os.environ.get(training_data.ROOT_VARIABLES[key])
+        if value:
+            roots[key] = os.path.abspath(os.path.expanduser(value))
     return {
         "model": r.model,
         "width": args.width if args.width is not None else 1.0,
@@ -244,7 +337,78 @@ def _settings(args: argparse.Namespace, r: Recipe) -> dict:
         "iter_size": args.iter_size if args.iter_size is not None else r.iter_size,
         "seed": args.seed if args.seed is not None else training_data.SEED,
         "train_list": args.train_list,
+        "val_split": args.val_split,
+        "val_limit": args.val_limit,
+        "iterations": args.iterations if args.iterations is not None else r.iterations,
+        "score_every": args.score_every if args.score_every is not None else r.score_interval,
+        "snapshot_every": (
+            args.snapshot_every if args.snapshot_every is not None else (r.snapshot or r.score_interval)
+        ),
+        "display": args.display if args.display is not None else r.display,
+        "roots": roots,
+        "processes": int(os.environ.get("WORLD_SIZE", "1")),
     }
+
+
+def _given(args: argparse.Namespace) -> dict:
+    """The settings given on this command line (options left out are not in it)."""
+    given = {key: getattr(args, key) for key in OPTIONS if getattr(args, key) is not None}
+    if "init" in given:
+        given["init"] = list(given["init"])
+    return given
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _resumed_settings(args: argparse.Namespace, settings: dict, stored: dict, out: Path) -> list[str]:
+    """Fold the stored run's settings into ``settings``: the net and optimisation from ``run.json``
+    (one given again with another value is refused), the schedule, data roots and splits from
+    ``run.json`` unless given again. Returns what this resume changes, to be said."""
+    given = _given(args)
+    for key in KEPT_ON_RESUME:
+        if key not in stored or key == "model":
+            continue
+        if key in given and given[key] != stored[key]:
+            raise UsageError(
+                f"--resume: {OPTIONS[key]} {_shown(given[key])} differs from the run's {_shown(stored[key])} "
+                f"({out / 'run.json'}): a resumed run keeps its net and optimisation; leave {OPTIONS[key]} "
+                "out, or start a new run with another --out"
+            )
+        settings[key] = stored[key]
+    processes = stored.get("processes", 1)
+    if processes != settings["processes"]:
+        raise UsageError(
+            f"--resume: the run in {out} trained with {processes} process(es), this is "
+            f"{settings['processes']}: resume it with {_launcher(processes)}, or start a new run with "
+            "another --out"
+        )
+    changes = []
+    for key in SCHEDULE:
+        if key not in stored:
+            continue
+        if key in given and given[key] != stored[key]:
+            changes.append(f"{OPTIONS[key]} {_shown(given[key])} (was {_shown(stored[key])})")
+        elif key not in given:
+            settings[key] = stored[key]
+    stored_roots = stored.get("roots") or {}
+    for key, path in stored_roots.items():
+        option = getattr(args, f"{key}_root")
+        if option and os.path.abspath(os.path.expanduser(option)) != path:
+            changes.append(f"{training_data.ROOT_OPTIONS[key]} {settings['roots'][key]} (was {path})")
+        elif not option:
+            settings["roots"][key] = path
+    return changes
+
+
+def _launcher(processes: int) -> str:
+    """How to start the command with ``processes`` processes."""
+    if processes > 1:
+        return f"torchrun --nproc_per_node {processes} -m reproduce.train"
+    return "fcn-port train"
 
 
 def _resolve_init(sources: Sequence[str]) -> list[str]:
@@ -279,7 +443,7 @@ def _stored_run(run_file: Path, settings: dict) -> dict:
         raise UsageError(f"--resume: {run_file} is not a readable run.json ({reason})") from None
     if not isinstance(stored, dict):
         raise UsageError(f"--resume: {run_file} holds a {type(stored).__name__}, not the run's settings")
-    for key in ("model", *KEPT_ON_RESUME):
+    for key in ("model", *KEPT_ON_RESUME, *SCHEDULE, "processes"):
         if key not in stored:
             continue
         value, default = stored[key], settings.get(key)
@@ -296,79 +460,90 @@ def _stored_run(run_file: Path, settings: dict) -> dict:
             ok = isinstance(value, type(default))
         if key == "model":
             ok = isinstance(value, str)
+        if key in ("val_limit", "processes"):
+            ok = value is None or (number and float(value).is_integer() and value >= 1)
+        elif key in SCHEDULE and key != "val_split":
+            ok = number and float(value).is_integer() and value >= 0
         if not ok:
             raise UsageError(
                 f"--resume: {run_file}: '{key}' is {value!r}, not a setting this run could have written"
             )
+    roots = stored.get("roots")
+    if roots is not None and not (
+        isinstance(roots, dict)
+        and all(k in training_data.ROOT_OPTIONS and isinstance(v, str) for k, v in roots.items())
+    ):
+        raise UsageError(
+            f"--resume: {run_file}: 'roots' is {roots!r}, not a setting this run could have written"
+        )
+    for key in (*SCHEDULE, "processes"):
+        if isinstance(stored.get(key), float):
+            stored[key] = int(stored[key])
     return stored
+
+
+class Diverged(UsageError):
+    """The loss or a parameter stopped being finite (the run stops; ``--keep-going-on-nan`` goes on)."""
+
+
+def _snapshot_iteration(path: Path) -> int:
+    match = SNAPSHOT_RE.match(path.name)
+    return int(match.group(1)) if match else 0
 
 
 def train(args: argparse.Namespace) -> int:
     """Run (or resume) the training the parsed ``args`` describe; returns the exit status."""
     r = recipe(args.model)
     out = Path(args.out or Path("runs") / r.model)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a folder: give a run folder")
     snapshots = out / "snapshots"
     settings = _settings(args, r)
     run_file = out / "run.json"
     state_path = None
+    changes: list[str] = []
     if args.resume:
         if not run_file.is_file():
             raise UsageError(f"--resume: {out} holds no run (no run.json); start it without --resume")
         stored = _stored_run(run_file, settings)
         if stored.get("model") != r.model:
             raise UsageError(f"--resume: {out} trains {stored.get('model')}, not {r.model}")
-        settings.update({k: stored[k] for k in KEPT_ON_RESUME if k in stored})
+        changes = _resumed_settings(args, settings, stored, out)
         state_path = _latest_snapshot(snapshots)
         if state_path is None:
             raise UsageError(f"--resume: no snapshot in {snapshots} yet; start again without --resume")
+        done = _snapshot_iteration(state_path)
+        if done >= settings["iterations"]:
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(
+                    f"the run in {out} is already complete: its last snapshot is iteration {done} and "
+                    f"--iterations is {settings['iterations']}; give a larger --iterations to train on",
+                    file=sys.stderr,
+                )
+            return 0
     elif run_file.is_file() and _latest_snapshot(snapshots) is not None:
         raise UsageError(f"{out} already holds a run with snapshots: add --resume, or choose another --out")
 
-    iterations = args.iterations if args.iterations is not None else r.iterations
-    score_every = args.score_every if args.score_every is not None else r.score_interval
-    snapshot_every = (
-        args.snapshot_every if args.snapshot_every is not None else (r.snapshot or r.score_interval)
-    )
-    display = args.display if args.display is not None else r.display
-    for name, value in (
-        ("--iterations", iterations),
-        ("--score-every", score_every),
-        ("--snapshot-every", snapshot_every),
-        ("--display", display),
-    ):
-        if value < 0:
-            raise UsageError(f"{name} must be >= 0, got {value}")
-    width = float(settings["width"])
-    if not 0 < width <= 1:
-        raise UsageError(f"--width must be in (0, 1], got {width}")
-    if int(settings["iter_size"]) < 1:
-        raise UsageError(f"--iter-size must be >= 1, got {settings['iter_size']}")
-
-    roots = training_data.DataRoots(**{k: getattr(args, f"{k}_root") for k in training_data.ROOT_OPTIONS})
+    roots = training_data.DataRoots(**settings["roots"])
     # Data first: a missing root is reported before anything is built or written.
     train_set = training_data.train_dataset(r.model, roots, settings["train_list"])
-    val_set = training_data.val_dataset(r.model, roots, args.val_split) if score_every else None
-    if val_set is not None and args.val_limit:
-        val_set.ids = val_set.ids[: args.val_limit]
+    score_every = int(settings["score_every"])
+    val_set = training_data.val_dataset(r.model, roots, settings["val_split"]) if score_every else None
+    if val_set is not None and settings["val_limit"]:
+        val_set.ids = val_set.ids[: int(settings["val_limit"])]
 
     dist = _Distributed(args.device)
     try:
-        return _run(
-            args,
-            r,
-            out,
-            settings,
-            state_path,
-            iterations,
-            score_every,
-            snapshot_every,
-            display,
-            train_set,
-            val_set,
-            dist,
-        )
+        return _run(args, r, out, settings, state_path, changes, train_set, val_set, dist)
     finally:
         dist.close()
+
+
+def _finite(params: Sequence[torch.Tensor]) -> bool:
+    """Whether every parameter value is finite (one synchronisation)."""
+    if not params:
+        return True
+    return bool(torch.stack([torch.isfinite(p.detach()).all() for p in params]).all())
 
 
 def _run(
@@ -377,15 +552,14 @@ def _run(
     out: Path,
     settings: dict,
     state_path: Path | None,
-    iterations: int,
-    score_every: int,
-    snapshot_every: int,
-    display: int,
+    changes: list[str],
     train_set,
     val_set,
     dist: _Distributed,
 ) -> int:
     width = float(settings["width"])
+    iterations, display = int(settings["iterations"]), int(settings["display"])
+    score_every, snapshot_every = int(settings["score_every"]), int(settings["snapshot_every"])
     train_net = net_definition(r.model, r.train_split, width=width)
     param = solver_parameter(
         r,
@@ -397,6 +571,7 @@ def _run(
     )
     param.set("train_net_param", train_net)
     shapes = _input_shapes(r.model)
+    warning = None
     if state_path is None:
         from converters.graph.builder import build_graph
 
@@ -410,8 +585,16 @@ def _run(
             cache_dir=args.cache_dir,
             download=args.download,
             width=width,
+            seed=int(settings["seed"]),
         )
         init_weights, start_line = start.weights, start.summary()
+        if not start.copied:
+            warning = (
+                f"warning: --init {','.join(settings['init'])} copies no layer: the official train nets "
+                "declare no fillers, so every weight but the bilinear upsampling starts at 0 (Caffe's "
+                "default) and the net cannot learn from the pictures; start from vgg16 or a caffemodel "
+                "(docs/TRAINING.md, 'A first run, offline')"
+            )
     else:
         init_weights, start_line = None, f"resuming from {state_path}"
     solver = load_solver(param, init_weights, device=dist.device, input_shapes=shapes)
@@ -421,9 +604,11 @@ def _run(
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
+        # forward_sync_buffers=False: the nets' buffers (if any) are the same everywhere and change
+        # only with the update every process applies (broadcast_buffers is deprecated in torch 2.13)
         wrapped = DistributedDataParallel(
             graph, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
-            broadcast_buffers=False,
+            forward_sync_buffers=False,
         )  # fmt: skip
         wrapped.caffe = graph.caffe  # the solver reads the net's Caffe facts through solver.net
         solver.net = wrapped
@@ -431,14 +616,20 @@ def _run(
     log = RunLog(out, window=r.average_loss, title=f"{r.model} ({out})")
     if dist.main:
         (out / "snapshots").mkdir(parents=True, exist_ok=True)
-        _write_run_files(out, r, settings, param, width)
+        _write_run_files(out, r, settings, len(val_set) if val_set is not None else 0, args.score_initial)
         log.truncate(solver.iter)
         print(start_line, file=sys.stderr)
+        if warning:
+            print(warning, file=sys.stderr)
+        if changes:
+            print(f"resume: {'; '.join(changes)}", file=sys.stderr)
+        scoring = (
+            f"scoring {len(val_set)} every {score_every} iterations" if val_set is not None else "no scoring"
+        )
         print(
-            f"{r.model}: {len(train_set)} training images ({train_set.name} {train_set.split}), scoring "
-            f"{len(val_set) if val_set is not None else 0} every {score_every or '-'} iterations; iterations "
-            f"{solver.iter} -> {iterations}; {dist.world} process(es) x iter_size {settings['iter_size']}; "
-            f"device {dist.device}; run folder {out}",
+            f"{r.model}: {len(train_set)} training images ({train_set.name} {train_set.split}), {scoring}; "
+            f"iterations {solver.iter} -> {iterations}; {dist.world} process(es) x iter_size "
+            f"{settings['iter_size']}; device {dist.device}; run folder {out}",
             file=sys.stderr,
         )
     dist.barrier()
@@ -451,6 +642,7 @@ def _run(
     )
     heads = [h.head for h in r.heads]
     params = dict(graph.named_parameters())
+    tensors = list(params.values())
 
     def score() -> None:
         assert scorer is not None
@@ -467,11 +659,31 @@ def _run(
             )
             _say(bar, f"iteration {solver.iter}: val loss {result['loss']:.6g}; {metrics}")
 
+    last_good = state_path.with_suffix(".caffemodel") if state_path is not None else None
+
     def snapshot() -> None:
+        nonlocal last_good
         if dist.main:
             model_path, _ = solver.snapshot()
+            last_good = Path(model_path)
             _say(bar, f"iteration {solver.iter}: snapshot {model_path}")
         dist.barrier()
+
+    def show_loss(loss: float, smoothed: float) -> None:
+        nonlocal tick, tick_iter
+        now = time.perf_counter()
+        speed = (solver.iter - tick_iter) / (now - tick) if now > tick else 0.0
+        tick, tick_iter = now, solver.iter
+        rate = solver.learning_rate
+        log.write(
+            {"iter": solver.iter, "loss": loss, "smoothed_loss": smoothed, "lr": rate, "it_per_s": speed,
+             "time": time.time()}
+        )  # fmt: skip
+        _say(
+            bar,
+            f"iteration {solver.iter}: loss {loss:.6g} (smoothed {smoothed:.6g}), lr {rate:.3g}, "
+            f"{speed:.3g} it/s",
+        )
 
     from tqdm import tqdm
 
@@ -481,13 +693,15 @@ def _run(
         unit="it",
         file=sys.stderr,
         dynamic_ncols=True,
-        disable=args.no_progress or not dist.main,
+        disable=True if args.no_progress or not dist.main else None,  # None: only on a terminal
         smoothing=0.05,
         desc=r.model,
     )
-    stop = _Stop()
+    stop = _Stop(quiet=not dist.main)
     last_snapshot = solver.iter
     tick, tick_iter = time.perf_counter(), solver.iter
+    shown = solver.iter
+    last: tuple[float, float] | None = None
     status = 0
     try:
         with stop.installed():
@@ -504,22 +718,22 @@ def _run(
                 )
                 loss = dist.mean(solver.step(feeds))
                 smoothed = log.add_loss(loss)
+                last = (loss, smoothed)
                 bar.update(1)
                 bar.set_postfix(loss=f"{smoothed:.4g}", refresh=False)
-                if dist.main and display and solver.iter % display == 0:
-                    now = time.perf_counter()
-                    speed = (solver.iter - tick_iter) / (now - tick) if now > tick else 0.0
-                    tick, tick_iter = now, solver.iter
-                    log.write(
-                        {
-                            "iter": solver.iter,
-                            "loss": loss,
-                            "smoothed_loss": smoothed,
-                            "lr": solver.learning_rate,
-                            "it_per_s": speed,
-                            "time": time.time(),
-                        }
+                if not args.keep_going_on_nan and not (math.isfinite(loss) and _finite(tensors)):
+                    if dist.main:
+                        show_loss(loss, smoothed)
+                    finite = math.isfinite(loss)
+                    what = "a parameter is not finite" if finite else f"the loss is {loss}"
+                    kept = f"the last good snapshot is {last_good}" if last_good else "no snapshot yet"
+                    raise Diverged(
+                        f"iteration {solver.iter}: {what}: training diverged (a lower --base-lr?); stopped "
+                        f"without writing it, {kept} (--keep-going-on-nan trains on, as Caffe would)"
                     )
+                if dist.main and display and solver.iter % display == 0:
+                    show_loss(loss, smoothed)
+                    shown = solver.iter
                 if scorer is not None and score_every and solver.iter % score_every == 0:
                     score()
                 if snapshot_every and solver.iter % snapshot_every == 0:
@@ -528,6 +742,8 @@ def _run(
                 if dist.any(stop.requested):
                     status = cli.EXIT_INTERRUPTED
                     break
+            if dist.main and last is not None and shown != solver.iter:
+                show_loss(*last)  # the last iteration's loss, whatever --display
             if solver.iter != last_snapshot:
                 snapshot()  # Caffe's snapshot_after_train, and the Ctrl-C snapshot
             if status == 0 and scorer is not None and score_every and solver.iter % score_every:
@@ -538,7 +754,9 @@ def _run(
     if dist.main:
         if status == cli.EXIT_INTERRUPTED:
             print(
-                f"interrupted at iteration {solver.iter}: resume with --resume --out {out}", file=sys.stderr
+                f"interrupted at iteration {solver.iter}: resume with: {_launcher(dist.world)} {r.model} "
+                f"--resume --out {shlex.quote(str(out))}",
+                file=sys.stderr,
             )
         else:
             log.plot(heads[0])
@@ -553,14 +771,35 @@ def _say(bar, message: str) -> None:
         bar.write(message, file=sys.stderr)
 
 
-def _write_run_files(out: Path, r: Recipe, settings: dict, param, width: float) -> None:
-    """``solver.prototxt`` + ``train.prototxt`` + ``val.prototxt`` (the official files' form, for
-    Caffe) and ``run.json``."""
-    official = solver_parameter(
-        r, base_lr=settings["base_lr"], momentum=settings["momentum"], iter_size=settings["iter_size"]
-    )
+def run_solver_parameter(r: Recipe, settings: dict, val_images: int, score_initial: bool = False):
+    """The ``solver.prototxt`` of a run: the official file's form and fields with the run's own
+    values (rate, momentum, iter_size, iterations, display, snapshots, and the scoring as Caffe's
+    tests: ``test_iter`` = the validation images, ``test_interval`` = ``--score-every``)."""
+    param = solver_parameter(
+        r, base_lr=settings["base_lr"], momentum=settings["momentum"], iter_size=settings["iter_size"],
+        snapshot_prefix="snapshots/train",
+    )  # fmt: skip
+    score_every = int(settings["score_every"])
+    if val_images and score_every:
+        param.set("test_iter", [val_images])
+        param.set("test_interval", score_every)
+    else:
+        for field in ("test_net", "test_iter", "test_interval"):
+            param.remove(field)
+    param.set("display", int(settings["display"]))
+    param.set("max_iter", int(settings["iterations"]))
+    param.set("snapshot", int(settings["snapshot_every"]))
+    param.set("snapshot_prefix", "snapshots/train")
+    param.set("test_initialization", bool(score_initial and val_images and score_every))
+    return param
+
+
+def _write_run_files(out: Path, r: Recipe, settings: dict, val_images: int, score_initial: bool) -> None:
+    """``solver.prototxt`` (the run's settings in the official file's form, for Caffe) +
+    ``train.prototxt`` + ``val.prototxt`` and ``run.json``."""
+    width = float(settings["width"])
     with atomic_write(out / "solver.prototxt", "w") as f:
-        f.write(format_message(official))
+        f.write(format_message(run_solver_parameter(r, settings, val_images, score_initial)))
     write_prototxt(net_definition(r.model, r.train_split, width=width), out / f"{r.train_split}.prototxt")
     write_prototxt(net_definition(r.model, r.val_split, width=width), out / f"{r.val_split}.prototxt")
     with atomic_write(out / "run.json", "w") as f:
@@ -572,8 +811,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and train; the exit status (0, 2 on bad input, 130 when interrupted)."""
 
     def body() -> int:
-        args = build_parser().parse_args(argv)
-        return train(args)
+        try:
+            args = build_parser().parse_args(argv)
+            return train(args)
+        except KeyboardInterrupt as interrupt:
+            if not isinstance(interrupt, _Aborted):  # before the run began: nothing was written
+                print("interrupted before training began", file=sys.stderr)
+            raise
 
     return cli.run(body)
 

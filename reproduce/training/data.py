@@ -27,8 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from converters.caffe.formats import refuse_special_file
 from converters.errors import UsageError
 from eval.datasets import (
+    IGNORE_LABEL,
     ContextSegmentation,
     DatasetError,
     NYUDSegmentation,
@@ -45,13 +47,17 @@ __all__ = [
     "FeedSource",
     "OfficialOrder",
     "VOCListSegmentation",
+    "check_sample_files",
     "input_blobs",
+    "load_feeds",
     "official_order",
     "train_dataset",
     "val_dataset",
 ]
 
 SEED = 1337  # the seed in every official train.prototxt's param_str
+#: Files of a sample read as images (their size is checked from the header first).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 #: Environment variables of the dataset roots (the evaluators' names, plus SBD's).
 ROOT_VARIABLES = {
@@ -136,7 +142,9 @@ class VOCListSegmentation(VOCSegmentation):
     def __init__(self, root: str | os.PathLike[str], split: str, limit: int | None = None) -> None:
         self.split = split
         self.root = self.year_dir(Path(root), "VOC2011", strict=False)
-        ids = read_split(self.root / "ImageSets" / "Segmentation" / f"{split}.txt")
+        listed = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
+        refuse_special_file(listed)  # a FIFO would block the reader
+        ids = read_split(listed)
         SegmentationDataset.__init__(self, ids, None, limit)
 
 
@@ -163,6 +171,26 @@ def input_blobs(model: str) -> dict[str, tuple[str, str]]:
     return {"data": ("input", "color"), "label": ("label", "semantic")}
 
 
+#: Where each dataset's split lists may lie under its root: (folders tried, list path in them).
+_LISTS = {
+    "sbd": (("", "dataset", "benchmark_RELEASE/dataset"), "{split}.txt"),
+    "voc": (("", "VOC2011", "VOC2012", "VOCdevkit/VOC2011", "VOCdevkit/VOC2012"),
+            "ImageSets/Segmentation/{split}.txt"),
+    "voc2010": (("", "VOC2010", "VOCdevkit/VOC2010"), "ImageSets/Main/{split}.txt"),
+    "nyud": (("", "nyud"), "{split}.txt"),
+    "siftflow": (("", "SiftFlowDataset", "sift-flow"), "{split}.txt"),
+}  # fmt: skip
+
+
+def _refuse_special_lists(key: str, root: str, splits: Sequence[str]) -> None:
+    """A split list that is a FIFO, socket or device is refused before anything opens it (the
+    readers would wait for a writer forever): one line naming it."""
+    folders, pattern = _LISTS[key]
+    for folder in folders:
+        for split in splits:
+            refuse_special_file(Path(root) / folder / pattern.format(split=split))
+
+
 def _modalities(model: str) -> tuple[str, ...]:
     return _nyud_modalities(model) if model.startswith("nyud") else ("color",)
 
@@ -178,13 +206,17 @@ def train_dataset(model: str, roots: DataRoots, train_list: str | None = None) -
     if dataset == "voc":
         if train_list:
             return VOCListSegmentation(roots.need("voc"), train_list)
+        _refuse_special_lists("sbd", roots.need("sbd"), ["train"])
         return SBDSegmentation(roots.need("sbd"), "train", modalities)
     if train_list:
         raise DatasetError("--train-list is for the VOC models (a VOC-layout folder)")
     if dataset == "pascalcontext":
+        _refuse_special_lists("voc2010", roots.need("voc2010"), ["train"])
         return ContextSegmentation(roots.need("voc2010"), roots.need("context"), "train", modalities)
     if dataset == "nyud":
+        _refuse_special_lists("nyud", roots.need("nyud"), ["trainval", "train", "val"])
         return _nyud_trainval(roots.need("nyud"), modalities)
+    _refuse_special_lists("siftflow", roots.need("siftflow"), ["trainval", "test"])
     return _siftflow_trainval(roots.need("siftflow"), modalities)
 
 
@@ -230,34 +262,107 @@ def val_dataset(model: str, roots: DataRoots, val_split: str | None = None) -> S
     modalities = _modalities(model)
     if dataset == "voc":
         split = val_split or "seg11valid"
+        _refuse_special_lists("voc", roots.need("voc"), ["val", split])
         if split in VOCSegmentation.SPLITS or split in VOCSegmentation.ALIASES:
             return VOCSegmentation(roots.need("voc"), split, modalities)
         return VOCListSegmentation(roots.need("voc"), split)
     if dataset == "pascalcontext":
+        _refuse_special_lists("voc2010", roots.need("voc2010"), [val_split or "val"])
         return ContextSegmentation(
             roots.need("voc2010"), roots.need("context"), val_split or "val", modalities
         )
     if dataset == "nyud":
+        _refuse_special_lists("nyud", roots.need("nyud"), [val_split or "test"])
         return NYUDSegmentation(roots.need("nyud"), val_split or "test", modalities)
+    _refuse_special_lists("siftflow", roots.need("siftflow"), [val_split or "test"])
     return SIFTFlowSegmentation(roots.need("siftflow"), val_split or "test", modalities)
 
 
-def feeds_of(model: str, sample: Mapping, device: torch.device | None = None) -> dict[str, torch.Tensor]:
+def feeds_of(
+    model: str,
+    sample: Mapping,
+    device: torch.device | None = None,
+    *,
+    dataset: SegmentationDataset | None = None,
+) -> dict[str, torch.Tensor]:
     """One dataset sample as the net's input blobs: ``1xCxHxW`` float32 inputs and ``1x1xHxW``
-    float32 labels (Caffe keeps labels in float blobs)."""
+    float32 labels (Caffe keeps labels in float blobs). Pictures and labels must have one size, and
+    (given the ``dataset``) every label value must be a class of its head or 255 (ignore), as Caffe's
+    ``SoftmaxWithLoss`` requires: else one :class:`UsageError` naming the image (and its files)."""
     feeds = {}
     for blob, (kind, key) in input_blobs(model).items():
         if kind == "input":
             value = sample["inputs"][key].unsqueeze(0)
         else:
-            value = sample["labels"][key].to(torch.float32)[None, None]
+            label = sample["labels"][key]
+            if dataset is not None:
+                _check_label_values(label, key, sample, dataset)
+            value = label.to(torch.float32)[None, None]
         feeds[blob] = value.to(device) if device is not None else value
     sizes = {blob: tuple(value.shape[-2:]) for blob, value in feeds.items()}
     if len(set(sizes.values())) > 1:  # Caffe's loss refuses a label of another size than its scores
-        name = sample.get("id", "a sample")
         described = ", ".join(f"{blob} {h}x{w}" for blob, (h, w) in sizes.items())
-        raise UsageError(f"{name}: its pictures and labels differ in size ({described}): they must match")
+        raise UsageError(
+            f"{_described(sample, dataset)}: its pictures and labels differ in size ({described}): "
+            "they must match"
+        )
     return feeds
+
+
+def _described(sample: Mapping, dataset: SegmentationDataset | None) -> str:
+    """The sample's id, with its files when the dataset can name them."""
+    name = str(sample.get("id", "a sample"))
+    if dataset is None or "id" not in sample:
+        return name
+    try:
+        files = dataset.files(sample["id"])
+    except (NotImplementedError, KeyError, ValueError):
+        return name
+    return f"{name} ({', '.join(str(f) for f in files)})" if files else name
+
+
+def _check_label_values(
+    label: torch.Tensor, head: str, sample: Mapping, dataset: SegmentationDataset
+) -> None:
+    classes = {h.name: h.num_classes for h in dataset.heads}.get(head)
+    if classes is None:
+        return
+    bad = label[(label.to(torch.int64) >= classes) & (label.to(torch.int64) != IGNORE_LABEL)]
+    if bad.numel():
+        values = sorted({int(v) for v in bad.unique()[:5].tolist()})
+        shown = ", ".join(str(v) for v in values)
+        raise UsageError(
+            f"{_described(sample, dataset)}: label value{'s' if len(values) > 1 else ''} {shown} "
+            f"{'are' if len(values) > 1 else 'is'} not a class of {head} (0..{classes - 1}) nor "
+            f"{IGNORE_LABEL} (ignore)"
+        )
+
+
+def check_sample_files(dataset: SegmentationDataset, image_id: str) -> None:
+    """Refuse, before any is opened, a sample file that is not a regular file (a FIFO would block the
+    loader) and an image whose declared size needs more memory than this machine has (a
+    decompression bomb): one line naming the file."""
+    from converters.train.data import check_image_file
+
+    try:
+        files = dataset.files(image_id)
+    except NotImplementedError:
+        return
+    where = f"{dataset.name} {image_id}"
+    for path in files:
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            check_image_file(path, where)
+        else:
+            refuse_special_file(path)
+
+
+def load_feeds(
+    model: str, dataset: SegmentationDataset, index: int, device: torch.device | None = None
+) -> dict[str, torch.Tensor]:
+    """Sample ``index`` of ``dataset`` as feeds, its files checked first (:func:`check_sample_files`),
+    its sizes and label values after (:func:`feeds_of`)."""
+    check_sample_files(dataset, dataset.ids[index])
+    return feeds_of(model, dataset[index], device, dataset=dataset)
 
 
 class FeedSource:
@@ -285,7 +390,7 @@ class FeedSource:
         return self.dataset.ids[self.order[k]]
 
     def _load(self, k: int) -> dict[str, torch.Tensor]:
-        return feeds_of(self.model, self.dataset[self.order[k]])
+        return load_feeds(self.model, self.dataset, self.order[k])
 
     def get(self, k: int, upcoming: Sequence[int] = ()) -> dict[str, torch.Tensor]:
         """The feeds of sample ``k``; starts loading ``upcoming`` samples meanwhile."""

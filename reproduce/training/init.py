@@ -6,7 +6,10 @@
   ``vgg16-fcn.caffemodel``);
 - a previous stage (``voc-fcn32s`` run's snapshot, any ``.caffemodel``/``.h5``) or a registry FCN
   (``voc-fcn32s``: the released weights, fine-tuned): copied by layer name;
-- ``none``: nothing copied (every layer from its filler).
+- ``random``: every layer drawn at random, offline: weights from a Gaussian of standard deviation
+  ``sqrt(2 / fan_in)`` (Caffe's ``msra`` filler; ``seed`` draws them), biases 0;
+- ``none``: nothing copied (every layer from its filler: the official train nets declare none, so
+  Caffe's default constant 0 applies and the net cannot learn).
 
 Layers the source lacks keep Caffe's fillers (``FillerParameter``'s default is constant 0: the new
 score layers start at zero); afterwards every layer whose name contains ``up`` gets bilinear
@@ -29,7 +32,7 @@ from converters.caffe.formats import read_weights
 from converters.fcn.nets import BASE_MODELS, MODELS, net_definition
 from converters.graph.surgery import convolutionize
 
-__all__ = ["InitError", "Start", "bilinear_diagonal", "interp_layers", "start_weights"]
+__all__ = ["InitError", "Start", "bilinear_diagonal", "interp_layers", "random_weights", "start_weights"]
 
 Blobs = dict[str, list[np.ndarray]]
 
@@ -51,6 +54,25 @@ class Start:
         """One line for the log."""
         dropped = f"; dropped {', '.join(self.dropped)}" if self.dropped else ""
         return f"start: {self.source}: copied {len(self.copied)} layers{dropped}"
+
+
+def random_weights(parameter_shapes: Mapping[str, list[tuple[int, ...]]], seed: int = 0) -> Blobs:
+    """Every layer's blobs drawn as Caffe's ``msra`` filler draws weights (Gaussian, standard
+    deviation ``sqrt(2 / fan_in)``, fan_in = the blob's size over its first axis), biases (and any
+    other blob of one axis) 0, from ``numpy``'s generator seeded with ``seed``."""
+    rng = np.random.default_rng(seed)
+    blobs: Blobs = {}
+    for layer in sorted(parameter_shapes):
+        out = []
+        for shape in parameter_shapes[layer]:
+            shape = tuple(int(d) for d in shape)
+            if len(shape) < 2:
+                out.append(np.zeros(shape, np.float32))
+                continue
+            fan_in = max(1, int(np.prod(shape[1:])))
+            out.append(rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in)))
+        blobs[layer] = out
+    return blobs
 
 
 def _registry_file(name: str, cache_dir: str | os.PathLike[str] | None, download: bool) -> Path:
@@ -166,6 +188,7 @@ def start_weights(
     cache_dir: str | os.PathLike[str] | None = None,
     download: bool = False,
     width: float = 1.0,
+    seed: int = 0,
 ) -> Start:
     """The weights ``model``'s train net (its layers' blob shapes in ``parameter_shapes``) starts from,
     copied from ``sources`` (one, or two for ``nyud-fcn32s-color-hha``: colour then HHA stream), with
@@ -173,6 +196,13 @@ def start_weights(
     sources = [s for s in sources if s]
     start = Start({}, " + ".join(sources) or "none")
     if sources == ["none"]:
+        sources = []
+    if sources == ["random"]:
+        upsampling = set(interp_layers(list(parameter_shapes)))  # bilinear below, as ever
+        drawn = {k: v for k, v in parameter_shapes.items() if k not in upsampling}
+        start.weights = random_weights(drawn, seed)
+        start.copied = list(start.weights)
+        start.source = f"random (fan-in Gaussian, seed {seed})"
         sources = []
     if model == "nyud-fcn32s-color-hha":
         if len(sources) not in (0, 1, 2):

@@ -23,6 +23,17 @@ from converters.atomic import atomic_write
 __all__ = ["RunLog", "draw_plot", "read_log"]
 
 
+def _finite_json(value):
+    """``value`` with every non-finite float replaced by ``None`` (JSON's ``null``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    return value
+
+
 def read_log(path: str | os.PathLike[str]) -> list[dict]:
     """The records of a ``log.jsonl`` (a torn last line, from a killed process, is skipped)."""
     records = []
@@ -53,13 +64,13 @@ class RunLog:
         kept = [r for r in read_log(self.path) if int(r.get("iter", 0)) <= iteration]
         self._rewrite(kept)
         for record in kept[-self.window.maxlen :]:
-            if "loss" in record:
+            if isinstance(record.get("loss"), (int, float)):
                 self.window.append(float(record["loss"]))
 
     def _rewrite(self, records: Sequence[dict]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         with atomic_write(self.path, "w") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in records))
+            f.write("".join(json.dumps(_finite_json(r), allow_nan=False) + "\n" for r in records))
 
     def add_loss(self, loss: float) -> float:
         """Add one iteration's loss to the smoothing window; returns the smoothed loss."""
@@ -67,15 +78,21 @@ class RunLog:
         return sum(self.window) / len(self.window)
 
     def write(self, record: dict) -> None:
-        """Append one record (one line, flushed)."""
+        """Append one record (one line, flushed); a NaN or infinite value is written as ``null``
+        (JSON has no NaN)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(_finite_json(record), allow_nan=False) + "\n")
 
     def plot(self, head: str = "semantic") -> None:
         """Redraw ``plot.png`` from the log."""
         records = read_log(self.path)
-        losses = [(r["iter"], r.get("smoothed_loss", r["loss"])) for r in records if "loss" in r]
+        losses = [
+            (r["iter"], r.get("smoothed_loss", r["loss"]))
+            for r in records
+            if isinstance(r.get("smoothed_loss", r.get("loss")), (int, float))
+            and math.isfinite(r.get("smoothed_loss", r.get("loss")))
+        ]
         ious = [
             (r["iter"], r["val"][head]["mean_iu"])
             for r in records
