@@ -67,10 +67,14 @@ def parse_input_shape(text: str) -> tuple[str, Shape, bool]:
     raise argparse.ArgumentTypeError(f"bad input shape {text!r}: {SHAPE_USAGE}")
 
 
-def parser() -> argparse.ArgumentParser:
-    """The ``python -m converters.caffe2torch`` argument parser (no torch needed)."""
+PROG = "python -m converters.caffe2torch"
+
+
+def parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The ``python -m converters.caffe2torch`` argument parser (no torch needed); ``prog``: the
+    command as the user typed it (``fcn-port convert`` passes its own)."""
     p = cli.Parser(
-        prog="python -m converters.caffe2torch",
+        prog=prog,
         description="Convert a Caffe net (prototxt + caffemodel, or a registry model name) to PyTorch "
         "weights with the net definition inside, and check the result before keeping it.",
     )
@@ -80,8 +84,8 @@ def parser() -> argparse.ArgumentParser:
         "-o",
         "--output",
         help="output file; its suffix decides the format: .safetensors, or .pt/.pth for a plain "
-        "state dict, .onnx (checked with onnxruntime) or .pt2 (torch.export) for deployment "
-        "(default: <name>.safetensors in the current folder)",
+        "state dict, .onnx (checked with onnxruntime when it is installed) or .pt2 (torch.export, "
+        "checked by reloading) for deployment (default: <name>.safetensors in the current folder)",
     )
     p.add_argument(
         "--format",
@@ -323,24 +327,47 @@ def load_plugin(path: str) -> None:
     sys.modules[name] = module
 
 
-def _convert(argv: Sequence[str] | None) -> int:
-    args = parser().parse_args(argv)
-    if args.caffemodel is None and os.path.exists(args.source):
-        raise UsageError(f"{args.source} needs its CAFFEMODEL (or give a registry model name)")
-    from weights.models import load_model  # the one model builder (registry names included)
+def check_paths(args: argparse.Namespace, stem: str, output: str) -> None:
+    """Paths of the wrong kind, named as what they are, before anything is loaded: a folder given
+    for the prototxt or the caffemodel, a file for the cache folder, an output that is a folder or
+    lies under a file."""
+    if args.caffemodel is None:
+        if os.path.isdir(args.source):
+            raise UsageError(
+                f"{args.source} is a folder: give PROTOTXT CAFFEMODEL (two files) or a registry model name"
+            )
+        if os.path.exists(args.source):
+            raise UsageError(f"{args.source} needs its CAFFEMODEL (or give a registry model name)")
+    else:
+        if os.path.isdir(args.source):
+            raise UsageError(f"{args.source} is a folder, not a net definition: give the .prototxt file")
+        cli.input_file(args.caffemodel, args.caffemodel, "give the .caffemodel or .caffemodel.h5 file")
+    for plugin in args.plugin:
+        cli.input_file(plugin, f"--plugin {plugin}", "give a Python file")
+    if args.cache_dir is not None:
+        cli.output_folder(args.cache_dir, "--cache-dir")
+    suffix = FORMATS_SUFFIX.get(args.format or "", "")
+    cli.output_file(output, "-o", f"{stem}{suffix or '.safetensors'}")
 
-    from .atomic import atomic_path, check_writable
-    from .graph.converted import FORMATS, format_for, save_converted
+
+def _convert(argv: Sequence[str] | None, prog: str) -> int:
+    args = parser(prog).parse_args(argv)
+    from .graph.converted import FORMATS
 
     if args.format is not None and args.format not in FORMATS:
         raise UsageError(f"--format {args.format}: choose one of {', '.join(FORMATS)}")
     if args.caffemodel is None:
-        stem = args.source
+        stem = Path(args.source).name
     else:
         stem = Path(args.caffemodel).name.removesuffix(".h5").removesuffix(".caffemodel")
     output = args.output or f"{stem}{FORMATS[args.format or 'safetensors'][0]}"
-    fmt = format_for(output, args.format)
-    check_writable(output, "-o")  # before the (long) conversion
+    check_paths(args, stem, output)
+    fmt = output_format(output, args.format)
+    from weights.models import load_model  # the one model builder (registry names included)
+
+    from .atomic import atomic_path
+    from .graph.converted import save_converted
+
     device = cli.device(args.device, default="cpu")
 
     for plugin in args.plugin:
@@ -356,13 +383,31 @@ def _convert(argv: Sequence[str] | None) -> int:
         spec, device, input_shapes=shapes, cache_dir=args.cache_dir, optimize=False, variants=variants
     )
     module, record = loaded.net, loaded.record
-    check_shapes = None if args.no_check else self_check_shapes(module)
+    check_shapes = None if args.no_check or fmt == "onnx" else self_check_shapes(module)
     for line in report(module, record):
         print(line)
     with atomic_path(output) as written:
-        save_converted(module, written, fmt)
+        if fmt == "onnx":
+            print(f"self-check: {export_onnx_checked(module, written, check=not args.no_check)}")
+        elif fmt == "pt2":
+            from .graph.export import export_program
+
+            exported = export_program(module, written)
+            if check_shapes is not None:  # the program's fixed axes (the batch) as built, the rest small
+                shapes = {
+                    name: tuple(
+                        d if isinstance(d, int) else check_shapes[name][i] for i, d in enumerate(dims)
+                    )
+                    for name, dims in exported.inputs.items()
+                }
+                result = self_check_program(module, written, self_check_inputs(shapes, device))
+                print(f"self-check: {result}")
+                if result.startswith("FAILED"):
+                    raise SelfCheckFailed(result)
+        else:
+            save_converted(module, written, fmt)
         size = os.path.getsize(written)
-        if check_shapes is not None and fmt not in ("onnx", "pt2"):  # exports check themselves
+        if check_shapes is not None and fmt not in ("onnx", "pt2"):
             inputs = self_check_inputs(check_shapes, device)
             expected = run_outputs(module, inputs)
             del module, loaded  # the reloaded file's parameters take the converted graph's memory
@@ -377,12 +422,88 @@ def _convert(argv: Sequence[str] | None) -> int:
     return cli.EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; 0 on success, 1 when the self-check fails (nothing written), 2 on bad input."""
+#: ``--format`` name -> the suffix of a default output name.
+FORMATS_SUFFIX = {"safetensors": ".safetensors", "pt": ".pt", "onnx": ".onnx", "pt2": ".pt2"}
+_FORMAT_ARTICLES = {"safetensors": "a safetensors", "pt": "a .pt", "onnx": "an ONNX", "pt2": "a .pt2"}
+
+
+def output_format(output: str, fmt: str | None) -> str:
+    """The format ``-o OUTPUT`` names (its suffix decides), refused in one line when ``--format``
+    names another."""
+    from .graph.converted import FORMATS, format_for
+
+    named = format_for(output)
+    if fmt is not None and fmt != named:
+        raise UsageError(
+            f"{output} names {_FORMAT_ARTICLES.get(named, named)} file but --format is {fmt}: "
+            f"use the suffix {FORMATS[fmt][0]} (the suffix decides the format)"
+        )
+    return named
+
+
+def export_onnx_checked(module: Any, path: str, *, check: bool) -> str:
+    """Write ``module`` as ONNX at ``path``, checked with onnxruntime where it is installed; the
+    check's verdict (or why there was none) as one line."""
+    from .graph.export import ONNX_INSTALL, export_onnx, onnxruntime_available
+
+    if not check:
+        export_onnx(module, path, check=False)
+        return "skipped (--no-check): the ONNX file was not run"
+    if not onnxruntime_available():
+        export_onnx(module, path, check=False)
+        return (
+            "skipped: onnxruntime is not installed, so the ONNX file was not run "
+            f"(to check it: {ONNX_INSTALL.replace('pip install onnx onnxscript ', 'pip install ')})"
+        )
+    written = export_onnx(module, path, check=True)
+    built = {name: tuple(shape) for name, shape in module.caffe.inputs.items()}
+    sizes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in built.items())
+    if any(isinstance(d, str) for v in written.inputs.values() for d in v):
+        grown = {
+            k: [
+                d + (8 if i == 2 else 16) if isinstance(written.inputs[k][i], str) else d
+                for i, d in enumerate(v)
+            ]
+            for k, v in built.items()
+        }
+        sizes += ", and " + ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in grown.items())
+        sizes += ": height and width are dynamic"
+    error = written.max_error or 0.0
+    return f"passed: onnxruntime gives PyTorch's outputs within {error:.2g} x max|output| ({sizes})"
+
+
+def self_check_program(module: Any, path: str, inputs: Mapping[str, Any]) -> str:
+    """Reload the ``.pt2`` program at ``path`` and run it on ``inputs`` beside ``module``; the
+    verdict as a line starting with ``passed`` or ``FAILED``."""
+    import torch
+
+    expected = run_outputs(module, inputs)
+    program = torch.export.load(path).module()
+    with torch.no_grad():
+        got = dict(
+            zip(module.caffe.outputs, program(*(inputs[name] for name in module.caffe.inputs)), strict=True)
+        )
+    worst = 0.0
+    for blob, value in expected.items():
+        if not torch.isfinite(value).all():
+            return f"FAILED: output '{blob}' has non-finite values"
+        if got[blob].shape != value.shape:
+            return f"FAILED: output '{blob}' has shape {list(got[blob].shape)}, PyTorch {list(value.shape)}"
+        scale = max(float(value.abs().max()), 1e-6) if value.numel() else 1.0
+        worst = max(worst, float((got[blob] - value).abs().max()) / scale if value.numel() else 0.0)
+    if worst > 1e-5:
+        return f"FAILED: the reloaded program's outputs differ by up to {worst:.3g} x max|output|"
+    sizes = ", ".join(f"{k} {list(v.shape)}" for k, v in inputs.items())
+    return f"passed: the reloaded program gives the net's outputs within {worst:.2g} x max|output| ({sizes})"
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Run the command; 0 on success, 1 when the self-check fails (nothing written), 2 on bad input.
+    ``prog``: the command as typed, for ``--help`` and usage lines (``fcn-port convert``)."""
 
     def body() -> int:
         try:
-            return _convert(argv)
+            return _convert(argv, prog)
         except SelfCheckFailed:
             print("nothing written: the converted file failed its self-check", file=sys.stderr)
             return cli.EXIT_FAILED

@@ -129,6 +129,90 @@ def _stdout_closed() -> bool:
         return False
 
 
+# --- paths of the wrong kind: one message for each, the same in every command ---------------------
+
+
+def _first_existing(path: str) -> str:
+    """``path`` or its nearest ancestor that exists."""
+    here = os.path.abspath(path)
+    while not os.path.lexists(here) and os.path.dirname(here) != here:
+        here = os.path.dirname(here)
+    return here
+
+
+def _display(path: str, absolute: str) -> str:
+    """``absolute`` as the user would write it: relative to the folder they named ``path`` from."""
+    if os.path.isabs(path):
+        return absolute
+    relative = os.path.relpath(absolute)
+    return absolute if relative.startswith("..") else relative
+
+
+def input_file(path: str | os.PathLike[str], what: str, hint: str = "") -> None:
+    """Refuse a ``path`` that should name an existing file: :class:`UsageError` saying whether it
+    is missing, a folder, or under a file (``what``: how the message names it, e.g. ``"--weights
+    x.caffemodel"``; ``hint``: what to give instead, after a colon)."""
+    from .errors import UsageError
+
+    path = os.fspath(path)
+    extra = f": {hint}" if hint else ""
+    if os.path.isdir(path):
+        raise UsageError(f"{what} is a folder, not a file{extra}")
+    if os.path.exists(path):
+        return
+    found = _first_existing(path)
+    if os.path.exists(found) and not os.path.isdir(found):
+        raise UsageError(f"{what} does not exist: {_display(path, found)} is a file, not a folder")
+    raise UsageError(f"{what} does not exist")
+
+
+def input_folder(path: str | os.PathLike[str], what: str, hint: str = "") -> None:
+    """Refuse a ``path`` that should name an existing folder (missing, or a file): :class:`UsageError`."""
+    from .errors import UsageError
+
+    path = os.fspath(path)
+    extra = f": {hint}" if hint else ""
+    if os.path.isdir(path):
+        return
+    if os.path.exists(path):
+        raise UsageError(f"{what} is a file, not a folder{extra}")
+    raise UsageError(f"{what} does not exist{extra}")
+
+
+def output_file(path: str | os.PathLike[str], option: str, example: str = "") -> None:
+    """Fail now, not after a long computation, if a file cannot be written at ``path``: a folder
+    given where the file goes (``example``: a file name to suggest inside it), a folder that does not
+    exist, a file where a folder of the path should be, or a place not writable
+    (:func:`converters.atomic.check_writable`)."""
+    from .atomic import check_writable
+    from .errors import UsageError
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        inside = f", e.g. {os.path.join(path, example)}" if example else ""
+        raise UsageError(f"{option} {path} is a folder: give a file name{inside}")
+    parent = os.path.dirname(os.path.abspath(path))
+    found = _first_existing(parent)
+    if os.path.exists(found) and not os.path.isdir(found):
+        raise UsageError(f"cannot write {path}: {_display(path, found)} is a file, not a folder")
+    if found != parent:
+        raise UsageError(f"cannot write {path}: the folder {_display(path, parent)} does not exist")
+    check_writable(path, option)
+
+
+def output_folder(path: str | os.PathLike[str], option: str) -> None:
+    """Refuse an output folder ``path`` that is a file or lies under one (a folder that does not
+    exist yet is fine: the command creates it)."""
+    from .errors import UsageError
+
+    path = os.fspath(path)
+    found = _first_existing(path)
+    if os.path.exists(found) and not os.path.isdir(found):
+        if found == os.path.abspath(path):
+            raise UsageError(f"{option} {path} is a file, not a folder")
+        raise UsageError(f"{option} {path}: {_display(path, found)} is a file, not a folder")
+
+
 def device(text: str | None, *, default: str | None = None) -> torch.device:
     """``--device`` as a ``torch.device``: ``None`` gives ``default``, else CUDA when available, else
     the CPU. :class:`UsageError` (one line) for a malformed name or a device this machine lacks."""

@@ -12,7 +12,9 @@ import argparse
 import json
 import math
 import os
+import struct
 import sys
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,7 @@ from .caffe.forks import fork_fields
 from .caffe.formats import blob_array, read_net, sniff_format
 from .caffe.message import Message, unknown_named_fields
 from .caffe.netdef import layer_type
+from .errors import CaffeFormatError, UsageError
 
 _FORMAT_NAMES = {
     "text": "prototxt (protobuf text format)",
@@ -78,6 +81,102 @@ def _settings_text(settings: dict[str, Any], unknown: frozenset[str] = frozenset
     return " ".join(f"{key(name)} {render(value, name + '.')}" for name, value in settings.items())
 
 
+# --- files that are not Caffe's: what fcn-port and PyTorch write -------------------------------------
+
+_READS = "inspect reads Caffe files (.prototxt, .caffemodel, .caffemodel.h5)"
+
+
+def _use_as_model(path: str) -> str:
+    return (
+        f"use it as a model (fcn-port segment --model {path} ..., converters.load_converted), or run "
+        f"fcn-port inspect on the prototxt and caffemodel it came from; {_READS}"
+    )
+
+
+def _safetensors_metadata(head: bytes, size: int) -> dict[str, Any] | None:
+    """The ``__metadata__`` of a safetensors file from its first bytes (``{}`` without one), or
+    ``None`` when the bytes are not a safetensors header."""
+    if len(head) < 10 or head[8:9] != b"{":
+        return None
+    (length,) = struct.unpack("<Q", head[:8])
+    if length > size - 8 or length > len(head) - 8:
+        return {} if length <= size - 8 else None
+    try:
+        header = json.loads(head[8 : 8 + length])
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return header.get("__metadata__") or {} if isinstance(header, dict) else None
+
+
+def _onnx_model(head: bytes) -> bool:
+    """Whether ``head`` starts as an ONNX ModelProto does: ir_version (field 1, a varint), then the
+    producer name (field 2, a string). A Caffe NetParameter never starts with a varint field 1."""
+    if head[:1] != b"\x08":
+        return False
+    position = 1
+    while position < min(len(head), 11) and head[position] & 0x80:
+        position += 1
+    return head[position + 1 : position + 2] == b"\x12"
+
+
+def _zip_kind(path: str) -> str:
+    """What a zip archive written by PyTorch is: ``"pt2"``, ``"fcn-port pt"``, ``"pt"`` or ``"zip"``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if any(name.endswith("/archive_format") or name == "archive_format" for name in names):
+                return "pt2"
+            pickles = [name for name in names if name.endswith("/data.pkl") or name == "data.pkl"]
+            if pickles:
+                return "fcn-port pt" if b"fcn_port.format" in archive.read(pickles[0]) else "pt"
+    except (zipfile.BadZipFile, OSError, ValueError):
+        pass
+    return "zip"
+
+
+def other_file(path: str | os.PathLike[str]) -> str | None:
+    """What ``path`` is, and what to do with it, when it is a file fcn-port or PyTorch writes
+    (converted ``.safetensors``/``.pt``, ``.pt2`` programs, ONNX models) rather than a Caffe file;
+    ``None`` for anything else (a Caffe file, or one that is nothing known)."""
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as handle:
+            head = handle.read(65536)
+    except OSError:
+        return None
+    metadata = _safetensors_metadata(head, size)
+    if metadata is not None:
+        if "fcn_port.format" in metadata:
+            what = "a model fcn-port converted (safetensors, its net inside), not a Caffe file"
+            return f"{path} is {what}: {_use_as_model(path)}"
+        return f"{path} is a safetensors file (PyTorch weights, not from fcn-port convert): {_READS}"
+    if head.startswith(b"PK\x03\x04"):
+        kind = _zip_kind(path)
+        if kind == "fcn-port pt":
+            what = "a model fcn-port converted (.pt state dict, its net inside), not a Caffe file"
+            return f"{path} is {what}: {_use_as_model(path)}"
+        if kind == "pt2":
+            return (
+                f"{path} is a torch.export program (.pt2), not a Caffe file: load it with "
+                f"torch.export.load({path!r}).module() and call it with the inputs in order "
+                "(it returns a tuple); " + _READS
+            )
+        if kind == "pt":
+            return (
+                f"{path} is a PyTorch file (torch.save), not a Caffe file: load it with torch.load; {_READS}"
+            )
+        return f"{path} is a zip archive, not a Caffe file: {_READS}"
+    if head.startswith(b"\x80") and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return f"{path} is a Python pickle (an old torch.save file?), not a Caffe file: {_READS}"
+    if _onnx_model(head):
+        return (
+            f"{path} is an ONNX model, not a Caffe file: run it with onnxruntime "
+            f"(onnxruntime.InferenceSession({path!r})) or view it with Netron; {_READS}"
+        )
+    return None
+
+
 def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A JSON-ready summary of a Caffe file: format, net name, inputs, layers, parameter counts.
 
@@ -85,8 +184,14 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     declared shape (``None`` when it has none). A layer's ``unknown_fields`` lists the fields
     caffe.proto does not have: field numbers for binary files, ``{"field", "line", "column"}``
     for a prototxt (building a graph refuses those). Raises :class:`CaffeFormatError` when the
-    file cannot be read.
+    file cannot be read, or is one fcn-port or PyTorch writes (:func:`other_file` says which and
+    what to do with it); :class:`UsageError` for a folder.
     """
+    if os.path.isdir(path):
+        raise UsageError(f"{os.fspath(path)} is a folder, not a file: {_READS}")
+    other = other_file(path)
+    if other is not None:
+        raise CaffeFormatError(other)
     fmt = sniff_format(path)
     net = read_net(path)
     layers: list[dict[str, Any]] = []
@@ -266,10 +371,14 @@ def _named_unknown(entry: dict[str, Any]) -> list[str]:
     return [f["field"] for f in _named_unknown_entries(entry)]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface of ``python -m converters.inspect``."""
+PROG = "python -m converters.inspect"
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The command-line interface of ``python -m converters.inspect`` (``prog``: the command as the
+    user typed it, e.g. ``fcn-port inspect``)."""
     parser = cli.Parser(
-        prog="python -m converters.inspect",
+        prog=prog,
         description="Show the layers, types, bottoms/tops, blob shapes and parameter counts of a Caffe "
         "file: .prototxt, .caffemodel or .caffemodel.h5 (recognised by content, not by extension).",
     )
@@ -278,12 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Run the CLI; return the exit status (0 on success, 2 on an unreadable file;
-    :func:`converters.cli.run`)."""
+    :func:`converters.cli.run`). ``prog``: the command as typed, for its usage lines."""
 
     def body() -> int:
-        args = build_parser().parse_args(argv)
+        args = build_parser(prog).parse_args(argv)
         summary = describe(args.file)
         output = json.dumps(summary, indent=2) + "\n" if args.json else format_table(summary)
         sys.stdout.write(output)

@@ -94,4 +94,4 @@ def test_a_plugin_that_fails_is_one_line_naming_it(tmp_path: Path, capsys) -> No
     code = main(
         [str(BN / "net.prototxt"), str(BN / "weights.caffemodel"), "--plugin", str(tmp_path / "none.py")]
     )
-    assert code == 2 and "no such file" in _error(capsys)
+    assert code == 2 and "none.py does not exist" in _error(capsys)

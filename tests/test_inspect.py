@@ -161,7 +161,7 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         handle.create_dataset("weights", data=np.zeros(3))
     files["other.h5"] = (tmp_path / "other.h5", "no /data group")
     files["missing.caffemodel"] = (tmp_path / "missing.caffemodel", "No such file")
-    files["a-directory"] = (tmp_path, "directory")
+    files["a-directory"] = (tmp_path, "is a folder, not a file")
     return files
 
 

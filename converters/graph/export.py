@@ -14,11 +14,13 @@ decoding beside it (:class:`converters.layers.forks.ssd.DetectionOutput` in PyTo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,40 @@ NOT_EXPORTABLE = {
 
 class ExportError(UsageError):
     """A net that cannot be written in the asked format (names the layer and what to do instead)."""
+
+
+#: What to install for ONNX export and its check: fcn-port is not on a package registry, so the
+#: ``export`` extra only installs from a clone.
+ONNX_INSTALL = "pip install onnx onnxscript onnxruntime (or, in a clone of fcn-port, pip install '.[export]')"
+
+
+def onnxruntime_available() -> bool:
+    """Whether onnxruntime can be imported (the ONNX check needs it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+class _DropTorchvisionNotes(logging.Filter):
+    """torch's ONNX exporter logs "torchvision is not installed. Skipping torchvision::nms" (and
+    three more) on every export: notes about operators no Caffe net uses."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "torchvision is not installed" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_onnx_exporter() -> Iterator[None]:
+    """Warnings and the torchvision notes of ``torch.onnx.export`` silenced for one export."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    note_filter = _DropTorchvisionNotes()
+    logger.addFilter(note_filter)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.removeFilter(note_filter)
 
 
 @dataclasses.dataclass
@@ -191,9 +227,16 @@ def export_program(
 ) -> ExportReport:
     """Write ``net`` (from :func:`converters.load_caffe`) as a ``torch.export`` program (``.pt2``).
 
-    ``torch.export.load(path).module()(*inputs)``, the inputs given positionally in
-    ``report.inputs`` order, gives the outputs as a tuple in ``report.outputs`` order; C++ users
-    compile it with AOTInductor."""
+    The program is called differently from ``net``: its inputs are positional, in
+    ``report.inputs`` order, and it returns a tuple in ``report.outputs`` order (the net itself
+    takes keywords and returns a dict), as exported programs and AOTInductor's C++ runner want::
+
+        report = export_program(net, "net.pt2")       # report.inputs: {"data": (1, 3, "data_height", ...)}
+        program = torch.export.load("net.pt2").module()
+        outputs = program(*(inputs[name] for name in report.inputs))       # a tuple
+        by_blob = dict(zip(report.outputs, outputs))  # == net(**inputs), e.g. {"score": ...}
+
+    Without the report, ``net.caffe.inputs`` and ``net.caffe.outputs`` give the same orders."""
     from ..atomic import atomic_path
 
     examples = _example_inputs(net, input_shapes)
@@ -221,8 +264,9 @@ def export_onnx(
     ``tolerance`` x max|output| of PyTorch's; otherwise :class:`ExportError`."""
     try:
         import onnx  # noqa: F401
-    except ImportError:
-        raise ExportError("ONNX export needs the onnx package: pip install 'fcn-port[export]'") from None
+        import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
+    except ImportError as exc:
+        raise ExportError(f"ONNX export needs the {exc.name or 'onnx'} package: {ONNX_INSTALL}") from None
     from ..atomic import atomic_path
 
     examples = _example_inputs(net, input_shapes)
@@ -230,8 +274,7 @@ def export_onnx(
     shapes = _input_shapes(program, list(examples))
     outputs = list(net.caffe.outputs)
     target = Path(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _quiet_onnx_exporter():
         onnx_program = torch.onnx.export(
             program,
             (),
@@ -261,7 +304,9 @@ def check_onnx(
     try:
         import onnxruntime
     except ImportError:
-        raise ExportError("checking ONNX needs onnxruntime: pip install 'fcn-port[export]'") from None
+        raise ExportError(
+            f"checking ONNX needs onnxruntime: {ONNX_INSTALL}, or skip the check (check=False)"
+        ) from None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     runs = [examples]
     if shapes and any(isinstance(d, str) for s in shapes.values() for d in s):
