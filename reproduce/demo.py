@@ -3,8 +3,9 @@
 ``python -m reproduce.demo`` preprocesses the bundled demo image as Caffe does, runs voc-fcn8s,
 writes the colour label map (``demo-output.png`` by default) and reports the fraction of pixels
 whose label agrees with the official ``output.png`` of the FCN repository. The released weights
-(513 MB) come from the weights cache; ``--download`` fetches them, else the command says what is
-missing and how to get it, and exits 2.
+(513 MB) come from the weights cache; when they are missing the download rule of every command
+applies (``weights.obtain``): ``--download`` fetches them, a terminal is asked, anything else gets
+one ``error:`` line naming the cache and ``--download``, and exit 2.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from converters import cli
 from converters.atomic import atomic_write, check_writable
 from converters.fcn.datasets import VOC_MEAN, palette
 from converters.fcn.preprocess import caffe_preprocess, colorize, read_rgb
+from weights.api import add_download_option
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEMO_IMAGE = DATA_DIR / "image.jpg"
@@ -150,22 +152,10 @@ def run_demo(
     return DemoResult(output, labels, agree, present)
 
 
-def missing_weights_message(model: str = MODEL) -> str:
-    """One line: which weights file is missing, where it is expected, its URL and how to fetch it."""
-    import weights
-
-    record = weights.get(model)
-    path = weights.cached_path(model)
-    size = f", about {record.approx_size / 2**20:.0f} MiB" if record.approx_size else ""
-    return (
-        f"missing weights for {model}: {path} ({record.filename}{size}) from {record.url}; "
-        f"get them with `python -m weights fetch {model}` or rerun with --download"
-    )
-
-
-def resolve_weights(caffemodel: str | None, download: bool) -> Path:
-    """The caffemodel to use: ``caffemodel`` if given, else the cached voc-fcn8s weights (fetched
-    when ``download``); ``DemoError`` naming the file, URL and fetch command when absent."""
+def resolve_weights(caffemodel: str | None, download: bool | None) -> Path:
+    """The caffemodel to use: ``caffemodel`` if given, else the cached voc-fcn8s weights by the
+    download rule of every command (:func:`weights.obtain`: fetched with ``download=True``, asked
+    for on a terminal with ``None``, else one line naming the cache and ``--download``)."""
     if caffemodel is not None:
         path = Path(caffemodel)
         if not path.is_file():
@@ -173,12 +163,7 @@ def resolve_weights(caffemodel: str | None, download: bool) -> Path:
         return path
     import weights
 
-    path = weights.cached_path(MODEL)
-    if path.is_file():
-        return path
-    if not download:
-        raise DemoError(missing_weights_message())
-    return weights.fetch(MODEL)
+    return weights.obtain(MODEL, download=download)
 
 
 def load_net(prototxt: str | None, caffemodel: Path, device: str | torch.device) -> torch.nn.Module:
@@ -213,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--weights", default=None, help="caffemodel (default: voc-fcn8s, weights cache)")
     parser.add_argument("--prototxt", default=None, help="net definition (default: voc-fcn8s deploy)")
-    parser.add_argument("--download", action="store_true", help="fetch the voc-fcn8s weights if not cached")
+    add_download_option(parser)
     parser.add_argument("--device", default="cpu", help="cpu, cuda ... (default cpu)")
     return parser
 
@@ -225,6 +210,10 @@ def _main(argv: Sequence[str] | None) -> int:
         reference = DEMO_REFERENCE
     device = cli.device(args.device, default="cpu")
     check_writable(args.output, "--output")  # before the weights are read
+    try:  # the image before the weights: a wrong --image is not reported as missing weights
+        read_rgb(args.image)
+    except OSError as exc:
+        raise DemoError(f"cannot read image {args.image}: {exc.strerror or cli.one_line(exc)}") from None
     caffemodel = resolve_weights(args.weights, args.download)
     net = load_net(args.prototxt, caffemodel, device)
     result = run_demo(net, args.image, args.output, reference, device=device)

@@ -52,7 +52,8 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 from converters.atomic import atomic_write, check_writable
 from converters.fcn.datasets import VOC_MEAN, palette
 from converters.fcn.preprocess import caffe_preprocess, colorize
-from weights.models import PROTOTXT_SUFFIXES, LoadedModel, ModelError, load_model
+from weights.api import add_download_option
+from weights.models import CAFFEMODEL_SUFFIXES, PROTOTXT_SUFFIXES, LoadedModel, ModelError, load_model
 from weights.registry import WeightsRecord, find_by_definition
 
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]  # noqa: UP007 - a runtime alias (3.10)
@@ -785,7 +786,8 @@ def build_parser(prog: str = "python -m reproduce.segment") -> argparse.Argument
     )
     parser.add_argument(
         "--model", nargs="+", required=True, metavar="MODEL",
-        help="registry name (voc-fcn8s ...), converted .safetensors/.pt file, or PROTOTXT CAFFEMODEL",
+        help="registry name (voc-fcn8s ...), converted .safetensors/.pt file, PROTOTXT CAFFEMODEL, or "
+        "NAME CAFFEMODEL (a registry net with other weights)",
     )
     parser.add_argument("images", nargs="*", metavar="IMAGE_OR_FOLDER", help="images, or folders of images")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="folder for the results")
@@ -813,18 +815,42 @@ def build_parser(prog: str = "python -m reproduce.segment") -> argparse.Argument
         help="take preprocessing, classes and palette from this registry model (for converted files)",
     )
     parser.add_argument("--cache-dir", metavar="DIR", help="weights cache for registry models")
+    add_download_option(parser)
     parser.add_argument("--allow-tf32", action="store_true", help="let CUDA use TensorFloat-32 (Caffe: fp32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
 def _split_model(values: Sequence[str], images: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``--model`` swallows the images that follow it: keep one value (two after a prototxt)."""
+    """``--model`` swallows the images that follow it: keep one value, or two when the second is a
+    caffemodel (``PROTOTXT CAFFEMODEL``, ``NAME CAFFEMODEL``) or follows a prototxt."""
     take = 1
-    if Path(values[0]).suffix.lower() in PROTOTXT_SUFFIXES and len(values) > 1:
-        second = Path(values[1])  # the weights, unless it is one of the images
-        take = 1 if second.suffix.lower() in IMAGE_SUFFIXES or second.is_dir() else 2
+    if len(values) > 1:
+        second = Path(values[1])
+        if second.name.lower().endswith(CAFFEMODEL_SUFFIXES):
+            take = 2
+        elif Path(values[0]).suffix.lower() in PROTOTXT_SUFFIXES:  # the weights, unless an image
+            take = 1 if second.suffix.lower() in IMAGE_SUFFIXES or second.is_dir() else 2
     return list(values[:take]), list(values[take:]) + list(images)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its parents that do not exist yet, deepest first."""
+    missing = []
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    return missing
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove the folders this run made (deepest first) that hold nothing; stop at the first that does."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _batches(jobs: Sequence[Job], sizes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
@@ -836,8 +862,19 @@ def _batches(jobs: Sequence[Job], sizes: Sequence[tuple[int, int]], batch_size: 
     ]
 
 
+def _report(message: str) -> None:
+    """One image that could not be segmented: one ``error:`` line (above the progress bar)."""
+    from tqdm import tqdm
+
+    tqdm.write(f"error: {message}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Segment as ``args`` ask; returns the exit code (errors users can cause raise ``ValueError``)."""
+    """Segment as ``args`` ask; returns the exit code (errors users can cause raise ``ValueError``).
+
+    An image that cannot be read (its header or its pixels) is reported in one ``error:`` line and
+    left out; the others are segmented and written whatever the batch size, and the exit code is 2."""
+    from converters.cli import EXIT_BAD_INPUT
     from converters.cli import device as parse_device
     from eval.models import parse_assignments
 
@@ -866,8 +903,29 @@ def run(args: argparse.Namespace) -> int:
         record = weights.get(args.record)
     device = parse_device(args.device)
     if len(spec) == 1 and Path(spec[0]).suffix.lower() in PROTOTXT_SUFFIXES:
-        raise SegmentError(f"{spec[0]} is a net definition; give its weights too: --model {spec[0]} WEIGHTS")
-    model = load_model(spec, device, cache_dir=args.cache_dir)
+        raise SegmentError(
+            f"{spec[0]} is a net definition; give its weights too: --model {spec[0]} CAFFEMODEL"
+        )
+    if len(spec) == 1 and spec[0].lower().endswith(CAFFEMODEL_SUFFIXES):
+        raise SegmentError(
+            f"{spec[0]} holds weights only; give the net with it: --model PROTOTXT {spec[0]}, or "
+            f"--model NAME {spec[0]} for a registry net (e.g. voc-fcn8s)"
+        )
+    # Every header read before the model is built: batches by the size the net sees; an image whose
+    # header cannot be read is reported and left out.
+    failures = 0
+    readable, sizes = [], []
+    for job in jobs:
+        try:
+            sizes.append(fit_size(image_size(job.image), args.max_side))
+        except SegmentError as exc:
+            _report(str(exc))
+            failures += 1
+            continue
+        readable.append(job)
+    if not readable:
+        return EXIT_BAD_INPUT
+    model = load_model(spec, device, cache_dir=args.cache_dir, download=args.download)
     random = list(model.net.caffe.randomly_initialised)
     if random:
         more = " ..." if len(random) > 4 else ""
@@ -886,10 +944,9 @@ def run(args: argparse.Namespace) -> int:
     stray = [k for k in extras if k not in segmenter.extra_kinds]
     if stray:
         raise SegmentError(f"--input {stray[0]}=...: {model.description} takes no {stray[0]} input")
-    # Every file readable before anything is written; batches by the size the net sees.
-    sizes = [fit_size(image_size(job.image), args.max_side) for job in jobs]
     for note in segmenter.notes:
         print(f"note: {note}")
+    jobs = readable
     heads = [h.blob for h in segmenter.heads]
     paths = [output_paths(out, job.stem, heads, args.overlay_format) for job in jobs]
     owners: dict[Path, Path] = {}
@@ -897,48 +954,78 @@ def run(args: argparse.Namespace) -> int:
         for path in (p for where in files.values() for p in where.values()):
             if owners.setdefault(path, job.image) != job.image:
                 raise SegmentError(f"{job.image} and {owners[path]} would both write {path}: segment apart")
+    created = _missing_folders(out)
     out.mkdir(parents=True, exist_ok=True)
-    check_writable(out / "segment.png", "-o")
+    try:
+        check_writable(out / "segment.png", "-o")
+        started = time.perf_counter()
+        written, bad = _segment_all(segmenter, jobs, sizes, paths, args)
+    finally:
+        _remove_empty(created)  # an output folder this run made is not left behind empty
+    seconds = time.perf_counter() - started
+    total = len(jobs) + failures
+    failures += bad
+    counted = f"{total - failures} of {total}" if failures else f"{total}"
+    where = f"{written} files in {out}" if written else "nothing written"
+    print(f"segmented {counted} image(s) with {model.description} on {device} in {seconds:.1f} s: {where}")
+    return EXIT_BAD_INPUT if failures else EXIT_OK
+
+
+def _segment_all(
+    segmenter: Segmenter, jobs: Sequence[Job], sizes: Sequence[tuple[int, int]],
+    paths: Sequence[Mapping[str, Mapping[str, Path]]], args: argparse.Namespace,
+) -> tuple[int, int]:
+    """Segment ``jobs`` in batches of one size, decoding the next batch and writing the last one's
+    files while a batch runs. An image whose pixels cannot be read is reported and left out of its
+    batch. Returns (files written, images left out)."""
     from tqdm import tqdm
 
-    started = time.perf_counter()
-    written = 0
+    written = bad = 0
     writers = concurrent.futures.ThreadPoolExecutor(max_workers=2)
     reader = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     pending: list[concurrent.futures.Future] = []
     batches = _batches(jobs, sizes, args.batch_size)
 
-    def load(batch: list[int]) -> list[Sample]:
-        return [segmenter.prepare(jobs[i].image, jobs[i].extras) for i in batch]
+    def load(batch: list[int]) -> tuple[list[int], list[Sample], list[str]]:
+        kept, samples, failed = [], [], []
+        for i in batch:
+            try:
+                samples.append(segmenter.prepare(jobs[i].image, jobs[i].extras))
+                kept.append(i)
+            except SegmentError as exc:
+                failed.append(str(exc))
+        return kept, samples, failed
 
     bar = tqdm(total=len(jobs), unit="img", desc="segment", file=sys.stderr,
                disable=True if args.no_progress else None, dynamic_ncols=True)
     try:
         upcoming = reader.submit(load, batches[0])
         for number, batch in enumerate(batches):
-            samples = upcoming.result()
+            kept, samples, failed = upcoming.result()
             if number + 1 < len(batches):  # the next batch decodes while this one runs
                 upcoming = reader.submit(load, batches[number + 1])
+            for message in failed:
+                _report(message)
+            bad += len(failed)
             results = segmenter.run(samples)
             for future in pending:  # one batch of files in flight while the next one runs
                 written += len(future.result())
             pending = [
                 writers.submit(write_outputs, result, paths[i], scores=args.scores, legend=args.legend)
-                for i, result in zip(batch, results, strict=True)
+                for i, result in zip(kept, results, strict=True)
             ]
             bar.update(len(batch))
         for future in pending:
             written += len(future.result())
+        pending = []
     finally:
         bar.close()
         reader.shutdown(wait=True, cancel_futures=True)
         writers.shutdown(wait=True, cancel_futures=True)
-    seconds = time.perf_counter() - started
-    print(
-        f"segmented {len(jobs)} image(s) with {model.description} on {device} in {seconds:.1f} s: "
-        f"{written} files in {out}"
-    )
-    return EXIT_OK
+        for future in pending:  # files finished before an error or Ctrl-C still count
+            if future.done() and not future.cancelled() and future.exception() is None:
+                written += len(future.result())
+    return written, bad
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m reproduce.segment") -> int:

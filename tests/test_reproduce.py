@@ -106,12 +106,12 @@ def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
 
 def test_demo_cli_without_weights_says_what_is_missing(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("FCN_PORT_CACHE", str(tmp_path))
+    monkeypatch.setattr("weights.api._interactive", lambda: False)  # the download rule: no terminal
     assert demo.main(["--output", str(tmp_path / "o.png")]) == 2
     line = capsys.readouterr().err.strip()
-    assert len(line.splitlines()) == 1 and line.startswith("error: missing weights for voc-fcn8s")
-    assert "fcn8s-heavy-pascal.caffemodel" in line
-    assert "http://dl.caffe.berkeleyvision.org/fcn8s-heavy-pascal.caffemodel" in line
-    assert "python -m weights fetch voc-fcn8s" in line and "--download" in line
+    assert len(line.splitlines()) == 1 and line.startswith("error: voc-fcn8s weights (")
+    assert "fcn8s-heavy-pascal.caffemodel, about 513 MiB" in line
+    assert f"not in the cache {tmp_path}; add --download (or give the caffemodel path)" in line
     assert not (tmp_path / "o.png").exists()
 
 
@@ -146,8 +146,20 @@ def test_demo_cli_help_and_bad_image(tmp_path, capsys) -> None:
     assert demo.main(["--help"]) == 0
     assert "--download" in capsys.readouterr().out
     (tmp_path / "w.caffemodel").write_bytes(b"")
-    assert demo.main(["--image", str(tmp_path / "nope.jpg"), "--weights", str(tmp_path / "none")]) == 2
+    assert demo.main(["--image", str(REPO / "reproduce" / "data" / "image.jpg"),
+                      "--output", str(tmp_path / "o.png"), "--weights", str(tmp_path / "none")]) == 2
     assert capsys.readouterr().err.startswith("error: no such caffemodel")
+
+
+def test_demo_reports_a_missing_image_before_missing_weights(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("FCN_PORT_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("weights.api._interactive", lambda: False)
+    for weights_args in ([], ["--weights", str(tmp_path / "none.caffemodel")]):
+        assert demo.main(["--image", str(tmp_path / "nope.jpg"), "--output", str(tmp_path / "o.png"),
+                          *weights_args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: cannot read image {tmp_path / 'nope.jpg'}")
+        assert "No such file" in err and "weights" not in err and "caffemodel" not in err
 
 
 # ---------------------------------------------------------------------------------------------

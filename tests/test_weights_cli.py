@@ -179,3 +179,27 @@ def test_a_closed_stdout_ends_list_quietly(tmp_path):
     err = child.stderr.read()
     child.wait(timeout=60)
     assert child.returncode == 141 and err == ""
+
+
+def test_wrong_kinds_of_path_are_refused_in_one_line(tmp_path) -> None:
+    photo = REPO / "reproduce" / "data" / "image.jpg"
+    cases = {
+        ("verify", str(photo)): "not a caffemodel, nothing to verify",
+        ("verify", str(tmp_path)): "is a folder",
+        ("list", "--cache-dir", str(photo)): "is a file, not a folder",
+        ("path", "voc-fcn8s", "--cache-dir", str(photo)): "is a file, not a folder",
+    }
+    for args, expected in cases.items():
+        done = run(*args, offline=True)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1 and expected in done.stderr
+        assert done.stdout == ""
+    done = run("list", cache=photo, offline=True)  # the same through $FCN_PORT_CACHE
+    assert done.returncode == 2 and "FCN_PORT_CACHE" in done.stderr and "not a folder" in done.stderr
+
+
+def test_show_says_the_size_once() -> None:
+    lines = run("show", "voc-fcn8s", offline=True).stdout.splitlines()
+    assert "size:      about 513 MiB (published)" in lines
+    assert "size:      about 513 MiB (estimated from the parameter count)" in run(
+        "show", "voc-fcn32s", offline=True).stdout.splitlines()

@@ -73,7 +73,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         f"name:      {record.name}", f"title:     {record.title}", f"net:       {record.net}",
         f"url:       {record.url or '- (' + record.notes + ')'}",
         f"mirrors:   {', '.join(record.mirrors) or '-'}", f"file:      {record.filename or '-'}",
-        f"size:      about {_size(record.approx_size)}, {record.size_note}" if record.approx_size
+        f"size:      {record.approx_size_text} ({record.size_note})" if record.approx_size
         else "size:      -",
         f"sha1:      {record.sha1 or '-'}", f"sha256:    {record.sha256 or '-'}",
         f"checksum source: {record.checksum_source or 'none published; sha256 recorded at first download'}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import os
 import sys
@@ -30,6 +31,67 @@ MIRRORS_ENV = "FCN_PORT_MIRRORS"
 
 class NotReleasedError(DownloadError):
     """The registry knows the net but no weights were ever published for it."""
+
+
+class NotDownloadedError(DownloadError):
+    """A registry model's weights are not in the cache and no download was asked for."""
+
+
+#: The ``--download`` help of every command that may need a registry model's weights: the one rule.
+DOWNLOAD_HELP = (
+    "fetch a registry model's weights (verified) into the cache when they are not there. Without it "
+    "nothing is downloaded unasked: on a terminal the command asks first, otherwise it stops with one "
+    "line saying what is missing"
+)
+
+
+def add_download_option(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` the ``--download`` flag of the download rule (``args.download``: ``True`` or
+    ``None``, as :func:`obtain` and :func:`weights.load_model` take it)."""
+    parser.add_argument("--download", action="store_const", const=True, default=None, help=DOWNLOAD_HELP)
+
+
+def _interactive() -> bool:
+    try:
+        return sys.stdin.isatty() and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # closed or replaced streams
+        return False
+
+
+def obtain(
+    name: str | WeightsRecord,
+    *,
+    download: bool | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """The caffemodel of registry model ``name``, by the one download rule every command follows.
+
+    A copy in the cache is checked against its checksums (``ChecksumMismatch`` if it fails; it is
+    never replaced unasked) and returned. A missing one is fetched when ``download`` is ``True``;
+    with ``download=None`` (a command run without ``--download``) the user is asked
+    ``Download voc-fcn8s weights (about 513 MiB) to DIR? [y/N]`` when stdin and stderr are a terminal;
+    otherwise, and with ``download=False``, :class:`NotDownloadedError` says in one line what is
+    missing and how to get it."""
+    record = _released(name if isinstance(name, WeightsRecord) else get(name))
+    path = cached_path(record.name, cache_dir)
+    if download:
+        return fetch(record, cache_dir=cache_dir, progress=progress)
+    if path.is_file():
+        verify(record.name, cache_dir=cache_dir)
+        return path
+    size = f" ({record.approx_size_text})" if record.approx_size else ""
+    if download is None and _interactive():
+        sys.stderr.write(f"Download {record.name} weights{size} to {path.parent}? [y/N] ")
+        sys.stderr.flush()
+        answer = sys.stdin.readline().strip().lower()
+        if answer in ("y", "yes"):
+            return fetch(record, cache_dir=cache_dir, progress=progress)
+    how = "pass download=True" if download is False else "add --download"
+    raise NotDownloadedError(
+        f"{record.name} weights ({record.filename}{', ' + record.approx_size_text if size else ''}) not in "
+        f"the cache {path.parent}; {how} (or give the caffemodel path)"
+    )
 
 
 def is_url(text: str) -> bool:
@@ -132,19 +194,18 @@ def fetch(
     return result.path
 
 
-def _check_is_weights(path: Path) -> None:
+def _check_is_weights(path: Path, consequence: str | None = None) -> None:
     """:class:`DownloadError` unless ``path`` reads as a caffemodel (binary or HDF5): a file with no
     published checksum gets its sha256 recorded only then, so an empty or broken file is never the
-    reference later downloads must match."""
+    reference later downloads must match; ``verify`` refuses such a file (a photo) the same way."""
     from converters import CaffeFormatError, read_weights
 
     try:
         if not read_weights(path):
             raise CaffeFormatError("holds no layer with weights", path)
     except CaffeFormatError as exc:
-        raise DownloadError(
-            f"{exc}: not a caffemodel, so no checksum was recorded for it; remove it and fetch again"
-        ) from None
+        what = consequence or "so no checksum was recorded for it; remove it and fetch again"
+        raise DownloadError(f"{exc}: not a caffemodel, {what}") from None
 
 
 @dataclass(frozen=True)
@@ -166,6 +227,8 @@ def verify(name_or_file: str, *, sha256: str | None = None,
     sha256 = normalize_hex(sha256, "sha256")
     cache_root = resolve_cache_dir(cache_dir)
     candidate = Path(name_or_file).expanduser()
+    if candidate.is_dir():
+        raise DownloadError(f"{name_or_file} is a folder: give a weights file or a registry name")
     if candidate.is_file():
         path, record = candidate, find_by_filename(candidate.name)
     else:
@@ -187,6 +250,8 @@ def verify(name_or_file: str, *, sha256: str | None = None,
     if recorded.get("sha256") and (record is not None or path.parent == cache_root):
         when = recorded.get("recorded")
         checks.append(("sha256", recorded["sha256"], f"recorded at the first download, {when}"))
+    if not checks:  # nothing to compare with: at least it must be weights
+        _check_is_weights(path, "nothing to verify")
     digests = {"sha256": file_digest(path, "sha256")}
     done = []
     for algorithm, expected, source in checks:
@@ -198,12 +263,15 @@ def verify(name_or_file: str, *, sha256: str | None = None,
     return Verification(path, digests["sha256"], tuple(done))
 
 
-def load(name: str, device: str | torch.device | None = None, *,
+def load(name: str, device: str | torch.device | None = None, *, download: bool = True,
          cache_dir: str | os.PathLike[str] | None = None, progress: bool = True) -> torch.nn.Module:
-    """Registry entry ``name`` as a PyTorch module in eval mode, its weights fetched and verified if
-    not cached (:func:`weights.models.load_model`). ``net(data=x)`` returns a dict of output blobs
-    (see the record's ``inputs``/``outputs``)."""
+    """Registry entry ``name`` as a PyTorch module in eval mode (:func:`weights.models.load_model`).
+
+    Its weights are verified in the cache and, by default (``download=True``, as ``torch.hub``
+    does), fetched into it when missing; ``download=False`` never touches the network and raises
+    :class:`NotDownloadedError` (one line) when they are not cached. ``net(data=x)`` returns a dict
+    of output blobs (see the record's ``inputs``/``outputs``)."""
     from .models import load_model
 
     _released(get(name))
-    return load_model(name, device, cache_dir=cache_dir, progress=progress).net
+    return load_model(name, device, cache_dir=cache_dir, progress=progress, download=download).net

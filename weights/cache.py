@@ -14,19 +14,30 @@ CACHE_ENV = "FCN_PORT_CACHE"
 CHECKSUMS_FILE = "checksums.json"
 
 
+class CacheError(ValueError):
+    """The weights cache names something that is not a folder (one line)."""
+
+
 def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """The weights cache: ``override``, else ``$FCN_PORT_CACHE``, else ``$XDG_CACHE_HOME/fcn-port``,
-    else ``~/.cache/fcn-port``. The folder is not created here."""
+    else ``~/.cache/fcn-port``. The folder is not created here; :class:`CacheError` if the path is
+    there but is not a folder (a photo given as ``--cache-dir``)."""
     if override:
-        return Path(override).expanduser()
+        return _folder(Path(override).expanduser(), "--cache-dir")
     env = os.environ.get(CACHE_ENV)
     if env:
-        return Path(env).expanduser()
+        return _folder(Path(env).expanduser(), f"${CACHE_ENV}")
     xdg = os.environ.get("XDG_CACHE_HOME")
     if xdg and os.path.isabs(os.path.expanduser(xdg)):
-        return Path(xdg).expanduser() / "fcn-port"
+        return _folder(Path(xdg).expanduser() / "fcn-port", "the weights cache")
     base = Path.home() / ".cache"
-    return base / "fcn-port"
+    return _folder(base / "fcn-port", "the weights cache")
+
+
+def _folder(path: Path, what: str) -> Path:
+    if path.exists() and not path.is_dir():
+        raise CacheError(f"{what} {path} is a file, not a folder: give the folder that holds the weights")
+    return path
 
 
 @contextlib.contextmanager
@@ -34,18 +45,35 @@ def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
     """Hold an exclusive inter-process lock (``fcntl.flock``) on ``path`` (a ``.lock`` file) while inside.
 
     A second process entering with the same path blocks until the first leaves. The lock file is
-    left in place (removing it would race with a waiter that has already opened it)."""
+    removed on the way out, success or failure, so no ``.lock`` file is left beside the weights: a
+    waiter that had opened the removed file notices (the path no longer names its file) and locks
+    the path afresh."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            yield
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        mine = os.fstat(fd)
+        if current is not None and (current.st_ino, current.st_dev) == (mine.st_ino, mine.st_dev):
+            break
+        os.close(fd)  # the holder before us removed this file: lock the path's new one
+    try:
+        yield
+    finally:
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # still locked: nobody holds the path's file but us
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+            os.close(fd)
 
 
 def _checksums_path(cache: Path) -> Path:

@@ -7,7 +7,8 @@ mirrors). Bytes go to ``dest.part``; an interrupted transfer resumes from there 
 renamed onto ``dest`` (one ``os.replace``), so ``dest`` is either absent or whole, and a file that
 was there before stays until a verified copy replaces it. Folders made for a download that fails
 are removed again. Files get ``0666`` less the umask. An exclusive ``fcntl`` lock on ``.dest.lock``
-makes a second process wait for the first, which then finds the finished file.
+makes a second process wait for the first, which then finds the finished file; the lock file is
+removed when the download ends, whether it worked or not.
 """
 
 from __future__ import annotations

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .api import NotReleasedError, cached_path, fetch
+from .api import NotReleasedError, cached_path, obtain
 from .registry import UnknownWeightsError, WeightsRecord, find_by_filename, get
 
 CONVERTED_SUFFIXES = (".safetensors", ".pt", ".pth")
 PROTOTXT_SUFFIXES = (".prototxt", ".pbtxt")
+CAFFEMODEL_SUFFIXES = (".caffemodel", ".caffemodel.h5")
 WeightsSource = Literal["download", "cached", "random"]
 
 
@@ -58,18 +59,22 @@ def load_model(
     progress: bool = True,
     optimize: bool | None = None,
     variants: Mapping[str, str] | None = None,
+    download: bool | None = True,
 ) -> LoadedModel:
     """Build ``spec``: ``NAME`` (the weights registry), ``FILE`` (a ``.safetensors``/``.pt`` written
     by ``caffe2torch``), ``[PROTOTXT, CAFFEMODEL]``, ``[NAME, CAFFEMODEL]`` (the registry's net with
     other weights), or ``PROTOTXT`` alone (random weights).
 
-    A registry model's weights are fetched when not cached (``weights="download"``), taken from the
-    cache if there else random (``"cached"``: a prototxt alone is then allowed too), or random
-    (``"random"``). ``input_shapes`` sizes inputs the prototxt leaves undeclared. ``optimize``: the
-    fast CPU graph (default: on the CPU; ``False`` keeps the plain graph). ``variants``: a fork's
-    semantics for a type that forks compute differently (``{"Proposal": "brocolli-caffe"}``). Raises
-    :class:`ModelError` for a spec that names nothing loadable; file errors propagate as
-    ``CaffeFormatError``, download errors as ``DownloadError``."""
+    A registry model's weights (``weights="download"``) come from the cache, verified, and when
+    missing follow the download rule (:func:`weights.api.obtain`): fetched with ``download=True``
+    (the default here, as ``torch.hub`` does), asked for on a terminal with ``None`` (what the
+    commands pass without ``--download``), refused in one line with ``False``. ``"cached"`` takes
+    them from the cache if there else leaves them random (a prototxt alone is then allowed too);
+    ``"random"`` never reads them. ``input_shapes`` sizes inputs the prototxt leaves undeclared.
+    ``optimize``: the fast CPU graph (default: on the CPU; ``False`` keeps the plain graph).
+    ``variants``: a fork's semantics for a type that forks compute differently
+    (``{"Proposal": "brocolli-caffe"}``). Raises :class:`ModelError` for a spec that names nothing
+    loadable; file errors propagate as ``CaffeFormatError``, download errors as ``DownloadError``."""
     from converters import load_caffe, load_converted, read_prototxt
 
     parts = _spec(spec)
@@ -104,15 +109,21 @@ def load_model(
         if not path.is_file():
             raise ModelError(f"no such prototxt: {path}")
         return _loaded(load_caffe(read_prototxt(path), None, **options), f"{path} (random weights)")
+    if path.name.lower().endswith(CAFFEMODEL_SUFFIXES):
+        raise ModelError(
+            f"{path} holds weights only; give the net with it: PROTOTXT {path}, or NAME {path} for a "
+            "registry net (e.g. voc-fcn8s)"
+        )
     if path.suffix.lower() in CONVERTED_SUFFIXES or path.is_file():
         if not path.is_file():
             raise ModelError(f"model file {path} does not exist")
         return _loaded(load_converted(path, device=device, optimize=optimize), str(path), weights_path=path)
-    return _registry_model(parts[0], options, weights, cache_dir, progress)
+    return _registry_model(parts[0], options, weights, cache_dir, progress, download)
 
 
 def _registry_model(
-    name: str, options: dict[str, Any], source: WeightsSource, cache_dir: Any, progress: bool
+    name: str, options: dict[str, Any], source: WeightsSource, cache_dir: Any, progress: bool,
+    download: bool | None,
 ) -> LoadedModel:
     from converters import load_caffe
 
@@ -120,8 +131,8 @@ def _registry_model(
     definition = record.net_definition("deploy")
     path = None
     if record.released and source != "random":
-        if source == "download":  # fetch checks a cached file as it finds it, or downloads it
-            path = fetch(record.name, cache_dir=cache_dir, progress=progress)
+        if source == "download":  # a cached file is checked as found; a missing one: the download rule
+            path = obtain(record, download=download, cache_dir=cache_dir, progress=progress)
         elif cached_path(record.name, cache_dir).is_file():
             path = cached_path(record.name, cache_dir)
     if path is None and source == "download":  # not released (fetch raised otherwise)

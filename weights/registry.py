@@ -119,6 +119,17 @@ class WeightsRecord:
         return self.outputs[0].classes
 
     @property
+    def palette(self) -> np.ndarray:
+        """Colours of the first (main) output's classes, ``(C, 3)`` uint8 RGB (``outputs[i].palette()``
+        for the others)."""
+        return self.outputs[0].palette()
+
+    @property
+    def approx_size_text(self) -> str:
+        """The file's size in words (``about 513 MiB``), ``""`` when not known."""
+        return f"about {self.approx_size / 2**20:.0f} MiB" if self.approx_size else ""
+
+    @property
     def num_classes(self) -> dict[str, int]:
         """``{output blob: number of classes}``."""
         return {out.blob: out.num_classes for out in self.outputs}
@@ -209,7 +220,7 @@ FCN_RECORDS: tuple[WeightsRecord, ...] = (
     _fcn("voc-fcn8s", "FCN-8s PASCAL", "fcn8s-heavy-pascal.caffemodel", "voc", (_image(VOC_MEAN),),
          _voc_out(), 513, "three streams, stride 8; fine-tuned from voc-fcn16s",
          checksum=published.checksum_for("fcn8s-heavy-pascal.caffemodel"),
-         size_note="about 513 MiB (published)"),
+         size_note="published"),
     _fcn("voc-fcn8s-atonce", "FCN-8s PASCAL at-once", "fcn8s-atonce-pascal.caffemodel", "voc",
          (_image(VOC_MEAN),), _voc_out(), 513,
          "all-at-once training from VGG16 with scaled skip connections (scale layers in the net)"),
