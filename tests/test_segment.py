@@ -609,3 +609,84 @@ def test_an_image_too_large_for_memory_is_one_line_saying_how_to_scale_it(
     expected = r"image.jpg: a 500 x 334 input needs more memory than this cpu has: segment it scaled down"
     with pytest.raises(SegmentError, match=expected):
         loaded.segment(DATA / "image.jpg", record="voc-fcn8s")
+
+
+def test_name_caffemodel_segments_with_the_registry_net_and_those_weights_not_a_download(
+    voc, tmp_path, capsys, monkeypatch
+) -> None:
+    """``--model voc-fcn32s my.caffemodel photos/``: the caffemodel is the model's weights, not an
+    image, and nothing is fetched. (The registry's full-width net would need a 513 MiB file, so the
+    builder is watched and answers with the small net.)"""
+    from reproduce import segment as module
+
+    monkeypatch.setenv("FCN_PORT_CACHE", str(tmp_path / "empty-cache"))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(_picture(41)).save(photos / "p.png")
+    specs = []
+
+    def watched(spec, device=None, **options):
+        specs.append(list(spec))
+        return weights.load_model(list(voc), device)
+
+    monkeypatch.setattr(module, "load_model", watched)
+    out = tmp_path / "out"
+    code, stdout, err = _run(["--model", "voc-fcn32s", str(voc[1]), str(photos), "-o", str(out)], capsys)
+    assert code == 0, err
+    assert specs == [["voc-fcn32s", str(voc[1])]]
+    assert sorted(p.name for p in out.iterdir()) == ["p.overlay.png", "p.png"]
+    assert not (tmp_path / "empty-cache").exists()
+
+
+def test_a_caffemodel_alone_as_model_is_one_line_naming_the_prototxt_caffemodel_form(
+    voc, tmp_path, capsys
+) -> None:
+    Image.fromarray(_picture(42)).save(tmp_path / "p.png")
+    args = ["--model", str(voc[1]), str(tmp_path / "p.png"), "-o", str(tmp_path / "out")]
+    code, _, err = _run(args, capsys)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert f"--model PROTOTXT {voc[1]}" in err and f"--model NAME {voc[1]}" in err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(weights.ModelError, match="PROTOTXT"):  # the builder says the same to Python
+        weights.load_model(voc[1])
+
+
+def _truncated(path: Path, picture: np.ndarray) -> None:
+    """``picture`` saved in the format of ``path``'s suffix, cut in the middle of its pixel data:
+    the header reads, the pixels do not."""
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG" if path.suffix == ".png" else "JPEG")
+    data = buffer.getvalue()
+    path.write_bytes(data[: len(data) * 2 // 3])
+
+
+@pytest.mark.parametrize("batch_size", ["1", "4"])
+def test_a_truncated_image_in_a_batch_is_one_line_and_the_good_ones_are_written(
+    voc, tmp_path, capsys, batch_size
+) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(_picture(43)).save(photos / "a.png")
+    _truncated(photos / "b.jpg", _picture(44))
+    Image.fromarray(_picture(45)).save(photos / "c.png")
+    out = tmp_path / "out"
+    code, stdout, err = _run(
+        ["--model", *map(str, voc), str(photos), "-o", str(out), "--batch-size", batch_size], capsys
+    )
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith(f"error: {photos / 'b.jpg'}: cannot read the image"), err
+    assert sorted(p.name for p in out.iterdir()) == ["a.overlay.png", "a.png", "c.overlay.png", "c.png"]
+    assert "segmented 2 of 3 image(s)" in stdout
+    one_by_one = segment(list(voc), photos / "c.png")
+    assert np.array_equal(_labels_png(out / "c.png"), one_by_one.labels)
+
+
+def test_when_no_image_can_be_read_no_output_folder_is_left(voc, tmp_path, capsys) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _truncated(photos / "a.png", _picture(46))
+    _truncated(photos / "b.jpg", _picture(47))
+    out = tmp_path / "new" / "out"
+    code, _, err = _run(["--model", *map(str, voc), str(photos), "-o", str(out)], capsys)
+    assert code == 2 and err.count("\n") == 2 and err.count("cannot read the image") == 2
+    assert not (tmp_path / "new").exists()
