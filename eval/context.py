@@ -8,15 +8,16 @@ from collections.abc import Sequence
 from converters import cli
 
 from .datasets import ContextSegmentation
-from .runner import build_parser, run_cli
+from .runner import build_parser, command_prog, run_cli
 
 SPLITS = ("val",)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, evaluate, print the report; returns 0, 1 (--check failed) or 2 (bad input)."""
+def main(argv: Sequence[str] | None = None, prog: str = "python -m eval.context") -> int:
+    """Parse ``argv``, evaluate, print the report; returns 0, 1 (--check failed) or 2 (bad input).
+    ``prog``: the command as typed, for its usage lines (``fcn-port eval`` passes its own)."""
     parser = build_parser(
-        "python -m eval.context",
+        command_prog(prog, "context"),
         "Evaluate a PASCAL-Context FCN (or saved predictions) on VOC 2010 val (5,105 images) with the "
         "59 most frequent Context classes and background (60 outputs), mapped from the 459 full labels "
         "as the official data layer does.",

@@ -167,6 +167,16 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return {"index": index, "id": image_id, "inputs": inputs, "labels": labels}
 
 
+def _check_root(root: Path, what: str, expected: str = "") -> None:
+    """A dataset root that is missing or a file, named as what it is (:class:`DatasetError`)."""
+    if root.is_dir():
+        return
+    extra = f" ({expected})" if expected else ""
+    if root.exists():
+        raise DatasetError(f"{what} {root} is a file, not a folder{extra}")
+    raise DatasetError(f"{what} {root} does not exist{extra}")
+
+
 def _find_dir(root: Path, candidates: Sequence[str], marker: str) -> Path | None:
     for candidate in candidates:
         path = root / candidate if candidate else root
@@ -208,8 +218,7 @@ class VOCSegmentation(SegmentationDataset):
     def year_dir(root: Path, year: str, strict: bool = True) -> Path:
         """The folder with JPEGImages/SegmentationClass: ``root`` itself, ``root/VOC20xx`` or
         ``root/VOCdevkit/VOC20xx``. Without ``strict``, another year's folder is accepted."""
-        if not root.is_dir():
-            raise DatasetError(f"VOC root {root} does not exist (expected a {year} folder or VOCdevkit)")
+        _check_root(root, "VOC root", f"expected a {year} folder or VOCdevkit")
         years = [year] if strict else [year, "VOC2012", "VOC2011"]
         candidates = [""] + [f"{y}" for y in years] + [f"VOCdevkit/{y}" for y in years]
         found = _find_dir(root, candidates, "SegmentationClass")
@@ -252,6 +261,7 @@ class SBDSegmentation(SegmentationDataset):
         limit: int | None = None,
     ) -> None:
         root = Path(root)
+        _check_root(root, "SBD root", "expected benchmark_RELEASE/dataset with img/ and cls/")
         found = _find_dir(root, ["", "dataset", "benchmark_RELEASE/dataset"], "cls")
         if found is None or not (found / "img").is_dir():
             raise DatasetError(
@@ -296,6 +306,8 @@ class ContextSegmentation(SegmentationDataset):
         modalities: Sequence[str] | None = None,
         limit: int | None = None,
     ) -> None:
+        _check_root(Path(voc_root), "VOC root", "expected a VOC2010 folder or VOCdevkit")
+        _check_root(Path(context_root), "PASCAL-Context root", "expected trainval/<id>.mat")
         self.voc_root = _find_dir(Path(voc_root), ["", "VOC2010", "VOCdevkit/VOC2010"], "JPEGImages")
         if self.voc_root is None or not (self.voc_root / "ImageSets" / "Main").is_dir():
             raise DatasetError(
@@ -356,6 +368,7 @@ class NYUDSegmentation(SegmentationDataset):
         limit: int | None = None,
     ) -> None:
         root = Path(root)
+        _check_root(root, "NYUDv2 root", "expected the FCN authors' nyud.tar.gz layout")
         found = _find_dir(root, ["", "nyud"], "segmentation")
         if found is None or not (found / "data").is_dir():
             raise DatasetError(
@@ -429,6 +442,7 @@ class SIFTFlowSegmentation(SegmentationDataset):
         limit: int | None = None,
     ) -> None:
         root = Path(root)
+        _check_root(root, "SIFT Flow root", "expected Images/, SemanticLabels/ and GeoLabels/")
         found = _find_dir(root, ["", "SiftFlowDataset", "sift-flow"], "SemanticLabels")
         if found is None or not (found / "GeoLabels").is_dir() or not (found / "Images").is_dir():
             raise DatasetError(

@@ -8,15 +8,16 @@ from collections.abc import Sequence
 from converters import cli
 
 from .datasets import NYUDSegmentation
-from .runner import build_parser, run_cli
+from .runner import build_parser, command_prog, run_cli
 
 SPLITS = ("test", "val")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, evaluate, print the report; returns 0, 1 (--check failed) or 2 (bad input)."""
+def main(argv: Sequence[str] | None = None, prog: str = "python -m eval.nyud") -> int:
+    """Parse ``argv``, evaluate, print the report; returns 0, 1 (--check failed) or 2 (bad input).
+    ``prog``: the command as typed, for its usage lines (``fcn-port eval`` passes its own)."""
     parser = build_parser(
-        "python -m eval.nyud",
+        command_prog(prog, "nyud"),
         "Evaluate an NYUDv2 FCN (or saved predictions) on the 40-class task of Gupta et al. Each net "
         "input is fed from the matching dataset input: color (BGR), hha, depth (log depth) or "
         "color-depth (4 channels, the early-fusion net); override with --input NAME=MODALITY.",

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from converters import cli
-from converters.atomic import atomic_write, check_writable
+from converters.atomic import atomic_write
 from converters.fcn.datasets import palette
 from converters.fcn.preprocess import colorize
 from weights.models import load_model
@@ -395,6 +395,8 @@ class PredictionFiles(torch.utils.data.Dataset):
     def __init__(self, dataset: SegmentationDataset, directory: str | os.PathLike[str]) -> None:
         self.dataset = dataset
         self.root = Path(directory)
+        if self.root.exists() and not self.root.is_dir():
+            raise DatasetError(f"predictions folder {self.root} is a file, not a folder")
         if not self.root.is_dir():
             raise DatasetError(f"predictions folder {self.root} does not exist")
         heads = [h.name for h in dataset.heads]
@@ -494,6 +496,13 @@ def published_figures(model: str | None, dataset_key: str, split: str, head: str
 
 
 # --- command line ---------------------------------------------------------------------------------
+
+
+def command_prog(prog: str, dataset: str) -> str:
+    """The usage name of ``eval.<dataset>``: ``prog`` as given (``python -m eval.voc``), with the
+    dataset added where a dispatcher gave only its own words (``fcn-port eval`` -> ``fcn-port eval
+    voc``)."""
+    return f"{prog} {dataset}" if prog.split()[-1:] == ["eval"] else prog
 
 
 def build_parser(
@@ -606,11 +615,14 @@ def _run(args, *, dataset_key, splits, make_dataset, modalities) -> int:
             "--predictions evaluates saved files; --save-predictions/--input/--output need --model"
         )
     if args.json:
-        check_writable(args.json, "--json")  # before the (long) evaluation
-    if args.save_predictions and Path(args.save_predictions).exists() and not Path(
-        args.save_predictions
-    ).is_dir():
-        raise DatasetError(f"--save-predictions {args.save_predictions} is a file, not a folder")
+        cli.output_file(args.json, "--json", f"{dataset_key}.json")  # before the (long) evaluation
+    if args.save_predictions:
+        cli.output_folder(args.save_predictions, "--save-predictions")
+    if args.model and len(args.model) <= 2:
+        for part in args.model:
+            if os.path.isdir(part):
+                what = "a registry name, a converted file, or PROTOTXT CAFFEMODEL"
+                raise DatasetError(f"--model {part} is a folder: give {what}")
     progress = not args.no_progress
     device = None if args.predictions else cli.device(args.device)
     make_dataset(args.split, (), args.limit)  # a bad dataset root fails before a model loads

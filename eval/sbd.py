@@ -8,15 +8,16 @@ from collections.abc import Sequence
 from converters import cli
 
 from .datasets import SBDSegmentation
-from .runner import build_parser, run_cli
+from .runner import build_parser, command_prog, run_cli
 
 SPLITS = ("val", "train")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, evaluate, print the report; returns 0, 1 (--check failed) or 2 (bad input)."""
+def main(argv: Sequence[str] | None = None, prog: str = "python -m eval.sbd") -> int:
+    """Parse ``argv``, evaluate, print the report; returns 0, 1 (--check failed) or 2 (bad input).
+    ``prog``: the command as typed, for its usage lines (``fcn-port eval`` passes its own)."""
     parser = build_parser(
-        "python -m eval.sbd",
+        command_prog(prog, "sbd"),
         "Evaluate a PASCAL FCN (or saved predictions) on SBD val (2,857 images). The released VOC models "
         "were trained on SBD train, so val is a fair split; no figures were published for it.",
         SPLITS,

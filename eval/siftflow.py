@@ -8,15 +8,16 @@ from collections.abc import Sequence
 from converters import cli
 
 from .datasets import SIFTFlowSegmentation
-from .runner import build_parser, run_cli
+from .runner import build_parser, command_prog, run_cli
 
 SPLITS = ("test",)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, evaluate both heads, print the report; returns 0, 1 (--check failed) or 2."""
+def main(argv: Sequence[str] | None = None, prog: str = "python -m eval.siftflow") -> int:
+    """Parse ``argv``, evaluate both heads, print the report; returns 0, 1 (--check failed) or 2.
+    ``prog``: the command as typed, for its usage lines (``fcn-port eval`` passes its own)."""
     parser = build_parser(
-        "python -m eval.siftflow",
+        command_prog(prog, "siftflow"),
         "Evaluate a SIFT Flow FCN (or saved predictions) on the 200 test images: both heads, semantic "
         "(score_sem) and geometric (score_geo). cow, desert and moon never occur in the test set and are "
         "left out of the semantic class averages. Saved predictions go to DIR/semantic and DIR/geometric.",

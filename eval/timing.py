@@ -28,6 +28,7 @@ import contextlib
 import copy
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -382,8 +383,10 @@ def time_variant(
     and the last pass's outputs (float32, on the CPU) for agreement checks. ``progress``: a bar
     over the passes on stderr.
     """
-    if runs < 1 or warmup < 0:
-        raise TimingError(f"runs must be >= 1 and warmup >= 0, got {runs} and {warmup}")
+    if runs < 1:
+        raise TimingError(f"--runs must be >= 1, got {runs}")
+    if warmup < 0:
+        raise TimingError(f"--warmup must be >= 0, got {warmup}")
     device = torch.device(device)
     if variant.tf32 and device.type != "cuda":
         raise TimingError("--tf32 applies to CUDA devices only")
@@ -724,10 +727,14 @@ def measure(
     }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m eval.timing`` argument parser."""
+PROG = "python -m eval.timing"
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The ``python -m eval.timing`` argument parser (``prog``: the command as the user typed it,
+    e.g. ``fcn-port timing``)."""
     parser = cli.Parser(
-        prog="python -m eval.timing",
+        prog=prog,
         description="Time FCN forward passes (median of >= 20 synchronised runs) beside the paper's K40c.",
     )
     parser.add_argument(
@@ -783,9 +790,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+def check_paths(args: argparse.Namespace) -> None:
+    """Paths of the wrong kind, named as what they are, before a model loads."""
+    if os.path.isdir(args.model):
+        raise TimingError(
+            f"--model {args.model} is a folder: give a registry name, a deploy .prototxt or a converted file"
+        )
+    if args.weights is not None:
+        cli.input_file(args.weights, f"--weights {args.weights}", "give a .caffemodel or .caffemodel.h5 file")
+    if args.json not in (None, "-"):
+        cli.output_file(args.json, "--json", "timing.json")
+
+
+def _main(argv: Sequence[str] | None, prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
     size = parse_size(args.size) if args.size is not None else None
+    if args.warmup < 0:
+        raise TimingError(f"--warmup must be >= 0, got {args.warmup}")
+    check_paths(args)
     if args.threads is not None:
         if args.threads < 1:
             raise TimingError(f"--threads must be >= 1, got {args.threads}")
@@ -806,10 +828,6 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     if args.tf32 and device.type != "cuda":
         raise TimingError("--tf32 applies to CUDA devices only")
-    if args.json not in (None, "-"):
-        from converters.atomic import check_writable
-
-        check_writable(args.json, "--json")
     result = measure(
         args.model,
         size,
@@ -835,9 +853,10 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; 0 on success, 2 with one ``error:`` line on bad input, 130 on Ctrl-C."""
-    return cli.run(lambda: _main(argv))
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Run the command; 0 on success, 2 with one ``error:`` line on bad input, 130 on Ctrl-C.
+    ``prog``: the command as typed, for its usage lines (``fcn-port timing`` passes its own)."""
+    return cli.run(lambda: _main(argv, prog))
 
 
 if __name__ == "__main__":

@@ -8,15 +8,16 @@ from collections.abc import Sequence
 from converters import cli
 
 from .datasets import VOCSegmentation
-from .runner import build_parser, run_cli
+from .runner import build_parser, command_prog, run_cli
 
 SPLITS = ("seg11valid", "val2011", "val2012")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, evaluate, print the report; returns 0, 1 (--check failed) or 2 (bad input)."""
+def main(argv: Sequence[str] | None = None, prog: str = "python -m eval.voc") -> int:
+    """Parse ``argv``, evaluate, print the report; returns 0, 1 (--check failed) or 2 (bad input).
+    ``prog``: the command as typed, for its usage lines (``fcn-port eval`` passes its own)."""
     parser = build_parser(
-        "python -m eval.voc",
+        command_prog(prog, "voc"),
         "Evaluate an FCN model (or saved predictions) on PASCAL VOC segmentation: pixel accuracy, mean "
         "accuracy, mean IU, f.w. IU and per-class IU, beside the published figures. seg11valid is the "
         "736-image subset of VOC2011 val that excludes SBD train (the released models' validation set).",
