@@ -1,13 +1,16 @@
 """torch.hub entry points: one per registry model, plus ``fcn32s``/``fcn16s``/``fcn8s`` for VOC.
 
     import torch
+    import weights   # this repository's package (pip install .), for the records and preprocessing
     net = torch.hub.load("<owner>/fcn-port", "fcn8s", pretrained=True)   # = voc-fcn8s
     net = torch.hub.load("<owner>/fcn-port", "siftflow_fcn16s", pretrained=True)
-    out = net(data=x)    # {"score": N x 21 x H x W}; x as weights.get("voc-fcn8s").preprocess(image)
+    out = net(**weights.get("voc-fcn8s").preprocess(image))   # {"score": 1 x 21 x H x W}
 
 Each entry is the registry name with ``_`` for ``-`` (``voc_fcn8s``, ``nyud_fcn32s_color_hha`` ...)
 and builds the net with :func:`weights.load_model`: the official caffemodel is fetched once into
-the fcn-port weights cache, its checksum verified, and the Caffe-exact graph returned in eval mode.
+the fcn-port weights cache (``pretrained=True`` downloads, as ``torch.hub`` entries do), its
+checksum verified, and the Caffe-exact graph returned in eval mode. ``preprocess(image)`` gives the
+keyword inputs (``{"data": 1 x 3 x H x W}``) from an RGB picture.
 ``pretrained=False`` gives the same net with Caffe's random initialisation.
 """
 

@@ -27,6 +27,7 @@ from converters import cli
 from converters.atomic import atomic_write
 from converters.fcn.datasets import palette
 from converters.fcn.preprocess import colorize
+from weights.api import add_download_option
 from weights.models import load_model
 
 from .datasets import DatasetError, SegmentationDataset
@@ -42,10 +43,13 @@ from .models import (
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def load_trained_model(spec: Sequence[str], device: torch.device) -> LoadedModel:
-    """``--model`` built by :func:`weights.load_model`, refused if any layer lacks its weights
-    (evaluating random parameters would mean nothing)."""
-    model = load_model(spec, device)
+def load_trained_model(
+    spec: Sequence[str], device: torch.device, download: bool | None = None
+) -> LoadedModel:
+    """``--model`` built by :func:`weights.load_model` (registry weights by the download rule,
+    :func:`weights.obtain`), refused if any layer lacks its weights (evaluating random parameters
+    would mean nothing)."""
+    model = load_model(spec, device, download=download)
     random = list(model.net.caffe.randomly_initialised)
     if random:
         more = " ..." if len(random) > 4 else ""
@@ -526,6 +530,7 @@ def build_parser(
         "--split", default=default_split, help=f"one of {', '.join(splits)} (default {default_split})"
     )
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    add_download_option(parser)
     parser.add_argument("--save-predictions", metavar="DIR", help="write each prediction as a palette PNG")
     parser.add_argument("--json", metavar="FILE", help="write all results as JSON")
     parser.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images")
@@ -634,7 +639,8 @@ def _run(args, *, dataset_key, splits, make_dataset, modalities) -> int:
         model_label, registry_name = f"predictions in {args.predictions}", None
     else:
         assert device is not None
-        model = load_trained_model(args.model, device)
+        fetch = {"download": True} if args.download else {}  # else the rule: ask, or one error line
+        model = load_trained_model(args.model, device, **fetch)
         inputs = input_modalities(model, modalities, parse_assignments(args.input, "--input"))
         dataset = make_dataset(args.split, sorted(set(inputs.values())), args.limit)
         if args.check:

@@ -107,3 +107,21 @@ def test_pretrained_false_gives_random_weights_without_touching_the_cache(cached
     assert not any(empty.iterdir())
     result = segment(net, np.zeros((40, 56, 3), dtype=np.uint8))  # the hub's net is recognised
     assert result.classes == weights.get(MODEL).classes and result.labels.shape == (40, 56)
+
+
+@pytest.mark.slow
+def test_the_docstring_example_runs_as_written(cached, monkeypatch) -> None:
+    """hubconf's example, with this checkout for the GitHub repository and the cached model for
+    voc-fcn8s (whose real weights cannot be downloaded here): the inputs come from
+    ``preprocess(image)`` as a dict, so the net is called as ``net(**...)``."""
+    cache, _ = cached
+    monkeypatch.setenv("FCN_PORT_CACHE", str(cache))
+    wanted = ('net = torch.hub.load("<owner>/fcn-port", "fcn8s", pretrained=True)', "out = net(")
+    example = [line.split("#")[0].strip() for line in _hubconf().__doc__.splitlines()
+               if line.strip().startswith(wanted)]
+    assert len(example) == 2, example
+    code = "\n".join(example).replace('"<owner>/fcn-port", "fcn8s"', f'{str(REPO)!r}, "voc_fcn_alexnet", '
+                                      'source="local"').replace('"voc-fcn8s"', repr(MODEL))
+    namespace = {"torch": torch, "weights": weights, "image": np.zeros((40, 56, 3), dtype=np.uint8)}
+    exec(code, namespace)
+    assert tuple(namespace["out"]["score"].shape) == (1, 21, 40, 56)

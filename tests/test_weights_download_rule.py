@@ -128,13 +128,20 @@ def _command(module: str, *args: str, cache: Path) -> subprocess.CompletedProces
                           text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
-@pytest.mark.parametrize("module", ["reproduce.segment", "reproduce.demo"])
+@pytest.mark.parametrize("module", ["reproduce.segment", "reproduce.demo", "eval.voc"])
 def test_a_command_without_download_stops_with_one_line_and_says_the_rule_in_its_help(
     module, tmp_path
 ) -> None:
+    from tests.vocgen import write_voc
+
     photo = REPO / "reproduce" / "data" / "image.jpg"
-    args = (["--model", "voc-fcn8s", str(photo), "-o", str(tmp_path / "out")] if module.endswith("segment")
-            else ["--output", str(tmp_path / "demo.png")])
+    write_voc(tmp_path / "voc", ["2011_000001"])
+    args = {
+        "reproduce.segment": ["--model", "voc-fcn8s", str(photo), "-o", str(tmp_path / "out")],
+        "reproduce.demo": ["--output", str(tmp_path / "demo.png")],
+        "eval.voc": ["--model", "voc-fcn8s", "--voc-root", str(tmp_path / "voc" / "VOC2011"), "--split",
+                     "val2011", "--json", str(tmp_path / "out")],
+    }[module]
     done = _command(module, *args, cache=tmp_path / "cache")
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: voc-fcn8s weights (")
