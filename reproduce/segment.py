@@ -8,7 +8,10 @@
     result.labels, result.scores, result.colour, result.overlay, result.classes_present
 
 ``--model`` is what the evaluators take (a registry name, a converted ``.safetensors``/``.pt`` file,
-or ``PROTOTXT CAFFEMODEL``), built by :func:`weights.load_model`. The registry record supplies the
+``PROTOTXT CAFFEMODEL``, or ``NAME CAFFEMODEL``: the registry net with other weights), built by
+:func:`weights.load_model`; a registry model's weights missing from the cache follow the download
+rule of every command (:func:`weights.obtain`: ``--download`` fetches them, a terminal is asked,
+anything else gets one ``error:`` line). The registry record supplies the
 preprocessing (mean, channel order), the class names and the palette; converted files of official
 nets are recognised by their net definition; any other model gets the VOC mean, the VOC colour map
 and the names ``class_0, class_1, ...`` (``--record NAME`` borrows a registry model's instead).
@@ -29,7 +32,9 @@ palette), ``OUT/a/b.overlay.png`` (the colours blended over the photo, ``--alpha
 ``--overlay-format jpg`` or ``webp`` makes smaller overlays.
 Models with two heads (SIFT Flow) write each head's files with the output blob in the name:
 ``b.score_sem.png``, ``b.score_geo.png``, ``b.score_geo.overlay.png`` ... Every file is written
-atomically; images of the same size go through the net together (``--batch-size``). ``--max-side``
+atomically; images of the same size go through the net together (``--batch-size``). An image that
+cannot be read (its header, or its pixels: a truncated copy) is one ``error:`` line naming it; the
+others are still written, and the exit code is then 2. ``--max-side``
 runs the net on large pictures scaled down and scales the scores back to the picture's size.
 """
 
@@ -782,7 +787,8 @@ def build_parser(prog: str = "python -m reproduce.segment") -> argparse.Argument
         "overlay for each image, on request the raw scores (.npy) and a legend of the classes present.",
         epilog="Outputs for DIR/a/b.jpg: OUT/a/b.png, OUT/a/b.overlay.png, OUT/a/b.scores.npy (--scores), "
         "OUT/a/b.legend.png (--legend); two-head models (SIFT Flow) put the output blob in the names "
-        "(b.score_sem.png, b.score_geo.png ...).",
+        "(b.score_sem.png, b.score_geo.png ...). Exit 0; 2 with one error: line for bad input, or for each "
+        "image that cannot be read (the others are still written).",
     )
     parser.add_argument(
         "--model", nargs="+", required=True, metavar="MODEL",
