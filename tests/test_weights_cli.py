@@ -188,6 +188,7 @@ def test_wrong_kinds_of_path_are_refused_in_one_line(tmp_path) -> None:
         ("verify", str(tmp_path)): "is a folder",
         ("list", "--cache-dir", str(photo)): "is a file, not a folder",
         ("path", "voc-fcn8s", "--cache-dir", str(photo)): "is a file, not a folder",
+        ("fetch", "voc-fcn8s", "--dest", str(photo)): "is a file, not a folder",
     }
     for args, expected in cases.items():
         done = run(*args, offline=True)

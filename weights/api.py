@@ -170,6 +170,8 @@ def fetch(
     recorded = read_checksums(cache_root).get(filename, {})
     use_recorded = bool(recorded.get("sha256")) and (record is not None or recorded.get("url") in urls)
     expected_sha256 = published_sha256 or (recorded["sha256"] if use_recorded else None)
+    if dest is not None and Path(dest).expanduser().exists() and not Path(dest).expanduser().is_dir():
+        raise DownloadError(f"--dest {dest} is a file, not a folder: give the folder to put {filename} in")
     target = Path(dest).expanduser() / filename if dest is not None else cache_root / filename
     try:
         result = download(urls, target, sha256=expected_sha256, sha1=published_sha1, policy=policy,
