@@ -69,7 +69,7 @@ def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
         yield
     finally:
         try:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # gone already, or a read-only folder
                 os.unlink(path)  # still locked: nobody holds the path's file but us
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
