@@ -109,14 +109,12 @@ def _safetensors_metadata(head: bytes, size: int) -> dict[str, Any] | None:
 
 
 def _onnx_model(head: bytes) -> bool:
-    """Whether ``head`` starts as an ONNX ModelProto does: ir_version (field 1, a varint), then the
-    producer name (field 2, a string). A Caffe NetParameter never starts with a varint field 1."""
-    if head[:1] != b"\x08":
+    """Whether ``head`` starts as an ONNX ModelProto does: ir_version (field 1, a small varint), then
+    one of the model's next fields (producer, domain, version, doc string, graph, opsets). A Caffe
+    NetParameter never starts with a varint field 1 (its field 1 is the net's name, a string)."""
+    if len(head) < 3 or head[0] != 0x08 or not 1 <= head[1] <= 64:
         return False
-    position = 1
-    while position < min(len(head), 11) and head[position] & 0x80:
-        position += 1
-    return head[position + 1 : position + 2] == b"\x12"
+    return head[2] in (0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42)
 
 
 def _zip_kind(path: str) -> str:

@@ -267,3 +267,63 @@ def test_misspelled_fields_are_shown_and_marked(tmp_path: Path, capsys: pytest.C
     assert "unknown: layer 'pool1': pooling_param.strde (line 5)" in table
     assert "unknown: layer 'pool1': typo_top (line 6)" in table
     assert "in no Caffe schema fcn-port knows" in table
+
+
+@pytest.fixture(scope="module")
+def written_by_us(tmp_path_factory) -> Path:
+    """The tiny FCN as fcn-port writes it: .safetensors, .pt, .pt2 and (with onnx) .onnx, plus a
+    plain torch.save file and a safetensors file of someone else's weights."""
+    import safetensors.torch
+    import torch
+
+    from converters import load_caffe, save_converted
+    from converters.graph.export import export_program
+
+    folder = tmp_path_factory.mktemp("ours")
+    tiny = FIXTURES / "tiny_fcn"
+    net = load_caffe(tiny / "deploy.prototxt", tiny / "tiny_fcn.caffemodel", optimize=False)
+    save_converted(net, folder / "net.safetensors")
+    save_converted(net, folder / "net.pt")
+    export_program(net, folder / "net.pt2")
+    try:  # an ONNX model as onnx itself writes it (the exporter's own: tests/test_journey_convert.py)
+        import onnx.helper
+
+        graph = onnx.helper.make_graph(
+            [onnx.helper.make_node("Relu", ["data"], ["score"])], "tiny",
+            [onnx.helper.make_tensor_value_info("data", onnx.TensorProto.FLOAT, [1, 3, 4, 4])],
+            [onnx.helper.make_tensor_value_info("score", onnx.TensorProto.FLOAT, [1, 3, 4, 4])],
+        )
+        onnx.save(onnx.helper.make_model(graph), str(folder / "net.onnx"))
+    except ImportError:
+        pass
+    torch.save({"w": torch.zeros(2)}, folder / "theirs.pt")
+    safetensors.torch.save_file({"w": torch.zeros(2)}, str(folder / "theirs.safetensors"))
+    return folder
+
+
+OURS = {
+    "net.safetensors": "net.safetensors is a model fcn-port converted (safetensors, its net inside), not a "
+    "Caffe file: use it as a model (fcn-port segment --model net.safetensors ..., converters.load_converted)",
+    "net.pt": "net.pt is a model fcn-port converted (.pt state dict, its net inside), not a Caffe file: "
+    "use it as a model",
+    "net.pt2": "net.pt2 is a torch.export program (.pt2), not a Caffe file: load it with "
+    "torch.export.load('net.pt2').module() and call it with the inputs in order (it returns a tuple)",
+    "net.onnx": "net.onnx is an ONNX model, not a Caffe file: run it with onnxruntime",
+    "theirs.pt": "theirs.pt is a PyTorch file (torch.save), not a Caffe file: load it with torch.load",
+    "theirs.safetensors": "theirs.safetensors is a safetensors file (PyTorch weights, not from fcn-port",
+}
+READS = "inspect reads Caffe files (.prototxt, .caffemodel, .caffemodel.h5)"
+
+
+@pytest.mark.parametrize(("name", "says"), OURS.items(), ids=list(OURS))
+def test_inspect_names_a_file_fcn_port_or_pytorch_wrote_and_says_what_to_do_instead(
+    written_by_us: Path, name: str, says: str, monkeypatch, capsys
+) -> None:
+    if not (written_by_us / name).exists():
+        pytest.skip(f"{name} needs the onnx package to be written (pip install onnx)")
+    monkeypatch.chdir(written_by_us)
+    assert main([name]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1, captured.err
+    assert captured.err.startswith(f"error: {says}"), captured.err
+    assert captured.err.rstrip().endswith(READS)
