@@ -4,8 +4,11 @@ Targets: ``text`` (read_prototxt + text round trip), ``binary`` (read_net, read_
 on a caffemodel), ``hdf5`` (read_weights, inspect on a .caffemodel.h5), ``load`` (load_caffe with
 random or stored weights and a forward), ``solver`` (load_solver of a mutated solver over a tiny
 train net and three iterations), ``state`` (a mutated binary or HDF5 solverstate restored into its
-solver, then one iteration), or ``all``. See tests/fuzz/harness.py for the property
-and tools/README.md for how to run it long.
+solver, then one iteration), ``params`` (a layer fixture net, fork layers included, whose parameter
+values are poisoned with NaN, inf, 0, negative or huge numbers, loaded and run), ``solvedata``
+(``python -m converters.train`` over a train net whose HDF5Data or ImageData source list, HDF5
+files, images and labels are odd, damaged, huge in declaration, FIFOs or folders), or ``all``.
+See tests/fuzz/harness.py for the property and tools/README.md for how to run it long.
 
 Engines: ``mutate`` (default; the seeded structure-aware mutator, each case in a memory-capped
 worker process with a time limit) and ``atheris`` (coverage-guided libFuzzer with the same

@@ -119,6 +119,7 @@ class HDF5Source:
         if self.shuffle:
             self.rng.shuffle(self.file_order)
         self.current_file = 0
+        self.row_shapes: dict[str, tuple[int, ...]] | None = None
         self._load(self.files[self.file_order[0]])
 
     def _load(self, path: Path) -> None:
@@ -145,6 +146,15 @@ class HDF5Source:
         rows = {t: v.shape[0] if v.ndim else 0 for t, v in self.data.items()}
         if len(set(rows.values())) != 1 or not next(iter(rows.values())):
             raise SolverError(f"{self.where}: {path}: datasets have different or no rows {rows}")
+        first = self.row_shapes
+        row_shapes = {t: v.shape[1:] for t, v in self.data.items()}
+        if first is not None and row_shapes != first:  # the batch's shape comes from the first file
+            top = next(t for t in self.tops if row_shapes[t] != first[t])
+            raise SolverError(
+                f"{self.where}: {path}: rows of '{top}' are {list(row_shapes[top])}, those of the first "
+                f"file {list(first[top])}: every file of the source must hold rows of one shape"
+            )
+        self.row_shapes = row_shapes
         self.rows = next(iter(rows.values()))
         self.order = np.arange(self.rows)
         if self.shuffle:

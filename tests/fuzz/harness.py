@@ -41,6 +41,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from fuzz import surfaces
+
 TESTS = Path(__file__).resolve().parent.parent
 REPO = TESTS.parent
 FIXTURES = TESTS / "fixtures"
@@ -591,11 +593,21 @@ def target_selftest(data: bytes, directory: str) -> None:
         raise CaffeFormatError("refused in one line")
 
 
+_PARAMS: list[bytes] = []
+
+
+def _params_case(rng: random.Random) -> bytes:
+    if not _PARAMS:
+        _PARAMS.extend(surfaces.parameter_seeds())
+    return surfaces.params_case(rng, _PARAMS)
+
+
 @dataclasses.dataclass(frozen=True)
 class Target:
     run: Callable[[bytes, str], None]
     allowed: str  # "reader": CaffeFormatError; "project": any ValueError of converters.errors
     timeout_s: float
+    make: Callable[[random.Random], bytes] | None = None  # the case stream, where cases() has none
 
 
 TARGETS: dict[str, Target] = {
@@ -605,6 +617,9 @@ TARGETS: dict[str, Target] = {
     "load": Target(target_load, "project", 60.0),
     "solver": Target(target_solver, "project", 60.0),
     "state": Target(target_state, "project", 60.0),
+    # issue 21's surfaces (tests/fuzz/surfaces.py)
+    "params": Target(surfaces.target_params, "project", 60.0, _params_case),
+    "solvedata": Target(surfaces.target_solvedata, "project", 60.0, surfaces.solvedata_case),
 }
 SELFTEST = Target(target_selftest, "reader", 3.0)
 
@@ -639,6 +654,10 @@ def cases(target: str, seed: int) -> Iterator[bytes]:
                 yield b"\x00" + mutate_binary(rng, states["binary"], [])
             else:
                 yield b"\x01" + make_hdf5_state(rng, states["hdf5"])
+    elif target in TARGETS and TARGETS[target].make is not None:
+        make = TARGETS[target].make
+        while True:
+            yield make(rng)
     else:
         raise ValueError(f"unknown fuzz target {target!r}: one of {', '.join(TARGETS)}")
 
