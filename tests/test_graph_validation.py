@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 import re
+import subprocess
 import sys
 
 import numpy as np
@@ -540,3 +541,22 @@ def test_a_blob_larger_than_the_machines_memory_is_refused_before_anything_runs(
     monkeypatch.setattr(fx.GraphModule, "to_empty", lambda self, **kw: pytest.fail("allocated"))
     message = str(_one_line_net_error(text))
     assert "blob 'zoomed' [1, 2, 581, 581] needs" in message and "GiB of memory of cpu" in message
+
+
+def test_the_memory_bound_is_what_an_address_space_limit_leaves_not_the_machines_memory() -> None:
+    """Under ``ulimit -v`` (a container, a fuzz worker) a declared size beyond what the limit leaves
+    is refused before allocation rather than ending in MemoryError."""
+    code = (
+        "import resource\n"
+        "from converters.graph.builder import memory_limit\n"
+        "machine = memory_limit()\n"
+        "with open('/proc/self/statm') as f: mapped = int(f.read().split()[0]) * 4096\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (mapped + 2**30, resource.RLIM_INFINITY))\n"
+        "print(machine, memory_limit())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
+        cwd=pathlib.Path(__file__).resolve().parent.parent,
+    )
+    machine, limited = map(int, done.stdout.split())
+    assert limited <= 2**30 < machine

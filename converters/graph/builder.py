@@ -635,13 +635,45 @@ def _parameter_bytes(planned: list[_Planned], shared: Mapping[Blob, Blob]) -> in
 
 
 def memory_limit(device: torch.device | None = None) -> int | None:
-    """The memory of ``device`` in bytes (the machine's physical memory for the CPU), when known."""
+    """The memory ``device`` can give in bytes, when known: a GPU's total memory; for the CPU the
+    least of the machine's physical memory, the container's (cgroup) limit and what this process's
+    address-space limit (``ulimit -v``) leaves."""
     try:
         if device is not None and device.type == "cuda":
             return int(torch.cuda.get_device_properties(device).total_memory)
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+        return min(int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES")), *_process_limits())
     except (AttributeError, OSError, ValueError, RuntimeError, AssertionError):
         return None
+
+
+#: Where Linux says a container's memory limit (cgroup v2, then v1); "max" or a huge v1 value: none.
+_CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def _process_limits() -> list[int]:
+    """The limits below physical memory that bind this process: the cgroup's, and the address space
+    ``RLIMIT_AS`` leaves beyond what the process maps now."""
+    limits = []
+    for path in _CGROUP_LIMITS:
+        try:
+            with open(path) as handle:
+                text = handle.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limits.append(int(text))
+            break
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/statm") as handle:
+                mapped = int(handle.read().split()[0]) * int(os.sysconf("SC_PAGE_SIZE"))
+            limits.append(max(soft - mapped, 0))
+    except (ImportError, OSError, ValueError, IndexError):
+        pass
+    return limits
 
 
 def _check_parameter_memory(
