@@ -12,7 +12,7 @@ from fuzz.harness import SELFTEST, TARGETS, Worker, cases, fuzz, nth_case
 # (target, cases): about a minute in all on the 2-core CI machine, torch import included
 SHORT_RUNS = [
     ("text", 1200), ("binary", 1200), ("hdf5", 250), ("load", 100), ("solver", 300), ("state", 300),
-    ("params", 300), ("solvedata", 200),
+    ("params", 300), ("solvedata", 200), ("vocdata", 200), ("runjson", 40),
 ]
 
 

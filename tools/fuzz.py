@@ -7,7 +7,10 @@ train net and three iterations), ``state`` (a mutated binary or HDF5 solverstate
 solver, then one iteration), ``params`` (a layer fixture net, fork layers included, whose parameter
 values are poisoned with NaN, inf, 0, negative or huge numbers, loaded and run), ``solvedata``
 (``python -m converters.train`` over a train net whose HDF5Data or ImageData source list, HDF5
-files, images and labels are odd, damaged, huge in declaration, FIFOs or folders), or ``all``.
+files, images and labels are odd, damaged, huge in declaration, FIFOs or folders), ``vocdata``
+(``fcn-port train``'s VOC-layout split list, pictures and label images, odd or damaged),
+``runjson`` (``fcn-port train --resume`` over a finished run whose ``run.json`` is mutated), or
+``all``.
 See tests/fuzz/harness.py for the property and tools/README.md for how to run it long.
 
 Engines: ``mutate`` (default; the seeded structure-aware mutator, each case in a memory-capped

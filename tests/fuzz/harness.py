@@ -620,6 +620,8 @@ TARGETS: dict[str, Target] = {
     # issue 21's surfaces (tests/fuzz/surfaces.py)
     "params": Target(surfaces.target_params, "project", 60.0, _params_case),
     "solvedata": Target(surfaces.target_solvedata, "project", 60.0, surfaces.solvedata_case),
+    "vocdata": Target(surfaces.target_vocdata, "project", 60.0, surfaces.vocdata_case),
+    "runjson": Target(surfaces.target_runjson, "project", 120.0, surfaces.runjson_case),
 }
 SELFTEST = Target(target_selftest, "reader", 3.0)
 
@@ -662,6 +664,11 @@ def cases(target: str, seed: int) -> Iterator[bytes]:
         raise ValueError(f"unknown fuzz target {target!r}: one of {', '.join(TARGETS)}")
 
 
+def _project_class(cls: type) -> bool:
+    """Whether ``cls`` is defined in one of the project's packages."""
+    return cls.__module__.split(".")[0] in ("converters", "eval", "reproduce", "weights")
+
+
 def classify(target: str, exc: BaseException) -> str | None:
     """``None`` when ``exc`` is an allowed refusal for ``target``, else why it is a finding."""
     from converters import errors
@@ -672,6 +679,8 @@ def classify(target: str, exc: BaseException) -> str | None:
         if isinstance(cls, type) and issubclass(cls, ValueError) and cls.__module__ == errors.__name__
     )
     allowed = (errors.CaffeFormatError,) if (TARGETS.get(target) or SELFTEST).allowed == "reader" else project
+    if allowed is project and isinstance(exc, ValueError) and _project_class(type(exc)):
+        allowed = (type(exc),)  # the error classes of eval, reproduce and weights (DatasetError...)
     if not isinstance(exc, allowed):
         return f"{type(exc).__name__} is not one of the project's error classes"
     text = str(exc)

@@ -169,7 +169,7 @@ def picture(rng: random.Random, width: int, height: int, *, label: bool = False)
     if roll < 0.3:
         width, height = rng.choice([(1, 1), (width + 1, height), (width, height * 2), (3, 500)])
     if label:
-        return png(width, height, rng.choice(["P", "P", "P", "L", "RGB", "I;16", "I", "1", "LA"]), rng)
+        return png(width, height, rng.choice(["P", "P", "P", "L", "RGB", "I;16", "1", "LA"]), rng)
     if rng.random() < 0.4:
         return jpeg(width, height, rng)
     return png(width, height, rng.choice(["RGB", "RGB", "L", "RGBA", "P", "I;16"]), rng)
@@ -377,3 +377,157 @@ def target_solvedata(data: bytes, directory: str) -> None:
     solver = Path(directory, "solver.prototxt")
     solver.write_text(SOLVER.format(iters=min(max(iters, 1), 3)))
     _main([str(solver), "--no-progress"])
+
+
+# ----------------------------------------------------------------------------------------------
+# vocdata: reproduce.train's VOC-layout data (split list, pictures, label images)
+
+VOC_IDS = [f"2000_{i:06d}" for i in range(3)]
+VOC = "VOC2011"
+
+
+def vocdata_case(rng: random.Random) -> bytes:
+    """A VOC-layout tree of three samples: the split list, the JPEG pictures and the palette label
+    PNGs as a user's folder holds them, at one hostility (:class:`Chooser`)."""
+    c = Chooser(rng)
+    files: dict[str, bytes] = {}
+    special: dict[str, str] = {}
+    size = c.pick([(24, 32), (32, 32)], [(1, 1), (600, 3)])
+    for image_id in VOC_IDS:
+        picture_name = f"{VOC}/JPEGImages/{image_id}.jpg"
+        label_name = f"{VOC}/SegmentationClass/{image_id}.png"
+        if not maybe_special(rng, picture_name, special, c.hostility / 5):
+            files[picture_name] = picture(rng, *size) if c.odd() else jpeg(*size, rng)
+        if not maybe_special(rng, label_name, special, c.hostility / 5):
+            files[label_name] = picture(rng, *size, label=True) if c.odd() else _voc_label(c, size)
+    ids = list(VOC_IDS)
+    if c.odd(0.5):
+        odd_ids = ["2000_999999", "../JPEGImages/2000_000000", "", " 2000_000000", "a b", "\0", "."]
+        ids.append(rng.choice(odd_ids))
+    if c.odd(0.2):
+        ids = []
+    listed = ("\n".join(ids) + c.pick(["\n"], ["", "\r\n", "\n\n"])).encode("utf-8", "replace")
+    if c.odd(0.1):
+        listed = damage(rng, listed)
+    split = f"{VOC}/ImageSets/Segmentation/train.txt"
+    if not maybe_special(rng, split, special, c.hostility / 5):
+        files[split] = listed
+    return pack(files, special)
+
+
+def _voc_label(c: Chooser, size: tuple[int, int]) -> bytes:
+    """A palette PNG of classes 0..20 and 255, sometimes with one out-of-range value."""
+    import numpy as np
+    from PIL import Image
+
+    values = np.random.default_rng(c.rng.randrange(2**32)).integers(0, 21, size=(size[1], size[0]))
+    values[0, 0] = 255
+    if c.odd():
+        values[-1, -1] = c.rng.choice([21, 30, 254, 100])
+    image = Image.fromarray(values.astype(np.uint8), mode="L").convert("P")
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def target_vocdata(data: bytes, directory: str) -> None:
+    """``fcn-port train``'s data for voc-fcn32s over the case's VOC-layout tree: the training and
+    scoring sets, then every sample as the net's feeds (files, sizes and label values checked)."""
+    from reproduce.training import data as training
+
+    unpack(data, directory)
+    roots = training.DataRoots(voc=directory)
+    for dataset in (training.train_dataset("voc-fcn32s", roots, "train"),
+                    training.val_dataset("voc-fcn32s", roots, "train")):  # fmt: skip
+        for index in range(len(dataset)):
+            training.load_feeds("voc-fcn32s", dataset, index)
+
+
+# ----------------------------------------------------------------------------------------------
+# runjson: the resume state of `fcn-port train --resume`
+
+_RUN_TEMPLATE: list[Path] = []
+
+
+def _run_template() -> Path:
+    """A finished one-iteration run of a width-1/16 voc-fcn32s on two 32 x 32 pictures (made once
+    per worker process; about five seconds)."""
+    if _RUN_TEMPLATE:
+        return _RUN_TEMPLATE[0]
+    import contextlib
+    import tempfile
+
+    from vocgen import write_voc  # tests/ is on the worker's path
+
+    from reproduce.train import main
+
+    folder = Path(tempfile.mkdtemp(prefix="fuzz-run-template-"))
+    write_voc(folder / "voc", VOC_IDS[:2], size=(32, 32))
+    split = folder / "voc" / VOC / "ImageSets" / "Segmentation" / "train.txt"
+    split.write_text("\n".join(VOC_IDS[:2]) + "\n")
+    argv = [
+        "voc-fcn32s", "--voc-root", str(folder / "voc"), "--train-list", "train", "--val-split", "train",
+        "--width", "0.0625", "--out", str(folder / "run"), "--no-progress", "--init", "random",
+        "--iterations", "1", "--score-every", "0",
+    ]  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        if main(argv) != 0:
+            raise RuntimeError("the fuzz run template did not train")
+    _RUN_TEMPLATE.append(folder)
+    return folder
+
+
+RUN_VALUES: list[Any] = [
+    None, True, False, 0, -1, 1, 2, 0.5, 1e308, -1e308, 2**63, 2**31, "", "x", "../..", "/dev/null",
+    [], ["random"], ["random", "random"], [1], {}, {"voc": 1}, "NaN", "Infinity", 1e-320,
+]  # fmt: skip
+
+
+def runjson_case(rng: random.Random) -> bytes:
+    """``run.json`` of the template run with a few settings changed in value or type, added,
+    removed, or the file itself replaced (not JSON, not an object, huge), and the command's
+    ``--iterations`` (1: already complete, checks only; 2: one more iteration)."""
+    iterations = 2 if rng.random() < 0.1 else 1
+    return json.dumps({"seed": rng.randrange(2**32), "iterations": iterations}).encode()
+
+
+def _mutated_run(rng: random.Random, stored: dict[str, Any]) -> bytes:
+    roll = rng.random()
+    if roll < 0.05:
+        return rng.choice([b"", b"[]", b'"run"', b"null", b"{", b"\xff\xfe", b'{"model": "x"}', b"1" * 9999])
+    for _ in range(rng.randint(1, 3)):
+        kind = rng.choice(["value", "value", "value", "delete", "add", "root"])
+        key = rng.choice(sorted(stored))
+        if kind == "value":
+            stored[key] = rng.choice(RUN_VALUES)
+        elif kind == "delete":
+            stored.pop(key, None)
+        elif kind == "add":
+            stored[rng.choice(["extra", "procesess", "Width"])] = rng.choice(RUN_VALUES)
+        elif kind == "root":
+            voc = rng.choice(["/nonexistent", "/dev/null", "/", "", "relative"])
+            stored["roots"] = rng.choice([{"voc": voc}, {"sbd": "/"}, {}, ["voc"]])
+    text = json.dumps(stored, allow_nan=True)
+    return text.encode() if rng.random() > 0.05 else damage(rng, text.encode())
+
+
+def target_runjson(data: bytes, directory: str) -> None:
+    """``fcn-port train voc-fcn32s --resume --out RUN`` over a copy of the template run whose
+    ``run.json`` the case's seed mutates (:func:`_mutated_run`)."""
+    import shutil
+
+    from reproduce.train import build_parser, train
+
+    try:
+        case = json.loads(data)
+        seed, iterations = int(case["seed"]), int(case["iterations"])
+    except (ValueError, KeyError, TypeError):
+        seed, iterations = 0, 1
+    template = _run_template()
+    run = Path(directory, "run")
+    shutil.copytree(template / "run", run)
+    stored = json.loads((template / "run" / "run.json").read_text())
+    (run / "run.json").write_bytes(_mutated_run(random.Random(seed), stored))
+    iterations = min(max(iterations, 1), 2)
+    argv = ["voc-fcn32s", "--resume", "--out", str(run), "--iterations", str(iterations), "--no-progress"]
+    train(build_parser().parse_args(argv))
