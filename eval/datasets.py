@@ -82,9 +82,26 @@ def packaged_split(name: str) -> list[str]:
     return read_split(SPLITS_DIR / f"{name}.txt")
 
 
+def _pixels(path: Path, modes: Sequence[str] | None = None, convert: str | None = None) -> np.ndarray:
+    """The pixels of the image at ``path`` (converted to ``convert``; its mode one of ``modes``):
+    a file PIL cannot read or decode whole (truncated, damaged, a bomb) is one
+    :class:`DatasetError` naming it."""
+    try:
+        with Image.open(path) as image:
+            if modes is not None and image.mode not in modes:
+                raise DatasetError(
+                    f"{path}: expected a palette (P) or greyscale PNG of labels, not {image.mode}"
+                )
+            return np.array(image.convert(convert) if convert else image)
+    except DatasetError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise DatasetError(f"{path}: cannot read the image ({reason})") from None
+
+
 def _rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+    return _pixels(path, convert="RGB")
 
 
 def caffe_input(rgb: np.ndarray, mean: Sequence[float]) -> torch.Tensor:
@@ -97,10 +114,7 @@ def _color_input(path: Path, mean: Sequence[float]) -> torch.Tensor:
 
 
 def _palette_label(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        if image.mode not in ("P", "L"):
-            raise DatasetError(f"{path}: expected a palette (P) or greyscale PNG of labels, not {image.mode}")
-        return np.array(image, dtype=np.uint8)
+    return _pixels(path, modes=("P", "L")).astype(np.uint8, copy=False)
 
 
 def _loadmat(path: Path) -> dict:
@@ -404,13 +418,11 @@ class NYUDSegmentation(SegmentationDataset):
         if modality == "color":
             return _color_input(self._path("color", image_id), NYUD_MEAN_BGR)
         if modality == "hha":
-            with Image.open(self._path("hha", image_id)) as image:
-                hha = np.array(image, dtype=np.float32)
+            hha = _pixels(self._path("hha", image_id)).astype(np.float32)
             hha -= np.float32(NYUD_MEAN_HHA)
             return torch.from_numpy(np.ascontiguousarray(hha.transpose(2, 0, 1)))
         if modality == "depth":
-            with Image.open(self._path("depth", image_id)) as image:
-                depth = np.array(image, dtype=np.float32)
+            depth = _pixels(self._path("depth", image_id)).astype(np.float32)
             with np.errstate(divide="ignore"):
                 log_depth = np.log(depth) - np.float32(NYUD_MEAN_LOGD[0])
             return torch.from_numpy(log_depth[np.newaxis].astype(np.float32))
