@@ -341,6 +341,8 @@ def check_paths(args: argparse.Namespace, stem: str, output: str) -> None:
     else:
         if os.path.isdir(args.source):
             raise UsageError(f"{args.source} is a folder, not a net definition: give the .prototxt file")
+        if cli.looks_like_path(args.source):  # else a registry name: NAME CAFFEMODEL
+            cli.input_file(args.source, args.source, "give the net's .prototxt file")
         cli.input_file(args.caffemodel, args.caffemodel, "give the .caffemodel or .caffemodel.h5 file")
     for plugin in args.plugin:
         cli.input_file(plugin, f"--plugin {plugin}", "give a Python file")

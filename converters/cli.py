@@ -148,6 +148,12 @@ def _display(path: str, absolute: str) -> str:
     return absolute if relative.startswith("..") else relative
 
 
+def looks_like_path(text: str) -> bool:
+    """Whether a model argument names a file rather than a registry model: it exists, or has a
+    folder part or a file suffix (``.prototxt``, ``.safetensors``, ...); registry names have neither."""
+    return os.path.exists(text) or os.sep in text or "/" in text or os.path.splitext(text)[1] != ""
+
+
 def input_file(path: str | os.PathLike[str], what: str, hint: str = "") -> None:
     """Refuse a ``path`` that should name an existing file: :class:`UsageError` saying whether it
     is missing, a folder, or under a file (``what``: how the message names it, e.g. ``"--weights

@@ -391,6 +391,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 
     def body() -> int:
         args = build_parser(prog).parse_args(argv)
+        if not os.path.isdir(args.file):  # a folder: describe says what inspect reads
+            cli.input_file(args.file, args.file)
         summary = describe(args.file)
         output = json.dumps(summary, indent=2) + "\n" if args.json else format_table(summary)
         sys.stdout.write(output)

@@ -796,6 +796,8 @@ def check_paths(args: argparse.Namespace) -> None:
         raise TimingError(
             f"--model {args.model} is a folder: give a registry name, a deploy .prototxt or a converted file"
         )
+    if cli.looks_like_path(args.model):  # else a registry name
+        cli.input_file(args.model, f"--model {args.model}", "give a deploy .prototxt or a converted file")
     if args.weights is not None:
         cli.input_file(args.weights, f"--weights {args.weights}", "give a .caffemodel or .caffemodel.h5 file")
     if args.json not in (None, "-"):

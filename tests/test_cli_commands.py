@@ -15,6 +15,8 @@ import torch
 
 from tests.conftest import REPO
 
+TINY_PROTOTXT = REPO / "tests" / "fixtures" / "tiny_fcn" / "deploy.prototxt"
+
 COMMANDS = [
     "converters.inspect",
     "converters.caffe2torch",
@@ -95,7 +97,7 @@ def test_cuda_on_a_machine_without_it_is_one_line(module: str, args: list[str], 
         ("reproduce.demo", "reproduce.demo.resolve_weights", ["--output", "out.png"]),
         ("reproduce.table1", "reproduce.table1.build", []),
         ("eval.timing", "eval.timing.measure", ["--json", "out.json"]),
-        ("converters.inspect", "converters.inspect.describe", ["x.prototxt"]),
+        ("converters.inspect", "converters.inspect.describe", [str(TINY_PROTOTXT)]),
     ],
 )
 def test_ctrl_c_exits_130_quietly(module: str, target: str, args: list[str], tmp_path, capsys,

@@ -247,7 +247,7 @@ def test_cli_help(capsys) -> None:
     [
         (["--size", "big"], "--size"),
         (["--runs", "5"], "at least 20"),
-        (["--model", "missing.prototxt"], "no such prototxt"),
+        (["--model", "missing.prototxt"], "--model missing.prototxt does not exist"),
         (["--device", "cpu", "--tf32"], "CUDA"),
     ],
 )

@@ -160,7 +160,7 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     with h5py.File(tmp_path / "other.h5", "w") as handle:
         handle.create_dataset("weights", data=np.zeros(3))
     files["other.h5"] = (tmp_path / "other.h5", "no /data group")
-    files["missing.caffemodel"] = (tmp_path / "missing.caffemodel", "No such file")
+    files["missing.caffemodel"] = (tmp_path / "missing.caffemodel", "missing.caffemodel does not exist")
     files["a-directory"] = (tmp_path, "is a folder, not a file")
     return files
 
