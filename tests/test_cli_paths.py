@@ -41,7 +41,13 @@ CASES = [
         ["convert", *NET, "-o", "x.onnx", "--format", "pt"],
         "x.onnx names an ONNX file but --format is pt: use the",
     ),
+    (
+        ["convert", "afile/x.prototxt", CAFFEMODEL],
+        "afile/x.prototxt does not exist: afile is a file, not a folder",
+    ),
     # inspect
+    (["inspect", "afile/x.prototxt"], "afile/x.prototxt does not exist: afile is a file, not a folder"),
+    (["inspect", "nope.prototxt"], "nope.prototxt does not exist"),
     (["inspect", "adir"], "adir is a folder, not a file: inspect reads Caffe files (.prototxt, .caffemodel"),
     # eval
     (
@@ -75,6 +81,10 @@ CASES = [
         "PASCAL-Context root afile is a file, not a folder",
     ),
     # timing
+    (
+        ["timing", "--model", "afile/x.prototxt"],
+        "--model afile/x.prototxt does not exist: afile is a file, not a",
+    ),
     (
         ["timing", "--model", "adir"],
         "--model adir is a folder: give a registry name, a deploy .prototxt or a",
