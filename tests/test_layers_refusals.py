@@ -54,6 +54,24 @@ CASES = {
         'layer { name: "f" type: "Filter" bottom: "x" bottom: "sel" top: "y" top: "z" }',
         r"layer 'f' \(Filter\) makes one top per bottom but the last \(the selector\)",
     ),
+    "an LSTM exposing its state whose h_0 is not (1, N, H) (found by the params fuzz target)": (
+        {"x": (4, 2, 3), "cont": (4, 2), "h0": (1, 2, 1), "c0": (1, 2, 3)},
+        'layer { name: "lstm" type: "LSTM" bottom: "x" bottom: "cont" bottom: "h0" bottom: "c0" top: "h" '
+        'top: "hT" top: "cT" recurrent_param { num_output: 3 expose_hidden: true } }',
+        r"layer 'lstm' \(LSTM\): h_0 'h0' must be \[1, 2, 3\], got \[1, 2, 1\]",
+    ),
+    "an RNN whose parameter sizes overflow (found by the params fuzz target)": (
+        {"x": (4, 2, 3), "cont": (4, 2)},
+        'layer { name: "rnn" type: "RNN" bottom: "x" bottom: "cont" top: "o" '
+        "recurrent_param { num_output: 4294967295 } }",
+        r"layer 'rnn' \(RNN\): .*overflow",
+    ),
+    "a C3D Deconvolution3D whose kernel overflows (found by the params fuzz target)": (
+        {"x": (1, 2, 3, 4, 4)},
+        'layer { name: "d" type: "Deconvolution3D" bottom: "x" top: "y" convolution3d_param { num_output: 3 '
+        "kernel_size: 2147483647 kernel_depth: 2 } }",
+        r"layer 'd' \(Deconvolution3D\): .*overflow",
+    ),
     "a Clip without max": (
         {"x": (2, 3)},
         'layer { name: "clip" type: "Clip" bottom: "x" top: "y" clip_param { min: 0 } }',

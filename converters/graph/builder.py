@@ -398,7 +398,7 @@ def _trace(
             converted = converter(ctx)
         except NetError:
             raise
-        except (ValueError, TypeError, ArithmeticError, IndexError) as exc:
+        except (ValueError, TypeError, ArithmeticError, IndexError, RuntimeError) as exc:  # torch: sizes
             if str(exc).startswith(f"layer '{name}'"):
                 raise NetError(str(exc)) from None
             raise NetError(f"layer '{name}' ({kind}): {exc}") from None

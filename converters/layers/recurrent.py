@@ -53,15 +53,15 @@ class _Recurrent(nn.Module):
         x, cont, rest = bottoms[0], bottoms[1], list(bottoms[2:])
         x_static = rest.pop(0) if self.static else None
         if x.dim() < 2:
-            raise ValueError(
+            raise NetError(
                 f"{type(self).__name__}: x must have at least 2 axes (T, N, ...), got {list(x.shape)}"
             )
         if tuple(cont.shape) != tuple(x.shape[:2]):
-            raise ValueError(
+            raise NetError(
                 f"{type(self).__name__}: cont must be (T, N) = {list(x.shape[:2])}, got {list(cont.shape)}"
             )
         if x_static is not None and (x_static.dim() < 1 or x_static.shape[0] != x.shape[1]):
-            raise ValueError(
+            raise NetError(
                 f"{type(self).__name__}: the static input must be (N, ...) with N = {x.shape[1]}, "
                 f"got {list(x_static.shape)}"
             )
@@ -69,7 +69,7 @@ class _Recurrent(nn.Module):
         if self.expose_hidden:
             for name, value in zip(self.state_names, rest, strict=True):
                 if tuple(value.shape) != shape:
-                    raise ValueError(
+                    raise NetError(
                         f"{type(self).__name__}: {name} must be {list(shape)}, got {list(value.shape)}"
                     )
             state = tuple(value.detach() for value in rest)  # Caffe shares their data, not their diffs
@@ -236,6 +236,13 @@ def _recurrent(ctx: LayerContext, module_type: type[LSTM] | type[RNN]) -> Conver
             static_features = ctx.blob_shapes[2][-1]
         else:
             ctx.bottom_shape(2)
+    if expose and x_shape is not None and not ctx.guessed:
+        state = [1, x_shape[1], hidden]
+        for k, name in enumerate(module_type.state_names):
+            got = ctx.bottom_shapes[2 + static + k]
+            if got is not None and list(got) != state:
+                bottom = ctx.bottoms[2 + static + k]
+                raise NetError(f"{ctx.where}: {name} '{bottom}' must be {state}, got {list(got)}")
     module = module_type(features, hidden, static_features, expose)
     weight = filler_or(p, "weight_filler", None)
     bias = filler_or(p, "bias_filler", CONSTANT_ZERO)
