@@ -18,23 +18,56 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     import torch
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 MAX_MESSAGE = 600  # characters of an error line
+_CANT = "can't allocate memory"  # torch's CPU allocator
+_CPU_ALLOCATION = re.compile(_CANT + r": you tried to allocate (\d+) bytes")
 
 
 class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one ``error: ...`` line and exit 2 (no usage dump)."""
+    """An ``ArgumentParser`` whose errors are one ``error: ...`` line and exit 2 (no usage dump),
+    and whose usage lines name the command as the user typed it: a ``python -m MODULE`` prog run
+    through the ``fcn-port`` dispatcher becomes ``fcn-port COMMAND`` (:func:`typed_prog`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if isinstance(kwargs.get("prog"), str):
+            kwargs["prog"] = typed_prog(kwargs["prog"])
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         """Print ``error: message (see --help)`` and exit 2."""
         raise SystemExit(_fail(f"{message} (see --help)"))
+
+
+#: How the dispatcher was started (``sys.argv[0]``'s ending) -> how the user typed it.
+_DISPATCHERS = (
+    ((os.sep + "fcn-port",), "fcn-port"),
+    ((os.path.join("converters", "__main__.py"),), "python -m converters"),
+    ((os.path.join("reproduce", "cli.py"),), "python -m reproduce.cli"),
+)
+
+
+def typed_prog(prog: str, argv: Sequence[str] | None = None) -> str:
+    """``prog`` (``python -m weights``) as the user typed the command: ``fcn-port weights`` when
+    the process was started as ``fcn-port weights ...`` (``fcn-port eval voc`` for an evaluator),
+    ``prog`` itself otherwise (``python -m weights``, or a call from Python)."""
+    argv = sys.argv if argv is None else argv
+    if not prog.startswith("python -m ") or len(argv) < 2 or not argv[0]:
+        return prog
+    start = argv[0] if os.path.basename(argv[0]) != "fcn-port" else os.sep + "fcn-port"
+    head = next((typed for endings, typed in _DISPATCHERS if start.endswith(endings)), None)
+    if head is None or argv[1].startswith("-"):
+        return prog
+    words = list(argv[1:3]) if argv[1] == "eval" and len(argv) > 2 else [argv[1]]
+    return " ".join([head, *words])
 
 
 def _fail(message: str) -> int:
@@ -58,6 +91,9 @@ def one_line(error: BaseException) -> str:
             text = last.split(": ", 1)[1] if ": " in last else last
         if "out of memory" in text.lower() and "\n" in text:
             text = text.splitlines()[0]
+        allocating = _CPU_ALLOCATION.search(text)
+        if allocating:  # torch's CPU allocator: "[enforce fail at alloc_cpu.cpp:..] ... can't allocate"
+            text = f"out of memory (an operation asked for {int(allocating.group(1)) / 2**30:.1f} GiB)"
     text = " ".join(text.split()) or type(error).__name__
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
 
@@ -68,7 +104,7 @@ def is_user_error(error: BaseException) -> bool:
         return True  # every project error class is a ValueError; files and folders raise OSError
     if isinstance(error, RuntimeError):  # torch: out of memory, or an error re-raised from a worker
         text = str(error)
-        return "out of memory" in text.lower() or "Original Traceback" in text
+        return "out of memory" in text.lower() or "Original Traceback" in text or _CANT in text
     return False
 
 

@@ -97,3 +97,17 @@ def test_device_defaults() -> None:
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert cli.device(None).type == expected
     assert cli.device("cpu") == torch.device("cpu")
+
+
+def test_torchs_cpu_allocator_failing_is_one_out_of_memory_line_not_a_traceback(capsys) -> None:
+    """A forward pass whose workspace the machine cannot give (the params fuzz target met one: a
+    grouped Deconvolution asking 6 GiB) ends as one line, like a CUDA out-of-memory does."""
+
+    def body() -> int:
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+            "you tried to allocate 6442549248 bytes. Error code 12 (Cannot allocate memory)"
+        )
+
+    assert cli.run(body) == cli.EXIT_BAD_INPUT
+    assert capsys.readouterr().err == "error: out of memory (an operation asked for 6.0 GiB)\n"
