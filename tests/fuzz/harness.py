@@ -503,25 +503,16 @@ def target_hdf5(data: bytes, directory: str) -> None:
     json.dumps(describe(path))
 
 
-MAX_FORWARD_VALUES = 4_000_000
 
 
 def target_load(data: bytes, directory: str) -> None:
     """``data``: one byte choosing the weights (odd: the seed's stored weights), then the prototxt."""
-    import torch
-
-    from converters import load_caffe
-
     choice, text = data[:1], data[1:]
     path = _write(directory, "net.prototxt", text)
     weights = None
     if choice and choice[0] % 2 and choice[0] // 2 < len(LOAD_SEEDS):
         weights = str(FIXTURES / "layers" / LOAD_SEEDS[choice[0] // 2] / "weights.caffemodel")
-    net = load_caffe(path, weights, strict=False)
-    shapes = net.caffe.inputs
-    if sum(math.prod(s) for s in shapes.values()) <= MAX_FORWARD_VALUES:
-        with torch.no_grad():
-            net(**{name: torch.zeros(shape) for name, shape in shapes.items()})
+    surfaces.load_and_run(path, weights)
 
 
 #: The tiny train net every mutated solver reads (``net: "net.prototxt"``).
@@ -541,7 +532,7 @@ def target_solver(data: bytes, directory: str) -> None:
     shapes = solver.net.caffe.inputs
     iterations = min(3, max(solver.max_iter, 1))
     # a huge iter_size is a long run, not a fault: step only where the work stays small
-    small = sum(math.prod(s) for s in shapes.values()) <= MAX_FORWARD_VALUES
+    small = sum(math.prod(s) for s in shapes.values()) <= surfaces.MAX_FORWARD_VALUES
     if small and solver.iter_size * iterations <= 24:
         feeds = {name: np.zeros(shape, np.float32) for name, shape in shapes.items()}
         solver.step(feeds, iters=iterations)

@@ -25,6 +25,7 @@ from typing import Any
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 MAX_FORWARD_VALUES = 4_000_000
+MAX_BLOB_VALUES = 100_000_000
 
 # ----------------------------------------------------------------------------------------------
 # Cases made of several files
@@ -194,20 +195,28 @@ def params_case(rng: random.Random, seeds: list[bytes]) -> bytes:
     return poison_values(rng, rng.choice(seeds))
 
 
-def target_params(data: bytes, directory: str) -> None:
-    """``load_caffe`` of a layer fixture net whose parameter values were poisoned (random weights,
-    not strict), then one forward on zeros when the inputs are small."""
+def load_and_run(path: str, weights: str | None = None) -> None:
+    """``load_caffe(path, weights, strict=False)``, then one forward on zeros where the inputs and
+    blobs are small (the worker's memory cap is for the build; a big forward's workspace is no
+    fault)."""
     import torch
 
     from converters import load_caffe
 
-    path = Path(directory, "net.prototxt")
-    path.write_bytes(data)
-    net = load_caffe(str(path), None, strict=False)
+    net = load_caffe(path, weights, strict=False)
     shapes = net.caffe.inputs
-    if sum(math.prod(s) for s in shapes.values()) <= MAX_FORWARD_VALUES:
+    blobs = sum(math.prod(s) for s in net.caffe.blob_shapes.values())
+    if sum(math.prod(s) for s in shapes.values()) <= MAX_FORWARD_VALUES and blobs <= MAX_BLOB_VALUES:
         with torch.no_grad():
             net(**{name: torch.zeros(shape) for name, shape in shapes.items()})
+
+
+def target_params(data: bytes, directory: str) -> None:
+    """A layer fixture net whose parameter values were poisoned, loaded with random weights and run
+    (:func:`load_and_run`)."""
+    path = Path(directory, "net.prototxt")
+    path.write_bytes(data)
+    load_and_run(str(path))
 
 
 # ----------------------------------------------------------------------------------------------
