@@ -539,4 +539,21 @@ def target_runjson(data: bytes, directory: str) -> None:
     (run / "run.json").write_bytes(_mutated_run(random.Random(seed), stored))
     iterations = min(max(iterations, 1), 2)
     argv = ["voc-fcn32s", "--resume", "--out", str(run), "--iterations", str(iterations), "--no-progress"]
-    train(build_parser().parse_args(argv))
+    before = _folder_state(run)
+    try:
+        train(build_parser().parse_args(argv))
+    except ValueError:
+        if _folder_state(run) != before:  # a refused resume must leave the run as it was
+            raise AssertionError("a refused resume changed the run folder") from None
+        raise
+
+
+def _folder_state(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` by relative name: its bytes (small files) or size and mtime."""
+    state: dict[str, bytes] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            small = stat.st_size < 65536
+            state[str(path.relative_to(folder))] = path.read_bytes() if small else f"{stat.st_size}".encode()
+    return state
