@@ -134,3 +134,24 @@ def test_help_shows_the_command_as_the_user_typed_it(words: str, module: str, ty
     assert capsys.readouterr().out.startswith(f"usage: {typed} [-h]")
     assert fcn_port([*words.split(), "--no-such-option"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "typed"),
+    [
+        (["/venv/bin/fcn-port", "weights", "list"], "fcn-port weights"),
+        (["/venv/bin/fcn-port", "eval", "nyud", "--help"], "fcn-port eval nyud"),
+        (["/repo/converters/__main__.py", "solve", "--help"], "python -m converters solve"),
+        (["/repo/reproduce/cli.py", "demo"], "python -m reproduce.cli demo"),
+        (["/repo/weights/__main__.py", "list"], "python -m weights"),  # run as itself
+        (["/venv/bin/pytest", "-q"], "python -m weights"),  # called from Python
+        (["/venv/bin/fcn-port", "--help"], "python -m weights"),
+    ],
+)
+def test_every_commands_parser_names_the_command_as_the_process_was_started(argv, typed, monkeypatch) -> None:
+    from converters.cli import Parser, typed_prog
+
+    assert typed_prog("python -m weights", argv) == typed
+    assert typed_prog("fcn-port convert", argv) == "fcn-port convert"  # a prog the dispatcher gave stays
+    monkeypatch.setattr("sys.argv", argv)
+    assert Parser(prog="python -m weights").format_usage().startswith(f"usage: {typed} [-h]")
