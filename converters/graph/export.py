@@ -242,8 +242,8 @@ def export_program(
     examples = _example_inputs(net, input_shapes)
     program = _exported(net, examples, dynamic)
     target = Path(path)
-    with atomic_path(target) as tmp:
-        torch.export.save(program, tmp)
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        torch.export.save(program, handle)  # to a file object: its folder inside is "archive"
     return ExportReport(target, _input_shapes(program, list(examples)), list(net.caffe.outputs))
 
 
