@@ -41,6 +41,33 @@ def voc(tmp_path: Path) -> Path:
     return _voc(tmp_path / "voc")
 
 
+@pytest.fixture(scope="module")
+def start(tmp_path_factory) -> str:
+    """A caffemodel of fan-in Gaussian weights for the width-1/16 voc-fcn32s train net (made here, so
+    that the tests need no ``--init random``, which they test separately)."""
+    import converters
+    from converters.fcn.nets import net_definition
+    from converters.graph.builder import build_graph
+
+    net = net_definition("voc-fcn32s", "train", width=0.0625)
+    shapes = {"data": (1, 3, 64, 64), "label": (1, 1, 64, 64)}
+    meta = build_graph(net, phase="TRAIN", with_loss=True, input_shapes=shapes, device="meta", strict=False)
+    rng = np.random.default_rng(0)
+    blobs = {}
+    for layer, blob_shapes in meta.caffe.parameter_shapes.items():
+        if layer.startswith("up"):
+            continue
+        blobs[layer] = [
+            (rng.standard_normal(shape) * np.sqrt(2 / np.prod(shape[1:]))).astype(np.float32)
+            if len(shape) > 1
+            else np.zeros(shape, np.float32)
+            for shape in blob_shapes
+        ]
+    path = tmp_path_factory.mktemp("start") / "fan-in.caffemodel"
+    converters.write_weights(blobs, path)
+    return str(path)
+
+
 def _train(voc: Path, out: Path, *extra: str) -> list[str]:
     return [
         "voc-fcn32s", "--voc-root", str(voc), "--train-list", "train", "--val-split", "train",
@@ -66,14 +93,14 @@ def _label_png(path: Path, label: np.ndarray) -> None:
 
 
 def test_a_label_value_outside_the_classes_is_one_line_naming_the_label_file_and_the_value(
-    voc: Path, tmp_path: Path, capsys
+    voc: Path, start: str, tmp_path: Path, capsys
 ) -> None:
     path = voc / "VOC2011" / "SegmentationClass" / f"{IDS[1]}.png"
     label = np.array(Image.open(path))
     label[10:20, 10:20] = 30  # not 255: a value no class of the 21 has
     _label_png(path, label)
     out = tmp_path / "run"
-    args = _train(voc, out, "--init", "random", "--iterations", "6", "--score-every", "0")
+    args = _train(voc, out, "--init", start, "--iterations", "6", "--score-every", "0")
     assert main(args) == 2
     line = _one_error(capsys)
     assert str(path) in line and "label value 30 is not a class of semantic (0..20) nor 255" in line
@@ -82,12 +109,12 @@ def test_a_label_value_outside_the_classes_is_one_line_naming_the_label_file_and
 
 @pytest.mark.parametrize("score_every", ["0", "1"])
 def test_a_label_of_another_size_than_its_picture_is_refused_naming_the_file_with_and_without_scoring(
-    voc: Path, tmp_path: Path, capsys, score_every: str
+    voc: Path, start: str, tmp_path: Path, capsys, score_every: str
 ) -> None:
     path = voc / "VOC2011" / "SegmentationClass" / f"{IDS[0]}.png"
     _label_png(path, np.zeros((64, 50), np.uint8))
     (voc / "VOC2011" / "ImageSets" / "Segmentation" / "train.txt").write_text(IDS[0] + "\n")
-    assert main(_train(voc, tmp_path / "run", "--init", "random", "--iterations", "1",
+    assert main(_train(voc, tmp_path / "run", "--init", start, "--iterations", "1",
                        "--score-every", score_every)) == 2  # fmt: skip
     line = _one_error(capsys)
     assert str(path) in line and "differ in size (data 64x64, label 64x50)" in line
@@ -226,10 +253,10 @@ def test_a_diverging_solve_stops_in_one_line_naming_the_iteration_and_keeps_the_
 
 
 def test_a_diverging_run_stops_in_one_line_keeps_its_last_good_snapshot_and_its_log_stays_json(
-    voc: Path, tmp_path: Path, capsys
+    voc: Path, start: str, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "run"
-    args = _train(voc, out, "--init", "random", "--iterations", "8", "--score-every", "0", "--base-lr", "1",
+    args = _train(voc, out, "--init", start, "--iterations", "8", "--score-every", "0", "--base-lr", "1",
                   "--display", "1", "--snapshot-every", "1")  # fmt: skip
     assert main(args) == 2
     line = _one_error(capsys)
@@ -241,7 +268,7 @@ def test_a_diverging_run_stops_in_one_line_keeps_its_last_good_snapshot_and_its_
         json.loads(raw, parse_constant=lambda token: pytest.fail(f"{token} in log.jsonl"))
     assert read_log(out / "log.jsonl")[-1] == {**read_log(out / "log.jsonl")[-1], "iter": stopped}
     keep = tmp_path / "keep"
-    args = _train(voc, keep, "--init", "random", "--iterations", "8", "--score-every", "0", "--base-lr", "1",
+    args = _train(voc, keep, "--init", start, "--iterations", "8", "--score-every", "0", "--base-lr", "1",
                   "--display", "1", "--keep-going-on-nan")  # fmt: skip
     assert main(args) == 0
     for raw in (keep / "log.jsonl").read_text().splitlines():
@@ -254,13 +281,13 @@ def test_a_diverging_run_stops_in_one_line_keeps_its_last_good_snapshot_and_its_
 
 
 def test_options_given_with_resume_that_change_the_net_or_the_optimisation_are_refused_in_one_line(
-    voc: Path, tmp_path: Path, capsys
+    voc: Path, start: str, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "run"
-    assert main(_train(voc, out, "--init", "random", "--iterations", "2", "--score-every", "0")) == 0
+    assert main(_train(voc, out, "--init", start, "--iterations", "2", "--score-every", "0")) == 0
     capsys.readouterr()
     cases = (("--width", "0.125", "0.125", "0.0625"), ("--base-lr", "1e-5", "1e-05", "1e-10"),
-             ("--init", "none", "none", "random"))  # fmt: skip
+             ("--init", "none", "none", start))  # fmt: skip
     for option, value, shown, stored in cases:
         assert main(["voc-fcn32s", "--resume", "--out", str(out), "--iterations", "4", option, value]) == 2
         line = _one_error(capsys)
@@ -271,10 +298,10 @@ def test_options_given_with_resume_that_change_the_net_or_the_optimisation_are_r
 
 
 def test_a_resume_whose_iterations_are_reached_says_the_run_is_complete(
-    voc: Path, tmp_path: Path, capsys
+    voc: Path, start: str, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "run"
-    assert main(_train(voc, out, "--init", "random", "--iterations", "3", "--score-every", "0")) == 0
+    assert main(_train(voc, out, "--init", start, "--iterations", "3", "--score-every", "0")) == 0
     capsys.readouterr()
     assert main(["voc-fcn32s", "--resume", "--out", str(out)]) == 0
     assert main(["voc-fcn32s", "--resume", "--out", str(out), "--iterations", "2"]) == 0
@@ -282,9 +309,11 @@ def test_a_resume_whose_iterations_are_reached_says_the_run_is_complete(
     assert len(lines) == 2 and all("already complete" in line and "iteration 3" in line for line in lines)
 
 
-def test_the_run_folders_solver_prototxt_holds_the_runs_own_settings(voc: Path, tmp_path: Path) -> None:
+def test_the_run_folders_solver_prototxt_holds_the_runs_own_settings(
+    voc: Path, start: str, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
-    args = _train(voc, out, "--init", "random", "--iterations", "2", "--score-every", "2",
+    args = _train(voc, out, "--init", start, "--iterations", "2", "--score-every", "2",
                   "--base-lr", "1e-9", "--momentum", "0.9", "--display", "1", "--snapshot-every", "5",
                   "--val-limit", "2")  # fmt: skip
     assert main(args) == 0
@@ -301,11 +330,11 @@ def test_the_run_folders_solver_prototxt_holds_the_runs_own_settings(voc: Path, 
 
 
 def test_without_progress_the_loss_reaches_the_console_and_a_run_shorter_than_display_logs_its_last_loss(
-    voc: Path, tmp_path: Path, capsys
+    voc: Path, start: str, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "run"
     assert (
-        main(_train(voc, out, "--init", "random", "--iterations", "3", "--score-every", "0")) == 0
+        main(_train(voc, out, "--init", start, "--iterations", "3", "--score-every", "0")) == 0
     )  # display 20
     err = capsys.readouterr().err
     assert "iteration 3: loss " in err and "scoring 0 every" not in err and "no scoring" in err
@@ -329,28 +358,24 @@ def test_a_second_ctrl_c_aborts_with_one_line(capsys) -> None:
 
 
 def test_a_fifo_as_split_list_or_picture_is_refused_before_it_is_opened(
-    voc: Path, tmp_path: Path, capsys
+    voc: Path, start: str, tmp_path: Path, capsys
 ) -> None:
     lists = voc / "VOC2011" / "ImageSets" / "Segmentation"
     (lists / "train.txt").unlink()
     os.mkfifo(lists / "train.txt")
-    assert (
-        main(_train(voc, tmp_path / "a", "--init", "random", "--iterations", "1", "--score-every", "0")) == 2
-    )
+    assert main(_train(voc, tmp_path / "a", "--init", start, "--iterations", "1", "--score-every", "0")) == 2
     assert "train.txt: is a FIFO, not a file" in _one_error(capsys)
     (lists / "train.txt").unlink()
     (lists / "train.txt").write_text(IDS[0] + "\n")
     picture = voc / "VOC2011" / "JPEGImages" / f"{IDS[0]}.jpg"
     picture.unlink()
     os.mkfifo(picture)
-    assert (
-        main(_train(voc, tmp_path / "b", "--init", "random", "--iterations", "1", "--score-every", "0")) == 2
-    )
+    assert main(_train(voc, tmp_path / "b", "--init", start, "--iterations", "1", "--score-every", "0")) == 2
     assert str(picture) in _one_error(capsys)
 
 
 def test_a_picture_too_large_for_memory_is_refused_from_its_header_before_decoding(
-    voc: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+    voc: Path, start: str, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from converters.graph import builder
 
@@ -361,8 +386,7 @@ def test_a_picture_too_large_for_memory_is_refused_from_its_header_before_decodi
     (voc / "VOC2011" / "ImageSets" / "Segmentation" / "train.txt").write_text(IDS[0] + "\n")
     monkeypatch.setattr(builder, "memory_limit", lambda device=None: 2**30)  # a 1 GiB machine
     assert (
-        main(_train(voc, tmp_path / "run", "--init", "random", "--iterations", "1", "--score-every", "0"))
-        == 2
+        main(_train(voc, tmp_path / "run", "--init", start, "--iterations", "1", "--score-every", "0")) == 2
     )
     line = _one_error(capsys)
     assert "(9000 x 9000) needs 2.7 GiB to read, more than the 1.0 GiB" in line
