@@ -72,6 +72,12 @@ CASES = {
         "kernel_size: 2147483647 kernel_depth: 2 } }",
         r"layer 'd' \(Deconvolution3D\): .*overflow",
     ),
+    "a C3D Pooling3D whose stride would pad to a huge work blob (found by the params fuzz target)": (
+        {"x": (1, 2, 3, 4, 4)},
+        'layer { name: "p" type: "Pooling3D" bottom: "x" top: "y" pooling3d_param { pool: AVE '
+        "kernel_size: 2 kernel_depth: 2 stride: 2147483647 temporal_stride: 1 } }",
+        r"layer 'p' \(Pooling3D\): with stride \[1, 2147483647, 2147483647\] the padded work blob",
+    ),
     "a Clip without max": (
         {"x": (2, 3)},
         'layer { name: "clip" type: "Clip" bottom: "x" top: "y" clip_param { min: 0 } }',

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ...caffe.message import Message
 from ...errors import NetError
 from ..fillers import weight_and_bias_fillers
-from ..registry import Converted, LayerContext, register_layer
+from ..registry import Converted, LayerContext, check_count, register_layer
 
 
 def _c3d_param(ctx: LayerContext, v11: str, v10: str) -> Message:
@@ -162,7 +162,7 @@ class Pooling3D(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = pooled_sizes(tuple(x.shape), self.kernel, self.stride, self.pad)
         if min(out) < 1:
-            raise ValueError(
+            raise NetError(
                 f"Pooling3D: a {list(x.shape)} input leaves no output for kernel {list(self.kernel)}"
             )
         fill = torch.finfo(x.dtype).min if self.method == "MAX" else 0.0
@@ -218,6 +218,8 @@ def pooling3d(ctx: LayerContext) -> Converted:
     out = pooled_sizes(shape, kernel, stride, pad)
     if min(out) < 1:
         raise NetError(f"{ctx.where}: pooling {list(shape)} with kernel {list(kernel)} leaves no output")
+    padded = [(o - 1) * s + k for o, s, k in zip(out, stride, kernel, strict=True)]  # what forward pads to
+    check_count((*shape[:2], *padded), f"with stride {list(stride)} the padded work blob", ctx.where)
     module = Pooling3D(method, kernel, stride, pad)
     return Converted(
         module=module, output_shape=lambda s: (*s[0][:2], *pooled_sizes(tuple(s[0]), kernel, stride, pad))
