@@ -74,6 +74,10 @@ def read_split(path: Path) -> list[str]:
         text = path.read_text()
     except OSError as error:
         raise DatasetError(f"cannot read split list {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise DatasetError(
+            f"split list {path} is not text (byte {error.start} is not UTF-8): one image id per line"
+        ) from None
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 

@@ -42,3 +42,10 @@ def test_a_label_png_of_another_mode_is_still_named_as_such(voc: Path) -> None:
     Image.new("RGB", (24, 16)).save(label)
     with pytest.raises(DatasetError, match="expected a palette \\(P\\) or greyscale PNG of labels, not RGB"):
         VOCSegmentation(voc, "val2011")[0]
+
+
+def test_a_split_list_that_is_not_text_is_one_dataset_error_naming_it(voc: Path) -> None:
+    listed = voc / "VOC2011" / "ImageSets" / "Segmentation" / "val.txt"
+    listed.write_bytes(b"2000_000000\n\xed\xa7\n")
+    with pytest.raises(DatasetError, match=rf"^split list {listed} is not text \(byte 12 is not UTF-8\)"):
+        VOCSegmentation(voc, "val2011")
