@@ -60,10 +60,12 @@ ONNX_INSTALL = "pip install onnx onnxscript onnxruntime (or, in a clone of fcn-p
 
 
 def onnxruntime_available() -> bool:
-    """Whether onnxruntime can be imported (the ONNX check needs it)."""
-    import importlib.util
-
-    return importlib.util.find_spec("onnxruntime") is not None
+    """Whether onnxruntime imports (the ONNX check needs it; a broken install counts as missing)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class _DropTorchvisionNotes(logging.Filter):
