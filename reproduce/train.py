@@ -30,6 +30,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -407,7 +408,7 @@ def _resumed_settings(args: argparse.Namespace, settings: dict, stored: dict, ou
 def _launcher(processes: int) -> str:
     """How to start the command with ``processes`` processes."""
     if processes > 1:
-        return f"torchrun --nproc_per_node {processes} -m reproduce.train"
+        return f"torchrun --standalone --nproc_per_node {processes} -m reproduce.train"
     return "fcn-port train"
 
 
@@ -532,9 +533,16 @@ def train(args: argparse.Namespace) -> int:
     if val_set is not None and settings["val_limit"]:
         val_set.ids = val_set.ids[: int(settings["val_limit"])]
 
+    fresh = not out.exists()
     dist = _Distributed(args.device)
     try:
         return _run(args, r, out, settings, state_path, changes, train_set, val_set, dist)
+    except Exception as error:
+        # a new run refused before its first snapshot (bad data, bad weights) leaves no run folder
+        # behind; a diverged run keeps its folder for its log
+        if fresh and dist.main and not isinstance(error, Diverged) and _latest_snapshot(snapshots) is None:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         dist.close()
 

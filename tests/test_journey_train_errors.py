@@ -104,7 +104,7 @@ def test_a_label_value_outside_the_classes_is_one_line_naming_the_label_file_and
     assert main(args) == 2
     line = _one_error(capsys)
     assert str(path) in line and "label value 30 is not a class of semantic (0..20) nor 255" in line
-    assert not list((out / "snapshots").glob("*.solverstate"))  # nothing written past the bad label
+    assert not out.exists()  # a new run refused before its first snapshot leaves no folder
 
 
 @pytest.mark.parametrize("score_every", ["0", "1"])
@@ -118,6 +118,18 @@ def test_a_label_of_another_size_than_its_picture_is_refused_naming_the_file_wit
                        "--score-every", score_every)) == 2  # fmt: skip
     line = _one_error(capsys)
     assert str(path) in line and "differ in size (data 64x64, label 64x50)" in line
+
+
+def test_an_out_path_that_is_a_file_is_one_line_saying_so(
+    voc: Path, start: str, tmp_path: Path, capsys
+) -> None:
+    (tmp_path / "afile").write_text("mine")
+    assert (
+        main(_train(voc, tmp_path / "afile", "--init", start, "--iterations", "1", "--score-every", "0")) == 2
+    )
+    line = _one_error(capsys)
+    assert line == f"error: --out {tmp_path / 'afile'}: is a file, not a folder: give a run folder"
+    assert (tmp_path / "afile").read_text() == "mine"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -228,6 +240,44 @@ def test_solve_refuses_zero_iterations_in_one_line_and_writes_nothing(hdf5_case:
     assert solve.main(["solver.prototxt", "--weights", "init.caffemodel", "--iters", "0"]) == 2
     assert _one_error(capsys) == "error: argument --iters: must be an integer >= 1, got '0' (see --help)"
     assert not list((hdf5_case / "snap").iterdir())
+
+
+def test_solve_writes_no_progress_frames_into_a_redirected_stderr(hdf5_case: Path) -> None:
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo))
+    command = [sys.executable, "-m", "converters.train", "solver.prototxt", "--weights", "init.caffemodel",
+               "--iters", "3"]  # fmt: skip
+    done = subprocess.run(command, cwd=hdf5_case, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr and "it/s" not in done.stderr
+    assert done.stdout.strip().splitlines()[-1].startswith("iteration 3, loss ")
+
+
+def test_a_second_ctrl_c_aborts_solve_at_once_with_one_line(
+    hdf5_case: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import converters
+
+    original = converters.Solver.step
+
+    def step_then_two_ctrl_c(self: converters.Solver, feeds: object, iters: int = 1) -> float:
+        if self.iter == 2:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        return original(self, feeds, iters)
+
+    monkeypatch.setattr(converters.Solver, "step", step_then_two_ctrl_c)
+    assert (
+        solve.main(["solver.prototxt", "--weights", "init.caffemodel", "--iters", "10", "--no-progress"])
+        == 130
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "aborted at the second Ctrl-C: no snapshot of the iteration under way"
+    assert not list((hdf5_case / "snap").iterdir())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_a_diverging_solve_stops_in_one_line_naming_the_iteration_and_keeps_the_last_good_snapshot(
