@@ -123,7 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
         "released previous stage). nyud-fcn32s-color-hha: give it twice (colour, HHA)",
     )
     start.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its newest snapshot"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its newest snapshot with the settings of its run.json (data "
+        "roots and splits included); an option that changes the net or its optimisation is refused, a "
+        "schedule option (--iterations, --score-every, ...) applies and is said",
     )
     start.add_argument("--download", action="store_true", help="download missing registry weights")
     start.add_argument(
@@ -188,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.add_argument(
         "--seed", type=_ranged(int, 0, 2**32 - 1), metavar="S",
-        help="data order seed (default 1337, the official)",
+        help="data order seed, and --init random's (default 1337, the official)",
     )  # fmt: skip
     run.add_argument(
         "--device", help="cpu, cuda, cuda:1 (default: cuda if available; torchrun: cuda:LOCAL_RANK)"
