@@ -100,6 +100,16 @@ def _ranged(kind: type, low: float | None = None, high: float | None = None, *, 
     return convert
 
 
+#: The values each numeric setting may take: the options' argparse types, and the check of a
+#: resumed run's ``run.json``.
+RANGES = {
+    "val_limit": _ranged(int, 1), "iterations": _ranged(int, 0), "score_every": _ranged(int, 0),
+    "snapshot_every": _ranged(int, 0), "display": _ranged(int, 0), "base_lr": _ranged(float, 0),
+    "momentum": _ranged(float, 0, 1), "iter_size": _ranged(int, 1), "width": _ranged(float, 0, 1, above=True),
+    "seed": _ranged(int, 0, 2**32 - 1), "processes": _ranged(int, 1),
+}  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line options."""
     parser = cli.Parser(
@@ -154,19 +164,22 @@ def build_parser() -> argparse.ArgumentParser:
         "list of the VOC root; default: the official one)",
     )
     roots.add_argument(
-        "--val-limit", type=_ranged(int, 1), metavar="N", help="score only the first N validation images"
+        "--val-limit", type=RANGES["val_limit"], metavar="N", help="score only the first N validation images"
     )
     run = parser.add_argument_group("schedule (default: the official one)")
     run.add_argument("--out", metavar="DIR", help="run folder (default: runs/MODEL)")
     run.add_argument(
-        "--iterations", type=_ranged(int, 0), metavar="N", help="stop at iteration N (default: solve.py's)"
+        "--iterations",
+        type=RANGES["iterations"],
+        metavar="N",
+        help="stop at iteration N (default: solve.py's)",
     )
     run.add_argument(
-        "--score-every", type=_ranged(int, 0), metavar="N", help="score every N iterations (0: never)"
+        "--score-every", type=RANGES["score_every"], metavar="N", help="score every N iterations (0: never)"
     )
     run.add_argument(
         "--snapshot-every",
-        type=_ranged(int, 0),
+        type=RANGES["snapshot_every"],
         metavar="N",
         help="snapshot every N iterations (0: only at the end)",
     )
@@ -177,21 +190,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--display",
-        type=_ranged(int, 0),
+        type=RANGES["display"],
         metavar="N",
         help="print and log the loss every N iterations, and at the last one (default 20; 0: the last only)",
     )
-    run.add_argument("--base-lr", type=_ranged(float, 0), metavar="LR", help="override solver base_lr")
-    run.add_argument("--momentum", type=_ranged(float, 0, 1), metavar="M", help="override solver momentum")
+    run.add_argument("--base-lr", type=RANGES["base_lr"], metavar="LR", help="override solver base_lr")
+    run.add_argument("--momentum", type=RANGES["momentum"], metavar="M", help="override solver momentum")
     run.add_argument(
-        "--iter-size", type=_ranged(int, 1), metavar="N", help="override solver iter_size (per process)"
+        "--iter-size", type=RANGES["iter_size"], metavar="N", help="override solver iter_size (per process)"
     )
     run.add_argument(
-        "--width", type=_ranged(float, 0, 1, above=True), metavar="W",
+        "--width", type=RANGES["width"], metavar="W",
         help="scale the feature layers (tests; default 1)",
     )  # fmt: skip
     run.add_argument(
-        "--seed", type=_ranged(int, 0, 2**32 - 1), metavar="S",
+        "--seed", type=RANGES["seed"], metavar="S",
         help="data order seed, and --init random's (default 1337, the official)",
     )  # fmt: skip
     run.add_argument(
@@ -438,6 +451,19 @@ def _input_shapes(model: str) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _in_range(key: str, value: float) -> bool:
+    """Whether a stored number is one the option ``key`` accepts."""
+    if not math.isfinite(value):
+        return False
+    if isinstance(value, float) and value.is_integer() and RANGES[key].__name__ == "an integer":
+        value = int(value)
+    try:
+        RANGES[key](str(value))
+    except argparse.ArgumentTypeError:
+        return False
+    return True
+
+
 def _stored_run(run_file: Path, settings: dict) -> dict:
     """``run.json`` of a run to resume, checked: a JSON object whose kept settings have the types
     (and finite values) of the command's own; else one line naming the field."""
@@ -465,10 +491,8 @@ def _stored_run(run_file: Path, settings: dict) -> dict:
             ok = isinstance(value, type(default))
         if key == "model":
             ok = isinstance(value, str)
-        if key in ("val_limit", "processes"):
-            ok = value is None or (number and float(value).is_integer() and value >= 1)
-        elif key in SCHEDULE and key != "val_split":
-            ok = number and float(value).is_integer() and value >= 0
+        if key in RANGES:  # the option's own range (a null val_limit: none given)
+            ok = (key == "val_limit" and value is None) or (number and _in_range(key, value))
         if not ok:
             raise UsageError(
                 f"--resume: {run_file}: '{key}' is {value!r}, not a setting this run could have written"

@@ -460,6 +460,12 @@ def test_sigterm_asks_for_a_snapshot_and_only_a_second_ctrl_c_aborts(capsys) -> 
         ('{"model": "voc-fcn32s", "iter_size": 1.5}', "'iter_size' is 1.5"),
         ('{"model": "voc-fcn32s", "momentum": NaN}', "'momentum' is nan"),
         ('{"model": "voc-fcn32s", "init": [1]}', "'init' is [1]"),
+        ('{"model": "voc-fcn32s", "width": 2.0}', "'width' is 2.0"),
+        ('{"model": "voc-fcn32s", "seed": 9223372036854775808}', "'seed' is 9223372036854775808"),
+        ('{"model": "voc-fcn32s", "base_lr": -1}', "'base_lr' is -1"),
+        ('{"model": "voc-fcn32s", "iterations": -5}', "'iterations' is -5"),
+        ('{"model": "voc-fcn32s", "processes": null}', "'processes' is None"),
+        ('{"model": "voc-fcn32s", "roots": ["voc"]}', "'roots' is ['voc']"),
     ],
 )
 def test_a_damaged_run_json_is_one_line_on_resume(
