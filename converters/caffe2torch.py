@@ -365,6 +365,10 @@ def _convert(argv: Sequence[str] | None, prog: str) -> int:
     output = args.output or f"{stem}{FORMATS[args.format or 'safetensors'][0]}"
     check_paths(args, stem, output)
     fmt = output_format(output, args.format)
+    if fmt == "onnx":  # before the (long) conversion
+        from .graph.export import require_onnx_exporter
+
+        require_onnx_exporter()
     from weights.models import load_model  # the one model builder (registry names included)
 
     from .atomic import atomic_path

@@ -68,6 +68,15 @@ def onnxruntime_available() -> bool:
     return True
 
 
+def require_onnx_exporter() -> None:
+    """:class:`ExportError` saying what to install when the packages ONNX export needs are missing."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
+    except ImportError as exc:
+        raise ExportError(f"ONNX export needs the {exc.name or 'onnx'} package: {ONNX_INSTALL}") from None
+
+
 class _DropTorchvisionNotes(logging.Filter):
     """torch's ONNX exporter logs "torchvision is not installed. Skipping torchvision::nms" (and
     three more) on every export: notes about operators no Caffe net uses."""
@@ -264,11 +273,7 @@ def export_onnx(
     With ``check``, onnxruntime runs the file on a random input (of the built shapes, and of
     other heights and widths where they are dynamic) and the outputs must stay within
     ``tolerance`` x max|output| of PyTorch's; otherwise :class:`ExportError`."""
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
-    except ImportError as exc:
-        raise ExportError(f"ONNX export needs the {exc.name or 'onnx'} package: {ONNX_INSTALL}") from None
+    require_onnx_exporter()
     from ..atomic import atomic_path
 
     examples = _example_inputs(net, input_shapes)
