@@ -4,10 +4,13 @@
     python -m converters.caffe2torch voc-fcn8s            # a registry model, fetched if needed
 
 Writes the graph's state dict with the net definition inside (the ``-o`` suffix decides the
-format: ``.safetensors``, or ``.pt`` for a plain state dict), prints a report (layers, parameters,
-inputs and their preprocessing) and a self-check: the written file is loaded back and must give
-the same outputs as the converted graph on a random input. The file is checked before it is kept:
-on any failure nothing is left at the output path (a file already there stays as it was).
+format: ``.safetensors``, or ``.pt`` for a plain state dict), or exports it (``.onnx``, ``.pt2``),
+prints a report (layers, parameters, inputs and their preprocessing) and a self-check: the written
+file is loaded back and must give the same outputs as the converted graph on a random input (an
+ONNX file is run by onnxruntime; without onnxruntime the line says the check was skipped and what
+to install). The file is checked before it is kept: on any failure nothing is left at the output
+path (a file already there stays as it was). Paths of the wrong kind (a folder for a file, a file
+for a folder) are refused in one line before anything loads.
 
 The self-check runs at batch 1 with the declared channels, at a size the net accepts: height and
 width shrink to at most 128 px only where the weights still fit (fully convolutional nets); a

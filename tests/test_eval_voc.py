@@ -471,3 +471,18 @@ def test_batch_4_on_mixed_sizes_gives_the_batch_1_confusion_and_counts_each_imag
     counted = [batches[0], *batches[5:]]
     assert sum(b[0] for b in counted) == len(ids)
     assert sorted(b[0] for b in counted) == [1, 1, 2, 3, 4]  # 48x40: 4 + 1; 40x56: 3; 56x48: 2; 44x44: 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"), [("file", "is a file, not a folder"), ("missing", "does not exist")]
+)
+def test_predictions_that_are_a_file_or_missing_are_named_as_such(voc_root, tmp_path, capsys, kind, message):
+    root, _ = voc_root
+    predictions = tmp_path / "predictions"
+    if kind == "file":
+        predictions.write_text("not a folder")
+    code = voc.main(
+        f"--predictions {predictions} --voc-root {root} --split val2011 --workers 0 --no-progress".split()
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"error: predictions folder {predictions} {message}\n"
