@@ -560,3 +560,20 @@ def test_the_memory_bound_is_what_an_address_space_limit_leaves_not_the_machines
     )
     machine, limited = map(int, done.stdout.split())
     assert limited <= 2**30 < machine
+
+
+def test_the_parameter_memory_check_counts_the_blob_drawn_before_it_is_copied_in(monkeypatch) -> None:
+    """A 1 GiB weight blob needs 2 GiB while it loads (drawn or converted, then copied into place):
+    a memory that holds the parameters but not that copy is refused up front, not a MemoryError."""
+    text = INPUT + (
+        'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+        "inner_product_param { num_output: 1000 bias_term: false } }"
+    )
+    weights = 4 * 1000 * (3 * 6 * 6)  # float32, 1000 outputs of the 3 x 6 x 6 input
+    monkeypatch.setattr(builder, "memory_limit", lambda device=None: weights + weights // 2)
+    monkeypatch.setattr(fx.GraphModule, "to_empty", lambda self, **kw: pytest.fail("allocated"))
+    assert "layer 'fc'" in str(_one_line_net_error(text))
+    monkeypatch.undo()
+    monkeypatch.setattr(builder, "memory_limit", lambda device=None: 2 * weights)
+    build_graph(parse_text(text))
+

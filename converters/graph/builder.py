@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import keyword
 import math
-import mmap
 import operator
 import os
 import re
@@ -31,7 +30,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from ..caffe.forks import refuse_unimplemented_fields
-from ..caffe.formats import read_prototxt, read_weights
+from ..caffe.formats import FileWeights, open_weights, read_prototxt
 from ..caffe.message import Message
 from ..caffe.netdef import filter_layers, layer_type
 from ..caffe.rules import first_invalid
@@ -679,14 +678,15 @@ def _process_limits() -> list[int]:
 def _check_parameter_memory(
     planned: list[_Planned], shared: Mapping[Blob, Blob], device: torch.device
 ) -> None:
-    """Refuse, before allocating anything, parameters that cannot fit in the device's memory."""
+    """Refuse, before allocating anything, parameters that cannot fit in the device's memory, with
+    the one blob that is drawn or converted before it is copied into place."""
     if device.type not in ("cpu", "cuda"):
         return
-    need, limit = _parameter_bytes(planned, shared), memory_limit(device)
+    count, largest = max(
+        ((math.prod(s), p.name) for p in planned for _, s in p.converted.blobs), default=(0, "")
+    )
+    need, limit = _parameter_bytes(planned, shared) + 4 * count, memory_limit(device)
     if limit is not None and need > limit:
-        largest = max(
-            ((math.prod(s), p.name) for p in planned for _, s in p.converted.blobs), default=(0, "")
-        )[1]
         raise NetError(
             f"the net's parameters need {need / 2**30:.1f} GiB, more than the {limit / 2**30:.1f} GiB "
             f"of memory of {device.type} (the largest is layer '{largest}')"
@@ -750,6 +750,7 @@ def _load_blobs(
 
     randomly: list[str] = []
     filled: list[str] = []
+    adopted: set[int] = set()  # ids of decoded arrays kept as parameters (each by one parameter)
     as_caffe: set[int] = set()  # planned layers filled with Caffe's own fillers
     covers_some = any(plan.stored is not None for plan in planned if plan.converted.blobs)
     for i, plan in enumerate(planned):
@@ -808,8 +809,8 @@ def _load_blobs(
                             f"layers '{first_name}' and '{other_name}' share blob {j} of '{plan.name}', "
                             "but the weights file holds different values for it"
                         )
-                if not on_meta and isinstance(weights, _ReadHere):
-                    _copy_and_release(getattr(sub, blob_attr), first)
+                if not on_meta and isinstance(weights, FileWeights):
+                    _read_blob(sub, blob_attr, first, weights, adopted)
                 elif not on_meta:
                     with warnings.catch_warnings():  # read-only memory maps are fine: copied right away
                         warnings.simplefilter("ignore", UserWarning)
@@ -834,53 +835,35 @@ def _padded_fillers(fillers: Sequence[Message | None], count: int) -> list[Messa
     return list(fillers)[:count] + [None] * (count - len(fillers))
 
 
-class _ReadHere(dict):
-    """Weights that :func:`load_caffe` read itself: nobody else holds their file map, so the pages
-    of each blob can be dropped from memory once copied (the parameters are then the only copy)."""
-
-
-_CHUNK = 1 << 23  # values copied between releases (32 MB)
-
-
-def _copy_and_release(target: Tensor, array: np.ndarray) -> None:
-    """``target`` (a parameter) set to ``array``, chunk by chunk, each chunk's whole pages of the
-    private file map given back to the kernel right after (``MADV_DONTNEED``; unmodified pages of a
-    private map read back from the file if touched again), so the peak is the parameters plus one
-    chunk rather than the parameters plus the whole mapped file."""
-    source = array.reshape(-1)
-    flat = target.detach().view(-1)
-    if source.dtype != np.float32 or target.dtype != torch.float32 or flat.numel() != source.size:
-        _assign_array(target, array)
+def _read_blob(
+    module: nn.Module, attr: str, array: np.ndarray, weights: FileWeights, adopted: set[int]
+) -> None:
+    """``module.<attr>`` set to a blob of weights that :func:`load_caffe` read itself: its values
+    read from the file straight into the parameter (one copy, as a plain read of the file makes;
+    the file map's pages are never touched), or the decoded array kept as the parameter's memory
+    (no copy), else copied. The parameter stays the same object; it never views the file, so a
+    file changed, cut short or deleted after loading changes nothing in the net."""
+    target = getattr(module, attr)
+    plain = (
+        target.dtype == torch.float32
+        and target.device.type == "cpu"
+        and target.numel() == array.size
+        and target.is_contiguous()
+    )
+    if plain and weights.readinto(array, target.detach().numpy()):
         return
-    mapped, base = _file_map(array)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        for start in range(0, source.size, _CHUNK):
-            chunk = source[start : start + _CHUNK]
-            flat[start : start + chunk.size].copy_(torch.from_numpy(chunk))
-            if mapped is not None:
-                first = chunk.ctypes.data - base
-                begin = -(-first // mmap.PAGESIZE) * mmap.PAGESIZE
-                end = (first + chunk.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
-                if end > begin:
-                    mapped.madvise(mmap.MADV_DONTNEED, begin, end - begin)
+    if plain and weights.owned(array) and id(array) not in adopted:
+        adopted.add(id(array))
+        with torch.no_grad():
+            target.data = torch.from_numpy(array).view(target.shape)
+        return
+    _assign_array(target, array)
 
 
 def _assign_array(target: Tensor, array: np.ndarray) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         target.copy_(torch.from_numpy(np.asarray(array, dtype=np.float32)).reshape(target.shape))
-
-
-def _file_map(array: np.ndarray) -> tuple[mmap.mmap | None, int]:
-    """The private file map ``array`` views and the map's start address, else ``(None, 0)``."""
-    holder: object = array
-    while isinstance(holder, np.ndarray):
-        holder = holder.base
-    mapped = holder.obj if isinstance(holder, memoryview) else holder
-    if not isinstance(mapped, mmap.mmap) or not hasattr(mapped, "madvise"):
-        return None, 0
-    return mapped, np.frombuffer(mapped, dtype=np.uint8, count=1).ctypes.data
 
 
 def _alias(module: nn.Module, attr: str, tensor: Tensor) -> None:
@@ -963,14 +946,16 @@ def load_caffe(
         optimize = (checked_device(device) if device is not None else torch.device("cpu")).type == "cpu"
     options["optimize"] = optimize
     net = prototxt if isinstance(prototxt, Message) else read_prototxt(prototxt)
-    weights = (
-        caffemodel
-        if caffemodel is None or isinstance(caffemodel, Mapping)
-        else _ReadHere(read_weights(caffemodel))
-    )
+    if caffemodel is None or isinstance(caffemodel, Mapping):
+        weights = caffemodel
+    else:  # read into the parameters straight from the file (benchmarks/load_caffemodel.py)
+        weights = open_weights(caffemodel)
     try:
         return build_graph(net, weights, device=device, **options)
     except CaffeFormatError as exc:
         if exc.path is None and not isinstance(prototxt, Message):
             raise exc.with_path(prototxt) from None
         raise
+    finally:
+        if isinstance(weights, FileWeights):
+            weights.close()

@@ -57,23 +57,23 @@ def fill(shape: Sequence[int], filler: Message | None, generator: torch.Generato
     if kind == "constant":
         return torch.full(shape, float(filler.get("value")))
     if kind == "gaussian":
-        values = torch.randn(shape, generator=generator) * float(filler.get("std"))
-        values = values + float(filler.get("mean"))
+        values = torch.randn(shape, generator=generator).mul_(float(filler.get("std")))  # in place:
+        values = values.add_(float(filler.get("mean")))  # a blob of a GiB needs one GiB, not three
         sparse = int(filler.get("sparse"))
         if sparse >= 0 and shape:  # Caffe: keep each value with probability sparse / num_outputs
             keep = torch.rand(shape, generator=generator) < sparse / shape[0]
-            values = values * keep
+            values = values.mul_(keep)
         return values
     if kind == "uniform":
         low, high = float(filler.get("min")), float(filler.get("max"))
-        return torch.rand(shape, generator=generator) * (high - low) + low
+        return torch.rand(shape, generator=generator).mul_(high - low).add_(low)
     if kind in ("xavier", "msra"):
         norm = str(filler.get("variance_norm")) if filler is not None else "FAN_IN"
         n = max({"FAN_IN": fan_in, "FAN_OUT": fan_out, "AVERAGE": (fan_in + fan_out) / 2}[norm], 1)
         if kind == "xavier":
             bound = math.sqrt(3 / n)
-            return (torch.rand(shape, generator=generator) * 2 - 1) * bound
-        return torch.randn(shape, generator=generator) * math.sqrt(2 / n)
+            return torch.rand(shape, generator=generator).mul_(2).sub_(1).mul_(bound)
+        return torch.randn(shape, generator=generator).mul_(math.sqrt(2 / n))
     if kind == "bilinear":
         if len(shape) != 4 or shape[2] != shape[3]:  # Caffe's BilinearFiller CHECKs both
             raise ValueError(f"the bilinear filler needs a square 4-D kernel, got {list(shape)}")
