@@ -511,6 +511,10 @@ def _stored_run(run_file: Path, settings: dict) -> dict:
     return stored
 
 
+#: Whether this process has begun training (its errors may then be its own, under torchrun).
+_STARTED = False
+
+
 class Diverged(UsageError):
     """The loss or a parameter stopped being finite (the run stops; ``--keep-going-on-nan`` goes on)."""
 
@@ -734,6 +738,8 @@ def _run(
         desc=r.model,
     )
     stop = _Stop(quiet=not dist.main)
+    global _STARTED
+    _STARTED = True
     last_snapshot = solver.iter
     tick, tick_iter = time.perf_counter(), solver.iter
     shown = solver.iter
@@ -853,6 +859,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt as interrupt:
             if not isinstance(interrupt, _Aborted):  # before the run began: nothing was written
                 print("interrupted before training began", file=sys.stderr)
+            raise
+        except Exception as error:
+            # under torchrun an error every process meets alike (a setting, the start, a divergence
+            # of the averaged loss) is said once, by the first process; one met by a process alone
+            # (its own sample) is said by that process
+            alike = isinstance(error, Diverged) or not _STARTED
+            if int(os.environ.get("RANK", "0")) > 0 and alike and cli.is_user_error(error):
+                return cli.EXIT_BAD_INPUT
             raise
 
     return cli.run(body)

@@ -123,6 +123,13 @@ def test_ctrl_c_then_the_printed_resume_command_alone_finishes_and_scores_the_ru
 def test_the_same_journey_under_torchrun_with_two_processes(workspace: Path) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "reproduce.train", *TRAIN]  # fmt: skip
+    refused = subprocess.run(
+        [*command[:8], "voc-fcn32s", "--resume", "--out", "runs/none"],
+        cwd=workspace, env=_env(), capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: --resume: runs/none holds no run (no run.json); start it without --resume"]
+
     stopped_run = _interrupt(command, workspace, workspace / "runs" / "first" / "log.jsonl", group=True)
     err = stopped_run.stderr
     # the workers write their snapshot and the line; torchrun itself then reports its own SIGINT
