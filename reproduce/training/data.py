@@ -135,7 +135,38 @@ class DataRoots:
         return value
 
 
-class VOCListSegmentation(VOCSegmentation):
+class _RefusingSpecialFiles:
+    """A dataset mixin: its up-front file check refuses a sample file that is a FIFO, socket or
+    device by name ("is a FIFO, not a file"), before the dataset's own check calls it missing."""
+
+    def check_files(self) -> None:
+        for image_id in self.ids:  # type: ignore[attr-defined]
+            for path in self.files(image_id):  # type: ignore[attr-defined]
+                refuse_special_file(path)
+        super().check_files()  # type: ignore[misc]
+
+
+class _SBD(_RefusingSpecialFiles, SBDSegmentation):
+    pass
+
+
+class _VOC(_RefusingSpecialFiles, VOCSegmentation):
+    pass
+
+
+class _Context(_RefusingSpecialFiles, ContextSegmentation):
+    pass
+
+
+class _NYUD(_RefusingSpecialFiles, NYUDSegmentation):
+    pass
+
+
+class _SIFTFlow(_RefusingSpecialFiles, SIFTFlowSegmentation):
+    pass
+
+
+class VOCListSegmentation(_RefusingSpecialFiles, VOCSegmentation):
     """A VOC-layout folder read through any list ``ImageSets/Segmentation/<split>.txt`` (for training
     on VOC's own ``train`` list or on your own data in VOC's layout)."""
 
@@ -207,12 +238,12 @@ def train_dataset(model: str, roots: DataRoots, train_list: str | None = None) -
         if train_list:
             return VOCListSegmentation(roots.need("voc"), train_list)
         _refuse_special_lists("sbd", roots.need("sbd"), ["train"])
-        return SBDSegmentation(roots.need("sbd"), "train", modalities)
+        return _SBD(roots.need("sbd"), "train", modalities)
     if train_list:
         raise DatasetError("--train-list is for the VOC models (a VOC-layout folder)")
     if dataset == "pascalcontext":
         _refuse_special_lists("voc2010", roots.need("voc2010"), ["train"])
-        return ContextSegmentation(roots.need("voc2010"), roots.need("context"), "train", modalities)
+        return _Context(roots.need("voc2010"), roots.need("context"), "train", modalities)
     if dataset == "nyud":
         _refuse_special_lists("nyud", roots.need("nyud"), ["trainval", "train", "val"])
         return _nyud_trainval(roots.need("nyud"), modalities)
@@ -234,11 +265,11 @@ def _nyud_trainval(root: str, modalities: Sequence[str]) -> SegmentationDataset:
     """NYUD's ``trainval`` split (795 images): the root's ``trainval.txt``, else ``train.txt`` (the
     root's or the official list shipped here) followed by ``val.txt``."""
     try:
-        return NYUDSegmentation(root, "trainval", modalities)
+        return _NYUD(root, "trainval", modalities)
     except DatasetError as error:
         if "no split list" not in str(error):
             raise
-    dataset = NYUDSegmentation(root, "val", modalities)
+    dataset = _NYUD(root, "val", modalities)
     own = dataset.root / "train.txt"
     train = read_split(own if own.is_file() else SPLITS_DIR / "nyud-train.txt")
     return _with_ids(dataset, train + dataset.ids, "trainval")
@@ -247,7 +278,7 @@ def _nyud_trainval(root: str, modalities: Sequence[str]) -> SegmentationDataset:
 def _siftflow_trainval(root: str, modalities: Sequence[str]) -> SegmentationDataset:
     """SIFT Flow's ``trainval`` split (2,488 images): the root's ``trainval.txt``, else the official
     list shipped here."""
-    dataset = SIFTFlowSegmentation(root, "test", modalities)
+    dataset = _SIFTFlow(root, "test", modalities)
     own = dataset.root / "trainval.txt"
     return _with_ids(
         dataset, read_split(own if own.is_file() else SPLITS_DIR / "siftflow-trainval.txt"), "trainval"
@@ -264,18 +295,16 @@ def val_dataset(model: str, roots: DataRoots, val_split: str | None = None) -> S
         split = val_split or "seg11valid"
         _refuse_special_lists("voc", roots.need("voc"), ["val", split])
         if split in VOCSegmentation.SPLITS or split in VOCSegmentation.ALIASES:
-            return VOCSegmentation(roots.need("voc"), split, modalities)
+            return _VOC(roots.need("voc"), split, modalities)
         return VOCListSegmentation(roots.need("voc"), split)
     if dataset == "pascalcontext":
         _refuse_special_lists("voc2010", roots.need("voc2010"), [val_split or "val"])
-        return ContextSegmentation(
-            roots.need("voc2010"), roots.need("context"), val_split or "val", modalities
-        )
+        return _Context(roots.need("voc2010"), roots.need("context"), val_split or "val", modalities)
     if dataset == "nyud":
         _refuse_special_lists("nyud", roots.need("nyud"), [val_split or "test"])
-        return NYUDSegmentation(roots.need("nyud"), val_split or "test", modalities)
+        return _NYUD(roots.need("nyud"), val_split or "test", modalities)
     _refuse_special_lists("siftflow", roots.need("siftflow"), [val_split or "test"])
-    return SIFTFlowSegmentation(roots.need("siftflow"), val_split or "test", modalities)
+    return _SIFTFlow(roots.need("siftflow"), val_split or "test", modalities)
 
 
 def feeds_of(
