@@ -1,7 +1,7 @@
 """Convert a Caffe net to PyTorch weights: ``python -m converters.caffe2torch``.
 
     python -m converters.caffe2torch deploy.prototxt weights.caffemodel -o net.safetensors
-    python -m converters.caffe2torch voc-fcn8s            # a registry model, fetched if needed
+    python -m converters.caffe2torch voc-fcn8s --download # a registry model, fetched if needed
 
 Writes the graph's state dict with the net definition inside (the ``-o`` suffix decides the
 format: ``.safetensors``, or ``.pt`` for a plain state dict), or exports it (``.onnx``, ``.pt2``),
@@ -122,6 +122,9 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     p.add_argument("--no-check", action="store_true", help="skip the self-check forward pass")
     p.add_argument("--cache-dir", help="weights cache for registry models")
+    from weights.api import add_download_option  # torch-free: --help stays fast
+
+    add_download_option(p)
     p.add_argument("--device", default="cpu", help="device for the self-check (default cpu)")
     return p
 
@@ -388,8 +391,14 @@ def _convert(argv: Sequence[str] | None, prog: str) -> int:
     # The plain graph: the file holds parameters only, and the check needs no fast path (whose
     # FFT convolutions transform fc6's 411 MB kernel on every call).
     variants = dict(args.variant)
-    loaded = load_model(
-        spec, device, input_shapes=shapes, cache_dir=args.cache_dir, optimize=False, variants=variants
+    loaded = load_model(  # registry weights by the one download rule: --download, else ask or refuse
+        spec,
+        device,
+        input_shapes=shapes,
+        cache_dir=args.cache_dir,
+        optimize=False,
+        variants=variants,
+        download=args.download,
     )
     module, record = loaded.net, loaded.record
     check_shapes = None if args.no_check or fmt == "onnx" else self_check_shapes(module)

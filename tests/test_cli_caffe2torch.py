@@ -212,3 +212,15 @@ def test_help_does_not_import_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "usage: python -m converters.caffe2torch" in done.stdout and done.stdout.strip().endswith("False")
+
+
+def test_a_registry_model_not_in_the_cache_is_not_downloaded_unasked(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("FCN_PORT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("weights.api._interactive", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["voc-fcn8s"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith("error: voc-fcn8s weights (fcn8s-heavy-pascal.caffemodel, about 513 MiB)")
+    assert "add --download" in captured.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
