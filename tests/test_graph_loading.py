@@ -1,5 +1,6 @@
-"""Loading a caffemodel file copies each blob once into its parameter and gives the file map's pages
-back as it goes (peak memory: benchmarks/load_caffemodel.py); the values are the file's."""
+"""Loading a caffemodel file reads each blob's bytes from the file straight into its parameter (one
+copy, as a plain read makes: time and peak memory in benchmarks/load_caffemodel.py); the values are
+the file's. What makes it fast is proven in tests/test_load_speed_copies.py."""
 
 from __future__ import annotations
 
@@ -9,15 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from converters import load_caffe, read_weights, write_weights
+from converters import load_caffe, write_weights
 from converters.fcn.nets import net_definition
-from converters.graph import builder
 
 
-def test_parameters_loaded_from_a_file_hold_the_files_values(
-    tmp_path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(builder, "_CHUNK", 1000)  # many chunks, most not ending on a page
+def test_parameters_loaded_from_a_file_hold_the_files_values(tmp_path) -> None:
     definition = net_definition("voc-fcn16s", "deploy", width=0.0625)
     source = load_caffe(definition, None, optimize=False)
     stored = {
@@ -25,24 +22,12 @@ def test_parameters_loaded_from_a_file_hold_the_files_values(
         for layer, keys in source.caffe.parameter_blobs.items()
     }
     write_weights(stored, tmp_path / "w.caffemodel")
-    net = load_caffe(definition, tmp_path / "w.caffemodel")
-    state = net.state_dict()
-    for layer, keys in net.caffe.parameter_blobs.items():
-        for key, expected in zip(keys, stored[layer], strict=True):
-            assert np.array_equal(state[key].numpy().reshape(expected.shape), expected), key
-
-
-def test_released_pages_of_the_file_map_read_back_unchanged(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(builder, "_CHUNK", 3000)
-    values = np.random.default_rng(0).standard_normal(50_000).astype(np.float32)
-    write_weights({"layer": [values]}, tmp_path / "w.caffemodel")
-    array = read_weights(tmp_path / "w.caffemodel")["layer"][0]
-    mapped, _ = builder._file_map(array)
-    assert mapped is not None  # the reader maps the file: pages are really released here
-    target = torch.empty(values.size)
-    builder._copy_and_release(target, array)
-    assert np.array_equal(target.numpy(), values)
-    assert np.array_equal(np.asarray(array).reshape(-1), values)
+    for optimize in (False, True):
+        net = load_caffe(definition, tmp_path / "w.caffemodel", optimize=optimize)
+        state = net.state_dict()
+        for layer, keys in net.caffe.parameter_blobs.items():
+            for key, expected in zip(keys, stored[layer], strict=True):
+                assert np.array_equal(state[key].numpy().reshape(expected.shape), expected), key
 
 
 def test_weights_given_as_a_dict_are_copied_and_left_alone() -> None:

@@ -72,21 +72,29 @@ def _map_file(path: PathLike) -> memoryview:
     refuse_special_file(path)
     try:
         with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size == 0:
-                raise CaffeFormatError("file is empty", path)
-            try:
-                return memoryview(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY))
-            except (OSError, ValueError):
-                return memoryview(bytearray(handle.read()))
+            return _map_handle(handle, path)
     except OSError as exc:
         raise CaffeFormatError(exc.strerror or str(exc), path) from None
 
 
+def _map_handle(handle: Any, path: PathLike) -> memoryview:
+    size = os.fstat(handle.fileno()).st_size
+    if size == 0:
+        raise CaffeFormatError("file is empty", path)
+    try:
+        return memoryview(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY))
+    except (OSError, ValueError):
+        return memoryview(bytearray(handle.read()))
+
+
 def read_binary_net(path: PathLike, type_name: str = "NetParameter") -> Message:
     """Decode a binary protobuf file; blob data are zero-copy views of a private file map."""
+    return _decode_binary(_map_file(path), path, type_name)
+
+
+def _decode_binary(buf: Any, path: PathLike, type_name: str = "NetParameter") -> Message:
     try:
-        return decode_message(_map_file(path), type_name, path=path)
+        return decode_message(buf, type_name, path=path)
     except CaffeFormatError as exc:
         if exc.offset is None:
             raise
@@ -240,7 +248,10 @@ def read_weights(path: PathLike) -> dict[str, list[np.ndarray]]:
         return read_hdf5_weights(path)
     if fmt == "text":
         raise CaffeFormatError("a text prototxt holds no weights; expected a .caffemodel", path)
-    net = read_binary_net(path)
+    return _binary_weights(read_binary_net(path), path)
+
+
+def _binary_weights(net: Message, path: PathLike) -> dict[str, list[np.ndarray]]:
     if "layer" not in net and "layers" not in net and net.unknown:
         numbers = sorted({number for number, _, _ in net.unknown})
         raise CaffeFormatError(
@@ -249,6 +260,129 @@ def read_weights(path: PathLike) -> dict[str, list[np.ndarray]]:
             path,
         )
     return net_weights(net, path)
+
+
+class FileWeights(dict[str, list[np.ndarray]]):
+    """What :func:`read_weights` gives, for a loader that reads the values into memory of its own.
+
+    :func:`open_weights` makes it. The blobs of a binary caffemodel that are views of the file's
+    packed floats (all of them, in files Caffe writes) are not read by parsing: :meth:`readinto`
+    reads a blob's bytes from the file straight into the loader's buffer (one ``read`` into it: one copy,
+    as a plain ``read`` makes; the file map's pages are never touched, so they cost no memory).
+    The other blobs (HDF5 datasets, unpacked or ``double_data`` values) are arrays of their own
+    that nothing else holds (:meth:`owned`): a loader may keep them instead of copying them.
+    Close it (or use it as a context manager) once the values are read.
+    """
+
+    def __init__(
+        self, weights: dict[str, list[np.ndarray]], path: PathLike, handle: Any = None, buf: Any = None
+    ) -> None:
+        super().__init__(weights)
+        self.path = path
+        self._handle = handle
+        self._span = (0, 0)
+        if handle is not None and isinstance(buf, memoryview) and isinstance(buf.obj, mmap.mmap):
+            start = np.frombuffer(buf, dtype=np.uint8, count=1).ctypes.data
+            self._span = (start, start + buf.nbytes)
+
+    def file_offset(self, array: np.ndarray) -> int | None:
+        """Where ``array``'s bytes start in the file, when it is a contiguous float32 view of the
+        file's own bytes (little-endian machines); else ``None``."""
+        start, stop = self._span
+        if self._handle is None or not isinstance(array, np.ndarray) or array.dtype != _NATIVE_F4:
+            return None
+        address = array.ctypes.data
+        if not (array.flags.c_contiguous and start <= address and address + array.nbytes <= stop):
+            return None
+        return address - start
+
+    def readinto(self, array: np.ndarray, out: Any) -> bool:
+        """Read ``array``'s values (one of these blobs) from the file into ``out`` (a writable
+        buffer of ``array.nbytes`` bytes); ``False``, with nothing read, when ``array`` is not a
+        view of the file (copy it instead). A file cut short since it was parsed raises
+        :class:`CaffeFormatError`."""
+        offset = self.file_offset(array)
+        if offset is None:
+            return False
+        view = memoryview(out).cast("B")
+        if view.nbytes != array.nbytes:
+            raise ValueError(f"readinto: {view.nbytes} bytes of room for {array.nbytes} bytes of values")
+        handle, done = self._handle, 0
+        while done < view.nbytes:
+            try:
+                handle.seek(offset + done)
+                count = handle.readinto(view[done : done + _READ_CHUNK])
+            except OSError as exc:
+                raise CaffeFormatError(exc.strerror or str(exc), self.path) from None
+            if count == 0:
+                raise CaffeFormatError(
+                    "the file became shorter while it was read (changed by another program?)",
+                    self.path,
+                    offset=offset + done,
+                )
+            done += count
+        return True
+
+    def owned(self, array: np.ndarray) -> bool:
+        """Whether ``array`` holds values of its own that only these weights refer to (decoded, not
+        a view of the file), so that a loader may keep it rather than copy it."""
+        return (
+            isinstance(array, np.ndarray)
+            and self.file_offset(array) is None
+            and array.dtype == _NATIVE_F4
+            and array.flags.c_contiguous
+            and array.flags.aligned
+            and array.flags.writeable
+            and not _views_a_map(array)
+        )
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> FileWeights:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_NATIVE_F4 = np.dtype(np.float32)
+_READ_CHUNK = 1 << 30  # bytes per read call (Linux moves at most 2 GiB - 4 KiB per call)
+
+
+def _views_a_map(array: np.ndarray) -> bool:
+    holder: object = array
+    while isinstance(holder, np.ndarray):
+        holder = holder.base
+    if isinstance(holder, memoryview):
+        holder = holder.obj
+    return isinstance(holder, (mmap.mmap, bytearray, bytes))
+
+
+def open_weights(path: PathLike) -> FileWeights:
+    """:func:`read_weights` as a :class:`FileWeights`: the same blobs, which a loader can read
+    straight from the file into its own memory (one copy, and no memory held by a file map)."""
+    fmt = sniff_format(path)
+    if fmt != "binary":
+        return FileWeights(read_weights(path), path)
+    try:
+        handle = open(path, "rb", buffering=0)  # noqa: SIM115  (kept for readinto; close() closes it)
+    except OSError as exc:
+        raise CaffeFormatError(exc.strerror or str(exc), path) from None
+    try:
+        try:
+            buf = _map_handle(handle, path)
+        except OSError as exc:
+            raise CaffeFormatError(exc.strerror or str(exc), path) from None
+        weights = FileWeights(_binary_weights(_decode_binary(buf, path), path), path, handle, buf)
+    except BaseException:
+        handle.close()
+        raise
+    if weights._span == (0, 0):  # read into memory (no map): nothing left to read from the file
+        weights.close()
+    return weights
 
 
 def write_caffemodel(net: Message, path: PathLike) -> None:
