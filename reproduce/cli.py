@@ -12,6 +12,7 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,9 +52,17 @@ EVAL_DATASETS: dict[str, str] = {
 
 
 def _find(modules: Sequence[str]) -> str | None:
+    """The first of ``modules`` this installation has, found without importing it (a package's
+    ``__main__`` without importing the package, which may load torch)."""
     for name in modules:
+        package, _, leaf = name.rpartition(".")
         try:
-            if importlib.util.find_spec(name) is not None:
+            if leaf == "__main__":
+                spec = importlib.util.find_spec(package)
+                folders = (spec.submodule_search_locations or []) if spec is not None else []
+                if any(os.path.isfile(os.path.join(folder, "__main__.py")) for folder in folders):
+                    return name
+            elif importlib.util.find_spec(name) is not None:
                 return name
         except (ImportError, ValueError):  # a parent package that does not exist
             continue

@@ -128,3 +128,16 @@ def test_ctrl_c_while_the_first_imports_load_exits_130_without_a_traceback(monke
     assert cli.main(["inspect", "--help"]) == 130
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_the_command_list_is_printed_without_loading_torch() -> None:
+    """``fcn-port --help`` answers at once: finding the commands imports no command (2 s of torch)."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from reproduce.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()): status = main(['--help'])\n"
+        "print(status, 'torch' in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["0", "False"], done.stderr
