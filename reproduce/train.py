@@ -579,6 +579,38 @@ def train(args: argparse.Namespace) -> int:
         dist.close()
 
 
+#: The FCN nets pad conv1 by 100: their blobs grow with (height + PAD) x (width + PAD).
+PAD = 200
+
+
+def _memory_check(model: str, train_net, device: torch.device):
+    """``fits(path, width, height)`` for the loaders: refuses, from a picture's header, one the train
+    net cannot run on in this device's memory. The blobs' bytes are fitted, from the net's shapes at
+    two sizes, as ``a + b (h + PAD)(w + PAD)``; training holds them about twice (data and gradients)."""
+    from converters.graph import builder
+    from converters.graph.shapes import blob_shapes
+
+    def total(side: int) -> float:
+        shapes = {blob: (*shape[:2], side, side) for blob, shape in _input_shapes(model).items()}
+        return float(sum(4 * math.prod(s) for s in blob_shapes(train_net, shapes, phase="TRAIN").values()))
+
+    small, large = 64, 192
+    t_small, t_large = total(small), total(large)
+    b = (t_large - t_small) / ((large + PAD) ** 2 - (small + PAD) ** 2)
+    a = t_small - b * (small + PAD) ** 2
+
+    def fits(path: Path, width: int, height: int) -> None:
+        limit = builder.memory_limit(device)
+        need = 2 * (a + b * (height + PAD) * (width + PAD))
+        if limit is not None and need > limit:
+            raise UsageError(
+                f"picture {path} ({width} x {height}) needs about {need / 2**30:.1f} GiB to train on, more "
+                f"than the {limit / 2**30:.1f} GiB of memory of {device.type}: make it smaller"
+            )
+
+    return fits
+
+
 def _finite(params: Sequence[torch.Tensor]) -> bool:
     """Whether every parameter value is finite (one synchronisation)."""
     if not params:
@@ -674,9 +706,10 @@ def _run(
         )
     dist.barrier()
 
-    source = training_data.FeedSource(r.model, train_set, seed=int(settings["seed"]))
+    fits = _memory_check(r.model, train_net, dist.device)
+    source = training_data.FeedSource(r.model, train_set, seed=int(settings["seed"]), fits=fits)
     scorer = (
-        Scorer(r, val_set, width=width, device=dist.device, rank=dist.rank, world=dist.world)
+        Scorer(r, val_set, width=width, device=dist.device, rank=dist.rank, world=dist.world, fits=fits)
         if val_set is not None
         else None
     )

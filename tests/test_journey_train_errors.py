@@ -440,3 +440,23 @@ def test_a_picture_too_large_for_memory_is_refused_from_its_header_before_decodi
     )
     line = _one_error(capsys)
     assert "(9000 x 9000) needs 2.7 GiB to read, more than the 1.0 GiB" in line
+
+
+def test_a_picture_the_net_cannot_train_on_in_memory_is_refused_from_its_header_before_it_is_read(
+    voc: Path, start: str, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from converters.graph import builder
+
+    picture = voc / "VOC2011" / "JPEGImages" / f"{IDS[0]}.jpg"
+    Image.new("RGB", (2000, 2000)).save(picture, quality=10)  # 48 MB of pixels: decodes in 0.5 GiB
+    _label_png(voc / "VOC2011" / "SegmentationClass" / f"{IDS[0]}.png", np.zeros((2000, 2000), np.uint8))
+    (voc / "VOC2011" / "ImageSets" / "Segmentation" / "train.txt").write_text(IDS[0] + "\n")
+    monkeypatch.setattr(builder, "memory_limit", lambda device=None: 2**29)  # a 0.5 GiB machine
+    args = _train(voc, tmp_path / "run", "--init", start, "--iterations", "1", "--score-every", "0")
+    assert main(args) == 2
+    line = _one_error(capsys)
+    assert (
+        "(2000 x 2000) needs about" in line
+        and "GiB to train on, more than the 0.5 GiB of memory of cpu" in line
+    )
+    assert not (tmp_path / "run").exists()

@@ -68,16 +68,17 @@ def check_image_memory(image, path: Path, where: str, resize: tuple[int, int] | 
     )
 
 
-def check_image_file(path: Path, where: str) -> None:
+def check_image_file(path: Path, where: str) -> tuple[int, int]:
     """SolverError (one line) for an image file that is not a regular file (a FIFO would block the
     reader), that PIL cannot open, that PIL calls a decompression bomb, or whose declared size needs
-    more memory than this machine has; only the header is read."""
+    more memory than this machine has; only the header is read. Returns its (width, height)."""
     from PIL import Image
 
     _regular(path, where)
     try:
         with Image.open(path) as im:
             check_image_memory(im, path, where)
+            return im.size
     except SolverError:
         raise
     except (OSError, ValueError, Image.DecompressionBombError) as exc:

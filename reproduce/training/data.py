@@ -367,30 +367,46 @@ def _check_label_values(
         )
 
 
-def check_sample_files(dataset: SegmentationDataset, image_id: str) -> None:
+def check_sample_files(dataset: SegmentationDataset, image_id: str) -> list[tuple[Path, int, int]]:
     """Refuse, before any is opened, a sample file that is not a regular file (a FIFO would block the
     loader) and an image whose declared size needs more memory than this machine has (a
-    decompression bomb): one line naming the file."""
+    decompression bomb): one line naming the file. Returns each image's (path, width, height)."""
     from converters.train.data import check_image_file
 
     try:
         files = dataset.files(image_id)
     except NotImplementedError:
-        return
+        return []
     where = f"{dataset.name} {image_id}"
+    sizes = []
     for path in files:
         if path.suffix.lower() in IMAGE_SUFFIXES:
-            check_image_file(path, where)
+            sizes.append((path, *check_image_file(path, where)))
         else:
             refuse_special_file(path)
+    return sizes
+
+
+#: A check of a picture's size before it is read: ``fits(path, width, height)`` raises if the net
+#: cannot run on it.
+Fits = Callable[[Path, int, int], None]
 
 
 def load_feeds(
-    model: str, dataset: SegmentationDataset, index: int, device: torch.device | None = None
+    model: str,
+    dataset: SegmentationDataset,
+    index: int,
+    device: torch.device | None = None,
+    *,
+    fits: Fits | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Sample ``index`` of ``dataset`` as feeds, its files checked first (:func:`check_sample_files`),
-    its sizes and label values after (:func:`feeds_of`)."""
-    check_sample_files(dataset, dataset.ids[index])
+    """Sample ``index`` of ``dataset`` as feeds, its files checked first (:func:`check_sample_files`,
+    and ``fits`` for each picture's declared size), its sizes and label values after
+    (:func:`feeds_of`)."""
+    sizes = check_sample_files(dataset, dataset.ids[index])
+    if fits is not None:
+        for path, width, height in sizes:
+            fits(path, width, height)
     return feeds_of(model, dataset[index], device, dataset=dataset)
 
 
@@ -405,8 +421,10 @@ class FeedSource:
         seed: int = SEED,
         device: torch.device | None = None,
         prefetch: int = 2,
+        fits: Fits | None = None,
     ) -> None:
         self.model = model
+        self.fits = fits
         self.dataset = dataset
         self.order = OfficialOrder(len(dataset), seed)
         self.device = device
@@ -419,7 +437,7 @@ class FeedSource:
         return self.dataset.ids[self.order[k]]
 
     def _load(self, k: int) -> dict[str, torch.Tensor]:
-        return load_feeds(self.model, self.dataset, self.order[k])
+        return load_feeds(self.model, self.dataset, self.order[k], fits=self.fits)
 
     def get(self, k: int, upcoming: Sequence[int] = ()) -> dict[str, torch.Tensor]:
         """The feeds of sample ``k``; starts loading ``upcoming`` samples meanwhile."""

@@ -20,7 +20,7 @@ from converters.graph.builder import build_graph
 from eval.datasets import SegmentationDataset
 from eval.metrics import ConfusionMatrix, scores
 
-from .data import input_blobs, load_feeds
+from .data import Fits, input_blobs, load_feeds
 from .recipe import Recipe
 
 __all__ = ["Scorer"]
@@ -38,8 +38,10 @@ class Scorer:
         device: torch.device | None = None,
         rank: int = 0,
         world: int = 1,
+        fits: Fits | None = None,
     ) -> None:
         self.recipe = recipe
+        self.fits = fits
         self.dataset = dataset
         self.device = device or torch.device("cpu")
         self.rank, self.world = rank, world
@@ -67,11 +69,11 @@ class Scorer:
         loss = torch.zeros((), dtype=torch.float64)
         model = self.recipe.model
         with torch.no_grad(), ThreadPoolExecutor(max_workers=2) as pool:
-            loads = [pool.submit(load_feeds, model, self.dataset, i) for i in indices[:2]]
+            loads = [pool.submit(load_feeds, model, self.dataset, i, fits=self.fits) for i in indices[:2]]
             for n, _ in enumerate(indices):
                 feeds = loads[n].result()
                 if n + 2 < len(indices):
-                    loads.append(pool.submit(load_feeds, model, self.dataset, indices[n + 2]))
+                    loads.append(pool.submit(load_feeds, model, self.dataset, indices[n + 2], fits=self.fits))
                 feeds = {k: v.to(self.device) for k, v in feeds.items()}
                 out = functional_call(self.net, dict(parameters), args=(), kwargs=feeds, strict=False)
                 for head in self.recipe.heads:
