@@ -224,3 +224,11 @@ def test_a_registry_model_not_in_the_cache_is_not_downloaded_unasked(tmp_path, m
     assert captured.err.startswith("error: voc-fcn8s weights (fcn8s-heavy-pascal.caffemodel, about 513 MiB)")
     assert "add --download" in captured.err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_the_python_api_names_the_format_of_a_suffix_as_the_command_does() -> None:
+    from converters.errors import UsageError
+    from converters.graph.converted import format_for
+
+    with pytest.raises(UsageError, match="x.onnx names an ONNX file but --format is pt"):
+        format_for("x.onnx", "pt")

@@ -93,3 +93,12 @@ def test_specs_that_name_nothing_loadable_are_one_line_errors(spec, message: str
     with pytest.raises(ModelError) as error:
         load_model(spec)
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_folder_or_a_path_under_a_file_given_as_a_model_is_named_as_what_it_is(tmp_path) -> None:
+    (tmp_path / "adir.safetensors").mkdir()
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ModelError, match=r"adir\.safetensors is a folder, not a file"):
+        load_model(str(tmp_path / "adir.safetensors"))
+    with pytest.raises(ModelError, match=r"does not exist: .*afile is a file, not a folder"):
+        load_model([str(tmp_path / "net.prototxt"), str(tmp_path / "afile" / "w.caffemodel")])

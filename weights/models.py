@@ -90,13 +90,13 @@ def load_model(
     if len(parts) == 2:
         prototxt, caffemodel = (Path(p) for p in parts)
         if not caffemodel.is_file():
-            raise ModelError(f"model file {caffemodel} does not exist")
+            _need_file(caffemodel)
         if not prototxt.is_file() and prototxt.suffix.lower() not in PROTOTXT_SUFFIXES:
             record = _record(parts[0])  # a registry name: its net definition with these weights
             net = load_caffe(record.net_definition("deploy"), caffemodel, **options)
             return _loaded(net, f"{record.name} + {caffemodel}", record.name, record, caffemodel)
         if not prototxt.is_file():
-            raise ModelError(f"model file {prototxt} does not exist")
+            _need_file(prototxt)
         net = load_caffe(prototxt, caffemodel, **options)
         record = find_by_filename(caffemodel.name)
         return _loaded(net, f"{prototxt} + {caffemodel}", None, record, caffemodel)
@@ -107,7 +107,7 @@ def load_model(
                 f"{path} is a net definition; give its caffemodel too: {path} WEIGHTS.caffemodel"
             )
         if not path.is_file():
-            raise ModelError(f"no such prototxt: {path}")
+            _need_file(path)
         return _loaded(load_caffe(read_prototxt(path), None, **options), f"{path} (random weights)")
     if path.name.lower().endswith(CAFFEMODEL_SUFFIXES):
         raise ModelError(
@@ -116,9 +116,21 @@ def load_model(
         )
     if path.suffix.lower() in CONVERTED_SUFFIXES or path.is_file():
         if not path.is_file():
-            raise ModelError(f"model file {path} does not exist")
+            _need_file(path)
         return _loaded(load_converted(path, device=device, optimize=optimize), str(path), weights_path=path)
     return _registry_model(parts[0], options, weights, cache_dir, progress, download)
+
+
+def _need_file(path: Path) -> None:
+    """ModelError saying why ``path`` is not a model file: missing, a folder, or under a file."""
+    from converters.cli import input_file
+    from converters.errors import UsageError
+
+    try:
+        input_file(path, f"model file {path}")
+    except UsageError as error:
+        raise ModelError(str(error)) from None
+    raise ModelError(f"model file {path} is not a regular file")  # a FIFO, a device, a socket
 
 
 def _registry_model(

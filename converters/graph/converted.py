@@ -38,6 +38,9 @@ FORMATS: dict[str, tuple[str, ...]] = {
 }
 
 
+_FORMAT_NAMES = {"onnx": "an ONNX", "pt2": "a .pt2", "pt": "a .pt", "safetensors": "a safetensors"}
+
+
 def format_for(path: str | os.PathLike[str], fmt: str | None = None) -> str:
     """The format of a converted file at ``path``: its suffix decides (:data:`FORMATS`); ``fmt``,
     when given, must agree. ``UsageError`` (one line, naming the path) for an unknown format, an
@@ -52,7 +55,7 @@ def format_for(path: str | os.PathLike[str], fmt: str | None = None) -> str:
         raise UsageError(f"{os.fspath(path)}: {what}: a converted file ends in {known}")
     if fmt is not None and fmt != named:
         raise UsageError(
-            f"{os.fspath(path)} names a {named} file but --format is {fmt}: "
+            f"{os.fspath(path)} names {_FORMAT_NAMES.get(named, 'a ' + named)} file but --format is {fmt}: "
             f"use the suffix {FORMATS[fmt][0]} (the suffix decides the format)"
         )
     return named
