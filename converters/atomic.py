@@ -55,6 +55,11 @@ def check_writable(path: str | os.PathLike[str], option: str = "output") -> None
     if os.path.isdir(path):
         raise UsageError(f"{option} {path} is a folder: give a file name")
     if not os.path.isdir(directory):
+        blocker = directory  # the nearest part of the path that exists: a file in the way?
+        while not os.path.lexists(blocker) and os.path.dirname(blocker) != blocker:
+            blocker = os.path.dirname(blocker)
+        if os.path.exists(blocker) and not os.path.isdir(blocker):
+            raise UsageError(f"cannot write {path}: {blocker} is a file, not a folder")
         raise UsageError(f"cannot write {path}: the folder {directory} does not exist")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=directory)

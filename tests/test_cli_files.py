@@ -80,3 +80,12 @@ def test_the_destination_is_checked_before_the_work(tmp_path) -> None:
     with pytest.raises(UsageError) as info:
         check_writable("/proc/x.safetensors")
     assert str(info.value).startswith("cannot write /proc/x.safetensors: ") and ".part" not in str(info.value)
+
+
+def test_an_output_path_under_a_file_names_the_file_in_the_way(tmp_path) -> None:
+    """``segment -o afile/x``, ``demo --output afile/x.png``, ``quickstart --keep afile/x``: the
+    message names the file that stands where a folder should be, not a folder that does not exist."""
+    (tmp_path / "afile").write_text("")
+    blocked = rf"cannot write .*x\.png: {tmp_path / 'afile'} is a file, not a folder"
+    with pytest.raises(UsageError, match=blocked):
+        check_writable(tmp_path / "afile" / "out" / "x.png", "--output")
