@@ -743,7 +743,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "declared input size)",
     )
     parser.add_argument(
-        "--weights", default=None, help="caffemodel to load (default: the cached released one, else random)"
+        "--weights",
+        default=None,
+        help="caffemodel to load (default: the cached released one, else random: timing never downloads, "
+        "the time does not depend on the values)",
     )
     parser.add_argument("--random-weights", action="store_true", help="random weights even if cached")
     parser.add_argument(
