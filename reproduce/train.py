@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--score-initial",
         action="store_true",
-        help="score the start weights too (Caffe's test_initialization; off in the official runs)",
+        help="score the start weights too (Caffe's test_initialization; off in the official runs); with "
+        "--resume, the resumed weights",
     )
     run.add_argument(
         "--display",
@@ -377,6 +378,8 @@ def _given(args: argparse.Namespace) -> dict:
 
 
 def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
     if isinstance(value, list):
         return ",".join(value)
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -542,6 +545,11 @@ def train(args: argparse.Namespace) -> int:
         if stored.get("model") != r.model:
             raise UsageError(f"--resume: {out} trains {stored.get('model')}, not {r.model}")
         changes = _resumed_settings(args, settings, stored, out)
+        if args.score_initial:
+            changes.append("--score-initial scores the resumed weights first")
+        unused = [o for o, v in (("--download", args.download), ("--cache-dir", args.cache_dir)) if v]
+        if unused:
+            changes.append(f"{' and '.join(unused)} not used (the run continues from its snapshot)")
         state_path = _latest_snapshot(snapshots)
         if state_path is None:
             raise UsageError(f"--resume: no snapshot in {snapshots} yet; start again without --resume")
@@ -780,7 +788,7 @@ def _run(
     status = 0
     try:
         with stop.installed():
-            if scorer is not None and args.score_initial and state_path is None:
+            if scorer is not None and args.score_initial:
                 score()
             while solver.iter < iterations:
                 feeds = training_data.pass_feeds(

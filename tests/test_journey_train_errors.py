@@ -342,9 +342,14 @@ def test_options_given_with_resume_that_change_the_net_or_the_optimisation_are_r
         assert main(["voc-fcn32s", "--resume", "--out", str(out), "--iterations", "4", option, value]) == 2
         line = _one_error(capsys)
         assert f"--resume: {option} {shown} differs from the run's {stored}" in line
-    assert main(["voc-fcn32s", "--resume", "--out", str(out), "--iterations", "3", "--width", "0.0625"]) == 0
+    resume = ["voc-fcn32s", "--resume", "--out", str(out), "--iterations", "3", "--width", "0.0625"]
+    assert main([*resume, "--download", "--score-initial", "--val-limit", "1", "--score-every", "5"]) == 0
     err = capsys.readouterr().err
-    assert "resume: --iterations 3 (was 2)" in err
+    assert (
+        "resume: --val-limit 1 (was none); --iterations 3 (was 2); --score-every 5 (was 0); --score-initial "
+        "scores the resumed weights first; --download not used (the run continues from its snapshot)"
+    ) in err
+    assert [r["iter"] for r in read_log(out / "log.jsonl") if "val" in r] == [2, 3]
 
 
 def test_a_resume_whose_iterations_are_reached_says_the_run_is_complete(
