@@ -465,3 +465,37 @@ def test_a_picture_the_net_cannot_train_on_in_memory_is_refused_from_its_header_
         and "GiB to train on, more than the 0.5 GiB of memory of cpu" in line
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_the_command_solve_prints_after_ctrl_c_continues_the_run_alone_to_the_iterations_asked_for(
+    hdf5_case: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import shlex
+
+    import converters
+
+    original = converters.Solver.step
+
+    def step_then_ctrl_c(self: converters.Solver, feeds: object, iters: int = 1) -> float:
+        loss = original(self, feeds, iters)
+        if self.iter == 3:
+            signal.raise_signal(signal.SIGINT)
+        return loss
+
+    monkeypatch.setattr(converters.Solver, "step", step_then_ctrl_c)
+    assert (
+        solve.main(["solver.prototxt", "--weights", "init.caffemodel", "--iters", "5", "--no-progress"])
+        == 130
+    )
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (
+        "interrupted at iteration 3: continue with: fcn-port solve solver.prototxt --snapshot "
+        "snap/train_iter_3.solverstate --iters 2"
+    )
+    monkeypatch.setattr(converters.Solver, "step", original)
+    words = shlex.split(line.split("continue with: ", 1)[1])
+    assert words[:2] == ["fcn-port", "solve"]
+    assert solve.main(words[2:]) == 0
+    assert sorted(p.name for p in (hdf5_case / "snap").glob("*.solverstate")) == [
+        "train_iter_3.solverstate", "train_iter_5.solverstate",
+    ]  # fmt: skip

@@ -11,6 +11,7 @@ and the rate are printed as Caffe logs them.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -197,6 +198,7 @@ def _main(argv: list[str] | None = None) -> int:
             "snapshot_prefix"
         )
     feeds = _feeds(sources)
+    start_iter = solver.iter
     final = solver.iter + iters == solver.max_iter  # Caffe's Solve tests once more at the end
     test_feeds = (
         _test_feeds(solver, path.parent, seed if seed >= 0 else 0)
@@ -248,7 +250,13 @@ def _main(argv: list[str] | None = None) -> int:
         model, state = solver.snapshot()
         print(f"snapshot: {model} {state}")
     if stop["requested"]:
-        print(f"interrupted at iteration {solver.iter}: continue with --snapshot {state}", file=sys.stderr)
+        command = ["fcn-port", "solve", args.solver, "--snapshot", str(state)]
+        if args.iters is not None:  # the iterations asked for and not yet run
+            command += ["--iters", str(start_iter + iters - solver.iter)]
+        if args.device:
+            command += ["--device", args.device]
+        hint = " ".join(shlex.quote(c) for c in command)
+        print(f"interrupted at iteration {solver.iter}: continue with: {hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(f"iteration {solver.iter}, loss {loss:.6g}")
     return 0
