@@ -2,8 +2,11 @@
 solver whose net reads HDF5Data or ImageData layers, with Caffe's snapshots.
 
 Snapshots every ``snapshot`` iterations and at the end (``snapshot_after_train``); Ctrl-C finishes
-the running iteration, writes a snapshot and exits 130. Test nets (``test_iter``) run every
-``test_interval`` iterations and after the last one, and print what Caffe logs for them; every
+the running iteration, writes a snapshot, prints the command that continues the run and exits 130
+(a second Ctrl-C aborts at once). A loss or parameter that stops being finite stops the run with one
+line, keeping the last good snapshot (``--keep-going-on-nan`` trains on, as Caffe). Test nets
+(``test_iter``) run every ``test_interval`` iterations and after the last one, and print what Caffe
+logs for them; every
 ``display`` iterations the loss smoothed over ``average_loss`` iterations, the train net's outputs
 and the rate are printed as Caffe logs them.
 """
