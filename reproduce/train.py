@@ -10,10 +10,11 @@ validation split every ``score_interval`` iterations as ``score.seg_tests`` does
 for step).
 
 The run folder (``--out``, default ``runs/MODEL``) holds ``solver.prototxt``/``train.prototxt``/
-``val.prototxt`` (what Caffe would run), ``run.json`` (the settings), ``log.jsonl``, ``plot.png``
-and ``snapshots/train_iter_N.{caffemodel,solverstate}`` in Caffe's formats. ``--resume`` continues
-from the newest solverstate there; Ctrl-C finishes the iteration under way, writes a snapshot and
-exits 130.
+``val.prototxt`` (the run's own settings, as Caffe would run them), ``run.json`` (every setting and
+data root), ``log.jsonl``, ``plot.png`` and ``snapshots/train_iter_N.{caffemodel,solverstate}`` in
+Caffe's formats. ``--resume`` continues from the newest solverstate there with run.json's settings;
+Ctrl-C finishes the iteration under way, writes a snapshot, prints the command that resumes the run
+and exits 130. A loss or parameter that stops being finite stops the run (docs/TRAINING.md).
 
 Several processes: ``torchrun --nproc_per_node N -m reproduce.train MODEL ...`` trains with
 PyTorch's ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs) as Caffe's multi-GPU training
