@@ -54,9 +54,9 @@ def _expected(net: torch.nn.Module, weights: dict[str, list[np.ndarray]]) -> dic
 
 def _spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     """Record what load_caffe's FileWeights did with each blob, and every fallback copy."""
-    seen: dict[str, list] = {"opened": [], "read": [], "copied": []}
+    seen: dict[str, list] = {"opened": [], "read": [], "taken": [], "copied": []}
     real_open, real_readinto = builder.open_weights, formats.FileWeights.readinto
-    real_assign = builder._assign_array
+    real_take, real_assign = formats.FileWeights.take, builder._assign_array
 
     def opened(path):
         weights = real_open(path)
@@ -66,8 +66,13 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     def readinto(self, array, out):
         offset = self.file_offset(array)
         done = real_readinto(self, array, out)
-        seen["read"].append((array, done, np.frombuffer(out, dtype=np.uint8).ctypes.data, offset))
+        seen["read"].append((offset, done))
         return done
+
+    def take(self, array):
+        own = real_take(self, array)
+        seen["taken"].append((array, own))
+        return own
 
     def assign(target, array):
         seen["copied"].append(array)
@@ -75,6 +80,7 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
 
     monkeypatch.setattr(builder, "open_weights", opened)
     monkeypatch.setattr(formats.FileWeights, "readinto", readinto)
+    monkeypatch.setattr(formats.FileWeights, "take", take)
     monkeypatch.setattr(builder, "_assign_array", assign)
     return seen
 
@@ -84,21 +90,24 @@ def test_every_packed_blob_is_read_from_the_file_into_its_parameter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, optimize: bool
 ) -> None:
     weights = _weights()
-    write_weights(weights, tmp_path / "w.caffemodel")
+    write_weights({**weights, "not_in_the_net": [np.ones(1000, np.float32)]}, tmp_path / "w.caffemodel")
     seen = _spy(monkeypatch)
-    net = load_caffe(NET, tmp_path / "w.caffemodel", optimize=optimize)
+    net = load_caffe(NET, tmp_path / "w.caffemodel", optimize=optimize)  # reads only what it uses:
     (opened,) = seen["opened"]
-    assert [done for _, done, _, _ in seen["read"]] == [True] * 4 and not seen["copied"]
-    offsets = [offset for _, _, _, offset in seen["read"]]
+    assert [done for _, done in seen["read"]] == [True] * 4 and not seen["copied"]
+    offsets = [offset for offset, _ in seen["read"]]
+    assert offsets == sorted(offsets)  # in file order
     assert len({offset % 4 for offset in offsets}) > 1  # values unaligned in the file are read too
     parameters = dict(net.named_parameters())
-    for (array, _, address, _), key in zip(seen["read"], _expected(net, weights), strict=True):
-        parameter = parameters[key]
-        assert parameter.data_ptr() == address and parameter.data_ptr() % 4 == 0  # read in place
-        assert not np.shares_memory(parameter.detach().numpy(), array)  # never a view of the file
-    for key, value in _expected(net, weights).items():
-        assert np.array_equal(net.state_dict()[key].numpy().reshape(-1), value), key
-    assert opened._handle is None  # the file is closed once loaded
+    expected = _expected(net, weights)
+    assert len(seen["taken"]) == len(expected)
+    for (view, own), key in zip(seen["taken"], expected, strict=True):
+        parameter = parameters[key].detach()
+        assert own is not None and own.ctypes.data % 64 == 0  # read into memory of its own, aligned
+        assert parameter.data_ptr() == own.ctypes.data  # which the parameter keeps: no second copy
+        assert not np.shares_memory(parameter.numpy(), view)  # never a view of the file
+        assert np.array_equal(parameter.numpy().reshape(-1), expected[key]), key
+    assert opened._handle is None and opened._thread is not None and not opened._thread.is_alive()
 
 
 def test_a_load_peaks_at_one_copy_of_the_weights(tmp_path: Path) -> None:
@@ -144,7 +153,7 @@ def test_hdf5_and_decoded_blobs_become_the_parameters_without_a_copy(
     seen = _spy(monkeypatch)
     net = load_caffe(NET, tmp_path / "w.caffemodel.h5")
     (opened,) = seen["opened"]
-    assert [done for _, done, _, _ in seen["read"]] == [False] * 4 and not seen["copied"]
+    assert not seen["read"] and [own for _, own in seen["taken"]] == [None] * 4 and not seen["copied"]
     parameters = dict(net.named_parameters())
     for layer, blobs in opened.items():
         for key, blob in zip(net.caffe.parameter_blobs[layer], blobs, strict=True):
@@ -186,7 +195,7 @@ def test_unpacked_and_double_blobs_load_as_stored(tmp_path: Path, monkeypatch: p
     (tmp_path / "w.caffemodel").write_bytes(layers)
     seen = _spy(monkeypatch)
     net = load_caffe(NET, tmp_path / "w.caffemodel")
-    assert [done for _, done, _, _ in seen["read"]] == [False] * 4 and not seen["copied"]
+    assert not seen["read"] and [own for _, own in seen["taken"]] == [None] * 4 and not seen["copied"]
     for key, value in _expected(net, weights).items():
         assert np.array_equal(net.state_dict()[key].numpy().reshape(-1), value), key
 
@@ -225,3 +234,28 @@ def test_a_file_cut_short_between_parse_and_read_is_a_format_error(tmp_path: Pat
         with pytest.raises(CaffeFormatError, match="became shorter while it was read"):
             weights.readinto(array, np.empty_like(array))
     assert weights._handle is None
+
+
+def test_a_file_cut_short_while_it_loads_is_a_format_error(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "w.caffemodel"
+    write_weights(_weights(), path)
+    real_open = builder.open_weights
+
+    def open_then_cut(where):
+        weights = real_open(where)
+        os.truncate(where, 100)  # after the parse, before the background reads
+        return weights
+
+    monkeypatch.setattr(builder, "open_weights", open_then_cut)
+    with pytest.raises(CaffeFormatError, match="became shorter while it was read"):
+        load_caffe(NET, path)
+
+
+def test_closing_stops_the_background_reads(tmp_path: Path) -> None:
+    path = tmp_path / "w.caffemodel"
+    write_weights({"ip": [np.ones((1024, 1024), np.float32)]}, path)
+    weights = formats.open_weights(path)
+    weights.start_reading()
+    weights.close()
+    assert weights._thread is not None and not weights._thread.is_alive() and weights._handle is None
+    assert weights.take(weights["ip"][0]) is None

@@ -8,6 +8,8 @@ from __future__ import annotations
 import mmap
 import os
 import stat
+import threading
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import numpy as np
@@ -266,12 +268,15 @@ class FileWeights(dict[str, list[np.ndarray]]):
     """What :func:`read_weights` gives, for a loader that reads the values into memory of its own.
 
     :func:`open_weights` makes it. The blobs of a binary caffemodel that are views of the file's
-    packed floats (all of them, in files Caffe writes) are not read by parsing: :meth:`readinto`
-    reads a blob's bytes from the file straight into the loader's buffer (one ``read`` into it: one copy,
-    as a plain ``read`` makes; the file map's pages are never touched, so they cost no memory).
-    The other blobs (HDF5 datasets, unpacked or ``double_data`` values) are arrays of their own
-    that nothing else holds (:meth:`owned`): a loader may keep them instead of copying them.
-    Close it (or use it as a context manager) once the values are read.
+    packed floats (all of them, in files Caffe writes) are not read by parsing: their bytes go from
+    the file straight into memory that the loader keeps (one ``read`` into it: one copy, as a plain
+    read of the file makes; the file map's pages are never touched, so they cost no memory), either
+    into a buffer of the loader's (:meth:`readinto`) or, after :meth:`start_reading`, into arrays
+    of their own read in a background thread while the loader builds its net (:meth:`take`). The
+    other blobs (HDF5 datasets, unpacked or ``double_data`` values) are arrays of their own that
+    nothing else holds (:meth:`owned`): a loader may keep them instead of copying them. Nothing
+    handed out views the file, so a file changed or cut short later changes nothing in them.
+    Close it (or use it as a context manager) once the values are taken.
     """
 
     def __init__(
@@ -280,10 +285,15 @@ class FileWeights(dict[str, list[np.ndarray]]):
         super().__init__(weights)
         self.path = path
         self._handle = handle
+        self._lock = threading.Lock()  # one seek + read at a time on the handle
         self._span = (0, 0)
         if handle is not None and isinstance(buf, memoryview) and isinstance(buf.obj, mmap.mmap):
             start = np.frombuffer(buf, dtype=np.uint8, count=1).ctypes.data
             self._span = (start, start + buf.nbytes)
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        self._read: dict[int, np.ndarray] = {}
+        self._error: BaseException | None = None
 
     def file_offset(self, array: np.ndarray) -> int | None:
         """Where ``array``'s bytes start in the file, when it is a contiguous float32 view of the
@@ -307,13 +317,19 @@ class FileWeights(dict[str, list[np.ndarray]]):
         view = memoryview(out).cast("B")
         if view.nbytes != array.nbytes:
             raise ValueError(f"readinto: {view.nbytes} bytes of room for {array.nbytes} bytes of values")
-        handle, done = self._handle, 0
+        done = 0
         while done < view.nbytes:
-            try:
-                handle.seek(offset + done)
-                count = handle.readinto(view[done : done + _READ_CHUNK])
-            except OSError as exc:
-                raise CaffeFormatError(exc.strerror or str(exc), self.path) from None
+            if self._stop and threading.current_thread() is self._thread:
+                raise _Stopped
+            with self._lock:
+                handle = self._handle
+                if handle is None:
+                    raise ValueError("readinto: the weights file is closed")
+                try:
+                    handle.seek(offset + done)
+                    count = handle.readinto(view[done : done + _READ_CHUNK])
+                except OSError as exc:
+                    raise CaffeFormatError(exc.strerror or str(exc), self.path) from None
             if count == 0:
                 raise CaffeFormatError(
                     "the file became shorter while it was read (changed by another program?)",
@@ -322,6 +338,47 @@ class FileWeights(dict[str, list[np.ndarray]]):
                 )
             done += count
         return True
+
+    def start_reading(self, layers: Iterable[str] | None = None) -> None:
+        """Read every blob that views the file (of ``layers`` only, when given: those the loader
+        may use) into an array of its own (64-byte aligned), in file order, in a background thread:
+        the reads release the GIL, so the loader's own work runs meanwhile, and on a cold page
+        cache the wait for the disk too. :meth:`take` hands them out."""
+        if self._thread is not None or self._handle is None:
+            return
+        wanted = None if layers is None else set(layers)
+        views = sorted(
+            ((offset, array) for name, blobs in self.items() if wanted is None or name in wanted
+             for array in blobs if (offset := self.file_offset(array)) is not None),
+            key=lambda item: item[0],
+        )  # fmt: skip
+        self._thread = threading.Thread(target=self._read_all, args=(views,), name="caffemodel-reader")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _read_all(self, views: list[tuple[int, np.ndarray]]) -> None:
+        try:
+            for _, array in views:
+                if self._stop:
+                    return
+                own = _aligned_empty(array.shape)
+                self.readinto(array, own)
+                self._read[id(array)] = own
+        except _Stopped:
+            return
+        except BaseException as exc:  # handed to the loader by take()
+            self._error = exc
+
+    def take(self, array: np.ndarray) -> np.ndarray | None:
+        """The values of ``array`` (one of these blobs) in an array of their own that the caller
+        may keep: read by :meth:`start_reading` (waited for) when ``array`` views the file; else
+        ``None``. Each is handed out once."""
+        if self._thread is None or self.file_offset(array) is None:
+            return None
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._read.pop(id(array), None)
 
     def owned(self, array: np.ndarray) -> bool:
         """Whether ``array`` holds values of its own that only these weights refer to (decoded, not
@@ -337,9 +394,15 @@ class FileWeights(dict[str, list[np.ndarray]]):
         )
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        """Stop the background reads (blobs not taken are dropped) and close the file."""
+        self._stop = True
+        if self._thread is not None:
+            self._thread.join()
+        self._read.clear()
+        with self._lock:
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
 
     def __enter__(self) -> FileWeights:
         return self
@@ -348,8 +411,21 @@ class FileWeights(dict[str, list[np.ndarray]]):
         self.close()
 
 
+class _Stopped(Exception):
+    """The background reads were stopped by :meth:`FileWeights.close`."""
+
+
 _NATIVE_F4 = np.dtype(np.float32)
-_READ_CHUNK = 1 << 30  # bytes per read call (Linux moves at most 2 GiB - 4 KiB per call)
+_READ_CHUNK = 1 << 26  # bytes per read call (a stop request waits for at most one)
+_ALIGN = 64  # what PyTorch's CPU allocator gives: vector loads of whole cache lines
+
+
+def _aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
+    """An uninitialised float32 array of ``shape`` whose data start on a 64-byte boundary."""
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = np.empty(count * 4 + _ALIGN, dtype=np.uint8)
+    skip = -raw.ctypes.data % _ALIGN
+    return raw[skip : skip + count * 4].view(_NATIVE_F4).reshape(shape)
 
 
 def _views_a_map(array: np.ndarray) -> bool:

@@ -838,26 +838,23 @@ def _padded_fillers(fillers: Sequence[Message | None], count: int) -> list[Messa
 def _read_blob(
     module: nn.Module, attr: str, array: np.ndarray, weights: FileWeights, adopted: set[int]
 ) -> None:
-    """``module.<attr>`` set to a blob of weights that :func:`load_caffe` read itself: its values
-    read from the file straight into the parameter (one copy, as a plain read of the file makes;
-    the file map's pages are never touched), or the decoded array kept as the parameter's memory
-    (no copy), else copied. The parameter stays the same object; it never views the file, so a
-    file changed, cut short or deleted after loading changes nothing in the net."""
+    """``module.<attr>`` set to a blob of weights that :func:`load_caffe` read itself, without a
+    copy of its own: the values read from the file in the background into an array that becomes
+    the parameter's memory (one copy in all, as a plain read of the file makes; the file map's
+    pages are never touched), or the decoded array kept as it is (HDF5, unpacked values), else
+    copied. The parameter stays the same object; it never views the file, so a file changed, cut
+    short or deleted after loading changes nothing in the net."""
     target = getattr(module, attr)
-    plain = (
-        target.dtype == torch.float32
-        and target.device.type == "cpu"
-        and target.numel() == array.size
-        and target.is_contiguous()
-    )
-    if plain and weights.readinto(array, target.detach().numpy()):
-        return
-    if plain and weights.owned(array) and id(array) not in adopted:
+    own = weights.take(array)
+    if own is None and weights.owned(array) and id(array) not in adopted:
+        own = array
         adopted.add(id(array))
+    plain = target.dtype == torch.float32 and target.device.type == "cpu" and target.is_contiguous()
+    if own is not None and plain and own.size == target.numel():
         with torch.no_grad():
-            target.data = torch.from_numpy(array).view(target.shape)
+            target.data = torch.from_numpy(own).view(target.shape)
         return
-    _assign_array(target, array)
+    _assign_array(target, array if own is None else own)
 
 
 def _assign_array(target: Tensor, array: np.ndarray) -> None:
@@ -948,8 +945,11 @@ def load_caffe(
     net = prototxt if isinstance(prototxt, Message) else read_prototxt(prototxt)
     if caffemodel is None or isinstance(caffemodel, Mapping):
         weights = caffemodel
-    else:  # read into the parameters straight from the file (benchmarks/load_caffemodel.py)
+    else:  # read straight from the file while the graph is built (benchmarks/load_caffemodel.py)
         weights = open_weights(caffemodel)
+        if device is None or checked_device(device).type != "meta":
+            names = (str(layer.get("name")) for kind in ("layer", "layers") for layer in net.getall(kind))
+            weights.start_reading(names)  # only the layers this net may use
     try:
         return build_graph(net, weights, device=device, **options)
     except CaffeFormatError as exc:
