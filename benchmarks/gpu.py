@@ -645,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _main(argv: Sequence[str] | None) -> int:
+def _main(argv: Sequence[str] | None, started: float) -> int:
     args = build_parser().parse_args(argv)
     known = set(MODELS) | set(PAPER_ONLY)
     for model in args.models:
@@ -673,7 +673,7 @@ def _main(argv: Sequence[str] | None) -> int:
     settings = QUICK if args.quick else Settings()
     overrides = {k: getattr(args, k) for k in ("train_iters", "train_warmup") if getattr(args, k) is not None}
     settings = Settings(**(asdict(settings) | overrides))
-    budget = Budget(args.budget_s)
+    budget = Budget(args.budget_s, start=started)
 
     def say(line: str) -> None:
         print(f"[{budget.elapsed():5.0f} s] {line}", file=sys.stderr, flush=True)
@@ -685,9 +685,11 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command: 0 on success, 2 with one ``error:`` line without CUDA or on bad input."""
-    return cli.run(lambda: _main(argv))
+def main(argv: Sequence[str] | None = None, *, started: float | None = None) -> int:
+    """Run the command: 0 on success, 2 with one ``error:`` line without CUDA or on bad input.
+    ``started``: when the budget began (default: when this module was imported, the process's start
+    for the command)."""
+    return cli.run(lambda: _main(argv, STARTED if started is None else started))
 
 
 if __name__ == "__main__":

@@ -11,5 +11,7 @@ if "$CANDIDATE" -c 'import numpy, PIL, tqdm, torch; raise SystemExit(not torch.c
     >/dev/null 2>&1; then
   exec "$CANDIDATE" "$HERE/gpu.py" "$@"
 fi
-source "$HERE/../scripts/venv.sh"
+CALLER="$PWD"
+source "$HERE/../scripts/venv.sh"  # (it moves to the checkout: back, so that --out DIR is where you are)
+cd "$CALLER"
 exec "$PY" "$HERE/gpu.py" "$@"
