@@ -473,7 +473,8 @@ def markdown(result: Mapping[str, Any]) -> str:
                 )
             else:
                 lines.append(f"| {row['label']} | - | - | - | - | {row['status']} |")
-    lines += ["", f"total {result['elapsed_s']:.0f} s of a {result['budget_s']:.0f} s budget"]
+    done = "" if result.get("complete", True) else " so far (the run goes on: a partial report)"
+    lines += ["", f"total {result['elapsed_s']:.0f} s of a {result['budget_s']:.0f} s budget{done}"]
     lines += [f"note: {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"
 
@@ -572,8 +573,11 @@ def run(
     *,
     quick: bool = False,
     say: Callable[[str], None] = lambda line: None,
+    checkpoint: Callable[[dict[str, Any]], None] = lambda result: None,
 ) -> dict[str, Any]:
-    """Time every model, check parity, time training; the whole result as JSON-ready data."""
+    """Time every model, check parity, time training; the whole result as JSON-ready data.
+    ``checkpoint`` gets the result so far after each model (``"complete": false``), so that a run
+    killed from outside still leaves its finished rows."""
     result: dict[str, Any] = {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device)
@@ -583,15 +587,25 @@ def run(
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "gpu": _gpu_properties(device),
+        "cpu_threads": torch.get_num_threads(),
         "quick": quick,
         "settings": asdict(settings),
         "budget_s": budget.seconds,
         "configs": [{"key": c.key, "label": c.label, "variant": c.variant.label} for c in CONFIGS],
         "models": [],
+        "training": {
+            "model": TRAIN_MODEL,
+            "input": list(settings.train_size),
+            "rows": [],
+            "skipped": "not run yet",
+        },
         "notes": [],
+        "complete": False,
     }
     for model in models:
         result["models"].append(bench_model(model, settings, device, budget, say))
+        checkpoint(result | {"elapsed_s": budget.elapsed()})
     result["training"] = bench_training(settings, device, budget, say=say)
     skipped = [
         f"{e['model']} {r['label']}"
@@ -606,7 +620,20 @@ def run(
             + ("; training" if result["training"].get("skipped") else "")
         )
     result["elapsed_s"] = budget.elapsed()
+    result["complete"] = True
     return result
+
+
+def _gpu_properties(device: torch.device) -> dict[str, Any] | None:
+    if device.type != "cuda":
+        return None
+    p = torch.cuda.get_device_properties(device)
+    return {
+        "name": p.name,
+        "capability": f"{p.major}.{p.minor}",
+        "multiprocessors": p.multi_processor_count,
+        "memory_mib": p.total_memory // 2**20,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -678,8 +705,17 @@ def _main(argv: Sequence[str] | None, started: float) -> int:
     def say(line: str) -> None:
         print(f"[{budget.elapsed():5.0f} s] {line}", file=sys.stderr, flush=True)
 
-    result = run(args.models, device, settings, budget, quick=args.quick, say=say)
-    paths = write_outputs(result, Path(args.out))
+    out = Path(args.out)
+    result = run(
+        args.models,
+        device,
+        settings,
+        budget,
+        quick=args.quick,
+        say=say,
+        checkpoint=lambda partial: write_outputs(partial, out),
+    )
+    paths = write_outputs(result, out)
     sys.stdout.write(markdown(result))
     print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
     return 0

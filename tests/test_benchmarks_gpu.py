@@ -5,6 +5,7 @@ the CUDA-graph path (through eval.timing's capture hook) and the refusals; bench
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -140,11 +141,16 @@ def test_the_budget_skips_the_rows_that_would_start_after_it_and_says_which(tmp_
 
     monkeypatch.setattr(timing, "time_variant", slow_time_variant)
     budget = gpu.Budget(15, start=0.0, reserve=0, clock=lambda: now[0])
-    result = gpu.run(["voc-fcn-alexnet", "voc-fcn8s"], torch.device("cpu"), gpu.QUICK, budget, quick=True)
+    partials: list[dict] = []
+    result = gpu.run(
+        ["voc-fcn-alexnet", "voc-fcn8s"], torch.device("cpu"), gpu.QUICK, budget, quick=True,
+        checkpoint=lambda partial: partials.append(json.loads(json.dumps(partial))),
+    )  # fmt: skip
     statuses = {k: r["status"] for k, r in _rows(result, "voc-fcn-alexnet").items()}
     assert statuses["fp32"] == statuses["channels_last"] == "ok"
     assert statuses["bf16"] == gpu.SKIPPED_BUDGET and statuses["tf32"] == "n/a on cpu"
     assert result["models"][1]["skipped"] == gpu.SKIPPED_BUDGET
+    assert len(partials) == 2 and [len(p["models"]) for p in partials] == [1, 2]
     assert result["training"]["skipped"] == gpu.SKIPPED_BUDGET
     assert result["notes"] == [
         "the 15 s budget ran out: skipped voc-fcn-alexnet bf16 autocast, voc-fcn8s; training"
@@ -153,6 +159,27 @@ def test_the_budget_skips_the_rows_that_would_start_after_it_and_says_which(tmp_
     assert "skipped (budget)" in text and "note: the 15 s budget ran out" in text
     paths = gpu.write_outputs(result, tmp_path / "out")
     assert [p.name for p in paths] == ["gpu.json", "gpu.md", "gpu.png"] and all(p.is_file() for p in paths)
+    assert result["complete"] and result["gpu"] is None
+
+
+def test_a_partial_report_is_written_after_each_model_for_a_run_killed_from_outside(tmp_path) -> None:
+    partials: list[dict] = []
+    budget = gpu.Budget(300, start=time.monotonic())
+    settings = dataclasses.replace(gpu.QUICK, train_iters=1, train_warmup=0)
+    gpu.run(
+        ["voc-fcn-alexnet", "fcn-googlenet"], torch.device("cpu"), settings, budget, quick=True,
+        checkpoint=lambda partial: partials.append(json.loads(json.dumps(partial))),
+    )  # fmt: skip
+    assert [[e["model"] for e in p["models"]] for p in partials] == [
+        ["voc-fcn-alexnet"], ["voc-fcn-alexnet", "fcn-googlenet"]
+    ]
+    first = partials[0]
+    assert not first["complete"] and first["training"]["skipped"] == "not run yet"
+    assert _rows(first, "voc-fcn-alexnet")["fp32"]["status"] == "ok"
+    text = gpu.markdown(first)
+    assert "so far (the run goes on: a partial report)" in text and "not run yet" in text
+    gpu.write_outputs(first, tmp_path)
+    assert json.loads((tmp_path / "gpu.json").read_text())["complete"] is False
 
 
 def test_the_training_reserve_keeps_time_for_training_when_forward_rows_run_out() -> None:
