@@ -42,7 +42,6 @@ iterations at 64x64; the configurations that need CUDA (TF32, CUDA graphs) repor
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import re
@@ -172,7 +171,8 @@ def parity(reference: Mapping[str, torch.Tensor], outputs: Mapping[str, torch.Te
 def build_net(
     model: str, split: str, width: float, shapes: Mapping[str, Sequence[int]] | None = None, **options: Any
 ) -> torch.nn.Module:
-    """``model``'s ``split`` net at ``width`` with random weights (seed 0), on the CPU."""
+    """``model``'s ``split`` net at ``width`` with random weights (seed 0); ``options`` go to
+    ``build_graph`` (``device``, ``initialise``)."""
     return build_graph(
         net_definition(model, split, width=width), None, seed=0, input_shapes=shapes, **options
     )
@@ -220,7 +220,10 @@ def bench_model(
         start = time.perf_counter()
         reference = {k: v.detach().float() for k, v in timing._as_outputs(net(**inputs)).items()}
         cpu_ms = (time.perf_counter() - start) * 1000.0
-    on_device = net if device.type == "cpu" else copy.deepcopy(net).to(device)
+    # The same weights on the device, built there as the project builds for a device (on the CPU too,
+    # so that the tests run this path).
+    on_device = build_net(model, "deploy", settings.width, shapes, device=device, initialise=False)
+    on_device.load_state_dict(net.state_dict())
     feed = {k: v.to(device) for k, v in inputs.items()}
     entry |= {
         "input": list(settings.size),
