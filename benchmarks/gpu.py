@@ -428,6 +428,7 @@ def markdown(result: Mapping[str, Any]) -> str:
             continue
         times = [t for t in (_ms(r) for r in entry["rows"]) if t]
         best = f"{paper_ms / min(times):.1f}x" if times and paper_ms else "-"
+        best = "- (quick)" if result["quick"] else best  # tiny nets: no comparison with the paper's
         lines.append(f"{head} " + " | ".join(_cell(r) for r in entry["rows"]) + f" | {best} |")
     lines += [
         "",
