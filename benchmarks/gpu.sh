@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU table in one command: ./benchmarks/gpu.sh [--out DIR] [--models ...] [--budget-s 480]
+# The GPU table in one command: ./benchmarks/gpu.sh [--out DIR] [--models ...] [--budget-s 450]
 # (options: python benchmarks/gpu.py --help). Runs under a Python whose torch already sees a GPU
 # ($FCN_PORT_PYTHON, else python3; the project runs from this checkout, nothing is installed), else
 # under the project's .venv, which scripts/venv.sh creates or reuses (its pinned torch is the CUDA

@@ -136,9 +136,13 @@ def test_training_reports_iterations_per_second_of_fcn8s_with_the_official_solve
     assert f"| fp32 (TF32 off) | {fp32['it_per_s']:.2f} |" in stdout
 
 
-def test_the_budget_skips_the_rows_that_would_start_after_it_and_says_which(tmp_path, monkeypatch) -> None:
-    """Each timed row costs 10 s of a fake clock: with 15 s, fp32 and channels-last run, bf16 and the
-    next model and training are skipped, and the report still has its table, JSON and plot."""
+def test_the_budget_skips_the_steps_that_would_end_past_it_and_keeps_time_for_training(
+    tmp_path, monkeypatch
+) -> None:
+    """Each timed row costs 10 s of a fake clock: of 35 s, 10 kept for training, fp32 and
+    channels-last take 20; bf16 would end past the forward rows' 25 s and is skipped, so is the next
+    model (expected to take as long as the first, 20 s); training runs in the time kept for it; the
+    report has its table, JSON and plot."""
     now = [0.0]
     real = timing.time_variant
 
@@ -148,7 +152,7 @@ def test_the_budget_skips_the_rows_that_would_start_after_it_and_says_which(tmp_
         return result
 
     monkeypatch.setattr(timing, "time_variant", slow_time_variant)
-    budget = gpu.Budget(15, start=0.0, reserve=0, clock=lambda: now[0])
+    budget = gpu.Budget(35, start=0.0, reserve=10, clock=lambda: now[0])
     partials: list[dict] = []
     result = gpu.run(
         ["voc-fcn-alexnet", "voc-fcn8s"], torch.device("cpu"), gpu.QUICK, budget, quick=True,
@@ -159,12 +163,12 @@ def test_the_budget_skips_the_rows_that_would_start_after_it_and_says_which(tmp_
     assert statuses["bf16"] == gpu.SKIPPED_BUDGET and statuses["tf32"] == "n/a on cpu"
     assert result["models"][1]["skipped"] == gpu.SKIPPED_BUDGET
     assert len(partials) == 2 and [len(p["models"]) for p in partials] == [1, 2]
-    assert result["training"]["skipped"] == gpu.SKIPPED_BUDGET
+    assert "skipped" not in result["training"] and result["training"]["rows"][0]["status"] == "ok"
     assert result["notes"] == [
-        "the 15 s budget ran out: skipped voc-fcn-alexnet bf16 autocast, voc-fcn8s; training"
+        "the 35 s budget ran out: skipped voc-fcn-alexnet bf16 autocast, voc-fcn8s"
     ]
     text = gpu.markdown(result)
-    assert "skipped (budget)" in text and "note: the 15 s budget ran out" in text
+    assert "skipped (budget)" in text and "note: the 35 s budget ran out" in text
     paths = gpu.write_outputs(result, tmp_path / "out")
     assert [p.name for p in paths] == ["gpu.json", "gpu.md", "gpu.png"] and all(p.is_file() for p in paths)
     assert result["complete"] and result["gpu"] is None
@@ -190,11 +194,21 @@ def test_a_partial_report_is_written_after_each_model_for_a_run_killed_from_outs
     assert json.loads((tmp_path / "gpu.json").read_text())["complete"] is False
 
 
+def test_training_is_skipped_with_a_note_when_the_budget_is_spent() -> None:
+    spent = gpu.Budget(10, start=0.0, clock=lambda: 10.0)
+    training = gpu.bench_training(gpu.QUICK, torch.device("cpu"), spent)
+    assert training["skipped"] == gpu.SKIPPED_BUDGET and training["rows"] == []
+    result = gpu.run([], torch.device("cpu"), gpu.QUICK, spent, quick=True)
+    assert result["notes"] == ["the 10 s budget ran out: skipped training"]
+
+
 def test_the_training_reserve_keeps_time_for_training_when_forward_rows_run_out() -> None:
     now = [100.0]
     budget = gpu.Budget(480, start=0.0, clock=lambda: now[0])
     assert budget.reserve == 90 and budget.left() == 380 and budget.left(keep_reserve=True) == 290
     assert gpu.Budget(40, start=0.0, clock=lambda: 0.0).reserve == 10
+    assert budget.fits(290, keep_reserve=True) and not budget.fits(291, keep_reserve=True)
+    assert not gpu.Budget(10, start=0.0, clock=lambda: 10.0).fits(0)  # nothing starts at the end
 
 
 def test_the_cuda_graph_row_runs_through_eval_timings_capture_hook(monkeypatch) -> None:
