@@ -448,9 +448,9 @@ def markdown(result: Mapping[str, Any]) -> str:
         lines.append(f"{head} " + " | ".join(_cell(r) for r in entry["rows"]) + f" | {best} |")
     lines += [
         "",
-        "K40c: the paper's forward time at 500x500 (CVPR 2015 Tables 1 and 3, 20 trials); FCN-16s has no "
-        "time of its own, its backbone's (FCN-VGG16 = FCN-32s) is shown. best vs K40c: the paper's time over "
-        "our fastest configuration.",
+        "K40c: the paper's forward time at 500x500 (CVPR 2015 Tables 1 and 3, 20 trials); a net without a "
+        "time of its own (FCN-16s) shows its backbone's (FCN-VGG16, timed as FCN-32s). best vs K40c: the "
+        "paper's time over our fastest configuration.",
         "",
         "## Parity: the device against the CPU (plain fp32 graph, same weights and input)",
         "",
