@@ -627,7 +627,7 @@ def run(
     for model in models:
         began = budget.clock()
         result["models"].append(bench_model(model, settings, device, budget, say, expected))
-        if "rows" in result["models"][-1] and result["models"][-1]["rows"]:
+        if result["models"][-1]["rows"]:  # built and timed (not skipped)
             expected = budget.clock() - began
         checkpoint(result | {"elapsed_s": budget.elapsed()})
     result["training"] = bench_training(settings, device, budget, say=say)
