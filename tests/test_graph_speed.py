@@ -13,7 +13,7 @@ import torch
 from converters import build_graph, load_caffe, load_converted, save_converted, write_prototxt
 from converters.fcn.nets import net_definition
 from converters.graph.border import BorderPlanner
-from converters.graph.speed import NNPACKConv2d, nnpack_available, optimize_for_cpu
+from converters.graph.speed import NNPACKConv2d, kernel_choices, nnpack_available, optimize_for_cpu
 from eval import timing
 from tests.test_fcn_parity import ROOT, SMALL, arrays, assert_matches_caffe, case, graph, run_inputs, weights
 
@@ -94,3 +94,67 @@ def test_timing_on_the_cpu_times_the_default_graph_beside_the_plain_one(tmp_path
     assert timing.main([*args, "--warmup", "1", "--json", str(tmp_path / "t.json"), "--no-progress"]) == 0
     rows = json.loads((tmp_path / "t.json").read_text())["rows"]
     assert [r["variant"] for r in rows] == ["fp32", "cpu_fast"]
+
+
+def _conv(cin: int, cout: int, k: int, seed: int, scale: float = 1.0) -> NNPACKConv2d:
+    conv = NNPACKConv2d(cin, cout, k, padding=k // 2)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * scale / (cin * k * k) ** 0.5)
+        conv.bias.copy_(torch.randn(cout, generator=generator) * 0.05)
+    return conv.eval()
+
+
+@needs_nnpack
+def test_nnpack_runs_only_where_calibration_finds_it_as_precise_as_the_direct_kernel() -> None:
+    """The rule of converters.graph.speed: NNPACK where its error on the probe, RMS and largest, is
+    within RMS_RATIO / MAX_RATIO of the direct kernel's; else the layer is the plain convolution,
+    bit for bit. Winograd (3x3) on an RGB input is far less precise on every CPU we know."""
+    from converters.graph import speed
+
+    first = _conv(3, 64, 3, seed=1)
+    choice = first.kernel_choice()
+    assert choice.nnpack == "nnpack-winograd" and not choice.kernel.startswith("nnpack")
+    assert choice.nnpack_error > speed.RMS_RATIO
+    x = torch.randn(2, 3, 31, 29, generator=torch.Generator().manual_seed(4)) * 50
+    with torch.no_grad():
+        assert torch.equal(first(x), torch.nn.functional.conv2d(x, first.weight, first.bias, padding=1))
+    for cin, k in ((3, 3), (64, 3), (64, 5), (256, 7), (16, 2)):
+        choice = _conv(cin, 32, k, seed=cin + k).kernel_choice()
+        kept = choice.nnpack_error <= speed.RMS_RATIO and choice.nnpack_max_error <= speed.MAX_RATIO
+        assert choice.kernel.startswith("nnpack") == kept, choice
+
+
+@needs_nnpack
+def test_calibration_follows_the_weights_and_is_done_at_load(monkeypatch) -> None:
+    from converters.graph import speed
+
+    net = load_caffe(net_definition("voc-fcn8s", "deploy", width=0.0625), None)
+    convs = [m for m in net.modules() if isinstance(m, NNPACKConv2d)]
+    assert convs and all(m.choice is not None for m in convs)  # calibrated by load_caffe
+    calls = []
+    real = speed.calibrate
+    monkeypatch.setattr(speed, "calibrate", lambda conv: calls.append(conv) or real(conv))
+    x = torch.randn(1, 3, 20, 20) * 50
+    with torch.no_grad():
+        net(data=x)
+    assert calls == []  # the first forward pays nothing per layer
+    with torch.no_grad():
+        convs[0].weight.mul_(2)  # new weights: calibrated again, once
+        net(data=x)
+        net(data=x)
+    assert calls == [convs[0]]
+    net.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        net(data=x)
+    assert len(calls) == 1 + len(convs)
+
+
+def test_kernel_choices_name_every_convolutions_kernel() -> None:
+    net = load_caffe(net_definition("voc-fcn8s", "deploy", width=0.0625), None)
+    choices = kernel_choices(net)
+    convs = [n for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sorted(choices) == sorted(convs)
+    assert all(text.split(" ")[0] for text in choices.values())
+    if nnpack_available():
+        assert "nnpack-winograd refused" in choices["conv1_1"]

@@ -1,18 +1,45 @@
-"""Faster CPU inference for converted graphs, keeping Caffe's numbers within the parity tolerance.
+"""Faster CPU inference for converted graphs that keeps Caffe's precision.
 
 ``load_caffe`` applies :func:`optimize_for_cpu` by default when the net is built on the CPU
 (``optimize=False`` keeps the plain graph). It skips the constant band that a large first padding
-(FCN's pad 100) leaves around the image (:mod:`.border`: exact, only fewer rows computed), runs
-stride-1 convolutions with kernels from 2x2 to 8x8 through NNPACK
-(Winograd and FFT convolutions, bundled with PyTorch) and ReLUs in place where their input has no
-other reader. Parameter names and the state dict do not change. Winograd/FFT results differ from a
-direct convolution by float rounding: on full-width FCN-8s about 4e-6 of the largest score, far
-inside the 1e-4 that every parity test allows (the tests run the optimised graph against Caffe's
-outputs too). Convolutions fall back to PyTorch's own kernel for gradients, CUDA tensors and other
-dtypes, so an optimised graph still trains and moves between devices.
+(FCN's pad 100) leaves around the image (:mod:`.border`: exact, only fewer rows computed), runs in
+place the ReLUs whose input has no other reader, and moves to NNPACK (bundled with PyTorch) only
+those stride-1 convolutions with 2x2 to 8x8 kernels that NNPACK computes *as precisely as* the
+direct kernel (oneDNN) on this machine, with this layer's own weights. Parameter names and the
+state dict do not change.
+
+The rule (issue 20: the default graph's error against Caffe at most twice the plain graph's, on
+every net). NNPACK's fast algorithms are not direct sums: 3x3 kernels run as Winograd F(6x6, 3x3)
+(``wt8x8``), whose transforms multiply the float rounding of the input and the kernel by constants
+that grow fast with the tile size (Lavin and Gray, "Fast Algorithms for Convolutional Neural
+Networks", CVPR 2016, measured it; Barabasz, Anderson, Soodhalter and Gregg, "Error analysis and
+improving the accuracy of Winograd convolution for deep neural networks", ACM TOMS 46(4), 2020:
+the error bound of F(m, r) grows exponentially with m + r), while the other sizes run as FFTs over
+8x8 or 16x16 tiles, whose error grows only as the logarithm of the tile (Higham, *Accuracy and
+Stability of Numerical Algorithms*, 2nd ed., section 24.1) and whose channel sums are blocked, so
+they are often *more* precise than a direct sum. Which way a layer goes depends on its weights,
+its channel count, NNPACK's cache blocking (taken from this CPU) and the direct kernel oneDNN picks
+for this CPU's instruction set, so no constant decides it: :func:`calibrate` runs each candidate
+layer once at load on a small seeded probe (three images: zero-mean, positive as after a ReLU, and
+nearly constant; :data:`PROBE_SIZE` output rows and columns; at most :data:`PROBE_CHANNELS` of its
+output channels, every input channel) through NNPACK, through the direct kernel and in float64,
+and keeps NNPACK only where its error, both root-mean-square and largest, is no larger than
+:data:`RMS_RATIO` and :data:`MAX_RATIO` times the direct kernel's on every probe image. On this
+project's machines that rejects the Winograd layers (their error is 2-20x the direct one's) and
+keeps most FFT ones (0.1-0.8x). The probe costs about as much as the layer on a 16 x 16 picture
+(on full-width FCN-8s, a fraction of one forward pass at 500 x 500; see
+``benchmarks/precision.py``); it runs again, at the next forward, only when the layer's weights
+change (their version counter moves: ``load_state_dict``, an optimiser step, a new tensor).
+:func:`kernel_choices` says which kernel each convolution runs and why.
+
+Convolutions fall back to PyTorch's own kernel for gradients, CUDA tensors and other dtypes, so an
+optimised graph still trains and moves between devices.
 """
 
 from __future__ import annotations
+
+import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -20,9 +47,29 @@ from torch import Tensor, fx, nn
 
 from .border import BorderPlanner, skip_constant_border
 
-__all__ = ["NNPACKConv2d", "nnpack_available", "optimize_for_cpu"]
+__all__ = [
+    "KernelChoice",
+    "NNPACKConv2d",
+    "calibrate",
+    "direct_kernel",
+    "kernel_choices",
+    "nnpack_available",
+    "optimize_for_cpu",
+]
 
 _NNPACK: bool | None = None
+
+#: NNPACK is kept for a layer only if, on every probe image, its root-mean-square error against
+#: float64 is at most RMS_RATIO times the direct kernel's and its largest error at most MAX_RATIO
+#: times the direct kernel's. 1.0 on the mean: the layer gets no less precise than the plain graph's
+#: (whose error against Caffe is the bound's unit); 1.5 on the maximum, a statistic of ~1000 values
+#: that varies by about that much between two equally precise sums.
+RMS_RATIO = 1.0
+MAX_RATIO = 1.5
+#: Output rows and columns of the probe (more than one 6x6 Winograd tile, one 8x8 FFT tile).
+PROBE_SIZE = 8
+#: Output channels the probe computes (evenly spread over the layer's; every input channel is used).
+PROBE_CHANNELS = 16
 
 
 def nnpack_available() -> bool:
@@ -36,15 +83,126 @@ def nnpack_available() -> bool:
     return _NNPACK
 
 
+@dataclass(frozen=True)
+class KernelChoice:
+    """Which kernel a convolution runs on the CPU, and the calibration that chose it."""
+
+    kernel: str  # "nnpack-winograd", "nnpack-fft" or the direct kernel ("onednn", "slow2d", ...)
+    nnpack: str  # the NNPACK mode measured ("" where none was)
+    nnpack_error: float  # worst probe image: NNPACK's RMS error / the direct kernel's (nan: not run)
+    nnpack_max_error: float  # the same for the largest error
+    seconds: float  # the calibration's time
+
+    def __str__(self) -> str:
+        if not self.nnpack:
+            return self.kernel
+        verdict = "kept" if self.kernel == self.nnpack else "refused"
+        return (f"{self.kernel} ({self.nnpack} {verdict}: rms error x{self.nnpack_error:.2g}, "
+                f"max x{self.nnpack_max_error:.2g} of the direct kernel's)")  # fmt: skip
+
+
+def _nnpack_mode(kernel_size: tuple[int, int]) -> str:
+    # NNPACK's automatic choice for these sizes: Winograd F(6x6, 3x3) for 3x3, else FFT tiles.
+    return "nnpack-winograd" if tuple(kernel_size) == (3, 3) else "nnpack-fft"
+
+
+def direct_kernel(x: Tensor, weight: Tensor, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1) -> str:
+    """The name of the kernel PyTorch picks for ``F.conv2d`` on these arguments ("onednn" for
+    oneDNN/MKL-DNN, else PyTorch's backend name in lower case)."""
+    try:
+        backend = torch._C._select_conv_backend(
+            x, weight, None, list(stride), list(padding), list(dilation), False, [0, 0], groups, None
+        )
+        name = str(backend).rsplit(".", 1)[-1].lower()
+    except (AttributeError, RuntimeError, TypeError):
+        return "pytorch"
+    return "onednn" if name.startswith("mkldnn") else name
+
+
+def _relative_errors(got: Tensor, reference: Tensor) -> tuple[Tensor, Tensor]:
+    """Per image: RMS and largest error of ``got`` against ``reference``, over the reference's RMS."""
+    error = (got.double() - reference).flatten(1)
+    scale = reference.flatten(1).pow(2).mean(1).sqrt().clamp_min(torch.finfo(torch.float32).tiny)
+    return error.pow(2).mean(1).sqrt() / scale, error.abs().amax(1) / scale
+
+
+def calibrate(conv: NNPACKConv2d) -> KernelChoice:
+    """Run ``conv`` (its own weights) on a seeded probe through NNPACK, the direct kernel and
+    float64, and choose NNPACK only where it is no less precise (module docstring: the rule). It
+    runs on one thread: on a tiny probe, waking a second one costs more than it saves, and far
+    more on a busy machine (the kernels' sums do not depend on the thread count)."""
+    started = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _calibrate(conv, started)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _calibrate(conv: NNPACKConv2d, started: float) -> KernelChoice:
+    weight, bias = conv.weight.detach(), conv.bias.detach() if conv.bias is not None else None
+    out_channels, in_channels, kernel_h, kernel_w = weight.shape
+    pick = torch.linspace(0, out_channels - 1, min(out_channels, PROBE_CHANNELS)).round().long().unique()
+    weight = weight.index_select(0, pick).contiguous()
+    bias = bias.index_select(0, pick).contiguous() if bias is not None else None
+    # Padding of at least the kernel is computed as zeros in the input (NNPACKConv2d.nnpack): the
+    # probe keeps only as much of it as one window sees.
+    pad_h, pad_w = min(conv.padding[0], kernel_h - 1), min(conv.padding[1], kernel_w - 1)
+    height = max(1, PROBE_SIZE + kernel_h - 1 - 2 * pad_h)
+    width = max(1, PROBE_SIZE + kernel_w - 1 - 2 * pad_w)
+    generator = torch.Generator().manual_seed(20261206)
+    noise = torch.randn(3, in_channels, height, width, generator=generator)
+    probe = torch.stack([noise[0], noise[1].abs(), 1 + 0.05 * noise[2]])  # signed, after ReLU, flat
+    mode = _nnpack_mode((kernel_h, kernel_w))
+    direct = direct_kernel(probe, weight, padding=(pad_h, pad_w))
+    with torch.no_grad():
+        reference = F.conv2d(probe.double(), weight.double(), None if bias is None else bias.double(),
+                             padding=(pad_h, pad_w))  # fmt: skip
+        plain = F.conv2d(probe, weight, bias, padding=(pad_h, pad_w))
+        zero = torch.zeros(weight.shape[0]) if bias is None else bias
+        fast = torch.cat([  # NNPACK's batch path, and its single-image (inference) path
+            torch._nnpack_spatial_convolution(probe, weight, zero, [pad_h, pad_w], [1, 1]),
+            torch._nnpack_spatial_convolution(probe[:1], weight, zero, [pad_h, pad_w], [1, 1]),
+        ])
+    plain_rms, plain_max = _relative_errors(plain, reference)
+    fast_rms, fast_max = _relative_errors(fast, torch.cat([reference, reference[:1]]))
+    plain_rms, plain_max = torch.cat([plain_rms, plain_rms[:1]]), torch.cat([plain_max, plain_max[:1]])
+    tiny = torch.finfo(torch.float64).tiny
+    rms_ratio = float((fast_rms / plain_rms.clamp_min(tiny)).max())
+    max_ratio = float((fast_max / plain_max.clamp_min(tiny)).max())
+    precise = bool((fast_rms <= RMS_RATIO * plain_rms).all() and (fast_max <= MAX_RATIO * plain_max).all())
+    seconds = time.perf_counter() - started
+    return KernelChoice(mode if precise else direct, mode, rms_ratio, max_ratio, seconds)
+
+
 class NNPACKConv2d(nn.Conv2d):
-    """A ``Conv2d`` that runs on NNPACK for float32 CPU inference, else as ``Conv2d``."""
+    """A ``Conv2d`` that runs on NNPACK for float32 CPU inference where :func:`calibrate` finds
+    NNPACK as precise as the direct kernel for its current weights, else as ``Conv2d``."""
+
+    choice: KernelChoice | None = None
+    _calibrated_for: tuple | None = None
+
+    def _weights_key(self) -> tuple:
+        bias = self.bias
+        return (id(self.weight), self.weight._version, id(bias), None if bias is None else bias._version)
+
+    def kernel_choice(self) -> KernelChoice:
+        """The calibrated choice for the current weights (calibrating again if they changed)."""
+        key = self._weights_key()
+        if self.choice is None or key != self._calibrated_for:
+            self.choice = calibrate(self)
+            self._calibrated_for = key
+        return self.choice
 
     def _nnpack_ok(self, x: Tensor) -> bool:
         from ..layers.tracing import tracing
 
         grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
         cpu = x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
-        return cpu and not grad and not tracing()
+        if not cpu or grad or tracing() or self.weight.device.type != "cpu":
+            return False
+        return self.kernel_choice().kernel.startswith("nnpack")
 
     def forward(self, x: Tensor) -> Tensor:
         if not self._nnpack_ok(x):
@@ -72,7 +230,23 @@ def _suits_nnpack(conv: nn.Module) -> bool:
         and conv.groups == 1
         and isinstance(conv.padding, tuple)
         and all(2 <= k <= 8 for k in conv.kernel_size)
+        and conv.weight.device.type == "cpu"
+        and conv.weight.dtype == torch.float32
     )
+
+
+def kernel_choices(net: nn.Module) -> dict[str, str]:
+    """``{module name: kernel}`` for every 2-D convolution of ``net`` as it runs float32 inference on
+    the CPU: a calibrated layer says its choice and the error ratios behind it."""
+    out = {}
+    for name, module in net.named_modules():
+        if isinstance(module, NNPACKConv2d):
+            out[name] = str(module.kernel_choice())
+        elif isinstance(module, nn.Conv2d) and module.weight.device.type == "cpu":
+            probe = torch.zeros(1, module.in_channels, 16, 16)
+            groups = module.groups
+            out[name] = direct_kernel(probe, module.weight, module.stride, (0, 0), module.dilation, groups)
+    return out
 
 
 # Layers whose gradient does not need their own output, so a ReLU may overwrite it.
@@ -80,7 +254,8 @@ _RELU_SAFE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTransp
 
 
 def optimize_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphModule:
-    """``net`` itself, its suitable convolutions moved to NNPACK, its ReLUs made in-place where
+    """``net`` itself, its suitable convolutions moved to NNPACK where it is as precise (calibrated
+    here, on their weights: module docstring), its ReLUs made in-place where
     nothing else reads their input and (``border``) the constant band of a large first padding
     skipped (:func:`.border.skip_constant_border`); returns it for chaining. Applying it twice
     changes nothing more."""
@@ -97,6 +272,7 @@ def optimize_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphMod
                 )
                 fast.weight, fast.bias = module.weight, module.bias
                 fast.train(module.training)
+                fast.kernel_choice()  # calibrated now, at load, not on the first forward
                 setattr(net, name, fast)
     for node in net.graph.nodes:
         source = node.args[0] if node.args else None
