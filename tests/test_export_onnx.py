@@ -184,3 +184,32 @@ def test_nets_with_index_inputs_export_and_pass_the_onnxruntime_check(case: str,
     net = load_caffe(folder / "net.prototxt", strict=False, input_shapes=shapes)
     export_onnx(net, tmp_path / "net.onnx")
     assert (tmp_path / "net.onnx").stat().st_size > 0
+
+
+CEIL_POOLING_NET = """
+layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 32 dim: 32 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "c"
+        convolution_param { num_output: 4 kernel_size: 7 stride: 2 pad: 3 } }
+layer { name: "pool" type: "Pooling" bottom: "c" top: "p"
+        pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "conv2" type: "Convolution" bottom: "p" top: "c2"
+        convolution_param { num_output: 4 kernel_size: 1 stride: 2 } }
+layer { name: "sum" type: "Eltwise" bottom: "c2" bottom: "c2" top: "s" }
+layer { name: "gp" type: "Pooling" bottom: "s" top: "g" pooling_param { pool: AVE kernel_size: 4 stride: 1 } }
+"""
+
+
+def test_a_net_torch_export_cannot_make_dynamic_still_exports_at_its_built_size(tmp_path) -> None:
+    """ResNet-50's shape (Caffe's ceil pooling, a stride-2 convolution, a sum, a fixed-size global
+    pooling): torch.export cannot solve the dynamic sizes; the static retry must not inherit the
+    failed attempt's dynamic marks (it did, and the zoo's ResNet-50 could not be exported)."""
+    import converters
+    from converters.graph.export import export_program
+
+    net = converters.load_caffe(converters.parse_text(CEIL_POOLING_NET), None, optimize=False)
+    report = export_program(net, tmp_path / "stem.pt2")
+    assert report.inputs == {"data": (1, 3, 32, 32)}
+    program = torch.export.load(str(tmp_path / "stem.pt2")).module()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(program(x)[0], net(data=x)["g"])

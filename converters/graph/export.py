@@ -194,7 +194,9 @@ def _exported(net: nn.Module, examples: dict[str, Tensor], dynamic: bool) -> tor
     _check_exportable(net)
     outputs = list(net.caffe.outputs)
     wrapper = _Positional(net, list(examples), outputs).eval()
-    args = tuple(examples.values())
+    # fresh tensors: a failed dynamic attempt marks its examples' dims, which would make the static
+    # retry dynamic too (and fail the same way)
+    args = tuple(value.clone() for value in examples.values())
     try:
         return torch.export.export(
             wrapper, args, dynamic_shapes=_dynamic_shapes(examples, dynamic), strict=False
