@@ -1,22 +1,31 @@
-"""Full-width voc-fcn8s forward time on the CPU at 500x500: our graph against OpenCV dnn.
+"""CPU forward time of our graph against onnxruntime (on our own ONNX export of the same net) and
+OpenCV dnn: voc-fcn8s at 500x500, a ResNet-50 classifier and an SSD detector (MobileNet-SSD) from
+``../shared/caffe-zoo``.
 
-Both run the same net with the same random weights: the deploy definition of
-``converters.fcn.nets`` and fan-in-scaled random weights are written to a temporary prototxt and
-caffemodel; our graph loads them with ``converters.load_caffe``, OpenCV with
-``cv2.dnn.readNetFromCaffe``. The passes alternate (ours, OpenCV, ours, ...) so that load from
-other jobs on a shared machine hits both alike. Prints a Markdown table: median and minimum of
-``--runs`` passes after one warm-up each, and the largest absolute difference of the ``score``
-output from our plain fp32 graph, and each pass's CPU time (all threads; spin-waiting counts).
+Every implementation runs the same net with the same weights: voc-fcn8s is the deploy definition
+of ``converters.fcn.nets`` with fan-in-scaled random weights; a zoo net is its ``deploy.prototxt``
+with the seeded weights and inputs of ``tests/zoo.py``. Both are written to a temporary prototxt
+and caffemodel: our graph loads them with ``converters.load_caffe``, OpenCV with
+``cv2.dnn.readNetFromCaffe``, onnxruntime runs ``converters.export_onnx`` of our plain graph (so
+its graph keeps the pad-100 border our default graph skips). The passes alternate (ours,
+onnxruntime, OpenCV, ours, ...) so that load from other jobs on a shared machine hits all alike.
+For each thread count of ``--threads`` (default ``2,1``: torch's ``set_num_threads``,
+onnxruntime's ``intra_op_num_threads``, OpenCV's ``setNumThreads``) it prints a Markdown table:
+median and minimum of ``--runs`` passes after one warm-up each, the ratio to onnxruntime, the
+largest difference of the output from our plain fp32 graph, and each pass's CPU time.
 
-OpenCV is optional (``opencv-python-headless<5``: version 5 dropped the Caffe reader). Keep it out
-of the project's environment; e.g. a separate venv that also sees the project's packages:
+onnxruntime: used if importable; else ``--install-onnxruntime`` installs it (``pip install
+--target``) into ``~/.cache/fcn-port/bench-site`` and uses it from there. OpenCV is optional
+(``opencv-python-headless<5``: version 5 dropped the Caffe reader). Keep it out of the project's
+environment; e.g. a separate venv that also sees the project's packages:
 
     python -m venv /work/bench-venv
     /work/bench-venv/bin/pip install --no-deps "opencv-python-headless<5"
     echo "$PWD/.venv/lib/python3.11/site-packages" > /work/bench-venv/lib/python3.11/site-packages/main.pth
     /work/bench-venv/bin/python benchmarks/forward_cpu.py
 
-Not run in CI: ``python benchmarks/forward_cpu.py [--runs 5] [--size 500x500] [--variants ...]``.
+Not run in CI: ``python benchmarks/forward_cpu.py [--net voc-fcn8s,resnet50,mobilenet_ssd]
+[--runs 5] [--size 500x500] [--threads 2,1] [--variants ...] [--install-onnxruntime]``.
 
 Measured on the project's 2-core machine (AMD EPYC, AVX2; torch 2.13 CPU, OpenCV 4.14, 500x500,
 5 interleaved runs; 2026-12-02, other jobs holding the load average at 11-12, so absolute times
@@ -49,11 +58,13 @@ import argparse
 import copy
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,6 +82,12 @@ VARIANTS = ("plain", "default", "nnpack_only", "channels_last", "compile", "comp
 ``load_caffe`` returns on the CPU (border skipping + NNPACK + in-place ReLU); ``nnpack_only``:
 ``optimize_for_cpu(border=False)``; the others are the plain graph under PyTorch's options."""
 
+ZOO = REPO.parent / "shared" / "caffe-zoo"
+SITE = Path.home() / ".cache" / "fcn-port" / "bench-site"
+
+Feeds = dict[str, np.ndarray]
+Runner = Callable[[Feeds], np.ndarray]
+
 
 def export_weights(module: torch.nn.Module) -> dict[str, list[np.ndarray]]:
     """The module's parameters as Caffe blobs per layer (``module.caffe.parameter_blobs`` order)."""
@@ -81,8 +98,26 @@ def export_weights(module: torch.nn.Module) -> dict[str, list[np.ndarray]]:
     }
 
 
-def ours(prototxt: Path, caffemodel: Path, variant: str) -> Callable[[torch.Tensor], np.ndarray]:
-    """Our graph under ``variant`` as a function of the input tensor returning ``score``."""
+def net_files(name: str, size: tuple[int, int], folder: Path, zoo: Path) -> tuple[Path, Path, Feeds]:
+    """``name``'s prototxt and caffemodel written into ``folder``, and its input feeds."""
+    prototxt, caffemodel = folder / f"{name}.prototxt", folder / f"{name}.caffemodel"
+    if name == "voc-fcn8s":
+        definition = net_definition("voc-fcn8s", "deploy")
+        write_prototxt(definition, prototxt)
+        write_weights(export_weights(load_caffe(definition, None, optimize=False)), caffemodel)
+        return prototxt, caffemodel, {"data": synthetic_input(*size).numpy()}
+    if not (zoo / name / "deploy.prototxt").is_file():
+        raise SystemExit(f"error: no {name}/deploy.prototxt under {zoo} (give --zoo, or a net it holds)")
+    from tests import zoo as zoo_nets
+
+    net, shapes = zoo_nets.load(zoo / name)
+    write_prototxt(net, prototxt)
+    write_weights(zoo_nets.draw_weights(net, shapes), caffemodel)
+    return prototxt, caffemodel, zoo_nets.draw_inputs(shapes)
+
+
+def ours(prototxt: Path, caffemodel: Path, variant: str, output: str) -> Runner:
+    """Our graph under ``variant`` as a function of the feeds returning blob ``output``."""
     if variant == "default":  # what every user and evaluator gets on the CPU
         net = load_caffe(prototxt, caffemodel)
     else:
@@ -99,113 +134,194 @@ def ours(prototxt: Path, caffemodel: Path, variant: str) -> Callable[[torch.Tens
         inductor_config.freezing = True
         net = torch.compile(copy.deepcopy(net).to(memory_format=torch.channels_last))
 
-    def run(x: torch.Tensor) -> np.ndarray:
+    def run(feeds: Feeds) -> np.ndarray:
+        inputs = {k: torch.from_numpy(v) for k, v in feeds.items()}
         if variant in ("channels_last", "compile_frozen"):
-            x = x.contiguous(memory_format=torch.channels_last)
+            inputs = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
+                      for k, v in inputs.items()}  # fmt: skip
         with torch.inference_mode():
-            return net(data=x)["score"].contiguous().numpy()
+            return net(**inputs)[output].contiguous().numpy()
 
     return run
 
 
-def opencv(prototxt: Path, caffemodel: Path) -> Callable[[torch.Tensor], np.ndarray] | None:
+def import_onnxruntime(install: bool) -> Any:
+    """onnxruntime, installed first into :data:`SITE` when ``install`` and it is missing; else None."""
+    for attempt in range(2):
+        try:
+            import onnxruntime
+
+            return onnxruntime
+        except ImportError:
+            if str(SITE) not in sys.path and SITE.is_dir():
+                sys.path.insert(0, str(SITE))
+                continue
+            if not install or attempt:
+                return None
+            print(f"# installing onnxruntime into {SITE} ...", file=sys.stderr)
+            subprocess.run(
+                [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(SITE), "onnxruntime"],
+                check=True,
+            )
+            sys.path.insert(0, str(SITE))
+    return None
+
+
+def onnxruntime_runner(
+    module: Any, prototxt: Path, caffemodel: Path, folder: Path, output: str, threads: int
+) -> Runner:
+    """onnxruntime on ``converters.export_onnx`` of our plain graph, ``threads`` intra-op threads."""
+    from converters import export_onnx
+
+    path = folder / f"{prototxt.stem}.onnx"
+    if not path.exists():
+        export_onnx(load_caffe(prototxt, caffemodel, optimize=False), path, check=False)
+    options = module.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = module.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+
+    def run(feeds: Feeds) -> np.ndarray:
+        return session.run([output if output in names else names[0]], feeds)[0]
+
+    return run
+
+
+def opencv(prototxt: Path, caffemodel: Path, output: str, threads: int) -> Runner | None:
     """OpenCV dnn's forward of the same files, or ``None`` when cv2 (< 5) is not importable."""
     try:
         import cv2
     except ImportError:
         return None
+    cv2.setNumThreads(threads)
     net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
 
-    def run(x: torch.Tensor) -> np.ndarray:
-        net.setInput(np.ascontiguousarray(x.numpy()))
-        return net.forward("score")
+    def run(feeds: Feeds) -> np.ndarray:
+        for name, value in feeds.items():
+            net.setInput(np.ascontiguousarray(value), name)
+        return net.forward(output)
 
     return run
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="timed passes per implementation (default 5)")
-    parser.add_argument("--size", default="500x500", help="input HxW (default 500x500)")
-    parser.add_argument(
-        "--variants",
-        default="plain,default,nnpack_only",
-        help=f"our graph's variants, comma-separated from {', '.join(VARIANTS)} "
-        "(default plain,default,nnpack_only)",
-    )
-    parser.add_argument("--threads", type=int, default=None, help="threads for both (default: torch's)")
-    args = parser.parse_args(argv)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown or args.runs < 1:
-        message = f"unknown variant {unknown[0]!r}" if unknown else "--runs must be >= 1"
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    if "plain" not in variants:
-        variants.insert(0, "plain")
-    height, width = parse_size(args.size)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    threads = torch.get_num_threads()
+def _output(prototxt: Path) -> str:
+    """The blob the tables compare: the net's last output (``score`` for the FCNs)."""
+    net = load_caffe(prototxt, None, optimize=False, device="meta")
+    return "score" if "score" in net.caffe.outputs else net.caffe.outputs[-1]
 
-    with tempfile.TemporaryDirectory() as tmp:
-        prototxt, caffemodel = Path(tmp) / "fcn8s.prototxt", Path(tmp) / "fcn8s.caffemodel"
-        definition = net_definition("voc-fcn8s", "deploy")
-        write_prototxt(definition, prototxt)
-        write_weights(export_weights(load_caffe(definition, None, optimize=False)), caffemodel)
-        runners: dict[str, Callable[[torch.Tensor], np.ndarray]] = {
-            f"ours ({v})": ours(prototxt, caffemodel, v) for v in variants
-        }
-        cv_run = opencv(prototxt, caffemodel)
-        if cv_run is not None:
-            import cv2
 
-            cv2.setNumThreads(threads)
-            runners[f"OpenCV dnn {cv2.__version__}"] = cv_run
-        x = synthetic_input(height, width)
-        outputs = {name: run(x) for name, run in runners.items()}  # warm-up (and compilation)
-        times: dict[str, list[float]] = {name: [] for name in runners}
-        cpu: dict[str, list[float]] = {name: [] for name in runners}
-        for _ in range(args.runs):
-            for name, run in runners.items():
-                start, start_cpu = time.perf_counter(), time.process_time()
-                run(x)
-                times[name].append(time.perf_counter() - start)
-                cpu[name].append(time.process_time() - start_cpu)
-
+def table(name: str, runners: dict[str, Runner], feeds: Feeds, runs: int, threads: int) -> list[str]:
+    """Time ``runners`` alternately on ``feeds``; the Markdown rows of one table."""
+    torch.set_num_threads(threads)
+    outputs = {label: run(feeds) for label, run in runners.items()}  # warm-up (and compilation)
+    times: dict[str, list[float]] = {label: [] for label in runners}
+    cpu: dict[str, list[float]] = {label: [] for label in runners}
+    for _ in range(runs):
+        for label, run in runners.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            run(feeds)
+            times[label].append(time.perf_counter() - start)
+            cpu[label].append(time.process_time() - start_cpu)
     reference = outputs["ours (plain)"]
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# voc-fcn8s forward on the CPU, {height}x{width}, {threads} threads, torch {torch.__version__}")
-    print(f"# {args.runs} interleaved runs each; load average 1 min after the runs: {load:.1f}")
-    print()
-    cv_name = next((n for n in runners if n.startswith("OpenCV")), None)
-    cv_median = statistics.median(times[cv_name]) if cv_name else None
-    print(
-        "| implementation | median s | min s | x OpenCV (median) | CPU s (median, all threads) "
-        "| max abs diff of score vs ours (plain) | argmax agreement |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for name in runners:
-        out = outputs[name]
+    ort = next((label for label in runners if label.startswith("onnxruntime")), None)
+    ort_median = statistics.median(times[ort]) if ort else None
+    lines = [
+        f"### {name}, {threads} thread(s)",
+        "",
+        "| implementation | median s | min s | x onnxruntime (median) | CPU s (median) "
+        "| max abs diff vs ours (plain) | argmax agreement |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label in runners:
+        out = outputs[label]
         if out.shape != reference.shape:
             diff, agree = f"shape {out.shape} vs {reference.shape}", "-"
         else:
             diff = f"{float(np.abs(out - reference).max()):.3g}"
-            agree = f"{100 * float((out.argmax(1) == reference.argmax(1)).mean()):.3f}%"
-        median, fastest = statistics.median(times[name]), min(times[name])
-        ratio = f"{median / cv_median:.2f}" if cv_median else "-"
-        used = statistics.median(cpu[name])
-        print(f"| {name} | {median:.3f} | {fastest:.3f} | {ratio} | {used:.2f} | {diff} | {agree} |")
+            axis = 1 if out.ndim > 1 else 0
+            agree = f"{100 * float((out.argmax(axis) == reference.argmax(axis)).mean()):.3f}%"
+        median, fastest = statistics.median(times[label]), min(times[label])
+        ratio = f"{median / ort_median:.2f}" if ort_median else "-"
+        used = statistics.median(cpu[label])
+        lines.append(f"| {label} | {median:.3f} | {fastest:.3f} | {ratio} | {used:.2f} | {diff} | {agree} |")
+    lines += ["", f"max |output| {float(np.abs(reference).max()):.3g}", ""]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--net", default="voc-fcn8s,resnet50,mobilenet_ssd",
+                        help="nets, comma-separated: voc-fcn8s and folders of --zoo (default: the three)")
+    parser.add_argument("--zoo", type=Path, default=ZOO, help=f"the caffe-zoo folder (default {ZOO})")
+    parser.add_argument("--runs", type=int, default=5, help="timed passes per implementation (default 5)")
+    parser.add_argument("--size", default="500x500", help="voc-fcn8s's input HxW (default 500x500)")
+    parser.add_argument(
+        "--variants",
+        default="plain,default",
+        help=f"our graph's variants, comma-separated from {', '.join(VARIANTS)} (default plain,default)",
+    )
+    parser.add_argument("--threads", default="2,1", help="thread counts, comma-separated (default 2,1)")
+    parser.add_argument("--install-onnxruntime", action="store_true",
+                        help=f"pip install onnxruntime into {SITE} when it is not importable")
+    args = parser.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    try:
+        thread_counts = [int(t) for t in args.threads.split(",") if t.strip()]
+    except ValueError:
+        thread_counts = []
+    if unknown or args.runs < 1 or not thread_counts or min(thread_counts) < 1:
+        message = f"unknown variant {unknown[0]!r}" if unknown else "--runs and --threads must be >= 1"
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    if "plain" not in variants:
+        variants.insert(0, "plain")
+    size = parse_size(args.size)
+    ort = import_onnxruntime(args.install_onnxruntime)
+
+    print(f"# CPU forward, torch {torch.__version__}, onnxruntime {ort.__version__ if ort else 'absent'}")
+    print(f"# {args.runs} interleaved runs each; CPU: {_cpu_name()}")
     print()
-    print(f"score magnitude: max |score| {float(np.abs(reference).max()):.3g} (random fan-in-scaled weights)")
-    if cv_run is None:
-        print(
-            'OpenCV dnn: not importable here; install "opencv-python-headless<5" in a separate venv '
-            "(see this script's docstring) and run the script with that venv's python"
-        )
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in [n.strip() for n in args.net.split(",") if n.strip()]:
+            prototxt, caffemodel, feeds = net_files(name, size, Path(tmp), args.zoo)
+            output = _output(prototxt)
+            shown = f"{name} ({'x'.join(map(str, next(iter(feeds.values())).shape))}, output {output})"
+            for threads in thread_counts:
+                torch.set_num_threads(threads)
+                runners: dict[str, Runner] = {
+                    f"ours ({v})": ours(prototxt, caffemodel, v, output) for v in variants
+                }
+                if ort is not None:
+                    runners[f"onnxruntime {ort.__version__}"] = onnxruntime_runner(
+                        ort, prototxt, caffemodel, Path(tmp), output, threads
+                    )
+                cv_run = opencv(prototxt, caffemodel, output, threads)
+                if cv_run is not None:
+                    import cv2
+
+                    runners[f"OpenCV dnn {cv2.__version__}"] = cv_run
+                print("\n".join(table(shown, runners, feeds, args.runs, threads)))
+                sys.stdout.flush()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"load average (1 min) at the end: {load:.1f}")
+    if ort is None:
+        print("onnxruntime: not importable; rerun with --install-onnxruntime")
     return 0
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
 
 
 if __name__ == "__main__":
