@@ -54,6 +54,7 @@ from reproduce.training.init import start_weights
 from reproduce.training.log import RunLog
 from reproduce.training.recipe import RECIPES, Recipe, recipe, solver_parameter
 from reproduce.training.scoring import Scorer
+from weights.api import DOWNLOAD_HELP
 
 __all__ = ["build_parser", "main", "train"]
 
@@ -140,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         "roots and splits included); an option that changes the net or its optimisation is refused, a "
         "schedule option (--iterations, --score-every, ...) applies and is said",
     )
-    start.add_argument("--download", action="store_true", help="download missing registry weights")
+    start.add_argument("--download", action="store_true", help=f"--init NAME: {DOWNLOAD_HELP}")
     start.add_argument(
         "--cache-dir", metavar="DIR", help="weights cache (default: $FCN_PORT_CACHE, ~/.cache/fcn-port)"
     )

@@ -499,3 +499,24 @@ def test_the_command_solve_prints_after_ctrl_c_continues_the_run_alone_to_the_it
     assert sorted(p.name for p in (hdf5_case / "snap").glob("*.solverstate")) == [
         "train_iter_3.solverstate", "train_iter_5.solverstate",
     ]  # fmt: skip
+
+
+def test_init_of_a_registry_net_missing_from_the_cache_asks_on_a_terminal_as_every_command_does(
+    voc: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """The one download rule: on a terminal ``--init vgg16`` asks before fetching 528 MB; a "no" is
+    one error line naming --download, and nothing is fetched."""
+    import io
+
+    from weights import api
+
+    monkeypatch.setattr(api, "_interactive", lambda: True)
+    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+    monkeypatch.setattr(api, "fetch", lambda *a, **k: pytest.fail("fetched without a yes"))
+    argv = [*_train(voc, tmp_path / "run"), "--init", "vgg16", "--cache-dir", str(tmp_path / "cache")]
+    assert main([*argv, "--iterations", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "Download vgg16 weights" in err and "[y/N]" in err
+    assert err.count("error: ") == 1
+    assert "error: --init vgg16: VGG_ILSVRC_16_layers.caffemodel is not in the weights cache" in err
+    assert "add --download" in err

@@ -80,12 +80,13 @@ def _registry_file(name: str, cache_dir: str | os.PathLike[str] | None, download
     path = registry.cached_path(record.name, cache_dir)
     if path.is_file():
         return path
-    if not download:
+    try:  # the download rule of every command: --download fetches, a terminal is asked, else one line
+        return registry.obtain(record.name, download=True if download else None, cache_dir=cache_dir)
+    except registry.api.NotDownloadedError:
         raise InitError(
-            f"--init {name}: {record.filename} is not in the weights cache ({path}); run `python -m weights "
-            f"fetch {name}` (from {record.url}), add --download, or pass --init FILE.caffemodel"
-        )
-    return registry.fetch(name, cache_dir=cache_dir)
+            f"--init {name}: {record.filename} is not in the weights cache {path.parent}; add --download, "
+            f"run `python -m weights fetch {name}` (from {record.url}), or pass --init FILE.caffemodel"
+        ) from None
 
 
 def _read(path: Path, what: str) -> Blobs:
