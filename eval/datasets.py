@@ -166,6 +166,18 @@ class SegmentationDataset(torch.utils.data.Dataset):
         if not self.ids:
             raise DatasetError(f"{self.name}: the split list is empty")
         missing = [p for i in self.ids for p in self.files(i) if not p.is_file()]
+        odd = [p for p in missing if os.path.lexists(p)]
+        if odd:  # there, but a folder, a FIFO (which would block the reader), a device, a dead link
+            from converters.caffe.formats import refuse_special_file
+
+            path = odd[0]
+            if path.is_dir():
+                raise DatasetError(f"{self.name}: {path} is a folder, not a file")
+            try:
+                refuse_special_file(path)
+            except ValueError as error:
+                raise DatasetError(f"{self.name}: {error}") from None
+            raise DatasetError(f"{self.name}: {path} is not a regular file (a broken link?)")
         if missing:
             raise DatasetError(
                 f"{self.name}: {len(missing)} file(s) of the split are missing, first {missing[0]} "

@@ -49,3 +49,15 @@ def test_a_split_list_that_is_not_text_is_one_dataset_error_naming_it(voc: Path)
     listed.write_bytes(b"2000_000000\n\xed\xa7\n")
     with pytest.raises(DatasetError, match=rf"^split list {listed} is not text \(byte 12 is not UTF-8\)"):
         VOCSegmentation(voc, "val2011")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_fifo_or_folder_where_a_picture_belongs_is_named_as_such_not_missing(voc: Path, kind: str) -> None:
+    import os
+
+    picture = voc / "VOC2011" / "JPEGImages" / f"{IDS[1]}.jpg"
+    picture.unlink()
+    os.mkfifo(picture) if kind == "fifo" else picture.mkdir()
+    expected = "is a FIFO" if kind == "fifo" else "is a folder, not a file"
+    with pytest.raises(DatasetError, match=rf"{picture}:? {expected}"):
+        VOCSegmentation(voc, "val2011")
