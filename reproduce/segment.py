@@ -604,16 +604,28 @@ class Segmenter:
         return results
 
 
-def _as_loaded(model: Any, device: Any) -> LoadedModel:
+def _as_loaded(model: Any, device: Any, precision: str = "fp32") -> LoadedModel:
+    """``model`` ready to segment in ``precision``: a spec is built in it; a net or model already
+    built in fp32 runs on a bf16 copy of its weights (itself unchanged)."""
+    from dataclasses import replace
+
+    from converters.graph.precision import check_precision, precision_of, reduced
+
     if isinstance(model, LoadedModel):
         if device is not None:
             model.net.to(device)  # type: ignore[attr-defined]
-        return model
+        if precision == precision_of(model.net):
+            return model
+        net = reduced(model.net, precision)  # type: ignore[arg-type]
+        return replace(model, net=net, precision=precision)
     if isinstance(model, torch.nn.Module) and hasattr(model, "caffe"):
         if device is not None:
             model.to(device)
-        return LoadedModel(model, type(model).__name__, input_names=list(model.caffe.inputs))
-    return load_model(model, device)
+        net = reduced(model, precision)
+        names = list(model.caffe.inputs)
+        return LoadedModel(net, type(model).__name__, input_names=names, precision=precision)
+    check_precision(precision, device if device is not None else "cpu", option="precision")
+    return load_model(model, device, precision=precision)
 
 
 def segment(
@@ -625,6 +637,7 @@ def segment(
     record: str | WeightsRecord | None = None,
     alpha: float = 0.5,
     max_side: int | None = None,
+    precision: str = "fp32",
 ) -> Segmentation:
     """Segment one picture.
 
@@ -634,10 +647,12 @@ def segment(
     ``inputs``: the other pictures a NYUD model needs, ``{"hha": ...}`` or ``{"depth": ...}``.
     ``record`` (a registry name or record) gives classes, palette and preprocessing to a model
     without one. ``max_side`` runs the net on the picture scaled down to that longest side (faster,
-    less memory; no longer Caffe's numbers) and scales the scores back. Returns labels, scores, the
-    colour label map, the overlay and the classes present, all at the picture's size.
+    less memory; no longer Caffe's numbers) and scales the scores back. ``precision="bf16"``
+    computes in bfloat16 where the CPU has AMX or AVX-512 BF16 (or the GPU bf16), refused in one
+    line elsewhere (:mod:`converters.graph.precision`; scores stay float32). Returns labels,
+    scores, the colour label map, the overlay and the classes present, all at the picture's size.
     """
-    loaded = _as_loaded(model, device)
+    loaded = _as_loaded(model, device, precision)
     if isinstance(record, str):
         import weights
 
@@ -780,6 +795,7 @@ def write_outputs(
 def build_parser(prog: str = "python -m reproduce.segment") -> argparse.ArgumentParser:
     """The command line of ``python -m reproduce.segment`` (also ``fcn-port segment``)."""
     from converters.cli import Parser
+    from converters.graph.precision import add_precision_option
 
     parser = Parser(
         prog=prog,
@@ -823,6 +839,7 @@ def build_parser(prog: str = "python -m reproduce.segment") -> argparse.Argument
     parser.add_argument("--cache-dir", metavar="DIR", help="weights cache for registry models")
     add_download_option(parser)
     parser.add_argument("--allow-tf32", action="store_true", help="let CUDA use TensorFloat-32 (Caffe: fp32)")
+    add_precision_option(parser)  # --precision {fp32,bf16}
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -882,6 +899,7 @@ def run(args: argparse.Namespace) -> int:
     left out; the others are segmented and written whatever the batch size, and the exit code is 2."""
     from converters.cli import EXIT_BAD_INPUT
     from converters.cli import device as parse_device
+    from converters.graph.precision import check_precision
     from eval.models import parse_assignments
 
     spec, images = _split_model(args.model, args.images)
@@ -908,6 +926,7 @@ def run(args: argparse.Namespace) -> int:
 
         record = weights.get(args.record)
     device = parse_device(args.device)
+    support = check_precision(args.precision, device)  # one line and exit 2 before anything loads
     if len(spec) == 1 and Path(spec[0]).suffix.lower() in PROTOTXT_SUFFIXES:
         raise SegmentError(
             f"{spec[0]} is a net definition; give its weights too: --model {spec[0]} CAFFEMODEL"
@@ -931,7 +950,9 @@ def run(args: argparse.Namespace) -> int:
         readable.append(job)
     if not readable:
         return EXIT_BAD_INPUT
-    model = load_model(spec, device, cache_dir=args.cache_dir, download=args.download)
+    model = load_model(
+        spec, device, cache_dir=args.cache_dir, download=args.download, precision=args.precision
+    )
     random = list(model.net.caffe.randomly_initialised)
     if random:
         more = " ..." if len(random) > 4 else ""
@@ -950,6 +971,8 @@ def run(args: argparse.Namespace) -> int:
     stray = [k for k in extras if k not in segmenter.extra_kinds]
     if stray:
         raise SegmentError(f"--input {stray[0]}=...: {model.description} takes no {stray[0]} input")
+    if support is not None:
+        print(f"note: computing in {support.label}; outputs are float32")
     for note in segmenter.notes:
         print(f"note: {note}")
     jobs = readable
@@ -973,7 +996,8 @@ def run(args: argparse.Namespace) -> int:
     failures += bad
     counted = f"{total - failures} of {total}" if failures else f"{total}"
     where = f"{written} files in {out}" if written else "nothing written"
-    print(f"segmented {counted} image(s) with {model.description} on {device} in {seconds:.1f} s: {where}")
+    on = f"{device} in {args.precision}" if support is not None else f"{device}"
+    print(f"segmented {counted} image(s) with {model.description} on {on} in {seconds:.1f} s: {where}")
     return EXIT_BAD_INPUT if failures else EXIT_OK
 
 

@@ -34,6 +34,8 @@ class LoadedModel:
     record: WeightsRecord | None = None
     weights_path: Path | None = None
     """The caffemodel or converted file the parameters came from (``None``: random)."""
+    precision: str = "fp32"
+    """What the net computes in: ``fp32``, or ``bf16`` (:mod:`converters.graph.precision`)."""
 
     def segment(self, image: Any, **options: Any) -> Any:
         """Segment one picture: ``reproduce.segment.segment(self, image, **options)`` (labels,
@@ -60,6 +62,7 @@ def load_model(
     optimize: bool | None = None,
     variants: Mapping[str, str] | None = None,
     download: bool | None = True,
+    precision: str = "fp32",
 ) -> LoadedModel:
     """Build ``spec``: ``NAME`` (the weights registry), ``FILE`` (a ``.safetensors``/``.pt`` written
     by ``caffe2torch``), ``[PROTOTXT, CAFFEMODEL]``, ``[NAME, CAFFEMODEL]`` (the registry's net with
@@ -73,8 +76,32 @@ def load_model(
     ``"random"`` never reads them. ``input_shapes`` sizes inputs the prototxt leaves undeclared.
     ``optimize``: the fast CPU graph (default: on the CPU; ``False`` keeps the plain graph).
     ``variants``: a fork's semantics for a type that forks compute differently
-    (``{"Proposal": "brocolli-caffe"}``). Raises :class:`ModelError` for a spec that names nothing
-    loadable; file errors propagate as ``CaffeFormatError``, download errors as ``DownloadError``."""
+    (``{"Proposal": "brocolli-caffe"}``). ``precision``: ``"bf16"`` casts the built net's weights
+    to bfloat16 (outputs stay float32), refused in one line on a device without bf16
+    (:func:`converters.graph.precision.check_precision`: checked before anything loads). Raises
+    :class:`ModelError` for a spec that names nothing loadable; file errors propagate as
+    ``CaffeFormatError``, download errors as ``DownloadError``."""
+    from converters.graph.precision import check_precision, reduced
+
+    check_precision(precision, device if device is not None else "cpu", option="precision")
+    model = _build(spec, device, weights, input_shapes, cache_dir, progress, optimize, variants, download)
+    if precision != "fp32":
+        model.net = reduced(model.net, precision, device, in_place=True)  # type: ignore[arg-type]
+        model.precision = precision
+    return model
+
+
+def _build(
+    spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    device: Any,
+    weights: WeightsSource,
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    cache_dir: str | os.PathLike[str] | None,
+    progress: bool,
+    optimize: bool | None,
+    variants: Mapping[str, str] | None,
+    download: bool | None,
+) -> LoadedModel:
     from converters import load_caffe, load_converted, read_prototxt
 
     parts = _spec(spec)

@@ -38,6 +38,7 @@ __all__ = [
     "PRECISIONS",
     "ReducedPrecision",
     "Support",
+    "add_precision_option",
     "bf16_support",
     "check_precision",
     "cpu_bf16_features",
@@ -140,6 +141,17 @@ def check_precision(
     if not support.allowed:
         raise UsageError(f"{what} {support.reason}: use fp32")
     return support
+
+
+def add_precision_option(parser: Any, help: str | None = None) -> None:
+    """``--precision {fp32,bf16}`` (default fp32) on an ``argparse`` parser: segment and every
+    evaluator take it as is; ``eval.timing`` with its own ``help``."""
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="fp32",
+        help=help or "bf16: compute in bfloat16 (faster on CPUs with AMX or AVX-512 BF16 and on GPUs "
+        f"with bf16; refused elsewhere unless {FORCE_ENV}=1; outputs stay float32). Default fp32: "
+        "Caffe's arithmetic",
+    )
 
 
 def _floating(tensors: Iterable[tuple[str, torch.Tensor]], dtype: torch.dtype) -> dict[str, torch.Tensor]:
