@@ -259,3 +259,17 @@ def test_closing_stops_the_background_reads(tmp_path: Path) -> None:
     weights.close()
     assert weights._thread is not None and not weights._thread.is_alive() and weights._handle is None
     assert weights.take(weights["ip"][0]) is None
+
+
+def test_background_reads_into_memory_of_their_own_by_default(tmp_path: Path) -> None:
+    """Without a loader's allocator, each blob lands in private anonymous memory (torch-free)."""
+    weights = _weights(5)
+    write_weights(weights, tmp_path / "w.caffemodel")
+    with formats.open_weights(tmp_path / "w.caffemodel") as opened:
+        opened.start_reading(["ip"])
+        conv_weight, ip_weight = opened["conv_a_long_name"][0], opened["ip"][0]
+        own = opened.take(ip_weight)
+        assert opened.take(conv_weight) is None  # not asked for: the loader copies it if it must
+        assert own is not None and own.flags.writeable and not np.shares_memory(own, ip_weight)
+        assert own.ctypes.data % 64 == 0 and np.array_equal(own, weights["ip"][0])
+        assert opened.take(ip_weight) is None  # handed out once
