@@ -27,6 +27,7 @@ from converters import cli
 from converters.atomic import atomic_write
 from converters.fcn.datasets import palette
 from converters.fcn.preprocess import colorize
+from converters.graph.precision import add_precision_option, check_precision
 from weights.api import add_download_option
 from weights.models import load_model
 
@@ -44,12 +45,12 @@ EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def load_trained_model(
-    spec: Sequence[str], device: torch.device, download: bool | None = None
+    spec: Sequence[str], device: torch.device, download: bool | None = None, precision: str = "fp32"
 ) -> LoadedModel:
     """``--model`` built by :func:`weights.load_model` (registry weights by the download rule,
-    :func:`weights.obtain`), refused if any layer lacks its weights (evaluating random parameters
-    would mean nothing)."""
-    model = load_model(spec, device, download=download)
+    :func:`weights.obtain`; ``precision`` as there), refused if any layer lacks its weights
+    (evaluating random parameters would mean nothing)."""
+    model = load_model(spec, device, download=download, precision=precision)
     random = list(model.net.caffe.randomly_initialised)
     if random:
         more = " ..." if len(random) > 4 else ""
@@ -248,11 +249,15 @@ def evaluate_model(
     save_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
     allow_tf32: bool = False,
+    precision: str = "fp32",
 ) -> EvaluationResult:
     """Run the net over ``dataset`` and score every label head.
 
     On CUDA, TensorFloat-32 convolutions and matmuls are switched off for the run (Caffe computes in
     full float32) unless ``allow_tf32``; the previous settings are restored afterwards.
+    ``precision="bf16"`` runs the net on a bfloat16 copy of its weights (a model loaded with
+    ``precision="bf16"`` already is), refused in one line on a device without bf16
+    (:mod:`converters.graph.precision`); the scores reach the metrics as float32.
 
     ``inputs`` maps net input names to dataset modalities (default ``{"data": first modality}``) and
     ``outputs`` maps heads to output blobs (default: see :func:`eval.models.output_blobs`). With
@@ -262,8 +267,14 @@ def evaluate_model(
     one image at a time; if any predicted pixel differs, the rest is evaluated one image at a time
     (a note says so).
     """
+    from converters.graph.precision import reduced
+
     device = torch.device(device)
     net = model.net if isinstance(model, LoadedModel) else model
+    if isinstance(net, torch.nn.Module):
+        net = reduced(net, precision, device)
+    elif precision != "fp32":
+        raise ValueError(f"precision={precision!r} needs the net as a torch module")
     inputs = dict(inputs or {"data": dataset.modalities[0]})
     wanted = sorted(set(inputs.values()))
     if sorted(dataset.wanted) != wanted:
@@ -576,6 +587,7 @@ def build_parser(
         action="store_true",
         help="let CUDA use TensorFloat-32 (faster; Caffe used full float32)",
     )
+    add_precision_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -630,6 +642,9 @@ def _run(args, *, dataset_key, splits, make_dataset, modalities) -> int:
                 raise DatasetError(f"--model {part} is a folder: give {what}")
     progress = not args.no_progress
     device = None if args.predictions else cli.device(args.device)
+    if args.predictions and args.precision != "fp32":
+        raise DatasetError("--predictions evaluates saved files; --precision needs --model")
+    support = check_precision(args.precision, device) if device is not None else None
     make_dataset(args.split, (), args.limit)  # a bad dataset root fails before a model loads
     if args.predictions:
         dataset = make_dataset(args.split, (), args.limit)
@@ -639,7 +654,9 @@ def _run(args, *, dataset_key, splits, make_dataset, modalities) -> int:
         model_label, registry_name = f"predictions in {args.predictions}", None
     else:
         assert device is not None
-        fetch = {"download": True} if args.download else {}  # else the rule: ask, or one error line
+        fetch: dict[str, Any] = {"download": True} if args.download else {}  # else the rule: ask, or one line
+        if args.precision != "fp32":
+            fetch["precision"] = args.precision  # cast once as built (evaluate_model would copy)
         model = load_trained_model(args.model, device, **fetch)
         inputs = input_modalities(model, modalities, parse_assignments(args.input, "--input"))
         dataset = make_dataset(args.split, sorted(set(inputs.values())), args.limit)
@@ -656,6 +673,7 @@ def _run(args, *, dataset_key, splits, make_dataset, modalities) -> int:
             save_dir=args.save_predictions,
             progress=progress,
             allow_tf32=args.allow_tf32,
+            precision=args.precision,
         )
         model_label, registry_name = model.description, model.registry_name
     reference_model = args.published or registry_name
@@ -667,6 +685,7 @@ def _run(args, *, dataset_key, splits, make_dataset, modalities) -> int:
         "seconds": round(result.seconds, 3),
         "images_per_second": result.images_per_second,
         "limited": args.limit is not None,
+        "precision": support.label if support is not None else "fp32",
         "heads": {},
         "notes": result.notes,
     }
@@ -698,6 +717,8 @@ def _run(args, *, dataset_key, splits, make_dataset, modalities) -> int:
             "confusion": result.matrices[head.name].tolist(),
         }
         print()
+    if support is not None:
+        print(f"note: computed in {support.label}, not in Caffe's float32")
     for note in result.notes:
         print(f"note: {note}")
     print(f"{result.images} images in {result.seconds:.1f} s ({result.images_per_second:.2f} images/s)")
