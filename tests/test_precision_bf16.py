@@ -6,7 +6,6 @@ This machine may have no bf16 hardware: the refusals replace the detector, the c
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -292,5 +291,31 @@ def test_fp32_stays_the_default_and_builds_no_wrapper() -> None:
     assert precision.reduced(model.net, "fp32") is model.net
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
+
+def _benchmark():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bf16_benchmark", REPO / "benchmarks" / "bf16.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmark_says_bf16_is_not_supported_here_and_measures_nothing(no_bf16, capsys) -> None:
+    assert _benchmark().main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("bf16 is not supported here: ") and "neither AMX nor AVX-512 BF16" in out
+    assert "|" not in out
+
+
+def test_the_forced_benchmark_prints_both_times_agreement_and_mean_iu_change(forced, capsys, tmp_path):
+    argv = ["--models", "voc-fcn8s", "--width", "0.0625", "--size", "40", "--images", "1",
+            "--image-size", "40x30", "--runs", "1", "--json", str(tmp_path / "r.json")]
+    assert _benchmark().main(argv) == 0
+    out = capsys.readouterr().out
+    assert "# bf16 against fp32: bf16 (forced, emulated: not representative)" in out
+    row = next(line for line in out.splitlines() if line.startswith("| voc-fcn8s |"))
+    assert len(row.split("|")) == 11
+    assert "forced, emulated: not representative" in out.splitlines()[-1]
+    result = json.loads((tmp_path / "r.json").read_text())["rows"][0]
+    assert result["agreement"] >= 0.9 and abs(result["bf16"] - result["fp32"]) < 5
