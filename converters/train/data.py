@@ -98,6 +98,11 @@ def _find(name: str, base: Path | None) -> Path:
     return base / path
 
 
+#: Data of an HDF5Data source kept in memory across its files' cycles (Caffe reads a file again
+#: each time its turn comes; the values are the same, the time is not).
+CACHED_HDF5_BYTES = 256 * 2**20
+
+
 class HDF5Source:
     """Batches as Caffe's ``HDF5Data`` layer reads them."""
 
@@ -121,9 +126,23 @@ class HDF5Source:
             self.rng.shuffle(self.file_order)
         self.current_file = 0
         self.row_shapes: dict[str, tuple[int, ...]] | None = None
+        self._cache: dict[Path, dict[str, np.ndarray]] = {}
+        self._cached_bytes = 0
         self._load(self.files[self.file_order[0]])
 
     def _load(self, path: Path) -> None:
+        cached = self._cache.get(path)
+        if cached is not None:  # a source of small files cycles through them: read each once
+            self.data = cached
+        else:
+            self._read(path)
+            size = sum(v.nbytes for v in self.data.values())
+            if self._cached_bytes + size <= CACHED_HDF5_BYTES:
+                self._cache[path] = self.data
+                self._cached_bytes += size
+        self._check_rows(path)
+
+    def _read(self, path: Path) -> None:
         import h5py
 
         _regular(path, self.where)
@@ -144,6 +163,8 @@ class HDF5Source:
             raise
         except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:  # h5py's errors
             raise SolverError(f"{self.where}: cannot read {path}: {' '.join(str(exc).split())}") from None
+
+    def _check_rows(self, path: Path) -> None:
         rows = {t: v.shape[0] if v.ndim else 0 for t, v in self.data.items()}
         if len(set(rows.values())) != 1 or not next(iter(rows.values())):
             raise SolverError(f"{self.where}: {path}: datasets have different or no rows {rows}")
@@ -168,7 +189,8 @@ class HDF5Source:
 
     def __call__(self) -> Batch:
         out = {t: np.empty((self.batch_size, *v.shape[1:]), np.float32) for t, v in self.data.items()}
-        for i in range(self.batch_size):
+        i = 0
+        while i < self.batch_size:  # Caffe's row by row, a run of rows of one file at a time
             if self.current_row == self.rows:
                 if len(self.files) > 1:
                     self.current_file += 1
@@ -180,9 +202,12 @@ class HDF5Source:
                 self.current_row = 0
                 if self.shuffle:
                     self.rng.shuffle(self.order)
+            k = min(self.batch_size - i, self.rows - self.current_row)
+            rows = self.order[self.current_row : self.current_row + k]
             for t in self.tops:
-                out[t][i] = self.data[t][self.order[self.current_row]]
-            self.current_row += 1
+                out[t][i : i + k] = self.data[t][rows]
+            self.current_row += k
+            i += k
         return out
 
 
