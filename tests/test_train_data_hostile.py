@@ -11,7 +11,7 @@ import pytest
 import converters
 from converters.errors import SolverError
 from converters.train import __main__ as cli
-from converters.train.data import HDF5Source
+from converters.train.data import HDF5Source, ImageSource
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -50,3 +50,16 @@ def test_solve_over_hdf5_files_of_two_row_shapes_exits_2_with_one_line(tmp_path:
     assert cli.main([str(tmp_path / "solver.prototxt"), "--no-progress"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("error: ") and "b.h5" in error[0], error
+
+
+@pytest.mark.parametrize("kind", ["HDF5Data", "ImageData"])
+def test_a_source_list_that_is_not_text_is_one_line_naming_it(tmp_path: Path, kind: str) -> None:
+    (tmp_path / "list.txt").write_bytes(b"a.h5\n\xff\xfe\n")
+    param = "hdf5_data_param" if kind == "HDF5Data" else "image_data_param"
+    layer = converters.parse_text(
+        f'layer {{ name: "d" type: "{kind}" top: "x" top: "y" '
+        f'{param} {{ source: "list.txt" batch_size: 1 }} }}'
+    ).getall("layer")[0]
+    source = HDF5Source if kind == "HDF5Data" else ImageSource
+    with pytest.raises(SolverError, match=r"source .*list\.txt is not text \(byte 5 is not UTF-8\)"):
+        source(layer, tmp_path)

@@ -89,6 +89,18 @@ Batch = dict[str, np.ndarray]
 SUPPORTED = ("HDF5Data", "ImageData")
 
 
+def _source_text(source: Path, where: str) -> str:
+    """A data layer's source list as text: one line naming the list when it cannot be read as such
+    (a FIFO, not UTF-8, unreadable)."""
+    _regular(source, where)
+    try:
+        return source.read_text()
+    except UnicodeDecodeError as exc:
+        raise SolverError(f"{where}: source {source} is not text (byte {exc.start} is not UTF-8)") from None
+    except OSError as exc:
+        raise SolverError(f"{where}: cannot read source {source}: {exc.strerror or exc}") from None
+
+
 def _find(name: str, base: Path | None) -> Path:
     """A file named in a net: as written (Caffe reads it from the working directory), else relative
     to ``base`` (the folder of the file that names it)."""
@@ -118,7 +130,7 @@ class HDF5Source:
         source = _find(str(p.get("source")), base)
         if not source.is_file():
             raise SolverError(f"{self.where}: source {str(p.get('source'))!r} not found")
-        self.files = [_find(name, source.parent) for name in source.read_text().split()]
+        self.files = [_find(name, source.parent) for name in _source_text(source, self.where).split()]
         if not self.files:
             raise SolverError(f"{self.where}: source '{source}' lists no HDF5 files")
         self.file_order = list(range(len(self.files)))
@@ -258,7 +270,7 @@ class ImageSource:
         if not source.is_file():
             raise SolverError(f"{self.where}: source {str(p.get('source'))!r} not found")
         self.lines: list[tuple[str, int]] = []
-        for number, line in enumerate(source.read_text().splitlines(), 1):
+        for number, line in enumerate(_source_text(source, self.where).splitlines(), 1):
             line = line.strip()
             if not line:
                 continue
