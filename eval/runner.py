@@ -249,15 +249,15 @@ def evaluate_model(
     save_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
     allow_tf32: bool = False,
-    precision: str = "fp32",
+    precision: str | None = None,
 ) -> EvaluationResult:
     """Run the net over ``dataset`` and score every label head.
 
     On CUDA, TensorFloat-32 convolutions and matmuls are switched off for the run (Caffe computes in
     full float32) unless ``allow_tf32``; the previous settings are restored afterwards.
-    ``precision="bf16"`` runs the net on a bfloat16 copy of its weights (a model loaded with
-    ``precision="bf16"`` already is), refused in one line on a device without bf16
-    (:mod:`converters.graph.precision`); the scores reach the metrics as float32.
+    ``precision="bf16"`` runs the net on a bfloat16 copy of its weights (``None``: as the model was
+    built; a model loaded with ``precision="bf16"`` already is bf16), refused in one line on a device
+    without bf16 (:mod:`converters.graph.precision`); the scores reach the metrics as float32.
 
     ``inputs`` maps net input names to dataset modalities (default ``{"data": first modality}``) and
     ``outputs`` maps heads to output blobs (default: see :func:`eval.models.output_blobs`). With
@@ -271,7 +271,9 @@ def evaluate_model(
 
     device = torch.device(device)
     net = model.net if isinstance(model, LoadedModel) else model
-    if isinstance(net, torch.nn.Module):
+    if precision is None:
+        pass
+    elif isinstance(net, torch.nn.Module):
         net = reduced(net, precision, device)
     elif precision != "fp32":
         raise ValueError(f"precision={precision!r} needs the net as a torch module")

@@ -604,9 +604,9 @@ class Segmenter:
         return results
 
 
-def _as_loaded(model: Any, device: Any, precision: str = "fp32") -> LoadedModel:
-    """``model`` ready to segment in ``precision``: a spec is built in it; a net or model already
-    built in fp32 runs on a bf16 copy of its weights (itself unchanged)."""
+def _as_loaded(model: Any, device: Any, precision: str | None = None) -> LoadedModel:
+    """``model`` ready to segment in ``precision`` (``None``: as built, fp32 for a spec): a spec is
+    built in it; a net or model built in fp32 runs on a bf16 copy of its weights (itself unchanged)."""
     from dataclasses import replace
 
     from converters.graph.precision import check_precision, precision_of, reduced
@@ -614,16 +614,19 @@ def _as_loaded(model: Any, device: Any, precision: str = "fp32") -> LoadedModel:
     if isinstance(model, LoadedModel):
         if device is not None:
             model.net.to(device)  # type: ignore[attr-defined]
-        if precision == precision_of(model.net):
+        if precision is None or precision == precision_of(model.net):
             return model
         net = reduced(model.net, precision)  # type: ignore[arg-type]
         return replace(model, net=net, precision=precision)
     if isinstance(model, torch.nn.Module) and hasattr(model, "caffe"):
         if device is not None:
             model.to(device)
+        if precision is None:
+            precision = precision_of(model)
         net = reduced(model, precision)
         names = list(model.caffe.inputs)
         return LoadedModel(net, type(model).__name__, input_names=names, precision=precision)
+    precision = precision or "fp32"
     check_precision(precision, device if device is not None else "cpu", option="precision")
     return load_model(model, device, precision=precision)
 
@@ -637,7 +640,7 @@ def segment(
     record: str | WeightsRecord | None = None,
     alpha: float = 0.5,
     max_side: int | None = None,
-    precision: str = "fp32",
+    precision: str | None = None,
 ) -> Segmentation:
     """Segment one picture.
 
@@ -649,7 +652,8 @@ def segment(
     without one. ``max_side`` runs the net on the picture scaled down to that longest side (faster,
     less memory; no longer Caffe's numbers) and scales the scores back. ``precision="bf16"``
     computes in bfloat16 where the CPU has AMX or AVX-512 BF16 (or the GPU bf16), refused in one
-    line elsewhere (:mod:`converters.graph.precision`; scores stay float32). Returns labels,
+    line elsewhere (:mod:`converters.graph.precision`; scores stay float32; default: as the model
+    was built, fp32 for a spec). Returns labels,
     scores, the colour label map, the overlay and the classes present, all at the picture's size.
     """
     loaded = _as_loaded(model, device, precision)

@@ -166,6 +166,16 @@ def test_load_model_precision_casts_the_net_it_builds_once(forced) -> None:
     assert out["score"].dtype == torch.float32
 
 
+def test_a_model_loaded_in_bf16_segments_in_bf16_without_saying_it_again(forced) -> None:
+    from weights.models import load_model
+
+    model = load_model([PROTOTXT, CAFFEMODEL], "cpu", precision="bf16")
+    image = np.random.default_rng(1).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    assert model.segment(image).scores.dtype == np.float32
+    with pytest.raises(UsageError, match="built in bf16"):
+        model.segment(image, precision="fp32")
+
+
 def test_the_api_precision_reaches_the_forward(forced, monkeypatch) -> None:
     from eval.runner import evaluate_model
     from reproduce.segment import segment
