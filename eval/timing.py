@@ -7,7 +7,10 @@ paper's count), synchronising the device around each, and prints the median, the
 paper's Tesla K40c figure with the speed-up. ``--channels-last``, ``--tf32``, ``--autocast bf16|fp16`` and
 ``--compile`` (``--freeze``: with inductor weight freezing) and ``--cuda-graphs`` (the forward captured
 once in a ``torch.cuda.CUDAGraph`` on static input buffers, replayed for the timed runs) each add a
-row, reported with its argmax agreement against plain fp32.
+row, reported with its argmax agreement against plain fp32. ``--precision bf16`` adds the row that
+``segment`` and the evaluators run with the same option (weights cast to bfloat16 once,
+:mod:`converters.graph.precision`) and prints its speed-up over fp32; it and ``--autocast bf16``
+are refused in one line where neither AMX nor AVX-512 BF16 (nor a CUDA GPU with bf16) is there.
 
 Static columns of Table 1, computed from the net definition (see :func:`static_columns`):
 
