@@ -18,7 +18,8 @@ Not run in CI: ``python benchmarks/precision.py [--only SUBSTRING] [--skip-heavy
 Measured on 2026-12-06 (AMD EPYC, AVX2, 2 threads, torch 2.13, other jobs on the machine, so the
 times are only comparable within a row): the bound held on all 158 nets (95 without a
 convolution); the default graph's worst blob was at most 1.06x the plain graph's error where that
-is above the floor (voc-fcn8s 1.04x, full width 0.94x, HED 1.00x, MTCNN 1.00x, age net 1.33x).
+is above the floor: 1.33x for the age net, at most 1.06x elsewhere (voc-fcn8s 1.04x, full width
+0.94x, HED 1.00x, MTCNN 1.00x).
 Every Winograd (3x3) layer was refused (2-40x the direct kernel's error on the probe); NNPACK's FFT
 ran where it was kept (fc6 of every FCN, 50 layers of OpenPose, 9 of GoogLeNet, ...). Full-width
 voc-fcn8s: default 1.03 s, plain 1.90 s, calibration 0.13 s at load. Before the calibration (every
