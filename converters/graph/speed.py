@@ -240,7 +240,9 @@ def _suits_nnpack(conv: nn.Module) -> bool:
 
 def kernel_choices(net: nn.Module) -> dict[str, str]:
     """``{module name: kernel}`` for every 2-D convolution of ``net`` as it runs float32 inference on
-    the CPU: a calibrated layer says its choice and the error ratios behind it."""
+    the CPU: a calibrated layer says its choice and the error ratios behind it; any other names the
+    kernel PyTorch picks for it on a 16 x 16 input ("onednn", "slow2d", ...: PyTorch may pick
+    another at other sizes)."""
     out = {}
     for name, module in net.named_modules():
         if isinstance(module, NNPACKConv2d):
