@@ -78,6 +78,12 @@ CASES = {
         "kernel_size: 2 kernel_depth: 2 stride: 2147483647 temporal_stride: 1 } }",
         r"layer 'p' \(Pooling3D\): with stride \[1, 2147483647, 2147483647\] the padded work blob",
     ),
+    "a SegNet Upsample whose scale makes a top past Caffe's blob limit (found by the params fuzz target)": (
+        {"pool": (1, 3, 4, 5), "mask": (1, 3, 4, 5)},
+        'layer { name: "up" type: "Upsample" bottom: "pool" bottom: "mask" top: "up" '
+        "upsample_param { scale: 4294967295 } }",
+        r"layer 'up' \(Upsample\): with scale \[4294967295, 4294967295\] the top of shape",
+    ),
     "a Clip without max": (
         {"x": (2, 3)},
         'layer { name: "clip" type: "Clip" bottom: "x" top: "y" clip_param { min: 0 } }',

@@ -541,7 +541,8 @@ def _meta_result(
             return call(*meta_args)
     except Exception as exc:  # noqa: BLE001  (any failure of the op on these shapes is the net's error)
         shapes_text = ", ".join(f"{b} {list(metas[b].shape)}" for b in bottoms)
-        raise NetError(f"layer '{name}' ({kind}) cannot run on {shapes_text}: {exc}") from None
+        reason = " ".join(str(exc).split()) or type(exc).__name__  # torch's messages span lines
+        raise NetError(f"layer '{name}' ({kind}) cannot run on {shapes_text}: {reason}") from None
 
 
 def _per_top(

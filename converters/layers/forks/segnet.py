@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ...errors import NetError
 from ..fillers import CONSTANT_ONE, CONSTANT_ZERO
-from ..registry import Converted, LayerContext, register_layer
+from ..registry import Converted, LayerContext, check_count, register_layer
 from ..tracing import index_out_of_range, tracing
 from .yolo import nearest_upsample_layer
 
@@ -100,6 +100,10 @@ def _unpool_layer(ctx: LayerContext) -> Converted:
     for pad, s, axis in zip(pad_out, scale, "hw", strict=True):
         if pad and s != 2:
             raise ValueError(f"{ctx.where}: pad_out_{axis} needs scale 2 along {axis}")
+    values = ctx.bottom_shapes[0]
+    if values is not None:
+        top = (*values[:2], values[2] * scale[0] - pad_out[0], values[3] * scale[1] - pad_out[1])
+        check_count(top, f"with scale {list(scale)} the top", ctx.where)
     return Converted(module=Unpool(None, scale, pad_out))
 
 
