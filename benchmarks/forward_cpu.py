@@ -27,6 +27,10 @@ environment; e.g. a separate venv that also sees the project's packages:
 Not run in CI: ``python benchmarks/forward_cpu.py [--net voc-fcn8s,resnet50,mobilenet_ssd]
 [--runs 5] [--size 500x500] [--threads 2,1] [--variants ...] [--install-onnxruntime]``.
 
+Earlier figures (voc-fcn8s only, before onnxruntime was added, and with the earlier default that
+ran every eligible convolution on NNPACK's Winograd kernels; the default now keeps NNPACK only
+where its calibration finds it more precise, see ``converters/graph/speed.py``):
+
 Measured on the project's 2-core machine (AMD EPYC, AVX2; torch 2.13 CPU, OpenCV 4.14, 500x500,
 5 interleaved runs; 2026-12-02, other jobs holding the load average at 11-12, so absolute times
 are 3-4x a quiet run's and only same-run ratios mean much):
@@ -79,7 +83,7 @@ from eval.timing import parse_size, synthetic_input  # noqa: E402
 
 VARIANTS = ("plain", "default", "nnpack_only", "channels_last", "compile", "compile_frozen")
 """``plain``: ``load_caffe(..., optimize=False)``, fp32 NCHW (the reference); ``default``: what
-``load_caffe`` returns on the CPU (border skipping + NNPACK + in-place ReLU); ``nnpack_only``:
+``load_caffe`` returns on the CPU (border skipping + calibrated NNPACK + in-place ReLU); ``nnpack_only``:
 ``optimize_for_cpu(border=False)``; the others are the plain graph under PyTorch's options."""
 
 ZOO = REPO.parent / "shared" / "caffe-zoo"

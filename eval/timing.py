@@ -228,7 +228,7 @@ class Variant:
     autocast: str | None = None  # "bf16" | "fp16"
     compile: bool = False
     freeze: bool = False  # with compile: inductor freezes the weights (prepacked, fused convolutions)
-    cpu_fast: bool = False  # converters.optimize_for_cpu: NNPACK Winograd/FFT convolutions, in-place ReLU
+    cpu_fast: bool = False  # converters.optimize_for_cpu: border skipping, calibrated NNPACK, in-place ReLU
     cuda_graphs: bool = False  # captured once in a CUDA graph on static input buffers, replayed
     precision: str = "fp32"  # "bf16": as segment and eval run it (converters.graph.precision)
 
@@ -798,7 +798,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--cpu-fast",
         action="store_true",
         help="also time the default CPU graph, converters.optimize_for_cpu (border skipping, NNPACK "
-        "Winograd/FFT convolutions, in-place ReLU); always timed on the CPU beside the plain fp32 graph",
+        "convolutions where calibrated as precise, in-place ReLU); always timed on the CPU beside the plain "
+        "fp32 graph",
     )
     parser.add_argument("--tf32", action="store_true", help="also time TF32 convolutions/matmuls (CUDA)")
     parser.add_argument(

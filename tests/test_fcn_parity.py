@@ -168,7 +168,7 @@ def test_full_width_voc_fcn8s_matches_caffe() -> None:
         with torch.no_grad():
             got = net(**run_inputs(FULL, run))
         assert_matches_caffe(got["score"], arrays(FULL)[f"output:score:{run}"], f"{FULL} run {run}")
-    if nnpack_available():  # the CPU-optimised graph (Winograd/FFT convolutions) too
+    if nnpack_available():  # the CPU-optimised graph (border skipping, calibrated NNPACK) too
         optimize_for_cpu(net)
         for run in range(len(info["runs"])):
             with torch.no_grad():
