@@ -158,3 +158,22 @@ def test_kernel_choices_name_every_convolutions_kernel() -> None:
     assert all(text.split(" ")[0] for text in choices.values())
     if nnpack_available():
         assert "nnpack-winograd refused" in choices["conv1_1"]
+
+
+def test_a_layer_too_wide_to_probe_cheaply_keeps_the_direct_kernel_and_loads_in_bounded_time() -> None:
+    """A million input channels (the params fuzz target's case) made the probe hold gigabytes and take
+    a minute at load; such a layer is not probed and runs the direct kernel, exact as the plain graph."""
+    from converters import parse_text
+    from converters.graph import speed
+
+    channels = speed.PROBE_VALUES // (3 * 10 * 10) + 1  # an unpadded 3x3 probe: 10 x 10 pixels a channel
+    text = (
+        f'layer {{ name: "in" type: "Input" top: "data" input_param {{ shape {{ dim: 1 dim: {channels} '
+        'dim: 4 dim: 4 } } }\n'
+        'layer { name: "conv" type: "Convolution" bottom: "data" top: "y" '
+        "convolution_param { num_output: 2 kernel_size: 3 } }"
+    )
+    net = load_caffe(parse_text(text), None)
+    (conv,) = [m for m in net.modules() if isinstance(m, NNPACKConv2d)]
+    assert conv.choice is not None and conv.choice.kernel == "direct (too wide to probe)"
+    assert "not probed" in str(conv.choice)

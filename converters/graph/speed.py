@@ -40,6 +40,7 @@ optimised graph still trains and moves between devices.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -73,6 +74,10 @@ MAX_RATIO = 1.0
 PROBE_SIZE = 8
 #: Output channels the probe computes (evenly spread over the layer's; every input channel is used).
 PROBE_CHANNELS = 16
+#: Input values the probe may hold (three images); a layer with more input channels than that allows
+#: is not probed and keeps the direct kernel: exact as the plain graph, its time bounded (a
+#: million-channel layer would otherwise take a minute and gigabytes at load).
+PROBE_VALUES = 2**22
 
 
 def nnpack_available() -> bool:
@@ -99,6 +104,8 @@ class KernelChoice:
     def __str__(self) -> str:
         if not self.nnpack:
             return self.kernel
+        if math.isnan(self.nnpack_error):
+            return f"{self.kernel} ({self.nnpack} not probed)"
         verdict = "kept" if self.kernel == self.nnpack else "refused"
         return (f"{self.kernel} ({self.nnpack} {verdict}: rms error x{self.nnpack_error:.2g}, "
                 f"max x{self.nnpack_max_error:.2g} of the direct kernel's)")  # fmt: skip
@@ -154,10 +161,13 @@ def _calibrate(conv: NNPACKConv2d, started: float) -> KernelChoice:
     pad_h, pad_w = min(conv.padding[0], kernel_h - 1), min(conv.padding[1], kernel_w - 1)
     height = max(1, PROBE_SIZE + kernel_h - 1 - 2 * pad_h)
     width = max(1, PROBE_SIZE + kernel_w - 1 - 2 * pad_w)
+    mode = _nnpack_mode((kernel_h, kernel_w))
+    if 3 * in_channels * height * width > PROBE_VALUES:  # too wide to probe cheaply: keep it exact
+        seconds = time.perf_counter() - started
+        return KernelChoice("direct (too wide to probe)", mode, math.nan, math.nan, seconds)
     generator = torch.Generator().manual_seed(20261206)
     noise = torch.randn(3, in_channels, height, width, generator=generator)
     probe = torch.stack([noise[0], noise[1].abs(), 1 + 0.05 * noise[2]])  # signed, after ReLU, flat
-    mode = _nnpack_mode((kernel_h, kernel_w))
     direct = direct_kernel(probe, weight, padding=(pad_h, pad_w))
     with torch.no_grad():
         reference = F.conv2d(probe.double(), weight.double(), None if bias is None else bias.double(),
