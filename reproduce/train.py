@@ -104,11 +104,13 @@ def _ranged(kind: type, low: float | None = None, high: float | None = None, *, 
 
 #: The values each numeric setting may take: the options' argparse types, and the check of a
 #: resumed run's ``run.json``.
+INT32 = 2**31 - 1  # the solver's counts are int32 fields of Caffe's SolverParameter (solver.prototxt)
 RANGES = {
-    "val_limit": _ranged(int, 1), "iterations": _ranged(int, 0), "score_every": _ranged(int, 0),
-    "snapshot_every": _ranged(int, 0), "display": _ranged(int, 0), "base_lr": _ranged(float, 0),
-    "momentum": _ranged(float, 0, 1), "iter_size": _ranged(int, 1), "width": _ranged(float, 0, 1, above=True),
-    "seed": _ranged(int, 0, 2**32 - 1), "processes": _ranged(int, 1),
+    "val_limit": _ranged(int, 1, INT32), "iterations": _ranged(int, 0, INT32),
+    "score_every": _ranged(int, 0, INT32), "snapshot_every": _ranged(int, 0, INT32),
+    "display": _ranged(int, 0, INT32), "base_lr": _ranged(float, 0), "momentum": _ranged(float, 0, 1),
+    "iter_size": _ranged(int, 1, INT32), "width": _ranged(float, 0, 1, above=True),
+    "seed": _ranged(int, 0, 2**32 - 1), "processes": _ranged(int, 1, INT32),
 }  # fmt: skip
 
 

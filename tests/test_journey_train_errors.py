@@ -520,3 +520,12 @@ def test_init_of_a_registry_net_missing_from_the_cache_asks_on_a_terminal_as_eve
     assert err.count("error: ") == 1
     assert "error: --init vgg16: VGG_ILSVRC_16_layers.caffemodel is not in the weights cache" in err
     assert "add --download" in err
+
+
+@pytest.mark.parametrize("option", ["--iter-size", "--iterations", "--display", "--score-every"])
+def test_counts_past_caffes_int32_solver_fields_are_refused_in_one_line(option: str, capsys) -> None:
+    """They go into solver.prototxt's int32 fields; a run.json holding one (the runjson fuzz target
+    gave iter_size 2^31) is refused by the same check."""
+    assert main(["voc-fcn32s", option, str(2**31)]) == 2
+    line = _one_error(capsys)
+    assert f"{option}: must be an integer in [" in line and ", 2147483647], got '2147483648'" in line

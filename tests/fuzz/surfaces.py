@@ -536,8 +536,16 @@ def target_runjson(data: bytes, directory: str) -> None:
     run = Path(directory, "run")
     shutil.copytree(template / "run", run)
     stored = json.loads((template / "run" / "run.json").read_text())
-    (run / "run.json").write_bytes(_mutated_run(random.Random(seed), stored))
+    mutated = _mutated_run(random.Random(seed), stored)
+    (run / "run.json").write_bytes(mutated)
     iterations = min(max(iterations, 1), 2)
+    try:  # a huge iter_size (up to Caffe's int32) is a long iteration, not a fault: check only
+        kept = json.loads(mutated)
+        size = kept.get("iter_size") if isinstance(kept, dict) else None
+        if isinstance(size, (int, float)) and size > 8:
+            iterations = 1
+    except ValueError:
+        pass
     argv = ["voc-fcn32s", "--resume", "--out", str(run), "--iterations", str(iterations), "--no-progress"]
     before = _folder_state(run)
     try:
