@@ -84,6 +84,12 @@ CASES = {
         "upsample_param { scale: 4294967295 } }",
         r"layer 'up' \(Upsample\): with scale \[4294967295, 4294967295\] the top of shape",
     ),
+    "a Correlation stride past the fork's C int (found by the params fuzz target)": (
+        {"a": (1, 2, 9, 9), "b": (1, 2, 9, 9)},
+        'layer { name: "corr" type: "Correlation" bottom: "a" bottom: "b" top: "c" correlation_param { '
+        "pad: 2 kernel_size: 3 max_displacement: 2 stride_1: 4294967295 stride_2: 1 } }",
+        r"layer 'corr' \(Correlation\): stride_1 and stride_2 \[4294967295, 1\] exceeds Caffe's integer",
+    ),
     "a Clip without max": (
         {"x": (2, 3)},
         'layer { name: "clip" type: "Clip" bottom: "x" top: "y" clip_param { min: 0 } }',

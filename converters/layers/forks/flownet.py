@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ...errors import NetError
 from ..fillers import CONSTANT_ZERO
-from ..registry import Converted, LayerContext, check_count, register_layer
+from ..registry import Converted, LayerContext, check_count, check_int, register_layer
 from ..tracing import has_values, tracing
 
 # ---------------------------------------------------------------- Correlation
@@ -85,8 +85,8 @@ def correlation(ctx: LayerContext) -> Converted:
     pad, s1, s2 = int(p.get("pad")), int(p.get("stride_1")), int(p.get("stride_2"))
     if kernel % 2 == 0:
         raise NetError(f"{ctx.where}: kernel_size must be odd (the fork requires it), got {kernel}")
-    if s1 < 1 or s2 < 1:
-        raise NetError(f"{ctx.where}: stride_1 and stride_2 must be at least 1, got {s1} and {s2}")
+    check_int([s1, s2], "stride_1 and stride_2", ctx.where)  # the fork keeps them in C ints
+    check_int([kernel, d + 1, pad + 1], "kernel_size, max_displacement + 1 and pad + 1", ctx.where)
     a, b = ctx.bottom_shape(0), ctx.bottom_shape(1)
     if len(a) != 4 or a != b:
         raise NetError(
