@@ -515,3 +515,34 @@ def test_a_label_of_another_size_than_its_picture_is_one_line_naming_the_image()
         feeds_of("voc-fcn32s", sample)
     sample["labels"]["semantic"] = torch.zeros(40, 60, dtype=torch.uint8)
     assert feeds_of("voc-fcn32s", sample)["label"].shape == (1, 1, 40, 60)
+
+
+def test_the_image_order_keeps_a_bounded_window_and_still_gives_the_same_stream_far_out_and_back() -> None:
+    n = 8498
+    reference = np.random.RandomState([training_data.SEED])
+    stream = [int(reference.random_sample() * n) for _ in range(30_000)]
+    order = training_data.OfficialOrder(n)
+    assert [order[k] for k in (0, 1, 29_999, 12_345, 3)] == [stream[k] for k in (0, 1, 29_999, 12_345, 3)]
+    assert len(order._drawn) <= 2 * order.WINDOW
+
+
+def test_a_huge_iter_size_does_not_draw_the_next_iterations_sample_ahead_of_this_ones() -> None:
+    class Recording(training_data.FeedSource):
+        def __init__(self) -> None:
+            super().__init__("voc-fcn32s", dataset=[0] * 10)  # type: ignore[arg-type]
+            self.loaded: list[int] = []
+
+        def _load(self, k: int) -> dict:
+            self.loaded.append(k)
+            self.order[k]
+            return {}
+
+    source = Recording()
+    try:
+        next_feeds = training_data.pass_feeds(source, 0, 0, 1, 2**31 - 1)
+        next_feeds()
+        next_feeds()
+        source._pool.shutdown(wait=True)
+        assert max(source.loaded) <= 3 and len(source.order._drawn) <= 2 * source.order.WINDOW
+    finally:
+        source.close()

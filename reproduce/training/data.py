@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -92,19 +93,41 @@ ROOT_OPTIONS = {
 
 class OfficialOrder:
     """The image indices the official data layers draw: ``random.seed(seed)``, then Python 2's
-    ``randint(0, n - 1)`` (``int(random() * n)``) at set-up and after every forward."""
+    ``randint(0, n - 1)`` (``int(random() * n)``) at set-up and after every forward.
+
+    Only the last :attr:`WINDOW` draws are kept, so memory stays bounded however far a run goes; an
+    index before them is drawn again from the seed."""
+
+    WINDOW = 4096
 
     def __init__(self, n: int, seed: int = SEED) -> None:
         if n <= 0:
             raise ValueError("the training split is empty")
         self.n = n
-        self._rng = random.Random(seed)
+        self.seed = seed
+        self._lock = threading.Lock()  # the loader threads draw too
+        self._restart()
+
+    def _restart(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._first = 0
         self._drawn: list[int] = []
 
     def __getitem__(self, k: int) -> int:
-        while len(self._drawn) <= k:
-            self._drawn.append(int(self._rng.random() * self.n))
-        return self._drawn[k]
+        if k < 0:
+            raise IndexError(f"sample {k} is before the first draw")
+        with self._lock:
+            if k < self._first:
+                self._restart()
+            while self._first + len(self._drawn) <= k:
+                missing = k + 1 - self._first - len(self._drawn)
+                draw, n = self._rng.random, self.n
+                self._drawn.extend(int(draw() * n) for _ in range(min(missing, self.WINDOW)))
+                if len(self._drawn) > 2 * self.WINDOW:
+                    dropped = len(self._drawn) - self.WINDOW
+                    del self._drawn[:dropped]
+                    self._first += dropped
+            return self._drawn[k - self._first]
 
 
 def official_order(n: int, count: int, seed: int = SEED) -> list[int]:
@@ -443,7 +466,9 @@ class FeedSource:
         """The feeds of sample ``k``; starts loading ``upcoming`` samples meanwhile."""
         future = self._pending.pop(k, None)
         for j in list(upcoming)[: self.prefetch]:
-            if j not in self._pending:
+            # a sample further ahead than the order keeps (the next iteration's, with a huge
+            # iter_size) is loaded when it is reached, not drawn ahead of the ones before it
+            if j not in self._pending and 0 < j - k <= OfficialOrder.WINDOW:
                 self._pending[j] = self._pool.submit(self._load, j)
         feeds = future.result() if future is not None else self._load(k)
         for stale in [j for j in self._pending if j < k]:
