@@ -591,3 +591,23 @@ def test_the_flownet2_layers_of_opencvs_caffe_tests_all_convert() -> None:
 
     flownet2 = {"Correlation", "Resample", "FlowWarp", "Accum", "DataAugmentation", "ChannelNorm"}
     assert flownet2 <= set(registered_types())
+
+
+def test_region_pooling_in_chunks_gives_what_one_step_gives_and_names_the_bad_region_by_its_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from converters.layers.forks import rcnn
+
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 8, 9, 11, generator=generator)
+    rois = torch.rand(37, 5, generator=generator) * 40
+    rois[:, 0] = (rois[:, 0] > 20).float()
+    layers = [rcnn.ROIPooling(3, 2, 0.25), rcnn.PSROIPooling(2, 2, 0.25)]
+    whole = [layer(x, rois) for layer in layers]
+    monkeypatch.setattr(rcnn, "CHUNK_VALUES", 1)  # one region per chunk
+    for layer, expected in zip(layers, whole, strict=True):
+        torch.testing.assert_close(layer(x, rois), expected, rtol=0, atol=0)
+        bad = rois.clone()
+        bad[30, 0] = 7
+        with pytest.raises(ValueError, match=rf"^{type(layer).__name__}: region 30 names image 7, the batch has 2$"):
+            layer(x, bad)

@@ -20,12 +20,27 @@ from ..structure import python_layer
 from ..tracing import has_values
 
 
-def _image_index(roi: Tensor, images: int, layer: str, r: int) -> Tensor:
-    """The region's image index, which the forks CHECK is one of the batch's."""
-    index = roi[0].long().reshape(1)
-    if has_values(index) and not 0 <= int(index) < images:
-        raise ValueError(f"{layer}: region {r} names image {int(index)}, the batch has {images}")
+def _image_indices(rois: Tensor, images: int, layer: str, first: int) -> Tensor:
+    """The regions' image indices, which the forks CHECK are the batch's (``first``: the number of
+    the first row, for the message)."""
+    index = rois[:, 0].long()
+    if has_values(index) and index.numel():
+        bad = ((index < 0) | (index >= images)).nonzero()
+        if bad.numel():
+            r = int(bad[0, 0])
+            named = int(index[r])
+            raise ValueError(f"{layer}: region {first + r} names image {named}, the batch has {images}")
     return index
+
+
+#: Values a chunk of regions may hold in one pooling step: regions are pooled together, a chunk
+#: at a time, so 65,536 small regions take one step and big maps stay within a few hundred MB.
+CHUNK_VALUES = 1 << 24
+
+
+def _chunks(regions: int, values_per_region: int) -> list[tuple[int, int]]:
+    step = max(1, CHUNK_VALUES // max(1, values_per_region))
+    return [(start, min(regions, start + step)) for start in range(0, regions, step)]
 
 
 def _round(x: Tensor) -> Tensor:
@@ -34,26 +49,27 @@ def _round(x: Tensor) -> Tensor:
 
 
 def _bins(start: Tensor, size: Tensor, bins: int, limit: int) -> tuple[Tensor, Tensor]:
-    """Integer ``[start, end)`` of each of ``bins`` bins of ``size`` from ``start``, clipped to
-    ``[0, limit]`` (float arithmetic, as the forks compute it)."""
-    index = torch.arange(bins, dtype=torch.float32, device=size.device)
-    lo = torch.floor(index * size + start).clamp(0, limit)
-    hi = torch.ceil((index + 1) * size + start).clamp(0, limit)
+    """Integer ``[start, end)`` of each of ``bins`` bins of ``size`` from ``start`` (one row per
+    region), clipped to ``[0, limit]`` (float arithmetic, as the forks compute it)."""
+    index = torch.arange(bins, dtype=torch.float32, device=size.device)[None, :]
+    lo = torch.floor(index * size[:, None] + start[:, None]).clamp(0, limit)
+    hi = torch.ceil((index + 1) * size[:, None] + start[:, None]).clamp(0, limit)
     return lo, hi
 
 
 def _offset_bins(size: Tensor, bins: int, start: Tensor, limit: int) -> tuple[Tensor, Tensor]:
-    """Fast R-CNN's bins: ``floor(i * size) + start`` to ``ceil((i + 1) * size) + start``, clipped."""
-    index = torch.arange(bins, dtype=torch.float32, device=size.device)
-    lo = (torch.floor(index * size) + start).clamp(0, limit)
-    hi = (torch.ceil((index + 1) * size) + start).clamp(0, limit)
+    """Fast R-CNN's bins: ``floor(i * size) + start`` to ``ceil((i + 1) * size) + start``, clipped
+    (one row per region)."""
+    index = torch.arange(bins, dtype=torch.float32, device=size.device)[None, :]
+    lo = (torch.floor(index * size[:, None]) + start[:, None]).clamp(0, limit)
+    hi = (torch.ceil((index + 1) * size[:, None]) + start[:, None]).clamp(0, limit)
     return lo, hi
 
 
 def _masks(lo: Tensor, hi: Tensor, length: int) -> Tensor:
-    """``bins x length`` booleans: position inside each bin."""
+    """``regions x bins x length`` booleans: position inside each bin."""
     position = torch.arange(length, dtype=torch.float32, device=lo.device)
-    return (position[None, :] >= lo[:, None]) & (position[None, :] < hi[:, None])
+    return (position >= lo[..., None]) & (position < hi[..., None])
 
 
 class ROIPooling(nn.Module):
@@ -67,27 +83,30 @@ class ROIPooling(nn.Module):
         return f"pooled={self.pooled_h}x{self.pooled_w}, spatial_scale={self.spatial_scale}"
 
     def forward(self, x: Tensor, rois: Tensor) -> Tensor:
+        channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+        ph, pw = self.pooled_h, self.pooled_w
+        rois = rois.reshape(rois.shape[0], -1).float()
+        per_region = channels * height * (width + pw * width + ph * pw)
+        out = [self._pool(x, rois[a:b], a) for a, b in _chunks(rois.shape[0], per_region)]
+        return torch.cat(out) if out else x.new_zeros((0, channels, ph, pw))
+
+    def _pool(self, x: Tensor, rois: Tensor, first: int) -> Tensor:
         height, width = x.shape[2], x.shape[3]
         scale = torch.tensor(self.spatial_scale, dtype=torch.float32, device=x.device)
-        rois = rois.reshape(rois.shape[0], -1).float()
-        out = []
-        for r in range(rois.shape[0]):
-            roi = rois[r]
-            x1, y1, x2, y2 = (_round(roi[i] * scale) for i in range(1, 5))
-            roi_h = torch.clamp(y2 - y1 + 1, min=1)
-            roi_w = torch.clamp(x2 - x1 + 1, min=1)
-            # Fast R-CNN: floor(ph * bin) and ceil((ph + 1) * bin), then the rounded start, clipped.
-            hlo, hhi = _offset_bins(roi_h / self.pooled_h, self.pooled_h, y1, height)
-            wlo, whi = _offset_bins(roi_w / self.pooled_w, self.pooled_w, x1, width)
-            feature = x.index_select(0, _image_index(roi, x.shape[0], "ROIPooling", r))[0]  # C x H x W
-            low = torch.finfo(x.dtype).min
-            mask_w = _masks(wlo, whi, width)  # pw x W
-            mask_h = _masks(hlo, hhi, height)  # ph x H
-            by_w = torch.where(mask_w[None, None], feature[:, :, None, :], low).amax(-1)  # C x H x pw
-            pooled = torch.where(mask_h[None, :, :, None], by_w[:, None, :, :], low).amax(2)  # C x ph x pw
-            empty = (hhi <= hlo)[:, None] | (whi <= wlo)[None, :]
-            out.append(torch.where(empty[None], torch.zeros_like(pooled), pooled))
-        return torch.stack(out) if out else x.new_zeros((0, x.shape[1], self.pooled_h, self.pooled_w))
+        x1, y1, x2, y2 = (_round(rois[:, i] * scale) for i in range(1, 5))
+        roi_h = torch.clamp(y2 - y1 + 1, min=1)
+        roi_w = torch.clamp(x2 - x1 + 1, min=1)
+        # Fast R-CNN: floor(ph * bin) and ceil((ph + 1) * bin), then the rounded start, clipped.
+        hlo, hhi = _offset_bins(roi_h / self.pooled_h, self.pooled_h, y1, height)  # R x ph
+        wlo, whi = _offset_bins(roi_w / self.pooled_w, self.pooled_w, x1, width)  # R x pw
+        feature = x.index_select(0, _image_indices(rois, x.shape[0], "ROIPooling", first))  # R x C x H x W
+        low = torch.finfo(x.dtype).min
+        mask_w = _masks(wlo, whi, width)[:, None, None]  # R x 1 x 1 x pw x W
+        mask_h = _masks(hlo, hhi, height)[:, None, :, :, None]  # R x 1 x ph x H x 1
+        by_w = torch.where(mask_w, feature[:, :, :, None, :], low).amax(-1)  # R x C x H x pw
+        pooled = torch.where(mask_h, by_w[:, :, None], low).amax(3)  # R x C x ph x pw
+        empty = (hhi <= hlo)[:, :, None] | (whi <= wlo)[:, None, :]  # R x ph x pw
+        return torch.where(empty[:, None], torch.zeros_like(pooled), pooled)
 
 
 def _check_regions(ctx: LayerContext) -> None:
@@ -126,30 +145,30 @@ class PSROIPooling(nn.Module):
         return f"output_dim={self.output_dim}, group_size={self.group}, spatial_scale={self.spatial_scale}"
 
     def forward(self, x: Tensor, rois: Tensor) -> Tensor:
+        rois = rois.reshape(rois.shape[0], -1).float()
+        per_region = 2 * x.shape[1] * x.shape[2] * x.shape[3]
+        out = [self._pool(x, rois[a:b], a) for a, b in _chunks(rois.shape[0], per_region)]
+        return torch.cat(out) if out else x.new_zeros((0, self.output_dim, self.group, self.group))
+
+    def _pool(self, x: Tensor, rois: Tensor, first: int) -> Tensor:
         height, width = x.shape[2], x.shape[3]
         g = self.group
         scale = torch.tensor(self.spatial_scale, dtype=torch.float32, device=x.device)
-        rois = rois.reshape(rois.shape[0], -1).float()
-        out = []
-        for r in range(rois.shape[0]):
-            roi = rois[r]
-            x1, y1 = _round(roi[1]) * scale, _round(roi[2]) * scale
-            x2, y2 = (_round(roi[3]) + 1) * scale, (_round(roi[4]) + 1) * scale
-            roi_w = torch.clamp(x2 - x1, min=0.1)
-            roi_h = torch.clamp(y2 - y1, min=0.1)
-            hlo, hhi = _bins(y1, roi_h / g, g, height)
-            wlo, whi = _bins(x1, roi_w / g, g, width)
-            feature = x.index_select(0, _image_index(roi, x.shape[0], "PSROIPooling", r))[0]
-            feature = feature.reshape(self.output_dim, g, g, height, width)
-            mask_h = _masks(hlo, hhi, height).to(x.dtype)  # g x H
-            mask_w = _masks(wlo, whi, width).to(x.dtype)  # g x W
-            total = torch.einsum("cijhw,ih,jw->cij", feature, mask_h, mask_w)
-            area = ((hhi - hlo)[:, None] * (whi - wlo)[None, :]).to(x.dtype)
-            empty = area <= 0
-            out.append(
-                torch.where(empty[None], torch.zeros_like(total), total / torch.where(empty, 1.0, area)[None])
-            )
-        return torch.stack(out) if out else x.new_zeros((0, self.output_dim, g, g))
+        x1, y1 = _round(rois[:, 1]) * scale, _round(rois[:, 2]) * scale
+        x2, y2 = (_round(rois[:, 3]) + 1) * scale, (_round(rois[:, 4]) + 1) * scale
+        roi_w = torch.clamp(x2 - x1, min=0.1)
+        roi_h = torch.clamp(y2 - y1, min=0.1)
+        hlo, hhi = _bins(y1, roi_h / g, g, height)  # R x g
+        wlo, whi = _bins(x1, roi_w / g, g, width)
+        feature = x.index_select(0, _image_indices(rois, x.shape[0], "PSROIPooling", first))
+        feature = feature.reshape(-1, self.output_dim, g, g, height, width)
+        mask_h = _masks(hlo, hhi, height).to(x.dtype)  # R x g x H
+        mask_w = _masks(wlo, whi, width).to(x.dtype)  # R x g x W
+        total = torch.einsum("rcijhw,rih,rjw->rcij", feature, mask_h, mask_w)
+        area = ((hhi - hlo)[:, :, None] * (whi - wlo)[:, None, :]).to(x.dtype)  # R x g x g
+        empty = area <= 0
+        mean = total / torch.where(empty, 1.0, area)[:, None]
+        return torch.where(empty[:, None], torch.zeros_like(total), mean)
 
 
 @register_layer("PSROIPooling", bottoms=2, tops=1)
