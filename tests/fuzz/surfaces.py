@@ -26,9 +26,14 @@ from typing import Any
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 MAX_FORWARD_VALUES = 4_000_000
 MAX_BLOB_VALUES = 100_000_000
-#: A forward over more images or regions than this is a long run, not a fault (the region layers
-#: loop over regions as Caffe's CPU code does: 65536 of them take minutes).
-MAX_ITEMS = 4096
+#: A forward of more multiply-adds than this (as :func:`forward_work` counts them) is a long run,
+#: not a fault: a Deconvolution with a 1,000,000-wide kernel over a 65,536-wide input does
+#: 10^12 of them in Caffe too, where its column buffer even passes INT_MAX.
+MAX_FORWARD_WORK = 20_000_000_000
+#: The region layers, and their work per region and feature value (the masked max steps over
+#: ``pooled_w + 1`` bins; 32 bounds the fixtures' and the zoo's)
+REGION_LAYERS = {"ROIPooling", "PSROIPooling"}
+REGION_WORK_PER_VALUE = 32
 
 # ----------------------------------------------------------------------------------------------
 # Cases made of several files
@@ -198,6 +203,22 @@ def params_case(rng: random.Random, seeds: list[bytes]) -> bytes:
     return poison_values(rng, rng.choice(seeds))
 
 
+def forward_work(net: Any) -> int:
+    """About how many multiply-adds one forward of ``net`` does: each layer's weights times the
+    positions of its largest bottom, and each region layer's regions times its feature maps."""
+    info = net.caffe
+    work = 0
+    for name, kind in info.layers:
+        bottoms = info.bottom_shapes.get(name, [])
+        if kind in REGION_LAYERS and len(bottoms) == 2 and bottoms[1]:
+            work += bottoms[1][0] * math.prod(bottoms[0][1:]) * REGION_WORK_PER_VALUE
+        weights = info.parameter_shapes.get(name)
+        if weights and weights[0]:
+            positions = max((s[0] * math.prod(s[2:]) for s in bottoms if s), default=1)
+            work += math.prod(weights[0]) * positions
+    return work
+
+
 def load_and_run(path: str, weights: str | None = None) -> None:
     """``load_caffe(path, weights, strict=False)``, then one forward on zeros where the inputs and
     blobs are small (the worker's memory cap is for the build; a big forward's workspace is no
@@ -209,9 +230,8 @@ def load_and_run(path: str, weights: str | None = None) -> None:
     net = load_caffe(path, weights, strict=False)
     shapes = net.caffe.inputs
     blobs = sum(math.prod(s) for s in net.caffe.blob_shapes.values())
-    items = max((s[0] for s in shapes.values() if s), default=0)  # images, or regions of ROI layers
-    small = sum(math.prod(s) for s in shapes.values()) <= MAX_FORWARD_VALUES and items <= MAX_ITEMS
-    if small and blobs <= MAX_BLOB_VALUES:
+    small = sum(math.prod(s) for s in shapes.values()) <= MAX_FORWARD_VALUES
+    if small and blobs <= MAX_BLOB_VALUES and forward_work(net) <= MAX_FORWARD_WORK:
         with torch.no_grad():
             try:
                 net(**{name: torch.zeros(shape) for name, shape in shapes.items()})
