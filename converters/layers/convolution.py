@@ -4,13 +4,15 @@ bottoms (of one shape) the same weights apply to each, one top per bottom."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..caffe.traits import Window, window
 from ..errors import NetError, UnsupportedLayerError
 from .fillers import weight_and_bias_fillers
-from .registry import Converted, LayerContext, canonical_axis, check_count, check_int, register_layer
+from .registry import Converted, LayerContext, Shape, canonical_axis, check_count, check_int, register_layer
 
 
 def convolution_window(ctx: LayerContext) -> tuple[int, Window]:
@@ -64,6 +66,20 @@ def _output_sizes(ctx: LayerContext, w: Window, transposed: bool) -> None:
             )
 
 
+def _top_shape(w: Window, out_channels: int, transposed: bool) -> Callable[[list[Shape]], Shape]:
+    """The top's shape from the bottom's (Caffe's ``compute_output_shape``; torch's meta kernel
+    would give the same, after importing sympy on its first call)."""
+
+    def shape(bottoms: list[Shape]) -> Shape:
+        sizes = []
+        for size, k, s, p, d in zip(bottoms[0][2:], w.kernel, w.stride, w.pad, w.dilation, strict=True):
+            extent = (k - 1) * d + 1
+            sizes.append(s * (size - 1) + extent - 2 * p if transposed else (size + 2 * p - extent) // s + 1)
+        return (bottoms[0][0], out_channels, *sizes)
+
+    return shape
+
+
 def _channels(ctx: LayerContext, in_channels: int) -> tuple[int, int, int]:
     p = ctx.param("convolution_param")
     group, out_channels = int(p.get("group")), int(p.get("num_output"))
@@ -97,7 +113,11 @@ def convolution(ctx: LayerContext) -> Converted:
     if bias:
         blobs.append(("bias", (out_channels,)))
     return Converted(
-        module=conv, blobs=blobs, fillers=weight_and_bias_fillers(p, bias), per_bottom=len(ctx.bottoms) > 1
+        module=conv,
+        blobs=blobs,
+        fillers=weight_and_bias_fillers(p, bias),
+        per_bottom=len(ctx.bottoms) > 1,
+        output_shape=_top_shape(w, out_channels, transposed=False),
     )
 
 
@@ -116,7 +136,11 @@ def deconvolution(ctx: LayerContext) -> Converted:
     if bias:
         blobs.append(("bias", (out_channels,)))
     return Converted(
-        module=deconv, blobs=blobs, fillers=weight_and_bias_fillers(p, bias), per_bottom=len(ctx.bottoms) > 1
+        module=deconv,
+        blobs=blobs,
+        fillers=weight_and_bias_fillers(p, bias),
+        per_bottom=len(ctx.bottoms) > 1,
+        output_shape=_top_shape(w, out_channels, transposed=True),
     )
 
 

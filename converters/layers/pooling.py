@@ -74,9 +74,10 @@ class CaffePooling(nn.Module):
             f"round={'ceil' if self.ceil else 'floor'}{mask}"
         )
 
-    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-        dims = len(self.kernel)
-        sizes = tuple(x.shape[-dims:])
+    def _window(self, sizes: tuple[int, ...]) -> tuple[Shape, Shape, Shape, Shape]:
+        """``(kernel, stride, pad, pooled sizes)`` over spatial ``sizes``; ``ValueError`` when
+        nothing is left."""
+        dims = len(sizes)
         if self.global_pooling:
             kernel, stride, pad = sizes, (1,) * dims, (0,) * dims
         else:
@@ -91,6 +92,21 @@ class CaffePooling(nn.Module):
                 f"pooling a {'x'.join(map(str, sizes))} input with kernel {kernel}, stride {stride}, "
                 f"pad {pad} leaves no output"
             )
+        return kernel, stride, pad, out
+
+    def top_shapes(self, bottoms: list[Shape]) -> Shape | list[Shape]:
+        """The top's shape (and the mask's, the same) for a bottom of shape ``bottoms[0]``."""
+        shape = bottoms[0]
+        dims = len(self.kernel)
+        if len(shape) < dims + 1:
+            raise ValueError(f"{dims}-D pooling needs at least {dims + 1} axes, got {list(shape)}")
+        top = (*shape[:-dims], *self._window(tuple(shape[-dims:]))[3])
+        return [top, top] if self.mask else top
+
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        dims = len(self.kernel)
+        sizes = tuple(x.shape[-dims:])
+        kernel, stride, pad, out = self._window(sizes)
         if self.mask:
             return max_pool_with_mask(x, kernel, stride, pad, out)
         native = all(2 * p <= k for p, k in zip(pad, kernel, strict=True)) and out == tuple(
@@ -209,7 +225,7 @@ def pooling(ctx: LayerContext) -> Converted:
     outputs = 2 if mask else 1
     if w.global_pooling:
         module = CaffePooling(method, (1, 1), (1, 1), (0, 0), global_pooling=True, mask=mask)
-        return Converted(module=module, outputs=outputs)
+        return Converted(module=module, outputs=outputs, output_shape=module.top_shapes)
     check_int(w.kernel, "kernel size", ctx.where)
     check_int(w.stride, "stride", ctx.where)
     check_int(w.pad, "pad", ctx.where, low=0)
@@ -217,7 +233,7 @@ def pooling(ctx: LayerContext) -> Converted:
         raise ValueError(f"{ctx.where}: pad {list(w.pad)} must be smaller than the kernel {list(w.kernel)}")
     ceil = pooling_rounds_up(p)
     module = CaffePooling(method, w.kernel, w.stride, w.pad, ceil=ceil, mask=mask)
-    return Converted(module=module, outputs=outputs)
+    return Converted(module=module, outputs=outputs, output_shape=module.top_shapes)
 
 
 class SpatialPyramidPooling(nn.Module):
