@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -177,3 +178,94 @@ def test_a_layer_too_wide_to_probe_cheaply_keeps_the_direct_kernel_and_loads_in_
     (conv,) = [m for m in net.modules() if isinstance(m, NNPACKConv2d)]
     assert conv.choice is not None and conv.choice.kernel == "direct (too wide to probe)"
     assert "not probed" in str(conv.choice)
+
+
+@pytest.fixture()
+def calibration_file(tmp_path, monkeypatch):
+    """A fresh calibration file in a cache folder of the test's own (the process's copy forgotten)."""
+    from converters.graph import speed
+
+    monkeypatch.setenv("FCN_PORT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(speed, "_CALIBRATION_STATE", {"entries": None, "dirty": False, "path": None})
+    return tmp_path / "cache" / speed.CALIBRATION_CACHE
+
+
+@needs_nnpack
+def test_a_calibration_is_kept_per_machine_and_weights_and_read_back_instead_of_probing_again(
+    calibration_file, monkeypatch
+) -> None:
+    from converters.graph import speed
+
+    net = load_caffe(net_definition("voc-fcn8s", "deploy", width=0.0625), None)
+    fresh = {name: m.choice for name, m in net.named_modules() if isinstance(m, NNPACKConv2d)}
+    assert fresh and not any(c.cached for c in fresh.values())
+    assert len(json.loads(calibration_file.read_text())) == len(fresh)
+    monkeypatch.setattr(speed, "_CALIBRATION_STATE", {"entries": None, "dirty": False, "path": None})
+    probes = []
+    monkeypatch.setattr(speed, "_calibrate", lambda conv, started: probes.append(conv))
+    again = load_caffe(net_definition("voc-fcn8s", "deploy", width=0.0625), None)
+    kept = {name: m.choice for name, m in again.named_modules() if isinstance(m, NNPACKConv2d)}
+    assert probes == [] and all(c.cached for c in kept.values())
+    assert {n: c.kernel for n, c in kept.items()} == {n: c.kernel for n, c in fresh.items()}
+    with torch.no_grad():
+        again.conv1_1.weight.mul_(3)  # other weights: another key, probed
+        probe = lambda conv, started: probes.append(conv) or fresh["conv1_1"]  # noqa: E731
+        monkeypatch.setattr(speed, "_calibrate", probe)
+        again.conv1_1.kernel_choice()
+    assert probes == [again.conv1_1]
+
+
+@needs_nnpack
+@pytest.mark.parametrize(
+    "damage",
+    ["not json", "[1, 2]", '{"k": ["onednn", "", 1, 2]}', "fifo", "folder", "huge"],
+)
+def test_a_damaged_calibration_file_is_read_as_empty_and_replaced(calibration_file, damage) -> None:
+    import os
+
+    from converters.graph import speed
+
+    calibration_file.parent.mkdir(parents=True)
+    if damage == "fifo":
+        os.mkfifo(calibration_file)
+    elif damage == "folder":
+        calibration_file.mkdir()
+    elif damage == "huge":
+        calibration_file.write_text("{" + " " * (speed._CALIBRATION_BYTES + 1) + "}")
+    else:
+        calibration_file.write_text(damage)
+    net = load_caffe(net_definition("voc-fcn8s", "deploy", width=0.0625), None)  # neither hangs nor fails
+    choices = [m.choice for m in net.modules() if isinstance(m, NNPACKConv2d)]
+    assert choices and not any(c.cached for c in choices)
+    if damage not in ("fifo", "folder"):
+        assert len(json.loads(calibration_file.read_text())) == len(choices)
+
+
+def test_a_cache_folder_that_cannot_be_written_keeps_no_calibration_and_says_nothing(
+    calibration_file, capsys
+) -> None:
+    calibration_file.parent.parent.mkdir(exist_ok=True)
+    calibration_file.parent.write_text("a file where the cache folder should be")
+    net = load_caffe(net_definition("voc-fcn8s", "deploy", width=0.0625), None)
+    assert net is not None and capsys.readouterr() == ("", "")
+
+
+def test_loading_a_net_imports_no_sympy(tmp_path) -> None:
+    """torch's Python meta kernels and Module.to_empty import sympy (0.3-0.9 s) on first use; a load
+    must not pay that (issue 20: first use as fast as the next)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from converters import load_caffe\n"
+        "from converters.fcn.nets import net_definition\n"
+        "net = load_caffe(net_definition('voc-fcn8s', 'deploy', width=0.0625), None)\n"
+        "print('sympy' in sys.modules)\n"
+    )
+    env = {**__import__("os").environ, "FCN_PORT_CACHE": str(tmp_path)}
+    repo = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=repo, check=True
+    )
+    assert out.stdout.strip() == "False", out.stderr

@@ -31,7 +31,11 @@ direct one's) and keeps the FFT layers with many input channels (0.1-0.4x; those
 layers' calibrations take about a tenth of one forward pass of the net (``benchmarks/precision.py``
 prints the time per net). It runs at load (``optimize_for_cpu``), and again, at the next forward,
 only when a layer's weights change (their version counter moves: ``load_state_dict``, an optimiser
-step, a new tensor).
+step, a new tensor). Its answers are kept in ``calibration.json`` in the weights cache folder
+(``$FCN_PORT_CACHE``, else ``~/.cache/fcn-port``), keyed by this machine (CPU model and instruction
+set, PyTorch version), the layer's geometry and a digest of exactly the weights the probe reads: a
+net loaded again on the same machine is not probed again (:data:`CALIBRATION_CACHE` ``= None``
+turns that off).
 :func:`kernel_choices` says which kernel each convolution runs and why.
 
 Convolutions fall back to PyTorch's own kernel for gradients, CUDA tensors and other dtypes, so an
@@ -40,9 +44,16 @@ optimised graph still trains and moves between devices.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import math
+import os
+import platform
+import stat
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +69,7 @@ __all__ = [
     "kernel_choices",
     "nnpack_available",
     "optimize_for_cpu",
+    "save_calibrations",
 ]
 
 _NNPACK: bool | None = None
@@ -78,6 +90,11 @@ PROBE_CHANNELS = 16
 #: is not probed and keeps the direct kernel: exact as the plain graph, its time bounded (a
 #: million-channel layer would otherwise take a minute and gigabytes at load).
 PROBE_VALUES = 2**22
+#: The file, in the weights cache folder, that keeps calibrations; ``None``: none kept or read.
+CALIBRATION_CACHE: str | None = "calibration.json"
+#: Calibrations the file keeps (the newest); a larger or damaged file is read as empty.
+CALIBRATION_ENTRIES = 4096
+_CALIBRATION_BYTES = 4 << 20
 
 
 def nnpack_available() -> bool:
@@ -100,6 +117,7 @@ class KernelChoice:
     nnpack_error: float  # worst probe image: NNPACK's RMS error / the direct kernel's (nan: not run)
     nnpack_max_error: float  # the same for the largest error
     seconds: float  # the calibration's time
+    cached: bool = False  # read from the calibration file, not probed now
 
     def __str__(self) -> str:
         if not self.nnpack:
@@ -142,18 +160,123 @@ def calibrate(conv: NNPACKConv2d) -> KernelChoice:
     runs on one thread: on a tiny probe, waking a second one costs more than it saves, and far
     more on a busy machine (the kernels' sums do not depend on the thread count)."""
     started = time.perf_counter()
+    key = _calibration_key(conv)
+    known = _calibrations().get(key) if key else None
+    if known is not None:
+        return KernelChoice(*known, seconds=time.perf_counter() - started, cached=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _calibrate(conv, started)
+        choice = _calibrate(conv, started)
     finally:
         torch.set_num_threads(threads)
+    if key and not math.isnan(choice.nnpack_error):
+        store = _calibrations()
+        store.pop(key, None)
+        store[key] = [choice.kernel, choice.nnpack, choice.nnpack_error, choice.nnpack_max_error]
+        _CALIBRATION_STATE["dirty"] = True
+    return choice
+
+
+_CALIBRATION_STATE: dict = {"entries": None, "dirty": False, "path": None}
+
+
+@functools.cache
+def _machine() -> str:
+    """This machine as far as the kernels' sums go: CPU model, instruction set, PyTorch build."""
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            names = (line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+            model = next(names, model)
+    except OSError:
+        pass
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
+    return f"{platform.machine()}|{model}|{capability}|torch {torch.__version__}"
+
+
+def _calibration_key(conv: nn.Conv2d) -> str:
+    """A digest of what the calibration's answer depends on: the machine, the layer's geometry and
+    the weights (and bias) of the output channels the probe computes."""
+    weight = conv.weight.detach()
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 or CALIBRATION_CACHE is None:
+        return ""
+    pick = _probe_channels(weight.shape[0])
+    digest = hashlib.sha256(f"{_machine()}|{tuple(weight.shape)}|{tuple(conv.padding)}".encode())
+    rows = pick.numpy()
+    digest.update(weight.numpy()[rows].tobytes())  # numpy: torch's index_select takes milliseconds here
+    if conv.bias is not None:
+        digest.update(b"bias" + conv.bias.detach().numpy()[rows].tobytes())
+    return digest.hexdigest()
+
+
+def _calibration_path() -> Path | None:
+    if CALIBRATION_CACHE is None:
+        return None
+    try:
+        from ..cache_folder import cache_dir
+
+        return cache_dir() / CALIBRATION_CACHE
+    except Exception:  # noqa: BLE001  (no cache folder to use: nothing kept)
+        return None
+
+
+def _calibrations() -> dict[str, list]:
+    """The kept calibrations, read once per process (a missing, special, huge or damaged file: none)."""
+    path = _calibration_path()
+    if _CALIBRATION_STATE["entries"] is None or _CALIBRATION_STATE["path"] != path:
+        entries: dict[str, list] = {}
+        try:
+            status = os.stat(path) if path is not None else None
+            if status is not None and stat.S_ISREG(status.st_mode) and status.st_size <= _CALIBRATION_BYTES:
+                loaded = json.loads(path.read_text(encoding="utf-8"))  # type: ignore[union-attr]
+                if isinstance(loaded, dict):
+                    entries = {k: v for k, v in loaded.items() if _valid_entry(k, v)}
+        except (OSError, ValueError):
+            entries = {}
+        _CALIBRATION_STATE.update(entries=entries, dirty=False, path=path)
+    return _CALIBRATION_STATE["entries"]
+
+
+def _valid_entry(key: object, value: object) -> bool:
+    return (
+        isinstance(key, str)
+        and len(key) == 64
+        and isinstance(value, list)
+        and len(value) == 4
+        and all(isinstance(v, str) for v in value[:2])
+        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value[2:])
+    )
+
+
+def save_calibrations() -> None:
+    """Write new calibrations to the cache file (atomically; a folder that cannot be written to
+    keeps nothing, silently: the next load calibrates again)."""
+    path = _CALIBRATION_STATE["path"]
+    if not _CALIBRATION_STATE["dirty"] or path is None:
+        return
+    from ..atomic import atomic_write
+
+    entries = _CALIBRATION_STATE["entries"]
+    kept = dict(list(entries.items())[-CALIBRATION_ENTRIES:])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, "w") as handle:
+            json.dump(kept, handle, separators=(",", ":"))
+    except OSError:
+        return
+    _CALIBRATION_STATE["dirty"] = False
+
+
+def _probe_channels(out_channels: int) -> Tensor:
+    """The output channels the probe computes, evenly spread."""
+    return torch.linspace(0, out_channels - 1, min(out_channels, PROBE_CHANNELS)).round().long().unique()
 
 
 def _calibrate(conv: NNPACKConv2d, started: float) -> KernelChoice:
     weight, bias = conv.weight.detach(), conv.bias.detach() if conv.bias is not None else None
     out_channels, in_channels, kernel_h, kernel_w = weight.shape
-    pick = torch.linspace(0, out_channels - 1, min(out_channels, PROBE_CHANNELS)).round().long().unique()
+    pick = _probe_channels(out_channels)
     weight = weight.index_select(0, pick).contiguous()
     bias = bias.index_select(0, pick).contiguous() if bias is not None else None
     # Padding of at least the kernel is computed as zeros in the input (NNPACKConv2d.nnpack): the
@@ -289,6 +412,7 @@ def optimize_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphMod
                 fast.train(module.training)
                 fast.kernel_choice()  # calibrated now, at load, not on the first forward
                 setattr(net, name, fast)
+        save_calibrations()
     for node in net.graph.nodes:
         source = node.args[0] if node.args else None
         if (
