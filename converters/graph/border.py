@@ -113,17 +113,34 @@ def axis_regions(length: int, first: AxisWindow, pad: int, chain: Sequence[AxisW
     return regions
 
 
-def removable(length: int, first: AxisWindow, chain: Sequence[AxisWindow], strides: Sequence[int]) -> int:
+@functools.lru_cache(maxsize=4096)
+def _chain_regions(
+    length: int, first: AxisWindow, pad: int, chain: tuple[AxisWindow, ...]
+) -> tuple[AxisRegions, ...]:
+    """:func:`axis_regions`, remembered (the regions of a chain's prefix are a prefix of them)."""
+    return tuple(axis_regions(length, first, pad, chain))
+
+
+def removable(
+    length: int,
+    first: AxisWindow,
+    chain: Sequence[AxisWindow],
+    strides: Sequence[int],
+    upto: int | None = None,
+) -> int:
     """The largest ``R`` (a multiple of every cumulative stride in ``strides``, at most the first
-    layer's padding) for which every blob of ``chain`` keeps a band on both sides when the first
-    layer pads by ``pad - R``; 0 when none does. (Removing more rows only narrows the bands, so the
-    valid counts are those up to the largest: a binary search finds it.)"""
+    layer's padding) for which every blob of ``chain`` (of its first ``upto`` layers) keeps a band
+    on both sides when the first layer pads by ``pad - R``; 0 when none does. (Removing more rows
+    only narrows the bands, so the valid counts are those up to the largest: a binary search
+    finds it.)"""
     step = math.lcm(*strides) if strides else 1
+    whole = tuple(chain)
+    count = len(whole) if upto is None else upto
 
     def valid(steps: int) -> bool:
         pad = first.pad - steps * step
         return length + 2 * pad >= first.kernel and all(
-            r.banded for r in axis_regions(length, first, pad, chain)
+            r.banded for r in _chain_regions(length, first, pad, whole)[: count + 1]
         )
 
     low, high = 0, first.pad // step  # valid(low) is assumed (nothing removed), high may not be
@@ -400,21 +417,24 @@ def choose_stages(
         strides.append(axis_strides)
         removed.append(
             [
-                removable(size[axis], first[axis], axis_chain[:e], axis_strides[: e + 1])
+                removable(size[axis], first[axis], axis_chain, axis_strides[: e + 1], upto=e)
                 for e in range(positions)
             ]
         )
+
+    wholes = [tuple(w[axis] for w in chain) for axis in range(2)]
+
+    @functools.cache
+    def lengths(axis: int, cut: int) -> list[int]:
+        regions = _chain_regions(size[axis], first[axis], first[axis].pad - cut, wholes[axis])
+        return [r.length for r in regions]
 
     @functools.cache
     def area(position: int, end: int | None) -> int:
         """The blob's area at ``position`` in the geometry of a stage ending at ``end`` (None: full)."""
         result = 1
         for axis in range(2):
-            cut = 0 if end is None else removed[axis][end]
-            axis_chain = [w[axis] for w in chain[:position]]
-            result *= axis_regions(size[axis], first[axis], first[axis].pad - cut, axis_chain)[
-                position
-            ].length
+            result *= lengths(axis, 0 if end is None else removed[axis][end])[position]
         return result
 
     def work(start: int, end: int, geometry: int | None) -> int:
