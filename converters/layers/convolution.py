@@ -4,8 +4,9 @@ bottoms (of one shape) the same weights apply to each, one top per bottom."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -64,6 +65,54 @@ def _output_sizes(ctx: LayerContext, w: Window, transposed: bool) -> None:
                 f"{ctx.where}: kernel extent {extent}, stride {s}, pad {p} leave no output for an input "
                 f"of size {size} (output size {out})"
             )
+
+
+def conv_transpose3d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int] = (1, 1, 1),
+    groups: int = 1,
+) -> Tensor:
+    """``F.conv_transpose3d``, the same sums. Where a stride passes its kernel's extent, it runs as
+    one 2-D transposed convolution of the depth planes per depth tap, added in at each tap's output
+    depth: PyTorch's CPU kernel takes time quadratic in such a stride (a depth stride of 8,192 over
+    a 2 x 3 x 3 input takes seconds, 65,536 minutes), these take time in proportion to the output."""
+    extents = [(k - 1) * d + 1 for k, d in zip(weight.shape[2:], dilation, strict=True)]
+    if all(s <= e for s, e in zip(stride, extents, strict=True)):
+        return F.conv_transpose3d(x, weight, bias, stride, padding, 0, groups, dilation)
+    n, _, depth, _, _ = x.shape
+    out_depth = (depth - 1) * stride[0] + extents[0] - 2 * padding[0]
+    planes = x.transpose(1, 2).reshape(n * depth, x.shape[1], *x.shape[3:])
+    out: Tensor | None = None
+    for tap in range(weight.shape[2]):
+        tap_weight = weight[:, :, tap]
+        y = F.conv_transpose2d(planes, tap_weight, None, stride[1:], padding[1:], 0, groups, dilation[1:])
+        y = y.reshape(n, depth, *y.shape[1:])
+        if out is None:
+            out = y.new_zeros(n, out_depth, *y.shape[2:])
+        shift = tap * dilation[0] - padding[0]  # input plane i lands at output depth i * stride + shift
+        first = max(0, -(shift // stride[0]))
+        end = min(depth, (out_depth - 1 - shift) // stride[0] + 1)
+        if first < end:
+            at = torch.arange(first, end, device=x.device) * stride[0] + shift
+            out = out.index_add(1, at, y[:, first:end])
+    assert out is not None
+    out = out.transpose(1, 2)
+    return out if bias is None else out + bias.reshape(1, -1, 1, 1, 1)
+
+
+class ConvTranspose3d(nn.ConvTranspose3d):
+    """``nn.ConvTranspose3d`` through :func:`conv_transpose3d` (same parameters and state dict)."""
+
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        if output_size is not None or self.padding_mode != "zeros" or any(self.output_padding):
+            return super().forward(x, output_size)
+        return conv_transpose3d(
+            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups  # type: ignore[arg-type]
+        )
 
 
 def _top_shape(w: Window, out_channels: int, transposed: bool) -> Callable[[list[Shape]], Shape]:
@@ -130,7 +179,7 @@ def deconvolution(ctx: LayerContext) -> Converted:
     blobs = [("weight", (in_channels, out_channels // group, *w.kernel))]
     check_count(blobs[0][1], "the weight blob", ctx.where)
     _output_sizes(ctx, w, transposed=True)
-    deconv = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)[dims - 1](
+    deconv = (nn.ConvTranspose1d, nn.ConvTranspose2d, ConvTranspose3d)[dims - 1](
         in_channels, out_channels, w.kernel, w.stride, w.pad, 0, group, bias, w.dilation, device="meta"
     )
     if bias:
