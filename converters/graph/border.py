@@ -113,12 +113,34 @@ def axis_regions(length: int, first: AxisWindow, pad: int, chain: Sequence[AxisW
     return regions
 
 
+class _Chain(tuple):
+    """A chain of windows as a cache key: its hash computed once (a chain's is 30 dataclass hashes)."""
+
+    def __hash__(self) -> int:
+        cached = self.__dict__.get("hash")
+        if cached is None:
+            cached = self.__dict__["hash"] = super().__hash__()
+        return cached
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or super().__eq__(other)
+
+    __ne__ = object.__ne__
+
+
 @functools.lru_cache(maxsize=4096)
 def _chain_regions(
     length: int, first: AxisWindow, pad: int, chain: tuple[AxisWindow, ...]
 ) -> tuple[AxisRegions, ...]:
     """:func:`axis_regions`, remembered (the regions of a chain's prefix are a prefix of them)."""
     return tuple(axis_regions(length, first, pad, chain))
+
+
+@functools.lru_cache(maxsize=4096)
+def _banded_prefix(length: int, first: AxisWindow, pad: int, chain: tuple[AxisWindow, ...]) -> int:
+    """How many of :func:`_chain_regions`' leading regions keep their bands."""
+    regions = _chain_regions(length, first, pad, chain)
+    return next((i for i, r in enumerate(regions) if not r.banded), len(regions))
 
 
 def removable(
@@ -134,14 +156,12 @@ def removable(
     only narrows the bands, so the valid counts are those up to the largest: a binary search
     finds it.)"""
     step = math.lcm(*strides) if strides else 1
-    whole = tuple(chain)
+    whole = chain if isinstance(chain, _Chain) else _Chain(chain)
     count = len(whole) if upto is None else upto
 
     def valid(steps: int) -> bool:
         pad = first.pad - steps * step
-        return length + 2 * pad >= first.kernel and all(
-            r.banded for r in _chain_regions(length, first, pad, whole)[: count + 1]
-        )
+        return length + 2 * pad >= first.kernel and _banded_prefix(length, first, pad, whole) > count
 
     low, high = 0, first.pad // step  # valid(low) is assumed (nothing removed), high may not be
     while low < high:
@@ -412,7 +432,7 @@ def choose_stages(
     positions = len(chain) + 1
     removed, strides = [], []
     for axis in range(2):
-        axis_chain = [w[axis] for w in chain]
+        axis_chain = _Chain(w[axis] for w in chain)
         axis_strides = _cumulative_strides(first[axis], axis_chain)
         strides.append(axis_strides)
         removed.append(
@@ -422,7 +442,7 @@ def choose_stages(
             ]
         )
 
-    wholes = [tuple(w[axis] for w in chain) for axis in range(2)]
+    wholes = [_Chain(w[axis] for w in chain) for axis in range(2)]
 
     @functools.cache
     def lengths(axis: int, cut: int) -> list[int]:
