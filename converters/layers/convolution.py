@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -67,6 +66,44 @@ def _output_sizes(ctx: LayerContext, w: Window, transposed: bool) -> None:
             )
 
 
+_TRANSPOSED = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+def conv_transpose(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int] | None = None,
+    groups: int = 1,
+) -> Tensor:
+    """``F.conv_transpose{1,2,3}d`` (1 to 3 spatial axes), the same sums. Along an axis whose stride
+    passes the kernel's extent the windows neither overlap nor touch: it runs at a stride of the
+    extent, and the blocks are then spaced out with zeros. PyTorch's CPU kernels take time
+    quadratic in such a stride (a width stride of 8,192 over a 4 x 3 x 5 input takes six seconds;
+    the params fuzz target's 65,536, minutes); this takes time in proportion to the output."""
+    dims = x.dim() - 2
+    dilation = tuple(dilation) if dilation is not None else (1,) * dims
+    extents = [(k - 1) * d + 1 for k, d in zip(weight.shape[2:], dilation, strict=True)]
+    gaps = [s > e for s, e in zip(stride, extents, strict=True)]
+    if not any(gaps):
+        return _TRANSPOSED[dims](x, weight, bias, stride, padding, 0, groups, dilation)
+    inner_stride = [e if gap else s for s, e, gap in zip(stride, extents, gaps, strict=True)]
+    inner_pad = [0 if gap else p for p, gap in zip(padding, gaps, strict=True)]
+    y = _TRANSPOSED[dims](x, weight, None, inner_stride, inner_pad, 0, groups, dilation)
+    for axis, (gap, s, e, p) in enumerate(zip(gaps, stride, extents, padding, strict=True), start=2):
+        if not gap:
+            continue
+        count = x.shape[axis]  # input positions: y holds count blocks of e along this axis
+        blocks = y.unflatten(axis, (count, e))
+        spaced = blocks.new_zeros((*blocks.shape[: axis + 1], s, *blocks.shape[axis + 2 :]))
+        spaced.narrow(axis + 1, 0, e).copy_(blocks)
+        length = (count - 1) * s + e - 2 * p
+        y = spaced.flatten(axis, axis + 1).narrow(axis, p, length)
+    return y if bias is None else y + bias.reshape(1, -1, *([1] * dims))
+
+
 def conv_transpose3d(
     x: Tensor,
     weight: Tensor,
@@ -76,43 +113,32 @@ def conv_transpose3d(
     dilation: Sequence[int] = (1, 1, 1),
     groups: int = 1,
 ) -> Tensor:
-    """``F.conv_transpose3d``, the same sums. Where a stride passes its kernel's extent, it runs as
-    one 2-D transposed convolution of the depth planes per depth tap, added in at each tap's output
-    depth: PyTorch's CPU kernel takes time quadratic in such a stride (a depth stride of 8,192 over
-    a 2 x 3 x 3 input takes seconds, 65,536 minutes), these take time in proportion to the output."""
-    extents = [(k - 1) * d + 1 for k, d in zip(weight.shape[2:], dilation, strict=True)]
-    if all(s <= e for s, e in zip(stride, extents, strict=True)):
-        return F.conv_transpose3d(x, weight, bias, stride, padding, 0, groups, dilation)
-    n, _, depth, _, _ = x.shape
-    out_depth = (depth - 1) * stride[0] + extents[0] - 2 * padding[0]
-    planes = x.transpose(1, 2).reshape(n * depth, x.shape[1], *x.shape[3:])
-    out: Tensor | None = None
-    for tap in range(weight.shape[2]):
-        tap_weight = weight[:, :, tap]
-        y = F.conv_transpose2d(planes, tap_weight, None, stride[1:], padding[1:], 0, groups, dilation[1:])
-        y = y.reshape(n, depth, *y.shape[1:])
-        if out is None:
-            out = y.new_zeros(n, out_depth, *y.shape[2:])
-        shift = tap * dilation[0] - padding[0]  # input plane i lands at output depth i * stride + shift
-        first = max(0, -(shift // stride[0]))
-        end = min(depth, (out_depth - 1 - shift) // stride[0] + 1)
-        if first < end:
-            at = torch.arange(first, end, device=x.device) * stride[0] + shift
-            out = out.index_add(1, at, y[:, first:end])
-    assert out is not None
-    out = out.transpose(1, 2)
-    return out if bias is None else out + bias.reshape(1, -1, 1, 1, 1)
+    """:func:`conv_transpose` over three spatial axes."""
+    return conv_transpose(x, weight, bias, stride, padding, dilation, groups)
 
 
-class ConvTranspose3d(nn.ConvTranspose3d):
-    """``nn.ConvTranspose3d`` through :func:`conv_transpose3d` (same parameters and state dict)."""
+class _SpacedTranspose:
+    """A ``nn.ConvTranspose{1,2,3}d`` whose forward is :func:`conv_transpose` (same parameters and
+    state dict)."""
 
     def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
-        if output_size is not None or self.padding_mode != "zeros" or any(self.output_padding):
-            return super().forward(x, output_size)
-        return conv_transpose3d(
-            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups  # type: ignore[arg-type]
+        if output_size is not None or self.padding_mode != "zeros" or any(self.output_padding):  # type: ignore[attr-defined]
+            return super().forward(x, output_size)  # type: ignore[misc]
+        return conv_transpose(
+            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups  # type: ignore[attr-defined]
         )
+
+
+class ConvTranspose1d(_SpacedTranspose, nn.ConvTranspose1d):
+    pass
+
+
+class ConvTranspose2d(_SpacedTranspose, nn.ConvTranspose2d):
+    pass
+
+
+class ConvTranspose3d(_SpacedTranspose, nn.ConvTranspose3d):
+    pass
 
 
 def _top_shape(w: Window, out_channels: int, transposed: bool) -> Callable[[list[Shape]], Shape]:
@@ -179,7 +205,7 @@ def deconvolution(ctx: LayerContext) -> Converted:
     blobs = [("weight", (in_channels, out_channels // group, *w.kernel))]
     check_count(blobs[0][1], "the weight blob", ctx.where)
     _output_sizes(ctx, w, transposed=True)
-    deconv = (nn.ConvTranspose1d, nn.ConvTranspose2d, ConvTranspose3d)[dims - 1](
+    deconv = (ConvTranspose1d, ConvTranspose2d, ConvTranspose3d)[dims - 1](
         in_channels, out_channels, w.kernel, w.stride, w.pad, 0, group, bias, w.dilation, device="meta"
     )
     if bias:
