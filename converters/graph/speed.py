@@ -90,6 +90,7 @@ PROBE_CHANNELS = 16
 #: is not probed and keeps the direct kernel: exact as the plain graph, its time bounded (a
 #: million-channel layer would otherwise take a minute and gigabytes at load).
 PROBE_VALUES = 2**22
+_PROBE_SEED = 20261206
 #: The file, in the weights cache folder, that keeps calibrations; ``None``: none kept or read.
 CALIBRATION_CACHE: str | None = "calibration.json"
 #: Calibrations the file keeps (the newest); a larger or damaged file is read as empty.
@@ -202,7 +203,8 @@ def _calibration_key(conv: nn.Conv2d) -> str:
     if weight.device.type != "cpu" or weight.dtype != torch.float32 or CALIBRATION_CACHE is None:
         return ""
     pick = _probe_channels(weight.shape[0])
-    digest = hashlib.sha256(f"{_machine()}|{tuple(weight.shape)}|{tuple(conv.padding)}".encode())
+    rule = (RMS_RATIO, MAX_RATIO, PROBE_SIZE, PROBE_CHANNELS, PROBE_VALUES, _PROBE_SEED)
+    digest = hashlib.sha256(f"{_machine()}|{rule}|{tuple(weight.shape)}|{tuple(conv.padding)}".encode())
     rows = pick.numpy()
     digest.update(weight.numpy()[rows].tobytes())  # numpy: torch's index_select takes milliseconds here
     if conv.bias is not None:
@@ -288,7 +290,7 @@ def _calibrate(conv: NNPACKConv2d, started: float) -> KernelChoice:
     if 3 * in_channels * height * width > PROBE_VALUES:  # too wide to probe cheaply: keep it exact
         seconds = time.perf_counter() - started
         return KernelChoice("direct (too wide to probe)", mode, math.nan, math.nan, seconds)
-    generator = torch.Generator().manual_seed(20261206)
+    generator = torch.Generator().manual_seed(_PROBE_SEED)
     noise = torch.randn(3, in_channels, height, width, generator=generator)
     probe = torch.stack([noise[0], noise[1].abs(), 1 + 0.05 * noise[2]])  # signed, after ReLU, flat
     direct = direct_kernel(probe, weight, padding=(pad_h, pad_w))
