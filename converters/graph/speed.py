@@ -33,7 +33,8 @@ prints the time per net). It runs at load (``optimize_for_cpu``), and again, at 
 only when a layer's weights change (their version counter moves: ``load_state_dict``, an optimiser
 step, a new tensor). Its answers are kept in ``calibration.json`` in the weights cache folder
 (``$FCN_PORT_CACHE``, else ``~/.cache/fcn-port``), keyed by this machine (CPU model and instruction
-set, PyTorch version), the layer's geometry and a digest of exactly the weights the probe reads: a
+set, PyTorch version), the rule's constants, the layer's geometry and a digest of exactly the
+weights the probe reads: a
 net loaded again on the same machine is not probed again (:data:`CALIBRATION_CACHE` ``= None``
 turns that off).
 :func:`kernel_choices` says which kernel each convolution runs and why.
