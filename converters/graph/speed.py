@@ -34,9 +34,8 @@ only when a layer's weights change (their version counter moves: ``load_state_di
 step, a new tensor). Its answers are kept in ``calibration.json`` in the weights cache folder
 (``$FCN_PORT_CACHE``, else ``~/.cache/fcn-port``), keyed by this machine (CPU model and instruction
 set, PyTorch version), the rule's constants, the layer's geometry and a digest of exactly the
-weights the probe reads: a
-net loaded again on the same machine is not probed again (:data:`CALIBRATION_CACHE` ``= None``
-turns that off).
+weights the probe reads: a net loaded again on the same machine is not probed again
+(:data:`CALIBRATION_CACHE` ``= None`` turns that off).
 :func:`kernel_choices` says which kernel each convolution runs and why.
 
 Convolutions fall back to PyTorch's own kernel for gradients, CUDA tensors and other dtypes, so an
