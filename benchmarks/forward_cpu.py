@@ -9,6 +9,10 @@ and caffemodel: our graph loads them with ``converters.load_caffe``, OpenCV with
 ``cv2.dnn.readNetFromCaffe``, onnxruntime runs ``converters.export_onnx`` of our plain graph (so
 its graph keeps the pad-100 border our default graph skips). The passes alternate (ours,
 onnxruntime, OpenCV, ours, ...) so that load from other jobs on a shared machine hits all alike.
+Before each table a line says which kernel each convolution of the default graph ran
+(NNPACK where its calibration kept it, else the one PyTorch picked for that layer's input at that
+thread count). A zoo net's ``DetectionOutput`` (MobileNet-SSD's NMS, which ONNX export refuses) is
+left out for every implementation: the tables time the net up to its bottoms.
 For each thread count of ``--threads`` (default ``2,1``: torch's ``set_num_threads``,
 onnxruntime's ``intra_op_num_threads``, OpenCV's ``setNumThreads``) it prints a Markdown table:
 median and minimum of ``--runs`` passes after one warm-up each, the ratio to onnxruntime, the
@@ -87,6 +91,7 @@ VARIANTS = ("plain", "default", "nnpack_only", "channels_last", "compile", "comp
 ``optimize_for_cpu(border=False)``; the others are the plain graph under PyTorch's options."""
 
 ZOO = REPO.parent / "shared" / "caffe-zoo"
+NOT_EXPORTED = {"DetectionOutput"}
 SITE = Path.home() / ".cache" / "fcn-port" / "bench-site"
 
 Feeds = dict[str, np.ndarray]
@@ -115,6 +120,9 @@ def net_files(name: str, size: tuple[int, int], folder: Path, zoo: Path) -> tupl
     from tests import zoo as zoo_nets
 
     net, shapes = zoo_nets.load(zoo / name)
+    # an SSD's DetectionOutput (NMS) cannot be exported to ONNX: every implementation runs the net
+    # up to its bottoms (the convolutional body, where the time goes)
+    net.set("layer", [layer for layer in net.getall("layer") if layer.get("type") not in NOT_EXPORTED])
     write_prototxt(net, prototxt)
     write_weights(zoo_nets.draw_weights(net, shapes), caffemodel)
     return prototxt, caffemodel, zoo_nets.draw_inputs(shapes)
@@ -295,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             output = _output(prototxt)
             shown = f"{name} ({'x'.join(map(str, next(iter(feeds.values())).shape))}, output {output})"
             for threads in thread_counts:
-                torch.set_num_threads(threads)
+                torch.set_num_threads(threads)  # PyTorch's kernel choice may depend on it
+                print(f"# {name}, {threads} thread(s): {kernel_summary(prototxt, caffemodel, feeds)}")
                 runners: dict[str, Runner] = {
                     f"ours ({v})": ours(prototxt, caffemodel, v, output) for v in variants
                 }
@@ -315,6 +324,43 @@ def main(argv: list[str] | None = None) -> int:
     if ort is None:
         print("onnxruntime: not importable; rerun with --install-onnxruntime")
     return 0
+
+
+def kernel_summary(prototxt: Path, caffemodel: Path, feeds: Feeds) -> str:
+    """Which kernel each 2-D convolution of the default graph runs on ``feeds``: NNPACK where its
+    calibration kept it (``converters.kernel_choices``), else the kernel PyTorch picks for the
+    layer's input in this forward; counts per kernel, naming the layers on NNPACK."""
+    from collections import Counter
+
+    from converters.graph.speed import NNPACKConv2d, direct_kernel
+
+    net = load_caffe(prototxt, caffemodel)
+    kernels: dict[str, str] = {}
+
+    def record(name: str, module: torch.nn.Conv2d, x: torch.Tensor) -> None:
+        if isinstance(module, NNPACKConv2d) and module.kernel_choice().kernel.startswith("nnpack"):
+            kernels[name] = module.kernel_choice().kernel
+        else:
+            args = (module.weight, module.stride, module.padding, module.dilation, module.groups)
+            kernels[name] = direct_kernel(x, *args)
+
+    hooks = [
+        module.register_forward_pre_hook(lambda m, args, name=name: record(name, m, args[0]))
+        for name, module in net.named_modules()
+        if type(module) in (torch.nn.Conv2d, NNPACKConv2d)
+    ]
+    with torch.inference_mode():
+        net(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+    for hook in hooks:
+        hook.remove()
+    for name, module in net.named_modules():  # conv1_1 under the border skipping: its own call
+        if type(module) in (torch.nn.Conv2d, NNPACKConv2d) and name not in kernels:
+            kernels[name] = "border's first convolution (F.conv2d)"
+    counts = Counter(kernels.values())
+    on_nnpack = [f"{name} ({kernel})" for name, kernel in kernels.items() if kernel.startswith("nnpack")]
+    shown = ", ".join(f"{count} {kernel}" for kernel, count in counts.most_common())
+    nnpack = f"; on NNPACK: {', '.join(on_nnpack)}" if on_nnpack else ""
+    return f"default graph's convolutions: {shown}{nnpack}"
 
 
 def _cpu_name() -> str:
