@@ -51,6 +51,11 @@ def _check_bottoms(ctx: LayerContext) -> None:
             )
 
 
+def _output_length(size: int, extent: int, stride: int, pad: int, transposed: bool) -> int:
+    """Caffe's output length along one axis (``compute_output_shape``; reversed for Deconvolution)."""
+    return stride * (size - 1) + extent - 2 * pad if transposed else (size + 2 * pad - extent) // stride + 1
+
+
 def _output_sizes(ctx: LayerContext, w: Window, transposed: bool) -> None:
     """Refuse a window that leaves no output (Caffe's top shape would not be positive)."""
     shape = ctx.bottom_shapes[0]
@@ -58,7 +63,7 @@ def _output_sizes(ctx: LayerContext, w: Window, transposed: bool) -> None:
         return
     for size, k, s, p, d in zip(shape[2:], w.kernel, w.stride, w.pad, w.dilation, strict=True):
         extent = (k - 1) * d + 1
-        out = s * (size - 1) + extent - 2 * p if transposed else (size + 2 * p - extent) // s + 1
+        out = _output_length(size, extent, s, p, transposed)
         if out < 1:
             raise NetError(
                 f"{ctx.where}: kernel extent {extent}, stride {s}, pad {p} leave no output for an input "
@@ -104,19 +109,6 @@ def conv_transpose(
     return y if bias is None else y + bias.reshape(1, -1, *([1] * dims))
 
 
-def conv_transpose3d(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int] = (1, 1, 1),
-    groups: int = 1,
-) -> Tensor:
-    """:func:`conv_transpose` over three spatial axes."""
-    return conv_transpose(x, weight, bias, stride, padding, dilation, groups)
-
-
 class _SpacedTranspose:
     """A ``nn.ConvTranspose{1,2,3}d`` whose forward is :func:`conv_transpose` (same parameters and
     state dict)."""
@@ -146,10 +138,10 @@ def _top_shape(w: Window, out_channels: int, transposed: bool) -> Callable[[list
     would give the same, after importing sympy on its first call)."""
 
     def shape(bottoms: list[Shape]) -> Shape:
-        sizes = []
-        for size, k, s, p, d in zip(bottoms[0][2:], w.kernel, w.stride, w.pad, w.dilation, strict=True):
-            extent = (k - 1) * d + 1
-            sizes.append(s * (size - 1) + extent - 2 * p if transposed else (size + 2 * p - extent) // s + 1)
+        sizes = (
+            _output_length(size, (k - 1) * d + 1, s, p, transposed)
+            for size, k, s, p, d in zip(bottoms[0][2:], w.kernel, w.stride, w.pad, w.dilation, strict=True)
+        )
         return (bottoms[0][0], out_channels, *sizes)
 
     return shape

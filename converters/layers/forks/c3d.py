@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ...caffe.message import Message
 from ...errors import NetError
-from ..convolution import conv_transpose3d
+from ..convolution import conv_transpose
 from ..fillers import weight_and_bias_fillers
 from ..registry import Converted, LayerContext, check_count, register_layer
 
@@ -95,7 +95,7 @@ class Convolution3D(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         bias = self.bias.reshape(-1) if self.bias is not None else None
         if self.transpose:
-            return conv_transpose3d(x, self.weight, bias, self.stride, self.pad)
+            return conv_transpose(x, self.weight, bias, self.stride, self.pad)
         return F.conv3d(x, self.weight, bias, self.stride, self.pad)
 
 
