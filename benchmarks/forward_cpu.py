@@ -83,6 +83,7 @@ if str(REPO) not in sys.path:
 
 from converters import load_caffe, optimize_for_cpu, write_prototxt, write_weights  # noqa: E402
 from converters.fcn.nets import net_definition  # noqa: E402
+from converters.graph.precision import cpu_model  # noqa: E402
 from eval.timing import parse_size, synthetic_input  # noqa: E402
 
 VARIANTS = ("plain", "default", "nnpack_only", "channels_last", "compile", "compile_frozen")
@@ -295,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     ort = import_onnxruntime(args.install_onnxruntime)
 
     print(f"# CPU forward, torch {torch.__version__}, onnxruntime {ort.__version__ if ort else 'absent'}")
-    print(f"# {args.runs} interleaved runs each; CPU: {_cpu_name()}")
+    print(f"# {args.runs} interleaved runs each; CPU: {cpu_model()}")
     print()
     with tempfile.TemporaryDirectory() as tmp:
         for name in [n.strip() for n in args.net.split(",") if n.strip()]:
@@ -327,35 +328,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def kernel_summary(prototxt: Path, caffemodel: Path, feeds: Feeds) -> str:
-    """Which kernel each 2-D convolution of the default graph runs on ``feeds``: NNPACK where its
-    calibration kept it (``converters.kernel_choices``), else the kernel PyTorch picks for the
-    layer's input in this forward; counts per kernel, naming the layers on NNPACK."""
+    """Which kernel each 2-D convolution of the default graph runs on ``feeds``
+    (``converters.kernel_choices``), as counts per kernel, naming the layers on NNPACK."""
     from collections import Counter
 
-    from converters.graph.speed import NNPACKConv2d, direct_kernel
+    from converters.graph.speed import kernel_choices
 
-    net = load_caffe(prototxt, caffemodel)
-    kernels: dict[str, str] = {}
-
-    def record(name: str, module: torch.nn.Conv2d, x: torch.Tensor) -> None:
-        if isinstance(module, NNPACKConv2d) and module.kernel_choice().kernel.startswith("nnpack"):
-            kernels[name] = module.kernel_choice().kernel
-        else:
-            args = (module.weight, module.stride, module.padding, module.dilation, module.groups)
-            kernels[name] = direct_kernel(x, *args)
-
-    hooks = [
-        module.register_forward_pre_hook(lambda m, args, name=name: record(name, m, args[0]))
-        for name, module in net.named_modules()
-        if type(module) in (torch.nn.Conv2d, NNPACKConv2d)
-    ]
-    with torch.inference_mode():
-        net(**{k: torch.from_numpy(v) for k, v in feeds.items()})
-    for hook in hooks:
-        hook.remove()
-    for name, module in net.named_modules():  # conv1_1 under the border skipping: its own call
-        if type(module) in (torch.nn.Conv2d, NNPACKConv2d) and name not in kernels:
-            kernels[name] = "border's first convolution (F.conv2d)"
+    inputs = {k: torch.from_numpy(v) for k, v in feeds.items()}
+    choices = kernel_choices(load_caffe(prototxt, caffemodel), inputs)
+    kernels = {name: text.split(" ")[0] for name, text in choices.items()}
     counts = Counter(kernels.values())
     on_nnpack = [f"{name} ({kernel})" for name, kernel in kernels.items() if kernel.startswith("nnpack")]
     shown = ", ".join(f"{count} {kernel}" for kernel, count in counts.most_common())
@@ -363,15 +344,6 @@ def kernel_summary(prototxt: Path, caffemodel: Path, feeds: Feeds) -> str:
     return f"default graph's convolutions: {shown}{nnpack}"
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

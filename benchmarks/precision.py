@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -45,20 +44,11 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
+from converters.graph.precision import cpu_model  # noqa: E402
 from converters.graph.speed import NNPACKConv2d, kernel_choices, nnpack_available  # noqa: E402
 from tests import precision_cases  # noqa: E402
 from tests.conftest import shared_root  # noqa: E402
 from tests.test_precision_bound import EPS32, FLOOR_ULPS  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def summarise_kernels(choices: dict[str, str]) -> str:

@@ -161,6 +161,23 @@ def test_kernel_choices_name_every_convolutions_kernel() -> None:
         assert "nnpack-winograd refused" in choices["conv1_1"]
 
 
+def test_kernel_choices_on_the_nets_feeds_name_what_pytorch_picked_for_each_layers_input() -> None:
+    from converters.graph.speed import direct_kernel
+
+    net = load_caffe(net_definition("voc-fcn8s", "deploy", width=0.0625), None)
+    x = torch.randn(1, 3, 40, 40)
+    seen = {}
+    hook = net.score_fr.register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0].clone()))
+    with torch.no_grad():
+        net(data=x)
+    hook.remove()
+    on_feeds, on_probe = kernel_choices(net, {"data": x}), kernel_choices(net)
+    assert sorted(on_feeds) == sorted(on_probe)
+    conv = net.score_fr
+    expected = direct_kernel(seen["x"], conv.weight, conv.stride, conv.padding, conv.dilation, conv.groups)
+    assert on_feeds["score_fr"].split(" ")[0] == expected
+
+
 def test_a_layer_too_wide_to_probe_cheaply_keeps_the_direct_kernel_and_loads_in_bounded_time() -> None:
     """A million input channels (the params fuzz target's case) made the probe hold gigabytes and take
     a minute at load; such a layer is not probed and runs the direct kernel, exact as the plain graph."""

@@ -64,6 +64,7 @@ def test_cpuinfo_flags_are_read_from_the_first_flags_line(tmp_path) -> None:
     cpuinfo.write_text("processor\t: 0\nmodel name\t: X\nflags\t\t: fpu avx512_bf16 amx_bf16\n\nflags : x\n")
     assert precision._proc_cpuinfo_flags(str(cpuinfo)) == {"fpu", "avx512_bf16", "amx_bf16"}
     assert precision._proc_cpuinfo_flags(str(tmp_path / "missing")) == set()
+    assert precision._proc_cpuinfo_field(("model name",), str(cpuinfo)) == "X"  # cpu_model's source
 
 
 def test_a_cpu_with_amx_runs_bf16_natively_without_the_override(monkeypatch) -> None:

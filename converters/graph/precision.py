@@ -42,6 +42,7 @@ __all__ = [
     "bf16_support",
     "check_precision",
     "cpu_bf16_features",
+    "cpu_model",
     "reduced",
 ]
 
@@ -51,17 +52,30 @@ _CPU_FEATURES = ("amx_bf16", "avx512_bf16")
 _DTYPES = {"bf16": torch.bfloat16}
 
 
-def _proc_cpuinfo_flags(path: str = "/proc/cpuinfo") -> set[str]:
-    """The ``flags`` of the first processor in ``/proc/cpuinfo`` (empty where there is none)."""
+def _proc_cpuinfo_field(names: tuple[str, ...], path: str = "/proc/cpuinfo") -> str | None:
+    """The first processor's value of the first of ``names`` in ``/proc/cpuinfo`` (``None`` where
+    there is none)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 key, sep, value = line.partition(":")
-                if sep and key.strip() in ("flags", "Features"):
-                    return set(value.split())
+                if sep and key.strip() in names:
+                    return value.strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def _proc_cpuinfo_flags(path: str = "/proc/cpuinfo") -> set[str]:
+    """The ``flags`` of the first processor in ``/proc/cpuinfo`` (empty where there is none)."""
+    return set((_proc_cpuinfo_field(("flags", "Features"), path) or "").split())
+
+
+def cpu_model() -> str:
+    """This CPU's model name (``/proc/cpuinfo``, else what ``platform`` says)."""
+    import platform
+
+    return _proc_cpuinfo_field(("model name",)) or platform.processor() or platform.machine()
 
 
 def _torch_cpu_flags() -> set[str]:

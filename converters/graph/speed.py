@@ -44,6 +44,7 @@ optimised graph still trains and moves between devices.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -52,6 +53,7 @@ import os
 import platform
 import stat
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +62,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from .border import BorderPlanner, skip_constant_border
+from .precision import cpu_model
 
 __all__ = [
     "KernelChoice",
@@ -185,15 +188,8 @@ _CALIBRATION_STATE: dict = {"entries": None, "dirty": False, "path": None}
 @functools.cache
 def _machine() -> str:
     """This machine as far as the kernels' sums go: CPU model, instruction set, PyTorch build."""
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            names = (line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-            model = next(names, model)
-    except OSError:
-        pass
     capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
-    return f"{platform.machine()}|{model}|{capability}|torch {torch.__version__}"
+    return f"{platform.machine()}|{cpu_model()}|{capability}|torch {torch.__version__}"
 
 
 def _calibration_key(conv: nn.Conv2d) -> str:
@@ -373,19 +369,43 @@ def _suits_nnpack(conv: nn.Module) -> bool:
     )
 
 
-def kernel_choices(net: nn.Module) -> dict[str, str]:
+def kernel_choices(net: nn.Module, inputs: Mapping[str, Tensor] | None = None) -> dict[str, str]:
     """``{module name: kernel}`` for every 2-D convolution of ``net`` as it runs float32 inference on
     the CPU: a calibrated layer says its choice and the error ratios behind it; any other names the
-    kernel PyTorch picks for it on a 16 x 16 input ("onednn", "slow2d", ...: PyTorch may pick
-    another at other sizes)."""
+    kernel PyTorch picks for it ("onednn", "slow2d", ...). PyTorch's pick depends on the input's
+    size and the thread count: with ``inputs`` (the net's feeds) one forward runs and each layer
+    is named by what it picked for the input it got there; without, or for a convolution the
+    forward does not call as a module (the border skipping's first one), on a 16 x 16 input."""
+    picked: dict[str, str] = {}
+    if inputs is not None:
+        convolutions = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d)]
+
+        def record(name: str, conv: nn.Conv2d, x: Tensor) -> None:
+            args = (conv.weight, conv.stride, conv.padding, conv.dilation, conv.groups)
+            picked[name] = direct_kernel(x, *args)  # type: ignore[arg-type]
+
+        hooks = [
+            conv.register_forward_pre_hook(lambda m, a, n=n: record(n, m, a[0])) for n, conv in convolutions
+        ]
+        try:
+            with torch.inference_mode():
+                net(**inputs)
+        finally:
+            for hook in hooks:
+                hook.remove()
     out = {}
     for name, module in net.named_modules():
         if isinstance(module, NNPACKConv2d):
-            out[name] = str(module.kernel_choice())
+            choice = module.kernel_choice()
+            if name in picked and not choice.kernel.startswith("nnpack"):
+                choice = dataclasses.replace(choice, kernel=picked[name])
+            out[name] = str(choice)
         elif isinstance(module, nn.Conv2d) and module.weight.device.type == "cpu":
             probe = torch.zeros(1, module.in_channels, 16, 16)
             groups = module.groups
-            out[name] = direct_kernel(probe, module.weight, module.stride, (0, 0), module.dilation, groups)
+            out[name] = picked.get(name) or direct_kernel(
+                probe, module.weight, module.stride, (0, 0), module.dilation, groups
+            )
     return out
 
 
