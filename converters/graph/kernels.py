@@ -1,0 +1,156 @@
+"""Two exact-arithmetic convolution kernels for float32 CPU inference, besides PyTorch's own: the
+calibration of :mod:`.speed` weighs them per layer against the direct kernel, by precision first
+and speed second.
+
+- :func:`gemm_conv2d`: the convolution as Caffe computes it, an ``im2col`` followed by one matrix
+  product (``caffe/src/caffe/layers/base_conv_layer.cpp``, ``forward_cpu_gemm``), here in bands of
+  output rows so the column buffer stays small. Its channel sums are blocked by the BLAS, which
+  makes it more precise than a direct kernel's long running sums on layers with a long reduction
+  (FCN's ``fc6``: 25,088 terms a sum).
+- :func:`winograd_f2_conv2d`: 3x3 stride-1 convolutions as Winograd's minimal filtering F(2x2, 3x3)
+  (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016, section 4.1):
+  each 4x4 input tile is transformed with the matrix B (entries 0 and +-1), multiplied channel by
+  channel with the transformed kernel G g G^T (entries sums of halves, computed here in float64 and
+  rounded once) as 16 matrix products over the input channels, and transformed back with A
+  (entries 0 and +-1): 16 products for 4 outputs where the direct sum takes 36. Unlike NNPACK's
+  F(6x6, 3x3), whose transforms multiply rounding errors by constants up to 10^2, these transforms
+  only add and subtract, and the channel sums are the BLAS's blocked ones; on deep layers it is
+  measured *more* precise than the direct kernel (the calibration checks it for each layer).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["gemm_conv2d", "winograd_f2_conv2d", "winograd_f2_weights"]
+
+#: Values (float32) a band's column buffer or Winograd tiles may hold: 2^21 floats, 8 MB, a slice
+#: of the last-level cache that keeps each band's products fed from cache on both machines met.
+BAND_VALUES = 1 << 21
+
+# Winograd F(2x2, 3x3) kernel transform G (Lavin and Gray 2016, section 4.1), in float64.
+_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+
+
+def _rows_per_band(values_per_row: int, rows: int, limit: int = BAND_VALUES) -> int:
+    return max(1, min(rows, limit // max(1, values_per_row)))
+
+
+def gemm_conv2d(
+    x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int], padding: tuple[int, int]
+) -> Tensor:
+    """``F.conv2d(x, weight, bias, stride, padding)`` (dilation 1, one group) as im2col and one
+    matrix product per band of output rows."""
+    batch, channels = x.shape[:2]
+    out_channels, _, kernel_h, kernel_w = weight.shape
+    (stride_h, stride_w), (pad_h, pad_w) = stride, padding
+    if pad_h or pad_w:
+        x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
+    height, width = x.shape[-2:]
+    out_h, out_w = (height - kernel_h) // stride_h + 1, (width - kernel_w) // stride_w + 1
+    matrix = weight.reshape(out_channels, -1)
+    out = x.new_empty(batch, out_channels, out_h, out_w)
+    if kernel_h == kernel_w == 1 and stride_h == stride_w == 1:  # no im2col: the input is the matrix
+        for n in range(batch):
+            _product(matrix, x[n].reshape(channels, -1), bias, out[n].view(out_channels, -1))
+        return out
+    # each band reads the whole weight matrix again: bands no smaller than it (FCN's fc6: 400 MB, one band)
+    band = _rows_per_band(matrix.shape[1] * out_w, out_h, max(BAND_VALUES, matrix.numel()))
+    for n in range(batch):
+        for top in range(0, out_h, band):
+            rows = min(band, out_h - top)
+            window = x[n : n + 1, :, top * stride_h : (top + rows - 1) * stride_h + kernel_h]
+            columns = F.unfold(window, (kernel_h, kernel_w), stride=(stride_h, stride_w))[0]
+            _product(matrix, columns, bias, out[n, :, top : top + rows].view(out_channels, -1))
+    return out
+
+
+def _product(matrix: Tensor, columns: Tensor, bias: Tensor | None, out: Tensor) -> None:
+    if out.is_contiguous():
+        if bias is None:
+            torch.mm(matrix, columns, out=out)
+        else:
+            torch.addmm(bias[:, None], matrix, columns, out=out)
+        return
+    out.copy_(torch.mm(matrix, columns) if bias is None else torch.addmm(bias[:, None], matrix, columns))
+
+
+def winograd_f2_weights(weight: Tensor) -> Tensor:
+    """The kernel transform G g G^T of 3x3 ``weight`` (K, C, 3, 3), in float64 rounded once to float32,
+    as 16 matrices (16, K, C)."""
+    g = torch.tensor(_G, dtype=torch.float64)
+    out_channels, channels = weight.shape[:2]
+    out = torch.empty(16, out_channels, channels, dtype=weight.dtype)
+    step = max(1, (1 << 22) // max(1, channels * 9))  # float64 work in slices of output channels
+    for k in range(0, out_channels, step):
+        part = weight[k : k + step].double()
+        transformed = torch.einsum("ai,kcij,bj->abkc", g, part, g)
+        out[:, k : k + step] = transformed.reshape(16, -1, channels)
+    return out
+
+
+def winograd_f2_conv2d(
+    x: Tensor, transformed: Tensor, bias: Tensor | None, padding: tuple[int, int]
+) -> Tensor:
+    """``F.conv2d(x, weight, bias, padding=padding)`` for a 3x3 ``weight`` given as
+    ``winograd_f2_weights(weight)`` (stride 1, dilation 1, one group), by Winograd F(2x2, 3x3)."""
+    batch, channels, height, width = x.shape
+    out_channels = transformed.shape[1]
+    pad_h, pad_w = padding
+    out_h, out_w = height + 2 * pad_h - 2, width + 2 * pad_w - 2
+    if out_h <= 0 or out_w <= 0:
+        return x.new_empty(batch, out_channels, max(out_h, 0), max(out_w, 0))
+    tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
+    # zeros below and to the right complete the last tiles; their outputs are dropped
+    x = F.pad(x, (pad_w, pad_w + 2 * tiles_w - out_w, pad_h, pad_h + 2 * tiles_h - out_h))
+    out = x.new_empty(batch, out_channels, tiles_h, 2, tiles_w, 2)
+    band = _rows_per_band(16 * max(channels, out_channels) * tiles_w, tiles_h)
+    rows = x.new_empty(4, channels, band, 2 * tiles_w + 2)
+    tiles = x.new_empty(4, 4, channels, band, tiles_w)
+    products = x.new_empty(16, out_channels, band * tiles_w)
+    half = x.new_empty(4, out_channels, band, tiles_w, 2)
+    scratch = x.new_empty(4, out_channels, band, tiles_w)
+    for n in range(batch):
+        for top in range(0, tiles_h, band):
+            count = min(band, tiles_h - top)
+            window = x[n, :, 2 * top : 2 * (top + count) + 2]
+            _input_transform(window, rows[:, :, :count], tiles[..., :count, :])
+            m = products[:, :, : count * tiles_w]
+            torch.bmm(transformed, tiles[..., :count, :].reshape(16, channels, count * tiles_w), out=m)
+            _output_transform(
+                m.view(4, 4, out_channels, count, tiles_w), bias, half[:, :, :count], scratch[:, :, :count],
+                out[n, :, top : top + count],
+            )  # fmt: skip
+    return out.view(batch, out_channels, 2 * tiles_h, 2 * tiles_w)[..., :out_h, :out_w].contiguous()
+
+
+def _pairs(d: list[Tensor], out: Tensor) -> None:
+    """B^T's four rows applied along the axis that lists ``d``: d0 - d2, d1 + d2, d2 - d1, d1 - d3."""
+    torch.sub(d[0], d[2], out=out[0])
+    torch.add(d[1], d[2], out=out[1])
+    torch.sub(d[2], d[1], out=out[2])
+    torch.sub(d[1], d[3], out=out[3])
+
+
+def _input_transform(window: Tensor, rows: Tensor, tiles: Tensor) -> None:
+    """B^T d B for every 4x4 tile (stride 2) of ``window`` (C, 2 * count + 2, 2 * tiles_w + 2)."""
+    count, tiles_w = tiles.shape[-2:]
+    _pairs([window[:, i : i + 2 * count : 2] for i in range(4)], rows)
+    _pairs([rows[..., i : i + 2 * tiles_w : 2] for i in range(4)], tiles.transpose(0, 1))
+
+
+def _output_transform(m: Tensor, bias: Tensor | None, half: Tensor, scratch: Tensor, out: Tensor) -> None:
+    """A^T m A (A^T's rows: m0 + m1 + m2, m1 - m2 - m3) plus ``bias`` into ``out`` (K, count, 2,
+    tiles_w, 2). The bias joins the second row of the column transform, which both output rows add."""
+    torch.add(m[:, 1], m[:, 2], out=scratch)
+    torch.add(scratch, m[:, 0], out=half[..., 0])
+    torch.sub(m[:, 1], m[:, 2], out=scratch)
+    torch.sub(scratch, m[:, 3], out=half[..., 1])
+    if bias is not None:
+        half[1] += bias.view(-1, 1, 1, 1)
+    torch.add(half[1], half[2], out=out[:, :, 0])
+    out[:, :, 0] += half[0]
+    torch.sub(half[1], half[2], out=out[:, :, 1])
+    out[:, :, 1] -= half[3]
