@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -45,16 +46,16 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 
 from converters.graph.precision import cpu_model  # noqa: E402
-from converters.graph.speed import NNPACKConv2d, kernel_choices, nnpack_available  # noqa: E402
+from converters.graph.speed import FastConv2d, kernel_choices, nnpack_available  # noqa: E402
 from tests import precision_cases  # noqa: E402
 from tests.conftest import shared_root  # noqa: E402
 from tests.test_precision_bound import EPS32, FLOOR_ULPS  # noqa: E402
 
 
 def summarise_kernels(choices: dict[str, str]) -> str:
-    """``onednn x13, nnpack-fft x1; refused nnpack-winograd x13`` for a net's convolutions."""
+    """``onednn x5, winograd-f2 x8, gemm x1; refused nnpack-winograd x13, ...`` for a net's convolutions."""
     ran = Counter(text.split(" ", 1)[0] for text in choices.values())
-    refused = Counter(t.split("(", 1)[1].split(" ", 1)[0] for t in choices.values() if "refused" in t)
+    refused = Counter(name for text in choices.values() for name in re.findall(r"([\w-]+) refused", text))
     out = ", ".join(f"{k} x{n}" for k, n in sorted(ran.items()))
     if refused:
         out += "; refused " + ", ".join(f"{k} x{n}" for k, n in sorted(refused.items()))
@@ -92,7 +93,7 @@ def measure(case: precision_cases.Case, runs: int, show_kernels: bool) -> dict:
     calibration = 0.0
     for (default, inputs), (plain, _) in zip(defaults, plains, strict=True):
         choices.update(kernel_choices(default))
-        calibration += sum(m.choice.seconds for m in default.modules() if isinstance(m, NNPACKConv2d))
+        calibration += sum(m.choice.seconds for m in default.modules() if isinstance(m, FastConv2d))
         d, p = time_forwards(default, plain, inputs, runs)
         seconds[0] += d
         seconds[1] += p

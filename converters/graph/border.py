@@ -295,12 +295,12 @@ def _cumulative_strides(first: AxisWindow, chain: Sequence[AxisWindow]) -> list[
 
 def first_convolution(conv: nn.Conv2d, x: Tensor, plan: BorderPlan) -> Tensor:
     """``conv(x)`` with the plan's (reduced) padding instead of the module's."""
-    from .speed import NNPACKConv2d
+    from .speed import FastConv2d
 
     if plan.pad == tuple(conv.padding):
         return conv(x)
-    if isinstance(conv, NNPACKConv2d) and conv._nnpack_ok(x):
-        return conv.nnpack(x, plan.pad)
+    if isinstance(conv, FastConv2d):
+        return conv.convolve(x, plan.pad)
     return F.conv2d(x, conv.weight, conv.bias, conv.stride, plan.pad, conv.dilation, conv.groups)
 
 

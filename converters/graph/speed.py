@@ -3,40 +3,49 @@
 ``load_caffe`` applies :func:`optimize_for_cpu` by default when the net is built on the CPU
 (``optimize=False`` keeps the plain graph). It skips the constant band that a large first padding
 (FCN's pad 100) leaves around the image (:mod:`.border`: exact, only fewer rows computed), runs in
-place the ReLUs whose input has no other reader, and moves to NNPACK (bundled with PyTorch) only
-those stride-1 convolutions with 2x2 to 8x8 kernels that NNPACK computes *as precisely as* the
-direct kernel (oneDNN) on this machine, with this layer's own weights. Parameter names and the
-state dict do not change.
+place the ReLUs whose input has no other reader, and gives each convolution (one group, dilation 1)
+the kernel a calibration at load chooses for it on this machine, with this layer's own weights: the
+direct kernel PyTorch picks (oneDNN), or a candidate that is *more precise* than it and faster.
+Parameter names and the state dict do not change.
+
+The candidates (:func:`candidate_kernels`): ours in :mod:`.kernels`, Winograd F(2x2, 3x3) for 3x3
+stride-1 layers (``winograd-f2``: 2.25x fewer multiplications, transforms that only add) and
+im2col + one matrix product, Caffe's own way (``gemm``: the BLAS's blocked sums); and NNPACK's
+(bundled with PyTorch) for stride-1 2x2-8x8 kernels: Winograd F(6x6, 3x3) for 3x3 (``nnpack-winograd``)
+and FFT tiles for the others (``nnpack-fft``).
 
 The rule (issue 20: the default graph's error against Caffe at most twice the plain graph's, on
-every net). NNPACK's fast algorithms are not direct sums: 3x3 kernels run as Winograd F(6x6, 3x3)
-(``wt8x8``), whose transforms multiply the float rounding of the input and the kernel by constants
-that grow fast with the tile size (Lavin and Gray, "Fast Algorithms for Convolutional Neural
-Networks", CVPR 2016, measured it; Barabasz, Anderson, Soodhalter and Gregg, "Error analysis and
-improving the accuracy of Winograd convolution for deep neural networks", ACM TOMS 46(4), 2020:
-the error bound of F(m, r) grows exponentially with m + r), while the other sizes run as FFTs over
-8x8 or 16x16 tiles, whose error grows only as the logarithm of the tile (Higham, *Accuracy and
-Stability of Numerical Algorithms*, 2nd ed., section 24.1) and whose channel sums are blocked, so
-they are often *more* precise than a direct sum. Which way a layer goes depends on its weights,
-its channel count, NNPACK's cache blocking (taken from this CPU) and the direct kernel oneDNN picks
-for this CPU's instruction set, so no constant decides it: :func:`calibrate` runs each candidate
-layer once at load on a small seeded probe (three images: zero-mean, positive as after a ReLU, and
-nearly constant; :data:`PROBE_SIZE` output rows and columns; at most :data:`PROBE_CHANNELS` of its
-output channels, every input channel) through NNPACK, through the direct kernel and in float64,
-and keeps NNPACK only where its error, both root-mean-square and largest, is no larger than
-:data:`RMS_RATIO` (one half) and :data:`MAX_RATIO` (one) times the direct kernel's on every
-probe image. On this machine (AMD EPYC, AVX2) that refuses every Winograd layer (its error is 2-40x the
-direct one's) and keeps the FFT layers with many input channels (0.1-0.4x; those with few, near
-1x, are refused too). The probe is small and runs on one thread: on full-width FCN-8s all its
-layers' calibrations take about a tenth of one forward pass of the net (``benchmarks/precision.py``
-prints the time per net). It runs at load (``optimize_for_cpu``), and again, at the next forward,
-only when a layer's weights change (their version counter moves: ``load_state_dict``, an optimiser
-step, a new tensor). Its answers are kept in ``calibration.json`` in the weights cache folder
-(``$FCN_PORT_CACHE``, else ``~/.cache/fcn-port``), keyed by this machine (CPU model and instruction
-set, PyTorch version), the rule's constants, the layer's geometry and a digest of exactly the
-weights the probe reads: a net loaded again on the same machine is not probed again
-(:data:`CALIBRATION_CACHE` ``= None`` turns that off).
-:func:`kernel_choices` says which kernel each convolution runs and why.
+every net). Fast algorithms are not direct sums: F(6x6, 3x3)'s transforms multiply the float
+rounding of the input and the kernel by constants that grow fast with the tile size (Lavin and
+Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016, measured it; Barabasz,
+Anderson, Soodhalter and Gregg, "Error analysis and improving the accuracy of Winograd convolution
+for deep neural networks", ACM TOMS 46(4), 2020: the error bound of F(m, r) grows exponentially
+with m + r), while F(2x2, 3x3) only adds and subtracts, FFTs' error grows as the logarithm of the
+tile (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., section 24.1), and blocked
+channel sums (the BLAS's, NNPACK's) are often *more* precise than a direct kernel's long running
+sums. Which way a layer goes depends on its weights, its channel count, the kernels' blocking (taken
+from this CPU) and the direct kernel oneDNN picks for this CPU's instruction set, so no constant
+decides it. :func:`calibrate` first runs each candidate once on a small seeded probe (three images:
+zero-mean, positive as after a ReLU, and nearly constant; :data:`PROBE_SIZE` output rows and
+columns; at most :data:`PROBE_CHANNELS` of its output channels, every input channel) beside the
+direct kernel and float64, and keeps a candidate only where its error, both root-mean-square and
+largest, is no larger than :data:`RMS_RATIO` (one half) and :data:`MAX_RATIO` (one) times the direct
+kernel's on every probe image. Then, where any was kept, it races the kept ones and the direct
+kernel on a speed probe (one image, every channel, :data:`SPEED_SIZES` / :data:`SPEED_MACS`) at the
+process's thread count, and the fastest runs. On this machine (AMD EPYC, AVX2) that refuses every
+F(6x6, 3x3) layer (its error is 3-40x the direct one's) and every layer with few input channels;
+on full-width FCN-8s, ``winograd-f2`` runs conv3_2 to conv5_3 (0.3-0.5x the direct kernel's error,
+0.6-0.8x its time) and ``gemm`` runs ``fc6`` (0.1x the error; 0.4x the time of the direct kernel,
+which reorders its 400 MB of weights at every call). The precision probe runs on one thread; on
+full-width FCN-8s it takes about a tenth of one forward pass (``benchmarks/precision.py`` prints the
+time per net); the race takes longer (fc6 alone: seconds), once per machine and weights. Both run
+at load (``optimize_for_cpu``), and again, at the next forward, only when a layer's weights change
+(their version counter moves: ``load_state_dict``, an optimiser step, a new tensor). Their answers
+are kept in ``calibration.json`` in the weights cache folder (``$FCN_PORT_CACHE``, else
+``~/.cache/fcn-port``), keyed by this machine (CPU model and instruction set, PyTorch version,
+thread count), the rule's constants, the layer's geometry and a digest of exactly the weights the
+probe reads: a net loaded again on the same machine is not probed again (:data:`CALIBRATION_CACHE`
+``= None`` turns that off). :func:`kernel_choices` says which kernel each convolution runs and why.
 
 Convolutions fall back to PyTorch's own kernel for gradients, CUDA tensors and other dtypes, so an
 optimised graph still trains and moves between devices.
@@ -62,22 +71,28 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from .border import BorderPlanner, skip_constant_border
+from .folding import FoldedConv2d, fold_batch_norms
+from .kernels import BAND_VALUES, gemm_conv2d, winograd_f2_conv2d, winograd_f2_weights
 from .precision import cpu_model
 
 __all__ = [
+    "FAST_KERNELS",
+    "FastConv2d",
     "KernelChoice",
-    "NNPACKConv2d",
+    "Measured",
     "calibrate",
+    "candidate_kernels",
     "direct_kernel",
     "kernel_choices",
     "nnpack_available",
     "optimize_for_cpu",
+    "run_kernel",
     "save_calibrations",
 ]
 
 _NNPACK: bool | None = None
 
-#: NNPACK is kept for a layer only if, on every probe image, its root-mean-square error against
+#: A candidate kernel is kept for a layer only if, on every probe image, its root-mean-square error against
 #: float64 is at most RMS_RATIO times the direct kernel's and its largest error at most MAX_RATIO
 #: times the direct kernel's: only where it is clearly *more* precise. A ratio just under 1 on the
 #: probe is not enough: the real inputs are not the probe's, and the net's error mixes many layers'
@@ -94,6 +109,16 @@ PROBE_CHANNELS = 16
 #: million-channel layer would otherwise take a minute and gigabytes at load).
 PROBE_VALUES = 2**22
 _PROBE_SEED = 20261206
+#: The speed probe (among the kernels the precision probe kept, and the direct one): a square output
+#: of the largest of these sizes whose multiply-adds stay within SPEED_MACS (else the smallest), over
+#: every channel: large enough that each kernel runs as it does on real maps (FCN-8s's fc6 is
+#: 16 x 16), small enough that a layer's race costs tens of milliseconds, once per machine.
+SPEED_SIZES = (8, 16, 32, 64)
+SPEED_MACS = 1_000_000_000
+#: Timed rounds of the race (the best of each kernel's counts: a shared 2-core machine's times vary
+#: twofold from one run to the next), fewer once the rounds have taken SPEED_SECONDS.
+SPEED_ROUNDS = 3
+SPEED_SECONDS = 0.1
 #: The file, in the weights cache folder, that keeps calibrations; ``None``: none kept or read.
 CALIBRATION_CACHE: str | None = "calibration.json"
 #: Calibrations the file keeps (the newest); a larger or damaged file is read as empty.
@@ -112,25 +137,61 @@ def nnpack_available() -> bool:
     return _NNPACK
 
 
+#: The kernels a calibrated layer may run instead of the direct one (``converters.graph.kernels``
+#: for ours, NNPACK's two modes).
+FAST_KERNELS = ("winograd-f2", "gemm", "nnpack-winograd", "nnpack-fft")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One candidate kernel as the calibration measured it: on the precision probe, the worst
+    image's RMS and largest error as multiples of the direct kernel's (nan: not probed); on the
+    speed probe, its time as a multiple of the direct kernel's (nan: not timed)."""
+
+    kernel: str
+    rms: float
+    max: float
+    time: float = math.nan
+
+    @property
+    def precise(self) -> bool:
+        """Within the rule: RMS error at most :data:`RMS_RATIO`, largest at most :data:`MAX_RATIO` of
+        the direct kernel's."""
+        return self.rms <= RMS_RATIO and self.max <= MAX_RATIO
+
+    def describe(self, chosen: str) -> str:
+        if math.isnan(self.rms):
+            return f"{self.kernel} not probed"
+        verdict = "kept" if self.kernel == chosen else "slower" if self.precise else "refused"
+        speed = "" if math.isnan(self.time) else f", time x{self.time:.2g}"
+        return f"{self.kernel} {verdict}: rms error x{self.rms:.2g}, max x{self.max:.2g}{speed}"
+
+
 @dataclass(frozen=True)
 class KernelChoice:
     """Which kernel a convolution runs on the CPU, and the calibration that chose it."""
 
-    kernel: str  # "nnpack-winograd", "nnpack-fft" or the direct kernel ("onednn", "slow2d", ...)
-    nnpack: str  # the NNPACK mode measured ("" where none was)
-    nnpack_error: float  # worst probe image: NNPACK's RMS error / the direct kernel's (nan: not run)
-    nnpack_max_error: float  # the same for the largest error
+    kernel: str  # one of FAST_KERNELS, or the direct kernel ("onednn", "slow2d", ...)
+    measured: tuple[Measured, ...]  # the candidates beside the direct kernel
     seconds: float  # the calibration's time
     cached: bool = False  # read from the calibration file, not probed now
 
     def __str__(self) -> str:
-        if not self.nnpack:
+        if not self.measured:
             return self.kernel
-        if math.isnan(self.nnpack_error):
-            return f"{self.kernel} ({self.nnpack} not probed)"
-        verdict = "kept" if self.kernel == self.nnpack else "refused"
-        return (f"{self.kernel} ({self.nnpack} {verdict}: rms error x{self.nnpack_error:.2g}, "
-                f"max x{self.nnpack_max_error:.2g} of the direct kernel's)")  # fmt: skip
+        return f"{self.kernel} ({'; '.join(m.describe(self.kernel) for m in self.measured)})"
+
+
+def candidate_kernels(conv: nn.Conv2d) -> tuple[str, ...]:
+    """The kernels besides the direct one that can compute ``conv`` (a float32 CPU ``Conv2d`` of one
+    group and dilation 1): ours (``winograd-f2`` for 3x3 stride 1, ``gemm`` for any), and NNPACK's
+    mode for stride-1 kernels of 2x2 to 8x8 where this PyTorch has NNPACK."""
+    kernel, stride = tuple(conv.kernel_size), tuple(conv.stride)
+    names = ["winograd-f2"] if kernel == (3, 3) and stride == (1, 1) else []
+    names.append("gemm")
+    if stride == (1, 1) and all(2 <= k <= 8 for k in kernel) and nnpack_available():
+        names.append(_nnpack_mode(kernel))
+    return tuple(names)
 
 
 def _nnpack_mode(kernel_size: tuple[int, int]) -> str:
@@ -151,6 +212,31 @@ def direct_kernel(x: Tensor, weight: Tensor, stride=(1, 1), padding=(0, 0), dila
     return "onednn" if name.startswith("mkldnn") else name
 
 
+def run_kernel(
+    kernel: str, x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int],
+    padding: tuple[int, int], winograd_weights: Tensor | None = None,
+) -> Tensor:  # fmt: skip
+    """``F.conv2d(x, weight, bias, stride, padding)`` (float32 CPU, one group) on ``kernel`` (one of
+    :data:`FAST_KERNELS`; anything else: the direct kernel). ``winograd_weights``: the kept
+    ``winograd_f2_weights(weight)``, else computed here."""
+    if kernel == "winograd-f2":
+        transformed = winograd_f2_weights(weight) if winograd_weights is None else winograd_weights
+        return winograd_f2_conv2d(x.contiguous(), transformed, bias, padding)
+    if kernel == "gemm":
+        return gemm_conv2d(x.contiguous(), weight.contiguous(), bias, stride, padding)
+    if kernel.startswith("nnpack") and nnpack_available():  # (which also initialises NNPACK)
+        pad_h, pad_w = padding
+        kernel_h, kernel_w = weight.shape[-2:]
+        if pad_h >= kernel_h or pad_w >= kernel_w:  # NNPACK wants padding smaller than the kernel
+            x = F.pad(x, [pad_w, pad_w, pad_h, pad_h])
+            pad_h = pad_w = 0
+        bias = bias if bias is not None else torch.zeros(weight.shape[0], dtype=x.dtype)
+        return torch._nnpack_spatial_convolution(
+            x.contiguous(), weight.contiguous(), bias, [pad_h, pad_w], [1, 1]
+        )
+    return F.conv2d(x, weight, bias, stride, padding)
+
+
 def _relative_errors(got: Tensor, reference: Tensor) -> tuple[Tensor, Tensor]:
     """Per image: RMS and largest error of ``got`` against ``reference``, over the reference's RMS."""
     error = (got.double() - reference).flatten(1)
@@ -158,31 +244,33 @@ def _relative_errors(got: Tensor, reference: Tensor) -> tuple[Tensor, Tensor]:
     return error.pow(2).mean(1).sqrt() / scale, error.abs().amax(1) / scale
 
 
-def calibrate(conv: NNPACKConv2d) -> KernelChoice:
-    """Run ``conv`` (its own weights) on a seeded probe through NNPACK, the direct kernel and
-    float64, and choose NNPACK only where it is no less precise (module docstring: the rule). It
-    runs on one thread: on a tiny probe, waking a second one costs more than it saves, and far
-    more on a busy machine (the kernels' sums do not depend on the thread count)."""
+def calibrate(conv: FastConv2d) -> KernelChoice:
+    """Run ``conv`` (its own weights) on a seeded probe through each candidate kernel, the direct
+    kernel and float64, keep the candidates no less precise than the direct kernel (module
+    docstring: the rule), and of those and the direct kernel choose the fastest on a speed probe.
+    The precision probe runs on one thread (on a tiny probe, waking a second one costs more than it
+    saves; the kernels' sums do not depend on the thread count), the speed probe on the process's."""
     started = time.perf_counter()
     key = _calibration_key(conv)
     known = _calibrations().get(key) if key else None
     if known is not None:
-        return KernelChoice(*known, seconds=time.perf_counter() - started, cached=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        choice = _calibrate(conv, started)
-    finally:
-        torch.set_num_threads(threads)
-    if key and not math.isnan(choice.nnpack_error):
+        measured = tuple(
+            Measured(name, rms, largest, math.nan if seconds < 0 else seconds)
+            for name, rms, largest, seconds in known[1]
+        )
+        return KernelChoice(known[0], measured, time.perf_counter() - started, cached=True)
+    choice = _calibrate(conv, started)
+    if key and choice.measured and not any(math.isnan(m.rms) for m in choice.measured):
         store = _calibrations()
         store.pop(key, None)
-        store[key] = [choice.kernel, choice.nnpack, choice.nnpack_error, choice.nnpack_max_error]
+        store[key] = [choice.kernel, [[m.kernel, m.rms, m.max, -1.0 if math.isnan(m.time) else m.time]
+                                      for m in choice.measured]]  # fmt: skip
         _CALIBRATION_STATE["dirty"] = True
     return choice
 
 
 _CALIBRATION_STATE: dict = {"entries": None, "dirty": False, "path": None}
+_CALIBRATION_FORMAT = 2  # entries: [kernel, [[candidate, rms, max, time or -1], ...]]
 
 
 @functools.cache
@@ -193,14 +281,17 @@ def _machine() -> str:
 
 
 def _calibration_key(conv: nn.Conv2d) -> str:
-    """A digest of what the calibration's answer depends on: the machine, the layer's geometry and
-    the weights (and bias) of the output channels the probe computes."""
+    """A digest of what the calibration's answer depends on: the machine and its thread count, the
+    rule, the layer's geometry and the weights (and bias) of the output channels the probe computes."""
     weight = conv.weight.detach()
     if weight.device.type != "cpu" or weight.dtype != torch.float32 or CALIBRATION_CACHE is None:
         return ""
     pick = _probe_channels(weight.shape[0])
-    rule = (RMS_RATIO, MAX_RATIO, PROBE_SIZE, PROBE_CHANNELS, PROBE_VALUES, _PROBE_SEED)
-    digest = hashlib.sha256(f"{_machine()}|{rule}|{tuple(weight.shape)}|{tuple(conv.padding)}".encode())
+    rule = (_CALIBRATION_FORMAT, RMS_RATIO, MAX_RATIO, PROBE_SIZE, PROBE_CHANNELS, PROBE_VALUES, _PROBE_SEED,
+            SPEED_MACS, SPEED_SIZES, SPEED_ROUNDS, BAND_VALUES, nnpack_available())  # fmt: skip
+    geometry = (tuple(weight.shape), tuple(conv.stride), tuple(conv.padding), torch.get_num_threads(),
+                getattr(conv, "speed_input", None))  # fmt: skip
+    digest = hashlib.sha256(f"{_machine()}|{rule}|{geometry}".encode())
     rows = pick.numpy()
     digest.update(weight.numpy()[rows].tobytes())  # numpy: torch's index_select takes milliseconds here
     if conv.bias is not None:
@@ -230,20 +321,32 @@ def _calibrations() -> dict[str, list]:
                 loaded = json.loads(path.read_text(encoding="utf-8"))  # type: ignore[union-attr]
                 if isinstance(loaded, dict):
                     entries = {k: v for k, v in loaded.items() if _valid_entry(k, v)}
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             entries = {}
         _CALIBRATION_STATE.update(entries=entries, dirty=False, path=path)
     return _CALIBRATION_STATE["entries"]
 
 
 def _valid_entry(key: object, value: object) -> bool:
+    def measured(item: object) -> bool:
+        return (
+            isinstance(item, list)
+            and len(item) == 4
+            and item[0] in FAST_KERNELS
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item[1:])
+            and all(math.isfinite(v) for v in item[1:])
+        )
+
     return (
         isinstance(key, str)
         and len(key) == 64
         and isinstance(value, list)
-        and len(value) == 4
-        and all(isinstance(v, str) for v in value[:2])
-        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value[2:])
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and 0 < len(value[0]) <= 64
+        and isinstance(value[1], list)
+        and 0 < len(value[1]) <= len(FAST_KERNELS)
+        and all(measured(item) for item in value[1])
     )
 
 
@@ -271,51 +374,131 @@ def _probe_channels(out_channels: int) -> Tensor:
     return torch.linspace(0, out_channels - 1, min(out_channels, PROBE_CHANNELS)).round().long().unique()
 
 
-def _calibrate(conv: NNPACKConv2d, started: float) -> KernelChoice:
+def _probe_input_length(output: int, kernel: int, stride: int, pad: int) -> int:
+    return max(1, (output - 1) * stride + kernel - 2 * pad)
+
+
+def _calibrate(conv: FastConv2d, started: float) -> KernelChoice:
+    candidates = candidate_kernels(conv)
     weight, bias = conv.weight.detach(), conv.bias.detach() if conv.bias is not None else None
     out_channels, in_channels, kernel_h, kernel_w = weight.shape
-    pick = _probe_channels(out_channels)
-    weight = weight.index_select(0, pick).contiguous()
-    bias = bias.index_select(0, pick).contiguous() if bias is not None else None
-    # Padding of at least the kernel is computed as zeros in the input (NNPACKConv2d.nnpack): the
-    # probe keeps only as much of it as one window sees.
-    pad_h, pad_w = min(conv.padding[0], kernel_h - 1), min(conv.padding[1], kernel_w - 1)
-    height = max(1, PROBE_SIZE + kernel_h - 1 - 2 * pad_h)
-    width = max(1, PROBE_SIZE + kernel_w - 1 - 2 * pad_w)
-    mode = _nnpack_mode((kernel_h, kernel_w))
+    stride = tuple(conv.stride)
+    # Padding of at least the kernel is computed as zeros in the input: the probes keep only as much
+    # of it as one window sees.
+    padding = (min(conv.padding[0], kernel_h - 1), min(conv.padding[1], kernel_w - 1))
+    height = _probe_input_length(PROBE_SIZE, kernel_h, stride[0], padding[0])
+    width = _probe_input_length(PROBE_SIZE, kernel_w, stride[1], padding[1])
     if 3 * in_channels * height * width > PROBE_VALUES:  # too wide to probe cheaply: keep it exact
-        seconds = time.perf_counter() - started
-        return KernelChoice("direct (too wide to probe)", mode, math.nan, math.nan, seconds)
+        unprobed = tuple(Measured(name, math.nan, math.nan) for name in candidates)
+        return KernelChoice("direct (too wide to probe)", unprobed, time.perf_counter() - started)
+    pick = _probe_channels(out_channels)
+    part = weight.index_select(0, pick).contiguous()
+    part_bias = bias.index_select(0, pick).contiguous() if bias is not None else None
     generator = torch.Generator().manual_seed(_PROBE_SEED)
     noise = torch.randn(3, in_channels, height, width, generator=generator)
     probe = torch.stack([noise[0], noise[1].abs(), 1 + 0.05 * noise[2]])  # signed, after ReLU, flat
-    direct = direct_kernel(probe, weight, padding=(pad_h, pad_w))
+    direct = direct_kernel(probe, part, stride, padding)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            exact_bias = None if part_bias is None else part_bias.double()
+            reference = F.conv2d(probe.double(), part.double(), exact_bias, stride, padding)
+            plain = F.conv2d(probe, part, part_bias, stride, padding)
+            plain_rms, plain_max = _relative_errors(plain, reference)
+            measured = []
+            tiny = torch.finfo(torch.float64).tiny
+            for name in candidates:
+                got = run_kernel(name, probe, part, part_bias, stride, padding)
+                rms, largest = _relative_errors(got, reference)
+                base_rms, base_max = plain_rms, plain_max
+                if name.startswith("nnpack"):  # its single-image (inference) path too, beside the batch one
+                    single = run_kernel(name, probe[:1], part, part_bias, stride, padding)
+                    single_rms, single_max = _relative_errors(single, reference[:1])
+                    rms, largest = torch.cat([rms, single_rms]), torch.cat([largest, single_max])
+                    base_rms = torch.cat([plain_rms, plain_rms[:1]])
+                    base_max = torch.cat([plain_max, plain_max[:1]])
+                measured.append(Measured(name, float((rms / base_rms.clamp_min(tiny)).max()),
+                                         float((largest / base_max.clamp_min(tiny)).max())))  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    precise = [m.kernel for m in measured if m.precise]
+    kernel = direct
+    if precise:
+        times = _race(conv, [direct, *precise], padding)
+        if times:
+            measured = [
+                dataclasses.replace(m, time=times[m.kernel] / times[direct]) if m.kernel in times else m
+                for m in measured
+            ]
+            kernel = min(times, key=times.__getitem__)
+    return KernelChoice(kernel, tuple(measured), time.perf_counter() - started)
+
+
+def _race(conv: nn.Conv2d, kernels: list[str], padding: tuple[int, int]) -> dict[str, float]:
+    """Seconds each of ``kernels`` (the direct one first) takes for ``conv`` on the speed probe: the
+    best of up to :data:`SPEED_ROUNDS` runs taken in turns, after one warm-up run each (fewer rounds
+    once the race has taken :data:`SPEED_SECONDS`; a warm-up longer than that is the time). The
+    probe is one image, every channel; where the layer's input size at the net's declared input is
+    known (``speed_input``), that input with the layer's padding, cut to fewer rows where its
+    multiply-adds pass :data:`SPEED_MACS` (keeping at least 64 outputs, and the rows' parity to the
+    stride: oneDNN runs a stride-2 layer on 13 rows at half its speed on 14); else the largest square
+    output of :data:`SPEED_SIZES` within :data:`SPEED_MACS` (else the smallest). ({} where the probe
+    would be too wide to hold.)"""
+    weight, bias = conv.weight.detach(), conv.bias.detach() if conv.bias is not None else None
+    out_channels, in_channels, kernel_h, kernel_w = weight.shape
+    per_pixel = out_channels * in_channels * kernel_h * kernel_w
+    stride = tuple(conv.stride)
+    declared = getattr(conv, "speed_input", None)
+    if declared is not None:
+        padding = tuple(conv.padding)
+        height, width = declared
+        out_h = (height + 2 * padding[0] - kernel_h) // stride[0] + 1
+        out_w = (width + 2 * padding[1] - kernel_w) // stride[1] + 1
+        if out_h < 1 or out_w < 1:
+            return {}
+        fewest = min(out_h, -(-64 // out_w))
+        rows = max(fewest, min(out_h, SPEED_MACS // max(1, per_pixel * out_w)))
+        cut = (out_h - rows) // 2 * 2  # output rows left out, even: the input keeps its parity
+        height -= cut * stride[0]
+    else:
+        fitting = [s for s in SPEED_SIZES if s * s * per_pixel <= SPEED_MACS]
+        size = max(fitting) if fitting else min(SPEED_SIZES)
+        height = _probe_input_length(size, kernel_h, stride[0], padding[0])
+        width = _probe_input_length(size, kernel_w, stride[1], padding[1])
+    if in_channels * height * width > PROBE_VALUES:
+        return {}
+    generator = torch.Generator().manual_seed(_PROBE_SEED)
+    x = torch.randn(1, in_channels, height, width, generator=generator).abs_()  # as after a ReLU
+    transformed = winograd_f2_weights(weight) if "winograd-f2" in kernels else None
+    times, rounds = {}, {}
     with torch.no_grad():
-        reference = F.conv2d(probe.double(), weight.double(), None if bias is None else bias.double(),
-                             padding=(pad_h, pad_w))  # fmt: skip
-        plain = F.conv2d(probe, weight, bias, padding=(pad_h, pad_w))
-        zero = torch.zeros(weight.shape[0]) if bias is None else bias
-        fast = torch.cat([  # NNPACK's batch path, and its single-image (inference) path
-            torch._nnpack_spatial_convolution(probe, weight, zero, [pad_h, pad_w], [1, 1]),
-            torch._nnpack_spatial_convolution(probe[:1], weight, zero, [pad_h, pad_w], [1, 1]),
-        ])
-    plain_rms, plain_max = _relative_errors(plain, reference)
-    fast_rms, fast_max = _relative_errors(fast, torch.cat([reference, reference[:1]]))
-    plain_rms, plain_max = torch.cat([plain_rms, plain_rms[:1]]), torch.cat([plain_max, plain_max[:1]])
-    tiny = torch.finfo(torch.float64).tiny
-    rms_ratio = float((fast_rms / plain_rms.clamp_min(tiny)).max())
-    max_ratio = float((fast_max / plain_max.clamp_min(tiny)).max())
-    precise = bool((fast_rms <= RMS_RATIO * plain_rms).all() and (fast_max <= MAX_RATIO * plain_max).all())
-    seconds = time.perf_counter() - started
-    return KernelChoice(mode if precise else direct, mode, rms_ratio, max_ratio, seconds)
+        for name in kernels:  # warm-up (primitives, workspaces); a run longer than SPEED_SECONDS counts
+            began = time.perf_counter()
+            run_kernel(name, x, weight, bias, stride, padding, transformed)
+            times[name] = time.perf_counter() - began
+            rounds[name] = [] if times[name] > SPEED_SECONDS else [math.inf]
+        started = time.perf_counter()
+        for _ in range(SPEED_ROUNDS):
+            for name in [k for k in kernels if rounds[k]]:
+                began = time.perf_counter()
+                run_kernel(name, x, weight, bias, stride, padding, transformed)
+                rounds[name].append(time.perf_counter() - began)
+            if time.perf_counter() - started > SPEED_SECONDS:
+                break
+    return {name: min(rounds[name]) if rounds[name] else times[name] for name in kernels}
 
 
-class NNPACKConv2d(nn.Conv2d):
-    """A ``Conv2d`` that runs on NNPACK for float32 CPU inference where :func:`calibrate` finds
-    NNPACK as precise as the direct kernel for its current weights, else as ``Conv2d``."""
+class FastConv2d(nn.Conv2d):
+    """A ``Conv2d`` that, for float32 CPU inference, runs the kernel :func:`calibrate` chose for its
+    current weights (a precise candidate where one is faster, else the direct kernel), and otherwise
+    (gradients, other devices and dtypes, tracing) runs as ``Conv2d``."""
 
     choice: KernelChoice | None = None
+    #: The layer's input rows and columns at the net's declared input, where known: the speed probe's.
+    speed_input: tuple[int, int] | None = None
     _calibrated_for: tuple | None = None
+    _winograd: tuple[tuple, Tensor] | None = None
 
     def _weights_key(self) -> tuple:
         bias = self.bias
@@ -329,41 +512,44 @@ class NNPACKConv2d(nn.Conv2d):
             self._calibrated_for = key
         return self.choice
 
-    def _nnpack_ok(self, x: Tensor) -> bool:
+    def _fast_kernel(self, x: Tensor) -> str | None:
+        """The calibrated kernel for ``x`` where one of ours or NNPACK's may run it, else ``None``."""
         from ..layers.tracing import tracing
 
         grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
         cpu = x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
         if not cpu or grad or tracing() or self.weight.device.type != "cpu":
-            return False
-        return self.kernel_choice().kernel.startswith("nnpack")
+            return None
+        kernel = self.kernel_choice().kernel
+        return kernel if kernel in FAST_KERNELS else None
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self._nnpack_ok(x):
-            return super().forward(x)
-        return self.nnpack(x, self.padding)  # type: ignore[arg-type]
+        return self.convolve(x, self.padding)  # type: ignore[arg-type]
 
-    def nnpack(self, x: Tensor, padding: tuple[int, int]) -> Tensor:
-        """The convolution on NNPACK with ``padding`` instead of the module's (float32 CPU input)."""
-        pad_h, pad_w = padding
-        kernel_h, kernel_w = self.kernel_size
-        if pad_h >= kernel_h or pad_w >= kernel_w:  # NNPACK wants padding smaller than the kernel
-            x = F.pad(x, [pad_w, pad_w, pad_h, pad_h])
-            pad_h = pad_w = 0
-        bias = self.bias if self.bias is not None else torch.zeros(self.out_channels, dtype=x.dtype)
-        return torch._nnpack_spatial_convolution(
-            x.contiguous(), self.weight.contiguous(), bias, [pad_h, pad_w], [1, 1]
-        )
+    def convolve(self, x: Tensor, padding: tuple[int, int]) -> Tensor:
+        """The convolution with ``padding`` instead of the module's, on the calibrated kernel where it
+        applies (the border skipping runs the first layer so)."""
+        kernel = self._fast_kernel(x)
+        if kernel is None:
+            if tuple(padding) == tuple(self.padding):
+                return super().forward(x)
+            return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+        transformed = None
+        if kernel == "winograd-f2":
+            key = self._weights_key()
+            if self._winograd is None or self._winograd[0] != key:
+                self._winograd = (key, winograd_f2_weights(self.weight.detach()))
+            transformed = self._winograd[1]
+        return run_kernel(kernel, x, self.weight, self.bias, self.stride, padding, transformed)  # type: ignore[arg-type]
 
 
-def _suits_nnpack(conv: nn.Module) -> bool:
+def _suits_calibration(conv: nn.Module) -> bool:
     return (
         type(conv) is nn.Conv2d
-        and conv.stride == (1, 1)
         and conv.dilation == (1, 1)
         and conv.groups == 1
         and isinstance(conv.padding, tuple)
-        and all(2 <= k <= 8 for k in conv.kernel_size)
+        and conv.padding_mode == "zeros"
         and conv.weight.device.type == "cpu"
         and conv.weight.dtype == torch.float32
     )
@@ -371,7 +557,7 @@ def _suits_nnpack(conv: nn.Module) -> bool:
 
 def kernel_choices(net: nn.Module, inputs: Mapping[str, Tensor] | None = None) -> dict[str, str]:
     """``{module name: kernel}`` for every 2-D convolution of ``net`` as it runs float32 inference on
-    the CPU: a calibrated layer says its choice and the error ratios behind it; any other names the
+    the CPU: a calibrated layer says its choice and the measurements behind it; any other names the
     kernel PyTorch picks for it ("onednn", "slow2d", ...). PyTorch's pick depends on the input's
     size and the thread count: with ``inputs`` (the net's feeds) one forward runs and each layer
     is named by what it picked for the input it got there; without, or for a convolution the
@@ -395,9 +581,9 @@ def kernel_choices(net: nn.Module, inputs: Mapping[str, Tensor] | None = None) -
                 hook.remove()
     out = {}
     for name, module in net.named_modules():
-        if isinstance(module, NNPACKConv2d):
+        if isinstance(module, FastConv2d):
             choice = module.kernel_choice()
-            if name in picked and not choice.kernel.startswith("nnpack"):
+            if name in picked and choice.kernel not in FAST_KERNELS:
                 choice = dataclasses.replace(choice, kernel=picked[name])
             out[name] = str(choice)
         elif isinstance(module, nn.Conv2d) and module.weight.device.type == "cpu":
@@ -409,32 +595,51 @@ def kernel_choices(net: nn.Module, inputs: Mapping[str, Tensor] | None = None) -
     return out
 
 
+def declared_input_sizes(net: nn.Module) -> dict[str, tuple[int, int]]:
+    """``{module name: (rows, columns)}`` of each 4-D-input layer's bottom at the net's declared input
+    shapes (``net.caffe``); empty where the net has none or guessed any of them."""
+    info = getattr(net, "caffe", None)
+    if info is None or set(info.inputs) - set(info.declared_inputs):
+        return {}
+    out = {}
+    for layer, keys in info.parameter_blobs.items():
+        shapes = info.bottom_shapes.get(layer) or []
+        if keys and shapes and len(shapes[0]) == 4:
+            out[keys[0].rsplit(".", 1)[0]] = (int(shapes[0][2]), int(shapes[0][3]))
+    return out
+
+
 # Layers whose gradient does not need their own output, so a ReLU may overwrite it.
-_RELU_SAFE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_RELU_SAFE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+              FoldedConv2d)  # fmt: skip
 
 
 def optimize_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphModule:
-    """``net`` itself, its suitable convolutions moved to NNPACK where it is as precise (calibrated
-    here, on their weights: module docstring), its ReLUs made in-place where
-    nothing else reads their input and (``border``) the constant band of a large first padding
-    skipped (:func:`.border.skip_constant_border`); returns it for chaining. Applying it twice
-    changes nothing more."""
-    if nnpack_available():
-        for name, module in list(net.named_children()):
-            if _suits_nnpack(module):
-                fast = NNPACKConv2d(
-                    module.in_channels,
-                    module.out_channels,
-                    module.kernel_size,
-                    padding=module.padding,
-                    bias=module.bias is not None,
-                    device="meta",
-                )
-                fast.weight, fast.bias = module.weight, module.bias
-                fast.train(module.training)
-                fast.kernel_choice()  # calibrated now, at load, not on the first forward
-                setattr(net, name, fast)
-        save_calibrations()
+    """``net`` itself, its BatchNorm and Scale layers folded into the convolutions before them
+    (:mod:`.folding`), its convolutions on the kernel calibrated here for their weights (module
+    docstring), its ReLUs made in-place where nothing else reads their input and (``border``) the
+    constant band of a large first padding skipped (:func:`.border.skip_constant_border`); returns
+    it for chaining. Applying it twice changes nothing more."""
+    inputs = declared_input_sizes(net)
+    fold_batch_norms(net, inputs)
+    called = {node.target for node in net.graph.nodes if node.op == "call_module"}
+    for name, module in list(net.named_children()):
+        if name in called and _suits_calibration(module):
+            fast = FastConv2d(
+                module.in_channels,
+                module.out_channels,
+                module.kernel_size,
+                stride=module.stride,
+                padding=module.padding,
+                bias=module.bias is not None,
+                device="meta",
+            )
+            fast.weight, fast.bias = module.weight, module.bias
+            fast.train(module.training)
+            fast.speed_input = inputs.get(name)
+            fast.kernel_choice()  # calibrated now, at load, not on the first forward
+            setattr(net, name, fast)
+    save_calibrations()
     for node in net.graph.nodes:
         source = node.args[0] if node.args else None
         if (
