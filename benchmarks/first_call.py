@@ -7,7 +7,7 @@ pass, the median of the next two and their ratio, plus the first pass at a secon
 the net takes one (a new shape: what a user feeding photos of several sizes meets). voc-fcn8s is
 the deploy net of ``converters.fcn.nets`` at 500x500 (second size 375x500); the others are
 ``../shared/caffe-zoo`` deploy nets with the seeded weights and inputs of ``tests/zoo.py`` (their
-declared size only). The calibration of the default graph's NNPACK candidates is kept per machine
+declared size only). The calibration of the default graph's convolutions is kept per machine
 (``converters/graph/speed.py``); each child gets an empty cache folder, so the load includes it.
 
 Not run in CI: ``python benchmarks/first_call.py [--net voc-fcn8s,resnet50,...] [--threads 2]``.

@@ -10,9 +10,10 @@ and caffemodel: our graph loads them with ``converters.load_caffe``, OpenCV with
 its graph keeps the pad-100 border our default graph skips). The passes alternate (ours,
 onnxruntime, OpenCV, ours, ...) so that load from other jobs on a shared machine hits all alike.
 Before each table a line says which kernel each convolution of the default graph ran
-(NNPACK where its calibration kept it, else the one PyTorch picked for that layer's input at that
-thread count). A zoo net's ``DetectionOutput`` (MobileNet-SSD's NMS, which ONNX export refuses) is
-left out for every implementation: the tables time the net up to its bottoms.
+(ours or NNPACK's where its calibration kept and raced it, else the one PyTorch picked for that
+layer's input at that thread count, and how many were folded with their BatchNorm / Scale). A zoo
+net's ``DetectionOutput`` (MobileNet-SSD's NMS, which ONNX export refuses) is left out for every
+implementation: the tables time the net up to its bottoms.
 For each thread count of ``--threads`` (default ``2,1``: torch's ``set_num_threads``,
 onnxruntime's ``intra_op_num_threads``, OpenCV's ``setNumThreads``) it prints a Markdown table:
 median and minimum of ``--runs`` passes after one warm-up each, the ratio to onnxruntime, the
@@ -88,8 +89,9 @@ from eval.timing import parse_size, synthetic_input  # noqa: E402
 
 VARIANTS = ("plain", "default", "nnpack_only", "channels_last", "compile", "compile_frozen")
 """``plain``: ``load_caffe(..., optimize=False)``, fp32 NCHW (the reference); ``default``: what
-``load_caffe`` returns on the CPU (border skipping + calibrated NNPACK + in-place ReLU); ``nnpack_only``:
-``optimize_for_cpu(border=False)``; the others are the plain graph under PyTorch's options."""
+``load_caffe`` returns on the CPU (border skipping + BatchNorm/Scale folding + calibrated kernels +
+in-place ReLU); ``nnpack_only`` (its old name kept): ``optimize_for_cpu(border=False)``; the others are
+the plain graph under PyTorch's options."""
 
 ZOO = REPO.parent / "shared" / "caffe-zoo"
 NOT_EXPORTED = {"DetectionOutput"}
@@ -329,21 +331,24 @@ def main(argv: list[str] | None = None) -> int:
 
 def kernel_summary(prototxt: Path, caffemodel: Path, feeds: Feeds) -> str:
     """Which kernel each 2-D convolution of the default graph runs on ``feeds``
-    (``converters.kernel_choices``), as counts per kernel, naming the layers on NNPACK."""
+    (``converters.kernel_choices``), as counts per kernel, naming the layers on a kernel other than
+    PyTorch's own and counting those folded with their BatchNorm / Scale."""
     from collections import Counter
 
-    from converters.graph.speed import kernel_choices
+    from converters.graph.speed import FAST_KERNELS, kernel_choices
 
     inputs = {k: torch.from_numpy(v) for k, v in feeds.items()}
     choices = kernel_choices(load_caffe(prototxt, caffemodel), inputs)
-    kernels = {name: text.split(" ")[0] for name, text in choices.items()}
+    folded = sum(text.startswith("folded with ") for text in choices.values())
+    kernels = {name: text.split(": ", 1)[1] if text.startswith("folded with ") else text
+               for name, text in choices.items()}  # fmt: skip
+    kernels = {name: text.split(" ")[0] for name, text in kernels.items()}
     counts = Counter(kernels.values())
-    on_nnpack = [f"{name} ({kernel})" for name, kernel in kernels.items() if kernel.startswith("nnpack")]
+    ours = [f"{name} ({kernel})" for name, kernel in kernels.items() if kernel in FAST_KERNELS]
     shown = ", ".join(f"{count} {kernel}" for kernel, count in counts.most_common())
-    nnpack = f"; on NNPACK: {', '.join(on_nnpack)}" if on_nnpack else ""
-    return f"default graph's convolutions: {shown}{nnpack}"
-
-
+    fast = f"; not PyTorch's: {', '.join(ours)}" if ours else ""
+    folding = f"; {folded} folded with their BatchNorm/Scale" if folded else ""
+    return f"default graph's convolutions: {shown}{fast}{folding}"
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ resident after the drop (``mincore``).
 The "code warmed" rows build the net once on the meta device first (in the same process, before
 the clock starts), so they leave out what a first build costs however the weights are read (first
 calls into the graph code; torch's lazy import of sympy, about 1 s, which a load no longer
-triggers). The default graph calibrates its NNPACK candidates once per machine and weights and
+triggers). The default graph calibrates its convolutions once per machine and weights and
 keeps the answers in ``calibration.json`` in the cache folder (``converters/graph/speed.py``):
 every child uses one scratch cache folder, filled by an untimed load before the rounds, so the
 default rows are a user's every load after the first; the "first load on this machine" row gives

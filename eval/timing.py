@@ -228,7 +228,7 @@ class Variant:
     autocast: str | None = None  # "bf16" | "fp16"
     compile: bool = False
     freeze: bool = False  # with compile: inductor freezes the weights (prepacked, fused convolutions)
-    cpu_fast: bool = False  # converters.optimize_for_cpu: border skipping, calibrated NNPACK, in-place ReLU
+    cpu_fast: bool = False  # converters.optimize_for_cpu: border skipping, folding, calibrated kernels
     cuda_graphs: bool = False  # captured once in a CUDA graph on static input buffers, replayed
     precision: str = "fp32"  # "bf16": as segment and eval run it (converters.graph.precision)
 
@@ -797,9 +797,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument(
         "--cpu-fast",
         action="store_true",
-        help="also time the default CPU graph, converters.optimize_for_cpu (border skipping, NNPACK "
-        "convolutions where calibrated as precise, in-place ReLU); always timed on the CPU beside the plain "
-        "fp32 graph",
+        help="also time the default CPU graph, converters.optimize_for_cpu (border skipping, BatchNorm/Scale "
+        "folded, each convolution on the kernel its calibration finds more precise and faster, in-place "
+        "ReLU); always timed on the CPU beside the plain fp32 graph",
     )
     parser.add_argument("--tf32", action="store_true", help="also time TF32 convolutions/matmuls (CUDA)")
     parser.add_argument(

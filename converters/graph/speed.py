@@ -5,8 +5,8 @@
 (FCN's pad 100) leaves around the image (:mod:`.border`: exact, only fewer rows computed), runs in
 place the ReLUs whose input has no other reader, and gives each convolution (one group, dilation 1)
 the kernel a calibration at load chooses for it on this machine, with this layer's own weights: the
-direct kernel PyTorch picks (oneDNN), or a candidate that is *more precise* than it and faster.
-Parameter names and the state dict do not change.
+direct kernel PyTorch picks (oneDNN), or a candidate that is *more precise* than it (or gives its very
+numbers) and faster. Parameter names and the state dict do not change.
 
 The candidates (:func:`candidate_kernels`): ours in :mod:`.kernels`, Winograd F(2x2, 3x3) for 3x3
 stride-1 layers (``winograd-f2``: 2.25x fewer multiplications, transforms that only add) and
@@ -16,32 +16,34 @@ and FFT tiles for the others (``nnpack-fft``).
 
 The rule (issue 20: the default graph's error against Caffe at most twice the plain graph's, on
 every net). Fast algorithms are not direct sums: F(6x6, 3x3)'s transforms multiply the float
-rounding of the input and the kernel by constants that grow fast with the tile size (Lavin and
-Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016, measured it; Barabasz,
-Anderson, Soodhalter and Gregg, "Error analysis and improving the accuracy of Winograd convolution
-for deep neural networks", ACM TOMS 46(4), 2020: the error bound of F(m, r) grows exponentially
-with m + r), while F(2x2, 3x3) only adds and subtracts, FFTs' error grows as the logarithm of the
-tile (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., section 24.1), and blocked
-channel sums (the BLAS's, NNPACK's) are often *more* precise than a direct kernel's long running
-sums. Which way a layer goes depends on its weights, its channel count, the kernels' blocking (taken
-from this CPU) and the direct kernel oneDNN picks for this CPU's instruction set, so no constant
-decides it. :func:`calibrate` first runs each candidate once on a small seeded probe (three images:
-zero-mean, positive as after a ReLU, and nearly constant; :data:`PROBE_SIZE` output rows and
-columns; at most :data:`PROBE_CHANNELS` of its output channels, every input channel) beside the
-direct kernel and float64, and keeps a candidate only where its error, both root-mean-square and
-largest, is no larger than :data:`RMS_RATIO` (one half) and :data:`MAX_RATIO` (one) times the direct
-kernel's on every probe image. Then, where any was kept, it races the kept ones and the direct
-kernel on a speed probe (one image, every channel, :data:`SPEED_SIZES` / :data:`SPEED_MACS`) at the
-process's thread count, and the fastest runs. On this machine (AMD EPYC, AVX2) that refuses every
-F(6x6, 3x3) layer (its error is 3-40x the direct one's) and every layer with few input channels;
-on full-width FCN-8s, ``winograd-f2`` runs conv3_2 to conv5_3 (0.3-0.5x the direct kernel's error,
-0.6-0.8x its time) and ``gemm`` runs ``fc6`` (0.1x the error; 0.4x the time of the direct kernel,
-which reorders its 400 MB of weights at every call). The precision probe runs on one thread; on
-full-width FCN-8s it takes about a tenth of one forward pass (``benchmarks/precision.py`` prints the
-time per net); the race takes longer (fc6 alone: seconds), once per machine and weights. Both run
-at load (``optimize_for_cpu``), and again, at the next forward, only when a layer's weights change
-(their version counter moves: ``load_state_dict``, an optimiser step, a new tensor). Their answers
-are kept in ``calibration.json`` in the weights cache folder (``$FCN_PORT_CACHE``, else
+rounding of the input and the kernel by constants that grow fast with the tile size (Lavin and Gray,
+"Fast Algorithms for Convolutional Neural Networks", CVPR 2016, measured it; Barabasz, Anderson,
+Soodhalter and Gregg, "Error analysis and improving the accuracy of Winograd convolution for deep
+neural networks", ACM TOMS 46(4), 2020: the error bound of F(m, r) grows exponentially with m + r),
+while F(2x2, 3x3) only adds and subtracts, FFTs' error grows as the logarithm of the tile (Higham,
+*Accuracy and Stability of Numerical Algorithms*, 2nd ed., section 24.1), and blocked channel sums
+(the BLAS's, NNPACK's) are often *more* precise than a direct kernel's long running sums. Which way
+a layer goes depends on its weights, its channel count, the kernels' blocking (taken from this CPU)
+and the direct kernel oneDNN picks for this CPU's instruction set, so no constant decides it.
+:func:`calibrate` first runs each candidate once on a small seeded probe (three images: zero-mean,
+positive as after a ReLU, and nearly constant; :data:`PROBE_SIZE` output rows and columns; at most
+:data:`PROBE_CHANNELS` of its output channels, every input channel) beside the direct kernel and
+float64, and keeps a candidate only where its error, both root-mean-square and largest, is no larger
+than :data:`RMS_RATIO` (one half) and :data:`MAX_RATIO` (one) times the direct kernel's on every
+probe image, or where its outputs are the direct kernel's bit for bit (``gemm`` on a 1x1 layer:
+oneDNN computes it as the same matrix product). Then, where any was kept, it races the kept ones and
+the direct kernel on a speed probe (the layer's own input at the net's declared size, cut to
+:data:`SPEED_MACS`: ``_race``) at the process's thread count, and the fastest runs. On this machine
+(AMD EPYC, AVX2) that refuses every F(6x6, 3x3) layer (its error is 3-40x the direct one's) and
+every layer with few input channels; on full-width FCN-8s, ``winograd-f2`` runs conv3_2 to conv5_3
+(0.3-0.5x the direct kernel's error, 0.7-0.8x its time), ``gemm`` runs ``fc6`` (0.1x the error; 0.4x
+the time of the direct kernel, which reorders its 400 MB of weights at every call) and ``fc7`` (the
+same numbers, 0.4x the time). The precision probe runs on one thread; on full-width FCN-8s it takes
+about a tenth of one forward pass (``benchmarks/precision.py`` prints the time per net); the race
+takes longer (fc6 alone: seconds), once per machine and weights. Both run at load
+(``optimize_for_cpu``), and again, at the next forward, only when a layer's weights change (their
+version counter moves: ``load_state_dict``, an optimiser step, a new tensor). Their answers are kept
+in ``calibration.json`` in the weights cache folder (``$FCN_PORT_CACHE``, else
 ``~/.cache/fcn-port``), keyed by this machine (CPU model and instruction set, PyTorch version,
 thread count), the rule's constants, the layer's geometry and a digest of exactly the weights the
 probe reads: a net loaded again on the same machine is not probed again (:data:`CALIBRATION_CACHE`
@@ -146,24 +148,28 @@ FAST_KERNELS = ("winograd-f2", "gemm", "nnpack-winograd", "nnpack-fft")
 class Measured:
     """One candidate kernel as the calibration measured it: on the precision probe, the worst
     image's RMS and largest error as multiples of the direct kernel's (nan: not probed); on the
-    speed probe, its time as a multiple of the direct kernel's (nan: not timed)."""
+    speed probe, its time as a multiple of the direct kernel's (nan: not timed). ``identical``: its
+    probe outputs were the direct kernel's, bit for bit (the same sums: a 1x1 layer's matrix product)."""
 
     kernel: str
     rms: float
     max: float
     time: float = math.nan
+    identical: bool = False
 
     @property
     def precise(self) -> bool:
         """Within the rule: RMS error at most :data:`RMS_RATIO`, largest at most :data:`MAX_RATIO` of
-        the direct kernel's."""
-        return self.rms <= RMS_RATIO and self.max <= MAX_RATIO
+        the direct kernel's, or the direct kernel's own numbers."""
+        return self.identical or (self.rms <= RMS_RATIO and self.max <= MAX_RATIO)
 
     def describe(self, chosen: str) -> str:
         if math.isnan(self.rms):
             return f"{self.kernel} not probed"
         verdict = "kept" if self.kernel == chosen else "slower" if self.precise else "refused"
         speed = "" if math.isnan(self.time) else f", time x{self.time:.2g}"
+        if self.identical:
+            return f"{self.kernel} {verdict}: the direct kernel's numbers{speed}"
         return f"{self.kernel} {verdict}: rms error x{self.rms:.2g}, max x{self.max:.2g}{speed}"
 
 
@@ -255,22 +261,22 @@ def calibrate(conv: FastConv2d) -> KernelChoice:
     known = _calibrations().get(key) if key else None
     if known is not None:
         measured = tuple(
-            Measured(name, rms, largest, math.nan if seconds < 0 else seconds)
-            for name, rms, largest, seconds in known[1]
+            Measured(name, rms, largest, math.nan if seconds < 0 else seconds, bool(identical))
+            for name, rms, largest, seconds, identical in known[1]
         )
         return KernelChoice(known[0], measured, time.perf_counter() - started, cached=True)
     choice = _calibrate(conv, started)
     if key and choice.measured and not any(math.isnan(m.rms) for m in choice.measured):
         store = _calibrations()
         store.pop(key, None)
-        store[key] = [choice.kernel, [[m.kernel, m.rms, m.max, -1.0 if math.isnan(m.time) else m.time]
-                                      for m in choice.measured]]  # fmt: skip
+        store[key] = [choice.kernel, [[m.kernel, m.rms, m.max, -1.0 if math.isnan(m.time) else m.time,
+                                       m.identical] for m in choice.measured]]  # fmt: skip
         _CALIBRATION_STATE["dirty"] = True
     return choice
 
 
 _CALIBRATION_STATE: dict = {"entries": None, "dirty": False, "path": None}
-_CALIBRATION_FORMAT = 2  # entries: [kernel, [[candidate, rms, max, time or -1], ...]]
+_CALIBRATION_FORMAT = 3  # entries: [kernel, [[candidate, rms, max, time or -1, identical], ...]]
 
 
 @functools.cache
@@ -331,10 +337,11 @@ def _valid_entry(key: object, value: object) -> bool:
     def measured(item: object) -> bool:
         return (
             isinstance(item, list)
-            and len(item) == 4
+            and len(item) == 5
             and item[0] in FAST_KERNELS
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item[1:])
-            and all(math.isfinite(v) for v in item[1:])
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item[1:4])
+            and all(math.isfinite(v) for v in item[1:4])
+            and isinstance(item[4], bool)
         )
 
     return (
@@ -410,16 +417,19 @@ def _calibrate(conv: FastConv2d, started: float) -> KernelChoice:
             tiny = torch.finfo(torch.float64).tiny
             for name in candidates:
                 got = run_kernel(name, probe, part, part_bias, stride, padding)
+                identical = torch.equal(got, plain)
                 rms, largest = _relative_errors(got, reference)
                 base_rms, base_max = plain_rms, plain_max
                 if name.startswith("nnpack"):  # its single-image (inference) path too, beside the batch one
                     single = run_kernel(name, probe[:1], part, part_bias, stride, padding)
+                    identical = identical and torch.equal(single, plain[:1])
                     single_rms, single_max = _relative_errors(single, reference[:1])
                     rms, largest = torch.cat([rms, single_rms]), torch.cat([largest, single_max])
                     base_rms = torch.cat([plain_rms, plain_rms[:1]])
                     base_max = torch.cat([plain_max, plain_max[:1]])
                 measured.append(Measured(name, float((rms / base_rms.clamp_min(tiny)).max()),
-                                         float((largest / base_max.clamp_min(tiny)).max())))  # fmt: skip
+                                         float((largest / base_max.clamp_min(tiny)).max()),
+                                         identical=identical))  # fmt: skip
     finally:
         torch.set_num_threads(threads)
     precise = [m.kernel for m in measured if m.precise]
@@ -557,21 +567,38 @@ def _suits_calibration(conv: nn.Module) -> bool:
 
 def kernel_choices(net: nn.Module, inputs: Mapping[str, Tensor] | None = None) -> dict[str, str]:
     """``{module name: kernel}`` for every 2-D convolution of ``net`` as it runs float32 inference on
-    the CPU: a calibrated layer says its choice and the measurements behind it; any other names the
-    kernel PyTorch picks for it ("onednn", "slow2d", ...). PyTorch's pick depends on the input's
-    size and the thread count: with ``inputs`` (the net's feeds) one forward runs and each layer
-    is named by what it picked for the input it got there; without, or for a convolution the
-    forward does not call as a module (the border skipping's first one), on a 16 x 16 input."""
+    the CPU: a calibrated layer says its choice and the measurements behind it (one folded with its
+    BatchNorm and Scale says so, under the convolution's name); any other names the kernel PyTorch
+    picks for it ("onednn", "slow2d", ...). PyTorch's pick depends on the input's size and the
+    thread count: with ``inputs`` (the net's feeds) one forward runs and each layer is named by what
+    it picked for the input it got there; without, or for a convolution the forward does not call as
+    a module (the border skipping's first one), on a 16 x 16 input."""
+    modules = dict(net.named_modules())
+    names = {id(m): n for n, m in modules.items()}
+    convolutions: dict[str, tuple[nn.Conv2d, str]] = {}  # name -> (the convolution that runs, note)
+    folded_away = set()
+    for name, module in modules.items():
+        if isinstance(module, FoldedConv2d):
+            conv, batch_norm, scale = module._parts
+            conv_name = names.get(id(conv), name)
+            folded_away.add(conv_name)
+            with_ = [names.get(id(m), "?") for m in (batch_norm, scale) if m is not None]
+            convolutions[conv_name] = (module.folded(), f"folded with {' and '.join(with_)}: ")
+        elif isinstance(module, nn.Conv2d) and name not in folded_away and name not in convolutions:
+            convolutions[name] = (module, "")
+    for name in folded_away:
+        if convolutions.get(name, (None, "x"))[1] == "":
+            del convolutions[name]
     picked: dict[str, str] = {}
     if inputs is not None:
-        convolutions = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d)]
 
         def record(name: str, conv: nn.Conv2d, x: Tensor) -> None:
             args = (conv.weight, conv.stride, conv.padding, conv.dilation, conv.groups)
             picked[name] = direct_kernel(x, *args)  # type: ignore[arg-type]
 
         hooks = [
-            conv.register_forward_pre_hook(lambda m, a, n=n: record(n, m, a[0])) for n, conv in convolutions
+            conv.register_forward_pre_hook(lambda m, a, n=n: record(n, m, a[0]))
+            for n, (conv, _) in convolutions.items()
         ]
         try:
             with torch.inference_mode():
@@ -580,18 +607,17 @@ def kernel_choices(net: nn.Module, inputs: Mapping[str, Tensor] | None = None) -
             for hook in hooks:
                 hook.remove()
     out = {}
-    for name, module in net.named_modules():
+    for name, (module, note) in convolutions.items():
         if isinstance(module, FastConv2d):
             choice = module.kernel_choice()
             if name in picked and choice.kernel not in FAST_KERNELS:
                 choice = dataclasses.replace(choice, kernel=picked[name])
-            out[name] = str(choice)
-        elif isinstance(module, nn.Conv2d) and module.weight.device.type == "cpu":
+            out[name] = note + str(choice)
+        elif module.weight.device.type == "cpu":
             probe = torch.zeros(1, module.in_channels, 16, 16)
-            groups = module.groups
-            out[name] = picked.get(name) or direct_kernel(
-                probe, module.weight, module.stride, (0, 0), module.dilation, groups
-            )
+            out[name] = note + (picked.get(name) or direct_kernel(
+                probe, module.weight, module.stride, (0, 0), module.dilation, module.groups
+            ))  # fmt: skip
     return out
 
 
