@@ -93,6 +93,10 @@ VARIANTS = ("plain", "default", "nnpack_only", "channels_last", "compile", "comp
 in-place ReLU); ``nnpack_only`` (its old name kept): ``optimize_for_cpu(border=False)``; the others are
 the plain graph under PyTorch's options."""
 
+#: Seconds of rest before each timed pass: the worker threads of the implementation that ran last
+#: (onnxruntime's spin after a run by default, and OpenMP's) would otherwise still hold the cores at
+#: the start of the next one's pass and slow it down.
+PAUSE = 0.5
 ZOO = REPO.parent / "shared" / "caffe-zoo"
 NOT_EXPORTED = {"DetectionOutput"}
 SITE = Path.home() / ".cache" / "fcn-port" / "bench-site"
@@ -236,6 +240,7 @@ def table(name: str, runners: dict[str, Runner], feeds: Feeds, runs: int, thread
     cpu: dict[str, list[float]] = {label: [] for label in runners}
     for _ in range(runs):
         for label, run in runners.items():
+            time.sleep(PAUSE)
             start, start_cpu = time.perf_counter(), time.process_time()
             run(feeds)
             times[label].append(time.perf_counter() - start)

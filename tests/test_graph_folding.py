@@ -94,3 +94,20 @@ def test_a_batchnorm_on_the_batchs_own_statistics_is_not_folded() -> None:
     default, plain = _nets(text)
     assert not any(isinstance(m, FoldedConv2d) for m in default.modules())
     _assert_same_numbers(default, plain, _input())
+
+
+def test_statistics_that_do_not_fold_to_finite_weights_run_caffes_chain() -> None:
+    """A zero variance with eps 0 (or a NaN mean) would make the folded weights infinite or NaN; the
+    chain then runs as Caffe's, so the default graph gives the plain graph's NaN and infinities."""
+    default, plain = _nets(CHAIN.replace("BIAS", "").replace("eps: 0.001", "eps: 0"))
+    for net in (default, plain):
+        with torch.no_grad():
+            net.bn.variance[0] = 0.0
+            net.bn.mean[1] = float("nan")
+    (folded,) = [m for m in default.modules() if isinstance(m, FoldedConv2d)]
+    with torch.no_grad():
+        assert folded.folded() is None
+        got, want = default(data=_input())["conv"], plain(data=_input())["conv"]
+    assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.isinf(), want.isinf())
+    finite = want.isfinite()
+    torch.testing.assert_close(got[finite], want[finite], rtol=1e-5, atol=1e-5)

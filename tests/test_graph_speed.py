@@ -372,3 +372,27 @@ def test_the_speed_probe_is_the_layers_own_input_at_the_nets_declared_size(monke
     raced.clear()
     speed._race(net.down, ["onednn"], (0, 0))
     assert raced and all(shape[2:] == (12, 22) for shape in raced), raced  # 6 rows of 11 outputs
+
+
+def test_a_grouped_layer_is_calibrated_with_all_its_channels_and_gives_the_convolution() -> None:
+    """MobileNet's depthwise layers: the only candidate is oneDNN's kernel forced (PyTorch may pick
+    its slow grouped loop); the probe computes every channel, since each group reads its own."""
+    from converters.graph import speed
+
+    conv = FastConv2d(24, 24, 3, padding=1, groups=24)
+    generator = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator))
+        conv.bias.copy_(torch.randn(24, generator=generator))
+    choice = conv.kernel_choice()
+    expected = ("onednn-forced",) if torch.backends.mkldnn.is_available() else ()
+    assert speed.candidate_kernels(conv) == expected
+    assert [m.kernel for m in choice.measured] == list(expected)
+    x = torch.randn(2, 24, 9, 13, generator=generator)
+    with torch.no_grad():
+        got = conv(x)
+        forced = speed.run_kernel("onednn-forced", x, conv.weight, conv.bias, (1, 1), (1, 1), None, 24)
+    weight, bias = conv.weight.double(), conv.bias.double()
+    exact = torch.nn.functional.conv2d(x.double(), weight, bias, padding=1, groups=24)
+    torch.testing.assert_close(got.double(), exact, rtol=0, atol=1e-5)
+    torch.testing.assert_close(forced.double(), exact, rtol=0, atol=1e-5)

@@ -66,16 +66,18 @@ class FoldedConv2d(nn.Module):
         same = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
         return cpu and same and not grad and not tracing()
 
-    def folded(self) -> nn.Conv2d:
-        """The folded convolution for the current parameters (folded again when any of them changed)."""
+    def folded(self) -> nn.Conv2d | None:
+        """The folded convolution for the current parameters (folded again when any of them changed);
+        ``None`` where a parameter or the composition is not finite (the chain then runs as Caffe's)."""
         key = self._key()
         if self._folded is None or self._folded[0] != key:
             self._folded = (key, _fold(*self._parts, self.speed_input))
         return self._folded[1]
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._fast(x):
-            return self.folded()(x)
+        folded = self.folded() if self._fast(x) else None
+        if folded is not None:
+            return folded(x)
         conv, batch_norm, scale = self._parts
         x = conv(x)
         if batch_norm is not None:
@@ -85,7 +87,7 @@ class FoldedConv2d(nn.Module):
 
 def _fold(
     conv: nn.Conv2d, batch_norm: BatchNorm | None, scale: Scale | None, speed_input: tuple[int, int] | None
-) -> nn.Conv2d:
+) -> nn.Conv2d | None:
     from .speed import FastConv2d, _suits_calibration
 
     with torch.inference_mode(False), torch.no_grad():  # (folded again inside a forward: normal tensors)
@@ -109,8 +111,11 @@ def _fold(
         geometry = {"stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation}
         folded = kind(conv.in_channels, conv.out_channels, conv.kernel_size, **geometry, groups=conv.groups,
                       padding_mode=conv.padding_mode, device="meta")  # fmt: skip
-        folded.weight = nn.Parameter((weight * factor.reshape(-1, 1, 1, 1)).float(), requires_grad=False)
-        folded.bias = nn.Parameter(bias.float(), requires_grad=False)
+        weight, bias = (weight * factor.reshape(-1, 1, 1, 1)).float(), bias.float()
+        if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+            return None  # NaN or infinite statistics or weights: Caffe's chain gives their own NaN pattern
+        folded.weight = nn.Parameter(weight, requires_grad=False)
+        folded.bias = nn.Parameter(bias, requires_grad=False)
         if isinstance(folded, FastConv2d):
             folded.speed_input = speed_input
             folded.kernel_choice()

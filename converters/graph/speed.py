@@ -141,7 +141,7 @@ def nnpack_available() -> bool:
 
 #: The kernels a calibrated layer may run instead of the direct one (``converters.graph.kernels``
 #: for ours, NNPACK's two modes).
-FAST_KERNELS = ("winograd-f2", "gemm", "nnpack-winograd", "nnpack-fft")
+FAST_KERNELS = ("winograd-f2", "gemm", "nnpack-winograd", "nnpack-fft", "onednn-forced")
 
 
 @dataclass(frozen=True)
@@ -189,9 +189,13 @@ class KernelChoice:
 
 
 def candidate_kernels(conv: nn.Conv2d) -> tuple[str, ...]:
-    """The kernels besides the direct one that can compute ``conv`` (a float32 CPU ``Conv2d`` of one
-    group and dilation 1): ours (``winograd-f2`` for 3x3 stride 1, ``gemm`` for any), and NNPACK's
-    mode for stride-1 kernels of 2x2 to 8x8 where this PyTorch has NNPACK."""
+    """The kernels besides the direct one that can compute ``conv`` (a float32 CPU ``Conv2d`` of
+    dilation 1): for one group, ours (``winograd-f2`` for 3x3 stride 1, ``gemm`` for any), and
+    NNPACK's mode for stride-1 kernels of 2x2 to 8x8 where this PyTorch has NNPACK; for several
+    groups (MobileNet's depthwise layers), oneDNN's kernel even where PyTorch would pick its slow
+    grouped loop (``onednn-forced``)."""
+    if conv.groups > 1:
+        return ("onednn-forced",) if torch.backends.mkldnn.is_available() else ()
     kernel, stride = tuple(conv.kernel_size), tuple(conv.stride)
     names = ["winograd-f2"] if kernel == (3, 3) and stride == (1, 1) else []
     names.append("gemm")
@@ -220,11 +224,14 @@ def direct_kernel(x: Tensor, weight: Tensor, stride=(1, 1), padding=(0, 0), dila
 
 def run_kernel(
     kernel: str, x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int],
-    padding: tuple[int, int], winograd_weights: Tensor | None = None,
+    padding: tuple[int, int], winograd_weights: Tensor | None = None, groups: int = 1,
 ) -> Tensor:  # fmt: skip
-    """``F.conv2d(x, weight, bias, stride, padding)`` (float32 CPU, one group) on ``kernel`` (one of
+    """``F.conv2d(x, weight, bias, stride, padding, 1, groups)`` (float32 CPU) on ``kernel`` (one of
     :data:`FAST_KERNELS`; anything else: the direct kernel). ``winograd_weights``: the kept
     ``winograd_f2_weights(weight)``, else computed here."""
+    if kernel == "onednn-forced":
+        x, weight = x.contiguous(), weight.contiguous()
+        return torch.mkldnn_convolution(x, weight, bias, padding, stride, (1, 1), groups)
     if kernel == "winograd-f2":
         transformed = winograd_f2_weights(weight) if winograd_weights is None else winograd_weights
         return winograd_f2_conv2d(x.contiguous(), transformed, bias, padding)
@@ -240,7 +247,7 @@ def run_kernel(
         return torch._nnpack_spatial_convolution(
             x.contiguous(), weight.contiguous(), bias, [pad_h, pad_w], [1, 1]
         )
-    return F.conv2d(x, weight, bias, stride, padding)
+    return F.conv2d(x, weight, bias, stride, padding, 1, groups)
 
 
 def _relative_errors(got: Tensor, reference: Tensor) -> tuple[Tensor, Tensor]:
@@ -292,11 +299,11 @@ def _calibration_key(conv: nn.Conv2d) -> str:
     weight = conv.weight.detach()
     if weight.device.type != "cpu" or weight.dtype != torch.float32 or CALIBRATION_CACHE is None:
         return ""
-    pick = _probe_channels(weight.shape[0])
+    pick = _probe_channels(weight.shape[0], conv.groups)
     rule = (_CALIBRATION_FORMAT, RMS_RATIO, MAX_RATIO, PROBE_SIZE, PROBE_CHANNELS, PROBE_VALUES, _PROBE_SEED,
             SPEED_MACS, SPEED_SIZES, SPEED_ROUNDS, BAND_VALUES, nnpack_available())  # fmt: skip
-    geometry = (tuple(weight.shape), tuple(conv.stride), tuple(conv.padding), torch.get_num_threads(),
-                getattr(conv, "speed_input", None))  # fmt: skip
+    geometry = (tuple(weight.shape), tuple(conv.stride), tuple(conv.padding), conv.groups,
+                torch.get_num_threads(), getattr(conv, "speed_input", None))  # fmt: skip
     digest = hashlib.sha256(f"{_machine()}|{rule}|{geometry}".encode())
     rows = pick.numpy()
     digest.update(weight.numpy()[rows].tobytes())  # numpy: torch's index_select takes milliseconds here
@@ -376,8 +383,11 @@ def save_calibrations() -> None:
     _CALIBRATION_STATE["dirty"] = False
 
 
-def _probe_channels(out_channels: int) -> Tensor:
-    """The output channels the probe computes, evenly spread."""
+def _probe_channels(out_channels: int, groups: int = 1) -> Tensor:
+    """The output channels the probe computes, evenly spread (all of a grouped layer's: each group
+    reads its own input channels)."""
+    if groups > 1:
+        return torch.arange(out_channels)
     return torch.linspace(0, out_channels - 1, min(out_channels, PROBE_CHANNELS)).round().long().unique()
 
 
@@ -388,7 +398,9 @@ def _probe_input_length(output: int, kernel: int, stride: int, pad: int) -> int:
 def _calibrate(conv: FastConv2d, started: float) -> KernelChoice:
     candidates = candidate_kernels(conv)
     weight, bias = conv.weight.detach(), conv.bias.detach() if conv.bias is not None else None
-    out_channels, in_channels, kernel_h, kernel_w = weight.shape
+    out_channels, group_channels, kernel_h, kernel_w = weight.shape
+    groups = conv.groups
+    in_channels = group_channels * groups
     stride = tuple(conv.stride)
     # Padding of at least the kernel is computed as zeros in the input: the probes keep only as much
     # of it as one window sees.
@@ -398,25 +410,25 @@ def _calibrate(conv: FastConv2d, started: float) -> KernelChoice:
     if 3 * in_channels * height * width > PROBE_VALUES:  # too wide to probe cheaply: keep it exact
         unprobed = tuple(Measured(name, math.nan, math.nan) for name in candidates)
         return KernelChoice("direct (too wide to probe)", unprobed, time.perf_counter() - started)
-    pick = _probe_channels(out_channels)
+    pick = _probe_channels(out_channels, groups)
     part = weight.index_select(0, pick).contiguous()
     part_bias = bias.index_select(0, pick).contiguous() if bias is not None else None
     generator = torch.Generator().manual_seed(_PROBE_SEED)
     noise = torch.randn(3, in_channels, height, width, generator=generator)
     probe = torch.stack([noise[0], noise[1].abs(), 1 + 0.05 * noise[2]])  # signed, after ReLU, flat
-    direct = direct_kernel(probe, part, stride, padding)
+    direct = direct_kernel(probe, part, stride, padding, (1, 1), groups)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with torch.no_grad():
             exact_bias = None if part_bias is None else part_bias.double()
-            reference = F.conv2d(probe.double(), part.double(), exact_bias, stride, padding)
-            plain = F.conv2d(probe, part, part_bias, stride, padding)
+            reference = F.conv2d(probe.double(), part.double(), exact_bias, stride, padding, 1, groups)
+            plain = F.conv2d(probe, part, part_bias, stride, padding, 1, groups)
             plain_rms, plain_max = _relative_errors(plain, reference)
             measured = []
             tiny = torch.finfo(torch.float64).tiny
             for name in candidates:
-                got = run_kernel(name, probe, part, part_bias, stride, padding)
+                got = run_kernel(name, probe, part, part_bias, stride, padding, None, groups)
                 identical = torch.equal(got, plain)
                 rms, largest = _relative_errors(got, reference)
                 base_rms, base_max = plain_rms, plain_max
@@ -456,8 +468,9 @@ def _race(conv: nn.Conv2d, kernels: list[str], padding: tuple[int, int]) -> dict
     output of :data:`SPEED_SIZES` within :data:`SPEED_MACS` (else the smallest). ({} where the probe
     would be too wide to hold.)"""
     weight, bias = conv.weight.detach(), conv.bias.detach() if conv.bias is not None else None
-    out_channels, in_channels, kernel_h, kernel_w = weight.shape
-    per_pixel = out_channels * in_channels * kernel_h * kernel_w
+    out_channels, group_channels, kernel_h, kernel_w = weight.shape
+    per_pixel = out_channels * group_channels * kernel_h * kernel_w
+    in_channels = group_channels * conv.groups
     stride = tuple(conv.stride)
     declared = getattr(conv, "speed_input", None)
     if declared is not None:
@@ -485,14 +498,14 @@ def _race(conv: nn.Conv2d, kernels: list[str], padding: tuple[int, int]) -> dict
     with torch.no_grad():
         for name in kernels:  # warm-up (primitives, workspaces); a run longer than SPEED_SECONDS counts
             began = time.perf_counter()
-            run_kernel(name, x, weight, bias, stride, padding, transformed)
+            run_kernel(name, x, weight, bias, stride, padding, transformed, conv.groups)
             times[name] = time.perf_counter() - began
             rounds[name] = [] if times[name] > SPEED_SECONDS else [math.inf]
         started = time.perf_counter()
         for _ in range(SPEED_ROUNDS):
             for name in [k for k in kernels if rounds[k]]:
                 began = time.perf_counter()
-                run_kernel(name, x, weight, bias, stride, padding, transformed)
+                run_kernel(name, x, weight, bias, stride, padding, transformed, conv.groups)
                 rounds[name].append(time.perf_counter() - began)
             if time.perf_counter() - started > SPEED_SECONDS:
                 break
@@ -550,14 +563,15 @@ class FastConv2d(nn.Conv2d):
             if self._winograd is None or self._winograd[0] != key:
                 self._winograd = (key, winograd_f2_weights(self.weight.detach()))
             transformed = self._winograd[1]
-        return run_kernel(kernel, x, self.weight, self.bias, self.stride, padding, transformed)  # type: ignore[arg-type]
+        return run_kernel(
+            kernel, x, self.weight, self.bias, self.stride, padding, transformed, self.groups  # type: ignore[arg-type]
+        )
 
 
 def _suits_calibration(conv: nn.Module) -> bool:
     return (
         type(conv) is nn.Conv2d
         and conv.dilation == (1, 1)
-        and conv.groups == 1
         and isinstance(conv.padding, tuple)
         and conv.padding_mode == "zeros"
         and conv.weight.device.type == "cpu"
@@ -583,7 +597,11 @@ def kernel_choices(net: nn.Module, inputs: Mapping[str, Tensor] | None = None) -
             conv_name = names.get(id(conv), name)
             folded_away.add(conv_name)
             with_ = [names.get(id(m), "?") for m in (batch_norm, scale) if m is not None]
-            convolutions[conv_name] = (module.folded(), f"folded with {' and '.join(with_)}: ")
+            folded = module.folded()
+            if folded is not None:
+                convolutions[conv_name] = (folded, f"folded with {' and '.join(with_)}: ")
+            else:
+                folded_away.discard(conv_name)
         elif isinstance(module, nn.Conv2d) and name not in folded_away and name not in convolutions:
             convolutions[name] = (module, "")
     for name in folded_away:
@@ -657,6 +675,7 @@ def optimize_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphMod
                 module.kernel_size,
                 stride=module.stride,
                 padding=module.padding,
+                groups=module.groups,
                 bias=module.bias is not None,
                 device="meta",
             )
