@@ -396,3 +396,15 @@ def test_a_grouped_layer_is_calibrated_with_all_its_channels_and_gives_the_convo
     exact = torch.nn.functional.conv2d(x.double(), weight, bias, padding=1, groups=24)
     torch.testing.assert_close(got.double(), exact, rtol=0, atol=1e-5)
     torch.testing.assert_close(forced.double(), exact, rtol=0, atol=1e-5)
+
+
+def test_a_grouped_layer_with_too_many_weights_to_copy_keeps_the_direct_kernel() -> None:
+    """The probe copies every weight of a grouped layer; past PROBE_VALUES it is not probed (the params
+    fuzz target's case: 1.5 GB copied at load)."""
+    from converters.graph import speed
+
+    conv = FastConv2d(4, speed.PROBE_VALUES // 18 + 2, 3, groups=2, device="meta")
+    conv.weight = torch.nn.Parameter(torch.zeros(1).expand(conv.weight.shape), requires_grad=False)
+    conv.bias = None
+    choice = conv.kernel_choice()
+    assert choice.kernel == "direct (too wide to probe)" and "not probed" in str(choice)

@@ -106,9 +106,10 @@ MAX_RATIO = 1.0
 PROBE_SIZE = 8
 #: Output channels the probe computes (evenly spread over the layer's; every input channel is used).
 PROBE_CHANNELS = 16
-#: Input values the probe may hold (three images); a layer with more input channels than that allows
-#: is not probed and keeps the direct kernel: exact as the plain graph, its time bounded (a
-#: million-channel layer would otherwise take a minute and gigabytes at load).
+#: Input values the probe may hold (three images), and weights it may copy (a grouped layer's are all
+#: probed); a layer with more than that allows is not probed and keeps the direct kernel: exact as the
+#: plain graph, its time bounded (a million-channel layer would otherwise take a minute and gigabytes
+#: at load).
 PROBE_VALUES = 2**22
 _PROBE_SEED = 20261206
 #: The speed probe (among the kernels the precision probe kept, and the direct one): a square output
@@ -121,6 +122,9 @@ SPEED_MACS = 1_000_000_000
 #: twofold from one run to the next), fewer once the rounds have taken SPEED_SECONDS.
 SPEED_ROUNDS = 3
 SPEED_SECONDS = 0.1
+#: Values the transformed weights of a ``winograd-f2`` layer may hold (2^24: 64 MB; VGG's largest
+#: 3x3 layer needs 4.2 million): a larger layer is not offered it.
+WINOGRAD_VALUES = 1 << 24
 #: The file, in the weights cache folder, that keeps calibrations; ``None``: none kept or read.
 CALIBRATION_CACHE: str | None = "calibration.json"
 #: Calibrations the file keeps (the newest); a larger or damaged file is read as empty.
@@ -197,7 +201,9 @@ def candidate_kernels(conv: nn.Conv2d) -> tuple[str, ...]:
     if conv.groups > 1:
         return ("onednn-forced",) if torch.backends.mkldnn.is_available() else ()
     kernel, stride = tuple(conv.kernel_size), tuple(conv.stride)
-    names = ["winograd-f2"] if kernel == (3, 3) and stride == (1, 1) else []
+    # (its transformed weights are kept beside the layer's: 16/9 of them, within WINOGRAD_VALUES)
+    small = conv.weight.numel() * 16 // 9 <= WINOGRAD_VALUES
+    names = ["winograd-f2"] if kernel == (3, 3) and stride == (1, 1) and small else []
     names.append("gemm")
     if stride == (1, 1) and all(2 <= k <= 8 for k in kernel) and nnpack_available():
         names.append(_nnpack_mode(kernel))
@@ -300,6 +306,8 @@ def _calibration_key(conv: nn.Conv2d) -> str:
     if weight.device.type != "cpu" or weight.dtype != torch.float32 or CALIBRATION_CACHE is None:
         return ""
     pick = _probe_channels(weight.shape[0], conv.groups)
+    if len(pick) * weight[0].numel() > PROBE_VALUES:  # not probed (_calibrate), nothing to keep
+        return ""
     rule = (_CALIBRATION_FORMAT, RMS_RATIO, MAX_RATIO, PROBE_SIZE, PROBE_CHANNELS, PROBE_VALUES, _PROBE_SEED,
             SPEED_MACS, SPEED_SIZES, SPEED_ROUNDS, BAND_VALUES, nnpack_available())  # fmt: skip
     geometry = (tuple(weight.shape), tuple(conv.stride), tuple(conv.padding), conv.groups,
@@ -407,7 +415,8 @@ def _calibrate(conv: FastConv2d, started: float) -> KernelChoice:
     padding = (min(conv.padding[0], kernel_h - 1), min(conv.padding[1], kernel_w - 1))
     height = _probe_input_length(PROBE_SIZE, kernel_h, stride[0], padding[0])
     width = _probe_input_length(PROBE_SIZE, kernel_w, stride[1], padding[1])
-    if 3 * in_channels * height * width > PROBE_VALUES:  # too wide to probe cheaply: keep it exact
+    probed_weights = len(_probe_channels(out_channels, groups)) * weight[0].numel()
+    if max(3 * in_channels * height * width, probed_weights) > PROBE_VALUES:  # too wide to probe cheaply
         unprobed = tuple(Measured(name, math.nan, math.nan) for name in candidates)
         return KernelChoice("direct (too wide to probe)", unprobed, time.perf_counter() - started)
     pick = _probe_channels(out_channels, groups)
