@@ -16,8 +16,9 @@ net's ``DetectionOutput`` (MobileNet-SSD's NMS, which ONNX export refuses) is le
 implementation: the tables time the net up to its bottoms.
 For each thread count of ``--threads`` (default ``2,1``: torch's ``set_num_threads``,
 onnxruntime's ``intra_op_num_threads``, OpenCV's ``setNumThreads``) it prints a Markdown table:
-median and minimum of ``--runs`` passes after one warm-up each, the ratio to onnxruntime, the
-largest difference of the output from our plain fp32 graph, and each pass's CPU time.
+median and minimum of at least ``--runs`` passes after one warm-up each (a small net gets more),
+the ratio to onnxruntime, the largest difference of the output from our plain fp32 graph, and each
+pass's CPU time.
 
 onnxruntime: used if importable; else ``--install-onnxruntime`` installs it (``pip install
 --target``) into ``~/.cache/fcn-port/bench-site`` and uses it from there. OpenCV is optional
@@ -65,6 +66,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 import statistics
 import subprocess
@@ -93,10 +95,14 @@ VARIANTS = ("plain", "default", "nnpack_only", "channels_last", "compile", "comp
 in-place ReLU); ``nnpack_only`` (its old name kept): ``optimize_for_cpu(border=False)``; the others are
 the plain graph under PyTorch's options."""
 
-#: Seconds of rest before each timed pass: the worker threads of the implementation that ran last
-#: (onnxruntime's spin after a run by default, and OpenMP's) would otherwise still hold the cores at
-#: the start of the next one's pass and slow it down.
+#: Seconds of rest before each timed pass (at most four passes' time): the worker threads of the
+#: implementation that ran last (onnxruntime's spin after a run by default, and OpenMP's) would
+#: otherwise still hold the cores at the start of the next one's pass and slow it down.
 PAUSE = 0.5
+#: Each implementation runs at least ``--runs`` passes, and as many more (up to MAX_PASSES) as fill
+#: MIN_SECONDS of our plain graph's time.
+MIN_SECONDS = 2.0
+MAX_PASSES = 40
 ZOO = REPO.parent / "shared" / "caffe-zoo"
 NOT_EXPORTED = {"DetectionOutput"}
 SITE = Path.home() / ".cache" / "fcn-port" / "bench-site"
@@ -236,11 +242,17 @@ def table(name: str, runners: dict[str, Runner], feeds: Feeds, runs: int, thread
     """Time ``runners`` alternately on ``feeds``; the Markdown rows of one table."""
     torch.set_num_threads(threads)
     outputs = {label: run(feeds) for label, run in runners.items()}  # warm-up (and compilation)
+    started = time.perf_counter()
+    runners["ours (plain)"](feeds)
+    once = time.perf_counter() - started
+    # a small net gets more passes: at 20-30 ms a pass, three medians would be mostly noise
+    passes = max(runs, min(MAX_PASSES, math.ceil(MIN_SECONDS / max(once, 1e-3))))
     times: dict[str, list[float]] = {label: [] for label in runners}
     cpu: dict[str, list[float]] = {label: [] for label in runners}
-    for _ in range(runs):
+    rest = min(PAUSE, 4 * once)
+    for _ in range(passes):
         for label, run in runners.items():
-            time.sleep(PAUSE)
+            time.sleep(rest)
             start, start_cpu = time.perf_counter(), time.process_time()
             run(feeds)
             times[label].append(time.perf_counter() - start)
@@ -249,7 +261,7 @@ def table(name: str, runners: dict[str, Runner], feeds: Feeds, runs: int, thread
     ort = next((label for label in runners if label.startswith("onnxruntime")), None)
     ort_median = statistics.median(times[ort]) if ort else None
     lines = [
-        f"### {name}, {threads} thread(s)",
+        f"### {name}, {threads} thread(s), {passes} passes each",
         "",
         "| implementation | median s | min s | x onnxruntime (median) | CPU s (median) "
         "| max abs diff vs ours (plain) | argmax agreement |",
@@ -303,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     ort = import_onnxruntime(args.install_onnxruntime)
 
     print(f"# CPU forward, torch {torch.__version__}, onnxruntime {ort.__version__ if ort else 'absent'}")
-    print(f"# {args.runs} interleaved runs each; CPU: {cpu_model()}")
+    print(f"# at least {args.runs} interleaved runs each (small nets: up to {MAX_PASSES}, "
+          f"{MIN_SECONDS:g} s of passes); CPU: {cpu_model()}")  # fmt: skip
     print()
     with tempfile.TemporaryDirectory() as tmp:
         for name in [n.strip() for n in args.net.split(",") if n.strip()]:

@@ -33,21 +33,22 @@ than :data:`RMS_RATIO` (one half) and :data:`MAX_RATIO` (one) times the direct k
 probe image, or where its outputs are the direct kernel's bit for bit (``gemm`` on a 1x1 layer:
 oneDNN computes it as the same matrix product). Then, where any was kept, it races the kept ones and
 the direct kernel on a speed probe (the layer's own input at the net's declared size, cut to
-:data:`SPEED_MACS`: ``_race``) at the process's thread count, and the fastest runs. On this machine
-(AMD EPYC, AVX2) that refuses every F(6x6, 3x3) layer (its error is 3-40x the direct one's) and
-every layer with few input channels; on full-width FCN-8s, ``winograd-f2`` runs conv3_2 to conv5_3
-(0.3-0.5x the direct kernel's error, 0.7-0.8x its time), ``gemm`` runs ``fc6`` (0.1x the error; 0.4x
-the time of the direct kernel, which reorders its 400 MB of weights at every call) and ``fc7`` (the
-same numbers, 0.4x the time). The precision probe runs on one thread; on full-width FCN-8s it takes
-about a tenth of one forward pass (``benchmarks/precision.py`` prints the time per net); the race
-takes longer (fc6 alone: seconds), once per machine and weights. Both run at load
-(``optimize_for_cpu``), and again, at the next forward, only when a layer's weights change (their
-version counter moves: ``load_state_dict``, an optimiser step, a new tensor). Their answers are kept
-in ``calibration.json`` in the weights cache folder (``$FCN_PORT_CACHE``, else
-``~/.cache/fcn-port``), keyed by this machine (CPU model and instruction set, PyTorch version,
-thread count), the rule's constants, the layer's geometry and a digest of exactly the weights the
-probe reads: a net loaded again on the same machine is not probed again (:data:`CALIBRATION_CACHE`
-``= None`` turns that off). :func:`kernel_choices` says which kernel each convolution runs and why.
+:data:`SPEED_MACS`: ``_race``) at the process's thread count, and the fastest runs (a candidate only
+if :data:`SPEED_MARGIN` faster). On this machine (AMD EPYC, AVX2) that refuses every F(6x6, 3x3)
+layer (its error is 3-40x the direct one's) and every layer with few input channels; on full-width
+FCN-8s, ``winograd-f2`` runs conv3_2 to conv5_3 (0.3-0.5x the direct kernel's error, 0.7-0.8x its
+time), ``gemm`` runs ``fc6`` (0.1x the error; 0.4x the time of the direct kernel, which reorders its
+400 MB of weights at every call) and ``fc7`` (the same numbers, 0.4x the time). The precision probe
+runs on one thread; on full-width FCN-8s it takes about a tenth of one forward pass
+(``benchmarks/precision.py`` prints the time per net); the race takes longer (fc6 alone: seconds),
+once per machine and weights. Both run at load (``optimize_for_cpu``), and again, at the next
+forward, only when a layer's weights change (their version counter moves: ``load_state_dict``, an
+optimiser step, a new tensor). Their answers are kept in ``calibration.json`` in the weights cache
+folder (``$FCN_PORT_CACHE``, else ``~/.cache/fcn-port``), keyed by this machine (CPU model and
+instruction set, PyTorch version, thread count), the rule's constants, the layer's geometry and a
+digest of exactly the weights the probe reads: a net loaded again on the same machine is not probed
+again (:data:`CALIBRATION_CACHE` ``= None`` turns that off). :func:`kernel_choices` says which
+kernel each convolution runs and why.
 
 Convolutions fall back to PyTorch's own kernel for gradients, CUDA tensors and other dtypes, so an
 optimised graph still trains and moves between devices.
@@ -118,6 +119,9 @@ _PROBE_SEED = 20261206
 #: 16 x 16), small enough that a layer's race costs tens of milliseconds, once per machine.
 SPEED_SIZES = (8, 16, 32, 64)
 SPEED_MACS = 1_000_000_000
+#: A candidate replaces the direct kernel only when the race finds it faster by this factor: on
+#: sub-millisecond layers the race's times are mostly noise, and a tie keeps PyTorch's own kernel.
+SPEED_MARGIN = 0.95
 #: Timed rounds of the race (the best of each kernel's counts: a shared 2-core machine's times vary
 #: twofold from one run to the next), fewer once the rounds have taken SPEED_SECONDS.
 SPEED_ROUNDS = 3
@@ -309,7 +313,7 @@ def _calibration_key(conv: nn.Conv2d) -> str:
     if len(pick) * weight[0].numel() > PROBE_VALUES:  # not probed (_calibrate), nothing to keep
         return ""
     rule = (_CALIBRATION_FORMAT, RMS_RATIO, MAX_RATIO, PROBE_SIZE, PROBE_CHANNELS, PROBE_VALUES, _PROBE_SEED,
-            SPEED_MACS, SPEED_SIZES, SPEED_ROUNDS, BAND_VALUES, nnpack_available())  # fmt: skip
+            SPEED_MACS, SPEED_SIZES, SPEED_ROUNDS, SPEED_MARGIN, BAND_VALUES, nnpack_available())  # fmt: skip
     geometry = (tuple(weight.shape), tuple(conv.stride), tuple(conv.padding), conv.groups,
                 torch.get_num_threads(), getattr(conv, "speed_input", None))  # fmt: skip
     digest = hashlib.sha256(f"{_machine()}|{rule}|{geometry}".encode())
@@ -462,7 +466,9 @@ def _calibrate(conv: FastConv2d, started: float) -> KernelChoice:
                 dataclasses.replace(m, time=times[m.kernel] / times[direct]) if m.kernel in times else m
                 for m in measured
             ]
-            kernel = min(times, key=times.__getitem__)
+            fastest = min(times, key=times.__getitem__)
+            if times[fastest] < SPEED_MARGIN * times[direct]:
+                kernel = fastest
     return KernelChoice(kernel, tuple(measured), time.perf_counter() - started)
 
 
