@@ -11,7 +11,7 @@ its graph keeps the pad-100 border our default graph skips). The passes alternat
 onnxruntime, OpenCV, ours, ...) so that load from other jobs on a shared machine hits all alike.
 Before each table a line says which kernel each convolution of the default graph ran
 (ours or NNPACK's where its calibration kept and raced it, else the one PyTorch picked for that
-layer's input at that thread count, and how many were folded with their BatchNorm / Scale). A zoo
+layer's input at that thread count, and how many run their BatchNorm / Scale in one pass). A zoo
 net's ``DetectionOutput`` (MobileNet-SSD's NMS, which ONNX export refuses) is left out for every
 implementation: the tables time the net up to its bottoms.
 For each thread count of ``--threads`` (default ``2,1``: torch's ``set_num_threads``,
@@ -91,7 +91,7 @@ from eval.timing import parse_size, synthetic_input  # noqa: E402
 
 VARIANTS = ("plain", "default", "nnpack_only", "channels_last", "compile", "compile_frozen")
 """``plain``: ``load_caffe(..., optimize=False)``, fp32 NCHW (the reference); ``default``: what
-``load_caffe`` returns on the CPU (border skipping + BatchNorm/Scale folding + calibrated kernels +
+``load_caffe`` returns on the CPU (border skipping + BatchNorm/Scale in one pass + calibrated kernels +
 in-place ReLU); ``nnpack_only`` (its old name kept): ``optimize_for_cpu(border=False)``; the others are
 the plain graph under PyTorch's options."""
 
@@ -350,22 +350,20 @@ def main(argv: list[str] | None = None) -> int:
 def kernel_summary(prototxt: Path, caffemodel: Path, feeds: Feeds) -> str:
     """Which kernel each 2-D convolution of the default graph runs on ``feeds``
     (``converters.kernel_choices``), as counts per kernel, naming the layers on a kernel other than
-    PyTorch's own and counting those folded with their BatchNorm / Scale."""
+    PyTorch's own and counting those whose BatchNorm / Scale run in one pass after them."""
     from collections import Counter
 
     from converters.graph.speed import FAST_KERNELS, kernel_choices
 
     inputs = {k: torch.from_numpy(v) for k, v in feeds.items()}
     choices = kernel_choices(load_caffe(prototxt, caffemodel), inputs)
-    folded = sum(text.startswith("folded with ") for text in choices.values())
-    kernels = {name: text.split(": ", 1)[1] if text.startswith("folded with ") else text
-               for name, text in choices.items()}  # fmt: skip
-    kernels = {name: text.split(" ")[0] for name, text in kernels.items()}
+    folded = sum(text.endswith(" in one pass") for text in choices.values())
+    kernels = {name: text.split(" ")[0] for name, text in choices.items()}
     counts = Counter(kernels.values())
     ours = [f"{name} ({kernel})" for name, kernel in kernels.items() if kernel in FAST_KERNELS]
     shown = ", ".join(f"{count} {kernel}" for kernel, count in counts.most_common())
     fast = f"; not PyTorch's: {', '.join(ours)}" if ours else ""
-    folding = f"; {folded} folded with their BatchNorm/Scale" if folded else ""
+    folding = f"; {folded} with their BatchNorm/Scale in one pass after them" if folded else ""
     return f"default graph's convolutions: {shown}{fast}{folding}"
 
 

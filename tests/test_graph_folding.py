@@ -1,12 +1,12 @@
-"""BatchNorm and Scale folded into the convolution before them (converters.graph.folding): the
-default CPU graph computes the chain as one convolution, with the plain graph's numbers and state."""
+"""BatchNorm and Scale after a convolution as one in-place pass (converters.graph.folding): the
+default CPU graph computes the chain with the plain graph's numbers (to a rounding) and state."""
 
 from __future__ import annotations
 
 import torch
 
 from converters import load_caffe, parse_text
-from converters.graph.folding import FoldedConv2d
+from converters.graph.folding import ConvNormScale
 
 CHAIN = """
 layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 2 dim: 8 dim: 11 dim: 9 } } }
@@ -43,16 +43,16 @@ def _assert_same_numbers(default, plain, x) -> None:
     torch.testing.assert_close(got, want, rtol=0, atol=2e-6 * float(want.abs().max()))
 
 
-def test_a_convolution_batchnorm_scale_chain_runs_as_one_folded_convolution_with_the_same_numbers() -> None:
+def test_a_batchnorm_scale_chain_runs_as_one_pass_after_the_convolution_with_the_same_numbers() -> None:
     for bias in ("", "bias_term: false"):
         default, plain = _nets(CHAIN.replace("BIAS", bias))
-        (folded,) = [m for m in default.modules() if isinstance(m, FoldedConv2d)]
+        (folded,) = [m for m in default.modules() if isinstance(m, ConvNormScale)]
         assert "bn" not in default.code and "scale" not in default.code  # one call in the graph
         assert list(default.state_dict()) == list(plain.state_dict())
         _assert_same_numbers(default, plain, _input())
 
 
-def test_the_folding_follows_new_parameters_and_statistics() -> None:
+def test_the_pass_follows_new_parameters_and_statistics() -> None:
     default, plain = _nets(CHAIN.replace("BIAS", ""))
     x = _input()
     _assert_same_numbers(default, plain, x)
@@ -83,7 +83,7 @@ layer { name: "scale" type: "Scale" bottom: "normed" top: "scaled" scale_param {
 layer { name: "sum" type: "Eltwise" bottom: "conv" bottom: "scaled" top: "sum" }
 """
     default, plain = _nets(text)
-    assert not any(isinstance(m, FoldedConv2d) for m in default.modules())
+    assert not any(isinstance(m, ConvNormScale) for m in default.modules())
     with torch.no_grad():
         got, want = default(data=_input())["sum"], plain(data=_input())["sum"]
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -92,21 +92,21 @@ layer { name: "sum" type: "Eltwise" bottom: "conv" bottom: "scaled" top: "sum" }
 def test_a_batchnorm_on_the_batchs_own_statistics_is_not_folded() -> None:
     text = CHAIN.replace("BIAS", "").replace("eps: 0.001", "eps: 0.001 use_global_stats: false")
     default, plain = _nets(text)
-    assert not any(isinstance(m, FoldedConv2d) for m in default.modules())
+    assert not any(isinstance(m, ConvNormScale) for m in default.modules())
     _assert_same_numbers(default, plain, _input())
 
 
 def test_statistics_that_do_not_fold_to_finite_weights_run_caffes_chain() -> None:
-    """A zero variance with eps 0 (or a NaN mean) would make the folded weights infinite or NaN; the
-    chain then runs as Caffe's, so the default graph gives the plain graph's NaN and infinities."""
+    """A zero variance with eps 0 (or a NaN mean) would make the factors infinite or NaN; the chain
+    then runs as Caffe's, so the default graph gives the plain graph's NaN and infinities."""
     default, plain = _nets(CHAIN.replace("BIAS", "").replace("eps: 0.001", "eps: 0"))
     for net in (default, plain):
         with torch.no_grad():
             net.bn.variance[0] = 0.0
             net.bn.mean[1] = float("nan")
-    (folded,) = [m for m in default.modules() if isinstance(m, FoldedConv2d)]
+    (folded,) = [m for m in default.modules() if isinstance(m, ConvNormScale)]
     with torch.no_grad():
-        assert folded.folded() is None
+        assert folded.affine() is None
         got, want = default(data=_input())["conv"], plain(data=_input())["conv"]
     assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.isinf(), want.isinf())
     finite = want.isfinite()

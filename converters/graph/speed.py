@@ -74,7 +74,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from .border import BorderPlanner, skip_constant_border
-from .folding import FoldedConv2d, fold_batch_norms
+from .folding import ConvNormScale, fold_batch_norms
 from .kernels import BAND_VALUES, gemm_conv2d, winograd_f2_conv2d, winograd_f2_weights
 from .precision import cpu_model
 
@@ -312,8 +312,9 @@ def _calibration_key(conv: nn.Conv2d) -> str:
     pick = _probe_channels(weight.shape[0], conv.groups)
     if len(pick) * weight[0].numel() > PROBE_VALUES:  # not probed (_calibrate), nothing to keep
         return ""
-    rule = (_CALIBRATION_FORMAT, RMS_RATIO, MAX_RATIO, PROBE_SIZE, PROBE_CHANNELS, PROBE_VALUES, _PROBE_SEED,
-            SPEED_MACS, SPEED_SIZES, SPEED_ROUNDS, SPEED_MARGIN, BAND_VALUES, nnpack_available())  # fmt: skip
+    rule = (_CALIBRATION_FORMAT, "quarter", RMS_RATIO, MAX_RATIO, PROBE_SIZE, PROBE_CHANNELS, PROBE_VALUES,
+            _PROBE_SEED, SPEED_MACS, SPEED_SIZES, SPEED_ROUNDS, SPEED_MARGIN, BAND_VALUES,
+            nnpack_available())  # fmt: skip
     geometry = (tuple(weight.shape), tuple(conv.stride), tuple(conv.padding), conv.groups,
                 torch.get_num_threads(), getattr(conv, "speed_input", None))  # fmt: skip
     digest = hashlib.sha256(f"{_machine()}|{rule}|{geometry}".encode())
@@ -474,14 +475,16 @@ def _calibrate(conv: FastConv2d, started: float) -> KernelChoice:
 
 def _race(conv: nn.Conv2d, kernels: list[str], padding: tuple[int, int]) -> dict[str, float]:
     """Seconds each of ``kernels`` (the direct one first) takes for ``conv`` on the speed probe: the
-    best of up to :data:`SPEED_ROUNDS` runs taken in turns, after one warm-up run each (fewer rounds
-    once the race has taken :data:`SPEED_SECONDS`; a warm-up longer than that is the time). The
-    probe is one image, every channel; where the layer's input size at the net's declared input is
-    known (``speed_input``), that input with the layer's padding, cut to fewer rows where its
-    multiply-adds pass :data:`SPEED_MACS` (keeping at least 64 outputs, and the rows' parity to the
-    stride: oneDNN runs a stride-2 layer on 13 rows at half its speed on 14); else the largest square
-    output of :data:`SPEED_SIZES` within :data:`SPEED_MACS` (else the smallest). ({} where the probe
-    would be too wide to hold.)"""
+    best of up to :data:`SPEED_ROUNDS` runs taken in turns, after one warm-up run each (fewer
+    rounds once the race has taken :data:`SPEED_SECONDS`; a warm-up longer than that is the
+    time). The probe is one image, every channel; where the layer's input size at the net's
+    declared input is known (``speed_input``), that input with the layer's padding, cut to fewer
+    rows where its multiply-adds pass :data:`SPEED_MACS` (keeping at least 64 outputs and a
+    quarter of the rows: PSPNet's conv5_4, 4096 channels, raced on 2 of its 60 rows, chose
+    im2col + GEMM, which takes 1.6x the direct kernel's time on all 60; and the rows' parity to
+    the stride: oneDNN runs a stride-2 layer on 13 rows at half its speed on 14); else the
+    largest square output of :data:`SPEED_SIZES` within :data:`SPEED_MACS` (else the smallest).
+    ({} where the probe would be too wide to hold.)"""
     weight, bias = conv.weight.detach(), conv.bias.detach() if conv.bias is not None else None
     out_channels, group_channels, kernel_h, kernel_w = weight.shape
     per_pixel = out_channels * group_channels * kernel_h * kernel_w
@@ -495,7 +498,7 @@ def _race(conv: nn.Conv2d, kernels: list[str], padding: tuple[int, int]) -> dict
         out_w = (width + 2 * padding[1] - kernel_w) // stride[1] + 1
         if out_h < 1 or out_w < 1:
             return {}
-        fewest = min(out_h, -(-64 // out_w))
+        fewest = min(out_h, max(-(-64 // out_w), -(-out_h // 4)))  # a quarter of the rows at least
         rows = max(fewest, min(out_h, SPEED_MACS // max(1, per_pixel * out_w)))
         cut = (out_h - rows) // 2 * 2  # output rows left out, even: the input keeps its parity
         height -= cut * stride[0]
@@ -596,32 +599,21 @@ def _suits_calibration(conv: nn.Module) -> bool:
 
 def kernel_choices(net: nn.Module, inputs: Mapping[str, Tensor] | None = None) -> dict[str, str]:
     """``{module name: kernel}`` for every 2-D convolution of ``net`` as it runs float32 inference on
-    the CPU: a calibrated layer says its choice and the measurements behind it (one folded with its
-    BatchNorm and Scale says so, under the convolution's name); any other names the kernel PyTorch
+    the CPU: a calibrated layer says its choice and the measurements behind it (and, where its
+    BatchNorm and Scale run after it in one pass, says so); any other names the kernel PyTorch
     picks for it ("onednn", "slow2d", ...). PyTorch's pick depends on the input's size and the
     thread count: with ``inputs`` (the net's feeds) one forward runs and each layer is named by what
     it picked for the input it got there; without, or for a convolution the forward does not call as
     a module (the border skipping's first one), on a 16 x 16 input."""
     modules = dict(net.named_modules())
     names = {id(m): n for n, m in modules.items()}
-    convolutions: dict[str, tuple[nn.Conv2d, str]] = {}  # name -> (the convolution that runs, note)
-    folded_away = set()
-    for name, module in modules.items():
-        if isinstance(module, FoldedConv2d):
+    notes = {}  # convolution -> what runs after it in the same pass
+    for module in modules.values():
+        if isinstance(module, ConvNormScale):
             conv, batch_norm, scale = module._parts
-            conv_name = names.get(id(conv), name)
-            folded_away.add(conv_name)
             with_ = [names.get(id(m), "?") for m in (batch_norm, scale) if m is not None]
-            folded = module.folded()
-            if folded is not None:
-                convolutions[conv_name] = (folded, f"folded with {' and '.join(with_)}: ")
-            else:
-                folded_away.discard(conv_name)
-        elif isinstance(module, nn.Conv2d) and name not in folded_away and name not in convolutions:
-            convolutions[name] = (module, "")
-    for name in folded_away:
-        if convolutions.get(name, (None, "x"))[1] == "":
-            del convolutions[name]
+            notes[names.get(id(conv), "?")] = f" + {' and '.join(with_)} in one pass"
+    convolutions = {name: (m, notes.get(name, "")) for name, m in modules.items() if isinstance(m, nn.Conv2d)}
     picked: dict[str, str] = {}
     if inputs is not None:
 
@@ -645,12 +637,12 @@ def kernel_choices(net: nn.Module, inputs: Mapping[str, Tensor] | None = None) -
             choice = module.kernel_choice()
             if name in picked and choice.kernel not in FAST_KERNELS:
                 choice = dataclasses.replace(choice, kernel=picked[name])
-            out[name] = note + str(choice)
+            out[name] = str(choice) + note
         elif module.weight.device.type == "cpu":
             probe = torch.zeros(1, module.in_channels, 16, 16)
-            out[name] = note + (picked.get(name) or direct_kernel(
+            out[name] = (picked.get(name) or direct_kernel(
                 probe, module.weight, module.stride, (0, 0), module.dilation, module.groups
-            ))  # fmt: skip
+            )) + note  # fmt: skip
     return out
 
 
@@ -670,7 +662,7 @@ def declared_input_sizes(net: nn.Module) -> dict[str, tuple[int, int]]:
 
 # Layers whose gradient does not need their own output, so a ReLU may overwrite it.
 _RELU_SAFE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
-              FoldedConv2d)  # fmt: skip
+              ConvNormScale)  # fmt: skip
 
 
 def optimize_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphModule:
@@ -680,7 +672,6 @@ def optimize_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphMod
     constant band of a large first padding skipped (:func:`.border.skip_constant_border`); returns
     it for chaining. Applying it twice changes nothing more."""
     inputs = declared_input_sizes(net)
-    fold_batch_norms(net, inputs)
     called = {node.target for node in net.graph.nodes if node.op == "call_module"}
     for name, module in list(net.named_children()):
         if name in called and _suits_calibration(module):
@@ -700,6 +691,7 @@ def optimize_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphMod
             fast.kernel_choice()  # calibrated now, at load, not on the first forward
             setattr(net, name, fast)
     save_calibrations()
+    fold_batch_norms(net)
     for node in net.graph.nodes:
         source = node.args[0] if node.args else None
         if (
