@@ -126,9 +126,12 @@ SPEED_MARGIN = 0.95
 #: twofold from one run to the next), fewer once the rounds have taken SPEED_SECONDS.
 SPEED_ROUNDS = 3
 SPEED_SECONDS = 0.1
-#: Values the transformed weights of a ``winograd-f2`` layer may hold (2^24: 64 MB; VGG's largest
-#: 3x3 layer needs 4.2 million): a larger layer is not offered it.
-WINOGRAD_VALUES = 1 << 24
+#: Values the transformed weights of a ``winograd-f2`` layer (kept: 16/9 of its weights) or of an
+#: NNPACK layer (made at every call: 64 a kernel in 8x8 tiles) may hold (2^24: 64 MB; VGG's largest
+#: 3x3 layer needs 4.2 million for ours, 16.8 million for NNPACK's): a larger layer is not offered
+#: them (FCN's fc6 on NNPACK's FFT: over 1 GB at each call, and 2.6x the file in memory at the
+#: first load, when it was raced).
+TRANSFORMED_VALUES = 1 << 24
 #: The file, in the weights cache folder, that keeps calibrations; ``None``: none kept or read.
 CALIBRATION_CACHE: str | None = "calibration.json"
 #: Calibrations the file keeps (the newest); a larger or damaged file is read as empty.
@@ -205,11 +208,13 @@ def candidate_kernels(conv: nn.Conv2d) -> tuple[str, ...]:
     if conv.groups > 1:
         return ("onednn-forced",) if torch.backends.mkldnn.is_available() else ()
     kernel, stride = tuple(conv.kernel_size), tuple(conv.stride)
-    # (its transformed weights are kept beside the layer's: 16/9 of them, within WINOGRAD_VALUES)
-    small = conv.weight.numel() * 16 // 9 <= WINOGRAD_VALUES
+    # transformed weights (ours kept beside the layer's, NNPACK's made at every call, 8x8 tiles at
+    # least) within TRANSFORMED_VALUES
+    small = conv.weight.numel() * 16 // 9 <= TRANSFORMED_VALUES
     names = ["winograd-f2"] if kernel == (3, 3) and stride == (1, 1) and small else []
     names.append("gemm")
-    if stride == (1, 1) and all(2 <= k <= 8 for k in kernel) and nnpack_available():
+    tiles = conv.out_channels * conv.in_channels * 64 <= TRANSFORMED_VALUES
+    if stride == (1, 1) and all(2 <= k <= 8 for k in kernel) and tiles and nnpack_available():
         names.append(_nnpack_mode(kernel))
     return tuple(names)
 
@@ -312,7 +317,7 @@ def _calibration_key(conv: nn.Conv2d) -> str:
     pick = _probe_channels(weight.shape[0], conv.groups)
     if len(pick) * weight[0].numel() > PROBE_VALUES:  # not probed (_calibrate), nothing to keep
         return ""
-    rule = (_CALIBRATION_FORMAT, "quarter", RMS_RATIO, MAX_RATIO, PROBE_SIZE, PROBE_CHANNELS, PROBE_VALUES,
+    rule = (_CALIBRATION_FORMAT, "eighth", RMS_RATIO, MAX_RATIO, PROBE_SIZE, PROBE_CHANNELS, PROBE_VALUES,
             _PROBE_SEED, SPEED_MACS, SPEED_SIZES, SPEED_ROUNDS, SPEED_MARGIN, BAND_VALUES,
             nnpack_available())  # fmt: skip
     geometry = (tuple(weight.shape), tuple(conv.stride), tuple(conv.padding), conv.groups,
@@ -479,8 +484,8 @@ def _race(conv: nn.Conv2d, kernels: list[str], padding: tuple[int, int]) -> dict
     rounds once the race has taken :data:`SPEED_SECONDS`; a warm-up longer than that is the
     time). The probe is one image, every channel; where the layer's input size at the net's
     declared input is known (``speed_input``), that input with the layer's padding, cut to fewer
-    rows where its multiply-adds pass :data:`SPEED_MACS` (keeping at least 64 outputs and a
-    quarter of the rows: PSPNet's conv5_4, 4096 channels, raced on 2 of its 60 rows, chose
+    rows where its multiply-adds pass :data:`SPEED_MACS` (keeping at least 64 outputs, 4 rows and
+    an eighth of them: PSPNet's conv5_4, 4096 channels, raced on 2 of its 60 rows, chose
     im2col + GEMM, which takes 1.6x the direct kernel's time on all 60; and the rows' parity to
     the stride: oneDNN runs a stride-2 layer on 13 rows at half its speed on 14); else the
     largest square output of :data:`SPEED_SIZES` within :data:`SPEED_MACS` (else the smallest).
@@ -498,7 +503,7 @@ def _race(conv: nn.Conv2d, kernels: list[str], padding: tuple[int, int]) -> dict
         out_w = (width + 2 * padding[1] - kernel_w) // stride[1] + 1
         if out_h < 1 or out_w < 1:
             return {}
-        fewest = min(out_h, max(-(-64 // out_w), -(-out_h // 4)))  # a quarter of the rows at least
+        fewest = min(out_h, max(-(-64 // out_w), -(-out_h // 8), 4))  # an eighth of the rows, 4 at least
         rows = max(fewest, min(out_h, SPEED_MACS // max(1, per_pixel * out_w)))
         cut = (out_h - rows) // 2 * 2  # output rows left out, even: the input keeps its parity
         height -= cut * stride[0]
