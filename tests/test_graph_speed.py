@@ -322,9 +322,10 @@ def test_a_cache_folder_that_cannot_be_written_keeps_no_calibration_and_says_not
     assert net is not None and capsys.readouterr() == ("", "")
 
 
-def test_loading_a_net_imports_no_sympy(tmp_path) -> None:
-    """torch's Python meta kernels and Module.to_empty import sympy (0.3-0.9 s) on first use; a load
-    must not pay that (issue 20: first use as fast as the next)."""
+def test_loading_a_net_and_its_first_forward_import_neither_sympy_nor_torch_onnx(tmp_path) -> None:
+    """torch's Python meta kernels and Module.to_empty import sympy (0.3-0.9 s) on first use, and
+    looking up torch.onnx imports it (0.2 s); neither a load nor the first forward may pay that
+    (issue 20: first use as fast as the next)."""
     import subprocess
     import sys
 
@@ -333,14 +334,17 @@ def test_loading_a_net_imports_no_sympy(tmp_path) -> None:
         "from converters import load_caffe\n"
         "from converters.fcn.nets import net_definition\n"
         "net = load_caffe(net_definition('voc-fcn8s', 'deploy', width=0.0625), None)\n"
-        "print('sympy' in sys.modules)\n"
+        "import torch\n"
+        "with torch.no_grad():\n"
+        "    net(data=torch.rand(1, 3, 20, 20))\n"
+        "print('sympy' in sys.modules, 'torch.onnx' in sys.modules)\n"
     )
     env = {**__import__("os").environ, "FCN_PORT_CACHE": str(tmp_path)}
     repo = Path(__file__).resolve().parent.parent
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=repo, check=True
     )
-    assert out.stdout.strip() == "False", out.stderr
+    assert out.stdout.strip() == "False False", out.stderr
 
 
 def test_the_speed_probe_is_the_layers_own_input_at_the_nets_declared_size(monkeypatch) -> None:
