@@ -228,7 +228,7 @@ class Variant:
     autocast: str | None = None  # "bf16" | "fp16"
     compile: bool = False
     freeze: bool = False  # with compile: inductor freezes the weights (prepacked, fused convolutions)
-    cpu_fast: bool = False  # converters.optimize_for_cpu: border skipping, folding, calibrated kernels
+    cpu_fast: bool = False  # converters.optimize_for_cpu: border skipping, calibrated kernels, ...
     cuda_graphs: bool = False  # captured once in a CUDA graph on static input buffers, replayed
     precision: str = "fp32"  # "bf16": as segment and eval run it (converters.graph.precision)
 
@@ -798,7 +798,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--cpu-fast",
         action="store_true",
         help="also time the default CPU graph, converters.optimize_for_cpu (border skipping, BatchNorm/Scale "
-        "folded, each convolution on the kernel its calibration finds more precise and faster, in-place "
+        "in one pass, each convolution on the kernel its calibration finds more precise and faster, in-place "
         "ReLU); always timed on the CPU beside the plain fp32 graph",
     )
     parser.add_argument("--tf32", action="store_true", help="also time TF32 convolutions/matmuls (CUDA)")

@@ -671,7 +671,7 @@ _RELU_SAFE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTransp
 
 
 def optimize_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphModule:
-    """``net`` itself, its BatchNorm and Scale layers folded into the convolutions before them
+    """``net`` itself, its BatchNorm and Scale layers run as one pass after their convolutions
     (:mod:`.folding`), its convolutions on the kernel calibrated here for their weights (module
     docstring), its ReLUs made in-place where nothing else reads their input and (``border``) the
     constant band of a large first padding skipped (:func:`.border.skip_constant_border`); returns
