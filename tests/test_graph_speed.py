@@ -412,3 +412,21 @@ def test_a_grouped_layer_with_too_many_weights_to_copy_keeps_the_direct_kernel()
     conv.bias = None
     choice = conv.kernel_choice()
     assert choice.kernel == "direct (too wide to probe)" and "not probed" in str(choice)
+
+
+def test_a_map_too_wide_for_the_probe_is_raced_on_fewer_rows_not_skipped(monkeypatch) -> None:
+    """A Cityscapes-sized declared input (1024 x 2048) makes an eighth of a layer's rows pass what the
+    probe may hold; the race then takes as many rows as fit (their parity kept) instead of none."""
+    from converters.graph import speed
+
+    raced = []
+    real_run = speed.run_kernel
+    record = lambda name, x, *a: raced.append(tuple(x.shape)) or real_run(name, x, *a)  # noqa: E731
+    monkeypatch.setattr(speed, "run_kernel", record)
+    conv = FastConv2d(8, 8, 3, padding=1)
+    conv.speed_input = (200, 64)
+    monkeypatch.setattr(speed, "PROBE_VALUES", 8 * 64 * 10)  # ten input rows at most
+    times = speed._race(conv, ["onednn"], (1, 1))
+    assert times and raced and all(shape[2] <= 10 and shape[2] % 2 == 0 for shape in raced), raced
+    conv.speed_input = (200, 10**6)  # not even one row fits: not raced
+    assert speed._race(conv, ["onednn"], (1, 1)) == {}

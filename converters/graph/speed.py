@@ -317,7 +317,7 @@ def _calibration_key(conv: nn.Conv2d) -> str:
     pick = _probe_channels(weight.shape[0], conv.groups)
     if len(pick) * weight[0].numel() > PROBE_VALUES:  # not probed (_calibrate), nothing to keep
         return ""
-    rule = (_CALIBRATION_FORMAT, "eighth", RMS_RATIO, MAX_RATIO, PROBE_SIZE, PROBE_CHANNELS, PROBE_VALUES,
+    rule = (_CALIBRATION_FORMAT, "held", RMS_RATIO, MAX_RATIO, PROBE_SIZE, PROBE_CHANNELS, PROBE_VALUES,
             _PROBE_SEED, SPEED_MACS, SPEED_SIZES, SPEED_ROUNDS, SPEED_MARGIN, BAND_VALUES,
             nnpack_available())  # fmt: skip
     geometry = (tuple(weight.shape), tuple(conv.stride), tuple(conv.padding), conv.groups,
@@ -505,6 +505,8 @@ def _race(conv: nn.Conv2d, kernels: list[str], padding: tuple[int, int]) -> dict
             return {}
         fewest = min(out_h, max(-(-64 // out_w), -(-out_h // 8), 4))  # an eighth of the rows, 4 at least
         rows = max(fewest, min(out_h, SPEED_MACS // max(1, per_pixel * out_w)))
+        held = PROBE_VALUES // max(1, in_channels * width)  # input rows the probe may hold
+        rows = max(1, min(rows, (held - kernel_h) // stride[0] + 1))  # a wide map: fewer rows, not none
         cut = (out_h - rows) // 2 * 2  # output rows left out, even: the input keeps its parity
         height -= cut * stride[0]
     else:
