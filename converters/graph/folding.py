@@ -61,13 +61,12 @@ class ConvNormScale(nn.Module):
         return out
 
     def _fast(self, y: Tensor) -> bool:
-        from ..layers.tracing import tracing
+        from ..layers.tracing import plain_inference
 
         tensors = self._tensors()
-        grad = torch.is_grad_enabled() and (y.requires_grad or any(t.requires_grad for t in tensors))
         cpu = y.device.type == "cpu" and y.dtype == torch.float32 and y.dim() == 4
         same = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-        return cpu and same and not grad and not tracing()
+        return cpu and same and plain_inference(y, *tensors)
 
     def affine(self) -> _Affine | None:
         """``(mean, factor, shift)`` for the current statistics and Scale (computed again when any of

@@ -298,7 +298,9 @@ def calibrate(conv: FastConv2d) -> KernelChoice:
 
 
 _CALIBRATION_STATE: dict = {"entries": None, "dirty": False, "path": None}
-_CALIBRATION_FORMAT = 3  # entries: [kernel, [[candidate, rms, max, time or -1, identical], ...]]
+# 4: the race's probe held to PROBE_VALUES by fewer rows. Entries: [kernel, [[candidate, rms, max,
+# time or -1, identical], ...]]
+_CALIBRATION_FORMAT = 4
 
 
 @functools.cache
@@ -317,7 +319,7 @@ def _calibration_key(conv: nn.Conv2d) -> str:
     pick = _probe_channels(weight.shape[0], conv.groups)
     if len(pick) * weight[0].numel() > PROBE_VALUES:  # not probed (_calibrate), nothing to keep
         return ""
-    rule = (_CALIBRATION_FORMAT, "held", RMS_RATIO, MAX_RATIO, PROBE_SIZE, PROBE_CHANNELS, PROBE_VALUES,
+    rule = (_CALIBRATION_FORMAT, RMS_RATIO, MAX_RATIO, PROBE_SIZE, PROBE_CHANNELS, PROBE_VALUES,
             _PROBE_SEED, SPEED_MACS, SPEED_SIZES, SPEED_ROUNDS, SPEED_MARGIN, BAND_VALUES,
             nnpack_available())  # fmt: skip
     geometry = (tuple(weight.shape), tuple(conv.stride), tuple(conv.padding), conv.groups,
@@ -425,11 +427,10 @@ def _calibrate(conv: FastConv2d, started: float) -> KernelChoice:
     padding = (min(conv.padding[0], kernel_h - 1), min(conv.padding[1], kernel_w - 1))
     height = _probe_input_length(PROBE_SIZE, kernel_h, stride[0], padding[0])
     width = _probe_input_length(PROBE_SIZE, kernel_w, stride[1], padding[1])
-    probed_weights = len(_probe_channels(out_channels, groups)) * weight[0].numel()
-    if max(3 * in_channels * height * width, probed_weights) > PROBE_VALUES:  # too wide to probe cheaply
+    pick = _probe_channels(out_channels, groups)
+    if max(3 * in_channels * height * width, len(pick) * weight[0].numel()) > PROBE_VALUES:  # too wide
         unprobed = tuple(Measured(name, math.nan, math.nan) for name in candidates)
         return KernelChoice("direct (too wide to probe)", unprobed, time.perf_counter() - started)
-    pick = _probe_channels(out_channels, groups)
     part = weight.index_select(0, pick).contiguous()
     part_bias = bias.index_select(0, pick).contiguous() if bias is not None else None
     generator = torch.Generator().manual_seed(_PROBE_SEED)
@@ -562,11 +563,10 @@ class FastConv2d(nn.Conv2d):
 
     def _fast_kernel(self, x: Tensor) -> str | None:
         """The calibrated kernel for ``x`` where one of ours or NNPACK's may run it, else ``None``."""
-        from ..layers.tracing import tracing
+        from ..layers.tracing import plain_inference
 
-        grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
         cpu = x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
-        if not cpu or grad or tracing() or self.weight.device.type != "cpu":
+        if not (cpu and self.weight.device.type == "cpu" and plain_inference(x, self.weight)):
             return None
         kernel = self.kernel_choice().kernel
         return kernel if kernel in FAST_KERNELS else None

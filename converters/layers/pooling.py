@@ -153,9 +153,9 @@ class CaffePooling(nn.Module):
 
 
 def _plain_inference(x: Tensor) -> bool:
-    from .tracing import tracing
+    from .tracing import plain_inference
 
-    return not (torch.is_grad_enabled() and x.requires_grad) and x.dim() >= 3 and not tracing()
+    return x.dim() >= 3 and plain_inference(x)
 
 
 def max_pool_2x2(x: Tensor) -> Tensor:

@@ -22,6 +22,13 @@ def tracing() -> bool:
     )
 
 
+def plain_inference(*tensors: Tensor) -> bool:
+    """Whether a forward over ``tensors`` (its input and parameters) needs neither autograd nor a
+    traced graph, so that an inference-only kernel may compute it."""
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return not grad and not tracing()
+
+
 def has_values(tensor: Tensor) -> bool:
     """Whether ``tensor``'s values can be read now (not on the meta device, not being traced)."""
     return not tensor.is_meta and not tracing()
