@@ -317,6 +317,10 @@ def _put_back(x: Tensor, plan: BorderPlan, key: tuple[str, int]) -> Tensor:
         return x
     index = plan.gather(key, x.device)
     height, width = _target_length(rows, x.shape[-2]), _target_length(cols, x.shape[-1])
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        # channels-last (.layout): gather whole pixels, and stay so
+        pixels = x.permute(0, 2, 3, 1).flatten(1, 2).index_select(1, index)
+        return pixels.unflatten(1, (height, width)).permute(0, 3, 1, 2)
     # One gather over the flattened plane: fewer passes (and thread wake-ups) than slicing.
     return x.flatten(-2).index_select(-1, index).unflatten(-1, (height, width))
 

@@ -1,0 +1,111 @@
+"""Channels-last activations between the convolutions that run on oneDNN's channels-last kernel.
+
+A convolution calibrated to ``onednn-nhwc`` (:mod:`.speed`) returns its output channels-last
+(``torch.channels_last``: each pixel's channels side by side): oneDNN's fastest layout on both CPUs
+met, where a contiguous (NCHW) output costs a reorder of the whole blob, in and out, at every layer
+(VGG's conv1_2: a third of its time). The next layers read it as it is where that gives the same
+numbers as a contiguous blob: convolutions (each converts to the layout of its own calibrated
+kernel), element-wise layers, MAX pooling, Crop, Concat and the border skipping's copies. Every
+other reader, and the net's outputs, get it contiguous again through :func:`nchw`: their numbers
+(sums over channels, softmax, ...) stay the plain graph's, and the caller gets the blobs it always
+got.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, fx, nn
+
+from ..layers import eltwise, shape
+from ..layers.pooling import CaffePooling
+from ..layers.tracing import tracing
+from . import border
+from .folding import ConvNormScale
+
+__all__ = ["channels_last_readers", "is_channels_last", "nchw"]
+
+
+def is_channels_last(x: object) -> bool:
+    """Whether ``x`` is a 4-D tensor laid out channels-last (and not also contiguous)."""
+    return (
+        isinstance(x, Tensor)
+        and x.dim() == 4
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
+def nchw(x: Tensor) -> Tensor:
+    """``x`` contiguous (NCHW) where it is channels-last; itself otherwise (and when traced)."""
+    if tracing() or not is_channels_last(x):
+        return x
+    return x.contiguous()
+
+
+# Readers that give the same numbers on a channels-last blob (per-element arithmetic, copies,
+# MAX) and whose outputs may then be channels-last too.
+_PASS_FUNCTIONS: set[Callable[..., object]] = {
+    torch.relu, torch.relu_, torch.flatten, torch.permute, operator.getitem,
+    eltwise.eltwise_sum, eltwise.eltwise_prod, eltwise.eltwise_max,
+    shape.concat, shape.caffe_crop, border.first_convolution, border.expand, border.restore,
+}  # fmt: skip
+
+
+def _passes(net: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_function":
+        return node.target in _PASS_FUNCTIONS
+    if node.op != "call_module":
+        return False
+    module = net.get_submodule(str(node.target))
+    if isinstance(module, CaffePooling):
+        return module.method == "MAX" and not module.mask
+    return isinstance(module, nn.ReLU) or _produces(net, node)
+
+
+def _produces(net: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether ``node`` is a calibrated convolution (alone or with its BatchNorm and Scale): it may
+    return a channels-last blob, and it takes any."""
+    from .speed import FastConv2d
+
+    if node.op == "call_function" and node.target is border.first_convolution:  # (layer, input, plan)
+        layer = node.args[0]
+        return isinstance(layer, fx.Node) and isinstance(net.get_submodule(str(layer.target)), FastConv2d)
+    if node.op != "call_module":
+        return False
+    module = net.get_submodule(str(node.target))
+    return isinstance(module.conv if isinstance(module, ConvNormScale) else module, FastConv2d)
+
+
+def channels_last_readers(net: fx.GraphModule) -> list[nn.Module]:
+    """Give every reader of a blob that may be channels-last (a convolution's output, through
+    readers that keep it so) and that does not take it so, ``nchw(blob)`` instead, in ``net``'s
+    graph; returns the convolutions whose input may be channels-last.
+    Applying it twice changes nothing more."""
+    graph = net.graph
+    maybe: set[fx.Node] = set()
+    for node in graph.nodes:
+        inputs = [a for a in node.all_input_nodes if a in maybe]
+        if _produces(net, node) or (inputs and _passes(net, node)):
+            maybe.add(node)
+    readers: list[nn.Module] = []
+    converted: dict[fx.Node, fx.Node] = {}
+    for node in list(graph.nodes):
+        inputs = [a for a in node.all_input_nodes if a in maybe]
+        if not inputs or (node.op == "call_function" and node.target is nchw):
+            continue
+        if _passes(net, node):
+            if _produces(net, node) and node.op == "call_module":
+                module = net.get_submodule(str(node.target))
+                readers.append(module.conv if isinstance(module, ConvNormScale) else module)
+            continue
+        for value in inputs:
+            if value not in converted:
+                with graph.inserting_after(value):
+                    converted[value] = graph.call_function(nchw, (value,))
+                converted[value]._rename(f"{value.name}_nchw")
+            node.replace_input_with(value, converted[value])
+    net.recompile()
+    return readers

@@ -1,0 +1,152 @@
+"""Channels-last blobs between convolutions on oneDNN's channels-last kernel (converters.graph.layout):
+they stay so through the readers that give the same numbers on them, every other reader and the
+net's outputs get them contiguous, and the numbers are those of each layer's own kernel."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from converters import build_graph, load_caffe, parse_text
+from converters.fcn.nets import net_definition
+from converters.graph import border, speed
+from converters.graph.layout import channels_last_readers, is_channels_last, nchw
+from converters.graph.speed import optimize_for_cpu
+from converters.layers.pooling import max_pool_2x2
+
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (mkldnn)")
+
+NET = """
+layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 2 dim: 5 dim: 20 dim: 18 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 16 kernel_size: 3 pad: 1 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
+        convolution_param { num_output: 12 kernel_size: 3 pad: 1 } }
+layer { name: "conv3" type: "Convolution" bottom: "pool1" top: "conv3"
+        convolution_param { num_output: 12 kernel_size: 1 } }
+layer { name: "sum" type: "Eltwise" bottom: "conv2" bottom: "conv3" top: "sum" }
+layer { name: "conv4" type: "Convolution" bottom: "sum" top: "conv4"
+        convolution_param { num_output: 6 kernel_size: 3 } }
+layer { name: "prob" type: "Softmax" bottom: "conv4" top: "prob" }
+layer { name: "avg" type: "Pooling" bottom: "sum" top: "avg"
+        pooling_param { pool: AVE kernel_size: 3 stride: 2 } }
+"""
+
+
+@pytest.fixture
+def every_layer_channels_last(monkeypatch):
+    """Every calibrated convolution on oneDNN's channels-last kernel, as a calibration may choose."""
+    monkeypatch.setattr(speed, "_calibrate", lambda conv, started: speed.KernelChoice("onednn-nhwc", (), 0.0))
+
+
+def _nets(text: str, seed: int = 0):
+    plain = load_caffe(parse_text(text), None, optimize=False)
+    generator = torch.Generator().manual_seed(seed)
+    state = {k: torch.randn(v.shape, generator=generator) * 0.3 for k, v in plain.state_dict().items()}
+    plain.load_state_dict(state)
+    default = load_caffe(parse_text(text), None)
+    default.load_state_dict(state)
+    return default, plain
+
+
+def _layouts(net, x: torch.Tensor) -> dict[str, bool]:
+    """Per convolution: whether its input came channels-last."""
+    seen, hooks = {}, []
+    for name, module in net.named_modules():
+        if isinstance(module, speed.FastConv2d):
+            hooks.append(
+                module.register_forward_pre_hook(
+                    lambda m, a, n=name: seen.update({n: is_channels_last(a[0])})
+                )
+            )
+    try:
+        with torch.no_grad():
+            net(data=x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+def test_blobs_stay_channels_last_between_convolutions_and_other_readers_get_them_contiguous(
+    every_layer_channels_last,
+) -> None:
+    default, plain = _nets(NET)
+    code = default.code
+    # the readers that do not give the same numbers on a channels-last blob read a converted one
+    assert "softmax(conv4_nchw" in code and "self.avg(sum_1_nchw" in code.replace("sum_2", "sum_1")
+    for name in ("conv1", "pool1", "conv2", "conv3"):
+        assert f"{name}_nchw" not in code
+    x = torch.randn(2, 5, 20, 18, generator=torch.Generator().manual_seed(3))
+    assert _layouts(default, x) == {"conv1": False, "conv2": True, "conv3": True, "conv4": True}
+    hinted = {n: m.channels_last_input for n, m in default.named_modules() if isinstance(m, speed.FastConv2d)}
+    assert hinted == {"conv1": False, "conv2": True, "conv3": True, "conv4": True}
+    with torch.no_grad():
+        got, want = default(data=x), plain(data=x)
+    assert set(got) == set(want)
+    for name, value in got.items():
+        assert value.stride() == want[name].stride(), name  # the caller gets the blobs it always got
+        torch.testing.assert_close(value, want[name], rtol=0, atol=1e-5 * float(want[name].abs().max()))
+
+
+def test_the_pass_twice_changes_nothing_more(every_layer_channels_last) -> None:
+    default, _ = _nets(NET)
+    code = default.code
+    assert channels_last_readers(default) and default.code == code
+
+
+def test_a_layer_on_another_kernel_computes_a_channels_last_input_as_a_contiguous_one() -> None:
+    """The plain kernel, bit for bit, whatever the layout of what the layer before gave."""
+    default, _ = _nets(NET)
+    conv = default.conv2
+    x = torch.randn(2, 16, 10, 9, generator=torch.Generator().manual_seed(5))
+    for kernel in ("direct", "winograd-f2", "gemm"):
+        conv.choice, conv._calibrated_for = speed.KernelChoice(kernel, (), 0.0), conv._weights_key()
+        with torch.no_grad():
+            got = conv(x.contiguous(memory_format=torch.channels_last))
+            want = conv(x)
+        assert torch.equal(got, want) and got.is_contiguous(), kernel
+        if kernel == "direct":
+            assert torch.equal(got, F.conv2d(x, conv.weight.detach(), conv.bias.detach(), padding=1))
+
+
+def test_the_border_skipping_copies_channels_last_blobs_with_the_same_numbers(
+    every_layer_channels_last, monkeypatch
+) -> None:
+    """A narrow FCN-8s, its stages ending wherever rows may be removed (copy cost 0), so that blobs are
+    both expanded and restored for the readers outside the chain (pool3)."""
+    monkeypatch.setattr(border, "COPY_COST", 0)
+    plain = build_graph(net_definition("voc-fcn8s", "deploy", width=0.0625), seed=4)
+    default = optimize_for_cpu(copy.deepcopy(plain))
+    assert "expand" in default.code and "restore" in default.code
+    x = torch.randn(1, 3, 37, 53, generator=torch.Generator().manual_seed(6)) * 50
+    assert all(came for name, came in _layouts(default, x).items() if name != "conv1_1")
+    with torch.no_grad():
+        got, want = default(data=x)["score"], plain(data=x)["score"]
+    assert got.stride() == want.stride()  # the plain graph's layout (a Crop's view)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * float(want.abs().max()))
+
+
+def test_2x2_max_pooling_keeps_a_channels_last_blob_so_with_the_same_values() -> None:
+    x = torch.randn(2, 6, 9, 12, generator=torch.Generator().manual_seed(7))
+    x[0, 1, 2, 3] = float("nan")
+    last = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = max_pool_2x2(last)
+    assert is_channels_last(got)
+    torch.testing.assert_close(got, F.max_pool2d(x, 2, 2, ceil_mode=True), rtol=0, atol=0, equal_nan=True)
+
+
+def test_nchw_converts_only_channels_last_blobs() -> None:
+    x = torch.randn(1, 3, 4, 5)
+    assert nchw(x) is x and nchw(x[..., 1:]) is not None and not is_channels_last(x)
+    last = x.contiguous(memory_format=torch.channels_last)
+    assert is_channels_last(last) and nchw(last).is_contiguous() and torch.equal(nchw(last), x)
+    single = torch.randn(1, 1, 4, 5)  # one channel: both layouts at once, nothing to convert
+    assert nchw(single) is single
