@@ -17,7 +17,7 @@ WINOGRAD_CASES = [  # batch, in channels, out channels, height, width, padding
 GEMM_CASES = [  # batch, in, out, height, width, kernel h, kernel w, stride, padding
     (1, 3, 5, 9, 9, 3, 3, 1, 1), (2, 4, 6, 17, 19, 7, 5, 2, 3), (1, 8, 3, 5, 4, 1, 1, 1, 0),
     (2, 8, 3, 5, 4, 1, 1, 2, 0), (1, 5, 4, 30, 20, 4, 4, 4, 0), (1, 3, 2, 1, 1, 1, 1, 1, 2),
-    (1, 6, 9, 22, 22, 7, 7, 1, 0),
+    (1, 6, 9, 22, 22, 7, 7, 1, 0), (2, 16, 7, 6, 5, 1, 1, 1, 0),
 ]  # fmt: skip
 
 
@@ -58,6 +58,13 @@ def test_gemm_computes_a_convolution_of_any_kernel_stride_and_padding(case, with
     exact = _exact(x, weight, bias, stride, pad)
     assert got.shape == exact.shape
     _close(got, exact)
+    # a channels-last input (converters.graph.layout): a 1x1 layer keeps the layout, any other converts
+    last = gemm_conv2d(
+        x.contiguous(memory_format=torch.channels_last), weight, bias, (stride, stride), (pad, pad)
+    )
+    pointwise = kh == kw == stride == 1 and pad == 0 and min(cin, height * width) > 1
+    assert last.is_contiguous(memory_format=torch.channels_last) if pointwise else last.is_contiguous()
+    _close(last, exact)
 
 
 def test_both_kernels_compute_the_convolution_in_many_bands(monkeypatch) -> None:

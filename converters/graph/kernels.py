@@ -46,6 +46,8 @@ def gemm_conv2d(
     batch, channels = x.shape[:2]
     out_channels, _, kernel_h, kernel_w = weight.shape
     (stride_h, stride_w), (pad_h, pad_w) = stride, padding
+    if not (kernel_h == kernel_w == 1 and stride == (1, 1) and padding == (0, 0)):
+        x = x.contiguous()  # (a 1x1 layer takes a channels-last input as it is)
     if pad_h or pad_w:
         x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
     height, width = x.shape[-2:]
@@ -53,6 +55,12 @@ def gemm_conv2d(
     matrix = weight.reshape(out_channels, -1)
     out = x.new_empty(batch, out_channels, out_h, out_w)
     if kernel_h == kernel_w == 1 and stride_h == stride_w == 1:  # no im2col: the input is the matrix
+        if _channels_last(x):  # pixels x channels: the output channels-last too, no reorder
+            out = torch.empty(out.shape, dtype=x.dtype, memory_format=torch.channels_last)
+            pixels, result = x.permute(0, 2, 3, 1), out.permute(0, 2, 3, 1)
+            for n in range(batch):
+                _product_rows(pixels[n].reshape(-1, channels), matrix, bias, result[n].view(-1, out_channels))
+            return out
         for n in range(batch):
             _product(matrix, x[n].reshape(channels, -1), bias, out[n].view(out_channels, -1))
         return out
@@ -65,6 +73,18 @@ def gemm_conv2d(
             columns = F.unfold(window, (kernel_h, kernel_w), stride=(stride_h, stride_w))[0]
             _product(matrix, columns, bias, out[n, :, top : top + rows].view(out_channels, -1))
     return out
+
+
+def _channels_last(x: Tensor) -> bool:
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _product_rows(rows: Tensor, matrix: Tensor, bias: Tensor | None, out: Tensor) -> None:
+    """``out = rows @ matrix.T (+ bias)``: each row a pixel's channels."""
+    if bias is None:
+        torch.mm(rows, matrix.t(), out=out)
+    else:
+        torch.addmm(bias, rows, matrix.t(), out=out)
 
 
 def _product(matrix: Tensor, columns: Tensor, bias: Tensor | None, out: Tensor) -> None:

@@ -279,6 +279,8 @@ def run_kernel(
     if kernel == "onednn-nhwc":  # channels-last in and out
         x = x.contiguous(memory_format=torch.channels_last)
         return F.conv2d(x, weight, bias, stride, padding, 1, groups)
+    if kernel == "gemm":  # (a 1x1 layer's takes a channels-last input as it is, and keeps it so)
+        return gemm_conv2d(x, weight.contiguous(), bias, stride, padding)
     x = x.contiguous()
     if kernel == "onednn-forced":
         x, weight = x.contiguous(), weight.contiguous()
@@ -286,8 +288,6 @@ def run_kernel(
     if kernel == "winograd-f2":
         transformed = winograd_f2_weights(weight) if winograd_weights is None else winograd_weights
         return winograd_f2_conv2d(x, transformed, bias, padding)
-    if kernel == "gemm":
-        return gemm_conv2d(x, weight.contiguous(), bias, stride, padding)
     if kernel.startswith("nnpack") and nnpack_available():  # (which also initialises NNPACK)
         pad_h, pad_w = padding
         kernel_h, kernel_w = weight.shape[-2:]
@@ -555,24 +555,24 @@ def _race(conv: nn.Conv2d, kernels: list[str], padding: tuple[int, int]) -> dict
         return {}
     generator = torch.Generator().manual_seed(_PROBE_SEED)
     x = torch.randn(1, in_channels, height, width, generator=generator).abs_()  # as after a ReLU
-    # a layer whose input may come channels-last from the layer before races its channels-last
-    # kernel on such an input (the chain's case), any other pays the reorder
-    inputs = {name: x for name in kernels}
-    if "onednn-nhwc" in kernels and getattr(conv, "channels_last_input", False):
-        inputs["onednn-nhwc"] = x.contiguous(memory_format=torch.channels_last)
+    # a layer whose input may come channels-last from the layer before races every kernel on such
+    # an input (the chain's case: the channels-last kernel, and a 1x1 gemm, take it as it is; the
+    # others pay the reorder they would pay there); any other layer, on a contiguous one
+    if getattr(conv, "channels_last_input", False):
+        x = x.contiguous(memory_format=torch.channels_last)
     transformed = winograd_f2_weights(weight) if "winograd-f2" in kernels else None
     times, rounds = {}, {}
     with torch.no_grad():
         for name in kernels:  # warm-up (primitives, workspaces); a run longer than SPEED_SECONDS counts
             began = time.perf_counter()
-            run_kernel(name, inputs[name], weight, bias, stride, padding, transformed, conv.groups)
+            run_kernel(name, x, weight, bias, stride, padding, transformed, conv.groups)
             times[name] = time.perf_counter() - began
             rounds[name] = [] if times[name] > SPEED_SECONDS else [math.inf]
         started = time.perf_counter()
         for _ in range(SPEED_ROUNDS):
             for name in [k for k in kernels if rounds[k]]:
                 began = time.perf_counter()
-                run_kernel(name, inputs[name], weight, bias, stride, padding, transformed, conv.groups)
+                run_kernel(name, x, weight, bias, stride, padding, transformed, conv.groups)
                 rounds[name].append(time.perf_counter() - began)
             if time.perf_counter() - started > SPEED_SECONDS:
                 break
@@ -588,7 +588,7 @@ class FastConv2d(nn.Conv2d):
     #: The layer's input rows and columns at the net's declared input, where known: the speed probe's.
     speed_input: tuple[int, int] | None = None
     #: Whether its input may come channels-last from the layer before (:mod:`.layout`): then the race
-    #: times its channels-last kernel without the reorder of its input.
+    #: times every kernel on a channels-last input (each pays the reorder it would pay there).
     channels_last_input: bool = False
     _calibrated_for: tuple | None = None
     _winograd: tuple[tuple, Tensor] | None = None
