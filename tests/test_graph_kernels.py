@@ -8,7 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from converters.graph import kernels
-from converters.graph.kernels import gemm_conv2d, winograd_f2_conv2d, winograd_f2_weights
+from converters.graph.kernels import (
+    gemm_conv2d,
+    winograd_f2_conv2d,
+    winograd_f2_conv2d_nhwc,
+    winograd_f2_weights,
+)
 
 WINOGRAD_CASES = [  # batch, in channels, out channels, height, width, padding
     (1, 3, 5, 1, 1, 1), (2, 4, 6, 7, 9, 0), (1, 8, 3, 5, 4, 2), (3, 5, 7, 12, 13, 1),
@@ -46,6 +51,12 @@ def test_winograd_f2_computes_a_3x3_convolution_of_any_size_and_padding(case, wi
     exact = _exact(x, weight, bias, padding=pad)
     assert got.shape == exact.shape and got.is_contiguous() and got.dtype == torch.float32
     _close(got, exact)
+    # channels-last in and out (converters.graph.layout), the same sums
+    last = winograd_f2_conv2d_nhwc(
+        x.contiguous(memory_format=torch.channels_last), winograd_f2_weights(weight), bias, (pad, pad)
+    )
+    assert last.shape == exact.shape and last.is_contiguous(memory_format=torch.channels_last)
+    _close(last, exact)
 
 
 @pytest.mark.parametrize("case", GEMM_CASES, ids=str)
@@ -73,6 +84,8 @@ def test_both_kernels_compute_the_convolution_in_many_bands(monkeypatch) -> None
         x, weight, bias = _draw(seed, (batch, 4, height, 9), (6, 4, 3, 3), (6,))
         exact = _exact(x, weight, bias, padding=1)
         _close(winograd_f2_conv2d(x, winograd_f2_weights(weight), bias, (1, 1)), exact)
+        last = x.contiguous(memory_format=torch.channels_last)
+        _close(winograd_f2_conv2d_nhwc(last, winograd_f2_weights(weight), bias, (1, 1)), exact)
         _close(gemm_conv2d(x, weight, bias, (1, 1), (1, 1)), exact)
 
 

@@ -101,19 +101,29 @@ def test_the_pass_twice_changes_nothing_more(every_layer_channels_last) -> None:
     assert channels_last_readers(default) and default.code == code
 
 
-def test_a_layer_on_another_kernel_computes_a_channels_last_input_as_a_contiguous_one() -> None:
-    """The plain kernel, bit for bit, whatever the layout of what the layer before gave."""
+def test_a_layer_takes_a_channels_last_input_as_its_kernel_wants_it() -> None:
+    """The direct kernel computes it as a contiguous one, bit for bit (the plain convolution, whatever
+    the layer before gave); our kernels take it as it is (a 3x3 layer's Winograd F(2x2, 3x3), a 1x1
+    layer's matrix product) and give a channels-last output with the same sums; a wider gemm
+    converts it."""
     default, _ = _nets(NET)
-    conv = default.conv2
-    x = torch.randn(2, 16, 10, 9, generator=torch.Generator().manual_seed(5))
-    for kernel in ("direct", "winograd-f2", "gemm"):
-        conv.choice, conv._calibrated_for = speed.KernelChoice(kernel, (), 0.0), conv._weights_key()
-        with torch.no_grad():
-            got = conv(x.contiguous(memory_format=torch.channels_last))
-            want = conv(x)
-        assert torch.equal(got, want) and got.is_contiguous(), kernel
-        if kernel == "direct":
-            assert torch.equal(got, F.conv2d(x, conv.weight.detach(), conv.bias.detach(), padding=1))
+    generator = torch.Generator().manual_seed(5)
+    for conv, x in ((default.conv2, torch.randn(2, 16, 10, 9, generator=generator)),
+                    (default.conv3, torch.randn(2, 16, 10, 9, generator=generator))):  # fmt: skip
+        last = x.contiguous(memory_format=torch.channels_last)
+        for kernel in ("direct", "winograd-f2", "gemm"):
+            if kernel == "winograd-f2" and conv.kernel_size != (3, 3):
+                continue
+            conv.choice, conv._calibrated_for = speed.KernelChoice(kernel, (), 0.0), conv._weights_key()
+            with torch.no_grad():
+                got, want = conv(last), conv(x)
+            if kernel == "direct":
+                plain = F.conv2d(x, conv.weight.detach(), conv.bias.detach(), padding=conv.padding)
+                assert torch.equal(got, want) and torch.equal(got, plain) and got.is_contiguous()
+                continue
+            keeps = kernel == "winograd-f2" or conv.kernel_size == (1, 1)
+            assert is_channels_last(got) == keeps, kernel
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-6 * float(want.abs().max()))
 
 
 def test_the_border_skipping_copies_channels_last_blobs_with_the_same_numbers(

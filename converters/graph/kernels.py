@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["gemm_conv2d", "winograd_f2_conv2d", "winograd_f2_weights"]
+__all__ = ["gemm_conv2d", "winograd_f2_conv2d", "winograd_f2_conv2d_nhwc", "winograd_f2_weights"]
 
 #: Values (float32) a band's column buffer or Winograd tiles may hold: 2^21 floats, 8 MB, a slice
 #: of the last-level cache that keeps each band's products fed from cache on both machines met.
@@ -144,6 +144,69 @@ def winograd_f2_conv2d(
                 out[n, :, top : top + count],
             )  # fmt: skip
     return out.view(batch, out_channels, 2 * tiles_h, 2 * tiles_w)[..., :out_h, :out_w].contiguous()
+
+
+def winograd_f2_conv2d_nhwc(
+    x: Tensor, transformed: Tensor, bias: Tensor | None, padding: tuple[int, int]
+) -> Tensor:
+    """:func:`winograd_f2_conv2d` of a channels-last ``x``, channels-last out: each tile's channels
+    side by side, so that the transforms run along them and the products are pixels x channels
+    times the transformed weights (``transformed.transpose(1, 2)``: the same sums)."""
+    batch, channels, height, width = x.shape
+    out_channels = transformed.shape[1]
+    pad_h, pad_w = padding
+    out_h, out_w = height + 2 * pad_h - 2, width + 2 * pad_w - 2
+    if out_h <= 0 or out_w <= 0:
+        return x.new_empty(batch, out_channels, max(out_h, 0), max(out_w, 0))
+    tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
+    # (N, H, W, C), zeros around as the padding and below / to the right to complete the last tiles
+    pixels = F.pad(
+        x.permute(0, 2, 3, 1), (0, 0, pad_w, pad_w + 2 * tiles_w - out_w, pad_h, pad_h + 2 * tiles_h - out_h)
+    )
+    weights = transformed.transpose(1, 2)  # (16, C, K)
+    out = torch.empty(batch, tiles_h, 2, tiles_w, 2, out_channels, dtype=x.dtype)
+    band = _rows_per_band(16 * max(channels, out_channels) * tiles_w, tiles_h)
+    rows = x.new_empty(4, band, 2 * tiles_w + 2, channels)
+    tiles = x.new_empty(4, 4, band, tiles_w, channels)
+    products = x.new_empty(16, band * tiles_w, out_channels)
+    half = x.new_empty(4, band, tiles_w, 2, out_channels)
+    scratch = x.new_empty(4, band, tiles_w, out_channels)
+    for n in range(batch):
+        for top in range(0, tiles_h, band):
+            count = min(band, tiles_h - top)
+            window = pixels[n, 2 * top : 2 * (top + count) + 2]
+            _pairs([window[i : i + 2 * count : 2] for i in range(4)], rows[:, :count])
+            _pairs(
+                [rows[:, :count, i : i + 2 * tiles_w : 2] for i in range(4)],
+                tiles[:, :, :count].transpose(0, 1),
+            )
+            m = products[:, : count * tiles_w]
+            torch.bmm(tiles[:, :, :count].reshape(16, count * tiles_w, channels), weights, out=m)
+            _output_transform_nhwc(
+                m.view(4, 4, count, tiles_w, out_channels), bias, half[:, :count], scratch[:, :count],
+                out[n, top : top + count],
+            )  # fmt: skip
+    full = out.view(batch, 2 * tiles_h, 2 * tiles_w, out_channels)
+    if (2 * tiles_h, 2 * tiles_w) != (out_h, out_w):
+        full = full[:, :out_h, :out_w].contiguous()
+    return full.permute(0, 3, 1, 2)
+
+
+def _output_transform_nhwc(
+    m: Tensor, bias: Tensor | None, half: Tensor, scratch: Tensor, out: Tensor
+) -> None:
+    """:func:`_output_transform` with the channels last: ``m`` (4, 4, count, tiles_w, K) into ``out``
+    (count, 2, tiles_w, 2, K)."""
+    torch.add(m[:, 1], m[:, 2], out=scratch)
+    torch.add(scratch, m[:, 0], out=half[..., 0, :])
+    torch.sub(m[:, 1], m[:, 2], out=scratch)
+    torch.sub(scratch, m[:, 3], out=half[..., 1, :])
+    if bias is not None:
+        half[1] += bias
+    torch.add(half[1], half[2], out=out[:, 0])
+    out[:, 0] += half[0]
+    torch.sub(half[1], half[2], out=out[:, 1])
+    out[:, 1] -= half[3]
 
 
 def _pairs(d: list[Tensor], out: Tensor) -> None:

@@ -82,8 +82,14 @@ from torch import Tensor, fx, nn
 
 from .border import BorderPlanner, skip_constant_border
 from .folding import ConvNormScale, fold_batch_norms
-from .kernels import BAND_VALUES, gemm_conv2d, winograd_f2_conv2d, winograd_f2_weights
-from .layout import channels_last_readers
+from .kernels import (
+    BAND_VALUES,
+    gemm_conv2d,
+    winograd_f2_conv2d,
+    winograd_f2_conv2d_nhwc,
+    winograd_f2_weights,
+)
+from .layout import channels_last_readers, is_channels_last
 from .precision import cpu_model
 
 __all__ = [
@@ -281,13 +287,15 @@ def run_kernel(
         return F.conv2d(x, weight, bias, stride, padding, 1, groups)
     if kernel == "gemm":  # (a 1x1 layer's takes a channels-last input as it is, and keeps it so)
         return gemm_conv2d(x, weight.contiguous(), bias, stride, padding)
+    if kernel == "winograd-f2":  # a channels-last input is taken as it is, and kept so
+        transformed = winograd_f2_weights(weight) if winograd_weights is None else winograd_weights
+        if is_channels_last(x):
+            return winograd_f2_conv2d_nhwc(x, transformed, bias, padding)
+        return winograd_f2_conv2d(x.contiguous(), transformed, bias, padding)
     x = x.contiguous()
     if kernel == "onednn-forced":
         x, weight = x.contiguous(), weight.contiguous()
         return torch.mkldnn_convolution(x, weight, bias, padding, stride, (1, 1), groups)
-    if kernel == "winograd-f2":
-        transformed = winograd_f2_weights(weight) if winograd_weights is None else winograd_weights
-        return winograd_f2_conv2d(x, transformed, bias, padding)
     if kernel.startswith("nnpack") and nnpack_available():  # (which also initialises NNPACK)
         pad_h, pad_w = padding
         kernel_h, kernel_w = weight.shape[-2:]
