@@ -798,8 +798,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--cpu-fast",
         action="store_true",
         help="also time the default CPU graph, converters.optimize_for_cpu (border skipping, BatchNorm/Scale "
-        "in one pass, each convolution on the kernel its calibration finds more precise and faster, in-place "
-        "ReLU); always timed on the CPU beside the plain fp32 graph",
+        "in one pass, each convolution on the kernel its calibration finds as precise and faster, "
+        "channels-last blobs between them, in-place ReLU); always timed on the CPU beside the plain fp32 "
+        "graph",
     )
     parser.add_argument("--tf32", action="store_true", help="also time TF32 convolutions/matmuls (CUDA)")
     parser.add_argument(

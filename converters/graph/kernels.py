@@ -16,6 +16,11 @@ and speed second.
   F(6x6, 3x3), whose transforms multiply rounding errors by constants up to 10^2, these transforms
   only add and subtract, and the channel sums are the BLAS's blocked ones; on deep layers it is
   measured *more* precise than the direct kernel (the calibration checks it for each layer).
+
+Both take a channels-last input (:mod:`.layout`) where they can keep it so:
+:func:`winograd_f2_conv2d_nhwc` runs the transforms along each tile's channels and gives a
+channels-last output, and a 1x1 layer's ``gemm`` multiplies pixels x channels by the weights; the
+sums are the same.
 """
 
 from __future__ import annotations

@@ -45,7 +45,8 @@ layer (its error is 3-40x the direct one's) and every layer with few input chann
 FCN-8s, ``winograd-f2`` runs conv3_2 to conv5_3 (0.3-0.5x the direct kernel's error, 0.7-0.8x its
 time), ``gemm`` runs ``fc6`` (0.1x the error; 0.4x the time of the direct kernel, which reorders its
 400 MB of weights at every call) and ``fc7`` (the same numbers, 0.4x the time), ``onednn-nhwc``
-conv1_1 to conv2_2 (0.8-1.15x the error, 0.4-0.9x the time). The precision probe
+conv1_1 to conv3_1 (0.8-1.15x the error, 0.4-0.95x the time; and the layers after them read its
+channels-last output as it is). The precision probe
 runs on one thread; on full-width FCN-8s it takes about a tenth of one forward pass
 (``benchmarks/precision.py`` prints the time per net); the race takes longer (fc6 alone: seconds),
 once per machine and weights. Both run at load (``optimize_for_cpu``), and again, at the next
@@ -160,7 +161,8 @@ SPEED_SECONDS = 0.1
 #: NNPACK layer (made at every call: 64 a kernel in 8x8 tiles) may hold (2^24: 64 MB; VGG's largest
 #: 3x3 layer needs 4.2 million for ours, 16.8 million for NNPACK's): a larger layer is not offered
 #: them (FCN's fc6 on NNPACK's FFT: over 1 GB at each call, and 2.6x the file in memory at the
-#: first load, when it was raced).
+#: first load, when it was raced). The same bound holds the weights oneDNN's channels-last kernel
+#: reorders at every call.
 TRANSFORMED_VALUES = 1 << 24
 #: The file, in the weights cache folder, that keeps calibrations; ``None``: none kept or read.
 CALIBRATION_CACHE: str | None = "calibration.json"
@@ -239,7 +241,9 @@ def candidate_kernels(conv: nn.Conv2d) -> tuple[str, ...]:
     dilation 1): for one group, ours (``winograd-f2`` for 3x3 stride 1, ``gemm`` for any), and
     NNPACK's mode for stride-1 kernels of 2x2 to 8x8 where this PyTorch has NNPACK; for several
     groups (MobileNet's depthwise layers), oneDNN's kernel even where PyTorch would pick its slow
-    grouped loop (``onednn-forced``)."""
+    grouped loop (``onednn-forced``); and oneDNN's channels-last kernel (``onednn-nhwc``) where the
+    weights it reorders at every call are within :data:`TRANSFORMED_VALUES` (not FCN's fc6, whose
+    400 MB the race would copy once more at a first load)."""
     onednn = torch.backends.mkldnn.is_available()
     if conv.groups > 1:
         return ("onednn-forced", "onednn-nhwc") if onednn else ()
@@ -252,7 +256,7 @@ def candidate_kernels(conv: nn.Conv2d) -> tuple[str, ...]:
     tiles = conv.out_channels * conv.in_channels * 64 <= TRANSFORMED_VALUES
     if stride == (1, 1) and all(2 <= k <= 8 for k in kernel) and tiles and nnpack_available():
         names.append(_nnpack_mode(kernel))
-    if onednn:
+    if onednn and conv.weight.numel() <= TRANSFORMED_VALUES:  # (it reorders the weights at every call)
         names.append("onednn-nhwc")
     return tuple(names)
 
