@@ -324,6 +324,25 @@ def test_a_damaged_calibration_file_is_read_as_empty_and_replaced(calibration_fi
         assert len(json.loads(calibration_file.read_text())) == len(choices)
 
 
+@needs_nnpack
+def test_a_damaged_entry_is_probed_again_and_replaced_while_the_others_are_read(
+    calibration_file, monkeypatch
+) -> None:
+    """Entries are checked when a layer looks its own up (a load reads a few of thousands)."""
+    from converters.graph import speed
+
+    load_caffe(net_definition("voc-fcn8s", "deploy", width=0.0625), None)
+    entries = json.loads(calibration_file.read_text())
+    damaged = next(iter(entries))
+    entries[damaged][1][0][1] = "not a number"
+    calibration_file.write_text(json.dumps(entries))
+    monkeypatch.setattr(speed, "_CALIBRATION_STATE", {"entries": None, "dirty": False, "path": None})
+    net = load_caffe(net_definition("voc-fcn8s", "deploy", width=0.0625), None)
+    probed = [m for m in net.modules() if isinstance(m, FastConv2d) and not m.choice.cached]
+    assert len(probed) == 1 and speed._calibration_key(probed[0]) == damaged
+    assert speed._valid_entry(damaged, json.loads(calibration_file.read_text())[damaged])
+
+
 def test_a_cache_folder_that_cannot_be_written_keeps_no_calibration_and_says_nothing(
     calibration_file, capsys
 ) -> None:

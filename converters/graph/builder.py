@@ -985,6 +985,10 @@ def _load_caffe(
         if device is None or checked_device(device).type != "meta":
             names = (str(layer.get("name")) for kind in ("layer", "layers") for layer in net.getall(kind))
             weights.start_reading(names, _empty_buffer)  # only the layers this net may use
+            if optimize and (device is None or checked_device(device).type == "cpu"):
+                from .speed import warm_up
+
+                warm_up()  # while the weights are read: on a cold page cache, not after
     try:
         return build_graph(net, weights, device=device, **options)
     except CaffeFormatError as exc:

@@ -106,6 +106,7 @@ __all__ = [
     "optimize_for_cpu",
     "run_kernel",
     "save_calibrations",
+    "warm_up",
 ]
 
 _NNPACK: bool | None = None
@@ -327,7 +328,7 @@ def calibrate(conv: FastConv2d) -> KernelChoice:
     started = time.perf_counter()
     key = _calibration_key(conv)
     known = _calibrations().get(key) if key else None
-    if known is not None:
+    if known is not None and _valid_entry(key, known):  # (checked when used: a load reads a few)
         measured = tuple(
             Measured(name, rms, largest, math.nan if seconds < 0 else seconds, bool(identical))
             for name, rms, largest, seconds, identical in known[1]
@@ -400,8 +401,8 @@ def _calibrations() -> dict[str, list]:
             status = os.stat(path) if path is not None else None
             if status is not None and stat.S_ISREG(status.st_mode) and status.st_size <= _CALIBRATION_BYTES:
                 loaded = json.loads(path.read_text(encoding="utf-8"))  # type: ignore[union-attr]
-                if isinstance(loaded, dict):
-                    entries = {k: v for k, v in loaded.items() if _valid_entry(k, v)}
+                if isinstance(loaded, dict):  # entries are checked when used (calibrate) and saved
+                    entries = loaded
         except (OSError, ValueError, RecursionError):
             entries = {}
         _CALIBRATION_STATE.update(entries=entries, dirty=False, path=path)
@@ -441,7 +442,7 @@ def save_calibrations() -> None:
     from ..atomic import atomic_write
 
     entries = _CALIBRATION_STATE["entries"]
-    kept = dict(list(entries.items())[-CALIBRATION_ENTRIES:])
+    kept = dict([item for item in entries.items() if _valid_entry(*item)][-CALIBRATION_ENTRIES:])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path, "w") as handle:
@@ -656,6 +657,15 @@ class FastConv2d(nn.Conv2d):
             transformed,
             self.groups,  # type: ignore[arg-type]
         )
+
+
+def warm_up() -> None:
+    """Do now what the fast path's first use in this process would do (``load_caffe`` calls it while
+    the weights are read): NNPACK's initialisation, this machine's description (the calibration
+    key's) and reading the kept calibrations."""
+    nnpack_available()
+    _machine()
+    _calibrations()
 
 
 def _suits_calibration(conv: nn.Module) -> bool:
