@@ -116,20 +116,28 @@ def winograd_f2_weights(weight: Tensor) -> Tensor:
     return out
 
 
+def _tiling(x: Tensor, padding: tuple[int, int]) -> tuple[int, int, tuple[int, int, int, int]]:
+    """A 3x3 stride-1 layer's output rows and columns, and the padding (``F.pad``'s order: left,
+    right, top, bottom) of ``x``: the layer's, and zeros below and to the right that complete the
+    last 2x2 tiles (their outputs are dropped)."""
+    pad_h, pad_w = padding
+    out_h, out_w = x.shape[-2] + 2 * pad_h - 2, x.shape[-1] + 2 * pad_w - 2
+    extra_h, extra_w = out_h % 2, out_w % 2
+    return out_h, out_w, (pad_w, pad_w + extra_w, pad_h, pad_h + extra_h)
+
+
 def winograd_f2_conv2d(
     x: Tensor, transformed: Tensor, bias: Tensor | None, padding: tuple[int, int]
 ) -> Tensor:
     """``F.conv2d(x, weight, bias, padding=padding)`` for a 3x3 ``weight`` given as
     ``winograd_f2_weights(weight)`` (stride 1, dilation 1, one group), by Winograd F(2x2, 3x3)."""
-    batch, channels, height, width = x.shape
+    batch, channels = x.shape[:2]
     out_channels = transformed.shape[1]
-    pad_h, pad_w = padding
-    out_h, out_w = height + 2 * pad_h - 2, width + 2 * pad_w - 2
+    out_h, out_w, widths = _tiling(x, padding)
     if out_h <= 0 or out_w <= 0:
         return x.new_empty(batch, out_channels, max(out_h, 0), max(out_w, 0))
     tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
-    # zeros below and to the right complete the last tiles; their outputs are dropped
-    x = F.pad(x, (pad_w, pad_w + 2 * tiles_w - out_w, pad_h, pad_h + 2 * tiles_h - out_h))
+    x = F.pad(x, widths)
     out = x.new_empty(batch, out_channels, tiles_h, 2, tiles_w, 2)
     band = _rows_per_band(16 * max(channels, out_channels) * tiles_w, tiles_h)
     rows = x.new_empty(4, channels, band, 2 * tiles_w + 2)
@@ -157,17 +165,13 @@ def winograd_f2_conv2d_nhwc(
     """:func:`winograd_f2_conv2d` of a channels-last ``x``, channels-last out: each tile's channels
     side by side, so that the transforms run along them and the products are pixels x channels
     times the transformed weights (``transformed.transpose(1, 2)``: the same sums)."""
-    batch, channels, height, width = x.shape
+    batch, channels = x.shape[:2]
     out_channels = transformed.shape[1]
-    pad_h, pad_w = padding
-    out_h, out_w = height + 2 * pad_h - 2, width + 2 * pad_w - 2
+    out_h, out_w, widths = _tiling(x, padding)
     if out_h <= 0 or out_w <= 0:
         return x.new_empty(batch, out_channels, max(out_h, 0), max(out_w, 0))
     tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
-    # (N, H, W, C), zeros around as the padding and below / to the right to complete the last tiles
-    pixels = F.pad(
-        x.permute(0, 2, 3, 1), (0, 0, pad_w, pad_w + 2 * tiles_w - out_w, pad_h, pad_h + 2 * tiles_h - out_h)
-    )
+    pixels = F.pad(x.permute(0, 2, 3, 1), (0, 0, *widths))  # (N, H, W, C)
     weights = transformed.transpose(1, 2)  # (16, C, K)
     out = torch.empty(batch, tiles_h, 2, tiles_w, 2, out_channels, dtype=x.dtype)
     band = _rows_per_band(16 * max(channels, out_channels) * tiles_w, tiles_h)
