@@ -160,3 +160,19 @@ def test_nchw_converts_only_channels_last_blobs() -> None:
     assert is_channels_last(last) and nchw(last).is_contiguous() and torch.equal(nchw(last), x)
     single = torch.randn(1, 1, 4, 5)  # one channel: both layouts at once, nothing to convert
     assert nchw(single) is single
+
+
+def test_a_callers_channels_last_input_gives_the_contiguous_inputs_numbers() -> None:
+    """Whatever the kernels the calibration chose, a caller's channels-last image is the same image
+    (each layer's kernel takes it as its own layout wants it)."""
+    default, plain = _nets(NET, seed=9)
+    x = torch.randn(3, 5, 20, 18, generator=torch.Generator().manual_seed(10))
+    with torch.no_grad():
+        got, same, want = (
+            default(data=x.contiguous(memory_format=torch.channels_last)),
+            default(data=x),
+            plain(data=x),
+        )
+    for name, value in want.items():
+        for result in (got[name], same[name]):
+            torch.testing.assert_close(result, value, rtol=0, atol=1e-5 * float(value.abs().max()))
