@@ -783,10 +783,9 @@ def optimize_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphMod
             and len(source.users) == 1
         ):
             node.target = torch.relu_
-    net.recompile()
     if border and not any(isinstance(m, BorderPlanner) for m in net.modules()):
         skip_constant_border(net)
-    for conv in channels_last_readers(net):
+    for conv in channels_last_readers(net):  # (which recompiles the graph's code)
         conv.channels_last_input = True
     for module in net.modules():
         if isinstance(module, FastConv2d):
