@@ -569,23 +569,31 @@ def _race(conv: nn.Conv2d, kernels: list[str], padding: tuple[int, int]) -> dict
     generator = torch.Generator().manual_seed(_PROBE_SEED)
     x = torch.randn(1, in_channels, height, width, generator=generator).abs_()  # as after a ReLU
     # a layer whose input may come channels-last from the layer before races every kernel on such
-    # an input (the chain's case: the channels-last kernel, and a 1x1 gemm, take it as it is; the
-    # others pay the reorder they would pay there); any other layer, on a contiguous one
-    if getattr(conv, "channels_last_input", False):
+    # an input and counts the reorder of a contiguous output back (the chain's case: the
+    # channels-last kernel, Winograd and a 1x1 gemm keep the layout; the others pay both reorders
+    # they would pay there); any other layer, on a contiguous input
+    chain = getattr(conv, "channels_last_input", False)
+    if chain:
         x = x.contiguous(memory_format=torch.channels_last)
+
+    def run(name: str) -> None:
+        y = run_kernel(name, x, weight, bias, stride, padding, transformed, conv.groups)
+        if chain and not is_channels_last(y):
+            y.contiguous(memory_format=torch.channels_last)
+
     transformed = winograd_f2_weights(weight) if "winograd-f2" in kernels else None
     times, rounds = {}, {}
     with torch.no_grad():
         for name in kernels:  # warm-up (primitives, workspaces); a run longer than SPEED_SECONDS counts
             began = time.perf_counter()
-            run_kernel(name, x, weight, bias, stride, padding, transformed, conv.groups)
+            run(name)
             times[name] = time.perf_counter() - began
             rounds[name] = [] if times[name] > SPEED_SECONDS else [math.inf]
         started = time.perf_counter()
         for _ in range(SPEED_ROUNDS):
             for name in [k for k in kernels if rounds[k]]:
                 began = time.perf_counter()
-                run_kernel(name, x, weight, bias, stride, padding, transformed, conv.groups)
+                run(name)
                 rounds[name].append(time.perf_counter() - began)
             if time.perf_counter() - started > SPEED_SECONDS:
                 break
@@ -601,7 +609,8 @@ class FastConv2d(nn.Conv2d):
     #: The layer's input rows and columns at the net's declared input, where known: the speed probe's.
     speed_input: tuple[int, int] | None = None
     #: Whether its input may come channels-last from the layer before (:mod:`.layout`): then the race
-    #: times every kernel on a channels-last input (each pays the reorder it would pay there).
+    #: times every kernel on a channels-last input, with the reorder of a contiguous output back
+    #: (each pays the reorders it would pay in a chain of channels-last layers).
     channels_last_input: bool = False
     _calibrated_for: tuple | None = None
     _winograd: tuple[tuple, Tensor] | None = None
