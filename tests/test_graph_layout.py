@@ -135,6 +135,7 @@ def test_the_border_skipping_copies_channels_last_blobs_with_the_same_numbers(
     plain = build_graph(net_definition("voc-fcn8s", "deploy", width=0.0625), seed=4)
     default = optimize_for_cpu(copy.deepcopy(plain))
     assert "expand" in default.code and "restore" in default.code
+    assert default.conv1_2.channels_last_input  # the border's first convolution counts as a producer
     x = torch.randn(1, 3, 37, 53, generator=torch.Generator().manual_seed(6)) * 50
     assert all(came for name, came in _layouts(default, x).items() if name != "conv1_1")
     with torch.no_grad():
