@@ -1,6 +1,7 @@
 """Caffe nets as PyTorch graphs: the builder (:mod:`.builder`, inputs in :mod:`.inputs`), blob
 shapes and parameter counts (:mod:`.shapes`), converted files (:mod:`.converted`), net surgery
-(:mod:`.surgery`) and CPU speed-ups (:mod:`.speed`)."""
+(:mod:`.surgery`) and CPU speed-ups (:mod:`.speed`: the calibrated kernels of :mod:`.kernels`, the
+channels-last blobs of :mod:`.layout`, the border skipping of :mod:`.border`)."""
 
 from .builder import CaffeNetInfo, WeightsMismatchError, build_graph, load_caffe, select_layers
 from .shapes import blob_shapes, layer_parameter_counts, parameter_count
