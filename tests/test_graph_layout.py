@@ -15,7 +15,7 @@ from converters.fcn.nets import net_definition
 from converters.graph import border, speed
 from converters.graph.layout import channels_last_readers, is_channels_last, nchw
 from converters.graph.speed import optimize_for_cpu
-from converters.layers.pooling import max_pool_2x2
+from converters.layers.pooling import max_pool_pairwise
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (mkldnn)")
 
@@ -149,7 +149,7 @@ def test_2x2_max_pooling_keeps_a_channels_last_blob_so_with_the_same_values() ->
     x[0, 1, 2, 3] = float("nan")
     last = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        got = max_pool_2x2(last)
+        got = max_pool_pairwise(last, (2, 2), (2, 2), (0, 0))
     assert is_channels_last(got)
     torch.testing.assert_close(got, F.max_pool2d(x, 2, 2, ceil_mode=True), rtol=0, atol=0, equal_nan=True)
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from ..layers.tracing import tracing
+from ..layers.tracing import is_channels_last, tracing
 
 __all__ = [
     "AxisRegions",
@@ -317,8 +317,7 @@ def _put_back(x: Tensor, plan: BorderPlan, key: tuple[str, int]) -> Tensor:
         return x
     index = plan.gather(key, x.device)
     height, width = _target_length(rows, x.shape[-2]), _target_length(cols, x.shape[-1])
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        # channels-last (.layout): gather whole pixels, and stay so
+    if is_channels_last(x):  # (.layout): gather whole pixels, and stay so
         pixels = x.permute(0, 2, 3, 1).flatten(1, 2).index_select(1, index)
         return pixels.unflatten(1, (height, width)).permute(0, 3, 1, 2)
     # One gather over the flattened plane: fewer passes (and thread wake-ups) than slicing.

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..layers.tracing import is_channels_last
+
 __all__ = ["gemm_conv2d", "winograd_f2_conv2d", "winograd_f2_conv2d_nhwc", "winograd_f2_weights"]
 
 #: Values (float32) a band's column buffer or Winograd tiles may hold: 2^21 floats, 8 MB, a slice
@@ -60,7 +62,7 @@ def gemm_conv2d(
     matrix = weight.reshape(out_channels, -1)
     out = x.new_empty(batch, out_channels, out_h, out_w)
     if kernel_h == kernel_w == 1 and stride_h == stride_w == 1:  # no im2col: the input is the matrix
-        if _channels_last(x):  # pixels x channels: the output channels-last too, no reorder
+        if is_channels_last(x):  # pixels x channels: the output channels-last too, no reorder
             out = torch.empty(out.shape, dtype=x.dtype, memory_format=torch.channels_last)
             pixels, result = x.permute(0, 2, 3, 1), out.permute(0, 2, 3, 1)
             for n in range(batch):
@@ -78,10 +80,6 @@ def gemm_conv2d(
             columns = F.unfold(window, (kernel_h, kernel_w), stride=(stride_h, stride_w))[0]
             _product(matrix, columns, bias, out[n, :, top : top + rows].view(out_channels, -1))
     return out
-
-
-def _channels_last(x: Tensor) -> bool:
-    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 def _product_rows(rows: Tensor, matrix: Tensor, bias: Tensor | None, out: Tensor) -> None:

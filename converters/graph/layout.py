@@ -21,21 +21,11 @@ from torch import Tensor, fx, nn
 
 from ..layers import eltwise, shape
 from ..layers.pooling import CaffePooling
-from ..layers.tracing import tracing
+from ..layers.tracing import is_channels_last, tracing
 from . import border
 from .folding import ConvNormScale
 
 __all__ = ["channels_last_readers", "is_channels_last", "nchw"]
-
-
-def is_channels_last(x: object) -> bool:
-    """Whether ``x`` is a 4-D tensor laid out channels-last (and not also contiguous)."""
-    return (
-        isinstance(x, Tensor)
-        and x.dim() == 4
-        and not x.is_contiguous()
-        and x.is_contiguous(memory_format=torch.channels_last)
-    )
 
 
 def nchw(x: Tensor) -> Tensor:

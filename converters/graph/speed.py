@@ -575,13 +575,13 @@ def _race(conv: nn.Conv2d, kernels: list[str], padding: tuple[int, int]) -> dict
     chain = getattr(conv, "channels_last_input", False)
     if chain:
         x = x.contiguous(memory_format=torch.channels_last)
+    transformed = winograd_f2_weights(weight) if "winograd-f2" in kernels else None
 
     def run(name: str) -> None:
         y = run_kernel(name, x, weight, bias, stride, padding, transformed, conv.groups)
         if chain and not is_channels_last(y):
             y.contiguous(memory_format=torch.channels_last)
 
-    transformed = winograd_f2_weights(weight) if "winograd-f2" in kernels else None
     times, rounds = {}, {}
     with torch.no_grad():
         for name in kernels:  # warm-up (primitives, workspaces); a run longer than SPEED_SECONDS counts

@@ -158,11 +158,6 @@ def _plain_inference(x: Tensor) -> bool:
     return x.dim() >= 3 and plain_inference(x)
 
 
-def max_pool_2x2(x: Tensor) -> Tensor:
-    """``F.max_pool2d(x, 2, 2, ceil_mode=True)`` by :func:`max_pool_pairwise`."""
-    return max_pool_pairwise(x, (2, 2), (2, 2), (0, 0))
-
-
 def max_pool_pairwise(x: Tensor, kernel: Sequence[int], stride: Sequence[int], pad: Sequence[int]) -> Tensor:
     """``F.max_pool2d(x, kernel, stride, pad, ceil_mode=True)`` (floating point), the same values (NaN
     included), as running maxima over strided views, rows then columns, padding left out:
@@ -170,9 +165,9 @@ def max_pool_pairwise(x: Tensor, kernel: Sequence[int], stride: Sequence[int], p
     and ResNet's 3x3 stride-2 one (``benchmarks/forward_cpu.py``). A channels-last ``x`` (a
     channels-last convolution's output: ``converters.graph.layout``) gives a channels-last result.
     Inference only: on ties PyTorch's kernel sends the gradient to one input, ``maximum`` splits it."""
-    layout = torch.contiguous_format
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        layout = torch.channels_last
+    from .tracing import is_channels_last
+
+    layout = torch.channels_last if is_channels_last(x) else torch.contiguous_format
     y = x
     for axis, k, s, p in zip((-2, -1), kernel, stride, pad, strict=True):
         y = _running_max(y, axis, k, s, p, layout)

@@ -1,6 +1,7 @@
 """Whether an op runs on real values: checks that read tensor values (a mask index, a region's
 image index) are skipped on the meta device (the shape engine) and while a graph is traced for
-export or compilation."""
+export or compilation; and how the inference-only fast paths see their input (:func:`plain_inference`,
+:func:`is_channels_last`)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,17 @@ def plain_inference(*tensors: Tensor) -> bool:
     traced graph, so that an inference-only kernel may compute it."""
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     return not grad and not tracing()
+
+
+def is_channels_last(x: object) -> bool:
+    """Whether ``x`` is a 4-D tensor laid out channels-last (and not also contiguous: one channel,
+    or one pixel, is both), as a channels-last convolution leaves it (``converters.graph.layout``)."""
+    return (
+        isinstance(x, Tensor)
+        and x.dim() == 4
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
+    )
 
 
 def has_values(tensor: Tensor) -> bool:
