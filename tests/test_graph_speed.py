@@ -8,6 +8,7 @@ import copy
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,6 +47,82 @@ def test_state_dict_and_gradients_are_unchanged() -> None:
     net(data=x)["score"].sum().backward()
     torch.testing.assert_close(fast.conv1_1.weight.grad, net.conv1_1.weight.grad, rtol=1e-4, atol=1e-4)
     assert "torch.relu_" in fast.code and "torch.relu_" not in net.code
+
+
+def test_a_relu_after_an_eltwise_runs_in_place_only_where_nothing_else_reads_the_sum() -> None:
+    from converters import parse_text
+
+    text = (
+        'layer { name: "in" type: "Input" top: "data" '
+        "input_param { shape { dim: 2 dim: 4 dim: 6 dim: 6 } } }\n"
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+        "convolution_param { num_output: 4 kernel_size: 1 } }\n"
+        'layer { name: "sum" type: "Eltwise" bottom: "c" bottom: "data" top: "sum" }\n'
+        'layer { name: "sum_relu" type: "ReLU" bottom: "sum" top: "r" }\n'
+        'layer { name: "max" type: "Eltwise" bottom: "r" bottom: "c" top: "max" '
+        "eltwise_param { operation: MAX } }\n"
+        'layer { name: "max_relu" type: "ReLU" bottom: "max" top: "max_relu" }\n'
+        'layer { name: "out" type: "Eltwise" bottom: "max" bottom: "max_relu" top: "out" '
+        "eltwise_param { operation: PROD } }"
+    )
+    plain = build_graph(parse_text(text), seed=1)
+    fast = optimize_for_cpu(copy.deepcopy(plain))
+    assert "torch.relu_(sum_1)" in fast.code  # the sum's only reader
+    assert "torch.relu(max_1)" in fast.code  # the max is read again after its ReLU
+    x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    assert torch.equal(fast(data=x)["out"], plain(data=x)["out"])
+    (got,) = torch.autograd.grad(fast(data=x)["out"].sum(), x)
+    (expected,) = torch.autograd.grad(plain(data=x)["out"].sum(), x)
+    assert torch.equal(got, expected)
+
+
+def test_load_caffe_rewrites_the_graph_while_the_weights_are_read_and_then_uses_the_read_weights(
+    monkeypatch, tmp_path
+) -> None:
+    """The graph passes run before the first blob is taken from the background reader; the factors of
+    BatchNorm/Scale and the kernels' calibrations come after, from the weights read (the memory
+    read into replaces the parameters' own without moving their version counters)."""
+    from converters import write_weights
+    from converters.caffe import formats
+    from converters.graph import speed
+
+    text = (
+        'layer { name: "in" type: "Input" top: "data" '
+        "input_param { shape { dim: 1 dim: 8 dim: 12 dim: 12 } } }\n"
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+        "convolution_param { num_output: 16 kernel_size: 3 pad: 1 } }\n"
+        'layer { name: "bn" type: "BatchNorm" bottom: "c" top: "c" '
+        "batch_norm_param { use_global_stats: true } }\n"
+        'layer { name: "sc" type: "Scale" bottom: "c" top: "c" scale_param { bias_term: true } }\n'
+        'layer { name: "r" type: "ReLU" bottom: "c" top: "c" }'
+    )
+    (tmp_path / "net.prototxt").write_text(text)
+    generator = torch.Generator().manual_seed(8)
+
+    def draw(*shape: int, low: float = -1.0) -> np.ndarray:
+        return (torch.rand(shape, generator=generator) * (1 - low) + low).numpy()
+
+    weights = {
+        "c": [draw(16, 8, 3, 3), draw(16)],
+        "bn": [draw(16), draw(16, low=0.5), np.array([2.0], np.float32)],
+        "sc": [draw(16, low=0.5), draw(16)],
+    }
+    write_weights(weights, tmp_path / "net.caffemodel")
+    order = []
+    real_rewrite, real_take = speed.rewrite_for_cpu, formats.FileWeights.take
+    monkeypatch.setattr(speed, "rewrite_for_cpu", lambda n: order.append("rewrite") or real_rewrite(n))
+    monkeypatch.setattr(formats.FileWeights, "take", lambda w, a: order.append("take") or real_take(w, a))
+    net = load_caffe(tmp_path / "net.prototxt", tmp_path / "net.caffemodel")
+    monkeypatch.undo()
+    assert order[0] == "rewrite" and "take" in order
+    assert any(type(m).__name__ == "ConvNormScale" for m in net.modules())
+    plain = load_caffe(tmp_path / "net.prototxt", weights, optimize=False)
+    expected = optimize_for_cpu(load_caffe(tmp_path / "net.prototxt", weights, optimize=False))
+    x = torch.randn(1, 8, 12, 12, generator=generator)
+    with torch.no_grad():
+        got = net(data=x)["c"]
+        assert torch.equal(got, expected(data=x)["c"])
+        torch.testing.assert_close(got, plain(data=x)["c"], rtol=1e-5, atol=1e-6)
 
 
 def test_load_caffe_gives_the_fast_graph_on_the_cpu_and_the_plain_one_on_request() -> None:
@@ -187,6 +264,68 @@ def test_a_layer_on_our_kernels_gives_the_convolution_and_trains_on_pytorchs(mon
     assert x.grad is not None and conv.weight.grad is not None
 
 
+needs_onednn = pytest.mark.skipif(
+    not torch.backends.mkldnn.is_available(), reason="this PyTorch has no oneDNN"
+)
+
+
+@needs_onednn
+@pytest.mark.parametrize(("groups", "stride", "with_bias"), [(1, 1, True), (1, 2, False), (8, 1, True)])
+def test_onednns_channels_last_kernel_on_weights_reordered_once_gives_its_numbers_at_every_call(
+    groups, stride, with_bias
+) -> None:
+    """The weights are reordered into oneDNN's blocked layout once, for the first input's shape; at
+    other shapes, batches and paddings the numbers are still oneDNN's on a channels-last input, bit
+    for bit (the same kernel, only without the reorder at every call)."""
+    from converters.graph.speed import prepared_weights, run_kernel
+
+    generator = torch.Generator().manual_seed(7)
+    weight = torch.randn(16, 16 // groups, 3, 3, generator=generator)
+    bias = torch.randn(16, generator=generator) if with_bias else None
+    packed = prepared_weights("onednn-nhwc", weight, (stride, stride), (1, 1), groups, (1, 16, 24, 24))
+    for shape, padding in [((1, 16, 24, 24), (1, 1)), ((2, 16, 9, 14), (0, 2)), ((1, 16, 5, 31), (2, 0))]:
+        x = torch.randn(shape, generator=generator).contiguous(memory_format=torch.channels_last)
+        got = run_kernel("onednn-nhwc", x, weight, bias, (stride, stride), padding, packed, groups)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        onednn = torch.mkldnn_convolution(x, weight, bias, padding, (stride, stride), (1, 1), groups)
+        assert torch.equal(got, onednn)
+        for given in (x.contiguous(), x):  # (a contiguous input is made channels-last; also unkept weights)
+            again = run_kernel("onednn-nhwc", given, weight, bias, (stride, stride), padding, packed, groups)
+            unkept = run_kernel("onednn-nhwc", given, weight, bias, (stride, stride), padding, None, groups)
+            assert torch.equal(again, got) and torch.equal(unkept, got)
+
+
+@needs_onednn
+def test_a_layer_keeps_its_reordered_weights_until_they_change_and_copies_and_saves_without_them(
+    monkeypatch, tmp_path
+) -> None:
+    from converters.graph import speed
+
+    conv = _conv(16, 8, 3, seed=4)
+    monkeypatch.setattr(speed, "_calibrate", lambda layer, began: speed.KernelChoice("onednn-nhwc", (), 0.0))
+    made = []
+    real = speed.prepared_weights
+    monkeypatch.setattr(speed, "prepared_weights", lambda *a: made.append(a[0]) or real(*a))
+    x = torch.randn(1, 16, 12, 12, generator=torch.Generator().manual_seed(6))
+    x = x.contiguous(memory_format=torch.channels_last)
+
+    def plain(x: torch.Tensor) -> torch.Tensor:  # oneDNN's kernel at every call
+        x = x.contiguous(memory_format=torch.channels_last)
+        return torch.mkldnn_convolution(x, conv.weight, conv.bias, (1, 1), (1, 1), (1, 1), 1)
+
+    with torch.no_grad():
+        assert torch.equal(conv(x), plain(x))
+        assert torch.equal(conv(x[:, :, 1:]), plain(x[:, :, 1:]))
+        assert made == ["onednn-nhwc"]
+        conv.weight.mul_(-1)  # new weights: reordered again
+        assert torch.equal(conv(x), plain(x))
+        assert made == ["onednn-nhwc"] * 2
+        copied = copy.deepcopy(conv)
+        torch.save(conv, tmp_path / "conv.pt")
+        loaded = torch.load(tmp_path / "conv.pt", weights_only=False)
+        assert torch.equal(copied(x), conv(x)) and torch.equal(loaded(x), conv(x))
+
+
 @needs_nnpack
 def test_calibration_follows_the_weights_and_is_done_at_load(monkeypatch) -> None:
     from converters.graph import speed
@@ -223,12 +362,13 @@ def test_kernel_choices_name_every_convolutions_kernel() -> None:
 
 
 def test_kernel_choices_on_the_nets_feeds_name_what_pytorch_picked_for_each_layers_input() -> None:
-    from converters.graph.speed import FAST_KERNELS, direct_kernel
+    from converters.graph.speed import FAST_KERNELS, KernelChoice, direct_kernel
 
     net = load_caffe(net_definition("voc-fcn8s", "deploy", width=0.0625), None)
-    direct = [n for n, m in net.named_modules() if isinstance(m, FastConv2d) and n != "conv1_1"
-              and m.kernel_choice().kernel not in FAST_KERNELS]  # fmt: skip
-    name = direct[-1]  # one on PyTorch's kernel, called as a module
+    name = "conv4_2"  # one on PyTorch's kernel (whatever the race chose), called as a module
+    conv = net.get_submodule(name)
+    conv.choice = KernelChoice("onednn", conv.kernel_choice().measured, 0.0)
+    assert conv.kernel_choice().kernel not in FAST_KERNELS
     x = torch.randn(1, 3, 40, 40)
     seen = {}
     hook = net.get_submodule(name).register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0].clone()))

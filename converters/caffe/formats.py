@@ -424,7 +424,10 @@ class _Stopped(Exception):
 
 
 _NATIVE_F4 = np.dtype(np.float32)
-_READ_CHUNK = 1 << 23  # bytes per read call (a stop request waits for at most one)
+# bytes per read call: a stop request waits for at most one; and after each the reader waits for
+# the GIL, up to the 5 ms switch interval while the loader builds the graph (8 MB chunks cost a
+# cold load of FCN-8s 0.04 s: benchmarks/load_caffemodel.py)
+_READ_CHUNK = 1 << 26
 
 
 def _anonymous_empty(shape: tuple[int, ...]) -> np.ndarray:

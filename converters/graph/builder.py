@@ -261,19 +261,7 @@ def _build(
     _check_blob_memory(trace.metas, target)
     # Module.to_empty's empty_like on meta tensors imports sympy (0.3-0.9 s) on its first call
     module._apply(lambda t: torch.empty(t.shape, dtype=t.dtype, device=target))
-    randomly, filled = _load_blobs(
-        module,
-        trace.planned,
-        shared,
-        weights,
-        strict,
-        seed,
-        initialise and target.type != "meta",
-        shapes,
-        declared,
-    )
     names = {str(layer.get("name")) for layer in layers}
-    module.eval()
     module.caffe = CaffeNetInfo(
         name=str(net.get("name") or ""),
         inputs=dict(shapes),
@@ -283,8 +271,8 @@ def _build(
         layers=[(str(layer.get("name")), layer_type(layer)) for layer in layers],
         transform_params=transforms,
         unused_weights=sorted(set(weights or {}) - names),
-        randomly_initialised=randomly,
-        filled_by_fillers=filled,
+        randomly_initialised=[],
+        filled_by_fillers=[],
         variants=dict(variants),
         definition=_definition(net, layers),
         parameter_blobs=_first_per_name(
@@ -302,10 +290,28 @@ def _build(
             if p.converted.blobs
         ),
     )
-    if optimize and target.type != "meta":
-        from .speed import optimize_for_cpu
+    optimize = optimize and target.type != "meta"
+    if optimize:  # the graph rewritten while the weights are still being read (a cold disk's wait)
+        from .speed import rewrite_for_cpu
 
-        optimize_for_cpu(module)
+        rewrite_for_cpu(module)
+    randomly, filled = _load_blobs(
+        module,
+        trace.planned,
+        shared,
+        weights,
+        strict,
+        seed,
+        initialise and target.type != "meta",
+        shapes,
+        declared,
+    )
+    module.caffe.randomly_initialised, module.caffe.filled_by_fillers = randomly, filled
+    module.eval()
+    if optimize:
+        from .speed import prepare_for_cpu
+
+        prepare_for_cpu(module)
     return module
 
 

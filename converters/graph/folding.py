@@ -68,11 +68,12 @@ class ConvNormScale(nn.Module):
         same = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
         return cpu and same and plain_inference(y, *tensors)
 
-    def affine(self) -> _Affine | None:
+    def affine(self, again: bool = False) -> _Affine | None:
         """``(mean, factor, shift)`` for the current statistics and Scale (computed again when any of
-        them changed); ``None`` where they give no finite factors (the chain then runs as Caffe's)."""
+        them changed, or ``again``: their memory was replaced, which their version counters do not
+        see); ``None`` where they give no finite factors (the chain then runs as Caffe's)."""
         key = tuple((id(t), t._version) for t in self._tensors())
-        if self._affine is None or self._affine[0] != key:
+        if again or self._affine is None or self._affine[0] != key:
             self._affine = (key, _affine(*self._parts[1:]))
         return self._affine[1]
 
@@ -154,8 +155,7 @@ def fold_batch_norms(net: fx.GraphModule) -> list[str]:
         name = f"{node.target}_with_norm"
         if "." in name or hasattr(net, name):
             continue
-        module = ConvNormScale(conv, batch_norm, scale)
-        module.affine()  # now, at load, not on the first forward
+        module = ConvNormScale(conv, batch_norm, scale)  # (its factors: at its first use)
         net.add_module(name, module)
         with net.graph.inserting_after(end):
             replacement = net.graph.call_module(name, node.args, node.kwargs)

@@ -16,7 +16,9 @@ im2col + one matrix product, Caffe's own way (``gemm``: the BLAS's blocked sums)
 and FFT tiles for the others (``nnpack-fft``); and oneDNN's channels-last kernel (``onednn-nhwc``,
 for any layer: it skips the reorder of the whole blob into oneDNN's blocked layout and back that
 the direct kernel does at every call, and its output stays channels-last for the layers after it,
-:mod:`.layout`).
+:mod:`.layout`; its weights are reordered into oneDNN's blocked layout once and kept beside the
+layer's, where the direct kernel reorders them at every call, which on ResNet-50's 7x7 maps is
+half its time: :func:`prepared_weights`).
 
 The rule (issue 20: the default graph's error against Caffe at most twice the plain graph's, on
 every net). Fast algorithms are not direct sums: F(6x6, 3x3)'s transforms multiply the float
@@ -81,6 +83,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from ..layers.eltwise import eltwise_max, eltwise_prod, eltwise_sum
 from .border import BorderPlanner, skip_constant_border
 from .folding import ConvNormScale, fold_batch_norms
 from .kernels import (
@@ -104,6 +107,9 @@ __all__ = [
     "kernel_choices",
     "nnpack_available",
     "optimize_for_cpu",
+    "prepare_for_cpu",
+    "prepared_weights",
+    "rewrite_for_cpu",
     "run_kernel",
     "save_calibrations",
     "warm_up",
@@ -280,20 +286,42 @@ def direct_kernel(x: Tensor, weight: Tensor, stride=(1, 1), padding=(0, 0), dila
     return "onednn" if name.startswith("mkldnn") else name
 
 
+def prepared_weights(
+    kernel: str, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int], groups: int,
+    input_shape: tuple[int, ...],
+) -> Tensor | None:  # fmt: skip
+    """The weights as ``kernel`` wants them, made once and kept beside the layer's (``None`` where it
+    reads the layer's own): ``winograd-f2``'s transformed kernels; for ``onednn-nhwc``, the weights
+    reordered into the blocked layout oneDNN's channels-last kernel picks for ``input_shape`` (what
+    it does at every call otherwise; the sums, and so the numbers, are the same at any shape)."""
+    weight = weight.detach()
+    if kernel == "winograd-f2":
+        return winograd_f2_weights(weight)
+    if kernel == "onednn-nhwc":
+        return torch._C._nn.mkldnn_reorder_conv2d_weight(
+            weight.contiguous().to_mkldnn(), list(padding), list(stride), [1, 1], groups, list(input_shape)
+        )
+    return None
+
+
 def run_kernel(
     kernel: str, x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int],
-    padding: tuple[int, int], winograd_weights: Tensor | None = None, groups: int = 1,
+    padding: tuple[int, int], prepared: Tensor | None = None, groups: int = 1,
 ) -> Tensor:  # fmt: skip
     """``F.conv2d(x, weight, bias, stride, padding, 1, groups)`` (float32 CPU) on ``kernel`` (one of
-    :data:`FAST_KERNELS`; anything else: the direct kernel). ``winograd_weights``: the kept
-    ``winograd_f2_weights(weight)``, else computed here."""
-    if kernel == "onednn-nhwc":  # channels-last in and out
+    :data:`FAST_KERNELS`; anything else: the direct kernel). ``prepared``: the kept
+    :func:`prepared_weights` of ``kernel``, else they are made here where it needs them."""
+    if kernel == "onednn-nhwc":  # channels-last in and out (oneDNN's even where PyTorch would pick another)
         x = x.contiguous(memory_format=torch.channels_last)
-        return F.conv2d(x, weight, bias, stride, padding, 1, groups)
+        if prepared is None:
+            return torch.mkldnn_convolution(x, weight.contiguous(), bias, padding, stride, (1, 1), groups)
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, prepared, bias, list(padding), list(stride), [1, 1], groups, "none", [], ""
+        )
     if kernel == "gemm":  # (a 1x1 layer's takes a channels-last input as it is, and keeps it so)
         return gemm_conv2d(x, weight.contiguous(), bias, stride, padding)
     if kernel == "winograd-f2":  # a channels-last input is taken as it is, and kept so
-        transformed = winograd_f2_weights(weight) if winograd_weights is None else winograd_weights
+        transformed = winograd_f2_weights(weight) if prepared is None else prepared
         if is_channels_last(x):
             return winograd_f2_conv2d_nhwc(x, transformed, bias, padding)
         return winograd_f2_conv2d(x.contiguous(), transformed, bias, padding)
@@ -347,7 +375,7 @@ def calibrate(conv: FastConv2d) -> KernelChoice:
 _CALIBRATION_STATE: dict = {"entries": None, "dirty": False, "path": None}
 # 5: oneDNN's channels-last kernel among the candidates. Entries: [kernel, [[candidate, rms, max,
 # time or -1, identical], ...]]
-_CALIBRATION_FORMAT = 5
+_CALIBRATION_FORMAT = 6
 
 
 @functools.cache
@@ -575,10 +603,11 @@ def _race(conv: nn.Conv2d, kernels: list[str], padding: tuple[int, int]) -> dict
     chain = getattr(conv, "channels_last_input", False)
     if chain:
         x = x.contiguous(memory_format=torch.channels_last)
-    transformed = winograd_f2_weights(weight) if "winograd-f2" in kernels else None
+    shape = tuple(x.shape)
+    prepared = {name: prepared_weights(name, weight, stride, padding, conv.groups, shape) for name in kernels}
 
     def run(name: str) -> None:
-        y = run_kernel(name, x, weight, bias, stride, padding, transformed, conv.groups)
+        y = run_kernel(name, x, weight, bias, stride, padding, prepared[name], conv.groups)
         if chain and not is_channels_last(y):
             y.contiguous(memory_format=torch.channels_last)
 
@@ -613,18 +642,24 @@ class FastConv2d(nn.Conv2d):
     #: (each pays the reorders it would pay in a chain of channels-last layers).
     channels_last_input: bool = False
     _calibrated_for: tuple | None = None
-    _winograd: tuple[tuple, Tensor] | None = None
+    _prepared: tuple[tuple, Tensor | None] | None = None  # ((weights key, kernel), its prepared weights)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()  # (the kept weights are made again where needed: oneDNN's
+        return {**state, "_prepared": None}  # blocked ones cannot be copied or saved)
 
     def _weights_key(self) -> tuple:
         bias = self.bias
         return (id(self.weight), self.weight._version, id(bias), None if bias is None else bias._version)
 
-    def kernel_choice(self) -> KernelChoice:
-        """The calibrated choice for the current weights (calibrating again if they changed)."""
+    def kernel_choice(self, again: bool = False) -> KernelChoice:
+        """The calibrated choice for the current weights (calibrating again if they changed, or
+        ``again``: the weights' memory was replaced, which their version counter does not see)."""
         key = self._weights_key()
-        if self.choice is None or key != self._calibrated_for:
+        if again or self.choice is None or key != self._calibrated_for:
             self.choice = calibrate(self)
             self._calibrated_for = key
+            self._prepared = None
         return self.choice
 
     def _fast_kernel(self, x: Tensor) -> str | None:
@@ -650,22 +685,21 @@ class FastConv2d(nn.Conv2d):
             if tuple(padding) == tuple(self.padding):
                 return super().forward(x)
             return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
-        transformed = None
-        if kernel == "winograd-f2":
-            key = self._weights_key()
-            if self._winograd is None or self._winograd[0] != key:
-                self._winograd = (key, winograd_f2_weights(self.weight.detach()))
-            transformed = self._winograd[1]
-        return run_kernel(
-            kernel,
-            x,
-            self.weight,
-            self.bias,
-            self.stride,
-            padding,
-            transformed,
-            self.groups,  # type: ignore[arg-type]
-        )
+        prepared = self.prepared_weights(kernel, padding, tuple(x.shape))
+        stride, groups = self.stride, self.groups
+        return run_kernel(kernel, x, self.weight, self.bias, stride, padding, prepared, groups)  # type: ignore[arg-type]
+
+    def prepared_weights(
+        self, kernel: str, padding: tuple[int, int], shape: tuple[int, ...]
+    ) -> Tensor | None:  # fmt: skip
+        """:func:`prepared_weights` of ``kernel`` for the current weights, kept until they change
+        (oneDNN's blocked ones are made for the first input ``shape``: another gives the same
+        numbers, and oneDNN reorders them again only where it would pick another blocking)."""
+        key = (self._weights_key(), kernel)
+        if self._prepared is None or self._prepared[0] != key:
+            stride, groups = tuple(self.stride), self.groups
+            self._prepared = (key, prepared_weights(kernel, self.weight, stride, padding, groups, shape))  # type: ignore[arg-type]
+        return self._prepared[1]
 
 
 def warm_up() -> None:
@@ -754,6 +788,8 @@ def declared_input_sizes(net: nn.Module) -> dict[str, tuple[int, int]]:
 # Layers whose gradient does not need their own output, so a ReLU may overwrite it.
 _RELU_SAFE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
               ConvNormScale)  # fmt: skip
+# (Eltwise's three always return a new blob: ResNet's sums before their ReLU)
+_RELU_SAFE_FUNCTIONS = (eltwise_sum, eltwise_prod, eltwise_max)
 
 
 def optimize_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphModule:
@@ -761,7 +797,15 @@ def optimize_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphMod
     (:mod:`.folding`), its convolutions on the kernel calibrated here for their weights (module
     docstring), its ReLUs made in-place where nothing else reads their input and (``border``) the
     constant band of a large first padding skipped (:func:`.border.skip_constant_border`); returns
-    it for chaining. Applying it twice changes nothing more."""
+    it for chaining. Applying it twice changes nothing more. It is :func:`rewrite_for_cpu` then
+    :func:`prepare_for_cpu`."""
+    return prepare_for_cpu(rewrite_for_cpu(net, border=border))
+
+
+def rewrite_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphModule:
+    """The part of :func:`optimize_for_cpu` that reads no weight values, only the net's layers and
+    declared shapes (``load_caffe`` runs it while the weights are read; the parameters must stay
+    the same objects until :func:`prepare_for_cpu`): the layers swapped, folded and rewired."""
     inputs = declared_input_sizes(net)
     called = {node.target for node in net.graph.nodes if node.op == "call_module"}
     for name, module in list(net.named_children()):
@@ -787,17 +831,32 @@ def optimize_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphMod
             node.op == "call_function"
             and node.target is torch.relu
             and isinstance(source, fx.Node)
-            and source.op == "call_module"
-            and isinstance(net.get_submodule(source.target), _RELU_SAFE)
             and len(source.users) == 1
+            and (
+                source.op == "call_module" and isinstance(net.get_submodule(source.target), _RELU_SAFE)
+                or source.op == "call_function" and source.target in _RELU_SAFE_FUNCTIONS
+            )
         ):
             node.target = torch.relu_
     if border and not any(isinstance(m, BorderPlanner) for m in net.modules()):
         skip_constant_border(net)
     for conv in channels_last_readers(net):  # (which recompiles the graph's code)
         conv.channels_last_input = True
+    return net
+
+
+def prepare_for_cpu(net: fx.GraphModule) -> fx.GraphModule:
+    """The rest of :func:`optimize_for_cpu`, for the weights ``net`` holds now: the BatchNorm/Scale
+    factors derived, every convolution calibrated (or its kept calibration read) and oneDNN's
+    blocked weights made (where the layer's input size is declared), now rather than on the first
+    forward; the calibrations saved."""
     for module in net.modules():
-        if isinstance(module, FastConv2d):
-            module.kernel_choice()  # calibrated now, at load, not on the first forward
+        if isinstance(module, ConvNormScale):
+            module.affine(again=True)
+        elif isinstance(module, FastConv2d):
+            kernel = module.kernel_choice(again=True).kernel
+            if kernel == "onednn-nhwc" and module.speed_input is not None:  # (a copy of the weights; not
+                shape = (1, module.in_channels, *module.speed_input)  # Winograd's 16/9 of them: first use)
+                module.prepared_weights(kernel, module.padding, shape)  # type: ignore[arg-type]
     save_calibrations()
     return net
