@@ -87,6 +87,10 @@ def test_blobs_stay_channels_last_between_convolutions_and_other_readers_get_the
     assert _layouts(default, x) == {"conv1": False, "conv2": True, "conv3": True, "conv4": True}
     hinted = {n: m.channels_last_input for n, m in default.named_modules() if isinstance(m, speed.FastConv2d)}
     assert hinted == {"conv1": False, "conv2": True, "conv3": True, "conv4": True}
+    # and the race of a layer whose output reaches such a layer counts the reorder into that layout
+    convs = [(n, m) for n, m in default.named_modules() if isinstance(m, speed.FastConv2d)]
+    feeding = {n: m.channels_last_output for n, m in convs}
+    assert feeding == {"conv1": True, "conv2": True, "conv3": True, "conv4": False}
     with torch.no_grad():
         got, want = default(data=x), plain(data=x)
     assert set(got) == set(want)

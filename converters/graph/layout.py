@@ -69,17 +69,30 @@ def _produces(net: fx.GraphModule, node: fx.Node) -> bool:
     return isinstance(module.conv if isinstance(module, ConvNormScale) else module, FastConv2d)
 
 
+def _convolution(net: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    """The calibrated convolution ``node`` calls (``None`` for any other node)."""
+    if not _produces(net, node):
+        return None
+    if node.op == "call_function":  # border.first_convolution(layer, input, plan)
+        return net.get_submodule(str(node.args[0].target))  # type: ignore[union-attr]
+    module = net.get_submodule(str(node.target))
+    return module.conv if isinstance(module, ConvNormScale) else module
+
+
 def channels_last_readers(net: fx.GraphModule) -> list[nn.Module]:
     """Give every reader of a blob that may be channels-last (a convolution's output, through
     readers that keep it so) and that does not take it so, ``nchw(blob)`` instead, in ``net``'s
-    graph; returns the convolutions whose input may be channels-last.
+    graph; returns the convolutions whose input may be channels-last, and marks
+    ``channels_last_output`` on those whose output reaches such a convolution.
     Applying it twice changes nothing more."""
     graph = net.graph
-    maybe: set[fx.Node] = set()
+    maybe: dict[fx.Node, set[fx.Node]] = {}  # blob -> the convolutions it may come channels-last from
     for node in graph.nodes:
         inputs = [a for a in node.all_input_nodes if a in maybe]
-        if _produces(net, node) or (inputs and _passes(net, node)):
-            maybe.add(node)
+        if _produces(net, node):
+            maybe[node] = {node}
+        elif inputs and _passes(net, node):
+            maybe[node] = set().union(*(maybe[a] for a in inputs))
     readers: list[nn.Module] = []
     converted: dict[fx.Node, fx.Node] = {}
     for node in list(graph.nodes):
@@ -88,8 +101,9 @@ def channels_last_readers(net: fx.GraphModule) -> list[nn.Module]:
             continue
         if _passes(net, node):
             if _produces(net, node) and node.op == "call_module":
-                module = net.get_submodule(str(node.target))
-                readers.append(module.conv if isinstance(module, ConvNormScale) else module)
+                readers.append(_convolution(net, node))  # type: ignore[arg-type]
+                for producer in set().union(*(maybe[a] for a in inputs)):
+                    _convolution(net, producer).channels_last_output = True  # type: ignore[union-attr]
             continue
         for value in inputs:
             if value not in converted:

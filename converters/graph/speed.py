@@ -400,7 +400,8 @@ def _calibration_key(conv: nn.Conv2d) -> str:
             nnpack_available())  # fmt: skip
     geometry = (tuple(weight.shape), tuple(conv.stride), tuple(conv.padding), conv.groups,
                 torch.get_num_threads(), getattr(conv, "speed_input", None),
-                getattr(conv, "channels_last_input", False))  # fmt: skip
+                getattr(conv, "channels_last_input", False),
+                getattr(conv, "channels_last_output", False))  # fmt: skip
     digest = hashlib.sha256(f"{_machine()}|{rule}|{geometry}".encode())
     rows = pick.numpy()
     digest.update(weight.numpy()[rows].tobytes())  # numpy: torch's index_select takes milliseconds here
@@ -603,12 +604,14 @@ def _race(conv: nn.Conv2d, kernels: list[str], padding: tuple[int, int]) -> dict
     chain = getattr(conv, "channels_last_input", False)
     if chain:
         x = x.contiguous(memory_format=torch.channels_last)
+    # (and a layer whose output reaches such a layer counts that reorder too: MobileNet's conv0)
+    into_chain = chain or getattr(conv, "channels_last_output", False)
     shape = tuple(x.shape)
     prepared = {name: prepared_weights(name, weight, stride, padding, conv.groups, shape) for name in kernels}
 
     def run(name: str) -> None:
         y = run_kernel(name, x, weight, bias, stride, padding, prepared[name], conv.groups)
-        if chain and not is_channels_last(y):
+        if into_chain and not is_channels_last(y):
             y.contiguous(memory_format=torch.channels_last)
 
     times, rounds = {}, {}
@@ -641,6 +644,8 @@ class FastConv2d(nn.Conv2d):
     #: times every kernel on a channels-last input, with the reorder of a contiguous output back
     #: (each pays the reorders it would pay in a chain of channels-last layers).
     channels_last_input: bool = False
+    #: Whether its output may reach such a layer: then the race counts a contiguous output's reorder.
+    channels_last_output: bool = False
     _calibrated_for: tuple | None = None
     _prepared: tuple[tuple, Tensor | None] | None = None  # ((weights key, kernel), its prepared weights)
 
