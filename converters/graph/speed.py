@@ -852,16 +852,13 @@ def rewrite_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphModu
 
 def prepare_for_cpu(net: fx.GraphModule) -> fx.GraphModule:
     """The rest of :func:`optimize_for_cpu`, for the weights ``net`` holds now: the BatchNorm/Scale
-    factors derived, every convolution calibrated (or its kept calibration read) and oneDNN's
-    blocked weights made (where the layer's input size is declared), now rather than on the first
-    forward; the calibrations saved."""
+    factors derived and every convolution calibrated (or its kept calibration read), now rather
+    than on the first forward; the calibrations saved. (A kernel's prepared weights, a copy of the
+    layer's, are made at its first use: the load's memory stays the file's.)"""
     for module in net.modules():
         if isinstance(module, ConvNormScale):
             module.affine(again=True)
         elif isinstance(module, FastConv2d):
-            kernel = module.kernel_choice(again=True).kernel
-            if kernel == "onednn-nhwc" and module.speed_input is not None:  # (a copy of the weights; not
-                shape = (1, module.in_channels, *module.speed_input)  # Winograd's 16/9 of them: first use)
-                module.prepared_weights(kernel, module.padding, shape)  # type: ignore[arg-type]
+            module.kernel_choice(again=True)
     save_calibrations()
     return net
