@@ -373,8 +373,9 @@ def calibrate(conv: FastConv2d) -> KernelChoice:
 
 
 _CALIBRATION_STATE: dict = {"entries": None, "dirty": False, "path": None}
-# 5: oneDNN's channels-last kernel among the candidates. Entries: [kernel, [[candidate, rms, max,
-# time or -1, identical], ...]]
+# 5: oneDNN's channels-last kernel among the candidates; 6: on weights reordered once, always
+# oneDNN's, and the race counting the reorder into a channels-last reader. Entries: [kernel,
+# [[candidate, rms, max, time or -1, identical], ...]]
 _CALIBRATION_FORMAT = 6
 
 
@@ -793,7 +794,7 @@ def declared_input_sizes(net: nn.Module) -> dict[str, tuple[int, int]]:
 # Layers whose gradient does not need their own output, so a ReLU may overwrite it.
 _RELU_SAFE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
               ConvNormScale)  # fmt: skip
-# (Eltwise's three always return a new blob: ResNet's sums before their ReLU)
+# (Eltwise's three return a new blob when given two or more: ResNet's sums before their ReLU)
 _RELU_SAFE_FUNCTIONS = (eltwise_sum, eltwise_prod, eltwise_max)
 
 
@@ -839,7 +840,9 @@ def rewrite_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphModu
             and len(source.users) == 1
             and (
                 source.op == "call_module" and isinstance(net.get_submodule(source.target), _RELU_SAFE)
-                or source.op == "call_function" and source.target in _RELU_SAFE_FUNCTIONS
+                or source.op == "call_function"
+                and source.target in _RELU_SAFE_FUNCTIONS
+                and len(source.args) > 1
             )
         ):
             node.target = torch.relu_
