@@ -81,7 +81,8 @@ def test_load_caffe_rewrites_the_graph_while_the_weights_are_read_and_then_uses_
 ) -> None:
     """The graph passes run before the first blob is taken from the background reader; the factors of
     BatchNorm/Scale and the kernels' calibrations come after, from the weights read (the memory
-    read into replaces the parameters' own without moving their version counters)."""
+    read into replaces the parameters' own without moving their version counters: the caches key
+    on the memory too)."""
     from converters import write_weights
     from converters.caffe import formats
     from converters.graph import speed
@@ -324,6 +325,49 @@ def test_a_layer_keeps_its_reordered_weights_until_they_change_and_copies_and_sa
         torch.save(conv, tmp_path / "conv.pt")
         loaded = torch.load(tmp_path / "conv.pt", weights_only=False)
         assert torch.equal(copied(x), conv(x)) and torch.equal(loaded(x), conv(x))
+
+
+@pytest.mark.parametrize("kernel", ["winograd-f2", "onednn-nhwc"])
+def test_weights_given_new_memory_through_data_are_calibrated_and_prepared_again(monkeypatch, kernel) -> None:
+    """``param.data = tensor`` (as the loader and many users assign) moves no version counter; a layer
+    that kept its old calibration and prepared weights would compute with the old weights."""
+    from converters.graph import speed
+
+    if kernel == "onednn-nhwc" and not torch.backends.mkldnn.is_available():
+        pytest.skip("this PyTorch has no oneDNN")
+    conv = _conv(16, 8, 3, seed=9)
+    monkeypatch.setattr(speed, "_calibrate", lambda layer, began: speed.KernelChoice(kernel, (), 0.0))
+    generator = torch.Generator().manual_seed(10)
+    x = torch.randn(1, 16, 10, 10, generator=generator)
+    with torch.no_grad():
+        conv(x)
+        conv.weight.data = torch.randn(8, 16, 3, 3, generator=generator) * 0.1
+        conv.bias.data = torch.randn(8, generator=generator)
+        got = conv(x).double()
+    exact = torch.nn.functional.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
+    torch.testing.assert_close(got, exact, rtol=0, atol=1e-5)
+
+
+def test_batch_norm_statistics_given_new_memory_through_data_are_folded_again() -> None:
+    from converters import parse_text
+
+    text = (
+        'layer { name: "in" type: "Input" top: "data" '
+        "input_param { shape { dim: 1 dim: 4 dim: 6 dim: 6 } } }\n"
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+        "convolution_param { num_output: 4 kernel_size: 1 } }\n"
+        'layer { name: "bn" type: "BatchNorm" bottom: "c" top: "c" '
+        "batch_norm_param { use_global_stats: true } }"
+    )
+    plain = build_graph(parse_text(text), seed=3)
+    fast = optimize_for_cpu(copy.deepcopy(plain))
+    assert any(type(m).__name__ == "ConvNormScale" for m in fast.modules())
+    x = torch.randn(1, 4, 6, 6, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        fast(data=x)
+        for net in (plain, fast):
+            net.bn.mean.data = torch.full((4,), 3.0)
+        torch.testing.assert_close(fast(data=x)["c"], plain(data=x)["c"], rtol=1e-6, atol=1e-6)
 
 
 @needs_nnpack

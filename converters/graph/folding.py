@@ -68,12 +68,12 @@ class ConvNormScale(nn.Module):
         same = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
         return cpu and same and plain_inference(y, *tensors)
 
-    def affine(self, again: bool = False) -> _Affine | None:
+    def affine(self) -> _Affine | None:
         """``(mean, factor, shift)`` for the current statistics and Scale (computed again when any of
-        them changed, or ``again``: their memory was replaced, which their version counters do not
-        see); ``None`` where they give no finite factors (the chain then runs as Caffe's)."""
-        key = tuple((id(t), t._version) for t in self._tensors())
-        if again or self._affine is None or self._affine[0] != key:
+        them changed: another tensor, an in-place write, or new memory through ``.data =``);
+        ``None`` where they give no finite factors (the chain then runs as Caffe's)."""
+        key = tuple((id(t), t._version, t.data_ptr()) for t in self._tensors())
+        if self._affine is None or self._affine[0] != key:
             self._affine = (key, _affine(*self._parts[1:]))
         return self._affine[1]
 

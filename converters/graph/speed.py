@@ -655,14 +655,15 @@ class FastConv2d(nn.Conv2d):
         return {**state, "_prepared": None}  # blocked ones cannot be copied or saved)
 
     def _weights_key(self) -> tuple:
-        bias = self.bias
-        return (id(self.weight), self.weight._version, id(bias), None if bias is None else bias._version)
+        """What changes when the weights do: the tensors, their version counters (in-place writes)
+        and their memory (``.data =``, as the loader and users assign, moves no version counter)."""
+        tensors = (self.weight, self.bias)
+        return tuple((id(t), t._version, t.data_ptr()) if t is not None else None for t in tensors)
 
-    def kernel_choice(self, again: bool = False) -> KernelChoice:
-        """The calibrated choice for the current weights (calibrating again if they changed, or
-        ``again``: the weights' memory was replaced, which their version counter does not see)."""
+    def kernel_choice(self) -> KernelChoice:
+        """The calibrated choice for the current weights (calibrating again if they changed)."""
         key = self._weights_key()
-        if again or self.choice is None or key != self._calibrated_for:
+        if self.choice is None or key != self._calibrated_for:
             self.choice = calibrate(self)
             self._calibrated_for = key
             self._prepared = None
@@ -860,8 +861,8 @@ def prepare_for_cpu(net: fx.GraphModule) -> fx.GraphModule:
     layer's, are made at its first use: the load's memory stays the file's.)"""
     for module in net.modules():
         if isinstance(module, ConvNormScale):
-            module.affine(again=True)
+            module.affine()
         elif isinstance(module, FastConv2d):
-            module.kernel_choice(again=True)
+            module.kernel_choice()
     save_calibrations()
     return net
