@@ -58,25 +58,22 @@ def _passes(net: fx.GraphModule, node: fx.Node) -> bool:
 def _produces(net: fx.GraphModule, node: fx.Node) -> bool:
     """Whether ``node`` is a calibrated convolution (alone or with its BatchNorm and Scale): it may
     return a channels-last blob, and it takes any."""
-    from .speed import FastConv2d
-
-    if node.op == "call_function" and node.target is border.first_convolution:  # (layer, input, plan)
-        layer = node.args[0]
-        return isinstance(layer, fx.Node) and isinstance(net.get_submodule(str(layer.target)), FastConv2d)
-    if node.op != "call_module":
-        return False
-    module = net.get_submodule(str(node.target))
-    return isinstance(module.conv if isinstance(module, ConvNormScale) else module, FastConv2d)
+    return _convolution(net, node) is not None
 
 
 def _convolution(net: fx.GraphModule, node: fx.Node) -> nn.Module | None:
     """The calibrated convolution ``node`` calls (``None`` for any other node)."""
-    if not _produces(net, node):
+    from .speed import FastConv2d
+
+    if node.op == "call_function" and node.target is border.first_convolution:  # (layer, input, plan)
+        layer = node.args[0]
+        module = net.get_submodule(str(layer.target)) if isinstance(layer, fx.Node) else None
+    elif node.op == "call_module":
+        module = net.get_submodule(str(node.target))
+        module = module.conv if isinstance(module, ConvNormScale) else module
+    else:
         return None
-    if node.op == "call_function":  # border.first_convolution(layer, input, plan)
-        return net.get_submodule(str(node.args[0].target))  # type: ignore[union-attr]
-    module = net.get_submodule(str(node.target))
-    return module.conv if isinstance(module, ConvNormScale) else module
+    return module if isinstance(module, FastConv2d) else None
 
 
 def channels_last_readers(net: fx.GraphModule) -> list[nn.Module]:
