@@ -86,6 +86,7 @@ if str(REPO) not in sys.path:
 
 from converters import load_caffe, optimize_for_cpu, write_prototxt, write_weights  # noqa: E402
 from converters.fcn.nets import net_definition  # noqa: E402
+from converters.graph import heap  # noqa: E402
 from converters.graph.precision import cpu_model  # noqa: E402
 from eval.timing import parse_size, synthetic_input  # noqa: E402
 
@@ -342,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stdout.flush()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load average (1 min) at the end: {load:.1f}")
+    if heap.kept():
+        print("C heap: freed memory kept from the default graph's first forward on (converters.graph.heap), "
+              f"for every row after it, plain included ({heap.KEEP_ENV}=0 turns it off)")
     if ort is None:
         print("onnxruntime: not importable; rerun with --install-onnxruntime")
     return 0

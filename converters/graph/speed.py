@@ -84,6 +84,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ..layers.eltwise import eltwise_max, eltwise_prod, eltwise_sum
+from . import heap as _heap
 from .border import BorderPlanner, skip_constant_border
 from .folding import ConvNormScale, fold_batch_norms
 from .kernels import (
@@ -676,6 +677,8 @@ class FastConv2d(nn.Conv2d):
         cpu = x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
         if not (cpu and self.weight.device.type == "cpu" and plain_inference(x, self.weight)):
             return None
+        if _heap.kept() is None:  # the first fast-path forward in this process
+            _heap.keep_freed_memory()
         kernel = self.kernel_choice().kernel
         return kernel if kernel in FAST_KERNELS else None
 
