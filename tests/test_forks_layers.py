@@ -95,6 +95,21 @@ def test_fork_layer_case_matches_its_oracle(name: str) -> None:
         _assert_close(f"{name} {run['prefix']}", got, want)
 
 
+def test_a_priorbox_keeps_its_boxes_per_size_and_gives_each_call_its_own_copy() -> None:
+    """PriorBox's boxes depend on the bottoms' sizes only, so the layer keeps the last ones: one net
+    run at the oracle's two sizes, again and back gives the oracle's boxes each time, and writing
+    into an output does not reach the next call's."""
+    folder = FORKS / "ssd_priorbox"
+    runs = json.loads((folder / "case.json").read_text())["runs"]
+    first, second = runs[0], runs[1]
+    net = _load(folder, "net.prototxt", first, _inputs(folder, first), list(first["outputs"]))
+    for run in (first, first, second, second, first):
+        got, want = _run(folder, "net.prototxt", run, net=net)
+        _assert_close(f"ssd_priorbox {run['prefix']}", got, want)
+        for blob in got.values():
+            blob.fill_(7.0)
+
+
 BACKWARD_CASES = [
     name for name in CASES if any(r.get("backward") for r in json.loads((FORKS / name / "case.json").read_text())["runs"])
 ]

@@ -139,7 +139,22 @@ class PriorBox(nn.Module):
     def extra_repr(self) -> str:
         return f"min_sizes={self.min_sizes}, max_sizes={self.max_sizes}, aspect_ratios={self.ratios}"
 
+    _kept: tuple[tuple, Tensor] | None = None  # ((sizes, device), the boxes computed for them)
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_kept": None}
+
     def forward(self, feature: Tensor, image: Tensor) -> Tensor:
+        """The boxes depend on the two bottoms' sizes only: those computed for the last sizes are
+        kept and a copy returned (recomputed while traced, so that an export keeps the arithmetic)."""
+        if tracing() or feature.is_meta:
+            return self._boxes(feature, image)
+        key = (tuple(feature.shape[2:]), tuple(image.shape[2:]), feature.device)
+        if self._kept is None or self._kept[0] != key:
+            self._kept = (key, self._boxes(feature, image))
+        return self._kept[1].clone()
+
+    def _boxes(self, feature: Tensor, image: Tensor) -> Tensor:
         height, width = feature.shape[2], feature.shape[3]
         img_h, img_w = self.image_size if self.image_size else (image.shape[2], image.shape[3])
         device = feature.device
