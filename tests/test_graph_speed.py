@@ -296,6 +296,58 @@ def test_onednns_channels_last_kernel_on_weights_reordered_once_gives_its_number
             assert torch.equal(again, got) and torch.equal(unkept, got)
 
 
+@pytest.mark.parametrize("kernel", ["winograd-f2", "gemm", "onednn-forced", "onednn-nhwc", "direct"])
+def test_a_kernel_with_its_relu_gives_the_relu_of_its_output_bit_for_bit(kernel) -> None:
+    """``run_kernel(..., relu=True)`` (oneDNN's channels-last kernel applies it as it writes) is
+    ``relu`` of the kernel's output, on kept and unkept weights, contiguous and channels-last."""
+    from converters.graph.speed import prepared_weights, run_kernel
+
+    if kernel.startswith("onednn") and not torch.backends.mkldnn.is_available():
+        pytest.skip("this PyTorch has no oneDNN")
+    generator = torch.Generator().manual_seed(11)
+    weight = torch.randn(12, 8, 3, 3, generator=generator)
+    bias = torch.randn(12, generator=generator)
+    x = torch.randn(2, 8, 10, 13, generator=generator)
+    kept = prepared_weights(kernel, weight, (1, 1), (1, 1), 1, tuple(x.shape))
+    for given in (x, x.contiguous(memory_format=torch.channels_last)):
+        for prepared in {id(kept): kept, id(None): None}.values():
+            plain = run_kernel(kernel, given, weight, bias, (1, 1), (1, 1), prepared)
+            fused = run_kernel(kernel, given, weight, bias, (1, 1), (1, 1), prepared, relu=True)
+            assert (plain < 0).any() and torch.equal(fused, torch.relu(plain))
+
+
+def test_a_relu_that_is_its_convolutions_only_reader_runs_inside_the_fast_layer() -> None:
+    """An in-place ReLU on a convolution's output that nothing else reads goes into the layer
+    (``relu=True``); one whose input is also an output of the net stays a node. Outputs and
+    gradients are the plain graph's (gradients through PyTorch's kernel and ``torch.relu``)."""
+    from converters import parse_text
+
+    conv = "convolution_param { num_output: 8 kernel_size: 3 pad: 1 }"
+    text = (
+        'layer { name: "in" type: "Input" top: "data" '
+        "input_param { shape { dim: 1 dim: 3 dim: 12 dim: 12 } } }\n"
+        f'layer {{ name: "a" type: "Convolution" bottom: "data" top: "a" {conv} }}\n'
+        'layer { name: "relu_a" type: "ReLU" bottom: "a" top: "a" }\n'
+        f'layer {{ name: "b" type: "Convolution" bottom: "a" top: "b" {conv} }}\n'
+        'layer { name: "relu_b" type: "ReLU" bottom: "b" top: "b_relu" }\n'
+    )
+    plain = build_graph(parse_text(text), seed=5, outputs=["b", "b_relu"])
+    fast = optimize_for_cpu(copy.deepcopy(plain))
+    assert fast.a.relu and not fast.b.relu
+    assert "relu_a" not in fast.code and "torch.relu" in fast.code  # (b's ReLU: b is also an output)
+    assert "relu=True" in repr(fast.a)
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        got, want = fast(data=x), plain(data=x)
+    for blob in ("b", "b_relu"):
+        torch.testing.assert_close(got[blob], want[blob], rtol=1e-5, atol=1e-5)
+    weight = fast.a.weight
+    fast(data=x)["b_relu"].sum().backward()
+    plain(data=x)["b_relu"].sum().backward()
+    torch.testing.assert_close(weight.grad, plain.a.weight.grad, rtol=1e-5, atol=1e-5)
+    assert optimize_for_cpu(fast).code == fast.code  # (again: nothing more)
+
+
 @needs_onednn
 def test_a_layer_keeps_its_reordered_weights_until_they_change_and_copies_and_saves_without_them(
     monkeypatch, tmp_path

@@ -3,7 +3,8 @@
 ``load_caffe`` applies :func:`optimize_for_cpu` by default when the net is built on the CPU
 (``optimize=False`` keeps the plain graph). It skips the constant band that a large first padding
 (FCN's pad 100) leaves around the image (:mod:`.border`: exact, only fewer rows computed), runs in
-place the ReLUs whose input has no other reader, and gives each convolution (one group, dilation 1)
+place the ReLUs whose input has no other reader (inside the convolution before them, where that is
+one of its layers: :func:`fuse_relus`), and gives each convolution (one group, dilation 1)
 the kernel a calibration at load chooses for it on this machine, with this layer's own weights: the
 direct kernel PyTorch picks (oneDNN), or a candidate that is *more precise* than it (or, for a kernel
 of the same products, as precise; or gives its very numbers) and faster. Parameter names and the
@@ -105,6 +106,7 @@ __all__ = [
     "calibrate",
     "candidate_kernels",
     "direct_kernel",
+    "fuse_relus",
     "kernel_choices",
     "nnpack_available",
     "optimize_for_cpu",
@@ -307,11 +309,25 @@ def prepared_weights(
 
 def run_kernel(
     kernel: str, x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int],
-    padding: tuple[int, int], prepared: Tensor | None = None, groups: int = 1,
+    padding: tuple[int, int], prepared: Tensor | None = None, groups: int = 1, relu: bool = False,
 ) -> Tensor:  # fmt: skip
     """``F.conv2d(x, weight, bias, stride, padding, 1, groups)`` (float32 CPU) on ``kernel`` (one of
-    :data:`FAST_KERNELS`; anything else: the direct kernel). ``prepared``: the kept
-    :func:`prepared_weights` of ``kernel``, else they are made here where it needs them."""
+    :data:`FAST_KERNELS`; anything else: the direct kernel), and then ``relu`` a ReLU (oneDNN's
+    channels-last kernel applies it as it writes its output; the same values). ``prepared``: the
+    kept :func:`prepared_weights` of ``kernel``, else they are made here where it needs them."""
+    if relu and kernel == "onednn-nhwc" and prepared is not None:
+        x = x.contiguous(memory_format=torch.channels_last)
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, prepared, bias, list(padding), list(stride), [1, 1], groups, "relu", [], ""
+        )
+    y = _convolution(kernel, x, weight, bias, stride, padding, prepared, groups)
+    return y.relu_() if relu else y
+
+
+def _convolution(
+    kernel: str, x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int],
+    padding: tuple[int, int], prepared: Tensor | None, groups: int,
+) -> Tensor:  # fmt: skip
     if kernel == "onednn-nhwc":  # channels-last in and out (oneDNN's even where PyTorch would pick another)
         x = x.contiguous(memory_format=torch.channels_last)
         if prepared is None:
@@ -648,8 +664,14 @@ class FastConv2d(nn.Conv2d):
     channels_last_input: bool = False
     #: Whether its output may reach such a layer: then the race counts a contiguous output's reorder.
     channels_last_output: bool = False
+    #: Whether the ReLU after it runs as part of this layer (:func:`rewrite_for_cpu` fuses one that is
+    #: the only reader of its output): oneDNN's channels-last kernel applies it as it writes.
+    relu: bool = False
     _calibrated_for: tuple | None = None
     _prepared: tuple[tuple, Tensor | None] | None = None  # ((weights key, kernel), its prepared weights)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", relu=True" if self.relu else "")
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()  # (the kept weights are made again where needed: oneDNN's
@@ -693,11 +715,13 @@ class FastConv2d(nn.Conv2d):
             if x.device.type == "cpu":  # a channels-last input (from a layer before) runs the plain kernel
                 x = x.contiguous()
             if tuple(padding) == tuple(self.padding):
-                return super().forward(x)
-            return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+                y = super().forward(x)
+            else:
+                y = F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+            return torch.relu(y) if self.relu else y
         prepared = self.prepared_weights(kernel, padding, tuple(x.shape))
         stride, groups = self.stride, self.groups
-        return run_kernel(kernel, x, self.weight, self.bias, stride, padding, prepared, groups)  # type: ignore[arg-type]
+        return run_kernel(kernel, x, self.weight, self.bias, stride, padding, prepared, groups, self.relu)  # type: ignore[arg-type]
 
     def prepared_weights(
         self, kernel: str, padding: tuple[int, int], shape: tuple[int, ...]
@@ -852,9 +876,32 @@ def rewrite_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphModu
             node.target = torch.relu_
     if border and not any(isinstance(m, BorderPlanner) for m in net.modules()):
         skip_constant_border(net)
-    for conv in channels_last_readers(net):  # (which recompiles the graph's code)
+    for conv in channels_last_readers(net):
         conv.channels_last_input = True
+    fuse_relus(net)  # (which recompiles the graph's code)
     return net
+
+
+def fuse_relus(net: fx.GraphModule) -> list[str]:
+    """Fold each in-place ReLU whose input is a :class:`FastConv2d`'s output, read by nothing else,
+    into that layer (``relu=True``): its node goes, and its readers read the layer's output, which
+    is the ReLU's. Returns the layers' names; recompiles ``net``'s code."""
+    fused = []
+    for node in list(net.graph.nodes):
+        source = node.args[0] if node.args else None
+        if not (node.op == "call_function" and node.target is torch.relu_ and len(node.args) == 1):
+            continue
+        if not (isinstance(source, fx.Node) and source.op == "call_module" and len(source.users) == 1):
+            continue
+        conv = net.get_submodule(source.target)
+        if type(conv) is not FastConv2d or conv.relu:
+            continue
+        conv.relu = True
+        node.replace_all_uses_with(source)
+        net.graph.erase_node(node)
+        fused.append(str(source.target))
+    net.recompile()
+    return fused
 
 
 def prepare_for_cpu(net: fx.GraphModule) -> fx.GraphModule:
