@@ -354,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
 def kernel_summary(prototxt: Path, caffemodel: Path, feeds: Feeds) -> str:
     """Which kernel each 2-D convolution of the default graph runs on ``feeds``
     (``converters.kernel_choices``), as counts per kernel, naming the layers on a kernel other than
-    PyTorch's own and counting those whose BatchNorm / Scale run in one pass after them."""
+    PyTorch's own and counting those whose BatchNorm / Scale run in one pass after them and those
+    that run their ReLU."""
     from collections import Counter
 
     from converters.graph.speed import FAST_KERNELS, kernel_choices
@@ -362,13 +363,15 @@ def kernel_summary(prototxt: Path, caffemodel: Path, feeds: Feeds) -> str:
     inputs = {k: torch.from_numpy(v) for k, v in feeds.items()}
     choices = kernel_choices(load_caffe(prototxt, caffemodel), inputs)
     folded = sum(text.endswith(" in one pass") for text in choices.values())
+    fused = sum(text.endswith(" + its ReLU in the layer") for text in choices.values())
     kernels = {name: text.split(" ")[0] for name, text in choices.items()}
     counts = Counter(kernels.values())
     ours = [f"{name} ({kernel})" for name, kernel in kernels.items() if kernel in FAST_KERNELS]
     shown = ", ".join(f"{count} {kernel}" for kernel, count in counts.most_common())
     fast = f"; not PyTorch's: {', '.join(ours)}" if ours else ""
     folding = f"; {folded} with their BatchNorm/Scale in one pass after them" if folded else ""
-    return f"default graph's convolutions: {shown}{fast}{folding}"
+    relus = f"; {fused} with their ReLU inside them" if fused else ""
+    return f"default graph's convolutions: {shown}{fast}{folding}{relus}"
 
 
 if __name__ == "__main__":

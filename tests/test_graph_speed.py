@@ -336,6 +336,8 @@ def test_a_relu_that_is_its_convolutions_only_reader_runs_inside_the_fast_layer(
     assert fast.a.relu and not fast.b.relu
     assert "relu_a" not in fast.code and "torch.relu" in fast.code  # (b's ReLU: b is also an output)
     assert "relu=True" in repr(fast.a)
+    choices = kernel_choices(fast)
+    assert choices["a"].endswith(" + its ReLU in the layer") and "ReLU" not in choices["b"]
     x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         got, want = fast(data=x), plain(data=x)

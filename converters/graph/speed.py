@@ -759,11 +759,11 @@ def _suits_calibration(conv: nn.Module) -> bool:
 def kernel_choices(net: nn.Module, inputs: Mapping[str, Tensor] | None = None) -> dict[str, str]:
     """``{module name: kernel}`` for every 2-D convolution of ``net`` as it runs float32 inference on
     the CPU: a calibrated layer says its choice and the measurements behind it (and, where its
-    BatchNorm and Scale run after it in one pass, says so); any other names the kernel PyTorch
-    picks for it ("onednn", "slow2d", ...). PyTorch's pick depends on the input's size and the
-    thread count: with ``inputs`` (the net's feeds) one forward runs and each layer is named by what
-    it picked for the input it got there; without, or for a convolution the forward does not call as
-    a module (the border skipping's first one), on a 16 x 16 input."""
+    BatchNorm and Scale run after it in one pass, or its ReLU runs inside it, says so); any other
+    names the kernel PyTorch picks for it ("onednn", "slow2d", ...). PyTorch's pick depends on the
+    input's size and the thread count: with ``inputs`` (the net's feeds) one forward runs and each
+    layer is named by what it picked for the input it got there; without, or for a convolution the
+    forward does not call as a module (the border skipping's first one), on a 16 x 16 input."""
     modules = dict(net.named_modules())
     names = {id(m): n for n, m in modules.items()}
     notes = {}  # convolution -> what runs after it in the same pass
@@ -772,6 +772,8 @@ def kernel_choices(net: nn.Module, inputs: Mapping[str, Tensor] | None = None) -
             conv, batch_norm, scale = module._parts
             with_ = [names.get(id(m), "?") for m in (batch_norm, scale) if m is not None]
             notes[names.get(id(conv), "?")] = f" + {' and '.join(with_)} in one pass"
+        elif isinstance(module, FastConv2d) and module.relu:
+            notes[names.get(id(module), "?")] = " + its ReLU in the layer"
     convolutions = {name: (m, notes.get(name, "")) for name, m in modules.items() if isinstance(m, nn.Conv2d)}
     picked: dict[str, str] = {}
     if inputs is not None:
