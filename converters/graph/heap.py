@@ -4,10 +4,11 @@ glibc's ``malloc`` serves a block larger than its mmap threshold with a mapping 
 unmaps it when the block is freed. The threshold adapts to what a process frees, but never beyond
 32 MB on 64-bit (``DEFAULT_MMAP_THRESHOLD_MAX``, glibc's ``malloc/malloc.c``). So every forward of
 a net whose blobs pass 32 MB maps them afresh, and the kernel zero-fills each 4 KB page at its
-first write. FCN-8s at 500x500 takes 110-150 thousand such page faults per forward: 0.3-0.5 s of
-system time, 11-18% of the default graph's forward at 2 threads on this project's AMD EPYC (same
-process, alternating forwards; ``benchmarks/forward_cpu.py`` measures the whole). onnxruntime
-keeps its blobs in an arena of its own and pays none of it.
+first write. FCN-8s at 500x500 took 60-150 thousand such page faults per forward, 0.2-0.5 s of
+system time: on this project's AMD EPYC at 2 threads its default graph took 2.45 s a forward
+without this module's setting and 2.06 s with it, against onnxruntime's 2.64-2.67 s in the same
+hour (``benchmarks/forward_cpu.py --runs 7``). onnxruntime keeps its blobs in an arena of its own
+and pays none of it.
 
 At the first forward that runs a fast kernel (:mod:`.speed`), :func:`keep_freed_memory` raises
 both thresholds with ``mallopt`` (its parameters ``M_TRIM_THRESHOLD`` -1 and ``M_MMAP_THRESHOLD``
@@ -25,7 +26,7 @@ import platform
 
 __all__ = ["KEEP_ENV", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "keep_freed_memory", "kept"]
 
-#: Environment variable: "0" (or "false", "no") leaves glibc's malloc as it is.
+#: Environment variable: "0" (or "false", "no", "off") leaves glibc's malloc as it is.
 KEEP_ENV = "FCN_PORT_KEEP_HEAP"
 #: Blocks up to this size come from the heap (larger ones keep their own mappings).
 MMAP_THRESHOLD = 1 << 30
