@@ -33,6 +33,13 @@ __all__ = ["ConvNormScale", "fold_batch_norms"]
 _Affine = tuple[Tensor | None, Tensor, Tensor]  # mean to subtract (or None), factor, shift; (1, C, 1, 1)
 
 
+def tensors_key(*tensors: Tensor | None) -> tuple:
+    """What changes when ``tensors`` do: the tensors themselves, their version counters (in-place
+    writes) and their memory (``.data =``, as the loader and users assign, moves no version counter):
+    the key of every cache derived from a layer's weights."""
+    return tuple((id(t), t._version, t.data_ptr()) if t is not None else None for t in tensors)
+
+
 class ConvNormScale(nn.Module):
     """``scale(batch_norm(conv(x)))`` (either of the two may be ``None``) with the two in one
     in-place pass after ``conv`` for float32 CPU inference. It registers nothing: ``conv``,
@@ -72,7 +79,7 @@ class ConvNormScale(nn.Module):
         """``(mean, factor, shift)`` for the current statistics and Scale (computed again when any of
         them changed: another tensor, an in-place write, or new memory through ``.data =``);
         ``None`` where they give no finite factors (the chain then runs as Caffe's)."""
-        key = tuple((id(t), t._version, t.data_ptr()) for t in self._tensors())
+        key = tensors_key(*self._tensors())
         if self._affine is None or self._affine[0] != key:
             self._affine = (key, _affine(*self._parts[1:]))
         return self._affine[1]

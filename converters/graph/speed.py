@@ -87,7 +87,7 @@ from torch import Tensor, fx, nn
 from ..layers.eltwise import eltwise_max, eltwise_prod, eltwise_sum
 from . import heap as _heap
 from .border import BorderPlanner, skip_constant_border
-from .folding import ConvNormScale, fold_batch_norms
+from .folding import ConvNormScale, fold_batch_norms, tensors_key
 from .kernels import (
     BAND_VALUES,
     gemm_conv2d,
@@ -678,10 +678,7 @@ class FastConv2d(nn.Conv2d):
         return {**state, "_prepared": None}  # blocked ones cannot be copied or saved)
 
     def _weights_key(self) -> tuple:
-        """What changes when the weights do: the tensors, their version counters (in-place writes)
-        and their memory (``.data =``, as the loader and users assign, moves no version counter)."""
-        tensors = (self.weight, self.bias)
-        return tuple((id(t), t._version, t.data_ptr()) if t is not None else None for t in tensors)
+        return tensors_key(self.weight, self.bias)
 
     def kernel_choice(self) -> KernelChoice:
         """The calibrated choice for the current weights (calibrating again if they changed)."""
@@ -719,7 +716,8 @@ class FastConv2d(nn.Conv2d):
             else:
                 y = F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
             return torch.relu(y) if self.relu else y
-        prepared = self.prepared_weights(kernel, padding, tuple(x.shape))
+        # (kernel_choice, just run, keyed the choice on the current weights: the same key serves)
+        prepared = self._prepared_weights(kernel, padding, tuple(x.shape), self._calibrated_for)
         stride, groups = self.stride, self.groups
         return run_kernel(kernel, x, self.weight, self.bias, stride, padding, prepared, groups, self.relu)  # type: ignore[arg-type]
 
@@ -729,7 +727,12 @@ class FastConv2d(nn.Conv2d):
         """:func:`prepared_weights` of ``kernel`` for the current weights, kept until they change
         (oneDNN's blocked ones are made for the first input ``shape``: another gives the same
         numbers, and oneDNN reorders them again only where it would pick another blocking)."""
-        key = (self._weights_key(), kernel)
+        return self._prepared_weights(kernel, padding, shape, self._weights_key())
+
+    def _prepared_weights(
+        self, kernel: str, padding: tuple[int, int], shape: tuple[int, ...], weights_key: tuple | None
+    ) -> Tensor | None:  # fmt: skip
+        key = (weights_key, kernel)
         if self._prepared is None or self._prepared[0] != key:
             stride, groups = tuple(self.stride), self.groups
             self._prepared = (key, prepared_weights(kernel, self.weight, stride, padding, groups, shape))  # type: ignore[arg-type]
