@@ -894,6 +894,11 @@ def _write_run_files(out: Path, r: Recipe, settings: dict, val_images: int, scor
         f.write("\n")
 
 
+# how long a process other than the first waits, after an error every process meets, for torchrun
+# to stop it as the first process fails saying that error
+_QUIET_RANK_WAIT_S = 60.0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and train; the exit status (0, 2 on bad input, 130 when interrupted)."""
 
@@ -911,6 +916,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # (its own sample) is said by that process
             alike = isinstance(error, Diverged) or not _STARTED
             if int(os.environ.get("RANK", "0")) > 0 and alike and cli.is_user_error(error):
+                # torchrun stops every process once one fails: this one waits for that, so the
+                # first process, which meets the same error, is not stopped before it says it
+                time.sleep(_QUIET_RANK_WAIT_S)
                 return cli.EXIT_BAD_INPUT
             raise
 

@@ -127,7 +127,9 @@ def test_the_same_journey_under_torchrun_with_two_processes(workspace: Path) -> 
         cwd=workspace, env=_env(), capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: --resume: runs/none holds no run (no run.json); start it without --resume"]
+    assert errors == ["error: --resume: runs/none holds no run (no run.json); start it without --resume"], (
+        refused.stderr
+    )
 
     stopped_run = _interrupt(command, workspace, workspace / "runs" / "first" / "log.jsonl", group=True)
     err = stopped_run.stderr
@@ -155,3 +157,30 @@ def test_the_same_journey_under_torchrun_with_two_processes(workspace: Path) -> 
     )
     assert "broadcast_buffers" not in resumed.stderr
     _check_finished(workspace, resumed, stopped)
+
+
+@pytest.mark.slow
+def test_under_torchrun_a_setting_error_is_said_even_when_the_first_process_is_the_slowest(
+    tmp_path: Path,
+) -> None:
+    # torchrun stops every process once one fails; the first process says the error, so the
+    # others must not fail before it has (the run this guards against printed nothing)
+    (tmp_path / "slow_first.py").write_text(
+        "import os, sys, time\n"
+        "if os.environ['RANK'] == '0':\n"
+        "    time.sleep(4)\n"
+        "from reproduce.train import main\n"
+        "sys.exit(main())\n"
+    )
+    env = _env()
+    env["PYTHONPATH"] = str(tmp_path) + os.pathsep + env["PYTHONPATH"]
+    refused = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "slow_first", "voc-fcn32s", "--resume", "--out", "runs/none"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert refused.returncode != 0
+    assert errors == ["error: --resume: runs/none holds no run (no run.json); start it without --resume"], (
+        refused.stderr
+    )
