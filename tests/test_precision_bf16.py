@@ -145,6 +145,41 @@ def test_forced_bf16_gives_float32_outputs_agreeing_with_fp32_on_the_tiny_fcn(fo
     assert bf16.caffe is net.caffe
 
 
+def test_on_the_cpu_a_bf16_net_keeps_its_deconvolutions_in_float32_and_its_blobs_channels_last(
+    forced,
+) -> None:
+    net = converters.load_caffe(PROTOTXT, CAFFEMODEL, optimize=False)
+    bf16 = precision.reduced(net, "bf16")
+    seen: dict[str, tuple] = {}
+
+    def record(module, args, output) -> None:
+        seen[names[module]] = (args[0].dtype, args[0].is_contiguous(memory_format=torch.channels_last),
+                               output.dtype)  # fmt: skip
+
+    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d)
+    names = {m: n for n, m in net.named_modules() if isinstance(m, kinds)}
+    hooks = [m.register_forward_hook(record) for m in names]
+    try:
+        with torch.inference_mode():
+            out = bf16(data=_smooth_input())["score"]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # a Deconvolution takes a bf16 blob, computes in float32 (its weights' dtype) and gives bf16 back
+    assert seen["upscore2"] == seen["upscore"] == (torch.bfloat16, True, torch.bfloat16)
+    upscore = net.upscore2
+    x = torch.randn(1, 3, 5, 6).to(torch.bfloat16)
+    with torch.inference_mode():
+        want = torch.nn.functional.conv_transpose2d(x.float(), upscore.weight, None, 2).to(torch.bfloat16)
+        got = torch.func.functional_call(upscore, {"weight": bf16._copies["upscore2.weight"]}, (x,))
+    assert bf16._copies["upscore2.weight"].dtype == torch.float32 and torch.equal(got, want)
+    # every convolution reads a channels-last bf16 blob (oneDNN's fast bf16 kernels want it)
+    convolutions = [n for m, n in names.items() if not isinstance(m, torch.nn.ConvTranspose2d)]
+    assert convolutions and all(seen[n][:2] == (torch.bfloat16, True) for n in convolutions)
+    assert out.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in net.parameters())  # the fp32 net is left as it was
+
+
 def test_bf16_on_the_plain_graph_agrees_with_bf16_on_the_fast_graph(forced) -> None:
     fast = converters.load_caffe(PROTOTXT, CAFFEMODEL)
     plain = converters.load_caffe(PROTOTXT, CAFFEMODEL, optimize=False)
@@ -160,7 +195,9 @@ def test_load_model_precision_casts_the_net_it_builds_once(forced) -> None:
 
     model = load_model([PROTOTXT, CAFFEMODEL], "cpu", precision="bf16")
     assert model.precision == "bf16"
-    assert {p.dtype for p in model.net.parameters()} == {torch.bfloat16}
+    dtypes = {name.split(".")[-2]: p.dtype for name, p in model.net.named_parameters()}
+    assert {layer for layer, dtype in dtypes.items() if dtype != torch.bfloat16} == {"upscore2", "upscore"}
+    assert {dtypes["upscore2"], dtypes["upscore"]} == {torch.float32}  # (the Deconvolutions: below)
     assert model.net.caffe.inputs == {"data": model.net.caffe.inputs["data"]}
     with torch.inference_mode():
         out = model.net(data=_smooth_input())

@@ -709,8 +709,8 @@ class FastConv2d(nn.Conv2d):
         applies (the border skipping runs the first layer so)."""
         kernel = self._fast_kernel(x)
         if kernel is None:
-            if x.device.type == "cpu":  # a channels-last input (from a layer before) runs the plain kernel
-                x = x.contiguous()
+            if x.device.type == "cpu" and x.dtype == torch.float32:
+                x = x.contiguous()  # a channels-last input (from a layer before) runs the plain kernel
             if tuple(padding) == tuple(self.padding):
                 y = super().forward(x)
             else:

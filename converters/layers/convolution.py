@@ -114,6 +114,9 @@ class _SpacedTranspose:
     state dict)."""
 
     def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        if x.dtype != self.weight.dtype and x.is_floating_point():  # type: ignore[attr-defined]
+            # weights kept in float32 in a bf16 net (converters.graph.precision): it computes in theirs
+            return self.forward(x.to(self.weight.dtype), output_size).to(x.dtype)  # type: ignore[attr-defined]
         if output_size is not None or self.padding_mode != "zeros" or any(self.output_padding):  # type: ignore[attr-defined]
             return super().forward(x, output_size)  # type: ignore[misc]
         return conv_transpose(
