@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -182,18 +182,6 @@ class BorderPlan:
     lengths: dict[tuple[str, int], tuple[int, int]]
     """(kind, chain position) -> the reduced blob's (height, width), checked when expanding."""
     index: dict[tuple[str, int], tuple[Segments | None, Segments | None]]
-    _gathers: dict[tuple[tuple[str, int], str], Tensor] = field(
-        default_factory=dict, compare=False, repr=False
-    )
-
-    def gather(self, key: tuple[str, int], device: torch.device) -> Tensor:
-        """Flat source indices (row * width + column) of every target position, on ``device``."""
-        cached = self._gathers.get((key, str(device)))
-        if cached is None:
-            (height, width), (rows, cols) = self.lengths[key], self.index[key]
-            flat = _source_rows(rows, height)[:, None] * width + _source_rows(cols, width)[None, :]
-            cached = self._gathers[key, str(device)] = flat.reshape(-1).to(device)
-        return cached
 
 
 Segments = tuple[tuple[int, int, int, int], ...]
@@ -315,25 +303,21 @@ def _put_back(x: Tensor, plan: BorderPlan, key: tuple[str, int]) -> Tensor:
     rows, cols = plan.index[key]
     if rows is None and cols is None:
         return x
-    index = plan.gather(key, x.device)
-    height, width = _target_length(rows, x.shape[-2]), _target_length(cols, x.shape[-1])
-    if is_channels_last(x):  # (.layout): gather whole pixels, and stay so
-        pixels = x.permute(0, 2, 3, 1).flatten(1, 2).index_select(1, index)
-        return pixels.unflatten(1, (height, width)).permute(0, 3, 1, 2)
-    # One gather over the flattened plane: fewer passes (and thread wake-ups) than slicing.
-    return x.flatten(-2).index_select(-1, index).unflatten(-1, (height, width))
+    height, width = x.shape[-2:]
+    layout = torch.channels_last if is_channels_last(x) else torch.contiguous_format  # (.layout)
+    shape = (*x.shape[:-2], _target_length(rows, height), _target_length(cols, width))
+    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout)
+    # One copy per pair of runs (a one-row run is broadcast over its band): on an Intel Xeon
+    # (AVX-512, 2 threads) 2-6x faster than one gather over the flattened plane (FCN-8s's six: 12 ms
+    # against 48 ms a forward)
+    for a, b, t0, t1 in rows or ((0, height, 0, height),):
+        for c, d, u0, u1 in cols or ((0, width, 0, width),):
+            out[..., t0:t1, u0:u1] = x[..., a:b, c:d]
+    return out
 
 
 def _target_length(segments: Segments | None, length: int) -> int:
     return length if segments is None else segments[-1][3]
-
-
-def _source_rows(segments: Segments | None, length: int) -> Tensor:
-    if segments is None:
-        return torch.arange(length)
-    return torch.cat(
-        [torch.arange(a, b) if b - a == t1 - t0 else torch.full((t1 - t0,), a) for a, b, t0, t1 in segments]
-    )
 
 
 def expand(x: Tensor, plan: BorderPlan, position: int) -> Tensor:

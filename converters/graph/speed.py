@@ -707,6 +707,8 @@ class FastConv2d(nn.Conv2d):
     def convolve(self, x: Tensor, padding: tuple[int, int]) -> Tensor:
         """The convolution with ``padding`` instead of the module's, on the calibrated kernel where it
         applies (the border skipping runs the first layer so)."""
+        from ..layers.tracing import plain_inference
+
         kernel = self._fast_kernel(x)
         if kernel is None:
             if x.device.type == "cpu" and x.dtype == torch.float32:
@@ -715,7 +717,9 @@ class FastConv2d(nn.Conv2d):
                 y = super().forward(x)
             else:
                 y = F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
-            return torch.relu(y) if self.relu else y
+            if not self.relu:
+                return y
+            return y.relu_() if plain_inference(y) else torch.relu(y)  # (in place: no second blob)
         # (kernel_choice, just run, keyed the choice on the current weights: the same key serves)
         prepared = self._prepared_weights(kernel, padding, tuple(x.shape), self._calibrated_for)
         stride, groups = self.stride, self.groups
