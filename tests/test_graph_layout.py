@@ -105,6 +105,45 @@ def test_the_pass_twice_changes_nothing_more(every_layer_channels_last) -> None:
     assert channels_last_readers(default) and default.code == code
 
 
+def _choose(readers_kernel: str):
+    """A calibration where conv1 wins on the channels-last kernel unless its race counts the reorder
+    of its output back (then the direct kernel wins), and the other layers run ``readers_kernel``."""
+
+    def calibrate(conv, started):
+        if conv.out_channels == 16:  # conv1
+            return speed.KernelChoice("onednn" if conv.contiguous_output else "onednn-nhwc", (), 0.0)
+        return speed.KernelChoice(readers_kernel, (), 0.0)
+
+    return calibrate
+
+
+def test_a_channels_last_layer_whose_readers_all_take_contiguous_blobs_is_raced_counting_the_reorder_back(
+    monkeypatch,
+) -> None:
+    monkeypatch.setattr(speed, "CALIBRATION_CACHE", None)  # (no kept calibration of these weights)
+    monkeypatch.setattr(speed, "_calibrate", _choose("onednn"))  # conv2, conv3: the direct kernel
+    default, plain = _nets(NET)
+    convs = {n: m for n, m in default.named_modules() if isinstance(m, speed.FastConv2d)}
+    assert {n: m.contiguous_output for n, m in convs.items()} == {
+        "conv1": True, "conv2": False, "conv3": False, "conv4": False,
+    }  # fmt: skip
+    assert convs["conv1"].kernel_choice().kernel == "onednn"
+    x = torch.randn(2, 5, 20, 18, generator=torch.Generator().manual_seed(3))
+    assert _layouts(default, x) == dict.fromkeys(convs, False)
+    with torch.no_grad():
+        torch.testing.assert_close(default(data=x)["prob"], plain(data=x)["prob"], rtol=0, atol=1e-6)
+    assert speed.settle_layouts(default) == []  # settled: a second pass changes nothing
+
+
+def test_a_channels_last_layer_stays_so_where_a_reader_keeps_the_layout(monkeypatch) -> None:
+    monkeypatch.setattr(speed, "CALIBRATION_CACHE", None)
+    monkeypatch.setattr(speed, "_calibrate", _choose("gemm"))  # conv3 (1x1) takes it as it is
+    default, _ = _nets(NET)
+    assert default.conv1.kernel_choice().kernel == "onednn-nhwc" and not default.conv1.contiguous_output
+    x = torch.randn(2, 5, 20, 18, generator=torch.Generator().manual_seed(3))
+    assert _layouts(default, x)["conv3"] is True
+
+
 def test_a_layer_takes_a_channels_last_input_as_its_kernel_wants_it() -> None:
     """The direct kernel computes it as a contiguous one, bit for bit (the plain convolution, whatever
     the layer before gave); our kernels take it as it is (a 3x3 layer's Winograd F(2x2, 3x3), a 1x1

@@ -518,7 +518,9 @@ def test_a_calibration_is_kept_per_machine_and_weights_and_read_back_instead_of_
     net = load_caffe(net_definition("voc-fcn8s", "deploy", width=0.0625), None)
     fresh = {name: m.choice for name, m in net.named_modules() if isinstance(m, FastConv2d)}
     assert fresh and not any(c.cached for c in fresh.values())
-    assert len(json.loads(calibration_file.read_text())) == len(fresh)
+    # one per layer, and one more per layer settle_layouts raced again counting its reorder back
+    settled = [m for m in net.modules() if isinstance(m, FastConv2d) and m.contiguous_output]
+    assert len(json.loads(calibration_file.read_text())) == len(fresh) + len(settled)
     monkeypatch.setattr(speed, "_CALIBRATION_STATE", {"entries": None, "dirty": False, "path": None})
     probes = []
     monkeypatch.setattr(speed, "_calibrate", lambda conv, started: probes.append(conv))
@@ -556,10 +558,12 @@ def test_a_damaged_calibration_file_is_read_as_empty_and_replaced(calibration_fi
     else:
         calibration_file.write_text(damage)
     net = load_caffe(net_definition("voc-fcn8s", "deploy", width=0.0625), None)  # neither hangs nor fails
-    choices = [m.choice for m in net.modules() if isinstance(m, FastConv2d)]
+    convs = [m for m in net.modules() if isinstance(m, FastConv2d)]
+    choices = [m.choice for m in convs]
     assert choices and not any(c.cached for c in choices)
-    if damage not in ("fifo", "folder"):
-        assert len(json.loads(calibration_file.read_text())) == len(choices)
+    if damage not in ("fifo", "folder"):  # (and one more per layer settle_layouts raced again)
+        settled = sum(m.contiguous_output for m in convs)
+        assert len(json.loads(calibration_file.read_text())) == len(choices) + settled
 
 
 @needs_nnpack

@@ -25,7 +25,7 @@ from ..layers.tracing import is_channels_last, tracing
 from . import border
 from .folding import ConvNormScale
 
-__all__ = ["channels_last_readers", "is_channels_last", "nchw"]
+__all__ = ["channels_last_readers", "convolution_readers", "is_channels_last", "nchw"]
 
 
 def nchw(x: Tensor) -> Tensor:
@@ -76,6 +76,32 @@ def _convolution(net: fx.GraphModule, node: fx.Node) -> nn.Module | None:
     return module if isinstance(module, FastConv2d) else None
 
 
+def _maybe_channels_last(net: fx.GraphModule) -> dict[fx.Node, set[fx.Node]]:
+    """Each blob that may be channels-last -> the convolutions it may come so from."""
+    maybe: dict[fx.Node, set[fx.Node]] = {}
+    for node in net.graph.nodes:
+        inputs = [a for a in node.all_input_nodes if a in maybe]
+        if _produces(net, node):
+            maybe[node] = {node}
+        elif inputs and _passes(net, node):
+            maybe[node] = set().union(*(maybe[a] for a in inputs))
+    return maybe
+
+
+def convolution_readers(net: fx.GraphModule) -> dict[nn.Module, list[nn.Module]]:
+    """Each calibrated convolution -> the calibrated convolutions that read its output as it is
+    (through readers that keep a channels-last blob so); after :func:`channels_last_readers`."""
+    maybe = _maybe_channels_last(net)
+    readers: dict[nn.Module, list[nn.Module]] = {}
+    for node in net.graph.nodes:
+        if _produces(net, node):
+            readers.setdefault(_convolution(net, node), [])  # type: ignore[arg-type]
+            producers = set().union(*(maybe[a] for a in node.all_input_nodes if a in maybe))
+            for producer in producers:
+                readers.setdefault(_convolution(net, producer), []).append(_convolution(net, node))  # type: ignore[arg-type]
+    return readers
+
+
 def channels_last_readers(net: fx.GraphModule) -> list[nn.Module]:
     """Give every reader of a blob that may be channels-last (a convolution's output, through
     readers that keep it so) and that does not take it so, ``nchw(blob)`` instead, in ``net``'s
@@ -83,13 +109,7 @@ def channels_last_readers(net: fx.GraphModule) -> list[nn.Module]:
     ``channels_last_output`` on those whose output reaches such a convolution.
     Applying it twice changes nothing more."""
     graph = net.graph
-    maybe: dict[fx.Node, set[fx.Node]] = {}  # blob -> the convolutions it may come channels-last from
-    for node in graph.nodes:
-        inputs = [a for a in node.all_input_nodes if a in maybe]
-        if _produces(net, node):
-            maybe[node] = {node}
-        elif inputs and _passes(net, node):
-            maybe[node] = set().union(*(maybe[a] for a in inputs))
+    maybe = _maybe_channels_last(net)
     readers: list[nn.Module] = []
     converted: dict[fx.Node, fx.Node] = {}
     for node in list(graph.nodes):

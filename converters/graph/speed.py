@@ -49,7 +49,12 @@ FCN-8s, ``winograd-f2`` runs conv3_2 to conv5_3 (0.3-0.5x the direct kernel's er
 time), ``gemm`` runs ``fc6`` (0.1x the error; 0.4x the time of the direct kernel, which reorders its
 400 MB of weights at every call) and ``fc7`` (the same numbers, 0.4x the time), ``onednn-nhwc``
 conv1_1 to conv3_1 (0.8-1.15x the error, 0.4-0.95x the time; and the layers after them read its
-channels-last output as it is). The precision probe
+channels-last output as it is). On an Intel Xeon with AVX-512 and AMX (the other machine this
+project has met) the direct kernel oneDNN picks there is the most precise one: on full-width FCN-8s
+every 3x3 layer keeps it (``winograd-f2`` 1.3-2.5x its RMS error, ``gemm`` 1.4-1.6x,
+``onednn-nhwc`` 2-6x), ``gemm`` runs ``fc6`` (0.75x the error, 0.2x the time) and the 1x1 layers,
+and conv1_1 ``gemm`` (its channels-last win does not survive the reorder back that conv1_2 needs).
+The precision probe
 runs on one thread; on full-width FCN-8s it takes about a tenth of one forward pass
 (``benchmarks/precision.py`` prints the time per net); the race takes longer (fc6 alone: seconds),
 once per machine and weights. Both run at load (``optimize_for_cpu``), and again, at the next
@@ -58,7 +63,11 @@ optimiser step, a new tensor). Their answers are kept in ``calibration.json`` in
 folder (``$FCN_PORT_CACHE``, else ``~/.cache/fcn-port``), keyed by this machine (CPU model and
 instruction set, PyTorch version, thread count), the rule's constants, the layer's geometry and a
 digest of exactly the weights the probe reads: a net loaded again on the same machine is not probed
-again (:data:`CALIBRATION_CACHE` ``= None`` turns that off). :func:`kernel_choices` says which
+again (:data:`CALIBRATION_CACHE` ``= None`` turns that off). A layer's race counts the reorders
+its layout costs the layers around it: where its input may come channels-last it runs on such an
+input, where its output may reach a channels-last reader the reorder into that layout is counted,
+and once every layer has chosen, :func:`settle_layouts` races again, counting the reorder back, a
+channels-last layer none of whose readers kept that layout. :func:`kernel_choices` says which
 kernel each convolution runs and why.
 
 Convolutions fall back to PyTorch's own kernel for gradients, CUDA tensors and other dtypes, so an
@@ -115,6 +124,7 @@ __all__ = [
     "rewrite_for_cpu",
     "run_kernel",
     "save_calibrations",
+    "settle_layouts",
     "warm_up",
 ]
 
@@ -393,7 +403,7 @@ _CALIBRATION_STATE: dict = {"entries": None, "dirty": False, "path": None}
 # 5: oneDNN's channels-last kernel among the candidates; 6: on weights reordered once, always
 # oneDNN's, and the race counting the reorder into a channels-last reader. Entries: [kernel,
 # [[candidate, rms, max, time or -1, identical], ...]]
-_CALIBRATION_FORMAT = 6
+_CALIBRATION_FORMAT = 7
 
 
 @functools.cache
@@ -419,7 +429,8 @@ def _calibration_key(conv: nn.Conv2d) -> str:
     geometry = (tuple(weight.shape), tuple(conv.stride), tuple(conv.padding), conv.groups,
                 torch.get_num_threads(), getattr(conv, "speed_input", None),
                 getattr(conv, "channels_last_input", False),
-                getattr(conv, "channels_last_output", False))  # fmt: skip
+                getattr(conv, "channels_last_output", False),
+                getattr(conv, "contiguous_output", False))  # fmt: skip
     digest = hashlib.sha256(f"{_machine()}|{rule}|{geometry}".encode())
     rows = pick.numpy()
     digest.update(weight.numpy()[rows].tobytes())  # numpy: torch's index_select takes milliseconds here
@@ -622,8 +633,11 @@ def _race(conv: nn.Conv2d, kernels: list[str], padding: tuple[int, int]) -> dict
     chain = getattr(conv, "channels_last_input", False)
     if chain:
         x = x.contiguous(memory_format=torch.channels_last)
-    # (and a layer whose output reaches such a layer counts that reorder too: MobileNet's conv0)
-    into_chain = chain or getattr(conv, "channels_last_output", False)
+    # (and a layer whose output reaches such a layer counts that reorder too: MobileNet's conv0);
+    # a layer whose every reader takes a contiguous blob (settle_layouts) counts the reorder of a
+    # channels-last output back instead
+    out_of_chain = getattr(conv, "contiguous_output", False)
+    into_chain = (chain or getattr(conv, "channels_last_output", False)) and not out_of_chain
     shape = tuple(x.shape)
     prepared = {name: prepared_weights(name, weight, stride, padding, conv.groups, shape) for name in kernels}
 
@@ -631,6 +645,8 @@ def _race(conv: nn.Conv2d, kernels: list[str], padding: tuple[int, int]) -> dict
         y = run_kernel(name, x, weight, bias, stride, padding, prepared[name], conv.groups)
         if into_chain and not is_channels_last(y):
             y.contiguous(memory_format=torch.channels_last)
+        elif out_of_chain and is_channels_last(y):
+            y.contiguous()
 
     times, rounds = {}, {}
     with torch.no_grad():
@@ -664,6 +680,9 @@ class FastConv2d(nn.Conv2d):
     channels_last_input: bool = False
     #: Whether its output may reach such a layer: then the race counts a contiguous output's reorder.
     channels_last_output: bool = False
+    #: Whether every reader takes its output contiguous (:func:`settle_layouts`: none of them runs a
+    #: kernel that keeps a channels-last blob): then the race counts a channels-last output's reorder.
+    contiguous_output: bool = False
     #: Whether the ReLU after it runs as part of this layer (:func:`rewrite_for_cpu` fuses one that is
     #: the only reader of its output): oneDNN's channels-last kernel applies it as it writes.
     relu: bool = False
@@ -923,5 +942,39 @@ def prepare_for_cpu(net: fx.GraphModule) -> fx.GraphModule:
             module.affine()
         elif isinstance(module, FastConv2d):
             module.kernel_choice()
+    settle_layouts(net)
     save_calibrations()
     return net
+
+
+def _keeps_channels_last(conv: FastConv2d) -> bool:
+    """Whether ``conv``'s calibrated kernel takes a channels-last input as it is (and keeps it so)."""
+    kernel = conv.kernel_choice().kernel
+    one_by_one = tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1) and not any(conv.padding)  # type: ignore[arg-type]
+    return kernel in ("onednn-nhwc", "winograd-f2") or (kernel == "gemm" and one_by_one)
+
+
+def settle_layouts(net: fx.GraphModule) -> list[str]:
+    """Calibrate again, counting the reorder of its output back to contiguous, each convolution on
+    oneDNN's channels-last kernel none of whose readers keeps a channels-last blob (their kernels were
+    chosen after its race, which counted the reorder of a contiguous output into such a chain: on an
+    Intel Xeon with AVX-512, FCN-8s's conv1_1 took 8 ms channels-last and its reorder back 48 ms,
+    the direct kernel 22 ms). Repeats until no choice changes; returns the layers whose choice did."""
+    from .layout import convolution_readers
+
+    names = {module: name for name, module in net.named_modules()}
+    changed: list[str] = []
+    while True:
+        readers = convolution_readers(net)
+        settled = [
+            conv for conv, reading in readers.items()
+            if conv.kernel_choice().kernel == "onednn-nhwc" and not conv.contiguous_output
+            and not any(_keeps_channels_last(r) for r in reading)
+        ]  # fmt: skip
+        if not settled:
+            return changed
+        for conv in settled:
+            conv.contiguous_output = True
+            conv.choice = None
+            if conv.kernel_choice().kernel != "onednn-nhwc":
+                changed.append(names.get(conv, "?"))
