@@ -96,3 +96,32 @@ def test_a_converted_file_loads_tensor_by_tensor_and_a_corrupt_header_is_refused
     cut.write_bytes(raw[:-10])
     with pytest.raises(CaffeFormatError, match="does not fit"):
         load_converted(cut)
+
+
+def test_a_load_leaves_pythons_thread_switch_interval_as_it_found_it_also_when_it_fails(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """(It lowers it while the weights are read in the background.)"""
+    import sys
+
+    from converters.caffe.formats import open_weights
+    from converters.errors import WeightsMismatchError
+
+    tiny = Path(__file__).parent / "fixtures" / "tiny_fcn"
+    prototxt, caffemodel = tiny / "deploy.prototxt", tiny / "tiny_fcn.caffemodel"
+    blobs = {name: [np.array(b) for b in values] for name, values in open_weights(caffemodel).items()}
+    blobs["conv1"][0] = np.zeros((2, 2, 2, 2), np.float32)  # found wrong while the graph is built
+    write_weights(blobs, tmp_path / "wrong.caffemodel")
+    real, seen = sys.setswitchinterval, []
+    monkeypatch.setattr(sys, "setswitchinterval", lambda value: seen.append(value) or real(value))
+    before = sys.getswitchinterval()
+    try:
+        real(0.002)
+        load_caffe(prototxt, caffemodel)
+        assert sys.getswitchinterval() == pytest.approx(0.002) and min(seen) < 0.002
+        seen.clear()
+        with pytest.raises(WeightsMismatchError):
+            load_caffe(prototxt, tmp_path / "wrong.caffemodel")
+        assert sys.getswitchinterval() == pytest.approx(0.002) and min(seen) < 0.002
+    finally:
+        real(before)
