@@ -22,8 +22,23 @@ net at 128x128 on four 96x72 images so that it ends in minutes (``--width``, ``-
     python benchmarks/bf16.py --voc-root ~/data/VOCdevkit --limit 50
     FCN_PORT_FORCE_BF16=1 python benchmarks/bf16.py --models voc-fcn8s   # anywhere, not representative
 
-Measured on the project's machine (2026-12-06, AMD EPYC with AVX2 only, 2 cores shared with other
-jobs, load average 8): ``bf16 is not supported here: AMD EPYC has neither AMX nor AVX-512 BF16``.
+Measured on the project's Intel Xeon (2026-12-07, 2 cores, AMX and AVX-512 BF16, torch 2.13,
+2 threads; random weights, forward at 500x500, 8 generated 500x375 images), on the final code of
+that stop (bf16 blobs channels-last, transposed convolutions in float32):
+
+| net | fp32 ms (best / median) | bf16 ms (best / median) | speed-up | agreement | mean IU fp32 / bf16 |
+|---|---|---|---|---|---|
+| voc-fcn32s | 1154 / 1156 | 321 / 322 | 3.59x | 98.976% | 1.32 / 1.33 (+0.01) |
+| voc-fcn16s | 1134 / 1164 | 311 / 312 | 3.73x | 98.785% | 1.32 / 1.32 (+0.00) |
+| voc-fcn8s | 1189 / 1190 | 330 / 332 | 3.59x | 98.892% | 1.40 / 1.41 (+0.01) |
+
+(an earlier run that hour: 4.50x, 4.10x, 4.12x, the same agreement). Before bf16 ran channels-last
+with float32 transposed convolutions it gave 0.54x (FCN-32s: its 64x64 upsampling took 1.6 s in
+oneDNN's bf16 kernel), 1.36x and 1.95x. With random weights the mean IU itself means nothing; its
+change is the point.
+
+On the project's AMD EPYC (2026-12-06, AVX2 only, 2 cores shared with other jobs, load average 8):
+``bf16 is not supported here: AMD EPYC has neither AMX nor AVX-512 BF16``.
 Forced (``FCN_PORT_FORCE_BF16=1``, emulated: the times are not representative, the agreement is
 bf16's), random weights at width 0.25, forward at 128x128, 4 generated 96x72 images:
 
@@ -33,12 +48,11 @@ bf16's), random weights at width 0.25, forward at 128x128, 4 generated 96x72 ima
 | voc-fcn16s | 1776 / 2337 | 7816 / 8815 | 0.27x | 99.081% | +0.01 |
 | voc-fcn8s | 1189 / 1529 | 4457 / 4587 | 0.33x | 99.005% | +0.00 |
 
-(mean IU of random weights on that set: 1.2-1.3 in both precisions; it means nothing, its change
-is the point). At full width (``--width 1 --size 48 --runs 1 --images 2 --image-size 64x48``, random
-weights, one pass each): voc-fcn32s 1765 ms fp32 / 37158 ms emulated bf16, agreement 98.861%, mean
-IU +0.01; voc-fcn16s 2000 / 24080 ms, 98.796%, +0.00; voc-fcn8s 1502 / 23507 ms, 98.958%, -0.01.
-Not yet measured on a CPU with AMX or AVX-512 BF16, nor with the released weights (none cached
-here): run it there and put the table here.
+(mean IU of random weights on that set: 1.2-1.3 in both precisions). At full width (``--width 1
+--size 48 --runs 1 --images 2 --image-size 64x48``, random weights, one pass each): voc-fcn32s
+1765 ms fp32 / 37158 ms emulated bf16, agreement 98.861%, mean IU +0.01; voc-fcn16s 2000 / 24080
+ms, 98.796%, +0.00; voc-fcn8s 1502 / 23507 ms, 98.958%, -0.01.
+Not yet measured with the released weights (none cached here).
 """
 
 from __future__ import annotations
