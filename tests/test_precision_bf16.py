@@ -14,6 +14,7 @@ import torch
 
 import converters
 from converters.errors import UsageError
+from converters.fcn.nets import MODELS, net_definition
 from converters.graph import precision
 
 REPO = Path(__file__).resolve().parent.parent
@@ -367,3 +368,75 @@ def test_the_forced_benchmark_prints_both_times_agreement_and_mean_iu_change(for
     assert "forced, emulated: not representative" in out.splitlines()[-1]
     result = json.loads((tmp_path / "r.json").read_text())["rows"][0]
     assert result["agreement"] >= 0.9 and abs(result["bf16"] - result["fp32"]) < 5
+
+
+# --- every layer a bf16 net may meet --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_official_fcn_net_runs_in_bf16_and_agrees_with_fp32(model, forced) -> None:
+    # (FCN-AlexNet's LRN runs on a kernel PyTorch has no bfloat16 one of: it computes in float32)
+    net = converters.load_caffe(net_definition(model, "deploy", width=0.0625), None, strict=False)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, parameter in net.named_parameters():
+            if parameter.dim() > 1 and "upscore" not in name:  # (the upsampling keeps its bilinear weights)
+                scale = parameter[0].numel() ** 0.5
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) / scale)
+    shapes = net.caffe.inputs.items()
+    inputs = {name: torch.randn(1, shape[1], 64, 80, generator=generator) for name, shape in shapes}
+    bf16 = precision.reduced(net, "bf16")
+    with torch.inference_mode():
+        want, got = net(**inputs), bf16(**inputs)
+    assert set(got) == set(want)
+    for name, value in want.items():
+        assert got[name].dtype == torch.float32 and got[name].shape == value.shape
+        assert _agreement(value, got[name]) >= 0.9, name
+
+
+def test_a_bf16_lrn_is_computed_in_float32_and_given_back_in_bf16() -> None:
+    from converters.layers.normalization import LocalResponseNorm
+
+    lrn = LocalResponseNorm(5, 1e-4, 0.75, 1.0)
+    x = torch.rand(2, 7, 6, 5).to(torch.bfloat16)
+    got = lrn(x)
+    assert got.dtype == torch.bfloat16
+    want = torch.nn.functional.local_response_norm(x.float(), 5, 1e-4, 0.75, 1.0)
+    assert torch.equal(got, want.to(torch.bfloat16))
+
+
+def test_the_max_pooling_mask_of_a_bf16_blob_indexes_planes_past_256_exactly() -> None:
+    from converters.layers.pooling import max_pool_with_mask
+
+    x = torch.randn(1, 2, 30, 40, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    _, mask = max_pool_with_mask(x, (2, 2), (2, 2), (0, 0), (15, 20))
+    _, want = max_pool_with_mask(x.float(), (2, 2), (2, 2), (0, 0), (15, 20))
+    assert mask.dtype == torch.float32 and torch.equal(mask, want)  # (in bf16, 1199 would read 1200)
+
+
+def test_a_net_with_shared_parameters_runs_in_bf16(forced) -> None:
+    folder = REPO / "tests" / "fixtures" / "layers" / "shared_params"
+    net = converters.load_caffe(folder / "net.prototxt", folder / "weights.caffemodel")
+    x = torch.randn(1, 3, 4, 5, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        want, got = net(data=x), precision.reduced(net, "bf16")(data=x)
+    for name, value in want.items():
+        torch.testing.assert_close(got[name], value, rtol=0.05, atol=0.05 * float(value.abs().max()))
+
+
+def test_a_recurrent_state_carried_from_a_float32_forward_continues_in_bf16(forced) -> None:
+    folder = REPO / "tests" / "fixtures" / "layers" / "recurrent_carry"
+    info = json.loads((folder / "case.json").read_text())
+    npz = np.load(folder / "io.npz")
+    run = info["runs"][0]
+    inputs = {k.split(":", 1)[1]: torch.from_numpy(npz[k]) for k in npz.files
+              if k.startswith(f"{run['prefix']}input:")}  # fmt: skip
+    weights = folder / "weights.caffemodel"
+    net = converters.load_caffe(
+        folder / "net.prototxt", weights if weights.exists() else None,
+        input_shapes={b: tuple(v.shape) for b, v in inputs.items()}, **info.get("load_options", {}),
+    )  # fmt: skip
+    with torch.inference_mode():
+        net(**inputs)  # (its state is now carried, in float32)
+        out = precision.reduced(net, "bf16")(**inputs)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in out.values())

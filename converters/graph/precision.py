@@ -188,7 +188,7 @@ class ReducedPrecision(nn.Module):
             self.caffe = net.caffe
         self._float32 = _float32_on_cpu(net)
         self._copies: dict[str, torch.Tensor] | None = None
-        named = [*net.named_parameters(remove_duplicate=False), *net.named_buffers(remove_duplicate=False)]
+        named = [*net.named_parameters(), *net.named_buffers()]  # (a shared one once: it is tied)
         if in_place:
             with torch.no_grad():
                 for name, tensor in dict(named).items():

@@ -54,6 +54,16 @@ def caffe_batch_norm(x: Tensor, mean: Tensor, var: Tensor, eps: float, global_st
     return centred / torch.sqrt(centred.pow(2).mean(dim=dims, keepdim=True) + eps)
 
 
+class LocalResponseNorm(nn.LocalResponseNorm):
+    """``nn.LocalResponseNorm``, computed in float32 for a reduced-precision input (PyTorch's CPU
+    kernel it runs on, ``avg_pool3d``, has no bfloat16 one) and given back in the input's dtype."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dtype in (torch.bfloat16, torch.float16):
+            return super().forward(x.float()).to(x.dtype)
+        return super().forward(x)
+
+
 @register_layer("LRN", bottoms=1, tops=1)
 def lrn_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("lrn_param")
@@ -81,7 +91,7 @@ def lrn_layer(ctx: LayerContext) -> Converted:
             kwargs={"size": size, "alpha": alpha, "beta": beta},
             keeps_shape=True,
         )
-    return Converted(module=nn.LocalResponseNorm(size, alpha, beta, k), keeps_shape=True)
+    return Converted(module=LocalResponseNorm(size, alpha, beta, k), keeps_shape=True)
 
 
 @register_layer("MVN", bottoms=1, tops=1)

@@ -242,7 +242,9 @@ def max_pool_with_mask(
     widths = [pw, max(0, (ow - 1) * sw + kw - pw - w), ph, max(0, (oh - 1) * sh + kh - ph - h)]
     lowest = torch.finfo(x.dtype).min
     values = F.pad(torch.nan_to_num(x, nan=-math.inf), widths, value=-math.inf)
-    index = torch.arange(h * w, dtype=x.dtype, device=x.device).reshape(1, 1, h, w)
+    # (float32 at least: bfloat16 holds integers exactly only up to 256, the mask must index any plane)
+    index = torch.arange(h * w, dtype=torch.promote_types(x.dtype, torch.float32), device=x.device)
+    index = index.reshape(1, 1, h, w)
     index = F.pad(index, widths, value=-1.0)
     windows = F.unfold(values.reshape(n * c, 1, *values.shape[-2:]), (kh, kw), stride=(sh, sw))
     where = F.unfold(index, (kh, kw), stride=(sh, sw))

@@ -74,7 +74,7 @@ class _Recurrent(nn.Module):
                     )
             state = tuple(value.detach() for value in rest)  # Caffe shares their data, not their diffs
         elif self._carried is not None and not tracing() and tuple(self._carried[0].shape) == shape:
-            state = self._carried
+            state = tuple(s.to(x.dtype) for s in self._carried)  # (carried from a float32 run into bf16)
         else:
             state = tuple(x.new_zeros(shape) for _ in self.state_names)
         return x, cont.detach().to(x.dtype), x_static, state

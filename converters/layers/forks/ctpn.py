@@ -100,7 +100,7 @@ class CTPNLstm(nn.Module):
             cont = clip.detach().reshape(steps, 1, 1).to(x.dtype)
             carried = self._carried if not tracing() else None  # an exported graph starts from zeros
             if carried is not None and tuple(carried[0].shape) == (batch, hidden):
-                h, c = carried
+                h, c = (s.to(gates_x.dtype) for s in carried)  # (carried from a float32 run into bf16)
         else:
             cont = (torch.arange(steps, device=x.device) > 0).to(x.dtype).reshape(steps, 1, 1)
         route = torch.is_grad_enabled() and not tracing() and (self.W_h.requires_grad or x.requires_grad)
