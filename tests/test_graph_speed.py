@@ -705,3 +705,31 @@ def test_a_map_too_wide_for_the_probe_is_raced_on_fewer_rows_not_skipped(monkeyp
     assert times and raced and all(shape[2] <= 10 and shape[2] % 2 == 0 for shape in raced), raced
     conv.speed_input = (200, 10**6)  # not even one row fits: not raced
     assert speed._race(conv, ["onednn"], (1, 1)) == {}
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch has no oneDNN")
+@pytest.mark.parametrize("room", ["within the budget", "over it"])
+def test_prepared_weights_are_made_at_load_where_they_are_small_else_at_first_use(monkeypatch, room) -> None:
+    from converters.graph import speed
+
+    monkeypatch.setattr(speed, "CALIBRATION_CACHE", None)
+    monkeypatch.setattr(speed, "_calibrate", lambda layer, began: speed.KernelChoice("onednn-nhwc", (), 0.0))
+    if room == "over it":
+        monkeypatch.setattr(speed, "PREPARE_AT_LOAD_VALUES", 0)
+        monkeypatch.setattr(speed, "PREPARE_AT_LOAD_SHARE", 0.01)
+    made = []
+    real = speed.prepared_weights
+    monkeypatch.setattr(speed, "prepared_weights", lambda *a: made.append(a[0]) or real(*a))
+    net = load_caffe(net_definition("voc-fcn8s", "deploy", width=0.0625), None)
+    layers = [m for m in net.modules() if isinstance(m, FastConv2d)]
+    at_load = len(made)
+    assert at_load == (len(layers) if room == "within the budget" else 0)
+    x = torch.randn(1, 3, 500, 500, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        first = net(data=x)["score"]
+    assert len(made) == len(layers)  # each made once: at load, or at its first use
+    plain = load_caffe(net_definition("voc-fcn8s", "deploy", width=0.0625), None, optimize=False)
+    plain.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        want = plain(data=x)["score"]
+    torch.testing.assert_close(first, want, rtol=0, atol=1e-4 * float(want.abs().max()))
