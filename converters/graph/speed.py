@@ -94,6 +94,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ..layers.eltwise import eltwise_max, eltwise_prod, eltwise_sum
+from ..layers.tracing import plain_inference
 from . import heap as _heap
 from .border import BorderPlanner, skip_constant_border
 from .folding import ConvNormScale, fold_batch_norms, tensors_key
@@ -297,6 +298,10 @@ def direct_kernel(x: Tensor, weight: Tensor, stride=(1, 1), padding=(0, 0), dila
     except (AttributeError, RuntimeError, TypeError):
         return "pytorch"
     return "onednn" if name.startswith("mkldnn") else name
+
+
+#: The kernels that run on prepared weights (:func:`prepared_weights`).
+PREPARED_KERNELS = ("winograd-f2", "onednn-nhwc")
 
 
 def prepared_weights(
@@ -710,8 +715,6 @@ class FastConv2d(nn.Conv2d):
 
     def _fast_kernel(self, x: Tensor) -> str | None:
         """The calibrated kernel for ``x`` where one of ours or NNPACK's may run it, else ``None``."""
-        from ..layers.tracing import plain_inference
-
         cpu = x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
         if not (cpu and self.weight.device.type == "cpu" and plain_inference(x, self.weight)):
             return None
@@ -726,8 +729,6 @@ class FastConv2d(nn.Conv2d):
     def convolve(self, x: Tensor, padding: tuple[int, int]) -> Tensor:
         """The convolution with ``padding`` instead of the module's, on the calibrated kernel where it
         applies (the border skipping runs the first layer so)."""
-        from ..layers.tracing import plain_inference
-
         kernel = self._fast_kernel(x)
         if kernel is None:
             if x.device.type == "cpu" and x.dtype == torch.float32:
@@ -966,7 +967,7 @@ def _prepare_at_load(net: nn.Module) -> None:
     layers = [
         m for m in net.modules()
         if isinstance(m, FastConv2d) and m.choice is not None
-        and m.choice.kernel in ("onednn-nhwc", "winograd-f2")
+        and m.choice.kernel in PREPARED_KERNELS
         and m.speed_input is not None and m.weight.device.type == "cpu" and m.weight.dtype == torch.float32
     ]  # fmt: skip
     size = sum(m.weight.numel() * (16 / 9 if m.choice.kernel == "winograd-f2" else 1) for m in layers)  # type: ignore[union-attr]
@@ -994,9 +995,9 @@ def settle_layouts(net: fx.GraphModule) -> list[str]:
     from .layout import convolution_readers
 
     names = {module: name for name, module in net.named_modules()}
+    readers = convolution_readers(net)  # (the graph does not change here, only the choices)
     changed: list[str] = []
     while True:
-        readers = convolution_readers(net)
         settled = [
             conv for conv, reading in readers.items()
             if conv.kernel_choice().kernel == "onednn-nhwc" and not conv.contiguous_output
