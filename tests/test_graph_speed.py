@@ -452,8 +452,9 @@ def test_calibration_follows_the_weights_and_is_done_at_load(monkeypatch) -> Non
 def test_kernel_choices_name_every_convolutions_kernel() -> None:
     net = load_caffe(net_definition("voc-fcn8s", "deploy", width=0.0625), None)
     choices = kernel_choices(net)
-    convs = [n for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)]
-    assert sorted(choices) == sorted(convs)
+    convs = [n for n, m in net.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert sorted(choices) == sorted(convs)  # (the upsampling layers too: upscore2, upscore_pool4, upscore8)
+    assert {"upscore2", "upscore_pool4", "upscore8"} <= set(choices)
     assert all(text.split(" ")[0] for text in choices.values())
     if nnpack_available():
         assert "nnpack-winograd refused" in choices["conv1_1"]
@@ -513,19 +514,22 @@ def calibration_file(tmp_path, monkeypatch):
 def test_a_calibration_is_kept_per_machine_and_weights_and_read_back_instead_of_probing_again(
     calibration_file, monkeypatch
 ) -> None:
-    from converters.graph import speed
+    from converters.graph import speed, transposed
 
+    calibrated = (FastConv2d, transposed.FastConvTranspose2d)
     net = load_caffe(net_definition("voc-fcn8s", "deploy", width=0.0625), None)
-    fresh = {name: m.choice for name, m in net.named_modules() if isinstance(m, FastConv2d)}
+    fresh = {name: m.choice for name, m in net.named_modules() if isinstance(m, calibrated)}
     assert fresh and not any(c.cached for c in fresh.values())
+    assert {"upscore2", "upscore_pool4", "upscore8"} <= set(fresh)  # (the upsampling layers too)
     # one per layer, and one more per layer settle_layouts raced again counting its reorder back
     settled = [m for m in net.modules() if isinstance(m, FastConv2d) and m.contiguous_output]
     assert len(json.loads(calibration_file.read_text())) == len(fresh) + len(settled)
     monkeypatch.setattr(speed, "_CALIBRATION_STATE", {"entries": None, "dirty": False, "path": None})
     probes = []
     monkeypatch.setattr(speed, "_calibrate", lambda conv, started: probes.append(conv))
+    monkeypatch.setattr(transposed, "_calibrate", lambda conv, started: probes.append(conv))
     again = load_caffe(net_definition("voc-fcn8s", "deploy", width=0.0625), None)
-    kept = {name: m.choice for name, m in again.named_modules() if isinstance(m, FastConv2d)}
+    kept = {name: m.choice for name, m in again.named_modules() if isinstance(m, calibrated)}
     assert probes == [] and all(c.cached for c in kept.values())
     assert {n: c.kernel for n, c in kept.items()} == {n: c.kernel for n, c in fresh.items()}
     with torch.no_grad():
@@ -557,12 +561,14 @@ def test_a_damaged_calibration_file_is_read_as_empty_and_replaced(calibration_fi
         calibration_file.write_text("{" + " " * (speed._CALIBRATION_BYTES + 1) + "}")
     else:
         calibration_file.write_text(damage)
+    from converters.graph.transposed import FastConvTranspose2d
+
     net = load_caffe(net_definition("voc-fcn8s", "deploy", width=0.0625), None)  # neither hangs nor fails
-    convs = [m for m in net.modules() if isinstance(m, FastConv2d)]
+    convs = [m for m in net.modules() if isinstance(m, (FastConv2d, FastConvTranspose2d))]
     choices = [m.choice for m in convs]
     assert choices and not any(c.cached for c in choices)
     if damage not in ("fifo", "folder"):  # (and one more per layer settle_layouts raced again)
-        settled = sum(m.contiguous_output for m in convs)
+        settled = sum(getattr(m, "contiguous_output", False) for m in convs)
         assert len(json.loads(calibration_file.read_text())) == len(choices) + settled
 
 

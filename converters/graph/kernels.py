@@ -17,7 +17,13 @@ and speed second.
   only add and subtract, and the channel sums are the BLAS's blocked ones; on deep layers it is
   measured *more* precise than the direct kernel (the calibration checks it for each layer).
 
-Both take a channels-last input (:mod:`.layout`) where they can keep it so:
+- :func:`phase_conv_transpose2d`: a transposed convolution whose kernel is a whole number of strides
+  (FCN's upsampling: 4 at stride 2, 16 at 8, 64 at 32) as one small matrix product per kernel tap
+  over every stride phase of the output at once, the taps added in the order Caffe's ``col2im``
+  adds them (``caffe/src/caffe/util/im2col.cpp``), the bias last as Caffe's Deconvolution adds it:
+  the direct products, each tap's channel sum the BLAS's, no transform.
+
+The first two take a channels-last input (:mod:`.layout`) where they can keep it so:
 :func:`winograd_f2_conv2d_nhwc` runs the transforms along each tile's channels and gives a
 channels-last output, and a 1x1 layer's ``gemm`` multiplies pixels x channels by the weights; the
 sums are the same.
@@ -31,7 +37,14 @@ from torch import Tensor
 
 from ..layers.tracing import is_channels_last
 
-__all__ = ["gemm_conv2d", "winograd_f2_conv2d", "winograd_f2_conv2d_nhwc", "winograd_f2_weights"]
+__all__ = [
+    "gemm_conv2d",
+    "phase_conv_transpose2d",
+    "phase_taps",
+    "winograd_f2_conv2d",
+    "winograd_f2_conv2d_nhwc",
+    "winograd_f2_weights",
+]
 
 #: Values (float32) a band's column buffer or Winograd tiles may hold: 2^21 floats, 8 MB, a slice
 #: of the last-level cache that keeps each band's products fed from cache on both machines met.
@@ -244,3 +257,60 @@ def _output_transform(m: Tensor, bias: Tensor | None, half: Tensor, scratch: Ten
     out[:, :, 0] += half[0]
     torch.sub(half[1], half[2], out=out[:, :, 1])
     out[:, :, 1] -= half[3]
+
+
+def phase_taps(weight: Tensor, stride: tuple[int, int]) -> Tensor:
+    """A transposed convolution's weights (``in x out x kh x kw``, one group, each kernel side a
+    whole number ``m`` of its stride ``s``) as :func:`phase_conv_transpose2d` reads them: per kernel
+    tap of the ``m_h x m_w`` an input pixel reaches in each phase, an ``(out * s_h * s_w) x in``
+    matrix, the taps in the order the products are added (Caffe's: kernel rows then columns
+    ascending)."""
+    channels, outputs, kernel_h, kernel_w = weight.shape
+    (s_h, s_w) = stride
+    m_h, m_w = kernel_h // s_h, kernel_w // s_w
+    # kernel row a + i * s_h, column b + j * s_w: phase (a, b), tap (i, j)
+    taps = weight.detach().reshape(channels, outputs, m_h, s_h, m_w, s_w).permute(2, 4, 1, 3, 5, 0)
+    return taps.reshape(m_h * m_w, outputs * s_h * s_w, channels).contiguous()
+
+
+def phase_conv_transpose2d(
+    x: Tensor, taps: Tensor, bias: Tensor | None, kernel: tuple[int, int], stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> Tensor:  # fmt: skip
+    """``F.conv_transpose2d(x, weight, bias, stride, padding)`` (float32 CPU, one group, no output
+    padding) from :func:`phase_taps` of ``weight``, for kernels a whole number of strides long.
+
+    The output's pixel ``(q * s + a)`` (along each axis) takes, from tap ``i``, input pixel
+    ``q - i`` through kernel row ``a + i * s``: per tap, one product of its matrix with the input
+    shifted by ``i``, summed into every phase at once; then the phases are interleaved (and the
+    bias added) in one pass. Returns a view of the interleaved blob where ``padding`` crops it."""
+    batch, channels, height, width = x.shape
+    (s_h, s_w), (k_h, k_w) = stride, kernel
+    m_h, m_w = k_h // s_h, k_w // s_w
+    rows, cols = height + m_h - 1, width + m_w - 1  # each phase's length
+    outputs = taps.shape[1] // (s_h * s_w)
+    # the input pixel q - i for every q (zeros outside): columns (channel, i, j) of every q
+    shifted = F.unfold(x.contiguous(), (m_h, m_w), padding=(m_h - 1, m_w - 1))
+    shifted = shifted.view(batch, channels, m_h, m_w, rows * cols)
+    acc = torch.empty(batch, outputs * s_h * s_w, rows * cols, dtype=x.dtype, device=x.device)
+    for image in range(batch):
+        first = True
+        for i in range(m_h):  # tap i reads the unfolded window's row m_h - 1 - i
+            for j in range(m_w):
+                tap, window = taps[i * m_w + j], shifted[image, :, m_h - 1 - i, m_w - 1 - j]
+                if first:
+                    torch.mm(tap, window, out=acc[image])
+                    first = False
+                else:
+                    acc[image].addmm_(tap, window)
+    phases = acc.view(batch, outputs, s_h, s_w, rows, cols).permute(0, 1, 4, 2, 5, 3)
+    out = torch.empty(batch, outputs, rows * s_h, cols * s_w, dtype=x.dtype, device=x.device)
+    spread = out.view(batch, outputs, rows, s_h, cols, s_w)
+    if bias is None:
+        spread.copy_(phases)
+    else:
+        torch.add(phases, bias.view(1, -1, 1, 1, 1, 1), out=spread)
+    (p_h, p_w) = padding
+    if p_h or p_w:
+        out = out[:, :, p_h : rows * s_h - p_h, p_w : cols * s_w - p_w]
+    return out

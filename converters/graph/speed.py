@@ -140,8 +140,9 @@ _NNPACK: bool | None = None
 RMS_RATIO = 0.5
 MAX_RATIO = 1.0
 #: The kernels that form the direct kernel's very products (the same float32 multiplications) and
-#: only sum them in another order: oneDNN's channels-last and grouped kernels, im2col + GEMM.
-SAME_PRODUCTS = ("gemm", "onednn-forced", "onednn-nhwc")
+#: only sum them in another order: oneDNN's channels-last and grouped kernels, im2col + GEMM, and for
+#: transposed convolutions the phase kernel (:mod:`.transposed`).
+SAME_PRODUCTS = ("gemm", "onednn-forced", "onednn-nhwc", "phase-gemm")
 #: Such a kernel is kept where its RMS error is at most SAME_PRODUCTS_RMS_RATIO times the direct
 #: kernel's and its largest at most SAME_PRODUCTS_MAX_RATIO times (on every probe image). Its
 #: error is a sum's rounding, as the direct kernel's and Caffe's own (a third order, im2col +
@@ -204,8 +205,10 @@ def nnpack_available() -> bool:
 
 
 #: The kernels a calibrated layer may run instead of the direct one (``converters.graph.kernels``
-#: for ours, NNPACK's two modes).
-FAST_KERNELS = ("winograd-f2", "gemm", "nnpack-winograd", "nnpack-fft", "onednn-forced", "onednn-nhwc")
+#: for ours, NNPACK's two modes; ``phase-gemm`` for transposed convolutions, :mod:`.transposed`).
+FAST_KERNELS = (
+    "winograd-f2", "gemm", "nnpack-winograd", "nnpack-fft", "onednn-forced", "onednn-nhwc", "phase-gemm",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -790,7 +793,10 @@ def kernel_choices(net: nn.Module, inputs: Mapping[str, Tensor] | None = None) -
     names the kernel PyTorch picks for it ("onednn", "slow2d", ...). PyTorch's pick depends on the
     input's size and the thread count: with ``inputs`` (the net's feeds) one forward runs and each
     layer is named by what it picked for the input it got there; without, or for a convolution the
-    forward does not call as a module (the border skipping's first one), on a 16 x 16 input."""
+    forward does not call as a module (the border skipping's first one), on a 16 x 16 input. A
+    transposed convolution the fast path calibrated (:mod:`.transposed`) says its choice too."""
+    from .transposed import FastConvTranspose2d
+
     modules = dict(net.named_modules())
     names = {id(m): n for n, m in modules.items()}
     notes = {}  # convolution -> what runs after it in the same pass
@@ -831,6 +837,9 @@ def kernel_choices(net: nn.Module, inputs: Mapping[str, Tensor] | None = None) -
             out[name] = (picked.get(name) or direct_kernel(
                 probe, module.weight, module.stride, (0, 0), module.dilation, module.groups
             )) + note  # fmt: skip
+    for name, module in modules.items():
+        if isinstance(module, FastConvTranspose2d):
+            out[name] = str(module.kernel_choice())
     return out
 
 
@@ -869,6 +878,8 @@ def rewrite_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphModu
     """The part of :func:`optimize_for_cpu` that reads no weight values, only the net's layers and
     declared shapes (``load_caffe`` runs it while the weights are read; the parameters must stay
     the same objects until :func:`prepare_for_cpu`): the layers swapped, folded and rewired."""
+    from .transposed import FastConvTranspose2d, suits_phase_gemm
+
     inputs = declared_input_sizes(net)
     called = {node.target for node in net.graph.nodes if node.op == "call_module"}
     for name, module in list(net.named_children()):
@@ -887,6 +898,20 @@ def rewrite_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphModu
             fast.train(module.training)
             fast.speed_input = inputs.get(name)
             setattr(net, name, fast)
+        elif name in called and suits_phase_gemm(module):
+            upsampling = FastConvTranspose2d(
+                module.in_channels,
+                module.out_channels,
+                module.kernel_size,
+                stride=module.stride,
+                padding=module.padding,
+                bias=module.bias is not None,
+                device="meta",
+            )
+            upsampling.weight, upsampling.bias = module.weight, module.bias
+            upsampling.train(module.training)
+            upsampling.speed_input = inputs.get(name)
+            setattr(net, name, upsampling)
     fold_batch_norms(net)
     for node in net.graph.nodes:
         source = node.args[0] if node.args else None
@@ -939,10 +964,12 @@ def prepare_for_cpu(net: fx.GraphModule) -> fx.GraphModule:
     than on the first forward; the calibrations saved. (A kernel's prepared weights, a copy of the
     layer's, are made now where all of them are small (:data:`PREPARE_AT_LOAD_SHARE`), else at its
     first use: the load's memory stays near the file's.)"""
+    from .transposed import FastConvTranspose2d
+
     for module in net.modules():
         if isinstance(module, ConvNormScale):
             module.affine()
-        elif isinstance(module, FastConv2d):
+        elif isinstance(module, (FastConv2d, FastConvTranspose2d)):
             module.kernel_choice()
     settle_layouts(net)
     save_calibrations()
