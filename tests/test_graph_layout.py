@@ -41,7 +41,9 @@ layer { name: "avg" type: "Pooling" bottom: "sum" top: "avg"
 
 @pytest.fixture
 def every_layer_channels_last(monkeypatch):
-    """Every calibrated convolution on oneDNN's channels-last kernel, as a calibration may choose."""
+    """Every calibrated convolution on oneDNN's channels-last kernel, as a calibration may choose (at
+    load too: no kept calibration is read)."""
+    monkeypatch.setattr(speed, "CALIBRATION_CACHE", None)
     monkeypatch.setattr(speed, "_calibrate", lambda conv, started: speed.KernelChoice("onednn-nhwc", (), 0.0))
 
 
@@ -220,3 +222,62 @@ def test_a_callers_channels_last_input_gives_the_contiguous_inputs_numbers() -> 
     for name, value in want.items():
         for result in (got[name], same[name]):
             torch.testing.assert_close(result, value, rtol=0, atol=1e-5 * float(value.abs().max()))
+
+
+def test_two_convolutions_that_take_one_channels_last_blob_contiguous_share_one_conversion_of_it(
+    monkeypatch,
+) -> None:
+    """ResNet's first block of a stage: its shortcut and first 1x1 layer read the same channels-last
+    blob on the direct kernel; one copy of it serves both."""
+    from converters.graph import layout
+
+    monkeypatch.setattr(speed, "CALIBRATION_CACHE", None)
+    def calibrate(conv, started):  # conv1 channels-last whatever its race; the others the direct kernel
+        return speed.KernelChoice("onednn-nhwc" if conv.out_channels == 16 else "onednn", (), 0.0)
+
+    monkeypatch.setattr(speed, "_calibrate", calibrate)
+    default, plain = _nets(NET)
+    assert "pool1_nchw" in default.code
+    converted = []
+    real = layout.contiguous
+
+    def counting(x):
+        converted.append(is_channels_last(x))
+        return real(x)
+
+    monkeypatch.setattr(layout, "contiguous", counting)
+    monkeypatch.setattr(speed, "contiguous", counting)
+    x = torch.randn(2, 5, 20, 18, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        got = default(data=x)["prob"]
+    assert converted.count(True) == 1  # pool1's, once (each of conv2 and conv3 made its own before)
+    with torch.no_grad():
+        torch.testing.assert_close(got, plain(data=x)["prob"], rtol=0, atol=1e-6)
+    assert speed.share_conversions(default) == []  # a second pass changes nothing
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 56, 56), (2, 24, 31, 17), (1, 512, 7, 7)])
+@pytest.mark.parametrize("transposes", [True, False])
+def test_a_channels_last_blob_made_contiguous_by_either_copy_holds_the_same_values(
+    shape, transposes, monkeypatch
+) -> None:
+    from converters.graph import layout
+
+    monkeypatch.setattr(layout, "_transposes", lambda shape, dtype: transposes)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(11))
+    x[0, 1, 2, 3] = float("nan")
+    got = layout.contiguous(x.contiguous(memory_format=torch.channels_last))
+    assert got.is_contiguous() and torch.equal(got.nan_to_num(), x.nan_to_num())
+    assert layout.contiguous(x) is x  # already contiguous: itself
+
+
+def test_the_faster_copy_is_raced_once_per_shape_and_kept() -> None:
+    from converters.graph import layout
+
+    shape = (1, 40, 41, 43)  # (a shape no other test converts)
+    layout._TRANSPOSES.pop((shape, torch.float32, torch.get_num_threads()), None)
+    layout.contiguous(torch.randn(shape).contiguous(memory_format=torch.channels_last))
+    assert (shape, torch.float32, torch.get_num_threads()) in layout._TRANSPOSES
+    small = (1, 3, 8, 8)  # below RACE_VALUES: contiguous(), no race
+    layout.contiguous(torch.randn(small).contiguous(memory_format=torch.channels_last))
+    assert not any(key[0] == small for key in layout._TRANSPOSES)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..layers.tracing import is_channels_last
+from .layout import contiguous
 
 __all__ = [
     "gemm_conv2d",
@@ -67,7 +68,7 @@ def gemm_conv2d(
     out_channels, _, kernel_h, kernel_w = weight.shape
     (stride_h, stride_w), (pad_h, pad_w) = stride, padding
     if not (kernel_h == kernel_w == 1 and stride == (1, 1) and padding == (0, 0)):
-        x = x.contiguous()  # (a 1x1 layer takes a channels-last input as it is)
+        x = contiguous(x)  # (a 1x1 layer takes a channels-last input as it is)
     if pad_h or pad_w:
         x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
     height, width = x.shape[-2:]

@@ -105,7 +105,7 @@ from .kernels import (
     winograd_f2_conv2d_nhwc,
     winograd_f2_weights,
 )
-from .layout import channels_last_readers, is_channels_last
+from .layout import channels_last_readers, contiguous, is_channels_last
 from .precision import cpu_model
 
 __all__ = [
@@ -126,6 +126,7 @@ __all__ = [
     "run_kernel",
     "save_calibrations",
     "settle_layouts",
+    "share_conversions",
     "warm_up",
 ]
 
@@ -359,10 +360,10 @@ def _convolution(
         transformed = winograd_f2_weights(weight) if prepared is None else prepared
         if is_channels_last(x):
             return winograd_f2_conv2d_nhwc(x, transformed, bias, padding)
-        return winograd_f2_conv2d(x.contiguous(), transformed, bias, padding)
-    x = x.contiguous()
+        return winograd_f2_conv2d(contiguous(x), transformed, bias, padding)
+    x = contiguous(x)
     if kernel == "onednn-forced":
-        x, weight = x.contiguous(), weight.contiguous()
+        weight = weight.contiguous()
         return torch.mkldnn_convolution(x, weight, bias, padding, stride, (1, 1), groups)
     if kernel.startswith("nnpack") and nnpack_available():  # (which also initialises NNPACK)
         pad_h, pad_w = padding
@@ -735,7 +736,7 @@ class FastConv2d(nn.Conv2d):
         kernel = self._fast_kernel(x)
         if kernel is None:
             if x.device.type == "cpu" and x.dtype == torch.float32:
-                x = x.contiguous()  # a channels-last input (from a layer before) runs the plain kernel
+                x = contiguous(x)  # a channels-last input (from a layer before) runs the plain kernel
             if tuple(padding) == tuple(self.padding):
                 y = super().forward(x)
             else:
@@ -972,6 +973,7 @@ def prepare_for_cpu(net: fx.GraphModule) -> fx.GraphModule:
         elif isinstance(module, (FastConv2d, FastConvTranspose2d)):
             module.kernel_choice()
     settle_layouts(net)
+    share_conversions(net)
     save_calibrations()
     _prepare_at_load(net)
     return net
@@ -1037,3 +1039,31 @@ def settle_layouts(net: fx.GraphModule) -> list[str]:
             conv.choice = None
             if conv.kernel_choice().kernel != "onednn-nhwc":
                 changed.append(names.get(conv, "?"))
+
+
+def share_conversions(net: fx.GraphModule) -> list[str]:
+    """Give the convolutions that read one blob which may be channels-last, two or more of them on
+    kernels that take it contiguous (ResNet's first blocks of a stage: the shortcut and the first
+    1x1 layer, each made it contiguous on its own), one ``nchw`` of it to read instead: one copy of
+    the blob where each made its own (the same values). Returns the blobs' names; recompiles ``net``.
+    Which kernel a layer runs may change later (new weights): every kernel takes either layout."""
+    from .layout import _convolution, _maybe_channels_last, nchw
+
+    shared = []
+    maybe = _maybe_channels_last(net)
+    for blob in [n for n in net.graph.nodes if n in maybe]:
+        readers = [
+            user for user in blob.users
+            if user.op == "call_module" and user.args and user.args[0] is blob
+            and (conv := _convolution(net, user)) is not None and not _keeps_channels_last(conv)
+        ]  # fmt: skip
+        if len(readers) < 2:
+            continue
+        with net.graph.inserting_after(blob):
+            converted = net.graph.call_function(nchw, (blob,))
+        converted._rename(f"{blob.name}_nchw")
+        for reader in readers:
+            reader.replace_input_with(blob, converted)
+        shared.append(blob.name)
+    net.recompile()
+    return shared
