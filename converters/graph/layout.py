@@ -36,7 +36,7 @@ __all__ = ["channels_last_readers", "contiguous", "convolution_readers", "is_cha
 def nchw(x: Tensor) -> Tensor:
     """``x`` contiguous (NCHW) where it is channels-last; itself otherwise (and when traced). The
     same values as ``x.contiguous()`` (a copy), by the faster of two copies for this shape
-    (:func:`_transposes`)."""
+    (:func:`contiguous`)."""
     if tracing() or not is_channels_last(x):
         return x
     return contiguous(x)
@@ -44,13 +44,19 @@ def nchw(x: Tensor) -> Tensor:
 
 def contiguous(x: Tensor) -> Tensor:
     """``x.contiguous()``, the same values; for a channels-last 4-D CPU blob of plain inference, by
-    the faster of two copies for its shape (:func:`_transposes`)."""
-    eligible = (
-        is_channels_last(x) and x.device.type == "cpu" and not x.requires_grad and not tracing()
-    )
-    if eligible and _transposes(tuple(x.shape), x.dtype):
-        return _by_transposes(x)
-    return x.contiguous()
+    the faster of two copies for its shape (:func:`_copier`)."""
+    eligible = is_channels_last(x) and x.device.type == "cpu" and not x.requires_grad and not tracing()
+    if not eligible or math.prod(x.shape) < RACE_VALUES:
+        return x.contiguous()
+    key = (tuple(x.shape), x.dtype, torch.get_num_threads())
+    times = _COPY_TIMES.setdefault(key, [[], []])
+    if min(len(t) for t in times) >= RACE_RUNS:  # raced: the faster
+        return _COPIES[min((0, 1), key=lambda i: min(times[i]))](x)
+    which = 0 if len(times[0]) <= len(times[1]) else 1  # in turns, each run a conversion the net needs
+    began = time.perf_counter()
+    out = _COPIES[which](x)
+    times[which].append(time.perf_counter() - began)
+    return out
 
 
 def _by_transposes(x: Tensor) -> Tensor:
@@ -66,30 +72,15 @@ def _by_transposes(x: Tensor) -> Tensor:
     return out
 
 
-_TRANSPOSES: dict[tuple, bool] = {}
+_COPIES = (Tensor.contiguous, _by_transposes)
+#: Per shape, dtype and thread count: the times of each copy's runs so far (the race).
+_COPY_TIMES: dict[tuple, list[list[float]]] = {}
+#: Runs of each copy before the faster one is kept for a shape: the conversions the net makes anyway,
+#: in turns (nothing is copied only to be timed), so a shape's first ``2 * RACE_RUNS`` conversions race.
+RACE_RUNS = 2
 #: Values below which a blob is converted by ``contiguous()`` without a race (both copies take
-#: microseconds there, and a race would cost more than it saves).
+#: microseconds there).
 RACE_VALUES = 1 << 16
-
-
-def _transposes(shape: tuple[int, ...], dtype: torch.dtype) -> bool:
-    """Whether :func:`_by_transposes` beats ``contiguous()`` for a channels-last blob of ``shape``: raced
-    once per shape, dtype and thread count in this process (the best of three each, in turns, on a
-    blob of zeros), as the copies' speeds depend on the CPU's caches and the map's size."""
-    if math.prod(shape) < RACE_VALUES:
-        return False
-    key = (shape, dtype, torch.get_num_threads())
-    known = _TRANSPOSES.get(key)
-    if known is None:
-        probe = torch.zeros(shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
-        best = [math.inf, math.inf]
-        for _ in range(3):
-            for index, copy in enumerate((Tensor.contiguous, _by_transposes)):
-                began = time.perf_counter()
-                copy(probe)
-                best[index] = min(best[index], time.perf_counter() - began)
-        known = _TRANSPOSES[key] = best[1] < best[0]
-    return known
 
 
 # Readers that give the same numbers on a channels-last blob (per-element arithmetic, copies,
