@@ -67,8 +67,11 @@ again (:data:`CALIBRATION_CACHE` ``= None`` turns that off). A layer's race coun
 its layout costs the layers around it: where its input may come channels-last it runs on such an
 input, where its output may reach a channels-last reader the reorder into that layout is counted,
 and once every layer has chosen, :func:`settle_layouts` races again, counting the reorder back, a
-channels-last layer none of whose readers kept that layout. :func:`kernel_choices` says which
-kernel each convolution runs and why.
+channels-last layer none of whose readers kept that layout; where two or more layers then take one
+channels-last blob contiguous, they read one conversion of it (:func:`share_conversions`).
+Transposed convolutions whose kernel is a whole number of strides (FCN's upsampling) get the same
+treatment with one candidate, the phase kernel (:mod:`.transposed`). :func:`kernel_choices` says
+which kernel each convolution runs and why.
 
 Convolutions fall back to PyTorch's own kernel for gradients, CUDA tensors and other dtypes, so an
 optimised graph still trains and moves between devices.
@@ -884,35 +887,24 @@ def rewrite_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphModu
     inputs = declared_input_sizes(net)
     called = {node.target for node in net.graph.nodes if node.op == "call_module"}
     for name, module in list(net.named_children()):
-        if name in called and _suits_calibration(module):
-            fast = FastConv2d(
-                module.in_channels,
-                module.out_channels,
-                module.kernel_size,
-                stride=module.stride,
-                padding=module.padding,
-                groups=module.groups,
-                bias=module.bias is not None,
-                device="meta",
-            )
-            fast.weight, fast.bias = module.weight, module.bias
-            fast.train(module.training)
-            fast.speed_input = inputs.get(name)
-            setattr(net, name, fast)
-        elif name in called and suits_phase_gemm(module):
-            upsampling = FastConvTranspose2d(
-                module.in_channels,
-                module.out_channels,
-                module.kernel_size,
-                stride=module.stride,
-                padding=module.padding,
-                bias=module.bias is not None,
-                device="meta",
-            )
-            upsampling.weight, upsampling.bias = module.weight, module.bias
-            upsampling.train(module.training)
-            upsampling.speed_input = inputs.get(name)
-            setattr(net, name, upsampling)
+        if name not in called:
+            continue
+        if _suits_calibration(module):
+            fast: nn.Module = FastConv2d(
+                module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
+                padding=module.padding, groups=module.groups, bias=module.bias is not None, device="meta",
+            )  # fmt: skip
+        elif suits_phase_gemm(module):
+            fast = FastConvTranspose2d(
+                module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
+                padding=module.padding, bias=module.bias is not None, device="meta",
+            )  # fmt: skip
+        else:
+            continue
+        fast.weight, fast.bias = module.weight, module.bias
+        fast.train(module.training)
+        fast.speed_input = inputs.get(name)
+        setattr(net, name, fast)
     fold_batch_norms(net)
     for node in net.graph.nodes:
         source = node.args[0] if node.args else None
