@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from converters import build_graph, load_caffe, load_converted, save_converted, write_prototxt
+from converters import build_graph, load_caffe, load_converted, parse_text, save_converted, write_prototxt
 from converters.fcn.nets import net_definition
 from converters.graph.border import BorderPlanner
 from converters.graph.speed import FastConv2d, kernel_choices, nnpack_available, optimize_for_cpu
@@ -739,3 +739,38 @@ def test_prepared_weights_are_made_at_load_where_they_are_small_else_at_first_us
     with torch.no_grad():
         want = plain(data=x)["score"]
     torch.testing.assert_close(first, want, rtol=0, atol=1e-4 * float(want.abs().max()))
+
+
+@pytest.mark.parametrize("small", [True, False])
+def test_a_small_nets_onednn_convolutions_run_once_at_load_so_its_first_forward_makes_no_kernels(
+    monkeypatch, small
+) -> None:
+    """oneDNN makes a layer's kernel for its shape at the first call: a small net's are made at load, on
+    zeros of each layer's input size at the declared input (one image); ours (gemm) make none."""
+    from converters.graph import speed
+
+    monkeypatch.setattr(speed, "CALIBRATION_CACHE", None)
+    kernels = {4: "onednn-nhwc", 6: "gemm", 8: "onednn"}  # by output channels
+
+    def calibrate(layer, began):
+        return speed.KernelChoice(kernels[layer.out_channels], (), 0.0)
+
+    monkeypatch.setattr(speed, "_calibrate", calibrate)
+    if not small:
+        monkeypatch.setattr(speed, "WARM_AT_LOAD_MACS", 100)
+    calls = []
+    real = FastConv2d.convolve
+
+    def convolve(self, x, padding):
+        calls.append((self.out_channels, tuple(x.shape)))
+        return real(self, x, padding)
+
+    monkeypatch.setattr(FastConv2d, "convolve", convolve)
+    layers = [("a", "data", 4, 3, 1), ("b", "a", 6, 1, 1), ("c", "b", 8, 3, 2)]
+    text = 'input: "data" input_shape { dim: 2 dim: 3 dim: 12 dim: 10 } ' + " ".join(
+        f'layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{name}" '
+        f"convolution_param {{ num_output: {outputs} kernel_size: {kernel} stride: {stride} }} }}"
+        for name, bottom, outputs, kernel, stride in layers
+    )
+    load_caffe(parse_text(text), None)
+    assert calls == ([(4, (1, 3, 12, 10)), (8, (1, 6, 10, 8))] if small else [])

@@ -956,7 +956,8 @@ def prepare_for_cpu(net: fx.GraphModule) -> fx.GraphModule:
     factors derived and every convolution calibrated (or its kept calibration read), now rather
     than on the first forward; the calibrations saved. (A kernel's prepared weights, a copy of the
     layer's, are made now where all of them are small (:data:`PREPARE_AT_LOAD_SHARE`), else at its
-    first use: the load's memory stays near the file's.)"""
+    first use: the load's memory stays near the file's. In a small net each oneDNN layer runs once
+    now, so that oneDNN makes its kernels now: :data:`WARM_AT_LOAD_MACS`.)"""
     from .transposed import FastConvTranspose2d
 
     for module in net.modules():
@@ -968,6 +969,7 @@ def prepare_for_cpu(net: fx.GraphModule) -> fx.GraphModule:
     share_conversions(net)
     save_calibrations()
     _prepare_at_load(net)
+    _warm_at_load(net)
     return net
 
 
@@ -998,6 +1000,38 @@ def _prepare_at_load(net: nn.Module) -> None:
     with torch.no_grad():
         for m in layers:
             m.prepared_weights(m.choice.kernel, tuple(m.padding), (1, m.in_channels, *m.speed_input))  # type: ignore[union-attr, arg-type, misc]
+
+
+#: A net whose oneDNN convolutions hold at most this many multiply-adds at its declared input (one
+#: image) runs each of them once at load, on zeros of that size: oneDNN makes its kernel for a layer's
+#: shape at the layer's first call, which in a small net is a large share of the first forward
+#: (MobileNet-SSD, 1.2 billion: its first forward took 1.7x the next, about 12 ms more; 1.2x after).
+#: Larger nets skip it (the load would grow by most of a forward; their first forward is within
+#: 1.2x the next), as do nets whose border skipping runs other shapes than the declared ones.
+WARM_AT_LOAD_MACS = 1 << 31
+
+
+def _warm_at_load(net: nn.Module) -> None:
+    """Run every calibrated convolution on a oneDNN kernel once on zeros of its input size at the
+    net's declared input, where the net is small (:data:`WARM_AT_LOAD_MACS`)."""
+    if any(isinstance(m, BorderPlanner) for m in net.modules()):
+        return
+    layers = [
+        m for m in net.modules()
+        if isinstance(m, FastConv2d) and m.choice is not None and m.choice.kernel.startswith("onednn")
+        and m.speed_input is not None and m.weight.device.type == "cpu" and m.weight.dtype == torch.float32
+    ]  # fmt: skip
+    macs = 0
+    for m in layers:
+        (k_h, k_w), (s_h, s_w), (p_h, p_w) = m.kernel_size, m.stride, m.padding  # type: ignore[misc]
+        rows = (m.speed_input[0] + 2 * p_h - k_h) // s_h + 1  # type: ignore[index]
+        cols = (m.speed_input[1] + 2 * p_w - k_w) // s_w + 1  # type: ignore[index]
+        macs += m.weight.numel() * max(rows, 0) * max(cols, 0)
+    if not layers or macs > WARM_AT_LOAD_MACS:
+        return
+    with torch.no_grad():
+        for m in layers:
+            m(torch.zeros(1, m.in_channels, *m.speed_input))  # type: ignore[misc]
 
 
 def _keeps_channels_last(conv: FastConv2d) -> bool:
