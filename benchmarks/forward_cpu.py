@@ -20,8 +20,10 @@ median and minimum of at least ``--runs`` passes after one warm-up each (a small
 the ratio to onnxruntime, the largest difference of the output from our plain fp32 graph, and each
 pass's CPU time.
 
-onnxruntime: used if importable; else ``--install-onnxruntime`` installs it (``pip install
---target``) into ``~/.cache/fcn-port/bench-site`` and uses it from there. OpenCV is optional
+onnxruntime: the benchmark installs it itself where it is missing, with what our ONNX export needs
+(``onnx``, ``onnxscript``): ``pip install --target`` into ``~/.cache/fcn-port/bench-site``, used from
+there after the environment's own packages (``--no-install``: leave its rows out instead; offline,
+the install fails with a note and its rows are left out). OpenCV is optional
 (``opencv-python-headless<5``: version 5 dropped the Caffe reader). Keep it out of the project's
 environment; e.g. a separate venv that also sees the project's packages:
 
@@ -31,7 +33,7 @@ environment; e.g. a separate venv that also sees the project's packages:
     /work/bench-venv/bin/python benchmarks/forward_cpu.py
 
 Not run in CI: ``python benchmarks/forward_cpu.py [--net voc-fcn8s,resnet50,mobilenet_ssd]
-[--runs 5] [--size 500x500] [--threads 2,1] [--variants ...] [--install-onnxruntime]``.
+[--runs 5] [--size 500x500] [--threads 2,1] [--variants ...] [--no-install]``.
 
 Earlier figures (voc-fcn8s only, before onnxruntime was added, and with the earlier default that
 ran every eligible convolution on NNPACK's Winograd kernels; the default now keeps NNPACK only
@@ -66,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import math
 import os
 import statistics
@@ -171,26 +174,31 @@ def ours(prototxt: Path, caffemodel: Path, variant: str, output: str) -> Runner:
     return run
 
 
-def import_onnxruntime(install: bool) -> Any:
-    """onnxruntime, installed first into :data:`SITE` when ``install`` and it is missing; else None."""
-    for attempt in range(2):
-        try:
-            import onnxruntime
+#: What onnxruntime's rows need: the runtime, and the packages of our ONNX export (``torch.onnx``'s).
+ONNX_PACKAGES = ("onnxruntime", "onnx", "onnxscript")
 
-            return onnxruntime
-        except ImportError:
-            if str(SITE) not in sys.path and SITE.is_dir():
-                sys.path.insert(0, str(SITE))
-                continue
-            if not install or attempt:
-                return None
-            print(f"# installing onnxruntime into {SITE} ...", file=sys.stderr)
-            subprocess.run(
-                [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(SITE), "onnxruntime"],
-                check=True,
-            )
-            sys.path.insert(0, str(SITE))
-    return None
+
+def import_onnxruntime(install: bool) -> Any:
+    """onnxruntime, the missing ones of :data:`ONNX_PACKAGES` installed first into :data:`SITE` where
+    ``install``; ``None`` where it cannot be had (not installed, or the install failed)."""
+    if SITE.is_dir() and str(SITE) not in sys.path:
+        sys.path.append(str(SITE))  # after the environment's own packages: they win
+    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing and install:
+        print(f"# installing {', '.join(missing)} into {SITE} ...", file=sys.stderr)
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(SITE), *missing], check=False
+        )
+        if done.returncode != 0:
+            print("# the install failed (offline?): onnxruntime's rows are left out", file=sys.stderr)
+        if str(SITE) not in sys.path:
+            sys.path.append(str(SITE))
+        importlib.invalidate_caches()
+    if any(importlib.util.find_spec(name) is None for name in ONNX_PACKAGES):
+        return None
+    import onnxruntime
+
+    return onnxruntime
 
 
 def onnxruntime_runner(
@@ -297,8 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"our graph's variants, comma-separated from {', '.join(VARIANTS)} (default plain,default)",
     )
     parser.add_argument("--threads", default="2,1", help="thread counts, comma-separated (default 2,1)")
-    parser.add_argument("--install-onnxruntime", action="store_true",
-                        help=f"pip install onnxruntime into {SITE} when it is not importable")
+    parser.add_argument("--no-install", action="store_true",
+                        help=f"where onnxruntime (or onnx, onnxscript for the export) is missing, leave its "
+                             f"rows out instead of installing them into {SITE}")
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
@@ -313,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     if "plain" not in variants:
         variants.insert(0, "plain")
     size = parse_size(args.size)
-    ort = import_onnxruntime(args.install_onnxruntime)
+    ort = import_onnxruntime(not args.no_install)
 
     print(f"# CPU forward, torch {torch.__version__}, onnxruntime {ort.__version__ if ort else 'absent'}")
     print(f"# at least {args.runs} interleaved runs each (small nets: up to {MAX_PASSES}, "
@@ -347,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         print("C heap: freed memory kept from the default graph's first forward on (converters.graph.heap), "
               f"for every row after it, plain included ({heap.KEEP_ENV}=0 turns it off)")
     if ort is None:
-        print("onnxruntime: not importable; rerun with --install-onnxruntime")
+        print("onnxruntime: not importable (nor installed): its rows are left out")
     return 0
 
 
