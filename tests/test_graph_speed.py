@@ -774,3 +774,22 @@ def test_a_small_nets_onednn_convolutions_run_once_at_load_so_its_first_forward_
     )
     load_caffe(parse_text(text), None)
     assert calls == ([(4, (1, 3, 12, 10)), (8, (1, 6, 10, 8))] if small else [])
+
+
+def test_a_layer_that_refuses_its_declared_size_at_loads_warm_up_does_not_stop_the_load(monkeypatch) -> None:
+    from converters.graph import speed
+
+    monkeypatch.setattr(speed, "CALIBRATION_CACHE", None)
+    monkeypatch.setattr(speed, "_calibrate", lambda layer, began: speed.KernelChoice("onednn", (), 0.0))
+
+    def refuse(self, x, padding):
+        raise RuntimeError("Calculated padded input size per channel: (2 x 2). Kernel size: (3 x 3).")
+
+    monkeypatch.setattr(FastConv2d, "convolve", refuse)
+    text = (
+        'input: "data" input_shape { dim: 1 dim: 3 dim: 12 dim: 10 } layer { name: "a" type: "Convolution" '
+        'bottom: "data" top: "a" convolution_param { num_output: 4 kernel_size: 3 } }'
+    )
+    net = load_caffe(parse_text(text), None)  # loads; the layer's own call says what is wrong
+    with pytest.raises(RuntimeError, match="Kernel size"), torch.no_grad():
+        net(data=torch.zeros(1, 3, 12, 10))

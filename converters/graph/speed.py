@@ -1031,7 +1031,10 @@ def _warm_at_load(net: nn.Module) -> None:
         return
     with torch.no_grad():
         for m in layers:
-            m(torch.zeros(1, m.in_channels, *m.speed_input))  # type: ignore[misc]
+            try:
+                m(torch.zeros(1, m.in_channels, *m.speed_input))  # type: ignore[misc]
+            except (RuntimeError, ValueError):  # (a size the layer refuses: its first call will say so)
+                return
 
 
 def _keeps_channels_last(conv: FastConv2d) -> bool:
