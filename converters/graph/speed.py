@@ -88,10 +88,11 @@ import os
 import platform
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
@@ -392,8 +393,14 @@ def calibrate(conv: FastConv2d) -> KernelChoice:
     docstring: the rule), and of those and the direct kernel choose the fastest on a speed probe.
     The precision probe runs on one thread (on a tiny probe, waking a second one costs more than it
     saves; the kernels' sums do not depend on the thread count), the speed probe on the process's."""
+    return kept_choice(_calibration_key(conv), lambda started: _calibrate(conv, started))
+
+
+def kept_choice(key: str, calibrate_now: Callable[[float], KernelChoice]) -> KernelChoice:
+    """The calibration kept under ``key`` in the calibration file, else ``calibrate_now(started)``'s
+    (given the time it started), kept there where it probed every candidate (``key`` empty: nothing
+    is read or kept)."""
     started = time.perf_counter()
-    key = _calibration_key(conv)
     known = _calibrations().get(key) if key else None
     if known is not None and _valid_entry(key, known):  # (checked when used: a load reads a few)
         measured = tuple(
@@ -401,7 +408,7 @@ def calibrate(conv: FastConv2d) -> KernelChoice:
             for name, rms, largest, seconds, identical in known[1]
         )
         return KernelChoice(known[0], measured, time.perf_counter() - started, cached=True)
-    choice = _calibrate(conv, started)
+    choice = calibrate_now(started)
     if key and choice.measured and not any(math.isnan(m.rms) for m in choice.measured):
         store = _calibrations()
         store.pop(key, None)
@@ -443,11 +450,18 @@ def _calibration_key(conv: nn.Conv2d) -> str:
                 getattr(conv, "channels_last_input", False),
                 getattr(conv, "channels_last_output", False),
                 getattr(conv, "contiguous_output", False))  # fmt: skip
-    digest = hashlib.sha256(f"{_machine()}|{rule}|{geometry}".encode())
     rows = pick.numpy()
-    digest.update(weight.numpy()[rows].tobytes())  # numpy: torch's index_select takes milliseconds here
-    if conv.bias is not None:
-        digest.update(b"bias" + conv.bias.detach().numpy()[rows].tobytes())
+    bias = conv.bias.detach().numpy()[rows] if conv.bias is not None else None
+    return calibration_digest(rule, geometry, weight.numpy()[rows], bias)
+
+
+def calibration_digest(rule: tuple, geometry: tuple, weights: np.ndarray, bias: np.ndarray | None) -> str:
+    """The calibration file's key: this machine, the rule's constants, the layer's geometry and the
+    weights (and bias) its probe reads (numpy: torch's index_select takes milliseconds here)."""
+    digest = hashlib.sha256(f"{_machine()}|{rule}|{geometry}".encode())
+    digest.update(np.ascontiguousarray(weights).tobytes())
+    if bias is not None:
+        digest.update(b"bias" + np.ascontiguousarray(bias).tobytes())
     return digest.hexdigest()
 
 
@@ -660,22 +674,29 @@ def _race(conv: nn.Conv2d, kernels: list[str], padding: tuple[int, int]) -> dict
         elif out_of_chain and is_channels_last(y):
             y.contiguous()
 
+    return best_times({name: functools.partial(run, name) for name in kernels})
+
+
+def best_times(runs: Mapping[str, Callable[[], object]]) -> dict[str, float]:
+    """Seconds each of ``runs`` takes: the best of up to :data:`SPEED_ROUNDS` runs taken in turns,
+    after one warm-up run each (fewer rounds once they have taken :data:`SPEED_SECONDS`; a warm-up
+    longer than that is the time)."""
     times, rounds = {}, {}
     with torch.no_grad():
-        for name in kernels:  # warm-up (primitives, workspaces); a run longer than SPEED_SECONDS counts
+        for name, run in runs.items():  # warm-up (primitives, workspaces); a long one is the time
             began = time.perf_counter()
-            run(name)
+            run()
             times[name] = time.perf_counter() - began
             rounds[name] = [] if times[name] > SPEED_SECONDS else [math.inf]
         started = time.perf_counter()
         for _ in range(SPEED_ROUNDS):
-            for name in [k for k in kernels if rounds[k]]:
+            for name in [k for k in runs if rounds[k]]:
                 began = time.perf_counter()
-                run(name)
+                runs[name]()
                 rounds[name].append(time.perf_counter() - began)
             if time.perf_counter() - started > SPEED_SECONDS:
                 break
-    return {name: min(rounds[name]) if rounds[name] else times[name] for name in kernels}
+    return {name: min(rounds[name]) if rounds[name] else times[name] for name in runs}
 
 
 class FastConv2d(nn.Conv2d):

@@ -16,7 +16,6 @@ RMS error. The answers are kept with :mod:`.speed`'s, in the same file, keyed th
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 
@@ -121,35 +120,17 @@ def _key(module: nn.ConvTranspose2d) -> str:
             speed._PROBE_SEED, speed.SPEED_MACS, speed.SPEED_ROUNDS, speed.SPEED_MARGIN)  # fmt: skip
     geometry = (tuple(weight.shape), tuple(module.stride), tuple(module.padding), torch.get_num_threads(),
                 getattr(module, "speed_input", None))  # fmt: skip
-    digest = hashlib.sha256(f"{speed._machine()}|{rule}|{geometry}".encode())
-    digest.update(weight.numpy()[:, pick.numpy()].tobytes())
-    if module.bias is not None:
-        digest.update(b"bias" + module.bias.detach().numpy()[pick.numpy()].tobytes())
-    return digest.hexdigest()
+    rows = pick.numpy()
+    bias = module.bias.detach().numpy()[rows] if module.bias is not None else None
+    return speed.calibration_digest(rule, geometry, weight.numpy()[:, rows], bias)
 
 
 def calibrate(module: FastConvTranspose2d) -> speed.KernelChoice:
     """PyTorch's kernel, or the phase kernel where, with this layer's weights, it is within the rule
     on a seeded probe (module docstring) and faster on the race; kept in the calibration file."""
-    started = time.perf_counter()
     if not suits_phase_gemm(module):
         return speed.KernelChoice(DIRECT, (), 0.0)
-    key = _key(module)
-    known = speed._calibrations().get(key) if key else None
-    if known is not None and speed._valid_entry(key, known):
-        measured = tuple(
-            speed.Measured(name, rms, largest, math.nan if seconds < 0 else seconds, bool(identical))
-            for name, rms, largest, seconds, identical in known[1]
-        )
-        return speed.KernelChoice(known[0], measured, time.perf_counter() - started, cached=True)
-    choice = _calibrate(module, started)
-    if key and choice.measured and not math.isnan(choice.measured[0].rms):
-        store = speed._calibrations()
-        store.pop(key, None)
-        store[key] = [choice.kernel, [[m.kernel, m.rms, m.max, -1.0 if math.isnan(m.time) else m.time,
-                                       m.identical] for m in choice.measured]]  # fmt: skip
-        speed._CALIBRATION_STATE["dirty"] = True
-    return choice
+    return speed.kept_choice(_key(module), lambda started: _calibrate(module, started))
 
 
 def _calibrate(module: FastConvTranspose2d, started: float) -> speed.KernelChoice:
@@ -202,8 +183,7 @@ def _calibrate(module: FastConvTranspose2d, started: float) -> speed.KernelChoic
 def _race(module: FastConvTranspose2d) -> tuple[float, float] | None:
     """Seconds PyTorch's kernel and the phase kernel take for ``module`` on one image of its input
     size at the net's declared input (16 x 16 where unknown), every channel, rows cut to
-    ``speed.SPEED_MACS`` multiply-adds: the best of up to ``speed.SPEED_ROUNDS`` runs in turns after
-    a warm-up each (fewer once the race has taken ``speed.SPEED_SECONDS``)."""
+    ``speed.SPEED_MACS`` multiply-adds (``speed.best_times``)."""
     weight = module.weight.detach()
     bias = module.bias.detach() if module.bias is not None else None
     channels, outputs, k_h, k_w = weight.shape
@@ -217,24 +197,8 @@ def _race(module: FastConvTranspose2d) -> tuple[float, float] | None:
     x = torch.randn(1, channels, height, width, generator=generator).abs_()
     taps = phase_taps(weight, stride)  # type: ignore[arg-type]
     kernel = (k_h, k_w)
-    runs = (
-        lambda: conv_transpose(x, weight, bias, stride, padding),
-        lambda: phase_conv_transpose2d(x, taps, bias, kernel, stride, padding),
-    )
-    best = [math.inf, math.inf]
-    with torch.no_grad():
-        for index, run in enumerate(runs):  # warm-up; a run longer than SPEED_SECONDS is the time
-            began = time.perf_counter()
-            run()
-            elapsed = time.perf_counter() - began
-            if elapsed > speed.SPEED_SECONDS:
-                best[index] = elapsed
-        started = time.perf_counter()
-        for _ in range(speed.SPEED_ROUNDS):
-            for index, run in enumerate(runs):
-                began = time.perf_counter()
-                run()
-                best[index] = min(best[index], time.perf_counter() - began)
-            if time.perf_counter() - started > speed.SPEED_SECONDS:
-                break
-    return best[0], best[1]
+    times = speed.best_times({
+        DIRECT: lambda: conv_transpose(x, weight, bias, stride, padding),
+        PHASE_GEMM: lambda: phase_conv_transpose2d(x, taps, bias, kernel, stride, padding),
+    })  # fmt: skip
+    return times[DIRECT], times[PHASE_GEMM]
