@@ -55,7 +55,7 @@ def _expected(net: torch.nn.Module, weights: dict[str, list[np.ndarray]]) -> dic
 def _spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     """Record what load_caffe's FileWeights did with each blob, and every fallback copy."""
     seen: dict[str, list] = {"opened": [], "read": [], "taken": [], "copied": []}
-    real_open, real_readinto = builder.open_weights, formats.FileWeights.readinto
+    real_open, real_read_piece = builder.open_weights, formats.FileWeights._read_piece
     real_take, real_assign = formats.FileWeights.take, builder._assign_array
 
     def opened(path):
@@ -63,11 +63,9 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
         seen["opened"].append(weights)
         return weights
 
-    def readinto(self, array, out):
-        offset = self.file_offset(array)
-        done = real_readinto(self, array, out)
-        seen["read"].append((offset, done))
-        return done
+    def read_piece(self, offset, view):
+        seen["read"].append((offset, view.nbytes))  # (in the order the pieces are claimed: one reader)
+        real_read_piece(self, offset, view)
 
     def take(self, array):
         own = real_take(self, array)
@@ -79,7 +77,7 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
         real_assign(target, array)
 
     monkeypatch.setattr(builder, "open_weights", opened)
-    monkeypatch.setattr(formats.FileWeights, "readinto", readinto)
+    monkeypatch.setattr(formats.FileWeights, "_read_piece", read_piece)
     monkeypatch.setattr(formats.FileWeights, "take", take)
     monkeypatch.setattr(builder, "_assign_array", assign)
     return seen
@@ -92,12 +90,13 @@ def test_every_packed_blob_is_read_from_the_file_into_its_parameter(
     weights = _weights()
     write_weights({**weights, "not_in_the_net": [np.ones(1000, np.float32)]}, tmp_path / "w.caffemodel")
     seen = _spy(monkeypatch)
+    monkeypatch.setattr(formats, "READERS", 1)  # one reader: the pieces in the order it claims them
     net = load_caffe(NET, tmp_path / "w.caffemodel", optimize=optimize)  # reads only what it uses:
     (opened,) = seen["opened"]
-    assert [done for _, done in seen["read"]] == [True] * 4 and not seen["copied"]
-    offsets = [offset for offset, _ in seen["read"]]
-    assert offsets == sorted(offsets)  # in file order
-    assert len({offset % 4 for offset in offsets}) > 1  # values unaligned in the file are read too
+    with formats.open_weights(tmp_path / "w.caffemodel") as again:  # where each blob's values lie
+        spans = sorted((again.file_offset(blob), blob.nbytes) for layer in SHAPES for blob in again[layer])
+    assert seen["read"] == spans and not seen["copied"]  # each blob once, whole, in file order
+    assert len({offset % 4 for offset, _ in spans}) > 1  # values unaligned in the file are read too
     parameters = dict(net.named_parameters())
     expected = _expected(net, weights)
     assert len(seen["taken"]) == len(expected)
@@ -107,7 +106,31 @@ def test_every_packed_blob_is_read_from_the_file_into_its_parameter(
         assert parameter.data_ptr() == own.ctypes.data  # which the parameter keeps: no second copy
         assert not np.shares_memory(parameter.numpy(), view)  # never a view of the file
         assert np.array_equal(parameter.numpy().reshape(-1), expected[key]), key
-    assert opened._handle is None and opened._thread is not None and not opened._thread.is_alive()
+    assert opened._handle is None and opened._threads and not any(t.is_alive() for t in opened._threads)
+
+
+@pytest.mark.parametrize("readers", [1, 2, 3])
+def test_background_readers_read_every_piece_once_whatever_their_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, readers: int
+) -> None:
+    """Several readers, each claiming the next piece of the file: blobs larger than a piece are read
+    by more than one of them, every byte once, and the values are the file's."""
+    weights = _weights(6)
+    write_weights(weights, tmp_path / "w.caffemodel")
+    seen = _spy(monkeypatch)
+    monkeypatch.setattr(formats, "READERS", readers)
+    monkeypatch.setattr(formats, "_READ_CHUNK", 256)  # ip's 2880 bytes in 12 pieces
+    net = load_caffe(NET, tmp_path / "w.caffemodel", optimize=False)
+    (opened,) = seen["opened"]
+    if formats._PREAD:
+        assert len(opened._threads) == readers
+    with formats.open_weights(tmp_path / "w.caffemodel") as again:
+        ip_weight = again["ip"][0]
+        start = again.file_offset(ip_weight)
+    ip_pieces = sorted(piece for piece in seen["read"] if start <= piece[0] < start + ip_weight.nbytes)
+    assert ip_pieces == [(start + k, min(256, ip_weight.nbytes - k)) for k in range(0, ip_weight.nbytes, 256)]
+    for key, value in _expected(net, weights).items():
+        assert np.array_equal(net.state_dict()[key].numpy().reshape(-1), value), key
 
 
 def test_a_load_peaks_at_one_copy_of_the_weights(tmp_path: Path) -> None:
@@ -257,7 +280,7 @@ def test_closing_stops_the_background_reads(tmp_path: Path) -> None:
     weights = formats.open_weights(path)
     weights.start_reading()
     weights.close()
-    assert weights._thread is not None and not weights._thread.is_alive() and weights._handle is None
+    assert weights._threads and not any(t.is_alive() for t in weights._threads) and weights._handle is None
     assert weights.take(weights["ip"][0]) is None
 
 
