@@ -96,6 +96,14 @@ def test_a_converted_file_loads_tensor_by_tensor_and_a_corrupt_header_is_refused
     cut.write_bytes(raw[:-10])
     with pytest.raises(CaffeFormatError, match="does not fit"):
         load_converted(cut)
+    header = json.loads(raw[8 : 8 + length])
+    assert header["c.bias"]["data_offsets"] == [0, 8] and header["c.weight"]["data_offsets"] == [8, 80]
+    header["c.weight"]["data_offsets"] = [4, 76]  # over c.bias's second value: each tensor fits the file
+    text = json.dumps(header).encode()
+    overlapping = tmp_path / "overlapping.safetensors"
+    overlapping.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + length :])
+    with pytest.raises(CaffeFormatError, match="overlap in the file"):
+        load_converted(overlapping)
 
 
 def test_a_load_leaves_pythons_thread_switch_interval_as_it_found_it_also_when_it_fails(

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from converters import CaffeFormatError, load_caffe, parse_text, write_weights
+from converters import CaffeFormatError, load_caffe, parse_text, spans, write_weights
 from converters.caffe import formats
 from converters.graph import builder
 
@@ -55,7 +55,7 @@ def _expected(net: torch.nn.Module, weights: dict[str, list[np.ndarray]]) -> dic
 def _spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     """Record what load_caffe's FileWeights did with each blob, and every fallback copy."""
     seen: dict[str, list] = {"opened": [], "read": [], "taken": [], "copied": []}
-    real_open, real_read_piece = builder.open_weights, formats.FileWeights._read_piece
+    real_open, real_read_span = builder.open_weights, spans.read_span
     real_take, real_assign = formats.FileWeights.take, builder._assign_array
 
     def opened(path):
@@ -63,9 +63,9 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
         seen["opened"].append(weights)
         return weights
 
-    def read_piece(self, offset, view):
+    def read_span(handle, offset, view, lock, stopped):
         seen["read"].append((offset, view.nbytes))  # (in the order the pieces are claimed: one reader)
-        real_read_piece(self, offset, view)
+        real_read_span(handle, offset, view, lock, stopped)
 
     def take(self, array):
         own = real_take(self, array)
@@ -77,7 +77,7 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
         real_assign(target, array)
 
     monkeypatch.setattr(builder, "open_weights", opened)
-    monkeypatch.setattr(formats.FileWeights, "_read_piece", read_piece)
+    monkeypatch.setattr(spans, "read_span", read_span)
     monkeypatch.setattr(formats.FileWeights, "take", take)
     monkeypatch.setattr(builder, "_assign_array", assign)
     return seen
@@ -90,13 +90,13 @@ def test_every_packed_blob_is_read_from_the_file_into_its_parameter(
     weights = _weights()
     write_weights({**weights, "not_in_the_net": [np.ones(1000, np.float32)]}, tmp_path / "w.caffemodel")
     seen = _spy(monkeypatch)
-    monkeypatch.setattr(formats, "READERS", 1)  # one reader: the pieces in the order it claims them
+    monkeypatch.setattr(spans, "READERS", 1)  # one reader: the pieces in the order it claims them
     net = load_caffe(NET, tmp_path / "w.caffemodel", optimize=optimize)  # reads only what it uses:
     (opened,) = seen["opened"]
     with formats.open_weights(tmp_path / "w.caffemodel") as again:  # where each blob's values lie
-        spans = sorted((again.file_offset(blob), blob.nbytes) for layer in SHAPES for blob in again[layer])
-    assert seen["read"] == spans and not seen["copied"]  # each blob once, whole, in file order
-    assert len({offset % 4 for offset, _ in spans}) > 1  # values unaligned in the file are read too
+        places = sorted((again.file_offset(blob), blob.nbytes) for layer in SHAPES for blob in again[layer])
+    assert seen["read"] == places and not seen["copied"]  # each blob once, whole, in file order
+    assert len({offset % 4 for offset, _ in places}) > 1  # values unaligned in the file are read too
     parameters = dict(net.named_parameters())
     expected = _expected(net, weights)
     assert len(seen["taken"]) == len(expected)
@@ -106,7 +106,8 @@ def test_every_packed_blob_is_read_from_the_file_into_its_parameter(
         assert parameter.data_ptr() == own.ctypes.data  # which the parameter keeps: no second copy
         assert not np.shares_memory(parameter.numpy(), view)  # never a view of the file
         assert np.array_equal(parameter.numpy().reshape(-1), expected[key]), key
-    assert opened._handle is None and opened._threads and not any(t.is_alive() for t in opened._threads)
+    assert opened._handle is None and opened._reader is not None
+    assert not any(thread.is_alive() for thread in opened._reader.threads)
 
 
 @pytest.mark.parametrize("readers", [1, 2, 3])
@@ -118,12 +119,12 @@ def test_background_readers_read_every_piece_once_whatever_their_number(
     weights = _weights(6)
     write_weights(weights, tmp_path / "w.caffemodel")
     seen = _spy(monkeypatch)
-    monkeypatch.setattr(formats, "READERS", readers)
-    monkeypatch.setattr(formats, "_READ_CHUNK", 256)  # ip's 2880 bytes in 12 pieces
+    monkeypatch.setattr(spans, "READERS", readers)
+    monkeypatch.setattr(spans, "READ_PIECE", 256)  # ip's 2880 bytes in 12 pieces
     net = load_caffe(NET, tmp_path / "w.caffemodel", optimize=False)
     (opened,) = seen["opened"]
-    if formats._PREAD:
-        assert len(opened._threads) == readers
+    if spans.PREAD:
+        assert len(opened._reader.threads) == readers
     with formats.open_weights(tmp_path / "w.caffemodel") as again:
         ip_weight = again["ip"][0]
         start = again.file_offset(ip_weight)
@@ -280,7 +281,8 @@ def test_closing_stops_the_background_reads(tmp_path: Path) -> None:
     weights = formats.open_weights(path)
     weights.start_reading()
     weights.close()
-    assert weights._threads and not any(t.is_alive() for t in weights._threads) and weights._handle is None
+    assert weights._reader is not None and weights._handle is None
+    assert not any(thread.is_alive() for thread in weights._reader.threads)
     assert weights.take(weights["ip"][0]) is None
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .. import spans
 from ..atomic import atomic_write
 from ..errors import CaffeFormatError
 from .binary import decode_message, encode_chunks, write_chunks
@@ -290,10 +291,7 @@ class FileWeights(dict[str, list[np.ndarray]]):
         if handle is not None and isinstance(buf, memoryview) and isinstance(buf.obj, mmap.mmap):
             start = np.frombuffer(buf, dtype=np.uint8, count=1).ctypes.data
             self._span = (start, start + buf.nbytes)
-        self._threads: list[threading.Thread] = []
-        self._stop = False
-        self._read: dict[int, np.ndarray] = {}
-        self._error: BaseException | None = None
+        self._reader: spans.SpanReader | None = None
 
     def file_offset(self, array: np.ndarray) -> int | None:
         """Where ``array``'s bytes start in the file, when it is a contiguous float32 view of the
@@ -317,38 +315,25 @@ class FileWeights(dict[str, list[np.ndarray]]):
         view = memoryview(out).cast("B")
         if view.nbytes != array.nbytes:
             raise ValueError(f"readinto: {view.nbytes} bytes of room for {array.nbytes} bytes of values")
-        for start in range(0, view.nbytes, _READ_CHUNK):
-            self._read_piece(offset + start, view[start : start + _READ_CHUNK])
+        handle = self._handle
+        if handle is None:
+            raise ValueError("readinto: the weights file is closed")
+        try:
+            spans.read_span(handle, offset, view, self._lock, lambda: False)
+        except (spans.ShortFile, OSError) as exc:
+            raise self._format_error(exc) from None
         return True
 
-    def _read_piece(self, offset: int, view: memoryview) -> None:
-        """Fill ``view`` with the file's bytes from ``offset``: with ``pread`` where the system has
-        it (several threads read at once, each at its own offset), else one seek + read at a time."""
-        done = 0
-        while done < view.nbytes:
-            if self._stop and threading.current_thread() in self._threads:
-                raise _Stopped
-            handle = self._handle
-            if handle is None:
-                raise ValueError("readinto: the weights file is closed")
-            try:
-                if _PREAD:
-                    count = os.preadv(handle.fileno(), [view[done:]], offset + done)
-                else:
-                    with self._lock:
-                        handle.seek(offset + done)
-                        count = handle.readinto(view[done:])
-            except OSError as exc:
-                raise CaffeFormatError(exc.strerror or str(exc), self.path) from None
-            except ValueError:  # closed by another thread meanwhile
-                raise ValueError("readinto: the weights file is closed") from None
-            if count == 0:
-                raise CaffeFormatError(
-                    "the file became shorter while it was read (changed by another program?)",
-                    self.path,
-                    offset=offset + done,
-                )
-            done += count
+    def _format_error(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, spans.ShortFile):
+            return CaffeFormatError(
+                "the file became shorter while it was read (changed by another program?)",
+                self.path,
+                offset=exc.offset,
+            )
+        if isinstance(exc, OSError):
+            return CaffeFormatError(exc.strerror or str(exc), self.path)
+        return exc
 
     def start_reading(
         self,
@@ -356,65 +341,44 @@ class FileWeights(dict[str, list[np.ndarray]]):
         allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
     ) -> None:
         """Read every blob that views the file (of ``layers`` only, when given: those the loader
-        may use) into an array of its own, in file order, in background threads (:data:`READERS`
-        of them, each reading the next piece of the file): the reads release the GIL, so the
-        loader's own work runs meanwhile, and on a cold page cache the wait for the disk too.
-        :meth:`take` hands them out. ``allocate(shape)`` gives each blob's uninitialised float32
-        array (the loader's own memory, e.g. a tensor's ``.numpy()``); by default, page-aligned
-        anonymous memory (numpy's own asks the kernel for huge pages, which makes a read into fresh
-        memory up to twice as slow)."""
-        if self._threads or self._handle is None:
+        may use) into an array of its own, in file order, in background threads
+        (:class:`converters.spans.SpanReader`): the reads release the GIL, so the loader's own work
+        runs meanwhile, and on a cold page cache the wait for the disk too. :meth:`take` hands them
+        out. ``allocate(shape)`` gives each blob's uninitialised float32 array (the loader's own
+        memory, e.g. a tensor's ``.numpy()``); by default, page-aligned anonymous memory (numpy's
+        own asks the kernel for huge pages, which makes a read into fresh memory up to twice as
+        slow)."""
+        if self._reader is not None or self._handle is None:
             return
-        allocate = allocate or _anonymous_empty
+        make = allocate or _anonymous_empty
         wanted = None if layers is None else set(layers)
         views = sorted(
             ((offset, array) for name, blobs in self.items() if wanted is None or name in wanted
              for array in blobs if (offset := self.file_offset(array)) is not None),
             key=lambda item: item[0],
         )  # fmt: skip
-        pieces = iter([(offset, array, start) for offset, array in views
-                       for start in range(0, max(array.nbytes, 1), _READ_CHUNK)])  # fmt: skip
-        claim = threading.Lock()
 
-        def read_pieces() -> None:
-            try:
-                while not self._stop and self._error is None:
-                    with claim:  # the next piece in file order; its blob's array made by its first piece
-                        piece = next(pieces, None)
-                        if piece is None:
-                            return
-                        offset, array, start = piece
-                        own = self._read.get(id(array))
-                        if own is None:
-                            own = self._read[id(array)] = allocate(array.shape)
-                    view = memoryview(own).cast("B")
-                    self._read_piece(offset + start, view[start : start + _READ_CHUNK])
-            except _Stopped:
-                return
-            except BaseException as exc:  # handed to the loader by take()
-                self._error = exc
+        def allocator(shape: tuple[int, ...]) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+            def made() -> tuple[np.ndarray, np.ndarray]:
+                own = make(shape)
+                return own, own
 
-        readers = READERS if _PREAD else 1
-        self._threads = [
-            threading.Thread(target=read_pieces, name=f"caffemodel-reader-{k}", daemon=True)
-            for k in range(readers)
-        ]
-        for thread in self._threads:
-            thread.start()
+            return made
+
+        places = [(id(array), offset, array.nbytes, allocator(array.shape)) for offset, array in views]
+        self._reader = spans.SpanReader(self._handle, places)
 
     def take(self, array: np.ndarray) -> np.ndarray | None:
         """The values of ``array`` (one of these blobs) in an array of their own that the caller
         may keep: read by :meth:`start_reading` (waited for) when ``array`` views the file; else
         ``None``. Each is handed out once."""
-        if not self._threads or self.file_offset(array) is None:
+        if self._reader is None or self.file_offset(array) is None:
             return None
-        for thread in self._threads:
-            thread.join()
-        if self._error is not None:
-            raise self._error
-        if self._stop:
-            return None
-        return self._read.pop(id(array), None)
+        try:
+            read = self._reader.wait()
+        except BaseException as exc:
+            raise self._format_error(exc) from None
+        return read.pop(id(array), None)
 
     def owned(self, array: np.ndarray) -> bool:
         """Whether ``array`` holds values of its own that only these weights refer to (decoded, not
@@ -431,10 +395,8 @@ class FileWeights(dict[str, list[np.ndarray]]):
 
     def close(self) -> None:
         """Stop the background reads (blobs not taken are dropped) and close the file."""
-        self._stop = True
-        for thread in self._threads:
-            thread.join()
-        self._read.clear()
+        if self._reader is not None:
+            self._reader.stop()
         with self._lock:
             if self._handle is not None:
                 self._handle.close()
@@ -447,22 +409,7 @@ class FileWeights(dict[str, list[np.ndarray]]):
         self.close()
 
 
-class _Stopped(Exception):
-    """The background reads were stopped by :meth:`FileWeights.close`."""
-
-
 _NATIVE_F4 = np.dtype(np.float32)
-# bytes per read call: a stop request waits for at most one; after each the reader waits for the
-# GIL (the loader lowers Python's switch interval meanwhile: converters/graph/builder.py), and the
-# last piece of a background read is what the other readers may wait for at the end
-_READ_CHUNK = 1 << 24
-_PREAD = hasattr(os, "preadv")
-#: Background reader threads of :meth:`FileWeights.start_reading` (where the system has ``pread``).
-#: Copying the page cache's bytes into fresh memory is the CPU's work, not the disk's: on the
-#: project's 2-core Intel Xeon (2026-12-07) FCN-8s's 538 MB took 0.25-0.27 s in one thread, 0.15-0.17
-#: s in two, 0.15-0.18 s in three or four (warm cache), 0.29-0.62 s and 0.22-0.23 s on a cold one;
-#: a plain ``read()`` of the file 0.30 s and 0.42-0.65 s.
-READERS = max(1, min(2, os.cpu_count() or 1))
 
 
 def _anonymous_empty(shape: tuple[int, ...]) -> np.ndarray:

@@ -993,7 +993,7 @@ def _load_caffe(
         if device is None or checked_device(device).type != "meta":
             names = (str(layer.get("name")) for kind in ("layer", "layers") for layer in net.getall(kind))
             weights.start_reading(names, _empty_buffer)  # only the layers this net may use
-            sys.setswitchinterval(min(switch_interval, _READING_SWITCH_INTERVAL))
+            sys.setswitchinterval(min(switch_interval, READING_SWITCH_INTERVAL))
     try:
         on_cpu = device is None or checked_device(device).type == "cpu"
         if isinstance(weights, FileWeights) and optimize and on_cpu:
@@ -1015,4 +1015,4 @@ def _load_caffe(
 #: call the reader waits for the GIL, which the graph building holds up to the interval (5 ms by
 #: default). Measured on an Intel Xeon (2 cores, 2026-12-07): the read of FCN-8s's 538 MB within a
 #: load took 282-286 ms with 0.1 ms against 293-303 ms with 5 ms (a raw read: 256-277 ms).
-_READING_SWITCH_INTERVAL = 1e-4
+READING_SWITCH_INTERVAL = 1e-4

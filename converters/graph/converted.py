@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,10 +21,11 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from .. import spans
 from ..atomic import atomic_write
 from ..caffe.text import format_message, parse_text
 from ..errors import CaffeFormatError, UsageError
-from .builder import build_graph
+from .builder import READING_SWITCH_INTERVAL, build_graph
 from .devices import checked_device
 
 FORMAT_VERSION = "1"
@@ -135,8 +137,9 @@ def _write_safetensors(handle: Any, state: dict[str, torch.Tensor], metadata: di
 def _tensors(
     path: str | os.PathLike[str],
 ) -> Iterator[tuple[Callable[[str], torch.Tensor], list[str], dict[str, str]]]:
-    """``(get tensor by key, keys, metadata)`` of a converted file; safetensors tensors are read
-    one at a time, when asked for (a caller that keeps each only once holds the parameters once)."""
+    """``(get tensor by key, keys, metadata)`` of a converted file; a safetensors file's tensors are
+    read in the background (:class:`converters.spans.SpanReader`) from here on, each into a tensor
+    of its own that ``get`` hands out (a caller that keeps each holds the parameters once)."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(9)
@@ -156,28 +159,48 @@ def _tensors(
         return
     if head[8:9] != b"{":  # safetensors: an 8-byte header length, then the JSON header
         raise CaffeFormatError("neither a safetensors file nor a .pt file written by fcn-port", path)
-    with open(path, "rb") as handle:
+    with open(path, "rb", buffering=0) as handle:
         entries, metadata, start, size = _safetensors_header(handle, path)
+        places: dict[str, tuple[int, int]] = {}  # key -> (offset in the file, bytes), where it fits
+        for key, (dtype, shape, (begin, end)) in entries.items():
+            itemsize = torch.empty((), dtype=dtype).element_size()
+            if not any(d < 0 for d in shape) and math.prod(shape) * itemsize == end - begin >= 0 <= begin:
+                places[key] = (start + begin, end - begin)
+        ordered = sorted(places.items(), key=lambda item: item[1])
+        for (key, (offset, length)), (after, (next_offset, _)) in zip(ordered, ordered[1:], strict=False):
+            if offset + length > next_offset:  # (safetensors forbids it: memory would exceed the file)
+                raise CaffeFormatError(f"tensors '{key}' and '{after}' overlap in the file", path)
+
+        def allocate(key: str) -> Callable[[], tuple[torch.Tensor, Any]]:
+            def made() -> tuple[torch.Tensor, Any]:
+                dtype, shape, _ = entries[key]
+                tensor = torch.empty(shape, dtype=dtype)
+                return tensor, tensor.view(-1).view(torch.uint8).numpy()
+
+            return made
+
+        fits = [(key, offset, length, allocate(key)) for key, (offset, length) in ordered
+                if offset + length <= size]  # fmt: skip
+        reader = spans.SpanReader(handle, fits)  # read while the caller builds its net
 
         def get(key: str) -> torch.Tensor:
-            dtype, shape, (begin, end) = entries[key]
-            itemsize = torch.empty((), dtype=dtype).element_size()
-            if (
-                any(d < 0 for d in shape)
-                or math.prod(shape) * itemsize != end - begin
-                or not 0 <= begin <= end <= size - start
-            ):
+            if key not in places or places[key][0] + places[key][1] > size:
                 raise CaffeFormatError(f"tensor '{key}' does not fit its place in the file", path)
-            tensor = torch.empty(shape, dtype=dtype)
-            handle.seek(start + begin)
-            if (
-                tensor.numel()
-                and handle.readinto(memoryview(tensor.view(-1).view(torch.uint8).numpy())) != end - begin
-            ):
-                raise CaffeFormatError(f"the file ends inside tensor '{key}'", path)
-            return tensor
+            try:
+                return reader.wait()[key]
+            except spans.ShortFile as exc:
+                inside = next((k for k, (o, n) in ordered if o <= exc.offset < o + n), key)
+                raise CaffeFormatError(f"the file ends inside tensor '{inside}'", path) from None
+            except OSError as exc:
+                raise CaffeFormatError(exc.strerror or str(exc), path) from None
 
-        yield get, list(entries), metadata
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch_interval, READING_SWITCH_INTERVAL))
+        try:
+            yield get, list(entries), metadata
+        finally:
+            reader.stop()
+            sys.setswitchinterval(switch_interval)
 
 
 _SAFETENSORS_TYPES = {name: dtype for dtype, name in _SAFETENSORS_DTYPES.items()}
