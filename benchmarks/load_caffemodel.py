@@ -7,6 +7,8 @@ each measurement in a fresh Python process, round robin, ``--repeat`` times:
 
 - raw read: ``open(path, "rb").read()``;
 - ``load_caffe(prototxt, caffemodel)``: the default (fast CPU graph) and ``optimize=False``;
+- ``load_converted`` of the same weights written by ``caffe2torch`` (``.safetensors``, 513 MB: the
+  net's parameters only), default graph (its cold runs drop that file's pages);
 - with ``--baseline DIR`` (another checkout, e.g. ``git worktree add DIR <commit>``), the same two
   with that checkout's code, in the same round robin: a before/after table from one run;
 - warm page cache only (``--no-tools`` skips them): ``python -m converters.caffe2torch PROTOTXT
@@ -61,6 +63,7 @@ MODES = {
     "load_caffe, its code warmed (a meta build first)": ("load_caffe_warmed", True),
     "load_caffe(optimize=False), its code warmed": ("load_caffe_plain_warmed", True),
     "load_caffe, first load on this machine (no kept calibration)": ("load_caffe_uncalibrated", True),
+    "load_converted of the same weights converted (.safetensors, 513 MB)": ("load_converted", True),
 }
 BASELINE_MODES = {
     "baseline: load_caffe (default)": ("load_caffe", True),
@@ -93,7 +96,7 @@ def _child(mode: str, prototxt: str, caffemodel: str, scratch: str, repo: str) -
     elif mode != "raw":
         import torch  # noqa: F401  (imported before the baseline)
 
-        from converters import load_caffe
+        from converters import load_caffe, load_converted
         from converters.caffe2torch import main as caffe2torch
     if mode.endswith("_warmed"):  # first-use costs (torch's lazy imports, ...) paid before the clock
         load_caffe(prototxt, None, device="meta")
@@ -107,6 +110,8 @@ def _child(mode: str, prototxt: str, caffemodel: str, scratch: str, repo: str) -
         load_caffe(prototxt, caffemodel)
     elif mode == "load_caffe_plain":
         load_caffe(prototxt, caffemodel, optimize=False)
+    elif mode == "load_converted":
+        load_converted(_converted(scratch))
     elif mode in ("caffe2torch", "caffe2torch_check"):
         out = os.path.join(scratch, f"{os.getpid()}.safetensors")
         check = [] if mode == "caffe2torch_check" else ["--no-check"]
@@ -118,6 +123,10 @@ def _child(mode: str, prototxt: str, caffemodel: str, scratch: str, repo: str) -
         cv2.dnn.readNetFromCaffe(prototxt, caffemodel)
     seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "extra_peak": _status("VmHWM") - base}))
+
+
+def _converted(scratch: str) -> str:
+    return os.path.join(scratch, "converted.safetensors")
 
 
 def _measure(mode: str, prototxt: Path, caffemodel: Path, scratch: str, repo: Path) -> dict:
@@ -233,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
             check=True,
         )
         size = caffemodel.stat().st_size
+        subprocess.run(
+            [sys.executable, "-m", "converters.caffe2torch", str(prototxt), str(caffemodel), "-o",
+             _converted(scratch), "--no-check"],
+            check=True, cwd=REPO, capture_output=True,
+        )  # fmt: skip
         for repo in {spec[2] for spec in jobs.values()}:  # untimed: keeps calibrations, as a first load
             _measure("load_caffe", prototxt, caffemodel, scratch, repo)
         runs: dict[tuple[str, str], list[dict]] = {}
@@ -244,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     if cache == "warm":
                         _warm(caffemodel)
+                    elif mode == "load_converted":
+                        drop_cache(Path(_converted(scratch)), args.drop)
                     else:
                         dropped = drop_cache(caffemodel, args.drop)
                         resident.append(resident_fraction(caffemodel))
