@@ -189,12 +189,19 @@ def test_registering_a_type_twice_is_refused_unless_overridden() -> None:
 # Which floors each package may import (its own and those below it). CLI modules (``python -m``
 # entry points) are the top of their package and may reach the floors above it.
 FLOORS = {
-    "converters.caffe": {"converters.caffe", "converters.errors", "converters.atomic"},
-    "converters.layers": {"converters.caffe", "converters.errors", "converters.atomic", "converters.layers"},
+    "converters.caffe": {"converters.caffe", "converters.errors", "converters.atomic", "converters.spans"},
+    "converters.layers": {
+        "converters.caffe",
+        "converters.errors",
+        "converters.atomic",
+        "converters.spans",
+        "converters.layers",
+    },
     "converters.graph": {
         "converters.caffe",
         "converters.errors",
         "converters.atomic",
+        "converters.spans",
         "converters.cache_folder",
         "converters.layers",
         "converters.graph",
@@ -203,6 +210,7 @@ FLOORS = {
         "converters.caffe",
         "converters.errors",
         "converters.atomic",
+        "converters.spans",
         "converters.cache_folder",
         "converters.layers",
         "converters.graph",
