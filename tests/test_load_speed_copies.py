@@ -110,21 +110,22 @@ def test_every_packed_blob_is_read_from_the_file_into_its_parameter(
     assert not any(thread.is_alive() for thread in opened._reader.threads)
 
 
-@pytest.mark.parametrize("readers", [1, 2, 3])
+@pytest.mark.parametrize("readers, pread", [(1, True), (2, True), (3, True), (2, False)])
 def test_background_readers_read_every_piece_once_whatever_their_number(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, readers: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, readers: int, pread: bool
 ) -> None:
     """Several readers, each claiming the next piece of the file: blobs larger than a piece are read
-    by more than one of them, every byte once, and the values are the file's."""
+    by more than one of them, every byte once, and the values are the file's. Without ``pread``
+    (Windows), one reader seeks and reads."""
     weights = _weights(6)
     write_weights(weights, tmp_path / "w.caffemodel")
     seen = _spy(monkeypatch)
     monkeypatch.setattr(spans, "READERS", readers)
+    monkeypatch.setattr(spans, "PREAD", pread and spans.PREAD)
     monkeypatch.setattr(spans, "READ_PIECE", 256)  # ip's 2880 bytes in 12 pieces
     net = load_caffe(NET, tmp_path / "w.caffemodel", optimize=False)
     (opened,) = seen["opened"]
-    if spans.PREAD:
-        assert len(opened._reader.threads) == readers
+    assert len(opened._reader.threads) == (readers if spans.PREAD else 1)
     with formats.open_weights(tmp_path / "w.caffemodel") as again:
         ip_weight = again["ip"][0]
         start = again.file_offset(ip_weight)
