@@ -713,6 +713,42 @@ def test_a_map_too_wide_for_the_probe_is_raced_on_fewer_rows_not_skipped(monkeyp
     assert speed._race(conv, ["onednn"], (1, 1)) == {}
 
 
+def test_a_layer_with_a_padding_larger_than_its_input_is_raced_on_fewer_rows_too(monkeypatch) -> None:
+    """FCN's pad 100 on a small input with many channels: the speed probe cut to fewer rows keeps one
+    input row at least (its outputs mostly padding), where it asked for a negative height at load."""
+    from converters.graph import speed
+
+    raced = []
+    real_run = speed.run_kernel
+    record = lambda name, x, *a: raced.append(tuple(x.shape)) or real_run(name, x, *a)  # noqa: E731
+    monkeypatch.setattr(speed, "run_kernel", record)
+    monkeypatch.setattr(speed, "SPEED_MACS", 10**6)  # one output row would pass it: cut to an eighth
+    conv = FastConv2d(16, 8, 3, padding=100)
+    conv.speed_input = (10, 10)
+    times = speed._race(conv, ["onednn", "gemm"], (100, 100))
+    assert set(times) == {"onednn", "gemm"} and raced
+    assert all(shape[2] in (1, 2) and shape[2] % 2 == 10 % 2 for shape in raced), raced  # parity kept
+    monkeypatch.setattr(speed, "RMS_RATIO", 1e9)  # a candidate kept, so the load races the layer
+    monkeypatch.setattr(speed, "MAX_RATIO", 1e9)
+    monkeypatch.setattr(speed, "CALIBRATION_CACHE", None)
+    from converters import parse_text
+
+    net = load_caffe(
+        parse_text(
+            'layer { name: "in" type: "Input" top: "data" '
+            "input_param { shape { dim: 1 dim: 16 dim: 10 dim: 10 } } } "
+            'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+            "convolution_param { num_output: 8 kernel_size: 3 pad: 100 } }"
+        ),
+        None,
+    )
+    x = torch.randn(1, 16, 10, 10, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        got = net(data=x)["c"]
+    want = torch.nn.functional.conv2d(x.double(), net.c.weight.double(), net.c.bias.double(), padding=100)
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-5)
+
+
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch has no oneDNN")
 @pytest.mark.parametrize("room", ["within the budget", "over it"])
 def test_prepared_weights_are_made_at_load_where_they_are_small_else_at_first_use(monkeypatch, room) -> None:

@@ -162,3 +162,13 @@ def test_new_weights_are_calibrated_again_and_the_kept_taps_follow_them(monkeypa
         layer.weight.mul_(-2)  # in place: the version counter moves
         expected = F.conv_transpose2d(x, layer.weight, layer.bias, 2)
         torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_race_of_a_layer_with_a_large_padding_keeps_input_rows_that_give_an_output(monkeypatch) -> None:
+    """Cut to fewer rows for the race, a transposed convolution whose padding passes what those rows
+    would output is raced on as many rows as give one (it asked oneDNN for an empty output)."""
+    monkeypatch.setattr(speed, "SPEED_MACS", 10**5)  # two input rows of 40 would pass it
+    layer = FastConvTranspose2d(16, 16, 4, stride=2, padding=30, bias=False)
+    layer.speed_input = (40, 40)
+    times = transposed._race(layer)
+    assert times is not None and all(t > 0 for t in times)

@@ -641,7 +641,9 @@ def _race(conv: nn.Conv2d, kernels: list[str], padding: tuple[int, int]) -> dict
         rows = max(fewest, min(out_h, SPEED_MACS // max(1, per_pixel * out_w)))
         held = PROBE_VALUES // max(1, in_channels * width)  # input rows the probe may hold
         rows = max(1, min(rows, (held - kernel_h) // stride[0] + 1))  # a wide map: fewer rows, not none
-        cut = (out_h - rows) // 2 * 2  # output rows left out, even: the input keeps its parity
+        # output rows left out, even: the input keeps its parity, and a row at least (where the padding
+        # is large, the probe's rows are then mostly padding)
+        cut = min((out_h - rows) // 2 * 2, (height - 1) // stride[0] // 2 * 2)
         height -= cut * stride[0]
     else:
         fitting = [s for s in SPEED_SIZES if s * s * per_pixel <= SPEED_MACS]

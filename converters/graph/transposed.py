@@ -188,9 +188,11 @@ def _race(module: FastConvTranspose2d) -> tuple[float, float] | None:
     bias = module.bias.detach() if module.bias is not None else None
     channels, outputs, k_h, k_w = weight.shape
     stride, padding = tuple(module.stride), tuple(module.padding)
-    height, width = module.speed_input or (16, 16)
+    declared, width = module.speed_input or (16, 16)
     per_row = channels * outputs * k_h * k_w * width
-    height = max(k_h // stride[0] + 1, min(height, speed.SPEED_MACS // max(1, per_row)))
+    height = max(k_h // stride[0] + 1, min(declared, speed.SPEED_MACS // max(1, per_row)))
+    fewest = -(-(2 * padding[0] - k_h + 1) // stride[0]) + 1  # input rows that give an output row
+    height = max(height, min(declared, fewest))  # (a padding larger than the cut rows' output)
     if channels * height * width > speed.PROBE_VALUES:
         return None
     generator = torch.Generator().manual_seed(speed._PROBE_SEED)
