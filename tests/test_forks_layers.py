@@ -626,3 +626,26 @@ def test_region_pooling_in_chunks_gives_what_one_step_gives_and_names_the_bad_re
         bad[30, 0] = 7
         with pytest.raises(ValueError, match=rf"^{type(layer).__name__}: region 30 names image 7, the batch has 2$"):
             layer(x, bad)
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_region_pooling_over_no_regions_gives_empty_outputs_as_caffe_does(optimize: bool) -> None:
+    """A proposal layer may keep no region (all under its min_size): Caffe reshapes the regions to 0 x 5
+    and every layer after them to 0 rows; the pooling then must not fail on the empty regions."""
+    net = load_caffe(
+        parse_text(
+            'layer { name: "in" type: "Input" top: "data" top: "rois" '
+            "input_param { shape { dim: 1 dim: 8 dim: 6 dim: 6 } shape { dim: 1 dim: 5 } } } "
+            'layer { name: "roi" type: "ROIPooling" bottom: "data" bottom: "rois" top: "roi" '
+            "roi_pooling_param { pooled_h: 2 pooled_w: 2 spatial_scale: 0.5 } } "
+            'layer { name: "ps" type: "PSROIPooling" bottom: "data" bottom: "rois" top: "ps" '
+            "psroi_pooling_param { output_dim: 2 group_size: 2 spatial_scale: 0.5 } } "
+            'layer { name: "fc" type: "InnerProduct" bottom: "roi" top: "fc" inner_product_param { num_output: 3 } } '
+            'layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }'
+        ),
+        None,
+        optimize=optimize,
+    )
+    with torch.no_grad():
+        out = net(data=torch.randn(1, 8, 6, 6), rois=torch.zeros(0, 5))
+    assert tuple(out["ps"].shape) == (0, 2, 2, 2) and tuple(out["prob"].shape) == (0, 3)

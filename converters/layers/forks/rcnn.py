@@ -85,7 +85,7 @@ class ROIPooling(nn.Module):
     def forward(self, x: Tensor, rois: Tensor) -> Tensor:
         channels, height, width = x.shape[1], x.shape[2], x.shape[3]
         ph, pw = self.pooled_h, self.pooled_w
-        rois = rois.reshape(rois.shape[0], -1).float()
+        rois = rois.flatten(1).float()  # (flatten: no proposal left gives 0 x 5)
         per_region = channels * height * (width + pw * width + ph * pw)
         out = [self._pool(x, rois[a:b], a) for a, b in _chunks(rois.shape[0], per_region)]
         return torch.cat(out) if out else x.new_zeros((0, channels, ph, pw))
@@ -145,7 +145,7 @@ class PSROIPooling(nn.Module):
         return f"output_dim={self.output_dim}, group_size={self.group}, spatial_scale={self.spatial_scale}"
 
     def forward(self, x: Tensor, rois: Tensor) -> Tensor:
-        rois = rois.reshape(rois.shape[0], -1).float()
+        rois = rois.flatten(1).float()  # (flatten: no proposal left gives 0 x 5)
         per_region = 2 * x.shape[1] * x.shape[2] * x.shape[3]
         out = [self._pool(x, rois[a:b], a) for a, b in _chunks(rois.shape[0], per_region)]
         return torch.cat(out) if out else x.new_zeros((0, self.output_dim, self.group, self.group))
