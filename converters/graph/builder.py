@@ -956,12 +956,12 @@ def load_caffe(
     ``optimize=False`` keeps the plain one. Other options are those of :func:`build_graph`
     (``phase``, ``with_loss``, ``input_shapes``, ``strict``, ...).
     """
-    with _collector_paused():
+    with collector_paused():
         return _load_caffe(prototxt, caffemodel, device, optimize, options)
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """Python's cyclic garbage collector off for a while: a load makes many small objects, and a
     full collection over everything torch has made costs about a quarter of the file's read time
     (benchmarks/load_caffemodel.py). Nothing is lost: it runs again on the next allocations."""

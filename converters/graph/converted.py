@@ -25,7 +25,7 @@ from .. import spans
 from ..atomic import atomic_write
 from ..caffe.text import format_message, parse_text
 from ..errors import CaffeFormatError, UsageError
-from .builder import READING_SWITCH_INTERVAL, build_graph
+from .builder import READING_SWITCH_INTERVAL, build_graph, collector_paused
 from .devices import checked_device
 
 FORMAT_VERSION = "1"
@@ -272,6 +272,13 @@ def load_converted(
 ) -> fx.GraphModule:
     """The graph saved by :func:`save_converted` (or ``python -m converters.caffe2torch``);
     ``optimize`` as in :func:`converters.load_caffe` (default: the fast graph on the CPU)."""
+    with collector_paused():  # (as load_caffe: a collection over torch's objects costs tens of ms)
+        return _load_converted(path, device, optimize)
+
+
+def _load_converted(
+    path: str | os.PathLike[str], device: str | torch.device | None, optimize: bool | None
+) -> fx.GraphModule:
     target = checked_device(device) if device is not None else torch.device("cpu")
     with _tensors(path) as (get, keys, metadata):
         if "fcn_port.prototxt" not in metadata:
