@@ -104,6 +104,16 @@ def test_a_converted_file_loads_tensor_by_tensor_and_a_corrupt_header_is_refused
     overlapping.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + length :])
     with pytest.raises(CaffeFormatError, match="overlap in the file"):
         load_converted(overlapping)
+    header = json.loads(raw[8 : 8 + length])
+    header["empty"] = {"dtype": "F32", "shape": [0], "data_offsets": [20, 20]}  # inside c.weight: no memory
+    text = json.dumps(header).encode()
+    with_empty = tmp_path / "with_empty.safetensors"
+    with_empty.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + length :])
+    from converters.graph.converted import _tensors
+
+    with _tensors(with_empty) as (get, keys, _):
+        assert "empty" in keys and get("empty").shape == (0,)
+        assert torch.equal(get("c.bias"), net.c.bias.detach())
 
 
 def test_a_load_leaves_pythons_thread_switch_interval_as_it_found_it_also_when_it_fails(

@@ -167,7 +167,8 @@ def _tensors(
             if not any(d < 0 for d in shape) and math.prod(shape) * itemsize == end - begin >= 0 <= begin:
                 places[key] = (start + begin, end - begin)
         ordered = sorted(places.items(), key=lambda item: item[1])
-        for (key, (offset, length)), (after, (next_offset, _)) in zip(ordered, ordered[1:], strict=False):
+        filled = [item for item in ordered if item[1][1]]  # (an empty tensor overlaps nothing)
+        for (key, (offset, length)), (after, (next_offset, _)) in zip(filled, filled[1:], strict=False):
             if offset + length > next_offset:  # (safetensors forbids it: memory would exceed the file)
                 raise CaffeFormatError(f"tensors '{key}' and '{after}' overlap in the file", path)
 
