@@ -20,11 +20,13 @@ READ_PIECE = 1 << 24
 #: Whether the system reads at an offset without a shared file position (``pread``): then several
 #: threads read at once; else one seek + read at a time, by one thread.
 PREAD = hasattr(os, "preadv")
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 #: Reader threads of a :class:`SpanReader` (where the system has ``pread``). On the project's 2-core
 #: Intel Xeon (2026-12-07), FCN-8s's 538 MB caffemodel read into fresh memory in 0.25-0.27 s with
 #: one thread, 0.15-0.17 s with two, 0.15-0.18 s with three or four (warm page cache), 0.29-0.62 s
 #: and 0.22-0.23 s on a cold one; a plain ``read()`` of the file took 0.30 s and 0.42-0.65 s.
-READERS = max(1, min(2, os.cpu_count() or 1))
+#: Two at most, and no more than the CPUs this process may run on.
+READERS = max(1, min(2, _CPUS))
 
 
 class ShortFile(Exception):
