@@ -120,10 +120,12 @@ def test_a_load_leaves_pythons_thread_switch_interval_as_it_found_it_also_when_i
     tmp_path: Path, monkeypatch
 ) -> None:
     """(It lowers it while the weights are read in the background.)"""
+    import json
     import sys
 
+    from converters import load_converted, save_converted
     from converters.caffe.formats import open_weights
-    from converters.errors import WeightsMismatchError
+    from converters.errors import CaffeFormatError, WeightsMismatchError
 
     tiny = Path(__file__).parent / "fixtures" / "tiny_fcn"
     prototxt, caffemodel = tiny / "deploy.prototxt", tiny / "tiny_fcn.caffemodel"
@@ -140,6 +142,22 @@ def test_a_load_leaves_pythons_thread_switch_interval_as_it_found_it_also_when_i
         seen.clear()
         with pytest.raises(WeightsMismatchError):
             load_caffe(prototxt, tmp_path / "wrong.caffemodel")
+        assert sys.getswitchinterval() == pytest.approx(0.002) and min(seen) < 0.002
+        converted = tmp_path / "tiny.safetensors"  # a converted file is read in the background too
+        save_converted(load_caffe(prototxt, caffemodel), converted)
+        seen.clear()
+        load_converted(converted)
+        assert sys.getswitchinterval() == pytest.approx(0.002) and min(seen) < 0.002
+        raw = converted.read_bytes()
+        length = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8 : 8 + length])
+        header["renamed"] = header.pop(next(k for k in header if k != "__metadata__"))
+        text = json.dumps(header).encode()
+        renamed = tmp_path / "renamed.safetensors"
+        renamed.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + length :])
+        seen.clear()
+        with pytest.raises(CaffeFormatError, match="has no tensor"):  # found once the reads began
+            load_converted(renamed)
         assert sys.getswitchinterval() == pytest.approx(0.002) and min(seen) < 0.002
     finally:
         real(before)
