@@ -641,11 +641,12 @@ def test_region_pooling_over_no_regions_gives_empty_outputs_as_caffe_does(optimi
             'layer { name: "ps" type: "PSROIPooling" bottom: "data" bottom: "rois" top: "ps" '
             "psroi_pooling_param { output_dim: 2 group_size: 2 spatial_scale: 0.5 } } "
             'layer { name: "fc" type: "InnerProduct" bottom: "roi" top: "fc" inner_product_param { num_output: 3 } } '
-            'layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }'
+            'layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" } '
+            'layer { name: "best" type: "ArgMax" bottom: "prob" top: "best" }'
         ),
         None,
         optimize=optimize,
     )
     with torch.no_grad():
         out = net(data=torch.randn(1, 8, 6, 6), rois=torch.zeros(0, 5))
-    assert tuple(out["ps"].shape) == (0, 2, 2, 2) and tuple(out["prob"].shape) == (0, 3)
+    assert tuple(out["ps"].shape) == (0, 2, 2, 2) and tuple(out["best"].shape) == (0, 1, 1)

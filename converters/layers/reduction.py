@@ -66,7 +66,7 @@ def argmax(x: Tensor, top_k: int, out_max_val: bool, axis: int | None) -> Tensor
         axis = axis + x.dim() if axis < 0 else axis
         value, index = _ranked(x, axis, top_k)
         return value if out_max_val else index.to(x.dtype)
-    value, index = _ranked(x.reshape(x.shape[0], -1), 1, top_k)
+    value, index = _ranked(x.reshape(x.shape[0], math.prod(x.shape[1:])), 1, top_k)  # (no item: 0 x ...)
     trailing = [1] * (max(x.dim(), 3) - 3)
     parts = [index.to(x.dtype)] + ([value] if out_max_val else [])
     return torch.stack(parts, dim=1).reshape(x.shape[0], len(parts), top_k, *trailing)
