@@ -299,3 +299,34 @@ def test_background_reads_into_memory_of_their_own_by_default(tmp_path: Path) ->
         assert own is not None and own.flags.writeable and not np.shares_memory(own, ip_weight)
         assert own.ctypes.data % 64 == 0 and np.array_equal(own, weights["ip"][0])
         assert opened.take(ip_weight) is None  # handed out once
+
+
+def test_a_read_error_in_a_background_reader_is_a_one_line_format_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk error (EIO) met by a reader thread reaches the loader as a CaffeFormatError naming the
+    file, for a caffemodel and for a converted file, and no reader is left running."""
+    import errno
+
+    from converters import load_converted, save_converted
+
+    path = tmp_path / "w.caffemodel"
+    write_weights(_weights(7), path)
+    converted = tmp_path / "w.safetensors"
+    save_converted(load_caffe(NET, path, optimize=False), converted)
+    if not spans.PREAD:
+        pytest.skip("the reader seeks and reads where the system has no pread")
+
+    def failing(fd, buffers, offset):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(spans.os, "preadv", failing)
+    seen = _spy(monkeypatch)
+    with pytest.raises(CaffeFormatError, match="Input/output error") as caught:
+        load_caffe(NET, path)
+    assert str(path) in str(caught.value)
+    (opened,) = seen["opened"]
+    assert not any(thread.is_alive() for thread in opened._reader.threads)
+    with pytest.raises(CaffeFormatError, match="Input/output error") as caught:
+        load_converted(converted)
+    assert str(converted) in str(caught.value)
