@@ -330,3 +330,30 @@ def test_a_read_error_in_a_background_reader_is_a_one_line_format_error(
     with pytest.raises(CaffeFormatError, match="Input/output error") as caught:
         load_converted(converted)
     assert str(converted) in str(caught.value)
+
+
+def test_readers_that_overlap_give_back_the_switch_interval_once_the_last_one_finishes(
+    tmp_path: Path,
+) -> None:
+    """Two loads reading at once (threads of a server): the interval stays low while either reads and
+    is the one found before the first once both are done, whichever finishes first."""
+    import sys
+
+    path = tmp_path / "bytes"
+    path.write_bytes(bytes(range(256)) * 64)
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.003)
+        for last_first in (False, True):
+            with open(path, "rb", buffering=0) as handle:
+                spans_ = [("all", 0, 1024, lambda: (buffer := bytearray(1024), buffer))]
+                first, second = spans.SpanReader(handle, spans_), spans.SpanReader(handle, spans_)
+                assert sys.getswitchinterval() == pytest.approx(spans.READING_SWITCH_INTERVAL)
+                (second if last_first else first).wait()
+                assert sys.getswitchinterval() == pytest.approx(spans.READING_SWITCH_INTERVAL)
+                (first if last_first else second).stop()
+                assert sys.getswitchinterval() == pytest.approx(0.003)
+                first.stop()  # (again: a reader finishes once)
+                assert sys.getswitchinterval() == pytest.approx(0.003)
+    finally:
+        sys.setswitchinterval(before)

@@ -23,7 +23,6 @@ import math
 import operator
 import os
 import re
-import sys
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -985,7 +984,6 @@ def _load_caffe(
         optimize = (checked_device(device) if device is not None else torch.device("cpu")).type == "cpu"
     options["optimize"] = optimize
     net = prototxt if isinstance(prototxt, Message) else read_prototxt(prototxt)
-    switch_interval = sys.getswitchinterval()
     if caffemodel is None or isinstance(caffemodel, Mapping):
         weights = caffemodel
     else:  # read straight from the file while the graph is built (benchmarks/load_caffemodel.py)
@@ -993,7 +991,6 @@ def _load_caffe(
         if device is None or checked_device(device).type != "meta":
             names = (str(layer.get("name")) for kind in ("layer", "layers") for layer in net.getall(kind))
             weights.start_reading(names, _empty_buffer)  # only the layers this net may use
-            sys.setswitchinterval(min(switch_interval, READING_SWITCH_INTERVAL))
     try:
         on_cpu = device is None or checked_device(device).type == "cpu"
         if isinstance(weights, FileWeights) and optimize and on_cpu:
@@ -1008,11 +1005,3 @@ def _load_caffe(
     finally:
         if isinstance(weights, FileWeights):
             weights.close()
-        sys.setswitchinterval(switch_interval)
-
-
-#: Python's thread switch interval while a load reads the weights in the background: after each read
-#: call the reader waits for the GIL, which the graph building holds up to the interval (5 ms by
-#: default). Measured on an Intel Xeon (2 cores, 2026-12-07): the read of FCN-8s's 538 MB within a
-#: load took 282-286 ms with 0.1 ms against 293-303 ms with 5 ms (a raw read: 256-277 ms).
-READING_SWITCH_INTERVAL = 1e-4

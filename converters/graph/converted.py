@@ -12,7 +12,6 @@ import contextlib
 import json
 import math
 import os
-import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from .. import spans
 from ..atomic import atomic_write
 from ..caffe.text import format_message, parse_text
 from ..errors import CaffeFormatError, UsageError
-from .builder import READING_SWITCH_INTERVAL, build_graph, collector_paused
+from .builder import build_graph, collector_paused
 from .devices import checked_device
 
 FORMAT_VERSION = "1"
@@ -180,12 +179,11 @@ def _tensors(
 
             return made
 
-        fits = [(key, offset, length, allocate(key)) for key, (offset, length) in ordered
-                if offset + length <= size]  # fmt: skip
-        reader = spans.SpanReader(handle, fits)  # read while the caller builds its net
+        fits = {key: place for key, place in ordered if sum(place) <= size}
+        reader = spans.SpanReader(handle, [(key, *place, allocate(key)) for key, place in fits.items()])
 
         def get(key: str) -> torch.Tensor:
-            if key not in places or places[key][0] + places[key][1] > size:
+            if key not in fits:
                 raise CaffeFormatError(f"tensor '{key}' does not fit its place in the file", path)
             try:
                 return reader.wait()[key]
@@ -195,13 +193,10 @@ def _tensors(
             except OSError as exc:
                 raise CaffeFormatError(exc.strerror or str(exc), path) from None
 
-        switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch_interval, READING_SWITCH_INTERVAL))
-        try:
+        try:  # (read while the caller builds its net)
             yield get, list(entries), metadata
         finally:
             reader.stop()
-            sys.setswitchinterval(switch_interval)
 
 
 _SAFETENSORS_TYPES = {name: dtype for dtype, name in _SAFETENSORS_DTYPES.items()}
