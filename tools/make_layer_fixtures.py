@@ -898,6 +898,34 @@ def build_cases() -> list[Case]:
             runs((1, 3, 6, 7), (2, 3, 1, 1)),
             notes=["conv, relu and scale share the blob 'conv': only its final value (after Scale) exists"],
         ),
+        Case(
+            "inplace_backward_reads",
+            "Layers whose Caffe backward reads data that computing in place overwrites: BNLL, ReLU "
+            "with a negative slope and ELU with a negative alpha as the last writer of their blob "
+            "(each reads its own output as its bottom), and Softmax and MVN followed by a Scale in "
+            "place (each reads the Scale's output as its top)",
+            [
+                L("bnll_conv", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("bnll", "BNLL", "bnll_conv", "bnll_conv"),
+                L("relu_conv", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("relu", "ReLU", "relu_conv", "relu_conv", relu_param={"negative_slope": -0.3}),
+                L("elu_conv", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("elu", "ELU", "elu_conv", "elu_conv", elu_param={"alpha": -0.5}),
+                L("softmax_conv", "Convolution", "data", **conv(4, kernel_size=1)),
+                L("softmax", "Softmax", "softmax_conv"),
+                L("softmax_scale", "Scale", "softmax", "softmax", scale_param={"bias_term": True}),
+                L("mvn_conv", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("mvn", "MVN", "mvn_conv"),
+                L("mvn_scale", "Scale", "mvn", "mvn", scale_param={"bias_term": True}),
+                L("mvn_mean", "MVN", "mvn_conv", mvn_param={"normalize_variance": False}),
+                L("mvn_mean_power", "Power", "mvn_mean", "mvn_mean", power_param={"scale": -1.5}),
+            ],
+            runs((1, 3, 4, 5), (2, 3, 2, 3)),
+            notes=[
+                "blobs computed in place hold only their last value (bnll_conv: BNLL's output)",
+                "Caffe's BNLL backward reads bottom data: in place, its own output",
+            ],
+        ),
         # ---- More element-wise activations (each branch from one input, then an in-place chain)
         Case(
             "activations_more",

@@ -451,7 +451,7 @@ def _trace(
                 strict=True,
             ):
                 _check_top(where, top, tuple(value.shape))
-                clobbers = top in call_bottoms and converted.clobbers_top_diff
+                clobbers = top in call_bottoms and (converted.clobbers_top_diff or converted.reads_own_output)
                 if last_writer[top] > index or top in overwritten or clobbers:
                     top_node = _in_place_backward(
                         graph, root, taken, name, converted, args, call_bottoms, top, top_node,
@@ -521,7 +521,7 @@ def _in_place_backward(
     data; at its last writer, the :class:`InPlaceFinal` that hands the final value to them."""
     wrap = converted.caffe_backward is not None and len(bottoms) == 1
     in_place = wrap and top == bottoms[0]
-    if wrap and (not last or (in_place and converted.clobbers_top_diff)):
+    if wrap and (not last or (in_place and (converted.clobbers_top_diff or converted.reads_own_output))):
         attr = _identifier(f"{name}_caffe_backward", taken)
         root.add_module(attr, InPlaceBackward(converted.caffe_backward, in_place=in_place))
         node = graph.create_node("call_module", attr, (args[0], node), name=attr)

@@ -4,7 +4,9 @@ Layers that compute in place share one blob. When Caffe runs a layer's ``Backwar
 holds the value the *last* of them wrote, so a layer whose backward reads its bottom's or top's
 data (ReLU's mask, Sigmoid's ``y (1 - y)``) reads the chain's final value rather than its own.
 For ``conv -> ReLU -> Dropout`` (all in place) this changes nothing; for ``ReLU -> Scale with a
-bias`` or ``ELU -> Log`` in place it changes the gradient, and training on Caffe followed it. Some
+bias``, ``ELU -> Log`` or ``Softmax -> Scale`` in place it changes the gradient, and training on
+Caffe followed it. A layer whose backward reads its bottom reads, computed in place, its own
+output even as the blob's last writer (BNLL: :attr:`Converted.reads_own_output`). Some
 types' backward (Log, Power) also writes the bottom diff, which in place is the top diff, before
 reading the top diff (:attr:`Converted.clobbers_top_diff`).
 

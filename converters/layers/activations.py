@@ -110,7 +110,9 @@ def relu(ctx: LayerContext) -> Converted:
     if slope == 0:
         return Converted(function=torch.relu, keeps_shape=True, caffe_backward=backward)
     kwargs = {"negative_slope": slope}
-    return Converted(function=F.leaky_relu, kwargs=kwargs, keeps_shape=True, caffe_backward=backward)
+    # in place with a negative slope, Caffe's mask (bottom > 0) reads the output: positive where x < 0
+    return Converted(function=F.leaky_relu, kwargs=kwargs, keeps_shape=True, caffe_backward=backward,
+                     reads_own_output=slope < 0)  # fmt: skip
 
 
 @register_layer("Sigmoid", bottoms=1, tops=1)
@@ -134,14 +136,19 @@ def absval(ctx: LayerContext) -> Converted:
 
 @register_layer("BNLL", bottoms=1, tops=1)
 def bnll(ctx: LayerContext) -> Converted:
-    return Converted(function=F.softplus, keeps_shape=True, caffe_backward=bnll_backward)
+    # in place, Caffe's backward reads its own output as the bottom: the gradient of softplus(y)
+    return Converted(
+        function=F.softplus, keeps_shape=True, caffe_backward=bnll_backward, reads_own_output=True
+    )
 
 
 @register_layer("ELU", bottoms=1, tops=1)
 def elu(ctx: LayerContext) -> Converted:
     alpha = float(ctx.param("elu_param").get("alpha"))
     backward = partial(elu_backward, alpha=alpha)
-    return Converted(function=F.elu, kwargs={"alpha": alpha}, keeps_shape=True, caffe_backward=backward)
+    # in place with a negative alpha, the output is positive where x < 0 and Caffe's mask reads it
+    return Converted(function=F.elu, kwargs={"alpha": alpha}, keeps_shape=True, caffe_backward=backward,
+                     reads_own_output=alpha < 0)  # fmt: skip
 
 
 @register_layer("Power", bottoms=1, tops=1)
@@ -227,7 +234,10 @@ def clip_layer(ctx: LayerContext) -> Converted:
         raise NetError(f"{ctx.where}: clip_param needs min and max (both required in Caffe's schema)")
     kwargs = {"low": float(p.get("min")), "high": float(p.get("max"))}
     backward = partial(clip_backward, **kwargs)
-    return Converted(function=clip, kwargs=kwargs, keeps_shape=True, caffe_backward=backward)
+    # in place, the clipped output lies in [min, max]: Caffe's mask passes the gradient everywhere
+    return Converted(
+        function=clip, kwargs=kwargs, keeps_shape=True, caffe_backward=backward, reads_own_output=True
+    )
 
 
 def swish(x: Tensor, beta: float) -> Tensor:

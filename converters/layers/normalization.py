@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -104,7 +105,30 @@ def mvn_layer(ctx: LayerContext) -> Converted:
         "across_channels": bool(p.get("across_channels")),
         "eps": float(p.get("eps")),
     }
-    return Converted(function=mvn, kwargs=kwargs, keeps_shape=True)
+    # Caffe's backward reads the top's data (and the deviation kept from the forward pass): later
+    # layers computing in place over the top change it. (Computed in place itself, the deviation
+    # would need the input, which the blob no longer holds: PyTorch's gradient then.)
+    in_place = ctx.tops[0] == ctx.bottoms[0]
+    backward = None if in_place else partial(mvn_backward, **kwargs)
+    return Converted(function=mvn, kwargs=kwargs, keeps_shape=True, caffe_backward=backward)
+
+
+def mvn_backward(
+    dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, normalize_variance: bool, across_channels: bool,
+    eps: float,
+) -> Tensor:  # fmt: skip
+    """Caffe's MVN ``Backward_cpu`` on the top's data as the blob holds it when backward runs:
+    ``dy - mean(dy)``, and with ``normalize_variance`` ``(dy - mean(dy) - top mean(top dy)) / (std + eps)``
+    (the deviation of ``bottom``, as its forward pass kept it)."""
+    dims = list(range(1 if across_channels else 2, dy.dim()))
+
+    def mean(t: Tensor) -> Tensor:
+        return t.mean(dim=dims, keepdim=True) if dims else t
+
+    if not normalize_variance:
+        return dy - mean(dy)
+    deviation = mean((bottom - mean(bottom)).pow(2)).sqrt() + eps
+    return (dy - mean(dy) - top * mean(top * dy)) / deviation
 
 
 class BatchNorm(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -13,10 +14,15 @@ from .registry import Converted, LayerContext, canonical_axis, register_layer
 
 @register_layer("Softmax", bottoms=1, tops=1)
 def softmax(ctx: LayerContext) -> Converted:
-    axis = int(ctx.param("softmax_param").get("axis"))
-    return Converted(
-        function=torch.softmax, kwargs={"dim": canonical_axis(axis, len(ctx.bottom_shape(0)), ctx.where)}
-    )
+    axis = canonical_axis(int(ctx.param("softmax_param").get("axis")), len(ctx.bottom_shape(0)), ctx.where)
+    backward = partial(softmax_backward, axis=axis)
+    return Converted(function=torch.softmax, kwargs={"dim": axis}, caffe_backward=backward)
+
+
+def softmax_backward(dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, axis: int) -> Tensor:
+    """Caffe's Softmax ``Backward_cpu``: ``(dy - sum(dy * top)) * top`` over ``axis``, on the top's
+    data as the blob holds it when backward runs (later layers computing in place overwrite it)."""
+    return (dy - (dy * top).sum(dim=axis, keepdim=True)) * top
 
 
 def reduction(x: Tensor, operation: str, axis: int, coeff: float) -> Tensor:

@@ -131,6 +131,10 @@ class Converted:
     clobbers_top_diff: bool = False
     """Computed in place, Caffe's backward writes the bottom diff (the top diff's memory) before it
     has read the top diff, so :attr:`caffe_backward` applies even to the blob's last writer."""
+    reads_own_output: bool = False
+    """Computed in place, Caffe's backward reads as "bottom data" the blob the layer has itself
+    overwritten with its output, and that changes its gradient (BNLL; ReLU with a negative slope;
+    Clip), so :attr:`caffe_backward` applies even to the blob's last writer."""
     keeps_shape: bool = False
     """The single output has its (first) bottom's shape: no shape inference run needed."""
     output_shape: Callable[[list[Shape]], Shape | list[Shape]] | None = None
