@@ -1966,6 +1966,14 @@ PROBES: dict[str, str] = {
         ),
     ),
     "conv_huge_stride": _probe_net(IMG, _layer("c", "Convolution", "data", "c", CONV % "stride: 2147483647")),
+    # kernel 3 over a 2-pixel input: C++'s division truncates (2 - 3) / 2 to 0, so stride 2 gives
+    # one output (over a zero past the input's end) and stride 1 gives none
+    "conv_kernel_over_input_s2": _probe_net(
+        {"data": (1, 3, 2, 2)}, _layer("c", "Convolution", "data", "c", CONV % "stride: 2")
+    ),
+    "conv_kernel_over_input_s1": _probe_net(
+        {"data": (1, 3, 2, 2)}, _layer("c", "Convolution", "data", "c", CONV % "")
+    ),
     "conv_huge_pad": _probe_net(IMG, _layer("c", "Convolution", "data", "c", CONV % "pad: 1000000")),
     "input_with_bottom": _probe_net(
         IMG, _layer("in2", "Input", "data", "x", "input_param { shape { dim: 1 } }")

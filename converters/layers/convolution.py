@@ -64,6 +64,13 @@ def _output_sizes(ctx: LayerContext, w: Window, transposed: bool) -> None:
     for size, k, s, p, d in zip(shape[2:], w.kernel, w.stride, w.pad, w.dilation, strict=True):
         extent = (k - 1) * d + 1
         out = _output_length(size, extent, s, p, transposed)
+        span = size + 2 * p - extent
+        if not transposed and -s < span < 0:  # C++'s division truncates: Caffe gives one output
+            raise UnsupportedLayerError(
+                f"{ctx.where}: kernel extent {extent} is larger than the padded input ({size} + 2 x {p}); "
+                f"with stride {s} Caffe still computes one output over zeros past the input's end, "
+                "which is not supported: give a larger input"
+            )
         if out < 1:
             raise NetError(
                 f"{ctx.where}: kernel extent {extent}, stride {s}, pad {p} leave no output for an input "
