@@ -926,6 +926,29 @@ def build_cases() -> list[Case]:
                 "Caffe's BNLL backward reads bottom data: in place, its own output",
             ],
         ),
+        Case(
+            "shared_memory_in_place",
+            "Reshape and Flatten tops share their bottom's memory in Caffe: a layer computing in place "
+            "on either blob afterwards changes both (the blobs Caffe records, and a Pooling that reads "
+            "the bottom after a ReLU in place on the Flatten)",
+            [
+                L("conv", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("flat", "Flatten", "conv"),
+                L("flat_relu", "ReLU", "flat", "flat", relu_param={"negative_slope": 0.2}),
+                L("pool", "Pooling", "conv", **pool("MAX", kernel_size=2, stride=1)),
+                L("conv2", "Convolution", "data", **conv(2, kernel_size=1)),
+                L("reshaped", "Reshape", "conv2", reshape_param={"shape": {"dim": [0, -1, 1]}}),
+                L("reshaped_power", "Power", "reshaped", "reshaped",
+                  power_param={"scale": 2.0, "shift": 0.5}),
+            ],
+            runs((1, 3, 4, 5), (2, 3, 2, 3)),
+            notes=[
+                "conv holds flat's values after the ReLU (in conv's shape), and pool reads them",
+                "conv2 holds the values after reshaped_power",
+                "computing in place on the bottom after the Reshape read it is refused by Caffe (probe "
+                "in_place_after_reader)",
+            ],
+        ),
         # ---- More element-wise activations (each branch from one input, then an in-place chain)
         Case(
             "activations_more",
@@ -2018,6 +2041,23 @@ PROBES: dict[str, str] = {
     ),
     "top_from_two_layers": _probe_net(
         IMG, _layer("r1", "ReLU", "data", "x"), _layer("r2", "Sigmoid", "data", "x")
+    ),
+    # in place on a blob another layer already read: the split Caffe inserts renames the bottom,
+    # not the top, so the top has two producers; the in-place layer as the only reader is fine
+    "in_place_after_reader": _probe_net(
+        IMG, _layer("c", "Convolution", "data", "c", CONV % ""), _layer("p", "Pooling", "c", "p",
+        "pooling_param { pool: MAX kernel_size: 2 }"), _layer("r", "ReLU", "c", "c"),
+    ),
+    "in_place_on_input_after_reader": _probe_net(
+        IMG, _layer("c", "Convolution", "data", "c", CONV % ""), _layer("r", "ReLU", "data", "data"),
+    ),
+    "in_place_twice_same_version": _probe_net(
+        IMG, _layer("e", "Eltwise", "data data", "data"),
+    ),
+    "in_place_then_reader": _probe_net(
+        IMG, _layer("c", "Convolution", "data", "c", CONV % ""), _layer("r", "ReLU", "c", "c"),
+        _layer("p", "Pooling", "c", "p", "pooling_param { pool: MAX kernel_size: 2 }"),
+        _layer("s", "Sigmoid", "c", "s"),
     ),
     "shared_param_shape_differs": _probe_net(
         IMG,

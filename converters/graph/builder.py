@@ -43,7 +43,7 @@ from ..layers import Converted, LayerContext, converter_for, fill
 from ..layers.fillers import caffe_filler, is_deterministic
 from ..layers.registry import blob_counts, check_count, layer_variants, registered_types
 from .devices import checked_device
-from .inplace import InPlaceBackward, InPlaceFinal
+from .inplace import InPlaceBackward, InPlaceFinal, shared_value
 from .inputs import input_shapes, is_source
 from .lazy import LazyCaffeNet
 
@@ -363,6 +363,7 @@ def _trace(
     bottom_shapes: dict[str, list[Shape]] = {}
     planned: list[_Planned] = []
     producers: dict[str, str] = {}
+    readers: dict[str, int] = {}  # blob -> the layers reading its current value so far
     names_seen: set[str] = set()
     for top, shape in shapes.items():
         nodes[top] = graph.placeholder(_identifier(top, taken))
@@ -370,12 +371,15 @@ def _trace(
 
     last_writer = {top: index for index, layer in enumerate(layers) for top in layer.getall("top")}
     overwritten: dict[str, list[fx.Node]] = {}  # blob -> nodes waiting for its final value
+    sharing: dict[str, list[str]] = {}  # blob -> the blobs sharing its memory (Reshape, Flatten)
+    aliases: list[fx.Node] = []
     for index, layer in enumerate(layers):
         name, kind = str(layer.get("name")), layer_type(layer)
         bottoms, tops = list(layer.getall("bottom")), list(layer.getall("top"))
         converter = converter_for(kind, name)
         blob_counts(kind).check(name, kind, len(bottoms), len(tops))
         _check_producers(name, kind, bottoms, tops, producers)
+        _check_in_place_readers(name, kind, bottoms, tops, list(layer.getall("loss_weight")), readers)
         renamed = name in names_seen
         names_seen.add(name)
         if is_source(layer):
@@ -459,6 +463,11 @@ def _trace(
                     )  # fmt: skip
                 nodes[top] = top_node
                 metas[top] = value
+                if converted.shares_data and top not in call_bottoms:
+                    group = sharing.get(call_bottoms[0], [call_bottoms[0]]) + [top]
+                    sharing.update(dict.fromkeys(group, group))
+                elif top in call_bottoms and top in sharing:
+                    aliases += alias_after_in_place(graph, nodes, sharing[top], top, taken)
                 if top in available:
                     available.remove(top)
                 available.append(top)
@@ -474,7 +483,27 @@ def _trace(
     if not outputs and not sinks:
         raise NetError("the net computes nothing: no layer produces an output blob")
     graph.output({blob: nodes[blob] for blob in outputs})
+    for alias in reversed(aliases):  # (a blob no later layer reads and no output names)
+        if not alias.users:
+            graph.erase_node(alias)
     return _Trace(graph, root, outputs, nodes, metas, bottom_shapes, planned)
+
+
+def alias_after_in_place(
+    graph: fx.Graph, nodes: dict[str, fx.Node], group: list[str], written: str, taken: set[str]
+) -> list[fx.Node]:
+    """After a layer computed ``written`` in place: each other blob of its memory-sharing ``group``
+    (Caffe's Reshape and Flatten tops share their bottom's memory) holds the new values in its own
+    shape, for the layers after and the outputs, as Caffe's blob does (:func:`.inplace.shared_value`)."""
+    made = []
+    for blob in group:
+        if blob != written:
+            name = _identifier(f"{blob}_shared", taken)
+            node = graph.call_function(shared_value, (nodes[written], nodes[blob]))
+            node.name = name
+            nodes[blob] = node
+            made.append(node)
+    return made
 
 
 def _check_producers(
@@ -490,6 +519,26 @@ def _check_producers(
                 "produces; Caffe rewrites a blob only in place (top i named as bottom i)"
             )
         producers.setdefault(top, name)
+
+
+def _check_in_place_readers(
+    name: str, kind: str, bottoms: list[str], tops: list[str], loss_weights: list[float],
+    readers: dict[str, int],
+) -> None:  # fmt: skip
+    """Caffe's ``InsertSplits``: a blob value read by two layers (or read and weighted as a loss) is
+    split, the readers' bottoms renamed but not an in-place top, which then has two producers
+    (``Net::AppendTop`` stops): a layer computes in place only on a value it alone reads."""
+    for bottom in bottoms:
+        readers[bottom] = readers.get(bottom, 0) + 1
+    for i, top in enumerate(tops):
+        if i < len(bottoms) and bottoms[i] == top and readers[top] > 1:
+            raise NetError(
+                f"layer '{name}' ({kind}) computes blob '{top}' in place, but another layer reads the "
+                f"same value of '{top}' (or this one reads it twice); Caffe refuses that (top produced "
+                "by multiple sources): give the top a name of its own"
+            )
+    for i, top in enumerate(tops):
+        readers[top] = int(i < len(loss_weights) and float(loss_weights[i]) != 0)
 
 
 def _check_top(where: str, top: str, shape: Shape) -> None:

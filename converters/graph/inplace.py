@@ -80,3 +80,22 @@ class InPlaceFinal(nn.Module):
             if slot is not None:
                 slot.value = final.detach()
         return final
+
+
+class _SharedValue(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, written: Tensor, blob: Tensor) -> Tensor:
+        return written.detach().reshape(blob.shape).clone()
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
+        return None, dy
+
+
+def shared_value(written: Tensor, blob: Tensor) -> Tensor:
+    """``blob`` after a layer computed ``written`` in place, where Caffe's two blobs share memory
+    (a Reshape or Flatten top and its bottom): ``written``'s values in ``blob``'s shape. Its
+    gradient goes to ``blob`` alone, as Caffe's split of ``blob`` routes a later reader's diff."""
+    if tracing() or not torch.is_grad_enabled() or not (written.requires_grad or blob.requires_grad):
+        return written.reshape_as(blob)
+    return _SharedValue.apply(written, blob)

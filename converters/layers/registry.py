@@ -131,6 +131,10 @@ class Converted:
     clobbers_top_diff: bool = False
     """Computed in place, Caffe's backward writes the bottom diff (the top diff's memory) before it
     has read the top diff, so :attr:`caffe_backward` applies even to the blob's last writer."""
+    shares_data: bool = False
+    """Caffe's top shares its bottom's memory (``ShareData``: Reshape, Flatten), so a layer that
+    later computes in place on either blob changes both: the graph gives the other blob the new
+    values too (:func:`converters.graph.builder.alias_after_in_place`)."""
     reads_own_output: bool = False
     """Computed in place, Caffe's backward reads as "bottom data" the blob the layer has itself
     overwritten with its output, and that changes its gradient (BNLL; ReLU with a negative slope;

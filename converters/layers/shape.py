@@ -103,7 +103,9 @@ def flatten(ctx: LayerContext) -> Converted:
             f"{ctx.where}: axis {int(p.get('axis'))} comes after end_axis {int(p.get('end_axis'))}"
         )
     return Converted(
-        function=torch.flatten, kwargs={"start_dim": int(p.get("axis")), "end_dim": int(p.get("end_axis"))}
+        function=torch.flatten,
+        kwargs={"start_dim": int(p.get("axis")), "end_dim": int(p.get("end_axis"))},
+        shares_data=True,
     )
 
 
@@ -163,6 +165,7 @@ def reshape(ctx: LayerContext) -> Converted:
         function=caffe_reshape,
         kwargs={"dims": dims, "axis": axis, "num_axes": num_axes},
         output_shape=lambda shapes: reshaped(shapes[0], dims, axis, num_axes),
+        shares_data=True,
     )
 
 
