@@ -26,7 +26,7 @@ LOSS_RTOL = 1e-5
 PARAM_TOL = 1e-4
 INPUT_CASES = [
     "sgd_fixed", "nesterov_step", "adagrad_exp", "rmsprop_inv", "adadelta_multistep", "adam_poly",
-    "sgd_sigmoid", "clip", "l1", "frozen", "batchnorm", "two_losses", "saturated_loss",
+    "sgd_sigmoid", "sigmoid_decay", "clip", "l1", "frozen", "batchnorm", "two_losses", "saturated_loss",
     "voc-fcn32s", "voc-fcn8s-atonce", "siftflow-fcn16s", "shared_params",
     "bn_pspnet", "bn_brocolli", "bn_segnet", "fork_layers", "segnet_unpool",
     "srcnn_euclidean", "sigmoid_cross_entropy", "contrastive", "hinge_logistic", "infogain", "lstm_rnn",
@@ -280,6 +280,10 @@ def test_learning_rate_reports_the_rate_of_the_next_update(tmp_path: Path) -> No
          "field 'weight_decay: inf' (line 1) is infinite"),
         ('net: "net.prototxt" lr_policy: "poly" power: -1 max_iter: 10',
          "'poly' needs a power of at least 0"),
+        ('net: "net.prototxt" base_lr: 0.1 lr_policy: "exp" gamma: -0.5',
+         "lr_policy 'exp' needs a gamma of at least 0 (a negative one gives a learning rate that changes"),
+        ('net: "net.prototxt" base_lr: 0.1 lr_policy: "step" stepsize: 2 gamma: -0.1',
+         "lr_policy 'step' needs a gamma of at least 0"),
         ('net: "' + "a" * 300 + '" lr_policy: "fixed"', "not found"),  # a name the system refuses
     ],
 )

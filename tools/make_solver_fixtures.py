@@ -383,6 +383,13 @@ CASES = [
         "sgd_sigmoid", lambda: TINY_NET, _sgd(lr_policy="sigmoid", gamma=0.5, stepsize=5), "SGD, sigmoid"
     ),
     Case(
+        "sigmoid_decay", lambda: TINY_NET,
+        _sgd(type="RMSProp", momentum=0, base_lr=0.01, rms_decay=0.9, lr_policy="sigmoid", gamma=-0.5,
+             stepsize=5, clip_gradients=0.1),
+        "RMSProp, sigmoid with a negative gamma (the decaying sigmoid), clip_gradients",
+        seed=3,
+    ),
+    Case(
         "iter_size", lambda: HDF5_NET, _sgd(iter_size=2),
         "iter_size 2 over an HDF5Data layer (batch 2, two files read in order, wrapping)",
     ),

@@ -55,7 +55,6 @@ RANGES: dict[tuple[str, str], Range] = {
     ("SolverParameter", "momentum2"): Range(0, 1, high_open=True, why="Adam takes sqrt(1 - momentum2^t)"),
     ("SolverParameter", "rms_decay"): FRACTION,
     ("SolverParameter", "delta"): NON_NEGATIVE,
-    ("SolverParameter", "gamma"): NON_NEGATIVE,
     ("DropoutParameter", "dropout_ratio"): Range(0, 1, high_open=True),
     ("LRNParameter", "k"): NON_NEGATIVE,
     ("BatchNormParameter", "eps"): NON_NEGATIVE,

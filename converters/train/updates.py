@@ -104,6 +104,12 @@ def check_solver(param: Message, where: str) -> str:
     if kind == "Adam" and float(param.get("momentum")) >= 1:
         raise SolverError(f"{where}: Adam's momentum must be below 1 (it divides by 1 - momentum^t), got "
                           f"{param.get('momentum')}")  # fmt: skip
+    if policy in ("step", "exp", "multistep", "inv") and float(param.get("gamma")) < 0:
+        # (sigmoid takes any gamma: a negative one is its decaying form; fixed and poly read none)
+        raise SolverError(
+            f"{where}: lr_policy {policy!r} needs a gamma of at least 0 (a negative one gives a learning "
+            f"rate that changes sign), got {param.get('gamma')}"
+        )
     if policy == "poly" and float(param.get("power")) < 0:
         raise SolverError(f"{where}: lr_policy 'poly' needs a power of at least 0, got {param.get('power')}")
     last = max(int(param.get("max_iter")), 0)
