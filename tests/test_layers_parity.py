@@ -216,3 +216,17 @@ def test_an_exported_recurrent_net_starts_each_call_from_a_zero_state(tmp_path: 
         assert torch.equal(exported(x, cont)[0], first)
         third = net(x=x, cont=cont)["lstm"]  # the eager net went on from its second call
     assert not torch.equal(third, first) and not torch.equal(third, carried)
+
+
+def test_a_loss_over_a_large_map_is_caffes_running_float_sum_to_the_bit() -> None:
+    """SoftmaxWithLoss over 50,000 positions: Caffe adds the terms one after another in float, which
+    a pairwise sum misses by several roundings (9 units in the last place here)."""
+    case, folder = _case("softmax_loss_large")
+    npz = np.load(folder / "io.npz")
+    run = case["runs"][0]
+    net = load_caffe(folder / "net.prototxt", folder / "weights.caffemodel", with_loss=True,
+                     input_shapes={b: tuple(s) for b, s in run["inputs"].items()})  # fmt: skip
+    with torch.no_grad():
+        got = net(**{b: torch.from_numpy(npz[f"run0/input:{b}"]) for b in run["inputs"]})
+    for blob in ("loss_sum", "loss_valid"):
+        assert got[blob].item() == float(npz[f"run0/output:{blob}"]), blob

@@ -1328,6 +1328,21 @@ def build_cases() -> list[Case]:
                                       x1=uniform(-0.6, 0.6), x2=uniform(-0.6, 0.6)),
             backward=True,
         ),
+        Case(
+            "softmax_loss_large",
+            "SoftmaxWithLoss over a 4-class 1 x 250 x 200 map, normalization NONE, and VALID with "
+            "ignored labels: the value is Caffe's running float sum of the 50,000 terms",
+            [
+                L("loss_sum", "SoftmaxWithLoss", ["score", "label"], loss_param={"normalization": "NONE"}),
+                L("loss_valid", "SoftmaxWithLoss", ["score", "label_ignored"],
+                  loss_param={"ignore_label": IGNORE_LABEL, "normalization": "VALID"}),
+            ],
+            two_input_runs(("score", "label", "label_ignored"),
+                           ((1, 4, 250, 200), (1, 1, 250, 200), (1, 1, 250, 200))),
+            make_input=inputs_by_blob(score=lambda rng, shape: np.round(rng.uniform(-4, 4, shape) * 16) / 16,
+                                      label=integers(0, 4), label_ignored=labels_with_ignored(4)),
+            notes=["scores are multiples of 1/16 (a smaller fixture); no backward pass recorded"],
+        ),
         # ---- BVLC's other missing types (issue 18)
         Case(
             "embed_reindex",
