@@ -1,0 +1,1092 @@
+#!/usr/bin/env python3
+"""Differential fuzzing against real Caffe: random nets, solvers and sizes made by the oracle, then
+compared with ``converters`` (the default and the plain graph, and the backward pass).
+
+Two steps, two Pythons. ``make`` runs in the oracle's Python (tools/README.md) and writes Caffe's
+results in the fixture formats of ``tests/fixtures/``; ``check`` runs in the project's ``.venv``,
+compares, and prints one line per case (``ok``, or ``FAIL`` with the first difference)::
+
+    GLOG_minloglevel=2 PYTHONPATH=/work/oracle/brocolli-caffe-9.0.2/python:. \\
+        /work/oracle/venv/bin/python tools/differential_fuzz.py make layers --count 200 --out /tmp/dfz
+    .venv/bin/python tools/differential_fuzz.py check /tmp/dfz
+
+Targets of ``make``:
+
+- ``layers``: chains of one to five random layers (Convolution with groups, dilation and rectangular
+  windows, Deconvolution, Pooling, activations in and out of place, BatchNorm + Scale, LRN, MVN,
+  Softmax, Eltwise and Concat branches, Crop, SPP, Slice, Reshape, Flatten, Permute, Normalize,
+  ArgMax, Bias, Scale over other axes, Im2col, InnerProduct, Reduction, Tile), a random loss or
+  Accuracy head, an LSTM or RNN, or N-D (1-D and 3-D) convolutions; a second run at another size
+  where Caffe takes it, and Caffe's backward pass for some. Each case runs in a child process: a
+  Caffe ``CHECK`` aborts only it, and the net is kept under ``refused/`` with Caffe's message, so
+  ``check`` also reports a net we accept that Caffe refused;
+- ``solvers``: random solver types, schedules, momenta, decay, regularization and gradient clipping
+  over the small nets of ``make_solver_fixtures.py``, ten iterations;
+- ``fcn``: the 15 official FCN deploy nets at random widths, sizes (1 x 1 and up), batches and
+  deconvolution fills;
+- ``zoo``: the nets of ``../shared/caffe-zoo`` that BVLC Caffe runs, at another input size and batch.
+
+``check`` knows the target from ``target.json`` in the folder. Some differences are Caffe's and not
+ours; each was read in Caffe's sources: a second run whose sizes change a parameter blob's shape
+(Caffe reads the old blob), an empty top Caffe leaves behind from an earlier run, a gradient through
+Reshape or Flatten of a consumed blob whose diff was seeded (Caffe's shared diffs), MAX pooling
+whose backward writes before the blob (memory corruption, reported as a refusal), NaN and infinity
+patterns after windows that hold no input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+for path in (REPO, REPO / "tools"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+Shape = tuple[int, ...]
+
+
+# --------------------------------------------------------------------------------------------------
+# make: layers (oracle side)
+
+
+def _window(size: int, kernel: int, stride: int, pad: int, dilation: int = 1, ceil: bool = False) -> int:
+    span = size + 2 * pad - (dilation * (kernel - 1) + 1)
+    return (math.ceil(span / stride) if ceil else span // stride) + 1
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+class _Chain:
+    """A random chain of layers over ``data``; each method adds one or a few layers after blob ``b``
+    of shape ``s`` and returns ``(top, shape)``, or ``None`` where the shape does not allow it."""
+
+    def __init__(self, rng: random.Random, backward: bool) -> None:
+        from make_layer_fixtures import L
+
+        self.L, self.r, self.layers, self.count = L, rng, [], 0
+        self.backward, self.forward_only = backward, False
+
+    def name(self, kind: str) -> str:
+        self.count += 1
+        return f"{kind.lower()}{self.count}"
+
+    def add(self, layer: dict) -> str:
+        self.layers.append(layer)
+        return layer["top"][0]
+
+    def convolution(self, b: str, s: Shape) -> tuple[str, Shape] | None:
+        r, (n, c, h, w) = self.r, s
+        group = r.choice(_divisors(c)) if r.random() < 0.4 else 1
+        out = group * r.randint(1, max(1, 8 // group))
+        kh, kw = r.randint(1, 5), r.randint(1, 5)
+        sh, sw = r.randint(1, 3), r.randint(1, 3)
+        ph, pw = r.randint(0, 3), r.randint(0, 3)
+        kw, sw, pw = (kh, sh, ph) if r.random() < 0.6 else (kw, sw, pw)
+        dilation = r.choice([1, 1, 1, 2, 3])
+        oh, ow = _window(h, kh, sh, ph, dilation), _window(w, kw, sw, pw, dilation)
+        if oh < 1 or ow < 1:
+            return None
+        p: dict[str, Any] = {"num_output": out, "group": group, "bias_term": r.random() < 0.7}
+        p.update({"kernel_size": kh} if kh == kw and r.random() < 0.5 else {"kernel_h": kh, "kernel_w": kw})
+        p.update({"stride": sh} if sh == sw and r.random() < 0.5 else {"stride_h": sh, "stride_w": sw})
+        p.update({"pad": ph} if ph == pw and r.random() < 0.5 else {"pad_h": ph, "pad_w": pw})
+        if dilation > 1:
+            p["dilation"] = dilation
+        return self.add(self.L(self.name("conv"), "Convolution", b, convolution_param=p)), (n, out, oh, ow)
+
+    def deconvolution(self, b: str, s: Shape) -> tuple[str, Shape] | None:
+        r, (n, c, h, w) = self.r, s
+        group = r.choice(_divisors(c)) if r.random() < 0.3 else 1
+        out = group * r.randint(1, max(1, 6 // group))
+        k, stride, pad = r.randint(1, 5), r.randint(1, 3), r.randint(0, 2)
+        oh, ow = (h - 1) * stride - 2 * pad + k, (w - 1) * stride - 2 * pad + k
+        if oh < 1 or ow < 1 or oh * ow > 20000:
+            return None
+        p = {
+            "num_output": out,
+            "group": group,
+            "kernel_size": k,
+            "stride": stride,
+            "pad": pad,
+            "bias_term": r.random() < 0.6,
+        }
+        return self.add(self.L(self.name("deconv"), "Deconvolution", b, convolution_param=p)), (
+            n,
+            out,
+            oh,
+            ow,
+        )
+
+    def pooling(self, b: str, s: Shape) -> tuple[str, Shape] | None:
+        r, (n, c, h, w) = self.r, s
+        method = r.choice(["MAX", "AVE"])
+        if r.random() < 0.12:
+            p = {"pool": method, "global_pooling": True}
+            return self.add(self.L(self.name("pool"), "Pooling", b, pooling_param=p)), (n, c, 1, 1)
+        k, stride = r.randint(1, 4), r.randint(1, 3)
+        pad = r.randint(0, k - 1) if r.random() < 0.4 else 0
+        if self.backward and method == "MAX" and pad:
+            pad = 0  # Caffe's MAX backward writes before the blob for a window wholly in the padding
+        floor = r.random() < 0.25
+
+        def pooled(size: int) -> int:
+            out = _window(size, k, stride, pad, ceil=not floor)
+            return out - 1 if not floor and pad and (out - 1) * stride >= size + pad else out
+
+        oh, ow = pooled(h), pooled(w)
+        if oh < 1 or ow < 1:
+            return None
+        p: dict[str, Any] = {"pool": method, "kernel_size": k, "stride": stride}
+        if pad:
+            p["pad"] = pad
+        if floor:
+            p["round_mode"] = "FLOOR"
+        return self.add(self.L(self.name("pool"), "Pooling", b, pooling_param=p)), (n, c, oh, ow)
+
+    def activation(self, b: str, s: Shape) -> tuple[str, Shape]:
+        r = self.r
+        kinds = [
+            "ReLU",
+            "ReLU",
+            "Sigmoid",
+            "TanH",
+            "AbsVal",
+            "BNLL",
+            "ELU",
+            "PReLU",
+            "Power",
+            "Dropout",
+            "Exp",
+        ]
+        kind = r.choice(kinds)
+        name = self.name(kind)
+        top = b if r.random() < 0.5 and kind not in ("PReLU", "AbsVal") else name
+        extra: dict[str, Any] = {}
+        if kind == "ReLU" and r.random() < 0.4:
+            extra["relu_param"] = {"negative_slope": round(r.uniform(-0.5, 0.5), 3)}
+        elif kind == "ELU":
+            extra["elu_param"] = {"alpha": round(r.uniform(-1, 2), 3)}
+        elif kind == "PReLU":
+            extra["prelu_param"] = {"channel_shared": r.random() < 0.3}
+        elif kind == "Power":
+            extra["power_param"] = {
+                "power": float(r.choice([1, 2, 3])),
+                "scale": round(r.uniform(-2, 2), 3),
+                "shift": round(r.uniform(-1, 1), 3),
+            }
+        elif kind == "Exp":
+            extra["exp_param"] = {
+                "scale": round(r.uniform(-0.5, 0.5), 3),
+                "shift": round(r.uniform(-0.5, 0.5), 3),
+            }
+        elif kind == "Dropout":
+            extra["dropout_param"] = {"dropout_ratio": 0.3}
+        self.layers.append(self.L(name, kind, b, top, **extra))
+        return top, s
+
+    def batchnorm_scale(self, b: str, s: Shape) -> tuple[str, Shape]:
+        r = self.r
+        name = self.name("bn")
+        top = b if r.random() < 0.6 else name
+        eps = r.choice([1e-5, 1e-3, 0.1])
+        self.layers.append(
+            self.L(name, "BatchNorm", b, top, batch_norm_param={"use_global_stats": True, "eps": eps})
+        )
+        if r.random() < 0.8:
+            scale = self.name("scale")
+            scaled = top if r.random() < 0.6 else scale
+            self.layers.append(
+                self.L(scale, "Scale", top, scaled, scale_param={"bias_term": r.random() < 0.7})
+            )
+            return scaled, s
+        return top, s
+
+    def lrn(self, b: str, s: Shape) -> tuple[str, Shape]:
+        r = self.r
+        region = r.choice(["ACROSS_CHANNELS", "WITHIN_CHANNEL"])
+        p: dict[str, Any] = {
+            "local_size": r.choice([1, 3, 5]),
+            "alpha": round(r.uniform(0.0001, 1), 4),
+            "beta": round(r.uniform(0.1, 1), 3),
+            "norm_region": region,
+        }
+        if region == "ACROSS_CHANNELS":
+            p["k"] = round(r.uniform(0.5, 2), 3)
+        return self.add(self.L(self.name("lrn"), "LRN", b, lrn_param=p)), s
+
+    def branches(self, b: str, s: Shape) -> tuple[str, Shape]:
+        """Two convolutions of ``b`` joined by Eltwise (same widths) or Concat."""
+        r, (n, _, h, w) = self.r, s
+        out, k = r.randint(1, 6), r.choice([1, 3])
+        one = self.add(
+            self.L(
+                self.name("conv"),
+                "Convolution",
+                b,
+                convolution_param={"num_output": out, "kernel_size": k, "pad": k // 2},
+            )
+        )
+        out2 = out if r.random() < 0.7 else r.randint(1, 6)
+        two = self.add(
+            self.L(
+                self.name("conv"), "Convolution", b, convolution_param={"num_output": out2, "kernel_size": 1}
+            )
+        )
+        if out2 == out and r.random() < 0.6:
+            p: dict[str, Any] = {"operation": r.choice(["SUM", "PROD", "MAX"])}
+            if p["operation"] == "SUM" and r.random() < 0.5:
+                p["coeff"] = [round(r.uniform(-2, 2), 3), round(r.uniform(-2, 2), 3)]
+            return self.add(self.L(self.name("eltwise"), "Eltwise", [one, two], eltwise_param=p)), (
+                n,
+                out,
+                h,
+                w,
+            )
+        return self.add(self.L(self.name("concat"), "Concat", [one, two])), (n, out + out2, h, w)
+
+    def crop(self, b: str, s: Shape) -> tuple[str, Shape] | None:
+        """A Crop of ``b`` to a smaller reference made by an unpadded convolution."""
+        r, (n, c, h, w) = self.r, s
+        if h < 2 and w < 2:
+            return None
+        ref_h, ref_w = r.randint(1, h), r.randint(1, w)
+        ref = self.add(
+            self.L(
+                self.name("conv"),
+                "Convolution",
+                b,
+                convolution_param={"num_output": 1, "kernel_h": h - ref_h + 1, "kernel_w": w - ref_w + 1},
+            )
+        )
+        offset = [r.randint(0, h - ref_h), r.randint(0, w - ref_w)]
+        p = {"axis": 2, "offset": offset}
+        return self.add(self.L(self.name("crop"), "Crop", [b, ref], crop_param=p)), (n, c, ref_h, ref_w)
+
+    def spp(self, b: str, s: Shape) -> tuple[str, Shape] | None:
+        r, (n, c, h, w) = self.r, s
+        height = r.randint(1, 3)
+        for bins in (2**i for i in range(height)):
+            for size in (h, w):
+                k = math.ceil(size / bins)
+                if (k * bins - size + 1) // 2 >= k:
+                    return None
+        p = {"pyramid_height": height, "pool": r.choice(["MAX", "AVE"])}
+        return self.add(self.L(self.name("spp"), "SPP", b, spp_param=p)), (
+            n,
+            c * sum(4**i for i in range(height)),
+        )
+
+    def mvn(self, b: str, s: Shape) -> tuple[str, Shape]:
+        p = {"normalize_variance": self.r.random() < 0.6, "across_channels": self.r.random() < 0.4}
+        return self.add(self.L(self.name("mvn"), "MVN", b, mvn_param=p)), s
+
+    def softmax(self, b: str, s: Shape) -> tuple[str, Shape]:
+        axis = self.r.choice([1, 1, -1] + list(range(2, len(s))))
+        return self.add(self.L(self.name("softmax"), "Softmax", b, softmax_param={"axis": axis})), s
+
+    def inner_product(self, b: str, s: Shape) -> tuple[str, Shape]:
+        r = self.r
+        out, axis = r.randint(1, 7), r.choice([1, 1, 2]) if len(s) == 4 else 1
+        p: dict[str, Any] = {"num_output": out, "bias_term": r.random() < 0.7, "axis": axis}
+        if r.random() < 0.3:
+            p["transpose"] = True
+        return self.add(self.L(self.name("ip"), "InnerProduct", b, inner_product_param=p)), (*s[:axis], out)
+
+    def reduction(self, b: str, s: Shape) -> tuple[str, Shape]:
+        r = self.r
+        axis = r.randint(0, len(s) - 1)
+        p = {
+            "operation": r.choice(["SUM", "ASUM", "SUMSQ", "MEAN"]),
+            "axis": axis,
+            "coeff": round(r.uniform(-2, 2), 3),
+        }
+        return self.add(self.L(self.name("reduction"), "Reduction", b, reduction_param=p)), tuple(s[:axis])
+
+    def tile_or_flatten(self, b: str, s: Shape) -> tuple[str, Shape]:
+        r = self.r
+        if r.random() < 0.5 and len(s) >= 2:
+            axis, tiles = r.randint(1, len(s) - 1), r.randint(1, 3)
+            shape = list(s)
+            shape[axis] *= tiles
+            p = {"axis": axis, "tiles": tiles}
+            return self.add(self.L(self.name("tile"), "Tile", b, tile_param=p)), tuple(shape)
+        axis = r.randint(1, len(s) - 1) if len(s) > 1 else 0
+        p = {"axis": axis, "end_axis": -1}
+        return self.add(self.L(self.name("flatten"), "Flatten", b, flatten_param=p)), (
+            *s[:axis],
+            math.prod(s[axis:]),
+        )
+
+    def slice_concat(self, b: str, s: Shape) -> tuple[str, Shape] | None:
+        r = self.r
+        axis = r.randint(1, len(s) - 1)
+        if s[axis] < 2:
+            return None
+        first, second = self.name("slice_a"), self.name("slice_b")
+        p = {"axis": axis, "slice_point": [r.randint(1, s[axis] - 1)]}
+        self.layers.append(self.L(self.name("slice"), "Slice", b, [first, second], slice_param=p))
+        return self.add(
+            self.L(self.name("concat"), "Concat", [second, first], concat_param={"axis": axis})
+        ), s
+
+    def permute(self, b: str, s: Shape) -> tuple[str, Shape]:
+        order = list(range(len(s)))
+        self.r.shuffle(order)
+        return self.add(self.L(self.name("permute"), "Permute", b, permute_param={"order": order})), tuple(
+            s[i] for i in order
+        )
+
+    def normalize(self, b: str, s: Shape) -> tuple[str, Shape]:
+        r = self.r
+        p = {
+            "across_spatial": r.random() < 0.5,
+            "channel_shared": r.random() < 0.3,
+            "eps": r.choice([1e-10, 1e-3]),
+        }
+        return self.add(self.L(self.name("normalize"), "Normalize", b, norm_param=p)), s
+
+    def relu6(self, b: str, s: Shape) -> tuple[str, Shape]:
+        name = self.name("relu6")
+        top = b if self.r.random() < 0.5 else name
+        self.layers.append(self.L(name, "ReLU6", b, top))
+        return top, s
+
+    def reshape(self, b: str, s: Shape) -> tuple[str, Shape]:
+        r, rest, dims = self.r, math.prod(s), []
+        for _ in range(r.randint(1, 4)):
+            d = r.choice([d for d in _divisors(rest) if d <= 12])
+            dims.append(d)
+            rest //= d
+        dims.append(rest)
+        spec = list(dims)
+        if r.random() < 0.5:
+            spec[r.randrange(len(spec))] = -1
+        return self.add(
+            self.L(self.name("reshape"), "Reshape", b, reshape_param={"shape": {"dim": spec}})
+        ), tuple(dims)
+
+    def argmax(self, b: str, s: Shape) -> tuple[str, Shape]:
+        r = self.r
+        self.forward_only = True  # (Caffe has no backward for it)
+        axis = r.choice([None, 1, len(s) - 1]) if len(s) > 1 else None
+        items = math.prod(s[1:]) if axis is None else s[axis]
+        p: dict[str, Any] = {"top_k": r.randint(1, max(1, min(3, items))), "out_max_val": r.random() < 0.4}
+        if axis is None:
+            shape: Shape = (s[0], 2 if p["out_max_val"] else 1, p["top_k"])
+        else:
+            p["axis"] = axis
+            shape = (*s[:axis], p["top_k"], *s[axis + 1 :])
+        return self.add(self.L(self.name("argmax"), "ArgMax", b, argmax_param=p)), shape
+
+    def threshold(self, b: str, s: Shape) -> tuple[str, Shape]:
+        self.forward_only = True
+        p = {"threshold": round(self.r.uniform(-1, 1), 3)}
+        return self.add(self.L(self.name("threshold"), "Threshold", b, threshold_param=p)), s
+
+    def bias_or_scale(self, b: str, s: Shape) -> tuple[str, Shape] | None:
+        r = self.r
+        axis = r.randint(0, len(s) - 1)
+        num_axes = r.randint(1, len(s) - axis) if r.random() < 0.7 else -1
+        kind = r.choice(["Scale", "Bias"])
+        p: dict[str, Any] = {"axis": axis, "num_axes": num_axes}
+        if kind == "Scale":
+            p["bias_term"] = r.random() < 0.5
+        field = "scale_param" if kind == "Scale" else "bias_param"
+        return self.add(self.L(self.name(kind), kind, b, **{field: p})), s
+
+    def im2col(self, b: str, s: Shape) -> tuple[str, Shape] | None:
+        r, (n, c, h, w) = self.r, s
+        k, stride, pad, dilation = r.randint(1, 3), r.randint(1, 2), r.randint(0, 1), r.choice([1, 1, 2])
+        oh, ow = _window(h, k, stride, pad, dilation), _window(w, k, stride, pad, dilation)
+        if oh < 1 or ow < 1:
+            return None
+        p = {"kernel_size": k, "stride": stride, "pad": pad, "dilation": dilation}
+        return self.add(self.L(self.name("im2col"), "Im2col", b, convolution_param=p)), (n, c * k * k, oh, ow)
+
+
+_SPATIAL = [
+    "convolution",
+    "convolution",
+    "convolution",
+    "deconvolution",
+    "pooling",
+    "pooling",
+    "activation",
+    "activation",
+    "batchnorm_scale",
+    "lrn",
+    "branches",
+    "crop",
+    "mvn",
+    "softmax",
+    "slice_concat",
+    "permute",
+    "normalize",
+    "relu6",
+    "reshape",
+    "argmax",
+    "threshold",
+    "bias_or_scale",
+    "im2col",
+]
+_ANY = [
+    "activation",
+    "inner_product",
+    "reduction",
+    "tile_or_flatten",
+    "softmax",
+    "slice_concat",
+    "reshape",
+    "argmax",
+    "bias_or_scale",
+    "relu6",
+]
+
+
+def _chain_case(name: str, r: random.Random) -> tuple[Any, Shape]:
+    """A chain case and another input shape for its second run."""
+    import make_layer_fixtures as fx
+
+    chain = _Chain(r, backward=r.random() < 0.4)
+    first = (r.choice([1, 1, 2, 3]), r.randint(1, 6), r.randint(1, 24), r.randint(1, 24))
+    blob, shape = "data", first
+    for _ in range(r.randint(1, 5)):
+        kinds = _SPATIAL if len(shape) == 4 else _ANY
+        for _attempt in range(20):
+            extra = ["spp", "inner_product"] if len(shape) == 4 and r.random() < 0.15 else []
+            made = getattr(chain, r.choice(kinds + extra))(blob, shape)
+            if made is not None:
+                blob, shape = made
+                break
+        if not shape or math.prod(shape) > 200_000:
+            break
+    other = (r.choice([1, 2, 3]), *first[1:])
+    if r.random() < 0.5:
+        other = (other[0], first[1], max(1, first[2] + r.randint(-3, 3)), max(1, first[3] + r.randint(-3, 3)))
+    params: dict[str, Callable] = {}
+    for layer in chain.layers:
+        if layer["type"] == "BatchNorm":
+            params[layer["name"]] = fx.batchnorm_blobs(r.choice([1.0, 0.5, 999.98]))
+        elif layer["type"] == "Normalize":
+            params[layer["name"]] = lambda rng, layer, shapes: [
+                fx.normal(rng, 0.5, s, mean=1.0) for s in shapes
+            ]
+    case = fx.Case(
+        name,
+        "random chain",
+        chain.layers,
+        [{"data": first}],
+        params=params,
+        backward=chain.backward and not chain.forward_only,
+    )
+    return case, other
+
+
+def _loss_case(name: str, r: random.Random) -> Any:
+    """A random loss (or Accuracy) over random scores, labels drawn to suit it."""
+    import make_layer_fixtures as fx
+    import numpy as np
+
+    kind = r.choice(
+        [
+            "SoftmaxWithLoss",
+            "SoftmaxWithLoss",
+            "EuclideanLoss",
+            "SigmoidCrossEntropyLoss",
+            "HingeLoss",
+            "MultinomialLogisticLoss",
+            "ContrastiveLoss",
+            "Accuracy",
+        ]
+    )
+    n, c = r.randint(1, 4), r.randint(2, 6)
+    maps = kind in ("SoftmaxWithLoss", "Accuracy", "EuclideanLoss", "SigmoidCrossEntropyLoss")
+    spatial = (r.randint(1, 5), r.randint(1, 5)) if maps and r.random() < 0.6 else ()
+    scores: Shape = (n, c, *spatial)
+    inputs: dict[str, Shape] = {"score": scores}
+    p: dict[str, Any] = {}
+    makers: dict[str, Callable] = {}
+    load: dict[str, Any] = {}
+    ignore = r.choice([None, fx.IGNORE_LABEL, 1, -1])
+    if kind in ("SoftmaxWithLoss", "Accuracy"):
+        inputs["label"] = (n, 1, *spatial) if r.random() < 0.5 or not spatial else (n, *spatial)
+        if kind == "SoftmaxWithLoss":
+            loss: dict[str, Any] = {} if ignore is None else {"ignore_label": ignore}
+            mode = r.choice([None, "FULL", "VALID", "BATCH_SIZE", "NONE", False, True])
+            if isinstance(mode, bool):
+                loss["normalize"] = mode
+            elif mode:
+                loss["normalization"] = mode
+            if loss:
+                p["loss_param"] = loss
+        else:
+            p["accuracy_param"] = {
+                "top_k": r.randint(1, c),
+                **({} if ignore is None else {"ignore_label": ignore}),
+            }
+
+        def labels(rng: Any, shape: Shape, classes: int = c, ignored: int | None = ignore) -> Any:
+            values = rng.integers(0, classes, shape)
+            if ignored is not None:
+                values = np.where(rng.uniform(size=shape) < 0.25, ignored, values)
+            return values.astype(np.float32)
+
+        makers["label"], bottoms = labels, ["score", "label"]
+    elif kind == "EuclideanLoss":
+        inputs["target"], bottoms = scores, ["score", "target"]
+    elif kind == "SigmoidCrossEntropyLoss":  # brocolli's is Caffe 1.0's
+        inputs["target"], bottoms, makers["target"] = scores, ["score", "target"], fx.uniform(0, 1)
+        load = {"variants": {"SigmoidCrossEntropyLoss": "caffe-1.0"}}
+    elif kind == "HingeLoss":
+        inputs["label"], bottoms, makers["label"] = (n,), ["score", "label"], fx.integers(0, c)
+        p["hinge_loss_param"] = {"norm": r.choice(["L1", "L2"])}
+    elif kind == "MultinomialLogisticLoss":
+        inputs, bottoms = {"prob": scores, "label": (n,)}, ["prob", "label"]
+        makers.update(label=fx.integers(0, c), prob=fx.probabilities)
+    else:
+        inputs, bottoms = {"a": (n, c, 1, 1), "b": (n, c, 1, 1), "similar": (n,)}, ["a", "b", "similar"]
+        makers.update(similar=fx.integers(0, 2), a=fx.uniform(-0.6, 0.6), b=fx.uniform(-0.6, 0.6))
+        p["contrastive_loss_param"] = {
+            "margin": round(r.uniform(0.2, 2), 2),
+            "legacy_version": r.random() < 0.5,
+        }
+    weight = r.choice([None, None, 0.5, 2.0])
+    if weight is not None and kind != "Accuracy":
+        p["loss_weight"] = [weight]
+    layers = [fx.L("loss", kind, bottoms, **p)]
+    return fx.Case(
+        name,
+        f"random {kind}",
+        layers,
+        [inputs],
+        make_input=fx.inputs_by_blob(**makers),
+        backward=kind != "Accuracy",
+        load_options=load,
+    )
+
+
+def _recurrent_case(name: str, r: random.Random) -> Any:
+    import make_layer_fixtures as fx
+
+    kind = r.choice(["LSTM", "RNN"])
+    t, n, c, out = r.randint(2, 5), r.randint(1, 3), r.randint(1, 5), r.randint(1, 5)
+    inputs: dict[str, Shape] = {"x": (t, n, c), "cont": (t, n)}
+    bottoms, tops = ["x", "cont"], ["rec"]
+    if r.random() < 0.4:
+        inputs["x_static"] = (n, r.randint(1, 3))
+        bottoms.append("x_static")
+    expose = r.random() < 0.4
+    if expose:
+        inputs["h0"] = (1, n, out)
+        bottoms, tops = [*bottoms, "h0"], [*tops, "h_t"]
+        if kind == "LSTM":
+            inputs["c0"] = (1, n, out)
+            bottoms, tops = [*bottoms, "c0"], [*tops, "c_t"]
+    p = fx.recurrent(out, expose_hidden=True) if expose else fx.recurrent(out)
+    layers = [fx.L("rec", kind, bottoms, tops, recurrent_param=p)]
+    return fx.Case(
+        name,
+        f"random {kind}",
+        layers,
+        [dict(inputs), dict(inputs)],
+        make_input=fx.sequence_inputs,
+        backward=r.random() < 0.6,
+        stateful=True,
+    )
+
+
+def _nd_case(name: str, r: random.Random) -> Any | None:
+    """Convolutions and Deconvolutions over 1 or 3 spatial axes."""
+    import make_layer_fixtures as fx
+
+    dims = r.choice([1, 3, 3])
+    first = (r.randint(1, 2), r.randint(1, 4), *(r.randint(1, 9) for _ in range(dims)))
+    layers, blob, shape = [], "data", list(first)
+    for k in range(r.randint(1, 3)):
+        transposed = r.random() < 0.3
+        group = r.choice(_divisors(shape[1])) if r.random() < 0.3 else 1
+        out = group * r.randint(1, 3)
+        kernel = [r.randint(1, 3) for _ in range(dims)]
+        stride = [r.randint(1, 2) for _ in range(dims)]
+        pad = [r.randint(0, 1) for _ in range(dims)]
+        dilation = [1] * dims if transposed else [r.choice([1, 1, 2]) for _ in range(dims)]
+        sizes = [
+            (size - 1) * s - 2 * q + kk if transposed else _window(size, kk, s, q, d)
+            for size, kk, s, q, d in zip(shape[2:], kernel, stride, pad, dilation, strict=True)
+        ]
+        if min(sizes) < 1 or math.prod(sizes) > 4000:
+            continue
+        p: dict[str, Any] = {
+            "num_output": out,
+            "group": group,
+            "kernel_size": kernel,
+            "stride": stride,
+            "pad": pad,
+            "bias_term": r.random() < 0.7,
+        }
+        if any(d > 1 for d in dilation):
+            p["dilation"] = dilation
+        top = f"{'deconv' if transposed else 'conv'}{k}"
+        layers.append(fx.L(top, "Deconvolution" if transposed else "Convolution", blob, convolution_param=p))
+        blob, shape = top, [shape[0], out, *sizes]
+        if r.random() < 0.4:
+            layers.append(fx.L(f"relu{k}", "ReLU", blob, blob))
+    if not layers:
+        return None
+
+    def fan_in(rng: Any, layer: dict, shapes: list[Shape]) -> list[Any]:  # (any number of axes)
+        weight = fx.normal(rng, math.sqrt(2.0 / max(1, math.prod(shapes[0][1:]))), shapes[0])
+        return [weight, *(fx.normal(rng, 0.2, s) for s in shapes[1:])]
+
+    params = {layer["name"]: fan_in for layer in layers if layer["type"] != "ReLU"}
+    return fx.Case(
+        name, "random N-D convolution", layers, [{"data": first}], params=params, backward=r.random() < 0.5
+    )
+
+
+def make_layer_case(seed: int, index: int, out: Path) -> None:
+    """One random case into ``out/layers`` (its net under ``out/refused`` until Caffe has run it)."""
+    import make_layer_fixtures as fx
+
+    name = f"fz{seed}_{index}"
+    r = random.Random(seed * 7919 + index)
+    pick = r.random()
+    other = None
+    if pick < 0.2:
+        case = _loss_case(name, r)
+    elif pick < 0.3:
+        case = _nd_case(name, r)
+    elif pick > 0.85:
+        case = _recurrent_case(name, r)
+    else:
+        case, other = _chain_case(name, r)
+    if case is None:
+        return
+    caffe = fx.load_caffe()
+    refused = out / "refused" / f"{name}.prototxt"
+    refused.parent.mkdir(parents=True, exist_ok=True)
+    refused.write_text(fx.format_message(fx.net_message(name, dict(case.runs[0]), case.layers)))
+    fx.make_case(caffe, case, out / "layers" / name)
+    refused.unlink()
+    if other is not None:  # a second run at another size, where Caffe takes it (else the first stays)
+        case.runs.append({"data": other})
+        fx.make_case(caffe, case, out / "layers" / name)
+
+
+def make_layers(seed: int, count: int, out: Path) -> None:
+    for index in range(count):
+        done = subprocess.run(
+            [sys.executable, __file__, "make-one", str(seed), str(index), str(out)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode:
+            lines = done.stderr.strip().splitlines() or ["?"]
+            why = ([line for line in lines if "Check failed" in line or "Error" in line] or lines)[-1][:300]
+            net = out / "refused" / f"fz{seed}_{index}.prototxt"
+            if net.exists():
+                net.with_suffix(".why").write_text(why)
+            print(f"fz{seed}_{index}: Caffe stopped: {why}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# make: solvers, FCN nets, zoo sizes (oracle side)
+
+
+def make_solvers(seed: int, count: int, out: Path) -> None:
+    import make_solver_fixtures as fx
+
+    fx.FIXTURES = out
+    for index in range(count):
+        r = random.Random(seed * 1009 + index)
+        kind = r.choice(["SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam"])
+        s: dict[str, Any] = {"type": kind, "weight_decay": r.choice([0, 0.0005, 0.01])}
+        if r.random() < 0.3:
+            s["regularization_type"] = "L1"
+        s.update(
+            {
+                "SGD": {"base_lr": r.choice([0.01, 0.05, 0.1]), "momentum": r.choice([0, 0.5, 0.9])},
+                "Nesterov": {"base_lr": r.choice([0.01, 0.05]), "momentum": r.choice([0.5, 0.9])},
+                "AdaGrad": {"base_lr": r.choice([0.01, 0.1]), "momentum": 0, "delta": r.choice([1e-8, 1e-4])},
+                "RMSProp": {
+                    "base_lr": r.choice([0.001, 0.01]),
+                    "momentum": 0,
+                    "rms_decay": r.choice([0.9, 0.98]),
+                },
+                "AdaDelta": {
+                    "base_lr": r.choice([1.0, 0.5]),
+                    "momentum": r.choice([0.9, 0.95]),
+                    "delta": 1e-6,
+                },
+                "Adam": {
+                    "base_lr": r.choice([0.001, 0.01]),
+                    "momentum": 0.9,
+                    "momentum2": r.choice([0.999, 0.99]),
+                },
+            }[kind]
+        )
+        policy = r.choice(["fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid"])
+        s["lr_policy"] = policy
+        s.update(
+            {
+                "fixed": {},
+                "step": {"stepsize": r.randint(1, 5), "gamma": r.choice([0.1, 0.5])},
+                "exp": {"gamma": r.choice([0.9, 0.99])},
+                "inv": {"gamma": r.choice([0.1, 1e-4]), "power": 0.75},
+                "multistep": {"stepvalue": sorted(r.sample(range(1, 10), r.randint(1, 3))), "gamma": 0.5},
+                "poly": {"power": r.choice([0.5, 1.0, 2.0]), "max_iter": r.randint(10, 20)},
+                "sigmoid": {"gamma": r.choice([-0.5, 0.5]), "stepsize": r.randint(2, 8)},
+            }[policy]
+        )
+        if r.random() < 0.25:
+            s["clip_gradients"] = r.choice([0.01, 0.1, 1.0])
+        net = r.choice([fx.TINY_NET, fx.TINY_NET, fx.BATCHNORM_NET, fx.FROZEN_NET])
+        if net is fx.BATCHNORM_NET:
+            s["weight_decay"] = 0  # (this Caffe decays the statistics blobs: tools/README.md)
+        case = fx.Case(f"sz{seed}_{index}", lambda net=net: net, s, "random", seed=r.randint(0, 10**6))
+        try:
+            fx.generate(case)
+        except Exception as exc:  # (a CHECK aborts the whole run instead)
+            print(f"{case.name}: {type(exc).__name__}: {exc}", flush=True)
+
+
+def make_fcn(seed: int, count: int, out: Path) -> None:
+    import make_fcn_fixtures as fx
+
+    from converters.fcn.nets import MODELS
+
+    r = random.Random(seed)
+    caffe, seeded = fx.import_caffe(), fx.load_seeded_weights()
+    for index in range(count):
+        model = r.choice(MODELS)
+        sizes = tuple(
+            (
+                r.choice([1, 1, 1, 2, 3]),
+                r.choice([1, 2, r.randint(1, 40), r.randint(20, 120)]),
+                r.choice([1, 3, r.randint(1, 40), r.randint(20, 120)]),
+            )
+            for _ in range(r.randint(1, 3))
+        )
+        fill = "bilinear" if r.random() < 0.3 else "fan_in"
+
+        class Fixture(fx.Fixture):
+            @property
+            def deconvolution_fill(self, fill: str = fill) -> str:
+                return fill
+
+        folder = f"{model}-s{seed}-{index}"
+        fx.make_fixture(
+            caffe,
+            seeded,
+            Fixture(folder, model, r.choice([1 / 16, 1 / 16, 1 / 8, 1 / 32]), sizes),
+            out / folder,
+        )
+
+
+def make_zoo(seed: int, count: int, out: Path) -> None:
+    import make_zoo_fixtures as fx
+
+    from tests import zoo
+
+    r = random.Random(seed)
+    fx.ZOO, zoo.FIXTURES = out / "zoo", out / "fixtures"
+    needs_other = {
+        "pspnet50_ade20k",
+        "segnet_basic",
+        "shufflenet_v2",
+        "icnet",
+        "faster_rcnn_zf",
+        "res10_ssd_face",
+        "se_bn_inception",
+    }  # fork oracle, OpenCV or py-faster-rcnn
+    source = REPO.parent / "shared" / "caffe-zoo"
+    nets = sorted(
+        p.name for p in source.iterdir() if (p / "deploy.prototxt").exists() and p.name not in needs_other
+    )
+    for _ in range(count):
+        name = r.choice(nets)
+        text = (source / name / "SOURCE.txt").read_text()
+        declared = re.findall(r"^input: (\w+)=([\dx]+)", text, re.M)
+        if len(declared) != 1:
+            continue
+        blob, dims = declared[0]
+        _, c, h, w = (int(v) for v in dims.split("x"))
+        scale = r.choice([0.5, 0.75, 1.25, 1.5])
+        size = (
+            r.choice([1, 1, 2]),
+            max(1, int(h * scale) + r.randint(-3, 3)),
+            max(1, int(w * scale) + r.randint(-3, 3)),
+        )
+        tag = f"{name}-{'x'.join(map(str, size))}"
+        folder = out / "zoo" / tag
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source / name / "deploy.prototxt", folder / "deploy.prototxt")
+        shape = f"{size[0]}x{c}x{size[1]}x{size[2]}"
+        (folder / "SOURCE.txt").write_text(re.sub(r"^input: .*$", f"input: {blob}={shape}", text, flags=re.M))
+        try:
+            print(fx.make(tag, False), flush=True)
+        except Exception as exc:  # our shape inference refuses the size (as Caffe would)
+            print(f"{tag}: {type(exc).__name__}: {exc}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# check (project side)
+
+
+def _compare(got: Any, want: Any, what: str, floor: float = 1e-6) -> None:
+    """Same shape, the same NaN and infinity pattern, -FLT_MAX where Caffe has it, and the finite
+    values within 1e-4 of Caffe's largest (or of ``floor``, where that is larger)."""
+    import numpy as np
+
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, Caffe's {want.shape}"
+    for mask in (np.isnan, np.isposinf, np.isneginf):
+        assert np.array_equal(mask(got), mask(want)), f"{what}: {mask.__name__} differs"
+    extreme = np.abs(want) == np.finfo(np.float32).max
+    assert np.array_equal(got[extreme], want[extreme]), f"{what}: -FLT_MAX differs"
+    finite = np.isfinite(want) & ~extreme
+    if finite.any():
+        scale = max(float(np.abs(want[finite]).max()), floor)
+        error = float(np.abs(got[finite] - want[finite]).max())
+        assert error <= 1e-4 * scale, f"{what}: max error {error:.3g} (scale {scale:.3g})"
+
+
+def check_layer_case(folder: Path) -> None:
+    """Every recorded top, on the default and the plain graph; with a recorded backward pass, every
+    input's and parameter's diff (the seeded diffs of the tops no layer consumes, as Caffe keeps them;
+    a Crop never writes its reference's)."""
+    import numpy as np
+    import torch
+
+    from converters import load_caffe
+
+    case = json.loads((folder / "case.json").read_text())
+    npz = np.load(folder / "io.npz")
+    losses = any(kind.endswith("Loss") or kind == "Accuracy" for kind in case["layer_types"])
+    options = case.get("load_options", {})
+    for optimize in (True, False):
+        net = None
+        for run in case["runs"]:
+            prefix, shapes = run["prefix"], {b: tuple(s) for b, s in run["inputs"].items()}
+            if net is None or not case.get("stateful"):
+                net = load_caffe(
+                    folder / "net.prototxt",
+                    folder / "weights.caffemodel",
+                    with_loss=losses,
+                    input_shapes=shapes,
+                    outputs=list(run["outputs"]),
+                    optimize=optimize,
+                    **options,
+                )
+            with torch.no_grad():
+                got = net(**{b: torch.from_numpy(npz[f"{prefix}input:{b}"]) for b in run["inputs"]})
+            for blob in run["outputs"]:
+                _compare(
+                    got[blob].numpy(), npz[f"{prefix}output:{blob}"], f"optimize={optimize} {prefix}{blob}"
+                )
+    if not any(run.get("backward") for run in case["runs"]) or not case["runs"][0]["outputs"]:
+        return
+    net = None
+    for run in case["runs"]:
+        prefix, shapes = run["prefix"], {b: tuple(s) for b, s in run["inputs"].items()}
+        if net is None or not case.get("stateful"):
+            net = load_caffe(
+                folder / "net.prototxt",
+                folder / "weights.caffemodel",
+                with_loss=True,
+                input_shapes=shapes,
+                outputs=list(run["outputs"]),
+                optimize=False,
+                **options,
+            )
+        net.zero_grad(set_to_none=True)
+        layers = list(net.caffe.definition.getall("layer"))
+        consumed = {
+            b
+            for layer in layers
+            for i, b in enumerate(layer.getall("bottom"))
+            if b not in layer.getall("top") and not (str(layer.get("type")) == "Crop" and i == 1)
+        }
+        weights: dict[str, float] = {}
+        for layer in layers:
+            if str(layer.get("type")).endswith("Loss"):
+                given = [float(w) for w in layer.getall("loss_weight")]
+                weights.update(zip(layer.getall("top"), given or [1.0], strict=False))
+        inputs = {b: torch.from_numpy(npz[f"{prefix}input:{b}"]).requires_grad_(True) for b in run["inputs"]}
+        out = net(**inputs)
+        total = torch.zeros(())
+        for blob in run["outputs"]:
+            if blob in weights:
+                total = total + weights[blob] * out[blob].sum()
+            elif blob not in consumed:
+                total = total + (out[blob] * torch.from_numpy(npz[f"{prefix}top_diff:{blob}"])).sum()
+        if not total.requires_grad:
+            continue
+        total.backward()
+        recorded = [npz[k] for k in npz.files if k.startswith(prefix) and "grad:" in k]
+        largest = max(
+            (float(np.abs(v[np.isfinite(v)]).max()) for v in recorded if np.isfinite(v).any()), default=0
+        )
+        state = {**dict(net.named_buffers()), **dict(net.named_parameters(remove_duplicate=False))}
+        pairs = [(f"grad:{b}", inputs[b]) for b in inputs if f"{prefix}grad:{b}" in npz.files]
+        pairs += [
+            (f"param_grad:{layer}/{j}", state[key])
+            for layer, keys in net.caffe.parameter_blobs.items()
+            for j, key in enumerate(keys)
+        ]
+        for key, tensor in pairs:
+            want = npz[f"{prefix}{key}"]
+            got = (
+                np.zeros(want.shape, np.float32)
+                if tensor.grad is None
+                else tensor.grad.numpy().reshape(want.shape)
+            )
+            # (a diff near zero beside large ones is the rounding of a cancelling sum)
+            _compare(got, want, f"{prefix}{key}", floor=max(1e-6, 1e-2 * largest))
+
+
+def check_refused(net: Path) -> str | None:
+    """What happened to a net Caffe stopped at: ``None`` if we refuse it too."""
+    from converters import load_caffe
+
+    try:
+        load_caffe(net, strict=False)
+    except (ValueError, RuntimeError):
+        return None
+    return "accepted"
+
+
+def check_solver_case(folder: Path) -> None:
+    import tests.test_train_solver as solver_tests
+
+    solver_tests.FIXTURES = folder.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            solver_tests.test_ten_iterations_give_caffes_losses_and_parameters(folder.name, Path(tmp))
+        except AssertionError as exc:
+            if "hardly moved" not in str(exc):  # (a small rate: nothing to compare)
+                raise
+
+
+def check_fcn_case(folder: Path) -> None:
+    import torch
+
+    import tests.test_fcn_parity as fcn_tests
+    from converters import load_caffe
+
+    fcn_tests.ROOT = folder.parent
+    info = fcn_tests.case(folder.name)
+    weights = fcn_tests.regenerate_weights(folder.name)
+    assert fcn_tests.seeded_weights.weights_digest(weights) == info["weights"]["digest"]
+    for optimize in (True, False):
+        net = load_caffe(folder / "deploy.prototxt", weights, optimize=optimize)
+        for run, recorded in enumerate(info["runs"]):
+            with torch.no_grad():
+                got = net(**fcn_tests.run_inputs(folder.name, run))
+            for blob in recorded["outputs"]:
+                value = got[blob] if isinstance(got, dict) else got
+                want = fcn_tests.arrays(folder.name)[f"output:{blob}:{run}"]
+                fcn_tests.assert_matches_caffe(value, want, f"optimize={optimize} run {run} {blob}")
+
+
+def check_zoo_case(folder: Path, root: Path) -> None:
+    import numpy as np
+    import torch
+
+    from converters import load_caffe
+    from tests import zoo
+
+    case = json.loads((folder / "case.json").read_text())
+    definition, shapes = zoo.load(root / "zoo" / folder.name)
+    weights = zoo.draw_weights(definition, shapes)
+    inputs = {b: torch.from_numpy(v) for b, v in zoo.draw_inputs(shapes).items()}
+    expected = np.load(folder / "io.npz")
+    blobs = [key.split(":", 1)[1] for key in expected.files]
+    for optimize in (True, False):
+        net = load_caffe(definition, weights, input_shapes=shapes, outputs=blobs, optimize=optimize)
+        with torch.no_grad():
+            got = net(**{b: v for b, v in inputs.items() if b in net.caffe.inputs})
+        for blob in blobs:
+            want = expected[f"output:{blob}"]
+            value = zoo.subsample(got[blob].numpy(), case.get("subsample", {}).get(blob, 1)).reshape(
+                want.shape
+            )
+            _compare(value, want, f"optimize={optimize} {blob}")
+
+
+def check(root: Path) -> int:
+    target = json.loads((root / "target.json").read_text())["target"]
+    if target == "layers":
+        cases = sorted((p.parent for p in (root / "layers").glob("*/case.json")), key=lambda p: p.name)
+        run: Callable[[Path], None] = check_layer_case
+    elif target == "solvers":
+        cases, run = sorted(p.parent for p in root.glob("*/case.json")), check_solver_case
+    elif target == "fcn":
+        cases, run = sorted(p.parent for p in root.glob("*/case.json")), check_fcn_case
+    else:
+        cases = sorted(p.parent for p in (root / "fixtures").glob("*/case.json"))
+        run = lambda folder: check_zoo_case(folder, root)  # noqa: E731
+    failures = 0
+    for folder in cases:
+        try:
+            run(folder)
+            print(f"ok {folder.name}", flush=True)
+        except Exception as exc:
+            failures += 1
+            print(f"FAIL {folder.name}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}", flush=True)
+    accepted = 0
+    for net in sorted((root / "refused").glob("*.prototxt")):
+        why = net.with_suffix(".why")
+        if check_refused(net) is not None:
+            accepted += 1
+            reason = why.read_text() if why.exists() else "?"
+            print(f"ACCEPTED {net.stem}, which Caffe stopped at: {reason}", flush=True)
+    print(f"{len(cases)} cases, {failures} differ from Caffe; {accepted} nets Caffe stopped at were accepted")
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    make = commands.add_parser("make", help="let Caffe make random cases (the oracle's Python)")
+    make.add_argument("target", choices=["layers", "solvers", "fcn", "zoo"])
+    make.add_argument("--seed", type=int, default=1)
+    make.add_argument("--count", type=int, default=100)
+    make.add_argument("--out", type=Path, required=True, help="a folder of its own (made)")
+    look = commands.add_parser("check", help="compare converters with what Caffe made (the project's .venv)")
+    look.add_argument("folder", type=Path)
+    one = commands.add_parser("make-one")  # (internal: one layer case in a child process)
+    one.add_argument("seed", type=int)
+    one.add_argument("index", type=int)
+    one.add_argument("out", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "make-one":
+        make_layer_case(args.seed, args.index, args.out)
+        return 0
+    if args.command == "check":
+        if not (args.folder / "target.json").exists():
+            parser.error(f"{args.folder} holds no target.json: make it with 'make' first")
+        return check(args.folder)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "target.json").write_text(json.dumps({"target": args.target}))
+    {"layers": make_layers, "solvers": make_solvers, "fcn": make_fcn, "zoo": make_zoo}[args.target](
+        args.seed, args.count, args.out
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
