@@ -20,6 +20,10 @@ Targets of ``make``:
   where Caffe takes it, and Caffe's backward pass for some. Each case runs in a child process: a
   Caffe ``CHECK`` aborts only it, and the net is kept under ``refused/`` with Caffe's message, so
   ``check`` also reports a net we accept that Caffe refused;
+- ``forks``: fork layers in the fork oracle's Python (``PYTHONPATH=/work/oracle/forks/src/python``):
+  PSPNet's Interp (zoom, shrink, size, pads), BVLC master's Clip and Swish in in-place chains,
+  FlowNet's ChannelNorm, FlowWarp and Accum, CTPN's Transpose and Reverse, ShuffleChannel, Reorg
+  and Axpy, with the backward pass for most;
 - ``solvers``: random solver types, schedules, momenta, decay, regularization and gradient clipping
   over the small nets of ``make_solver_fixtures.py``, ten iterations;
 - ``fcn``: the 15 official FCN deploy nets at random widths, sizes (1 x 1 and up), batches and
@@ -704,6 +708,127 @@ def make_layers(seed: int, count: int, out: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# make: fork layers (the fork oracle's Python: tools/build_fork_oracle.sh)
+
+
+def _fork_net(r: random.Random) -> tuple[str, dict[str, Shape], bool]:
+    """A random net of fork layers: ``(layers, input shapes, backward)``."""
+    kind = r.choice(["interp", "interp", "activations", "flownet", "ctpn", "mobile"])
+    n, c, h, w = r.randint(1, 2), r.randint(1, 4), r.randint(1, 12), r.randint(1, 12)
+    layers: list[str] = []
+
+    def layer(name: str, kind: str, bottoms: list[str], top: str, param: str = "") -> None:
+        blobs = " ".join(f'bottom: "{b}"' for b in bottoms)
+        layers.append(f'layer {{ name: "{name}" type: "{kind}" {blobs} top: "{top}" {param}}}')
+
+    if kind == "interp":
+        for k in range(r.randint(1, 3)):
+            fields = []
+            form = r.choice(["zoom", "shrink", "both", "size"])
+            if form in ("zoom", "both"):
+                fields.append(f"zoom_factor: {r.randint(1, 4)}")
+            if form in ("shrink", "both"):
+                fields.append(f"shrink_factor: {r.randint(1, 4)}")
+            if form == "size":
+                fields.append(f"height: {r.randint(1, 16)} width: {r.randint(1, 16)}")
+            if r.random() < 0.5:
+                fields.append(f"pad_beg: {r.randint(-2, 0)} pad_end: {r.randint(-2, 0)}")
+            layer(f"interp{k}", "Interp", ["data"], f"interp{k}", f"interp_param {{ {' '.join(fields)} }} ")
+        return "\n".join(layers), {"data": (n, c, h, w)}, r.random() < 0.5
+    if kind == "activations":  # BVLC master's Clip and Swish, in place and not
+        layer("scaled", "Power", ["data"], "chain", f"power_param {{ scale: {r.choice([0.5, 2.0, -1.5])} }} ")
+        for k in range(r.randint(1, 4)):
+            step = r.choice(["Clip", "Swish", "ReLU", "Clip"])
+            top = "chain" if r.random() < 0.6 else f"{step.lower()}{k}"
+            param = ""
+            if step == "Clip":
+                low, high = sorted(round(r.uniform(-1.5, 1.5), 2) for _ in range(2))
+                low, high = (high, low) if r.random() < 0.15 else (low, high)
+                param = f"clip_param {{ min: {low} max: {high} }} "
+            elif step == "Swish" and r.random() < 0.5:
+                param = f"swish_param {{ beta: {round(r.uniform(0.2, 2), 2)} }} "
+            layer(f"{step.lower()}{k}", step, ["chain"], top, param)
+            if top != "chain":
+                break
+        return "\n".join(layers), {"data": (n, c, h, w)}, True
+    if kind == "flownet":
+        layer("norm", "ChannelNorm", ["data"], "norm")
+        sizes: dict[str, Shape] = {"data": (n, c, h, w), "image": (n, c, h, w), "flow": (n, 2, h, w)}
+        fill = r.choice(["", "flow_warp_param { fill_value: NOT_A_NUMBER } "])
+        layer("warp", "FlowWarp", ["image", "flow"], "warp", fill)
+        sizes["b"] = (n, r.randint(1, 3), r.randint(1, 12), r.randint(1, 12))
+        accum = r.choice(
+            [
+                "",
+                f"accum_param {{ size_divisible_by: {r.randint(2, 5)} }} ",
+                f"accum_param {{ top_height: {r.randint(1, 14)} top_width: {r.randint(1, 14)} }} ",
+            ]
+        )
+        layer("accum", "Accum", ["data", "b"], "accum", accum)
+        return "\n".join(layers), sizes, r.random() < 0.7
+    if kind == "ctpn":
+        order = list(range(4))
+        r.shuffle(order)
+        layer(
+            "transpose",
+            "Transpose",
+            ["data"],
+            "transposed",
+            "transpose_param { " + " ".join(f"dim: {d}" for d in order) + " } ",
+        )
+        layer("reverse", "Reverse", ["data"], "reversed", f"reverse_param {{ axis: {r.randint(0, 3)} }} ")
+        return "\n".join(layers), {"data": (n, c, h, w)}, True
+    stride = r.choice([2, 3])
+    groups = r.choice([g for g in range(1, 5) if (c * stride * stride) % g == 0])
+    channels = c * stride * stride
+    layer("shuffle", "ShuffleChannel", ["data"], "shuffled", f"shuffle_channel_param {{ group: {groups} }} ")
+    layer("reorg", "Reorg", ["spatial"], "reorg", f"reorg_param {{ stride: {stride} }} ")
+    layer("reorg_back", "Reorg", ["data"], "reorg_back", f"reorg_param {{ stride: {stride} reverse: true }} ")
+    layer("axpy", "Axpy", ["scale", "data", "data"], "axpy")
+    sizes = {
+        "data": (n, channels, h, w),
+        "spatial": (n, c, h * stride, w * stride),
+        "scale": (n, channels, 1, 1),
+    }
+    return "\n".join(layers), sizes, False
+
+
+def make_fork_case(seed: int, index: int, out: Path) -> None:
+    import make_fork_fixtures as fx
+
+    name = f"fk{seed}_{index}"
+    text, shapes, backward = _fork_net(random.Random(seed * 104729 + index))
+    folder = out / "forks" / name
+    refused = out / "refused" / f"{name}.prototxt"
+    refused.parent.mkdir(parents=True, exist_ok=True)
+    net = fx.input_layer(shapes) + text + "\n"
+    refused.write_text(net)
+    folder.mkdir(parents=True, exist_ok=True)
+    case = fx.Case(
+        name, "forks", net, [shapes], "random fork layers", inputs=fx.flow_inputs, backward=backward
+    )
+    fx.make_case(case, folder)
+    refused.unlink()
+
+
+def make_forks(seed: int, count: int, out: Path) -> None:
+    for index in range(count):
+        done = subprocess.run(
+            [sys.executable, __file__, "make-one", str(seed), str(index), str(out), "--forks"],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode:
+            lines = done.stderr.strip().splitlines() or ["?"]
+            why = ([line for line in lines if "Check failed" in line or "Error" in line] or lines)[-1][:300]
+            net = out / "refused" / f"fk{seed}_{index}.prototxt"
+            if net.exists():
+                net.with_suffix(".why").write_text(why)
+            shutil.rmtree(out / "forks" / f"fk{seed}_{index}", ignore_errors=True)
+            print(f"fk{seed}_{index}: Caffe stopped: {why}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
 # make: solvers, FCN nets, zoo sizes (oracle side)
 
 
@@ -1027,11 +1152,25 @@ def check_zoo_case(folder: Path, root: Path) -> None:
             _compare(value, want, f"optimize={optimize} {blob}")
 
 
+def check_fork_case(folder: Path) -> None:
+    """The default graph's outputs within the fork tests' tolerance, and the backward pass."""
+    import tests.test_forks_layers as fork_tests
+
+    fork_tests.FORKS = folder.parent
+    fork_tests.test_fork_layer_case_matches_its_oracle(folder.name)
+    case = json.loads((folder / "case.json").read_text())
+    if any(run.get("backward") for run in case["runs"]):
+        fork_tests.test_fork_layer_gradients_match_the_oracles_backward_pass(folder.name)
+
+
 def check(root: Path) -> int:
     target = json.loads((root / "target.json").read_text())["target"]
-    if target == "layers":
+    if target == "forks":
+        cases = sorted((p.parent for p in (root / "forks").glob("*/case.json")), key=lambda p: p.name)
+        run: Callable[[Path], None] = check_fork_case
+    elif target == "layers":
         cases = sorted((p.parent for p in (root / "layers").glob("*/case.json")), key=lambda p: p.name)
-        run: Callable[[Path], None] = check_layer_case
+        run = check_layer_case
     elif target == "solvers":
         cases, run = sorted(p.parent for p in root.glob("*/case.json")), check_solver_case
     elif target == "fcn":
@@ -1062,7 +1201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     make = commands.add_parser("make", help="let Caffe make random cases (the oracle's Python)")
-    make.add_argument("target", choices=["layers", "solvers", "fcn", "zoo"])
+    make.add_argument("target", choices=["layers", "forks", "solvers", "fcn", "zoo"])
     make.add_argument("--seed", type=int, default=1)
     make.add_argument("--count", type=int, default=100)
     make.add_argument("--out", type=Path, required=True, help="a folder of its own (made)")
@@ -1072,9 +1211,10 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("seed", type=int)
     one.add_argument("index", type=int)
     one.add_argument("out", type=Path)
+    one.add_argument("--forks", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "make-one":
-        make_layer_case(args.seed, args.index, args.out)
+        (make_fork_case if args.forks else make_layer_case)(args.seed, args.index, args.out)
         return 0
     if args.command == "check":
         if not (args.folder / "target.json").exists():
@@ -1082,9 +1222,14 @@ def main(argv: list[str] | None = None) -> int:
         return check(args.folder)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "target.json").write_text(json.dumps({"target": args.target}))
-    {"layers": make_layers, "solvers": make_solvers, "fcn": make_fcn, "zoo": make_zoo}[args.target](
-        args.seed, args.count, args.out
-    )
+    makers = {
+        "layers": make_layers,
+        "forks": make_forks,
+        "solvers": make_solvers,
+        "fcn": make_fcn,
+        "zoo": make_zoo,
+    }
+    makers[args.target](args.seed, args.count, args.out)
     return 0
 
 

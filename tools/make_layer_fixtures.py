@@ -1400,6 +1400,31 @@ def build_cases() -> list[Case]:
             notes=["inputs are multiples of 0.5: some sit on Clip's bounds (its gradient passes there)"],
         ),
         Case(
+            "inplace_backward_kept",
+            "Backward through in-place chains where Caffe's forward pass kept something aside: Swish "
+            "(its sigmoid) overwritten by a Clip and a Swish in place, a Clip in place as the last "
+            "writer (it reads its own clipped output), MVN computed in place then a Scale in place "
+            "(its deviation), and MVN in place as the last writer (its backward overwrites the diff "
+            "it reads), with Caffe's backward pass",
+            [
+                L("chain", "Power", "data", power_param={"scale": -1.5}),
+                L("swish", "Swish", "chain", "chain"),
+                L("clip", "Clip", "chain", "chain", clip_param={"min": -1.3, "max": 0.45}),
+                L("swish_beta", "Swish", "chain", "chain", swish_param={"beta": 1.7}),
+                L("relu", "ReLU", "chain", "relu"),
+                L("last", "Power", "data", power_param={"scale": 2.0}),
+                L("last_clip", "Clip", "last", "last", clip_param={"min": -0.5, "max": 0.8}),
+                L("mvn", "Power", "data", power_param={"scale": 1.5, "shift": 0.2}),
+                L("mvn_norm", "MVN", "mvn", "mvn"),
+                L("mvn_scale", "Scale", "mvn", "mvn", scale_param={"bias_term": True}),
+                L("mvn_last", "Power", "data", power_param={"scale": 0.5, "shift": -0.1}),
+                L("mvn_last_norm", "MVN", "mvn_last", "mvn_last", mvn_param={"across_channels": True}),
+            ],
+            runs((1, 4, 8, 4), (2, 4, 2, 5)),
+            backward=True,
+            oracle=FORK_ORACLE,
+        ),
+        Case(
             "conv_nd",
             "N-D Convolution and Deconvolution (BVLC's im2col_nd): 3 spatial axes with a kernel, stride, "
             "pad and dilation per axis and 2 groups, and 1 spatial axis, with Caffe's backward pass",

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..layers.tracing import tracing
 
-Backward = Callable[[Tensor, Tensor, Tensor, bool], Tensor]
+Backward = Callable[[Tensor, Tensor, Tensor, bool, Tensor], Tensor]
 
 
 class _Slot:
@@ -49,7 +49,7 @@ class _CaffeBackward(torch.autograd.Function):
         if final is None:  # the final writer never ran: nothing overwrote the data
             raise RuntimeError("a layer computed in place lost its blob's final value")
         bottom = final if ctx.in_place else x
-        return ctx.backward(dy, bottom, final, ctx.in_place), None, None, None, None
+        return ctx.backward(dy, bottom, final, ctx.in_place, x), None, None, None, None
 
 
 class InPlaceBackward(nn.Module):

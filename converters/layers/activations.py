@@ -48,11 +48,15 @@ def log(x: Tensor, base_scale: float, scale: float, shift: float) -> Tensor:
 # where later in-place layers have overwritten the data it reads (Converted.caffe_backward)
 
 
-def relu_backward(dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, slope: float) -> Tensor:
+def relu_backward(
+    dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, given: Tensor, slope: float
+) -> Tensor:
     return dy * ((bottom > 0).to(dy.dtype) + slope * (bottom <= 0).to(dy.dtype))
 
 
-def elu_backward(dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, alpha: float) -> Tensor:
+def elu_backward(
+    dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, given: Tensor, alpha: float
+) -> Tensor:
     return dy * ((bottom > 0).to(dy.dtype) + (alpha + top) * (bottom <= 0).to(dy.dtype))
 
 
@@ -60,34 +64,38 @@ def elu_backward(dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, alpha:
 BNLL_THRESHOLD = 50.0
 
 
-def bnll_backward(dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool) -> Tensor:
+def bnll_backward(dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, given: Tensor) -> Tensor:
     e = torch.exp(bottom.clamp(max=BNLL_THRESHOLD))
     return dy * e / (e + 1)
 
 
-def sigmoid_backward(dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool) -> Tensor:
+def sigmoid_backward(dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, given: Tensor) -> Tensor:
     return dy * top * (1 - top)
 
 
-def tanh_backward(dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool) -> Tensor:
+def tanh_backward(dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, given: Tensor) -> Tensor:
     return dy * (1 - top * top)
 
 
-def exp_backward(dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, inner_scale: float) -> Tensor:
+def exp_backward(
+    dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, given: Tensor, inner_scale: float
+) -> Tensor:
     return dy * top * inner_scale
 
 
 def log_backward(
-    dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, scale: float, shift: float, base_scale: float
-) -> Tensor:
+    dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, given: Tensor,
+    scale: float, shift: float, base_scale: float,
+) -> Tensor:  # fmt: skip
     # in place, Caffe writes this factor over the top diff before multiplying by the top diff
     factor = (scale * base_scale) / (bottom * scale + shift)
     return factor * (factor if in_place else dy)
 
 
 def power_backward(
-    dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, power: float, scale: float, shift: float
-) -> Tensor:
+    dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, given: Tensor,
+    power: float, scale: float, shift: float,
+) -> Tensor:  # fmt: skip
     diff_scale = power * scale
     if diff_scale == 0:
         return torch.zeros_like(dy)
@@ -223,7 +231,9 @@ def clip(x: Tensor, low: float, high: float) -> Tensor:
     return y.detach() + (x - x.detach()) * inside
 
 
-def clip_backward(dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, low: float, high: float) -> Tensor:
+def clip_backward(
+    dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, given: Tensor, low: float, high: float
+) -> Tensor:
     return dy * ((bottom >= low) & (bottom <= high)).to(dy.dtype)
 
 
@@ -245,7 +255,17 @@ def swish(x: Tensor, beta: float) -> Tensor:
     return x * torch.sigmoid(x * beta if beta != 1 else x)
 
 
+def swish_backward(
+    dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, given: Tensor, beta: float
+) -> Tensor:
+    """BVLC master's Swish ``Backward_cpu``: ``dy (beta top + s (1 - beta top))`` with ``s`` the
+    sigmoid its forward pass kept (of the input as it was) and ``top`` the blob as it is."""
+    kept = torch.sigmoid(given * beta if beta != 1 else given)
+    return dy * (beta * top + kept * (1 - beta * top))
+
+
 @register_layer("Swish", bottoms=1, tops=1)
 def swish_layer(ctx: LayerContext) -> Converted:
     beta = float(ctx.param("swish_param").get("beta"))
-    return Converted(function=swish, kwargs={"beta": beta}, keeps_shape=True)
+    backward = partial(swish_backward, beta=beta)
+    return Converted(function=swish, kwargs={"beta": beta}, keeps_shape=True, caffe_backward=backward)

@@ -106,20 +106,23 @@ def mvn_layer(ctx: LayerContext) -> Converted:
         "eps": float(p.get("eps")),
     }
     # Caffe's backward reads the top's data (and the deviation kept from the forward pass): later
-    # layers computing in place over the top change it. (Computed in place itself, the deviation
-    # would need the input, which the blob no longer holds: PyTorch's gradient then.)
-    in_place = ctx.tops[0] == ctx.bottoms[0]
-    backward = None if in_place else partial(mvn_backward, **kwargs)
-    return Converted(function=mvn, kwargs=kwargs, keeps_shape=True, caffe_backward=backward)
+    # layers computing in place over the top change it; in place, it also overwrites the top diff
+    # it reads (with normalize_variance)
+    backward = partial(mvn_backward, **kwargs)
+    clobbers = kwargs["normalize_variance"] and ctx.tops[0] == ctx.bottoms[0]
+    return Converted(
+        function=mvn, kwargs=kwargs, keeps_shape=True, caffe_backward=backward, clobbers_top_diff=clobbers
+    )
 
 
 def mvn_backward(
-    dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, normalize_variance: bool, across_channels: bool,
-    eps: float,
+    dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, given: Tensor,
+    normalize_variance: bool, across_channels: bool, eps: float,
 ) -> Tensor:  # fmt: skip
     """Caffe's MVN ``Backward_cpu`` on the top's data as the blob holds it when backward runs:
     ``dy - mean(dy)``, and with ``normalize_variance`` ``(dy - mean(dy) - top mean(top dy)) / (std + eps)``
-    (the deviation of ``bottom``, as its forward pass kept it)."""
+    (the deviation of the input it was given, as its forward pass kept it; in place, what its
+    overwriting of the shared diff leaves)."""
     dims = list(range(1 if across_channels else 2, dy.dim()))
 
     def mean(t: Tensor) -> Tensor:
@@ -127,8 +130,16 @@ def mvn_backward(
 
     if not normalize_variance:
         return dy - mean(dy)
-    deviation = mean((bottom - mean(bottom)).pow(2)).sqrt() + eps
-    return (dy - mean(dy) - top * mean(top * dy)) / deviation
+    deviation = mean((given - mean(given)).pow(2)).sqrt() + eps
+    if not in_place:
+        return (dy - mean(dy) - top * mean(top * dy)) / deviation
+    # in place the diffs share memory: each step overwrites the top diff the next one reads, which
+    # leaves top s + s sum(top) (s = sum(top dy) over the n values); its last step, axpby(1, top
+    # diff, -1/n, bottom diff), is scal then axpy without MKL (mkl_alternate.hpp, the OpenBLAS and
+    # ATLAS builds), so on one buffer it gives -2/n times it; then over the deviation
+    count = math.prod(dy.shape[d] for d in dims)
+    s = mean(top * dy) * count
+    return (top * s + s * mean(top) * count) * (-2 / count) / deviation
 
 
 class BatchNorm(nn.Module):

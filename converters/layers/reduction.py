@@ -19,7 +19,9 @@ def softmax(ctx: LayerContext) -> Converted:
     return Converted(function=torch.softmax, kwargs={"dim": axis}, caffe_backward=backward)
 
 
-def softmax_backward(dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, axis: int) -> Tensor:
+def softmax_backward(
+    dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, given: Tensor, axis: int
+) -> Tensor:
     """Caffe's Softmax ``Backward_cpu``: ``(dy - sum(dy * top)) * top`` over ``axis``, on the top's
     data as the blob holds it when backward runs (later layers computing in place overwrite it)."""
     return (dy - (dy * top).sum(dim=axis, keepdim=True)) * top

@@ -123,11 +123,12 @@ class Converted:
     """The op runs on each bottom alone, with the same parameters, giving one top per bottom
     (Convolution and Deconvolution with several bottoms)."""
     role: str = "op"
-    caffe_backward: Callable[[Tensor, Tensor, Tensor, bool], Tensor] | None = None
-    """For an element-wise layer whose Caffe ``Backward_cpu`` reads its blobs' data: the bottom
-    diff from ``(top diff, bottom data, top data, in place)``. Caffe reads the data when it runs
-    backward, after later layers computing in place have overwritten the blob: the graph then
-    feeds this the blob's final value (:mod:`converters.graph.inplace`)."""
+    caffe_backward: Callable[[Tensor, Tensor, Tensor, bool, Tensor], Tensor] | None = None
+    """For a layer whose Caffe ``Backward_cpu`` reads its blobs' data: the bottom diff from ``(top
+    diff, bottom data, top data, in place, the input as the layer computed from it)`` (the last for
+    what Caffe's forward pass keeps aside: Swish's sigmoid, MVN's deviation). Caffe reads the data
+    when it runs backward, after later layers computing in place have overwritten the blob: the
+    graph then feeds this the blob's final value (:mod:`converters.graph.inplace`)."""
     clobbers_top_diff: bool = False
     """Computed in place, Caffe's backward writes the bottom diff (the top diff's memory) before it
     has read the top diff, so :attr:`caffe_backward` applies even to the blob's last writer."""
