@@ -72,6 +72,34 @@ def caffemodel_bytes(seed: int, size: int) -> bytes:
     return encode_message(weights_to_net({"w": [values]}))
 
 
+def seeded_total(net, run: dict, npz, out: dict):
+    """The scalar whose gradient is what Caffe's recorded backward pass started from: a loss top
+    times its loss weight (a loss layer's other tops weigh 0), and each other output times its
+    seeded diff (``top_diff:<blob>``), except the blobs a layer consumes (Caffe overwrites their
+    diff; a Crop's reference it never writes, so its seeded diff stays)."""
+    import torch
+
+    layers = list(net.caffe.definition.getall("layer"))
+    consumed = {
+        bottom
+        for layer in layers
+        for index, bottom in enumerate(layer.getall("bottom"))
+        if bottom not in layer.getall("top") and not (str(layer.get("type")) == "Crop" and index == 1)
+    }
+    weights = {}
+    for layer in layers:
+        if str(layer.get("type")).endswith("Loss"):
+            given = [float(w) for w in layer.getall("loss_weight")]
+            weights.update(zip(layer.getall("top"), given or [1.0], strict=False))
+    total = torch.zeros(())
+    for blob in run["outputs"]:
+        if blob in weights:
+            total = total + weights[blob] * out[blob].sum()
+        elif blob not in consumed:
+            total = total + (out[blob] * torch.from_numpy(npz[f"{run['prefix']}top_diff:{blob}"])).sum()
+    return total
+
+
 def assert_gradients_match_caffe(name: str, prefix: str, npz, net, inputs: dict) -> None:
     """Every recorded diff of a fixture run (``grad:<input>``, ``param_grad:<layer>/<j>``) equals the
     ``.grad`` our backward pass left, within 1e-4 of the diff's largest value (a missing ``.grad``

@@ -16,7 +16,7 @@ import torch
 
 from converters import load_caffe
 from converters.errors import NetError
-from tests.conftest import FIXTURES, REPO, assert_gradients_match_caffe
+from tests.conftest import FIXTURES, REPO, assert_gradients_match_caffe, seeded_total
 
 CASES = sorted(p.parent.name for p in (FIXTURES / "layers").glob("*/case.json"))
 
@@ -129,22 +129,8 @@ def test_layer_case_gradients_match_caffes_backward_pass(name: str) -> None:
                              input_shapes=shapes, outputs=list(run["outputs"]), optimize=False,
                              **case.get("load_options", {}))  # fmt: skip
         net.zero_grad(set_to_none=True)
-        layers = list(net.caffe.definition.getall("layer"))
-        consumed = {b for layer in layers for b in layer.getall("bottom") if b not in layer.getall("top")}
-        weights = {}
-        for layer in layers:
-            if str(layer.get("type")).endswith("Loss"):
-                given = [float(w) for w in layer.getall("loss_weight")]
-                weights.update(zip(layer.getall("top"), given or [1.0], strict=False))
         inputs = {b: torch.from_numpy(npz[f"{prefix}input:{b}"]).requires_grad_(True) for b in run["inputs"]}
-        out = net(**inputs)
-        total = torch.zeros(())
-        for blob in run["outputs"]:
-            if blob in weights:
-                total = total + weights[blob] * out[blob].sum()  # a loss layer's other tops: weight 0
-            elif blob not in consumed:  # Caffe overwrites a consumed blob's seeded diff
-                total = total + (out[blob] * torch.from_numpy(npz[f"{prefix}top_diff:{blob}"])).sum()
-        total.backward()
+        seeded_total(net, run, npz, net(**inputs)).backward()
         assert_gradients_match_caffe(name, prefix, npz, net, inputs)
 
 

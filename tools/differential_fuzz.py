@@ -691,20 +691,29 @@ def make_layer_case(seed: int, index: int, out: Path) -> None:
         fx.make_case(caffe, case, out / "layers" / name)
 
 
-def make_layers(seed: int, count: int, out: Path) -> None:
+def _make_in_children(seed: int, count: int, out: Path, prefix: str, *flags: str) -> None:
+    """Cases ``0 .. count-1``, each made by a child process (``make-one``): a Caffe ``CHECK`` or a
+    crash stops only it, and its net stays under ``refused/`` with the reason."""
     for index in range(count):
         done = subprocess.run(
-            [sys.executable, __file__, "make-one", str(seed), str(index), str(out)],
+            [sys.executable, __file__, "make-one", str(seed), str(index), str(out), *flags],
             capture_output=True,
             text=True,
         )
         if done.returncode:
-            lines = done.stderr.strip().splitlines() or ["?"]
+            lines = done.stderr.strip().splitlines() or [f"stopped by signal {-done.returncode}"]
             why = ([line for line in lines if "Check failed" in line or "Error" in line] or lines)[-1][:300]
-            net = out / "refused" / f"fz{seed}_{index}.prototxt"
+            net = out / "refused" / f"{prefix}{seed}_{index}.prototxt"
             if net.exists():
                 net.with_suffix(".why").write_text(why)
-            print(f"fz{seed}_{index}: Caffe stopped: {why}", flush=True)
+            shutil.rmtree(
+                out / ("forks" if flags else "layers") / f"{prefix}{seed}_{index}", ignore_errors=True
+            )
+            print(f"{prefix}{seed}_{index}: Caffe stopped: {why}", flush=True)
+
+
+def make_layers(seed: int, count: int, out: Path) -> None:
+    _make_in_children(seed, count, out, "fz")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -812,20 +821,7 @@ def make_fork_case(seed: int, index: int, out: Path) -> None:
 
 
 def make_forks(seed: int, count: int, out: Path) -> None:
-    for index in range(count):
-        done = subprocess.run(
-            [sys.executable, __file__, "make-one", str(seed), str(index), str(out), "--forks"],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode:
-            lines = done.stderr.strip().splitlines() or ["?"]
-            why = ([line for line in lines if "Check failed" in line or "Error" in line] or lines)[-1][:300]
-            net = out / "refused" / f"fk{seed}_{index}.prototxt"
-            if net.exists():
-                net.with_suffix(".why").write_text(why)
-            shutil.rmtree(out / "forks" / f"fk{seed}_{index}", ignore_errors=True)
-            print(f"fk{seed}_{index}: Caffe stopped: {why}", flush=True)
+    _make_in_children(seed, count, out, "fk", "--forks")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -997,25 +993,30 @@ def check_layer_case(folder: Path) -> None:
     import torch
 
     from converters import load_caffe
+    from tests.conftest import seeded_total
 
     case = json.loads((folder / "case.json").read_text())
     npz = np.load(folder / "io.npz")
     losses = any(kind.endswith("Loss") or kind == "Accuracy" for kind in case["layer_types"])
     options = case.get("load_options", {})
+
+    def load(run: dict, shapes: dict, with_loss: bool, optimize: bool) -> Any:
+        return load_caffe(
+            folder / "net.prototxt",
+            folder / "weights.caffemodel",
+            with_loss=with_loss,
+            input_shapes=shapes,
+            outputs=list(run["outputs"]),
+            optimize=optimize,
+            **options,
+        )
+
     for optimize in (True, False):
         net = None
         for run in case["runs"]:
             prefix, shapes = run["prefix"], {b: tuple(s) for b, s in run["inputs"].items()}
             if net is None or not case.get("stateful"):
-                net = load_caffe(
-                    folder / "net.prototxt",
-                    folder / "weights.caffemodel",
-                    with_loss=losses,
-                    input_shapes=shapes,
-                    outputs=list(run["outputs"]),
-                    optimize=optimize,
-                    **options,
-                )
+                net = load(run, shapes, losses, optimize)
             with torch.no_grad():
                 got = net(**{b: torch.from_numpy(npz[f"{prefix}input:{b}"]) for b in run["inputs"]})
             for blob in run["outputs"]:
@@ -1028,36 +1029,10 @@ def check_layer_case(folder: Path) -> None:
     for run in case["runs"]:
         prefix, shapes = run["prefix"], {b: tuple(s) for b, s in run["inputs"].items()}
         if net is None or not case.get("stateful"):
-            net = load_caffe(
-                folder / "net.prototxt",
-                folder / "weights.caffemodel",
-                with_loss=True,
-                input_shapes=shapes,
-                outputs=list(run["outputs"]),
-                optimize=False,
-                **options,
-            )
+            net = load(run, shapes, True, False)
         net.zero_grad(set_to_none=True)
-        layers = list(net.caffe.definition.getall("layer"))
-        consumed = {
-            b
-            for layer in layers
-            for i, b in enumerate(layer.getall("bottom"))
-            if b not in layer.getall("top") and not (str(layer.get("type")) == "Crop" and i == 1)
-        }
-        weights: dict[str, float] = {}
-        for layer in layers:
-            if str(layer.get("type")).endswith("Loss"):
-                given = [float(w) for w in layer.getall("loss_weight")]
-                weights.update(zip(layer.getall("top"), given or [1.0], strict=False))
         inputs = {b: torch.from_numpy(npz[f"{prefix}input:{b}"]).requires_grad_(True) for b in run["inputs"]}
-        out = net(**inputs)
-        total = torch.zeros(())
-        for blob in run["outputs"]:
-            if blob in weights:
-                total = total + weights[blob] * out[blob].sum()
-            elif blob not in consumed:
-                total = total + (out[blob] * torch.from_numpy(npz[f"{prefix}top_diff:{blob}"])).sum()
+        total = seeded_total(net, run, npz, net(**inputs))
         if not total.requires_grad:
             continue
         total.backward()
