@@ -706,9 +706,8 @@ def _make_in_children(seed: int, count: int, out: Path, prefix: str, *flags: str
             net = out / "refused" / f"{prefix}{seed}_{index}.prototxt"
             if net.exists():
                 net.with_suffix(".why").write_text(why)
-            shutil.rmtree(
-                out / ("forks" if flags else "layers") / f"{prefix}{seed}_{index}", ignore_errors=True
-            )
+            if flags:  # (a layer case keeps its first run, made before a second size stopped Caffe)
+                shutil.rmtree(out / "forks" / f"{prefix}{seed}_{index}", ignore_errors=True)
             print(f"{prefix}{seed}_{index}: Caffe stopped: {why}", flush=True)
 
 
