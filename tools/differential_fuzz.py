@@ -760,6 +760,7 @@ def _fork_net(r: random.Random) -> tuple[str, dict[str, Shape], bool]:
                 break
         return "\n".join(layers), {"data": (n, c, h, w)}, True
     if kind == "flownet":
+        h, w = max(h, 3), max(w, 3)  # (the flow maker sets a few edge pixels)
         layer("norm", "ChannelNorm", ["data"], "norm")
         sizes: dict[str, Shape] = {"data": (n, c, h, w), "image": (n, c, h, w), "flow": (n, 2, h, w)}
         fill = r.choice(["", "flow_warp_param { fill_value: NOT_A_NUMBER } "])
