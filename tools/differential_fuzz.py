@@ -23,7 +23,8 @@ Targets of ``make``:
 - ``forks``: fork layers in the fork oracle's Python (``PYTHONPATH=/work/oracle/forks/src/python``):
   PSPNet's Interp (zoom, shrink, size, pads), BVLC master's Clip and Swish in in-place chains,
   FlowNet's ChannelNorm, FlowWarp and Accum, CTPN's Transpose and Reverse, ShuffleChannel, Reorg
-  and Axpy, with the backward pass for most;
+  and Axpy (with the backward pass for most), PSPNet's and brocolli's BN in TEST and TRAIN, SegNet's
+  Upsample after max pooling;
 - ``solvers``: random solver types, schedules, momenta, decay, regularization and gradient clipping
   over the small nets of ``make_solver_fixtures.py``, ten iterations;
 - ``fcn``: the 15 official FCN deploy nets at random widths, sizes (1 x 1 and up), batches and
@@ -721,7 +722,7 @@ def make_layers(seed: int, count: int, out: Path) -> None:
 
 def _fork_net(r: random.Random) -> tuple[str, dict[str, Shape], bool]:
     """A random net of fork layers: ``(layers, input shapes, backward)``."""
-    kind = r.choice(["interp", "interp", "activations", "flownet", "ctpn", "mobile"])
+    kind = r.choice(["interp", "interp", "activations", "flownet", "ctpn", "mobile", "bn", "unpool"])
     n, c, h, w = r.randint(1, 2), r.randint(1, 4), r.randint(1, 12), r.randint(1, 12)
     layers: list[str] = []
 
@@ -729,6 +730,30 @@ def _fork_net(r: random.Random) -> tuple[str, dict[str, Shape], bool]:
         blobs = " ".join(f'bottom: "{b}"' for b in bottoms)
         layers.append(f'layer {{ name: "{name}" type: "{kind}" {blobs} top: "{top}" {param}}}')
 
+    if kind == "bn":  # PSPNet's or brocolli's four-blob BN, as ours ("BN") and as the oracle names it
+        eps = f" eps: {r.choice([1e-5, 1e-3, 0.5])}" if r.random() < 0.6 else ""
+        frozen = " frozen: true" if r.random() < 0.4 else ""
+        layer("bn", "BN", ["data"], "bn", f"bn_param {{{eps}{frozen} }} ")
+        return "\n".join(layers), {"data": (max(n, 2), c, h, w)}, False
+    if kind == "unpool":  # SegNet's Upsample after BVLC max pooling and its mask
+        k, stride = r.randint(2, 3), r.randint(2, 3)
+        h, w = max(h, k), max(w, k)
+        layers.append(
+            f'layer {{ name: "pool" type: "Pooling" bottom: "data" top: "pool" top: "mask" '
+            f"pooling_param {{ pool: MAX kernel_size: {k} stride: {stride} }} }}"
+        )
+        pooled = [math.ceil((size - k) / stride) + 1 for size in (h, w)]
+        form = r.choice(["scale", "size", "pad"])
+        if form == "scale":
+            param = f"scale: {stride}"
+        elif form == "size":
+            size_h, size_w = (p * stride - r.randint(0, 1) for p in pooled)
+            param = f"upsample_h: {size_h} upsample_w: {size_w}"
+        else:
+            pads = " ".join(f"pad_out_{a}: {str(r.random() < 0.5).lower()}" for a in "hw")
+            param = f"scale: {stride} {pads}"
+        layer("up", "Upsample", ["pool", "mask"], "up", f"upsample_param {{ {param} }} ")
+        return "\n".join(layers), {"data": (n, c, h, w)}, False
     if kind == "interp":
         for k in range(r.randint(1, 3)):
             fields = []
@@ -807,14 +832,23 @@ def make_fork_case(seed: int, index: int, out: Path) -> None:
 
     name = f"fk{seed}_{index}"
     text, shapes, backward = _fork_net(random.Random(seed * 104729 + index))
+    r = random.Random(seed * 7 + index)
     folder = out / "forks" / name
     refused = out / "refused" / f"{name}.prototxt"
     refused.parent.mkdir(parents=True, exist_ok=True)
     net = fx.input_layer(shapes) + text + "\n"
     refused.write_text(net)
     folder.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, Any] = {}
+    if '"BN"' in text:  # (the oracle's names for the forks' BN and Upsample)
+        oracle, phase = r.choice([("PSPBN", "TEST"), ("PSPBN", "TRAIN"), ("BN", "TEST"), ("BN", "TRAIN")])
+        extra = {"oracle_net": net.replace('"BN"', f'"{oracle}"'), "params": fx.bn_params, "phase": phase}
+        extra["types"] = {oracle: "BN"}
+    elif '"Upsample"' in text:
+        renamed = net.replace('"Upsample"', '"SegNetUpsample"')
+        extra = {"oracle_net": renamed.replace("upsample_param {", "segnet_upsample_param {")}
     case = fx.Case(
-        name, "forks", net, [shapes], "random fork layers", inputs=fx.flow_inputs, backward=backward
+        name, "forks", net, [shapes], "random fork layers", inputs=fx.flow_inputs, backward=backward, **extra
     )
     fx.make_case(case, folder)
     refused.unlink()
