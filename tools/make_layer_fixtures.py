@@ -899,6 +899,30 @@ def build_cases() -> list[Case]:
             notes=["conv, relu and scale share the blob 'conv': only its final value (after Scale) exists"],
         ),
         Case(
+            "eltwise_in_place",
+            "Eltwise computed in place over its bottom 0: SUM (Caffe zeroes the top, bottom 0's "
+            "memory, before adding: bottom 0 adds nothing) with coefficients, MAX (the top starts at "
+            "-FLT_MAX: bottom 0 drops out, and every diff is zero), PROD (the product as usual, but "
+            "its backward overwrites the incoming diff first; stable_prod_grad on and off), with "
+            "Caffe's backward pass",
+            [
+                L("a", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("b", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("c", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("sum", "Eltwise", ["a", "b", "c"], "a", eltwise_param={"coeff": [2.0, -0.5, 1.5]}),
+                L("d", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("sum2", "Eltwise", ["d", "b"], "d"),
+                L("e", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("max", "Eltwise", ["e", "b", "c"], "e", eltwise_param={"operation": "MAX"}),
+                L("f", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("prod", "Eltwise", ["f", "c"], "f", eltwise_param={"operation": "PROD"}),
+                L("g", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("prod3", "Eltwise", ["g", "b", "c"], "g",
+                  eltwise_param={"operation": "PROD", "stable_prod_grad": False}),
+            ],
+            runs((1, 2, 4, 5), (2, 2, 3, 2)),
+        ),
+        Case(
             "inplace_backward_reads",
             "Layers whose Caffe backward reads data that computing in place overwrites: BNLL, ReLU "
             "with a negative slope and ELU with a negative alpha as the last writer of their blob "

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..errors import NetError
 from .registry import Converted, LayerContext, register_layer
+from .tracing import tracing
 
 
 def eltwise_sum(*xs: Tensor, coeffs: Sequence[float] = ()) -> Tensor:
@@ -40,6 +42,105 @@ def eltwise_max(*xs: Tensor) -> Tensor:
     return out
 
 
+def _needs_gradient(xs: Sequence[Tensor]) -> bool:
+    """Whether autograd will ask for Caffe's in-place gradients (not when traced for export)."""
+    return torch.is_grad_enabled() and any(x.requires_grad for x in xs) and not tracing()
+
+
+class _Bag:
+    """A stand-in for autograd's context where a Function's forward runs on its own."""
+
+
+class _SumInPlace(torch.autograd.Function):
+    """Caffe's Eltwise SUM computed in place over bottom 0: ``Forward_cpu`` zeroes the top (bottom
+    0's memory) before adding the bottoms, so bottom 0 adds nothing; ``Backward_cpu`` scales the
+    shared diff by coeff 0 for bottom 0 first, and every later bottom reads that scaled diff."""
+
+    @staticmethod
+    def forward(ctx: Any, coeffs: tuple[float, ...], *xs: Tensor) -> Tensor:
+        if ctx is not None:
+            ctx.coeffs = coeffs
+        out = torch.zeros_like(xs[0])
+        for x, c in zip(xs[1:], coeffs[1:], strict=True):
+            out = out + x * c if c != 1 else out + x
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
+        first = dy * ctx.coeffs[0] if ctx.coeffs[0] != 1 else dy
+        return (None, first, *(first * c if c != 1 else first for c in ctx.coeffs[1:]))
+
+
+def eltwise_sum_in_place(*xs: Tensor, coeffs: Sequence[float] = ()) -> Tensor:
+    """Caffe's Eltwise SUM whose top is its bottom 0 (:class:`_SumInPlace`): the other bottoms'
+    weighted sum."""
+    coeffs = tuple(coeffs) or (1.0,) * len(xs)
+    if not _needs_gradient(xs):
+        return _SumInPlace.forward(None, coeffs, *xs)
+    return _SumInPlace.apply(coeffs, *xs)
+
+
+class _MaxInPlace(torch.autograd.Function):
+    """Caffe's Eltwise MAX computed in place over bottom 0: ``Forward_cpu`` sets the top (bottom 0's
+    memory) to -FLT_MAX before comparing, so the maximum leaves bottom 0 out; ``Backward_cpu``
+    writes bottom 0's diff (zero wherever another bottom won) over the shared diff before the other
+    bottoms read it, so every diff is zero."""
+
+    @staticmethod
+    def forward(ctx: Any, *xs: Tensor) -> Tensor:
+        ctx.count = len(xs)
+        out = torch.full_like(xs[0], -torch.finfo(xs[0].dtype).max)
+        for i, x in enumerate(xs[1:]):  # (Caffe's comparisons: bottom 1 wins ties against bottom 0)
+            out = torch.where(out > x, out, x) if i == 0 else torch.where(x > out, x, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor, ...]:
+        return tuple(torch.zeros_like(dy) for _ in range(ctx.count))
+
+
+def eltwise_max_in_place(*xs: Tensor) -> Tensor:
+    """Caffe's Eltwise MAX whose top is its bottom 0 (:class:`_MaxInPlace`)."""
+    if not _needs_gradient(xs):
+        return _MaxInPlace.forward(_Bag(), *xs)
+    return _MaxInPlace.apply(*xs)
+
+
+class _ProdInPlace(torch.autograd.Function):
+    """Caffe's Eltwise PROD computed in place over bottom 0: the product as usual (each value is read
+    before it is written), but ``Backward_cpu`` first writes bottom 0's diff over the shared top
+    diff, so the incoming diff is lost: with ``stable_prod_grad`` bottom 0 gets ``P^2`` (P the
+    product of the other bottoms) and bottom i ``T P^2 / b_i`` (T the top, which bottom 0's data
+    has become); without it, bottom 0 gets 1 and bottom i ``T / b_i``."""
+
+    @staticmethod
+    def forward(ctx: Any, stable: bool, *xs: Tensor) -> Tensor:
+        top = eltwise_prod(*xs)
+        ctx.stable = stable
+        ctx.save_for_backward(top, *xs)
+        return top
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
+        top, *xs = ctx.saved_tensors
+        if not ctx.stable:
+            return (None, torch.ones_like(dy), *(top / x for x in xs[1:]))
+        shared = eltwise_prod(*xs[1:]) if len(xs) > 2 else xs[1]
+        shared = shared * shared
+        others = []
+        for i in range(1, len(xs)):
+            rest = [x for j, x in enumerate(xs[1:], start=1) if j != i]
+            others.append((eltwise_prod(top, *rest) if rest else top) * shared)
+        return (None, shared, *others)
+
+
+def eltwise_prod_in_place(*xs: Tensor, stable: bool = True) -> Tensor:
+    """Caffe's Eltwise PROD whose top is its bottom 0 (:class:`_ProdInPlace`)."""
+    if not _needs_gradient(xs):
+        return eltwise_prod(*xs)
+    return _ProdInPlace.apply(stable, *xs)
+
+
 @register_layer("Eltwise", bottoms=(2, None), tops=1)
 def eltwise(ctx: LayerContext) -> Converted:
     p = ctx.param("eltwise_param")
@@ -56,8 +157,13 @@ def eltwise(ctx: LayerContext) -> Converted:
                 f"{ctx.where}: all bottoms must have the same shape; '{ctx.bottoms[0]}' is {list(first)}, "
                 f"'{name}' is {list(shape)}"
             )
+    in_place = ctx.tops[0] == ctx.bottoms[0]  # (Caffe computes in place over bottom 0 only)
     if operation == "SUM":
-        return Converted(function=eltwise_sum, kwargs={"coeffs": coeffs} if coeffs else {}, keeps_shape=True)
+        function = eltwise_sum_in_place if in_place else eltwise_sum
+        return Converted(function=function, kwargs={"coeffs": coeffs} if coeffs else {}, keeps_shape=True)
     if operation == "PROD":
+        if in_place:
+            stable = bool(p.get("stable_prod_grad"))
+            return Converted(function=eltwise_prod_in_place, kwargs={"stable": stable}, keeps_shape=True)
         return Converted(function=eltwise_prod, keeps_shape=True)
-    return Converted(function=eltwise_max, keeps_shape=True)
+    return Converted(function=eltwise_max_in_place if in_place else eltwise_max, keeps_shape=True)
