@@ -899,6 +899,23 @@ def build_cases() -> list[Case]:
             notes=["conv, relu and scale share the blob 'conv': only its final value (after Scale) exists"],
         ),
         Case(
+            "lrn_in_place",
+            "LRN computed in place: ACROSS_CHANNELS (Caffe writes s^-beta over the input before "
+            "multiplying by it: s^(-2 beta); its backward loses the incoming diff) with sizes 3 and "
+            "5, WITHIN_CHANNEL (the value as usual; its backward reads the output where the input "
+            "was), with Caffe's backward pass",
+            [
+                L("a", "Convolution", "data", **conv(5, kernel_size=1)),
+                L("lrn", "LRN", "a", "a", lrn_param={"local_size": 3, "alpha": 0.5, "beta": 0.75, "k": 1.5}),
+                L("b", "Convolution", "data", **conv(5, kernel_size=1)),
+                L("lrn5", "LRN", "b", "b", lrn_param={"local_size": 5, "alpha": 2.0, "beta": 0.4}),
+                L("c", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("lrn_within", "LRN", "c", "c",
+                  lrn_param={"local_size": 3, "alpha": 0.5, "beta": 0.75, "norm_region": "WITHIN_CHANNEL"}),
+            ],
+            runs((1, 3, 4, 5), (2, 3, 3, 2)),
+        ),
+        Case(
             "eltwise_in_place",
             "Eltwise computed in place over its bottom 0: SUM (Caffe zeroes the top, bottom 0's "
             "memory, before adding: bottom 0 adds nothing) with coefficients, MAX (the top starts at "

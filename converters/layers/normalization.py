@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .fillers import CONSTANT_ONE, CONSTANT_ZERO
 from .pooling import CaffePooling
 from .registry import Converted, LayerContext, check_count, register_layer
+from .tracing import tracing
 
 
 def lrn_within_channel(x: Tensor, size: int, alpha: float, beta: float) -> Tensor:
@@ -87,12 +90,92 @@ def lrn_layer(ctx: LayerContext) -> Converted:
     )
     check_count(padded, f"local_size {size}: the padded work blob", ctx.where)
     if str(p.get("norm_region")) == "WITHIN_CHANNEL":
+        in_place = ctx.tops[0] == ctx.bottoms[0]
         return Converted(
-            function=lrn_within_channel,
+            function=lrn_within_in_place if in_place else lrn_within_channel,
             kwargs={"size": size, "alpha": alpha, "beta": beta},
             keeps_shape=True,
         )
+    if ctx.tops[0] == ctx.bottoms[0]:
+        kwargs = {"size": size, "alpha": alpha, "beta": beta, "k": k}
+        return Converted(function=lrn_across_in_place, kwargs=kwargs, keeps_shape=True)
     return Converted(module=LocalResponseNorm(size, alpha, beta, k), keeps_shape=True)
+
+
+def _lrn_scale(x: Tensor, size: int, alpha: float, k: float) -> Tensor:
+    """LRN's ``k + alpha / size * sum of x^2`` over ``size`` channels centred on each."""
+    squares = F.pad(x.pow(2).unsqueeze(1), (0, 0, 0, 0, size // 2, (size - 1) // 2)).squeeze(1)
+    return k + alpha / size * squares.unfold(1, size, 1).sum(-1)
+
+
+class _AcrossInPlace(torch.autograd.Function):
+    """Caffe's LRN ACROSS_CHANNELS computed in place: ``Forward_cpu`` writes ``s^-beta`` over the
+    input and then multiplies by "the input", giving ``s^(-2 beta)``; ``Backward_cpu`` writes
+    ``s^-beta`` over the shared diff and multiplies it by "the top diff" (the incoming diff is
+    lost), and reads the top where it would read the input."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
+        scale = _lrn_scale(x, size, alpha, k)
+        top = scale.pow(-2 * beta)
+        if ctx is not None:
+            ctx.save_for_backward(scale, top)
+            ctx.constants = (size, alpha, beta)
+        return top
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
+        scale, top = ctx.saved_tensors
+        size, alpha, beta = ctx.constants
+        # s^-beta is written over the shared diff, then multiplied by "the top diff", itself
+        diff = scale.pow(-2 * beta)
+        ratio = diff * top / scale
+        # the window of channels c - (size - 1) / 2 .. c + size / 2 (Caffe's padded accumulation)
+        padded = F.pad(ratio.unsqueeze(1), (0, 0, 0, 0, (size - 1) // 2, size // 2)).squeeze(1)
+        accumulated = padded.unfold(1, size, 1).sum(-1)
+        return diff - 2 * alpha * beta / size * top * accumulated, None, None, None, None
+
+
+class _WithinInPlace(torch.autograd.Function):
+    """Caffe's LRN WITHIN_CHANNEL computed in place: the forward value as usual; its backward (its
+    inner Split, Power, Pooling, Eltwise PROD layers) reads the input through the Split, which
+    shares the blob the output overwrote, so the output ``y`` stands in for ``x`` where the product
+    and the square read it: ``P dy + 2 y pool'(power'(y dy))``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, size: int, alpha: float, beta: float) -> Tensor:
+        top = lrn_within_channel(x, size, alpha, beta)
+        if ctx is not None:
+            ctx.save_for_backward(x, top)
+            ctx.constants = (size, alpha, beta)
+        return top
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
+        x, top = ctx.saved_tensors
+        size, alpha, beta = ctx.constants
+        pad = (size - 1) // 2
+        pool = CaffePooling("AVE", (size, size), (1, 1), (pad, pad))
+        with torch.enable_grad():
+            squares = x.detach().pow(2).requires_grad_(True)
+            averaged = pool(squares)
+            power = torch.pow(1 + alpha * averaged, -beta)
+            (to_squares,) = torch.autograd.grad(power, squares, top * dy)
+        return power.detach() * dy + 2 * top * to_squares, None, None, None
+
+
+def lrn_within_in_place(x: Tensor, size: int, alpha: float, beta: float) -> Tensor:
+    """Caffe's LRN WITHIN_CHANNEL whose top is its bottom (:class:`_WithinInPlace`)."""
+    if not torch.is_grad_enabled() or not x.requires_grad or tracing():
+        return lrn_within_channel(x, size, alpha, beta)
+    return _WithinInPlace.apply(x, size, alpha, beta)
+
+
+def lrn_across_in_place(x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
+    """Caffe's LRN ACROSS_CHANNELS whose top is its bottom (:class:`_AcrossInPlace`)."""
+    if not torch.is_grad_enabled() or not x.requires_grad or tracing():
+        return _AcrossInPlace.forward(None, x, size, alpha, beta, k)
+    return _AcrossInPlace.apply(x, size, alpha, beta, k)
 
 
 @register_layer("MVN", bottoms=1, tops=1)
