@@ -903,7 +903,8 @@ def build_cases() -> list[Case]:
             "LRN computed in place: ACROSS_CHANNELS (Caffe writes s^-beta over the input before "
             "multiplying by it: s^(-2 beta); its backward loses the incoming diff) with sizes 3 and "
             "5, WITHIN_CHANNEL (the value as usual; its backward reads the output where the input "
-            "was), with Caffe's backward pass",
+            "was), and an LRN whose top a BNLL then overwrites in place (its backward reads the top), "
+            "with Caffe's backward pass",
             [
                 L("a", "Convolution", "data", **conv(5, kernel_size=1)),
                 L("lrn", "LRN", "a", "a", lrn_param={"local_size": 3, "alpha": 0.5, "beta": 0.75, "k": 1.5}),
@@ -912,6 +913,9 @@ def build_cases() -> list[Case]:
                 L("c", "Convolution", "data", **conv(3, kernel_size=1)),
                 L("lrn_within", "LRN", "c", "c",
                   lrn_param={"local_size": 3, "alpha": 0.5, "beta": 0.75, "norm_region": "WITHIN_CHANNEL"}),
+                L("d", "Convolution", "data", **conv(4, kernel_size=1)),
+                L("lrn_d", "LRN", "d", lrn_param={"local_size": 3, "alpha": 0.9, "beta": 0.2, "k": 1.1}),
+                L("lrn_d_bnll", "BNLL", "lrn_d", "lrn_d"),
             ],
             runs((1, 3, 4, 5), (2, 3, 3, 2)),
         ),

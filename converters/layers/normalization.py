@@ -96,10 +96,31 @@ def lrn_layer(ctx: LayerContext) -> Converted:
             kwargs={"size": size, "alpha": alpha, "beta": beta},
             keeps_shape=True,
         )
+    kwargs = {"size": size, "alpha": alpha, "beta": beta, "k": k}
     if ctx.tops[0] == ctx.bottoms[0]:
-        kwargs = {"size": size, "alpha": alpha, "beta": beta, "k": k}
         return Converted(function=lrn_across_in_place, kwargs=kwargs, keeps_shape=True)
-    return Converted(module=LocalResponseNorm(size, alpha, beta, k), keeps_shape=True)
+    # its backward reads the top's data: later layers computing in place over the top change it
+    backward = partial(lrn_across_backward, **kwargs)
+    module = LocalResponseNorm(size, alpha, beta, k)
+    return Converted(module=module, keeps_shape=True, caffe_backward=backward)
+
+
+def lrn_across_backward(
+    dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, given: Tensor,
+    size: int, alpha: float, beta: float, k: float,
+) -> Tensor:  # fmt: skip
+    """Caffe's LRN ACROSS_CHANNELS ``Backward_cpu``: ``s^-beta dy - 2 alpha beta / size x
+    sum over the window of (dy top / s)``, on the top's data as the blob holds it when backward
+    runs (``s`` as its forward pass kept it)."""
+    scale = _lrn_scale(given, size, alpha, k)
+    return scale.pow(-beta) * dy - 2 * alpha * beta / size * bottom * _window_sum(dy * top / scale, size)
+
+
+def _window_sum(ratio: Tensor, size: int) -> Tensor:
+    """Per channel c, the sum over channels c - (size - 1) / 2 .. c + size / 2 (Caffe's padded
+    accumulation in its backward)."""
+    padded = F.pad(ratio.unsqueeze(1), (0, 0, 0, 0, (size - 1) // 2, size // 2)).squeeze(1)
+    return padded.unfold(1, size, 1).sum(-1)
 
 
 def _lrn_scale(x: Tensor, size: int, alpha: float, k: float) -> Tensor:
@@ -130,10 +151,7 @@ class _AcrossInPlace(torch.autograd.Function):
         # s^-beta is written over the shared diff, then multiplied by "the top diff", itself
         diff = scale.pow(-2 * beta)
         ratio = diff * top / scale
-        # the window of channels c - (size - 1) / 2 .. c + size / 2 (Caffe's padded accumulation)
-        padded = F.pad(ratio.unsqueeze(1), (0, 0, 0, 0, (size - 1) // 2, size // 2)).squeeze(1)
-        accumulated = padded.unfold(1, size, 1).sum(-1)
-        return diff - 2 * alpha * beta / size * top * accumulated, None, None, None, None
+        return diff - 2 * alpha * beta / size * top * _window_sum(ratio, size), None, None, None, None
 
 
 class _WithinInPlace(torch.autograd.Function):
