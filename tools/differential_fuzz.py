@@ -1093,11 +1093,16 @@ def check_layer_case(folder: Path) -> None:
 
 
 def check_refused(net: Path) -> str | None:
-    """What happened to a net Caffe stopped at: ``None`` if we refuse it too."""
+    """What happened to a net Caffe stopped at: ``None`` if we refuse it too, when it is loaded or
+    when it runs on random inputs of its declared sizes (Caffe's own checks run in its forward)."""
+    import torch
+
     from converters import load_caffe
 
     try:
-        load_caffe(net, strict=False)
+        graph = load_caffe(net, strict=False)
+        with torch.no_grad():
+            graph(**{name: torch.randn(shape) for name, shape in graph.caffe.inputs.items()})
     except (ValueError, RuntimeError):
         return None
     return "accepted"
