@@ -24,7 +24,8 @@ Targets of ``make``:
   PSPNet's Interp (zoom, shrink, size, pads), BVLC master's Clip and Swish in in-place chains,
   FlowNet's ChannelNorm, FlowWarp and Accum, CTPN's Transpose and Reverse, ShuffleChannel, Reorg
   and Axpy (with the backward pass for most), PSPNet's and brocolli's BN in TEST and TRAIN, SegNet's
-  Upsample after max pooling;
+  Upsample after max pooling, and (a fifth of the cases) C3D's Convolution3D, Pooling3D and
+  Deconvolution3D chains with their backward pass;
 - ``solvers``: random solver types, schedules, momenta, decay, regularization and gradient clipping
   over the small nets of ``make_solver_fixtures.py``, ten iterations;
 - ``fcn``: the 15 official FCN deploy nets at random widths, sizes (1 x 1 and up), batches and
@@ -854,6 +855,63 @@ def make_fork_case(seed: int, index: int, out: Path) -> None:
     refused.unlink()
 
 
+def make_c3d_case(seed: int, index: int, out: Path) -> None:
+    """C3D v1.0's Convolution3D, Pooling3D and Deconvolution3D (fork oracle), a layer-fixture case."""
+    import make_layer_fixtures as fx
+
+    r = random.Random(seed * 15485863 + index)
+    name = f"fk{seed}_{index}"
+    shape = (r.randint(1, 2), r.randint(1, 3), r.randint(1, 7), r.randint(1, 9), r.randint(1, 9))
+    layers, params, blob, size = [], {}, "video", list(shape)
+    for k in range(r.randint(1, 3)):
+        kind = r.choice(["Convolution3D", "Convolution3D", "Pooling3D", "Deconvolution3D"])
+        kernel, depth = r.randint(1, 3), r.randint(1, 3)
+        stride, temporal = r.randint(1, 2), r.randint(1, 2)
+        if kind == "Pooling3D":
+            method = r.choice(["MAX", "AVE"])
+            pad = r.randint(0, kernel - 1) if method == "AVE" and r.random() < 0.5 else 0
+            length = math.ceil((size[2] - depth) / temporal) + 1
+            rows = [math.ceil((n + 2 * pad - kernel) / stride) + 1 for n in size[3:]]
+            if size[2] < depth or min(n + 2 * pad for n in size[3:]) < kernel:
+                continue
+            p: dict[str, Any] = {"pool": method, "kernel_size": kernel, "kernel_depth": depth}
+            p.update(stride=stride, temporal_stride=temporal)
+            if pad:
+                p["pad"] = pad
+            layers.append(fx.L(f"pool{k}", kind, blob, pooling3d_param=p))
+            blob, size = f"pool{k}", [size[0], size[1], length, *rows]
+            continue
+        out_channels = r.randint(1, 4)
+        pad, temporal_pad = r.randint(0, 1), r.randint(0, 1)
+        if kind == "Convolution3D":
+            length = (size[2] + 2 * temporal_pad - depth) // temporal + 1
+            rows = [(n + 2 * pad - kernel) // stride + 1 for n in size[3:]]
+        else:
+            length = (size[2] - 1) * temporal - 2 * temporal_pad + depth
+            rows = [(n - 1) * stride - 2 * pad + kernel for n in size[3:]]
+        if min(length, *rows) < 1 or length * math.prod(rows) > 3000:
+            continue
+        p = {"num_output": out_channels, "kernel_size": kernel, "kernel_depth": depth, "stride": stride,
+             "temporal_stride": temporal, "pad": pad, "temporal_pad": temporal_pad}  # fmt: skip
+        if kind == "Convolution3D":  # (v1.1's Deconvolution3D reads bias_term from convolution_param)
+            p["bias_term"] = r.random() < 0.7
+        top = f"{kind[:4].lower()}{k}"
+        layers.append(fx.L(top, kind, blob, convolution3d_param=p))
+        params[top] = fx.c3d_params
+        blob, size = top, [size[0], out_channels, length, *rows]
+    if not layers:
+        return
+    case = fx.Case(
+        name, "random C3D layers", layers, fx.runs(shape, blob="video"), make_input=fx.argmax_input,
+        params=params, backward=True, oracle=fx.FORK_ORACLE,
+        oracle_types={"Convolution3D": "C3DConvolution3D", "Pooling3D": "C3DPooling3D",
+                      "Deconvolution3D": "C3DDeconvolution3D"},
+        oracle_edits=(("convolution3d_param {", "c3d_convolution3d_param {"),
+                      ("pooling3d_param {", "c3d_pooling3d_param {")),
+    )  # fmt: skip
+    fx.make_case(fx.load_caffe(), case, out / "layers" / name)
+
+
 def make_forks(seed: int, count: int, out: Path) -> None:
     _make_in_children(seed, count, out, "fk", "--forks")
 
@@ -1179,12 +1237,16 @@ def check_fork_case(folder: Path) -> None:
 
 def check(root: Path) -> int:
     target = json.loads((root / "target.json").read_text())["target"]
-    if target == "forks":
+    if target == "forks":  # (C3D's cases are layer fixtures)
         cases = sorted((p.parent for p in (root / "forks").glob("*/case.json")), key=lambda p: p.name)
-        run: Callable[[Path], None] = check_fork_case
+        cases += sorted((p.parent for p in (root / "layers").glob("*/case.json")), key=lambda p: p.name)
+
+        def run(folder: Path) -> None:
+            (check_layer_case if folder.parent.name == "layers" else check_fork_case)(folder)
+
     elif target == "layers":
         cases = sorted((p.parent for p in (root / "layers").glob("*/case.json")), key=lambda p: p.name)
-        run = check_layer_case
+        run = check_layer_case  # type: ignore[assignment]
     elif target == "solvers":
         cases, run = sorted(p.parent for p in root.glob("*/case.json")), check_solver_case
     elif target == "fcn":
@@ -1228,7 +1290,8 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("--forks", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "make-one":
-        (make_fork_case if args.forks else make_layer_case)(args.seed, args.index, args.out)
+        forks = make_c3d_case if args.index % 5 == 4 else make_fork_case  # (a fifth of them C3D's)
+        (forks if args.forks else make_layer_case)(args.seed, args.index, args.out)
         return 0
     if args.command == "check":
         if not (args.folder / "target.json").exists():
