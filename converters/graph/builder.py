@@ -499,8 +499,7 @@ def alias_after_in_place(
     for blob in group:
         if blob != written:
             name = _identifier(f"{blob}_shared", taken)
-            node = graph.call_function(shared_value, (nodes[written], nodes[blob]))
-            node.name = name
+            node = graph.create_node("call_function", shared_value, (nodes[written], nodes[blob]), name=name)
             nodes[blob] = node
             made.append(node)
     return made
