@@ -47,10 +47,6 @@ def _needs_gradient(xs: Sequence[Tensor]) -> bool:
     return torch.is_grad_enabled() and any(x.requires_grad for x in xs) and not tracing()
 
 
-class _Bag:
-    """A stand-in for autograd's context where a Function's forward runs on its own."""
-
-
 class _SumInPlace(torch.autograd.Function):
     """Caffe's Eltwise SUM computed in place over bottom 0: ``Forward_cpu`` zeroes the top (bottom
     0's memory) before adding the bottoms, so bottom 0 adds nothing; ``Backward_cpu`` scales the
@@ -58,12 +54,8 @@ class _SumInPlace(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, coeffs: tuple[float, ...], *xs: Tensor) -> Tensor:
-        if ctx is not None:
-            ctx.coeffs = coeffs
-        out = torch.zeros_like(xs[0])
-        for x, c in zip(xs[1:], coeffs[1:], strict=True):
-            out = out + x * c if c != 1 else out + x
-        return out
+        ctx.coeffs = coeffs
+        return _sum_leaving_first(coeffs, xs)
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
@@ -76,8 +68,15 @@ def eltwise_sum_in_place(*xs: Tensor, coeffs: Sequence[float] = ()) -> Tensor:
     weighted sum."""
     coeffs = tuple(coeffs) or (1.0,) * len(xs)
     if not _needs_gradient(xs):
-        return _SumInPlace.forward(None, coeffs, *xs)
+        return _sum_leaving_first(coeffs, xs)
     return _SumInPlace.apply(coeffs, *xs)
+
+
+def _sum_leaving_first(coeffs: Sequence[float], xs: Sequence[Tensor]) -> Tensor:
+    out = torch.zeros_like(xs[0])
+    for x, c in zip(xs[1:], coeffs[1:], strict=True):
+        out = out + x * c if c != 1 else out + x
+    return out
 
 
 class _MaxInPlace(torch.autograd.Function):
@@ -89,10 +88,7 @@ class _MaxInPlace(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, *xs: Tensor) -> Tensor:
         ctx.count = len(xs)
-        out = torch.full_like(xs[0], -torch.finfo(xs[0].dtype).max)
-        for i, x in enumerate(xs[1:]):  # (Caffe's comparisons: bottom 1 wins ties against bottom 0)
-            out = torch.where(out > x, out, x) if i == 0 else torch.where(x > out, x, out)
-        return out
+        return _max_leaving_first(xs)
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor) -> tuple[Tensor, ...]:
@@ -102,16 +98,23 @@ class _MaxInPlace(torch.autograd.Function):
 def eltwise_max_in_place(*xs: Tensor) -> Tensor:
     """Caffe's Eltwise MAX whose top is its bottom 0 (:class:`_MaxInPlace`)."""
     if not _needs_gradient(xs):
-        return _MaxInPlace.forward(_Bag(), *xs)
+        return _max_leaving_first(xs)
     return _MaxInPlace.apply(*xs)
+
+
+def _max_leaving_first(xs: Sequence[Tensor]) -> Tensor:
+    out = torch.full_like(xs[0], -torch.finfo(xs[0].dtype).max)
+    for i, x in enumerate(xs[1:]):  # (Caffe's comparisons: bottom 1 wins ties against -FLT_MAX)
+        out = torch.where(out > x, out, x) if i == 0 else torch.where(x > out, x, out)
+    return out
 
 
 class _ProdInPlace(torch.autograd.Function):
     """Caffe's Eltwise PROD computed in place over bottom 0: the product as usual (each value is read
     before it is written), but ``Backward_cpu`` first writes bottom 0's diff over the shared top
     diff, so the incoming diff is lost: with ``stable_prod_grad`` bottom 0 gets ``P^2`` (P the
-    product of the other bottoms) and bottom i ``T P^2 / b_i`` (T the top, which bottom 0's data
-    has become); without it, bottom 0 gets 1 and bottom i ``T / b_i``."""
+    product of the other bottoms) and bottom i ``T (P / b_i) P^2`` (T the top, which bottom 0's
+    data has become); without it, bottom 0 gets 1 and bottom i ``T / b_i``."""
 
     @staticmethod
     def forward(ctx: Any, stable: bool, *xs: Tensor) -> Tensor:

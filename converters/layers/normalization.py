@@ -139,9 +139,8 @@ class _AcrossInPlace(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
         scale = _lrn_scale(x, size, alpha, k)
         top = scale.pow(-2 * beta)
-        if ctx is not None:
-            ctx.save_for_backward(scale, top)
-            ctx.constants = (size, alpha, beta)
+        ctx.save_for_backward(scale, top)
+        ctx.constants = (size, alpha, beta)
         return top
 
     @staticmethod
@@ -163,9 +162,8 @@ class _WithinInPlace(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, size: int, alpha: float, beta: float) -> Tensor:
         top = lrn_within_channel(x, size, alpha, beta)
-        if ctx is not None:
-            ctx.save_for_backward(x, top)
-            ctx.constants = (size, alpha, beta)
+        ctx.save_for_backward(x, top)
+        ctx.constants = (size, alpha, beta)
         return top
 
     @staticmethod
@@ -192,7 +190,7 @@ def lrn_within_in_place(x: Tensor, size: int, alpha: float, beta: float) -> Tens
 def lrn_across_in_place(x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
     """Caffe's LRN ACROSS_CHANNELS whose top is its bottom (:class:`_AcrossInPlace`)."""
     if not torch.is_grad_enabled() or not x.requires_grad or tracing():
-        return _AcrossInPlace.forward(None, x, size, alpha, beta, k)
+        return _lrn_scale(x, size, alpha, k).pow(-2 * beta)
     return _AcrossInPlace.apply(x, size, alpha, beta, k)
 
 
