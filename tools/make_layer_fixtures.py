@@ -420,6 +420,21 @@ def build_cases() -> list[Case]:
             runs((1, 4, 6, 7), (2, 4, 3, 3), (1, 4, 1, 1)),
         ),
         Case(
+            "conv_kernel_over_input",
+            "Kernels larger than the padded input by less than the stride: Caffe's C++ division "
+            "truncates toward zero, so it computes one output over zeros past the input's end "
+            "(kernel 3 stride 2; kernel 11 stride 4 pad 1 as AlexNet's conv1; dilation 2 stride 3), "
+            "and Im2col the same; the second run's sizes leave every window inside",
+            [
+                L("k3s2", "Convolution", "a", **conv(2, kernel_size=3, stride=2)),
+                L("cols", "Im2col", "a", convolution_param={"kernel_size": [3], "stride": [2]}),
+                L("k11s4", "Convolution", "b", **conv(3, kernel_size=11, stride=4, pad=1)),
+                L("dilated", "Convolution", "c", **conv(2, kernel_size=3, stride=3, dilation=2, pad=[0, 1])),
+            ],
+            two_input_runs(("a", "b", "c"), ((1, 2, 2, 5), (1, 2, 7, 8), (2, 2, 3, 2)),
+                           ((2, 2, 12, 13), (1, 2, 15, 19), (1, 2, 11, 9))),
+        ),
+        Case(
             "conv_dilation",
             "dilation 2 pad 2, and per-axis repeated dilation [2, 3] with pad [2, 3]",
             [

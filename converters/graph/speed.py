@@ -97,6 +97,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from ..layers.convolution import CaffeConv2d, pad_far_end
 from ..layers.eltwise import eltwise_max, eltwise_prod, eltwise_sum
 from ..layers.tracing import plain_inference
 from . import heap as _heap
@@ -721,6 +722,9 @@ class FastConv2d(nn.Conv2d):
     #: Whether the ReLU after it runs as part of this layer (:func:`rewrite_for_cpu` fuses one that is
     #: the only reader of its output): oneDNN's channels-last kernel applies it as it writes.
     relu: bool = False
+    #: Whether its window may overhang the padded input, where Caffe computes one output over zeros
+    #: past the input's end (:func:`converters.layers.convolution.pad_far_end`).
+    pads_far_end: bool = False
     _calibrated_for: tuple | None = None
     _prepared: tuple[tuple, Tensor | None] | None = None  # ((weights key, kernel), its prepared weights)
 
@@ -759,6 +763,8 @@ class FastConv2d(nn.Conv2d):
     def convolve(self, x: Tensor, padding: tuple[int, int]) -> Tensor:
         """The convolution with ``padding`` instead of the module's, on the calibrated kernel where it
         applies (the border skipping runs the first layer so)."""
+        if self.pads_far_end:
+            x = pad_far_end(x, self.kernel_size, self.stride, padding, self.dilation)
         kernel = self._fast_kernel(x)
         if kernel is None:
             if x.device.type == "cpu" and x.dtype == torch.float32:
@@ -804,7 +810,7 @@ def warm_up() -> None:
 
 def _suits_calibration(conv: nn.Module) -> bool:
     return (
-        type(conv) is nn.Conv2d
+        type(conv) in (nn.Conv2d, CaffeConv2d)
         and conv.dilation == (1, 1)
         and isinstance(conv.padding, tuple)
         and conv.padding_mode == "zeros"
@@ -925,6 +931,7 @@ def rewrite_for_cpu(net: fx.GraphModule, *, border: bool = True) -> fx.GraphModu
         else:
             continue
         fast.weight, fast.bias = module.weight, module.bias
+        fast.pads_far_end = isinstance(module, CaffeConv2d)
         fast.train(module.training)
         fast.speed_input = inputs.get(name)
         setattr(net, name, fast)

@@ -52,8 +52,60 @@ def _check_bottoms(ctx: LayerContext) -> None:
 
 
 def _output_length(size: int, extent: int, stride: int, pad: int, transposed: bool) -> int:
-    """Caffe's output length along one axis (``compute_output_shape``; reversed for Deconvolution)."""
-    return stride * (size - 1) + extent - 2 * pad if transposed else (size + 2 * pad - extent) // stride + 1
+    """Caffe's output length along one axis (``compute_output_shape``; reversed for Deconvolution).
+    Its division is C++'s, which truncates toward zero: a kernel larger than the padded input by
+    less than the stride still gives one output (over zeros past the input's end)."""
+    if transposed:
+        return stride * (size - 1) + extent - 2 * pad
+    span = size + 2 * pad - extent
+    return (span // stride if span >= 0 else -(-span // stride)) + 1
+
+
+def may_overhang(
+    kernel: Sequence[int], stride: Sequence[int], pad: Sequence[int], dilation: Sequence[int]
+) -> bool:
+    """Whether some input size leaves this window's one output hanging past the padded input (a
+    stride of 2 or more, and a kernel extent over twice the padding plus one)."""
+    window = zip(kernel, stride, pad, dilation, strict=True)
+    return any(s >= 2 and (k - 1) * d + 1 >= 2 * p + 2 for k, s, p, d in window)
+
+
+def pad_far_end(
+    x: Tensor, kernel: Sequence[int], stride: Sequence[int], pad: Sequence[int], dilation: Sequence[int]
+) -> Tensor:
+    """``x`` with zeros past its end along each axis where Caffe's one output overhangs the padded
+    input (:func:`_output_length`), so that a PyTorch convolution computes that output; else ``x``."""
+    extra = [
+        max(0, (k - 1) * d + 1 - size - 2 * p)
+        for size, k, p, d in zip(x.shape[2:], kernel, pad, dilation, strict=True)
+    ]
+    if not any(extra):
+        return x
+    widths: list[int] = []  # F.pad lists the last axis first
+    for more in reversed(extra):
+        widths += [0, more]
+    return F.pad(x, widths)
+
+
+class _CaffeWindow:
+    """A ``Conv{1,2,3}d`` that computes Caffe's one output where the kernel overhangs the padded
+    input by less than the stride (:func:`pad_far_end`); the same parameters and state dict."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        window = (self.kernel_size, self.stride, self.padding, self.dilation)  # type: ignore[attr-defined]
+        return super().forward(pad_far_end(x, *window))  # type: ignore[misc]
+
+
+class CaffeConv1d(_CaffeWindow, nn.Conv1d):
+    pass
+
+
+class CaffeConv2d(_CaffeWindow, nn.Conv2d):
+    pass
+
+
+class CaffeConv3d(_CaffeWindow, nn.Conv3d):
+    pass
 
 
 def _output_sizes(ctx: LayerContext, w: Window, transposed: bool) -> None:
@@ -64,13 +116,6 @@ def _output_sizes(ctx: LayerContext, w: Window, transposed: bool) -> None:
     for size, k, s, p, d in zip(shape[2:], w.kernel, w.stride, w.pad, w.dilation, strict=True):
         extent = (k - 1) * d + 1
         out = _output_length(size, extent, s, p, transposed)
-        span = size + 2 * p - extent
-        if not transposed and -s < span < 0:  # C++'s division truncates: Caffe gives one output
-            raise UnsupportedLayerError(
-                f"{ctx.where}: kernel extent {extent} is larger than the padded input ({size} + 2 x {p}); "
-                f"with stride {s} Caffe still computes one output over zeros past the input's end, "
-                "which is not supported: give a larger input"
-            )
         if out < 1:
             raise NetError(
                 f"{ctx.where}: kernel extent {extent}, stride {s}, pad {p} leave no output for an input "
@@ -184,7 +229,9 @@ def convolution(ctx: LayerContext) -> Converted:
     blobs = [("weight", (out_channels, in_channels // group, *w.kernel))]
     check_count(blobs[0][1], "the weight blob", ctx.where)
     _output_sizes(ctx, w, transposed=False)
-    conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[dims - 1](
+    overhangs = may_overhang(w.kernel, w.stride, w.pad, w.dilation)  # (only such a window needs CaffeConvNd)
+    kinds = (CaffeConv1d, CaffeConv2d, CaffeConv3d) if overhangs else (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    conv = kinds[dims - 1](
         in_channels, out_channels, w.kernel, w.stride, w.pad, w.dilation, group, bias, device="meta"
     )
     if bias:
@@ -225,6 +272,7 @@ def im2col(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int], pad: tup
            dilation: tuple[int, int]) -> Tensor:  # fmt: skip
     """Caffe's Im2col: every window's values as channels, channel-major then kernel row and column
     (the order of Caffe's ``im2col_cpu``), at each output position: ``N x C*kh*kw x H' x W'``."""
+    x = pad_far_end(x, kernel, stride, pad, dilation)  # (Caffe's one overhanging output)
     h = (x.shape[2] + 2 * pad[0] - (dilation[0] * (kernel[0] - 1) + 1)) // stride[0] + 1
     w = (x.shape[3] + 2 * pad[1] - (dilation[1] * (kernel[1] - 1) + 1)) // stride[1] + 1
     columns = F.unfold(x, kernel, dilation=dilation, padding=pad, stride=stride)
