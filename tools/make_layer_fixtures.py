@@ -1584,6 +1584,26 @@ def build_cases() -> list[Case]:
                    "C3D's bias blob is 5-D: (1, 1, 1, 1, num_output)"],
         ),
         Case(
+            "c3d_kernel_over_input",
+            "C3D's Convolution3D with a kernel larger than the padded input by less than the stride "
+            "(C3D's sizes divide in C++, truncating toward zero: one output over zeros past the "
+            "input's end), in time and in space, with C3D's backward pass",
+            [
+                L("over", "Convolution3D", "video",
+                  convolution3d_param={"num_output": 3, "kernel_size": 3, "kernel_depth": 3, "stride": 2,
+                                       "temporal_stride": 2}),
+                L("over_padded", "Convolution3D", "video",
+                  convolution3d_param={"num_output": 2, "kernel_size": 5, "kernel_depth": 2, "stride": 3,
+                                       "temporal_stride": 3, "pad": 1, "bias_term": False}),
+            ],
+            runs((2, 2, 2, 2, 2), blob="video"),
+            params={"over": c3d_params, "over_padded": c3d_params},
+            backward=True,
+            oracle=FORK_ORACLE + "; C3D v1.0's layers ported to its Blob API (tools/build_fork_oracle.sh)",
+            oracle_types={"Convolution3D": "C3DConvolution3D"},
+            oracle_edits=(("convolution3d_param {", "c3d_convolution3d_param {"),),
+        ),
+        Case(
             "infogain_caffe_1_0",
             "Caffe 1.0's InfogainLoss (the brocolli oracle's: on probabilities, H as a third bottom), "
             "after a Scale and a Softmax so that Caffe's backward pass reaches the Scale's parameters",

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ...caffe.message import Message
 from ...errors import NetError
-from ..convolution import conv_transpose
+from ..convolution import conv_transpose, pad_far_end
 from ..fillers import weight_and_bias_fillers
 from ..registry import Converted, LayerContext, check_count, register_layer
 
@@ -96,6 +96,7 @@ class Convolution3D(nn.Module):
         bias = self.bias.reshape(-1) if self.bias is not None else None
         if self.transpose:
             return conv_transpose(x, self.weight, bias, self.stride, self.pad)
+        x = pad_far_end(x, self.weight.shape[2:], self.stride, self.pad, (1, 1, 1))
         return F.conv3d(x, self.weight, bias, self.stride, self.pad)
 
 
@@ -113,7 +114,10 @@ def _convolution(ctx: LayerContext, transpose: bool) -> Converted:
             bias = bool(ctx.param("convolution_param").get("bias_term"))
         module = Convolution3D(shape[1], num_output, kernel, stride, pad, bias, transpose=True)
     else:
-        if any(size + 2 * q < k for size, q, k in zip(shape[2:], pad, kernel, strict=True)):
+        # C3D's sizes divide in C++ (truncating toward zero): a kernel larger than the padded input
+        # by less than the stride still gives one output, over zeros past the input's end
+        spans = [size + 2 * q - k for size, q, k in zip(shape[2:], pad, kernel, strict=True)]
+        if any(span <= -s for span, s in zip(spans, stride, strict=True)):
             raise NetError(
                 f"{ctx.where}: the kernel {list(kernel)} is larger than the padded input {list(shape)}"
             )
