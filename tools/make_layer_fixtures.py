@@ -1604,6 +1604,26 @@ def build_cases() -> list[Case]:
             oracle_edits=(("convolution3d_param {", "c3d_convolution3d_param {"),),
         ),
         Case(
+            "c3d_pool_past_input",
+            "C3D's Pooling3D with windows that start past the input (its ceil sizes keep them): MAX "
+            "gives -FLT_MAX there (kernel 1 stride 2 on an even size; kernel_depth 3 temporal_stride "
+            "2), AVE -0, with C3D's backward pass",
+            [
+                L("max_past", "Pooling3D", "video",
+                  pooling3d_param={"pool": "MAX", "kernel_size": 1, "kernel_depth": 3, "stride": 2,
+                                   "temporal_stride": 2}),
+                L("ave_past", "Pooling3D", "video",
+                  pooling3d_param={"pool": "AVE", "kernel_size": 1, "kernel_depth": 1, "stride": 2,
+                                   "temporal_stride": 1}),
+            ],
+            runs((2, 2, 4, 4, 6), blob="video"),
+            make_input=argmax_input,
+            backward=True,
+            oracle=FORK_ORACLE + "; C3D v1.0's layers ported to its Blob API (tools/build_fork_oracle.sh)",
+            oracle_types={"Pooling3D": "C3DPooling3D"},
+            oracle_edits=(("pooling3d_param {", "c3d_pooling3d_param {"),),
+        ),
+        Case(
             "infogain_caffe_1_0",
             "Caffe 1.0's InfogainLoss (the brocolli oracle's: on probabilities, H as a third bottom), "
             "after a Scale and a Softmax so that Caffe's backward pass reaches the Scale's parameters",

@@ -189,9 +189,12 @@ class Pooling3D(nn.Module):
         if self.method == "AVE":
             return torch.stack(slices).sum(dim=0) / self._divisor(tuple(x.shape), out, x)
         best = torch.stack(slices).amax(dim=0).detach()
-        # C3D's backward: every element equal to its window's maximum gets the gradient
-        routed = sum(part * (part.detach() == best).to(x.dtype) for part in slices)
-        return best + routed - routed.detach()
+        # C3D's backward: every element equal to its window's maximum gets the gradient. Each term
+        # is zero in value (part - part), so the value stays the maximum exactly, also -FLT_MAX in a
+        # window past the input, which summing the maxima themselves would overflow to -inf
+        zero = torch.zeros_like(best)
+        routed = sum(torch.where(part.detach() == best, part - part.detach(), zero) for part in slices)
+        return best + routed
 
     def _divisor(self, shape: tuple[int, ...], out: tuple[int, ...], x: Tensor) -> Tensor:
         """Per output position: the window's extent clipped to ``size + pad`` (space) and to the
