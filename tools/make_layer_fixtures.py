@@ -935,6 +935,25 @@ def build_cases() -> list[Case]:
             runs((1, 3, 4, 5), (2, 3, 3, 2)),
         ),
         Case(
+            "normalize_in_place",
+            "SSD's Normalize computed in place (per position with a scale per channel; per sample with "
+            "a shared scale): the usual values, and a backward that writes the bottom diff over the "
+            "top diff it then subtracts from it, leaving the input's gradient zero (the scale's as "
+            "usual), with Caffe's backward pass",
+            [
+                L("a", "Convolution", "data", **conv(4, kernel_size=1)),
+                L("norm", "Normalize", "a", "a", norm_param={"across_spatial": False}),
+                L("after_a", "Convolution", "a", **conv(2, kernel_size=1)),
+                L("b", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("norm_all", "Normalize", "b", "b",
+                  norm_param={"across_spatial": True, "channel_shared": True}),
+                L("after_b", "Convolution", "b", **conv(2, kernel_size=1)),
+            ],
+            runs((2, 3, 4, 5), (1, 3, 2, 3)),
+            params={"norm": lambda rng, layer, shapes: [normal(rng, 0.5, s, mean=1.0) for s in shapes],
+                    "norm_all": lambda rng, layer, shapes: [normal(rng, 0.5, s, mean=1.0) for s in shapes]},
+        ),
+        Case(
             "eltwise_in_place",
             "Eltwise computed in place over its bottom 0: SUM (Caffe zeroes the top, bottom 0's "
             "memory, before adding: bottom 0 adds nothing) with coefficients, MAX (the top starts at "

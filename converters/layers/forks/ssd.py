@@ -23,11 +23,15 @@ class Normalize(nn.Module):
     In training, the input's gradient is Caffe-SSD's: its backward scales the normalisation's
     gradient by the scale *after* projecting it (``s * J g``, where the exact one is ``J (s g)``);
     the two differ when the scale differs between channels, and SSD nets were trained with the
-    fork's."""
+    fork's. Computed in place (``in_place``), the input's gradient is zero, as the fork's backward
+    leaves it: it writes the bottom diff over the top diff it then subtracts from it."""
 
-    def __init__(self, channels: int, across_spatial: bool, channel_shared: bool, eps: float) -> None:
+    def __init__(
+        self, channels: int, across_spatial: bool, channel_shared: bool, eps: float, in_place: bool = False
+    ) -> None:
         super().__init__()
         self.across_spatial, self.channel_shared, self.eps = across_spatial, channel_shared, eps
+        self.in_place = in_place
         self.scale = nn.Parameter(torch.empty(() if channel_shared else (channels,), device="meta"))
 
     def extra_repr(self) -> str:
@@ -47,6 +51,8 @@ class Normalize(nn.Module):
         )
         if not (torch.is_grad_enabled() and x.requires_grad) or tracing():
             return self._normalised(x) * scale
+        if self.in_place:  # (the scale's gradient as usual, the input's zero)
+            return self._normalised(x.detach()) * scale
         # The same values (each added term is exactly 0), routed so that autograd gives the fork's
         # gradients: x's through the normalisation with the unscaled top gradient, then times the
         # scale; the scale's from the normalised values.
@@ -60,7 +66,8 @@ def normalize(ctx: LayerContext) -> Converted:
     p = ctx.param("norm_param")
     channels = ctx.channels(1, 0, lambda s: s[-1])
     shared = bool(p.get("channel_shared"))
-    module = Normalize(channels, bool(p.get("across_spatial")), shared, float(p.get("eps")))
+    in_place = ctx.tops[0] == ctx.bottoms[0]
+    module = Normalize(channels, bool(p.get("across_spatial")), shared, float(p.get("eps")), in_place)
     return Converted(
         module=module,
         blobs=[("scale", () if shared else (channels,))],  # shared: a 0-axis blob, as the fork saves it
