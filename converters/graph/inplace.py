@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..layers.tracing import tracing
+from ..layers.tracing import plain_inference
 
 Backward = Callable[[Tensor, Tensor, Tensor, bool, Tensor], Tensor]
 
@@ -62,7 +62,7 @@ class InPlaceBackward(nn.Module):
         self.in_place = in_place
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        if tracing() or not torch.is_grad_enabled() or not (x.requires_grad or y.requires_grad):
+        if plain_inference(x, y):
             return y
         slot = _Slot()
         out = _CaffeBackward.apply(x, y.detach(), slot, self.backward, self.in_place)
@@ -96,6 +96,6 @@ def shared_value(written: Tensor, blob: Tensor) -> Tensor:
     """``blob`` after a layer computed ``written`` in place, where Caffe's two blobs share memory
     (a Reshape or Flatten top and its bottom): ``written``'s values in ``blob``'s shape. Its
     gradient goes to ``blob`` alone, as Caffe's split of ``blob`` routes a later reader's diff."""
-    if tracing() or not torch.is_grad_enabled() or not (written.requires_grad or blob.requires_grad):
+    if plain_inference(written, blob):
         return written.reshape_as(blob)
     return _SharedValue.apply(written, blob)

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..errors import NetError
 from .registry import Converted, LayerContext, register_layer
-from .tracing import tracing
+from .tracing import plain_inference
 
 
 def eltwise_sum(*xs: Tensor, coeffs: Sequence[float] = ()) -> Tensor:
@@ -42,11 +42,6 @@ def eltwise_max(*xs: Tensor) -> Tensor:
     return out
 
 
-def _needs_gradient(xs: Sequence[Tensor]) -> bool:
-    """Whether autograd will ask for Caffe's in-place gradients (not when traced for export)."""
-    return torch.is_grad_enabled() and any(x.requires_grad for x in xs) and not tracing()
-
-
 class _SumInPlace(torch.autograd.Function):
     """Caffe's Eltwise SUM computed in place over bottom 0: ``Forward_cpu`` zeroes the top (bottom
     0's memory) before adding the bottoms, so bottom 0 adds nothing; ``Backward_cpu`` scales the
@@ -67,7 +62,7 @@ def eltwise_sum_in_place(*xs: Tensor, coeffs: Sequence[float] = ()) -> Tensor:
     """Caffe's Eltwise SUM whose top is its bottom 0 (:class:`_SumInPlace`): the other bottoms'
     weighted sum."""
     coeffs = tuple(coeffs) or (1.0,) * len(xs)
-    if not _needs_gradient(xs):
+    if plain_inference(*xs):
         return _sum_leaving_first(coeffs, xs)
     return _SumInPlace.apply(coeffs, *xs)
 
@@ -97,7 +92,7 @@ class _MaxInPlace(torch.autograd.Function):
 
 def eltwise_max_in_place(*xs: Tensor) -> Tensor:
     """Caffe's Eltwise MAX whose top is its bottom 0 (:class:`_MaxInPlace`)."""
-    if not _needs_gradient(xs):
+    if plain_inference(*xs):
         return _max_leaving_first(xs)
     return _MaxInPlace.apply(*xs)
 
@@ -139,7 +134,7 @@ class _ProdInPlace(torch.autograd.Function):
 
 def eltwise_prod_in_place(*xs: Tensor, stable: bool = True) -> Tensor:
     """Caffe's Eltwise PROD whose top is its bottom 0 (:class:`_ProdInPlace`)."""
-    if not _needs_gradient(xs):
+    if plain_inference(*xs):
         return eltwise_prod(*xs)
     return _ProdInPlace.apply(stable, *xs)
 

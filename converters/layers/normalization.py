@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from .fillers import CONSTANT_ONE, CONSTANT_ZERO
 from .pooling import CaffePooling
 from .registry import Converted, LayerContext, check_count, register_layer
-from .tracing import tracing
+from .tracing import plain_inference
 
 
 def lrn_within_channel(x: Tensor, size: int, alpha: float, beta: float) -> Tensor:
@@ -182,14 +182,14 @@ class _WithinInPlace(torch.autograd.Function):
 
 def lrn_within_in_place(x: Tensor, size: int, alpha: float, beta: float) -> Tensor:
     """Caffe's LRN WITHIN_CHANNEL whose top is its bottom (:class:`_WithinInPlace`)."""
-    if not torch.is_grad_enabled() or not x.requires_grad or tracing():
+    if plain_inference(x):
         return lrn_within_channel(x, size, alpha, beta)
     return _WithinInPlace.apply(x, size, alpha, beta)
 
 
 def lrn_across_in_place(x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
     """Caffe's LRN ACROSS_CHANNELS whose top is its bottom (:class:`_AcrossInPlace`)."""
-    if not torch.is_grad_enabled() or not x.requires_grad or tracing():
+    if plain_inference(x):
         return _lrn_scale(x, size, alpha, k).pow(-2 * beta)
     return _AcrossInPlace.apply(x, size, alpha, beta, k)
 
