@@ -114,6 +114,19 @@ def test_in_place_layers_overwrite_their_blob() -> None:
     assert "relu1 = torch.relu(conv1)" in net.code  # an in-place layer's result is named after the layer
 
 
+def test_an_input_a_layer_computes_in_place_is_an_output_as_in_caffe() -> None:
+    # BVLC Caffe (the oracle of tools/README.md) lists 'data' as the output of Input -> ReLU in place
+    # on 'data'; without a layer writing it, an input is not one of our outputs.
+    text = (
+        'layer { name: "input" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 } } }\n'
+        'layer { name: "relu" type: "ReLU" bottom: "data" top: "data" }\n'
+    )
+    net = build_graph(parse_text(text))
+    out = net(data=torch.tensor([[-1.0, 2.0]]))
+    assert list(out) == ["data"]
+    torch.testing.assert_close(out["data"], torch.tensor([[0.0, 2.0]]))
+
+
 def test_unsupported_layer_names_the_layer_and_type() -> None:
     text = SMALL_NET + 'layer { name: "odd" type: "Frobnicate" bottom: "score" top: "odd" }'
     with pytest.raises(UnsupportedLayerError, match="'odd'.*'Frobnicate'"):

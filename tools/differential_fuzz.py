@@ -1098,7 +1098,7 @@ def check_layer_case(folder: Path) -> None:
             folder / "weights.caffemodel",
             with_loss=with_loss,
             input_shapes=shapes,
-            outputs=list(run["outputs"]),
+            outputs=list(run["outputs"]) or None,  # (none recorded: a chain in place on its input)
             optimize=optimize,
             **options,
         )

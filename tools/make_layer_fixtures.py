@@ -315,6 +315,10 @@ class Case:
     master's InfogainLoss as ``InfogainLossMaster`` beside Caffe 1.0's)."""
     oracle_edits: tuple[tuple[str, str], ...] = ()
     """Further text edits for the oracle's net (its names for a fork's parameter messages)."""
+    net_outputs_only: bool = False
+    """Record (and seed diffs into) only the net's outputs, the blobs no layer reads: a seeded diff
+    of a blob a layer reads stays where a backward pass leaves that blob's diff unwritten (a Reshape
+    whose top a Flatten reads), which is no gradient any net computes."""
     stateful: bool = False
     """The runs share one net and its state (Caffe's recurrent layers carry theirs from one pass
     to the next): the parity test reuses one converted net for every run (all of one shape)."""
@@ -370,8 +374,9 @@ def two_input_runs(names: tuple[str, ...], *shape_sets: tuple[Shape, ...]) -> li
 #: Cases without Caffe's backward pass: ArgMax, Threshold and Accuracy have none (NOT_IMPLEMENTED),
 #: and forcing one through the others' inputs stops Caffe (softmax_loss's backward is
 #: softmax_loss_backward's); pool_max_mask's windows that start past the input have mask -1, and
-#: Caffe's MAX backward writes to bottom_diff[-1] (memory corruption, then a crash).
-WITHOUT_BACKWARD = frozenset({"argmax", "softmax_loss", "pool_max_mask"})
+#: Caffe's MAX backward writes to bottom_diff[-1] (memory corruption, then a crash), and so do
+#: pool_max_nan's windows of NaN and -inf only.
+WITHOUT_BACKWARD = frozenset({"argmax", "softmax_loss", "pool_max_mask", "pool_max_nan"})
 
 
 def build_cases() -> list[Case]:
@@ -1028,6 +1033,79 @@ def build_cases() -> list[Case]:
                 "in_place_after_reader)",
             ],
         ),
+        Case(
+            "shared_memory_backward",
+            "Caffe's backward through blobs sharing memory: a layer reading its top in backward, a later "
+            "layer computing in place on a Reshape or Flatten of that top (MVN -> Reshape -> Sigmoid in "
+            "place; Softmax -> Flatten -> Reshape -> TanH in place); and a Flatten reading a Reshape's "
+            "top, which re-points the Reshape's diff away from its bottom's in backward, so nothing "
+            "reaches the layers before (Scale -> Reshape -> Power in place -> Flatten), unless a Split "
+            "stands between them (the Reshape's top read by a Flatten and a TanH)",
+            [
+                L("mvn", "MVN", "data", mvn_param={"across_channels": True}),
+                L("mvn_view", "Reshape", "mvn", reshape_param={"shape": {"dim": [0, -1]}}),
+                L("mvn_sigmoid", "Sigmoid", "mvn_view", "mvn_view"),
+                L("softmax", "Softmax", "data"),
+                L("softmax_flat", "Flatten", "softmax"),
+                L("softmax_view", "Reshape", "softmax_flat", reshape_param={"shape": {"dim": [0, 3, -1]}}),
+                L("softmax_tanh", "TanH", "softmax_view", "softmax_view"),
+                L("scale", "Scale", "data", scale_param={"axis": 1, "num_axes": 1, "bias_term": True}),
+                L("scale_view", "Reshape", "scale", reshape_param={"shape": {"dim": [0, 0, -1, 1]}}),
+                L("scale_power", "Power", "scale_view", "scale_view", power_param={"scale": 2.0}),
+                L("scale_flat", "Flatten", "scale_view"),
+                L("scale2", "Scale", "data", scale_param={"axis": 1, "num_axes": 1}),
+                L("scale2_view", "Reshape", "scale2", reshape_param={"shape": {"dim": [0, -1]}}),
+                L("scale2_flat", "Flatten", "scale2_view"),
+                L("scale2_tanh", "TanH", "scale2_view"),
+            ],
+            runs((1, 3, 4, 5), (2, 3, 2, 3)),
+            notes=[
+                "MVN's backward reads its top after mvn_sigmoid overwrote the memory it shares",
+                "Softmax's backward reads its top after softmax_tanh, two views away",
+                "scale's parameter diffs and its part of data's diff are zero: scale_flat's backward "
+                "points scale_view's diff at its own, and scale's diff is left as it was (zero)",
+                "scale2_view is split between scale2_flat and scale2_tanh: its diff reaches scale2",
+                "only the net's outputs are recorded and seeded (scale's diff would keep a seed)",
+            ],
+            net_outputs_only=True,
+        ),
+        Case(
+            "shared_memory_split_concat_slice",
+            "Split's tops, a Concat's top of one bottom and a Slice's top of one share their bottom's "
+            "memory in Caffe: a layer computing in place on one of them changes the others and the "
+            "bottom for the layers after (Split -> ReLU in place on one top, Power on the other; "
+            "Concat and Slice -> ELU in place, then a Power on the bottom), and a Flatten reading "
+            "the Concat's or the Slice's top alone cuts the gradient off from the layers before, as "
+            "after a Reshape, with Caffe's backward pass",
+            [
+                L("conv", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("split", "Split", "conv", ["split_a", "split_b"]),
+                L("split_relu", "ReLU", "split_a", "split_a"),
+                L("split_power", "Power", "split_b", power_param={"scale": 2.0}),
+                L("conv2", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("concat", "Concat", "conv2"),
+                L("concat_elu", "ELU", "concat", "concat", elu_param={"alpha": 0.5}),
+                L("conv2_power", "Power", "conv2", power_param={"shift": 1.0}),
+                L("conv3", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("slice", "Slice", "conv3"),
+                L("slice_elu", "ELU", "slice", "slice"),
+                L("conv3_power", "Power", "conv3", power_param={"scale": 0.5}),
+                L("scale", "Scale", "data", scale_param={"axis": 1, "num_axes": 1, "bias_term": True}),
+                L("scale_concat", "Concat", "scale"),
+                L("scale_flat", "Flatten", "scale_concat"),
+                L("scale2", "Scale", "data", scale_param={"axis": 1, "num_axes": 1}),
+                L("scale2_slice", "Slice", "scale2"),
+                L("scale2_flat", "Flatten", "scale2_slice"),
+            ],
+            runs((1, 3, 4, 5), (2, 3, 2, 3)),
+            notes=[
+                "split_power reads split_b after split_relu: the ReLU's values",
+                "conv2_power and conv3_power read their bottoms after the ELUs: the ELUs' values",
+                "scale's and scale2's parameter diffs are zero (the Flatten cuts them off)",
+                "only the net's outputs are recorded and seeded",
+            ],
+            net_outputs_only=True,
+        ),
         # ---- More element-wise activations (each branch from one input, then an in-place chain)
         Case(
             "activations_more",
@@ -1211,6 +1289,28 @@ def build_cases() -> list[Case]:
             ],
             two_input_runs(("a", "b", "c"), *[(s, s, s) for s in ((1, 3, 5, 7), (2, 3, 1, 1), (1, 3, 4, 4))]),
             notes=["BaseConvolutionLayer: every bottom must have bottom 0's shape; top i = layer(bottom i)"],
+        ),
+        Case(
+            "pool_max_nan",
+            "MAX pooling over NaN and -inf: an AVE pooling's windows past the input (no padding, so "
+            "Caffe keeps them) divide 0 by 0, and a Log of 0 gives -inf; Caffe's MAX takes a value "
+            "only where it exceeds the running maximum, which starts at -FLT_MAX, so NaN and -inf "
+            "never win and a window of nothing else gives -FLT_MAX; ceil, padded, rectangular and "
+            "global windows",
+            [
+                L("ave", "Pooling", "data", **pool("AVE", kernel_size=1, stride=2)),
+                L("max_ceil", "Pooling", "ave", **pool("MAX", kernel_size=2, stride=2)),
+                L("max_pad", "Pooling", "ave", **pool("MAX", kernel_size=3, stride=2, pad=1)),
+                L("max_wide", "Pooling", "ave", **pool("MAX", kernel_h=1, kernel_w=3, stride=1)),
+                L("max_global", "Pooling", "ave", pooling_param={"pool": "MAX", "global_pooling": True}),
+                L("zero", "Power", "data", power_param={"scale": 0.0}),
+                L("log", "Log", "zero"),
+                L("mixed", "Concat", ["log", "data"], concat_param={"axis": 3}),
+                L("max_log", "Pooling", "mixed", **pool("MAX", kernel_h=2, kernel_w=3, stride=3)),
+                L("max_log_pad", "Pooling", "log", **pool("MAX", kernel_size=2, stride=1, pad=1)),
+            ],
+            runs((1, 2, 5, 6), (2, 3, 3, 7)),
+            notes=["the last columns (and rows) of ave are NaN: AVE windows past a 6- or 7-wide input"],
         ),
         Case(
             "pool_max_mask",
@@ -1943,6 +2043,9 @@ def make_case(caffe, case: Case, out_dir: Path) -> dict:
                 caffe, text, case.layers, rng, case.params, work, "weights.caffemodel"
             )
             tops = declared_tops(case.layers)
+            read = {b for layer in case.layers for b in layer.get("bottom", []) if b not in layer["top"]}
+            if case.net_outputs_only:
+                tops = [t for t in tops if t not in read]
             loss_tops = frozenset(
                 t for layer in case.layers if layer["type"].endswith("Loss") for t in layer["top"]
             )

@@ -43,7 +43,7 @@ from ..layers import Converted, LayerContext, converter_for, fill
 from ..layers.fillers import caffe_filler, is_deterministic
 from ..layers.registry import blob_counts, check_count, layer_variants, registered_types
 from .devices import checked_device
-from .inplace import InPlaceBackward, InPlaceFinal, shared_value
+from .inplace import InPlaceBackward, InPlaceFinal, diff_left_unwritten, shared_value
 from .inputs import input_shapes, is_source
 from .lazy import LazyCaffeNet
 
@@ -346,14 +346,19 @@ def _trace(
     outputs: Sequence[str] | None,
     guessed: set[str] | None = None,
     variants: Mapping[str, str] | None = None,
+    shared_last: Mapping[str, int] | None = None,
 ) -> _Trace:
     """Every layer's converter, called in order and run on meta tensors to learn its tops' shapes.
 
     Each layer is checked as Caffe's ``Net::Init`` and ``Layer::SetUp`` check it before its
     converter runs: its bottom and top counts, and that a top is written by a second layer only in
     place; every top's shape as ``Blob::Reshape`` checks it. ``guessed`` names the inputs whose
-    shapes were guessed: blobs computed from them are marked so in each :class:`LayerContext`."""
-    guessed = set(guessed or ())
+    shapes were guessed: blobs computed from them are marked so in each :class:`LayerContext`.
+    ``shared_last`` gives, for blobs sharing memory with others (:attr:`Converted.shares_data`), the
+    index of the last layer writing that memory under any of its names, where it comes after the
+    blob's own last writer: the trace is run again with it when the first run finds such a blob."""
+    guessed_given = set(guessed or ())
+    guessed = set(guessed_given)
     graph = fx.Graph()
     root = nn.Module()
     taken: set[str] = set()
@@ -370,8 +375,14 @@ def _trace(
         metas[top] = torch.empty(shape, device="meta")
 
     last_writer = {top: index for index, layer in enumerate(layers) for top in layer.getall("top")}
+    for blob, index in (shared_last or {}).items():
+        last_writer[blob] = max(last_writer[blob], index)
+    sole_reader = _sole_readers(layers)
+    diff_views: dict[str, fx.Node] = {}  # blob -> the node of the view sharing its bottom's diff
+    writes: dict[str, int] = {}  # blob -> the last layer that wrote its values (not a memory-sharing view)
+    inputs_written: set[str] = set()  # net inputs a layer computed in place (Caffe's outputs then)
     overwritten: dict[str, list[fx.Node]] = {}  # blob -> nodes waiting for its final value
-    sharing: dict[str, list[str]] = {}  # blob -> the blobs sharing its memory (Reshape, Flatten)
+    sharing: dict[str, list[str]] = {}  # blob -> the blobs sharing its memory (Reshape, Flatten, Split)
     aliases: list[fx.Node] = []
     for index, layer in enumerate(layers):
         name, kind = str(layer.get("name")), layer_type(layer)
@@ -428,6 +439,8 @@ def _trace(
         for b in bottoms:
             if b in available:
                 available.remove(b)
+        if converted.repoints_bottom_diff and bottoms[0] in diff_views and sole_reader[index]:
+            _cut_shared_diff(graph, nodes, diff_views.pop(bottoms[0]), taken)
         per_bottom = converted.per_bottom and len(bottoms) > 1
         calls = [([b], [t]) for b, t in zip(bottoms, tops, strict=True)] if per_bottom else [(bottoms, tops)]
         attr = _identifier(name, taken) if per_bottom and converted.module is not None else ""
@@ -456,29 +469,44 @@ def _trace(
             ):
                 _check_top(where, top, tuple(value.shape))
                 clobbers = top in call_bottoms and (converted.clobbers_top_diff or converted.reads_own_output)
-                if last_writer[top] > index or top in overwritten or clobbers:
+                waiting = any(blob in overwritten for blob in sharing.get(top, [top]))
+                if last_writer[top] > index or waiting or clobbers:
                     top_node = _in_place_backward(
                         graph, root, taken, name, converted, args, call_bottoms, top, top_node,
-                        overwritten, last=last_writer[top] == index,
+                        overwritten, last=last_writer[top] == index, sharing=sharing,
                     )  # fmt: skip
                 nodes[top] = top_node
                 metas[top] = value
                 if converted.shares_data and top not in call_bottoms:
                     group = sharing.get(call_bottoms[0], [call_bottoms[0]]) + [top]
                     sharing.update(dict.fromkeys(group, group))
-                elif top in call_bottoms and top in sharing:
-                    aliases += alias_after_in_place(graph, nodes, sharing[top], top, taken)
+                    if converted.shares_diff:
+                        diff_views[top] = top_node
+                else:
+                    writes[top] = index
+                    if top in shapes:
+                        inputs_written.add(top)
+                    if top in call_bottoms and top in sharing:
+                        aliases += alias_after_in_place(graph, nodes, sharing[top], top, taken)
                 if top in available:
                     available.remove(top)
                 available.append(top)
 
+    # A layer whose Caffe backward reads its top's data reads it after every later layer that
+    # computed in place on a blob sharing that memory: with such writes, trace again knowing them.
+    later = {
+        blob: last for blob, group in sharing.items()
+        if (last := max(writes.get(member, -1) for member in group)) > last_writer[blob]
+    }  # fmt: skip
+    if later:
+        return _trace(layers, shapes, weights, phase, outputs, guessed_given, variants, later)
     if outputs is not None:
         unknown_blobs = [blob for blob in outputs if blob not in nodes]
         if unknown_blobs:
             raise ValueError(f"the net has no blob {', '.join(map(repr, unknown_blobs))}")
         outputs = list(outputs)
     else:
-        outputs = [blob for blob in available if blob not in shapes]
+        outputs = [blob for blob in available if blob not in shapes or blob in inputs_written]
     sinks = any(node.op == "call_module" and not node.users for node in graph.nodes)
     if not outputs and not sinks:
         raise NetError("the net computes nothing: no layer produces an output blob")
@@ -487,6 +515,36 @@ def _trace(
         if not alias.users:
             graph.erase_node(alias)
     return _Trace(graph, root, outputs, nodes, metas, bottom_shapes, planned)
+
+
+def _sole_readers(layers: list[Message]) -> list[bool]:
+    """For each layer: whether it alone reads the value its first bottom holds then (Caffe inserts
+    no Split there), counting every reader of that value, later ones included."""
+    version: dict[str, int] = {}
+    readers: dict[tuple[str, int], int] = {}
+    first: list[tuple[str, int] | None] = []
+    for layer in layers:
+        bottoms = list(layer.getall("bottom"))
+        for bottom in bottoms:
+            key = (bottom, version.get(bottom, 0))
+            readers[key] = readers.get(key, 0) + 1
+        first.append((bottoms[0], version.get(bottoms[0], 0)) if bottoms else None)
+        for top in layer.getall("top"):
+            version[top] = version.get(top, 0) + 1
+    return [key is not None and readers[key] == 1 for key in first]
+
+
+def _cut_shared_diff(graph: fx.Graph, nodes: dict[str, fx.Node], view: fx.Node, taken: set[str]) -> None:
+    """Caffe's Flatten reading, alone, a view that shares its bottom's diff: the view's gradient
+    stops there (:func:`.inplace.diff_left_unwritten`), for every layer after it."""
+    with graph.inserting_after(view):
+        cut = graph.create_node(
+            "call_function", diff_left_unwritten, (view,), name=_identifier(f"{view.name}_diff_cut", taken)
+        )
+    view.replace_all_uses_with(cut, delete_user_cb=lambda user: user is not cut)
+    for blob, node in nodes.items():
+        if node is view:
+            nodes[blob] = cut
 
 
 def alias_after_in_place(
@@ -563,6 +621,7 @@ def _in_place_backward(
     node: fx.Node,
     overwritten: dict[str, list[fx.Node]],
     last: bool,
+    sharing: Mapping[str, list[str]] | None = None,
 ) -> fx.Node:
     """The node for ``top`` when layers compute ``top`` in place (:mod:`.inplace`): before a later
     layer overwrites it, an :class:`InPlaceBackward` for a layer whose Caffe backward reads the
@@ -578,7 +637,8 @@ def _in_place_backward(
         return node
     attr = _identifier(f"{top}_final", taken)
     root.add_module(attr, InPlaceFinal())
-    return graph.create_node("call_module", attr, (node, *overwritten.pop(top)), name=attr)
+    waiting = [n for blob in (sharing or {}).get(top, [top]) for n in overwritten.pop(blob, [])]
+    return graph.create_node("call_module", attr, (node, *waiting), name=attr)
 
 
 def _meta_result(

@@ -77,8 +77,8 @@ class InPlaceFinal(nn.Module):
     def forward(self, final: Tensor, *earlier: Tensor) -> Tensor:
         for tensor in earlier:
             slot = getattr(tensor, "_caffe_inplace_slot", None)
-            if slot is not None:
-                slot.value = final.detach()
+            if slot is not None:  # (a blob sharing the final writer's memory: in its own shape)
+                slot.value = final.detach().reshape(tensor.shape)
         return final
 
 
@@ -99,3 +99,11 @@ def shared_value(written: Tensor, blob: Tensor) -> Tensor:
     if plain_inference(written, blob):
         return written.reshape_as(blob)
     return _SharedValue.apply(written, blob)
+
+
+def diff_left_unwritten(view: Tensor) -> Tensor:
+    """A Reshape's top (or a one-bottom Concat's, a one-top Slice's) that only a Flatten reads: the
+    same values, and no gradient for the layers before it. Caffe's Reshape shares its bottom's diff
+    with its top when it reshapes; Flatten's backward then points that top's diff at its own, so
+    the shared diff is never written (:attr:`Converted.repoints_bottom_diff`)."""
+    return view.detach()

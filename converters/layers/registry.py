@@ -133,9 +133,19 @@ class Converted:
     """Computed in place, Caffe's backward writes the bottom diff (the top diff's memory) before it
     has read the top diff, so :attr:`caffe_backward` applies even to the blob's last writer."""
     shares_data: bool = False
-    """Caffe's top shares its bottom's memory (``ShareData``: Reshape, Flatten), so a layer that
+    """Caffe's top shares its bottom's memory (``ShareData``: Reshape, Flatten, Split, a Concat of
+    one bottom, a Slice into one top), so a layer that
     later computes in place on either blob changes both: the graph gives the other blob the new
     values too (:func:`converters.graph.builder.alias_after_in_place`)."""
+    shares_diff: bool = False
+    """With :attr:`shares_data`: the top's diff is its bottom's memory too, shared when the layer
+    reshapes (``ShareDiff``: Reshape, a Concat of one bottom, a Slice into one top), so a later
+    :attr:`repoints_bottom_diff` layer reading the top cuts the gradient off from the bottom."""
+    repoints_bottom_diff: bool = False
+    """Caffe's backward points the bottom's diff at the top's instead of writing it (Flatten's
+    ``bottom[0]->ShareDiff(*top[0])``): where the bottom is a :attr:`shares_diff` top that only this
+    layer reads (no Split between them), the diff that view shared with its own bottom is left
+    unwritten, and no gradient of this layer's top reaches the layers before the view."""
     reads_own_output: bool = False
     """Computed in place, Caffe's backward reads as "bottom data" the blob the layer has itself
     overwritten with its output, and that changes its gradient (BNLL; ReLU with a negative slope;

@@ -35,9 +35,11 @@ def _concat_shape(shapes: list[Shape], axis: int) -> Shape:
 def concat_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("concat_param")
     axis = int(p.get("axis")) if "axis" in p or "concat_dim" not in p else int(p.get("concat_dim"))
+    one = len(ctx.bottoms) == 1  # Caffe's top then shares the bottom's data and diff
     return Converted(
-        function=concat, kwargs={"dim": axis}, output_shape=lambda shapes: _concat_shape(shapes, axis)
-    )
+        function=concat, kwargs={"dim": axis}, output_shape=lambda shapes: _concat_shape(shapes, axis),
+        shares_data=one, shares_diff=one,
+    )  # fmt: skip
 
 
 def caffe_slice(x: Tensor, axis: int, points: Sequence[int], count: int) -> tuple[Tensor, ...]:
@@ -70,8 +72,8 @@ def slice_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("slice_param")
     axis = int(p.get("axis")) if "axis" in p or "slice_dim" not in p else int(p.get("slice_dim"))
     points = tuple(int(v) for v in p.get("slice_point"))
-    if len(ctx.tops) == 1 and not points:  # Caffe: the one top shares the bottom's data
-        return Converted(function=_same, keeps_shape=True)
+    if len(ctx.tops) == 1 and not points:  # Caffe: the one top shares the bottom's data and diff
+        return Converted(function=_same, keeps_shape=True, shares_data=True, shares_diff=True)
     if points and len(points) != len(ctx.tops) - 1:
         raise ValueError(
             f"layer '{ctx.name}': {len(points)} slice points for {len(ctx.tops)} tops (need one fewer)"
@@ -106,6 +108,7 @@ def flatten(ctx: LayerContext) -> Converted:
         function=torch.flatten,
         kwargs={"start_dim": int(p.get("axis")), "end_dim": int(p.get("end_axis"))},
         shares_data=True,
+        repoints_bottom_diff=True,
     )
 
 
@@ -166,6 +169,7 @@ def reshape(ctx: LayerContext) -> Converted:
         kwargs={"dims": dims, "axis": axis, "num_axes": num_axes},
         output_shape=lambda shapes: reshaped(shapes[0], dims, axis, num_axes),
         shares_data=True,
+        shares_diff=True,
     )
 
 

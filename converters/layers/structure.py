@@ -128,7 +128,8 @@ def identity(x: Tensor) -> Tensor:
 
 @register_layer("Split", bottoms=1, tops=(1, None))
 def split(ctx: LayerContext) -> Converted:
-    return Converted(function=identity, same_for_all_tops=True)
+    # Caffe's Split tops share the bottom's data (a layer in place on one changes all), each its own diff
+    return Converted(function=identity, same_for_all_tops=True, shares_data=True)
 
 
 @register_layer("Dropout", bottoms=1, tops=1)
