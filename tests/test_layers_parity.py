@@ -63,9 +63,12 @@ def test_layer_case_matches_caffe(name: str) -> None:
             )
             if want.size and nan.all():
                 continue
-            # -FLT_MAX (an empty MAX window) must match exactly and stays out of the error scale.
-            extreme = np.abs(want) == np.finfo(np.float32).max
-            assert np.array_equal(value[extreme], want[extreme]), f"{name} {prefix}{blob}: -FLT_MAX differs"
+            # -FLT_MAX (an empty MAX window) and infinities (a Log of 0) must match exactly and stay
+            # out of the error scale.
+            extreme = (np.abs(want) == np.finfo(np.float32).max) | np.isinf(want)
+            assert np.array_equal(value[extreme], want[extreme]), (
+                f"{name} {prefix}{blob}: -FLT_MAX or an infinity differs"
+            )
             want, value = want[~nan & ~extreme], value[~nan & ~extreme]
             scale = max(float(np.abs(want).max()), 1e-6) if want.size else 1.0
             error = float(np.abs(value - want).max()) if want.size else 0.0

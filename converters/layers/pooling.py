@@ -104,6 +104,15 @@ class CaffePooling(nn.Module):
         return [top, top] if self.mask else top
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        from .tracing import tracing
+
+        y = self._pool(x)
+        if self.method == "MAX" and not self.mask and x.is_floating_point() and not tracing():
+            if not bool(torch.isfinite(y.detach().sum())):  # (a NaN or an infinity in a window: rare)
+                y = self._pool(caffe_max_operand(x))
+        return y
+
+    def _pool(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         dims = len(self.kernel)
         sizes = tuple(x.shape[-dims:])
         kernel, stride, pad, out = self._window(sizes)
@@ -150,6 +159,15 @@ class CaffePooling(nn.Module):
                 divisor = divisor * counts.to(x.dtype).reshape(shape)
             y = y / divisor
         return y
+
+
+def caffe_max_operand(x: Tensor) -> Tensor:
+    """``x`` as Caffe's MAX pooling sees it: each window's maximum starts at -FLT_MAX and takes a
+    value only where it is greater (``caffe/src/caffe/layers/pooling_layer.cpp``), so NaN never wins
+    and neither does -inf: both count as -FLT_MAX (a window of nothing else gives -FLT_MAX, where
+    PyTorch's maximum gives NaN or -inf)."""
+    lowest = torch.finfo(x.dtype).min
+    return torch.nan_to_num(x, nan=lowest, posinf=math.inf, neginf=lowest)
 
 
 def _plain_inference(x: Tensor) -> bool:
