@@ -37,7 +37,8 @@ ours; each was read in Caffe's sources: a second run whose sizes change a parame
 (Caffe reads the old blob), an empty top Caffe leaves behind from an earlier run, a gradient through
 Reshape or Flatten of a consumed blob whose diff was seeded (Caffe's shared diffs), MAX pooling
 whose backward writes before the blob (memory corruption, reported as a refusal), NaN and infinity
-patterns after windows that hold no input.
+patterns of sums over the -FLT_MAX of a MAX window that holds no input (which partial sums
+overflow depends on the order of the sum).
 """
 
 from __future__ import annotations
@@ -349,6 +350,33 @@ class _Chain:
             self.L(self.name("concat"), "Concat", [second, first], concat_param={"axis": axis})
         ), s
 
+    def views(self, b: str, s: Shape) -> tuple[str, Shape]:
+        """Blobs sharing ``b``'s memory in Caffe (an explicit Split, a one-bottom Concat, a one-top
+        Slice, a Reshape, a Flatten), an activation (often in place) on one of them, and the chain
+        going on from another, or from ``b`` itself."""
+        r = self.r
+        kind = r.choice(["Split", "Concat", "Slice", "Reshape", "Flatten"])
+        if kind == "Split":
+            tops = [self.name("split_a"), self.name("split_b")]
+            self.layers.append(self.L(self.name("split"), "Split", b, tops))
+            view, other, shape = tops[0], tops[1], s
+        elif kind == "Reshape":
+            view, shape = self.reshape(b, s)
+            other = b
+        elif kind == "Flatten":
+            view, shape = self.add(self.L(self.name("flatten"), "Flatten", b)), (s[0], math.prod(s[1:]))
+            other = b
+        else:
+            view, shape = self.add(self.L(self.name(kind.lower()), kind, b)), s
+            other = b
+        top, shape = self.activation(view, shape)
+        if r.random() < 0.3 and len(shape) >= 2:  # (Caffe's quirk: a Flatten reading a view alone)
+            flat = self.add(self.L(self.name("flatten"), "Flatten", top))
+            top, shape = flat, (shape[0], math.prod(shape[1:]))
+        if r.random() < 0.5:
+            return top, shape
+        return other, s
+
     def permute(self, b: str, s: Shape) -> tuple[str, Shape]:
         order = list(range(len(s)))
         self.r.shuffle(order)
@@ -448,6 +476,7 @@ _SPATIAL = [
     "threshold",
     "bias_or_scale",
     "im2col",
+    "views",
 ]
 _ANY = [
     "activation",
@@ -460,6 +489,7 @@ _ANY = [
     "argmax",
     "bias_or_scale",
     "relu6",
+    "views",
 ]
 
 
