@@ -16,6 +16,7 @@ import torch
 import converters
 from converters import (
     Converted,
+    NetError,
     UnsupportedLayerError,
     WeightsMismatchError,
     build_graph,
@@ -266,3 +267,34 @@ def test_pt_file_is_a_plain_state_dict_for_graph_and_named_module(tmp_path) -> N
     torch.save(named.state_dict(), tmp_path / "plain.pt")  # a state dict without the definition
     with pytest.raises(converters.CaffeFormatError, match="net definition"):
         load_converted(tmp_path / "plain.pt")
+
+
+PROPAGATE_DOWN_NET = """
+layer { name: "input" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 3 dim: 3 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "p" type: "Power" bottom: "conv" top: "p" propagate_down: false power_param { scale: 2 } }
+layer { name: "q" type: "Power" bottom: "conv" top: "q" power_param { scale: 3 } }
+"""
+
+
+@pytest.mark.parametrize("force_backward, expected", [(False, 27.0), (True, 45.0)])
+def test_propagate_down_false_stops_the_gradient_unless_the_net_forces_backward(
+    force_backward: bool, expected: float
+) -> None:
+    # BVLC Caffe on this net (all-ones input and diffs, the oracle of tools/README.md): conv's weight
+    # gradient is 27 per weight (q's 3 x 9 positions) without force_backward, 45 with it (p's 2 x 9
+    # too: Net::Init's force_backward overrides propagate_down).
+    text = ("force_backward: true\n" if force_backward else "") + PROPAGATE_DOWN_NET
+    net = build_graph(parse_text(text), strict=False, optimize=False)
+    out = net(data=torch.ones(1, 2, 3, 3))
+    (out["p"].sum() + out["q"].sum()).backward()
+    torch.testing.assert_close(net.conv.weight.grad, torch.full((2, 2, 1, 1), expected))
+
+
+def test_propagate_down_given_for_some_bottoms_only_is_refused_as_caffe_refuses_it() -> None:
+    text = PROPAGATE_DOWN_NET + (
+        'layer { name: "cat" type: "Concat" bottom: "p" bottom: "q" top: "cat" propagate_down: false }'
+    )
+    with pytest.raises(NetError, match="'cat'.*propagate_down 1 times for 2 bottom"):
+        build_graph(parse_text(text), strict=False)

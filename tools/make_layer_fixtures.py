@@ -1488,6 +1488,39 @@ def build_cases() -> list[Case]:
             backward=True,
         ),
         Case(
+            "propagate_down",
+            "propagate_down: false on a bottom: no gradient from that layer (a Power beside another "
+            "reader of the same convolution; the second bottom of a Concat), and on a layer computing "
+            "in place (a ReLU, then a Scale whose parameters still learn), where Caffe skips the "
+            "backward pass of the blob's earlier writers; EuclideanLosses drive Caffe's backward pass "
+            "(no force_backward, which would override the field)",
+            [
+                L("conv", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("p", "Power", "conv", propagate_down=[False], power_param={"scale": 2.0}),
+                L("q", "Power", "conv", power_param={"scale": 3.0, "shift": 0.5}),
+                L("loss_pq", "EuclideanLoss", ["p", "q"]),
+                L("conv2", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("relu2", "ReLU", "conv2", "conv2", propagate_down=[False]),
+                L("power2", "Power", "conv2", "conv2", power_param={"scale": 1.5, "shift": 0.2}),
+                L("conv3", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("scale3", "Scale", "conv3", "conv3", propagate_down=[False],
+                  scale_param={"bias_term": True}),
+                L("loss_23", "EuclideanLoss", ["conv2", "conv3"]),
+                L("conv4", "Convolution", "data", **conv(2, kernel_size=1)),
+                L("conv5", "Convolution", "data", **conv(2, kernel_size=1)),
+                L("cat45", "Concat", ["conv4", "conv5"], propagate_down=[True, False]),
+                L("cat54", "Concat", ["conv5", "conv4"]),
+                L("loss_cat", "EuclideanLoss", ["cat45", "cat54"]),
+            ],
+            runs((2, 3, 4, 5), (1, 3, 2, 3)),
+            notes=[
+                "conv's gradient comes from q alone, conv5's from cat54 alone",
+                "conv2 and conv3 get no gradient: relu2 and scale3 mark their blobs as needing none",
+            ],
+            backward=True,
+            input_grads=False,
+        ),
+        Case(
             "losses_classification",
             "HingeLoss L1 and L2, MultinomialLogisticLoss on probabilities, ContrastiveLoss "
             "(margin 1.5, legacy and current), with Caffe's backward pass",

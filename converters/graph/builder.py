@@ -43,7 +43,13 @@ from ..layers import Converted, LayerContext, converter_for, fill
 from ..layers.fillers import caffe_filler, is_deterministic
 from ..layers.registry import blob_counts, check_count, layer_variants, registered_types
 from .devices import checked_device
-from .inplace import InPlaceBackward, InPlaceFinal, diff_left_unwritten, shared_value
+from .inplace import (
+    InPlaceBackward,
+    InPlaceFinal,
+    diff_left_unwritten,
+    shared_value,
+    without_backward,
+)
 from .inputs import input_shapes, is_source
 from .lazy import LazyCaffeNet
 
@@ -252,7 +258,10 @@ def _build(
     optimize: bool,
     variants: Mapping[str, str],
 ) -> fx.GraphModule:
-    trace = _trace(layers, shapes, weights, phase, outputs, set(shapes) - set(declared), variants)
+    trace = _trace(
+        layers, shapes, weights, phase, outputs, set(shapes) - set(declared), variants,
+        force_backward=bool(net.get("force_backward")),
+    )  # fmt: skip
     module = fx.GraphModule(
         trace.root, trace.graph, class_name=_identifier(str(net.get("name") or "CaffeNet"), set())
     )
@@ -347,6 +356,7 @@ def _trace(
     guessed: set[str] | None = None,
     variants: Mapping[str, str] | None = None,
     shared_last: Mapping[str, int] | None = None,
+    force_backward: bool = False,
 ) -> _Trace:
     """Every layer's converter, called in order and run on meta tensors to learn its tops' shapes.
 
@@ -356,7 +366,8 @@ def _trace(
     shapes were guessed: blobs computed from them are marked so in each :class:`LayerContext`.
     ``shared_last`` gives, for blobs sharing memory with others (:attr:`Converted.shares_data`), the
     index of the last layer writing that memory under any of its names, where it comes after the
-    blob's own last writer: the trace is run again with it when the first run finds such a blob."""
+    blob's own last writer: the trace is run again with it when the first run finds such a blob.
+    ``force_backward`` is the net's: it overrides the layers' ``propagate_down``, as in Caffe."""
     guessed_given = set(guessed or ())
     guessed = set(guessed_given)
     graph = fx.Graph()
@@ -441,11 +452,16 @@ def _trace(
                 available.remove(b)
         if converted.repoints_bottom_diff and bottoms[0] in diff_views and sole_reader[index]:
             _cut_shared_diff(graph, nodes, diff_views.pop(bottoms[0]), taken)
+        stopped = _stopped_bottoms(layer, where, len(bottoms), force_backward)
         per_bottom = converted.per_bottom and len(bottoms) > 1
         calls = [([b], [t]) for b, t in zip(bottoms, tops, strict=True)] if per_bottom else [(bottoms, tops)]
+        firsts = list(range(len(bottoms))) if per_bottom else [0]
         attr = _identifier(name, taken) if per_bottom and converted.module is not None else ""
-        for call_bottoms, call_tops in calls:
-            args = tuple(nodes[b] for b in call_bottoms)
+        for first, (call_bottoms, call_tops) in zip(firsts, calls, strict=True):
+            args = tuple(
+                _without_backward(graph, nodes[b], taken) if first + i in stopped else nodes[b]
+                for i, b in enumerate(call_bottoms)
+            )
             in_place = bool(set(call_tops) & set(call_bottoms))
             node_name = _identifier(name if in_place or len(call_tops) != 1 else call_tops[0], taken)
             if converted.module is not None:
@@ -499,7 +515,7 @@ def _trace(
         if (last := max(writes.get(member, -1) for member in group)) > last_writer[blob]
     }  # fmt: skip
     if later:
-        return _trace(layers, shapes, weights, phase, outputs, guessed_given, variants, later)
+        return _trace(layers, shapes, weights, phase, outputs, guessed_given, variants, later, force_backward)
     if outputs is not None:
         unknown_blobs = [blob for blob in outputs if blob not in nodes]
         if unknown_blobs:
@@ -515,6 +531,23 @@ def _trace(
         if not alias.users:
             graph.erase_node(alias)
     return _Trace(graph, root, outputs, nodes, metas, bottom_shapes, planned)
+
+
+def _stopped_bottoms(layer: Message, where: str, count: int, force_backward: bool) -> set[int]:
+    """The bottoms whose ``propagate_down`` is false (none where the net forces backward), checked
+    as Caffe's ``Net::Init`` checks the field: once per bottom, or not at all."""
+    given = [bool(value) for value in layer.getall("propagate_down")]
+    if given and len(given) != count:
+        raise NetError(
+            f"{where} gives propagate_down {len(given)} times for {count} bottom(s); Caffe takes it once "
+            "per bottom or not at all"
+        )
+    return set() if force_backward else {i for i, value in enumerate(given) if not value}
+
+
+def _without_backward(graph: fx.Graph, node: fx.Node, taken: set[str]) -> fx.Node:
+    name = _identifier(f"{node.name}_no_backward", taken)
+    return graph.create_node("call_function", without_backward, (node,), name=name)
 
 
 def _sole_readers(layers: list[Message]) -> list[bool]:

@@ -107,3 +107,12 @@ def diff_left_unwritten(view: Tensor) -> Tensor:
     with its top when it reshapes; Flatten's backward then points that top's diff at its own, so
     the shared diff is never written (:attr:`Converted.repoints_bottom_diff`)."""
     return view.detach()
+
+
+def without_backward(x: Tensor) -> Tensor:
+    """A bottom whose layer says ``propagate_down: false``: the same values, and no gradient from
+    this layer (its parameters still learn). Computed in place too: Caffe then skips the backward
+    pass of the layers that wrote the blob before, since it marks the blob's name as needing none
+    (``Net::Init``, ``blobs_skip_backp``)."""
+    return x.detach() if x.requires_grad else x
+
