@@ -74,9 +74,10 @@ def caffemodel_bytes(seed: int, size: int) -> bytes:
 
 def seeded_total(net, run: dict, npz, out: dict):
     """The scalar whose gradient is what Caffe's recorded backward pass started from: a loss top
-    times its loss weight (a loss layer's other tops weigh 0), and each other output times its
-    seeded diff (``top_diff:<blob>``), except the blobs a layer consumes (Caffe overwrites their
-    diff; a Crop's reference it never writes, so its seeded diff stays)."""
+    times its loss weight (a loss layer's other tops weigh 0; any layer's top may carry one), and
+    each other output times its seeded diff (``top_diff:<blob>``, where one was seeded), except the
+    blobs a layer consumes (Caffe overwrites their diff; a Crop's reference it never writes, so its
+    seeded diff stays)."""
     import torch
 
     layers = list(net.caffe.definition.getall("layer"))
@@ -88,14 +89,14 @@ def seeded_total(net, run: dict, npz, out: dict):
     }
     weights = {}
     for layer in layers:
-        if str(layer.get("type")).endswith("Loss"):
-            given = [float(w) for w in layer.getall("loss_weight")]
+        given = [float(w) for w in layer.getall("loss_weight")]
+        if str(layer.get("type")).endswith("Loss") or given:  # (any top may carry a loss weight)
             weights.update(zip(layer.getall("top"), given or [1.0], strict=False))
     total = torch.zeros(())
     for blob in run["outputs"]:
         if blob in weights:
             total = total + weights[blob] * out[blob].sum()
-        elif blob not in consumed:
+        elif blob not in consumed and f"{run['prefix']}top_diff:{blob}" in npz.files:
             total = total + (out[blob] * torch.from_numpy(npz[f"{run['prefix']}top_diff:{blob}"])).sum()
     return total
 

@@ -38,7 +38,9 @@ ours; each was read in Caffe's sources: a second run whose sizes change a parame
 Reshape or Flatten of a consumed blob whose diff was seeded (Caffe's shared diffs), MAX pooling
 whose backward writes before the blob (memory corruption, reported as a refusal), NaN and infinity
 patterns of sums over the -FLT_MAX of a MAX window that holds no input (which partial sums
-overflow depends on the order of the sum).
+overflow depends on the order of the sum) and of NaN through the BLAS (OpenBLAS's ``sscal`` by 0
+writes zeros over NaN: SSD's Normalize of a NaN blob gives zeros), and a loss weight on a top
+whose second run is larger (the diff reallocates and Caffe's loss weight, set once, is lost).
 """
 
 from __future__ import annotations
@@ -513,6 +515,22 @@ def _chain_case(name: str, r: random.Random) -> tuple[Any, Shape]:
     other = (r.choice([1, 2, 3]), *first[1:])
     if r.random() < 0.5:
         other = (other[0], first[1], max(1, first[2] + r.randint(-3, 3)), max(1, first[3] + r.randint(-3, 3)))
+    # A fifth of the backward cases: no seeded diffs and no force_backward; loss weights on the last
+    # top (and sometimes another) drive Caffe's backward pass, which then skips what no loss needs
+    # and honours propagate_down: false, given to some layers here.
+    # (Not on a Softmax, whose summed output has no gradient but float noise; and the second run
+    # has the first's shape: a top that grows reallocates its diff, and Caffe's loss weight, set
+    # there once by SetLossWeights, is lost.)
+    driven = chain.backward and not chain.forward_only and r.random() < 0.2 and bool(chain.layers)
+    driven = driven and chain.layers[-1]["type"] != "Softmax"
+    if driven:
+        other = first
+        chain.layers[-1]["loss_weight"] = [round(r.uniform(0.5, 2.0), 3)] * len(chain.layers[-1]["top"])
+        for layer in chain.layers[:-1]:
+            if r.random() < 0.15 and len(layer["top"]) == 1 and layer["type"] != "Softmax":
+                layer["loss_weight"] = [round(r.uniform(0.5, 2.0), 3)]
+            if r.random() < 0.2 and layer["bottom"]:
+                layer["propagate_down"] = [r.random() < 0.5 for _ in layer["bottom"]]
     params: dict[str, Callable] = {}
     for layer in chain.layers:
         if layer["type"] == "BatchNorm":
@@ -528,6 +546,8 @@ def _chain_case(name: str, r: random.Random) -> tuple[Any, Shape]:
         [{"data": first}],
         params=params,
         backward=chain.backward and not chain.forward_only,
+        input_grads=not driven,
+        seed_outputs=not driven,
     )
     return case, other
 

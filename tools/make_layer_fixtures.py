@@ -315,6 +315,9 @@ class Case:
     master's InfogainLoss as ``InfogainLossMaster`` beside Caffe 1.0's)."""
     oracle_edits: tuple[tuple[str, str], ...] = ()
     """Further text edits for the oracle's net (its names for a fork's parameter messages)."""
+    seed_outputs: bool = True
+    """With ``backward``: seed the diffs of the outputs that are not losses; off, the losses (and
+    the tops given a ``loss_weight``) alone drive Caffe's backward pass."""
     net_outputs_only: bool = False
     """Record (and seed diffs into) only the net's outputs, the blobs no layer reads: a seeded diff
     of a blob a layer reads stays where a backward pass leaves that blob's diff unwritten (a Reshape
@@ -1971,6 +1974,7 @@ def forward_runs(
     keep: Callable[[str], bool] = lambda blob: True,
     backward: bool = False,
     loss_tops: frozenset[str] = frozenset(),
+    seed_outputs: bool = True,
     input_grads: bool = True,
 ) -> tuple[dict[str, np.ndarray], list[dict]]:
     """Load the saved files afresh in Caffe and run every input shape; inputs and kept tops by run
@@ -2000,7 +2004,7 @@ def forward_runs(
                 for blob in layer.blobs:
                     blob.diff[...] = 0
             for blob in outputs:
-                if blob not in loss_tops:  # a loss top's diff is its loss weight, set by Caffe
+                if blob not in loss_tops and seed_outputs:  # a loss top's diff is its loss weight
                     diff = normal(rng, 1.0, tuple(net.blobs[blob].diff.shape))
                     net.blobs[blob].diff[...] = diff
                     arrays[f"{prefix}top_diff:{blob}"] = diff
@@ -2080,11 +2084,13 @@ def make_case(caffe, case: Case, out_dir: Path) -> dict:
             if case.net_outputs_only:
                 tops = [t for t in tops if t not in read]
             loss_tops = frozenset(
-                t for layer in case.layers if layer["type"].endswith("Loss") for t in layer["top"]
-            )
+                t for layer in case.layers
+                if layer["type"].endswith("Loss") or layer.get("loss_weight") for t in layer["top"]
+            )  # fmt: skip
             arrays, run_info = forward_runs(
                 caffe, proto, model, case.inputs, case.runs, tops, case.make_input, rng,
                 backward=case.backward, loss_tops=loss_tops, input_grads=case.input_grads,
+                seed_outputs=case.seed_outputs,
             )  # fmt: skip
             shutil.copyfile(model, staging / "weights.caffemodel")
         write_prototxt(net, staging / "net.prototxt")
