@@ -40,7 +40,8 @@ whose backward writes before the blob (memory corruption, reported as a refusal)
 patterns of sums over the -FLT_MAX of a MAX window that holds no input (which partial sums
 overflow depends on the order of the sum) and of NaN through the BLAS (OpenBLAS's ``sscal`` by 0
 writes zeros over NaN: SSD's Normalize of a NaN blob gives zeros), and a loss weight on a top
-whose second run is larger (the diff reallocates and Caffe's loss weight, set once, is lost).
+whose second run is larger or that a layer computes in place (Caffe's loss weight lives in the
+top's diff, set once; a reallocation or an in-place backward loses it).
 """
 
 from __future__ import annotations
@@ -495,8 +496,8 @@ _ANY = [
 ]
 
 
-def _chain_case(name: str, r: random.Random) -> tuple[Any, Shape]:
-    """A chain case and another input shape for its second run."""
+def _chain_case(name: str, r: random.Random) -> tuple[Any, Shape | None]:
+    """A chain case and another input shape for its second run (``None``: one run)."""
     import make_layer_fixtures as fx
 
     chain = _Chain(r, backward=r.random() < 0.4)
@@ -518,13 +519,13 @@ def _chain_case(name: str, r: random.Random) -> tuple[Any, Shape]:
     # A fifth of the backward cases: no seeded diffs and no force_backward; loss weights on the last
     # top (and sometimes another) drive Caffe's backward pass, which then skips what no loss needs
     # and honours propagate_down: false, given to some layers here.
-    # (Not on a Softmax, whose summed output has no gradient but float noise; and the second run
-    # has the first's shape: a top that grows reallocates its diff, and Caffe's loss weight, set
-    # there once by SetLossWeights, is lost.)
+    # (Not on a Softmax, whose summed output has no gradient but float noise; and one run only:
+    # Caffe's loss weight lives in the top's diff, set once by SetLossWeights, and is lost when
+    # that diff reallocates for a larger top or an in-place layer's backward writes over it.)
     driven = chain.backward and not chain.forward_only and r.random() < 0.2 and bool(chain.layers)
     driven = driven and chain.layers[-1]["type"] != "Softmax"
     if driven:
-        other = first
+        other = None
         chain.layers[-1]["loss_weight"] = [round(r.uniform(0.5, 2.0), 3)] * len(chain.layers[-1]["top"])
         for layer in chain.layers[:-1]:
             if r.random() < 0.15 and len(layer["top"]) == 1 and layer["type"] != "Softmax":
