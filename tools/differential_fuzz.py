@@ -213,9 +213,10 @@ class _Chain:
         name = self.name("bn")
         top = b if r.random() < 0.6 else name
         eps = r.choice([1e-5, 1e-3, 0.1])
-        self.layers.append(
-            self.L(name, "BatchNorm", b, top, batch_norm_param={"use_global_stats": True, "eps": eps})
-        )
+        p: dict[str, Any] = {"use_global_stats": r.random() < 0.7, "eps": eps}
+        if not p["use_global_stats"] and r.random() < 0.5:  # (batch statistics, and their running sums)
+            p["moving_average_fraction"] = r.choice([0.9, 0.999, 0.5])
+        self.layers.append(self.L(name, "BatchNorm", b, top, batch_norm_param=p))
         if r.random() < 0.8:
             scale = self.name("scale")
             scaled = top if r.random() < 0.6 else scale
