@@ -962,6 +962,31 @@ def build_cases() -> list[Case]:
                     "norm_all": lambda rng, layer, shapes: [normal(rng, 0.5, s, mean=1.0) for s in shapes]},
         ),
         Case(
+            "normalize_top_overwritten",
+            "SSD's Normalize whose top later layers overwrite in place: its scale's gradient reads the "
+            "top's data as Caffe's backward finds it (after a Power, a ReLU with a negative slope and "
+            "a Scale, in place), the input's as usual; a scale per channel and per position, a shared "
+            "one per sample, and a Normalize itself in place then overwritten, with Caffe's backward "
+            "pass",
+            [
+                L("a", "Convolution", "data", **conv(4, kernel_size=1)),
+                L("norm", "Normalize", "a", "norm", norm_param={"across_spatial": False}),
+                L("norm_power", "Power", "norm", "norm", power_param={"scale": 1.5, "shift": -0.2}),
+                L("norm_relu", "ReLU", "norm", "norm", relu_param={"negative_slope": 0.3}),
+                L("b", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("norm_all", "Normalize", "b", "norm_all",
+                  norm_param={"across_spatial": True, "channel_shared": True}),
+                L("norm_all_scale", "Scale", "norm_all", "norm_all", scale_param={"bias_term": True}),
+                L("c", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("norm_in", "Normalize", "c", "c", norm_param={"across_spatial": False}),
+                L("norm_in_power", "Power", "c", "c", power_param={"scale": -2.0, "shift": 0.5}),
+            ],
+            runs((2, 3, 4, 5), (1, 3, 2, 3)),
+            params={name: (lambda rng, layer, shapes: [normal(rng, 0.5, s, mean=1.0) for s in shapes])
+                    for name in ("norm", "norm_all", "norm_in")},
+            notes=["norm_in computed in place: its input's gradient is zero (normalize_in_place)"],
+        ),
+        Case(
             "eltwise_in_place",
             "Eltwise computed in place over its bottom 0: SUM (Caffe zeroes the top, bottom 0's "
             "memory, before adding: bottom 0 adds nothing) with coefficients, MAX (the top starts at "

@@ -664,7 +664,10 @@ def _in_place_backward(
     if wrap and (not last or (in_place and (converted.clobbers_top_diff or converted.reads_own_output))):
         attr = _identifier(f"{name}_caffe_backward", taken)
         root.add_module(attr, InPlaceBackward(converted.caffe_backward, in_place=in_place))
-        node = graph.create_node("call_module", attr, (args[0], node), name=attr)
+        params = tuple(
+            graph.get_attr(f"{node.target}.{param}") for param in converted.caffe_backward_params
+        ) if node.op == "call_module" else ()  # fmt: skip
+        node = graph.create_node("call_module", attr, (args[0], node, *params), name=attr)
         overwritten.setdefault(top, []).append(node)
     if not last:
         return node

@@ -37,35 +37,41 @@ class _Slot:
 
 class _CaffeBackward(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, y: Tensor, slot: _Slot, backward: Backward, in_place: bool) -> Tensor:
-        ctx.save_for_backward(x)
+    def forward(
+        ctx: Any, x: Tensor, y: Tensor, slot: _Slot, backward: Backward, in_place: bool, *params: Tensor
+    ) -> Tensor:
+        ctx.save_for_backward(x, *params)
         ctx.slot, ctx.backward, ctx.in_place = slot, backward, in_place
         return y.clone()
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
-        (x,) = ctx.saved_tensors
+        x, *params = ctx.saved_tensors
         final = ctx.slot.value
         if final is None:  # the final writer never ran: nothing overwrote the data
             raise RuntimeError("a layer computed in place lost its blob's final value")
         bottom = final if ctx.in_place else x
-        return ctx.backward(dy, bottom, final, ctx.in_place, x), None, None, None, None
+        if not params:
+            return ctx.backward(dy, bottom, final, ctx.in_place, x), None, None, None, None
+        dx, *dparams = ctx.backward(dy, bottom, final, ctx.in_place, x, *params)
+        return (dx, None, None, None, None, *dparams)
 
 
 class InPlaceBackward(nn.Module):
     """After a layer whose blob later layers overwrite in place: the same values, whose gradient is
-    the layer's Caffe backward on the blob's final value."""
+    the layer's Caffe backward on the blob's final value (and its parameters', where given after
+    ``y``: :attr:`Converted.caffe_backward_params`)."""
 
     def __init__(self, backward: Backward, in_place: bool) -> None:
         super().__init__()
         self.backward = backward
         self.in_place = in_place
 
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor, *params: Tensor) -> Tensor:
         if plain_inference(x, y):
             return y
         slot = _Slot()
-        out = _CaffeBackward.apply(x, y.detach(), slot, self.backward, self.in_place)
+        out = _CaffeBackward.apply(x, y.detach(), slot, self.backward, self.in_place, *params)
         out._caffe_inplace_slot = slot  # type: ignore[attr-defined]
         return out
 

@@ -129,6 +129,10 @@ class Converted:
     what Caffe's forward pass keeps aside: Swish's sigmoid, MVN's deviation). Caffe reads the data
     when it runs backward, after later layers computing in place have overwritten the blob: the
     graph then feeds this the blob's final value (:mod:`converters.graph.inplace`)."""
+    caffe_backward_params: tuple[str, ...] = ()
+    """The module's parameters whose Caffe gradient also reads the blobs' data (SSD's Normalize:
+    its scale's reads the top): :attr:`caffe_backward` then takes them after its five arguments and
+    returns ``(bottom diff, *their diffs)``."""
     clobbers_top_diff: bool = False
     """Computed in place, Caffe's backward writes the bottom diff (the top diff's memory) before it
     has read the top diff, so :attr:`caffe_backward` applies even to the blob's last writer."""

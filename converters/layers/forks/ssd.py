@@ -43,22 +43,42 @@ class Normalize(nn.Module):
             return x * (1.0 / norm).reshape(-1, *([1] * (x.dim() - 1)))
         return x / torch.sqrt((x * x).sum(1, keepdim=True) + self.eps)
 
+    def _scale(self, scale: Tensor, dims: int) -> Tensor:
+        return scale.reshape(()) if self.channel_shared else scale.reshape(1, -1, *([1] * (dims - 2)))
+
     def forward(self, x: Tensor) -> Tensor:
-        scale = (
-            self.scale.reshape(())
-            if self.channel_shared
-            else self.scale.reshape(1, -1, *([1] * (x.dim() - 2)))
-        )
+        scale = self._scale(self.scale, x.dim())
         if not (torch.is_grad_enabled() and x.requires_grad) or tracing():
             return self._normalised(x) * scale
         if self.in_place:  # (the scale's gradient as usual, the input's zero)
             return self._normalised(x.detach()) * scale
-        # The same values (each added term is exactly 0), routed so that autograd gives the fork's
-        # gradients: x's through the normalisation with the unscaled top gradient, then times the
-        # scale; the scale's from the normalised values.
+        return self._routed(x, scale)
+
+    def _routed(self, x: Tensor, scale: Tensor) -> Tensor:
+        """The same values (each added term is exactly 0), routed so that autograd gives the fork's
+        gradients: x's through the normalisation with the unscaled top gradient, then times the
+        scale; the scale's from the normalised values."""
         routed = x.detach() + (x - x.detach()) * scale.detach()
         unit = self._normalised(routed)
         return unit.detach() * scale + (unit - unit.detach())
+
+    def caffe_backward(
+        self, dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, given: Tensor, scale: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The fork's backward where a later layer computed in place over the top: the input's
+        gradient as usual (from the input and the kept norms; zero computed in place), the scale's
+        from the top's data as Caffe then reads it, ``sum(top * dy) / scale``."""
+        if in_place:
+            dx = torch.zeros_like(dy)
+        else:
+            with torch.enable_grad():
+                x = given.detach().requires_grad_(True)
+                (dx,) = torch.autograd.grad(self._routed(x, self._scale(scale.detach(), x.dim())), x, dy)
+        product = top * dy
+        if self.channel_shared:
+            return dx, (product.sum() / scale).reshape(scale.shape)
+        axes = [axis for axis in range(product.dim()) if axis != 1]
+        return dx, product.sum(axes) / scale
 
 
 @register_layer("Normalize", bottoms=1, tops=1)
@@ -73,6 +93,8 @@ def normalize(ctx: LayerContext) -> Converted:
         blobs=[("scale", () if shared else (channels,))],  # shared: a 0-axis blob, as the fork saves it
         fillers=[p.get("scale_filler", CONSTANT_ONE)],
         keeps_shape=True,
+        caffe_backward=module.caffe_backward,  # (its scale's gradient reads the top)
+        caffe_backward_params=("scale",),
     )
 
 
