@@ -350,6 +350,11 @@ def pool_pair(prefix: str, bottom: str, **kw: Any) -> list[dict]:
     ]
 
 
+def scales_near_one(rng: np.random.Generator, layer: dict, shapes: list[Shape]) -> Arrays:
+    """Scale blobs N(1, 0.5): a Normalize's learned scale, away from zero."""
+    return [normal(rng, 0.5, s, mean=1.0) for s in shapes]
+
+
 def runs(*shapes: Shape, blob: str = "data") -> list[dict[str, Shape]]:
     return [{blob: s} for s in shapes]
 
@@ -958,8 +963,7 @@ def build_cases() -> list[Case]:
                 L("after_b", "Convolution", "b", **conv(2, kernel_size=1)),
             ],
             runs((2, 3, 4, 5), (1, 3, 2, 3)),
-            params={"norm": lambda rng, layer, shapes: [normal(rng, 0.5, s, mean=1.0) for s in shapes],
-                    "norm_all": lambda rng, layer, shapes: [normal(rng, 0.5, s, mean=1.0) for s in shapes]},
+            params={"norm": scales_near_one, "norm_all": scales_near_one},
         ),
         Case(
             "normalize_top_overwritten",
@@ -982,8 +986,7 @@ def build_cases() -> list[Case]:
                 L("norm_in_power", "Power", "c", "c", power_param={"scale": -2.0, "shift": 0.5}),
             ],
             runs((2, 3, 4, 5), (1, 3, 2, 3)),
-            params={name: (lambda rng, layer, shapes: [normal(rng, 0.5, s, mean=1.0) for s in shapes])
-                    for name in ("norm", "norm_all", "norm_in")},
+            params=dict.fromkeys(("norm", "norm_all", "norm_in"), scales_near_one),
             notes=["norm_in computed in place: its input's gradient is zero (normalize_in_place)"],
         ),
         Case(
