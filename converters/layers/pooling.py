@@ -106,10 +106,13 @@ class CaffePooling(nn.Module):
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         from .tracing import tracing
 
+        if self.method != "MAX" or self.mask or not x.is_floating_point() or tracing():
+            return self._pool(x)
+        if x.device.type != "cpu":  # no host sync there (a CUDA graph may be capturing): always
+            return self._pool(caffe_max_operand(x))
         y = self._pool(x)
-        if self.method == "MAX" and not self.mask and x.is_floating_point() and not tracing():
-            if not bool(torch.isfinite(y.detach().sum())):  # (a NaN or an infinity in a window: rare)
-                y = self._pool(caffe_max_operand(x))
+        if not bool(torch.isfinite(y.detach().sum())):  # (a NaN or an infinity in a window: rare)
+            y = self._pool(caffe_max_operand(x))
         return y
 
     def _pool(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
