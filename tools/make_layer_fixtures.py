@@ -990,6 +990,26 @@ def build_cases() -> list[Case]:
             notes=["norm_in computed in place: its input's gradient is zero (normalize_in_place)"],
         ),
         Case(
+            "relu6_backward",
+            "ReLU6 (the mobile forks') forward and backward on inputs holding exactly 0 and the "
+            "threshold: plain, with a negative slope and threshold 2.5, and in place: followed by a "
+            "Power in place (its backward reads the Power's values), and with a negative slope as its "
+            "blob's last writer (its backward reads its own output), with Caffe's backward pass",
+            [
+                L("r6", "ReLU6", "data"),
+                L("r6_leaky", "ReLU6", "data", relu6_param={"negative_slope": 0.1, "threshold": 2.5}),
+                L("a", "Power", "data", power_param={"scale": 1.0}),
+                L("a_r6", "ReLU6", "a", "a"),
+                L("a_power", "Power", "a", "a", power_param={"scale": 3.0, "shift": -1.5}),
+                L("b", "Power", "data", power_param={"scale": 1.0}),
+                L("b_r6", "ReLU6", "b", "b", relu6_param={"negative_slope": -0.5, "threshold": 4.0}),
+            ],
+            runs((2, 3, 4, 5), (1, 2, 3, 3)),
+            make_input=lambda rng, blob, shape, run: rng.choice(
+                np.array([-2.0, -0.5, 0.0, 0.0, 1.25, 2.5, 4.0, 6.0, 6.0, 7.5], np.float32), size=shape
+            ),
+        ),
+        Case(
             "eltwise_in_place",
             "Eltwise computed in place over its bottom 0: SUM (Caffe zeroes the top, bottom 0's "
             "memory, before adding: bottom 0 adds nothing) with coefficients, MAX (the top starts at "

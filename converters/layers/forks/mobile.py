@@ -4,11 +4,15 @@ convolution type names (``ConvolutionDepthwise``, ``DepthwiseConvolution``) and 
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from ..convolution import convolution
 from ..registry import Converted, LayerContext, register_layer
+from ..tracing import tracing
 
 
 def shuffle_channels(x: Tensor, group: int) -> Tensor:
@@ -27,22 +31,54 @@ def shuffle_channel(ctx: LayerContext) -> Converted:
     return Converted(function=shuffle_channels, kwargs={"group": group}, keeps_shape=True)
 
 
-def relu6(x: Tensor, negative_slope: float = 0.0, threshold: float = 6.0) -> Tensor:
-    """``min(max(x, 0) + negative_slope * min(x, 0), threshold)``, as the fork computes it."""
+def _relu6_values(x: Tensor, negative_slope: float, threshold: float) -> Tensor:
     y = torch.clamp(x, min=0)
     if negative_slope:
         y = y + negative_slope * torch.clamp(x, max=0)
     return torch.clamp(y, max=threshold)
 
 
+def relu6_backward(
+    dy: Tensor, bottom: Tensor, top: Tensor | None, in_place: bool, given: Tensor,
+    negative_slope: float = 0.0, threshold: float = 6.0,
+) -> Tensor:  # fmt: skip
+    """The fork's ``Backward_cpu``: ``dy * ((x > 0) + negative_slope * (x <= 0)) * (x < threshold)``
+    on its bottom data ``x`` (0 at exactly 0 without a slope, and at exactly the threshold)."""
+    inside = (bottom > 0).to(dy.dtype) + negative_slope * (bottom <= 0).to(dy.dtype)
+    return dy * inside * (bottom < threshold).to(dy.dtype)
+
+
+class _ReLU6(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, negative_slope: float, threshold: float) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.negative_slope, ctx.threshold = negative_slope, threshold
+        return _relu6_values(x, negative_slope, threshold)
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
+        (x,) = ctx.saved_tensors
+        return relu6_backward(dy, x, None, False, x, ctx.negative_slope, ctx.threshold), None, None
+
+
+def relu6(x: Tensor, negative_slope: float = 0.0, threshold: float = 6.0) -> Tensor:
+    """``min(max(x, 0) + negative_slope * min(x, 0), threshold)``, as the fork computes it, and its
+    gradient (:func:`relu6_backward`; PyTorch's clamps pass it at exactly 0 and the threshold)."""
+    if not (torch.is_grad_enabled() and x.requires_grad) or tracing():
+        return _relu6_values(x, negative_slope, threshold)
+    return _ReLU6.apply(x, negative_slope, threshold)
+
+
 @register_layer("ReLU6", bottoms=1, tops=1)
 def relu6_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("relu6_param")
+    kwargs = {"negative_slope": float(p.get("negative_slope")), "threshold": float(p.get("threshold"))}
+    # its backward reads the bottom: in place, its own output (with a negative slope: positive
+    # where x < 0), and after later in-place layers, their values
     return Converted(
-        function=relu6,
-        kwargs={"negative_slope": float(p.get("negative_slope")), "threshold": float(p.get("threshold"))},
-        keeps_shape=True,
-    )
+        function=relu6, kwargs=kwargs, keeps_shape=True, caffe_backward=partial(relu6_backward, **kwargs),
+        reads_own_output=kwargs["negative_slope"] < 0,
+    )  # fmt: skip
 
 
 @register_layer("ConvolutionDepthwise", "DepthwiseConvolution", bottoms=(1, None), tops=(1, None), equal=True)
