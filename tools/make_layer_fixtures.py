@@ -1010,6 +1010,25 @@ def build_cases() -> list[Case]:
             ),
         ),
         Case(
+            "eltwise_max_ties",
+            "Eltwise MAX on inputs with ties (ReLU'd zeros, equal values): Caffe's mask gives a tie "
+            "between bottoms 0 and 1 to bottom 1 and a tie with a later bottom to the earlier one, "
+            "and the whole gradient goes there (PyTorch's maximum splits it), two and three bottoms, "
+            "with Caffe's backward pass",
+            [
+                L("a", "ReLU", "x"),
+                L("b", "ReLU", "y"),
+                L("c", "ReLU", "z"),
+                L("max2", "Eltwise", ["a", "b"], eltwise_param={"operation": "MAX"}),
+                L("max3", "Eltwise", ["a", "b", "c"], eltwise_param={"operation": "MAX"}),
+                L("max3_raw", "Eltwise", ["z", "x", "y"], eltwise_param={"operation": "MAX"}),
+            ],
+            [{"x": (2, 3, 4, 5), "y": (2, 3, 4, 5), "z": (2, 3, 4, 5)}],
+            make_input=lambda rng, blob, shape, run: rng.choice(
+                np.array([-1.0, 0.0, 0.5, 1.0, 1.0, 2.0], np.float32), size=shape
+            ),
+        ),
+        Case(
             "eltwise_in_place",
             "Eltwise computed in place over its bottom 0: SUM (Caffe zeroes the top, bottom 0's "
             "memory, before adding: bottom 0 adds nothing) with coefficients, MAX (the top starts at "

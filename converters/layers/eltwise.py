@@ -35,11 +35,31 @@ def eltwise_prod(*xs: Tensor) -> Tensor:
 
 
 def eltwise_max(*xs: Tensor) -> Tensor:
-    """Caffe's Eltwise MAX."""
+    """Caffe's Eltwise MAX; in training, each position's gradient goes to the one bottom Caffe's
+    mask names (:func:`caffe_max_index`), where PyTorch's maximum splits it between ties."""
     out = xs[0]
     for x in xs[1:]:
         out = torch.maximum(out, x)
-    return out
+    if plain_inference(*xs):
+        return out
+    index = caffe_max_index(xs)
+    zero = torch.zeros((), dtype=out.dtype, device=out.device)
+    picked = [torch.where(index == i, x, zero) for i, x in enumerate(xs)]
+    return out.detach() + sum(part - part.detach() for part in picked)
+
+
+def caffe_max_index(xs: Sequence[Tensor]) -> Tensor:
+    """The bottom Caffe's Eltwise MAX takes at each position (``eltwise_layer.cpp``): bottom 0 only
+    where it is greater than bottom 1 (a tie goes to bottom 1), then a later bottom only where it
+    is greater than the maximum so far (a tie stays)."""
+    with torch.no_grad():
+        index = torch.where(xs[0] > xs[1], 0, 1)
+        top = torch.where(xs[0] > xs[1], xs[0], xs[1])
+        for i, x in enumerate(xs[2:], start=2):
+            greater = x > top
+            index = torch.where(greater, i, index)
+            top = torch.where(greater, x, top)
+    return index
 
 
 class _SumInPlace(torch.autograd.Function):
