@@ -387,6 +387,16 @@ def two_input_runs(names: tuple[str, ...], *shape_sets: tuple[Shape, ...]) -> li
 WITHOUT_BACKWARD = frozenset({"argmax", "softmax_loss", "pool_max_mask", "pool_max_nan"})
 
 
+#: The fork oracle's names for C3D v1.0's layers and their parameter messages (tools/build_fork_oracle.sh
+#: compiles them in beside BVLC's N-D layers); a name a case does not use changes nothing.
+C3D_ORACLE: dict[str, Any] = {
+    "oracle": FORK_ORACLE + "; C3D v1.0's layers ported to its Blob API (tools/build_fork_oracle.sh)",
+    "oracle_types": {"Convolution3D": "C3DConvolution3D", "Pooling3D": "C3DPooling3D",
+                     "Deconvolution3D": "C3DDeconvolution3D"},
+    "oracle_edits": (("convolution3d_param {", "c3d_convolution3d_param {"),
+                     ("pooling3d_param {", "c3d_pooling3d_param {")),
+}
+
 def build_cases() -> list[Case]:
     cases = [
         # ---- Convolution
@@ -1796,11 +1806,7 @@ def build_cases() -> list[Case]:
             make_input=argmax_input,
             params={"conv3d": c3d_params, "conv3d_s2": c3d_params, "deconv3d": c3d_params},
             backward=True,
-            oracle=FORK_ORACLE + "; C3D v1.0's layers ported to its Blob API (tools/build_fork_oracle.sh)",
-            oracle_types={"Convolution3D": "C3DConvolution3D", "Pooling3D": "C3DPooling3D",
-                          "Deconvolution3D": "C3DDeconvolution3D"},
-            oracle_edits=(("convolution3d_param {", "c3d_convolution3d_param {"),
-                          ("pooling3d_param {", "c3d_pooling3d_param {")),
+            **C3D_ORACLE,
             notes=["C3D's layers keep the shapes of their setup: both runs are 2 x 2 x 5 x 7 x 7",
                    "the input is multiples of 0.5 (pool_ties reads it directly: its windows tie often)",
                    "C3D's bias blob is 5-D: (1, 1, 1, 1, num_output)"],
@@ -1821,9 +1827,7 @@ def build_cases() -> list[Case]:
             runs((2, 2, 2, 2, 2), blob="video"),
             params={"over": c3d_params, "over_padded": c3d_params},
             backward=True,
-            oracle=FORK_ORACLE + "; C3D v1.0's layers ported to its Blob API (tools/build_fork_oracle.sh)",
-            oracle_types={"Convolution3D": "C3DConvolution3D"},
-            oracle_edits=(("convolution3d_param {", "c3d_convolution3d_param {"),),
+            **C3D_ORACLE,
         ),
         Case(
             "c3d_pool_past_input",
@@ -1841,9 +1845,7 @@ def build_cases() -> list[Case]:
             runs((2, 2, 4, 4, 6), blob="video"),
             make_input=argmax_input,
             backward=True,
-            oracle=FORK_ORACLE + "; C3D v1.0's layers ported to its Blob API (tools/build_fork_oracle.sh)",
-            oracle_types={"Pooling3D": "C3DPooling3D"},
-            oracle_edits=(("pooling3d_param {", "c3d_pooling3d_param {"),),
+            **C3D_ORACLE,
         ),
         Case(
             "infogain_caffe_1_0",
