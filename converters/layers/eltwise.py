@@ -53,8 +53,9 @@ def caffe_max_index(xs: Sequence[Tensor]) -> Tensor:
     where it is greater than bottom 1 (a tie goes to bottom 1), then a later bottom only where it
     is greater than the maximum so far (a tie stays)."""
     with torch.no_grad():
-        index = torch.where(xs[0] > xs[1], 0, 1)
-        top = torch.where(xs[0] > xs[1], xs[0], xs[1])
+        first = xs[0] > xs[1]
+        index = torch.where(first, 0, 1)
+        top = torch.where(first, xs[0], xs[1])
         for i, x in enumerate(xs[2:], start=2):
             greater = x > top
             index = torch.where(greater, i, index)
