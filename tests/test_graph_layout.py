@@ -284,3 +284,24 @@ def test_the_copies_race_in_turns_on_conversions_the_net_makes_and_the_faster_is
     assert calls == ["slow", "fast"] * layout.RACE_RUNS + ["fast"] * 3  # (one copy a conversion)
     small = torch.randn(1, 3, 8, 8).contiguous(memory_format=torch.channels_last)  # below RACE_VALUES
     assert layout.contiguous(small).is_contiguous() and len(calls) == 2 * layout.RACE_RUNS + 3
+
+
+def test_a_layer_that_reads_only_shapes_takes_a_channels_last_blob_without_a_conversion(
+    every_layer_channels_last,
+) -> None:
+    text = """
+    layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 24 dim: 20 } } }
+    layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+            convolution_param { num_output: 8 kernel_size: 3 stride: 2 } }
+    layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+            convolution_param { num_output: 4 kernel_size: 1 } }
+    layer { name: "boxes" type: "PriorBox" bottom: "conv1" bottom: "data" top: "boxes"
+            prior_box_param { min_size: 6 max_size: 12 aspect_ratio: 2 flip: true clip: true } }
+    """
+    default, plain = _nets(text)
+    assert "self.boxes(conv1, data)" in default.code and "conv1_nchw" not in default.code
+    x = torch.randn(1, 3, 24, 20, generator=torch.Generator().manual_seed(5))
+    assert _layouts(default, x)["conv2"] is True  # conv1's output is channels-last where PriorBox reads it
+    with torch.no_grad():
+        got, want = default(data=x), plain(data=x)
+    assert torch.equal(got["boxes"], want["boxes"])

@@ -5,7 +5,8 @@ A convolution calibrated to ``onednn-nhwc`` (:mod:`.speed`) returns its output c
 met, where a contiguous (NCHW) output costs a reorder of the whole blob, in and out, at every layer
 (VGG's conv1_2: a third of its time). The next layers read it as it is where that gives the same
 numbers as a contiguous blob: convolutions (each converts to the layout of its own calibrated
-kernel), element-wise layers, MAX pooling, Crop, Concat and the border skipping's copies. Every
+kernel), element-wise layers, MAX pooling, Crop, Concat and the border skipping's copies; a layer
+that reads only its bottoms' shapes (SSD's PriorBox) takes any layout. Every
 other reader, and the net's outputs, get it contiguous again through :func:`nchw`: their numbers
 (sums over channels, softmax, ...) stay the plain graph's, and the caller gets the blobs it always
 got. Convolutions whose kernel takes a contiguous blob convert it themselves (:func:`contiguous`),
@@ -103,6 +104,14 @@ def _passes(net: fx.GraphModule, node: fx.Node) -> bool:
     return isinstance(module, nn.ReLU) or _produces(net, node)
 
 
+def _reads_shapes_only(net: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether ``node`` reads only its inputs' shapes (SSD's PriorBox): any layout will do, so no
+    conversion is made for it."""
+    if node.op != "call_module":
+        return False
+    return bool(getattr(net.get_submodule(str(node.target)), "reads_shapes_only", False))
+
+
 def _produces(net: fx.GraphModule, node: fx.Node) -> bool:
     """Whether ``node`` is a calibrated convolution (alone or with its BatchNorm and Scale): it may
     return a channels-last blob, and it takes any."""
@@ -163,6 +172,8 @@ def channels_last_readers(net: fx.GraphModule) -> list[nn.Module]:
     for node in list(graph.nodes):
         inputs = [a for a in node.all_input_nodes if a in maybe]
         if not inputs or (node.op == "call_function" and node.target is nchw):
+            continue
+        if _reads_shapes_only(net, node):
             continue
         if _passes(net, node):
             if _produces(net, node) and node.op == "call_module":

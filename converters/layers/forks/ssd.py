@@ -165,6 +165,10 @@ class PriorBox(nn.Module):
         """Box (width, height) per prior; a constant of the layer (not a buffer: graphs are moved
         with ``to_empty``)."""
 
+    reads_shapes_only = True
+    """Only the bottoms' shapes are read: a channels-last bottom is taken as it is
+    (:mod:`converters.graph.layout`)."""
+
     def extra_repr(self) -> str:
         return f"min_sizes={self.min_sizes}, max_sizes={self.max_sizes}, aspect_ratios={self.ratios}"
 
