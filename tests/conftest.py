@@ -116,6 +116,11 @@ def assert_gradients_match_caffe(name: str, prefix: str, npz, net, inputs: dict)
         want = npz[f"{prefix}{key}"]
         grad = tensor.grad
         got = np.zeros(want.shape, np.float32) if grad is None else grad.numpy().reshape(want.shape)
-        scale = max(float(np.abs(want).max()), 1e-6)
-        error = float(np.abs(got - want).max())
+        # (Caffe's NaN and infinities, as a division by a zero scale leaves them, exactly where it has them)
+        finite = np.isfinite(want)
+        where = f"{name} {prefix}{key}"
+        assert np.array_equal(np.isnan(got), np.isnan(want)), f"{where}: NaN elsewhere than Caffe's"
+        assert np.array_equal(got[np.isinf(want)], want[np.isinf(want)]), f"{where}: infinities"
+        scale = max(float(np.abs(want[finite]).max(initial=0.0)), 1e-6)
+        error = float(np.abs(got[finite] - want[finite]).max(initial=0.0))
         assert error <= 1e-4 * scale, f"{name} {prefix}{key}: max error {error:g} (scale {scale:g})"

@@ -1000,6 +1000,26 @@ def build_cases() -> list[Case]:
             notes=["norm_in computed in place: its input's gradient is zero (normalize_in_place)"],
         ),
         Case(
+            "normalize_backward_order",
+            "SSD's Normalize backward where its sums cancel: over one channel (the normalised value is "
+            "the input's sign, its gradient a difference of nearly equal terms) and across positions "
+            "over one value per sample (after a global average pooling), and a learned scale of exactly "
+            "0 on one channel (the fork's scale gradient divides by it), with Caffe's backward pass",
+            [
+                L("one", "Normalize", "data", norm_param={"across_spatial": False}),
+                L("pooled", "Pooling", "data", pooling_param={"pool": "AVE", "global_pooling": True}),
+                L("single", "Normalize", "pooled",
+                  norm_param={"across_spatial": True, "channel_shared": True}),
+                L("c", "Convolution", "data", **conv(3, kernel_size=1)),
+                L("zero_scaled", "Normalize", "c",
+                  norm_param={"across_spatial": False, "channel_shared": False}),
+            ],
+            runs((2, 1, 4, 5), (1, 1, 3, 3)),
+            params={"one": scales_near_one, "single": scales_near_one,
+                    "zero_scaled": lambda rng, layer, shapes: [np.float32([1.25, 0.0, 0.75])]},
+            notes=["zero_scaled's scale is 1.25, 0, 0.75: Caffe's gradient of the 0 is 0/0"],
+        ),
+        Case(
             "relu6_backward",
             "ReLU6 (the mobile forks') forward and backward on inputs holding exactly 0 and the "
             "threshold: plain, with a negative slope and threshold 2.5, and in place: followed by a "

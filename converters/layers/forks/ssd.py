@@ -6,6 +6,7 @@ arithmetic."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,10 +21,12 @@ class Normalize(nn.Module):
     """L2 normalisation over C x H x W per sample (``across_spatial``) or over C per position
     (``sqrt(sum x^2 + eps)``), then a learned scale, one per channel or shared.
 
-    In training, the input's gradient is Caffe-SSD's: its backward scales the normalisation's
-    gradient by the scale *after* projecting it (``s * J g``, where the exact one is ``J (s g)``);
-    the two differ when the scale differs between channels, and SSD nets were trained with the
-    fork's. Computed in place (``in_place``), the input's gradient is zero, as the fork's backward
+    In training, the gradients are Caffe-SSD's, in the order of its float operations (a cancelling
+    difference, as with one channel, then rounds as the fork's does): the input's scales the
+    normalisation's gradient by the scale *after* projecting it (``s * J g``, where the exact one is
+    ``J (s g)``; the two differ when the scale differs between channels, and SSD nets were trained
+    with the fork's), and the scale's is ``sum(top * dy) / scale`` (not a number where the scale is
+    0). Computed in place (``in_place``), the input's gradient is zero, as the fork's backward
     leaves it: it writes the bottom diff over the top diff it then subtracts from it."""
 
     def __init__(
@@ -37,48 +40,82 @@ class Normalize(nn.Module):
     def extra_repr(self) -> str:
         return f"across_spatial={self.across_spatial}, channel_shared={self.channel_shared}, eps={self.eps}"
 
-    def _normalised(self, x: Tensor) -> Tensor:
+    def _norm(self, x: Tensor) -> Tensor:
+        """The fork's norms, shaped to broadcast over ``x``."""
         if self.across_spatial:
-            norm = torch.sqrt((x * x).flatten(1).sum(1) + self.eps)
-            return x * (1.0 / norm).reshape(-1, *([1] * (x.dim() - 1)))
-        return x / torch.sqrt((x * x).sum(1, keepdim=True) + self.eps)
+            return torch.sqrt((x * x).flatten(1).sum(1) + self.eps).reshape(-1, *([1] * (x.dim() - 1)))
+        return torch.sqrt((x * x).sum(1, keepdim=True) + self.eps)
+
+    def _normalised(self, x: Tensor, norm: Tensor) -> Tensor:
+        return x * (1.0 / norm) if self.across_spatial else x / norm
 
     def _scale(self, scale: Tensor, dims: int) -> Tensor:
         return scale.reshape(()) if self.channel_shared else scale.reshape(1, -1, *([1] * (dims - 2)))
 
     def forward(self, x: Tensor) -> Tensor:
         scale = self._scale(self.scale, x.dim())
-        if not (torch.is_grad_enabled() and x.requires_grad) or tracing():
-            return self._normalised(x) * scale
-        if self.in_place:  # (the scale's gradient as usual, the input's zero)
-            return self._normalised(x.detach()) * scale
-        return self._routed(x, scale)
+        if not (torch.is_grad_enabled() and (x.requires_grad or self.scale.requires_grad)) or tracing():
+            return self._normalised(x, self._norm(x)) * scale
+        return _NormalizeGradients.apply(x, self.scale, self)
 
-    def _routed(self, x: Tensor, scale: Tensor) -> Tensor:
-        """The same values (each added term is exactly 0), routed so that autograd gives the fork's
-        gradients: x's through the normalisation with the unscaled top gradient, then times the
-        scale; the scale's from the normalised values."""
-        routed = x.detach() + (x - x.detach()) * scale.detach()
-        unit = self._normalised(routed)
-        return unit.detach() * scale + (unit - unit.detach())
+    def input_gradient(self, x: Tensor, norm: Tensor, dy: Tensor, scale: Tensor) -> Tensor:
+        """The fork's bottom diff for top diff ``dy``: ``(dy - x * sum(x * dy) / norm^2) / norm``
+        (the sum over the norm's axes), times the scale, in the fork's order of operations."""
+        product = x * dy
+        if self.across_spatial:
+            dots = product.flatten(1).sum(1).reshape(norm.shape)
+            dx = dy - x * (dots / norm / norm)
+            dx = dx * (1.0 / norm.double()).float()  # (the fork's Dtype(1.0 / norm): a double quotient)
+        else:
+            dots = product.sum(1, keepdim=True)
+            dx = (dy - (x * dots) / norm.pow(2)) / norm
+        return dx * self._scale(scale, x.dim())
+
+    def scale_gradient(self, top: Tensor, dy: Tensor, scale: Tensor) -> Tensor:
+        """The fork's scale diff: ``sum(top * dy) / scale``, from the top's data as it reads it."""
+        product = top * dy
+        if self.channel_shared:
+            return (product.sum() / scale).reshape(scale.shape)
+        # (per item, then added: the fork's order)
+        per_item = product.reshape(*product.shape[:2], -1).sum(2) / scale
+        return per_item.sum(0)
 
     def caffe_backward(
         self, dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, given: Tensor, scale: Tensor
     ) -> tuple[Tensor, Tensor]:
         """The fork's backward where a later layer computed in place over the top: the input's
         gradient as usual (from the input and the kept norms; zero computed in place), the scale's
-        from the top's data as Caffe then reads it, ``sum(top * dy) / scale``."""
+        from the top's data as Caffe then reads it."""
         if in_place:
             dx = torch.zeros_like(dy)
         else:
-            with torch.enable_grad():
-                x = given.detach().requires_grad_(True)
-                (dx,) = torch.autograd.grad(self._routed(x, self._scale(scale.detach(), x.dim())), x, dy)
-        product = top * dy
-        if self.channel_shared:
-            return dx, (product.sum() / scale).reshape(scale.shape)
-        axes = [axis for axis in range(product.dim()) if axis != 1]
-        return dx, product.sum(axes) / scale
+            x = given.detach()
+            dx = self.input_gradient(x, self._norm(x), dy, scale.detach())
+        return dx, self.scale_gradient(top, dy, scale.detach())
+
+
+class _NormalizeGradients(torch.autograd.Function):
+    """:class:`Normalize`'s forward, with the fork's backward (:meth:`Normalize.input_gradient`,
+    :meth:`Normalize.scale_gradient`)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, scale: Tensor, module: Normalize) -> Tensor:
+        norm = module._norm(x)
+        top = module._normalised(x, norm) * module._scale(scale, x.dim())
+        ctx.module = module
+        ctx.save_for_backward(x, norm, top, scale)
+        return top
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        x, norm, top, scale = ctx.saved_tensors
+        module: Normalize = ctx.module
+        dx = dscale = None
+        if ctx.needs_input_grad[0]:
+            dx = torch.zeros_like(dy) if module.in_place else module.input_gradient(x, norm, dy, scale)
+        if ctx.needs_input_grad[1]:
+            dscale = module.scale_gradient(top, dy, scale)
+        return dx, dscale, None
 
 
 @register_layer("Normalize", bottoms=1, tops=1)
