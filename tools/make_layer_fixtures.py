@@ -761,6 +761,22 @@ def build_cases() -> list[Case]:
             make_input=positive_input,
             notes=["inputs ~ U(0.1, 3)"],
         ),
+        Case(
+            "power_zero_base",
+            "Power's gradient where its base is exactly 0 (Caffe divides the top by the base: not a "
+            "number, where PyTorch's pow gives 0): a cube of inputs holding zeros, a shifted cube "
+            "whose base is 0 at 0.5; and Power with scale 0 over a Log's NaN (Caffe sets the "
+            "constant shift ** power without reading its input), with Caffe's backward pass",
+            [
+                L("cube", "Power", "data", power_param={"power": 3.0}),
+                L("shifted", "Power", "data", power_param={"power": 3.0, "scale": 2.0, "shift": -1.0}),
+                L("logged", "Log", "data", log_param={"shift": 0.25}),
+                L("constant", "Power", "logged", power_param={"power": 3.0, "scale": 0.0, "shift": 2.0}),
+            ],
+            runs((2, 2, 3, 4), (1, 2, 2, 3)),
+            make_input=argmax_input,
+            notes=["inputs are multiples of 0.5: zeros, 0.5 and negatives (the Log's NaN)"],
+        ),
         # ---- Softmax, InnerProduct, Flatten, Reshape
         Case(
             "softmax",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,14 +16,41 @@ from ..caffe.message import Message
 from ..errors import NetError
 from .fillers import filler_or
 from .registry import Converted, LayerContext, register_layer
+from .tracing import tracing
 
 
 def power(x: Tensor, power: float, scale: float, shift: float) -> Tensor:
-    """Caffe's Power: ``(shift + scale * x) ** power``."""
+    """Caffe's Power: ``(shift + scale * x) ** power`` (where ``power * scale`` is 0, the constant
+    ``shift ** power`` whatever ``x`` holds), and Caffe's gradient (:func:`power_backward`: it divides
+    the top by the base, so a base of exactly 0 gives not a number where PyTorch's pow gives 0)."""
+    if torch.is_grad_enabled() and x.requires_grad and not tracing():
+        return _Power.apply(x, power, scale, shift)
+    return _power_values(x, power, scale, shift)
+
+
+def _power_values(x: Tensor, power: float, scale: float, shift: float) -> Tensor:
+    if power * scale == 0 and not tracing():  # (Caffe's forward then sets the constant, reading no input)
+        value = 1.0 if power == 0 else float(torch.tensor(shift, dtype=x.dtype).pow(power))
+        return torch.full_like(x, value)
     y = x * scale if scale != 1 else x
     if shift != 0:
         y = y + shift
     return y if power == 1 else torch.pow(y, power)
+
+
+class _Power(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, power: float, scale: float, shift: float) -> Tensor:
+        y = _power_values(x, power, scale, shift)
+        ctx.save_for_backward(x, y)
+        ctx.constants = (power, scale, shift)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
+        x, y = ctx.saved_tensors
+        power, scale, shift = ctx.constants
+        return power_backward(dy, x, y, False, x, power, scale, shift), None, None, None
 
 
 def power_exp(x: Tensor, log_base: float, scale: float, shift: float) -> Tensor:
