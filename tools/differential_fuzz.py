@@ -16,7 +16,8 @@ Targets of ``make``:
   windows, Deconvolution, Pooling, activations in and out of place, BatchNorm + Scale, LRN, MVN,
   Softmax, Eltwise and Concat branches, Crop, SPP, Slice, Reshape, Flatten, Permute, Normalize,
   ArgMax, Bias, Scale over other axes, Im2col, InnerProduct, Reduction, Tile), a random loss or
-  Accuracy head, an LSTM or RNN, or N-D (1-D and 3-D) convolutions; a second run at another size
+  Accuracy head, an LSTM or RNN, N-D (1-D and 3-D) convolutions, or one of Embed, BatchReindex,
+  Filter, LSTMUnit, Parameter and Silence, Caffe 1.0's InfogainLoss and Log; a second run at another size
   where Caffe takes it, and Caffe's backward pass for some. Each case runs in a child process: a
   Caffe ``CHECK`` aborts only it, and the net is kept under ``refused/`` with Caffe's message, so
   ``check`` also reports a net we accept that Caffe refused;
@@ -41,7 +42,8 @@ patterns of sums over the -FLT_MAX of a MAX window that holds no input (which pa
 overflow depends on the order of the sum) and of NaN through the BLAS (OpenBLAS's ``sscal`` by 0
 writes zeros over NaN: SSD's Normalize of a NaN blob gives zeros), and a loss weight on a top
 whose second run is larger or that a layer computes in place (Caffe's loss weight lives in the
-top's diff, set once; a reallocation or an in-place backward loses it).
+top's diff, set once; a reallocation or an in-place backward loses it). Ours: a NaN gradient
+reaching a ReLU (Caffe multiplies it by the mask, NaN x 0 = NaN; PyTorch's ReLU passes 0).
 """
 
 from __future__ import annotations
@@ -667,6 +669,113 @@ def _recurrent_case(name: str, r: random.Random) -> Any:
     )
 
 
+def _indexing_case(name: str, r: random.Random) -> Any | None:
+    """BVLC's layers that index, select or hold blobs: Embed, BatchReindex, Filter, LSTMUnit,
+    Parameter (with a Silence), Caffe 1.0's InfogainLoss, and Log; each between Scales and a loss
+    where Caffe's backward pass cannot be forced through an index input."""
+    import make_layer_fixtures as fx
+    import numpy as np
+
+    L = fx.L
+    kind = r.choice(["embed", "reindex", "filter", "lstm_unit", "infogain", "parameter", "log"])
+    n = r.randint(1, 4)
+    makers: dict[str, Callable] = {}
+    load: dict[str, Any] = {}
+    backward, input_grads = r.random() < 0.7, False
+    if kind == "embed":
+        dim, out = r.randint(1, 7), r.randint(1, 5)
+        index = tuple(r.randint(1, 3) for _ in range(r.randint(1, 3)))
+        p = {"num_output": out, "input_dim": dim, "bias_term": r.random() < 0.6}
+        layers = [L("embed", "Embed", ["index"], embed_param=p)]
+        if r.random() < 0.5:
+            layers.append(L("relu", "ReLU", ["embed"], ["embed"]))
+        layers.append(L("scaled", "Scale", ["embed"], scale_param={"axis": len(index), "bias_term": True}))
+        inputs = {"index": index}
+        makers["index"] = fx.integers(0, dim)
+    elif kind == "reindex":
+        item = tuple(r.randint(1, 4) for _ in range(r.randint(0, 3)))
+        picks = r.randint(1, 6)
+        layers = [
+            L("scaled", "Scale", ["data"], scale_param={"axis": 0, "num_axes": 0, "bias_term": True}),
+            L("reindex", "BatchReindex", ["scaled", "permut"]),
+        ]
+        inputs = {"data": (n, *item), "permut": (picks,)}
+        makers["permut"] = fx.integers(0, n)
+    elif kind == "filter":
+        blobs = r.randint(1, 3)
+        shapes = [(n, *(r.randint(1, 4) for _ in range(r.randint(0, 3)))) for _ in range(blobs)]
+        inputs = {f"in{i}": shape for i, shape in enumerate(shapes)}
+        selector = (n, 1) if r.random() < 0.5 else (n,)
+        inputs["select"] = selector
+        layers = [L(f"scaled{i}", "Scale", [f"in{i}"], scale_param={"axis": 0, "num_axes": 0})
+                  for i in range(blobs)]  # fmt: skip
+        layers.append(L("filter", "Filter", [*(f"scaled{i}" for i in range(blobs)), "select"],
+                        [f"picked{i}" for i in range(blobs)]))  # fmt: skip
+
+        def select(rng: Any, shape: Shape) -> Any:
+            values = (rng.uniform(size=shape) < 0.5).astype(np.float32)
+            values.reshape(-1)[rng.integers(0, shape[0])] = 1.0  # at least one item kept
+            return values
+
+        makers["select"] = select
+    elif kind == "lstm_unit":
+        dim = r.randint(1, 4)
+        inputs = {"c_prev": (1, n, dim), "gates": (1, n, 4 * dim), "cont": (1, n)}
+        layers = [L("unit", "LSTMUnit", ["c_prev", "gates", "cont"], ["c", "h"])]
+        makers["cont"] = lambda rng, shape: rng.choice(np.float32([0, 1, 0.5, 1]), shape)
+    elif kind == "infogain":
+        c = r.randint(2, 5)
+        spatial = (r.randint(1, 3), r.randint(1, 3)) if r.random() < 0.4 else ()
+        label = (n, 1, *spatial) if spatial else (n,)
+        inputs = {"score": (n, c, *spatial), "label": label, "H": (1, 1, c, c)}
+        loss: dict[str, Any] = {"loss_weight": [r.choice([1.0, 0.5, 2.0])]}
+        layers = [
+            L("scaled", "Scale", ["score"], scale_param={"bias_term": True}),
+            L("prob", "Softmax", ["scaled"]),
+            L("infogain", "InfogainLoss", ["prob", "label", "H"], **loss),
+        ]
+        makers.update(score=fx.uniform(-3, 3), label=fx.integers(0, c), H=fx.uniform(0, 1))
+        load = {"variants": {"InfogainLoss": "caffe-1.0"}}
+        backward = True
+    elif kind == "parameter":
+        shape = (n, *(r.randint(1, 4) for _ in range(r.randint(0, 3))))
+        inputs = {"data": shape}
+        layers = [
+            L("param", "Parameter", [], ["param"], parameter_param={"shape": {"dim": list(shape)}}),
+            L("sum", "Eltwise", ["data", "param"],
+              eltwise_param={"operation": r.choice(["SUM", "PROD", "MAX"])}),  # fmt: skip
+        ]
+        if r.random() < 0.5:
+            layers.append(L("unused", "Parameter", [], ["unused"], parameter_param={"shape": {"dim": [2]}}))
+            layers.append(L("silence", "Silence", ["unused"], []))
+        input_grads = True
+    else:  # Log of a positive blob (an AbsVal before it), in place or not
+        shape = (n, r.randint(1, 4), r.randint(1, 5), r.randint(1, 5))
+        inputs = {"data": shape}
+        p = {"base": r.choice([-1.0, 2.0, 10.0, 0.5]), "scale": round(r.uniform(0.2, 2), 3),
+             "shift": round(r.uniform(0.05, 1), 3)}  # fmt: skip
+        top = "abs" if r.random() < 0.5 else "log"
+        layers = [L("abs", "AbsVal", ["data"], ["abs"]), L("log", "Log", ["abs"], [top], log_param=p)]
+        input_grads = True
+    if kind in ("embed", "reindex", "filter"):  # a loss on each top drives Caffe's backward pass
+        for top in [t for layer in layers[-1:] for t in layer["top"]]:
+            operation = r.choice(["SUMSQ", "ASUM", "SUM", "MEAN"])
+            layers.append(L(f"{top}_loss", "Reduction", [top], reduction_param={"operation": operation},
+                            loss_weight=[r.choice([1.0, 0.5, 2.0])]))  # fmt: skip
+    if kind == "lstm_unit":
+        input_grads = True
+    return fx.Case(
+        name,
+        f"random {kind}",
+        layers,
+        [inputs],
+        make_input=fx.inputs_by_blob(**makers),
+        backward=backward,
+        input_grads=input_grads,
+        load_options=load,
+    )
+
+
 def _nd_case(name: str, r: random.Random) -> Any | None:
     """Convolutions and Deconvolutions over 1 or 3 spatial axes."""
     import make_layer_fixtures as fx
@@ -728,6 +837,8 @@ def make_layer_case(seed: int, index: int, out: Path) -> None:
         case = _loss_case(name, r)
     elif pick < 0.3:
         case = _nd_case(name, r)
+    elif pick < 0.38:
+        case = _indexing_case(name, r)
     elif pick > 0.85:
         case = _recurrent_case(name, r)
     else:
@@ -738,8 +849,11 @@ def make_layer_case(seed: int, index: int, out: Path) -> None:
     refused = out / "refused" / f"{name}.prototxt"
     refused.parent.mkdir(parents=True, exist_ok=True)
     refused.write_text(fx.format_message(fx.net_message(name, dict(case.runs[0]), case.layers)))
+    if case.load_options:
+        refused.with_suffix(".json").write_text(json.dumps(case.load_options))
     fx.make_case(caffe, case, out / "layers" / name)
     refused.unlink()
+    refused.with_suffix(".json").unlink(missing_ok=True)
     if other is not None:  # a second run at another size, where Caffe takes it (else the first stays)
         case.runs.append({"data": other})
         fx.make_case(caffe, case, out / "layers" / name)
@@ -1209,8 +1323,10 @@ def check_refused(net: Path) -> str | None:
 
     from converters import load_caffe
 
+    options_file = net.with_suffix(".json")  # the case's load options (variants), where it had any
+    options = json.loads(options_file.read_text()) if options_file.is_file() else {}
     try:
-        graph = load_caffe(net, strict=False)
+        graph = load_caffe(net, strict=False, with_loss=True, **options)
         with torch.no_grad():
             graph(**{name: torch.randn(shape) for name, shape in graph.caffe.inputs.items()})
     except (ValueError, RuntimeError):
