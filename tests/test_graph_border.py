@@ -125,3 +125,27 @@ def test_gradients_through_the_skipped_border_are_the_plain_ones() -> None:
     fast(data=x)["score"].square().sum().backward()
     for (name, a), b in zip(plain.named_parameters(), fast.parameters(), strict=True):
         assert _relative_error(b.grad, a.grad) < 1e-4, name
+
+
+def test_a_kernel_overhanging_the_padded_input_by_less_than_a_stride_keeps_caffes_one_output() -> None:
+    """Caffe's output length is ``(input + 2 pad - kernel) / stride + 1`` in C++'s division, which
+    rounds toward zero: a 2-wide kernel of stride 2 over one unpadded column gives one column. The
+    planner computes lengths so too, at the declared size and at another."""
+    text = (
+        'layer { name: "input" type: "Input" top: "data"'
+        " input_param { shape { dim: 1 dim: 2 dim: 21 dim: 4 } } }\n"
+        'layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"'
+        " convolution_param { num_output: 3 kernel_size: 3 stride: 3 } }\n"
+        'layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2" convolution_param {'
+        " num_output: 2 kernel_h: 2 kernel_w: 2 stride_h: 1 stride_w: 2 pad_h: 3 pad_w: 0 } }"
+    )
+    plain = build_graph(parse_text(text), seed=3)
+    fast = skip_constant_border(copy.deepcopy(plain))
+    generator = torch.Generator().manual_seed(6)
+    for height, width in ((21, 4), (21, 6), (40, 3)):
+        x = torch.randn(1, 2, height, width, generator=generator)
+        with torch.no_grad():
+            expected, got = plain(data=x)["conv2"], fast(data=x)["conv2"]
+        assert expected.shape[-1] == 1 and got.shape == expected.shape
+        assert _relative_error(got, expected) < 1e-6
+    assert border.AxisWindow(kernel=2, stride=2).size(1) == 1

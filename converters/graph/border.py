@@ -62,11 +62,18 @@ class AxisWindow:
         """The output length for an input of ``length`` (Caffe's formulas)."""
         span = length + 2 * self.pad - self.kernel
         if not self.pooling:
-            return span // self.stride + 1
+            return _convolution_size(span, self.stride)
         pooled = (math.ceil(span / self.stride) if self.ceil else span // self.stride) + 1
         if self.any_pad and (pooled - 1) * self.stride >= length + self.pad:
             pooled -= 1
         return pooled
+
+
+def _convolution_size(span: int, stride: int) -> int:
+    """Caffe's convolution output length for ``span`` = input + 2 pad - kernel extent: ``span /
+    stride + 1`` in C++'s integer division, which rounds toward zero (one output where the kernel
+    overhangs the padded input by less than a stride)."""
+    return (span // stride if span >= 0 else -(-span // stride)) + 1
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ class AxisRegions:
 def axis_regions(length: int, first: AxisWindow, pad: int, chain: Sequence[AxisWindow]) -> list[AxisRegions]:
     """The regions of the first layer's output and of every chain layer's output, for an input of
     ``length`` rows and the first layer run with padding ``pad`` (instead of ``first.pad``)."""
-    size = (length + 2 * pad - first.kernel) // first.stride + 1
+    size = _convolution_size(length + 2 * pad - first.kernel, first.stride)
     if size < 1:
         raise ValueError(f"the first layer leaves no output for {length} rows and pad {pad}")
     # Output y reads padded rows [y*s, y*s + k - 1]; the input occupies [pad, pad + length).
