@@ -255,3 +255,44 @@ def test_clip_bounds_may_be_infinite() -> None:
                                                     "clip_param { min: -inf max: 1 } }")))  # fmt: skip
     x = torch.tensor([-1e30, 5.0])
     assert torch.equal(net(x=x)["y"], torch.tensor([-1e30, 1.0]))
+
+
+FIVE = (2, 2, 3, 4, 5)
+#: Layers whose Caffe reads a bottom through Blob's legacy num/channels/height/width accessors: a
+#: 5-axis bottom stops it ("Cannot use legacy accessors on Blobs with > 4 axes"; each checked in
+#: the oracles of tools/README.md, BVLC's and the forks').
+LEGACY_AXES = {
+    "PReLU": ({"x": FIVE}, 'type: "PReLU" prelu_param { channel_shared: true }', "x"),
+    "MVN": ({"x": FIVE}, 'type: "MVN"', "x"),
+    "Normalize": ({"x": FIVE}, 'type: "Normalize"', "x"),
+    "EuclideanLoss": ({"x": FIVE, "t": FIVE}, 'type: "EuclideanLoss" bottom: "t"', "x"),
+    "ContrastiveLoss": ({"x": FIVE, "t": FIVE, "s": (2, 1, 1, 1, 1)},
+                        'type: "ContrastiveLoss" bottom: "t" bottom: "s"', "x"),  # fmt: skip
+    "HingeLoss": ({"x": FIVE, "label": (2,)}, 'type: "HingeLoss" bottom: "label"', "x"),
+    "MultinomialLogisticLoss": ({"x": FIVE, "label": (2,)},
+                                'type: "MultinomialLogisticLoss" bottom: "label"', "x"),  # fmt: skip
+    "PriorBox": ({"x": FIVE, "im": (2, 3, 30, 30)},
+                 'type: "PriorBox" bottom: "im" prior_box_param { min_size: 4 }', "x"),  # fmt: skip
+    "Axpy": ({"a": (2, 2, 1, 1, 1), "x": FIVE, "z": FIVE}, 'type: "Axpy" bottom: "x" bottom: "z"', "x"),
+    "ShuffleChannel": ({"x": FIVE}, 'type: "ShuffleChannel" shuffle_channel_param { group: 2 }', "x"),
+    "BN": ({"x": FIVE}, 'type: "BN"', "x"),
+}
+
+
+@pytest.mark.parametrize("kind", list(LEGACY_AXES))
+def test_a_five_axis_bottom_is_refused_where_caffe_reads_it_as_num_channels_height_width(kind: str) -> None:
+    inputs, rest, blob = LEGACY_AXES[kind]
+    first = next(iter(inputs))
+    layer = f'layer {{ name: "l" bottom: "{first}" top: "y" {rest} }}'
+    message = rf"layer 'l' \({kind}\): bottom '{blob}' has 5 axes \[2, 2, 3, 4, 5\]; .* at most 4 axes"
+    with pytest.raises(NetError, match=message) as caught:
+        build_graph(parse_text(_net(inputs, layer)), with_loss=True)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_bottom_of_fewer_axes_reads_as_legacy_ones() -> None:
+    """Fewer axes are Caffe's legacy 1s: a 2-axis PReLU bottom runs."""
+    layer = 'layer { name: "l" type: "PReLU" bottom: "x" top: "y" }'
+    net = build_graph(parse_text(_net({"x": (2, 3)}, layer)))
+    with torch.no_grad():
+        assert net(x=torch.ones(2, 3))["y"].shape == (2, 3)

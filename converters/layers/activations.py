@@ -240,6 +240,7 @@ def threshold_layer(ctx: LayerContext) -> Converted:
 
 @register_layer("PReLU", bottoms=1, tops=1)
 def prelu(ctx: LayerContext) -> Converted:
+    ctx.legacy_bottoms()
     p = ctx.param("prelu_param")
     shared = bool(p.get("channel_shared"))
     channels = 1 if shared else ctx.channels(1, 0, lambda s: math.prod(s))

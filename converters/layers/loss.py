@@ -188,6 +188,7 @@ def euclidean_loss(a: Tensor, b: Tensor) -> Tensor:
 
 @register_layer("EuclideanLoss", bottoms=2, tops=1)
 def euclidean_loss_layer(ctx: LayerContext) -> Converted:
+    ctx.legacy_bottoms(0)
     _same_count(ctx, 0, 1)
     return Converted(function=euclidean_loss, role="loss", output_shape=lambda shapes: ())
 
@@ -218,6 +219,7 @@ def sigmoid_cross_entropy_loss_layer(ctx: LayerContext) -> Converted:
     _same_count(ctx, 0, 1)
     loss = ctx.param("loss_param")
     if ctx.variant == "caffe-1.0":  # Caffe 1.0 divides by N and reads neither field
+        ctx.legacy_bottoms(0)  # (its N is bottom 0's num())
         kwargs: dict[str, object] = {"normalization": "BATCH_SIZE", "ignore_label": None}
     else:
         ignore = int(loss.get("ignore_label")) if "ignore_label" in loss else None
@@ -240,6 +242,7 @@ def hinge_loss(score: Tensor, label: Tensor, squared: bool) -> Tensor:
 
 @register_layer("HingeLoss", bottoms=2, tops=1)
 def hinge_loss_layer(ctx: LayerContext) -> Converted:
+    ctx.legacy_bottoms(0)
     squared = str(ctx.param("hinge_loss_param").get("norm")) == "L2"
     kwargs = {"squared": squared}
     return Converted(function=hinge_loss, kwargs=kwargs, role="loss", output_shape=lambda s: ())
@@ -259,6 +262,7 @@ def multinomial_logistic_loss(prob: Tensor, label: Tensor) -> Tensor:
 
 @register_layer("MultinomialLogisticLoss", bottoms=2, tops=1)
 def multinomial_logistic_loss_layer(ctx: LayerContext) -> Converted:
+    ctx.legacy_bottoms()
     return Converted(function=multinomial_logistic_loss, role="loss", output_shape=lambda s: ())
 
 
@@ -281,6 +285,7 @@ def contrastive_loss(a: Tensor, b: Tensor, similar: Tensor, margin: float, legac
 
 @register_layer("ContrastiveLoss", bottoms=3, tops=1)
 def contrastive_loss_layer(ctx: LayerContext) -> Converted:
+    ctx.legacy_bottoms()
     p = ctx.param("contrastive_loss_param")
     _same_count(ctx, 0, 1)
     kwargs = {"margin": float(p.get("margin")), "legacy": bool(p.get("legacy_version"))}
@@ -360,6 +365,7 @@ def infogain_loss_layer(ctx: LayerContext) -> Converted:
     else:
         if len(ctx.tops) > 1:
             raise NetError(f"{ctx.where}: Caffe 1.0's InfogainLoss makes one top")
+        ctx.legacy_bottoms()  # (Caffe 1.0's reads num, channels, height, width of all three)
         classes = math.prod(score[1:])
         label = ctx.bottom_shape(1)
         if math.prod(label[1:]) != 1 or label[0] != score[0]:

@@ -197,8 +197,7 @@ def lrn_across_in_place(x: Tensor, size: int, alpha: float, beta: float, k: floa
 @register_layer("MVN", bottoms=1, tops=1)
 def mvn_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("mvn_param")
-    if len(ctx.bottom_shape(0)) > 4:  # Caffe reads num/channels/height/width
-        raise ValueError(f"{ctx.where}: the input has {len(ctx.bottom_shape(0))} axes; MVN takes at most 4")
+    ctx.legacy_bottoms(0)
     kwargs = {
         "normalize_variance": bool(p.get("normalize_variance")),
         "across_channels": bool(p.get("across_channels")),

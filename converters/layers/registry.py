@@ -84,6 +84,19 @@ class LayerContext:
             )
         return shape
 
+    def legacy_bottoms(self, *indices: int) -> None:
+        """Refuse, naming the blob, a bottom among ``indices`` (default: all) with more than 4 axes:
+        Caffe reads it through Blob's legacy num/channels/height/width accessors, whose CHECK stops
+        at a fifth axis (fewer axes read as 1)."""
+        for index in indices or range(len(self.bottoms)):
+            shape = self.bottom_shapes[index] if index < len(self.bottom_shapes) else None
+            if shape is not None and len(shape) > 4:
+                blob = self.bottoms[index]
+                raise NetError(
+                    f"{self.where}: bottom '{blob}' has {len(shape)} axes {list(shape)}; Caffe reads it as "
+                    "(num, channels, height, width), at most 4 axes: reshape it to 4 first"
+                )
+
     def channels(self, axis: int = 1, blob: int = 0, from_blob: Callable[[Shape], int] | None = None) -> int:
         """The size of ``axis`` of bottom 0, or else what the stored blob ``blob`` implies."""
         shape = self.bottom_shapes[0] if self.bottom_shapes else None

@@ -24,6 +24,7 @@ def shuffle_channels(x: Tensor, group: int) -> Tensor:
 
 @register_layer("ShuffleChannel", bottoms=1, tops=1)
 def shuffle_channel(ctx: LayerContext) -> Converted:
+    ctx.legacy_bottoms(0)
     group = int(ctx.param("shuffle_channel_param").get("group"))
     channels = ctx.bottom_shape(0)[1]
     if group < 1 or channels % group:
@@ -108,6 +109,7 @@ def axpy(a: Tensor, x: Tensor, y: Tensor) -> Tensor:
 
 @register_layer("Axpy", bottoms=3, tops=1)
 def axpy_layer(ctx: LayerContext) -> Converted:
+    ctx.legacy_bottoms(1)
     if len(ctx.bottoms) != 3:
         raise ValueError(f"{ctx.where}: takes three bottoms (a, x, y), got {len(ctx.bottoms)}")
     a, x, y = (ctx.bottom_shape(i) for i in range(3))

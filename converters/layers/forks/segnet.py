@@ -208,6 +208,7 @@ _MOVING_FIELDS = ("slope_filler", "bias_filler", "momentum", "eps", "frozen")
 def bn(ctx: LayerContext) -> Converted:
     """SegNet's BN (``LEARN`` may add the batch mean and variance as tops 2 and 3), or the
     four-blob BN of PSPNet / brocolli-caffe."""
+    ctx.legacy_bottoms(0)
     p = ctx.param("bn_param")
     channels = ctx.channels(1, 0, lambda s: s[1] if len(s) == 4 else s[-1])
     four = any(k in p for k in _MOVING_FIELDS) or bool(ctx.blob_shapes and len(ctx.blob_shapes) == 4)

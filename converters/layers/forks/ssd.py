@@ -120,6 +120,7 @@ class _NormalizeGradients(torch.autograd.Function):
 
 @register_layer("Normalize", bottoms=1, tops=1)
 def normalize(ctx: LayerContext) -> Converted:
+    ctx.legacy_bottoms(0)
     p = ctx.param("norm_param")
     channels = ctx.channels(1, 0, lambda s: s[-1])
     shared = bool(p.get("channel_shared"))
@@ -262,6 +263,7 @@ class PriorBox(nn.Module):
 
 @register_layer("PriorBox", bottoms=2, tops=1)
 def prior_box(ctx: LayerContext) -> Converted:
+    ctx.legacy_bottoms()
     p = ctx.param("prior_box_param")
     if len(ctx.bottoms) != 2:
         raise ValueError(f"{ctx.where}: takes two bottoms (the feature map and the image)")
