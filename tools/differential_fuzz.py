@@ -526,7 +526,7 @@ def _chain_case(name: str, r: random.Random) -> tuple[Any, Shape | None]:
     # Caffe's loss weight lives in the top's diff, set once by SetLossWeights, and is lost when
     # that diff reallocates for a larger top or an in-place layer's backward writes over it.)
     driven = chain.backward and not chain.forward_only and r.random() < 0.2 and bool(chain.layers)
-    driven = driven and chain.layers[-1]["type"] != "Softmax"
+    driven = driven and chain.layers[-1]["type"] not in ("Softmax", "MVN", "BatchNorm")
     if driven:
         other = None
         chain.layers[-1]["loss_weight"] = [round(r.uniform(0.5, 2.0), 3)] * len(chain.layers[-1]["top"])
