@@ -522,7 +522,8 @@ def _chain_case(name: str, r: random.Random) -> tuple[Any, Shape | None]:
     # A fifth of the backward cases: no seeded diffs and no force_backward; loss weights on the last
     # top (and sometimes another) drive Caffe's backward pass, which then skips what no loss needs
     # and honours propagate_down: false, given to some layers here.
-    # (Not on a Softmax, whose summed output has no gradient but float noise; and one run only:
+    # (Not on a Softmax, an MVN or a BatchNorm, whose summed output has no gradient but float noise;
+    # and one run only:
     # Caffe's loss weight lives in the top's diff, set once by SetLossWeights, and is lost when
     # that diff reallocates for a larger top or an in-place layer's backward writes over it.)
     driven = chain.backward and not chain.forward_only and r.random() < 0.2 and bool(chain.layers)
