@@ -125,17 +125,21 @@ class _Chain:
         group = r.choice(_divisors(c)) if r.random() < 0.3 else 1
         out = group * r.randint(1, max(1, 6 // group))
         k, stride, pad = r.randint(1, 5), r.randint(1, 3), r.randint(0, 2)
-        oh, ow = (h - 1) * stride - 2 * pad + k, (w - 1) * stride - 2 * pad + k
+        kw, sw, pw = k, stride, pad
+        if r.random() < 0.3:  # rectangular
+            kw, sw, pw = r.randint(1, 5), r.randint(1, 3), r.randint(0, 2)
+        dilation = r.choice([1, 1, 1, 2, 3])
+        oh = (h - 1) * stride - 2 * pad + dilation * (k - 1) + 1
+        ow = (w - 1) * sw - 2 * pw + dilation * (kw - 1) + 1
         if oh < 1 or ow < 1 or oh * ow > 20000:
             return None
-        p = {
-            "num_output": out,
-            "group": group,
-            "kernel_size": k,
-            "stride": stride,
-            "pad": pad,
-            "bias_term": r.random() < 0.6,
-        }
+        p: dict[str, Any] = {"num_output": out, "group": group, "bias_term": r.random() < 0.6}
+        if (kw, sw, pw) == (k, stride, pad):
+            p.update(kernel_size=k, stride=stride, pad=pad)
+        else:
+            p.update(kernel_h=k, kernel_w=kw, stride_h=stride, stride_w=sw, pad_h=pad, pad_w=pw)
+        if dilation > 1:
+            p["dilation"] = dilation
         return self.add(self.L(self.name("deconv"), "Deconvolution", b, convolution_param=p)), (
             n,
             out,
