@@ -152,8 +152,12 @@ def test_image_source_gives_bgr_minus_mean_times_scale_with_labels(tmp_path: Pat
 
 def test_image_source_crops_the_centre_outside_training_and_resizes(tmp_path: Path) -> None:
     layer = _image_net(tmp_path, "crop_size: 2 mirror: true")
-    test_batch = ImageSource(layer, tmp_path, phase="TEST")()
-    np.testing.assert_array_equal(test_batch["data"][0, 2], [[8, 9], [14, 15]])  # rows 1-2, cols 2-3
+    test = ImageSource(layer, tmp_path, phase="TEST", seed=3)
+    centre = [[8, 9], [14, 15]]  # rows 1-2, cols 2-3; mirrored at random in TEST too, as Caffe's
+    test_crops = {tuple(test()["data"][0, 2].reshape(-1)) for _ in range(30)}
+    assert test_crops == {(8, 9, 14, 15), (9, 8, 15, 14)}
+    unmirrored = ImageSource(_image_net(tmp_path, "crop_size: 2"), tmp_path, phase="TEST")()
+    np.testing.assert_array_equal(unmirrored["data"][0, 2], centre)
     train = ImageSource(layer, tmp_path, seed=3)
     crops = {tuple(train()["data"][0, 2].reshape(-1)) for _ in range(30)}
     assert len(crops) > 4  # random offsets and mirrors in TRAIN

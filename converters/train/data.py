@@ -9,7 +9,8 @@ Each source gives one batch per call (``{top: float32 array}``), in Caffe's orde
   ``path label`` lines (the label after the last space), images under ``root_folder``, decoded as
   BGR (or gray with ``is_color: false``), resized to ``new_height`` x ``new_width`` (bilinear, as
   OpenCV's ``INTER_LINEAR``, rounded to 8 bits), then ``transform_param``: crop (random in TRAIN,
-  centred in TEST), mirror (random in TRAIN), minus ``mean_value`` (or ``mean_file``), times
+  centred in TEST), mirror (random, in TEST too: Caffe's ``DataTransformer`` draws it in either
+  phase), minus ``mean_value`` (or ``mean_file``), times
   ``scale``. Tops: data ``N x C x H x W`` and label ``N``.
 
 Caffe's random stream cannot be reproduced: ``shuffle``, ``rand_skip``, random crops and mirrors use
@@ -329,7 +330,7 @@ class ImageSource:
             else:
                 h_off, w_off = (height - crop) // 2, (width - crop) // 2
             x = x[:, h_off : h_off + crop, w_off : w_off + crop]
-        if bool(t.get("mirror")) and self.phase == "TRAIN" and random and self.rng.randint(2):
+        if bool(t.get("mirror")) and random and self.rng.randint(2):  # (either phase, as Caffe's)
             x = x[:, :, ::-1]
         return np.ascontiguousarray(x * np.float32(scale), dtype=np.float32)
 
