@@ -242,3 +242,23 @@ def test_hostile_training_data_is_one_line_before_it_is_read(
     ).getall("layer")[0]
     with pytest.raises(SolverError, match=r"image .*big.png \(9000 x 9000\) needs 2.7 GiB to read"):
         ImageSource(layer, tmp_path)
+
+
+def test_a_mean_file_of_another_shape_than_the_image_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Caffe's DataTransformer CHECKs the mean's channels, height and width against the image's
+    (before the crop); a mean of the image's shape is subtracted pixel by pixel."""
+    from converters.caffe.binary import encode_message
+    from converters.caffe.formats import array_to_blob
+
+    mean = tmp_path / "mean.binaryproto"
+    for shape in [(1, 3, 2, 2), (1, 1, 4, 6)]:
+        mean.write_bytes(encode_message(array_to_blob(np.ones(shape, np.float32))))
+        layer = _image_net(tmp_path, 'mean_file: "mean.binaryproto" crop_size: 2')
+        with pytest.raises(SolverError, match=r"mean_file 'mean.binaryproto' is .* must be equal") as caught:
+            ImageSource(layer, tmp_path, phase="TEST")
+        assert "\n" not in str(caught.value)
+    values = np.arange(72, dtype=np.float32).reshape(1, 3, 4, 6)
+    mean.write_bytes(encode_message(array_to_blob(values)))
+    layer = _image_net(tmp_path, 'mean_file: "mean.binaryproto" crop_size: 2')
+    batch = ImageSource(layer, tmp_path, phase="TEST")()
+    np.testing.assert_array_equal(batch["data"][0, 2], np.array([[8, 9], [14, 15]]) - values[0, 2, 1:3, 2:4])

@@ -267,6 +267,7 @@ class ImageSource:
         self.root = str(p.get("root_folder"))
         self.rng = np.random.RandomState(seed)
         self.base = base
+        self._means: dict[int, np.ndarray | float] = {}
         source = _find(str(p.get("source")), base)
         if not source.is_file():
             raise SolverError(f"{self.where}: source {str(p.get('source'))!r} not found")
@@ -320,7 +321,16 @@ class ImageSource:
         crop, scale = int(t.get("crop_size")), float(np.float32(t.get("scale")))
         height, width, channels = image.shape
         x = image.transpose(2, 0, 1).astype(np.float32)
-        x = x - _mean(t, channels, self.where, self.source_folder)
+        mean = self._means.get(channels)
+        if mean is None:  # (read once: a mean_file is a file)
+            mean = self._means[channels] = _mean(t, channels, self.where, self.source_folder)
+        if isinstance(mean, np.ndarray) and "mean_file" in t and mean.shape != x.shape:
+            raise SolverError(  # (Caffe's DataTransformer CHECKs the mean's channels, height and width)
+                f"{self.where}: mean_file {str(t.get('mean_file'))!r} is {' x '.join(map(str, mean.shape))}, "
+                f"the image {' x '.join(map(str, x.shape))} (channels x height x width, before the crop): "
+                "they must be equal"
+            )
+        x = x - mean
         if crop:
             if crop > height or crop > width:
                 raise SolverError(f"{self.where}: crop_size {crop} exceeds the image size {height}x{width}")
