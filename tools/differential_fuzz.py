@@ -420,6 +420,18 @@ class _Chain:
         spec = list(dims)
         if r.random() < 0.5:
             spec[r.randrange(len(spec))] = -1
+        if r.random() < 0.3 and len(s) >= 2:  # axis and num_axes: a part of the shape, 0 copying an axis
+            axis = r.randint(0, len(s) - 1)
+            count = r.randint(0, len(s) - axis)
+            part = math.prod(s[axis : axis + count])
+            if part > 1 and r.random() < 0.6:
+                d = r.choice([d for d in _divisors(part) if d <= 12])
+                middle, new_part = [d, -1], (d, part // d)
+            else:
+                middle, new_part = [0] * count, tuple(s[axis : axis + count])
+            param = {"shape": {"dim": middle}, "axis": axis, "num_axes": count}
+            shape = (*s[:axis], *new_part, *s[axis + count :])
+            return self.add(self.L(self.name("reshape"), "Reshape", b, reshape_param=param)), shape
         return self.add(
             self.L(self.name("reshape"), "Reshape", b, reshape_param={"shape": {"dim": spec}})
         ), tuple(dims)
@@ -451,6 +463,14 @@ class _Chain:
         if kind == "Scale":
             p["bias_term"] = r.random() < 0.5
         field = "scale_param" if kind == "Scale" else "bias_param"
+        if r.random() < 0.3:  # the scale (bias) as a second bottom: a learned Parameter blob
+            axes = len(s) - axis if num_axes == -1 else num_axes
+            factor = self.name("factor")
+            shape = {"dim": list(s[axis : axis + axes])}
+            self.layers.append(self.L(factor, "Parameter", [], [factor], parameter_param={"shape": shape}))
+            p.pop("num_axes")
+            p.pop("bias_term", None)
+            return self.add(self.L(self.name(kind), kind, [b, factor], **{field: p})), s
         return self.add(self.L(self.name(kind), kind, b, **{field: p})), s
 
     def im2col(self, b: str, s: Shape) -> tuple[str, Shape] | None:
