@@ -26,8 +26,8 @@ Targets of ``make``:
   PSPNet's Interp (zoom, shrink, size, pads), BVLC master's Clip and Swish in in-place chains,
   FlowNet's ChannelNorm, FlowWarp and Accum, CTPN's Transpose and Reverse, ShuffleChannel, Reorg
   and Axpy (with the backward pass for most), PSPNet's and brocolli's BN in TEST and TRAIN, SegNet's
-  Upsample after max pooling, and (a fifth of the cases) C3D's Convolution3D, Pooling3D and
-  Deconvolution3D chains with their backward pass;
+  Upsample after max pooling, Caffe-SSD's PriorBox, and (a fifth of the cases) C3D's Convolution3D,
+  Pooling3D and Deconvolution3D chains with their backward pass;
 - ``solvers``: random solver types, schedules, momenta, decay, regularization and gradient clipping
   over the small nets of ``make_solver_fixtures.py``, ten iterations;
 - ``fcn``: the 15 official FCN deploy nets at random widths, sizes (1 x 1 and up), batches and
@@ -915,7 +915,8 @@ def make_layers(seed: int, count: int, out: Path) -> None:
 
 def _fork_net(r: random.Random) -> tuple[str, dict[str, Shape], bool]:
     """A random net of fork layers: ``(layers, input shapes, backward)``."""
-    kind = r.choice(["interp", "interp", "activations", "flownet", "ctpn", "mobile", "bn", "unpool"])
+    kinds = ["interp", "interp", "activations", "flownet", "ctpn", "mobile", "bn", "unpool", "priorbox"]
+    kind = r.choice(kinds)
     n, c, h, w = r.randint(1, 2), r.randint(1, 4), r.randint(1, 12), r.randint(1, 12)
     layers: list[str] = []
 
@@ -923,6 +924,25 @@ def _fork_net(r: random.Random) -> tuple[str, dict[str, Shape], bool]:
         blobs = " ".join(f'bottom: "{b}"' for b in bottoms)
         layers.append(f'layer {{ name: "{name}" type: "{kind}" {blobs} top: "{top}" {param}}}')
 
+    if kind == "priorbox":  # Caffe-SSD's PriorBox (brocolli's): sizes, ratios, flip, clip, variances, steps
+        for k in range(r.randint(1, 3)):
+            mins = sorted(r.sample([4, 6, 8.5, 10, 16, 20, 30.5, 37], r.randint(1, 2)))
+            fields = [f"min_size: {m}" for m in mins]
+            if r.random() < 0.6:
+                fields += [f"max_size: {m + r.choice([1, 5, 12.5, 30])}" for m in mins]
+            ratios = r.sample([0.5, 1.0, 1.5, 2.0, 3.0, 0.3333], r.randint(0, 3))
+            fields += [f"aspect_ratio: {a}" for a in ratios]
+            fields += [f"flip: {str(r.random() < 0.5).lower()}", f"clip: {str(r.random() < 0.5).lower()}"]
+            fields += [f"variance: {v}" for v in r.choice([[], [0.1], [0.1, 0.1, 0.2, 0.2]])]
+            size, side = r.randint(8, 64), r.randint(8, 64)
+            fields += r.choice([[], [f"img_size: {size}"], [f"img_h: {size}", f"img_w: {side}"]])
+            step, step_h, step_w = r.choice([4, 6.5, 8, 16]), r.randint(2, 9), r.randint(2, 9)
+            fields += r.choice([[], [f"step: {step}"], [f"step_h: {step_h}", f"step_w: {step_w}"]])
+            fields += r.choice([[], ["offset: 0.25"], ["offset: 0"], ["offset: 0.7"]])
+            param = f"prior_box_param {{ {' '.join(fields)} }} "
+            layer(f"prior{k}", "PriorBox", ["data", "image"], f"prior{k}", param)
+        image = (n, 3, r.randint(1, 80), r.randint(1, 80))
+        return "\n".join(layers), {"data": (n, c, h, w), "image": image}, False
     if kind == "bn":  # PSPNet's or brocolli's four-blob BN, as ours ("BN") and as the oracle names it
         eps = f" eps: {r.choice([1e-5, 1e-3, 0.5])}" if r.random() < 0.6 else ""
         frozen = " frozen: true" if r.random() < 0.4 else ""
