@@ -26,8 +26,11 @@ Targets of ``make``:
   PSPNet's Interp (zoom, shrink, size, pads), BVLC master's Clip and Swish in in-place chains,
   FlowNet's ChannelNorm, FlowWarp and Accum, CTPN's Transpose and Reverse, ShuffleChannel, Reorg
   and Axpy (with the backward pass for most), PSPNet's and brocolli's BN in TEST and TRAIN, SegNet's
-  Upsample after max pooling, Caffe-SSD's PriorBox, and (a fifth of the cases) C3D's Convolution3D,
-  Pooling3D and Deconvolution3D chains with their backward pass;
+  Upsample after max pooling, Caffe-SSD's PriorBox and DetectionOutput (code types, shared or
+  per-class locations, backgrounds, NMS top_k and eta, keep_top_k, thresholds; PriorBox's ``clip``
+  always written: brocolli's caffe.proto defaults it to true, Caffe-SSD's and ours to false), and
+  (a fifth of the cases) C3D's Convolution3D, Pooling3D and Deconvolution3D chains with their
+  backward pass;
 - ``solvers``: random solver types, schedules, momenta, decay, regularization and gradient clipping
   over the small nets of ``make_solver_fixtures.py``, ten iterations;
 - ``fcn``: the 15 official FCN deploy nets at random widths, sizes (1 x 1 and up), batches and
@@ -915,7 +918,8 @@ def make_layers(seed: int, count: int, out: Path) -> None:
 
 def _fork_net(r: random.Random) -> tuple[str, dict[str, Shape], bool]:
     """A random net of fork layers: ``(layers, input shapes, backward)``."""
-    kinds = ["interp", "interp", "activations", "flownet", "ctpn", "mobile", "bn", "unpool", "priorbox"]
+    kinds = ["interp", "interp", "activations", "flownet", "ctpn", "mobile", "bn", "unpool"]
+    kinds += ["priorbox", "detection"]
     kind = r.choice(kinds)
     n, c, h, w = r.randint(1, 2), r.randint(1, 4), r.randint(1, 12), r.randint(1, 12)
     layers: list[str] = []
@@ -943,6 +947,35 @@ def _fork_net(r: random.Random) -> tuple[str, dict[str, Shape], bool]:
             layer(f"prior{k}", "PriorBox", ["data", "image"], f"prior{k}", param)
         image = (n, 3, r.randint(1, 80), r.randint(1, 80))
         return "\n".join(layers), {"data": (n, c, h, w), "image": image}, False
+    if kind == "detection":  # Caffe-SSD's DetectionOutput over a PriorBox's boxes
+        prior, per_place = r.choice([
+            ("min_size: 8 max_size: 16 aspect_ratio: 2 flip: true variance: 0.1 variance: 0.1 variance: 0.2 "
+             "variance: 0.2", 4),
+            ("min_size: 10 aspect_ratio: 2 aspect_ratio: 3 flip: false clip: true variance: 0.1", 3),
+            ("min_size: 6 min_size: 12", 2),
+        ])  # fmt: skip
+        h, w, classes = r.randint(1, 4), r.randint(1, 4), r.randint(2, 4)
+        shared = r.random() < 0.6
+        fields = [f"num_classes: {classes}", f"share_location: {str(shared).lower()}",
+                  f"background_label_id: {r.randint(-1, classes - 1)}"]  # fmt: skip
+        nms = [f"nms_threshold: {r.choice([0.3, 0.45, 0.6, 0.7])}"]
+        nms += r.choice([[], [f"top_k: {r.randint(1, 30)}"]])
+        nms += r.choice([[], [f"eta: {r.choice([0.7, 0.9])}"]])
+        fields.append(f"nms_param {{ {' '.join(nms)} }}")
+        fields.append(f"code_type: {r.choice(['CORNER', 'CENTER_SIZE', 'CORNER_SIZE'])}")
+        fields += r.choice([[], ["variance_encoded_in_target: true"]])
+        fields += r.choice([[], [f"keep_top_k: {r.choice([-1, 1, 5, 20])}"]])
+        fields += r.choice([[], [f"confidence_threshold: {r.choice([0.01, 0.2, 0.5, 0.9])}"]])
+        # (clip written out: brocolli's caffe.proto defaults it to true, Caffe-SSD's to false)
+        prior += f" clip: {str(r.random() < 0.5).lower()}" if "clip" not in prior else ""
+        layer("prior", "PriorBox", ["feat", "image"], "prior", f"prior_box_param {{ {prior} }} ")
+        layer("det", "DetectionOutput", ["loc", "conf", "prior"], "det",
+              f"detection_output_param {{ {' '.join(fields)} }} ")  # fmt: skip
+        boxes, batch = h * w * per_place, r.randint(1, 2)
+        image = (1, 3, r.randint(16, 40), r.randint(16, 40))
+        locations = (batch, boxes * 4 * (1 if shared else classes))
+        sizes = {"feat": (1, 2, h, w), "image": image, "loc": locations, "conf": (batch, boxes * classes)}
+        return "\n".join(layers), sizes, False
     if kind == "bn":  # PSPNet's or brocolli's four-blob BN, as ours ("BN") and as the oracle names it
         eps = f" eps: {r.choice([1e-5, 1e-3, 0.5])}" if r.random() < 0.6 else ""
         frozen = " frozen: true" if r.random() < 0.4 else ""
@@ -1060,8 +1093,9 @@ def make_fork_case(seed: int, index: int, out: Path) -> None:
     elif '"Upsample"' in text:
         renamed = net.replace('"Upsample"', '"SegNetUpsample"')
         extra = {"oracle_net": renamed.replace("upsample_param {", "segnet_upsample_param {")}
+    inputs = fx.detection_inputs if '"DetectionOutput"' in text else fx.flow_inputs
     case = fx.Case(
-        name, "forks", net, [shapes], "random fork layers", inputs=fx.flow_inputs, backward=backward, **extra
+        name, "forks", net, [shapes], "random fork layers", inputs=inputs, backward=backward, **extra
     )
     fx.make_case(case, folder)
     refused.unlink()
