@@ -146,6 +146,11 @@ CASES = {
         "detection_output_param { num_classes: 2 } }",
         r"layer 'det' \(DetectionOutput\): the locations 'loc' \[3, 8\] and confidences 'conf' \[2, 4\]",
     ),
+    "an Im2col whose kernel leaves no output (Caffe's top is empty; its forward stops)": (
+        {"x": (1, 2, 1, 15)},
+        'layer { name: "i" type: "Im2col" bottom: "x" top: "y" convolution_param { kernel_size: 2 } }',
+        r"layer 'i' \(Im2col\): kernel extent 2, stride 1, pad 0 leave no output for an input of size 1",
+    ),
     "C3D's MAX pooling with padding": (
         {"v": (1, 2, 4, 6, 6)},
         'layer { name: "p" type: "Pooling3D" bottom: "v" top: "y" '

@@ -290,5 +290,6 @@ def im2col_layer(ctx: LayerContext) -> Converted:
     check_int(w.kernel, "kernel size", ctx.where)
     check_int(w.stride, "stride", ctx.where)
     check_int(w.pad, "pad", ctx.where, low=0)
+    _output_sizes(ctx, w, transposed=False)  # (Caffe's Reshape gives an empty top, its forward stops)
     kwargs = {"kernel": w.kernel, "stride": w.stride, "pad": w.pad, "dilation": w.dilation}
     return Converted(function=im2col, kwargs=kwargs)
