@@ -854,21 +854,29 @@ def _nd_case(name: str, r: random.Random) -> Any | None:
     )
 
 
-def make_layer_case(seed: int, index: int, out: Path) -> None:
-    """One random case into ``out/layers`` (its net under ``out/refused`` until Caffe has run it)."""
+#: The layer target's families (``make layers --family``); by default each case draws one.
+LAYER_FAMILIES = ("chain", "loss", "nd", "indexing", "recurrent")
+
+
+def make_layer_case(seed: int, index: int, out: Path, family: str | None = None) -> None:
+    """One random case into ``out/layers`` (its net under ``out/refused`` until Caffe has run it),
+    of ``family`` (one of :data:`LAYER_FAMILIES`) or of a family drawn at random."""
     import make_layer_fixtures as fx
 
     name = f"fz{seed}_{index}"
     r = random.Random(seed * 7919 + index)
     pick = r.random()
+    if family is None:
+        family = "loss" if pick < 0.2 else "nd" if pick < 0.3 else "indexing" if pick < 0.38 else (
+            "recurrent" if pick > 0.85 else "chain")  # fmt: skip
     other = None
-    if pick < 0.2:
+    if family == "loss":
         case = _loss_case(name, r)
-    elif pick < 0.3:
+    elif family == "nd":
         case = _nd_case(name, r)
-    elif pick < 0.38:
+    elif family == "indexing":
         case = _indexing_case(name, r)
-    elif pick > 0.85:
+    elif family == "recurrent":
         case = _recurrent_case(name, r)
     else:
         case, other = _chain_case(name, r)
@@ -903,24 +911,33 @@ def _make_in_children(seed: int, count: int, out: Path, prefix: str, *flags: str
             net = out / "refused" / f"{prefix}{seed}_{index}.prototxt"
             if net.exists():
                 net.with_suffix(".why").write_text(why)
-            if flags:  # (a layer case keeps its first run, made before a second size stopped Caffe)
+            # (a layer case keeps its first run, made before a second size stopped Caffe)
+            if "--forks" in flags:
                 shutil.rmtree(out / "forks" / f"{prefix}{seed}_{index}", ignore_errors=True)
             print(f"{prefix}{seed}_{index}: Caffe stopped: {why}", flush=True)
 
 
-def make_layers(seed: int, count: int, out: Path) -> None:
-    _make_in_children(seed, count, out, "fz")
+def make_layers(seed: int, count: int, out: Path, family: str | None = None) -> None:
+    _make_in_children(seed, count, out, "fz", *(["--family", family] if family else []))
 
 
 # --------------------------------------------------------------------------------------------------
 # make: fork layers (the fork oracle's Python: tools/build_fork_oracle.sh)
 
 
-def _fork_net(r: random.Random) -> tuple[str, dict[str, Shape], bool]:
-    """A random net of fork layers: ``(layers, input shapes, backward)``."""
+#: The fork target's kinds (``make forks --family``; ``c3d``: C3D's 3-D layers); by default each case
+#: draws one (a fifth of them C3D's).
+FORK_KINDS = (
+    "interp", "activations", "flownet", "ctpn", "mobile", "bn", "unpool", "priorbox", "detection", "c3d",
+)  # fmt: skip
+
+
+def _fork_net(r: random.Random, kind: str | None = None) -> tuple[str, dict[str, Shape], bool]:
+    """A random net of fork layers (of ``kind``, else drawn): ``(layers, input shapes, backward)``."""
     kinds = ["interp", "interp", "activations", "flownet", "ctpn", "mobile", "bn", "unpool"]
     kinds += ["priorbox", "detection"]
-    kind = r.choice(kinds)
+    drawn = r.choice(kinds)
+    kind = kind or drawn
     n, c, h, w = r.randint(1, 2), r.randint(1, 4), r.randint(1, 12), r.randint(1, 12)
     layers: list[str] = []
 
@@ -1073,11 +1090,11 @@ def _fork_net(r: random.Random) -> tuple[str, dict[str, Shape], bool]:
     return "\n".join(layers), sizes, False
 
 
-def make_fork_case(seed: int, index: int, out: Path) -> None:
+def make_fork_case(seed: int, index: int, out: Path, kind: str | None = None) -> None:
     import make_fork_fixtures as fx
 
     name = f"fk{seed}_{index}"
-    text, shapes, backward = _fork_net(random.Random(seed * 104729 + index))
+    text, shapes, backward = _fork_net(random.Random(seed * 104729 + index), kind)
     r = random.Random(seed * 7 + index)
     folder = out / "forks" / name
     refused = out / "refused" / f"{name}.prototxt"
@@ -1101,7 +1118,7 @@ def make_fork_case(seed: int, index: int, out: Path) -> None:
     refused.unlink()
 
 
-def make_c3d_case(seed: int, index: int, out: Path) -> None:
+def make_c3d_case(seed: int, index: int, out: Path, kind: str | None = None) -> None:
     """C3D v1.0's Convolution3D, Pooling3D and Deconvolution3D (fork oracle), a layer-fixture case."""
     import make_layer_fixtures as fx
 
@@ -1158,8 +1175,8 @@ def make_c3d_case(seed: int, index: int, out: Path) -> None:
     fx.make_case(fx.load_caffe(), case, out / "layers" / name)
 
 
-def make_forks(seed: int, count: int, out: Path) -> None:
-    _make_in_children(seed, count, out, "fk", "--forks")
+def make_forks(seed: int, count: int, out: Path, family: str | None = None) -> None:
+    _make_in_children(seed, count, out, "fk", "--forks", *(["--family", family] if family else []))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1560,6 +1577,9 @@ def main(argv: list[str] | None = None) -> int:
     make.add_argument("--seed", type=int, default=1)
     make.add_argument("--count", type=int, default=100)
     make.add_argument("--out", type=Path, required=True, help="a folder of its own (made)")
+    family_help = f"layers: {', '.join(LAYER_FAMILIES)}; forks: {', '.join(FORK_KINDS)}"
+    make.add_argument("--family", choices=sorted({*LAYER_FAMILIES, *FORK_KINDS}), metavar="FAMILY",
+                      help=f"only this family of cases ({family_help})")  # fmt: skip
     look = commands.add_parser("check", help="compare converters with what Caffe made (the project's .venv)")
     look.add_argument("folder", type=Path)
     one = commands.add_parser("make-one")  # (internal: one layer case in a child process)
@@ -1567,15 +1587,25 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("index", type=int)
     one.add_argument("out", type=Path)
     one.add_argument("--forks", action="store_true")
+    one.add_argument("--family")
     args = parser.parse_args(argv)
     if args.command == "make-one":
-        forks = make_c3d_case if args.index % 5 == 4 else make_fork_case  # (a fifth of them C3D's)
-        (forks if args.forks else make_layer_case)(args.seed, args.index, args.out)
+        if not args.forks:
+            make_layer_case(args.seed, args.index, args.out, args.family)
+        elif args.family is None:  # (a fifth of them C3D's)
+            (make_c3d_case if args.index % 5 == 4 else make_fork_case)(args.seed, args.index, args.out)
+        else:
+            maker = make_c3d_case if args.family == "c3d" else make_fork_case
+            maker(args.seed, args.index, args.out, args.family)
         return 0
     if args.command == "check":
         if not (args.folder / "target.json").exists():
             parser.error(f"{args.folder} holds no target.json: make it with 'make' first")
         return check(args.folder)
+    families = {"layers": LAYER_FAMILIES, "forks": FORK_KINDS}.get(args.target, ())
+    if args.family and args.family not in families:
+        known = ", ".join(families) or "none"
+        parser.error(f"--family {args.family} is not one of the {args.target} target's: {known}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "target.json").write_text(json.dumps({"target": args.target}))
     makers = {
@@ -1585,7 +1615,10 @@ def main(argv: list[str] | None = None) -> int:
         "fcn": make_fcn,
         "zoo": make_zoo,
     }
-    makers[args.target](args.seed, args.count, args.out)
+    if args.family:
+        makers[args.target](args.seed, args.count, args.out, args.family)
+    else:
+        makers[args.target](args.seed, args.count, args.out)
     return 0
 
 
