@@ -46,7 +46,8 @@ def test_state_dict_and_gradients_are_unchanged() -> None:
     fast(data=x)["score"].sum().backward()  # falls back to PyTorch's kernel under autograd
     net(data=x)["score"].sum().backward()
     torch.testing.assert_close(fast.conv1_1.weight.grad, net.conv1_1.weight.grad, rtol=1e-4, atol=1e-4)
-    assert "torch.relu_" in fast.code and "torch.relu_" not in net.code
+    assert "torch.relu(" in net.code and "torch.relu" not in fast.code  # (each ReLU inside its layer now)
+    assert fast.conv1_1.relu and fast.conv1_2.relu
 
 
 def test_a_relu_after_an_eltwise_runs_in_place_only_where_nothing_else_reads_the_sum() -> None:
@@ -829,3 +830,20 @@ def test_a_layer_that_refuses_its_declared_size_at_loads_warm_up_does_not_stop_t
     net = load_caffe(parse_text(text), None)  # loads; the layer's own call says what is wrong
     with pytest.raises(RuntimeError, match="Kernel size"), torch.no_grad():
         net(data=torch.zeros(1, 3, 12, 10))
+
+
+def test_the_relu_after_the_border_skippings_first_layer_runs_inside_it() -> None:
+    """FCN's conv1_1 (pad 100) runs through the border skipping's ``first_convolution``; its
+    in-place ReLU goes into the layer too, with the plain graph's outputs at several sizes."""
+    from converters.fcn.nets import net_definition
+
+    plain = build_graph(net_definition("voc-fcn8s", "deploy", width=0.0625), seed=7)
+    fast = optimize_for_cpu(copy.deepcopy(plain))
+    assert "first_convolution(conv1_1_layer" in fast.code and "relu1_1" not in fast.code
+    assert fast.conv1_1.relu
+    generator = torch.Generator().manual_seed(8)
+    for height, width in ((40, 52), (17, 23), (1, 1)):
+        x = torch.randn(1, 3, height, width, generator=generator) * 50
+        with torch.no_grad():
+            got, want = fast(data=x)["score"], plain(data=x)["score"]
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * float(want.abs().max()))

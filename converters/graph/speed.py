@@ -101,7 +101,7 @@ from ..layers.convolution import CaffeConv2d, pad_far_end
 from ..layers.eltwise import eltwise_max, eltwise_prod, eltwise_sum
 from ..layers.tracing import plain_inference
 from . import heap as _heap
-from .border import BorderPlanner, skip_constant_border
+from .border import BorderPlanner, first_convolution, skip_constant_border
 from .folding import ConvNormScale, fold_batch_norms, tensors_key
 from .kernels import (
     BAND_VALUES,
@@ -968,15 +968,22 @@ def fuse_relus(net: fx.GraphModule) -> list[str]:
         source = node.args[0] if node.args else None
         if not (node.op == "call_function" and node.target is torch.relu_ and len(node.args) == 1):
             continue
-        if not (isinstance(source, fx.Node) and source.op == "call_module" and len(source.users) == 1):
+        if not (isinstance(source, fx.Node) and len(source.users) == 1):
             continue
-        conv = net.get_submodule(source.target)
+        first = source.op == "call_function" and source.target is first_convolution
+        if source.op == "call_module":
+            layer = str(source.target)
+        elif first and source.args[0].op == "get_attr":  # (the border skipping's first layer)
+            layer = str(source.args[0].target)
+        else:
+            continue
+        conv = net.get_submodule(layer)
         if type(conv) is not FastConv2d or conv.relu:
             continue
         conv.relu = True
         node.replace_all_uses_with(source)
         net.graph.erase_node(node)
-        fused.append(str(source.target))
+        fused.append(layer)
     net.recompile()
     return fused
 
