@@ -1424,8 +1424,9 @@ class KnownDifference(Exception):
 def _known_second_run(index: int, exc: ValueError) -> None:
     """Raise :class:`KnownDifference` where a second run's load fails as Caffe's reuse of the first
     run's blobs explains: a parameter blob whose shape follows the input (Caffe keeps reading the
-    first run's), a top left empty by the new size (Caffe computes into the first run's memory), and
-    ArgMax's top_k past a smaller axis (checked in LayerSetUp only: Caffe reads past the axis)."""
+    first run's), a top left empty by the new size (Caffe computes into the first run's memory),
+    ArgMax's top_k past a smaller axis (checked in LayerSetUp only: Caffe reads past the axis), and a
+    Scale's or Bias's factor blob (a Parameter) still of the first size (brocolli's do not check)."""
     from converters.errors import WeightsMismatchError
 
     if index == 0:
@@ -1434,6 +1435,8 @@ def _known_second_run(index: int, exc: ValueError) -> None:
         raise KnownDifference("a parameter blob's shape follows the input; Caffe reads the first run's")
     if "Caffe cannot compute an empty blob" in str(exc) or "(output size 0)" in str(exc):
         raise KnownDifference("an empty top at the second size; Caffe computes into the first run's memory")
+    if ("(Scale)" in str(exc) or "(Bias)" in str(exc)) and "does not match bottom" in str(exc):
+        raise KnownDifference("a factor blob of the first size; brocolli's Scale and Bias do not check it")
     if "(ArgMax): top_k" in str(exc) and "exceeds" in str(exc):
         raise KnownDifference("ArgMax's top_k checked at setup only; Caffe reads past the second size's axis")
 
