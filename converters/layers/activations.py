@@ -5,6 +5,7 @@ Caffe backward where in-place computation makes it differ (``Converted.caffe_bac
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -23,9 +24,7 @@ def power(x: Tensor, power: float, scale: float, shift: float) -> Tensor:
     """Caffe's Power: ``(shift + scale * x) ** power`` (where ``power * scale`` is 0, the constant
     ``shift ** power`` whatever ``x`` holds), and Caffe's gradient (:func:`power_backward`: it divides
     the top by the base, so a base of exactly 0 gives not a number where PyTorch's pow gives 0)."""
-    if torch.is_grad_enabled() and x.requires_grad and not tracing():
-        return _Power.apply(x, power, scale, shift)
-    return _power_values(x, power, scale, shift)
+    return with_caffe_gradient(_power_values, power_backward, x, power=power, scale=scale, shift=shift)
 
 
 def _power_values(x: Tensor, power: float, scale: float, shift: float) -> Tensor:
@@ -38,19 +37,30 @@ def _power_values(x: Tensor, power: float, scale: float, shift: float) -> Tensor
     return y if power == 1 else torch.pow(y, power)
 
 
-class _Power(torch.autograd.Function):
+class _CaffeGradient(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, power: float, scale: float, shift: float) -> Tensor:
-        y = _power_values(x, power, scale, shift)
+    def forward(ctx: Any, x: Tensor, values: Callable[..., Tensor], backward: Callable[..., Tensor],
+                constants: dict[str, float]) -> Tensor:  # fmt: skip
+        y = values(x, **constants)
         ctx.save_for_backward(x, y)
-        ctx.constants = (power, scale, shift)
+        ctx.backward, ctx.constants = backward, constants
         return y
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
         x, y = ctx.saved_tensors
-        power, scale, shift = ctx.constants
-        return power_backward(dy, x, y, False, x, power, scale, shift), None, None, None
+        return ctx.backward(dy, x, y, False, x, **ctx.constants), None, None, None
+
+
+def with_caffe_gradient(
+    values: Callable[..., Tensor], backward: Callable[..., Tensor], x: Tensor, **constants: float
+) -> Tensor:
+    """``values(x, **constants)``; where autograd records it, with Caffe's gradient instead of
+    PyTorch's: ``backward(dy, x, y, False, x, **constants)``, a :attr:`Converted.caffe_backward` of
+    the layer computed out of place."""
+    if not (torch.is_grad_enabled() and x.requires_grad) or tracing():
+        return values(x, **constants)
+    return _CaffeGradient.apply(x, values, backward, constants)
 
 
 def power_exp(x: Tensor, log_base: float, scale: float, shift: float) -> Tensor:

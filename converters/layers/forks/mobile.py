@@ -5,14 +5,13 @@ convolution type names (``ConvolutionDepthwise``, ``DepthwiseConvolution``) and 
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..activations import with_caffe_gradient
 from ..convolution import convolution
 from ..registry import Converted, LayerContext, register_layer
-from ..tracing import tracing
 
 
 def shuffle_channels(x: Tensor, group: int) -> Tensor:
@@ -49,25 +48,12 @@ def relu6_backward(
     return dy * inside * (bottom < threshold).to(dy.dtype)
 
 
-class _ReLU6(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, negative_slope: float, threshold: float) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.negative_slope, ctx.threshold = negative_slope, threshold
-        return _relu6_values(x, negative_slope, threshold)
-
-    @staticmethod
-    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
-        (x,) = ctx.saved_tensors
-        return relu6_backward(dy, x, None, False, x, ctx.negative_slope, ctx.threshold), None, None
-
-
 def relu6(x: Tensor, negative_slope: float = 0.0, threshold: float = 6.0) -> Tensor:
     """``min(max(x, 0) + negative_slope * min(x, 0), threshold)``, as the fork computes it, and its
     gradient (:func:`relu6_backward`; PyTorch's clamps pass it at exactly 0 and the threshold)."""
-    if not (torch.is_grad_enabled() and x.requires_grad) or tracing():
-        return _relu6_values(x, negative_slope, threshold)
-    return _ReLU6.apply(x, negative_slope, threshold)
+    return with_caffe_gradient(
+        _relu6_values, relu6_backward, x, negative_slope=negative_slope, threshold=threshold
+    )
 
 
 @register_layer("ReLU6", bottoms=1, tops=1)
