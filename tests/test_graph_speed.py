@@ -832,18 +832,21 @@ def test_a_layer_that_refuses_its_declared_size_at_loads_warm_up_does_not_stop_t
         net(data=torch.zeros(1, 3, 12, 10))
 
 
-def test_the_relu_after_the_border_skippings_first_layer_runs_inside_it() -> None:
-    """FCN's conv1_1 (pad 100) runs through the border skipping's ``first_convolution``; its
-    in-place ReLU goes into the layer too, with the plain graph's outputs at several sizes."""
+def test_the_relus_after_the_border_skippings_layers_run_inside_them() -> None:
+    """FCN's chain (conv1_1 with pad 100, then the layers the border skipping runs through
+    ``windowed``): each in-place ReLU goes into its layer, with the plain graph's outputs at several
+    sizes (twice each: the second forward computes only the image's rect)."""
     from converters.fcn.nets import net_definition
 
     plain = build_graph(net_definition("voc-fcn8s", "deploy", width=0.0625), seed=7)
     fast = optimize_for_cpu(copy.deepcopy(plain))
-    assert "first_convolution(conv1_1_layer" in fast.code and "relu1_1" not in fast.code
-    assert fast.conv1_1.relu
+    assert "windowed(conv1_1_layer" in fast.code and "windowed(conv4_2_layer" in fast.code
+    assert not any(f"relu{i}_" in fast.code for i in range(1, 6))
+    assert fast.conv1_1.relu and fast.conv5_3.relu
     generator = torch.Generator().manual_seed(8)
     for height, width in ((40, 52), (17, 23), (1, 1)):
         x = torch.randn(1, 3, height, width, generator=generator) * 50
-        with torch.no_grad():
-            got, want = fast(data=x)["score"], plain(data=x)["score"]
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * float(want.abs().max()))
+        for _ in range(2):
+            with torch.no_grad():
+                got, want = fast(data=x)["score"], plain(data=x)["score"]
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * float(want.abs().max()))

@@ -22,6 +22,7 @@ the module that turns an input shape into a :class:`BorderPlan` (cached per shap
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -31,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from ..layers.tracing import is_channels_last, tracing
+from ..layers.tracing import is_channels_last, plain_inference, tracing
+from .cropping import COPY_COST, AxisGeometry, CropPlan, EdgeCache, Rect, plan_crop
+from .folding import tensors_key
 
 __all__ = [
     "AxisRegions",
@@ -40,9 +43,10 @@ __all__ = [
     "BorderPlanner",
     "axis_regions",
     "expand",
-    "first_convolution",
     "removable",
+    "restore",
     "skip_constant_border",
+    "windowed",
 ]
 
 
@@ -189,6 +193,14 @@ class BorderPlan:
     lengths: dict[tuple[str, int], tuple[int, int]]
     """(kind, chain position) -> the reduced blob's (height, width), checked when expanding."""
     index: dict[tuple[str, int], tuple[Segments | None, Segments | None]]
+    crop: CropPlan | None = None
+    """Which rows and columns each position computes once the fixed ones are kept (:mod:`.cropping`)."""
+    whole: dict[int, tuple[Rect, Rect]] = dataclasses.field(default_factory=dict)
+    """Position read outside the chain -> (its whole blob, its image rect), in the plain graph's
+    coordinates (what ``restore`` gives)."""
+    edges: EdgeCache | None = None
+    """This call's kept values: being recorded (``mode`` "record") or read ("crop")."""
+    mode: str = "plain"
 
 
 Segments = tuple[tuple[int, int, int, int], ...]
@@ -211,31 +223,53 @@ def _band_segments(regions: AxisRegions, copies: int) -> Segments | None:
 
 
 class BorderPlanner(nn.Module):
-    """The geometry of one chain (its first layer, then the layers after it up to the last stage
-    end); called on the chain's input, returns the :class:`BorderPlan` for its shape (cached).
+    """The geometry of one chain (its first layer, then the layers after it); called on the chain's
+    input, returns the :class:`BorderPlan` for its shape (cached).
 
     The chain runs in stages: in stage ``j`` (up to chain position ``stages[j]``) ``R_j`` rows are
     missing from each band, the largest count valid up to that position; at its end the blob gets
     ``R_j - R_(j+1)`` of them back (all of them after the last stage). ``outside`` lists positions
-    whose blob is also read outside the chain: those readers get the full blob."""
+    whose blob is also read outside the chain: those readers get the full blob.
+
+    Past the bands, rows and columns that read only the outer padding hold values fixed by the
+    weights and the shape: from the second forward at a shape (in inference, the weights unchanged)
+    the chain computes only what the image reaches and takes those from the first forward's
+    (:mod:`.cropping`); ``costs`` and ``channels`` (per position: multiply-adds per output value,
+    and output channels) choose where, ``pooling`` marks pooling positions, ``layers`` are the
+    chain's modules (whose parameters key the kept values)."""
 
     def __init__(
         self,
         first: tuple[AxisWindow, AxisWindow],
-        chain: Sequence[tuple[AxisWindow, AxisWindow]],
+        chain: Sequence[tuple[AxisWindow, AxisWindow] | None],
         stages: Sequence[int],
         outside: Sequence[int] = (),
+        *,
+        pooling: Sequence[bool] = (),
+        costs: Sequence[int] = (),
+        channels: Sequence[int] = (),
+        layers: Sequence[nn.Module] = (),
     ) -> None:
         super().__init__()
         self.first = first
-        self.chain = list(chain)
         self.stages = sorted(stages)
+        self.whole_chain = [w or (AxisWindow(), AxisWindow()) for w in chain]
+        self.windowed = [w is not None for w in chain]
+        self.chain = self.whole_chain[: self.stages[-1]] if self.stages else []
         self.outside = sorted(outside)
+        self.pooling = list(pooling) or [False] * len(chain)
+        self.costs = list(costs)
+        self.channels = list(channels)
+        self.__dict__["_layers"] = list(layers)  # (not submodules: the net registers them)
         self._plans: dict[tuple[int, int], BorderPlan] = {}
+        self._edges: dict[tuple[int, int], EdgeCache] = {}
 
     def extra_repr(self) -> str:
         pad = (self.first[0].pad, self.first[1].pad)
         return f"pad={pad}, stages end at {self.stages}, outside readers at {self.outside}"
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_edges": {}}
 
     def plan(self, height: int, width: int) -> BorderPlan:
         """The plan for an input of ``height`` x ``width``."""
@@ -266,19 +300,89 @@ class BorderPlanner(nn.Module):
         for j, end in enumerate(self.stages):
             put("stage", end, j, False)
         for position in self.outside:
+            if position > self.stages[-1]:
+                continue
             j = next(j for j, end in enumerate(self.stages) if position <= end)
             put("outside", position, j + 1 if position == self.stages[j] else j, True)
         pads = (axes[0][1].pad - axes[0][4][0], axes[1][1].pad - axes[1][4][0])
         plan = BorderPlan(pads, lengths, index)
+        if self.costs:
+            plan = self._with_crop(plan, (height, width), [a[4] for a in axes])
         if len(self._plans) >= 64:
             self._plans.clear()
         self._plans[key] = plan
         return plan
 
+    def _with_crop(self, plan: BorderPlan, size: tuple[int, int], removed: list[list[int]]) -> BorderPlan:
+        """``plan`` with its :class:`CropPlan` (and the outside readers' whole blobs)."""
+        count = len(self.whole_chain) + 1
+        stage_of = [next((j for j, end in enumerate(self.stages) if i <= end), None) for i in range(count)]
+
+        def regions(axis: int, cut: int) -> tuple[AxisRegions, ...]:
+            first = self.first[axis]
+            chain = _Chain(w[axis] for w in self.whole_chain)
+            return _chain_regions(size[axis], first, first.pad - cut, chain)
+
+        def geometry(i: int, after_expand: bool) -> tuple[AxisGeometry, AxisGeometry]:
+            j = stage_of[i]
+            if j is None:
+                cuts = (0, 0)
+            elif after_expand and i == self.stages[j]:
+                cuts = (removed[0][j + 1], removed[1][j + 1])
+            else:
+                cuts = (removed[0][j], removed[1][j])
+            return tuple(  # type: ignore[return-value]
+                AxisGeometry(r.length, r.image) for r in (regions(a, cuts[a])[i] for a in range(2))
+            )
+
+        seen = [geometry(i, True) for i in range(count)]
+        made = [geometry(i, False) for i in range(count)]
+        area = [g[0].length * g[1].length for g in made]
+        current = [self.costs[i] * area[i] for i in range(count)]
+        for i in self.stages:
+            current[i] += COPY_COST * self.channels[i] * seen[i][0].length * seen[i][1].length
+        first_window = tuple(dataclasses.replace(self.first[a], pad=plan.pad[a]) for a in range(2))
+        sliding = [w if on else None for w, on in zip(self.whole_chain, self.windowed, strict=True)]
+        crop = plan_crop(
+            seen,
+            [first_window, *sliding],
+            [False, *self.pooling],
+            self.costs,
+            self.channels,
+            size,
+            current,
+            must_end=self.stages,
+            produced=[(g[0].image, g[1].image) for g in made],
+        )
+        if crop is None:
+            return plan
+        whole = {}
+        for position in self.outside:
+            if position <= crop.last:
+                full = [regions(a, 0)[position] for a in range(2)]
+                whole[position] = (((0, full[0].length), (0, full[1].length)), (full[0].image, full[1].image))
+        return dataclasses.replace(plan, crop=crop, whole=whole)
+
     def forward(self, x: Tensor) -> BorderPlan:
         if tracing():  # exported or compiled programs get the plain computation
             return BorderPlan((self.first[0].pad, self.first[1].pad), {}, {})
-        return self.plan(int(x.shape[-2]), int(x.shape[-1]))
+        shape = (int(x.shape[-2]), int(x.shape[-1]))
+        plan = self.plan(*shape)
+        parameters = [p for layer in self._layers for p in layer.parameters(recurse=False)]
+        if plan.crop is None or x.device.type != "cpu" or not plain_inference(x, *parameters):
+            return plan  # (on a GPU, a CUDA graph may be capturing: recording reads values back)
+        key = (x.dtype, x.device, tuple(x.shape[:-2]), tensors_key(*parameters))
+        edges = self._edges.get(shape)
+        if edges is None or edges.key != key or edges.failed:
+            if len(self._edges) >= EDGE_SHAPES:
+                self._edges.pop(next(iter(self._edges)))
+            wanted = len(plan.crop.ends) + len(plan.whole)
+            edges = self._edges[shape] = EdgeCache(key, wanted)
+        return dataclasses.replace(plan, edges=edges, mode="crop" if edges.ready else "record")
+
+
+#: Input shapes whose fixed values a chain keeps (the most recent).
+EDGE_SHAPES = 8
 
 
 def _cumulative_strides(first: AxisWindow, chain: Sequence[AxisWindow]) -> list[int]:
@@ -288,15 +392,69 @@ def _cumulative_strides(first: AxisWindow, chain: Sequence[AxisWindow]) -> list[
     return strides
 
 
-def first_convolution(conv: nn.Conv2d, x: Tensor, plan: BorderPlan) -> Tensor:
-    """``conv(x)`` with the plan's (reduced) padding instead of the module's."""
+def windowed(layer: nn.Module, x: Tensor, plan: BorderPlan, position: int) -> Tensor:
+    """Chain ``position``'s convolution or pooling ``layer`` on ``x``: the first one (0) with the
+    plan's reduced padding; in a forward that reads kept values (:mod:`.cropping`) on the rows and
+    columns the plan computes there; in one that records them, ``layer(x)`` after keeping ``x``'s."""
+    crop, edges, previous = plan.crop, plan.edges, position - 1
+    if crop is not None and edges is not None and previous in crop.ends:
+        outer, image = crop.buffers[previous], crop.images[previous]
+        if plan.mode == "record":
+            edges.record(previous, x, outer, image, (0, 0))
+        else:
+            x = edges.assemble(previous, x, outer, image, image)
+    if crop is None or plan.mode != "crop" or position > crop.last:
+        return _whole(layer, x, plan, position)
+    if position == 0:
+        (r0, r1), (c0, c1) = crop.computed[-1]
+        x = x[..., r0:r1, c0:c1]
+    y = _on_rect(layer, x, crop.pads[position])
+    (r0, r1), (c0, c1) = crop.computed[position] if position not in crop.ends else crop.images[position]
+    if tuple(y.shape[-2:]) != (r1 - r0, c1 - c0):  # the arithmetic and the layers disagree
+        raise RuntimeError(
+            f"border skipping: chain blob {position} is {tuple(y.shape[-2:])} in part, "
+            f"the plan expected {(r1 - r0, c1 - c0)}"
+        )
+    return y
+
+
+def _whole(layer: nn.Module, x: Tensor, plan: BorderPlan, position: int) -> Tensor:
     from .speed import FastConv2d
 
-    if plan.pad == tuple(conv.padding):
-        return conv(x)
-    if isinstance(conv, FastConv2d):
-        return conv.convolve(x, plan.pad)
-    return F.conv2d(x, conv.weight, conv.bias, conv.stride, plan.pad, conv.dilation, conv.groups)
+    if position != 0 or plan.pad == tuple(layer.padding):  # type: ignore[arg-type]
+        return layer(x)
+    if isinstance(layer, FastConv2d):
+        return layer.convolve(x, plan.pad)
+    conv = layer
+    return F.conv2d(x, conv.weight, conv.bias, conv.stride, plan.pad, conv.dilation, conv.groups)  # type: ignore[arg-type]
+
+
+def _on_rect(layer: nn.Module, x: Tensor, pads: tuple[tuple[int, int], tuple[int, int]]) -> Tensor:
+    """``layer`` on ``x`` with ``pads`` zeros (before, after per axis) instead of its own padding."""
+    from ..layers.pooling import CaffePooling
+    from .speed import FastConv2d
+
+    if isinstance(layer, CaffePooling):  # (the plan pads no pooling: its windows lie inside x)
+        if any(layer.pad):
+            layer = _unpadded(layer)
+        return layer(x)
+    (top, bottom), (left, right) = pads
+    if top != bottom or left != right:
+        x = F.pad(x, (left, right, top, bottom))
+        top = left = 0
+    if isinstance(layer, FastConv2d):
+        return layer.convolve(x, (top, left))
+    conv = layer
+    y = F.conv2d(x, conv.weight, conv.bias, conv.stride, (top, left), conv.dilation, conv.groups)  # type: ignore[arg-type]
+    return y
+
+
+@functools.lru_cache(maxsize=64)
+def _unpadded(layer: nn.Module) -> nn.Module:
+    from ..layers.pooling import CaffePooling
+
+    assert isinstance(layer, CaffePooling)
+    return CaffePooling(layer.method, layer.kernel, layer.stride, (0,) * len(layer.pad), ceil=layer.ceil)
 
 
 def _put_back(x: Tensor, plan: BorderPlan, key: tuple[str, int]) -> Tensor:
@@ -328,13 +486,27 @@ def _target_length(segments: Segments | None, length: int) -> int:
 
 
 def expand(x: Tensor, plan: BorderPlan, position: int) -> Tensor:
-    """The blob at the end of a stage (chain ``position``) with the band rows the next stage keeps."""
+    """The blob at the end of a stage (chain ``position``) with the band rows the next stage keeps
+    (in a forward that computes only the image's rect there: that rect, as it is)."""
+    if plan.mode == "crop" and position <= plan.crop.last:  # type: ignore[union-attr]
+        return x
     return _put_back(x, plan, ("stage", position))
 
 
 def restore(x: Tensor, plan: BorderPlan, position: int) -> Tensor:
     """The full blob at chain ``position``, for readers outside the chain."""
-    return _put_back(x, plan, ("outside", position))
+    crop, edges = plan.crop, plan.edges
+    if crop is None or edges is None or position > crop.last:
+        return _put_back(x, plan, ("outside", position))
+    outer, image = plan.whole[position]
+    if plan.mode == "record":
+        full = _put_back(x, plan, ("outside", position))
+        edges.record(("outside", position), full, outer, image, (0, 0))
+        return full
+    held = crop.images[position] if position in crop.ends else crop.computed[position]
+    shift = [image[a][0] - crop.images[position][a][0] for a in range(2)]
+    source = tuple((held[a][0] + shift[a], held[a][1] + shift[a]) for a in range(2))
+    return edges.assemble(("outside", position), x, outer, image, source)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------
@@ -407,10 +579,6 @@ def _cost(node: fx.Node, net: fx.GraphModule, channels: int) -> tuple[int, int]:
             kernel = math.prod(module.kernel_size)
             return module.out_channels * module.in_channels // module.groups * kernel, module.out_channels
     return channels, channels
-
-
-COPY_COST = 200
-"""Multiply-adds that copying one value costs, as far as choosing where stages end goes."""
 
 
 def choose_stages(
@@ -487,6 +655,8 @@ def skip_constant_border(net: fx.GraphModule, size: tuple[int, int] | None = Non
 
 
 def _rewrite_chain(net: fx.GraphModule, start: fx.Node, size: tuple[int, int] | None) -> None:
+    from ..layers.pooling import CaffePooling
+
     first = _windows(net.get_submodule(str(start.target)))
     assert first is not None
     order = {n: i for i, n in enumerate(net.graph.nodes)}
@@ -507,36 +677,51 @@ def _rewrite_chain(net: fx.GraphModule, start: fx.Node, size: tuple[int, int] | 
     stages = choose_stages(first, windows, costs, channels, size or _declared_size(net, start))
     if not stages:
         return
-    stop = stages[-1]
-    outside = [i for i in range(stop) if any(u is not nodes[i + 1] for u in nodes[i].users)]
+    layers = [net.get_submodule(str(n.target)) if n.op == "call_module" else None for n in nodes]
+    sliding = [isinstance(m, (nn.Conv2d, CaffePooling)) for m in layers]
+    outside = [i for i in range(len(nodes)) if any(u is not (nodes[i + 1] if i + 1 < len(nodes) else None)
+                                                   for u in nodes[i].users)]  # fmt: skip
     attr = _free_attr(net, f"border_{start.target}")
-    net.add_module(attr, BorderPlanner(first, windows[:stop], stages, outside))
+    net.add_module(
+        attr,
+        BorderPlanner(
+            first,
+            [w if on else None for w, on in zip(windows, sliding[1:], strict=True)],
+            stages,
+            outside,
+            pooling=[isinstance(m, CaffePooling) for m in layers[1:]],
+            costs=costs,
+            channels=channels,
+            layers=[m for m in layers if m is not None],
+        ),
+    )
     graph = net.graph
-    source, name = start.args[0], start.name
-    start._rename(f"{name}_padded")
     with graph.inserting_before(start):
-        plan = graph.call_module(attr, (source,))
-        conv = graph.get_attr(str(start.target))
-        conv._rename(f"{name}_layer")
-    with graph.inserting_after(start):
-        reduced = graph.call_function(first_convolution, (conv, source, plan))
-    start.replace_all_uses_with(reduced)
-    graph.erase_node(start)
-    _free_name(graph, name)
-    reduced._rename(name)
-    nodes[0] = reduced
-    for i in range(stop + 1):
-        blob, chained = nodes[i], nodes[i + 1] if i < stop else None
+        plan = graph.call_module(attr, (start.args[0],))
+    for i, n in enumerate(nodes):
+        if not sliding[i]:
+            continue
+        name = n.name
+        with graph.inserting_before(n):
+            layer = graph.get_attr(str(n.target))
+            layer._rename(f"{name}_layer")
+        with graph.inserting_after(n):
+            call = graph.call_function(windowed, (layer, n.args[0], plan, i))
+        n.replace_all_uses_with(call)
+        graph.erase_node(n)
+        _free_name(graph, name)
+        call._rename(name)
+        nodes[i] = call
+    for i in range(len(nodes)):
+        blob, chained = nodes[i], nodes[i + 1] if i + 1 < len(nodes) else None
         if i in stages:
             with graph.inserting_after(blob):
                 expanded = graph.call_function(expand, (blob, plan, i))
             expanded._rename(f"{blob.name}_expanded")
             blob.replace_all_uses_with(expanded, delete_user_cb=lambda user, e=expanded: user is not e)
             blob = expanded
-            if i == stop:
-                continue
         readers = [u for u in blob.users if u is not chained]
-        if readers:
+        if readers and i in outside:
             with graph.inserting_after(blob):
                 full = graph.call_function(restore, (blob, plan, i))
             full._rename(f"{blob.name}_full")

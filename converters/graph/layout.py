@@ -89,16 +89,19 @@ RACE_VALUES = 1 << 16
 _PASS_FUNCTIONS: set[Callable[..., object]] = {
     torch.relu, torch.relu_, torch.flatten, torch.permute, operator.getitem,
     eltwise.eltwise_sum, eltwise.eltwise_prod, eltwise.eltwise_max,
-    shape.concat, shape.caffe_crop, border.first_convolution, border.expand, border.restore,
+    shape.concat, shape.caffe_crop, border.expand, border.restore,
 }  # fmt: skip
 
 
 def _passes(net: fx.GraphModule, node: fx.Node) -> bool:
-    if node.op == "call_function":
+    if node.op == "call_function" and node.target is border.windowed:  # (layer, input, plan, position)
+        module = net.get_submodule(str(node.args[0].target))  # type: ignore[union-attr]
+    elif node.op == "call_function":
         return node.target in _PASS_FUNCTIONS
-    if node.op != "call_module":
+    elif node.op != "call_module":
         return False
-    module = net.get_submodule(str(node.target))
+    else:
+        module = net.get_submodule(str(node.target))
     if isinstance(module, CaffePooling):
         return module.method == "MAX" and not module.mask
     return isinstance(module, nn.ReLU) or _produces(net, node)
@@ -122,7 +125,7 @@ def _convolution(net: fx.GraphModule, node: fx.Node) -> nn.Module | None:
     """The calibrated convolution ``node`` calls (``None`` for any other node)."""
     from .speed import FastConv2d
 
-    if node.op == "call_function" and node.target is border.first_convolution:  # (layer, input, plan)
+    if node.op == "call_function" and node.target is border.windowed:  # (layer, input, plan, position)
         layer = node.args[0]
         module = net.get_submodule(str(layer.target)) if isinstance(layer, fx.Node) else None
     elif node.op == "call_module":
@@ -176,7 +179,7 @@ def channels_last_readers(net: fx.GraphModule) -> list[nn.Module]:
         if _reads_shapes_only(net, node):
             continue
         if _passes(net, node):
-            if _produces(net, node) and node.op == "call_module":
+            if _produces(net, node):
                 readers.append(_convolution(net, node))  # type: ignore[arg-type]
                 for producer in set().union(*(maybe[a] for a in inputs)):
                     _convolution(net, producer).channels_last_output = True  # type: ignore[union-attr]

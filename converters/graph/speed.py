@@ -101,7 +101,7 @@ from ..layers.convolution import CaffeConv2d, pad_far_end
 from ..layers.eltwise import eltwise_max, eltwise_prod, eltwise_sum
 from ..layers.tracing import plain_inference
 from . import heap as _heap
-from .border import BorderPlanner, first_convolution, skip_constant_border
+from .border import BorderPlanner, skip_constant_border, windowed
 from .folding import ConvNormScale, fold_batch_norms, tensors_key
 from .kernels import (
     BAND_VALUES,
@@ -970,10 +970,10 @@ def fuse_relus(net: fx.GraphModule) -> list[str]:
             continue
         if not (isinstance(source, fx.Node) and len(source.users) == 1):
             continue
-        first = source.op == "call_function" and source.target is first_convolution
+        chained = source.op == "call_function" and source.target is windowed
         if source.op == "call_module":
             layer = str(source.target)
-        elif first and source.args[0].op == "get_attr":  # (the border skipping's first layer)
+        elif chained and source.args[0].op == "get_attr":  # (a layer of the border skipping's chain)
             layer = str(source.args[0].target)
         else:
             continue

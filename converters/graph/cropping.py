@@ -1,0 +1,237 @@
+"""Compute only the rows and columns that read the image; take the others from the first forward.
+
+Past the constant band (:mod:`.border`), a chain's blobs still hold rows and columns that read the
+outer padding and never the input (FCN-8s at 500 x 500: conv4_3's outer 7 of 88, conv3_3's outer
+20 of 175): their values depend on the weights and the input's shape only. This module plans, for
+one input shape, how a chain computes only what the image reaches:
+
+- Each *end* ``s`` of a segment of the chain holds only the rows and columns that read the image
+  (``image``); the layer after it reads a buffer (``buffers[s]``) made of those and of a ring of the
+  blob's fixed values, kept from the first forward at this shape (:class:`EdgeCache`).
+- Between two ends each layer computes the rows its successor reads (``computed[i]``, the window's
+  preimage of the next layer's), and reads its input with the padding its window needs
+  (``pads[i]``: zeros beyond the blob, which only convolutions take; a pooling window past its
+  blob ends the planning).
+- The last end (``last``) is made whole again for the rest of the net.
+
+:func:`plan_crop` chooses the ends by least work, as :func:`.border.choose_stages` does: each
+layer's multiply-adds over the rows it computes, plus :data:`COPY_COST` per value copied into a
+buffer. The values are the plain graph's up to the convolution kernels' float rounding on maps of
+another size (the border skipping's own terms); the fixed ones are the first forward's, exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..layers.tracing import is_channels_last
+
+__all__ = ["AxisGeometry", "CropPlan", "EdgeCache", "Rect", "plan_crop", "ring"]
+
+Span = tuple[int, int]
+"""Rows ``[start, end)`` along one axis."""
+Rect = tuple[Span, Span]
+"""Rows and columns."""
+
+#: Multiply-adds that copying one value costs, as far as choosing the ends goes (.border's too).
+COPY_COST = 200
+
+
+@dataclass(frozen=True)
+class AxisGeometry:
+    """One chain position along one axis, in the coordinates its readers see it in: the blob's
+    length and the rows that read the image."""
+
+    length: int
+    image: Span
+
+
+@dataclass(frozen=True)
+class CropPlan:
+    """For one input shape: which rows and columns each chain position computes (see the module)."""
+
+    last: int
+    """The last position computed in part; the layer after it reads it whole."""
+    ends: frozenset[int]
+    """Positions that hold only their image rect (``last`` among them)."""
+    computed: dict[int, Rect]
+    """Position -> the rect it computes (each position up to ``last``)."""
+    images: dict[int, Rect]
+    """Position -> its image rect."""
+    shapes: dict[int, tuple[int, int]]
+    """Position -> the whole blob's rows and columns."""
+    buffers: dict[int, Rect]
+    """End -> the rect the layer after it reads (the whole blob for ``last``)."""
+    pads: dict[int, tuple[Span, Span]]
+    """Position -> the zeros its layer reads beyond its input, (before, after) per axis."""
+
+
+def _preimage(window: object, out: Span, length: int) -> tuple[Span, Span]:
+    """The input rows a layer's outputs ``out`` read, clipped to ``[0, length)``, and the padding
+    rows beyond them (before, after)."""
+    k, s, p = window.kernel, window.stride, window.pad  # type: ignore[attr-defined]
+    start, end = out[0] * s - p, (out[1] - 1) * s - p + k
+    return (max(0, start), min(length, end)), (max(0, -start), max(0, end - length))
+
+
+def _area(rect: Rect) -> int:
+    return max(0, rect[0][1] - rect[0][0]) * max(0, rect[1][1] - rect[1][0])
+
+
+def _inside(inner: Rect, outer: Rect) -> bool:
+    return all(o[0] <= i[0] and i[1] <= o[1] for i, o in zip(inner, outer, strict=True))
+
+
+def plan_crop(
+    geometry: Sequence[tuple[AxisGeometry, AxisGeometry]],
+    windows: Sequence[tuple[object, object] | None],
+    pooling: Sequence[bool],
+    costs: Sequence[int],
+    channels: Sequence[int],
+    data: tuple[int, int],
+    current: Sequence[float],
+    must_end: Sequence[int] = (),
+    produced: Sequence[Rect] | None = None,
+) -> CropPlan | None:
+    """The least-work :class:`CropPlan` for a chain (``None`` where computing in part saves
+    nothing): ``geometry[i]`` is position i's, ``windows[i]`` its layer's windows (``None`` for a
+    per-element layer), ``pooling[i]`` whether it pools, ``costs[i]`` its multiply-adds per output
+    value over ``channels[i]``; position 0 is the first convolution, which reads the ``data``'s
+    rows and columns with ``windows[0]``'s padding. ``must_end`` lists positions where the blob's
+    coordinates change (the border skipping's stage ends): a segment may end there, not cross.
+    ``current[i]`` is position i's work as it runs now (the copies after it included).
+    ``produced[i]``, where a stage end's coordinates change, is its image rect as its layer makes
+    it (default: ``geometry``'s)."""
+    count = len(geometry)
+    shapes = [(g[0].length, g[1].length) for g in geometry]
+    images: list[Rect] = [(g[0].image, g[1].image) for g in geometry]
+    whole: list[Rect] = [((0, h), (0, w)) for h, w in shapes]
+    windowed = [windows[i] is not None for i in range(count)]
+    made = list(produced) if produced is not None else images
+    forced = set(must_end)
+
+    def segment(start: int, end: int) -> tuple[float, dict[int, Rect], dict[int, tuple[Span, Span]], Rect]:
+        """Positions start+1..end computing toward ``end``'s image: work, rects, pads, and the
+        rect read from ``start`` (the data's for start -1); raises ValueError where it cannot."""
+        rects: dict[int, Rect] = {end: images[end]}
+        pads: dict[int, tuple[Span, Span]] = {}
+        work = costs[end] * _area(images[end])
+        for i in range(end, start, -1):
+            out = made[end] if i == end else rects[i]
+            limit = data if i == 0 else shapes[i - 1]
+            if windows[i] is None:
+                need, pad = out, ((0, 0), (0, 0))
+            else:
+                spans = [_preimage(windows[i][a], out[a], limit[a]) for a in range(2)]
+                need, pad = (spans[0][0], spans[1][0]), (spans[0][1], spans[1][1])
+                if pooling[i] and any(pad[0] + pad[1]):
+                    raise ValueError("a pooling window past its blob")
+            pads[i] = pad
+            if i - 1 == start:
+                return work, rects, pads, need
+            if i - 1 in forced:
+                raise ValueError("a stage end inside a segment")
+            rects[i - 1] = need
+            work += costs[i - 1] * _area(need)
+        raise AssertionError("unreachable")
+
+    Pads = dict[int, tuple[Span, Span]]
+    best: dict[int, tuple[float, list[int], dict[int, Rect], Pads, dict[int, Rect]]] = {}
+    for end in range(count - 1):
+        if not windowed[end + 1] or images[end][0][0] >= images[end][0][1]:
+            continue
+        options = []
+        for start in [-1, *best]:
+            if start >= end:
+                continue
+            try:
+                work, rects, pads, need = segment(start, end)
+            except ValueError:
+                continue
+            if start == -1:
+                options.append((work, [], {**rects, -1: need}, pads, {}))
+                continue
+            if not _inside(images[start], need):
+                continue
+            cost, ends, before, before_pads, buffers = best[start]
+            copy = COPY_COST * channels[start] * _area(need)
+            options.append(
+                (cost + copy + work, [*ends, start], {**before, **rects}, {**before_pads, **pads},
+                 {**buffers, start: need})
+            )  # fmt: skip
+        if options:
+            best[end] = min(options, key=lambda option: option[0])
+    chosen = None
+    for last, (cost, ends, rects, pads, buffers) in best.items():
+        if any(f <= last and f not in ends and f != last for f in forced):
+            continue
+        finish = cost + COPY_COST * channels[last] * _area(whole[last]) + sum(current[last + 1 :])
+        if chosen is None or finish < chosen[0]:
+            chosen = (finish, last, ends, rects, pads, {**buffers, last: whole[last]})
+    if chosen is None or chosen[0] >= sum(current):
+        return None
+    _, last, ends, rects, pads, buffers = chosen
+    return CropPlan(
+        last=last,
+        ends=frozenset([*ends, last]),
+        computed=rects,
+        images={i: images[i] for i in range(last + 1)},
+        shapes={i: shapes[i] for i in range(last + 1)},
+        buffers=buffers,
+        pads=pads,
+    )
+
+
+def ring(outer: Rect, inner: Rect) -> list[Rect]:
+    """``outer`` less ``inner`` as up to four rects: the rows above and below ``inner`` over
+    ``outer``'s width, then the columns left and right of it over ``inner``'s rows."""
+    (r0, r1), (c0, c1) = outer
+    (i0, i1), (j0, j1) = inner
+    rects = [((r0, i0), (c0, c1)), ((i1, r1), (c0, c1)), ((i0, i1), (c0, j0)), ((i0, i1), (j1, c1))]
+    return [r for r in rects if _area(r) > 0]
+
+
+class EdgeCache:
+    """The fixed values of one input shape's buffers, recorded from a whole forward and kept while
+    the weights, dtype and device they came from stay (``key``)."""
+
+    def __init__(self, key: tuple, wanted: int) -> None:
+        self.key = key
+        self.wanted = wanted
+        self.strips: dict[object, list[Tensor]] = {}
+        self.failed = False
+
+    @property
+    def ready(self) -> bool:
+        return not self.failed and len(self.strips) == self.wanted
+
+    def record(self, name: object, blob: Tensor, outer: Rect, inner: Rect, origin: tuple[int, int]) -> None:
+        """Keep ``blob``'s values over ``outer`` less ``inner`` (rects in coordinates where
+        ``blob``'s first row and column are ``origin``); a non-finite one spoils the recording (NaN
+        can reach fixed values only through a kernel's tiles: the next forward records again)."""
+        strips = []
+        for (a, b), (c, d) in ring(outer, inner):
+            strip = blob[..., a - origin[0] : b - origin[0], c - origin[1] : d - origin[1]].clone()
+            if not bool(torch.isfinite(strip).all()):
+                self.failed = True
+            strips.append(strip)
+        self.strips[name] = strips
+
+    def assemble(self, name: object, x: Tensor, outer: Rect, inner: Rect, source: Rect) -> Tensor:
+        """The blob over ``outer``: ``x`` (which holds ``source``) over ``inner``, the kept values
+        around it."""
+        rows, cols = outer
+        shape = (*x.shape[:-2], rows[1] - rows[0], cols[1] - cols[0])
+        layout = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+        out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout)
+        for ((a, b), (c, d)), strip in zip(ring(outer, inner), self.strips[name], strict=True):
+            out[..., a - rows[0] : b - rows[0], c - cols[0] : d - cols[0]] = strip
+        (a, b), (c, d) = inner
+        out[..., a - rows[0] : b - rows[0], c - cols[0] : d - cols[0]] = x[
+            ..., a - source[0][0] : b - source[0][0], c - source[1][0] : d - source[1][0]
+        ]
+        return out

@@ -1,0 +1,149 @@
+"""From the second forward at a shape, FCN's chain computes only the rows and columns that read the
+image and takes the others from the first forward (converters.graph.cropping): the plain graph's
+numbers, at every size, until the weights, the batch or autograd change what may be kept."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from converters import build_graph
+from converters.fcn.nets import net_definition
+from converters.graph import cropping
+from converters.graph.border import BorderPlanner, skip_constant_border
+from converters.graph.cropping import ring
+
+
+def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((got - expected).abs().max()) / max(float(expected.abs().max()), 1e-30)
+
+
+def _fcn(model: str, seed: int) -> tuple[torch.nn.Module, torch.nn.Module, BorderPlanner]:
+    plain = build_graph(net_definition(model, "deploy", width=0.0625), seed=seed)
+    fast = skip_constant_border(copy.deepcopy(plain))
+    planner = next(m for m in fast.modules() if isinstance(m, BorderPlanner))
+    return plain, fast, planner
+
+
+def _inputs(net: torch.nn.Module, shape: tuple[int, int, int], generator: torch.Generator) -> dict:
+    height, width, batch = shape
+    return {
+        name: torch.randn(batch, dims[1], height, width, generator=generator) * 50
+        for name, dims in net.caffe.inputs.items()
+    }
+
+
+@pytest.mark.parametrize("model", ["voc-fcn8s", "voc-fcn32s", "voc-fcn-alexnet", "nyud-fcn32s-color-hha"])
+def test_the_second_forward_computes_only_the_image_rect_and_gives_the_plain_outputs(model: str) -> None:
+    plain, fast, planner = _fcn(model, seed=7)
+    generator = torch.Generator().manual_seed(8)
+    cropped = 0
+    for shape in [(120, 97, 1), (64, 64, 2), (200, 31, 1), (9, 150, 1), (1, 1, 1)]:
+        plan = planner.plan(shape[0], shape[1])
+        for call in range(3):
+            inputs = _inputs(plain, shape, generator)
+            with torch.inference_mode():
+                expected, got = plain(**inputs), fast(**inputs)
+            for blob in expected:
+                assert got[blob].shape == expected[blob].shape
+                assert _relative_error(got[blob], expected[blob]) < 1e-5, (shape, call, blob)
+        if plan.crop is not None:
+            cropped += 1
+            assert planner._edges[shape[:2]].ready  # the later forwards read kept values
+            last = plan.crop.last
+            computed = plan.crop.images[last]
+            assert (computed[0][1] - computed[0][0]) * (computed[1][1] - computed[1][0]) < (
+                plan.crop.shapes[last][0] * plan.crop.shapes[last][1]
+            )
+    assert cropped >= 2
+
+
+def test_new_weights_a_new_batch_and_autograd_are_never_served_kept_values() -> None:
+    plain, fast, planner = _fcn("voc-fcn8s", seed=9)
+    generator = torch.Generator().manual_seed(10)
+    shape = (90, 110, 1)
+    assert planner.plan(90, 110).crop is not None
+
+    def agree(batch: int = 1) -> None:
+        inputs = _inputs(plain, (shape[0], shape[1], batch), generator)
+        with torch.inference_mode():
+            expected, got = plain(**inputs), fast(**inputs)
+        assert _relative_error(got["score"], expected["score"]) < 1e-5
+
+    for _ in range(2):
+        agree()
+    assert planner._edges[(90, 110)].ready
+    with torch.no_grad():  # the same change to both nets' deepest cropped layer
+        for net in (plain, fast):
+            net.conv4_2.bias.add_(0.5)
+            net.conv2_1.weight.mul_(1.5)
+    for _ in range(2):
+        agree()
+    for _ in range(2):
+        agree(batch=2)
+    # A forward that autograd records computes everything (no kept value is a constant to it).
+    x = _inputs(plain, shape, generator)["data"]
+    plain(data=x)["score"].square().sum().backward()
+    fast(data=x)["score"].square().sum().backward()
+    for (name, a), b in zip(plain.named_parameters(), fast.parameters(), strict=True):
+        assert _relative_error(b.grad, a.grad) < 1e-4, name
+
+
+def test_an_input_with_nan_keeps_no_nan_in_the_fixed_values() -> None:
+    """The fixed values never read the input: a NaN in the first forward's image stays out of them."""
+    plain, fast, planner = _fcn("voc-fcn16s", seed=11)
+    generator = torch.Generator().manual_seed(12)
+    shape = (70, 80, 1)
+    first = _inputs(plain, shape, generator)
+    first["data"][0, 0, 35, 40] = float("nan")
+    with torch.inference_mode():
+        fast(**first)
+        inputs = _inputs(plain, shape, generator)
+        expected, got = plain(**inputs), fast(**inputs)
+    assert planner._edges[shape[:2]].ready
+    assert torch.isfinite(got["score"]).all()
+    assert _relative_error(got["score"], expected["score"]) < 1e-5
+
+
+def test_exported_programs_run_the_plain_computation() -> None:
+    plain, fast, _ = _fcn("voc-fcn32s", seed=13)
+    x = _inputs(plain, (48, 40, 1), torch.Generator().manual_seed(14))["data"]
+    with torch.inference_mode():
+        fast(data=x), fast(data=x)  # kept values ready
+    program = torch.export.export(fast, (), {"data": x})
+    with torch.inference_mode():
+        assert _relative_error(program.module()(data=x)["score"], plain(data=x)["score"]) < 1e-5
+
+
+def test_computed_rects_lie_in_their_blobs_and_no_pooling_reads_past_its_own() -> None:
+    _, _, planner = _fcn("voc-fcn8s", seed=15)
+    planned = 0
+    for height, width in [(500, 500), (375, 500), (64, 300), (33, 33)]:
+        crop = planner.plan(height, width).crop
+        if crop is None:
+            continue
+        planned += 1
+        for position in range(crop.last + 1):
+            rect, shape = crop.computed[position], crop.shapes[position]
+            assert all(0 <= r[0] < r[1] <= n for r, n in zip(rect, shape, strict=True)), position
+            if position in crop.ends:
+                assert rect == crop.images[position]
+            if position > 0 and planner.pooling[position - 1]:
+                assert crop.pads[position] == ((0, 0), (0, 0)), position
+        assert crop.buffers[crop.last] == ((0, crop.shapes[crop.last][0]), (0, crop.shapes[crop.last][1]))
+    assert planned >= 3
+
+
+def test_a_ring_covers_the_outer_rect_less_the_inner_once() -> None:
+    outer, inner = ((0, 7), (2, 11)), ((3, 5), (4, 6))
+    cover = torch.zeros(7, 11, dtype=torch.int32)
+    for (a, b), (c, d) in ring(outer, inner):
+        cover[a:b, c:d] += 1
+    expected = torch.zeros(7, 11, dtype=torch.int32)
+    expected[:, 2:] = 1
+    expected[3:5, 4:6] = 0
+    assert torch.equal(cover, expected)
+    assert ring(outer, outer) == []
+    assert cropping.COPY_COST > 0
