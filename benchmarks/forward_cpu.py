@@ -367,10 +367,12 @@ def kernel_summary(prototxt: Path, caffemodel: Path, feeds: Feeds) -> str:
     that run their ReLU."""
     from collections import Counter
 
+    from converters.graph.border import BorderPlanner
     from converters.graph.speed import FAST_KERNELS, kernel_choices
 
     inputs = {k: torch.from_numpy(v) for k, v in feeds.items()}
-    choices = kernel_choices(load_caffe(prototxt, caffemodel), inputs)
+    net = load_caffe(prototxt, caffemodel)
+    choices = kernel_choices(net, inputs)
     folded = sum(text.endswith(" in one pass") for text in choices.values())
     fused = sum(text.endswith(" + its ReLU in the layer") for text in choices.values())
     kernels = {name: text.split(" ")[0] for name, text in choices.items()}
@@ -380,7 +382,12 @@ def kernel_summary(prototxt: Path, caffemodel: Path, feeds: Feeds) -> str:
     fast = f"; not PyTorch's: {', '.join(ours)}" if ours else ""
     folding = f"; {folded} with their BatchNorm/Scale in one pass after them" if folded else ""
     relus = f"; {fused} with their ReLU inside them" if fused else ""
-    return f"default graph's convolutions: {shown}{fast}{folding}{relus}"
+    first = next(iter(inputs.values()))
+    border = "".join(
+        f"; border skipping: {m.describe(int(first.shape[-2]), int(first.shape[-1]))}"
+        for m in net.modules() if isinstance(m, BorderPlanner)
+    )  # fmt: skip
+    return f"default graph's convolutions: {shown}{fast}{folding}{relus}{border}"
 
 
 if __name__ == "__main__":

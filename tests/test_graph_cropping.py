@@ -20,8 +20,20 @@ def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     return float((got - expected).abs().max()) / max(float(expected.abs().max()), 1e-30)
 
 
-def _fcn(model: str, seed: int) -> tuple[torch.nn.Module, torch.nn.Module, BorderPlanner]:
+def _plain(model: str, seed: int) -> torch.nn.Module:
+    """A narrow FCN with random weights and random biases (Caffe's bias filler, constant 0, would
+    make every fixed value 0, and a wrong one would go unseen)."""
     plain = build_graph(net_definition(model, "deploy", width=0.0625), seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in plain.named_parameters():
+            if name.endswith("bias"):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    return plain
+
+
+def _fcn(model: str, seed: int) -> tuple[torch.nn.Module, torch.nn.Module, BorderPlanner]:
+    plain = _plain(model, seed)
     fast = skip_constant_border(copy.deepcopy(plain))
     planner = next(m for m in fast.modules() if isinstance(m, BorderPlanner))
     return plain, fast, planner
@@ -147,3 +159,29 @@ def test_a_ring_covers_the_outer_rect_less_the_inner_once() -> None:
     assert torch.equal(cover, expected)
     assert ring(outer, outer) == []
     assert cropping.COPY_COST > 0
+
+
+@pytest.mark.parametrize("kernel", ["onednn-nhwc", "winograd-f2", "gemm"])
+def test_the_image_rect_runs_on_every_kernel_and_layout_the_calibration_may_choose(
+    kernel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The EPYC's choices (channels-last blobs through the chain, Winograd's tiles on cropped maps)."""
+    from converters.graph import speed
+
+    def choose(layer: torch.nn.Conv2d, began: float) -> speed.KernelChoice:
+        square = tuple(layer.kernel_size) == (3, 3) and tuple(layer.stride) == (1, 1)
+        return speed.KernelChoice(kernel if square or kernel != "winograd-f2" else "onednn", (), 0.0)
+
+    monkeypatch.setattr(speed, "_calibrate", choose)
+    monkeypatch.setattr(speed, "CALIBRATION_CACHE", None)
+    plain = _plain("voc-fcn8s", seed=16)
+    fast = speed.optimize_for_cpu(copy.deepcopy(plain))
+    planner = next(m for m in fast.modules() if isinstance(m, BorderPlanner))
+    generator = torch.Generator().manual_seed(17)
+    for shape in [(75, 90, 1), (64, 64, 2)]:
+        for _ in range(3):
+            inputs = _inputs(plain, shape, generator)
+            with torch.inference_mode():
+                expected, got = plain(**inputs), fast(**inputs)
+            assert _relative_error(got["score"], expected["score"]) < 1e-5, shape
+        assert planner._edges[shape[:2]].ready

@@ -2,7 +2,8 @@
 
 ``load_caffe`` applies :func:`optimize_for_cpu` by default when the net is built on the CPU
 (``optimize=False`` keeps the plain graph). It skips the constant band that a large first padding
-(FCN's pad 100) leaves around the image (:mod:`.border`: exact, only fewer rows computed), runs in
+(FCN's pad 100) leaves around the image (:mod:`.border`: exact, only fewer rows computed; from the
+second forward at a size, only the rows and columns that read the image: :mod:`.cropping`), runs in
 place the ReLUs whose input has no other reader (inside the convolution before them, where that is
 one of its layers: :func:`fuse_relus`), and gives each convolution (one group, dilation 1)
 the kernel a calibration at load chooses for it on this machine, with this layer's own weights: the
