@@ -142,7 +142,7 @@ def plan_crop(
     Pads = dict[int, tuple[Span, Span]]
     best: dict[int, tuple[float, list[int], dict[int, Rect], Pads, dict[int, Rect]]] = {}
     for end in range(count - 1):
-        if not windowed[end + 1] or images[end][0][0] >= images[end][0][1]:
+        if not windowed[end + 1] or _area(images[end]) == 0:
             continue
         options = []
         for start in [-1, *best]:
