@@ -360,6 +360,7 @@ class BorderPlanner(nn.Module):
             current,
             must_end=self.stages,
             produced=[(g[0].image, g[1].image) for g in made],
+            outside=self.outside,
         )
         if crop is None:
             return plan
@@ -426,18 +427,23 @@ def windowed(layer: nn.Module, x: Tensor, plan: BorderPlan, position: int) -> Te
     columns the plan computes there; in one that records them, ``layer(x)`` after keeping ``x``'s."""
     crop, edges, previous = plan.crop, plan.edges, position - 1
     if crop is not None and edges is not None and previous in crop.ends:
-        outer, image = crop.buffers[previous], crop.images[previous]
+        outer, inner = crop.buffers[previous], crop.fills[previous]
         if plan.mode == "record":
-            edges.record(previous, x, outer, image, (0, 0))
+            edges.record(previous, x, outer, inner, (0, 0))
         else:
-            x = edges.assemble(previous, x, outer, image, image)
+            x = edges.assemble(previous, x, outer, inner, crop.computed[previous])
     if crop is None or plan.mode != "crop" or position > crop.last:
         return _whole(layer, x, plan, position)
     if position == 0:
-        (r0, r1), (c0, c1) = crop.computed[-1]
-        x = x[..., r0:r1, c0:c1]
+        held: Rect = ((0, int(x.shape[-2])), (0, int(x.shape[-1])))
+    else:
+        held = crop.buffers[previous] if previous in crop.ends else crop.computed[previous]
+    read = crop.reads[position]
+    if read != held:  # (a strided layer may read less than the layer before holds)
+        rows, cols = read[0], read[1]
+        x = x[..., rows[0] - held[0][0] : rows[1] - held[0][0], cols[0] - held[1][0] : cols[1] - held[1][0]]
     y = _on_rect(layer, x, crop.pads[position])
-    (r0, r1), (c0, c1) = crop.computed[position] if position not in crop.ends else crop.images[position]
+    (r0, r1), (c0, c1) = crop.computed[position]
     if tuple(y.shape[-2:]) != (r1 - r0, c1 - c0):  # the arithmetic and the layers disagree
         raise RuntimeError(
             f"border skipping: chain blob {position} is {tuple(y.shape[-2:])} in part, "
@@ -531,7 +537,7 @@ def restore(x: Tensor, plan: BorderPlan, position: int) -> Tensor:
         full = _put_back(x, plan, ("outside", position))
         edges.record(("outside", position), full, outer, image, (0, 0))
         return full
-    held = crop.images[position] if position in crop.ends else crop.computed[position]
+    held = crop.computed[position]
     shift = [image[a][0] - crop.images[position][a][0] for a in range(2)]
     source = tuple((held[a][0] + shift[a], held[a][1] + shift[a]) for a in range(2))
     return edges.assemble(("outside", position), x, outer, image, source)  # type: ignore[arg-type]

@@ -59,13 +59,19 @@ class CropPlan:
     ends: frozenset[int]
     """Positions that hold only their image rect (``last`` among them)."""
     computed: dict[int, Rect]
-    """Position -> the rect it computes (each position up to ``last``)."""
+    """Position -> the rect it holds (each position up to ``last``; an end's image rect, or more
+    after a per-element layer)."""
+    reads: dict[int, Rect]
+    """Position -> the rect its layer reads from the blob before it (the data's for 0)."""
     images: dict[int, Rect]
     """Position -> its image rect."""
     shapes: dict[int, tuple[int, int]]
     """Position -> the whole blob's rows and columns."""
     buffers: dict[int, Rect]
     """End -> the rect the layer after it reads (the whole blob for ``last``)."""
+    fills: dict[int, Rect]
+    """End -> the part of its buffer its layer computed (its image rect, within the buffer); the
+    rest of the buffer is kept."""
     pads: dict[int, tuple[Span, Span]]
     """Position -> the zeros its layer reads beyond its input, (before, after) per axis."""
 
@@ -82,10 +88,6 @@ def _area(rect: Rect) -> int:
     return max(0, rect[0][1] - rect[0][0]) * max(0, rect[1][1] - rect[1][0])
 
 
-def _inside(inner: Rect, outer: Rect) -> bool:
-    return all(o[0] <= i[0] and i[1] <= o[1] for i, o in zip(inner, outer, strict=True))
-
-
 def plan_crop(
     geometry: Sequence[tuple[AxisGeometry, AxisGeometry]],
     windows: Sequence[tuple[object, object] | None],
@@ -96,6 +98,7 @@ def plan_crop(
     current: Sequence[float],
     must_end: Sequence[int] = (),
     produced: Sequence[Rect] | None = None,
+    outside: Sequence[int] = (),
 ) -> CropPlan | None:
     """The least-work :class:`CropPlan` for a chain (``None`` where computing in part saves
     nothing): ``geometry[i]`` is position i's, ``windows[i]`` its layer's windows (``None`` for a
@@ -105,7 +108,8 @@ def plan_crop(
     coordinates change (the border skipping's stage ends): a segment may end there, not cross.
     ``current[i]`` is position i's work as it runs now (the copies after it included).
     ``produced[i]``, where a stage end's coordinates change, is its image rect as its layer makes
-    it (default: ``geometry``'s)."""
+    it (default: ``geometry``'s). ``outside`` lists positions read outside the chain: they compute
+    at least their image rect (a strided successor may read less), which their readers get whole."""
     count = len(geometry)
     shapes = [(g[0].length, g[1].length) for g in geometry]
     images: list[Rect] = [(g[0].image, g[1].image) for g in geometry]
@@ -113,15 +117,22 @@ def plan_crop(
     windowed = [windows[i] is not None for i in range(count)]
     made = list(produced) if produced is not None else images
     forced = set(must_end)
+    readers = set(outside)
+    Pads = dict[int, tuple[Span, Span]]
 
-    def segment(start: int, end: int) -> tuple[float, dict[int, Rect], dict[int, tuple[Span, Span]], Rect]:
-        """Positions start+1..end computing toward ``end``'s image: work, rects, pads, and the
-        rect read from ``start`` (the data's for start -1); raises ValueError where it cannot."""
-        rects: dict[int, Rect] = {end: images[end]}
-        pads: dict[int, tuple[Span, Span]] = {}
-        work = costs[end] * _area(images[end])
+    def segment(start: int, end: int) -> tuple[float, dict[int, Rect], dict[int, Rect], Pads]:
+        """Positions start+1..end computing toward ``end``'s image: the work, the rect each holds,
+        the rect each layer reads (from ``start``'s buffer, or the data's for start -1) and its
+        padding; raises ValueError where the segment cannot run."""
+        rects: dict[int, Rect] = {}
+        reads: dict[int, Rect] = {}
+        pads: Pads = {}
         for i in range(end, start, -1):
-            out = made[end] if i == end else rects[i]
+            if i == end:
+                out = made[end]
+            else:
+                out = rects[i] if i not in readers else _union(rects[i], images[i])
+                rects[i] = out
             limit = data if i == 0 else shapes[i - 1]
             if windows[i] is None:
                 need, pad = out, ((0, 0), (0, 0))
@@ -130,17 +141,27 @@ def plan_crop(
                 need, pad = (spans[0][0], spans[1][0]), (spans[0][1], spans[1][1])
                 if pooling[i] and any(pad[0] + pad[1]):
                     raise ValueError("a pooling window past its blob")
-            pads[i] = pad
+                if _area(need) == 0:
+                    raise ValueError("a layer reading nothing")
+            reads[i], pads[i] = need, pad
             if i - 1 == start:
-                return work, rects, pads, need
+                break
             if i - 1 in forced:
                 raise ValueError("a stage end inside a segment")
             rects[i - 1] = need
-            work += costs[i - 1] * _area(need)
-        raise AssertionError("unreachable")
+        rects[end] = images[end]
+        for i in range(start + 2, end + 1):  # a per-element layer holds what the layer before holds
+            if windows[i] is not None:
+                continue
+            if i != end:
+                rects[i] = rects[i - 1]
+            elif rects[i - 1] != made[end]:
+                if end in forced:  # (its coordinates change: only the image's rows shift as one)
+                    raise ValueError("more than the image at a stage end")
+                rects[end] = rects[i - 1]
+        return sum(costs[i] * _area(rects[i]) for i in range(start + 1, end + 1)), rects, reads, pads
 
-    Pads = dict[int, tuple[Span, Span]]
-    best: dict[int, tuple[float, list[int], dict[int, Rect], Pads, dict[int, Rect]]] = {}
+    best: dict[int, tuple[float, list[int], dict[int, Rect], dict[int, Rect], Pads, dict[int, Rect]]] = {}
     for end in range(count - 1):
         if not windowed[end + 1] or _area(images[end]) == 0:
             continue
@@ -149,41 +170,52 @@ def plan_crop(
             if start >= end:
                 continue
             try:
-                work, rects, pads, need = segment(start, end)
+                work, rects, reads, pads = segment(start, end)
             except ValueError:
                 continue
             if start == -1:
-                options.append((work, [], {**rects, -1: need}, pads, {}))
+                options.append((work, [], rects, reads, pads, {}))
                 continue
-            if not _inside(images[start], need):
+            buffer = reads[start + 1]
+            if _area(_intersection(images[start], buffer)) == 0:
                 continue
-            cost, ends, before, before_pads, buffers = best[start]
-            copy = COPY_COST * channels[start] * _area(need)
+            cost, ends, before, before_reads, before_pads, buffers = best[start]
+            copy = COPY_COST * channels[start] * _area(buffer)
             options.append(
-                (cost + copy + work, [*ends, start], {**before, **rects}, {**before_pads, **pads},
-                 {**buffers, start: need})
+                (cost + copy + work, [*ends, start], {**before, **rects}, {**before_reads, **reads},
+                 {**before_pads, **pads}, {**buffers, start: buffer})
             )  # fmt: skip
         if options:
             best[end] = min(options, key=lambda option: option[0])
     chosen = None
-    for last, (cost, ends, rects, pads, buffers) in best.items():
+    for last, (cost, ends, rects, reads, pads, buffers) in best.items():
         if any(f <= last and f not in ends and f != last for f in forced):
             continue
         finish = cost + COPY_COST * channels[last] * _area(whole[last]) + sum(current[last + 1 :])
         if chosen is None or finish < chosen[0]:
-            chosen = (finish, last, ends, rects, pads, {**buffers, last: whole[last]})
+            chosen = (finish, last, ends, rects, reads, pads, {**buffers, last: whole[last]})
     if chosen is None or chosen[0] >= sum(current):
         return None
-    _, last, ends, rects, pads, buffers = chosen
+    _, last, ends, rects, reads, pads, buffers = chosen
     return CropPlan(
         last=last,
         ends=frozenset([*ends, last]),
         computed=rects,
+        reads=reads,
         images={i: images[i] for i in range(last + 1)},
         shapes={i: shapes[i] for i in range(last + 1)},
         buffers=buffers,
+        fills={end: _intersection(images[end], buffer) for end, buffer in buffers.items()},
         pads=pads,
     )
+
+
+def _union(a: Rect, b: Rect) -> Rect:
+    return tuple((min(x[0], y[0]), max(x[1], y[1])) for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
+
+
+def _intersection(a: Rect, b: Rect) -> Rect:
+    return tuple((max(x[0], y[0]), min(x[1], y[1])) for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
 
 
 def ring(outer: Rect, inner: Rect) -> list[Rect]:
@@ -224,6 +256,8 @@ class EdgeCache:
     def assemble(self, name: object, x: Tensor, outer: Rect, inner: Rect, source: Rect) -> Tensor:
         """The blob over ``outer``: ``x`` (which holds ``source``) over ``inner``, the kept values
         around it."""
+        if not all(h[0] <= i[0] and i[1] <= h[1] for i, h in zip(inner, source, strict=True)):
+            raise RuntimeError(f"border skipping: the computed rect {source} misses the image's {inner}")
         rows, cols = outer
         shape = (*x.shape[:-2], rows[1] - rows[0], cols[1] - cols[0])
         layout = torch.channels_last if is_channels_last(x) else torch.contiguous_format
