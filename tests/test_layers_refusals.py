@@ -301,3 +301,28 @@ def test_a_bottom_of_fewer_axes_reads_as_legacy_ones() -> None:
     net = build_graph(parse_text(_net({"x": (2, 3)}, layer)))
     with torch.no_grad():
         assert net(x=torch.ones(2, 3))["y"].shape == (2, 3)
+
+
+def test_a_kernel_overhanging_the_input_by_a_stride_at_run_time_leaves_no_made_up_output() -> None:
+    """Caffe's output length truncates toward zero: a kernel past the padded input by less than the
+    stride gives one output (over zeros), by the stride or more none (an empty top, then a CHECK:
+    probe conv_kernel_over_input_s1). At a run-time size the load never saw, the second is refused
+    too, where we computed one output over padding we had made up."""
+    import pytest
+    import torch
+
+    from converters import load_caffe, parse_text
+
+    net = load_caffe(
+        parse_text(
+            'layer { name: "input" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 5 dim: 5 } } }\n'
+            'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+            "convolution_param { num_output: 1 kernel_size: 4 stride: 2 } }"
+        ),
+        None,
+        optimize=False,
+    )
+    with torch.no_grad():
+        assert net(data=torch.ones(1, 1, 3, 3))["c"].shape[-2:] == (1, 1)  # (3 - 4) / 2 + 1 = 1
+        with pytest.raises(RuntimeError):
+            net(data=torch.ones(1, 1, 2, 2))  # (2 - 4) / 2 + 1 = 0

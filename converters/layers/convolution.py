@@ -74,10 +74,12 @@ def pad_far_end(
     x: Tensor, kernel: Sequence[int], stride: Sequence[int], pad: Sequence[int], dilation: Sequence[int]
 ) -> Tensor:
     """``x`` with zeros past its end along each axis where Caffe's one output overhangs the padded
-    input (:func:`_output_length`), so that a PyTorch convolution computes that output; else ``x``."""
+    input (:func:`_output_length`: by less than the stride), so that a PyTorch convolution computes
+    that output; else ``x`` (a kernel overhanging by a stride or more leaves Caffe no output, and
+    PyTorch's convolution refuses it)."""
     extra = [
-        max(0, (k - 1) * d + 1 - size - 2 * p)
-        for size, k, p, d in zip(x.shape[2:], kernel, pad, dilation, strict=True)
+        over if 0 < (over := (k - 1) * d + 1 - size - 2 * p) < s else 0
+        for size, k, s, p, d in zip(x.shape[2:], kernel, stride, pad, dilation, strict=True)
     ]
     if not any(extra):
         return x
