@@ -202,7 +202,8 @@ def _random_chain(seed: int) -> str:
     k = r.choice([1, 2, 3, 5])
     lines.append(
         'layer { name: "c0" type: "Convolution" bottom: "data" top: "b0" convolution_param { '
-        f"num_output: {r.randint(2, 4)} kernel_size: {k} pad: {r.randint(k, 30)} stride: {r.choice([1, 1, 2])} }} }}"
+        f"num_output: {r.randint(2, 4)} kernel_size: {k} pad: {r.randint(k, 30)} "
+        f"stride: {r.choice([1, 1, 2])} }} }}"
     )
     blob, side = "b0", None
     for i in range(1, r.randint(3, 9)):

@@ -315,7 +315,8 @@ def test_a_kernel_overhanging_the_input_by_a_stride_at_run_time_leaves_no_made_u
 
     net = load_caffe(
         parse_text(
-            'layer { name: "input" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 5 dim: 5 } } }\n'
+            'layer { name: "input" type: "Input" top: "data" '
+            "input_param { shape { dim: 1 dim: 1 dim: 5 dim: 5 } } }\n"
             'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
             "convolution_param { num_output: 1 kernel_size: 4 stride: 2 } }"
         ),
