@@ -39,6 +39,10 @@ def _fcn(model: str, seed: int) -> tuple[torch.nn.Module, torch.nn.Module, Borde
     return plain, fast, planner
 
 
+def _keeps(planner: BorderPlanner, inputs: dict) -> bool:
+    return any(planner.keeps(value.shape) for value in inputs.values())
+
+
 def _inputs(net: torch.nn.Module, shape: tuple[int, int, int], generator: torch.Generator) -> dict:
     height, width, batch = shape
     return {
@@ -63,7 +67,7 @@ def test_the_second_forward_computes_only_the_image_rect_and_gives_the_plain_out
                 assert _relative_error(got[blob], expected[blob]) < 1e-5, (shape, call, blob)
         if plan.crop is not None:
             cropped += 1
-            assert planner._edges[shape[:2]].ready  # the later forwards read kept values
+            assert _keeps(planner, inputs)  # the later forwards read kept values
             last = plan.crop.last
             computed = plan.crop.images[last]
             assert (computed[0][1] - computed[0][0]) * (computed[1][1] - computed[1][0]) < (
@@ -86,7 +90,7 @@ def test_new_weights_a_new_batch_and_autograd_are_never_served_kept_values() -> 
 
     for _ in range(2):
         agree()
-    assert planner._edges[(90, 110)].ready
+    assert planner.keeps((1, 3, 90, 110))
     with torch.no_grad():  # the same change to both nets' deepest cropped layer
         for net in (plain, fast):
             net.conv4_2.bias.add_(0.5)
@@ -95,6 +99,7 @@ def test_new_weights_a_new_batch_and_autograd_are_never_served_kept_values() -> 
         agree()
     for _ in range(2):
         agree(batch=2)
+    assert planner.keeps((2, 3, 90, 110)) and planner.keeps((1, 3, 90, 110))  # each batch its own
     # A forward that autograd records computes everything (no kept value is a constant to it).
     x = _inputs(plain, shape, generator)["data"]
     plain(data=x)["score"].square().sum().backward()
@@ -114,7 +119,7 @@ def test_an_input_with_nan_keeps_no_nan_in_the_fixed_values() -> None:
         fast(**first)
         inputs = _inputs(plain, shape, generator)
         expected, got = plain(**inputs), fast(**inputs)
-    assert planner._edges[shape[:2]].ready
+    assert planner.keeps((1, 3, 70, 80))
     assert torch.isfinite(got["score"]).all()
     assert _relative_error(got["score"], expected["score"]) < 1e-5
 
@@ -184,7 +189,7 @@ def test_the_image_rect_runs_on_every_kernel_and_layout_the_calibration_may_choo
             with torch.inference_mode():
                 expected, got = plain(**inputs), fast(**inputs)
             assert _relative_error(got["score"], expected["score"]) < 1e-5, shape
-        assert planner._edges[shape[:2]].ready
+        assert _keeps(planner, inputs)
 
 
 def _random_chain(seed: int) -> str:

@@ -269,7 +269,7 @@ class BorderPlanner(nn.Module):
         self.channels = list(channels)
         self.__dict__["_layers"] = list(layers)  # (not submodules: the net registers them)
         self._plans: dict[tuple[int, int], BorderPlan] = {}
-        self._edges: dict[tuple[int, int], EdgeCache] = {}
+        self._edges: dict[tuple[int, ...], EdgeCache] = {}
 
     def extra_repr(self) -> str:
         pad = (self.first[0].pad, self.first[1].pad)
@@ -388,21 +388,28 @@ class BorderPlanner(nn.Module):
             "completed from the first forward's fixed values"
         )
 
+    def keeps(self, shape: Sequence[int]) -> bool:
+        """Whether the next inference forward on an input of ``shape`` (with the weights as they
+        are) computes only what the image reaches, reading the values the first one kept."""
+        edges = self._edges.get(tuple(int(d) for d in shape))
+        parameters = [p for layer in self._layers for p in layer.parameters(recurse=False)]
+        return edges is not None and edges.ready and edges.key[-1] == tensors_key(*parameters)
+
     def forward(self, x: Tensor) -> BorderPlan:
         if tracing():  # exported or compiled programs get the plain computation
             return BorderPlan((self.first[0].pad, self.first[1].pad), {}, {})
-        shape = (int(x.shape[-2]), int(x.shape[-1]))
-        plan = self.plan(*shape)
+        plan = self.plan(int(x.shape[-2]), int(x.shape[-1]))
         parameters = [p for layer in self._layers for p in layer.parameters(recurse=False)]
         if plan.crop is None or x.device.type != "cpu" or not plain_inference(x, *parameters):
             return plan  # (on a GPU, a CUDA graph may be capturing: recording reads values back)
-        key = (x.dtype, x.device, tuple(x.shape[:-2]), tensors_key(*parameters))
-        edges = self._edges.get(shape)
+        shape = tuple(int(d) for d in x.shape)  # (a batch of another size keeps its own)
+        key = (x.dtype, x.device, tensors_key(*parameters))
+        edges = self._edges.pop(shape, None)  # (put back last: the most recently used stay)
         if edges is None or edges.key != key or edges.failed:
             if len(self._edges) >= EDGE_SHAPES:
                 self._edges.pop(next(iter(self._edges)))
-            wanted = len(plan.crop.ends) + len(plan.whole)
-            edges = self._edges[shape] = EdgeCache(key, wanted)
+            edges = EdgeCache(key, len(plan.crop.ends) + len(plan.whole))
+        self._edges[shape] = edges
         return dataclasses.replace(plan, edges=edges, mode="crop" if edges.ready else "record")
 
 
@@ -410,7 +417,8 @@ def _rect_area(rect: Rect) -> int:
     return (rect[0][1] - rect[0][0]) * (rect[1][1] - rect[1][0])
 
 
-#: Input shapes whose fixed values a chain keeps (the most recent; full-width FCN-8s at 500 x 500: 15 MB).
+#: Input shapes whose fixed values a chain keeps (the most recently used; full-width FCN-8s at 500 x 500,
+#: batch 1: 15 MB each).
 EDGE_SHAPES = 4
 
 
