@@ -1108,6 +1108,16 @@ def settle_layouts(net: fx.GraphModule) -> list[str]:
                 changed.append(names.get(conv, "?"))
 
 
+def _layer_input(node: fx.Node) -> object:
+    """The blob a layer's node reads: a module's first argument, or the border skipping's
+    ``windowed(layer, x, plan, position)``'s ``x``."""
+    if node.op == "call_module" and node.args:
+        return node.args[0]
+    if node.op == "call_function" and node.target is windowed:
+        return node.args[1]
+    return None
+
+
 def share_conversions(net: fx.GraphModule) -> list[str]:
     """Give the convolutions that read one blob which may be channels-last, two or more of them on
     kernels that take it contiguous (ResNet's first blocks of a stage: the shortcut and the first
@@ -1121,7 +1131,7 @@ def share_conversions(net: fx.GraphModule) -> list[str]:
     for blob in [n for n in net.graph.nodes if n in maybe]:
         readers = [
             user for user in blob.users
-            if user.op == "call_module" and user.args and user.args[0] is blob
+            if _layer_input(user) is blob
             and (conv := _convolution(net, user)) is not None and not _keeps_channels_last(conv)
         ]  # fmt: skip
         if len(readers) < 2:
