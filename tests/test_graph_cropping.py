@@ -147,7 +147,7 @@ def test_computed_rects_lie_in_their_blobs_and_no_pooling_reads_past_its_own() -
             assert all(0 <= r[0] < r[1] <= n for r, n in zip(rect, shape, strict=True)), position
             if position in crop.ends:
                 assert rect == crop.images[position]
-            if position > 0 and planner.pooling[position - 1]:
+            if position > 0 and planner.whole_chain[position - 1][0].pooling:
                 assert crop.pads[position] == ((0, 0), (0, 0)), position
         assert crop.buffers[crop.last] == ((0, crop.shapes[crop.last][0]), (0, crop.shapes[crop.last][1]))
     assert planned >= 3

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ..layers.tracing import is_channels_last, plain_inference, tracing
-from .cropping import COPY_COST, AxisGeometry, CropPlan, EdgeCache, Rect, plan_crop
+from .cropping import COPY_COST, AxisGeometry, CropPlan, EdgeCache, Rect, area, part, plan_crop
 from .folding import tensors_key
 
 __all__ = [
@@ -242,8 +242,8 @@ class BorderPlanner(nn.Module):
     weights and the shape: from the second forward at a shape (in inference, the weights unchanged)
     the chain computes only what the image reaches and takes those from the first forward's
     (:mod:`.cropping`); ``costs`` and ``channels`` (per position: multiply-adds per output value,
-    and output channels) choose where, ``pooling`` marks pooling positions, ``layers`` are the
-    chain's modules (whose parameters key the kept values)."""
+    and output channels) choose where, ``layers`` are the chain's modules (whose parameters key the
+    kept values). ``chain`` holds ``None`` for a per-element layer."""
 
     def __init__(
         self,
@@ -252,7 +252,6 @@ class BorderPlanner(nn.Module):
         stages: Sequence[int],
         outside: Sequence[int] = (),
         *,
-        pooling: Sequence[bool] = (),
         costs: Sequence[int] = (),
         channels: Sequence[int] = (),
         layers: Sequence[nn.Module] = (),
@@ -264,7 +263,6 @@ class BorderPlanner(nn.Module):
         self.windowed = [w is not None for w in chain]
         self.chain = self.whole_chain[: self.stages[-1]] if self.stages else []
         self.outside = sorted(outside)
-        self.pooling = list(pooling) or [False] * len(chain)
         self.costs = list(costs)
         self.channels = list(channels)
         self.__dict__["_layers"] = list(layers)  # (not submodules: the net registers them)
@@ -353,7 +351,6 @@ class BorderPlanner(nn.Module):
         crop = plan_crop(
             seen,
             [first_window, *sliding],
-            [False, *self.pooling],
             self.costs,
             self.channels,
             size,
@@ -381,7 +378,7 @@ class BorderPlanner(nn.Module):
             return text
         layers = [i for i in range(crop.last + 1) if i == 0 or self.windowed[i - 1]]
         work = [self.costs[i] * crop.shapes[i][0] * crop.shapes[i][1] for i in layers]
-        done = [self.costs[i] * _rect_area(crop.computed[i]) for i in layers]
+        done = [self.costs[i] * area(crop.computed[i]) for i in layers]
         return (
             f"{text}; from the second forward at this size, chain layers 0-{crop.last} compute only what "
             f"the image reaches ({sum(done) / sum(work):.0%} of their multiply-adds), {len(crop.ends)} blobs "
@@ -392,14 +389,16 @@ class BorderPlanner(nn.Module):
         """Whether the next inference forward on an input of ``shape`` (with the weights as they
         are) computes only what the image reaches, reading the values the first one kept."""
         edges = self._edges.get(tuple(int(d) for d in shape))
-        parameters = [p for layer in self._layers for p in layer.parameters(recurse=False)]
-        return edges is not None and edges.ready and edges.key[-1] == tensors_key(*parameters)
+        return edges is not None and edges.ready and edges.key[-1] == tensors_key(*self._chain_parameters())
+
+    def _chain_parameters(self) -> list[Tensor]:
+        return [p for layer in self._layers for p in layer.parameters(recurse=False)]
 
     def forward(self, x: Tensor) -> BorderPlan:
         if tracing():  # exported or compiled programs get the plain computation
             return BorderPlan((self.first[0].pad, self.first[1].pad), {}, {})
         plan = self.plan(int(x.shape[-2]), int(x.shape[-1]))
-        parameters = [p for layer in self._layers for p in layer.parameters(recurse=False)]
+        parameters = self._chain_parameters()
         if plan.crop is None or x.device.type != "cpu" or not plain_inference(x, *parameters):
             return plan  # (on a GPU, a CUDA graph may be capturing: recording reads values back)
         shape = tuple(int(d) for d in x.shape)  # (a batch of another size keeps its own)
@@ -411,10 +410,6 @@ class BorderPlanner(nn.Module):
             edges = EdgeCache(key, len(plan.crop.ends) + len(plan.whole))
         self._edges[shape] = edges
         return dataclasses.replace(plan, edges=edges, mode="crop" if edges.ready else "record")
-
-
-def _rect_area(rect: Rect) -> int:
-    return (rect[0][1] - rect[0][0]) * (rect[1][1] - rect[1][0])
 
 
 #: Input shapes whose fixed values a chain keeps (the most recently used; full-width FCN-8s at 500 x 500,
@@ -437,7 +432,7 @@ def windowed(layer: nn.Module, x: Tensor, plan: BorderPlan, position: int) -> Te
     if crop is not None and edges is not None and previous in crop.ends:
         outer, inner = crop.buffers[previous], crop.fills[previous]
         if plan.mode == "record":
-            edges.record(previous, x, outer, inner, (0, 0))
+            edges.record(previous, x, outer, inner)
         else:
             x = edges.assemble(previous, x, outer, inner, crop.computed[previous])
     if crop is None or plan.mode != "crop" or position > crop.last:
@@ -446,10 +441,8 @@ def windowed(layer: nn.Module, x: Tensor, plan: BorderPlan, position: int) -> Te
         held: Rect = ((0, int(x.shape[-2])), (0, int(x.shape[-1])))
     else:
         held = crop.buffers[previous] if previous in crop.ends else crop.computed[previous]
-    read = crop.reads[position]
-    if read != held:  # (a strided layer may read less than the layer before holds)
-        rows, cols = read[0], read[1]
-        x = x[..., rows[0] - held[0][0] : rows[1] - held[0][0], cols[0] - held[1][0] : cols[1] - held[1][0]]
+    if crop.reads[position] != held:  # (a strided layer may read less than the layer before holds)
+        x = part(x, crop.reads[position], held)
     y = _on_rect(layer, x, crop.pads[position])
     (r0, r1), (c0, c1) = crop.computed[position]
     if tuple(y.shape[-2:]) != (r1 - r0, c1 - c0):  # the arithmetic and the layers disagree
@@ -461,20 +454,23 @@ def windowed(layer: nn.Module, x: Tensor, plan: BorderPlan, position: int) -> Te
 
 
 def _whole(layer: nn.Module, x: Tensor, plan: BorderPlan, position: int) -> Tensor:
-    from .speed import FastConv2d
-
     if position != 0 or plan.pad == tuple(layer.padding):  # type: ignore[arg-type]
         return layer(x)
-    if isinstance(layer, FastConv2d):
-        return layer.convolve(x, plan.pad)
-    conv = layer
-    return F.conv2d(x, conv.weight, conv.bias, conv.stride, plan.pad, conv.dilation, conv.groups)  # type: ignore[arg-type]
+    return _convolve(layer, x, plan.pad)
+
+
+def _convolve(conv: nn.Module, x: Tensor, padding: tuple[int, int]) -> Tensor:
+    """``conv(x)`` with ``padding`` instead of its own (a calibrated layer on its kernel)."""
+    from .speed import FastConv2d
+
+    if isinstance(conv, FastConv2d):
+        return conv.convolve(x, padding)
+    return F.conv2d(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)  # type: ignore[arg-type]
 
 
 def _on_rect(layer: nn.Module, x: Tensor, pads: tuple[tuple[int, int], tuple[int, int]]) -> Tensor:
     """``layer`` on ``x`` with ``pads`` zeros (before, after per axis) instead of its own padding."""
     from ..layers.pooling import CaffePooling
-    from .speed import FastConv2d
 
     if isinstance(layer, CaffePooling):  # (the plan pads no pooling: its windows lie inside x)
         if any(layer.pad):
@@ -484,11 +480,7 @@ def _on_rect(layer: nn.Module, x: Tensor, pads: tuple[tuple[int, int], tuple[int
     if top != bottom or left != right:
         x = F.pad(x, (left, right, top, bottom))
         top = left = 0
-    if isinstance(layer, FastConv2d):
-        return layer.convolve(x, (top, left))
-    conv = layer
-    y = F.conv2d(x, conv.weight, conv.bias, conv.stride, (top, left), conv.dilation, conv.groups)  # type: ignore[arg-type]
-    return y
+    return _convolve(layer, x, (top, left))
 
 
 @functools.lru_cache(maxsize=64)
@@ -543,7 +535,7 @@ def restore(x: Tensor, plan: BorderPlan, position: int) -> Tensor:
     outer, image = plan.whole[position]
     if plan.mode == "record":
         full = _put_back(x, plan, ("outside", position))
-        edges.record(("outside", position), full, outer, image, (0, 0))
+        edges.record(("outside", position), full, outer, image)
         return full
     held = crop.computed[position]
     shift = [image[a][0] - crop.images[position][a][0] for a in range(2)]
@@ -731,7 +723,6 @@ def _rewrite_chain(net: fx.GraphModule, start: fx.Node, size: tuple[int, int] | 
             [w if on else None for w, on in zip(windows, sliding[1:], strict=True)],
             stages,
             outside,
-            pooling=[isinstance(m, CaffePooling) for m in layers[1:]],
             costs=costs,
             channels=channels,
             layers=[m for m in layers if m is not None],

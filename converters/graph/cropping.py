@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..layers.tracing import is_channels_last
 
-__all__ = ["AxisGeometry", "CropPlan", "EdgeCache", "Rect", "plan_crop", "ring"]
+__all__ = ["AxisGeometry", "CropPlan", "EdgeCache", "Rect", "area", "part", "plan_crop", "ring"]
 
 Span = tuple[int, int]
 """Rows ``[start, end)`` along one axis."""
@@ -84,14 +84,14 @@ def _preimage(window: object, out: Span, length: int) -> tuple[Span, Span]:
     return (max(0, start), min(length, end)), (max(0, -start), max(0, end - length))
 
 
-def _area(rect: Rect) -> int:
+def area(rect: Rect) -> int:
+    """The values a rect covers (0 where it is empty)."""
     return max(0, rect[0][1] - rect[0][0]) * max(0, rect[1][1] - rect[1][0])
 
 
 def plan_crop(
     geometry: Sequence[tuple[AxisGeometry, AxisGeometry]],
     windows: Sequence[tuple[object, object] | None],
-    pooling: Sequence[bool],
     costs: Sequence[int],
     channels: Sequence[int],
     data: tuple[int, int],
@@ -102,7 +102,7 @@ def plan_crop(
 ) -> CropPlan | None:
     """The least-work :class:`CropPlan` for a chain (``None`` where computing in part saves
     nothing): ``geometry[i]`` is position i's, ``windows[i]`` its layer's windows (``None`` for a
-    per-element layer), ``pooling[i]`` whether it pools, ``costs[i]`` its multiply-adds per output
+    per-element layer; a pooling's say so: ``pooling``), ``costs[i]`` its multiply-adds per output
     value over ``channels[i]``; position 0 is the first convolution, which reads the ``data``'s
     rows and columns with ``windows[0]``'s padding. ``must_end`` lists positions where the blob's
     coordinates change (the border skipping's stage ends): a segment may end there, not cross.
@@ -139,9 +139,9 @@ def plan_crop(
             else:
                 spans = [_preimage(windows[i][a], out[a], limit[a]) for a in range(2)]
                 need, pad = (spans[0][0], spans[1][0]), (spans[0][1], spans[1][1])
-                if pooling[i] and any(pad[0] + pad[1]):
+                if windows[i][0].pooling and any(pad[0] + pad[1]):  # type: ignore[attr-defined]
                     raise ValueError("a pooling window past its blob")
-                if _area(need) == 0:
+                if area(need) == 0:
                     raise ValueError("a layer reading nothing")
             reads[i], pads[i] = need, pad
             if i - 1 == start:
@@ -159,11 +159,11 @@ def plan_crop(
                 if end in forced:  # (its coordinates change: only the image's rows shift as one)
                     raise ValueError("more than the image at a stage end")
                 rects[end] = rects[i - 1]
-        return sum(costs[i] * _area(rects[i]) for i in range(start + 1, end + 1)), rects, reads, pads
+        return sum(costs[i] * area(rects[i]) for i in range(start + 1, end + 1)), rects, reads, pads
 
     best: dict[int, tuple[float, list[int], dict[int, Rect], dict[int, Rect], Pads, dict[int, Rect]]] = {}
     for end in range(count - 1):
-        if not windowed[end + 1] or _area(images[end]) == 0:
+        if not windowed[end + 1] or area(images[end]) == 0:
             continue
         options = []
         for start in [-1, *best]:
@@ -177,10 +177,10 @@ def plan_crop(
                 options.append((work, [], rects, reads, pads, {}))
                 continue
             buffer = reads[start + 1]
-            if _area(_intersection(images[start], buffer)) == 0:
+            if area(_intersection(images[start], buffer)) == 0:
                 continue
             cost, ends, before, before_reads, before_pads, buffers = best[start]
-            copy = COPY_COST * channels[start] * _area(buffer)
+            copy = COPY_COST * channels[start] * area(buffer)
             options.append(
                 (cost + copy + work, [*ends, start], {**before, **rects}, {**before_reads, **reads},
                  {**before_pads, **pads}, {**buffers, start: buffer})
@@ -191,7 +191,7 @@ def plan_crop(
     for last, (cost, ends, rects, reads, pads, buffers) in best.items():
         if any(f <= last and f not in ends and f != last for f in forced):
             continue
-        finish = cost + COPY_COST * channels[last] * _area(whole[last]) + sum(current[last + 1 :])
+        finish = cost + COPY_COST * channels[last] * area(whole[last]) + sum(current[last + 1 :])
         if chosen is None or finish < chosen[0]:
             chosen = (finish, last, ends, rects, reads, pads, {**buffers, last: whole[last]})
     if chosen is None or chosen[0] >= sum(current):
@@ -218,13 +218,19 @@ def _intersection(a: Rect, b: Rect) -> Rect:
     return tuple((max(x[0], y[0]), min(x[1], y[1])) for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
 
 
+def part(x: Tensor, rect: Rect, origin: Rect) -> Tensor:
+    """The view of ``x`` (which holds ``origin``) over ``rect``, along its last two axes."""
+    (a, b), (c, d) = rect
+    return x[..., a - origin[0][0] : b - origin[0][0], c - origin[1][0] : d - origin[1][0]]
+
+
 def ring(outer: Rect, inner: Rect) -> list[Rect]:
     """``outer`` less ``inner`` as up to four rects: the rows above and below ``inner`` over
     ``outer``'s width, then the columns left and right of it over ``inner``'s rows."""
     (r0, r1), (c0, c1) = outer
     (i0, i1), (j0, j1) = inner
     rects = [((r0, i0), (c0, c1)), ((i1, r1), (c0, c1)), ((i0, i1), (c0, j0)), ((i0, i1), (j1, c1))]
-    return [r for r in rects if _area(r) > 0]
+    return [r for r in rects if area(r) > 0]
 
 
 class EdgeCache:
@@ -241,16 +247,13 @@ class EdgeCache:
     def ready(self) -> bool:
         return not self.failed and len(self.strips) == self.wanted
 
-    def record(self, name: object, blob: Tensor, outer: Rect, inner: Rect, origin: tuple[int, int]) -> None:
-        """Keep ``blob``'s values over ``outer`` less ``inner`` (rects in coordinates where
-        ``blob``'s first row and column are ``origin``); a non-finite one spoils the recording (NaN
-        can reach fixed values only through a kernel's tiles: the next forward records again)."""
-        strips = []
-        for (a, b), (c, d) in ring(outer, inner):
-            strip = blob[..., a - origin[0] : b - origin[0], c - origin[1] : d - origin[1]].clone()
-            if not bool(torch.isfinite(strip).all()):
-                self.failed = True
-            strips.append(strip)
+    def record(self, name: object, blob: Tensor, outer: Rect, inner: Rect) -> None:
+        """Keep ``blob``'s values over ``outer`` less ``inner`` (``blob`` starting at row and column
+        0); a non-finite one spoils the recording (NaN can reach fixed values only through a
+        kernel's tiles: the next forward records again)."""
+        whole = ((0, int(blob.shape[-2])), (0, int(blob.shape[-1])))
+        strips = [part(blob, rect, whole).clone() for rect in ring(outer, inner)]
+        self.failed = self.failed or not all(bool(torch.isfinite(strip).all()) for strip in strips)
         self.strips[name] = strips
 
     def assemble(self, name: object, x: Tensor, outer: Rect, inner: Rect, source: Rect) -> Tensor:
@@ -262,10 +265,7 @@ class EdgeCache:
         shape = (*x.shape[:-2], rows[1] - rows[0], cols[1] - cols[0])
         layout = torch.channels_last if is_channels_last(x) else torch.contiguous_format
         out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout)
-        for ((a, b), (c, d)), strip in zip(ring(outer, inner), self.strips[name], strict=True):
-            out[..., a - rows[0] : b - rows[0], c - cols[0] : d - cols[0]] = strip
-        (a, b), (c, d) = inner
-        out[..., a - rows[0] : b - rows[0], c - cols[0] : d - cols[0]] = x[
-            ..., a - source[0][0] : b - source[0][0], c - source[1][0] : d - source[1][0]
-        ]
+        for rect, strip in zip(ring(outer, inner), self.strips[name], strict=True):
+            part(out, rect, outer).copy_(strip)
+        part(out, inner, outer).copy_(part(x, inner, source))
         return out
