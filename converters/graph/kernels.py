@@ -105,7 +105,9 @@ def _product_rows(rows: Tensor, matrix: Tensor, bias: Tensor | None, out: Tensor
 
 
 def _product(matrix: Tensor, columns: Tensor, bias: Tensor | None, out: Tensor) -> None:
-    if out.is_contiguous():
+    """``out = matrix @ columns (+ bias per row)``, written in place where ``out``'s rows are runs the
+    BLAS can address (a band of a blob's rows: no product made apart and copied in)."""
+    if out.stride(-1) == 1 and out.stride(0) >= out.shape[1]:
         if bias is None:
             torch.mm(matrix, columns, out=out)
         else:
