@@ -297,7 +297,9 @@ def test_onednns_channels_last_kernel_on_weights_reordered_once_gives_its_number
             assert torch.equal(again, got) and torch.equal(unkept, got)
 
 
-@pytest.mark.parametrize("kernel", ["winograd-f2", "gemm", "onednn-forced", "onednn-nhwc", "direct"])
+@pytest.mark.parametrize(
+    "kernel", ["winograd-f2", "gemm", "onednn-forced", "onednn-nhwc", "onednn-relu", "direct"]
+)
 def test_a_kernel_with_its_relu_gives_the_relu_of_its_output_bit_for_bit(kernel) -> None:
     """``run_kernel(..., relu=True)`` (oneDNN's channels-last kernel applies it as it writes) is
     ``relu`` of the kernel's output, on kept and unkept weights, contiguous and channels-last."""
@@ -315,6 +317,53 @@ def test_a_kernel_with_its_relu_gives_the_relu_of_its_output_bit_for_bit(kernel)
             plain = run_kernel(kernel, given, weight, bias, (1, 1), (1, 1), prepared)
             fused = run_kernel(kernel, given, weight, bias, (1, 1), (1, 1), prepared, relu=True)
             assert (plain < 0).any() and torch.equal(fused, torch.relu(plain))
+
+
+@needs_onednn
+def test_a_layer_with_its_relu_inside_runs_the_direct_kernel_applying_it_as_it_writes(monkeypatch) -> None:
+    """A layer whose ReLU runs inside it and that keeps the direct kernel (here: the race made so)
+    runs oneDNN's direct kernel with the ReLU as it writes (``onednn-relu``), where the probe found
+    its numbers the direct kernel's: then its outputs are ``relu(F.conv2d(...))`` bit for bit, at
+    other shapes, batches, strides and paddings, on contiguous and channels-last inputs (and on an
+    input for which PyTorch picks its own kernel). Without a ReLU inside the layer it is no
+    candidate."""
+    from converters.graph import speed
+
+    assert "onednn-relu" not in speed.candidate_kernels(_conv(16, 24, 3, seed=2))
+
+    def race(layer, kernels, padding):  # the direct kernel fastest
+        return {k: 1.0 if i == 0 else 2.0 for i, k in enumerate(kernels)}
+
+    monkeypatch.setattr(speed, "_race", race)
+    generator = torch.Generator().manual_seed(12)
+    for stride in (1, 2):
+        conv = _conv(16, 24, 3, seed=stride)
+        conv.stride, conv.relu = (stride, stride), True
+        assert "onednn-relu" in speed.candidate_kernels(conv)
+        choice = speed._calibrate(conv, 0.0)
+        (inside,) = [m for m in choice.measured if m.kernel == "onednn-relu"]
+        assert inside.identical and choice.kernel == "onednn-relu", choice
+        monkeypatch.setattr(conv, "choice", choice)
+        monkeypatch.setattr(conv, "_calibrated_for", conv._weights_key())
+        # (PyTorch picks oneDNN for the first two, its own kernel for the small single image)
+        for shape, padding in [((1, 16, 40, 41), (1, 1)), ((2, 16, 9, 14), (0, 2)), ((1, 16, 5, 31), (0, 0))]:
+            x = torch.randn(shape, generator=generator)
+            for given in (x, x.contiguous(memory_format=torch.channels_last)):
+                with torch.no_grad():
+                    got = conv.convolve(given, padding)
+                    plain = torch.nn.functional.conv2d(x, conv.weight, conv.bias, conv.stride, padding)
+                assert (plain < 0).any() and torch.equal(got, plain.relu())
+    # where the probe finds other numbers (another kernel inside oneDNN), the direct kernel stays
+    real = speed.run_kernel
+
+    def other(kernel, x, *args, **kwargs):
+        y = real(kernel, x, *args, **kwargs)
+        return y * (1 + 2**-20) if kernel == "onednn-relu" else y
+
+    monkeypatch.setattr(speed, "run_kernel", other)
+    choice = speed._calibrate(conv, 0.0)
+    (inside,) = [m for m in choice.measured if m.kernel == "onednn-relu"]
+    assert not inside.identical and choice.kernel not in speed.FAST_KERNELS, choice
 
 
 def test_a_relu_that_is_its_convolutions_only_reader_runs_inside_the_fast_layer() -> None:

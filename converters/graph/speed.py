@@ -149,7 +149,7 @@ MAX_RATIO = 1.0
 #: The kernels that form the direct kernel's very products (the same float32 multiplications) and
 #: only sum them in another order: oneDNN's channels-last and grouped kernels, im2col + GEMM, and for
 #: transposed convolutions the phase kernel (:mod:`.transposed`).
-SAME_PRODUCTS = ("gemm", "onednn-forced", "onednn-nhwc", "phase-gemm")
+SAME_PRODUCTS = ("gemm", "onednn-forced", "onednn-nhwc", "onednn-relu", "phase-gemm")
 #: Such a kernel is kept where its RMS error is at most SAME_PRODUCTS_RMS_RATIO times the direct
 #: kernel's and its largest at most SAME_PRODUCTS_MAX_RATIO times (on every probe image). Its
 #: error is a sum's rounding, as the direct kernel's and Caffe's own (a third order, im2col +
@@ -214,7 +214,8 @@ def nnpack_available() -> bool:
 #: The kernels a calibrated layer may run instead of the direct one (``converters.graph.kernels``
 #: for ours, NNPACK's two modes; ``phase-gemm`` for transposed convolutions, :mod:`.transposed`).
 FAST_KERNELS = (
-    "winograd-f2", "gemm", "nnpack-winograd", "nnpack-fft", "onednn-forced", "onednn-nhwc", "phase-gemm",
+    "winograd-f2", "gemm", "nnpack-winograd", "nnpack-fft", "onednn-forced", "onednn-nhwc", "onednn-relu",
+    "phase-gemm",
 )  # fmt: skip
 
 
@@ -272,9 +273,12 @@ def candidate_kernels(conv: nn.Conv2d) -> tuple[str, ...]:
     dilation 1): for one group, ours (``winograd-f2`` for 3x3 stride 1, ``gemm`` for any), and
     NNPACK's mode for stride-1 kernels of 2x2 to 8x8 where this PyTorch has NNPACK; for several
     groups (MobileNet's depthwise layers), oneDNN's kernel even where PyTorch would pick its slow
-    grouped loop (``onednn-forced``); and oneDNN's channels-last kernel (``onednn-nhwc``) where the
+    grouped loop (``onednn-forced``); oneDNN's channels-last kernel (``onednn-nhwc``) where the
     weights it reorders at every call are within :data:`TRANSFORMED_VALUES` (not FCN's fc6, whose
-    400 MB the race would copy once more at a first load)."""
+    400 MB the race would copy once more at a first load); and, for one group and a layer whose ReLU
+    runs inside it (:func:`fuse_relus`), oneDNN's direct kernel applying the ReLU as it writes its
+    output (``onednn-relu``: the direct kernel's numbers, without a pass over its output; on an
+    input for which PyTorch picks another kernel, that kernel and the ReLU after it)."""
     onednn = torch.backends.mkldnn.is_available()
     if conv.groups > 1:
         return ("onednn-forced", "onednn-nhwc") if onednn else ()
@@ -289,6 +293,8 @@ def candidate_kernels(conv: nn.Conv2d) -> tuple[str, ...]:
         names.append(_nnpack_mode(kernel))
     if onednn and conv.weight.numel() <= TRANSFORMED_VALUES:  # (it reorders the weights at every call)
         names.append("onednn-nhwc")
+    if onednn and getattr(conv, "relu", False):
+        names.append("onednn-relu")
     return tuple(names)
 
 
@@ -338,8 +344,16 @@ def run_kernel(
 ) -> Tensor:  # fmt: skip
     """``F.conv2d(x, weight, bias, stride, padding, 1, groups)`` (float32 CPU) on ``kernel`` (one of
     :data:`FAST_KERNELS`; anything else: the direct kernel), and then ``relu`` a ReLU (oneDNN's
-    channels-last kernel applies it as it writes its output; the same values). ``prepared``: the
-    kept :func:`prepared_weights` of ``kernel``, else they are made here where it needs them."""
+    kernels apply it as they write their output; the same values). ``prepared``: the kept
+    :func:`prepared_weights` of ``kernel``, else they are made here where it needs them."""
+    if kernel == "onednn-relu":  # (a contiguous input: the direct kernel's, blocked inside oneDNN)
+        x = contiguous(x)
+        if direct_kernel(x, weight, stride, padding, (1, 1), groups) == "onednn":
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, weight.contiguous(), bias, list(padding), list(stride), [1, 1], groups,
+                "relu" if relu else "none", [], "",
+            )  # fmt: skip
+        kernel = "direct"  # (where PyTorch picks another kernel for this input: that one, the ReLU after)
     if relu and kernel == "onednn-nhwc" and prepared is not None:
         x = x.contiguous(memory_format=torch.channels_last)
         return torch.ops.mkldnn._convolution_pointwise(
@@ -424,7 +438,9 @@ _CALIBRATION_STATE: dict = {"entries": None, "dirty": False, "path": None}
 # 5: oneDNN's channels-last kernel among the candidates; 6: on weights reordered once, always
 # oneDNN's, and the race counting the reorder into a channels-last reader. Entries: [kernel,
 # [[candidate, rms, max, time or -1, identical], ...]]
-_CALIBRATION_FORMAT = 7
+# 8: the direct kernel with the ReLU inside among the candidates, the race running each with the
+# layer's ReLU
+_CALIBRATION_FORMAT = 8
 
 
 @functools.cache
@@ -451,7 +467,7 @@ def _calibration_key(conv: nn.Conv2d) -> str:
                 torch.get_num_threads(), getattr(conv, "speed_input", None),
                 getattr(conv, "channels_last_input", False),
                 getattr(conv, "channels_last_output", False),
-                getattr(conv, "contiguous_output", False))  # fmt: skip
+                getattr(conv, "contiguous_output", False), getattr(conv, "relu", False))  # fmt: skip
     rows = pick.numpy()
     bias = conv.bias.detach().numpy()[rows] if conv.bias is not None else None
     return calibration_digest(rule, geometry, weight.numpy()[rows], bias)
@@ -583,10 +599,13 @@ def _calibrate(conv: FastConv2d, started: float) -> KernelChoice:
             measured = []
             tiny = torch.finfo(torch.float64).tiny
             for name in candidates:
-                got = run_kernel(name, probe, part, part_bias, stride, padding, None, groups)
-                identical = torch.equal(got, plain)
-                rms, largest = _relative_errors(got, reference)
+                inside = name == "onednn-relu"  # (its ReLU is its point: compared after one)
+                got = run_kernel(name, probe, part, part_bias, stride, padding, None, groups, inside)
+                identical = torch.equal(got, plain.relu() if inside else plain)
+                rms, largest = _relative_errors(got, reference.relu() if inside else reference)
                 base_rms, base_max = plain_rms, plain_max
+                if inside:
+                    base_rms, base_max = _relative_errors(plain.relu(), reference.relu())
                 if name.startswith("nnpack"):  # its single-image (inference) path too, beside the batch one
                     single = run_kernel(name, probe[:1], part, part_bias, stride, padding)
                     identical = identical and torch.equal(single, plain[:1])
@@ -611,6 +630,9 @@ def _calibrate(conv: FastConv2d, started: float) -> KernelChoice:
             fastest = min(times, key=times.__getitem__)
             if times[fastest] < SPEED_MARGIN * times[direct]:
                 kernel = fastest
+    # the direct kernel's very numbers without a pass over its output: where the direct kernel stays
+    if kernel == direct and any(m.kernel == "onednn-relu" and m.identical for m in measured):
+        kernel = "onednn-relu"
     return KernelChoice(kernel, tuple(measured), time.perf_counter() - started)
 
 
@@ -670,9 +692,10 @@ def _race(conv: nn.Conv2d, kernels: list[str], padding: tuple[int, int]) -> dict
     into_chain = (chain or getattr(conv, "channels_last_output", False)) and not out_of_chain
     shape = tuple(x.shape)
     prepared = {name: prepared_weights(name, weight, stride, padding, conv.groups, shape) for name in kernels}
+    relu = getattr(conv, "relu", False)  # (each kernel with the layer's ReLU: inside it, or a pass after)
 
     def run(name: str) -> None:
-        y = run_kernel(name, x, weight, bias, stride, padding, prepared[name], conv.groups)
+        y = run_kernel(name, x, weight, bias, stride, padding, prepared[name], conv.groups, relu)
         if into_chain and not is_channels_last(y):
             y.contiguous(memory_format=torch.channels_last)
         elif out_of_chain and is_channels_last(y):
