@@ -108,6 +108,78 @@ def test_new_weights_a_new_batch_and_autograd_are_never_served_kept_values() -> 
         assert _relative_error(b.grad, a.grad) < 1e-4, name
 
 
+def test_the_kept_buffers_serve_one_forward_at_a_time_in_any_grad_mode() -> None:
+    """From the third forward at a shape, a blob completed from kept values is the buffer the forward
+    before used, only the image's rect written again; a forward outside inference mode after ones
+    inside it (whose buffers it could not write) makes new ones; another shape's forward lets them
+    go; forwards in two threads at once get buffers of their own. Every output is the plain graph's."""
+    plain, fast, planner = _fcn("voc-fcn8s", seed=15)
+    generator = torch.Generator().manual_seed(16)
+    shape = (90, 110, 1)
+
+    def agree(mode=torch.inference_mode, inputs: dict | None = None) -> None:
+        inputs = inputs or _inputs(plain, shape, generator)
+        with mode():
+            expected, got = plain(**inputs), fast(**inputs)
+        assert _relative_error(got["score"], expected["score"]) < 1e-5
+
+    for _ in range(3):
+        agree()
+    edges = planner._edges[(1, 3, 90, 110)]
+    kept = dict(edges._buffers)
+    assert kept
+    agree()
+    assert edges._buffers.keys() == kept.keys() and all(edges._buffers[k] is v for k, v in kept.items())
+    agree(torch.no_grad)
+    assert edges._buffers and not any(b.is_inference() for b in edges._buffers.values())
+    agree(torch.no_grad)
+    agree()
+    agree(inputs=_inputs(plain, (64, 72, 1), generator))
+    assert edges._buffers == {} and planner.keeps((1, 3, 90, 110))  # (the fixed values stay)
+    agree()
+    # two threads, each its own inputs, at once (a barrier before each forward)
+    import threading
+
+    inputs = [[_inputs(plain, shape, generator) for _ in range(4)] for _ in range(2)]
+    with torch.inference_mode():
+        expected = [[plain(**x)["score"] for x in row] for row in inputs]
+    barrier, got = threading.Barrier(2), [[], []]
+
+    def run(thread: int) -> None:
+        for x in inputs[thread]:
+            barrier.wait()
+            with torch.inference_mode():
+                got[thread].append(fast(**x)["score"])
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for thread in range(2):
+        assert len(got[thread]) == 4
+        for a, b in zip(got[thread], expected[thread], strict=True):
+            assert _relative_error(a, b) < 1e-5
+
+
+def test_a_buffer_in_use_is_not_served_again_until_its_block_ends() -> None:
+    """``EdgeCache.assembled``: a second use of a buffer while the first one's block runs (another
+    thread's forward) gets a new blob with the same values; once the block ends the kept one serves."""
+    generator = torch.Generator().manual_seed(17)
+    blob = torch.randn(2, 3, 12, 14, generator=generator)
+    outer, inner = ((1, 11), (2, 13)), ((3, 8), (4, 10))
+    cache = cropping.EdgeCache((), 1)
+    cache.record("a", blob, outer, inner)
+    x = blob[..., 3:8, 4:10].clone()
+    expected = blob[..., 1:11, 2:13]
+    with cache.assembled("a", x, outer, inner, inner) as first:
+        with cache.assembled("a", x, outer, inner, inner) as second:
+            assert second is not first and torch.equal(second, expected) and torch.equal(first, expected)
+    with cache.assembled("a", x * 2, outer, inner, inner) as again:
+        assert again is first and torch.equal(again[..., 2:7, 2:8], x * 2)
+        assert torch.equal(again[..., :2, :], expected[..., :2, :])  # the fixed values in place
+
+
 def test_an_input_with_nan_keeps_no_nan_in_the_fixed_values() -> None:
     """The fixed values never read the input: a NaN in the first forward's image stays out of them."""
     plain, fast, planner = _fcn("voc-fcn16s", seed=11)

@@ -408,6 +408,8 @@ class BorderPlanner(nn.Module):
             if len(self._edges) >= EDGE_SHAPES:
                 self._edges.pop(next(iter(self._edges)))
             edges = EdgeCache(key, len(plan.crop.ends) + len(plan.whole))
+        for other in self._edges.values():  # (only the shape in use keeps its buffers whole)
+            other.drop_buffers()
         self._edges[shape] = edges
         return dataclasses.replace(plan, edges=edges, mode="crop" if edges.ready else "record")
 
@@ -431,10 +433,15 @@ def windowed(layer: nn.Module, x: Tensor, plan: BorderPlan, position: int) -> Te
     crop, edges, previous = plan.crop, plan.edges, position - 1
     if crop is not None and edges is not None and previous in crop.ends:
         outer, inner = crop.buffers[previous], crop.fills[previous]
-        if plan.mode == "record":
-            edges.record(previous, x, outer, inner)
-        else:
-            x = edges.assemble(previous, x, outer, inner, crop.computed[previous])
+        if plan.mode != "record":  # (the buffer is read by this layer only: kept for the next forward)
+            with edges.assembled(previous, x, outer, inner, crop.computed[previous]) as buffer:
+                return _windowed(layer, buffer, plan, position)
+        edges.record(previous, x, outer, inner)
+    return _windowed(layer, x, plan, position)
+
+
+def _windowed(layer: nn.Module, x: Tensor, plan: BorderPlan, position: int) -> Tensor:
+    crop, previous = plan.crop, position - 1
     if crop is None or plan.mode != "crop" or position > crop.last:
         return _whole(layer, x, plan, position)
     if position == 0:

@@ -22,7 +22,9 @@ another size (the border skipping's own terms); the fixed ones are the first for
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -235,13 +237,17 @@ def ring(outer: Rect, inner: Rect) -> list[Rect]:
 
 class EdgeCache:
     """The fixed values of one input shape's buffers, recorded from a whole forward and kept while
-    the weights, dtype and device they came from stay (``key``)."""
+    the weights, dtype and device they came from stay (``key``); and, while it is the shape in use,
+    the buffers themselves with those values in place (:meth:`assembled`)."""
 
     def __init__(self, key: tuple, wanted: int) -> None:
         self.key = key
         self.wanted = wanted
         self.strips: dict[object, list[Tensor]] = {}
         self.failed = False
+        self._buffers: dict[object, Tensor] = {}
+        self._busy: set[object] = set()
+        self._lock = threading.Lock()
 
     @property
     def ready(self) -> bool:
@@ -259,8 +265,7 @@ class EdgeCache:
     def assemble(self, name: object, x: Tensor, outer: Rect, inner: Rect, source: Rect) -> Tensor:
         """The blob over ``outer``: ``x`` (which holds ``source``) over ``inner``, the kept values
         around it."""
-        if not all(h[0] <= i[0] and i[1] <= h[1] for i, h in zip(inner, source, strict=True)):
-            raise RuntimeError(f"border skipping: the computed rect {source} misses the image's {inner}")
+        _check_holds(source, inner)
         rows, cols = outer
         shape = (*x.shape[:-2], rows[1] - rows[0], cols[1] - cols[0])
         layout = torch.channels_last if is_channels_last(x) else torch.contiguous_format
@@ -269,3 +274,47 @@ class EdgeCache:
             part(out, rect, outer).copy_(strip)
         part(out, inner, outer).copy_(part(x, inner, source))
         return out
+
+    @contextlib.contextmanager
+    def assembled(self, name: object, x: Tensor, outer: Rect, inner: Rect, source: Rect) -> Iterator[Tensor]:
+        """:meth:`assemble`'s blob, for use inside the block only: the buffer kept from the last
+        forward with its fixed values in place, only ``x``'s rect written into it (a forward running
+        beside another on the same buffer, or one that could not write into it, gets a new one)."""
+        with self._lock:
+            free = name not in self._busy
+            self._busy.add(name)
+        try:
+            kept = self._buffers.get(name) if free else None
+            if kept is None or not _writable_like(kept, x):
+                kept = self.assemble(name, x, outer, inner, source)
+                if free:
+                    self._buffers[name] = kept
+            else:
+                _check_holds(source, inner)
+                part(kept, inner, outer).copy_(part(x, inner, source))
+            yield kept
+        finally:
+            if free:
+                with self._lock:
+                    self._busy.discard(name)
+
+    def drop_buffers(self) -> None:
+        """Let the kept buffers go (the fixed values stay): another shape is in use."""
+        self._buffers = {}
+
+
+def _check_holds(source: Rect, inner: Rect) -> None:
+    if not all(h[0] <= i[0] and i[1] <= h[1] for i, h in zip(inner, source, strict=True)):
+        raise RuntimeError(f"border skipping: the computed rect {source} misses the image's {inner}")
+
+
+def _writable_like(buffer: Tensor, x: Tensor) -> bool:
+    """Whether ``buffer`` can take ``x``'s values here: its batch, channels, dtype, device and layout,
+    and, in a forward outside inference mode, not an inference-mode tensor (which that cannot write)."""
+    return (
+        buffer.shape[:-2] == x.shape[:-2]
+        and buffer.dtype == x.dtype
+        and buffer.device == x.device
+        and is_channels_last(buffer) == is_channels_last(x)
+        and (torch.is_inference_mode_enabled() or not buffer.is_inference())
+    )
