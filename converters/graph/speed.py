@@ -92,6 +92,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -149,7 +150,7 @@ MAX_RATIO = 1.0
 #: The kernels that form the direct kernel's very products (the same float32 multiplications) and
 #: only sum them in another order: oneDNN's channels-last and grouped kernels, im2col + GEMM, and for
 #: transposed convolutions the phase kernel (:mod:`.transposed`).
-SAME_PRODUCTS = ("gemm", "onednn-forced", "onednn-nhwc", "onednn-relu", "phase-gemm")
+SAME_PRODUCTS = ("gemm", "onednn-forced", "onednn-nhwc", "onednn-packed", "phase-gemm")
 #: Such a kernel is kept where its RMS error is at most SAME_PRODUCTS_RMS_RATIO times the direct
 #: kernel's and its largest at most SAME_PRODUCTS_MAX_RATIO times (on every probe image). Its
 #: error is a sum's rounding, as the direct kernel's and Caffe's own (a third order, im2col +
@@ -214,7 +215,7 @@ def nnpack_available() -> bool:
 #: The kernels a calibrated layer may run instead of the direct one (``converters.graph.kernels``
 #: for ours, NNPACK's two modes; ``phase-gemm`` for transposed convolutions, :mod:`.transposed`).
 FAST_KERNELS = (
-    "winograd-f2", "gemm", "nnpack-winograd", "nnpack-fft", "onednn-forced", "onednn-nhwc", "onednn-relu",
+    "winograd-f2", "gemm", "nnpack-winograd", "nnpack-fft", "onednn-forced", "onednn-nhwc", "onednn-packed",
     "phase-gemm",
 )  # fmt: skip
 
@@ -273,12 +274,12 @@ def candidate_kernels(conv: nn.Conv2d) -> tuple[str, ...]:
     dilation 1): for one group, ours (``winograd-f2`` for 3x3 stride 1, ``gemm`` for any), and
     NNPACK's mode for stride-1 kernels of 2x2 to 8x8 where this PyTorch has NNPACK; for several
     groups (MobileNet's depthwise layers), oneDNN's kernel even where PyTorch would pick its slow
-    grouped loop (``onednn-forced``); oneDNN's channels-last kernel (``onednn-nhwc``) where the
-    weights it reorders at every call are within :data:`TRANSFORMED_VALUES` (not FCN's fc6, whose
-    400 MB the race would copy once more at a first load); and, for one group and a layer whose ReLU
-    runs inside it (:func:`fuse_relus`), oneDNN's direct kernel applying the ReLU as it writes its
-    output (``onednn-relu``: the direct kernel's numbers, without a pass over its output; on an
-    input for which PyTorch picks another kernel, that kernel and the ReLU after it)."""
+    grouped loop (``onednn-forced``); and, where the weights they keep reordered are within
+    :data:`TRANSFORMED_VALUES` (not FCN's fc6, whose 400 MB the race would copy once more at a
+    first load), oneDNN's channels-last kernel (``onednn-nhwc``) and, for one group, oneDNN's
+    direct kernel on weights reordered once, with the layer's ReLU applied as it writes
+    (``onednn-packed``: the direct kernel's numbers, without its reorder of the weights at every
+    call and a pass over its output)."""
     onednn = torch.backends.mkldnn.is_available()
     if conv.groups > 1:
         return ("onednn-forced", "onednn-nhwc") if onednn else ()
@@ -293,9 +294,18 @@ def candidate_kernels(conv: nn.Conv2d) -> tuple[str, ...]:
         names.append(_nnpack_mode(kernel))
     if onednn and conv.weight.numel() <= TRANSFORMED_VALUES:  # (it reorders the weights at every call)
         names.append("onednn-nhwc")
-    if onednn and getattr(conv, "relu", False):
-        names.append("onednn-relu")
+        if packed_direct_available():
+            names.append("onednn-packed")
     return tuple(names)
+
+
+@functools.cache
+def packed_direct_available() -> bool:
+    """Whether this PyTorch has oneDNN's prepacked convolution (``torch.ops.mkldnn_prepacked``)."""
+    try:
+        return torch.backends.mkldnn.is_available() and callable(torch.ops.mkldnn_prepacked.conv2d_prepack)
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _nnpack_mode(kernel_size: tuple[int, int]) -> str:
@@ -317,17 +327,19 @@ def direct_kernel(x: Tensor, weight: Tensor, stride=(1, 1), padding=(0, 0), dila
 
 
 #: The kernels that run on prepared weights (:func:`prepared_weights`).
-PREPARED_KERNELS = ("winograd-f2", "onednn-nhwc")
+PREPARED_KERNELS = ("winograd-f2", "onednn-nhwc", "onednn-packed")
 
 
 def prepared_weights(
     kernel: str, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int], groups: int,
-    input_shape: tuple[int, ...],
-) -> Tensor | None:  # fmt: skip
+    input_shape: tuple[int, ...], bias: Tensor | None = None, relu: bool = False,
+) -> Any:  # fmt: skip
     """The weights as ``kernel`` wants them, made once and kept beside the layer's (``None`` where it
     reads the layer's own): ``winograd-f2``'s transformed kernels; for ``onednn-nhwc``, the weights
     reordered into the blocked layout oneDNN's channels-last kernel picks for ``input_shape`` (what
-    it does at every call otherwise; the sums, and so the numbers, are the same at any shape)."""
+    it does at every call otherwise; the sums, and so the numbers, are the same at any shape); for
+    ``onednn-packed``, oneDNN's prepacked convolution with these ``bias``, ``padding`` and ``relu``
+    (the weights in the direct kernel's blocked layout; any input shape runs on them)."""
     weight = weight.detach()
     if kernel == "winograd-f2":
         return winograd_f2_weights(weight)
@@ -335,25 +347,28 @@ def prepared_weights(
         return torch._C._nn.mkldnn_reorder_conv2d_weight(
             weight.contiguous().to_mkldnn(), list(padding), list(stride), [1, 1], groups, list(input_shape)
         )
+    if kernel == "onednn-packed":
+        bias = None if bias is None else bias.detach().contiguous()
+        return torch.ops.mkldnn_prepacked.conv2d_prepack(
+            weight.contiguous(), bias, list(stride), list(padding), [1, 1], groups, list(input_shape),
+            "relu" if relu else "none",
+        )  # fmt: skip
     return None
 
 
 def run_kernel(
     kernel: str, x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int],
-    padding: tuple[int, int], prepared: Tensor | None = None, groups: int = 1, relu: bool = False,
+    padding: tuple[int, int], prepared: Any = None, groups: int = 1, relu: bool = False,
 ) -> Tensor:  # fmt: skip
     """``F.conv2d(x, weight, bias, stride, padding, 1, groups)`` (float32 CPU) on ``kernel`` (one of
     :data:`FAST_KERNELS`; anything else: the direct kernel), and then ``relu`` a ReLU (oneDNN's
     kernels apply it as they write their output; the same values). ``prepared``: the kept
-    :func:`prepared_weights` of ``kernel``, else they are made here where it needs them."""
-    if kernel == "onednn-relu":  # (a contiguous input: the direct kernel's, blocked inside oneDNN)
-        x = contiguous(x)
-        if direct_kernel(x, weight, stride, padding, (1, 1), groups) == "onednn":
-            return torch.ops.mkldnn._convolution_pointwise(
-                x, weight.contiguous(), bias, list(padding), list(stride), [1, 1], groups,
-                "relu" if relu else "none", [], "",
-            )  # fmt: skip
-        kernel = "direct"  # (where PyTorch picks another kernel for this input: that one, the ReLU after)
+    :func:`prepared_weights` of ``kernel`` (for ``onednn-packed``, made with these ``bias``,
+    ``padding`` and ``relu``), else they are made here where it needs them."""
+    if kernel == "onednn-packed":  # (a contiguous input: the direct kernel's, blocked inside oneDNN)
+        if prepared is None:
+            prepared = prepared_weights(kernel, weight, stride, padding, groups, tuple(x.shape), bias, relu)
+        return torch.ops.mkldnn_prepacked.conv2d_run(contiguous(x), prepared)
     if relu and kernel == "onednn-nhwc" and prepared is not None:
         x = x.contiguous(memory_format=torch.channels_last)
         return torch.ops.mkldnn._convolution_pointwise(
@@ -438,8 +453,8 @@ _CALIBRATION_STATE: dict = {"entries": None, "dirty": False, "path": None}
 # 5: oneDNN's channels-last kernel among the candidates; 6: on weights reordered once, always
 # oneDNN's, and the race counting the reorder into a channels-last reader. Entries: [kernel,
 # [[candidate, rms, max, time or -1, identical], ...]]
-# 8: the direct kernel with the ReLU inside among the candidates, the race running each with the
-# layer's ReLU
+# 8: oneDNN's prepacked direct kernel among the candidates, the race running each with the layer's
+# ReLU
 _CALIBRATION_FORMAT = 8
 
 
@@ -599,7 +614,8 @@ def _calibrate(conv: FastConv2d, started: float) -> KernelChoice:
             measured = []
             tiny = torch.finfo(torch.float64).tiny
             for name in candidates:
-                inside = name == "onednn-relu"  # (its ReLU is its point: compared after one)
+                # (the prepacked kernel with the ReLU it would run inside: compared after one)
+                inside = name == "onednn-packed" and getattr(conv, "relu", False)
                 got = run_kernel(name, probe, part, part_bias, stride, padding, None, groups, inside)
                 identical = torch.equal(got, plain.relu() if inside else plain)
                 rms, largest = _relative_errors(got, reference.relu() if inside else reference)
@@ -627,12 +643,13 @@ def _calibrate(conv: FastConv2d, started: float) -> KernelChoice:
                 dataclasses.replace(m, time=times[m.kernel] / times[direct]) if m.kernel in times else m
                 for m in measured
             ]
-            fastest = min(times, key=times.__getitem__)
-            if times[fastest] < SPEED_MARGIN * times[direct]:
-                kernel = fastest
-    # the direct kernel's very numbers without a pass over its output: where the direct kernel stays
-    if kernel == direct and any(m.kernel == "onednn-relu" and m.identical for m in measured):
-        kernel = "onednn-relu"
+            # (the prepacked direct kernel, where the probe found its numbers the direct kernel's, is
+            # that kernel less work: it need not be faster by the margin, only faster)
+            same = {m.kernel for m in measured if m.kernel == "onednn-packed" and m.identical}
+            margins = {k: 1.0 if k in same else SPEED_MARGIN for k in times}
+            faster = {k: t for k, t in times.items() if k != direct and t < margins[k] * times[direct]}
+            if faster:
+                kernel = min(faster, key=faster.__getitem__)
     return KernelChoice(kernel, tuple(measured), time.perf_counter() - started)
 
 
@@ -691,8 +708,9 @@ def _race(conv: nn.Conv2d, kernels: list[str], padding: tuple[int, int]) -> dict
     out_of_chain = getattr(conv, "contiguous_output", False)
     into_chain = (chain or getattr(conv, "channels_last_output", False)) and not out_of_chain
     shape = tuple(x.shape)
-    prepared = {name: prepared_weights(name, weight, stride, padding, conv.groups, shape) for name in kernels}
     relu = getattr(conv, "relu", False)  # (each kernel with the layer's ReLU: inside it, or a pass after)
+    prepared = {name: prepared_weights(name, weight, stride, padding, conv.groups, shape, bias, relu)
+                for name in kernels}  # fmt: skip
 
     def run(name: str) -> None:
         y = run_kernel(name, x, weight, bias, stride, padding, prepared[name], conv.groups, relu)
@@ -750,7 +768,7 @@ class FastConv2d(nn.Conv2d):
     #: past the input's end (:func:`converters.layers.convolution.pad_far_end`).
     pads_far_end: bool = False
     _calibrated_for: tuple | None = None
-    _prepared: tuple[tuple, Tensor | None] | None = None  # ((weights key, kernel), its prepared weights)
+    _prepared: tuple[tuple, Any] | None = None  # ((weights key, kernel, ...), its prepared weights)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", relu=True" if self.relu else "")
@@ -805,21 +823,24 @@ class FastConv2d(nn.Conv2d):
         stride, groups = self.stride, self.groups
         return run_kernel(kernel, x, self.weight, self.bias, stride, padding, prepared, groups, self.relu)  # type: ignore[arg-type]
 
-    def prepared_weights(
-        self, kernel: str, padding: tuple[int, int], shape: tuple[int, ...]
-    ) -> Tensor | None:  # fmt: skip
+    def prepared_weights(self, kernel: str, padding: tuple[int, int], shape: tuple[int, ...]) -> Any:
         """:func:`prepared_weights` of ``kernel`` for the current weights, kept until they change
         (oneDNN's blocked ones are made for the first input ``shape``: another gives the same
-        numbers, and oneDNN reorders them again only where it would pick another blocking)."""
+        numbers, and oneDNN reorders them again only where it would pick another blocking; the
+        prepacked direct kernel's also until the padding it runs with changes: from the second
+        forward at a size the border skipping runs most of FCN's layers without)."""
         return self._prepared_weights(kernel, padding, shape, self._weights_key())
 
     def _prepared_weights(
         self, kernel: str, padding: tuple[int, int], shape: tuple[int, ...], weights_key: tuple | None
-    ) -> Tensor | None:  # fmt: skip
-        key = (weights_key, kernel)
+    ) -> Any:  # fmt: skip
+        key: tuple = (weights_key, kernel)
+        if kernel == "onednn-packed":  # (the bias, padding and ReLU are the prepacked convolution's)
+            key += (tuple(padding), self.relu)
         if self._prepared is None or self._prepared[0] != key:
             stride, groups = tuple(self.stride), self.groups
-            self._prepared = (key, prepared_weights(kernel, self.weight, stride, padding, groups, shape))  # type: ignore[arg-type]
+            made = prepared_weights(kernel, self.weight, stride, padding, groups, shape, self.bias, self.relu)  # type: ignore[arg-type]
+            self._prepared = (key, made)
         return self._prepared[1]
 
 
