@@ -89,6 +89,20 @@ def test_both_kernels_compute_the_convolution_in_many_bands(monkeypatch) -> None
         _close(gemm_conv2d(x, weight, bias, (1, 1), (1, 1)), exact)
 
 
+@pytest.mark.parametrize(
+    ("shape", "kernel", "stride"),
+    [((3, 17, 20), (3, 3), (1, 1)), ((8, 22, 22), (7, 7), (1, 1)), ((5, 13, 11), (3, 2), (2, 3)),
+     ((4, 9, 9), (1, 1), (2, 2)), ((2, 6, 40), (1, 5), (1, 4))],
+)  # fmt: skip
+def test_im2col_is_unfolds_matrix_for_any_kernel_and_stride_on_a_band_view(shape, kernel, stride) -> None:
+    generator = torch.Generator().manual_seed(sum(shape))
+    blob = torch.randn(2, shape[0], shape[1] + 5, shape[2], generator=generator)
+    for x in (blob[1, :, : shape[1]], blob[0, :, 5:]):  # rows of a larger blob: a view with an offset
+        out = ((shape[1] - kernel[0]) // stride[0] + 1, (shape[2] - kernel[1]) // stride[1] + 1)
+        expected = F.unfold(x[None].contiguous(), kernel, stride=stride)[0]
+        assert torch.equal(kernels.im2col(x, kernel, stride, out), expected)
+
+
 def test_the_winograd_kernel_transform_is_lavin_and_grays_g_g_gt() -> None:
     """G g G^T written out for one 3x3 kernel (Lavin and Gray 2016, eq. for F(2x2, 3x3))."""
     g = torch.arange(1.0, 10.0).reshape(1, 1, 3, 3)
