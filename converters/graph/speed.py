@@ -20,7 +20,10 @@ for any layer: it skips the reorder of the whole blob into oneDNN's blocked layo
 the direct kernel does at every call, and its output stays channels-last for the layers after it,
 :mod:`.layout`; its weights are reordered into oneDNN's blocked layout once and kept beside the
 layer's, where the direct kernel reorders them at every call, which on ResNet-50's 7x7 maps is
-half its time: :func:`prepared_weights`).
+half its time: :func:`prepared_weights`); and oneDNN's direct kernel itself on a prepacked
+convolution (``onednn-packed``: its weights reordered once, the layer's ReLU applied as it writes;
+the direct kernel's very numbers, so, where the probe finds them so, it runs wherever the race
+finds it faster at all, with no margin: on the Xeon below ResNet-50's forward 4-7% faster).
 
 The rule (issue 20: the default graph's error against Caffe at most twice the plain graph's, on
 every net). Fast algorithms are not direct sums: F(6x6, 3x3)'s transforms multiply the float
@@ -43,8 +46,9 @@ probe image (for a kernel that forms the same products and only sums them in ano
 2), or where its outputs are the direct kernel's bit for bit (``gemm`` on a 1x1 layer: oneDNN
 computes it as the same matrix product). Then, where any was kept, it races the kept ones and
 the direct kernel on a speed probe (the layer's own input at the net's declared size, cut to
-:data:`SPEED_MACS`: ``_race``) at the process's thread count, and the fastest runs (a candidate only
-if :data:`SPEED_MARGIN` faster). On this machine (AMD EPYC, AVX2) that refuses every F(6x6, 3x3)
+:data:`SPEED_MACS`: ``_race``, each kernel with the layer's ReLU) at the process's thread count, and
+the fastest runs (a candidate only if :data:`SPEED_MARGIN` faster; ``onednn-packed`` giving the direct
+kernel's numbers, if faster at all). On this machine (AMD EPYC, AVX2) that refuses every F(6x6, 3x3)
 layer (its error is 3-40x the direct one's) and every layer with few input channels; on full-width
 FCN-8s, ``winograd-f2`` runs conv3_2 to conv5_3 (0.3-0.5x the direct kernel's error, 0.7-0.8x its
 time), ``gemm`` runs ``fc6`` (0.1x the error; 0.4x the time of the direct kernel, which reorders its
@@ -53,8 +57,9 @@ conv1_1 to conv3_1 (0.8-1.15x the error, 0.4-0.95x the time; and the layers afte
 channels-last output as it is). On an Intel Xeon with AVX-512 and AMX (the other machine this
 project has met) the direct kernel oneDNN picks there is the most precise one: on full-width FCN-8s
 every 3x3 layer keeps it (``winograd-f2`` 1.3-2.5x its RMS error, ``gemm`` 1.4-1.6x,
-``onednn-nhwc`` 2-6x), ``gemm`` runs ``fc6`` (0.75x the error, 0.2x the time) and the 1x1 layers,
-and conv1_1 ``gemm`` (its channels-last win does not survive the reorder back that conv1_2 needs).
+``onednn-nhwc`` 2-6x; most of them run ``onednn-packed``, its numbers), ``gemm`` runs ``fc6``
+(0.75x the error, 0.2x the time) and the 1x1 layers, and conv1_1 ``gemm`` (its channels-last win
+does not survive the reorder back that conv1_2 needs).
 The precision probe
 runs on one thread; on full-width FCN-8s it takes about a tenth of one forward pass
 (``benchmarks/precision.py`` prints the time per net); the race takes longer (fc6 alone: seconds),
@@ -181,7 +186,9 @@ _PROBE_SEED = 20261206
 SPEED_SIZES = (8, 16, 32, 64)
 SPEED_MACS = 1_000_000_000
 #: A candidate replaces the direct kernel only when the race finds it faster by this factor: on
-#: sub-millisecond layers the race's times are mostly noise, and a tie keeps PyTorch's own kernel.
+#: sub-millisecond layers the race's times are mostly noise, and a tie keeps PyTorch's own kernel
+#: (not so the prepacked direct kernel where the probe finds its numbers the direct kernel's: it is
+#: that kernel less work, and any lead will do).
 SPEED_MARGIN = 0.95
 #: Timed rounds of the race (the best of each kernel's counts: a shared 2-core machine's times vary
 #: twofold from one run to the next), fewer once the rounds have taken SPEED_SECONDS.
