@@ -661,17 +661,18 @@ def _calibrate(conv: FastConv2d, started: float) -> KernelChoice:
 
 
 def _race(conv: nn.Conv2d, kernels: list[str], padding: tuple[int, int]) -> dict[str, float]:
-    """Seconds each of ``kernels`` (the direct one first) takes for ``conv`` on the speed probe: the
-    best of up to :data:`SPEED_ROUNDS` runs taken in turns, after one warm-up run each (fewer
-    rounds once the race has taken :data:`SPEED_SECONDS`; a warm-up longer than that is the
-    time). The probe is one image, every channel; where the layer's input size at the net's
-    declared input is known (``speed_input``), that input with the layer's padding, cut to fewer
-    rows where its multiply-adds pass :data:`SPEED_MACS` (keeping at least 64 outputs, 4 rows and
-    an eighth of them: PSPNet's conv5_4, 4096 channels, raced on 2 of its 60 rows, chose
-    im2col + GEMM, which takes 1.6x the direct kernel's time on all 60; and the rows' parity to
-    the stride: oneDNN runs a stride-2 layer on 13 rows at half its speed on 14); else the
-    largest square output of :data:`SPEED_SIZES` within :data:`SPEED_MACS` (else the smallest).
-    ({} where the probe would be too wide to hold.)"""
+    """Seconds each of ``kernels`` (the direct one first) takes for ``conv`` on the speed probe, with
+    the layer's ReLU where it runs one (inside the kernel, or as a pass after it): the best of up
+    to :data:`SPEED_ROUNDS` runs taken in turns, after one warm-up run each (fewer rounds once the
+    race has taken :data:`SPEED_SECONDS`; a warm-up longer than that is the time). The probe is
+    one image, every channel; where the layer's input size at the net's declared input is known
+    (``speed_input``), that input with the layer's padding, cut to fewer rows where its
+    multiply-adds pass :data:`SPEED_MACS` (keeping at least 64 outputs, 4 rows and an eighth of
+    them: PSPNet's conv5_4, 4096 channels, raced on 2 of its 60 rows, chose im2col + GEMM, which
+    takes 1.6x the direct kernel's time on all 60; and the rows' parity to the stride: oneDNN runs
+    a stride-2 layer on 13 rows at half its speed on 14); else the largest square output of
+    :data:`SPEED_SIZES` within :data:`SPEED_MACS` (else the smallest). ({} where the probe would
+    be too wide to hold.)"""
     weight, bias = conv.weight.detach(), conv.bias.detach() if conv.bias is not None else None
     out_channels, group_channels, kernel_h, kernel_w = weight.shape
     per_pixel = out_channels * group_channels * kernel_h * kernel_w
