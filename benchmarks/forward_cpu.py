@@ -293,7 +293,7 @@ def table(name: str, runners: dict[str, Runner], feeds: Feeds, runs: int, thread
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--net", default="voc-fcn8s,resnet50,mobilenet_ssd",
                         help="nets, comma-separated: voc-fcn8s and folders of --zoo (default: the three)")
     parser.add_argument("--zoo", type=Path, default=ZOO, help=f"the caffe-zoo folder (default {ZOO})")
