@@ -78,6 +78,17 @@ def test_gemm_computes_a_convolution_of_any_kernel_stride_and_padding(case, with
     _close(last, exact)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_gemm_adds_the_bias_to_the_finished_sums_as_caffe_does(layout, kernel) -> None:
+    # Caffe's forward_cpu_bias adds the bias onto the product's output; a BLAS that starts a long
+    # reduction from it (addmm) rounds otherwise: compare bit for bit on sums of 512 and 4,608 terms
+    x, weight, bias = _draw(kernel, (1, 512, 9, 9), (64, 512, kernel, kernel), (64,))
+    x, bias = x.contiguous(memory_format=layout), bias * 100  # (large beside the sums: where it joins shows)
+    without = gemm_conv2d(x, weight, None, (1, 1), (0, 0))
+    assert torch.equal(gemm_conv2d(x, weight, bias, (1, 1), (0, 0)), without + bias.view(1, -1, 1, 1))
+
+
 def test_both_kernels_compute_the_convolution_in_many_bands(monkeypatch) -> None:
     monkeypatch.setattr(kernels, "BAND_VALUES", 50)  # a band a row
     for seed, (batch, height) in enumerate([(2, 17), (1, 8), (3, 1)]):

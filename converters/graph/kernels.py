@@ -109,23 +109,25 @@ def im2col(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int], out: tup
 
 
 def _product_rows(rows: Tensor, matrix: Tensor, bias: Tensor | None, out: Tensor) -> None:
-    """``out = rows @ matrix.T (+ bias)``: each row a pixel's channels."""
-    if bias is None:
-        torch.mm(rows, matrix.t(), out=out)
-    else:
-        torch.addmm(bias, rows, matrix.t(), out=out)
+    """``out = rows @ matrix.T (+ bias)``: each row a pixel's channels; the bias added to the finished
+    sums (:func:`_product`)."""
+    torch.mm(rows, matrix.t(), out=out)
+    if bias is not None:
+        out.add_(bias)
 
 
 def _product(matrix: Tensor, columns: Tensor, bias: Tensor | None, out: Tensor) -> None:
     """``out = matrix @ columns (+ bias per row)``, written in place where ``out``'s rows are runs the
-    BLAS can address (a band of a blob's rows: no product made apart and copied in)."""
+    BLAS can address (a band of a blob's rows: no product made apart and copied in). The bias is
+    added to the finished sums, as Caffe adds it (``forward_cpu_bias``: a second product, onto the
+    first's output), not as ``addmm`` does (its BLAS starts the sums from it: other roundings on a
+    long reduction such as ``fc6``'s; and a copy of it into ``out`` first)."""
     if out.stride(-1) == 1 and out.stride(0) >= out.shape[1]:
-        if bias is None:
-            torch.mm(matrix, columns, out=out)
-        else:
-            torch.addmm(bias[:, None], matrix, columns, out=out)
-        return
-    out.copy_(torch.mm(matrix, columns) if bias is None else torch.addmm(bias[:, None], matrix, columns))
+        torch.mm(matrix, columns, out=out)
+    else:
+        out.copy_(torch.mm(matrix, columns))
+    if bias is not None:
+        out.add_(bias[:, None])
 
 
 def winograd_f2_weights(weight: Tensor) -> Tensor:

@@ -461,8 +461,8 @@ _CALIBRATION_STATE: dict = {"entries": None, "dirty": False, "path": None}
 # oneDNN's, and the race counting the reorder into a channels-last reader. Entries: [kernel,
 # [[candidate, rms, max, time or -1, identical], ...]]
 # 8: oneDNN's prepacked direct kernel among the candidates, the race running each with the layer's
-# ReLU
-_CALIBRATION_FORMAT = 8
+# ReLU; 9: ``gemm`` adding the bias to the finished sums
+_CALIBRATION_FORMAT = 9
 
 
 @functools.cache
