@@ -13,7 +13,7 @@ state dict do not change.
 
 The candidates (:func:`candidate_kernels`): ours in :mod:`.kernels`, Winograd F(2x2, 3x3) for 3x3
 stride-1 layers (``winograd-f2``: 2.25x fewer multiplications, transforms that only add) and
-im2col + one matrix product, Caffe's own way (``gemm``: the BLAS's blocked sums); NNPACK's
+im2col + one matrix product, Caffe's own way (``gemm``: the BLAS's blocked sums, then the bias); NNPACK's
 (bundled with PyTorch) for stride-1 2x2-8x8 kernels: Winograd F(6x6, 3x3) for 3x3 (``nnpack-winograd``)
 and FFT tiles for the others (``nnpack-fft``); and oneDNN's channels-last kernel (``onednn-nhwc``,
 for any layer: it skips the reorder of the whole blob into oneDNN's blocked layout and back that
