@@ -208,9 +208,33 @@ def mvn_layer(ctx: LayerContext) -> Converted:
     # it reads (with normalize_variance)
     backward = partial(mvn_backward, **kwargs)
     clobbers = kwargs["normalize_variance"] and ctx.tops[0] == ctx.bottoms[0]
+    if len(ctx.bottom_shape(0)) < 4:  # Caffe's Reshape gives the top (num, channels, height, width)
+        return Converted(
+            function=mvn_legacy_4d, kwargs=kwargs, output_shape=lambda shapes: _legacy_4d(shapes[0]),
+            caffe_backward=partial(mvn_backward_legacy_4d, **kwargs), clobbers_top_diff=clobbers,
+        )  # fmt: skip
     return Converted(
         function=mvn, kwargs=kwargs, keeps_shape=True, caffe_backward=backward, clobbers_top_diff=clobbers
     )
+
+
+def _legacy_4d(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A shape of fewer than 4 axes as Blob's legacy accessors read it: the missing axes are 1."""
+    return (*shape, *(1,) * (4 - len(shape)))
+
+
+def mvn_legacy_4d(x: Tensor, normalize_variance: bool, across_channels: bool, eps: float) -> Tensor:
+    """:func:`mvn` of a blob of fewer than 4 axes, its top of 4 as Caffe's MVN shapes it."""
+    return mvn(x.reshape(_legacy_4d(tuple(x.shape))), normalize_variance, across_channels, eps)
+
+
+def mvn_backward_legacy_4d(
+    dy: Tensor, bottom: Tensor, top: Tensor, in_place: bool, given: Tensor, **constants: Any
+) -> Tensor:
+    """:func:`mvn_backward` for :func:`mvn_legacy_4d`: the bottom's gradient in the bottom's shape."""
+    four = _legacy_4d(tuple(bottom.shape))
+    dx = mvn_backward(dy, bottom.reshape(four), top, in_place, given.reshape(four), **constants)
+    return dx.reshape(bottom.shape)
 
 
 def mvn_backward(
