@@ -56,15 +56,23 @@ def is_loss_or_metric(layer_type: str) -> bool:
 
 
 def concat_axis(layer: Message) -> int:
-    """The axis a Concat joins along (``axis``, else the legacy ``concat_dim``)."""
-    p = layer.get("concat_param")
-    return int(p.get("axis")) if "axis" in p or "concat_dim" not in p else int(p.get("concat_dim"))
+    """The axis a Concat joins along (``axis``, else the legacy ``concat_dim``); both given are
+    refused, as Caffe's ``ConcatLayer::LayerSetUp`` refuses them."""
+    return _axis_or_legacy(layer, "concat_param", "concat_dim")
 
 
 def slice_axis(layer: Message) -> int:
-    """The axis a Slice cuts along (``axis``, else the legacy ``slice_dim``)."""
-    p = layer.get("slice_param")
-    return int(p.get("axis")) if "axis" in p or "slice_dim" not in p else int(p.get("slice_dim"))
+    """The axis a Slice cuts along (``axis``, else the legacy ``slice_dim``); both given are
+    refused, as Caffe's ``SliceLayer::LayerSetUp`` refuses them."""
+    return _axis_or_legacy(layer, "slice_param", "slice_dim")
+
+
+def _axis_or_legacy(layer: Message, param: str, legacy: str) -> int:
+    p = layer.get(param)
+    if "axis" in p and legacy in p:
+        where = f"layer '{layer.get('name')}' ({layer.get('type')})"
+        raise CaffeFormatError(f"{where}: give {param}.axis or its legacy {legacy}, not both")
+    return int(p.get(legacy)) if legacy in p else int(p.get("axis"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,18 +101,20 @@ def _broadcast(*values: tuple[int, ...]) -> list[tuple[int, ...]]:
 
 
 def _repeated(
-    param: Message, name: str, h: str, w: str, dims: int | None, default: int | None, where: str
+    param: Message, name: str, h: str, w: str, dims: int | None, default: int | None, where: str,
+    lone: int | None = None,
 ) -> tuple[int, ...]:
     """A per-spatial-axis value from ``name`` (repeated, as Convolution writes it) or its
-    ``_h``/``_w`` pair; one value stands for every axis."""
+    ``_h``/``_w`` pair; one value stands for every axis. ``lone``: the value of the half of the pair
+    left out (else both halves are required)."""
     if h in param or w in param:
         if dims not in (None, 2):
             raise CaffeFormatError(f"{where}: {h}/{w} only apply to 2-D inputs")
-        if h not in param or w not in param:
+        if (h not in param or w not in param) and lone is None:
             raise CaffeFormatError(f"{where}: give both {h} and {w}, or {name}")
         if name in param:
             raise CaffeFormatError(f"{where}: give {name} or {h} and {w}, not both")
-        return (int(param.get(h)), int(param.get(w)))
+        return tuple(int(param.get(key)) if key in param else lone for key in (h, w))  # type: ignore[misc]
     values = param.get(name)
     values = list(values) if isinstance(values, (list, tuple)) else [values]
     values = [int(v) for v in values if v is not None]
@@ -132,7 +142,9 @@ def window(layer: Message, dims: int | None = None) -> Window:
             axis=int(p.get("axis")) + 1,
             kernel=_repeated(p, "kernel_size", "kernel_h", "kernel_w", dims, None, where),
             stride=_repeated(p, "stride", "stride_h", "stride_w", dims, 1, where),
-            pad=_repeated(p, "pad", "pad_h", "pad_w", dims, 0, where),
+            # (Caffe's BaseConvolutionLayer reads pad_h and pad_w alone too, the other at its default 0;
+            # a lone kernel_h or stride_h leaves the other 0, which it refuses or divides by)
+            pad=_repeated(p, "pad", "pad_h", "pad_w", dims, 0, where, lone=0),
             dilation=_repeated(p, "dilation", "__none_h", "__none_w", dims, 1, where),
         )
     if kind != "Pooling":
