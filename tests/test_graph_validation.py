@@ -100,6 +100,12 @@ VERDICTS = {
     "slice_point_beyond": r"layer 's' \(Slice\).*slice points \[9\] must increase",
     "lrn_within_even_size": r"layer 'n' \(LRN\).*odd local_size",
     "duplicate_layer_names": RUNS,
+    "concat_axis_and_concat_dim": r"layer 'c' \(Concat\): give concat_param.axis or its legacy concat_dim",
+    "slice_axis_and_slice_dim": r"layer 's' \(Slice\): give slice_param.axis or its legacy slice_dim",
+    "slice_one_top_axis_out_of_range": r"layer 's' \(Slice\).*axis 1 is out of range for a 1-axis blob",
+    # BaseConvolutionLayer reads pad_h and pad_w alone too, the other at its default 0
+    "conv_pad_w_only": RUNS,
+    "deconv_pad_h_only": RUNS,
 }
 
 INPUT = (
@@ -131,6 +137,16 @@ def test_a_net_caffe_runs_builds_and_runs(probe: str) -> None:
     net = build_graph(parse_text(PROBES[probe]))
     out = net(data=torch.randn(1, 3, 8, 8))
     assert out and all(torch.isfinite(v).all() for v in out.values())
+
+
+def test_a_lone_pad_h_or_pad_w_pads_that_axis_only_as_caffe_does() -> None:
+    """Caffe's tops for the two probes (``make_layer_fixtures.py --probe``): c [1, 4, 6, 8] and
+    d [1, 4, 15, 17] from a 1x3x8x8 input, kernel 3 (the deconvolution with stride 2)."""
+    conv = build_graph(parse_text(PROBES["conv_pad_w_only"]))
+    deconv = build_graph(parse_text(PROBES["deconv_pad_h_only"]))
+    x = torch.randn(1, 3, 8, 8)
+    assert tuple(conv(data=x)["c"].shape) == (1, 4, 6, 8)
+    assert tuple(deconv(data=x)["d"].shape) == (1, 4, 15, 17)
 
 
 def test_a_slice_with_one_top_gives_its_bottom_as_caffe_does() -> None:

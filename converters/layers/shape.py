@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..caffe.traits import concat_axis, slice_axis
 from ..errors import NetError
 from .registry import Converted, LayerContext, Shape, canonical_axis, register_layer
 from .tracing import index_out_of_range
@@ -33,8 +34,7 @@ def _concat_shape(shapes: list[Shape], axis: int) -> Shape:
 
 @register_layer("Concat", bottoms=(1, None), tops=1)
 def concat_layer(ctx: LayerContext) -> Converted:
-    p = ctx.param("concat_param")
-    axis = int(p.get("axis")) if "axis" in p or "concat_dim" not in p else int(p.get("concat_dim"))
+    axis = concat_axis(ctx.layer)
     one = len(ctx.bottoms) == 1  # Caffe's top then shares the bottom's data and diff
     return Converted(
         function=concat, kwargs={"dim": axis}, output_shape=lambda shapes: _concat_shape(shapes, axis),
@@ -70,16 +70,16 @@ def refuse_in_place(ctx: LayerContext) -> None:
 @register_layer("Slice", bottoms=1, tops=(1, None))
 def slice_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("slice_param")
-    axis = int(p.get("axis")) if "axis" in p or "slice_dim" not in p else int(p.get("slice_dim"))
+    axis = slice_axis(ctx.layer)
     points = tuple(int(v) for v in p.get("slice_point"))
+    shape = ctx.bottom_shape(0)
+    size = shape[canonical_axis(axis, len(shape), ctx.where)]  # (Caffe reads it for one top too)
     if len(ctx.tops) == 1 and not points:  # Caffe: the one top shares the bottom's data and diff
         return Converted(function=_same, keeps_shape=True, shares_data=True, shares_diff=True)
     if points and len(points) != len(ctx.tops) - 1:
         raise ValueError(
             f"layer '{ctx.name}': {len(points)} slice points for {len(ctx.tops)} tops (need one fewer)"
         )
-    shape = ctx.bottom_shape(0)
-    size = shape[canonical_axis(axis, len(shape), ctx.where)]
     if len(ctx.tops) > size:
         raise ValueError(f"{ctx.where}: {len(ctx.tops)} tops but the sliced axis has only {size} values")
     if points and (list(points) != sorted(set(points)) or points[0] <= 0 or points[-1] > size):
