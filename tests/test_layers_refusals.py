@@ -236,9 +236,9 @@ VALUES = {
         'type: "PriorBox" bottom: "im" prior_box_param { min_size: 4 variance: -0.1 }',
         "prior_box_param.variance: -0.1", "must be >= 0",
     ),
-    "a dropout ratio of 1": (
-        {"x": (1, 2, 3, 3)}, 'type: "Dropout" dropout_param { dropout_ratio: 1 }',
-        "dropout_ratio: 1", "must be in [0, 1)",
+    "a NaN dropout ratio": (
+        {"x": (1, 2, 3, 3)}, 'type: "Dropout" dropout_param { dropout_ratio: nan }',
+        "dropout_ratio: nan", "is NaN",
     ),
 }  # fmt: skip
 

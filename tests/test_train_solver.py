@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import converters
 from converters.errors import SolverError
@@ -408,17 +409,27 @@ def test_sparse_gaussian_and_one_axis_xavier_and_msra_blobs_follow_caffes_filler
     assert abs(msra_bias.std() - np.sqrt(2 / 400)) < 0.15 * np.sqrt(2 / 400)
 
 
-def test_a_dropout_ratio_caffe_refuses_is_a_one_line_error_naming_the_layer() -> None:
-    net = converters.parse_text(
-        'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 } } }\n'
-        'layer { name: "drop" type: "Dropout" bottom: "x" top: "y" dropout_param { dropout_ratio: 1 } }'
-    )
-    expected = (
-        r"layer 'drop' \(Dropout\): field 'dropout_param.dropout_ratio: 1' \(line 2\) "
-        r"must be in \[0, 1\)$"
-    )
-    with pytest.raises(converters.NetError, match=expected):
-        converters.build_graph(net, phase="TRAIN")
+DROPOUT_RATIO_1 = (
+    'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 } } }\n'
+    'layer { name: "drop" type: "Dropout" bottom: "x" top: "y" dropout_param { dropout_ratio: 1 } }'
+)
+DROPOUT_CANNOT_TRAIN = r"^layer 'drop' \(Dropout\): dropout_ratio 1 cannot train .* give a ratio in \[0, 1\)"
+
+
+def test_training_with_a_dropout_ratio_outside_0_1_is_a_one_line_error_naming_the_layer() -> None:
+    """Caffe's release build takes the ratio (its checks are DCHECKs): a test net runs with it
+    (tests/fixtures/layers/dropout_ratio_outside), but its training mask scales by 1 / (1 - ratio)."""
+    with pytest.raises(converters.NetError, match=DROPOUT_CANNOT_TRAIN):
+        converters.build_graph(converters.parse_text(DROPOUT_RATIO_1), phase="TRAIN")
+
+
+def test_a_test_net_with_a_dropout_ratio_of_1_runs_and_refuses_to_train_in_one_line() -> None:
+    net = converters.build_graph(converters.parse_text(DROPOUT_RATIO_1))
+    x = torch.randn(1, 2)
+    assert torch.equal(net(x=x)["y"], x)
+    net.train()
+    with pytest.raises(converters.NetError, match=DROPOUT_CANNOT_TRAIN):
+        net(x=x)
 
 
 def test_an_empty_snapshot_prefix_names_the_files_as_caffe_does_not_as_hidden_ones(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ update rule meets a value Caffe would choke on.
 
 Every ``float``/``double`` field of every parameter message is refused when NaN, and when infinite
 unless :data:`INFINITE_OK` names it; :data:`RANGES` adds the bounds a field needs to mean something
-(a dropout ratio in [0, 1), an Adam ``momentum2`` below 1, a positive PriorBox aspect ratio). Blob
+(an Adam ``momentum2`` below 1, a positive PriorBox aspect ratio). Blob
 values (``BlobProto``) are data, not parameters: they are not checked here.
 """
 
@@ -47,7 +47,11 @@ POSITIVE = Range(low=0, low_open=True)
 FRACTION = Range(low=0, high=1)
 
 #: (message, field) -> the range its values must lie in. Sources: Caffe's CHECKs where it has them
-#: (dropout_layer.cpp, lrn_layer.cpp, prior_box_layer.cpp), else what the field's formula needs.
+#: (prior_box_layer.cpp), else what the field's formula needs in a solver or a fork's layer. BVLC's
+#: own layers take every finite value Caffe's release build takes, as it computes them (a dropout
+#: ratio of 1 or -1, a negative LRN ``k`` or BatchNorm ``eps``, a moving-average fraction of 2: its
+#: only checks of these are ``DCHECK``s, compiled out); Dropout refuses to train where Caffe's mask
+#: draw would refuse (``converters.layers.structure``).
 RANGES: dict[tuple[str, str], Range] = {
     ("SolverParameter", "base_lr"): NON_NEGATIVE,
     ("SolverParameter", "weight_decay"): NON_NEGATIVE,
@@ -55,11 +59,6 @@ RANGES: dict[tuple[str, str], Range] = {
     ("SolverParameter", "momentum2"): Range(0, 1, high_open=True, why="Adam takes sqrt(1 - momentum2^t)"),
     ("SolverParameter", "rms_decay"): FRACTION,
     ("SolverParameter", "delta"): NON_NEGATIVE,
-    ("DropoutParameter", "dropout_ratio"): Range(0, 1, high_open=True),
-    ("LRNParameter", "k"): NON_NEGATIVE,
-    ("BatchNormParameter", "eps"): NON_NEGATIVE,
-    ("BatchNormParameter", "moving_average_fraction"): FRACTION,
-    ("MVNParameter", "eps"): NON_NEGATIVE,
     ("BNParameter", "eps"): NON_NEGATIVE,
     ("BNParameter", "momentum"): FRACTION,
     ("NormalizeParameter", "eps"): NON_NEGATIVE,

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..caffe.traits import DATA_LAYER_TYPES
-from ..errors import UnsupportedLayerError
+from ..errors import NetError, UnsupportedLayerError
 from .registry import Converted, Converter, LayerContext, register_layer
 from .tracing import has_values
 
@@ -138,12 +138,39 @@ def dropout(ctx: LayerContext) -> Converted:
     1 - ratio and scaled by 1 / (1 - ratio) (``nn.Dropout`` does this arithmetic; Caffe's random
     masks themselves cannot be reproduced)."""
     p = ctx.param("dropout_param")
-    ratio = float(p.get("dropout_ratio"))  # in [0, 1): caffe.rules checks it when the net is read
-    if "scale_train" in p and not bool(p.get("scale_train")):
+    ratio = float(p.get("dropout_ratio"))  # (finite: caffe.rules refuses NaN and infinity)
+    scaled = "scale_train" not in p or bool(p.get("scale_train"))
+    sampled = bool(p.get("sample_weights_test"))
+    if not 0 <= ratio < 1:  # Caffe's release build takes it (DCHECKs only); its training mask would not
+        why = (
+            f"{ctx.where}: dropout_ratio {ratio:g} cannot train (Caffe keeps each value with probability "
+            f"1 - ratio and scales it by 1 / (1 - ratio)): give a ratio in [0, 1); a test net runs with it"
+        )
+        if ctx.phase == "TRAIN" or sampled:
+            raise NetError(why)
+        return Converted(module=TestOnlyDropout(ratio, scaled, why), keeps_shape=True)
+    if not scaled:
         return Converted(module=UnscaledDropout(ratio), keeps_shape=True)
-    if bool(p.get("sample_weights_test")):
+    if sampled:
         return Converted(module=SampledDropout(ratio), keeps_shape=True)
     return Converted(module=nn.Dropout(ratio), keeps_shape=True)
+
+
+class TestOnlyDropout(nn.Module):
+    """A Dropout whose ratio is outside [0, 1), as Caffe tests it: the identity, or with
+    ``scale_train: false`` a product by 1 - ratio. Training it is refused with ``why``."""
+
+    def __init__(self, ratio: float, scaled: bool, why: str) -> None:
+        super().__init__()
+        self.ratio, self.scaled, self.why = ratio, scaled, why
+
+    def extra_repr(self) -> str:
+        return f"ratio={self.ratio}, scale_train={self.scaled}, test only"
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            raise NetError(self.why)
+        return x if self.scaled else x * (1.0 - self.ratio)
 
 
 class SampledDropout(nn.Dropout):
