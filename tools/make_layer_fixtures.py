@@ -429,6 +429,19 @@ def build_cases() -> list[Case]:
             runs((1, 2, 7, 9), (2, 2, 3, 6), (1, 2, 1, 1)),
         ),
         Case(
+            "conv_lone_pad",
+            "pad_h or pad_w alone (Convolution, Deconvolution, Im2col): the other at its default 0",
+            [
+                L("conv", "Convolution", "data", **conv(3, kernel_size=3, pad_w=1)),
+                L("deconv", "Deconvolution", "data", **conv(2, kernel_size=3, stride=2, pad_h=1)),
+                L("cols", "Im2col", "data", convolution_param={"kernel_size": [2], "pad_w": 1}),
+            ],
+            runs((1, 2, 5, 6), (2, 2, 3, 4)),
+            backward=True,
+            notes=["BaseConvolutionLayer::LayerSetUp reads pad_h and pad_w when either is given; "
+                   "Pooling needs both"],
+        ),
+        Case(
             "conv_group",
             "group 2 (4 -> 6) with bias, and depthwise group 4 without bias",
             [
@@ -730,6 +743,17 @@ def build_cases() -> list[Case]:
             ],
         ),
         # ---- Element-wise activations
+        Case(
+            "dropout_ratio_outside",
+            "Dropout ratios 1 and -0.5 in TEST: the input passes through",
+            [
+                L("drop_one", "Dropout", "data", dropout_param={"dropout_ratio": 1.0}),
+                L("drop_negative", "Dropout", "data", dropout_param={"dropout_ratio": -0.5}),
+            ],
+            runs((1, 2, 3, 4)),
+            notes=["Caffe's release build takes any ratio: DropoutLayer::LayerSetUp's checks of it "
+                   "are DCHECKs, compiled out"],
+        ),
         Case(
             "activations",
             "ReLU, ReLU negative_slope 0.1, PReLU per channel and shared, Sigmoid, TanH, "
@@ -1374,6 +1398,21 @@ def build_cases() -> list[Case]:
                 "eps is added to the standard deviation, not to the variance; the default eps is 1e-9",
                 "the mean and variance are per (n, c) over H*W, or per n over C*H*W with across_channels",
             ],
+        ),
+        Case(
+            "mvn_fewer_axes",
+            "MVN of blobs of 1, 2 and 3 axes (across channels, default, mean only), forward and backward",
+            [
+                L("mvn_1d", "MVN", "a", mvn_param={"across_channels": True}),
+                L("mvn_2d", "MVN", "b", mvn_param={"across_channels": True}),
+                L("mvn_3d", "MVN", "c"),
+                L("mvn_3d_mean_only", "MVN", "c", mvn_param={"normalize_variance": False}),
+            ],
+            two_input_runs(("a", "b", "c"), ((5,), (2, 3), (2, 3, 4)), ((3,), (1, 4), (1, 2, 5))),
+            make_input=mvn_input,
+            backward=True,
+            notes=["Caffe's MVN Reshape gives its top (num, channels, height, width): a blob of fewer "
+                   "axes reads as 1 on the missing ones, and its top has 4"],
         ),
         # ---- Several bottoms, second tops, shared parameters, repeated names (Caffe's Net::Init)
         Case(
@@ -2522,6 +2561,17 @@ PROBES: dict[str, str] = {
     ),
     "duplicate_layer_names": _probe_net(
         IMG, _layer("r", "ReLU", "data", "x"), _layer("r", "Sigmoid", "x", "y")
+    ),
+    "concat_axis_and_concat_dim": _probe_net(
+        TWO, _layer("c", "Concat", "a b", "c", "concat_param { axis: 1 concat_dim: 1 }")
+    ),
+    "slice_axis_and_slice_dim": _probe_net(
+        IMG, _layer("s", "Slice", "data", "s1 s2", "slice_param { axis: 2 slice_dim: 2 }")
+    ),
+    "slice_one_top_axis_out_of_range": _probe_net({"data": (2,)}, _layer("s", "Slice", "data", "s")),
+    "conv_pad_w_only": _probe_net(IMG, _layer("c", "Convolution", "data", "c", CONV % "pad_w: 1")),
+    "deconv_pad_h_only": _probe_net(
+        IMG, _layer("d", "Deconvolution", "data", "d", CONV % "stride: 2 pad_h: 1")
     ),
 }
 
