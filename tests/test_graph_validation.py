@@ -103,6 +103,9 @@ VERDICTS = {
     "concat_axis_and_concat_dim": r"layer 'c' \(Concat\): give concat_param.axis or its legacy concat_dim",
     "slice_axis_and_slice_dim": r"layer 's' \(Slice\): give slice_param.axis or its legacy slice_dim",
     "slice_one_top_axis_out_of_range": r"layer 's' \(Slice\).*axis 1 is out of range for a 1-axis blob",
+    "pool_kernel_size_and_kernel_h_w": r"layer 'p' \(Pooling\).*kernel_size or kernel_h and kernel_w",
+    # PoolingLayer::LayerSetUp takes kernel_size and leaves a lone kernel_w unread
+    "pool_kernel_size_and_lone_kernel_w": RUNS,
     # BaseConvolutionLayer reads pad_h and pad_w alone too, the other at its default 0
     "conv_pad_w_only": RUNS,
     "deconv_pad_h_only": RUNS,
@@ -147,6 +150,14 @@ def test_a_lone_pad_h_or_pad_w_pads_that_axis_only_as_caffe_does() -> None:
     x = torch.randn(1, 3, 8, 8)
     assert tuple(conv(data=x)["c"].shape) == (1, 4, 6, 8)
     assert tuple(deconv(data=x)["d"].shape) == (1, 4, 15, 17)
+
+
+def test_pooling_with_kernel_size_leaves_a_lone_kernel_w_unread_as_caffe_does() -> None:
+    """Caffe's top for the probe (``make_layer_fixtures.py --probe``): p [1, 3, 7, 7] from 1x3x8x8,
+    MAX pooling with kernel_size 2 and kernel_w 3."""
+    net = build_graph(parse_text(PROBES["pool_kernel_size_and_lone_kernel_w"]))
+    x = torch.randn(1, 3, 8, 8)
+    assert torch.equal(net(data=x)["p"], torch.nn.functional.max_pool2d(x, 2, 1))
 
 
 def test_a_slice_with_one_top_gives_its_bottom_as_caffe_does() -> None:

@@ -2569,6 +2569,14 @@ PROBES: dict[str, str] = {
         IMG, _layer("s", "Slice", "data", "s1 s2", "slice_param { axis: 2 slice_dim: 2 }")
     ),
     "slice_one_top_axis_out_of_range": _probe_net({"data": (2,)}, _layer("s", "Slice", "data", "s")),
+    "pool_kernel_size_and_lone_kernel_w": _probe_net(
+        IMG, _layer("p", "Pooling", "data", "p", "pooling_param { pool: MAX kernel_size: 2 kernel_w: 3 }")
+    ),
+    "pool_kernel_size_and_kernel_h_w": _probe_net(
+        IMG,
+        _layer("p", "Pooling", "data", "p", "pooling_param { pool: MAX kernel_size: 2 kernel_h: 3 "
+               "kernel_w: 3 }"),
+    ),
     "conv_pad_w_only": _probe_net(IMG, _layer("c", "Convolution", "data", "c", CONV % "pad_w: 1")),
     "deconv_pad_h_only": _probe_net(
         IMG, _layer("d", "Deconvolution", "data", "d", CONV % "stride: 2 pad_h: 1")

@@ -161,7 +161,12 @@ def window(layer: Message, dims: int | None = None) -> Window:
         return Window(2, (1,) * n, (1,) * n, (0,) * n, (1,) * n, global_pooling=True)
     if "kernel_size" not in p and "kernel_h" not in p and "kernel_w" not in p:
         raise CaffeFormatError(f"pooling layer '{name}' has no kernel size")
-    kernel = _repeated(p, "kernel_size", "kernel_h", "kernel_w", dims, None, where)
+    if "kernel_size" in p and ("kernel_h" in p) != ("kernel_w" in p):
+        # Caffe's PoolingLayer::LayerSetUp takes kernel_size and leaves a lone kernel_h or kernel_w unread
+        size = int(p.get("kernel_size"))
+        kernel = (size,) * (dims or 1)
+    else:
+        kernel = _repeated(p, "kernel_size", "kernel_h", "kernel_w", dims, None, where)
     stride = _repeated(p, "stride", "stride_h", "stride_w", dims, 1, where)
     pad = _repeated(p, "pad", "pad_h", "pad_w", dims, 0, where)
     return Window(2, kernel, stride, pad, (1,) * len(kernel))
