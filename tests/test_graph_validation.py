@@ -106,6 +106,7 @@ VERDICTS = {
     "pool_kernel_size_and_kernel_h_w": r"layer 'p' \(Pooling\).*kernel_size or kernel_h and kernel_w",
     # PoolingLayer::LayerSetUp takes kernel_size and leaves a lone kernel_w unread
     "pool_kernel_size_and_lone_kernel_w": RUNS,
+    "net_state_stage_in_file": RUNS,
     # BaseConvolutionLayer reads pad_h and pad_w alone too, the other at its default 0
     "conv_pad_w_only": RUNS,
     "deconv_pad_h_only": RUNS,
@@ -150,6 +151,13 @@ def test_a_lone_pad_h_or_pad_w_pads_that_axis_only_as_caffe_does() -> None:
     x = torch.randn(1, 3, 8, 8)
     assert tuple(conv(data=x)["c"].shape) == (1, 4, 6, 8)
     assert tuple(deconv(data=x)["d"].shape) == (1, 4, 15, 17)
+
+
+def test_a_nets_own_state_stages_select_its_layers_and_its_level_does_not_as_in_caffe() -> None:
+    """Caffe's blobs for the probe (``make_layer_fixtures.py --probe``): data, its splits, a and c.
+    The file's ``state { stage: "deploy" level: 3 }``: its stage counts, its level is replaced by 0."""
+    net = build_graph(parse_text(PROBES["net_state_stage_in_file"]))
+    assert set(net(data=torch.randn(1, 3, 8, 8))) == {"a", "c"}
 
 
 def test_pooling_with_kernel_size_leaves_a_lone_kernel_w_unread_as_caffe_does() -> None:

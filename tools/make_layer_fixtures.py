@@ -2577,6 +2577,11 @@ PROBES: dict[str, str] = {
         _layer("p", "Pooling", "data", "p", "pooling_param { pool: MAX kernel_size: 2 kernel_h: 3 "
                "kernel_w: 3 }"),
     ),
+    # the file's own state: Caffe's Net(file, phase, level, stages) keeps its stages, replaces its level
+    "net_state_stage_in_file": 'state { stage: "deploy" level: 3 }\n' + _probe_net(
+        IMG, _layer("a", "ReLU", "data", "a", 'include { stage: "deploy" }'),
+        _layer("b", "Sigmoid", "data", "b", "include { min_level: 1 }"), _layer("c", "TanH", "data", "c"),
+    ),
     "conv_pad_w_only": _probe_net(IMG, _layer("c", "Convolution", "data", "c", CONV % "pad_w: 1")),
     "deconv_pad_h_only": _probe_net(
         IMG, _layer("d", "Deconvolution", "data", "d", CONV % "stride: 2 pad_h: 1")

@@ -120,7 +120,12 @@ def state_meets_rule(rule: Message, phase: str, level: int, stages: Sequence[str
 def filter_layers(
     net: Message, phase: str = "TEST", level: int = 0, stages: Sequence[str] = ()
 ) -> list[Message]:
-    """The V2 layers of ``net`` that Caffe instantiates for this phase, level and stages."""
+    """The V2 layers of ``net`` that Caffe instantiates for this phase, level and stages, to which
+    the stages of the net's own ``state`` are added (Caffe's ``Net(file, phase, level, stages)``
+    keeps them, and replaces its phase and level)."""
+    state = net.get("state") if "state" in net else None
+    if isinstance(state, Message):
+        stages = [*(str(s) for s in state.getall("stage")), *stages]
     kept = []
     for layer in upgrade_net(net).getall("layer"):
         includes, excludes = layer.getall("include"), layer.getall("exclude")
