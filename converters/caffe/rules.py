@@ -49,7 +49,8 @@ FRACTION = Range(low=0, high=1)
 #: (message, field) -> the range its values must lie in. Sources: Caffe's CHECKs where it has them
 #: (prior_box_layer.cpp), else what the field's formula needs in a solver or a fork's layer. BVLC's
 #: own layers take every finite value Caffe's release build takes, as it computes them (a dropout
-#: ratio of 1 or -1, a negative LRN ``k`` or BatchNorm ``eps``, a moving-average fraction of 2: its
+#: ratio of 1 or -1, a negative LRN ``k``, BatchNorm ``eps`` or contrastive margin, a moving-average
+#: fraction of 2: its
 #: only checks of these are ``DCHECK``s, compiled out); Dropout refuses to train where Caffe's mask
 #: draw would refuse (``converters.layers.structure``).
 RANGES: dict[tuple[str, str], Range] = {
@@ -72,7 +73,6 @@ RANGES: dict[tuple[str, str], Range] = {
     ("PriorBoxParameter", "img_size"): POSITIVE,
     ("PriorBoxParameter", "img_h"): POSITIVE,
     ("PriorBoxParameter", "img_w"): POSITIVE,
-    ("ContrastiveLossParameter", "margin"): NON_NEGATIVE,
     ("ResampleParameter", "factor"): POSITIVE,
 }
 
