@@ -655,6 +655,17 @@ def build_cases() -> list[Case]:
             two_input_runs(("a", "b", "c"), *[(s, s, s) for s in ((1, 3, 4, 5), (2, 3, 1, 1), (1, 3, 7, 3))]),
             notes=["default_op has no eltwise_param: the default operation is SUM"],
         ),
+        Case(
+            "eltwise_max_coeff",
+            "MAX of 2 and 3 with coefficients, which Caffe takes and leaves unread",
+            [
+                L("max", "Eltwise", ["a", "b"], eltwise_param={"operation": "MAX", "coeff": [-1, 0.5]}),
+                L("max3", "Eltwise", ["a", "b", "c"], eltwise_param={"operation": "MAX", "coeff": [2, 0, 1]}),
+            ],
+            two_input_runs(("a", "b", "c"), *[(s, s, s) for s in ((1, 3, 4, 5), (2, 2, 1, 3))]),
+            backward=True,
+            notes=["EltwiseLayer::LayerSetUp refuses coefficients for PROD only"],
+        ),
         # ---- Scale, BatchNorm
         Case(
             "scale_channel",
@@ -833,6 +844,19 @@ def build_cases() -> list[Case]:
             ],
             runs((1, 3, 4, 5), (2, 3, 4, 5)),
             notes=["ip_transpose stores its weight as (K, num_output) = (60, 4)"],
+        ),
+        Case(
+            "flatten_unit_axis",
+            "Flatten whose axis is end_axis + 1 (nothing flattened): a unit axis inserted there",
+            [
+                L("unit_at_1", "Flatten", "data", flatten_param={"axis": 1, "end_axis": 0}),
+                L("unit_at_end", "Flatten", "data", flatten_param={"axis": -1, "end_axis": -2}),
+                L("unit_scaled", "Scale", "unit_at_1", scale_param={"axis": 0, "num_axes": 0}),
+            ],
+            runs((2, 3, 4), (1, 2, 5)),
+            backward=True,
+            notes=["Caffe's top: the axes before axis, count(axis, end_axis + 1) = 1, the axes after "
+                   "end_axis"],
         ),
         Case(
             "flatten_reshape",
@@ -2582,6 +2606,7 @@ PROBES: dict[str, str] = {
         IMG, _layer("a", "ReLU", "data", "a", 'include { stage: "deploy" }'),
         _layer("b", "Sigmoid", "data", "b", "include { min_level: 1 }"), _layer("c", "TanH", "data", "c"),
     ),
+    "prelu_one_axis": _probe_net({"data": (3,)}, _layer("p", "PReLU", "data", "p")),
     "conv_pad_w_only": _probe_net(IMG, _layer("c", "Convolution", "data", "c", CONV % "pad_w: 1")),
     "deconv_pad_h_only": _probe_net(
         IMG, _layer("d", "Deconvolution", "data", "d", CONV % "stride: 2 pad_h: 1")

@@ -251,6 +251,8 @@ def threshold_layer(ctx: LayerContext) -> Converted:
 @register_layer("PReLU", bottoms=1, tops=1)
 def prelu(ctx: LayerContext) -> Converted:
     ctx.legacy_bottoms()
+    if len(ctx.bottom_shape(0)) < 2:  # Caffe's LayerSetUp CHECK
+        raise NetError(f"{ctx.where}: the bottom needs at least 2 axes, got {list(ctx.bottom_shape(0))}")
     p = ctx.param("prelu_param")
     shared = bool(p.get("channel_shared"))
     channels = 1 if shared else ctx.channels(1, 0, lambda s: math.prod(s))

@@ -165,10 +165,10 @@ def eltwise(ctx: LayerContext) -> Converted:
     p = ctx.param("eltwise_param")
     operation = str(p.get("operation"))
     coeffs = tuple(float(c) for c in p.get("coeff"))
-    if coeffs and operation != "SUM":
-        raise ValueError(f"layer '{ctx.name}': Eltwise coefficients only apply to SUM")
     if coeffs and len(coeffs) != len(ctx.bottoms):
         raise ValueError(f"layer '{ctx.name}': {len(coeffs)} coefficients for {len(ctx.bottoms)} bottoms")
+    if coeffs and operation == "PROD":  # (Caffe's LayerSetUp; MAX takes them and leaves them unread)
+        raise ValueError(f"layer '{ctx.name}': Eltwise coefficients only apply to SUM, not PROD")
     first = ctx.bottom_shape(0)
     for name, shape in zip(ctx.bottoms[1:], ctx.bottom_shapes[1:], strict=True):
         if shape is not None and shape != first:  # BVLC's Reshape CHECK (the oracle's fork dropped it)

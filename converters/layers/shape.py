@@ -98,11 +98,15 @@ def flatten(ctx: LayerContext) -> Converted:
     refuse_in_place(ctx)
     p = ctx.param("flatten_param")
     ndim = len(ctx.bottom_shape(0))
-    if canonical_axis(int(p.get("axis")), ndim, ctx.where) > canonical_axis(
-        int(p.get("end_axis")), ndim, ctx.where
-    ):
+    start = canonical_axis(int(p.get("axis")), ndim, ctx.where)
+    end = canonical_axis(int(p.get("end_axis")), ndim, ctx.where)
+    if start > end + 1:  # (Caffe's Blob::count(start, end + 1) checks start <= end + 1)
         raise ValueError(
             f"{ctx.where}: axis {int(p.get('axis'))} comes after end_axis {int(p.get('end_axis'))}"
+        )
+    if start == end + 1:  # Caffe flattens no axis into one of size 1 there
+        return Converted(
+            function=torch.unsqueeze, kwargs={"dim": start}, shares_data=True, repoints_bottom_diff=True
         )
     return Converted(
         function=torch.flatten,
