@@ -50,9 +50,8 @@ FRACTION = Range(low=0, high=1)
 #: (prior_box_layer.cpp), else what the field's formula needs in a solver or a fork's layer. BVLC's
 #: own layers take every finite value Caffe's release build takes, as it computes them (a dropout
 #: ratio of 1 or -1, a negative LRN ``k``, BatchNorm ``eps`` or contrastive margin, a moving-average
-#: fraction of 2: its
-#: only checks of these are ``DCHECK``s, compiled out); Dropout refuses to train where Caffe's mask
-#: draw would refuse (``converters.layers.structure``).
+#: fraction of 2: its only checks of these are ``DCHECK``s, compiled out); Dropout refuses to train
+#: with a ratio outside [0, 1) (``converters.layers.structure``).
 RANGES: dict[tuple[str, str], Range] = {
     ("SolverParameter", "base_lr"): NON_NEGATIVE,
     ("SolverParameter", "weight_decay"): NON_NEGATIVE,
