@@ -2606,6 +2606,9 @@ PROBES: dict[str, str] = {
         IMG, _layer("a", "ReLU", "data", "a", 'include { stage: "deploy" }'),
         _layer("b", "Sigmoid", "data", "b", "include { min_level: 1 }"), _layer("c", "TanH", "data", "c"),
     ),
+    "tile_axis_out_of_range": _probe_net(
+        {"data": (3,)}, _layer("t", "Tile", "data", "t", "tile_param { axis: -2 tiles: 4 }")
+    ),
     "prelu_one_axis": _probe_net({"data": (3,)}, _layer("p", "PReLU", "data", "p")),
     "conv_pad_w_only": _probe_net(IMG, _layer("c", "Convolution", "data", "c", CONV % "pad_w: 1")),
     "deconv_pad_h_only": _probe_net(

@@ -229,6 +229,7 @@ def tile_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("tile_param")
     if "tiles" not in p or int(p.get("tiles")) < 1:
         raise ValueError(f"layer '{ctx.name}': Tile needs tiles >= 1")
+    canonical_axis(int(p.get("axis")), len(ctx.bottom_shape(0)), ctx.where)  # (Caffe's Reshape checks it)
     return Converted(function=tile, kwargs={"axis": int(p.get("axis")), "tiles": int(p.get("tiles"))})
 
 
