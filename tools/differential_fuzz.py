@@ -19,9 +19,9 @@ Targets of ``make``:
   ArgMax, Bias, Scale over other axes, Im2col, InnerProduct, Reduction, Tile), a random loss or
   Accuracy head, an LSTM or RNN, N-D (1-D and 3-D) convolutions, or one of Embed, BatchReindex,
   Filter, LSTMUnit, Parameter and Silence, Caffe 1.0's InfogainLoss and Log, or (``--family params``
-  only) one BVLC layer whose parameter fields are each left out or drawn from boundary values (0,
-  -1, 1, 2, ..., both halves of an ``_h``/``_w`` pair or one, a field and its legacy twin), so that
-  Caffe's own checks decide what is valid; a second run at another size
+  only) one BVLC layer (or loss, LSTM, RNN) whose parameter fields are each left out or drawn from
+  boundary values (0, -1, 1, 2, ..., both halves of an ``_h``/``_w`` pair or one, a field and its
+  legacy twin), so that Caffe's own checks decide what is valid; a second run at another size
   where Caffe takes it, and Caffe's backward pass for some. Each case runs in a child process: a
   Caffe ``CHECK`` aborts only it, and the net is kept under ``refused/`` with Caffe's message, so
   ``check`` also reports a net we accept that Caffe refused;
@@ -941,7 +941,13 @@ def _params_case(name: str, r: random.Random) -> Any | None:
     hold, at the same number) are left out or drawn from boundary values, on small inputs."""
     import make_layer_fixtures as fx
 
-    if r.random() < 0.25:  # a loss or Accuracy (labels drawn to suit it), its parameters drawn
+    pick = r.random()
+    if pick < 0.08:  # an LSTM or RNN, its recurrent_param drawn (the inputs as the recurrent family's)
+        case = _recurrent_case(name, r)
+        case.layers[0]["recurrent_param"] = _drawn_fields(r, "recurrent_param")
+        case.description = f"{case.layers[0]['type']} with drawn parameters"
+        return case
+    if pick < 0.3:  # a loss or Accuracy (labels drawn to suit it), its parameters drawn
         case = _loss_case(name, r)
         layer = case.layers[0]
         for field_name in ("loss_param", _LOSS_PARAMS.get(layer["type"])):
