@@ -107,6 +107,8 @@ VERDICTS = {
     # PoolingLayer::LayerSetUp takes kernel_size and leaves a lone kernel_w unread
     "pool_kernel_size_and_lone_kernel_w": RUNS,
     "tile_axis_out_of_range": r"layer 't' \(Tile\): axis -2 is out of range for a 1-axis blob",
+    "priorbox_lone_img_w": r"layer 'p' \(PriorBox\): img_h and img_w must both be given and positive",
+    "priorbox_step_and_step_h": r"layer 'p' \(PriorBox\): give step or step_h and step_w, not both",
     "prelu_one_axis": r"layer 'p' \(PReLU\): the bottom needs at least 2 axes, got \[3\]",
     "net_state_stage_in_file": RUNS,
     # BaseConvolutionLayer reads pad_h and pad_w alone too, the other at its default 0

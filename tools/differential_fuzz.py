@@ -879,6 +879,18 @@ _PARAM_LAYERS: dict[str, tuple[str | None, int]] = {
     "SPP": ("spp_param", 1), "Sigmoid": (None, 1), "TanH": (None, 1), "AbsVal": (None, 1),
     "BNLL": (None, 1), "Split": (None, 1),
 }  # fmt: skip
+#: Fork layers the fork oracle runs under our names (``make layers --family params`` in its Python):
+#: ``(parameter field, extra bottoms and their shapes from the data's (n, c, h, w))``.
+_FORK_PARAM_LAYERS: dict[str, tuple[str | None, dict[str, Callable[[Shape], Shape]]]] = {
+    "Interp": ("interp_param", {}), "ShuffleChannel": ("shuffle_channel_param", {}),
+    "Reorg": ("reorg_param", {}), "Clip": ("clip_param", {}), "Swish": ("swish_param", {}),
+    "ReLU6": ("relu6_param", {}), "Normalize": ("norm_param", {}), "Permute": ("permute_param", {}),
+    "PriorBox": ("prior_box_param", {"image": lambda s: (s[0], 3, 2 * s[2] + 1, 3 * s[3])}),
+    "Transpose": ("transpose_param", {}), "Reverse": ("reverse_param", {}),
+    "FlowWarp": ("flow_warp_param", {"flow": lambda s: (s[0], 2, *s[2:])}),
+    "Accum": ("accum_param", {"other": lambda s: (s[0], 2, s[2] + 1, max(1, s[3] - 1))}),
+    "Axpy": (None, {"x": lambda s: (s[0], s[1], 3, 2), "y": lambda s: (s[0], s[1], 3, 2)}),
+}  # fmt: skip
 #: Fields drawn more often than the others: without them the layer is refused whatever else holds.
 _PARAM_NEEDED = {"num_output", "kernel_size", "pool", "operation", "shape", "tiles"}
 
@@ -936,12 +948,42 @@ def _drawn_fields(r: random.Random, field_name: str) -> dict[str, Any]:
     return params
 
 
+def _fork_params_case(name: str, r: random.Random) -> Any:
+    """One fork layer of :data:`_FORK_PARAM_LAYERS`, its parameter fields drawn as
+    :func:`_params_case` draws BVLC's (PriorBox's ``clip`` always written: brocolli's default is
+    true, Caffe-SSD's and ours false)."""
+    import make_layer_fixtures as fx
+
+    kind = r.choice(sorted(_FORK_PARAM_LAYERS))
+    field_name, extra = _FORK_PARAM_LAYERS[kind]
+    axes = 4 if extra or kind in ("Interp", "ShuffleChannel", "Reorg", "PriorBox") else r.choice([4, 4, 2, 3])
+    shape = tuple(r.randint(1, 3) if i == 0 else r.randint(1, 6) for i in range(axes))
+    inputs = {"data": shape, **{blob: make(shape) for blob, make in extra.items()}}
+    params = _drawn_fields(r, field_name) if field_name is not None else {}
+    if kind == "PriorBox":
+        params["clip"] = r.random() < 0.5
+    bottoms = ["data", *extra] if kind != "Axpy" else ["data", "x", "y"]
+    if kind == "Axpy":  # (its scale a (n, c, 1, 1) blob)
+        inputs["data"] = (shape[0], shape[1], 1, 1)
+    layer = fx.L("layer", kind, bottoms, ["out"], **({field_name: params} if field_name else {}))
+    # (the YOLOv2 fork's Reorg backward reads an internal blob it never writes, not its top's diff)
+    backward = r.random() < 0.5 and kind not in ("PriorBox", "Accum", "Reorg")
+    makers: dict[str, Callable] = {}
+    if kind == "Normalize":
+        makers["layer"] = lambda rng, layer, shapes: [fx.normal(rng, 0.5, s, mean=1.0) for s in shapes]
+    return fx.Case(name, f"{kind} with drawn parameters", [layer], [inputs], params=makers,
+                   backward=backward, oracle=fx.FORK_ORACLE)  # fmt: skip
+
+
 def _params_case(name: str, r: random.Random) -> Any | None:
     """One layer of :data:`_PARAM_LAYERS` whose parameter fields (those BVLC's message and ours both
     hold, at the same number) are left out or drawn from boundary values, on small inputs."""
     import make_layer_fixtures as fx
+    from caffe.proto import caffe_pb2
 
     pick = r.random()
+    if "interp_param" in caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name and pick < 0.5:
+        return _fork_params_case(name, r)
     if pick < 0.08:  # an LSTM or RNN, its recurrent_param drawn (the inputs as the recurrent family's)
         case = _recurrent_case(name, r)
         case.layers[0]["recurrent_param"] = _drawn_fields(r, "recurrent_param")

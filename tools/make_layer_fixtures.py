@@ -2609,6 +2609,15 @@ PROBES: dict[str, str] = {
     "tile_axis_out_of_range": _probe_net(
         {"data": (3,)}, _layer("t", "Tile", "data", "t", "tile_param { axis: -2 tiles: 4 }")
     ),
+    "priorbox_lone_img_w": _probe_net(
+        {"data": (1, 2, 3, 3), "image": (1, 3, 30, 30)},
+        _layer("p", "PriorBox", "data image", "p", "prior_box_param { min_size: 4 clip: false img_w: 3 }"),
+    ),
+    "priorbox_step_and_step_h": _probe_net(
+        {"data": (1, 2, 3, 3), "image": (1, 3, 30, 30)},
+        _layer("p", "PriorBox", "data image", "p",
+               "prior_box_param { min_size: 4 clip: false step: 8 step_h: 8 step_w: 8 }"),
+    ),
     "prelu_one_axis": _probe_net({"data": (3,)}, _layer("p", "PReLU", "data", "p")),
     "conv_pad_w_only": _probe_net(IMG, _layer("c", "Convolution", "data", "c", CONV % "pad_w: 1")),
     "deconv_pad_h_only": _probe_net(

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ...caffe.message import Message
+from ...errors import NetError
 from ..fillers import CONSTANT_ONE
 from ..registry import Converted, LayerContext, register_layer
 from ..tracing import tracing
@@ -281,16 +283,8 @@ def prior_box(ctx: LayerContext) -> Converted:
         raise ValueError(f"{ctx.where}: give one or four positive variances, got {variance}")
     if len(variance) == 1:
         variance = variance * 4
-    image_size = None
-    if "img_size" in p:
-        image_size = (int(p.get("img_size")),) * 2
-    elif "img_h" in p or "img_w" in p:
-        image_size = (int(p.get("img_h")), int(p.get("img_w")))
-    step = None
-    if "step" in p:
-        step = (float(p.get("step")),) * 2
-    elif "step_h" in p or "step_w" in p:
-        step = (float(p.get("step_h")), float(p.get("step_w")))
+    image_size = _pair(ctx, p, "img_size", "img_h", "img_w", int)
+    step = _pair(ctx, p, "step", "step_h", "step_w", float)
     module = PriorBox(
         min_sizes, max_sizes, ratios, bool(p.get("clip")), variance, image_size, step, float(p.get("offset"))
     )
@@ -300,6 +294,19 @@ def prior_box(ctx: LayerContext) -> Converted:
         return (1, 2, shapes[0][2] * shapes[0][3] * priors * 4)
 
     return Converted(module=module, output_shape=shape)
+
+
+def _pair(ctx: LayerContext, p: Message, name: str, h: str, w: str, kind: type) -> tuple[Any, Any] | None:
+    """PriorBox's ``name`` or its ``h``/``w`` pair as Caffe-SSD's ``LayerSetUp`` reads them: not both,
+    and a pair's halves both positive (a half left out is 0); ``None`` where neither is given."""
+    if h in p or w in p:
+        if name in p:
+            raise NetError(f"{ctx.where}: give {name} or {h} and {w}, not both")
+        pair = (kind(p.get(h)), kind(p.get(w)))
+        if min(pair) <= 0:
+            raise NetError(f"{ctx.where}: {h} and {w} must both be given and positive, got {list(pair)}")
+        return pair
+    return (kind(p.get(name)),) * 2 if name in p else None
 
 
 # --------------------------------------------------------------------------------------------------
