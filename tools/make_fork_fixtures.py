@@ -519,6 +519,18 @@ def build_cases() -> list[Case]:
         "align-corners bilinear resizing, channels concatenated",
         backward=True,
     ))
+    cases.append(Case(
+        "flownet_accum_divisible_by_zero", "forks",
+        input_layer(accum_inputs)
+        + 'layer { name: "accum_div0" type: "Accum" bottom: "a" bottom: "b" top: "accum_div0" '
+          'accum_param { size_divisible_by: 0 top_height: 10 top_width: 12 } }\n'
+        + 'layer { name: "accum_ref_div0" type: "Accum" bottom: "a" bottom: "b" bottom: "ref" '
+          'top: "accum_ref_div0" accum_param { have_reference: true size_divisible_by: 0 } }\n',
+        [accum_inputs],
+        "FlowNet 2.0's Accum with size_divisible_by 0: its float ceil(h / 0.0) * 0 is NaN, whose int "
+        "on x86 is INT_MIN, so no size is asked and top_height/top_width stay unread (the largest "
+        "bottom size); with have_reference it is unread",
+    ))
     warp_inputs = {"image": (2, 3, 6, 7), "flow": (2, 2, 6, 7)}
     cases.append(Case(
         "flownet_flow_warp", "forks",

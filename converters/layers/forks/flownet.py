@@ -490,6 +490,8 @@ def accum_size(shapes: list[tuple[int, ...]], param: dict[str, int], reference: 
     divisor = param.get("size_divisible_by")
     if divisor:
         want = (math.ceil(height / divisor) * divisor, math.ceil(width / divisor) * divisor)
+    elif divisor == 0:  # the fork: ceil(h / 0.0) * 0 is NaN, whose int on x86 is INT_MIN: no size asked
+        want = (0, 0)
     else:
         want = (param.get("top_height", 0), param.get("top_width", 0))
     return want if want[0] > height and want[1] > width else (height, width)
@@ -514,8 +516,6 @@ def accum_layer(ctx: LayerContext) -> Converted:
     p = ctx.param("accum_param")
     reference = bool(p.get("have_reference"))
     fields = {k: int(p.get(k)) for k in ("top_height", "top_width", "size_divisible_by") if k in p}
-    if "size_divisible_by" in fields and fields["size_divisible_by"] < 1:
-        raise NetError(f"{ctx.where}: size_divisible_by must be at least 1 (the fork divides by it)")
     if reference and len(ctx.bottoms) < 2:
         raise NetError(f"{ctx.where}: have_reference needs a second bottom (the last one gives the size)")
     shapes = [ctx.bottom_shape(i) for i in range(len(ctx.bottoms))]
