@@ -1557,33 +1557,20 @@ def check_layer_case(folder: Path) -> None:
     for optimize in (True, False):
         net = None
         for index, run in enumerate(case["runs"]):
-            if losses and index == 0 and optimize:
-                _known_label_out_of_range(folder, case, npz)
             prefix, shapes = run["prefix"], {b: tuple(s) for b, s in run["inputs"].items()}
             if net is None or not case.get("stateful"):
                 try:
                     net = load(run, shapes, losses, optimize)
                 except ValueError as exc:
                     _known_second_run(index, exc)
-                    if re.search(r"\((Convolution|Deconvolution|Im2col)\): give both stride_h and stride_w",
-                                 str(exc)):  # fmt: skip
-                        raise KnownDifference(
-                            "the oracle's fork defaults stride_h and stride_w to 1 (BVLC: none, so the "
-                            "half left out is 0, which BaseConvolutionLayer divides by)"
-                        ) from None
-                    if re.search(r"\((Scale|Bias)\): bottom .* does not match bottom", str(exc)):
-                        raise KnownDifference(
-                            "the oracle's Scale and Bias take a factor blob of another shape (brocolli "
-                            "commented out BVLC's shape CHECK, which we keep)"
-                        ) from None
-                    if "(Eltwise): all bottoms must have the same shape" in str(exc):
-                        raise KnownDifference(
-                            "the oracle's Eltwise takes bottoms of other shapes (brocolli commented out "
-                            "BVLC's shape CHECK, which we keep)"
-                        ) from None
+                    _known_refusal(exc)
                     raise
             with torch.no_grad():
-                got = net(**{b: torch.from_numpy(npz[f"{prefix}input:{b}"]) for b in run["inputs"]})
+                try:
+                    got = net(**{b: torch.from_numpy(npz[f"{prefix}input:{b}"]) for b in run["inputs"]})
+                except ValueError as exc:
+                    _known_refusal(exc)
+                    raise
             for blob in run["outputs"]:
                 _compare(
                     got[blob].numpy(), npz[f"{prefix}output:{blob}"], f"optimize={optimize} {prefix}{blob}"
@@ -1653,30 +1640,29 @@ def _padding_nan(got: Any, want: Any, npz: Any, prefix: str) -> bool:
     return any(np.isnan(npz[k]).any() for k in npz.files if k.startswith(f"{prefix}output:"))
 
 
-def _known_label_out_of_range(folder: Path, case: dict, npz: Any) -> None:
-    """Raise :class:`KnownDifference` where a loss or Accuracy is given a label outside its classes
-    (and not its ignore_label): Caffe's checks of it are ``DCHECK``s, so it reads past its
-    probabilities; we refuse the label in one line (issue 21)."""
-    from converters import load_caffe
-    from converters.errors import NetError
+#: Our refusals of what the oracle takes, each a difference of the oracle's (or Caffe's ``DCHECK``s),
+#: not ours: ``(pattern of our message, the reason check prints)``.
+_KNOWN_REFUSALS = (
+    (r"\((Convolution|Deconvolution|Im2col)\): give both stride_h and stride_w",
+     "the oracle's fork defaults stride_h and stride_w to 1 (BVLC: none, so the half left out is 0, "
+     "which BaseConvolutionLayer divides by)"),
+    (r"\((Scale|Bias)\): bottom .* does not match bottom",
+     "the oracle's Scale and Bias take a factor blob of another shape (brocolli commented out BVLC's "
+     "shape CHECK, which we keep)"),
+    (r"\(Eltwise\): all bottoms must have the same shape",
+     "the oracle's Eltwise takes bottoms of other shapes (brocolli commented out BVLC's shape CHECK, "
+     "which we keep)"),
+    (r"label \S+ \(value \d+ of the label blob\) is not one of the",
+     "a label outside the classes: Caffe's checks of it are DCHECKs (it reads past its probabilities); "
+     "we refuse it"),
+)  # fmt: skip
 
-    run = case["runs"][0]
-    try:
-        net = load_caffe(folder / "net.prototxt", folder / "weights.caffemodel", with_loss=True,
-                         input_shapes={b: tuple(s) for b, s in run["inputs"].items()}, optimize=False,
-                         **case.get("load_options", {}))  # fmt: skip
-        import torch
 
-        with torch.no_grad():
-            net(**{b: torch.from_numpy(npz[f"{run['prefix']}input:{b}"]) for b in run["inputs"]})
-    except NetError as exc:
-        if re.search(r"label \S+ \(value \d+ of the label blob\) is not one of the", str(exc)):
-            raise KnownDifference(
-                "a label outside the classes: Caffe's checks of it are DCHECKs (it reads past its "
-                "probabilities); we refuse it"
-            ) from None
-    except ValueError:
-        pass  # (another refusal: the comparison below reports it)
+def _known_refusal(exc: ValueError) -> None:
+    """Raise :class:`KnownDifference` where ``exc`` is one of :data:`_KNOWN_REFUSALS`."""
+    for pattern, reason in _KNOWN_REFUSALS:
+        if re.search(pattern, str(exc)):
+            raise KnownDifference(reason) from None
 
 
 class KnownDifference(Exception):
