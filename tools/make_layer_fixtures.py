@@ -54,6 +54,7 @@ from converters.atomic import atomic_write  # noqa: E402
 FIXTURES = REPO / "tests" / "fixtures"
 LAYERS_DIR = FIXTURES / "layers"
 TINY_FCN_DIR = FIXTURES / "tiny_fcn"
+IN_PLACE_REFUSED_DIR = FIXTURES / "in_place_refused"
 HDF5_OUTPUT_DIR = FIXTURES / "hdf5_output"
 ORACLE = "BVLC Caffe 1.0 as packaged in the brocolli-caffe 9.0.2 sdist, CPU build, OpenBLAS 1 thread"
 FORK_ORACLE = (
@@ -2098,13 +2099,25 @@ def load_caffe() -> Any:
     return caffe
 
 
+def caffe_net(caffe, proto: Path, state: dict[str, Any] | None = None, weights: Path | None = None) -> Any:
+    """``caffe.Net`` of ``proto`` in ``state``'s ``phase`` (TEST by default), ``level`` and ``stages``
+    (as :func:`converters.load_caffe` takes them)."""
+    state = state or {}
+    phase = caffe.TRAIN if state.get("phase", "TEST") == "TRAIN" else caffe.TEST
+    extra = {"weights": str(weights)} if weights is not None else {}
+    level, stages = int(state.get("level", 0)), list(state.get("stages", ()))
+    return caffe.Net(str(proto), phase, level=level, stages=stages, **extra)
+
+
 def fill_and_save(
-    caffe, net_text: str, layers: list[dict], rng: np.random.Generator, params, work: Path, model_name: str
+    caffe, net_text: str, layers: list[dict], rng: np.random.Generator, params, work: Path, model_name: str,
+    state: dict[str, Any] | None = None,
 ) -> tuple[Path, Path, dict[str, Arrays]]:
-    """Build the net in Caffe, set every parameter blob from ``rng``, save it; return the paths and values."""
+    """Build the net in Caffe (in ``state``'s phase, level and stages: TEST, 0, none by default), set
+    every parameter blob from ``rng``, save it; return the paths and values."""
     proto = work / "oracle.prototxt"
     proto.write_text(net_text)
-    net = caffe.Net(str(proto), caffe.TEST)
+    net = caffe_net(caffe, proto, state)
     by_name = {layer["name"]: layer for layer in layers}
     filled = []
     # Every layer with blobs, in net order (net.params keeps one layer per name).
@@ -2144,11 +2157,14 @@ def forward_runs(
     loss_tops: frozenset[str] = frozenset(),
     seed_outputs: bool = True,
     input_grads: bool = True,
+    state: dict[str, Any] | None = None,
+    seeded: frozenset[str] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[dict]]:
     """Load the saved files afresh in Caffe and run every input shape; inputs and kept tops by run
     (and with ``backward``, the seeded top diffs and the diffs Caffe's backward pass gives: inputs'
-    ``grad:<blob>``, parameters' ``param_grad:<layer>/<blob index>``)."""
-    net = caffe.Net(str(proto), caffe.TEST, weights=str(model))
+    ``grad:<blob>``, parameters' ``param_grad:<layer>/<blob index>``); ``seeded`` names the tops
+    whose diffs are seeded, where not all of them."""
+    net = caffe_net(caffe, proto, state, weights=model)
     arrays: dict[str, np.ndarray] = {}
     run_info = []
     for index, shapes in enumerate(shapes_per_run):
@@ -2172,7 +2188,8 @@ def forward_runs(
                 for blob in layer.blobs:
                     blob.diff[...] = 0
             for blob in outputs:
-                if blob not in loss_tops and seed_outputs:  # a loss top's diff is its loss weight
+                if blob not in loss_tops and seed_outputs and (seeded is None or blob in seeded):
+                    # (a loss top's diff is its loss weight)
                     diff = normal(rng, 1.0, tuple(net.blobs[blob].diff.shape))
                     net.blobs[blob].diff[...] = diff
                     arrays[f"{prefix}top_diff:{blob}"] = diff
@@ -2760,9 +2777,62 @@ def make_hdf5_output(caffe, out_dir: Path) -> None:
     print(f"hdf5_output: {', '.join(f'{b}{s}' for b, s in inputs.items())}")
 
 
+#: Layers Caffe computes in place on memory it overwrites as it reads it (``converters`` refuses
+#: them): one net each, a copy of its bottom computed in place, ``(layers, input shapes)``.
+IN_PLACE_REFUSED: dict[str, tuple[list[dict], Shape]] = {
+    "pool_ave": ([L("pool", "Pooling", "x", "x", **pool("AVE", kernel_size=3, pad=1))], (1, 2, 4, 5)),
+    "pool_max": ([L("pool", "Pooling", "x", "x", **pool("MAX", kernel_size=3, pad=1))], (1, 2, 4, 5)),
+    "pool_max_s2": ([L("pool", "Pooling", "x", "x", **pool("MAX", kernel_size=2, stride=2))], (1, 2, 4, 6)),
+    "conv_1x1": ([L("conv", "Convolution", "x", "x", **conv(3, kernel_size=1))], (2, 3, 4, 5)),
+    "conv_other_shape": ([L("conv", "Convolution", "x", "x", **conv(2, kernel_size=3, pad=1))], (2, 3, 4, 5)),
+    "conv_3x3": ([L("conv", "Convolution", "x", "x", **conv(3, kernel_size=3, pad=1))], (2, 3, 4, 5)),
+    "deconv_1x1": ([L("deconv", "Deconvolution", "x", "x", **conv(3, kernel_size=1))], (2, 3, 4, 5)),
+    "inner_product": ([L("ip", "InnerProduct", "x", "x", inner_product_param={"num_output": 6})], (2, 6)),
+    "concat": ([L("y", "Power", "data", "y"), L("concat", "Concat", ["x", "y"], "x")], (1, 2, 3, 4)),
+}  # fmt: skip
+
+
+def make_in_place_refused(caffe, out_dir: Path) -> None:
+    """For each net of :data:`IN_PLACE_REFUSED` (``<name>.prototxt``, weights ``<name>.caffemodel``
+    as Caffe saved them): Caffe's forward pass (``<name>/input:data``, ``<name>/output:x``) and
+    its backward pass from a seeded diff (``<name>/top_diff:x``, ``<name>/grad:data``,
+    ``<name>/param_grad:<layer>/<j>``), where Caffe's memory stays in bounds, in ``io.npz``."""
+    arrays: dict[str, np.ndarray] = {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, (layers, shape) in IN_PLACE_REFUSED.items():
+        rng = np.random.default_rng(seed_of(f"in_place_{name}"))
+        layers = [L("copy", "Power", "data", "x"), *layers]
+        net = net_message(name, {"data": shape}, layers)
+        backward = not name.startswith("pool_max")  # (its mask stays -1: Caffe writes before the blob)
+        text = ("force_backward: true\n" if backward else "") + oracle_text(net)
+        with tempfile.TemporaryDirectory() as tmp:
+            proto, model, _ = fill_and_save(caffe, text, layers, rng, {}, Path(tmp), "w.caffemodel")
+            oracle = caffe.Net(str(proto), caffe.TEST, weights=str(model))
+            value = normal(rng, 1.0, shape)
+            oracle.blobs["data"].data[...] = value
+            oracle.forward()
+            arrays[f"{name}/input:data"] = value
+            arrays[f"{name}/output:x"] = np.array(oracle.blobs["x"].data, dtype=np.float32, copy=True)
+            if backward:
+                diff = normal(rng, 1.0, oracle.blobs["x"].diff.shape)
+                oracle.blobs["x"].diff[...] = diff
+                oracle.backward()
+                arrays[f"{name}/top_diff:x"] = diff
+                arrays[f"{name}/grad:data"] = np.array(oracle.blobs["data"].diff, dtype=np.float32, copy=True)
+                for layer_name, layer in zip(oracle._layer_names, oracle.layers, strict=True):
+                    for j, blob in enumerate(layer.blobs):
+                        grad = np.array(blob.diff, dtype=np.float32, copy=True)
+                        arrays[f"{name}/param_grad:{layer_name}/{j}"] = grad
+            shutil.copyfile(model, out_dir / f"{name}.caffemodel")
+        write_prototxt(net, out_dir / f"{name}.prototxt")
+        print(f"in_place_refused {name}: x {list(arrays[f'{name}/output:x'].shape)}")
+    write_npz(out_dir / "io.npz", arrays)
+
+
 EXTRA_FIXTURES = {
     "tiny_fcn": lambda caffe: make_tiny_fcn(caffe, TINY_FCN_DIR),
     "hdf5_output": lambda caffe: make_hdf5_output(caffe, HDF5_OUTPUT_DIR),
+    "in_place_refused": lambda caffe: make_in_place_refused(caffe, IN_PLACE_REFUSED_DIR),
 }
 
 

@@ -219,6 +219,24 @@ def _channels(ctx: LayerContext, in_channels: int) -> tuple[int, int, int]:
     return group, in_channels, out_channels
 
 
+def _refuse_in_place(ctx: LayerContext, w: Window, out_channels: int, transposed: bool) -> None:
+    """A (de)convolution in place: Caffe's forward pass reads the one blob with the top's sizes
+    where the shapes differ (it reshapes it first), and a 1x1 window's matrix product writes the
+    blob it reads; otherwise each image goes through the column buffer before its output
+    overwrites it, but the backward pass computes the weights' gradient from the output."""
+    if not any(bottom == top for bottom, top in zip(ctx.bottoms, ctx.tops, strict=False)):
+        return
+    one_by_one = all(k == 1 for k in w.kernel) and all(s == 1 for s in w.stride) and not any(w.pad)
+    shapes = [s for s in ctx.bottom_shapes if s is not None]
+    if one_by_one:
+        why = "Caffe's matrix product of a 1x1 window then writes the blob it is still reading"
+    elif any(_top_shape(w, out_channels, transposed)([s]) != tuple(s) for s in shapes):
+        why = "its top has another shape, and Caffe reshapes that one blob before reading it"
+    else:
+        why = "Caffe's backward pass then computes the weights' gradient from its output, not its input"
+    ctx.refuse_in_place(why)
+
+
 @register_layer("Convolution", bottoms=(1, None), tops=(1, None), equal=True)
 def convolution(ctx: LayerContext) -> Converted:
     p = ctx.param("convolution_param")
@@ -231,6 +249,7 @@ def convolution(ctx: LayerContext) -> Converted:
     blobs = [("weight", (out_channels, in_channels // group, *w.kernel))]
     check_count(blobs[0][1], "the weight blob", ctx.where)
     _output_sizes(ctx, w, transposed=False)
+    _refuse_in_place(ctx, w, out_channels, transposed=False)
     overhangs = may_overhang(w.kernel, w.stride, w.pad, w.dilation)  # (only such a window needs CaffeConvNd)
     kinds = (CaffeConv1d, CaffeConv2d, CaffeConv3d) if overhangs else (nn.Conv1d, nn.Conv2d, nn.Conv3d)
     conv = kinds[dims - 1](
@@ -256,6 +275,7 @@ def deconvolution(ctx: LayerContext) -> Converted:
     blobs = [("weight", (in_channels, out_channels // group, *w.kernel))]
     check_count(blobs[0][1], "the weight blob", ctx.where)
     _output_sizes(ctx, w, transposed=True)
+    _refuse_in_place(ctx, w, out_channels, transposed=True)
     deconv = (ConvTranspose1d, ConvTranspose2d, ConvTranspose3d)[dims - 1](
         in_channels, out_channels, w.kernel, w.stride, w.pad, 0, group, bias, w.dilation, device="meta"
     )

@@ -41,6 +41,7 @@ class InnerProduct(nn.Module):
 
 @register_layer("InnerProduct", bottoms=1, tops=1)
 def inner_product_layer(ctx: LayerContext) -> Converted:
+    ctx.refuse_in_place("Caffe's matrix product then writes the blob it is still reading")
     p = ctx.param("inner_product_param")
     axis = int(p.get("axis"))
     transpose = bool(p.get("transpose"))

@@ -304,6 +304,10 @@ def pooling(ctx: LayerContext) -> Converted:
         raise NetError(
             f"{ctx.where}: the input must have 4 axes (num, channels, height, width), got {list(shape)}"
         )
+    ctx.refuse_in_place(
+        f"Caffe's {method} pooling sets its top to {'-FLT_MAX' if method == 'MAX' else '0'} before reading "
+        "its bottom, the same memory in place, so that every output is that value"
+    )
     w = window(ctx.layer, 2)
     outputs = 2 if mask else 1
     if w.global_pooling:

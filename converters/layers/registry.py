@@ -97,6 +97,16 @@ class LayerContext:
                     "(num, channels, height, width), at most 4 axes: reshape it to 4 first"
                 )
 
+    def refuse_in_place(self, why: str, when: Callable[[int], bool] = lambda index: True) -> None:
+        """Refuse a top named as its bottom (Caffe's in place) where ``when(index)`` holds: ``why``
+        says what Caffe's forward pass then computes instead of the layer's function (it reads the
+        one blob's memory as it writes it)."""
+        for index, (bottom, top) in enumerate(zip(self.bottoms, self.tops, strict=False)):
+            if bottom == top and when(index):
+                raise NetError(
+                    f"{self.where} computes blob '{top}' in place, but {why}: give its top a name of its own"
+                )
+
     def channels(self, axis: int = 1, blob: int = 0, from_blob: Callable[[Shape], int] | None = None) -> int:
         """The size of ``axis`` of bottom 0, or else what the stored blob ``blob`` implies."""
         shape = self.bottom_shapes[0] if self.bottom_shapes else None

@@ -36,6 +36,11 @@ def _concat_shape(shapes: list[Shape], axis: int) -> Shape:
 def concat_layer(ctx: LayerContext) -> Converted:
     axis = concat_axis(ctx.layer)
     one = len(ctx.bottoms) == 1  # Caffe's top then shares the bottom's data and diff
+    if not one:
+        ctx.refuse_in_place(
+            "Caffe's Concat reshapes that blob to its larger top before copying its bottoms in (new, "
+            "zeroed memory for the first of them)"
+        )
     return Converted(
         function=concat, kwargs={"dim": axis}, output_shape=lambda shapes: _concat_shape(shapes, axis),
         shares_data=one, shares_diff=one,
