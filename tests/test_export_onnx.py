@@ -213,3 +213,17 @@ def test_a_net_torch_export_cannot_make_dynamic_still_exports_at_its_built_size(
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(program(x)[0], net(data=x)["g"])
+
+
+def test_dummy_data_constants_export_at_their_declared_size_and_give_caffes_outputs(tmp_path) -> None:
+    """The constant DummyData tops of the Caffe-made fixture ``dummy_data_constants`` have the sizes
+    the layer declares, so the input they meet keeps its size in the file (a dynamic one passed
+    torch.export and then failed at the check's other size)."""
+    folder = Path(__file__).parent / "fixtures" / "layers" / "dummy_data_constants"
+    net = load_caffe(folder / "net.prototxt", folder / "weights.caffemodel", optimize=False)
+    report = export_onnx(net, tmp_path / "dummy.onnx")
+    assert report.inputs == {"data": (1, 2, 3, 4)}
+    with np.load(folder / "io.npz") as npz:
+        x, want = torch.from_numpy(npz["run0/input:data"]), npz["run0/output:prod"]
+    (got,) = _ort(tmp_path / "dummy.onnx", {"data": x}, ["prod"])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(np.abs(want).max()))

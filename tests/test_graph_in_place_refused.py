@@ -47,8 +47,8 @@ def test_a_layer_caffe_computes_in_place_over_what_it_reads_is_refused_in_one_li
         load_caffe(FIXTURES / f"{name}.prototxt", FIXTURES / f"{name}.caffemodel")
     message = str(caught.value)
     assert "\n" not in message
-    assert re.search(r"layer '\w+' \(\w+\) computes blob 'x' in place, but .*: give its top a name of its own$",
-                     message), message  # fmt: skip
+    pattern = r"layer '\w+' \(\w+\) computes blob 'x' in place, but .*: give its top a name of its own$"
+    assert re.search(pattern, message), message
 
 
 @pytest.mark.parametrize("name", CASES)

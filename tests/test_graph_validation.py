@@ -114,6 +114,11 @@ VERDICTS = {
     # BaseConvolutionLayer reads pad_h and pad_w alone too, the other at its default 0
     "conv_pad_w_only": RUNS,
     "deconv_pad_h_only": RUNS,
+    "dummy_data_shape_and_num": r"\(DummyData\): give dummy_data_param.shape or num/channels/height/width",
+    "dummy_data_two_fillers_three_tops": r"\(DummyData\): dummy_data_param.data_filler given 2 times for 3",
+    "dummy_data_two_shapes_three_tops": r"'d' \(DummyData\): dummy_data_param.shape given 2 times for 3 top",
+    "dummy_data_legacy_without_width": r"'d' \(DummyData\): dummy_data_param.width given 0 times for 1 top",
+    "dummy_data_gaussian": RUNS,
 }
 
 INPUT = (
@@ -143,8 +148,18 @@ def test_a_net_caffe_refuses_is_refused_at_build_in_one_line_naming_the_layer(pr
 @pytest.mark.parametrize("probe", sorted(name for name, v in VERDICTS.items() if v == RUNS))
 def test_a_net_caffe_runs_builds_and_runs(probe: str) -> None:
     net = build_graph(parse_text(PROBES[probe]))
-    out = net(data=torch.randn(1, 3, 8, 8))
+    out = net(**{blob: torch.randn(shape) for blob, shape in net.caffe.inputs.items()})
     assert out and all(torch.isfinite(v).all() for v in out.values())
+
+
+def test_dummy_data_with_a_random_filler_is_an_input_of_the_shape_it_declares() -> None:
+    """Caffe's blobs for the probe (``make_layer_fixtures.py --probe``): d [2, 3] and s [2, 3]; its
+    gaussian filler draws d anew at every forward pass, so the graph takes d as an input (constant
+    fillers make tops the graph computes: fixture ``dummy_data_constants``)."""
+    net = build_graph(parse_text(PROBES["dummy_data_gaussian"]))
+    assert net.caffe.inputs == {"d": (2, 3)}
+    d = torch.randn(2, 3)
+    assert torch.equal(net(d=d)["s"], torch.sigmoid(d))
 
 
 def test_a_lone_pad_h_or_pad_w_pads_that_axis_only_as_caffe_does() -> None:

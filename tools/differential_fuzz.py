@@ -21,7 +21,10 @@ Targets of ``make``:
   Filter, LSTMUnit, Parameter and Silence, Caffe 1.0's InfogainLoss and Log, or (``--family params``
   only) one BVLC layer (or loss, LSTM, RNN) whose parameter fields are each left out or drawn from
   boundary values (0, -1, 1, 2, ..., both halves of an ``_h``/``_w`` pair or one, a field and its
-  legacy twin), so that Caffe's own checks decide what is valid; a second run at another size
+  legacy twin), so that Caffe's own checks decide what is valid, or (``--family net`` only) a
+  whole net built in a random net state (phase, level, stages) over layers under include and
+  exclude rules, legacy input fields, parameters shared by name, tops in place or written twice
+  and repeated layer names; a second run at another size
   where Caffe takes it, and Caffe's backward pass for some. Each case runs in a child process: a
   Caffe ``CHECK`` aborts only it, and the net is kept under ``refused/`` with Caffe's message, so
   ``check`` also reports a net we accept that Caffe refused;
@@ -2079,6 +2082,8 @@ def check_fork_case(folder: Path) -> None:
 
 
 def check(root: Path) -> int:
+    from converters.errors import UnsupportedLayerError
+
     target = json.loads((root / "target.json").read_text())["target"]
     if target == "forks":  # (C3D's cases are layer fixtures)
         cases = sorted((p.parent for p in (root / "forks").glob("*/case.json")), key=lambda p: p.name)
@@ -2097,7 +2102,7 @@ def check(root: Path) -> int:
     else:
         cases = sorted(p.parent for p in (root / "fixtures").glob("*/case.json"))
         run = lambda folder: check_zoo_case(folder, root)  # noqa: E731
-    failures = known = 0
+    failures = known = unsupported = 0
     for folder in cases:
         try:
             run(folder)
@@ -2105,6 +2110,9 @@ def check(root: Path) -> int:
         except KnownDifference as why:
             known += 1
             print(f"known {folder.name}: {why}", flush=True)
+        except UnsupportedLayerError as exc:  # (a form of Caffe's we refuse by name; listed apart)
+            unsupported += 1
+            print(f"unsupported {folder.name}: {str(exc).splitlines()[0][:300]}", flush=True)
         except Exception as exc:
             failures += 1
             print(f"FAIL {folder.name}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}", flush=True)
@@ -2116,8 +2124,8 @@ def check(root: Path) -> int:
             reason = why.read_text() if why.exists() else "?"
             print(f"ACCEPTED {net.stem}, which Caffe stopped at: {reason}", flush=True)
     print(
-        f"{len(cases)} cases, {failures} differ from Caffe ({known} more as Caffe's own artifacts); "
-        f"{accepted} nets Caffe stopped at were accepted"
+        f"{len(cases)} cases, {failures} differ from Caffe ({known} more as Caffe's own artifacts, "
+        f"{unsupported} refused as unsupported); {accepted} nets Caffe stopped at were accepted"
     )
     return 1 if failures else 0
 

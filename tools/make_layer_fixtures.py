@@ -667,6 +667,24 @@ def build_cases() -> list[Case]:
             backward=True,
             notes=["EltwiseLayer::LayerSetUp refuses coefficients for PROD only"],
         ),
+        Case(
+            "dummy_data_constants",
+            "DummyData with constant fillers: two tops of one shape each with its value, and a legacy "
+            "num/channels/height/width layer with no filler (zeros), summed with and multiplied into "
+            "the input",
+            [
+                L("dummy", "DummyData", [], ["c1", "c2"], dummy_data_param={
+                    "shape": [{"dim": [1, 2, 3, 4]}],
+                    "data_filler": [{"type": "constant", "value": 0.5}, {"type": "constant", "value": -2.0}],
+                }),
+                L("legacy", "DummyData", [], "z",
+                  dummy_data_param={"num": [1], "channels": [2], "height": [3], "width": [4]}),
+                L("sum", "Eltwise", ["data", "c1", "c2", "z"], eltwise_param={"coeff": [1, 2, 1, 3]}),
+                L("prod", "Eltwise", ["sum", "c2"], eltwise_param={"operation": "PROD"}),
+            ],
+            runs((1, 2, 3, 4)),
+            backward=True,
+        ),  # fmt: skip
         # ---- Scale, BatchNorm
         Case(
             "scale_channel",
@@ -2636,6 +2654,25 @@ PROBES: dict[str, str] = {
                "prior_box_param { min_size: 4 clip: false step: 8 step_h: 8 step_w: 8 }"),
     ),
     "prelu_one_axis": _probe_net({"data": (3,)}, _layer("p", "PReLU", "data", "p")),
+    "dummy_data_shape_and_num": _probe_net(
+        IMG, _layer("d", "DummyData", "", "d", "dummy_data_param { shape { dim: 1 } num: 1 }")
+    ),
+    "dummy_data_two_fillers_three_tops": _probe_net(
+        IMG, _layer("d", "DummyData", "", "d1 d2 d3", "dummy_data_param { shape { dim: 1 dim: 2 } "
+                    'data_filler { value: 1 } data_filler { value: 2 } }'),
+    ),
+    "dummy_data_two_shapes_three_tops": _probe_net(
+        IMG,
+        _layer("d", "DummyData", "", "d1 d2 d3", "dummy_data_param { shape { dim: 1 } shape { dim: 2 } }"),
+    ),
+    "dummy_data_legacy_without_width": _probe_net(
+        IMG, _layer("d", "DummyData", "", "d", "dummy_data_param { num: 1 channels: 2 height: 3 }"),
+    ),
+    "dummy_data_gaussian": _probe_net(
+        IMG, _layer("d", "DummyData", "", "d", 'dummy_data_param { shape { dim: 2 dim: 3 } '
+                    'data_filler { type: "gaussian" } }'),
+        _layer("s", "Sigmoid", "d", "s"),
+    ),
     "conv_pad_w_only": _probe_net(IMG, _layer("c", "Convolution", "data", "c", CONV % "pad_w: 1")),
     "deconv_pad_h_only": _probe_net(
         IMG, _layer("d", "Deconvolution", "data", "d", CONV % "stride: 2 pad_h: 1")

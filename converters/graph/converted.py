@@ -237,7 +237,10 @@ def _materialise(
     for prefix, sub in module.named_modules(remove_duplicate=False):
         for table, is_parameter in ((sub._parameters, True), (sub._buffers, False)):
             for name, value in list(table.items()):
-                if value is None or (not is_parameter and name in sub._non_persistent_buffers_set):
+                if value is None:
+                    continue
+                if not is_parameter and name in sub._non_persistent_buffers_set:  # (no values to keep)
+                    table[name] = torch.empty(value.shape, dtype=value.dtype, device=device)
                     continue
                 key = f"{prefix}.{name}" if prefix else name
                 wanted.add(key)

@@ -190,8 +190,12 @@ def _dynamic_shapes(examples: dict[str, Tensor], dynamic: bool) -> tuple[Any, ..
 
 
 def _exported(net: nn.Module, examples: dict[str, Tensor], dynamic: bool) -> torch.export.ExportedProgram:
+    from ..layers.structure import ConstantBlobs
+
     net = _live(net)
     _check_exportable(net)
+    # DummyData's constant tops have the sizes it declares: the inputs they meet keep theirs
+    dynamic = dynamic and not any(isinstance(m, ConstantBlobs) for m in net.modules())
     outputs = list(net.caffe.outputs)
     wrapper = _Positional(net, list(examples), outputs).eval()
     # fresh tensors: a failed dynamic attempt marks its examples' dims, which would make the static

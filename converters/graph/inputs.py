@@ -21,6 +21,10 @@ MAX_INPUT_AXES = 32  # Caffe's kMaxBlobAxes
 
 def is_source(layer: Message) -> bool:
     """Whether a layer produces input blobs (a data layer without bottoms)."""
+    if layer_type(layer) == "DummyData":  # (constant fillers: tops the graph computes)
+        from ..layers.structure import dummy_data_tops
+
+        return any(value is None for _, value in dummy_data_tops(layer))
     return layer_type(layer) in DATA_LAYER_TYPES and not layer.getall("bottom")
 
 
@@ -77,6 +81,11 @@ def input_shapes(
                 declared.add(top)
             elif kind == "Input" and written:
                 shapes[top] = check_input_shape(top, written[i if len(written) > 1 else 0], where)
+                declared.add(top)
+            elif kind == "DummyData":
+                from ..layers.structure import dummy_data_tops
+
+                shapes[top] = check_input_shape(top, dummy_data_tops(layer)[i][0], where)
                 declared.add(top)
             else:
                 crop = int(layer.get("transform_param").get("crop_size")) if "transform_param" in layer else 0

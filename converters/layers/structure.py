@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..caffe.message import Message
 from ..caffe.traits import DATA_LAYER_TYPES
 from ..errors import NetError, UnsupportedLayerError
-from .registry import Converted, Converter, LayerContext, register_layer
+from .registry import Converted, Converter, LayerContext, Shape, register_layer
 from .tracing import has_values
 
 #: ``python_param.module`` -> the converter of the well-known Python layers that compute (the FCN
@@ -49,10 +50,77 @@ def data_layer(ctx: LayerContext) -> Converted:
     return Converted(role="input")
 
 
+def dummy_data_tops(layer: Message) -> list[tuple[Shape, float | None]]:
+    """Each top of a DummyData layer: its shape and its constant value, or ``None`` where its
+    filler is random (Caffe draws it anew at every forward pass), as ``DummyDataLayer::LayerSetUp``
+    reads them: ``shape`` (one for every top or one each) or the legacy ``num``, ``channels``,
+    ``height`` and ``width`` (each one or one per top), not both; ``data_filler`` none (zeros), one
+    or one per top."""
+    where = f"layer '{layer.get('name')}' (DummyData)"
+    p, count = layer.get("dummy_data_param"), len(layer.getall("top"))
+
+    def pick(values: list, what: str) -> list:
+        if len(values) not in (1, count):
+            raise NetError(
+                f"{where}: {what} given {len(values)} times for {count} top(s); give it once, or once per top"
+            )
+        return [values[i if len(values) > 1 else 0] for i in range(count)]
+
+    legacy = {f: [int(v) for v in p.getall(f)] for f in ("num", "channels", "height", "width")}
+    shapes = [tuple(int(d) for d in s.getall("dim")) for s in p.getall("shape")]
+    if any(legacy.values()):
+        if shapes:
+            raise NetError(f"{where}: give dummy_data_param.shape or num/channels/height/width, not both")
+        columns = [pick(values, f"dummy_data_param.{field}") for field, values in legacy.items()]
+        shapes = [tuple(dims) for dims in zip(*columns, strict=True)]
+    else:
+        shapes = pick(shapes, "dummy_data_param.shape")
+    fillers = list(p.getall("data_filler"))
+    values: list[float | None] = [0.0] * count
+    if fillers:
+        values = [float(f.get("value")) if str(f.get("type")) == "constant" else None
+                  for f in pick(fillers, "dummy_data_param.data_filler")]  # fmt: skip
+    return list(zip(shapes, values, strict=True))
+
+
+class ConstantBlobs(nn.Module):
+    """DummyData whose fillers are all constant: its tops, the same values at every forward pass."""
+
+    def __init__(self, tops: list[tuple[Shape, float]]) -> None:
+        super().__init__()
+        self.tops = tops
+        self.register_buffer("anchor", torch.empty(0, device="meta"), persistent=False)  # (its device)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{list(shape)}={value:g}" for shape, value in self.tops)
+
+    def forward(self) -> Tensor | tuple[Tensor, ...]:
+        made = tuple(torch.full(shape, value, device=self.anchor.device) for shape, value in self.tops)
+        return made if len(made) > 1 else made[0]
+
+
+def dummy_data(ctx: LayerContext) -> Converted:
+    """DummyData: constant fillers (Caffe's default is 0) make tops the graph computes; a random
+    filler makes every top an input of the shapes the layer declares (feed what Caffe drew)."""
+    tops = dummy_data_tops(ctx.layer)
+    for top, (shape, _) in zip(ctx.tops, tops, strict=True):
+        if any(d < 0 for d in shape):
+            raise NetError(f"{ctx.where}: top '{top}' has a negative dimension {list(shape)}")
+    if any(value is None for _, value in tops):
+        return Converted(role="input")
+    made = [shape for shape, _ in tops]
+    return Converted(
+        module=ConstantBlobs(tops),  # type: ignore[arg-type]
+        outputs=len(tops),
+        output_shape=lambda shapes: made if len(made) > 1 else made[0],
+    )
+
+
 # Caffe's bottom/top counts of each data layer type (ExactNumTopBlobs, MinTopBlobs, MaxTopBlobs).
 _DATA_TOPS = {"Data": (1, 2), "ImageData": 2, "MemoryData": 2, "WindowData": 2, "AnnotatedData": (1, 2)}
-for _type in sorted(DATA_LAYER_TYPES - {"Python"}):
+for _type in sorted(DATA_LAYER_TYPES - {"Python", "DummyData"}):
     register_layer(_type, bottoms=0, tops=_DATA_TOPS.get(_type, (1, None)))(data_layer)
+register_layer("DummyData", bottoms=0, tops=(1, None))(dummy_data)
 register_layer("Python")(data_layer)  # a Python layer's counts are its code's business
 
 
