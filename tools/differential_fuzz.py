@@ -1056,8 +1056,8 @@ class _NetDraw:
     declared before, each perhaps under include or exclude rules, sharing parameters by name, in
     place, or writing a blob an earlier layer writes: the net state decides what Caffe builds."""
 
-    def __init__(self, r: random.Random) -> None:
-        self.r, self.layers, self.count = r, [], 0
+    def __init__(self, r: random.Random, size: tuple[int, int]) -> None:
+        self.r, self.layers, self.count, self.size = r, [], 0, size
         self.channels: dict[str, int] = {}  # every blob declared so far -> its channels
         self.convs: list[dict] = []
         self.shared = 0
@@ -1197,9 +1197,8 @@ def _net_case(name: str, r: random.Random) -> tuple[Any, dict, list[tuple[int, i
     width) after the first."""
     import make_layer_fixtures as fx
 
-    draw = _NetDraw(r)
     n, h, w = r.randint(1, 2), r.randint(1, 6), r.randint(1, 6)
-    draw.size = (h, w)
+    draw = _NetDraw(r, (h, w))
     inputs = {"data": r.randint(1, 3)}
     if r.random() < 0.4:
         inputs["aux"] = r.randint(1, 3)

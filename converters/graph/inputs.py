@@ -69,6 +69,10 @@ def input_shapes(
         written = [s.get("dim") for s in layer.get("input_param").get("shape")]
         if kind == "Input" and len(written) not in (0, 1, len(tops)):
             raise NetError(f"Input layer '{name}' has {len(tops)} tops but {len(written)} shapes")
+        if kind == "DummyData":
+            from ..layers.structure import dummy_data_tops
+
+            dummy_shapes = [shape for shape, _ in dummy_data_tops(layer)]
         for i, top in enumerate(tops):
             if top not in used:
                 continue
@@ -83,9 +87,7 @@ def input_shapes(
                 shapes[top] = check_input_shape(top, written[i if len(written) > 1 else 0], where)
                 declared.add(top)
             elif kind == "DummyData":
-                from ..layers.structure import dummy_data_tops
-
-                shapes[top] = check_input_shape(top, dummy_data_tops(layer)[i][0], where)
+                shapes[top] = check_input_shape(top, dummy_shapes[i], where)
                 declared.add(top)
             else:
                 crop = int(layer.get("transform_param").get("crop_size")) if "transform_param" in layer else 0

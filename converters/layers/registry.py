@@ -97,12 +97,11 @@ class LayerContext:
                     "(num, channels, height, width), at most 4 axes: reshape it to 4 first"
                 )
 
-    def refuse_in_place(self, why: str, when: Callable[[int], bool] = lambda index: True) -> None:
-        """Refuse a top named as its bottom (Caffe's in place) where ``when(index)`` holds: ``why``
-        says what Caffe's forward pass then computes instead of the layer's function (it reads the
-        one blob's memory as it writes it)."""
-        for index, (bottom, top) in enumerate(zip(self.bottoms, self.tops, strict=False)):
-            if bottom == top and when(index):
+    def refuse_in_place(self, why: str) -> None:
+        """Refuse a top named as its bottom (Caffe's in place): ``why`` says what Caffe then
+        computes instead of the layer's function (it reads the one blob's memory as it writes it)."""
+        for bottom, top in zip(self.bottoms, self.tops, strict=False):
+            if bottom == top:
                 raise NetError(
                     f"{self.where} computes blob '{top}' in place, but {why}: give its top a name of its own"
                 )
