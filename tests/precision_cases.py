@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -375,7 +376,7 @@ def cases() -> Iterator[Case]:
 class BlobError:
     """Max |ours - reference| of one blob over a case's runs, for the default and the plain graph,
     and the blob's scale (max |reference|). NaN and -FLT_MAX entries (Caffe's empty MAX windows)
-    stay out, as in the parity tests."""
+    and infinities (where ours are the same ones) stay out, as in the parity tests."""
 
     blob: str
     default: float
@@ -389,8 +390,13 @@ def max_error(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]
     for got, want in pairs:
         got = np.asarray(got, np.float64).reshape(want.shape) if got.size == want.size else got
         want = np.asarray(want, np.float64)
-        keep = ~np.isnan(want) & (np.abs(want) != np.finfo(np.float32).max)
-        if got.shape != want.shape or not keep.any():
+        if got.shape != want.shape:
+            continue
+        infinite = np.isinf(want)  # (an infinity must be the same one: else the error is infinite)
+        if infinite.any() and not np.array_equal(got[infinite], want[infinite]):
+            error = math.inf
+        keep = np.isfinite(want) & (np.abs(want) != np.finfo(np.float32).max)
+        if not keep.any():
             continue
         error = max(error, float(np.abs(got[keep] - want[keep]).max()))
         scale = max(scale, float(np.abs(want[keep]).max()))

@@ -1863,7 +1863,7 @@ def check_layer_case(folder: Path) -> None:
                 )
     if not any(run.get("backward") for run in case["runs"]) or not case["runs"][0]["outputs"]:
         return
-    net, padding_nan = None, False
+    net, padding_nan, overflow = None, False, False
     for run in case["runs"]:
         prefix, shapes = run["prefix"], {b: tuple(s) for b, s in run["inputs"].items()}
         if net is None or not case.get("stateful"):
@@ -1898,6 +1898,11 @@ def check_layer_case(folder: Path) -> None:
                 both = ~np.isnan(want)
                 _compare(got[both], want[both], f"{prefix}{key}", floor=max(1e-6, 1e-2 * largest))
                 continue
+            if key.startswith("param_grad:") and _overflowing_sums(got, want, npz, prefix):
+                overflow = True  # (the values finite in both and the other gradients are still compared)
+                both = np.isfinite(want) & np.isfinite(got)
+                _compare(got[both], want[both], f"{prefix}{key}", floor=max(1e-6, 1e-2 * largest))
+                continue
             # (a diff near zero beside large ones is the rounding of a cancelling sum)
             try:
                 _compare(got, want, f"{prefix}{key}", floor=max(1e-6, 1e-2 * largest))
@@ -1914,6 +1919,11 @@ def check_layer_case(folder: Path) -> None:
             "a NaN in a bottom reaches every weight of Caffe's gradient through its padded column "
             "buffers (0 x NaN); ours only through the taps that read it"
         )
+    if overflow:
+        raise KnownDifference(
+            "a weight gradient sums products of -FLT_MAX (a MAX window that holds no input) or of "
+            "infinities: which partial sums overflow, and so where it is inf or NaN, follows the sum's order"
+        )
 
 
 def _padding_nan(got: Any, want: Any, npz: Any, prefix: str) -> bool:
@@ -1925,6 +1935,18 @@ def _padding_nan(got: Any, want: Any, npz: Any, prefix: str) -> bool:
     if np.array_equal(ours, caffes) or (ours & ~caffes).any():
         return False
     return any(np.isnan(npz[k]).any() for k in npz.files if k.startswith(f"{prefix}output:"))
+
+
+def _overflowing_sums(got: Any, want: Any, npz: Any, prefix: str) -> bool:
+    """Whether a parameter gradient differs from Caffe's only in where it is not finite, in a run
+    whose forward blobs hold infinities or +-FLT_MAX."""
+    import numpy as np
+
+    if all(np.array_equal(mask(got), mask(want)) for mask in (np.isnan, np.isposinf, np.isneginf)):
+        return False
+    largest = np.finfo(np.float32).max
+    outputs = [npz[k] for k in npz.files if k.startswith(f"{prefix}output:")]
+    return any(np.isinf(v).any() or (np.abs(v) == largest).any() for v in outputs)
 
 
 #: Our refusals of what the oracle takes, each a difference of the oracle's (or Caffe's ``DCHECK``s,
@@ -1984,6 +2006,38 @@ def _known_second_run(index: int, exc: ValueError) -> None:
 #: Seeded random inputs a net Caffe stopped at runs on before it counts as accepted (a check that
 #: reads values, such as an unpooling mask's index past a cropped output, may pass on some draws).
 REFUSED_DRAWS = 8
+
+
+#: What glibc and the kernel print where a process wrote outside its memory.
+MEMORY_CORRUPTION = ("double free", "corruption", "free(): invalid", "Segmentation fault")
+
+
+def _max_window_without_input(net: Path) -> bool:
+    """Whether a 2-D MAX Pooling of ``net`` (at its declared sizes) has a window that holds no input:
+    Caffe's forward gives it -FLT_MAX and mask -1, and its backward then writes before the blob."""
+    import torch
+
+    from converters import load_caffe
+    from converters.layers.pooling import CaffePooling
+
+    empty: list[bool] = []
+
+    def look(module: CaffePooling, args: tuple) -> None:
+        sizes = args[0].shape[-len(module.kernel):]
+        for size, k, st, p in zip(sizes, module.kernel, module.stride, module.pad, strict=True):
+            pooled = -(-(size + 2 * p - k) // st) + 1
+            if p and (pooled - 1) * st >= size + p:
+                pooled -= 1
+            starts = [o * st - p for o in range(pooled)]
+            empty.append(any(min(start + k, size) <= max(start, 0) for start in starts))
+
+    graph = load_caffe(net, strict=False, with_loss=True, optimize=False)
+    for module in graph.modules():
+        if isinstance(module, CaffePooling) and module.method == "MAX" and not module.global_pooling:
+            module.register_forward_pre_hook(look)
+    with torch.no_grad():
+        graph(**{name: torch.zeros(shape) for name, shape in graph.caffe.inputs.items()})
+    return any(empty)
 
 
 def check_refused(net: Path) -> str | None:
@@ -2119,8 +2173,14 @@ def check(root: Path) -> int:
     for net in sorted((root / "refused").glob("*.prototxt")):
         why = net.with_suffix(".why")
         if check_refused(net) is not None:
-            accepted += 1
             reason = why.read_text() if why.exists() else "?"
+            if any(words in reason for words in MEMORY_CORRUPTION) and _max_window_without_input(net):
+                known += 1
+                why_known = ("Caffe's MAX pooling backward adds the diff of a window that holds no input at "
+                             f"index -1, before the blob ({reason.strip()[:80]})")  # fmt: skip
+                print(f"known {net.stem}: {why_known}", flush=True)
+                continue
+            accepted += 1
             print(f"ACCEPTED {net.stem}, which Caffe stopped at: {reason}", flush=True)
     print(
         f"{len(cases)} cases, {failures} differ from Caffe ({known} more as Caffe's own artifacts, "

@@ -220,6 +220,19 @@ def argmax_input(rng: np.random.Generator, blob: str, shape: Shape, run: int) ->
     return (np.round(rng.standard_normal(shape) * 2.0) / 2.0).astype(np.float32)
 
 
+def non_finite_video(rng: np.random.Generator, blob: str, shape: Shape, run: int) -> np.ndarray:
+    """:func:`argmax_input` of a ``(2, 2, 4, 4, 6)`` video with NaN and infinities placed: the first
+    2x2x2 window of sample 0, channel 0 holds only -inf and NaN, +inf ties across windows of
+    channel 1, and sample 1 has a lone NaN and a lone -inf among finite values."""
+    x = argmax_input(rng, blob, shape, run)
+    x[0, 0, 0:2, 0:2, 0:2] = -np.inf
+    x[0, 0, 0, 0, 0] = x[0, 0, 1, 1, 1] = np.nan
+    x[0, 1, 1, 1, 2] = x[0, 1, 2, 2, 3] = np.inf
+    x[1, 0, 2, 3, 5] = np.nan
+    x[1, 1, 3, 2, 4] = -np.inf
+    return x
+
+
 def mvn_input(rng: np.random.Generator, blob: str, shape: Shape, run: int) -> np.ndarray:
     """N(0.7, 2): a mean and a variance that normalization visibly changes."""
     return normal(rng, 2.0, shape, mean=0.7)
@@ -1962,6 +1975,25 @@ def build_cases() -> list[Case]:
             ],
             runs((2, 2, 4, 4, 6), blob="video"),
             make_input=argmax_input,
+            backward=True,
+            **C3D_ORACLE,
+        ),
+        Case(
+            "c3d_max_non_finite",
+            "C3D's MAX Pooling3D over NaN and infinities: its std::max from -FLT_MAX never takes a NaN "
+            "or -inf, so a window of nothing else gives -FLT_MAX, and +inf wins; disjoint and "
+            "overlapping windows, with C3D's backward pass (every element equal to its window's "
+            "maximum, +inf included, gets the gradient)",
+            [
+                L("max_disjoint", "Pooling3D", "video",
+                  pooling3d_param={"pool": "MAX", "kernel_size": 2, "kernel_depth": 2, "stride": 2,
+                                   "temporal_stride": 2}),
+                L("max_overlap", "Pooling3D", "video",
+                  pooling3d_param={"pool": "MAX", "kernel_size": 3, "kernel_depth": 2, "stride": 1,
+                                   "temporal_stride": 1}),
+            ],
+            runs((2, 2, 4, 4, 6), blob="video"),
+            make_input=non_finite_video,
             backward=True,
             **C3D_ORACLE,
         ),

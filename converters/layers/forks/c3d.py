@@ -13,6 +13,7 @@ the numbers. The bias blob is C3D's 5-D ``(1, 1, 1, 1, num_output)``.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -21,8 +22,10 @@ from torch import Tensor, nn
 
 from ...caffe.message import Message
 from ...errors import NetError
+from ..activations import with_caffe_gradient
 from ..convolution import conv_transpose, pad_far_end
 from ..fillers import weight_and_bias_fillers
+from ..pooling import caffe_max_operand
 from ..registry import Converted, LayerContext, check_count, register_layer
 
 
@@ -150,10 +153,10 @@ def pooled_sizes(
 
 
 class Pooling3D(nn.Module):
-    """C3D's Pooling3D. MAX: each window clipped to the input (-FLT_MAX where it holds nothing),
-    the gradient to *every* element equal to the maximum, as C3D's backward gives it. AVE: the
-    real elements' sum over the window clipped to the padded input in space and to the input in
-    time."""
+    """C3D's Pooling3D. MAX: each window clipped to the input, its maximum as C3D's ``std::max``
+    takes it from -FLT_MAX (NaN and -inf never win: a window of nothing else gives -FLT_MAX), and
+    its gradient to *every* element equal to the maximum, as C3D's backward gives it. AVE: the real
+    elements' sum over the window clipped to the padded input in space and to the input in time."""
 
     def __init__(
         self, method: str, kernel: tuple[int, ...], stride: tuple[int, ...], pad: tuple[int, ...]
@@ -170,31 +173,12 @@ class Pooling3D(nn.Module):
             raise NetError(
                 f"Pooling3D: a {list(x.shape)} input leaves no output for kernel {list(self.kernel)}"
             )
-        fill = torch.finfo(x.dtype).min if self.method == "MAX" else 0.0
-        widths: list[int] = []  # F.pad lists the last axis first
-        for size, k, s, q, o in reversed(
-            list(zip(x.shape[2:], self.kernel, self.stride, self.pad, out, strict=True))
-        ):
-            widths += [q, max(0, (o - 1) * s + k - q - size)]
-        padded = F.pad(x, widths, value=fill)
-        slices = []
-        for a in range(self.kernel[0]):
-            for b in range(self.kernel[1]):
-                for c in range(self.kernel[2]):
-                    index = (Ellipsis,) + tuple(
-                        slice(offset, offset + (o - 1) * s + 1, s)
-                        for offset, o, s in zip((a, b, c), out, self.stride, strict=True)
-                    )
-                    slices.append(padded[index])
-        if self.method == "AVE":
-            return torch.stack(slices).sum(dim=0) / self._divisor(tuple(x.shape), out, x)
-        best = torch.stack(slices).amax(dim=0).detach()
-        # C3D's backward: every element equal to its window's maximum gets the gradient. Each term
-        # is zero in value (part - part), so the value stays the maximum exactly, also -FLT_MAX in a
-        # window past the input, which summing the maxima themselves would overflow to -inf
-        zero = torch.zeros_like(best)
-        routed = sum(torch.where(part.detach() == best, part - part.detach(), zero) for part in slices)
-        return best + routed
+        if self.method == "MAX":  # (C3D refuses padding for MAX: only ceil's windows past the end)
+            window = {"kernel": self.kernel, "stride": self.stride, "out": out}
+            return with_caffe_gradient(_max_values, _max_backward, x, **window)  # type: ignore[arg-type]
+        padded = _padded(x, self.kernel, self.stride, self.pad, out, 0.0)
+        views = _windows(padded, self.kernel, self.stride, out)
+        return torch.stack(views).sum(dim=0) / self._divisor(tuple(x.shape), out, x)
 
     def _divisor(self, shape: tuple[int, ...], out: tuple[int, ...], x: Tensor) -> Tensor:
         """Per output position: the window's extent clipped to ``size + pad`` (space) and to the
@@ -209,6 +193,54 @@ class Pooling3D(nn.Module):
             view[axis] = o
             divisor = divisor * counts.reshape(view)
         return divisor
+
+
+def _padded(
+    x: Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], pad: tuple[int, ...], out: tuple[int, ...],
+    fill: float,
+) -> Tensor:  # fmt: skip
+    """``x`` padded with ``fill`` by ``pad`` before each axis and to the last window's end after it."""
+    widths: list[int] = []  # F.pad lists the last axis first
+    for size, k, s, q, o in reversed(list(zip(x.shape[2:], kernel, stride, pad, out, strict=True))):
+        widths += [q, max(0, (o - 1) * s + k - q - size)]
+    return F.pad(x, widths, value=fill)
+
+
+def _windows(
+    padded: Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], out: tuple[int, ...]
+) -> list[Tensor]:
+    """One strided view of ``padded`` per offset in the window: view ``(a, b, c)`` holds element
+    ``(a, b, c)`` of every window."""
+    views = []
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        axes = (slice(i, i + (o - 1) * s + 1, s) for i, o, s in zip(offset, out, stride, strict=True))
+        views.append(padded[(Ellipsis, *axes)])
+    return views
+
+
+def _max_values(x: Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], out: tuple[int, ...]) -> Tensor:
+    lowest = torch.finfo(x.dtype).min
+    operand = _padded(caffe_max_operand(x), kernel, stride, (0, 0, 0), out, lowest)
+    views = _windows(operand, kernel, stride, out)
+    best = views[0].clone()
+    for view in views[1:]:
+        torch.maximum(best, view, out=best)
+    return best
+
+
+def _max_backward(
+    dy: Tensor, x: Tensor, y: Tensor, in_place: bool, given: Tensor,
+    kernel: tuple[int, ...], stride: tuple[int, ...], out: tuple[int, ...],
+) -> Tensor:  # fmt: skip
+    """C3D's MAX backward: each element gets ``top_diff * (bottom == top)`` of every window that
+    holds it (so a NaN or infinite top diff reaches the others as NaN, 0 x inf)."""
+    lowest = torch.finfo(x.dtype).min
+    padded = _padded(x, kernel, stride, (0, 0, 0), out, lowest)
+    grad = torch.zeros_like(padded)
+    views, diff_views = _windows(padded, kernel, stride, out), _windows(grad, kernel, stride, out)
+    for values, diffs in zip(views, diff_views, strict=True):
+        diffs += dy * (values == y).to(dy.dtype)
+    return grad[(Ellipsis, *(slice(0, size) for size in x.shape[2:]))]
 
 
 @register_layer("Pooling3D", bottoms=1, tops=1)
