@@ -233,6 +233,13 @@ def non_finite_video(rng: np.random.Generator, blob: str, shape: Shape, run: int
     return x
 
 
+def non_finite_input(rng: np.random.Generator, blob: str, shape: Shape, run: int) -> np.ndarray:
+    """Multiples of 0.5 (ties), a tenth of them each NaN, +inf and -inf."""
+    values = np.array([-1.0, -0.5, 0.0, 0.5, 1.0, 2.0, np.nan, np.inf, -np.inf], np.float32)
+    weights = np.array([0.7 / 6] * 6 + [0.1] * 3)
+    return rng.choice(values, size=shape, p=weights / weights.sum()).astype(np.float32)
+
+
 def mvn_input(rng: np.random.Generator, blob: str, shape: Shape, run: int) -> np.ndarray:
     """N(0.7, 2): a mean and a variance that normalization visibly changes."""
     return normal(rng, 2.0, shape, mean=0.7)
@@ -1155,6 +1162,19 @@ def build_cases() -> list[Case]:
             ),
         ),
         Case(
+            "eltwise_max_non_finite",
+            "Eltwise MAX over NaN and infinities: Caffe takes bottom 0 only where it is greater than "
+            "bottom 1 (so a NaN in bottom 0 takes bottom 1, one in bottom 1 stays), then a later "
+            "bottom only where it is greater; two and three bottoms, with Caffe's backward pass",
+            [
+                L("max2", "Eltwise", ["x", "y"], eltwise_param={"operation": "MAX"}),
+                L("max3", "Eltwise", ["x", "y", "z"], eltwise_param={"operation": "MAX"}),
+            ],
+            [{"x": (2, 3, 4, 5), "y": (2, 3, 4, 5), "z": (2, 3, 4, 5)}],
+            make_input=non_finite_input,
+            backward=True,
+        ),
+        Case(
             "eltwise_in_place",
             "Eltwise computed in place over its bottom 0: SUM (Caffe zeroes the top, bottom 0's "
             "memory, before adding: bottom 0 adds nothing) with coefficients, MAX (the top starts at "
@@ -1821,6 +1841,17 @@ def build_cases() -> list[Case]:
             backward=True,
             oracle=FORK_ORACLE,
             notes=["inputs are multiples of 0.5: some sit on Clip's bounds (its gradient passes there)"],
+        ),
+        Case(
+            "clip_non_finite",
+            "BVLC master's Clip over NaN and infinities: max(min, min(x, max)) gives min for a NaN and "
+            "a bound for an infinity, and its gradient passes only inside the bounds, with Caffe's "
+            "backward pass",
+            [L("clip", "Clip", "data", clip_param={"min": -0.5, "max": 0.8})],
+            runs((2, 3, 4, 5)),
+            make_input=non_finite_input,
+            backward=True,
+            oracle=FORK_ORACLE,
         ),
         Case(
             "inplace_backward_kept",

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..caffe.message import Message
 from ..errors import NetError
 from .fillers import filler_or
+from .gradients import gradient_only
 from .registry import Converted, LayerContext, register_layer
 from .tracing import tracing
 
@@ -269,7 +270,7 @@ def clip(x: Tensor, low: float, high: float) -> Tensor:
     capped = torch.where(x > high, torch.full_like(x, high), x)
     y = torch.where(capped > low, capped, torch.full_like(x, low))
     inside = ((x >= low) & (x <= high)).to(x.dtype)
-    return y.detach() + (x - x.detach()) * inside
+    return y.detach() + gradient_only(x) * inside
 
 
 def clip_backward(

@@ -35,17 +35,14 @@ def eltwise_prod(*xs: Tensor) -> Tensor:
 
 
 def eltwise_max(*xs: Tensor) -> Tensor:
-    """Caffe's Eltwise MAX; in training, each position's gradient goes to the one bottom Caffe's
-    mask names (:func:`caffe_max_index`), where PyTorch's maximum splits it between ties."""
-    out = xs[0]
-    for x in xs[1:]:
-        out = torch.maximum(out, x)
-    if plain_inference(*xs):
-        return out
-    index = caffe_max_index(xs)
-    zero = torch.zeros((), dtype=out.dtype, device=out.device)
-    picked = [torch.where(index == i, x, zero) for i, x in enumerate(xs)]
-    return out.detach() + sum(part - part.detach() for part in picked)
+    """Caffe's Eltwise MAX (``eltwise_layer.cpp``): bottom 0 only where it is greater than bottom 1
+    (a tie, or a NaN in bottom 0, takes bottom 1), then a later bottom only where it is greater than
+    the maximum so far; each position's gradient goes to the one bottom taken (Caffe's mask), where
+    PyTorch's maximum would split it between ties and propagate every NaN."""
+    out = torch.where(xs[0] > xs[1], xs[0], xs[1])
+    for x in xs[2:]:
+        out = torch.where(x > out, x, out)
+    return out
 
 
 def caffe_max_index(xs: Sequence[Tensor]) -> Tensor:

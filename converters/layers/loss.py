@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import NetError
+from .gradients import gradient_only
 from .registry import Converted, LayerContext, canonical_axis, register_layer
 from .tracing import has_values
 
@@ -278,7 +279,7 @@ def contrastive_loss(a: Tensor, b: Tensor, similar: Tensor, margin: float, legac
     else:
         distance = torch.sqrt(squared.detach())
         # value: the distance; gradient: d(squared) / (2 (distance + 1e-4)), as Caffe's Backward_cpu
-        shaped = distance + (squared - squared.detach()) / (2 * (distance + 1e-4))
+        shaped = distance + gradient_only(squared) / (2 * (distance + 1e-4))
         apart = torch.clamp(margin - shaped, min=0) ** 2
     return caffe_running_sum(torch.where(same, squared, apart)) / (2 * a.shape[0])
 
@@ -295,7 +296,7 @@ def contrastive_loss_layer(ctx: LayerContext) -> Converted:
 def _log_clamped(prob: Tensor) -> Tensor:
     """``log(max(prob, 1e-20))`` whose gradient is ``1 / max(prob, 1e-20)`` (Caffe's Backward_cpu)."""
     floor = prob.clamp(min=LOG_THRESHOLD).detach()
-    return torch.log(floor) + (prob - prob.detach()) / floor
+    return torch.log(floor) + gradient_only(prob) / floor
 
 
 def infogain_loss(

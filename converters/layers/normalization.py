@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .fillers import CONSTANT_ONE, CONSTANT_ZERO
+from .gradients import gradient_only
 from .pooling import CaffePooling
 from .registry import Converted, LayerContext, check_count, register_layer
 from .tracing import plain_inference
@@ -34,6 +35,8 @@ def mvn(x: Tensor, normalize_variance: bool, across_channels: bool, eps: float) 
     variance = centred.pow(2).mean(dim=dims, keepdim=True) if dims else centred.pow(2)
     scale = (variance.sqrt() + eps).detach()
     y = (centred / scale).detach()
+    if plain_inference(x):
+        return y
     # Caffe's Backward_cpu: dx = (dy - mean(dy) - y mean(y dy)) / (std + eps), which leaves out
     # the eps in the variance term; this surrogate's Jacobian is exactly that. The division comes
     # first so that the centring sums its terms before they grow by 1 / (std + eps): with a zero
@@ -44,7 +47,7 @@ def mvn(x: Tensor, normalize_variance: bool, across_channels: bool, eps: float) 
         surrogate = scaled - mean - y * (y * scaled).mean(dim=dims, keepdim=True)
     else:
         surrogate = scaled - scaled - y * y * scaled
-    return y + surrogate - surrogate.detach()
+    return y + gradient_only(surrogate)
 
 
 def caffe_batch_norm(x: Tensor, mean: Tensor, var: Tensor, eps: float, global_stats: bool) -> Tensor:

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ..errors import NetError
 from .fillers import CONSTANT_ZERO, filler_or
+from .gradients import gradient_only
 from .registry import Converted, LayerContext, register_layer
 from .tracing import tracing
 
@@ -89,7 +90,7 @@ def _lstm_forget_gate(pre: Tensor, cont: Tensor) -> Tensor:
     sigmoid's form applied to the gated value, which equals the true one when cont is 0 or 1)."""
     f = cont * torch.sigmoid(pre)
     slope = (f * (1 - f)).detach()
-    return f.detach() + (pre - pre.detach()) * slope
+    return f.detach() + gradient_only(pre) * slope
 
 
 def lstm_unit(c_prev: Tensor, gates: Tensor, cont: Tensor) -> tuple[Tensor, Tensor]:

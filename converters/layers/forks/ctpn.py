@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ...errors import NetError
 from ..fillers import filler_or
+from ..gradients import gradient_only
 from ..registry import Converted, LayerContext, check_count, register_layer
 from ..tracing import tracing
 
@@ -110,7 +111,7 @@ class CTPNLstm(nn.Module):
             if route and clip is not None:
                 # W_h's gradient from every step, unscaled by cont; h(t-1)'s scaled by it
                 with_weight = F.linear(h.detach(), self.W_h)
-                pre = gates_x[t] + k * F.linear(h, self.W_h.detach()) + (with_weight - with_weight.detach())
+                pre = gates_x[t] + k * F.linear(h, self.W_h.detach()) + gradient_only(with_weight)
             else:
                 pre = gates_x[t] + k * F.linear(h, self.W_h)
             if self.clipping_threshold > 0 and pre.requires_grad and not tracing():

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ...errors import NetError
 from ..fillers import CONSTANT_ZERO
+from ..gradients import gradient_only
 from ..registry import Converted, LayerContext, check_count, check_int, register_layer
 from ..tracing import has_values, tracing
 
@@ -546,7 +547,7 @@ def channel_norm(x: Tensor) -> Tensor:
         return norm
     slope = (x / (norm + 1e-9)).detach()  # channel_norm_layer.cpp's Backward_cpu
     routed = (x * slope).sum(1, keepdim=True)
-    return norm.detach() + (routed - routed.detach())
+    return norm.detach() + gradient_only(routed)
 
 
 @register_layer("ChannelNorm", bottoms=1, tops=1)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ...errors import NetError
 from ..fillers import CONSTANT_ONE, CONSTANT_ZERO
+from ..gradients import gradient_only
 from ..registry import Converted, LayerContext, check_count, register_layer
 from ..tracing import index_out_of_range, tracing
 from .yolo import nearest_upsample_layer
@@ -46,7 +47,7 @@ def max_unpool(x: Tensor, mask: Tensor, height: int, width: int) -> Tensor:
         # SegNet's backward gives every source the gradient at the position it names (both windows
         # of an overlap): the gradient of a scatter-add, carried on the same values
         spread = x.new_zeros((n, c, height * width)).scatter_add(2, index, values)
-        out = out.detach() + (spread - spread.detach())
+        out = out.detach() + gradient_only(spread)
     return out.reshape(n, c, height, width)
 
 
