@@ -59,7 +59,8 @@ the same pixel of every later channel), and a NaN in a bottom
 of a (de)convolution, which Caffe's gradient carries to every weight through the zeros of its padded
 column buffers (0 x NaN = NaN) where ours reaches only the taps that read it (C3D's AVE Pooling3D of
 a window past the input gives 0 / 0 in both). Ours: a NaN gradient reaching a ReLU (Caffe
-multiplies it by the mask, NaN x 0 = NaN; PyTorch's ReLU passes 0).
+multiplies it by the mask, NaN x 0 = NaN; PyTorch's ReLU passes 0), and a ReLU of -inf (Caffe's
+``max(x, 0) + 0 * min(x, 0)`` gives NaN, PyTorch's ReLU 0).
 """
 
 from __future__ import annotations

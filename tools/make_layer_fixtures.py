@@ -240,6 +240,15 @@ def non_finite_input(rng: np.random.Generator, blob: str, shape: Shape, run: int
     return rng.choice(values, size=shape, p=weights / weights.sum()).astype(np.float32)
 
 
+def nan_scores_input(rng: np.random.Generator, blob: str, shape: Shape, run: int) -> np.ndarray:
+    """Scores from few values (ties), a quarter of them NaN, some infinite; labels in [0, 7)."""
+    if blob == "label":
+        return rng.integers(0, 7, shape).astype(np.float32)
+    values = np.array([-1.0, 0.0, 0.5, 1.0, 2.0, np.inf, -np.inf, np.nan], np.float32)
+    weights = np.array([0.13, 0.13, 0.13, 0.13, 0.13, 0.05, 0.05, 0.25])
+    return rng.choice(values, size=shape, p=weights / weights.sum()).astype(np.float32)
+
+
 def mvn_input(rng: np.random.Generator, blob: str, shape: Shape, run: int) -> np.ndarray:
     """N(0.7, 2): a mean and a variance that normalization visibly changes."""
     return normal(rng, 2.0, shape, mean=0.7)
@@ -404,8 +413,10 @@ def two_input_runs(names: tuple[str, ...], *shape_sets: tuple[Shape, ...]) -> li
 #: and forcing one through the others' inputs stops Caffe (softmax_loss's backward is
 #: softmax_loss_backward's); pool_max_mask's windows that start past the input have mask -1, and
 #: Caffe's MAX backward writes to bottom_diff[-1] (memory corruption, then a crash), and so do
-#: pool_max_nan's windows of NaN and -inf only.
-WITHOUT_BACKWARD = frozenset({"argmax", "softmax_loss", "pool_max_mask", "pool_max_nan"})
+#: pool_max_nan's windows of NaN and -inf only; argmax_accuracy_nan is ArgMax and Accuracy only.
+WITHOUT_BACKWARD = frozenset(
+    {"argmax", "argmax_accuracy_nan", "softmax_loss", "pool_max_mask", "pool_max_nan"}
+)
 
 
 #: The fork oracle's names for C3D v1.0's layers and their parameter messages (tools/build_fork_oracle.sh
@@ -1173,6 +1184,24 @@ def build_cases() -> list[Case]:
             [{"x": (2, 3, 4, 5), "y": (2, 3, 4, 5), "z": (2, 3, 4, 5)}],
             make_input=non_finite_input,
             backward=True,
+        ),
+        Case(
+            "argmax_accuracy_nan",
+            "ArgMax and Accuracy over scores with NaN: Caffe's std::partial_sort of (value, index) "
+            "pairs by std::greater, whose order a NaN breaks, leaves what GCC's heap steps give; "
+            "ArgMax per image (top_k 4 with out_max_val) and over axis 1 (top_k 1, 3), Accuracy "
+            "(top_k 1; top_k 3 with per-class accuracies)",
+            [
+                L("argmax_c", "ArgMax", "score", argmax_param={"axis": 1}),
+                L("argmax_c_top3", "ArgMax", "score",
+                  argmax_param={"axis": 1, "top_k": 3, "out_max_val": True}),
+                L("argmax_top4", "ArgMax", "score", argmax_param={"top_k": 4, "out_max_val": True}),
+                L("accuracy", "Accuracy", ["score", "label"]),
+                L("accuracy_top3", "Accuracy", ["score", "label"], ["accuracy_top3", "per_class"],
+                  accuracy_param={"top_k": 3}),
+            ],
+            [{"score": (6, 7, 3, 2), "label": (6, 3, 2)}],
+            make_input=nan_scores_input,
         ),
         Case(
             "eltwise_in_place",

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ..errors import NetError
 from .gradients import gradient_only
+from .reduction import caffe_partial_sort
 from .registry import Converted, LayerContext, canonical_axis, register_layer
 from .tracing import has_values
 
@@ -125,7 +126,8 @@ def accuracy(
     score: Tensor, label: Tensor, axis: int, top_k: int, ignore_label: int | None, per_class: bool = False
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Caffe's Accuracy: the share of non-ignored positions whose label is among the ``top_k``
-    scores (ties ranked by class index, higher first; NaN when every label is ignored), and with
+    scores (ties ranked by class index, higher first; over a NaN as Caffe's sort leaves them; NaN
+    when every label is ignored), and with
     ``per_class`` also each class's accuracy (0 for classes that do not occur)."""
     axis = axis + score.dim() if axis < 0 else axis
     classes = score.shape[axis]
@@ -138,6 +140,11 @@ def accuracy(
     index = torch.arange(classes, device=score.device).unsqueeze(0)
     ahead = (moved > true_score) | ((moved == true_score) & (index > safe.unsqueeze(1)))
     correct = (ahead.sum(dim=1) < top_k) & valid
+    if has_values(moved) and bool(moved.isnan().any()):  # (unordered pairs: Caffe's sort decides)
+        correct = correct.clone()
+        for row in (moved.isnan().any(dim=1) & valid).nonzero().flatten().tolist():
+            ranked = caffe_partial_sort(moved[row].tolist(), min(top_k, classes))
+            correct[row] = int(target[row]) in [index for _, index in ranked]
     overall = correct.sum().to(score.dtype) / valid.sum().to(score.dtype)
     if not per_class:
         return overall
