@@ -240,6 +240,12 @@ def non_finite_input(rng: np.random.Generator, blob: str, shape: Shape, run: int
     return rng.choice(values, size=shape, p=weights / weights.sum()).astype(np.float32)
 
 
+def _finite_at_even(x: np.ndarray) -> np.ndarray:
+    """``x`` with its values at even row and column indices made finite (0.25)."""
+    x[..., ::2, ::2] = np.where(np.isfinite(x[..., ::2, ::2]), x[..., ::2, ::2], np.float32(0.25))
+    return x
+
+
 def nan_scores_input(rng: np.random.Generator, blob: str, shape: Shape, run: int) -> np.ndarray:
     """Scores from few values (ties), a quarter of them NaN, some infinite; labels in [0, 7)."""
     if blob == "label":
@@ -413,9 +419,10 @@ def two_input_runs(names: tuple[str, ...], *shape_sets: tuple[Shape, ...]) -> li
 #: and forcing one through the others' inputs stops Caffe (softmax_loss's backward is
 #: softmax_loss_backward's); pool_max_mask's windows that start past the input have mask -1, and
 #: Caffe's MAX backward writes to bottom_diff[-1] (memory corruption, then a crash), and so do
-#: pool_max_nan's windows of NaN and -inf only; argmax_accuracy_nan is ArgMax and Accuracy only.
+#: pool_max_nan's windows of NaN and -inf only; argmax_accuracy_nan is ArgMax and Accuracy only;
+#: lrn_non_finite's backward carries NaN as its running sum does (tools/differential_fuzz.py).
 WITHOUT_BACKWARD = frozenset(
-    {"argmax", "argmax_accuracy_nan", "softmax_loss", "pool_max_mask", "pool_max_nan"}
+    {"argmax", "argmax_accuracy_nan", "lrn_non_finite", "softmax_loss", "pool_max_mask", "pool_max_nan"}
 )
 
 
@@ -1152,6 +1159,50 @@ def build_cases() -> list[Case]:
             make_input=lambda rng, blob, shape, run: rng.choice(
                 np.array([-2.0, -0.5, 0.0, 0.0, 1.25, 2.5, 4.0, 6.0, 6.0, 7.5], np.float32), size=shape
             ),
+        ),
+        Case(
+            "relu6_non_finite",
+            "ReLU6 over NaN and infinities: min(max(x, 0) + slope min(x, 0), threshold) gives NaN for "
+            "-inf without a slope (0 x -inf), -inf with one, the threshold for +inf; with Caffe's "
+            "backward pass",
+            [
+                L("r6", "ReLU6", "data"),
+                L("r6_leaky", "ReLU6", "data", relu6_param={"negative_slope": 0.1, "threshold": 2.5}),
+            ],
+            runs((2, 3, 4, 5)),
+            make_input=non_finite_input,
+        ),
+        Case(
+            "lrn_non_finite",
+            "LRN ACROSS_CHANNELS over NaN and infinities: Caffe's running sum of squares over channels "
+            "(add the square entering the window, subtract the one leaving) leaves NaN at every later "
+            "channel of a pixel once a non-finite square has left the window; local_size 5 and 3, "
+            "and in place (forward only: Caffe's backward runs the same sum over its ratios)",
+            [
+                L("lrn5", "LRN", "data", lrn_param={"local_size": 5, "alpha": 0.5, "beta": 0.75}),
+                L("lrn3", "LRN", "data", lrn_param={"local_size": 3, "alpha": 1.5, "beta": 0.5, "k": 2.0}),
+                L("copy", "Power", "data", power_param={"scale": 1.0}),
+                L("copy_lrn", "LRN", "copy", "copy", lrn_param={"local_size": 3}),
+            ],
+            runs((2, 9, 3, 4)),
+            make_input=lambda rng, blob, shape, run: np.where(
+                rng.random(shape) < 0.06,
+                rng.choice(np.array([np.nan, np.inf, -np.inf], np.float32), size=shape),
+                normal(rng, 1.0, shape),
+            ).astype(np.float32),
+        ),
+        Case(
+            "pool_max_non_finite_backward",
+            "MAX pooling's backward over NaN and infinities: Caffe's mask names each window's first "
+            "maximum, +inf included, and never a NaN or -inf; every window holds a finite value (its "
+            "first row and column of even index), so no mask is -1; 2x2 stride 2, 3x3 stride 2 pad 1, "
+            "with Caffe's backward pass",
+            [
+                L("max2", "Pooling", "data", **pool("MAX", kernel_size=2, stride=2)),
+                L("max3_pad", "Pooling", "data", **pool("MAX", kernel_size=3, stride=2, pad=1)),
+            ],
+            runs((2, 3, 6, 8)),
+            make_input=lambda rng, blob, shape, run: _finite_at_even(non_finite_input(rng, blob, shape, run)),
         ),
         Case(
             "eltwise_max_ties",

@@ -14,7 +14,7 @@ from .fillers import CONSTANT_ONE, CONSTANT_ZERO
 from .gradients import gradient_only
 from .pooling import CaffePooling
 from .registry import Converted, LayerContext, check_count, register_layer
-from .tracing import plain_inference
+from .tracing import has_values, plain_inference
 
 
 def lrn_within_channel(x: Tensor, size: int, alpha: float, beta: float) -> Tensor:
@@ -68,7 +68,23 @@ class LocalResponseNorm(nn.LocalResponseNorm):
     def forward(self, x: Tensor) -> Tensor:
         if x.dtype in (torch.bfloat16, torch.float16):
             return super().forward(x.float()).to(x.dtype)
-        return super().forward(x)
+        return as_running_sum(x, super().forward(x), self.size)
+
+
+def as_running_sum(x: Tensor, y: Tensor, size: int) -> Tensor:
+    """``y``, LRN ACROSS_CHANNELS of ``x``, NaN where Caffe's is: Caffe's ``CrossChannelForward_cpu``
+    keeps the window's sum of squares as a running sum over channels (add the square that enters,
+    subtract the one that leaves), so a non-finite square (an infinity, a NaN, an overflow) leaves
+    NaN (inf - inf, NaN - NaN) at every later channel of its pixel once it has left the window."""
+    if not has_values(x) or x.dim() < 2 or x.shape[1] <= size // 2 + 1:
+        return y
+    bad = ~torch.isfinite(x * x)
+    if not bool(bad.any()):
+        return y
+    left = torch.zeros_like(bad)
+    after = size // 2 + 1  # the window of channel c holds channels c - size // 2 .. c + size // 2
+    left[:, after:] = bad.cumsum(dim=1)[:, : x.shape[1] - after] > 0
+    return y.masked_fill(left, math.nan)
 
 
 @register_layer("LRN", bottoms=1, tops=1)
@@ -141,7 +157,7 @@ class _AcrossInPlace(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
         scale = _lrn_scale(x, size, alpha, k)
-        top = scale.pow(-2 * beta)
+        top = as_running_sum(x, scale.pow(-2 * beta), size)
         ctx.save_for_backward(scale, top)
         ctx.constants = (size, alpha, beta)
         return top
@@ -193,7 +209,7 @@ def lrn_within_in_place(x: Tensor, size: int, alpha: float, beta: float) -> Tens
 def lrn_across_in_place(x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
     """Caffe's LRN ACROSS_CHANNELS whose top is its bottom (:class:`_AcrossInPlace`)."""
     if plain_inference(x):
-        return _lrn_scale(x, size, alpha, k).pow(-2 * beta)
+        return as_running_sum(x, _lrn_scale(x, size, alpha, k).pow(-2 * beta), size)
     return _AcrossInPlace.apply(x, size, alpha, beta, k)
 
 

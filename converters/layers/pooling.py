@@ -168,9 +168,10 @@ def caffe_max_operand(x: Tensor) -> Tensor:
     """``x`` as Caffe's MAX pooling sees it: each window's maximum starts at -FLT_MAX and takes a
     value only where it is greater (``caffe/src/caffe/layers/pooling_layer.cpp``), so NaN never wins
     and neither does -inf: both count as -FLT_MAX (a window of nothing else gives -FLT_MAX, where
-    PyTorch's maximum gives NaN or -inf)."""
+    PyTorch's maximum gives NaN or -inf). Its gradient reaches every other value, +inf included
+    (``nan_to_num``'s stops at every value that is not finite: a window's +inf maximum got none)."""
     lowest = torch.finfo(x.dtype).min
-    return torch.nan_to_num(x, nan=lowest, posinf=math.inf, neginf=lowest)
+    return torch.where(torch.isnan(x) | (x == -math.inf), torch.full_like(x, lowest), x)
 
 
 def _plain_inference(x: Tensor) -> bool:

@@ -32,9 +32,8 @@ def shuffle_channel(ctx: LayerContext) -> Converted:
 
 
 def _relu6_values(x: Tensor, negative_slope: float, threshold: float) -> Tensor:
-    y = torch.clamp(x, min=0)
-    if negative_slope:
-        y = y + negative_slope * torch.clamp(x, max=0)
+    # (the slope's term also without a slope: 0 x -inf gives the fork's NaN for an input of -inf)
+    y = torch.clamp(x, min=0) + negative_slope * torch.clamp(x, max=0)
     return torch.clamp(y, max=threshold)
 
 
