@@ -127,8 +127,8 @@ def accuracy(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Caffe's Accuracy: the share of non-ignored positions whose label is among the ``top_k``
     scores (ties ranked by class index, higher first; over a NaN as Caffe's sort leaves them; NaN
-    when every label is ignored), and with
-    ``per_class`` also each class's accuracy (0 for classes that do not occur)."""
+    when every label is ignored), and with ``per_class`` also each class's accuracy (0 for classes
+    that do not occur)."""
     axis = axis + score.dim() if axis < 0 else axis
     classes = score.shape[axis]
     check_label_values("Accuracy", label, classes, ignore_label)
