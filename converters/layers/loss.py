@@ -140,9 +140,10 @@ def accuracy(
     index = torch.arange(classes, device=score.device).unsqueeze(0)
     ahead = (moved > true_score) | ((moved == true_score) & (index > safe.unsqueeze(1)))
     correct = (ahead.sum(dim=1) < top_k) & valid
-    if has_values(moved) and bool(moved.isnan().any()):  # (unordered pairs: Caffe's sort decides)
+    unordered = moved.isnan().any(dim=1) & valid if has_values(moved) else None
+    if unordered is not None and bool(unordered.any()):  # (pairs with a NaN: Caffe's sort decides)
         correct = correct.clone()
-        for row in (moved.isnan().any(dim=1) & valid).nonzero().flatten().tolist():
+        for row in unordered.nonzero().flatten().tolist():
             ranked = caffe_partial_sort(moved[row].tolist(), min(top_k, classes))
             correct[row] = int(target[row]) in [index for _, index in ranked]
     overall = correct.sum().to(score.dtype) / valid.sum().to(score.dtype)
